@@ -1,0 +1,137 @@
+import { type Glob, mustCompileGlob } from "./glob.js";
+import type { GrantDef, PolicyDocument } from "./types.js";
+
+/**
+ * The decision index: policies compiled once per revision so that a decision costs a few Map
+ * lookups and glob matches, however many projects and grants there are.
+ *
+ * project name → agent → roles, and service → exact verb → grants (plus the grants whose action is
+ * a pattern). A call only ever looks at the grants of its own project and service.
+ */
+export interface PolicyIndex {
+  readonly projects: ReadonlyMap<string, CompiledProject>;
+}
+
+export interface CompiledProject {
+  readonly name: string;
+  readonly revision: number;
+  readonly document: PolicyDocument;
+  /** Agent name → its roles. */
+  readonly agentRoles: ReadonlyMap<string, ReadonlySet<string>>;
+  readonly services: ReadonlyMap<string, ServiceIndex>;
+}
+
+export interface ServiceIndex {
+  /** Grants listing this exact verb (e.g. `s3:GetObject`). */
+  readonly exact: ReadonlyMap<string, readonly CompiledGrant[]>;
+  /** Grants with at least one wildcard action; each is checked with `matchesAction`. */
+  readonly patterned: readonly CompiledGrant[];
+}
+
+export interface CompiledConstraint {
+  readonly param: string;
+  readonly path: readonly string[];
+  readonly max: number | undefined;
+  readonly min: number | undefined;
+  readonly in: ReadonlySet<string> | undefined;
+  readonly inText: string;
+  readonly notIn: ReadonlySet<string> | undefined;
+  readonly notInText: string;
+  readonly pattern: Glob | undefined;
+}
+
+export interface CompiledGrant {
+  readonly id: string;
+  readonly service: string;
+  readonly def: GrantDef;
+  readonly actionPatterns: readonly Glob[];
+  readonly resources: readonly Glob[] | undefined;
+  readonly branches: readonly Glob[] | undefined;
+  readonly agents: ReadonlySet<string> | undefined;
+  readonly roles: ReadonlySet<string> | undefined;
+  readonly constraints: readonly CompiledConstraint[];
+  /** For `tools`: normalised command fragments. */
+  readonly denyText: readonly string[];
+  /** For other services: resource patterns that are refused. */
+  readonly denyResources: readonly Glob[];
+  readonly expiresAt: number | undefined;
+  /** Precomputed so that an ALLOW allocates nothing but its result. */
+  readonly allowReason: string;
+}
+
+/** A project's document with the revision it was stored as, and grants added at run time. */
+export interface ProjectInput {
+  document: PolicyDocument;
+  revision: number;
+  /** Grants that are not in the document (later: approved access requests). */
+  extraGrants?: readonly GrantDef[];
+}
+
+export function compilePolicies(inputs: readonly ProjectInput[]): PolicyIndex {
+  const projects = new Map<string, CompiledProject>();
+  for (const input of inputs) projects.set(input.document.project, compileProject(input));
+  return { projects };
+}
+
+export function compileProject({ document, revision, extraGrants = [] }: ProjectInput): CompiledProject {
+  const agentRoles = new Map<string, ReadonlySet<string>>();
+  for (const a of document.agents) agentRoles.set(a.name, new Set(a.roles));
+  const building = new Map<string, { exact: Map<string, CompiledGrant[]>; patterned: CompiledGrant[] }>();
+  for (const def of [...document.grants, ...extraGrants]) {
+    const grant = compileGrant(def, document.project);
+    let svc = building.get(def.service);
+    if (!svc) {
+      svc = { exact: new Map(), patterned: [] };
+      building.set(def.service, svc);
+    }
+    let patterned = false;
+    for (const g of grant.actionPatterns) {
+      if (g.literal !== undefined) {
+        const list = svc.exact.get(g.literal) ?? [];
+        if (!list.includes(grant)) list.push(grant);
+        svc.exact.set(g.literal, list);
+      } else {
+        patterned = true;
+      }
+    }
+    if (patterned) svc.patterned.push(grant);
+  }
+  return { name: document.project, revision, document, agentRoles, services: building };
+}
+
+/** Collapses whitespace and drops shell quoting characters, so `rm  "-rf"` reads as `rm -rf`. */
+export function normaliseCommand(text: string): string {
+  return text
+    .replace(/["'\\`]/g, "")
+    .replace(/\s+/g, " ")
+    .trim();
+}
+
+function compileGrant(def: GrantDef, project: string): CompiledGrant {
+  const tools = def.service === "tools";
+  return {
+    id: def.id,
+    service: def.service,
+    def,
+    actionPatterns: def.actions.map(mustCompileGlob),
+    resources: def.resources?.map(mustCompileGlob),
+    branches: def.branches?.map(mustCompileGlob),
+    agents: def.agents ? new Set(def.agents) : undefined,
+    roles: def.roles ? new Set(def.roles) : undefined,
+    constraints: def.constraints.map((c) => ({
+      param: c.param,
+      path: c.param.split("."),
+      max: c.max,
+      min: c.min,
+      in: c.in ? new Set(c.in.map(String)) : undefined,
+      inText: c.in ? `[${c.in.join(", ")}]` : "",
+      notIn: c.not_in ? new Set(c.not_in.map(String)) : undefined,
+      notInText: c.not_in ? `[${c.not_in.join(", ")}]` : "",
+      pattern: c.pattern === undefined ? undefined : mustCompileGlob(c.pattern),
+    })),
+    denyText: tools ? def.deny.map(normaliseCommand).filter((d) => d.length > 0) : [],
+    denyResources: tools ? [] : def.deny.map(mustCompileGlob),
+    expiresAt: def.expiresAt,
+    allowReason: `allowed by grant ${def.id} of ${project}`,
+  };
+}

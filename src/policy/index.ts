@@ -1,0 +1,7 @@
+/** The pure policy core: parse, compile and evaluate. No I/O, no database, no HTTP. */
+export * from "./compile.js";
+export * from "./evaluate.js";
+export * from "./glob.js";
+export * from "./parse.js";
+export * from "./time.js";
+export * from "./types.js";

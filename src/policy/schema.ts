@@ -1,0 +1,193 @@
+import { z } from "zod";
+import { compileGlob } from "./glob.js";
+import { parseDuration, parseTimestamp } from "./time.js";
+
+/**
+ * The shape of a policy document, in zod. Every object is strict: an unknown key is an error,
+ * because a misspelt key that was silently ignored could widen or narrow access.
+ * Cross-references (roles, agents, unique ids) are checked afterwards in parse.ts.
+ */
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$/;
+const nameMsg = (what: string) =>
+  `must be a ${what}: letters, digits and . _ @ : - (starting with a letter or digit, at most 128 characters)`;
+
+export const projectName = z
+  .string()
+  .regex(
+    /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/,
+    "must be a project name: letters, digits and . _ - (at most 64 characters)",
+  );
+export const agentName = z.string().regex(NAME, nameMsg("agent name"));
+const roleName = z.string().regex(NAME, nameMsg("role name"));
+const approverId = z.string().regex(NAME, nameMsg("approver id"));
+export const serviceName = z
+  .string()
+  .regex(
+    /^[a-z0-9][a-z0-9_-]{0,31}$/,
+    "must be a service name: lower-case letters, digits, _ and - (for example aws, git, stripe)",
+  );
+
+const glob = (what: string, chars: RegExp, charsHint: string) =>
+  z
+    .string()
+    .max(1024, `is longer than 1024 characters`)
+    .superRefine((v, ctx) => {
+      const g = compileGlob(v);
+      if (!g.ok) ctx.addIssue({ code: "custom", message: `is not a valid ${what} pattern: it ${g.error}` });
+      else if (!chars.test(v))
+        ctx.addIssue({ code: "custom", message: `is not a valid ${what}: ${charsHint}` });
+    });
+
+/** The verb part of an action (after `service:`), e.g. `s3:GetObject`, `charges:*`. */
+const actionGlob = glob(
+  "action",
+  /^[A-Za-z0-9_.:/*?-]+$/,
+  "use letters, digits and _ . : / - with * and ? as wildcards",
+);
+/** A full action with its service, e.g. `aws:iam:*`, `stripe:*`. */
+export const fullActionGlob = glob(
+  "action",
+  /^[A-Za-z0-9_.:/*?-]+$/,
+  "use letters, digits and _ . : / - with * and ? as wildcards",
+);
+const resourceGlob = glob("resource", /^[^\s]+$/, "resources cannot contain whitespace");
+const branchGlob = glob("branch", /^[^\s~^:]+$/, "branch names cannot contain whitespace, ~, ^ or :");
+
+const duration = z.union([z.string(), z.number()]).superRefine((v, ctx) => {
+  const d = parseDuration(v);
+  if (!d.ok) ctx.addIssue({ code: "custom", message: d.error });
+});
+
+const timestamp = z.string().superRefine((v, ctx) => {
+  const t = parseTimestamp(v);
+  if (!t.ok) ctx.addIssue({ code: "custom", message: t.error });
+});
+
+const scalar = z.union([z.string(), z.number(), z.boolean()], {
+  error: "must be a string, number or true/false",
+});
+
+export const constraintShape = {
+  max: z.number("must be a number").optional(),
+  min: z.number("must be a number").optional(),
+  in: z.array(scalar).min(1, "must list at least one value").optional(),
+  not_in: z.array(scalar).min(1, "must list at least one value").optional(),
+  pattern: glob("parameter", /[\s\S]*/, "").optional(),
+};
+const constraint = z.strictObject(constraintShape);
+
+const paramPath = z
+  .string()
+  .regex(
+    /^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*$/,
+    "must be a parameter name or dotted path such as amount or receiver.account_id",
+  );
+
+export const grantShape = {
+  id: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, "must be a grant id: letters, digits and . _ - (at most 64)")
+    .optional(),
+  description: z.string().max(500).optional(),
+  service: serviceName,
+  actions: z.array(actionGlob).min(1, "must list at least one action"),
+  resources: z
+    .array(resourceGlob)
+    .min(1, "must list at least one resource; leave the key out to cover every resource")
+    .optional(),
+  branches: z
+    .array(branchGlob)
+    .min(1, "must list at least one branch; leave the key out to cover every branch")
+    .optional(),
+  agents: z
+    .array(agentName)
+    .min(1, "must list at least one agent; leave the key out to cover every agent")
+    .optional(),
+  roles: z.array(roleName).min(1, "must list at least one role; leave the key out").optional(),
+  constraints: z.record(paramPath, constraint).optional(),
+  deny: z.array(z.string().min(1, "must not be empty").max(1024)).optional(),
+  expires: timestamp.optional(),
+};
+const grant = z.strictObject(grantShape);
+
+export const agentShape = { name: agentName, roles: z.array(roleName).optional() };
+const agent = z.union([agentName, z.strictObject(agentShape)], {
+  error: "must be an agent name, or a mapping with name and roles",
+});
+
+const tier = z.enum(["low", "medium", "high"], "must be low, medium or high");
+
+export const slackShape = {
+  user_id: z
+    .string()
+    .regex(/^[UW][A-Z0-9]{2,20}$/, "must be a Slack user id such as U012ABCDEF")
+    .optional(),
+  email: z.email("must be an email address").optional(),
+};
+export const telegramShape = {
+  user_id: z
+    .union([z.number().int().positive(), z.string().regex(/^\d{1,20}$/)], {
+      error: "must be a numeric Telegram user id",
+    })
+    .optional(),
+};
+export const approverShape = {
+  id: approverId,
+  name: z.string().max(200).optional(),
+  email: z.email("must be an email address").optional(),
+  slack: z.strictObject(slackShape).optional(),
+  telegram: z.strictObject(telegramShape).optional(),
+  tiers: z.array(tier).min(1, "must list at least one tier; leave the key out for all tiers").optional(),
+};
+const approver = z.strictObject(approverShape);
+
+const approvalsCount = z
+  .number()
+  .int("must be a whole number")
+  .min(1, "must be at least 1")
+  .max(10, "must be at most 10");
+export const approvalsShape = {
+  low: approvalsCount.optional(),
+  medium: approvalsCount.optional(),
+  high: approvalsCount.optional(),
+};
+export const grantTtlShape = { default: duration.optional(), max: duration.optional() };
+export const settingsShape = {
+  grant_ttl: z.strictObject(grantTtlShape).optional(),
+  pending_ttl: duration.optional(),
+  never_grant: z.array(fullActionGlob).optional(),
+  approvals: z.strictObject(approvalsShape).optional(),
+  risk: z.record(fullActionGlob, tier).optional(),
+};
+
+export const documentShape = {
+  project: projectName,
+  description: z.string().max(2000).optional(),
+  agents: z.array(agent),
+  grants: z.array(grant).optional(),
+  approvers: z.array(approver).optional(),
+  settings: z.strictObject(settingsShape).optional(),
+};
+export const PolicyDocumentSchema = z.strictObject(documentShape);
+export type RawPolicyDocument = z.infer<typeof PolicyDocumentSchema>;
+
+/**
+ * The keys an object at `path` may have, for "did you mean" hints on unknown keys.
+ * `path` uses numbers for list positions, as zod reports them.
+ */
+export function knownKeysAt(path: readonly PropertyKey[]): string[] | undefined {
+  const p = path.map((k) => (typeof k === "number" ? "#" : String(k)));
+  const at = p.join("/");
+  if (at === "") return Object.keys(documentShape);
+  if (/^grants\/#$/.test(at)) return Object.keys(grantShape);
+  if (/^grants\/#\/constraints\/[^/]+$/.test(at)) return Object.keys(constraintShape);
+  if (/^agents\/#$/.test(at)) return Object.keys(agentShape);
+  if (/^approvers\/#$/.test(at)) return Object.keys(approverShape);
+  if (/^approvers\/#\/slack$/.test(at)) return Object.keys(slackShape);
+  if (/^approvers\/#\/telegram$/.test(at)) return Object.keys(telegramShape);
+  if (at === "settings") return Object.keys(settingsShape);
+  if (at === "settings/grant_ttl") return Object.keys(grantTtlShape);
+  if (at === "settings/approvals") return Object.keys(approvalsShape);
+  return undefined;
+}

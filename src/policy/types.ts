@@ -1,0 +1,124 @@
+/**
+ * The policy model: what a project's YAML document means once it has been parsed and checked.
+ * Everything here is plain data; see compile.ts for the index the decision engine runs on.
+ */
+
+export type RiskTier = "low" | "medium" | "high";
+export const RISK_TIERS: readonly RiskTier[] = ["low", "medium", "high"];
+
+/** An agent of the project and the roles it holds. */
+export interface AgentDef {
+  name: string;
+  roles: string[];
+}
+
+/** One check on a call parameter. Absent fields are not checked; at least one is present. */
+export interface ConstraintDef {
+  /** Dotted path into the call's `params`, e.g. `amount` or `receiver.account_id`. */
+  param: string;
+  max?: number;
+  min?: number;
+  in?: (string | number | boolean)[];
+  not_in?: (string | number | boolean)[];
+  /** A glob (same syntax as resources) the parameter, as a string, must match. */
+  pattern?: string;
+}
+
+/** A rule that allows actions of one service, possibly narrowed to agents, roles and parameters. */
+export interface GrantDef {
+  /** `id` as written, or `g_<n>` for the n-th grant (1-based) of the document. */
+  id: string;
+  service: string;
+  /** Globs over the part of the action after `service:` (e.g. `s3:GetObject`, `charges:*`). */
+  actions: string[];
+  /** Resource globs; a grant without `resources` covers every resource. */
+  resources: string[] | undefined;
+  /** Branch globs; a grant with `branches` only covers calls that name a matching branch. */
+  branches: string[] | undefined;
+  /** When present, only these agents (or holders of `roles`) are covered. */
+  agents: string[] | undefined;
+  roles: string[] | undefined;
+  constraints: ConstraintDef[];
+  /** For `tools`: substrings of command text that are refused; for other services: resource globs. */
+  deny: string[];
+  /** Epoch milliseconds after which the grant no longer allows anything. */
+  expiresAt: number | undefined;
+  description: string | undefined;
+}
+
+/** A person who may decide access requests, and how chat platforms identify them. */
+export interface ApproverDef {
+  id: string;
+  name: string | undefined;
+  email: string | undefined;
+  slack: { userId: string | undefined; email: string | undefined } | undefined;
+  telegram: { userId: string | undefined } | undefined;
+  /** Risk tiers this approver may decide; all tiers when not given. */
+  tiers: RiskTier[];
+}
+
+/** Butler settings of one project, with defaults filled in. */
+export interface ProjectSettings {
+  grantTtlDefaultSeconds: number;
+  grantTtlMaxSeconds: number;
+  pendingTtlSeconds: number;
+  /** Full-action globs (e.g. `aws:iam:*`) that no access request may ever be granted. */
+  neverGrant: string[];
+  approvals: Record<RiskTier, number>;
+  /** Full-action globs mapped to a tier, overriding the built-in classification; first match wins. */
+  risk: { action: string; tier: RiskTier }[];
+}
+
+/** One project's policy document. */
+export interface PolicyDocument {
+  project: string;
+  description: string | undefined;
+  agents: AgentDef[];
+  grants: GrantDef[];
+  approvers: ApproverDef[];
+  settings: ProjectSettings;
+}
+
+/** One problem found in a policy file, located precisely enough to fix it. */
+export interface PolicyIssue {
+  file: string;
+  line: number;
+  col: number;
+  /** Path into the document, e.g. `grants[2].actions[0]`; empty for the document itself. */
+  path: string;
+  message: string;
+}
+
+/** A call an agent wants to make. `action` is `service:verb...` (e.g. `aws:s3:GetObject`). */
+export interface Call {
+  agent: string;
+  project: string;
+  action: string;
+  resource: string;
+  branch?: string | undefined;
+  params?: Record<string, unknown> | undefined;
+}
+
+/** Why a call was denied, as a stable code (the `reason` is the sentence for people). */
+export type DenyCode =
+  | "no_project"
+  | "unknown_agent"
+  | "no_service_grant"
+  | "no_action_grant"
+  | "agent_not_covered"
+  | "resource_not_covered"
+  | "branch_not_covered"
+  | "grant_expired"
+  | "constraint_failed"
+  | "deny_pattern"
+  | "invalid_action";
+
+export type Decision =
+  | { decision: "ALLOW"; reason: string; grantId: string; expiresAt: number | undefined; revision: number }
+  | {
+      decision: "DENY";
+      code: DenyCode;
+      reason: string;
+      grantId: string | undefined;
+      revision: number | undefined;
+    };
