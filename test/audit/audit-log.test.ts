@@ -1,0 +1,173 @@
+import { sql } from "drizzle-orm";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { createAuditLog, readLines } from "../../src/audit/audit-log.js";
+import { ChainVerifier } from "../../src/audit/chain.js";
+import { verifyAuditChain } from "../../src/audit/verify.js";
+import type { Database } from "../../src/db/client.js";
+import { createLogger } from "../../src/logger.js";
+import { FakeClock } from "../helpers/clock.js";
+import { createTestDatabase, ENGINE, type TestDatabase } from "../helpers/db.js";
+
+const log = createLogger("silent");
+
+/** Drizzle wraps driver errors ("Failed query: …"); the database's own message is the cause. */
+async function expectRefused(p: Promise<unknown>) {
+  const e = await p.then(
+    () => undefined,
+    (x: unknown) => x as Error & { cause?: Error },
+  );
+  expect(e, "the statement should have been refused").toBeDefined();
+  expect(String(e?.cause?.message ?? e?.message)).toMatch(/append-only/);
+}
+
+describe(`audit log on ${ENGINE}`, () => {
+  let t: TestDatabase;
+  beforeAll(async () => {
+    t = await createTestDatabase();
+  });
+  afterAll(() => t.cleanup());
+
+  async function all(db: Database) {
+    const out = [];
+    for await (const l of readLines(db.db)) out.push(l);
+    return out;
+  }
+
+  test("appended events form a chain from the genesis that verifies", async () => {
+    const audit = createAuditLog({ database: t.database, clock: new FakeClock(), log });
+    const a = await audit.append({
+      type: "gateway.denied",
+      agent: "a",
+      project: "p",
+      action: "x:y",
+      resource: "r",
+      decision: "DENY",
+      reason: "no",
+      httpStatus: 403,
+    });
+    const b = await audit.append({
+      type: "policy.loaded",
+      project: "p",
+      details: { revision: 1, file: "p.yaml", nested: { list: [1, "two"] } },
+    });
+    expect(a).toMatchObject({
+      seq: 1,
+      prev_hash: "0".repeat(64),
+      ts: "2026-05-01T17:42:11.000Z",
+      agent: "a",
+      http_status: 403,
+    });
+    expect(b).toMatchObject({ seq: 2, prev_hash: a.hash, revision: 1, agent: null });
+    const stored = await all(t.database);
+    expect(stored).toEqual([a, b]);
+    expect(await verifyAuditChain(t.database.db)).toMatchObject({ ok: true, count: 2, verifiedThrough: 2 });
+    await audit.close();
+  });
+
+  test("text PostgreSQL cannot store is mended before hashing, so the chain still verifies", async () => {
+    const audit = createAuditLog({ database: t.database, clock: new FakeClock(), log });
+    const line = await audit.append({
+      type: "x.happened",
+      reason: "nul \u0000 and lone \ud800 surrogate",
+      details: { "k\u0000": "v\u0000" },
+    });
+    expect(line.reason).toBe("nul \uFFFD and lone \uFFFD surrogate");
+    expect(await verifyAuditChain(t.database.db)).toMatchObject({ ok: true });
+    await audit.close();
+  });
+
+  test("a detail may not overwrite a core field", async () => {
+    const audit = createAuditLog({ database: t.database, clock: new FakeClock(), log });
+    await expect(audit.append({ type: "x", details: { decision: "ALLOW" } })).rejects.toThrow(/core field/);
+    await audit.close();
+  });
+
+  test("events written in a transaction that rolls back leave no trace and no gap", async () => {
+    const audit = createAuditLog({ database: t.database, clock: new FakeClock(), log });
+    const before = (await all(t.database)).length;
+    await expect(
+      t.database.db.transaction(async (tx) => {
+        await audit.appendInTx(tx, [{ type: "x.one" }, { type: "x.two" }]);
+        throw new Error("roll back");
+      }),
+    ).rejects.toThrow("roll back");
+    const next = await audit.append({ type: "x.after" });
+    expect(next.seq).toBe(before + 1);
+    expect(await verifyAuditChain(t.database.db)).toMatchObject({ ok: true, count: before + 1 });
+    await audit.close();
+  });
+
+  test("several instances appending at once keep one chain with no fork, gap or lost event", async () => {
+    const handles =
+      ENGINE === "postgres"
+        ? [t.database, await t.openAnother(), await t.openAnother()]
+        : [t.database, t.database, t.database];
+    const logs = handles.map((database) =>
+      createAuditLog({ database, clock: new FakeClock(), log, batchMax: 50 }),
+    );
+    const start = (await all(t.database)).length;
+    const perInstance = 400;
+    const results = await Promise.all(
+      logs.flatMap((audit, i) =>
+        Array.from({ length: perInstance }, (_, j) =>
+          j % 10 === 0
+            ? t.database.db
+                .transaction((tx) =>
+                  audit.appendInTx(tx, [{ type: "x.in_tx", agent: `i${i}`, reason: String(j) }]),
+                )
+                .then((l) => l[0]!)
+            : audit.append({ type: "x.queued", agent: `i${i}`, reason: String(j) }),
+        ),
+      ),
+    );
+    const stored = await all(t.database);
+    expect(stored).toHaveLength(start + 3 * perInstance);
+    expect(stored.map((l) => l.seq)).toEqual(Array.from({ length: stored.length }, (_, k) => k + 1));
+    expect(new Set(results.map((r) => r.event_id)).size).toBe(3 * perInstance);
+    const ids = new Set(stored.map((l) => l.event_id));
+    for (const r of results) expect(ids.has(r.event_id)).toBe(true);
+    const v = new ChainVerifier();
+    for (const l of stored) expect(v.push(l)).toBeUndefined();
+    expect(await verifyAuditChain(t.database.db)).toMatchObject({ ok: true, count: stored.length });
+    await Promise.all(logs.map((l) => l.close()));
+  });
+
+  test("the database refuses to change, remove or truncate events", async () => {
+    const audit = createAuditLog({ database: t.database, clock: new FakeClock(), log });
+    await audit.append({ type: "x.kept" });
+    await expectRefused(t.database.db.execute(sql`UPDATE audit_events SET reason = 'forged' WHERE seq = 1`));
+    await expectRefused(t.database.db.execute(sql`DELETE FROM audit_events WHERE seq = 1`));
+    await expectRefused(t.database.db.execute(sql`TRUNCATE audit_events`));
+    await expectRefused(t.database.db.execute(sql`DELETE FROM audit_head`));
+    expect(await verifyAuditChain(t.database.db)).toMatchObject({ ok: true });
+    await audit.close();
+  });
+
+  test("a superuser who disables the trigger and edits an event is caught at that event", async () => {
+    const total = (await all(t.database)).length;
+    const target = Math.max(1, total - 3);
+    await t.database.db.execute(sql`ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only`);
+    await t.database.db.execute(sql`UPDATE audit_events SET reason = 'nothing to see' WHERE seq = ${target}`);
+    await t.database.db.execute(sql`ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only`);
+    const r = await verifyAuditChain(t.database.db);
+    expect(r).toMatchObject({ ok: false, verifiedThrough: target - 1, break: { seq: target } });
+  });
+
+  test("removing the newest events is caught against the recorded head", async () => {
+    const other = await createTestDatabase();
+    try {
+      const audit = createAuditLog({ database: other.database, clock: new FakeClock(), log });
+      for (let i = 0; i < 5; i++) await audit.append({ type: "x.e" });
+      await audit.close();
+      await other.database.db.execute(sql`ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only`);
+      await other.database.db.execute(sql`DELETE FROM audit_events WHERE seq >= 4`);
+      expect(await verifyAuditChain(other.database.db)).toMatchObject({
+        ok: false,
+        verifiedThrough: 3,
+        break: { seq: 4 },
+      });
+    } finally {
+      await other.cleanup();
+    }
+  });
+});

@@ -1,0 +1,68 @@
+import { readFile } from "node:fs/promises";
+import { PGlite } from "@electric-sql/pglite";
+import pg from "pg";
+import { inject } from "vitest";
+import { type Database, pgliteDatabase, postgresDatabase } from "../../src/db/client.js";
+import { migrate } from "../../src/db/migrate.js";
+import { createLogger } from "../../src/logger.js";
+
+/** Which engine this run tests: PostgreSQL when DATABASE_URL is set (as CI's second pass does). */
+export const ENGINE: "postgres" | "pglite" = process.env.DATABASE_URL ? "postgres" : "pglite";
+
+export interface TestDatabase {
+  database: Database;
+  /** Set on PostgreSQL: a URL to this test's own database (to open more pools, like more instances). */
+  url: string | undefined;
+  /** Opens another handle on the same database, as a second server instance would (PostgreSQL only). */
+  openAnother(): Promise<Database>;
+  cleanup(): Promise<void>;
+}
+
+let counter = 0;
+
+/** A fresh, migrated, empty database on the engine under test. */
+export async function createTestDatabase(): Promise<TestDatabase> {
+  const log = createLogger("silent");
+  if (ENGINE === "pglite") {
+    const tar = await readFile(inject("pgliteTemplate"));
+    const client = await PGlite.create({ loadDataDir: new Blob([tar]) });
+    const database = pgliteDatabase(client);
+    return {
+      database,
+      url: undefined,
+      openAnother: async () => {
+        throw new Error("PGlite is single-process: share `database` instead");
+      },
+      cleanup: () => database.close(),
+    };
+  }
+  const base = new URL(process.env.DATABASE_URL!);
+  const name = `butler_t_${process.pid}_${Date.now().toString(36)}_${counter++}`;
+  const admin = new pg.Client({ connectionString: base.toString() });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = new URL(base);
+  url.pathname = `/${name}`;
+  const open = () =>
+    postgresDatabase(new pg.Pool({ connectionString: url.toString(), max: 10 }), url.toString(), log);
+  const database = open();
+  await migrate(database);
+  const others: Database[] = [];
+  return {
+    database,
+    url: url.toString(),
+    async openAnother() {
+      const d = open();
+      others.push(d);
+      return d;
+    },
+    async cleanup() {
+      await Promise.all([database, ...others].map((d) => d.close()));
+      const a = new pg.Client({ connectionString: base.toString() });
+      await a.connect();
+      await a.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await a.end();
+    },
+  };
+}
