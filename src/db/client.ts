@@ -159,3 +159,8 @@ class PgListener {
     }
   }
 }
+
+/** The rows of a raw `db.execute(sql…)` result; both drivers return `{ rows }`. */
+export function rowsOf<T>(result: unknown): T[] {
+  return (result as { rows: T[] }).rows;
+}

@@ -244,8 +244,7 @@ function checkConstraint(
     }
     const text = String(v);
     if (c.in !== undefined && !c.in.has(text)) return `${c.param} ${clip(text)} is not in ${c.inText}`;
-    if (c.notIn !== undefined && c.notIn.has(text))
-      return `${c.param} ${clip(text)} is one of the refused values ${c.notInText}`;
+    if (c.notIn?.has(text)) return `${c.param} ${clip(text)} is one of the refused values ${c.notInText}`;
     if (c.pattern !== undefined && !c.pattern.match(text)) {
       return `${c.param} ${clip(text)} does not match pattern "${c.pattern.source}"`;
     }

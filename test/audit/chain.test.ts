@@ -75,7 +75,7 @@ describe("chain verification", () => {
     forged.hash = hashLine(forged.prev_hash, forged);
     lines[2] = forged;
     const v = new ChainVerifier();
-    lines.forEach((l) => v.push(l));
+    for (const l of lines) v.push(l);
     expect(v.broken).toMatchObject({ seq: 4, problem: expect.stringContaining("prev_hash") });
   });
 
@@ -83,7 +83,7 @@ describe("chain verification", () => {
     const lines = chain(5);
     lines.splice(1, 1);
     const v = new ChainVerifier();
-    lines.forEach((l) => v.push(l));
+    for (const l of lines) v.push(l);
     expect(v.broken).toMatchObject({ seq: 2, problem: expect.stringContaining("missing") });
   });
 

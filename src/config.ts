@@ -1,0 +1,140 @@
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { z } from "zod";
+import type { DatabaseConfig } from "./db/client.js";
+import { AppError } from "./errors.js";
+import type { LogLevel } from "./logger.js";
+
+/** Everything Butler reads from its environment, parsed once (see .env.example and the README). */
+export interface Config {
+  host: string;
+  port: number;
+  /** How agents and people reach this server; used in hints such as the access-request URL. */
+  publicUrl: string;
+  dataDir: string;
+  database: DatabaseConfig;
+  policiesDir: string;
+  policyWatch: boolean;
+  logLevel: LogLevel;
+  audit: { batchMax: number; queueMax: number };
+  bodyLimitBytes: number;
+  trustProxy: boolean;
+  /** Admin API token given by the environment; otherwise one is kept in `dataDir/admin-token`. */
+  adminToken: string | undefined;
+  /** A running server for the CLI to talk to, instead of the one found in the data directory. */
+  serverUrl: string | undefined;
+}
+
+const bool = (name: string) =>
+  z
+    .string()
+    .transform((s) => s.trim().toLowerCase())
+    .refine(
+      (s) => ["1", "0", "true", "false", "yes", "no", "on", "off"].includes(s),
+      `${name} must be true or false`,
+    )
+    .transform((s) => ["1", "true", "yes", "on"].includes(s));
+
+const int = (name: string, min: number, max: number) =>
+  z
+    .string()
+    .trim()
+    .regex(/^\d+$/, `${name} must be a whole number`)
+    .transform(Number)
+    .refine((n) => n >= min && n <= max, `${name} must be between ${min} and ${max}`);
+
+const httpUrl = (name: string) =>
+  z
+    .string()
+    .trim()
+    .refine((s) => {
+      try {
+        const u = new URL(s);
+        return u.protocol === "http:" || u.protocol === "https:";
+      } catch {
+        return false;
+      }
+    }, `${name} must be an http:// or https:// URL`)
+    .transform((s) => s.replace(/\/+$/, ""));
+
+const EnvSchema = z.object({
+  HOST: z.string().trim().min(1, "HOST must not be empty").default("127.0.0.1"),
+  PORT: int("PORT", 0, 65535).default(8080),
+  BUTLER_PUBLIC_URL: httpUrl("BUTLER_PUBLIC_URL").optional(),
+  BUTLER_DATA_DIR: z.string().trim().min(1, "BUTLER_DATA_DIR must not be empty").default("./.butler"),
+  DATABASE_URL: z
+    .string()
+    .trim()
+    .regex(/^postgres(ql)?:\/\//, "DATABASE_URL must be a postgres:// or postgresql:// URL")
+    .optional(),
+  DATABASE_POOL_SIZE: int("DATABASE_POOL_SIZE", 1, 1000).default(10),
+  POLICIES_DIR: z.string().trim().min(1, "POLICIES_DIR must not be empty").default("./policies"),
+  POLICY_WATCH: bool("POLICY_WATCH").default(true),
+  LOG_LEVEL: z
+    .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"], {
+      error: "LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent",
+    })
+    .default("info"),
+  AUDIT_BATCH_MAX: int("AUDIT_BATCH_MAX", 1, 10_000).default(1000),
+  AUDIT_QUEUE_MAX: int("AUDIT_QUEUE_MAX", 1, 10_000_000).default(50_000),
+  BODY_LIMIT_BYTES: int("BODY_LIMIT_BYTES", 1024, 64 * 1024 * 1024).default(65_536),
+  TRUST_PROXY: bool("TRUST_PROXY").default(false),
+  BUTLER_ADMIN_TOKEN: z
+    .string()
+    .trim()
+    .min(32, "BUTLER_ADMIN_TOKEN must be at least 32 characters")
+    .optional(),
+  BUTLER_URL: httpUrl("BUTLER_URL").optional(),
+});
+
+/** Settings that may instead be read from a file named by `<NAME>_FILE` (container secrets). */
+const FILE_SETTINGS = ["DATABASE_URL", "BUTLER_ADMIN_TOKEN"] as const;
+
+/**
+ * Parses the environment. Every problem is reported at once, each naming its variable; empty
+ * variables count as unset.
+ */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const problems: string[] = [];
+  const input: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && v.trim() !== "") input[k] = v;
+  for (const name of FILE_SETTINGS) {
+    const file = input[`${name}_FILE`];
+    if (!file) continue;
+    if (input[name]) problems.push(`set either ${name} or ${name}_FILE, not both`);
+    try {
+      input[name] = readFileSync(file, "utf8").trim();
+    } catch (e) {
+      problems.push(
+        `${name}_FILE: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      );
+    }
+  }
+  const parsed = EnvSchema.safeParse(input);
+  if (!parsed.success) for (const i of parsed.error.issues) problems.push(i.message);
+  if (problems.length > 0 || !parsed.success) {
+    throw new AppError("INVALID_INPUT", `Invalid configuration:\n- ${problems.join("\n- ")}`);
+  }
+  const e = parsed.data;
+  const dataDir = resolve(e.BUTLER_DATA_DIR);
+  const displayHost = e.HOST === "0.0.0.0" || e.HOST === "::" ? "127.0.0.1" : e.HOST;
+  return Object.freeze({
+    host: e.HOST,
+    port: e.PORT,
+    publicUrl:
+      e.BUTLER_PUBLIC_URL ??
+      `http://${displayHost.includes(":") ? `[${displayHost}]` : displayHost}:${e.PORT}`,
+    dataDir,
+    database: e.DATABASE_URL
+      ? { kind: "postgres" as const, url: e.DATABASE_URL, poolSize: e.DATABASE_POOL_SIZE }
+      : { kind: "pglite" as const, dataDir: resolve(dataDir, "pglite") },
+    policiesDir: resolve(e.POLICIES_DIR),
+    policyWatch: e.POLICY_WATCH,
+    logLevel: e.LOG_LEVEL,
+    audit: { batchMax: e.AUDIT_BATCH_MAX, queueMax: e.AUDIT_QUEUE_MAX },
+    bodyLimitBytes: e.BODY_LIMIT_BYTES,
+    trustProxy: e.TRUST_PROXY,
+    adminToken: e.BUTLER_ADMIN_TOKEN,
+    serverUrl: e.BUTLER_URL,
+  });
+}

@@ -1,0 +1,107 @@
+import { randomBytes } from "node:crypto";
+import { chmod, mkdir, open, readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { AppError } from "./errors.js";
+
+/**
+ * Files Butler keeps in its data directory (BUTLER_DATA_DIR), all owner-only:
+ * - `admin-token`: the admin API token the CLI uses to talk to a running server;
+ * - `server.json`: where the running server listens (written after listen, removed at exit);
+ * - `butler.lock`: held by the process that has the embedded database open;
+ * - `pglite/`: the embedded database.
+ */
+export interface ServerInfo {
+  pid: number;
+  url: string;
+  startedAt: string;
+}
+
+export async function ensureDataDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+}
+
+/** Reads the admin token, creating a random one (mode 0600) the first time. */
+export async function readOrCreateAdminToken(dir: string): Promise<string> {
+  const file = join(dir, "admin-token");
+  try {
+    const t = (await readFile(file, "utf8")).trim();
+    if (t.length >= 32) return t;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+  }
+  const token = `bta_${randomBytes(32).toString("base64url")}`;
+  await writeFile(file, `${token}\n`, { mode: 0o600 });
+  await chmod(file, 0o600);
+  return token;
+}
+
+export async function readAdminToken(dir: string): Promise<string | undefined> {
+  try {
+    return (await readFile(join(dir, "admin-token"), "utf8")).trim();
+  } catch {
+    return undefined;
+  }
+}
+
+export async function writeServerInfo(dir: string, info: ServerInfo): Promise<void> {
+  await writeFile(join(dir, "server.json"), `${JSON.stringify(info)}\n`, { mode: 0o600 });
+}
+
+export async function removeServerInfo(dir: string, pid = process.pid): Promise<void> {
+  const info = await readServerInfo(dir);
+  if (info && info.pid === pid) await rm(join(dir, "server.json"), { force: true });
+}
+
+/** The server recorded in the data directory, if its process is still alive. */
+export async function readServerInfo(dir: string): Promise<ServerInfo | undefined> {
+  let info: ServerInfo;
+  try {
+    info = JSON.parse(await readFile(join(dir, "server.json"), "utf8")) as ServerInfo;
+  } catch {
+    return undefined;
+  }
+  return isAlive(info.pid) ? info : undefined;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * Takes the embedded database's lock (PGlite must be opened by one process only). A lock left by
+ * a dead process is taken over. Returns a function that releases it.
+ */
+export async function acquireDataDirLock(dir: string, purpose: string): Promise<() => Promise<void>> {
+  const file = join(dir, "butler.lock");
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fh = await open(file, "wx", 0o600);
+      await fh.writeFile(JSON.stringify({ pid: process.pid, purpose }));
+      await fh.close();
+      return async () => {
+        await rm(file, { force: true });
+      };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+      let holder: { pid: number; purpose: string } | undefined;
+      try {
+        holder = JSON.parse(await readFile(file, "utf8"));
+      } catch {
+        holder = undefined;
+      }
+      if (holder && isAlive(holder.pid)) {
+        throw new AppError(
+          "CONFLICT",
+          `the embedded database in ${dir} is in use by process ${holder.pid} (${holder.purpose}); stop it, or run CLI commands while the server runs (they go through it)`,
+        );
+      }
+      await rm(file, { force: true });
+    }
+  }
+  throw new AppError("CONFLICT", `could not take the lock ${file}`);
+}

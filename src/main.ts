@@ -1,0 +1,118 @@
+import { existsSync } from "node:fs";
+import { sql } from "drizzle-orm";
+import type { FastifyInstance } from "fastify";
+import { type Clock, systemClock } from "./clock.js";
+import type { Config } from "./config.js";
+import {
+  acquireDataDirLock,
+  ensureDataDir,
+  readOrCreateAdminToken,
+  removeServerInfo,
+  writeServerInfo,
+} from "./data-dir.js";
+import { openDatabase } from "./db/client.js";
+import { migrate } from "./db/migrate.js";
+import type { Logger } from "./logger.js";
+import { buildApp } from "./server/app.js";
+import { createServices, type Services } from "./services.js";
+
+export interface RunningServer {
+  app: FastifyInstance;
+  /** The URL the server listens on (with the real port when PORT=0). */
+  url: string;
+  services: Services;
+  adminToken: string;
+  /** Stops accepting calls, finishes in-flight ones, flushes the audit log and closes the database. */
+  close(): Promise<void>;
+}
+
+/**
+ * The composition root of `butler serve`: data directory, database and migrations, services,
+ * policies, HTTP server, and the process lifecycle around them.
+ */
+export async function startServer(
+  config: Config,
+  log: Logger,
+  clock: Clock = systemClock,
+): Promise<RunningServer> {
+  await ensureDataDir(config.dataDir);
+  const releaseLock =
+    config.database.kind === "pglite"
+      ? await acquireDataDirLock(config.dataDir, "butler serve")
+      : async () => {};
+  const cleanups: (() => Promise<void>)[] = [releaseLock];
+  const cleanup = async () => {
+    for (const c of cleanups.reverse()) await c().catch((e) => log.error({ err: e }, "shutdown step failed"));
+  };
+  try {
+    const database = await openDatabase(config.database, log);
+    cleanups.push(() => database.close());
+    await migrate(database);
+    const services = createServices({ config, database, log, clock, actor: "admin-api" });
+    await services.changes.start();
+    cleanups.push(() => services.changes.stop());
+    await services.policies.refreshAll();
+    if (existsSync(config.policiesDir)) {
+      const report = await services.policies.importDirectory("startup");
+      log.info(
+        {
+          loaded: report.loaded.length,
+          unchanged: report.unchanged.length,
+          failed: report.failed.length,
+          retired: report.retired.length,
+        },
+        "policies imported",
+      );
+    } else {
+      log.warn(
+        { dir: config.policiesDir },
+        "the policies directory does not exist; serving stored revisions only",
+      );
+    }
+    cleanups.push(() => services.audit.close());
+    const adminToken = config.adminToken ?? (await readOrCreateAdminToken(config.dataDir));
+    let closing = false;
+    const app = await buildApp({
+      log,
+      bodyLimitBytes: config.bodyLimitBytes,
+      trustProxy: config.trustProxy,
+      tokens: services.tokens,
+      gateway: services.gateway,
+      metrics: services.metrics,
+      admin: services.admin,
+      adminToken,
+      checkReady: async () => {
+        if (closing) throw new Error("shutting down");
+        await database.db.execute(sql`SELECT 1`);
+      },
+    });
+    cleanups.push(() => app.close());
+    await app.listen({ host: config.host, port: config.port });
+    const addr = app.server.address();
+    const port = typeof addr === "object" && addr ? addr.port : config.port;
+    const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
+    const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+    await writeServerInfo(config.dataDir, { pid: process.pid, url, startedAt: clock.now().toISOString() });
+    cleanups.push(() => removeServerInfo(config.dataDir));
+    if (config.policyWatch && existsSync(config.policiesDir)) {
+      services.policies.watch();
+      cleanups.push(async () => services.policies.stopWatching());
+    }
+    log.info({ url, database: config.database.kind, policies: config.policiesDir }, "butler is serving");
+    let closed: Promise<void> | undefined;
+    return {
+      app,
+      url,
+      services,
+      adminToken,
+      close() {
+        closing = true;
+        closed ??= cleanup();
+        return closed;
+      },
+    };
+  } catch (e) {
+    await cleanup();
+    throw e;
+  }
+}

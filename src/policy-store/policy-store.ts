@@ -1,0 +1,404 @@
+import { createHash } from "node:crypto";
+import { type FSWatcher, watch } from "node:fs";
+import { readdir, readFile } from "node:fs/promises";
+import { join, relative, sep } from "node:path";
+import { and, asc, desc, eq, sql } from "drizzle-orm";
+import type { AuditLog } from "../audit/audit-log.js";
+import type { Clock } from "../clock.js";
+import type { ChangeBus } from "../db/changes.js";
+import { type Db, rowsOf } from "../db/client.js";
+import { policyRevisions } from "../db/schema.js";
+import { AppError } from "../errors.js";
+import type { Logger } from "../logger.js";
+import {
+  type CompiledProject,
+  compileProject,
+  formatIssue,
+  type PolicyDocument,
+  type PolicyIndex,
+  type PolicySource,
+  parsePolicyFile,
+  parsePolicySet,
+} from "../policy/index.js";
+
+/** One stored version of a project's baseline policy. */
+export interface PolicyRevision {
+  project: string;
+  revision: number;
+  contentHash: string;
+  source: string;
+  yaml: string;
+  retired: boolean;
+  createdAt: string;
+}
+
+/** What one import of the policies directory did. */
+export interface ImportReport {
+  loaded: { project: string; revision: number; file: string }[];
+  unchanged: { project: string; revision: number; file: string }[];
+  failed: { file: string; project: string | null; issues: string[] }[];
+  retired: { project: string; revision: number }[];
+}
+
+export interface PolicyStoreDeps {
+  db: Db;
+  audit: Pick<AuditLog, "appendInTx">;
+  changes: Pick<ChangeBus, "publish" | "subscribe">;
+  clock: Clock;
+  log: Logger;
+  /** Absolute path of the directory holding `*.yaml` policy files. */
+  policiesDir: string;
+}
+
+const AUDIT_ISSUES_MAX = 50;
+
+/**
+ * The policies in force. Files in the policies directory are the baseline: each valid file is
+ * stored as a numbered revision of its project (only when its content changed). The decision
+ * index is compiled from the newest revision of every project, on every instance, and recompiled
+ * when any instance stores a new revision. A file that does not parse never replaces the
+ * revision in force: the failure is logged and audited, and the previous version keeps serving.
+ */
+export function createPolicyStore(deps: PolicyStoreDeps) {
+  const { db, audit, changes, log, policiesDir } = deps;
+  let projects = new Map<string, CompiledProject>();
+  let current: PolicyIndex = { projects };
+  const parsed = new Map<string, PolicyDocument>();
+  let importing: Promise<ImportReport> | undefined;
+  let rerun = false;
+  let watcher: FSWatcher | undefined;
+  let debounce: NodeJS.Timeout | undefined;
+
+  changes.subscribe((c) => {
+    if (c.kind === "policy")
+      void refreshProject(c.project).catch((e) =>
+        log.error({ err: e, project: c.project }, "policy refresh failed"),
+      );
+    if (c.kind === "resync") void refreshAll().catch((e) => log.error({ err: e }, "policy resync failed"));
+  });
+
+  function displayPath(file: string): string {
+    const rel = relative(process.cwd(), file);
+    return rel.startsWith("..") ? file : rel.split(sep).join("/");
+  }
+
+  function toRevision(r: typeof policyRevisions.$inferSelect): PolicyRevision {
+    return {
+      project: r.project,
+      revision: r.revision,
+      contentHash: r.contentHash,
+      source: r.source,
+      yaml: r.yaml,
+      retired: r.retired,
+      createdAt: r.createdAt.toISOString(),
+    };
+  }
+
+  /** Compiles a stored revision (parsing is cached per revision), or undefined if it serves nothing. */
+  function compileRevision(r: PolicyRevision): CompiledProject | undefined {
+    if (r.retired) return undefined;
+    const key = `${r.project}@${r.revision}`;
+    let doc = parsed.get(key);
+    if (!doc) {
+      const result = parsePolicyFile({ file: r.source, text: r.yaml });
+      if (!result.ok) {
+        // Stored revisions were valid when stored; if one no longer parses, fail closed for its project.
+        log.error(
+          { project: r.project, revision: r.revision, issues: result.error.map(formatIssue) },
+          "stored policy revision no longer parses; project denies everything",
+        );
+        return undefined;
+      }
+      doc = result.value;
+      parsed.set(key, doc);
+    }
+    return compileProject({ document: doc, revision: r.revision });
+  }
+
+  function publishIndex(next: Map<string, CompiledProject>) {
+    projects = next;
+    current = { projects };
+  }
+
+  async function refreshAll(): Promise<void> {
+    const rows = await db.execute(
+      sql`SELECT DISTINCT ON (project) project, revision FROM policy_revisions ORDER BY project, revision DESC`,
+    );
+    const next = new Map<string, CompiledProject>();
+    for (const row of rowsOf<{ project: string; revision: number | string }>(rows)) {
+      const r = await revision(row.project, Number(row.revision));
+      const compiled = r && compileRevision(r);
+      if (compiled) next.set(r.project, compiled);
+    }
+    publishIndex(next);
+  }
+
+  async function refreshProject(project: string): Promise<void> {
+    const r = await latest(project);
+    const compiled = r && compileRevision(r);
+    const existing = projects.get(project);
+    if (existing && compiled && existing.revision === compiled.revision) return;
+    const next = new Map(projects);
+    if (compiled) next.set(project, compiled);
+    else next.delete(project);
+    publishIndex(next);
+  }
+
+  async function latest(project: string): Promise<PolicyRevision | undefined> {
+    const [row] = await db
+      .select()
+      .from(policyRevisions)
+      .where(eq(policyRevisions.project, project))
+      .orderBy(desc(policyRevisions.revision))
+      .limit(1);
+    return row && toRevision(row);
+  }
+
+  async function revision(project: string, n: number): Promise<PolicyRevision | undefined> {
+    const [row] = await db
+      .select()
+      .from(policyRevisions)
+      .where(and(eq(policyRevisions.project, project), eq(policyRevisions.revision, n)));
+    return row && toRevision(row);
+  }
+
+  async function readSources(): Promise<PolicySource[]> {
+    let names: string[];
+    try {
+      names = await readdir(policiesDir);
+    } catch (e) {
+      throw new AppError(
+        "INVALID_INPUT",
+        `cannot read the policies directory ${policiesDir}: ${(e as NodeJS.ErrnoException).code ?? e}`,
+      );
+    }
+    const files = names.filter((n) => /\.ya?ml$/i.test(n) && !n.startsWith(".")).sort();
+    return Promise.all(
+      files.map(async (n) => ({
+        file: displayPath(join(policiesDir, n)),
+        text: await readFile(join(policiesDir, n), "utf8"),
+      })),
+    );
+  }
+
+  /** Stores a new revision of `doc` unless the newest one already has the same content and source. */
+  async function storeDocument(file: string, text: string, doc: PolicyDocument, actor: string) {
+    const contentHash = createHash("sha256").update(text).digest("hex");
+    const source = `file:${file}`;
+    return db.transaction(async (tx) => {
+      // Instances importing at the same time take turns per project, so revision numbers never clash.
+      await tx.execute(
+        sql`SELECT pg_advisory_xact_lock(hashtext('butler.policy'), hashtext(${doc.project}))`,
+      );
+      const [prev] = await tx
+        .select({
+          revision: policyRevisions.revision,
+          contentHash: policyRevisions.contentHash,
+          source: policyRevisions.source,
+          retired: policyRevisions.retired,
+        })
+        .from(policyRevisions)
+        .where(eq(policyRevisions.project, doc.project))
+        .orderBy(desc(policyRevisions.revision))
+        .limit(1);
+      if (prev && !prev.retired && prev.contentHash === contentHash && prev.source === source) {
+        return { changed: false, revision: prev.revision };
+      }
+      const next = (prev?.revision ?? 0) + 1;
+      await tx.insert(policyRevisions).values({
+        project: doc.project,
+        revision: next,
+        contentHash,
+        source,
+        yaml: text,
+        createdAt: deps.clock.now(),
+      });
+      await audit.appendInTx(tx, [
+        {
+          type: "policy.loaded",
+          project: doc.project,
+          reason: prev ? `revision ${next} replaces revision ${prev.revision}` : "first revision",
+          details: {
+            revision: next,
+            content_hash: contentHash,
+            file,
+            actor,
+            grants: doc.grants.length,
+            agents: doc.agents.length,
+          },
+        },
+      ]);
+      await changes.publish(tx, { kind: "policy", project: doc.project });
+      return { changed: true, revision: next };
+    });
+  }
+
+  async function retire(project: string, file: string, actor: string): Promise<number | undefined> {
+    return db.transaction(async (tx) => {
+      await tx.execute(sql`SELECT pg_advisory_xact_lock(hashtext('butler.policy'), hashtext(${project}))`);
+      const [prev] = await tx
+        .select()
+        .from(policyRevisions)
+        .where(eq(policyRevisions.project, project))
+        .orderBy(desc(policyRevisions.revision))
+        .limit(1);
+      if (!prev || prev.retired) return undefined;
+      const next = prev.revision + 1;
+      await tx.insert(policyRevisions).values({
+        project,
+        revision: next,
+        contentHash: prev.contentHash,
+        source: prev.source,
+        yaml: prev.yaml,
+        retired: true,
+        createdAt: deps.clock.now(),
+      });
+      await audit.appendInTx(tx, [
+        {
+          type: "policy.retired",
+          project,
+          reason: `${file} no longer defines project ${project}; it has no policy and every call is denied`,
+          details: { revision: next, file, actor },
+        },
+      ]);
+      await changes.publish(tx, { kind: "policy", project });
+      return next;
+    });
+  }
+
+  async function importOnce(actor: string): Promise<ImportReport> {
+    const report: ImportReport = { loaded: [], unchanged: [], failed: [], retired: [] };
+    const sources = await readSources();
+    const set = parsePolicySet(sources);
+    const texts = new Map(sources.map((s) => [s.file, s.text]));
+    for (const { file, document } of set.documents) {
+      const r = await storeDocument(file, texts.get(file)!, document, actor);
+      (r.changed ? report.loaded : report.unchanged).push({
+        project: document.project,
+        revision: r.revision,
+        file,
+      });
+      if (r.changed) log.info({ project: document.project, revision: r.revision, file }, "policy loaded");
+      await refreshProject(document.project);
+    }
+    for (const f of set.failures) {
+      const issues = f.issues.map(formatIssue);
+      report.failed.push({ file: f.file, project: f.project ?? null, issues });
+      log.warn(
+        { file: f.file, project: f.project, issues },
+        "policy file rejected; the previous revision keeps serving",
+      );
+      await db.transaction((tx) =>
+        audit.appendInTx(tx, [
+          {
+            type: "policy.load_failed",
+            project: f.project ?? null,
+            reason: `${f.file} was rejected (${issues.length} problem${issues.length === 1 ? "" : "s"}); the previous revision keeps serving`,
+            details: {
+              file: f.file,
+              issues: issues.slice(0, AUDIT_ISSUES_MAX),
+              issue_count: issues.length,
+              actor,
+            },
+          },
+        ]),
+      );
+    }
+    // A project whose file is gone (and that no other file, valid or not, claims) has no policy any more.
+    const defined = new Set(set.documents.map((d) => d.document.project));
+    const claimed = new Set(set.failures.map((f) => f.project).filter((p): p is string => !!p));
+    const failedFiles = new Set(set.failures.map((f) => `file:${f.file}`));
+    const rows = await db.execute(
+      sql`SELECT DISTINCT ON (project) project, source, retired FROM policy_revisions ORDER BY project, revision DESC`,
+    );
+    for (const row of rowsOf<{ project: string; source: string; retired: boolean }>(rows)) {
+      if (row.retired || defined.has(row.project) || claimed.has(row.project) || failedFiles.has(row.source))
+        continue;
+      if (!row.source.startsWith("file:")) continue;
+      const next = await retire(row.project, row.source.slice(5), actor);
+      if (next !== undefined) {
+        report.retired.push({ project: row.project, revision: next });
+        log.warn({ project: row.project, revision: next }, "policy retired: its file is gone");
+        await refreshProject(row.project);
+      }
+    }
+    return report;
+  }
+
+  return {
+    /** The index decisions are made from. Swapped atomically; never mutated. */
+    index(): PolicyIndex {
+      return current;
+    },
+
+    /** Loads every stored project (at start-up, before serving). */
+    refreshAll,
+
+    /**
+     * Imports the policies directory. Calls made while an import runs are folded into one more
+     * import after it, so the newest files always win.
+     */
+    async importDirectory(actor = "butler"): Promise<ImportReport> {
+      if (importing) {
+        rerun = true;
+        await importing.catch(() => {});
+        if (importing) return importing;
+      }
+      importing = (async () => {
+        try {
+          let report = await importOnce(actor);
+          while (rerun) {
+            rerun = false;
+            report = await importOnce(actor);
+          }
+          return report;
+        } finally {
+          importing = undefined;
+        }
+      })();
+      return importing;
+    },
+
+    latest,
+    revision,
+
+    async history(project: string): Promise<PolicyRevision[]> {
+      const rows = await db
+        .select()
+        .from(policyRevisions)
+        .where(eq(policyRevisions.project, project))
+        .orderBy(asc(policyRevisions.revision));
+      return rows.map(toRevision);
+    },
+
+    /** Re-imports the directory shortly after its files change. */
+    watch(): void {
+      if (watcher) return;
+      try {
+        watcher = watch(policiesDir, { persistent: false }, () => {
+          if (debounce) clearTimeout(debounce);
+          debounce = setTimeout(() => {
+            debounce = undefined;
+            this.importDirectory("watch").catch((e) =>
+              log.error({ err: e }, "policy import after a file change failed"),
+            );
+          }, 250);
+        });
+        watcher.on("error", (e) => log.warn({ err: e }, "watching the policies directory failed"));
+      } catch (e) {
+        log.warn(
+          { err: e, dir: policiesDir },
+          "cannot watch the policies directory; use butler policy reload after edits",
+        );
+      }
+    },
+
+    stopWatching(): void {
+      watcher?.close();
+      watcher = undefined;
+      if (debounce) clearTimeout(debounce);
+    },
+  };
+}
+
+export type PolicyStore = ReturnType<typeof createPolicyStore>;

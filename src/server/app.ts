@@ -1,0 +1,166 @@
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import { z } from "zod";
+import type { AdminOps } from "../admin/admin-service.js";
+import type { TokenService } from "../agents/token-service.js";
+import { canonicalJson } from "../audit/chain.js";
+import { AppError } from "../errors.js";
+import type { Gateway } from "../gateway/gateway-service.js";
+import type { Logger } from "../logger.js";
+import type { Metrics } from "../metrics.js";
+import { agentName, projectName } from "../policy/schema.js";
+import { parseTimestamp } from "../policy/time.js";
+import { requireAdmin, requireAgent } from "./plugins/auth.js";
+import { installErrorHandler } from "./plugins/error-handler.js";
+import { paramsObject, parseInput, safeText } from "./validation.js";
+
+export interface AppDeps {
+  log: Logger;
+  bodyLimitBytes: number;
+  trustProxy: boolean;
+  tokens: Pick<TokenService, "authenticate">;
+  gateway: Gateway;
+  metrics: Metrics;
+  admin: AdminOps;
+  adminToken: string;
+  /** Throws (with a reason) when the server should not receive traffic. */
+  checkReady: () => Promise<void>;
+}
+
+const AuthorizeBody = z.strictObject({
+  action: safeText(256).pipe(
+    z
+      .string()
+      .regex(
+        /^[a-z0-9][a-z0-9_-]*:\S+$/,
+        "must be service:verb, for example aws:s3:GetObject or stripe:charges:read",
+      ),
+  ),
+  resource: safeText(2048).optional(),
+  branch: safeText(256).optional(),
+  params: paramsObject.optional(),
+});
+
+const AgentBody = z.strictObject({ agent: agentName, project: projectName });
+const RevokeBody = z.strictObject({
+  agent: agentName,
+  project: projectName,
+  token_id: z
+    .string()
+    .regex(/^tok_[a-z0-9]{16}$/, "must be a token id such as tok_…")
+    .optional(),
+});
+const ProjectParams = z.strictObject({ project: projectName });
+const RevisionParams = z.strictObject({
+  project: projectName,
+  revision: z
+    .string()
+    .regex(/^\d{1,9}$/, "must be a revision number")
+    .transform(Number),
+});
+const ListQuery = z.strictObject({ project: projectName.optional() });
+const ExportQuery = z.strictObject({
+  agent: agentName.optional(),
+  project: projectName.optional(),
+  since: z
+    .string()
+    .refine((s) => parseTimestamp(s).ok, "must be a timestamp with a time zone, e.g. 2026-05-01T00:00:00Z")
+    .optional(),
+});
+
+/** Builds the HTTP server (without listening): gateway, health, metrics and admin API. */
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: deps.log as FastifyBaseLogger,
+    bodyLimit: deps.bodyLimitBytes,
+    trustProxy: deps.trustProxy,
+    disableRequestLogging: true,
+    return503OnClosing: true,
+  });
+  installErrorHandler(app);
+  app.addHook("onSend", async (_req, reply) => {
+    reply.header("x-content-type-options", "nosniff");
+    reply.header("cache-control", "no-store");
+  });
+
+  app.get("/healthz", async () => ({ status: "ok" }));
+  app.get("/readyz", async (_req, reply) => {
+    try {
+      await deps.checkReady();
+      return { status: "ready" };
+    } catch (e) {
+      return reply.code(503).send({ status: "not ready", reason: (e as Error).message });
+    }
+  });
+  app.get("/metrics", async (_req, reply) => {
+    reply.header("content-type", deps.metrics.registry.contentType);
+    return deps.metrics.registry.metrics();
+  });
+
+  app.post("/v1/authorize", async (req) => {
+    const identity = await requireAgent(req, deps.tokens);
+    const body = parseInput(AuthorizeBody, req.body, "body");
+    return deps.gateway.authorize(identity, body);
+  });
+
+  await app.register(
+    async (admin) => {
+      admin.addHook("onRequest", async (req) => requireAdmin(req, deps.adminToken));
+      admin.post("/agents", async (req, reply) => {
+        const b = parseInput(AgentBody, req.body, "body");
+        return reply.code(201).send(await deps.admin.createAgentToken(b.agent, b.project));
+      });
+      admin.get("/agents", async (req) => {
+        const q = parseInput(ListQuery, req.query, "query");
+        return { tokens: await deps.admin.listAgentTokens(q.project) };
+      });
+      admin.post("/agents/revoke", async (req) => {
+        const b = parseInput(RevokeBody, req.body, "body");
+        return {
+          revoked: await deps.admin.revokeAgentTokens({
+            agent: b.agent,
+            project: b.project,
+            ...(b.token_id ? { tokenId: b.token_id } : {}),
+          }),
+        };
+      });
+      admin.get("/policies/:project", async (req) => {
+        const p = parseInput(ProjectParams, req.params, "params");
+        return deps.admin.showPolicy(p.project);
+      });
+      admin.get("/policies/:project/revisions", async (req) => {
+        const p = parseInput(ProjectParams, req.params, "params");
+        return { revisions: await deps.admin.policyHistory(p.project) };
+      });
+      admin.get("/policies/:project/revisions/:revision", async (req) => {
+        const p = parseInput(RevisionParams, req.params, "params");
+        return deps.admin.policyRevision(p.project, p.revision);
+      });
+      admin.post("/policies/reload", async () => deps.admin.reloadPolicies());
+      admin.get("/audit/verify", async () => deps.admin.verifyAudit());
+      admin.get("/audit/export", async (req, reply) => {
+        const q = parseInput(ExportQuery, req.query, "query");
+        const lines = deps.admin.exportAudit({
+          agent: q.agent,
+          project: q.project,
+          since: q.since ? new Date(q.since) : undefined,
+        });
+        reply.header("content-type", "application/x-ndjson; charset=utf-8");
+        // A generator streams page by page: memory stays flat however long the log is.
+        return reply.send(
+          (async function* () {
+            for await (const l of lines) yield `${canonicalJson(l)}\n`;
+          })(),
+        );
+      });
+      admin.post("/db/migrate", async () => {
+        await deps.admin.migrate();
+        return { migrated: true };
+      });
+      admin.all("/*", async (req) => {
+        throw new AppError("NOT_FOUND", `no admin route ${req.method} ${req.url.split("?")[0]}`);
+      });
+    },
+    { prefix: "/v1/admin" },
+  );
+  return app;
+}

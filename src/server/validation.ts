@@ -1,0 +1,68 @@
+import { z } from "zod";
+import { AppError } from "../errors.js";
+
+/**
+ * Text from agents and operators: bounded, well-formed Unicode, and free of U+0000 (which
+ * PostgreSQL cannot store). Everything an agent sends is checked with these before use.
+ */
+export const safeText = (max: number) =>
+  z
+    .string()
+    .max(max, `must be at most ${max} characters`)
+    .refine((s) => s.isWellFormed(), "must be valid Unicode text (it has an unpaired surrogate)")
+    .refine((s) => !s.includes("\u0000"), "must not contain NUL characters");
+
+const MAX_DEPTH = 16;
+
+/** A JSON object of call parameters, nested at most 16 levels deep. */
+export const paramsObject = z
+  .record(z.string(), z.unknown(), "must be a JSON object of parameters")
+  .refine((v) => depth(v) <= MAX_DEPTH, `must not be nested more than ${MAX_DEPTH} levels deep`);
+
+function depth(v: unknown, d = 0): number {
+  if (d > MAX_DEPTH) return d;
+  if (Array.isArray(v)) return Math.max(d, ...v.map((x) => depth(x, d + 1)));
+  if (v !== null && typeof v === "object")
+    return Math.max(d, ...Object.values(v).map((x) => depth(x, d + 1)));
+  return d;
+}
+
+const TYPE_WORDS: Record<string, string> = {
+  string: "a string",
+  number: "a number",
+  object: "a JSON object",
+  array: "an array",
+  boolean: "true or false",
+};
+
+/**
+ * Validates `value` (a request body or query) with a zod schema. On failure throws INVALID_INPUT
+ * naming every problem by its location, e.g. `body.action: is required`.
+ */
+export function parseInput<T>(schema: z.ZodType<T>, value: unknown, where: "body" | "query" | "params"): T {
+  if (where === "body" && (value === undefined || value === null)) {
+    throw new AppError("INVALID_INPUT", "the request needs a JSON body (Content-Type: application/json)");
+  }
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const problems = r.error.issues.slice(0, 20).map((i) => {
+    const path = [where, ...i.path.map(String)].join(".");
+    if (i.code === "unrecognized_keys")
+      return `${path}: unknown field${i.keys.length > 1 ? "s" : ""} ${i.keys.map((k) => `'${k}'`).join(", ")}`;
+    if (i.code === "invalid_type") {
+      const missing = valueAt(value, i.path) === undefined;
+      return `${path}: ${missing ? "is required" : `must be ${TYPE_WORDS[i.expected] ?? i.expected}`}`;
+    }
+    return `${path}: ${i.message}`;
+  });
+  throw new AppError("INVALID_INPUT", problems.join("; "), { problems });
+}
+
+function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
+  let v = root;
+  for (const k of path) {
+    if (v === null || typeof v !== "object") return undefined;
+    v = (v as Record<PropertyKey, unknown>)[k as string];
+  }
+  return v;
+}
