@@ -9,8 +9,11 @@ import type { LogLevel } from "./logger.js";
 export interface Config {
   host: string;
   port: number;
-  /** How agents and people reach this server; used in hints such as the access-request URL. */
-  publicUrl: string;
+  /**
+   * How agents and people reach this server (used in hints such as the access-request URL).
+   * When not configured, the address the server actually listens on is used.
+   */
+  publicUrl: string | undefined;
   dataDir: string;
   database: DatabaseConfig;
   policiesDir: string;
@@ -117,13 +120,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   const e = parsed.data;
   const dataDir = resolve(e.BUTLER_DATA_DIR);
-  const displayHost = e.HOST === "0.0.0.0" || e.HOST === "::" ? "127.0.0.1" : e.HOST;
   return Object.freeze({
     host: e.HOST,
     port: e.PORT,
-    publicUrl:
-      e.BUTLER_PUBLIC_URL ??
-      `http://${displayHost.includes(":") ? `[${displayHost}]` : displayHost}:${e.PORT}`,
+    publicUrl: e.BUTLER_PUBLIC_URL,
     dataDir,
     database: e.DATABASE_URL
       ? { kind: "postgres" as const, url: e.DATABASE_URL, poolSize: e.DATABASE_POOL_SIZE }
@@ -137,4 +137,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     adminToken: e.BUTLER_ADMIN_TOKEN,
     serverUrl: e.BUTLER_URL,
   });
+}
+
+/** The http:// URL of a listening address (wildcard hosts are reached on loopback). */
+export function listenUrl(host: string, port: number): string {
+  const h = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
+  return `http://${h.includes(":") ? `[${h}]` : h}:${port}`;
 }

@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { sql } from "drizzle-orm";
 import type { FastifyInstance } from "fastify";
 import { type Clock, systemClock } from "./clock.js";
-import type { Config } from "./config.js";
+import { type Config, listenUrl } from "./config.js";
 import {
   acquireDataDirLock,
   ensureDataDir,
@@ -48,7 +48,15 @@ export async function startServer(
     const database = await openDatabase(config.database, log);
     cleanups.push(() => database.close());
     await migrate(database);
-    const services = createServices({ config, database, log, clock, actor: "admin-api" });
+    let publicUrl = config.publicUrl ?? listenUrl(config.host, config.port);
+    const services = createServices({
+      config,
+      database,
+      log,
+      clock,
+      actor: "admin-api",
+      publicUrl: () => publicUrl,
+    });
     await services.changes.start();
     cleanups.push(() => services.changes.stop());
     await services.policies.refreshAll();
@@ -90,8 +98,8 @@ export async function startServer(
     await app.listen({ host: config.host, port: config.port });
     const addr = app.server.address();
     const port = typeof addr === "object" && addr ? addr.port : config.port;
-    const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
-    const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+    const url = listenUrl(config.host, port);
+    publicUrl = config.publicUrl ?? url;
     await writeServerInfo(config.dataDir, { pid: process.pid, url, startedAt: clock.now().toISOString() });
     cleanups.push(() => removeServerInfo(config.dataDir));
     if (config.policyWatch && existsSync(config.policiesDir)) {

@@ -16,7 +16,9 @@ import { createPolicyStore } from "./policy-store/policy-store.js";
  * and by CLI commands that work on the database directly, so both run the same code.
  */
 export function createServices(opts: {
-  config: Pick<Config, "audit" | "policiesDir" | "publicUrl">;
+  config: Pick<Config, "audit" | "policiesDir">;
+  /** The server's public base URL (known only once it listens, when not configured). */
+  publicUrl: () => string;
   database: Database;
   log: Logger;
   clock: Clock;
@@ -35,7 +37,7 @@ export function createServices(opts: {
   const tokens = createTokenService({ db, audit, changes, clock });
   const policies = createPolicyStore({ db, audit, changes, clock, log, policiesDir: config.policiesDir });
   const metrics = createMetrics({ auditQueueDepth: () => audit.depth() });
-  const gateway = createGateway({ policies, audit, clock, metrics, publicUrl: config.publicUrl });
+  const gateway = createGateway({ policies, audit, clock, metrics, publicUrl: opts.publicUrl });
   const admin = createAdmin({ db, tokens, policies, migrate: () => migrate(database), actor: opts.actor });
   return { database, audit, changes, tokens, policies, metrics, gateway, admin };
 }

@@ -4,9 +4,9 @@ import { join, relative, resolve, sep } from "node:path";
 import { type ParseArgsConfig, parseArgs } from "node:util";
 import { createTwoFilesPatch } from "diff";
 import type { AdminOps } from "../admin/admin-service.js";
-import type { AuditLine } from "../audit/chain.js";
+import { type AuditLine, canonicalJson } from "../audit/chain.js";
 import { systemClock } from "../clock.js";
-import { type Config, loadConfig } from "../config.js";
+import { type Config, listenUrl, loadConfig } from "../config.js";
 import { acquireDataDirLock, ensureDataDir, readAdminToken, readServerInfo } from "../data-dir.js";
 import { openDatabase } from "../db/client.js";
 import { migrate } from "../db/migrate.js";
@@ -198,6 +198,7 @@ async function withDatabase<T>(config: Config, fn: (ops: AdminOps) => Promise<T>
         log,
         clock: systemClock,
         actor: `cli:${safeUser()}`,
+        publicUrl: () => config.publicUrl ?? listenUrl(config.host, config.port),
       });
       await services.policies.refreshAll();
       try {
@@ -507,7 +508,7 @@ async function auditExport(argv: string[], io: CliIo): Promise<number> {
   );
   const filter = auditFilter(values);
   await withAdmin(io, async (ops) => {
-    for await (const line of ops.exportAudit(filter)) await writeOut(io, `${JSON.stringify(line)}\n`);
+    for await (const line of ops.exportAudit(filter)) await writeOut(io, `${canonicalJson(line)}\n`);
   });
   return 0;
 }

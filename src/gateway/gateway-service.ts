@@ -50,7 +50,7 @@ export interface GatewayDeps {
   audit: Pick<AuditLog, "append">;
   clock: Clock;
   metrics: Metrics;
-  publicUrl: string;
+  publicUrl: () => string;
 }
 
 /** Denials a new grant could lift. A deny pattern or an unknown agent cannot be lifted by a request. */
@@ -70,7 +70,6 @@ const REQUESTABLE: ReadonlySet<DenyCode> = new Set([
  */
 export function createGateway(deps: GatewayDeps) {
   const { policies, audit, clock, metrics } = deps;
-  const requestUrl = `${deps.publicUrl}/v1/access-requests`;
 
   function hint(
     identity: AgentIdentity,
@@ -85,7 +84,7 @@ export function createGateway(deps: GatewayDeps) {
     if (settings.neverGrant.some((g) => mustCompileGlob(g).match(input.action))) return undefined;
     return {
       method: "POST",
-      url: requestUrl,
+      url: `${deps.publicUrl()}/v1/access-requests`,
       body: {
         action: input.action,
         resource: input.resource ?? "",

@@ -40,10 +40,13 @@ export function parseDuration(input: unknown): Result<number> {
   return parseDuration(seconds);
 }
 
-/** Formats seconds as the shortest ISO 8601 duration, e.g. 86400 → `P1D`, 5400 → `PT1H30M`. */
+/**
+ * Formats seconds as an ISO 8601 duration the way people say it: hours below two days
+ * (86400 → `PT24H`, 5400 → `PT1H30M`), days from two days on (604800 → `P7D`).
+ */
 export function formatDuration(seconds: number): string {
   let rest = Math.floor(seconds);
-  const d = Math.floor(rest / 86400);
+  const d = rest >= 2 * 86400 ? Math.floor(rest / 86400) : 0;
   rest -= d * 86400;
   const h = Math.floor(rest / 3600);
   rest -= h * 3600;

@@ -1,4 +1,5 @@
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import { Readable } from "node:stream";
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from "fastify";
 import { z } from "zod";
 import type { AdminOps } from "../admin/admin-service.js";
 import type { TokenService } from "../agents/token-service.js";
@@ -73,7 +74,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     loggerInstance: deps.log as FastifyBaseLogger,
     bodyLimit: deps.bodyLimitBytes,
     trustProxy: deps.trustProxy,
-    disableRequestLogging: true,
+    // Every decision is in the audit log; per-request access logs would only double the I/O.
+    logController: new LogController({ disableRequestLogging: true }),
     return503OnClosing: true,
   });
   installErrorHandler(app);
@@ -147,9 +149,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         reply.header("content-type", "application/x-ndjson; charset=utf-8");
         // A generator streams page by page: memory stays flat however long the log is.
         return reply.send(
-          (async function* () {
-            for await (const l of lines) yield `${canonicalJson(l)}\n`;
-          })(),
+          Readable.from(
+            (async function* () {
+              for await (const l of lines) yield `${canonicalJson(l)}\n`;
+            })(),
+          ),
         );
       });
       admin.post("/db/migrate", async () => {

@@ -36,14 +36,8 @@ export async function createTestDatabase(): Promise<TestDatabase> {
       cleanup: () => database.close(),
     };
   }
-  const base = new URL(process.env.DATABASE_URL!);
-  const name = `butler_t_${process.pid}_${Date.now().toString(36)}_${counter++}`;
-  const admin = new pg.Client({ connectionString: base.toString() });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const url = new URL(base);
-  url.pathname = `/${name}`;
+  const { url: dbUrl, drop } = await createPostgresDatabase();
+  const url = new URL(dbUrl);
   const open = () =>
     postgresDatabase(new pg.Pool({ connectionString: url.toString(), max: 10 }), url.toString(), log);
   const database = open();
@@ -59,6 +53,24 @@ export async function createTestDatabase(): Promise<TestDatabase> {
     },
     async cleanup() {
       await Promise.all([database, ...others].map((d) => d.close()));
+      await drop();
+    },
+  };
+}
+
+/** Creates an empty database on the PostgreSQL server of DATABASE_URL; `drop` removes it. */
+export async function createPostgresDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+  const base = new URL(process.env.DATABASE_URL!);
+  const name = `butler_t_${process.pid}_${Date.now().toString(36)}_${counter++}`;
+  const admin = new pg.Client({ connectionString: base.toString() });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = new URL(base);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async drop() {
       const a = new pg.Client({ connectionString: base.toString() });
       await a.connect();
       await a.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);

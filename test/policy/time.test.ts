@@ -36,9 +36,11 @@ describe("durations", () => {
   });
 
   test.each([
-    [86400, "P1D"],
+    [86400, "PT24H"],
     [5400, "PT1H30M"],
-    [90061, "P1DT1H1M1S"],
+    [90061, "PT25H1M1S"],
+    [604800, "P7D"],
+    [2 * 86400 + 1, "P2DT1S"],
     [30, "PT30S"],
   ])("%d seconds formats as %s and reads back", (seconds, text) => {
     expect(formatDuration(seconds)).toBe(text);

@@ -1,0 +1,125 @@
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { main } from "../../src/cli/index.js";
+import { loadConfig } from "../../src/config.js";
+import { createLogger } from "../../src/logger.js";
+import { type RunningServer, startServer } from "../../src/main.js";
+import { createPostgresDatabase, ENGINE } from "./db.js";
+import { SEED_POLICY_FILE } from "./policy.js";
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the real CLI in-process with the given environment, capturing its output. */
+export async function runCli(argv: string[], env: Record<string, string>): Promise<CliResult> {
+  let stdout = "";
+  let stderr = "";
+  const code = await main(argv, {
+    stdout: { write: (s: string) => ((stdout += s), true) },
+    stderr: { write: (s: string) => ((stderr += s), true) },
+    env,
+  });
+  return { code, stdout, stderr };
+}
+
+/** A data directory, a policies directory (the seed policy unless told otherwise) and a database. */
+export interface TestEnv {
+  env: Record<string, string>;
+  dataDir: string;
+  policiesDir: string;
+  cli(argv: string[]): Promise<CliResult>;
+  writePolicy(name: string, text: string): Promise<void>;
+  cleanup(): Promise<void>;
+}
+
+export async function createTestEnv(
+  opts: { policies?: Record<string, string>; env?: Record<string, string> } = {},
+): Promise<TestEnv> {
+  const dir = await mkdtemp(join(tmpdir(), "butler-env-"));
+  const dataDir = join(dir, "data");
+  const policiesDir = join(dir, "policies");
+  await import("node:fs/promises").then((fs) => fs.mkdir(policiesDir));
+  const policies = opts.policies ?? { "project-billing.yaml": await readFile(SEED_POLICY_FILE, "utf8") };
+  for (const [name, text] of Object.entries(policies)) await writeFile(join(policiesDir, name), text);
+  const pgdb = ENGINE === "postgres" ? await createPostgresDatabase() : undefined;
+  const env: Record<string, string> = {
+    BUTLER_DATA_DIR: dataDir,
+    POLICIES_DIR: policiesDir,
+    PORT: "0",
+    LOG_LEVEL: "silent",
+    POLICY_WATCH: "false",
+    ...(pgdb ? { DATABASE_URL: pgdb.url } : {}),
+    ...opts.env,
+  };
+  return {
+    env,
+    dataDir,
+    policiesDir,
+    cli: (argv) => runCli(argv, env),
+    writePolicy: (name, text) => writeFile(join(policiesDir, name), text),
+    async cleanup() {
+      await pgdb?.drop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface TestServer extends TestEnv {
+  server: RunningServer;
+  url: string;
+  /** Makes an agent token with `butler agents create` (through the running server's admin API). */
+  agentToken(agent: string, project: string): Promise<string>;
+  authorize(
+    token: string | undefined,
+    body: unknown,
+    headers?: Record<string, string>,
+  ): Promise<{ status: number; body: any }>;
+  stop(): Promise<void>;
+}
+
+/** Starts the real server (startServer, as `butler serve` does) on a loopback port. */
+export async function startTestServer(
+  opts: { policies?: Record<string, string>; env?: Record<string, string> } = {},
+): Promise<TestServer> {
+  const t = await createTestEnv(opts);
+  const config = loadConfig(t.env);
+  const server = await startServer(config, createLogger("silent"));
+  return {
+    ...t,
+    server,
+    url: server.url,
+    async agentToken(agent, project) {
+      const r = await t.cli(["agents", "create", agent, "--project", project, "--json"]);
+      if (r.code !== 0) throw new Error(`agents create failed: ${r.stderr}`);
+      return JSON.parse(r.stdout).token as string;
+    },
+    async authorize(token, body, headers = {}) {
+      const res = await fetch(`${server.url}/v1/authorize`, {
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          ...(token ? { authorization: `Bearer ${token}` } : {}),
+          ...headers,
+        },
+        body: typeof body === "string" ? body : JSON.stringify(body),
+      });
+      const text = await res.text();
+      let parsed: unknown = text;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        /* keep text */
+      }
+      return { status: res.status, body: parsed };
+    },
+    stop: () => server.close(),
+    async cleanup() {
+      await server.close();
+      await t.cleanup();
+    },
+  };
+}
