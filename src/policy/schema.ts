@@ -10,7 +10,7 @@ import { parseDuration, parseTimestamp } from "./time.js";
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$/;
 const nameMsg = (what: string) =>
-  `must be a ${what}: letters, digits and . _ @ : - (starting with a letter or digit, at most 128 characters)`;
+  `must be ${/^[aeiou]/.test(what) ? "an" : "a"} ${what}: letters, digits and . _ @ : - (starting with a letter or digit, at most 128 characters)`;
 
 export const projectName = z
   .string()

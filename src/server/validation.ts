@@ -31,6 +31,7 @@ const TYPE_WORDS: Record<string, string> = {
   string: "a string",
   number: "a number",
   object: "a JSON object",
+  record: "a JSON object",
   array: "an array",
   boolean: "true or false",
 };
