@@ -88,7 +88,10 @@ describe(`HTTP API: authentication, validation and operations endpoints (${ENGIN
   test("unknown routes are a JSON 404", async () => {
     const res = await fetch(`${s.url}/v1/nope`);
     expect(res.status).toBe(404);
-    expect(((await res.json()) as { error: unknown }).error).toMatchObject({ code: "NOT_FOUND", message: "no route GET /v1/nope" });
+    expect(((await res.json()) as { error: unknown }).error).toMatchObject({
+      code: "NOT_FOUND",
+      message: "no route GET /v1/nope",
+    });
   });
 
   test("health, readiness and metrics", async () => {
@@ -112,7 +115,9 @@ describe(`HTTP API: authentication, validation and operations endpoints (${ENGIN
       body: JSON.stringify({ agent: "bad name!", project: "p" }),
     });
     expect(res.status).toBe(400);
-    expect(((await res.json()) as { error: { message: string } }).error.message).toContain("body.agent: must be an agent name");
+    expect(((await res.json()) as { error: { message: string } }).error.message).toContain(
+      "body.agent: must be an agent name",
+    );
     const exp = await fetch(`${s.url}/v1/admin/audit/export?since=yesterday`, {
       headers: { authorization: `Bearer ${s.server.adminToken}` },
     });

@@ -1,0 +1,139 @@
+import type { FastifyInstance } from "fastify";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { verifyAuditChain } from "../../src/audit/verify.js";
+import { systemClock } from "../../src/clock.js";
+import type { Database } from "../../src/db/client.js";
+import { createLogger } from "../../src/logger.js";
+import { buildApp } from "../../src/server/app.js";
+import { createServices, type Services } from "../../src/services.js";
+import { createTestDatabase, ENGINE, type TestDatabase } from "../helpers/db.js";
+import { seedText } from "../helpers/policy.js";
+import { createTestEnv, type TestEnv } from "../helpers/server.js";
+
+interface Instance {
+  services: Services;
+  app: FastifyInstance;
+  url: string;
+}
+
+const ADMIN = `bta_${"x".repeat(40)}`;
+
+async function startInstance(database: Database, policiesDir: string): Promise<Instance> {
+  const log = createLogger("silent");
+  const services = createServices({
+    config: { audit: { batchMax: 200, queueMax: 100_000 }, policiesDir },
+    database,
+    log,
+    clock: systemClock,
+    actor: "test",
+    publicUrl: () => "http://butler.test",
+  });
+  await services.changes.start();
+  await services.policies.refreshAll();
+  const app = await buildApp({
+    log,
+    bodyLimitBytes: 65536,
+    trustProxy: false,
+    tokens: services.tokens,
+    gateway: services.gateway,
+    metrics: services.metrics,
+    admin: services.admin,
+    adminToken: ADMIN,
+    checkReady: async () => {},
+  });
+  const url = await app.listen({ host: "127.0.0.1", port: 0 });
+  return { services, app, url };
+}
+
+async function authorize(url: string, token: string, body: unknown) {
+  const res = await fetch(`${url}/v1/authorize`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+async function until(check: () => Promise<boolean>, what: string) {
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+const S3 = { action: "aws:s3:GetObject", resource: "arn:aws:s3:::ledger-internal/x" };
+const STRIPE = { action: "stripe:charges:read", resource: "stripe.com/v1/charges" };
+
+/**
+ * Several gateway instances on one database (separate connection pools on PostgreSQL; one shared
+ * embedded database on PGlite, which is single-process): changes made through one are in force on
+ * the others at once, and their audit appends form one chain.
+ */
+describe(`several instances sharing one database (${ENGINE})`, () => {
+  let t: TestDatabase;
+  let env: TestEnv;
+  let a: Instance;
+  let b: Instance;
+  let token: string;
+  beforeAll(async () => {
+    t = await createTestDatabase();
+    env = await createTestEnv();
+    a = await startInstance(t.database, env.policiesDir);
+    b = await startInstance(ENGINE === "postgres" ? await t.openAnother() : t.database, env.policiesDir);
+  });
+  afterAll(async () => {
+    for (const i of [a, b]) {
+      await i?.app.close();
+      await i?.services.audit.close();
+      await i?.services.changes.stop();
+    }
+    await t?.cleanup();
+    await env?.cleanup();
+  });
+
+  test("a policy imported by one instance is in force on the other", async () => {
+    await a.services.policies.importDirectory("test");
+    token = (await a.services.admin.createAgentToken("billing-reconciler-1", "project-billing")).token;
+    await until(
+      async () => (await authorize(b.url, token, S3)).body.decision === "ALLOW",
+      "instance b to load the policy",
+    );
+    expect((await authorize(b.url, token, S3)).body).toMatchObject({ decision: "ALLOW", revision: 1 });
+  });
+
+  test("concurrent decisions on both instances land in one verifiable chain", async () => {
+    const before = await verifyAuditChain(t.database.db);
+    const calls = Array.from({ length: 300 }, (_, i) =>
+      authorize(i % 2 ? a.url : b.url, token, i % 3 ? S3 : STRIPE),
+    );
+    const results = await Promise.all(calls);
+    expect(results.every((r) => r.status === 200)).toBe(true);
+    expect(new Set(results.map((r) => r.body.event_id)).size).toBe(300);
+    const after = await verifyAuditChain(t.database.db);
+    expect(after).toMatchObject({ ok: true, count: before.count + 300 });
+  });
+
+  test("a policy change through one instance reaches the other", async () => {
+    await env.writePolicy(
+      "project-billing.yaml",
+      seedText().replace("approvers:", '  - service: stripe\n    actions: ["charges:read"]\napprovers:'),
+    );
+    await a.services.policies.importDirectory("test");
+    await until(
+      async () => (await authorize(b.url, token, STRIPE)).body.revision === 2,
+      "revision 2 on instance b",
+    );
+    expect((await authorize(b.url, token, STRIPE)).body).toMatchObject({ decision: "ALLOW", revision: 2 });
+  });
+
+  test("a token revoked through one instance stops working on the other", async () => {
+    expect((await authorize(b.url, token, S3)).status).toBe(200);
+    await a.services.admin.revokeAgentTokens({ agent: "billing-reconciler-1", project: "project-billing" });
+    await until(
+      async () => (await authorize(b.url, token, S3)).status === 401,
+      "instance b to refuse the revoked token",
+    );
+  });
+});
