@@ -115,7 +115,8 @@ export async function main(
         }
         break;
     }
-    throw new UsageError(`unknown command: butler ${[command, sub].filter(Boolean).join(" ")}`);
+    const words = [command, sub].filter((w): w is string => !!w && !w.startsWith("-"));
+    throw new UsageError(`unknown command: butler ${words.join(" ")}`);
   } catch (e) {
     const usage =
       e instanceof UsageError || (e as NodeJS.ErrnoException).code?.startsWith?.("ERR_PARSE_ARGS");

@@ -1,0 +1,73 @@
+import { execFile, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { ENGINE } from "../helpers/db.js";
+import { createTestEnv, type TestEnv } from "../helpers/server.js";
+
+const run = promisify(execFile);
+const BIN = join(process.cwd(), "bin", "butler.js");
+
+/** The installed `butler` command (bin/butler.js over the build in dist/), as a user runs it. */
+describe(`the butler command as a process (${ENGINE})`, () => {
+  let t: TestEnv;
+  beforeAll(async () => {
+    t = await createTestEnv();
+  });
+  afterAll(() => t?.cleanup());
+
+  test("policy validate exits non-zero on a broken policy and prints the location", async () => {
+    await t.writePolicy("typo.yaml", "project: x\nagents: []\ngrant: []\n");
+    const r = await run("node", [BIN, "policy", "validate", t.policiesDir]).catch((e) => e);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/typo\.yaml:3:1: grant: unknown key 'grant'; did you mean 'grants'\?/);
+    const { rm } = await import("node:fs/promises");
+    await rm(join(t.policiesDir, "typo.yaml"));
+  });
+
+  test("serve starts, answers, lets the CLI work through it, and stops cleanly on SIGTERM", async () => {
+    const child = spawn("node", [BIN, "serve"], {
+      env: { ...process.env, ...t.env, LOG_LEVEL: "warn" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stderr = "";
+    child.stderr.on("data", (d) => {
+      stderr += d;
+    });
+    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+    try {
+      const infoFile = join(t.dataDir, "server.json");
+      const deadline = Date.now() + 30_000;
+      while (!existsSync(infoFile) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      const info = JSON.parse(await readFile(infoFile, "utf8"));
+      expect(info.pid).toBe(child.pid);
+      expect(await (await fetch(`${info.url}/healthz`)).json()).toEqual({ status: "ok" });
+      expect(stderr).toContain(`Butler is serving at ${info.url}`);
+
+      const created = await run(
+        "node",
+        [BIN, "agents", "create", "billing-reconciler-1", "--project", "project-billing", "--json"],
+        { env: { ...process.env, ...t.env } },
+      );
+      const token = JSON.parse(created.stdout).token as string;
+      const res = await fetch(`${info.url}/v1/authorize`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+        body: JSON.stringify({ action: "stripe:charges:read", resource: "stripe.com/v1/charges" }),
+      });
+      expect(await res.json()).toMatchObject({
+        decision: "DENY",
+        reason: "no policy grants stripe:* for project-billing",
+      });
+    } finally {
+      child.kill("SIGTERM");
+    }
+    expect(await exited).toBe(0);
+    expect(existsSync(join(t.dataDir, "server.json"))).toBe(false);
+    expect(existsSync(join(t.dataDir, "butler.lock"))).toBe(false);
+    const verify = await run("node", [BIN, "audit", "verify"], { env: { ...process.env, ...t.env } });
+    expect(verify.stdout).toMatch(/^audit chain verified: 3 events/);
+  });
+});

@@ -1,0 +1,70 @@
+import { mkdtemp, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { describe, expect, test } from "vitest";
+import { loadConfig } from "../src/config.js";
+
+describe("configuration", () => {
+  test("defaults: embedded database under ./.butler, policies from ./policies, loopback port 8080", () => {
+    const c = loadConfig({});
+    expect(c).toMatchObject({
+      host: "127.0.0.1",
+      port: 8080,
+      publicUrl: undefined,
+      dataDir: resolve(".butler"),
+      database: { kind: "pglite", dataDir: resolve(".butler/pglite") },
+      policiesDir: resolve("policies"),
+      policyWatch: true,
+      logLevel: "info",
+      audit: { batchMax: 1000, queueMax: 50000 },
+    });
+  });
+
+  test("DATABASE_URL switches to PostgreSQL; empty values count as unset", () => {
+    expect(loadConfig({ DATABASE_URL: "postgres://u@h:5432/db", DATABASE_POOL_SIZE: "20" }).database).toEqual(
+      {
+        kind: "postgres",
+        url: "postgres://u@h:5432/db",
+        poolSize: 20,
+      },
+    );
+    expect(loadConfig({ DATABASE_URL: "", PORT: " " }).database.kind).toBe("pglite");
+  });
+
+  test("secrets can come from *_FILE", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "butler-cfg-"));
+    await writeFile(join(dir, "db"), "postgresql://from-file/db\n");
+    expect(loadConfig({ DATABASE_URL_FILE: join(dir, "db") }).database).toMatchObject({
+      url: "postgresql://from-file/db",
+    });
+    expect(() => loadConfig({ DATABASE_URL_FILE: join(dir, "missing") })).toThrow(
+      /DATABASE_URL_FILE: cannot read .*missing: ENOENT/,
+    );
+    expect(() => loadConfig({ DATABASE_URL_FILE: join(dir, "db"), DATABASE_URL: "postgres://x" })).toThrow(
+      /either DATABASE_URL or DATABASE_URL_FILE/,
+    );
+  });
+
+  test("every bad value is reported at once, by name", () => {
+    let message = "";
+    try {
+      loadConfig({
+        PORT: "99999",
+        POLICY_WATCH: "maybe",
+        BUTLER_PUBLIC_URL: "ftp://x",
+        BUTLER_ADMIN_TOKEN: "short",
+        AUDIT_BATCH_MAX: "0",
+      });
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message.split("\n")).toEqual([
+      "Invalid configuration:",
+      "- PORT must be between 0 and 65535",
+      "- BUTLER_PUBLIC_URL must be an http:// or https:// URL",
+      "- POLICY_WATCH must be true or false",
+      "- AUDIT_BATCH_MAX must be between 1 and 10000",
+      "- BUTLER_ADMIN_TOKEN must be at least 32 characters",
+    ]);
+  });
+});
