@@ -4,7 +4,7 @@ import type { AuditLog } from "../audit/audit-log.js";
 import { canonicalJson } from "../audit/chain.js";
 import type { Clock } from "../clock.js";
 import type { Metrics } from "../metrics.js";
-import { type Decision, type DenyCode, evaluate, formatDuration, mustCompileGlob } from "../policy/index.js";
+import { type Decision, type DenyCode, evaluate, formatDuration } from "../policy/index.js";
 import type { PolicyStore } from "../policy-store/policy-store.js";
 
 /** What an agent asks: may I do `action` on `resource` (on `branch`, with `params`)? */
@@ -81,7 +81,7 @@ export function createGateway(deps: GatewayDeps) {
     const project = policies.index().projects.get(identity.project);
     if (!project) return undefined;
     const settings = project.document.settings;
-    if (settings.neverGrant.some((g) => mustCompileGlob(g).match(input.action))) return undefined;
+    if (project.neverGrant.some((g) => g.match(input.action))) return undefined;
     return {
       method: "POST",
       url: `${deps.publicUrl()}/v1/access-requests`,

@@ -1,3 +1,4 @@
+import { normaliseCommand } from "./command.js";
 import { type Glob, mustCompileGlob } from "./glob.js";
 import type { GrantDef, PolicyDocument } from "./types.js";
 
@@ -19,6 +20,8 @@ export interface CompiledProject {
   /** Agent name → its roles. */
   readonly agentRoles: ReadonlyMap<string, ReadonlySet<string>>;
   readonly services: ReadonlyMap<string, ServiceIndex>;
+  /** `settings.never_grant`, compiled. */
+  readonly neverGrant: readonly Glob[];
 }
 
 export interface ServiceIndex {
@@ -96,15 +99,14 @@ export function compileProject({ document, revision, extraGrants = [] }: Project
     }
     if (patterned) svc.patterned.push(grant);
   }
-  return { name: document.project, revision, document, agentRoles, services: building };
-}
-
-/** Collapses whitespace and drops shell quoting characters, so `rm  "-rf"` reads as `rm -rf`. */
-export function normaliseCommand(text: string): string {
-  return text
-    .replace(/["'\\`]/g, "")
-    .replace(/\s+/g, " ")
-    .trim();
+  return {
+    name: document.project,
+    revision,
+    document,
+    agentRoles,
+    services: building,
+    neverGrant: document.settings.neverGrant.map(mustCompileGlob),
+  };
 }
 
 function compileGrant(def: GrantDef, project: string): CompiledGrant {

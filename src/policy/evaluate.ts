@@ -1,5 +1,5 @@
+import { normaliseCommand } from "./command.js";
 import type { CompiledConstraint, CompiledGrant, PolicyIndex } from "./compile.js";
-import { normaliseCommand } from "./compile.js";
 import type { Call, Decision, DenyCode } from "./types.js";
 
 /**
@@ -133,7 +133,7 @@ function consider(
         "branch_not_covered",
         g.id,
         () =>
-          `grant ${g.id} covers ${call.action} on ${clip(call.resource)} only for branches ${g.def.branches!.join(", ")}, not ${clip(call.branch!)}`,
+          `grant ${g.id} covers ${call.action} on ${clip(call.resource || "(no resource)")} only for branches ${g.def.branches!.join(", ")}, not ${clip(call.branch!)}`,
       );
       return;
     }

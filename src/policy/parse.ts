@@ -10,6 +10,7 @@ import {
 } from "yaml";
 import type { z } from "zod";
 import { err, ok, type Result } from "../result.js";
+import { normaliseCommand } from "./command.js";
 import { compileGlob } from "./glob.js";
 import { knownKeysAt, PolicyDocumentSchema, type RawPolicyDocument } from "./schema.js";
 import { parseDuration, parseTimestamp } from "./time.js";
@@ -127,11 +128,13 @@ export interface PolicySetResult {
   failures: { file: string; project: string | undefined; issues: PolicyIssue[] }[];
 }
 
-/** Parses several files and checks that no project is defined twice. */
+/**
+ * Parses several files and checks that no project is defined twice. A project defined by more
+ * than one file is refused in every one of them: no file may decide which version serves.
+ */
 export function parsePolicySet(sources: readonly PolicySource[]): PolicySetResult {
-  const documents: PolicySetResult["documents"] = [];
   const failures: PolicySetResult["failures"] = [];
-  const byProject = new Map<string, string>();
+  const byProject = new Map<string, { src: PolicySource; document: PolicyDocument }[]>();
   const sorted = [...sources].sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
   for (const src of sorted) {
     const r = parsePolicyFile(src);
@@ -139,31 +142,38 @@ export function parsePolicySet(sources: readonly PolicySource[]): PolicySetResul
       failures.push({ file: src.file, project: guessProject(src.text), issues: r.error });
       continue;
     }
-    const first = byProject.get(r.value.project);
-    if (first !== undefined) {
+    const list = byProject.get(r.value.project) ?? [];
+    list.push({ src, document: r.value });
+    byProject.set(r.value.project, list);
+  }
+  const documents: PolicySetResult["documents"] = [];
+  for (const [project, list] of byProject) {
+    if (list.length === 1) {
+      documents.push({ file: list[0]!.src.file, document: list[0]!.document });
+      continue;
+    }
+    for (const { src } of list) {
+      const others = list.filter((o) => o.src !== src).map((o) => o.src.file);
       const lc = new LineCounter();
       const doc = parseAllDocuments(src.text, { lineCounter: lc }) as Document.Parsed[];
       const pos = lc.linePos(offsetOf(doc[0]!, ["project"], false));
-      const issue: PolicyIssue = {
+      failures.push({
         file: src.file,
-        ...pos,
-        path: "project",
-        message: `project '${r.value.project}' is already defined in ${first}; each project has exactly one policy file`,
-      };
-      failures.push({ file: src.file, project: r.value.project, issues: [issue] });
-      continue;
+        project,
+        issues: [
+          {
+            file: src.file,
+            ...pos,
+            path: "project",
+            message: `project '${project}' is also defined in ${others.join(", ")}; each project has exactly one policy file`,
+          },
+        ],
+      });
     }
-    byProject.set(r.value.project, src.file);
-    documents.push({ file: src.file, document: r.value });
   }
-  // A duplicated project is unusable as a whole: neither file may decide which version serves.
-  const duplicated = new Set(
-    failures.filter((f) => f.project && byProject.has(f.project)).map((f) => f.project),
-  );
-  return {
-    documents: documents.filter((d) => !duplicated.has(d.document.project)),
-    failures,
-  };
+  documents.sort((a, b) => (a.file < b.file ? -1 : 1));
+  failures.sort((a, b) => (a.file < b.file ? -1 : 1));
+  return { documents, failures };
 }
 
 /** Formats an issue as `file:line:col: path: message`. */
@@ -299,7 +309,11 @@ function reportZodIssue(
       at(
         offsetOf(doc, path, false),
         path,
-        issue.message.startsWith("Too big") ? `is too long (at most ${issue.maximum})` : issue.message,
+        !issue.message.startsWith("Too big")
+          ? issue.message
+          : issue.origin === "number"
+            ? `must be at most ${issue.maximum}`
+            : `is too long (at most ${issue.maximum})`,
       );
       return;
     default:
@@ -373,12 +387,23 @@ function crossCheck(raw: RawPolicyDocument, report: Report): PolicyDocument {
       if (!roles.has(role))
         report(["grants", i, "roles", j], `role '${role}' is not held by any agent of this project`);
     });
-    if (g.service !== "tools") {
-      g.deny?.forEach((d, j) => {
-        const r = compileGlob(d);
-        if (!r.ok) report(["grants", i, "deny", j], `is not a valid resource pattern: it ${r.error}`);
-      });
-    }
+    g.deny?.forEach((d, j) => {
+      if (g.service === "tools") {
+        if (normaliseCommand(d) === "")
+          report(
+            ["grants", i, "deny", j],
+            "is empty once quotes and spaces are removed, so it would match nothing",
+          );
+        return;
+      }
+      const r = compileGlob(d);
+      if (!r.ok) report(["grants", i, "deny", j], `is not a valid resource pattern: it ${r.error}`);
+      else if (/\s/.test(d))
+        report(
+          ["grants", i, "deny", j],
+          "is not a valid resource pattern: resources cannot contain whitespace",
+        );
+    });
     const constraints: ConstraintDef[] = [];
     for (const [param, c] of Object.entries(g.constraints ?? {})) {
       const path = ["grants", i, "constraints", param];

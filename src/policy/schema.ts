@@ -39,14 +39,11 @@ const glob = (what: string, chars: RegExp, charsHint: string) =>
         ctx.addIssue({ code: "custom", message: `is not a valid ${what}: ${charsHint}` });
     });
 
-/** The verb part of an action (after `service:`), e.g. `s3:GetObject`, `charges:*`. */
+/**
+ * An action pattern: the verb part after `service:` in grants (`s3:GetObject`, `charges:*`), or a
+ * full action in settings (`aws:iam:*`, `stripe:*`).
+ */
 const actionGlob = glob(
-  "action",
-  /^[A-Za-z0-9_.:/*?-]+$/,
-  "use letters, digits and _ . : / - with * and ? as wildcards",
-);
-/** A full action with its service, e.g. `aws:iam:*`, `stripe:*`. */
-export const fullActionGlob = glob(
   "action",
   /^[A-Za-z0-9_.:/*?-]+$/,
   "use letters, digits and _ . : / - with * and ? as wildcards",
@@ -156,9 +153,9 @@ export const grantTtlShape = { default: duration.optional(), max: duration.optio
 export const settingsShape = {
   grant_ttl: z.strictObject(grantTtlShape).optional(),
   pending_ttl: duration.optional(),
-  never_grant: z.array(fullActionGlob).optional(),
+  never_grant: z.array(actionGlob).optional(),
   approvals: z.strictObject(approvalsShape).optional(),
-  risk: z.record(fullActionGlob, tier).optional(),
+  risk: z.record(actionGlob, tier).optional(),
 };
 
 export const documentShape = {

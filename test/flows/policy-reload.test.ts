@@ -138,7 +138,10 @@ describe(`policy revisions and reloads (${ENGINE})`, () => {
     const r = await s.cli(["policy", "reload"]);
     expect(r.code).toBe(1);
     expect(r.stdout).toMatch(
-      /zz-copy\.yaml:\d+:\d+: project: project 'project-billing' is already defined in/,
+      /zz-copy\.yaml:\d+:\d+: project: project 'project-billing' is also defined in .*project-billing\.yaml/,
+    );
+    expect(r.stdout).toMatch(
+      /project-billing\.yaml:\d+:\d+: project: project 'project-billing' is also defined in .*zz-copy\.yaml/,
     );
     expect((await s.authorize(token, S3)).body).toMatchObject({ decision: "ALLOW", revision: 3 });
     await rm(join(s.policiesDir, "zz-copy.yaml"));

@@ -19,8 +19,18 @@ export async function runCli(argv: string[], env: Record<string, string>): Promi
   let stdout = "";
   let stderr = "";
   const code = await main(argv, {
-    stdout: { write: (s: string) => ((stdout += s), true) },
-    stderr: { write: (s: string) => ((stderr += s), true) },
+    stdout: {
+      write(s: string) {
+        stdout += s;
+        return true;
+      },
+    },
+    stderr: {
+      write(s: string) {
+        stderr += s;
+        return true;
+      },
+    },
     env,
   });
   return { code, stdout, stderr };

@@ -264,28 +264,28 @@ settings:
 });
 
 describe("parsing a set of files", () => {
-  test("a project defined twice is refused in both files, naming the first", () => {
+  test("a project defined twice is refused in both files, each naming the other", () => {
     const r = parsePolicySet([
       { file: "policies/b.yaml", text: "project: dup\nagents: []\n" },
-      { file: "policies/a.yaml", text: "project: dup\nagents: [x]\n" },
+      { file: "policies/a.yaml", text: "# copy\nproject: dup\nagents: [x]\n" },
       { file: "policies/c.yaml", text: "project: fine\nagents: []\n" },
     ]);
     expect(r.documents.map((d) => d.document.project)).toEqual(["fine"]);
-    expect(r.failures).toEqual([
-      {
-        file: "policies/b.yaml",
-        project: "dup",
-        issues: [
-          {
-            file: "policies/b.yaml",
-            line: 1,
-            col: 10,
-            path: "project",
-            message:
-              "project 'dup' is already defined in policies/a.yaml; each project has exactly one policy file",
-          },
+    expect(r.failures.map((f) => [f.file, f.project, f.issues.map(formatIssue)])).toEqual([
+      [
+        "policies/a.yaml",
+        "dup",
+        [
+          "policies/a.yaml:2:10: project: project 'dup' is also defined in policies/b.yaml; each project has exactly one policy file",
         ],
-      },
+      ],
+      [
+        "policies/b.yaml",
+        "dup",
+        [
+          "policies/b.yaml:1:10: project: project 'dup' is also defined in policies/a.yaml; each project has exactly one policy file",
+        ],
+      ],
     ]);
   });
 
