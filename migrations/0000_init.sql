@@ -46,6 +46,4 @@ CREATE UNIQUE INDEX "agent_tokens_token_hash_uq" ON "agent_tokens" USING btree (
 CREATE INDEX "agent_tokens_agent_idx" ON "agent_tokens" USING btree ("project","agent");--> statement-breakpoint
 CREATE UNIQUE INDEX "audit_events_event_id_uq" ON "audit_events" USING btree ("event_id");--> statement-breakpoint
 CREATE INDEX "audit_events_agent_seq_idx" ON "audit_events" USING btree ("agent","seq");--> statement-breakpoint
-CREATE INDEX "audit_events_project_seq_idx" ON "audit_events" USING btree ("project","seq");--> statement-breakpoint
-CREATE INDEX "audit_events_ts_idx" ON "audit_events" USING btree ("ts");--> statement-breakpoint
 CREATE UNIQUE INDEX "policy_revisions_project_revision_uq" ON "policy_revisions" USING btree ("project","revision");

@@ -1,11 +1,13 @@
+import { createHash } from "node:crypto";
 import { asc, eq, sql } from "drizzle-orm";
 import type { Clock } from "../clock.js";
-import type { Database, Queryable, Tx } from "../db/client.js";
+import { type Database, type Queryable, rowsOf, type Tx } from "../db/client.js";
 import { auditEvents, auditHead } from "../db/schema.js";
 import { AppError } from "../errors.js";
 import { newId } from "../ids.js";
 import type { Logger } from "../logger.js";
-import { type AuditLine, CORE_FIELDS, hashLine } from "./chain.js";
+import { isoTimestamp } from "../time-format.js";
+import { type AuditLine, CORE_FIELDS, canonicalJson } from "./chain.js";
 
 /** What a caller records; the log adds the id, time, sequence number and hashes. */
 export interface AuditEventInput {
@@ -20,13 +22,24 @@ export interface AuditEventInput {
   httpStatus?: number | null;
   /** Further fields, exported at the top level of the line; they may not reuse a core field name. */
   details?: Record<string, unknown>;
+  /** When it happened, if the caller already read the clock (default: now). */
+  at?: Date;
 }
 
-/** An event with its id and time, not yet placed in the chain. */
+/**
+ * An event with its id and time, not yet placed in the chain. Everything but its sequence number
+ * and hashes is fixed, so its canonical JSON is prepared up to the `seq` field: chaining it is then
+ * one string concatenation and one SHA-256.
+ */
 interface PendingEvent {
   eventId: string;
-  ts: Date;
-  input: AuditEventInput;
+  /** The line without seq, prev_hash and hash. */
+  base: Record<string, unknown>;
+  /** Canonical JSON of `base` split where `"seq"` sorts in. */
+  canonBefore: string;
+  canonAfter: string;
+  /** The event's columns (but seq and hashes) as the tail of a JSON object, for the insert. */
+  rowJson: string;
 }
 
 export interface AuditLogOptions {
@@ -41,93 +54,205 @@ export interface AuditLogOptions {
 
 const CORE = new Set<string>(CORE_FIELDS);
 
+type Head = { seq: number; hash: string };
+type Waiter = {
+  event: PendingEvent;
+  resolve: (l: AuditLine) => void;
+  reject: (e: unknown) => void;
+  attempts: number;
+};
+
 /**
  * The append-only, hash-chained audit log.
  *
- * Two ways in, one chain: `append` queues an event for the group committer, which writes many
- * events per transaction and resolves each caller only after the commit (so an answer is never
- * sent for an unaudited decision); `appendInTx` writes inside a caller's transaction, so that an
- * event commits atomically with the state it describes. Both lock the single `audit_head` row for
- * the rest of their transaction, which is what keeps several instances on one database on one
- * chain with no fork and no gap.
+ * Two ways in, one chain:
+ * - `append` queues an event for the group committer, which writes many events per statement and
+ *   resolves each caller only after the commit, so an answer is never sent for an unaudited
+ *   decision. Batches are pipelined: while one commits, the next is already chained after it and
+ *   on its way (see `sendBatch`).
+ * - `appendInTx` writes inside a caller's transaction, so an event commits atomically with the
+ *   state it describes. It locks the `audit_head` row for the rest of that transaction.
+ * Every write moves the single `audit_head` row under its row lock, which is what keeps several
+ * instances on one database on one chain with no fork and no gap.
  */
 export function createAuditLog(opts: AuditLogOptions) {
   const { database, clock, log } = opts;
   const batchMax = opts.batchMax ?? 1000;
   const queueMax = opts.queueMax ?? 50_000;
-  let queue: { event: PendingEvent; resolve: (l: AuditLine) => void; reject: (e: unknown) => void }[] = [];
-  let pumping: Promise<void> | undefined;
+  const inFlightMax = 1;
+  const optimisticAttempts = 4;
+  let queue: Waiter[] = [];
+  let inFlight = 0;
   let closed = false;
+  let idle: (() => void)[] = [];
+  // Where the chain will be once every batch sent so far has committed. Undefined when unknown
+  // (at start, and after a batch failed or lost a race): the next batch reads the real head.
+  let tail: Head | undefined;
 
   function prepare(input: AuditEventInput): PendingEvent {
-    if (input.details) {
-      for (const k of Object.keys(input.details)) {
-        if (CORE.has(k)) throw new Error(`audit detail '${k}' would overwrite a core field`);
-      }
+    const details = input.details ? (clean(input.details) as Record<string, unknown>) : {};
+    for (const k of Object.keys(details)) {
+      if (CORE.has(k)) throw new Error(`audit detail '${k}' would overwrite a core field`);
     }
-    return { eventId: newId("evt"), ts: clock.now(), input };
+    const eventId = newId("evt");
+    const base: Record<string, unknown> = {
+      ...details,
+      event_id: eventId,
+      ts: isoTimestamp(input.at ?? clock.now()),
+      type: input.type,
+      agent: cleanString(input.agent),
+      project: cleanString(input.project),
+      action: cleanString(input.action),
+      resource: cleanString(input.resource),
+      decision: cleanString(input.decision),
+      reason: cleanString(input.reason),
+      http_status: input.httpStatus ?? null,
+    };
+    const before: string[] = [];
+    const after: string[] = [];
+    for (const k of Object.keys(base).sort()) {
+      (k < "seq" ? before : after).push(`${JSON.stringify(k)}:${canonicalJson(base[k])}`);
+    }
+    return {
+      eventId,
+      base,
+      canonBefore: before.length ? `{${before.join(",")},` : "{",
+      canonAfter: after.length ? `,${after.join(",")}}` : "}",
+      rowJson: `${JSON.stringify({
+        e: eventId,
+        ts: base.ts,
+        ty: base.type,
+        ag: base.agent,
+        pr: base.project,
+        ac: base.action,
+        re: base.resource,
+        de: base.decision,
+        rs: base.reason,
+        hs: base.http_status,
+        dt: details,
+      }).slice(1)}`,
+    };
   }
 
-  /** Places events at the head of the chain and inserts them, inside `tx`. */
-  async function writeChained(tx: Tx, events: readonly PendingEvent[]): Promise<AuditLine[]> {
-    const [head] = await tx.select().from(auditHead).where(eq(auditHead.id, 1)).for("update");
-    if (!head) throw new AppError("INTERNAL", "the audit chain head is missing; run butler db migrate");
+  /** Chains events after `head`: sequence numbers, prev_hash and hash (see docs/audit.md). */
+  function chainAfter(head: Head, events: readonly PendingEvent[]): AuditLine[] {
     let prev = head.hash;
     let seq = head.seq;
     const lines: AuditLine[] = [];
     for (const e of events) {
-      const line = toLine(++seq, e, prev);
-      prev = line.hash;
-      lines.push(line);
+      seq++;
+      const hash = createHash("sha256")
+        .update(`${prev}${e.canonBefore}"seq":${seq}${e.canonAfter}`)
+        .digest("hex");
+      lines.push({ ...e.base, seq, prev_hash: prev, hash } as AuditLine);
+      prev = hash;
     }
-    const col = <T>(f: (l: AuditLine) => T) => sql.param(lines.map(f));
-    await tx.execute(sql`
-      INSERT INTO audit_events
-        (seq, event_id, ts, type, agent, project, action, resource, decision, reason, http_status, details, prev_hash, hash)
-      SELECT * FROM unnest(
-        ${col((l) => l.seq)}::bigint[], ${col((l) => l.event_id)}::text[], ${col((l) => l.ts)}::timestamptz[],
-        ${col((l) => l.type)}::text[], ${col((l) => l.agent)}::text[], ${col((l) => l.project)}::text[],
-        ${col((l) => l.action)}::text[], ${col((l) => l.resource)}::text[], ${col((l) => l.decision)}::text[],
-        ${col((l) => l.reason)}::text[], ${col((l) => l.http_status)}::integer[],
-        ${col((l) => JSON.stringify(detailsOf(l)))}::jsonb[], ${col((l) => l.prev_hash)}::text[],
-        ${col((l) => l.hash)}::text[])`);
-    await tx.update(auditHead).set({ seq, hash: prev }).where(eq(auditHead.id, 1));
     return lines;
   }
 
-  async function pump(): Promise<void> {
-    while (queue.length > 0) {
-      const batch = queue.length <= batchMax ? queue : queue.slice(0, batchMax);
-      queue = queue.length <= batchMax ? [] : queue.slice(batchMax);
-      try {
-        const lines = await database.db.transaction((tx) =>
-          writeChained(
-            tx,
-            batch.map((b) => b.event),
-          ),
-        );
-        for (let i = 0; i < batch.length; i++) batch[i]!.resolve(lines[i]!);
-      } catch (e) {
-        log.error({ err: e, events: batch.length }, "audit batch failed to commit");
-        const failure = new AppError(
-          "UNAVAILABLE",
-          "the audit log could not be written; nothing was decided",
-          undefined,
-          {
-            cause: e,
-          },
-        );
-        for (const b of batch) b.reject(failure);
+  /**
+   * `SELECT` of the lines as rows from one JSON parameter: each event's row JSON was prepared when
+   * it was queued, so a batch costs one string join here and one JSON parse in the database.
+   */
+  function rowsSql(lines: readonly AuditLine[], events: readonly PendingEvent[]) {
+    const rows = lines.map(
+      (l, i) => `{"s":${l.seq},"p":"${l.prev_hash}","h":"${l.hash}",${events[i]!.rowJson}`,
+    );
+    return sql`SELECT r.s, r.e, r.ts, r.ty, r.ag, r.pr, r.ac, r.re, r.de, r.rs, r.hs, r.dt, r.p, r.h
+      FROM json_to_recordset(${`[${rows.join(",")}]`}::json) AS r(
+        s bigint, e text, ts timestamptz, ty text, ag text, pr text, ac text, re text, de text, rs text,
+        hs integer, dt jsonb, p text, h text)`;
+  }
+
+  const COLUMNS = sql.raw(
+    "(seq, event_id, ts, type, agent, project, action, resource, decision, reason, http_status, details, prev_hash, hash)",
+  );
+
+  /** Places events at the head of the chain and inserts them, inside `tx`, holding the head's row lock. */
+  async function writeChained(tx: Tx, events: readonly PendingEvent[]): Promise<AuditLine[]> {
+    const [head] = await tx.select().from(auditHead).where(eq(auditHead.id, 1)).for("update");
+    if (!head) throw new AppError("INTERNAL", "the audit chain head is missing; run butler db migrate");
+    const lines = chainAfter(head, events);
+    const last = lines.at(-1)!;
+    await tx.execute(sql`INSERT INTO audit_events ${COLUMNS} ${rowsSql(lines, events)}`);
+    await tx.update(auditHead).set({ seq: last.seq, hash: last.hash }).where(eq(auditHead.id, 1));
+    return lines;
+  }
+
+  /**
+   * One batch of the group committer, in one statement (one round trip): move the head only if it
+   * is where `head` says, and insert the events only if it was moved. The UPDATE takes the head's
+   * row lock, so a batch sent while the previous one is still committing waits for it and then
+   * finds the head exactly where it expected. If the head is elsewhere (another instance, an
+   * appendInTx, or a failed batch before this one), nothing is written and the batch is retried
+   * after the real head is read; after a few lost races it takes the locking path instead.
+   */
+  async function sendBatch(batch: Waiter[]): Promise<void> {
+    const events = batch.map((w) => w.event);
+    try {
+      if (batch[0]!.attempts >= optimisticAttempts) {
+        const lines = await database.db.transaction((tx) => writeChained(tx, events));
+        batch.forEach((w, i) => w.resolve(lines[i]!));
+        return;
       }
+      const head = tail ?? (await readHead(database.db));
+      const lines = chainAfter(head, events);
+      const last = lines.at(-1)!;
+      tail = { seq: last.seq, hash: last.hash };
+      kick();
+      const result = await database.db.execute(sql`
+        WITH moved AS (
+          UPDATE audit_head SET seq = ${last.seq}, hash = ${last.hash}
+          WHERE id = 1 AND seq = ${head.seq} AND hash = ${head.hash}
+          RETURNING 1
+        )
+        INSERT INTO audit_events ${COLUMNS}
+        SELECT r.* FROM (${rowsSql(lines, events)}) AS r WHERE EXISTS (SELECT 1 FROM moved)
+        RETURNING 1`);
+      if (rowsOf(result).length === lines.length) {
+        batch.forEach((w, i) => w.resolve(lines[i]!));
+        return;
+      }
+      // Nothing was written: retry these events first, from the real head.
+      tail = undefined;
+      for (const w of batch) w.attempts++;
+      queue = [...batch, ...queue];
+    } catch (e) {
+      // Whether a failed statement committed cannot be known, so its events are not retried:
+      // their callers are refused (fail closed) and the next batch starts from the real head.
+      tail = undefined;
+      log.error({ err: e, events: batch.length }, "audit batch failed to commit");
+      const failure = new AppError(
+        "UNAVAILABLE",
+        "the audit log could not be written; nothing was decided",
+        undefined,
+        {
+          cause: e,
+        },
+      );
+      for (const w of batch) w.reject(failure);
     }
   }
 
-  function kick() {
-    if (pumping) return;
-    pumping = pump().finally(() => {
-      pumping = undefined;
-      if (queue.length > 0) kick();
-    });
+  /** Sends batches while there is work and room; after a failure, waits for the pipeline to drain. */
+  function kick(): void {
+    while (queue.length > 0 && inFlight < inFlightMax) {
+      if (tail === undefined && inFlight > 0) return;
+      const batch = queue.length <= batchMax ? queue : queue.slice(0, batchMax);
+      queue = queue.length <= batchMax ? [] : queue.slice(batchMax);
+      inFlight++;
+      const unknownHead = tail === undefined;
+      void sendBatch(batch).finally(() => {
+        inFlight--;
+        kick();
+        if (inFlight === 0 && queue.length === 0) {
+          for (const r of idle) r();
+          idle = [];
+        }
+      });
+      // The batch just sent reads the head first; it calls kick() again once it knows the tail.
+      if (unknownHead) return;
+    }
   }
 
   return {
@@ -144,7 +269,7 @@ export function createAuditLog(opts: AuditLogOptions) {
         return Promise.reject(e);
       }
       return new Promise<AuditLine>((resolve, reject) => {
-        queue.push({ event, resolve, reject });
+        queue.push({ event, resolve, reject, attempts: 0 });
         kick();
       });
     },
@@ -162,38 +287,13 @@ export function createAuditLog(opts: AuditLogOptions) {
     /** Waits until every queued event is committed (or failed), then refuses new appends. */
     async close(): Promise<void> {
       closed = true;
-      while (pumping) await pumping;
+      if (inFlight === 0 && queue.length === 0) return;
+      await new Promise<void>((resolve) => idle.push(resolve));
     },
   };
 }
 
 export type AuditLog = ReturnType<typeof createAuditLog>;
-
-function detailsOf(line: AuditLine): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(line)) if (!CORE.has(k) && v !== undefined) out[k] = v;
-  return out;
-}
-
-function toLine(seq: number, e: PendingEvent, prevHash: string): AuditLine {
-  const i = e.input;
-  const body: Record<string, unknown> = {
-    ...(i.details ? (clean(i.details) as Record<string, unknown>) : {}),
-    seq,
-    event_id: e.eventId,
-    ts: e.ts.toISOString(),
-    type: i.type,
-    agent: cleanString(i.agent),
-    project: cleanString(i.project),
-    action: cleanString(i.action),
-    resource: cleanString(i.resource),
-    decision: cleanString(i.decision),
-    reason: cleanString(i.reason),
-    http_status: i.httpStatus ?? null,
-  };
-  const hash = hashLine(prevHash, body);
-  return { ...(body as Omit<AuditLine, "prev_hash" | "hash">), prev_hash: prevHash, hash } as AuditLine;
-}
 
 /**
  * PostgreSQL text cannot hold U+0000 and stores unpaired surrogates as U+FFFD, so such strings are

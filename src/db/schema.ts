@@ -79,11 +79,11 @@ export const auditEvents = pgTable(
     prevHash: text("prev_hash").notNull(),
     hash: text("hash").notNull(),
   },
+  // Few indexes on purpose: each one is paid on every decision. Exports by agent use the second;
+  // other filters scan in sequence order.
   (t) => [
     uniqueIndex("audit_events_event_id_uq").on(t.eventId),
     index("audit_events_agent_seq_idx").on(t.agent, t.seq),
-    index("audit_events_project_seq_idx").on(t.project, t.seq),
-    index("audit_events_ts_idx").on(t.ts),
   ],
 );
 

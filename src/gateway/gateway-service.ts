@@ -108,7 +108,8 @@ export function createGateway(deps: GatewayDeps) {
         branch: input.branch,
         params: input.params,
       };
-      const d = evaluate(policies.index(), call, clock.now().getTime());
+      const now = clock.now();
+      const d = evaluate(policies.index(), call, now.getTime());
       const allow = d.decision === "ALLOW";
       const httpStatus = allow ? 200 : 403;
       const expires = allow && d.expiresAt !== undefined ? new Date(d.expiresAt).toISOString() : undefined;
@@ -123,6 +124,7 @@ export function createGateway(deps: GatewayDeps) {
           decision: d.decision,
           reason: d.reason,
           httpStatus,
+          at: now,
           details: {
             branch: input.branch,
             grant_id: allow ? d.grantId : undefined,

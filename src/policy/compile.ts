@@ -20,6 +20,8 @@ export interface CompiledProject {
   /** Agent name → its roles. */
   readonly agentRoles: ReadonlyMap<string, ReadonlySet<string>>;
   readonly services: ReadonlyMap<string, ServiceIndex>;
+  /** Full action (`aws:s3:GetObject`) → grants listing it exactly: the common case, one lookup. */
+  readonly exactActions: ReadonlyMap<string, readonly CompiledGrant[]>;
   /** `settings.never_grant`, compiled. */
   readonly neverGrant: readonly Glob[];
 }
@@ -60,6 +62,11 @@ export interface CompiledGrant {
   readonly expiresAt: number | undefined;
   /** Precomputed so that an ALLOW allocates nothing but its result. */
   readonly allowReason: string;
+  /** Precomputed pieces of DENY reasons. */
+  readonly expiredReason: string;
+  readonly resourcesText: string;
+  readonly branchesText: string;
+  readonly limitsText: string;
 }
 
 /** A project's document with the revision it was stored as, and grants added at run time. */
@@ -99,12 +106,17 @@ export function compileProject({ document, revision, extraGrants = [] }: Project
     }
     if (patterned) svc.patterned.push(grant);
   }
+  const exactActions = new Map<string, CompiledGrant[]>();
+  for (const [service, svc] of building) {
+    for (const [verb, grants] of svc.exact) exactActions.set(`${service}:${verb}`, grants);
+  }
   return {
     name: document.project,
     revision,
     document,
     agentRoles,
     services: building,
+    exactActions,
     neverGrant: document.settings.neverGrant.map(mustCompileGlob),
   };
 }
@@ -135,5 +147,17 @@ function compileGrant(def: GrantDef, project: string): CompiledGrant {
     denyResources: tools ? [] : def.deny.map(mustCompileGlob),
     expiresAt: def.expiresAt,
     allowReason: `allowed by grant ${def.id} of ${project}`,
+    expiredReason:
+      def.expiresAt === undefined
+        ? ""
+        : `grant ${def.id} expired at ${new Date(def.expiresAt).toISOString()}`,
+    resourcesText: def.resources?.join(", ") ?? "*",
+    branchesText: def.branches?.join(", ") ?? "*",
+    limitsText: [
+      def.agents && `agents ${def.agents.join(", ")}`,
+      def.roles && `roles ${def.roles.join(", ")}`,
+    ]
+      .filter(Boolean)
+      .join(" and "),
   };
 }

@@ -1,5 +1,6 @@
 import { normaliseCommand } from "./command.js";
-import type { CompiledConstraint, CompiledGrant, PolicyIndex } from "./compile.js";
+import type { CompiledConstraint, CompiledGrant, CompiledProject, PolicyIndex } from "./compile.js";
+import type { Glob } from "./glob.js";
 import type { Call, Decision, DenyCode } from "./types.js";
 
 /**
@@ -10,6 +11,9 @@ import type { Call, Decision, DenyCode } from "./types.js";
  * hold; and no deny pattern of any covering grant matches (deny wins). A DENY explains itself with
  * the most specific reason found: a constraint that failed says more than a resource that did not
  * match, which says more than "nothing grants this service".
+ *
+ * This is the hot path of the gateway: it allocates only its result (and, for a DENY, the reason),
+ * and builds the reason once, for the one failure it reports.
  */
 export function evaluate(index: PolicyIndex, call: Call, nowMs: number): Decision {
   const project = index.projects.get(call.project);
@@ -25,6 +29,13 @@ export function evaluate(index: PolicyIndex, call: Call, nowMs: number): Decisio
       project.revision,
     );
   }
+  const s = resetScan();
+
+  let denied = false;
+  const exact = project.exactActions.get(call.action);
+  if (exact !== undefined) {
+    for (let i = 0; i < exact.length && !denied; i++) denied = consider(exact[i]!, call, roles, nowMs);
+  }
   const colon = call.action.indexOf(":");
   if (colon <= 0 || colon === call.action.length - 1) {
     return deny(
@@ -34,43 +45,33 @@ export function evaluate(index: PolicyIndex, call: Call, nowMs: number): Decisio
       project.revision,
     );
   }
-  const service = call.action.slice(0, colon);
-  const verb = call.action.slice(colon + 1);
-  const svc = project.services.get(service);
+  const svc = project.services.get(call.action.slice(0, colon));
   if (svc === undefined) {
     return deny(
       "no_service_grant",
-      `no policy grants ${service}:* for ${project.name}`,
+      `no policy grants ${call.action.slice(0, colon)}:* for ${project.name}`,
       undefined,
       project.revision,
     );
   }
-
-  const state: ScanState = {
-    allow: undefined,
-    rank: 0,
-    code: "no_action_grant",
-    reason: "",
-    grantId: undefined,
-    denied: undefined,
-  };
-  const exact = svc.exact.get(verb);
-  if (exact !== undefined) for (const g of exact) consider(g, call, roles, nowMs, state);
-  for (const g of svc.patterned) {
-    if (state.denied) break;
-    if (matchesAny(g.actionPatterns, verb)) consider(g, call, roles, nowMs, state);
+  if (svc.patterned.length > 0 && !denied) {
+    const verb = call.action.slice(colon + 1);
+    for (let i = 0; i < svc.patterned.length && !denied; i++) {
+      const g = svc.patterned[i]!;
+      if (matchesAny(g.actionPatterns, verb)) denied = consider(g, call, roles, nowMs);
+    }
   }
-  if (state.denied) return { ...state.denied, revision: project.revision };
-  if (state.allow) {
+  if (denied) return deny("deny_pattern", s.denied, s.deniedBy?.id, project.revision);
+  if (s.allow !== undefined) {
     return {
       decision: "ALLOW",
-      reason: state.allow.allowReason,
-      grantId: state.allow.id,
-      expiresAt: state.allow.expiresAt,
+      reason: s.allow.allowReason,
+      grantId: s.allow.id,
+      expiresAt: s.allow.expiresAt,
       revision: project.revision,
     };
   }
-  if (state.rank === 0) {
+  if (s.failed === undefined) {
     return deny(
       "no_action_grant",
       `no policy grants ${clip(call.action)} for ${project.name}`,
@@ -78,98 +79,128 @@ export function evaluate(index: PolicyIndex, call: Call, nowMs: number): Decisio
       project.revision,
     );
   }
-  return deny(state.code, state.reason, state.grantId, project.revision);
+  return failure(s.failed, s.rank, s.detail, call, project);
 }
+
+/** Failure ranks: the higher, the more specific (and useful) the reason. */
+const AGENT = 1;
+const RESOURCE = 2;
+const NO_BRANCH = 3;
+const BRANCH = 4;
+const EXPIRED = 5;
+const CONSTRAINT = 6;
 
 interface ScanState {
   allow: CompiledGrant | undefined;
-  /** How far the most specific failing grant got: higher is more useful to report. */
   rank: number;
-  code: DenyCode;
-  reason: string;
-  grantId: string | undefined;
-  denied: Decision | undefined;
+  failed: CompiledGrant | undefined;
+  /** For a constraint failure: what failed. */
+  detail: string;
+  denied: string;
+  deniedBy: CompiledGrant | undefined;
 }
 
-function consider(
-  g: CompiledGrant,
-  call: Call,
-  roles: ReadonlySet<string>,
-  nowMs: number,
-  s: ScanState,
-): void {
-  if (s.denied) return;
-  if (!coversAgent(g, call.agent, roles)) {
-    fail(s, 1, "agent_not_covered", g.id, () => agentReason(g, call));
-    return;
-  }
-  if (g.resources !== undefined && !matchesAny(g.resources, call.resource)) {
-    fail(
-      s,
-      2,
-      "resource_not_covered",
-      g.id,
-      () =>
-        `grant ${g.id} covers ${call.action} only on ${g.def.resources!.join(", ")}, not ${clip(call.resource || "(no resource)")}`,
-    );
-    return;
-  }
+// evaluate() is synchronous and not re-entrant, so one scratch state serves every call.
+const scan: ScanState = {
+  allow: undefined,
+  rank: 0,
+  failed: undefined,
+  detail: "",
+  denied: "",
+  deniedBy: undefined,
+};
+
+/** Checks one grant against the call; true when one of its deny patterns matched (deny wins). */
+function consider(g: CompiledGrant, call: Call, roles: ReadonlySet<string>, nowMs: number): boolean {
+  const s = scan;
+  if (!coversAgent(g, call.agent, roles)) return fail(g, AGENT);
+  if (g.resources !== undefined && !matchesAny(g.resources, call.resource)) return fail(g, RESOURCE);
   if (g.branches !== undefined) {
-    if (call.branch === undefined) {
-      fail(
-        s,
-        3,
-        "branch_not_covered",
-        g.id,
-        () =>
-          `grant ${g.id} covers ${call.action} only on branches ${g.def.branches!.join(", ")}; the call names no branch`,
-      );
-      return;
-    }
-    if (!matchesAny(g.branches, call.branch)) {
-      fail(
-        s,
-        3,
-        "branch_not_covered",
-        g.id,
-        () =>
-          `grant ${g.id} covers ${call.action} on ${clip(call.resource || "(no resource)")} only for branches ${g.def.branches!.join(", ")}, not ${clip(call.branch!)}`,
-      );
-      return;
-    }
+    if (call.branch === undefined) return fail(g, NO_BRANCH);
+    if (!matchesAny(g.branches, call.branch)) return fail(g, BRANCH);
   }
   // The grant covers this call: its deny patterns apply even if it is expired or a constraint fails.
-  const denied = denyMatch(g, call);
-  if (denied !== undefined) {
-    s.denied = deny("deny_pattern", denied, g.id, undefined);
-    return;
+  if (g.denyResources.length > 0 || g.denyText.length > 0) {
+    const denied = denyMatch(g, call);
+    if (denied !== undefined) {
+      s.denied = denied;
+      s.deniedBy = g;
+      return true;
+    }
   }
-  if (g.expiresAt !== undefined && nowMs >= g.expiresAt) {
-    fail(
-      s,
-      4,
-      "grant_expired",
-      g.id,
-      () => `grant ${g.id} expired at ${new Date(g.expiresAt!).toISOString()}`,
-    );
-    return;
-  }
+  if (g.expiresAt !== undefined && nowMs >= g.expiresAt) return fail(g, EXPIRED);
   for (const c of g.constraints) {
     const problem = checkConstraint(c, call.params);
     if (problem !== undefined) {
-      fail(s, 5, "constraint_failed", g.id, () => `${problem} in grant ${g.id}`);
-      return;
+      if (CONSTRAINT > s.rank) s.detail = problem;
+      return fail(g, CONSTRAINT);
     }
   }
-  s.allow ??= g;
+  if (s.allow === undefined) s.allow = g;
+  return false;
 }
 
-function fail(s: ScanState, rank: number, code: DenyCode, grantId: string, reason: () => string): void {
-  if (rank <= s.rank) return;
-  s.rank = rank;
-  s.code = code;
-  s.grantId = grantId;
-  s.reason = reason();
+/** Records a grant that does not allow the call, if its reason is the most specific so far. */
+function resetScan(): ScanState {
+  scan.allow = undefined;
+  scan.rank = 0;
+  scan.failed = undefined;
+  scan.detail = "";
+  scan.denied = "";
+  scan.deniedBy = undefined;
+  return scan;
+}
+
+function fail(g: CompiledGrant, rank: number): false {
+  if (rank > scan.rank) {
+    scan.rank = rank;
+    scan.failed = g;
+  }
+  return false;
+}
+
+function failure(
+  g: CompiledGrant,
+  rank: number,
+  detail: string,
+  call: Call,
+  project: CompiledProject,
+): Decision {
+  const resource = clip(call.resource || "(no resource)");
+  switch (rank) {
+    case AGENT:
+      return deny(
+        "agent_not_covered",
+        `grant ${g.id} covers ${call.action} only for ${g.limitsText}; agent ${clip(call.agent)} is not one of them`,
+        g.id,
+        project.revision,
+      );
+    case RESOURCE:
+      return deny(
+        "resource_not_covered",
+        `grant ${g.id} covers ${call.action} only on ${g.resourcesText}, not ${resource}`,
+        g.id,
+        project.revision,
+      );
+    case NO_BRANCH:
+      return deny(
+        "branch_not_covered",
+        `grant ${g.id} covers ${call.action} only on branches ${g.branchesText}; the call names no branch`,
+        g.id,
+        project.revision,
+      );
+    case BRANCH:
+      return deny(
+        "branch_not_covered",
+        `grant ${g.id} covers ${call.action} on ${resource} only for branches ${g.branchesText}, not ${clip(call.branch ?? "")}`,
+        g.id,
+        project.revision,
+      );
+    case EXPIRED:
+      return deny("grant_expired", g.expiredReason, g.id, project.revision);
+    default:
+      return deny("constraint_failed", `${detail} in grant ${g.id}`, g.id, project.revision);
+  }
 }
 
 function coversAgent(g: CompiledGrant, agent: string, roles: ReadonlySet<string>): boolean {
@@ -179,15 +210,8 @@ function coversAgent(g: CompiledGrant, agent: string, roles: ReadonlySet<string>
   return false;
 }
 
-function agentReason(g: CompiledGrant, call: Call): string {
-  const limits: string[] = [];
-  if (g.def.agents) limits.push(`agents ${g.def.agents.join(", ")}`);
-  if (g.def.roles) limits.push(`roles ${g.def.roles.join(", ")}`);
-  return `grant ${g.id} covers ${call.action} only for ${limits.join(" and ")}; agent ${clip(call.agent)} is not one of them`;
-}
-
-function matchesAny(globs: readonly { match(s: string): boolean }[], s: string): boolean {
-  for (const g of globs) if (g.match(s)) return true;
+function matchesAny(globs: readonly Glob[], s: string): boolean {
+  for (let i = 0; i < globs.length; i++) if (globs[i]!.match(s)) return true;
   return false;
 }
 

@@ -92,13 +92,16 @@ function starGlob(source: string, tokens: Token[]): Glob {
   const suffix = endsWithStar ? "" : lits.pop()!;
   const middle = lits;
   const minLength = prefix.length + suffix.length + middle.reduce((n, m) => n + m.length, 0);
+  // `lastIndexOf(p, 0) === 0` and `indexOf(p, n - p.length)` look at one position only, and are
+  // several times faster in V8 than startsWith/endsWith.
   const match = (s: string): boolean => {
     if (s.length < minLength) return false;
-    if (!s.startsWith(prefix)) return false;
-    if (!s.endsWith(suffix)) return false;
-    let pos = prefix.length;
+    if (prefix.length > 0 && s.lastIndexOf(prefix, 0) !== 0) return false;
     const end = s.length - suffix.length;
-    for (const m of middle) {
+    if (suffix.length > 0 && s.indexOf(suffix, end) !== end) return false;
+    let pos = prefix.length;
+    for (let i = 0; i < middle.length; i++) {
+      const m = middle[i]!;
       const at = s.indexOf(m, pos);
       if (at < 0 || at + m.length > end) return false;
       pos = at + m.length;

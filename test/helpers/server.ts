@@ -87,6 +87,7 @@ export interface TestServer extends TestEnv {
     token: string | undefined,
     body: unknown,
     headers?: Record<string, string>,
+    // biome-ignore lint/suspicious/noExplicitAny: tests read response bodies of many shapes.
   ): Promise<{ status: number; body: any }>;
   stop(): Promise<void>;
 }

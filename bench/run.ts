@@ -1,0 +1,254 @@
+/**
+ * `npm run bench`: Butler's performance figures, each next to a baseline measured in the same run.
+ *
+ * 1. In-process decisions on a generated policy of 1,000 projects x 20 grants (globs, TTLs,
+ *    constraints): decisions/s and per-decision p50/p99; baseline: the same calls against a single
+ *    project, to show that decision cost does not grow with the number of projects.
+ * 2. POST /v1/authorize with durable audit on PostgreSQL, 50 connections; baseline: a bare fastify
+ *    JSON endpoint in the same server process.
+ * 3. Audit append rate on PostgreSQL with group commit; baseline: one transaction per event.
+ *
+ * PostgreSQL: BENCH_DATABASE_URL or DATABASE_URL (a server where the bench may create a database),
+ * default postgres://postgres@127.0.0.1:5432/postgres. Durations: BENCH_SECONDS (default 10).
+ */
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import autocannon from "autocannon";
+import pg from "pg";
+import { createAuditLog } from "../src/audit/audit-log.js";
+import { verifyAuditChain } from "../src/audit/verify.js";
+import { systemClock } from "../src/clock.js";
+import { postgresDatabase } from "../src/db/client.js";
+import { migrate } from "../src/db/migrate.js";
+import { createLogger } from "../src/logger.js";
+import { type Call, evaluate, type PolicyIndex } from "../src/policy/index.js";
+import { makeCalls, parseAll } from "./policy-gen.js";
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const ADMIN_URL =
+  process.env.BENCH_DATABASE_URL ?? process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+const NOW = Date.parse("2026-06-01T00:00:00Z");
+
+function fmt(n: number, digits = 0): string {
+  return n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. In-process decisions
+// ---------------------------------------------------------------------------------------------
+
+function measureDecisions(index: PolicyIndex, calls: Call[]) {
+  // Warm up, then a timed loop for throughput.
+  let allow = 0;
+  for (let i = 0; i < 200_000; i++)
+    if (evaluate(index, calls[i % calls.length]!, NOW).decision === "ALLOW") allow++;
+  const deadline = process.hrtime.bigint() + BigInt(Math.max(2, SECONDS / 2) * 1e9);
+  let n = 0;
+  const start = process.hrtime.bigint();
+  while (process.hrtime.bigint() < deadline) {
+    for (let i = 0; i < calls.length; i++) if (evaluate(index, calls[i]!, NOW).decision === "ALLOW") allow++;
+    n += calls.length;
+  }
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  // Per-decision latency on a sample (includes ~20-40 ns of timer overhead).
+  const sample = new Float64Array(500_000);
+  for (let i = 0; i < sample.length; i++) {
+    const c = calls[i % calls.length]!;
+    const t0 = process.hrtime.bigint();
+    evaluate(index, c, NOW);
+    sample[i] = Number(process.hrtime.bigint() - t0);
+  }
+  sample.sort();
+  return {
+    perSecond: n / seconds,
+    p50: sample[Math.floor(sample.length * 0.5)]!,
+    p99: sample[Math.floor(sample.length * 0.99)]!,
+    allowShare: allow,
+  };
+}
+
+function benchDecisions() {
+  console.log("\n1. In-process decisions (pure policy engine)");
+  let t = process.hrtime.bigint();
+  const big = parseAll(1000);
+  const parseMs = Number(process.hrtime.bigint() - t) / 1e6;
+  const one = parseAll(1);
+  const bigCalls = makeCalls(1000, 100_000);
+  const oneCalls = makeCalls(1, 100_000);
+  let allowed = 0;
+  for (const c of bigCalls) if (evaluate(big, c, NOW).decision === "ALLOW") allowed++;
+  t = process.hrtime.bigint();
+  const base = measureDecisions(one, oneCalls);
+  const large = measureDecisions(big, bigCalls);
+  console.log(
+    `   policy: 1,000 projects x 20 grants, parsed and compiled in ${fmt(parseMs)} ms; calls: ${fmt((allowed / bigCalls.length) * 100)}% allowed`,
+  );
+  console.log(
+    `   baseline (1 project x 20 grants):  ${fmt(base.perSecond)} decisions/s   p50 ${fmt(base.p50)} ns   p99 ${fmt(base.p99)} ns`,
+  );
+  console.log(
+    `   1,000 projects x 20 grants:        ${fmt(large.perSecond)} decisions/s   p50 ${fmt(large.p50)} ns   p99 ${fmt(large.p99)} ns`,
+  );
+  console.log(
+    `   ratio 1,000 projects / 1 project:  ${fmt(large.perSecond / base.perSecond, 2)}x   (target >= 5,000,000 decisions/s)`,
+  );
+  return large;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. HTTP authorize vs bare fastify
+// ---------------------------------------------------------------------------------------------
+
+async function createDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+  const base = new URL(ADMIN_URL);
+  const name = `butler_bench_${process.pid}_${Date.now().toString(36)}`;
+  const admin = new pg.Client({ connectionString: base.toString() });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = new URL(base);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async drop() {
+      const a = new pg.Client({ connectionString: base.toString() });
+      await a.connect();
+      await a.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await a.end();
+    },
+  };
+}
+
+function cannon(
+  url: string,
+  token: string | undefined,
+  body: string,
+  seconds: number,
+): Promise<autocannon.Result> {
+  return new Promise((resolve, reject) => {
+    autocannon(
+      {
+        url,
+        method: "POST",
+        connections: 50,
+        duration: seconds,
+        headers: {
+          "content-type": "application/json",
+          ...(token ? { authorization: `Bearer ${token}` } : {}),
+        },
+        body,
+      },
+      (err, result) => (err ? reject(err) : resolve(result)),
+    );
+  });
+}
+
+async function benchHttp(dbUrl: string) {
+  console.log(
+    "\n2. POST /v1/authorize with durable audit on PostgreSQL, 50 connections (autocannon in this process, server in a child)",
+  );
+  const child = spawn(process.execPath, ["--import", "tsx", "bench/server.ts", dbUrl], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const first = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).once("line", resolve);
+    child.once("exit", (code) => reject(new Error(`bench server exited with ${code}`)));
+  });
+  const { url, bareUrl, token, adminToken } = JSON.parse(first) as {
+    url: string;
+    bareUrl: string;
+    token: string;
+    adminToken: string;
+  };
+  try {
+    const body = JSON.stringify({
+      action: "aws:s3:GetObject",
+      resource: "arn:aws:s3:::ledger-internal/2026/05.csv",
+    });
+    await cannon(`${bareUrl}/bare`, undefined, body, 2);
+    await cannon(`${url}/v1/authorize`, token, body, 2);
+    const bare = await cannon(`${bareUrl}/bare`, undefined, body, SECONDS);
+    const auth = await cannon(`${url}/v1/authorize`, token, body, SECONDS);
+    const row = (name: string, r: autocannon.Result) =>
+      console.log(
+        `   ${name.padEnd(34)} ${fmt(r.requests.average)} req/s   p50 ${fmt(r.latency.p50, 2)} ms   p99 ${fmt(r.latency.p99, 2)} ms   errors ${r.errors + r.non2xx}`,
+      );
+    row("baseline: bare fastify JSON", bare);
+    row("POST /v1/authorize + audit", auth);
+    console.log(
+      `   ratio authorize / bare:            ${fmt(auth.requests.average / bare.requests.average, 2)}x   (target >= 0.5x, p99 < 10 ms)`,
+    );
+    const verify = (await (
+      await fetch(`${url}/v1/admin/audit/verify`, { headers: { authorization: `Bearer ${adminToken}` } })
+    ).json()) as {
+      ok: boolean;
+      count: number;
+    };
+    console.log(
+      `   audit chain after the run: ${verify.ok ? "verified" : "BROKEN"}, ${fmt(verify.count)} events (every 2xx answer above has one)`,
+    );
+    return { bare, auth };
+  } finally {
+    child.kill("SIGTERM");
+    await new Promise((r) => child.once("exit", r));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Audit append rate
+// ---------------------------------------------------------------------------------------------
+
+async function benchAudit(dbUrl: string) {
+  console.log("\n3. Audit append rate on PostgreSQL (durable, hash-chained)");
+  const log = createLogger("warn");
+  const database = postgresDatabase(new pg.Pool({ connectionString: dbUrl, max: 10 }), dbUrl, log);
+  await migrate(database);
+  const run = async (batchMax: number, total: number, concurrency: number) => {
+    const audit = createAuditLog({ database, clock: systemClock, log, batchMax, queueMax: 1_000_000 });
+    const start = process.hrtime.bigint();
+    let next = 0;
+    const worker = async () => {
+      while (next < total) {
+        next++;
+        await audit.append({
+          type: "bench.event",
+          agent: "a",
+          project: "p",
+          action: "x:y",
+          resource: "r",
+          decision: "ALLOW",
+          reason: "bench",
+          httpStatus: 200,
+        });
+      }
+    };
+    await Promise.all(Array.from({ length: concurrency }, worker));
+    const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+    await audit.close();
+    return total / seconds;
+  };
+  const single = await run(1, 2_000, 50);
+  const grouped = await run(1000, 100_000, 500);
+  console.log(`   baseline: one transaction per event   ${fmt(single)} events/s`);
+  console.log(`   group commit (500 writers)            ${fmt(grouped)} events/s`);
+  console.log(`   ratio group / single:                 ${fmt(grouped / single, 1)}x`);
+  const v = await verifyAuditChain(database.db);
+  console.log(`   chain: ${v.ok ? "verified" : "BROKEN"} through ${fmt(v.verifiedThrough)}`);
+  await database.close();
+  return grouped;
+}
+
+const decisions = benchDecisions();
+const db = await createDatabase();
+try {
+  const http = await benchHttp(db.url);
+  const audit = await benchAudit(db.url);
+  console.log("\nSummary");
+  console.log(`   in-process decisions/s:      ${fmt(decisions.perSecond)}  (p99 ${fmt(decisions.p99)} ns)`);
+  console.log(
+    `   authorize req/s:             ${fmt(http.auth.requests.average)}  = ${fmt(http.auth.requests.average / http.bare.requests.average, 2)}x bare fastify (${fmt(http.bare.requests.average)}); p50 ${fmt(http.auth.latency.p50, 2)} ms, p99 ${fmt(http.auth.latency.p99, 2)} ms`,
+  );
+  console.log(`   audit appends/s:             ${fmt(audit)}`);
+} finally {
+  await db.drop();
+}
