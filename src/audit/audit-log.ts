@@ -192,7 +192,7 @@ export function createAuditLog(opts: AuditLogOptions) {
     try {
       if (batch[0]!.attempts >= optimisticAttempts) {
         const lines = await database.db.transaction((tx) => writeChained(tx, events));
-        batch.forEach((w, i) => w.resolve(lines[i]!));
+        for (let i = 0; i < batch.length; i++) batch[i]!.resolve(lines[i]!);
         return;
       }
       const head = tail ?? (await readHead(database.db));
@@ -210,7 +210,7 @@ export function createAuditLog(opts: AuditLogOptions) {
         SELECT r.* FROM (${rowsSql(lines, events)}) AS r WHERE EXISTS (SELECT 1 FROM moved)
         RETURNING 1`);
       if (rowsOf(result).length === lines.length) {
-        batch.forEach((w, i) => w.resolve(lines[i]!));
+        for (let i = 0; i < batch.length; i++) batch[i]!.resolve(lines[i]!);
         return;
       }
       // Nothing was written: retry these events first, from the real head.
