@@ -72,15 +72,16 @@ export function createTokenService(deps: TokenServiceDeps) {
     /** The identity behind a presented token, or undefined if it is unknown, malformed or revoked. */
     async authenticate(token: string): Promise<AgentIdentity | undefined> {
       if (!TOKEN_SHAPE.test(token)) return undefined;
-      const hash = hashToken(token);
       const now = clock.now().getTime();
-      const hit = cache.get(hash);
+      // Keyed by the token itself (held only in this process's memory, like the request that
+      // carries it), so that a cache hit costs no hashing.
+      const hit = cache.get(token);
       if (hit && now - hit.at < (hit.identity ? ttl : NEGATIVE_TTL)) return hit.identity;
       const gen = generation;
-      const identity = await lookup(hash);
+      const identity = await lookup(hashToken(token));
       if (gen === generation) {
         if (cache.size >= CACHE_MAX) cache.clear();
-        cache.set(hash, { identity, at: now });
+        cache.set(token, { identity, at: now });
       }
       return identity;
     },

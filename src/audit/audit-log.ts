@@ -206,10 +206,13 @@ export function createAuditLog(opts: AuditLogOptions) {
           WHERE id = 1 AND seq = ${head.seq} AND hash = ${head.hash}
           RETURNING 1
         )
-        INSERT INTO audit_events ${COLUMNS}
-        SELECT r.* FROM (${rowsSql(lines, events)}) AS r WHERE EXISTS (SELECT 1 FROM moved)
-        RETURNING 1`);
-      if (rowsOf(result).length === lines.length) {
+        , inserted AS (
+          INSERT INTO audit_events ${COLUMNS}
+          SELECT r.* FROM (${rowsSql(lines, events)}) AS r WHERE EXISTS (SELECT 1 FROM moved)
+          RETURNING 1
+        )
+        SELECT count(*)::int AS n FROM inserted`);
+      if (rowsOf<{ n: number }>(result)[0]?.n === lines.length) {
         for (let i = 0; i < batch.length; i++) batch[i]!.resolve(lines[i]!);
         return;
       }
