@@ -22,6 +22,7 @@ import { postgresDatabase } from "../src/db/client.js";
 import { migrate } from "../src/db/migrate.js";
 import { createLogger } from "../src/logger.js";
 import { type Call, evaluate, type PolicyIndex } from "../src/policy/index.js";
+import { createPostgresDatabase } from "../test/helpers/pg-database.js";
 import { makeCalls, parseAll } from "./policy-gen.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -101,26 +102,6 @@ function benchDecisions() {
 // ---------------------------------------------------------------------------------------------
 // 2. HTTP authorize vs bare fastify
 // ---------------------------------------------------------------------------------------------
-
-async function createDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
-  const base = new URL(ADMIN_URL);
-  const name = `butler_bench_${process.pid}_${Date.now().toString(36)}`;
-  const admin = new pg.Client({ connectionString: base.toString() });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const url = new URL(base);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    async drop() {
-      const a = new pg.Client({ connectionString: base.toString() });
-      await a.connect();
-      await a.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await a.end();
-    },
-  };
-}
 
 function cannon(
   url: string,
@@ -242,7 +223,7 @@ async function benchAudit(dbUrl: string) {
 }
 
 const decisions = benchDecisions();
-const db = await createDatabase();
+const db = await createPostgresDatabase(ADMIN_URL, "butler_bench");
 try {
   const http = await benchHttp(db.url);
   const audit = await benchAudit(db.url);

@@ -9,6 +9,7 @@ import { createServices, type Services } from "../../src/services.js";
 import { createTestDatabase, ENGINE, type TestDatabase } from "../helpers/db.js";
 import { seedText } from "../helpers/policy.js";
 import { createTestEnv, type TestEnv } from "../helpers/server.js";
+import { until } from "../helpers/wait.js";
 
 interface Instance {
   services: Services;
@@ -52,15 +53,6 @@ async function authorize(url: string, token: string, body: unknown) {
     body: JSON.stringify(body),
   });
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-}
-
-async function until(check: () => Promise<boolean>, what: string) {
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 const S3 = { action: "aws:s3:GetObject", resource: "arn:aws:s3:::ledger-internal/x" };

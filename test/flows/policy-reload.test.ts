@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { ENGINE } from "../helpers/db.js";
 import { seedText } from "../helpers/policy.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
+import { until } from "../helpers/wait.js";
 
 const S3 = { action: "aws:s3:GetObject", resource: "arn:aws:s3:::ledger-internal/x" };
 const STRIPE = { action: "stripe:charges:read", resource: "stripe.com/v1/charges" };
@@ -33,15 +34,6 @@ describe(`policy revisions and reloads (${ENGINE})`, () => {
       .split("\n")
       .map((l) => JSON.parse(l))
       .filter((l) => l.type === type);
-  }
-
-  async function until(check: () => Promise<boolean>, what: string) {
-    const deadline = Date.now() + 10_000;
-    while (Date.now() < deadline) {
-      if (await check()) return;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    throw new Error(`timed out waiting for ${what}`);
   }
 
   test("a file with a misspelt key is rejected with file, line and column, and the previous revision keeps answering", async () => {

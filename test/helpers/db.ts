@@ -5,6 +5,7 @@ import { inject } from "vitest";
 import { type Database, pgliteDatabase, postgresDatabase } from "../../src/db/client.js";
 import { migrate } from "../../src/db/migrate.js";
 import { createLogger } from "../../src/logger.js";
+import { createPostgresDatabase as createPgDatabase } from "./pg-database.js";
 
 /** Which engine this run tests: PostgreSQL when DATABASE_URL is set (as CI's second pass does). */
 export const ENGINE: "postgres" | "pglite" = process.env.DATABASE_URL ? "postgres" : "pglite";
@@ -17,8 +18,6 @@ export interface TestDatabase {
   openAnother(): Promise<Database>;
   cleanup(): Promise<void>;
 }
-
-let counter = 0;
 
 /** A fresh, migrated, empty database on the engine under test. */
 export async function createTestDatabase(): Promise<TestDatabase> {
@@ -59,22 +58,6 @@ export async function createTestDatabase(): Promise<TestDatabase> {
 }
 
 /** Creates an empty database on the PostgreSQL server of DATABASE_URL; `drop` removes it. */
-export async function createPostgresDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
-  const base = new URL(process.env.DATABASE_URL!);
-  const name = `butler_t_${process.pid}_${Date.now().toString(36)}_${counter++}`;
-  const admin = new pg.Client({ connectionString: base.toString() });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const url = new URL(base);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    async drop() {
-      const a = new pg.Client({ connectionString: base.toString() });
-      await a.connect();
-      await a.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await a.end();
-    },
-  };
+export function createPostgresDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+  return createPgDatabase(process.env.DATABASE_URL!);
 }
