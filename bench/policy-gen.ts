@@ -71,6 +71,15 @@ export function makeCalls(projects: number, n: number): Call[] {
     return seed / 2 ** 31;
   };
   const calls: Call[] = [];
+  // Every call has the same shape, as the gateway builds them (branch and params may be undefined).
+  const call = (c: Partial<Call> & Pick<Call, "agent" | "project" | "action" | "resource">): Call => ({
+    agent: c.agent,
+    project: c.project,
+    action: c.action,
+    resource: c.resource,
+    branch: c.branch,
+    params: c.params,
+  });
   for (let i = 0; i < n; i++) {
     const p = Math.floor(rnd() * projects);
     const agent = `agent-${Math.floor(rnd() * 6)}`; // agent-5 is not in any project
@@ -78,45 +87,55 @@ export function makeCalls(projects: number, n: number): Call[] {
     const project = `proj-${p}`;
     switch (i % 6) {
       case 0:
-        calls.push({
-          agent,
-          project,
-          action: "aws:s3:GetObject",
-          resource: `arn:aws:s3:::bucket-${p}-${g - (g % 5)}/2026/05/ledger.csv`,
-        });
+        calls.push(
+          call({
+            agent,
+            project,
+            action: "aws:s3:GetObject",
+            resource: `arn:aws:s3:::bucket-${p}-${g - (g % 5)}/2026/05/ledger.csv`,
+          }),
+        );
         break;
       case 1:
-        calls.push({
-          agent,
-          project,
-          action: "git:push",
-          resource: `org/repo-${p}-${g - (g % 5) + 1}`,
-          branch: rnd() < 0.5 ? "feature/x" : "main",
-        });
+        calls.push(
+          call({
+            agent,
+            project,
+            action: "git:push",
+            resource: `org/repo-${p}-${g - (g % 5) + 1}`,
+            branch: rnd() < 0.5 ? "feature/x" : "main",
+          }),
+        );
         break;
       case 2:
-        calls.push({ agent, project, action: "stripe:charges:read", resource: "stripe.com/v1/charges" });
+        calls.push(
+          call({ agent, project, action: "stripe:charges:read", resource: "stripe.com/v1/charges" }),
+        );
         break;
       case 3:
-        calls.push({
-          agent,
-          project,
-          action: "stripe:refunds:create",
-          resource: "stripe.com/v1/refunds",
-          params: { amount: rnd() < 0.5 ? 500 : 7000, currency: "EUR" },
-        });
+        calls.push(
+          call({
+            agent,
+            project,
+            action: "stripe:refunds:create",
+            resource: "stripe.com/v1/refunds",
+            params: { amount: rnd() < 0.5 ? 500 : 7000, currency: "EUR" },
+          }),
+        );
         break;
       case 4:
-        calls.push({
-          agent,
-          project,
-          action: "tools:Bash4",
-          resource: "",
-          params: { command: rnd() < 0.5 ? "ls -la" : "rm -rf /" },
-        });
+        calls.push(
+          call({
+            agent,
+            project,
+            action: "tools:Bash4",
+            resource: "",
+            params: { command: rnd() < 0.5 ? "ls -la" : "rm -rf /" },
+          }),
+        );
         break;
       default:
-        calls.push({ agent, project, action: "gcp:storage:get", resource: "x" });
+        calls.push(call({ agent, project, action: "gcp:storage:get", resource: "x" }));
     }
   }
   return calls;

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { chmod, mkdir, open, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, link, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { AppError } from "./errors.js";
 
@@ -13,6 +13,8 @@ import { AppError } from "./errors.js";
 export interface ServerInfo {
   pid: number;
   url: string;
+  /** The server's random instance id, also answered by its /healthz. */
+  instance: string;
   startedAt: string;
 }
 
@@ -73,35 +75,48 @@ function isAlive(pid: number): boolean {
 }
 
 /**
- * Takes the embedded database's lock (PGlite must be opened by one process only). A lock left by
- * a dead process is taken over. Returns a function that releases it.
+ * Takes the embedded database's lock (PGlite must be opened by one process only). The lock file
+ * appears atomically with its content (written aside, then hard-linked into place), so another
+ * process never reads a half-written lock. A lock left by a dead process is taken over; a lock that
+ * cannot be read is respected. Returns a function that releases it, if it is still ours.
  */
 export async function acquireDataDirLock(dir: string, purpose: string): Promise<() => Promise<void>> {
   const file = join(dir, "butler.lock");
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fh = await open(file, "wx", 0o600);
-      await fh.writeFile(JSON.stringify({ pid: process.pid, purpose }));
-      await fh.close();
-      return async () => {
-        await rm(file, { force: true });
-      };
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+  const mine = JSON.stringify({ pid: process.pid, purpose, nonce: randomBytes(8).toString("hex") });
+  const temp = join(dir, `.butler.lock.${process.pid}.${randomBytes(4).toString("hex")}`);
+  await writeFile(temp, mine, { mode: 0o600 });
+  try {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        await link(temp, file);
+        return async () => {
+          // Remove the lock only if it is still the one this process took.
+          if ((await readFile(file, "utf8").catch(() => "")) === mine) await rm(file, { force: true });
+        };
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+      }
+      const text = await readFile(file, "utf8").catch(() => undefined);
       let holder: { pid: number; purpose: string } | undefined;
       try {
-        holder = JSON.parse(await readFile(file, "utf8"));
+        holder = text === undefined ? undefined : JSON.parse(text);
       } catch {
         holder = undefined;
       }
-      if (holder && isAlive(holder.pid)) {
-        throw new AppError(
-          "CONFLICT",
-          `the embedded database in ${dir} is in use by process ${holder.pid} (${holder.purpose}); stop it, or run CLI commands while the server runs (they go through it)`,
-        );
+      if (holder && !isAlive(holder.pid)) {
+        // Stale: remove it only if it has not changed since we read it, then try again.
+        if ((await readFile(file, "utf8").catch(() => undefined)) === text) await rm(file, { force: true });
+        continue;
       }
-      await rm(file, { force: true });
+      throw new AppError(
+        "CONFLICT",
+        holder
+          ? `the embedded database in ${dir} is in use by process ${holder.pid} (${holder.purpose}); stop it, or run CLI commands while the server runs (they go through it)`
+          : `the embedded database in ${dir} is locked (${file} exists but cannot be read); remove it if no Butler process is running`,
+      );
     }
+    throw new AppError("CONFLICT", `could not take the lock ${file}; try again`);
+  } finally {
+    await rm(temp, { force: true });
   }
-  throw new AppError("CONFLICT", `could not take the lock ${file}`);
 }

@@ -12,6 +12,7 @@ import {
 } from "./data-dir.js";
 import { openDatabase } from "./db/client.js";
 import { migrate } from "./db/migrate.js";
+import { newId } from "./ids.js";
 import type { Logger } from "./logger.js";
 import { buildApp } from "./server/app.js";
 import { createServices, type Services } from "./services.js";
@@ -80,6 +81,7 @@ export async function startServer(
     cleanups.push(() => services.audit.close());
     const adminToken = config.adminToken ?? (await readOrCreateAdminToken(config.dataDir));
     let closing = false;
+    const instanceId = newId("srv");
     const app = await buildApp({
       log,
       bodyLimitBytes: config.bodyLimitBytes,
@@ -89,6 +91,7 @@ export async function startServer(
       metrics: services.metrics,
       admin: services.admin,
       adminToken,
+      instanceId,
       checkReady: async () => {
         if (closing) throw new Error("shutting down");
         await database.db.execute(sql`SELECT 1`);
@@ -100,7 +103,12 @@ export async function startServer(
     const port = typeof addr === "object" && addr ? addr.port : config.port;
     const url = listenUrl(config.host, port);
     publicUrl = config.publicUrl ?? url;
-    await writeServerInfo(config.dataDir, { pid: process.pid, url, startedAt: clock.now().toISOString() });
+    await writeServerInfo(config.dataDir, {
+      pid: process.pid,
+      url,
+      instance: instanceId,
+      startedAt: clock.now().toISOString(),
+    });
     cleanups.push(() => removeServerInfo(config.dataDir));
     if (config.policyWatch && existsSync(config.policiesDir)) {
       services.policies.watch();

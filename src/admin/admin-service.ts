@@ -1,3 +1,4 @@
+import { z } from "zod";
 import type { AgentTokenInfo, TokenService } from "../agents/token-service.js";
 import { readLines } from "../audit/audit-log.js";
 import type { AuditLine } from "../audit/chain.js";
@@ -5,6 +6,7 @@ import { type VerifyResult, verifyAuditChain } from "../audit/verify.js";
 import type { Db } from "../db/client.js";
 import { AppError } from "../errors.js";
 import type { PolicyIndex } from "../policy/index.js";
+import { agentName, projectName } from "../policy/schema.js";
 import type { ImportReport, PolicyRevision, PolicyStore } from "../policy-store/policy-store.js";
 
 /** Filters for exporting the audit log. */
@@ -57,6 +59,17 @@ export interface AdminDeps {
   actor: string;
 }
 
+/** Checks an argument whichever way it came (admin API or CLI), with the policy's own name rules. */
+function check<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
+  const r = schema.safeParse(value);
+  if (!r.success)
+    throw new AppError("INVALID_INPUT", `${what} ${r.error.issues[0]?.message ?? "is not valid"}`);
+  return r.data;
+}
+
+const tokenId = z.string().regex(/^tok_[a-z0-9]{16}$/, "must be a token id such as tok_0123456789abcdef");
+const revisionNumber = z.number().int().min(1, "must be 1 or more").max(2_147_483_647, "is too large");
+
 export function createAdmin(deps: AdminDeps): AdminOps {
   const { db, tokens, policies, actor } = deps;
 
@@ -76,12 +89,23 @@ export function createAdmin(deps: AdminDeps): AdminOps {
 
   return {
     async createAgentToken(agent, project) {
+      check(agentName, agent, "agent");
+      check(projectName, project, "project");
       const { token, info } = await tokens.create(agent, project, actor);
       return { ...info, token, warnings: agentWarnings(policies.index(), agent, project) };
     },
-    listAgentTokens: (project) => tokens.list(project),
-    revokeAgentTokens: (sel) => tokens.revoke(sel, actor),
+    async listAgentTokens(project) {
+      if (project !== undefined) check(projectName, project, "project");
+      return tokens.list(project);
+    },
+    async revokeAgentTokens(sel) {
+      check(agentName, sel.agent, "agent");
+      check(projectName, sel.project, "project");
+      if (sel.tokenId !== undefined) check(tokenId, sel.tokenId, "token");
+      return tokens.revoke(sel, actor);
+    },
     async showPolicy(project) {
+      check(projectName, project, "project");
       const r = await policies.latest(project);
       if (!r || r.retired) {
         throw new AppError(
@@ -101,18 +125,25 @@ export function createAdmin(deps: AdminDeps): AdminOps {
       };
     },
     async policyHistory(project) {
+      check(projectName, project, "project");
       const revisions = await policies.history(project);
       if (revisions.length === 0) throw new AppError("NOT_FOUND", `no policy for project '${project}'`);
       return revisions.map(({ yaml: _y, ...rest }) => rest);
     },
     async policyRevision(project, revision) {
+      check(projectName, project, "project");
+      check(revisionNumber, revision, "revision");
       const r = await policies.revision(project, revision);
       if (!r) throw new AppError("NOT_FOUND", `project '${project}' has no revision ${revision}`);
       return r;
     },
     reloadPolicies: () => policies.importDirectory(actor),
     verifyAudit: () => verifyAuditChain(db),
-    exportAudit: (filter) => readLines(db, filter),
+    exportAudit(filter) {
+      if (filter.agent !== undefined) check(agentName, filter.agent, "agent");
+      if (filter.project !== undefined) check(projectName, filter.project, "project");
+      return readLines(db, filter);
+    },
     migrate: deps.migrate,
   };
 }

@@ -53,11 +53,12 @@ export function createTokenService(deps: TokenServiceDeps) {
   // Bumped on every invalidation, so that a lookup that started before a revocation committed
   // cannot put its stale answer back into the cache after the cache was cleared.
   let generation = 0;
+  const invalidate = () => {
+    generation++;
+    cache.clear();
+  };
   changes.subscribe((c) => {
-    if (c.kind === "tokens" || c.kind === "resync") {
-      generation++;
-      cache.clear();
-    }
+    if (c.kind === "tokens" || c.kind === "resync") invalidate();
   });
 
   async function lookup(hash: string): Promise<AgentIdentity | undefined> {
@@ -131,7 +132,7 @@ export function createTokenService(deps: TokenServiceDeps) {
       actor: string,
     ): Promise<string[]> {
       const now = clock.now();
-      return db.transaction(async (tx) => {
+      const revoked = await db.transaction(async (tx) => {
         const conds = [
           eq(agentTokens.agent, sel.agent),
           eq(agentTokens.project, sel.project),
@@ -163,6 +164,9 @@ export function createTokenService(deps: TokenServiceDeps) {
         await changes.publish(tx, { kind: "tokens" });
         return ids;
       });
+      // Other instances learn of it through NOTIFY; this one must not wait for its own.
+      invalidate();
+      return revoked;
     },
   };
 }

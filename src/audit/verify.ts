@@ -1,4 +1,5 @@
-import type { Queryable } from "../db/client.js";
+import { sql } from "drizzle-orm";
+import { type Queryable, rowsOf } from "../db/client.js";
 import { readHead, readLines } from "./audit-log.js";
 import { type ChainBreak, ChainVerifier } from "./chain.js";
 
@@ -33,6 +34,21 @@ export async function verifyAuditChain(db: Queryable): Promise<VerifyResult> {
             problem: `the chain head records ${head.seq} events but the log ends at ${v.last.seq}: events were removed`,
           }
         : { seq: v.last.seq, problem: "the last event does not match the recorded chain head" };
+  }
+  if (!broken) {
+    // Rows past the head (a head moved back by hand) would otherwise go unnoticed. Head and maximum
+    // are read in one statement, so appends committing meanwhile cannot look like a problem.
+    const [now] = rowsOf<{ head: number | string; max: number | string | null }>(
+      await db.execute(
+        sql`SELECT (SELECT seq FROM audit_head WHERE id = 1) AS head, (SELECT max(seq) FROM audit_events) AS max`,
+      ),
+    );
+    if (now && now.max !== null && Number(now.max) > Number(now.head)) {
+      broken = {
+        seq: Number(now.head) + 1,
+        problem: `events exist after the recorded chain head (sequence ${now.head}): the head was moved back`,
+      };
+    }
   }
   return { ok: !broken, count: v.count, verifiedThrough: v.last.seq, break: broken };
 }

@@ -1,6 +1,4 @@
-import { readdir, readFile, stat } from "node:fs/promises";
 import { userInfo } from "node:os";
-import { join, relative, resolve, sep } from "node:path";
 import { type ParseArgsConfig, parseArgs } from "node:util";
 import { createTwoFilesPatch } from "diff";
 import type { AdminOps } from "../admin/admin-service.js";
@@ -13,17 +11,11 @@ import { migrate } from "../db/migrate.js";
 import { AppError, isAppError } from "../errors.js";
 import { createLogger } from "../logger.js";
 import { startServer } from "../main.js";
-import {
-  compilePolicies,
-  evaluate,
-  formatIssue,
-  type PolicySource,
-  parsePolicySet,
-  parseTimestamp,
-} from "../policy/index.js";
+import { compilePolicies, evaluate, formatIssue, parsePolicySet, parseTimestamp } from "../policy/index.js";
+import { readPolicyFiles } from "../policy-store/policy-files.js";
 import { createServices } from "../services.js";
 import { httpAdmin } from "./http-admin.js";
-import { type CliIo, termSafe, writeOut } from "./output.js";
+import { type CliIo, termSafe, termSafeLines, writeOut } from "./output.js";
 
 const USAGE = `butler: a deny-by-default governance gateway for AI agents
 
@@ -120,13 +112,17 @@ export async function main(
   } catch (e) {
     const usage =
       e instanceof UsageError || (e as NodeJS.ErrnoException).code?.startsWith?.("ERR_PARSE_ARGS");
+    // Unexpected errors show their first line only: a driver error's later lines can hold query
+    // parameters, which are nobody's business in a terminal.
     const message =
-      usage || isAppError(e) ? (e as Error).message : `unexpected error: ${(e as Error).stack ?? e}`;
+      usage || isAppError(e)
+        ? (e as Error).message
+        : `unexpected error: ${String((e as Error).message ?? e).split("\n")[0]}`;
     if (json)
       io.stdout.write(
         `${JSON.stringify({ error: { code: isAppError(e) ? e.code : usage ? "USAGE" : "INTERNAL", message } })}\n`,
       );
-    io.stderr.write(`butler: ${message}\n${usage ? "Run butler --help for usage.\n" : ""}`);
+    io.stderr.write(`butler: ${termSafeLines(message)}\n${usage ? "Run butler --help for usage.\n" : ""}`);
     return usage ? 2 : 1;
   }
 }
@@ -149,8 +145,11 @@ function args(
   return parsed as { values: Record<string, string | boolean | undefined>; positionals: string[] };
 }
 
+/** Prints a command's result: JSON, or text made safe for a terminal (policy files and agents write some of it). */
 function print(io: CliIo, json: unknown, text: string, asJson: boolean) {
-  io.stdout.write(asJson ? `${JSON.stringify(json, null, 2)}\n` : text.endsWith("\n") ? text : `${text}\n`);
+  io.stdout.write(
+    asJson ? `${JSON.stringify(json, null, 2)}\n` : termSafeLines(text.endsWith("\n") ? text : `${text}\n`),
+  );
 }
 
 function required(values: Record<string, unknown>, name: string): string {
@@ -168,16 +167,40 @@ async function withAdmin<T>(
   fn: (ops: AdminOps, via: "server" | "database") => Promise<T>,
 ): Promise<T> {
   const config = loadConfig(io.env);
-  const serverUrl = config.serverUrl ?? (await readServerInfo(config.dataDir))?.url;
-  if (serverUrl) {
+  if (config.serverUrl) {
+    // A server named by BUTLER_URL gets BUTLER_ADMIN_TOKEN only, never the local data directory's token.
+    if (!config.adminToken) {
+      throw new AppError(
+        "UNAUTHENTICATED",
+        `BUTLER_URL is set (${config.serverUrl}): set BUTLER_ADMIN_TOKEN too`,
+      );
+    }
+    return fn(httpAdmin(config.serverUrl, config.adminToken), "server");
+  }
+  const info = await readServerInfo(config.dataDir);
+  if (info) {
     const token = config.adminToken ?? (await readAdminToken(config.dataDir));
     if (!token) {
       throw new AppError(
         "UNAUTHENTICATED",
-        `a server runs at ${serverUrl} but no admin token was found: set BUTLER_ADMIN_TOKEN or BUTLER_DATA_DIR`,
+        `a server runs at ${info.url} but its admin token was not found in ${config.dataDir}`,
       );
     }
-    return fn(httpAdmin(serverUrl, token), "server");
+    // server.json names a live pid; make sure the process answering at its URL is that server
+    // (a reused pid must not receive the admin token) before sending the token there.
+    let instance: unknown;
+    try {
+      instance = ((await (await fetch(`${info.url}/healthz`)).json()) as { instance?: unknown }).instance;
+    } catch {
+      instance = undefined;
+    }
+    if (instance !== info.instance) {
+      throw new AppError(
+        "UNAVAILABLE",
+        `${config.dataDir}/server.json names a server at ${info.url} (pid ${info.pid}) that does not answer as itself; if it is gone, remove server.json`,
+      );
+    }
+    return fn(httpAdmin(info.url, token), "server");
   }
   return withDatabase(config, (ops) => fn(ops, "database"));
 }
@@ -265,36 +288,18 @@ async function dbMigrate(argv: string[], io: CliIo): Promise<number> {
   return 0;
 }
 
-async function readPolicySources(target: string): Promise<PolicySource[]> {
-  const abs = resolve(target);
-  let s: Awaited<ReturnType<typeof stat>>;
-  try {
-    s = await stat(abs);
-  } catch {
-    throw new AppError("INVALID_INPUT", `${target}: no such file or directory`);
-  }
-  const display = (p: string) => {
-    const rel = relative(process.cwd(), p);
-    return (rel.startsWith("..") ? p : rel).split(sep).join("/");
-  };
-  if (s.isFile()) return [{ file: display(abs), text: await readFile(abs, "utf8") }];
-  const names = (await readdir(abs)).filter((n) => /\.ya?ml$/i.test(n) && !n.startsWith(".")).sort();
-  return Promise.all(
-    names.map(async (n) => ({ file: display(join(abs, n)), text: await readFile(join(abs, n), "utf8") })),
-  );
-}
-
 async function policyValidate(argv: string[], io: CliIo): Promise<number> {
   const { values, positionals } = args(argv, {}, [0, 1]);
   const target = positionals[0] ?? loadConfig(io.env).policiesDir;
-  const sources = await readPolicySources(target);
+  const sources = await readPolicyFiles(target);
   const set = parsePolicySet(sources);
   const issues = set.failures.flatMap((f) => f.issues);
   const ok = issues.length === 0;
   const text = ok
     ? `${sources.length} file${sources.length === 1 ? "" : "s"} valid: ${set.documents.map((d) => d.document.project).join(", ") || "no projects"}`
     : `${issues.map(formatIssue).join("\n")}\n${issues.length} problem${issues.length === 1 ? "" : "s"} in ${set.failures.length} file${set.failures.length === 1 ? "" : "s"}`;
-  if (sources.length === 0 && !values.json) io.stderr.write(`butler: warning: no .yaml files in ${target}\n`);
+  if (sources.length === 0 && !values.json)
+    io.stderr.write(`butler: warning: no .yaml files in ${termSafe(target)}\n`);
   print(
     io,
     { ok, files: sources.map((s) => s.file), projects: set.documents.map((d) => d.document.project), issues },
@@ -318,10 +323,10 @@ async function policyCheck(argv: string[], io: CliIo): Promise<number> {
     },
     [0, 1],
   );
-  const set = parsePolicySet(await readPolicySources(positionals[0] ?? loadConfig(io.env).policiesDir));
+  const set = parsePolicySet(await readPolicyFiles(positionals[0] ?? loadConfig(io.env).policiesDir));
   for (const f of set.failures)
     io.stderr.write(
-      `butler: skipping ${f.file}: ${f.issues.length} problem(s); run butler policy validate\n`,
+      `butler: skipping ${termSafe(f.file)}: ${f.issues.length} problem(s); run butler policy validate\n`,
     );
   let params: Record<string, unknown> | undefined;
   if (typeof values.params === "string") {
@@ -427,7 +432,7 @@ async function agentsCreate(argv: string[], io: CliIo): Promise<number> {
   const { values, positionals } = args(argv, { project: { type: "string" } }, [1, 1]);
   const project = required(values, "project");
   const t = await withAdmin(io, (ops) => ops.createAgentToken(positionals[0]!, project));
-  for (const w of t.warnings) io.stderr.write(`butler: warning: ${w}\n`);
+  for (const w of t.warnings) io.stderr.write(`butler: warning: ${termSafe(w)}\n`);
   print(
     io,
     {

@@ -5,16 +5,30 @@ export interface CliIo {
   env: Record<string, string | undefined>;
 }
 
+// C0 and C1 control characters, and the Unicode controls that reorder or hide text (bidi
+// embeddings, overrides and isolates, zero-width and format characters).
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/g;
+const UNSAFE_BUT_LINES =
+  /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/g;
+
+const show = (c: string) => {
+  const n = c.charCodeAt(0);
+  return n <= 0xff ? `\\x${n.toString(16).padStart(2, "0")}` : `\\u${n.toString(16).padStart(4, "0")}`;
+};
+
 /**
- * Makes text safe for a terminal: agent-written values could carry escape sequences that rewrite
- * the screen, so every control character is shown as \xNN instead.
+ * Makes one line of text safe for a terminal: agent-written values (and policy files) could carry
+ * escape sequences that rewrite the screen, or characters that make text read differently than it
+ * is, so each such character is shown as \xNN or \uNNNN instead.
  */
 export function termSafe(s: string | null | undefined): string {
   if (s === null || s === undefined) return "";
-  return s.replace(
-    /[\u0000-\u001f\u007f-\u009f]/g,
-    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
-  );
+  return s.replace(UNSAFE, show);
+}
+
+/** Like termSafe, for multi-line output: newlines and tabs are kept. */
+export function termSafeLines(s: string): string {
+  return s.replace(UNSAFE_BUT_LINES, show);
 }
 
 /** Writes with backpressure, so that long exports stream in constant memory. */

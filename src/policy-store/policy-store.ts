@@ -1,14 +1,11 @@
 import { createHash } from "node:crypto";
 import { type FSWatcher, watch } from "node:fs";
-import { readdir, readFile } from "node:fs/promises";
-import { join, relative, sep } from "node:path";
 import { and, asc, desc, eq, sql } from "drizzle-orm";
 import type { AuditLog } from "../audit/audit-log.js";
 import type { Clock } from "../clock.js";
 import type { ChangeBus } from "../db/changes.js";
 import { type Db, rowsOf } from "../db/client.js";
 import { policyRevisions } from "../db/schema.js";
-import { AppError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import {
   type CompiledProject,
@@ -16,10 +13,10 @@ import {
   formatIssue,
   type PolicyDocument,
   type PolicyIndex,
-  type PolicySource,
   parsePolicyFile,
   parsePolicySet,
 } from "../policy/index.js";
+import { displayPath, readPolicyFiles } from "./policy-files.js";
 
 /** One stored version of a project's baseline policy. */
 export interface PolicyRevision {
@@ -76,11 +73,6 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
       );
     if (c.kind === "resync") void refreshAll().catch((e) => log.error({ err: e }, "policy resync failed"));
   });
-
-  function displayPath(file: string): string {
-    const rel = relative(process.cwd(), file);
-    return rel.startsWith("..") ? file : rel.split(sep).join("/");
-  }
 
   function toRevision(r: typeof policyRevisions.$inferSelect): PolicyRevision {
     return {
@@ -162,29 +154,11 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
     return row && toRevision(row);
   }
 
-  async function readSources(): Promise<PolicySource[]> {
-    let names: string[];
-    try {
-      names = await readdir(policiesDir);
-    } catch (e) {
-      throw new AppError(
-        "INVALID_INPUT",
-        `cannot read the policies directory ${policiesDir}: ${(e as NodeJS.ErrnoException).code ?? e}`,
-      );
-    }
-    const files = names.filter((n) => /\.ya?ml$/i.test(n) && !n.startsWith(".")).sort();
-    return Promise.all(
-      files.map(async (n) => ({
-        file: displayPath(join(policiesDir, n)),
-        text: await readFile(join(policiesDir, n), "utf8"),
-      })),
-    );
-  }
-
   /** Stores a new revision of `doc` unless the newest one already has the same content and source. */
-  async function storeDocument(file: string, text: string, doc: PolicyDocument, actor: string) {
+  async function storeDocument(file: string, path: string, text: string, doc: PolicyDocument, actor: string) {
     const contentHash = createHash("sha256").update(text).digest("hex");
-    const source = `file:${file}`;
+    // The absolute path: instances (and CLI runs) started from other directories agree on it.
+    const source = `file:${path}`;
     return db.transaction(async (tx) => {
       // Instances importing at the same time take turns per project, so revision numbers never clash.
       await tx.execute(
@@ -268,11 +242,12 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
 
   async function importOnce(actor: string): Promise<ImportReport> {
     const report: ImportReport = { loaded: [], unchanged: [], failed: [], retired: [] };
-    const sources = await readSources();
+    const sources = await readPolicyFiles(policiesDir);
     const set = parsePolicySet(sources);
-    const texts = new Map(sources.map((s) => [s.file, s.text]));
+    const byFile = new Map(sources.map((s) => [s.file, s]));
     for (const { file, document } of set.documents) {
-      const r = await storeDocument(file, texts.get(file)!, document, actor);
+      const src = byFile.get(file)!;
+      const r = await storeDocument(file, src.path, src.text, document, actor);
       (r.changed ? report.loaded : report.unchanged).push({
         project: document.project,
         revision: r.revision,
@@ -307,7 +282,7 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
     // A project whose file is gone (and that no other file, valid or not, claims) has no policy any more.
     const defined = new Set(set.documents.map((d) => d.document.project));
     const claimed = new Set(set.failures.map((f) => f.project).filter((p): p is string => !!p));
-    const failedFiles = new Set(set.failures.map((f) => `file:${f.file}`));
+    const failedFiles = new Set(set.failures.map((f) => `file:${byFile.get(f.file)?.path ?? f.file}`));
     const rows = await db.execute(
       sql`SELECT DISTINCT ON (project) project, source, retired FROM policy_revisions ORDER BY project, revision DESC`,
     );
@@ -315,7 +290,7 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
       if (row.retired || defined.has(row.project) || claimed.has(row.project) || failedFiles.has(row.source))
         continue;
       if (!row.source.startsWith("file:")) continue;
-      const next = await retire(row.project, row.source.slice(5), actor);
+      const next = await retire(row.project, displayPath(row.source.slice(5)), actor);
       if (next !== undefined) {
         report.retired.push({ project: row.project, revision: next });
         log.warn({ project: row.project, revision: next }, "policy retired: its file is gone");

@@ -222,7 +222,10 @@ function denyMatch(g: CompiledGrant, call: Call): string | undefined {
   }
   if (g.denyText.length === 0) return undefined;
   const texts: string[] = [];
-  collectStrings(call.params, texts, 0);
+  if (!collectStrings(call.params, texts)) {
+    // Fail closed: what cannot be checked against the deny patterns is not allowed.
+    return `the call's parameters are too large or too deeply nested to check against the deny patterns of grant ${g.id}`;
+  }
   for (const raw of texts) {
     const text = normaliseCommand(raw);
     for (const d of g.denyText) {
@@ -232,15 +235,23 @@ function denyMatch(g: CompiledGrant, call: Call): string | undefined {
   return undefined;
 }
 
-const COLLECT_MAX_DEPTH = 16;
+const COLLECT_MAX_DEPTH = 32;
 const COLLECT_MAX_STRINGS = 10_000;
 
-function collectStrings(v: unknown, out: string[], depth: number): void {
-  if (out.length >= COLLECT_MAX_STRINGS || depth > COLLECT_MAX_DEPTH) return;
-  if (typeof v === "string") out.push(v);
-  else if (Array.isArray(v)) for (const x of v) collectStrings(x, out, depth + 1);
-  else if (v !== null && typeof v === "object")
-    for (const x of Object.values(v)) collectStrings(x, out, depth + 1);
+/** Gathers every string in `params`; false when there are more than can be checked. */
+function collectStrings(params: unknown, out: string[]): boolean {
+  const stack: [unknown, number][] = [[params, 0]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (typeof v === "string") {
+      if (out.length >= COLLECT_MAX_STRINGS) return false;
+      out.push(v);
+    } else if (v !== null && typeof v === "object") {
+      if (depth >= COLLECT_MAX_DEPTH) return false;
+      for (const x of Array.isArray(v) ? v : Object.values(v)) stack.push([x, depth + 1]);
+    }
+  }
+  return true;
 }
 
 const DECIMAL = /^-?\d{1,30}(\.\d{1,30})?$/;

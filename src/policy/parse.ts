@@ -29,6 +29,8 @@ import type {
 export interface PolicySource {
   file: string;
   text: string;
+  /** Set when the file could not be read; the sentence says why. */
+  unreadable?: string | undefined;
 }
 
 export const POLICY_FILE_MAX_BYTES = 1024 * 1024;
@@ -55,6 +57,23 @@ export function parsePolicyFile(src: PolicySource): Result<PolicyDocument, Polic
     const { line, col } = lc.linePos(offset);
     issues.push({ file: src.file, line, col, path: formatPath(path), message });
   };
+  if (src.unreadable !== undefined) {
+    return err([{ file: src.file, line: 1, col: 1, path: "", message: `the file ${src.unreadable}` }]);
+  }
+  const nul = src.text.indexOf("\u0000");
+  if (nul >= 0) {
+    const line = 1 + (src.text.slice(0, nul).match(/\n/g)?.length ?? 0);
+    const col = nul - src.text.lastIndexOf("\n", nul - 1);
+    return err([
+      {
+        file: src.file,
+        line,
+        col,
+        path: "",
+        message: "the file contains a NUL character; policy files are text",
+      },
+    ]);
+  }
   if (Buffer.byteLength(src.text) > POLICY_FILE_MAX_BYTES) {
     return err([{ file: src.file, line: 1, col: 1, path: "", message: "the file is larger than 1 MiB" }]);
   }

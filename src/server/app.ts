@@ -23,6 +23,8 @@ export interface AppDeps {
   metrics: Metrics;
   admin: AdminOps;
   adminToken: string;
+  /** A random id of this server process, so that the CLI can tell it is talking to the right one. */
+  instanceId: string;
   /** Throws (with a reason) when the server should not receive traffic. */
   checkReady: () => Promise<void>;
 }
@@ -84,13 +86,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     reply.header("cache-control", "no-store");
   });
 
-  app.get("/healthz", async () => ({ status: "ok" }));
-  app.get("/readyz", async (_req, reply) => {
+  app.get("/healthz", async () => ({ status: "ok", instance: deps.instanceId }));
+  app.get("/readyz", async (req, reply) => {
     try {
       await deps.checkReady();
       return { status: "ready" };
     } catch (e) {
-      return reply.code(503).send({ status: "not ready", reason: (e as Error).message });
+      // The reason goes to the log only: a database error can name internal hosts and users.
+      req.log.warn({ err: e }, "not ready");
+      return reply.code(503).send({ status: "not ready" });
     }
   });
   app.get("/metrics", async (_req, reply) => {

@@ -13,18 +13,32 @@ export const safeText = (max: number) =>
     .refine((s) => !s.includes("\u0000"), "must not contain NUL characters");
 
 const MAX_DEPTH = 16;
+const MAX_VALUES = 10_000;
 
-/** A JSON object of call parameters, nested at most 16 levels deep. */
+/**
+ * A JSON object of call parameters: at most 16 levels deep and 10,000 values, and no number JSON
+ * cannot round-trip (1e400 parses to Infinity, which no audit line can hold).
+ */
 export const paramsObject = z
   .record(z.string(), z.unknown(), "must be a JSON object of parameters")
-  .refine((v) => depth(v) <= MAX_DEPTH, `must not be nested more than ${MAX_DEPTH} levels deep`);
+  .superRefine((v, ctx) => {
+    const problem = paramsProblem(v);
+    if (problem) ctx.addIssue({ code: "custom", message: problem });
+  });
 
-function depth(v: unknown, d = 0): number {
-  if (d > MAX_DEPTH) return d;
-  if (Array.isArray(v)) return Math.max(d, ...v.map((x) => depth(x, d + 1)));
-  if (v !== null && typeof v === "object")
-    return Math.max(d, ...Object.values(v).map((x) => depth(x, d + 1)));
-  return d;
+function paramsProblem(root: unknown): string | undefined {
+  const stack: [unknown, number][] = [[root, 0]];
+  let values = 0;
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (++values > MAX_VALUES) return `must not hold more than ${MAX_VALUES} values`;
+    if (typeof v === "number" && !Number.isFinite(v)) return "must not hold numbers too large to represent";
+    if (v !== null && typeof v === "object") {
+      if (depth >= MAX_DEPTH) return `must not be nested more than ${MAX_DEPTH} levels deep`;
+      for (const x of Array.isArray(v) ? v : Object.values(v)) stack.push([x, depth + 1]);
+    }
+  }
+  return undefined;
 }
 
 const TYPE_WORDS: Record<string, string> = {

@@ -43,7 +43,10 @@ describe(`the butler command as a process (${ENGINE})`, () => {
       while (!existsSync(infoFile) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       const info = JSON.parse(await readFile(infoFile, "utf8"));
       expect(info.pid).toBe(child.pid);
-      expect(await (await fetch(`${info.url}/healthz`)).json()).toEqual({ status: "ok" });
+      expect(await (await fetch(`${info.url}/healthz`)).json()).toEqual({
+        status: "ok",
+        instance: info.instance,
+      });
       expect(stderr).toContain(`Butler is serving at ${info.url}`);
 
       const created = await run(

@@ -40,6 +40,7 @@ async function startInstance(database: Database, policiesDir: string): Promise<I
     metrics: services.metrics,
     admin: services.admin,
     adminToken: ADMIN,
+    instanceId: "srv_test",
     checkReady: async () => {},
   });
   const url = await app.listen({ host: "127.0.0.1", port: 0 });

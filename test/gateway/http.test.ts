@@ -95,7 +95,10 @@ describe(`HTTP API: authentication, validation and operations endpoints (${ENGIN
   });
 
   test("health, readiness and metrics", async () => {
-    expect(await (await fetch(`${s.url}/healthz`)).json()).toEqual({ status: "ok" });
+    expect(await (await fetch(`${s.url}/healthz`)).json()).toEqual({
+      status: "ok",
+      instance: expect.stringMatching(/^srv_/),
+    });
     expect(await (await fetch(`${s.url}/readyz`)).json()).toEqual({ status: "ready" });
     await s.authorize(token, ok);
     await s.authorize(token, { action: "stripe:charges:read", resource: "stripe.com/v1/charges" });
