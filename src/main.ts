@@ -61,6 +61,8 @@ export async function startServer(
     await services.changes.start();
     cleanups.push(() => services.changes.stop());
     await services.policies.refreshAll();
+    const stopResync = services.policies.resyncEvery(30_000);
+    cleanups.push(async () => stopResync());
     if (existsSync(config.policiesDir)) {
       const report = await services.policies.importDirectory("startup");
       log.info(

@@ -68,8 +68,9 @@ type Waiter = {
  * Two ways in, one chain:
  * - `append` queues an event for the group committer, which writes many events per statement and
  *   resolves each caller only after the commit, so an answer is never sent for an unaudited
- *   decision. Batches are pipelined: while one commits, the next is already chained after it and
- *   on its way (see `sendBatch`).
+ *   decision. One batch is written at a time: every event that arrives while it commits goes into
+ *   the next one. (Sending the next batch before the previous one commits was measured to be
+ *   slower: the head's row lock serialises the commits anyway, and batches get smaller.)
  * - `appendInTx` writes inside a caller's transaction, so an event commits atomically with the
  *   state it describes. It locks the `audit_head` row for the rest of that transaction.
  * Every write moves the single `audit_head` row under its row lock, which is what keeps several
@@ -79,14 +80,13 @@ export function createAuditLog(opts: AuditLogOptions) {
   const { database, clock, log } = opts;
   const batchMax = opts.batchMax ?? 1000;
   const queueMax = opts.queueMax ?? 50_000;
-  const inFlightMax = 1;
   const optimisticAttempts = 4;
   let queue: Waiter[] = [];
-  let inFlight = 0;
+  let writing = false;
   let closed = false;
   let idle: (() => void)[] = [];
-  // Where the chain will be once every batch sent so far has committed. Undefined when unknown
-  // (at start, and after a batch failed or lost a race): the next batch reads the real head.
+  // The head as this instance last wrote it. Undefined when unknown (at start, and after a batch
+  // failed or lost a race to another writer): the next batch reads the real head first.
   let tail: Head | undefined;
 
   function prepare(input: AuditEventInput): PendingEvent {
@@ -182,10 +182,9 @@ export function createAuditLog(opts: AuditLogOptions) {
   /**
    * One batch of the group committer, in one statement (one round trip): move the head only if it
    * is where `head` says, and insert the events only if it was moved. The UPDATE takes the head's
-   * row lock, so a batch sent while the previous one is still committing waits for it and then
-   * finds the head exactly where it expected. If the head is elsewhere (another instance, an
-   * appendInTx, or a failed batch before this one), nothing is written and the batch is retried
-   * after the real head is read; after a few lost races it takes the locking path instead.
+   * row lock, so a concurrent writer waits for it and then re-checks the condition. If the head is
+   * elsewhere (another instance or an appendInTx moved it), nothing is written and the batch is
+   * retried after the real head is read; after a few lost races it takes the locking path.
    */
   async function sendBatch(batch: Waiter[]): Promise<void> {
     const events = batch.map((w) => w.event);
@@ -199,7 +198,6 @@ export function createAuditLog(opts: AuditLogOptions) {
       const lines = chainAfter(head, events);
       const last = lines.at(-1)!;
       tail = { seq: last.seq, hash: last.hash };
-      kick();
       const result = await database.db.execute(sql`
         WITH moved AS (
           UPDATE audit_head SET seq = ${last.seq}, hash = ${last.hash}
@@ -237,25 +235,20 @@ export function createAuditLog(opts: AuditLogOptions) {
     }
   }
 
-  /** Sends batches while there is work and room; after a failure, waits for the pipeline to drain. */
+  /** Writes the queued events, a batch at a time, until the queue is empty. */
   function kick(): void {
-    while (queue.length > 0 && inFlight < inFlightMax) {
-      if (tail === undefined && inFlight > 0) return;
-      const batch = queue.length <= batchMax ? queue : queue.slice(0, batchMax);
-      queue = queue.length <= batchMax ? [] : queue.slice(batchMax);
-      inFlight++;
-      const unknownHead = tail === undefined;
-      void sendBatch(batch).finally(() => {
-        inFlight--;
-        kick();
-        if (inFlight === 0 && queue.length === 0) {
-          for (const r of idle) r();
-          idle = [];
-        }
-      });
-      // The batch just sent reads the head first; it calls kick() again once it knows the tail.
-      if (unknownHead) return;
-    }
+    if (writing || queue.length === 0) return;
+    writing = true;
+    const batch = queue.length <= batchMax ? queue : queue.slice(0, batchMax);
+    queue = queue.length <= batchMax ? [] : queue.slice(batchMax);
+    void sendBatch(batch).finally(() => {
+      writing = false;
+      kick();
+      if (!writing && queue.length === 0) {
+        for (const r of idle) r();
+        idle = [];
+      }
+    });
   }
 
   return {
@@ -290,7 +283,7 @@ export function createAuditLog(opts: AuditLogOptions) {
     /** Waits until every queued event is committed (or failed), then refuses new appends. */
     async close(): Promise<void> {
       closed = true;
-      if (inFlight === 0 && queue.length === 0) return;
+      if (!writing && queue.length === 0) return;
       await new Promise<void>((resolve) => idle.push(resolve));
     },
   };

@@ -15,7 +15,7 @@ import { compilePolicies, evaluate, formatIssue, parsePolicySet, parseTimestamp 
 import { readPolicyFiles } from "../policy-store/policy-files.js";
 import { createServices } from "../services.js";
 import { httpAdmin } from "./http-admin.js";
-import { type CliIo, termSafe, termSafeLines, writeOut } from "./output.js";
+import { type CliIo, markOutputClosed, OutputClosed, termSafe, termSafeLines, writeOut } from "./output.js";
 
 const USAGE = `butler: a deny-by-default governance gateway for AI agents
 
@@ -52,6 +52,11 @@ export async function main(
 ): Promise<number> {
   const [command, sub, ...rest] = argv;
   const json = argv.includes("--json");
+  if (io.stdout === process.stdout) {
+    process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+      if (e.code === "EPIPE") markOutputClosed();
+    });
+  }
   try {
     if (!command || command === "--help" || command === "-h" || command === "help") {
       io.stdout.write(USAGE);
@@ -110,6 +115,8 @@ export async function main(
     const words = [command, sub].filter((w): w is string => !!w && !w.startsWith("-"));
     throw new UsageError(`unknown command: butler ${words.join(" ")}`);
   } catch (e) {
+    // The reader of a streamed export went away: that is how `| head` works, not a failure.
+    if (e instanceof OutputClosed) return 0;
     const usage =
       e instanceof UsageError || (e as NodeJS.ErrnoException).code?.startsWith?.("ERR_PARSE_ARGS");
     // Unexpected errors show their first line only: a driver error's later lines can hold query

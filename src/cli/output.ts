@@ -1,6 +1,10 @@
 /** Where CLI output goes; injectable so tests can run commands in-process. */
 export interface CliIo {
-  stdout: { write(s: string): boolean; once?(event: "drain", cb: () => void): unknown };
+  stdout: {
+    write(s: string): boolean;
+    once?(event: "drain" | "error", cb: () => void): unknown;
+    off?(event: "drain" | "error", cb: () => void): unknown;
+  };
   stderr: { write(s: string): boolean };
   env: Record<string, string | undefined>;
 }
@@ -31,9 +35,31 @@ export function termSafeLines(s: string): string {
   return s.replace(UNSAFE_BUT_LINES, show);
 }
 
+/** Thrown when the reader of our output went away (`butler audit export | head`). */
+export class OutputClosed extends Error {}
+
+let outputClosed = false;
+
+/** Called when stdout fails with EPIPE: the reader is gone, so streaming commands stop quietly. */
+export function markOutputClosed(): void {
+  outputClosed = true;
+}
+
 /** Writes with backpressure, so that long exports stream in constant memory. */
 export async function writeOut(io: CliIo, s: string): Promise<void> {
-  if (!io.stdout.write(s) && io.stdout.once) {
-    await new Promise<void>((resolve) => io.stdout.once!("drain", resolve));
+  if (outputClosed) throw new OutputClosed("output closed");
+  const out = io.stdout;
+  if (!out.write(s) && out.once && out.off) {
+    // A closed pipe never drains; its error ends the wait too.
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        out.off!("drain", done);
+        out.off!("error", done);
+        resolve();
+      };
+      out.once!("drain", done);
+      out.once!("error", done);
+    });
   }
+  if (outputClosed) throw new OutputClosed("output closed");
 }

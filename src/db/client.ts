@@ -40,7 +40,15 @@ export type DatabaseConfig =
 
 export async function openDatabase(cfg: DatabaseConfig, log: Logger): Promise<Database> {
   if (cfg.kind === "postgres") {
-    const pool = new pg.Pool({ connectionString: cfg.url, max: cfg.poolSize });
+    // Timeouts and keepalive: a database that stops answering must turn into errors (503s), not
+    // into requests that hang until the operating system gives up on the connection.
+    const pool = new pg.Pool({
+      connectionString: cfg.url,
+      max: cfg.poolSize,
+      connectionTimeoutMillis: 10_000,
+      query_timeout: 30_000,
+      keepAlive: true,
+    });
     // An idle client that errors (server restart) must not crash the process; the pool replaces it.
     pool.on("error", (e) => log.warn({ err: e }, "idle PostgreSQL connection failed"));
     try {
@@ -109,7 +117,11 @@ class PgListener {
   ) {}
 
   async start(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.url });
+    const client = new pg.Client({
+      connectionString: this.url,
+      keepAlive: true,
+      connectionTimeoutMillis: 10_000,
+    });
     client.on("notification", (m) => {
       if (m.channel === this.channel) this.handler(m.payload ?? "");
     });

@@ -102,38 +102,44 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
         return undefined;
       }
       doc = result.value;
+      // Only the revisions in force are looked up again; keep the cache from growing without end.
+      if (parsed.size >= 10_000) parsed.clear();
       parsed.set(key, doc);
     }
     return compileProject({ document: doc, revision: r.revision });
   }
 
-  function publishIndex(next: Map<string, CompiledProject>) {
+  // The newest revision applied per project (retired ones included). Refreshes can finish out of
+  // order (a NOTIFY, a resync, our own import); only a newer revision ever replaces what serves.
+  const applied = new Map<string, number>();
+
+  /** Puts a revision in force unless a newer one already is. */
+  function apply(r: PolicyRevision): void {
+    if ((applied.get(r.project) ?? 0) >= r.revision) return;
+    applied.set(r.project, r.revision);
+    const compiled = compileRevision(r);
+    const next = new Map(projects);
+    if (compiled) next.set(r.project, compiled);
+    else next.delete(r.project);
     projects = next;
     current = { projects };
   }
 
+  /** Brings every project up to its newest stored revision (at start-up, on resync, periodically). */
   async function refreshAll(): Promise<void> {
     const rows = await db.execute(
       sql`SELECT DISTINCT ON (project) project, revision FROM policy_revisions ORDER BY project, revision DESC`,
     );
-    const next = new Map<string, CompiledProject>();
     for (const row of rowsOf<{ project: string; revision: number | string }>(rows)) {
+      if ((applied.get(row.project) ?? 0) >= Number(row.revision)) continue;
       const r = await revision(row.project, Number(row.revision));
-      const compiled = r && compileRevision(r);
-      if (compiled) next.set(r.project, compiled);
+      if (r) apply(r);
     }
-    publishIndex(next);
   }
 
   async function refreshProject(project: string): Promise<void> {
     const r = await latest(project);
-    const compiled = r && compileRevision(r);
-    const existing = projects.get(project);
-    if (existing && compiled && existing.revision === compiled.revision) return;
-    const next = new Map(projects);
-    if (compiled) next.set(project, compiled);
-    else next.delete(project);
-    publishIndex(next);
+    if (r) apply(r);
   }
 
   async function latest(project: string): Promise<PolicyRevision | undefined> {
@@ -344,6 +350,18 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
         .where(eq(policyRevisions.project, project))
         .orderBy(asc(policyRevisions.revision));
       return rows.map(toRevision);
+    },
+
+    /**
+     * Re-reads the newest revisions every `intervalMs`, in case a change notification was lost
+     * (a half-open LISTEN connection raises no error).
+     */
+    resyncEvery(intervalMs: number): () => void {
+      const timer = setInterval(() => {
+        refreshAll().catch((e) => log.warn({ err: e }, "periodic policy resync failed"));
+      }, intervalMs);
+      timer.unref();
+      return () => clearInterval(timer);
     },
 
     /** Re-imports the directory shortly after its files change. */

@@ -84,6 +84,7 @@ export function parseTimestamp(input: unknown): Result<number> {
   const ms = Date.parse(input.trim());
   if (
     Number.isNaN(ms) ||
+    y! < 1 ||
     mo! < 1 ||
     mo! > 12 ||
     d! < 1 ||

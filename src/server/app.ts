@@ -148,7 +148,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         const lines = deps.admin.exportAudit({
           agent: q.agent,
           project: q.project,
-          since: q.since ? new Date(q.since) : undefined,
+          since: q.since ? new Date((parseTimestamp(q.since) as { value: number }).value) : undefined,
         });
         reply.header("content-type", "application/x-ndjson; charset=utf-8");
         // A generator streams page by page: memory stays flat however long the log is.

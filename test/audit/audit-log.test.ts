@@ -153,6 +153,25 @@ describe(`audit log on ${ENGINE}`, () => {
     expect(r).toMatchObject({ ok: false, verifiedThrough: target - 1, break: { seq: target } });
   });
 
+  test("a chain head moved back by hand is caught", async () => {
+    const other = await createTestDatabase();
+    try {
+      const audit = createAuditLog({ database: other.database, clock: new FakeClock(), log });
+      const lines = [];
+      for (let i = 0; i < 5; i++) lines.push(await audit.append({ type: "x.e" }));
+      await audit.close();
+      await other.database.db.execute(
+        sql`UPDATE audit_head SET seq = 3, hash = ${lines[2]!.hash} WHERE id = 1`,
+      );
+      expect(await verifyAuditChain(other.database.db)).toMatchObject({
+        ok: false,
+        break: { seq: 4, problem: expect.stringContaining("after the recorded chain head") },
+      });
+    } finally {
+      await other.cleanup();
+    }
+  });
+
   test("removing the newest events is caught against the recorded head", async () => {
     const other = await createTestDatabase();
     try {

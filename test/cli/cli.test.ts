@@ -104,6 +104,14 @@ describe("offline policy commands", () => {
     });
   });
 
+  test("text from policy files cannot drive the terminal", async () => {
+    await t.writePolicy("evil.yaml", 'project: evil\nagents: []\n"k\\e]0;pwned\\a\\e[2J\\u202e": 1\n');
+    const r = await t.cli(["policy", "validate", `${t.policiesDir}/evil.yaml`]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain("unknown key 'k\\x1b]0;pwned\\x07\\x1b[2J\\u202e'");
+    expect(r.stdout).not.toMatch(/[\u001b\u0007\u202e]/);
+  });
+
   test("bad configuration is reported with every variable named", async () => {
     const r = await runCli(["audit", "verify"], {
       PORT: "http",
@@ -189,6 +197,29 @@ describe(`commands on the database directly, with no server (${ENGINE})`, () => 
     expect(future.stdout).toBe("");
     const badSince = await t.cli(["audit", "export", "--since", "yesterday"]);
     expect(badSince.code).toBe(2);
+  });
+
+  test("arguments are checked the same way without a server", async () => {
+    const bad = await t.cli(["agents", "create", "bad\u001b[31magent", "--project", "p q"]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain("agent must be an agent name");
+    expect(bad.stderr).not.toContain("\u001b");
+    const huge = await t.cli(["policy", "diff", "project-billing", "1", "99999999999"]);
+    expect(huge).toMatchObject({ code: 1, stderr: "butler: revision is too large\n" });
+  });
+
+  test("an unreadable policy file is reported without stopping the others", async () => {
+    const { mkdir, rmdir } = await import("node:fs/promises");
+    await mkdir(`${t.policiesDir}/a-directory.yaml`);
+    try {
+      const r = await t.cli(["policy", "reload", "--json"]);
+      expect(r.code).toBe(1);
+      const report = JSON.parse(r.stdout);
+      expect(report.failed[0].issues[0]).toMatch(/a-directory\.yaml:1:1: the file is not a regular file/);
+      expect(report.unchanged.map((u: { project: string }) => u.project)).toEqual(["project-billing"]);
+    } finally {
+      await rmdir(`${t.policiesDir}/a-directory.yaml`);
+    }
   });
 
   test("replay of an agent without events says so", async () => {

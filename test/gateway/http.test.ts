@@ -65,6 +65,16 @@ describe(`HTTP API: authentication, validation and operations endpoints (${ENGIN
       { ...ok, params: JSON.parse(`${'{"a":'.repeat(30)}1${"}".repeat(30)}`) },
       "nested more than 16 levels",
     ],
+    [
+      "a number JSON cannot represent",
+      `{"action":"tools:Bash","params":{"x":1e400}}`,
+      "body.params: must not hold numbers too large",
+    ],
+    [
+      "too many parameter values",
+      { ...ok, params: { a: Array.from({ length: 10_001 }, () => 0) } },
+      "must not hold more than 10000 values",
+    ],
     ["a JSON array body", [ok], "body: "],
     ["a JSON string body", '"x"', "body: "],
   ])("%s is a 400 naming the problem", async (_name, body, message) => {
@@ -121,6 +131,14 @@ describe(`HTTP API: authentication, validation and operations endpoints (${ENGIN
     expect(((await res.json()) as { error: { message: string } }).error.message).toContain(
       "body.agent: must be an agent name",
     );
+    const spaced = await fetch(`${s.url}/v1/admin/audit/export?since=%202026-01-01T00:00:00Z`, {
+      headers: { authorization: `Bearer ${s.server.adminToken}` },
+    });
+    expect(spaced.status).toBe(200);
+    const yearZero = await fetch(`${s.url}/v1/admin/audit/export?since=0000-01-01T00:00:00Z`, {
+      headers: { authorization: `Bearer ${s.server.adminToken}` },
+    });
+    expect(yearZero.status).toBe(400);
     const exp = await fetch(`${s.url}/v1/admin/audit/export?since=yesterday`, {
       headers: { authorization: `Bearer ${s.server.adminToken}` },
     });
