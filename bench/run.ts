@@ -12,6 +12,7 @@
  * default postgres://postgres@127.0.0.1:5432/postgres. Durations: BENCH_SECONDS (default 10).
  */
 import { spawn } from "node:child_process";
+import os from "node:os";
 import { createInterface } from "node:readline";
 import autocannon from "autocannon";
 import pg from "pg";
@@ -68,7 +69,21 @@ function measureDecisions(index: PolicyIndex, calls: Call[]) {
   };
 }
 
+/** How fast this machine runs plain JavaScript, to read the other figures against. */
+function machineReference(): number {
+  let x = 0;
+  const n = 300_000_000;
+  const t = process.hrtime.bigint();
+  for (let i = 0; i < n; i++) x += i & 7;
+  const ns = Number(process.hrtime.bigint() - t) / n;
+  if (x < 0) console.log(x);
+  return ns;
+}
+
 function benchDecisions() {
+  console.log(
+    `\nMachine: ${os.cpus().length} cores, ${os.cpus()[0]?.model ?? "?"}; a trivial loop iteration takes ${fmt(machineReference(), 2)} ns`,
+  );
   console.log("\n1. In-process decisions (pure policy engine)");
   const t = process.hrtime.bigint();
   const big = parseAll(1000);
