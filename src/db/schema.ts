@@ -33,6 +33,13 @@ export const policyRevisions = pgTable(
     yaml: text("yaml").notNull(),
     /** True when the project's file was removed: the project has no policy and denies everything. */
     retired: boolean("retired").notNull().default(false),
+    /**
+     * The policy file's text this revision was built from; `yaml` is the effective policy: this
+     * baseline plus the grants in force, each added as a grant with its `expires`.
+     */
+    baseline: text("baseline").notNull().default(""),
+    /** sha256 (hex) of the effective `yaml`. */
+    effectiveHash: text("effective_hash").notNull().default(""),
     createdAt: createdAt(),
   },
   (t) => [uniqueIndex("policy_revisions_project_revision_uq").on(t.project, t.revision)],
@@ -96,4 +103,131 @@ export const auditHead = pgTable(
     hash: text("hash").notNull(),
   },
   (t) => [check("audit_head_single_row", sql`${t.id} = 1`)],
+);
+
+/** Statuses of an access request: pending until approved, denied, expired (nobody decided in time) or canceled. */
+export const REQUEST_STATUSES = ["pending", "approved", "denied", "expired", "canceled"] as const;
+export type RequestStatus = (typeof REQUEST_STATUSES)[number];
+
+/** An agent's request for access, with the Butler's proposal (the scoped grant and the policy diff). */
+export const accessRequests = pgTable(
+  "access_requests",
+  {
+    id: text("id").primaryKey(),
+    project: text("project").notNull(),
+    agent: text("agent").notNull(),
+    tokenId: text("token_id").notNull(),
+    status: text("status").$type<RequestStatus>().notNull(),
+    /** The call the grant will cover exactly. */
+    action: text("action").notNull(),
+    resource: text("resource").notNull(),
+    branch: text("branch"),
+    /** Agent-written; untrusted. */
+    reason: text("reason").notNull(),
+    denialEventId: text("denial_event_id"),
+    requestedTtlSeconds: integer("requested_ttl_seconds").notNull(),
+    riskTier: text("risk_tier").$type<"low" | "medium" | "high">().notNull(),
+    approvalsRequired: integer("approvals_required").notNull(),
+    /** Unified diff of the effective policy before and after, and the policy hashes it was made from. */
+    proposalDiff: text("proposal_diff").notNull(),
+    proposalBaseRevision: integer("proposal_base_revision").notNull(),
+    proposalHash: text("proposal_hash").notNull(),
+    /** sha256 of project, agent, action, resource and branch: one pending request per call. */
+    dedupeKey: text("dedupe_key").notNull(),
+    createdAt: createdAt(),
+    /** When the request expires if nobody decides. */
+    expiresAt: timestamp("expires_at", { withTimezone: true, mode: "date" }).notNull(),
+    decidedAt: timestamp("decided_at", { withTimezone: true, mode: "date" }),
+    decidedBy: text("decided_by"),
+    decidedVia: text("decided_via"),
+    decisionReason: text("decision_reason"),
+    grantedTtlSeconds: integer("granted_ttl_seconds"),
+  },
+  (t) => [
+    uniqueIndex("access_requests_pending_uq").on(t.dedupeKey).where(sql`${t.status} = 'pending'`),
+    index("access_requests_status_idx").on(t.status, t.expiresAt),
+    index("access_requests_agent_idx").on(t.project, t.agent, t.createdAt),
+  ],
+);
+
+/** One approver's verdict on a request; an approver counts once. */
+export const requestReviews = pgTable(
+  "request_reviews",
+  {
+    requestId: text("request_id").notNull(),
+    approver: text("approver").notNull(),
+    verdict: text("verdict").$type<"approve" | "deny">().notNull(),
+    channel: text("channel").notNull(),
+    ttlSeconds: integer("ttl_seconds"),
+    createdAt: createdAt(),
+  },
+  (t) => [uniqueIndex("request_reviews_uq").on(t.requestId, t.approver)],
+);
+
+/** Time-limited grants from approved requests (the grant id is the request id). */
+export const grants = pgTable(
+  "grants",
+  {
+    id: text("id").primaryKey(),
+    project: text("project").notNull(),
+    agent: text("agent").notNull(),
+    action: text("action").notNull(),
+    resource: text("resource").notNull(),
+    branch: text("branch"),
+    approvedBy: jsonb("approved_by").$type<string[]>().notNull(),
+    createdAt: createdAt(),
+    expiresAt: timestamp("expires_at", { withTimezone: true, mode: "date" }).notNull(),
+    revokedAt: timestamp("revoked_at", { withTimezone: true, mode: "date" }),
+    revokedBy: text("revoked_by"),
+    /** Set by the sweeper once `grant.expired` is recorded. */
+    expiryRecordedAt: timestamp("expiry_recorded_at", { withTimezone: true, mode: "date" }),
+  },
+  (t) => [index("grants_project_idx").on(t.project, t.expiresAt)],
+);
+
+/** Bearer tokens of approvers (people); only a hash is kept. */
+export const approverTokens = pgTable(
+  "approver_tokens",
+  {
+    id: text("id").primaryKey(),
+    approver: text("approver").notNull(),
+    tokenHash: text("token_hash").notNull(),
+    createdAt: createdAt(),
+    revokedAt: timestamp("revoked_at", { withTimezone: true, mode: "date" }),
+  },
+  (t) => [uniqueIndex("approver_tokens_hash_uq").on(t.tokenHash)],
+);
+
+/**
+ * Work to do after a commit (notify an agent, post or update a card), written in the same
+ * transaction as the state it follows from, and delivered at least once, in order per `key`.
+ */
+export const outbox = pgTable(
+  "outbox",
+  {
+    id: bigserial("id", { mode: "number" }).primaryKey(),
+    topic: text("topic").notNull(),
+    key: text("key").notNull(),
+    payload: jsonb("payload").$type<Record<string, unknown>>().notNull(),
+    attempts: integer("attempts").notNull().default(0),
+    nextAttemptAt: timestamp("next_attempt_at", { withTimezone: true, mode: "date" }).notNull().defaultNow(),
+    createdAt: createdAt(),
+    deliveredAt: timestamp("delivered_at", { withTimezone: true, mode: "date" }),
+    failedAt: timestamp("failed_at", { withTimezone: true, mode: "date" }),
+    lastError: text("last_error"),
+  },
+  (t) => [index("outbox_pending_idx").on(t.key, t.id).where(sql`${t.deliveredAt} IS NULL AND ${t.failedAt} IS NULL`)],
+);
+
+/** Approval cards posted to chat channels, so that a decision made anywhere updates them all. */
+export const postedCards = pgTable(
+  "posted_cards",
+  {
+    requestId: text("request_id").notNull(),
+    channel: text("channel").notNull(),
+    chatId: text("chat_id").notNull(),
+    messageId: text("message_id").notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [uniqueIndex("posted_cards_uq").on(t.requestId, t.channel, t.chatId)],
 );

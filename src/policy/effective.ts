@@ -1,0 +1,82 @@
+import { createTwoFilesPatch, FILE_HEADERS_ONLY } from "diff";
+import { isMap, isScalar, isSeq, parseDocument, type YAMLSeq } from "yaml";
+import { escapeGlob } from "./scope.js";
+
+/** A grant from an approved access request, as it is written into the effective policy. */
+export interface GrantEntry {
+  /** The access request's id, which is also the grant's id. */
+  id: string;
+  agent: string;
+  action: string;
+  resource: string;
+  branch: string | undefined;
+  expiresAt: number;
+  /** One line shown as a comment above the grant (who asked, who approved). */
+  note: string;
+}
+
+const q = (s: string) => JSON.stringify(s);
+
+/** The YAML lines of one grant, at `indent`, with its note as a comment line above it. */
+export function renderGrant(g: GrantEntry, indent: string): string {
+  const colon = g.action.indexOf(":");
+  const service = g.action.slice(0, colon);
+  const verb = g.action.slice(colon + 1);
+  const lines = [
+    `# ${g.note.replace(/[\r\n]+/g, " ")}`,
+    `- id: ${g.id}`,
+    `  service: ${service}`,
+    `  actions: [${q(escapeGlob(verb))}]`,
+    // A call without a resource is granted for its action alone; otherwise exactly that resource.
+    ...(g.resource === "" ? [] : [`  resources: [${q(escapeGlob(g.resource))}]`]),
+    ...(g.branch === undefined ? [] : [`  branches: [${q(escapeGlob(g.branch))}]`]),
+    `  agents: [${q(g.agent)}]`,
+    `  expires: ${q(new Date(g.expiresAt).toISOString().replace(".000Z", "Z"))}`,
+  ];
+  return `${lines.map((l) => indent + l).join("\n")}\n`;
+}
+
+/**
+ * The effective policy: the baseline file's text with each grant appended to its `grants` list.
+ * The baseline's own lines are kept byte for byte (the grants are spliced in as text), so that a
+ * diff between two effective policies shows only the grants that changed.
+ */
+export function composeEffective(baseline: string, entries: readonly GrantEntry[]): string {
+  if (entries.length === 0) return baseline;
+  const doc = parseDocument(baseline);
+  const root = doc.contents;
+  const text = baseline.endsWith("\n") ? baseline : `${baseline}\n`;
+  if (!isMap(root)) throw new Error("the baseline policy is not a mapping");
+  const pair = root.items.find((p) => isScalar(p.key) && p.key.value === "grants");
+  const value = pair?.value;
+  if (isSeq(value) && !value.flow && value.items.length > 0) {
+    const seq = value as YAMLSeq;
+    const first = seq.range?.[0] ?? 0;
+    const indent = " ".repeat(first - (text.lastIndexOf("\n", first - 1) + 1));
+    const end = (seq.items.at(-1) as { range?: [number, number, number] }).range?.[2] ?? text.length;
+    const at = text[end - 1] === "\n" ? end : text.indexOf("\n", end) + 1 || text.length;
+    return text.slice(0, at) + entries.map((e) => renderGrant(e, indent)).join("") + text.slice(at);
+  }
+  const block = entries.map((e) => renderGrant(e, "  ")).join("");
+  if (pair === undefined) return `${text}grants:\n${block}`;
+  if (value === null || value === undefined || (isScalar(value) && value.value === null) || (isSeq(value) && value.items.length === 0)) {
+    // `grants:` or `grants: []`: the key's line becomes a block list.
+    const keyStart = (pair.key as { range: [number, number, number] }).range[0];
+    const lineEnd = text.indexOf("\n", keyStart);
+    return `${text.slice(0, keyStart)}grants:\n${block}${text.slice(lineEnd + 1)}`;
+  }
+  // A flow list with items (`grants: [{...}]`) cannot take block items: write it out again.
+  if (!isSeq(value)) throw new Error("the baseline's grants is not a list");
+  value.flow = false;
+  const rewritten = doc.toString({ lineWidth: 0 });
+  const again = parseDocument(rewritten).get("grants", true);
+  if (!isSeq(again) || again.flow) throw new Error("could not rewrite the baseline's grants as a block list");
+  return composeEffective(rewritten, entries);
+}
+
+/** A unified diff of two versions of a project's effective policy. */
+export function policyDiff(project: string, before: string, after: string, beforeLabel: string, afterLabel: string): string {
+  return createTwoFilesPatch(`${project}.yaml`, `${project}.yaml`, before, after, beforeLabel, afterLabel, {
+    headerOptions: FILE_HEADERS_ONLY,
+  });
+}

@@ -1,0 +1,54 @@
+import { err, ok, type Result } from "../result.js";
+import { compileGlob } from "./glob.js";
+
+/** The exact call a grant will cover. */
+export interface ScopedCall {
+  action: string;
+  resource: string;
+  branch: string | undefined;
+}
+
+/** Escapes glob syntax so that a pattern matches exactly `text` and nothing else. */
+export function escapeGlob(text: string): string {
+  return text.replace(/[\\*?[\]{}]/g, (c) => `\\${c}`);
+}
+
+const WILDCARD = /[*?]/;
+
+/**
+ * Turns what an agent asked for into the least-privilege call a grant will cover.
+ *
+ * With a denial (`denied`, read from the audit log): the grant covers exactly the denied call.
+ * What the agent wrote may only name that call, or patterns that match it: patterns are narrowed
+ * to the denied call, never widened; anything that does not cover the denied call is refused.
+ * Without a denial: the agent must name one exact call (no wildcards).
+ */
+export function scopeRequest(asked: Partial<ScopedCall>, denied: ScopedCall | undefined): Result<ScopedCall> {
+  if (denied) {
+    const checks: [string, string | undefined, string | undefined][] = [
+      ["action", asked.action, denied.action],
+      ["resource", asked.resource, denied.resource],
+      ["branch", asked.branch, denied.branch],
+    ];
+    for (const [field, want, was] of checks) {
+      if (want === undefined) continue;
+      if (was === undefined) return err(`${field}: the denied call named no ${field}; leave it out`);
+      const g = compileGlob(want);
+      if (!g.ok || !g.value.match(was)) {
+        return err(`${field}: the request asks for ${JSON.stringify(want)} but the denied call was on ${JSON.stringify(was)}`);
+      }
+    }
+    return ok({ ...denied });
+  }
+  if (asked.action === undefined) return err("action: is required (or give denial_event_id)");
+  for (const [field, v] of [
+    ["action", asked.action],
+    ["resource", asked.resource],
+    ["branch", asked.branch],
+  ] as const) {
+    if (v !== undefined && WILDCARD.test(v)) {
+      return err(`${field}: name one exact ${field} without * or ?, or give denial_event_id for the call that was denied`);
+    }
+  }
+  return ok({ action: asked.action, resource: asked.resource ?? "", branch: asked.branch });
+}

@@ -1,0 +1,130 @@
+import { describe, expect, test } from "vitest";
+import { classifyRisk } from "../../src/policy/risk.js";
+import { composeEffective, type GrantEntry, policyDiff } from "../../src/policy/effective.js";
+import { compilePolicies, evaluate, parsePolicyFile } from "../../src/policy/index.js";
+import { escapeGlob, scopeRequest } from "../../src/policy/scope.js";
+import { seedText } from "../helpers/policy.js";
+
+const NOW = Date.parse("2026-05-01T17:43:04Z");
+const grant = (over: Partial<GrantEntry> = {}): GrantEntry => ({
+  id: "req_5c94d8",
+  agent: "billing-reconciler-1",
+  action: "stripe:charges:read",
+  resource: "stripe.com/v1/charges",
+  branch: undefined,
+  expiresAt: NOW + 24 * 3600 * 1000,
+  note: "access request req_5c94d8 by billing-reconciler-1, approved by jordan",
+  ...over,
+});
+
+function decide(yaml: string, call: { action: string; resource: string; branch?: string; agent?: string }, at = NOW) {
+  const r = parsePolicyFile({ file: "effective.yaml", text: yaml });
+  if (!r.ok) throw new Error(JSON.stringify(r.error));
+  return evaluate(compilePolicies([{ document: r.value, revision: 1 }]), { agent: "billing-reconciler-1", project: r.value.project, ...call }, at);
+}
+
+describe("the effective policy", () => {
+  test("a grant is spliced into the baseline: the diff adds exactly its lines", () => {
+    const before = seedText();
+    const after = composeEffective(before, [grant()]);
+    const diff = policyDiff("project-billing", before, after, "revision 1", "proposed");
+    const changed = diff.split("\n").filter((l) => /^[+-](?![+-]{2} )/.test(l));
+    expect(changed).toEqual([
+      "+  # access request req_5c94d8 by billing-reconciler-1, approved by jordan",
+      "+  - id: req_5c94d8",
+      "+    service: stripe",
+      '+    actions: ["charges:read"]',
+      '+    resources: ["stripe.com/v1/charges"]',
+      '+    agents: ["billing-reconciler-1"]',
+      '+    expires: "2026-05-02T17:43:04Z"',
+    ]);
+    expect(decide(after, { action: "stripe:charges:read", resource: "stripe.com/v1/charges" })).toMatchObject({
+      decision: "ALLOW",
+      grantId: "req_5c94d8",
+    });
+    expect(decide(before, { action: "stripe:charges:read", resource: "stripe.com/v1/charges" }).decision).toBe("DENY");
+  });
+
+  test("the grant covers exactly the call: not another resource, not another agent, not after it expires", () => {
+    const after = composeEffective(seedText(), [grant()]);
+    expect(decide(after, { action: "stripe:charges:read", resource: "stripe.com/v1/charges/ch_1" }).decision).toBe("DENY");
+    expect(decide(after, { action: "stripe:charges:list", resource: "stripe.com/v1/charges" }).decision).toBe("DENY");
+    expect(decide(after, { action: "stripe:charges:read", resource: "stripe.com/v1/charges", agent: "invoice-generator" }).decision).toBe("DENY");
+    expect(decide(after, { action: "stripe:charges:read", resource: "stripe.com/v1/charges" }, NOW + 24 * 3600 * 1000)).toMatchObject({
+      decision: "DENY",
+      code: "grant_expired",
+      reason: "grant req_5c94d8 expired at 2026-05-02T17:43:04.000Z",
+    });
+  });
+
+  test("glob characters in a granted resource or branch are literal", () => {
+    const after = composeEffective(seedText(), [grant({ action: "git:push", resource: "org/re*po?[x]", branch: "feat/{a,b}" })]);
+    expect(decide(after, { action: "git:push", resource: "org/re*po?[x]", branch: "feat/{a,b}" }).decision).toBe("ALLOW");
+    expect(decide(after, { action: "git:push", resource: "org/repository?[x]", branch: "feat/{a,b}" }).decision).toBe("DENY");
+  });
+
+  test("a baseline without grants, with an empty list, or with a flow list still takes grants", () => {
+    for (const base of ["project: p\nagents: [a]\n", "project: p\nagents: [a]\ngrants: []\n", "project: p\nagents: [a]\ngrants:\nsettings: {}\n", 'project: p\nagents: [a]\ngrants: [{service: aws, actions: ["s3:Get"]}]\n']) {
+      const after = composeEffective(base, [grant({ agent: "a", note: "n" })]);
+      const r = parsePolicyFile({ file: "x", text: after });
+      expect(r.ok, after).toBe(true);
+      if (r.ok) expect(r.value.grants.map((g) => g.id)).toContain("req_5c94d8");
+    }
+  });
+
+  test("several grants keep their order, so adding one more only adds lines", () => {
+    const one = composeEffective(seedText(), [grant()]);
+    const two = composeEffective(seedText(), [grant(), grant({ id: "req_second", action: "aws:s3:DeleteObject", resource: "arn:aws:s3:::x" })]);
+    const added = policyDiff("p", one, two, "a", "b").split("\n").filter((l) => /^-(?!--)/.test(l));
+    expect(added).toEqual([]);
+  });
+});
+
+describe("scoping a request", () => {
+  const denied = { action: "stripe:charges:read", resource: "stripe.com/v1/charges", branch: undefined };
+  test("with a denial, the grant is the denied call; patterns are narrowed to it", () => {
+    expect(scopeRequest({ action: "stripe:*", resource: "stripe.com/*" }, denied)).toEqual({ ok: true, value: denied });
+    expect(scopeRequest({}, denied)).toEqual({ ok: true, value: denied });
+  });
+  test("with a denial, asking for something that does not cover it is refused", () => {
+    const r = scopeRequest({ action: "stripe:refunds:create" }, denied);
+    expect(r).toEqual({ ok: false, error: 'action: the request asks for "stripe:refunds:create" but the denied call was on "stripe:charges:read"' });
+    expect(scopeRequest({ branch: "main" }, denied).ok).toBe(false);
+  });
+  test("without a denial, wildcards are refused", () => {
+    expect(scopeRequest({ action: "stripe:*" }, undefined).ok).toBe(false);
+    expect(scopeRequest({ action: "aws:s3:GetObject", resource: "arn:aws:s3:::b/*" }, undefined).ok).toBe(false);
+    expect(scopeRequest({ action: "aws:s3:GetObject", resource: "arn:aws:s3:::b/k" }, undefined)).toEqual({
+      ok: true,
+      value: { action: "aws:s3:GetObject", resource: "arn:aws:s3:::b/k", branch: undefined },
+    });
+  });
+  test("escaping makes every glob character literal", () => {
+    expect(escapeGlob("a*b?c[d]{e}\\f")).toBe("a\\*b\\?c\\[d\\]\\{e\\}\\\\f");
+  });
+});
+
+describe("risk tiers", () => {
+  const none = { risk: [] };
+  test.each([
+    ["stripe:charges:read", "low"],
+    ["aws:s3:GetObject", "low"],
+    ["git:read", "low"],
+    ["aws:s3:PutObject", "medium"],
+    ["git:push", "medium"],
+    ["tools:Edit", "medium"],
+    ["stripe:refunds:create", "high"],
+    ["stripe:charges:create", "high"],
+    ["aws:s3:DeleteObject", "high"],
+    ["aws:iam:CreateAccessKey", "high"],
+    ["tools:Bash", "high"],
+    ["wise:transfers:create", "high"],
+  ])("%s is %s", (action, tier) => {
+    expect(classifyRisk(action, none)).toBe(tier);
+  });
+  test("project settings override the built-in tiers, first match first", () => {
+    const settings = { risk: [{ action: "tools:Bash", tier: "medium" as const }, { action: "stripe:*", tier: "high" as const }] };
+    expect(classifyRisk("tools:Bash", settings)).toBe("medium");
+    expect(classifyRisk("stripe:charges:read", settings)).toBe("high");
+  });
+});
