@@ -81,6 +81,15 @@ export async function startServer(
       );
     }
     cleanups.push(() => services.audit.close());
+    // Registered after the audit log, so they stop before it closes (cleanups run in reverse):
+    // the outbox worker and the sweeper write audit events.
+    services.outbox.start();
+    cleanups.push(() => services.outbox.stop());
+    const sweeper = setInterval(() => {
+      services.butler.sweep().catch((e) => log.error({ err: e }, "sweep failed"));
+    }, 5_000);
+    sweeper.unref();
+    cleanups.push(async () => clearInterval(sweeper));
     const adminToken = config.adminToken ?? (await readOrCreateAdminToken(config.dataDir));
     let closing = false;
     const instanceId = newId("srv");
@@ -89,6 +98,8 @@ export async function startServer(
       bodyLimitBytes: config.bodyLimitBytes,
       trustProxy: config.trustProxy,
       tokens: services.tokens,
+      approverTokens: services.approverTokens,
+      butler: services.butler,
       gateway: services.gateway,
       metrics: services.metrics,
       admin: services.admin,

@@ -1,6 +1,10 @@
 import { createAdmin } from "./admin/admin-service.js";
 import { createTokenService } from "./agents/token-service.js";
 import { createAuditLog } from "./audit/audit-log.js";
+import { createApproverTokens } from "./butler/approver-tokens.js";
+import { createButler } from "./butler/butler-service.js";
+import type { AgentNotification, AgentNotifier } from "./butler/notifier.js";
+import type { ApprovalChannel } from "./channels/channel.js";
 import type { Clock } from "./clock.js";
 import type { Config } from "./config.js";
 import { createChangeBus } from "./db/changes.js";
@@ -9,13 +13,10 @@ import { migrate } from "./db/migrate.js";
 import { createGateway } from "./gateway/gateway-service.js";
 import type { Logger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
+import { createOutboxWorker, type OutboxHandler } from "./outbox/outbox.js";
 import { createPolicyStore } from "./policy-store/policy-store.js";
 
-/**
- * Builds every service on an open, migrated database, in dependency order. Used by `butler serve`
- * and by CLI commands that work on the database directly, so both run the same code.
- */
-export function createServices(opts: {
+export interface ServiceOptions {
   config: Pick<Config, "audit" | "policiesDir">;
   /** The server's public base URL (known only once it listens, when not configured). */
   publicUrl: () => string;
@@ -23,9 +24,20 @@ export function createServices(opts: {
   log: Logger;
   clock: Clock;
   actor: string;
-}) {
+  /** Tells agents of decisions (A2A); without one, agents learn by reading their requests. */
+  notifier?: AgentNotifier | undefined;
+  /** Approval surfaces that get a card for every request. */
+  channels?: readonly ApprovalChannel[] | undefined;
+}
+
+/**
+ * Builds every service on an open, migrated database, in dependency order. Used by `butler serve`
+ * and by CLI commands that work on the database directly, so both run the same code.
+ */
+export function createServices(opts: ServiceOptions) {
   const { config, database, log, clock } = opts;
   const db = database.db;
+  const channels = opts.channels ?? [];
   const audit = createAuditLog({
     database,
     clock,
@@ -35,11 +47,93 @@ export function createServices(opts: {
   });
   const changes = createChangeBus(database, log);
   const tokens = createTokenService({ db, audit, changes, clock });
+  const approverTokens = createApproverTokens({ db, audit, clock });
   const policies = createPolicyStore({ db, audit, changes, clock, log, policiesDir: config.policiesDir });
   const metrics = createMetrics({ auditQueueDepth: () => audit.depth() });
   const gateway = createGateway({ policies, audit, clock, metrics, publicUrl: opts.publicUrl });
-  const admin = createAdmin({ db, tokens, policies, migrate: () => migrate(database), actor: opts.actor });
-  return { database, audit, changes, tokens, policies, metrics, gateway, admin };
+  const butler = createButler({
+    db,
+    audit,
+    policies,
+    changes,
+    clock,
+    log,
+    channels: channels.map((c) => c.kind),
+    notifyAgents: opts.notifier !== undefined,
+    publicUrl: opts.publicUrl,
+    onEnqueued: () => outbox.wake(),
+  });
+
+  const handlers: Record<string, OutboxHandler> = {
+    async "agent.notify"(payload) {
+      const n = payload as unknown as AgentNotification;
+      await opts.notifier!.notify(n);
+      return {
+        auditType: "agent.notified",
+        agent: n.agent,
+        project: n.project,
+        details: { request_id: n.requestId, notification: n.type, grant_id: n.grantId },
+      };
+    },
+    async "card.post"(payload) {
+      const id = String(payload.requestId);
+      const channel = channels.find((c) => c.kind === payload.channel);
+      if (!channel) throw new Error(`channel ${String(payload.channel)} is not configured`);
+      const card = await butler.card(id);
+      const result = await channel.post(card, butler.approversOf(card.project));
+      await butler.recordPostedCards(id, result.posted);
+      if (result.posted.length === 0 && result.failed.length > 0)
+        throw new Error(result.failed.map((f) => `${f.target}: ${f.error}`).join("; "));
+      return {
+        auditType: "card.posted",
+        project: card.project,
+        agent: card.agent,
+        details: {
+          request_id: id,
+          channel: channel.kind,
+          cards: result.posted.length,
+          failed: result.failed.length,
+        },
+      };
+    },
+    async "card.update"(payload) {
+      const id = String(payload.requestId);
+      const card = await butler.card(id);
+      for (const posted of await butler.postedCardsOf(id)) {
+        const channel = channels.find((c) => c.kind === posted.channel);
+        if (channel)
+          await channel.update(
+            { channel: channel.kind, chatId: posted.chatId, messageId: posted.messageId },
+            card,
+          );
+      }
+      return undefined;
+    },
+  };
+  const outbox = createOutboxWorker({ db, audit, clock, log, handlers });
+  const admin = createAdmin({
+    db,
+    tokens,
+    approverTokens,
+    butler,
+    policies,
+    migrate: () => migrate(database),
+    actor: opts.actor,
+  });
+  return {
+    database,
+    audit,
+    changes,
+    tokens,
+    approverTokens,
+    policies,
+    metrics,
+    gateway,
+    butler,
+    outbox,
+    admin,
+    channels,
+  };
 }
 
 export type Services = ReturnType<typeof createServices>;

@@ -3,6 +3,8 @@ import type { AgentTokenInfo, TokenService } from "../agents/token-service.js";
 import { readLines } from "../audit/audit-log.js";
 import type { AuditLine } from "../audit/chain.js";
 import { type VerifyResult, verifyAuditChain } from "../audit/verify.js";
+import type { ApproverTokens } from "../butler/approver-tokens.js";
+import type { AccessRequestView, Butler, GrantView } from "../butler/butler-service.js";
 import type { Db } from "../db/client.js";
 import { AppError } from "../errors.js";
 import type { PolicyIndex } from "../policy/index.js";
@@ -42,16 +44,35 @@ export interface AdminOps {
   listAgentTokens(project?: string): Promise<AgentTokenInfo[]>;
   revokeAgentTokens(sel: { agent: string; project: string; tokenId?: string }): Promise<string[]>;
   showPolicy(project: string): Promise<EffectivePolicy>;
-  policyHistory(project: string): Promise<Omit<PolicyRevision, "yaml">[]>;
+  policyHistory(project: string): Promise<Omit<PolicyRevision, "yaml" | "baseline">[]>;
   policyRevision(project: string, revision: number): Promise<PolicyRevision>;
   reloadPolicies(): Promise<ImportReport>;
   verifyAudit(): Promise<VerifyResult>;
   exportAudit(filter: AuditFilter): AsyncIterable<AuditLine>;
   migrate(): Promise<void>;
+  createApproverToken(
+    approver: string,
+  ): Promise<{ token: string; token_id: string; approver: string; projects: string[]; warnings: string[] }>;
+  listRequests(filter: {
+    status?: string | undefined;
+    project?: string | undefined;
+  }): Promise<AccessRequestView[]>;
+  showRequest(id: string): Promise<AccessRequestView>;
+  /** Records an approver's verdict given through the CLI (the approver is named; it must be one of the project's). */
+  reviewRequest(
+    id: string,
+    approver: string,
+    verdict: "approve" | "deny",
+    opts: { ttl?: string | undefined; reason?: string | undefined },
+  ): Promise<{ outcome: string; request: AccessRequestView }>;
+  listGrants(filter: { project?: string | undefined; all?: boolean }): Promise<GrantView[]>;
+  revokeGrant(id: string, reason?: string): Promise<{ grant_id: string; revision: number }>;
 }
 
 export interface AdminDeps {
   db: Db;
+  approverTokens: Pick<ApproverTokens, "create">;
+  butler: Pick<Butler, "list" | "get" | "review" | "listGrants" | "revokeGrant">;
   tokens: Pick<TokenService, "create" | "list" | "revoke">;
   policies: Pick<PolicyStore, "index" | "latest" | "history" | "revision" | "importDirectory">;
   migrate: () => Promise<void>;
@@ -67,11 +88,17 @@ function check<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
   return r.data;
 }
 
+const requestId = z.string().regex(/^req_[a-z0-9]{16}$/, "must be an id such as req_0123456789abcdef");
+const approverId = agentName;
+const requestStatus = z.enum(
+  ["pending", "approved", "denied", "expired", "canceled"],
+  "must be pending, approved, denied, expired or canceled",
+);
 const tokenId = z.string().regex(/^tok_[a-z0-9]{16}$/, "must be a token id such as tok_0123456789abcdef");
 const revisionNumber = z.number().int().min(1, "must be 1 or more").max(2_147_483_647, "is too large");
 
 export function createAdmin(deps: AdminDeps): AdminOps {
-  const { db, tokens, policies, actor } = deps;
+  const { db, tokens, policies, actor, butler } = deps;
 
   function agentWarnings(index: PolicyIndex, agent: string, project: string): string[] {
     const p = index.projects.get(project);
@@ -128,7 +155,7 @@ export function createAdmin(deps: AdminDeps): AdminOps {
       check(projectName, project, "project");
       const revisions = await policies.history(project);
       if (revisions.length === 0) throw new AppError("NOT_FOUND", `no policy for project '${project}'`);
-      return revisions.map(({ yaml: _y, ...rest }) => rest);
+      return revisions.map(({ yaml: _y, baseline: _b, ...rest }) => rest);
     },
     async policyRevision(project, revision) {
       check(projectName, project, "project");
@@ -145,5 +172,46 @@ export function createAdmin(deps: AdminDeps): AdminOps {
       return readLines(db, filter);
     },
     migrate: deps.migrate,
+    async createApproverToken(approver) {
+      check(approverId, approver, "approver");
+      const projects = [...policies.index().projects.values()]
+        .filter((p) => p.document.approvers.some((a) => a.id === approver))
+        .map((p) => p.name);
+      const { token, tokenId } = await deps.approverTokens.create(approver, actor);
+      return {
+        token,
+        token_id: tokenId,
+        approver,
+        projects,
+        warnings:
+          projects.length === 0
+            ? [
+                `'${approver}' is not an approver of any project yet: the token can decide nothing until a policy names it`,
+              ]
+            : [],
+      };
+    },
+    async listRequests(filter) {
+      const status = filter.status === undefined ? undefined : check(requestStatus, filter.status, "status");
+      if (filter.project !== undefined) check(projectName, filter.project, "project");
+      return butler.list({ status, project: filter.project });
+    },
+    async showRequest(id) {
+      check(requestId, id, "request");
+      return butler.get(id);
+    },
+    async reviewRequest(id, approver, verdict, opts) {
+      check(requestId, id, "request");
+      check(approverId, approver, "approver");
+      return butler.review({ approver, channel: "cli" }, id, verdict, opts);
+    },
+    async listGrants(filter) {
+      if (filter.project !== undefined) check(projectName, filter.project, "project");
+      return butler.listGrants(filter);
+    },
+    async revokeGrant(id, reason) {
+      check(requestId, id, "grant");
+      return butler.revokeGrant(id, actor, reason);
+    },
   };
 }

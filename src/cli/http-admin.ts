@@ -2,6 +2,7 @@ import type { AdminOps, AuditFilter, CreatedToken, EffectivePolicy } from "../ad
 import type { AgentTokenInfo } from "../agents/token-service.js";
 import type { AuditLine } from "../audit/chain.js";
 import type { VerifyResult } from "../audit/verify.js";
+import type { AccessRequestView, GrantView } from "../butler/butler-service.js";
 import { AppError, type ErrorCode } from "../errors.js";
 import type { ImportReport, PolicyRevision } from "../policy-store/policy-store.js";
 
@@ -66,7 +67,7 @@ export function httpAdmin(baseUrl: string, adminToken: string): AdminOps {
     showPolicy: (project) => call<EffectivePolicy>("GET", `/policies/${encodeURIComponent(project)}`),
     policyHistory: async (project) =>
       (
-        await call<{ revisions: Omit<PolicyRevision, "yaml">[] }>(
+        await call<{ revisions: Omit<PolicyRevision, "yaml" | "baseline">[] }>(
           "GET",
           `/policies/${encodeURIComponent(project)}/revisions`,
         )
@@ -101,5 +102,28 @@ export function httpAdmin(baseUrl: string, adminToken: string): AdminOps {
     migrate: async () => {
       await call("POST", "/db/migrate");
     },
+    createApproverToken: (approver) => call("POST", "/approvers/tokens", { approver }),
+    listRequests: async (filter) =>
+      (
+        await call<{ access_requests: AccessRequestView[] }>(
+          "GET",
+          `/access-requests${q({ status: filter.status, project: filter.project })}`,
+        )
+      ).access_requests,
+    showRequest: (id) => call<AccessRequestView>("GET", `/access-requests/${encodeURIComponent(id)}`),
+    reviewRequest: (id, approver, verdict, opts) =>
+      call("POST", `/access-requests/${encodeURIComponent(id)}/${verdict}`, {
+        approver,
+        ttl: opts.ttl,
+        reason: opts.reason,
+      }),
+    listGrants: async (filter) =>
+      (
+        await call<{ grants: GrantView[] }>(
+          "GET",
+          `/grants${q({ project: filter.project, all: filter.all ? "true" : undefined })}`,
+        )
+      ).grants,
+    revokeGrant: (id, reason) => call("POST", `/grants/${encodeURIComponent(id)}/revoke`, { reason }),
   };
 }

@@ -216,7 +216,11 @@ export const outbox = pgTable(
     failedAt: timestamp("failed_at", { withTimezone: true, mode: "date" }),
     lastError: text("last_error"),
   },
-  (t) => [index("outbox_pending_idx").on(t.key, t.id).where(sql`${t.deliveredAt} IS NULL AND ${t.failedAt} IS NULL`)],
+  (t) => [
+    index("outbox_pending_idx")
+      .on(t.key, t.id)
+      .where(sql`${t.deliveredAt} IS NULL AND ${t.failedAt} IS NULL`),
+  ],
 );
 
 /** Approval cards posted to chat channels, so that a decision made anywhere updates them all. */

@@ -4,7 +4,8 @@ import type { AuditLog } from "../audit/audit-log.js";
 import { canonicalJson } from "../audit/chain.js";
 import type { Clock } from "../clock.js";
 import type { Metrics } from "../metrics.js";
-import { type Decision, type DenyCode, evaluate, formatDuration } from "../policy/index.js";
+import { type Decision, evaluate, formatDuration } from "../policy/index.js";
+import { LIFTABLE_DENIALS } from "../policy/scope.js";
 import type { PolicyStore } from "../policy-store/policy-store.js";
 
 /** What an agent asks: may I do `action` on `resource` (on `branch`, with `params`)? */
@@ -27,6 +28,8 @@ export interface AuthorizeResult {
   http_status: 200 | 403;
   /** When the allowing grant expires. */
   expires?: string;
+  /** Who approved the allowing grant, when it came from an access request. */
+  approved_by?: string;
   /** For a DENY that a human could lift: how to ask for exactly this call. */
   request_access?: RequestAccessHint;
 }
@@ -46,23 +49,12 @@ export interface RequestAccessHint {
 }
 
 export interface GatewayDeps {
-  policies: Pick<PolicyStore, "index">;
+  policies: Pick<PolicyStore, "index" | "ensureCurrent">;
   audit: Pick<AuditLog, "append">;
   clock: Clock;
   metrics: Metrics;
   publicUrl: () => string;
 }
-
-/** Denials a new grant could lift. A deny pattern or an unknown agent cannot be lifted by a request. */
-const REQUESTABLE: ReadonlySet<DenyCode> = new Set([
-  "no_service_grant",
-  "no_action_grant",
-  "agent_not_covered",
-  "resource_not_covered",
-  "branch_not_covered",
-  "grant_expired",
-  "constraint_failed",
-]);
 
 /**
  * The gateway's decision path: evaluate the call against the policy in force, write the decision
@@ -77,7 +69,7 @@ export function createGateway(deps: GatewayDeps) {
     d: Decision & { decision: "DENY" },
     eventId: string,
   ): RequestAccessHint | undefined {
-    if (!REQUESTABLE.has(d.code)) return undefined;
+    if (!LIFTABLE_DENIALS.has(d.code)) return undefined;
     const project = policies.index().projects.get(identity.project);
     if (!project) return undefined;
     const settings = project.document.settings;
@@ -109,10 +101,20 @@ export function createGateway(deps: GatewayDeps) {
         params: input.params,
       };
       const now = clock.now();
-      const d = evaluate(policies.index(), call, now.getTime());
+      let d = evaluate(policies.index(), call, now.getTime());
+      // Before denying, make sure this instance is not behind: a grant approved through another
+      // instance a moment ago must already count here (no stale-deny window).
+      if (d.decision === "DENY" && d.code !== "unknown_agent" && d.code !== "deny_pattern") {
+        if (await policies.ensureCurrent(identity.project))
+          d = evaluate(policies.index(), call, now.getTime());
+      }
       const allow = d.decision === "ALLOW";
+      const grantId = d.decision === "ALLOW" ? d.grantId : undefined;
+      const denyCode = d.decision === "DENY" ? d.code : undefined;
+      const expiresAt = d.decision === "ALLOW" ? d.expiresAt : undefined;
+      const approvedBy = d.decision === "ALLOW" ? d.approvedBy?.join(", ") : undefined;
       const httpStatus = allow ? 200 : 403;
-      const expires = allow && d.expiresAt !== undefined ? new Date(d.expiresAt).toISOString() : undefined;
+      const expires = expiresAt !== undefined ? new Date(expiresAt).toISOString() : undefined;
       let line: Awaited<ReturnType<AuditLog["append"]>>;
       try {
         line = await audit.append({
@@ -127,9 +129,10 @@ export function createGateway(deps: GatewayDeps) {
           at: now,
           details: {
             branch: input.branch,
-            grant_id: allow ? d.grantId : undefined,
+            grant_id: grantId,
+            approved_by: approvedBy,
             revision: d.revision ?? null,
-            deny_code: allow ? undefined : d.code,
+            deny_code: denyCode,
             expires,
             token_id: identity.tokenId,
             // The parameters themselves may hold personal data; their digest proves what was asked.
@@ -151,8 +154,9 @@ export function createGateway(deps: GatewayDeps) {
         revision: d.revision ?? null,
         http_status: httpStatus,
       };
-      if (allow) result.grant_id = d.grantId;
+      if (grantId !== undefined) result.grant_id = grantId;
       if (expires !== undefined) result.expires = expires;
+      if (approvedBy !== undefined) result.approved_by = approvedBy;
       if (d.decision === "DENY") {
         const h = hint(identity, input, d, line.event_id);
         if (h) result.request_access = h;

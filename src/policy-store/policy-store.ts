@@ -1,12 +1,14 @@
 import { createHash } from "node:crypto";
 import { type FSWatcher, watch } from "node:fs";
-import { and, asc, desc, eq, sql } from "drizzle-orm";
+import { and, asc, desc, eq, gt, inArray, isNull, sql } from "drizzle-orm";
 import type { AuditLog } from "../audit/audit-log.js";
 import type { Clock } from "../clock.js";
 import type { ChangeBus } from "../db/changes.js";
-import { type Db, rowsOf } from "../db/client.js";
-import { policyRevisions } from "../db/schema.js";
+import { type Db, type Queryable, rowsOf, type Tx } from "../db/client.js";
+import { grants, policyRevisions } from "../db/schema.js";
+import { AppError } from "../errors.js";
 import type { Logger } from "../logger.js";
+import { composeEffective, type GrantEntry } from "../policy/effective.js";
 import {
   type CompiledProject,
   compileProject,
@@ -22,11 +24,61 @@ import { displayPath, readPolicyFiles } from "./policy-files.js";
 export interface PolicyRevision {
   project: string;
   revision: number;
+  /** sha256 of the baseline file's text. */
   contentHash: string;
   source: string;
+  /** The effective policy: the baseline plus the grants in force when this revision was stored. */
   yaml: string;
+  /** The policy file's text. */
+  baseline: string;
+  effectiveHash: string;
   retired: boolean;
   createdAt: string;
+}
+
+/** A revision stored by `recompose`: its number and the effective policy before and after. */
+export interface RecomposeResult {
+  revision: number;
+  beforeHash: string;
+  afterHash: string;
+  before: string;
+  after: string;
+}
+
+/** How long an expired grant stays in the effective policy, so that denials can say it expired. */
+export const EXPIRED_GRANT_RETENTION_MS = 7 * 24 * 3600 * 1000;
+
+/** Grants of a project that are not revoked and expired less than the retention time ago. */
+export async function grantRowsInEffect(q: Queryable, project: string, now: Date) {
+  return q
+    .select()
+    .from(grants)
+    .where(
+      and(
+        eq(grants.project, project),
+        isNull(grants.revokedAt),
+        gt(grants.expiresAt, new Date(now.getTime() - EXPIRED_GRANT_RETENTION_MS)),
+      ),
+    )
+    .orderBy(asc(grants.createdAt), asc(grants.id));
+}
+
+/** A stored grant as it is written into the effective policy. */
+export function toEntry(g: typeof grants.$inferSelect): GrantEntry {
+  return {
+    id: g.id,
+    agent: g.agent,
+    action: g.action,
+    resource: g.resource,
+    branch: g.branch ?? undefined,
+    expiresAt: g.expiresAt.getTime(),
+    note: `access request ${g.id} by ${g.agent}`,
+    approvedBy: g.approvedBy,
+  };
+}
+
+export function sha256(text: string): string {
+  return createHash("sha256").update(text).digest("hex");
 }
 
 /** What one import of the policies directory did. */
@@ -81,6 +133,8 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
       contentHash: r.contentHash,
       source: r.source,
       yaml: r.yaml,
+      baseline: r.baseline,
+      effectiveHash: r.effectiveHash,
       retired: r.retired,
       createdAt: r.createdAt.toISOString(),
     };
@@ -185,13 +239,32 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
         return { changed: false, revision: prev.revision };
       }
       const next = (prev?.revision ?? 0) + 1;
+      const now = deps.clock.now();
+      // Grants in force stay in force across a new baseline, unless their agent left the project.
+      const agentNames = new Set(doc.agents.map((a) => a.name));
+      const rows = await grantRowsInEffect(tx, doc.project, now);
+      const orphans = rows.filter((g) => !agentNames.has(g.agent));
+      if (orphans.length > 0) {
+        await tx
+          .update(grants)
+          .set({ revokedAt: now, revokedBy: "policy" })
+          .where(
+            inArray(
+              grants.id,
+              orphans.map((g) => g.id),
+            ),
+          );
+      }
+      const effective = composeEffective(text, rows.filter((g) => agentNames.has(g.agent)).map(toEntry));
       await tx.insert(policyRevisions).values({
         project: doc.project,
         revision: next,
         contentHash,
         source,
-        yaml: text,
-        createdAt: deps.clock.now(),
+        yaml: effective,
+        baseline: text,
+        effectiveHash: sha256(effective),
+        createdAt: now,
       });
       await audit.appendInTx(tx, [
         {
@@ -201,6 +274,7 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
           details: {
             revision: next,
             content_hash: contentHash,
+            effective_hash: sha256(effective),
             file,
             actor,
             grants: doc.grants.length,
@@ -208,6 +282,20 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
           },
         },
       ]);
+      if (orphans.length > 0) {
+        await audit.appendInTx(
+          tx,
+          orphans.map((g) => ({
+            type: "grant.revoked",
+            agent: g.agent,
+            project: g.project,
+            action: g.action,
+            resource: g.resource,
+            reason: `agent ${g.agent} is no longer listed in ${file}`,
+            details: { grant_id: g.id, revision: next, actor },
+          })),
+        );
+      }
       await changes.publish(tx, { kind: "policy", project: doc.project });
       return { changed: true, revision: next };
     });
@@ -230,6 +318,8 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
         contentHash: prev.contentHash,
         source: prev.source,
         yaml: prev.yaml,
+        baseline: prev.baseline,
+        effectiveHash: prev.effectiveHash,
         retired: true,
         createdAt: deps.clock.now(),
       });
@@ -244,6 +334,76 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
       await changes.publish(tx, { kind: "policy", project });
       return next;
     });
+  }
+
+  /**
+   * Stores a new revision of `project` whose effective policy is its current baseline plus the
+   * grants in effect now (read inside `tx`, so a grant inserted in the same transaction is in it).
+   * For approvals, revocations and expiries; the caller audits what happened.
+   */
+  async function recompose(tx: Tx, project: string, source: string): Promise<RecomposeResult> {
+    await tx.execute(sql`SELECT pg_advisory_xact_lock(hashtext('butler.policy'), hashtext(${project}))`);
+    const [prev] = await tx
+      .select()
+      .from(policyRevisions)
+      .where(eq(policyRevisions.project, project))
+      .orderBy(desc(policyRevisions.revision))
+      .limit(1);
+    if (!prev || prev.retired) throw new AppError("CONFLICT", `project '${project}' has no policy in force`);
+    const now = deps.clock.now();
+    const effective = composeEffective(
+      prev.baseline,
+      (await grantRowsInEffect(tx, project, now)).map(toEntry),
+    );
+    // Never store a policy that would not load: fail the whole transaction instead.
+    const check = parsePolicyFile({ file: `${project} (effective)`, text: effective });
+    if (!check.ok)
+      throw new AppError(
+        "INTERNAL",
+        `the effective policy of ${project} would not load: ${formatIssue(check.error[0]!)}`,
+      );
+    const revision = prev.revision + 1;
+    const afterHash = sha256(effective);
+    await tx.insert(policyRevisions).values({
+      project,
+      revision,
+      contentHash: prev.contentHash,
+      source,
+      yaml: effective,
+      baseline: prev.baseline,
+      effectiveHash: afterHash,
+      createdAt: now,
+    });
+    await changes.publish(tx, { kind: "policy", project });
+    return { revision, beforeHash: prev.effectiveHash, afterHash, before: prev.yaml, after: effective };
+  }
+
+  /** The newest stored revision of a project, read in `tx` (for proposals). */
+  async function latestIn(q: Queryable, project: string): Promise<PolicyRevision | undefined> {
+    const [row] = await q
+      .select()
+      .from(policyRevisions)
+      .where(eq(policyRevisions.project, project))
+      .orderBy(desc(policyRevisions.revision))
+      .limit(1);
+    return row && toRevision(row);
+  }
+
+  /**
+   * Makes sure this instance serves the newest revision of `project`; true if it had to catch up.
+   * The gateway calls it before answering DENY, so that an agent told of its grant is never
+   * denied by an instance that has not heard of the grant yet.
+   */
+  async function ensureCurrent(project: string): Promise<boolean> {
+    const [row] = rowsOf<{ revision: number | string | null }>(
+      await db.execute(
+        sql`SELECT max(revision) AS revision FROM policy_revisions WHERE project = ${project}`,
+      ),
+    );
+    const newest = Number(row?.revision ?? 0);
+    if (newest <= (applied.get(project) ?? 0)) return false;
+    await refreshProject(project);
+    return true;
   }
 
   async function importOnce(actor: string): Promise<ImportReport> {
@@ -341,7 +501,10 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
     },
 
     latest,
+    latestIn,
     revision,
+    recompose,
+    ensureCurrent,
 
     async history(project: string): Promise<PolicyRevision[]> {
       const rows = await db

@@ -13,6 +13,8 @@ export interface GrantEntry {
   expiresAt: number;
   /** One line shown as a comment above the grant (who asked, who approved). */
   note: string;
+  /** Who approved it (absent in a proposal). */
+  approvedBy?: string[] | undefined;
 }
 
 const q = (s: string) => JSON.stringify(s);
@@ -31,6 +33,7 @@ export function renderGrant(g: GrantEntry, indent: string): string {
     ...(g.resource === "" ? [] : [`  resources: [${q(escapeGlob(g.resource))}]`]),
     ...(g.branch === undefined ? [] : [`  branches: [${q(escapeGlob(g.branch))}]`]),
     `  agents: [${q(g.agent)}]`,
+    ...(g.approvedBy?.length ? [`  approved_by: [${g.approvedBy.map(q).join(", ")}]`] : []),
     `  expires: ${q(new Date(g.expiresAt).toISOString().replace(".000Z", "Z"))}`,
   ];
   return `${lines.map((l) => indent + l).join("\n")}\n`;
@@ -59,7 +62,12 @@ export function composeEffective(baseline: string, entries: readonly GrantEntry[
   }
   const block = entries.map((e) => renderGrant(e, "  ")).join("");
   if (pair === undefined) return `${text}grants:\n${block}`;
-  if (value === null || value === undefined || (isScalar(value) && value.value === null) || (isSeq(value) && value.items.length === 0)) {
+  if (
+    value === null ||
+    value === undefined ||
+    (isScalar(value) && value.value === null) ||
+    (isSeq(value) && value.items.length === 0)
+  ) {
     // `grants:` or `grants: []`: the key's line becomes a block list.
     const keyStart = (pair.key as { range: [number, number, number] }).range[0];
     const lineEnd = text.indexOf("\n", keyStart);
@@ -75,7 +83,13 @@ export function composeEffective(baseline: string, entries: readonly GrantEntry[
 }
 
 /** A unified diff of two versions of a project's effective policy. */
-export function policyDiff(project: string, before: string, after: string, beforeLabel: string, afterLabel: string): string {
+export function policyDiff(
+  project: string,
+  before: string,
+  after: string,
+  beforeLabel: string,
+  afterLabel: string,
+): string {
   return createTwoFilesPatch(`${project}.yaml`, `${project}.yaml`, before, after, beforeLabel, afterLabel, {
     headerOptions: FILE_HEADERS_ONLY,
   });

@@ -68,6 +68,7 @@ export function evaluate(index: PolicyIndex, call: Call, nowMs: number): Decisio
       reason: s.allow.allowReason,
       grantId: s.allow.id,
       expiresAt: s.allow.expiresAt,
+      approvedBy: s.allow.def.approvedBy,
       revision: project.revision,
     };
   }

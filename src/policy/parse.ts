@@ -443,6 +443,7 @@ function crossCheck(raw: RawPolicyDocument, report: Report): PolicyDocument {
       deny: g.deny ?? [],
       expiresAt: g.expires === undefined ? undefined : (parseTimestamp(g.expires) as { value: number }).value,
       description: g.description,
+      approvedBy: g.approved_by,
     });
   });
 

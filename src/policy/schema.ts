@@ -105,6 +105,8 @@ export const grantShape = {
   constraints: z.record(paramPath, constraint).optional(),
   deny: z.array(z.string().min(1, "must not be empty").max(1024)).optional(),
   expires: timestamp.optional(),
+  /** Written by the Butler on grants from approved access requests: who approved them. */
+  approved_by: z.array(agentName).min(1, "must name at least one approver").optional(),
 };
 const grant = z.strictObject(grantShape);
 

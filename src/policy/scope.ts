@@ -1,6 +1,20 @@
 import { err, ok, type Result } from "../result.js";
 import { compileGlob } from "./glob.js";
 
+/**
+ * Denials that a new grant can lift, so an access request makes sense. Not a deny pattern (it wins
+ * over any grant), not an unknown agent or project, and not a failed parameter constraint (a grant
+ * for the call would allow every parameter value, which is more than what was denied).
+ */
+export const LIFTABLE_DENIALS: ReadonlySet<string> = new Set([
+  "no_service_grant",
+  "no_action_grant",
+  "agent_not_covered",
+  "resource_not_covered",
+  "branch_not_covered",
+  "grant_expired",
+]);
+
 /** The exact call a grant will cover. */
 export interface ScopedCall {
   action: string;
@@ -35,7 +49,9 @@ export function scopeRequest(asked: Partial<ScopedCall>, denied: ScopedCall | un
       if (was === undefined) return err(`${field}: the denied call named no ${field}; leave it out`);
       const g = compileGlob(want);
       if (!g.ok || !g.value.match(was)) {
-        return err(`${field}: the request asks for ${JSON.stringify(want)} but the denied call was on ${JSON.stringify(was)}`);
+        return err(
+          `${field}: the request asks for ${JSON.stringify(want)} but the denied call was on ${JSON.stringify(was)}`,
+        );
       }
     }
     return ok({ ...denied });
@@ -47,7 +63,9 @@ export function scopeRequest(asked: Partial<ScopedCall>, denied: ScopedCall | un
     ["branch", asked.branch],
   ] as const) {
     if (v !== undefined && WILDCARD.test(v)) {
-      return err(`${field}: name one exact ${field} without * or ?, or give denial_event_id for the call that was denied`);
+      return err(
+        `${field}: name one exact ${field} without * or ?, or give denial_event_id for the call that was denied`,
+      );
     }
   }
   return ok({ action: asked.action, resource: asked.resource ?? "", branch: asked.branch });

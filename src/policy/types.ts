@@ -44,6 +44,8 @@ export interface GrantDef {
   /** Epoch milliseconds after which the grant no longer allows anything. */
   expiresAt: number | undefined;
   description: string | undefined;
+  /** Who approved it, for grants from access requests. */
+  approvedBy: string[] | undefined;
 }
 
 /** A person who may decide access requests, and how chat platforms identify them. */
@@ -114,7 +116,14 @@ export type DenyCode =
   | "invalid_action";
 
 export type Decision =
-  | { decision: "ALLOW"; reason: string; grantId: string; expiresAt: number | undefined; revision: number }
+  | {
+      decision: "ALLOW";
+      reason: string;
+      grantId: string;
+      expiresAt: number | undefined;
+      approvedBy: string[] | undefined;
+      revision: number;
+    }
   | {
       decision: "DENY";
       code: DenyCode;

@@ -4,6 +4,9 @@ import { z } from "zod";
 import type { AdminOps } from "../admin/admin-service.js";
 import type { TokenService } from "../agents/token-service.js";
 import { canonicalJson } from "../audit/chain.js";
+import type { ApproverTokens } from "../butler/approver-tokens.js";
+import type { Butler } from "../butler/butler-service.js";
+import { registerButlerRoutes } from "../butler/routes.js";
 import { AppError } from "../errors.js";
 import type { Gateway } from "../gateway/gateway-service.js";
 import type { Logger } from "../logger.js";
@@ -19,6 +22,8 @@ export interface AppDeps {
   bodyLimitBytes: number;
   trustProxy: boolean;
   tokens: Pick<TokenService, "authenticate">;
+  approverTokens: Pick<ApproverTokens, "authenticate">;
+  butler: Butler;
   gateway: Gateway;
   metrics: Metrics;
   admin: AdminOps;
@@ -108,6 +113,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     return deps.gateway.authorize(identity, body);
   });
 
+  registerButlerRoutes(app, {
+    butler: deps.butler,
+    tokens: deps.tokens,
+    approverTokens: deps.approverTokens,
+  });
+
   await app.register(
     async (admin) => {
       admin.addHook("onRequest", async (req) => requireAdmin(req, deps.adminToken));
@@ -163,6 +174,52 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       admin.post("/db/migrate", async () => {
         await deps.admin.migrate();
         return { migrated: true };
+      });
+      admin.post("/approvers/tokens", async (req, reply) => {
+        const b = parseInput(z.strictObject({ approver: agentName }), req.body, "body");
+        return reply.code(201).send(await deps.admin.createApproverToken(b.approver));
+      });
+      admin.get("/access-requests", async (req) => {
+        const q = parseInput(
+          z.strictObject({ status: z.string().optional(), project: z.string().optional() }),
+          req.query,
+          "query",
+        );
+        return { access_requests: await deps.admin.listRequests(q) };
+      });
+      admin.get("/access-requests/:id", async (req) => {
+        const p = parseInput(z.strictObject({ id: z.string() }), req.params, "params");
+        return deps.admin.showRequest(p.id);
+      });
+      admin.post("/access-requests/:id/:verdict", async (req) => {
+        const p = parseInput(
+          z.strictObject({ id: z.string(), verdict: z.enum(["approve", "deny"], "must be approve or deny") }),
+          req.params,
+          "params",
+        );
+        const b = parseInput(
+          z.strictObject({
+            approver: agentName,
+            ttl: safeText(64).optional(),
+            reason: safeText(1000).optional(),
+          }),
+          req.body,
+          "body",
+        );
+        return deps.admin.reviewRequest(p.id, b.approver, p.verdict, { ttl: b.ttl, reason: b.reason });
+      });
+      admin.get("/grants", async (req) => {
+        const q = parseInput(
+          z.strictObject({ project: z.string().optional(), all: z.enum(["true", "false"]).optional() }),
+          req.query,
+          "query",
+        );
+        return { grants: await deps.admin.listGrants({ project: q.project, all: q.all === "true" }) };
+      });
+      admin.post("/grants/:id/revoke", async (req) => {
+        const p = parseInput(z.strictObject({ id: z.string() }), req.params, "params");
+        const b = parseInput(z.strictObject({ reason: safeText(1000).optional() }), req.body ?? {}, "body");
+        return deps.admin.revokeGrant(p.id, b.reason);
       });
       admin.all("/*", async (req) => {
         throw new AppError("NOT_FOUND", `no admin route ${req.method} ${req.url.split("?")[0]}`);

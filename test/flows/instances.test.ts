@@ -36,6 +36,8 @@ async function startInstance(database: Database, policiesDir: string): Promise<I
     bodyLimitBytes: 65536,
     trustProxy: false,
     tokens: services.tokens,
+    approverTokens: services.approverTokens,
+    butler: services.butler,
     gateway: services.gateway,
     metrics: services.metrics,
     admin: services.admin,

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "vitest";
-import { classifyRisk } from "../../src/policy/risk.js";
 import { composeEffective, type GrantEntry, policyDiff } from "../../src/policy/effective.js";
 import { compilePolicies, evaluate, parsePolicyFile } from "../../src/policy/index.js";
+import { classifyRisk } from "../../src/policy/risk.js";
 import { escapeGlob, scopeRequest } from "../../src/policy/scope.js";
 import { seedText } from "../helpers/policy.js";
 
@@ -17,10 +17,18 @@ const grant = (over: Partial<GrantEntry> = {}): GrantEntry => ({
   ...over,
 });
 
-function decide(yaml: string, call: { action: string; resource: string; branch?: string; agent?: string }, at = NOW) {
+function decide(
+  yaml: string,
+  call: { action: string; resource: string; branch?: string; agent?: string },
+  at = NOW,
+) {
   const r = parsePolicyFile({ file: "effective.yaml", text: yaml });
   if (!r.ok) throw new Error(JSON.stringify(r.error));
-  return evaluate(compilePolicies([{ document: r.value, revision: 1 }]), { agent: "billing-reconciler-1", project: r.value.project, ...call }, at);
+  return evaluate(
+    compilePolicies([{ document: r.value, revision: 1 }]),
+    { agent: "billing-reconciler-1", project: r.value.project, ...call },
+    at,
+  );
 }
 
 describe("the effective policy", () => {
@@ -38,19 +46,39 @@ describe("the effective policy", () => {
       '+    agents: ["billing-reconciler-1"]',
       '+    expires: "2026-05-02T17:43:04Z"',
     ]);
-    expect(decide(after, { action: "stripe:charges:read", resource: "stripe.com/v1/charges" })).toMatchObject({
-      decision: "ALLOW",
-      grantId: "req_5c94d8",
-    });
-    expect(decide(before, { action: "stripe:charges:read", resource: "stripe.com/v1/charges" }).decision).toBe("DENY");
+    expect(decide(after, { action: "stripe:charges:read", resource: "stripe.com/v1/charges" })).toMatchObject(
+      {
+        decision: "ALLOW",
+        grantId: "req_5c94d8",
+      },
+    );
+    expect(
+      decide(before, { action: "stripe:charges:read", resource: "stripe.com/v1/charges" }).decision,
+    ).toBe("DENY");
   });
 
   test("the grant covers exactly the call: not another resource, not another agent, not after it expires", () => {
     const after = composeEffective(seedText(), [grant()]);
-    expect(decide(after, { action: "stripe:charges:read", resource: "stripe.com/v1/charges/ch_1" }).decision).toBe("DENY");
-    expect(decide(after, { action: "stripe:charges:list", resource: "stripe.com/v1/charges" }).decision).toBe("DENY");
-    expect(decide(after, { action: "stripe:charges:read", resource: "stripe.com/v1/charges", agent: "invoice-generator" }).decision).toBe("DENY");
-    expect(decide(after, { action: "stripe:charges:read", resource: "stripe.com/v1/charges" }, NOW + 24 * 3600 * 1000)).toMatchObject({
+    expect(
+      decide(after, { action: "stripe:charges:read", resource: "stripe.com/v1/charges/ch_1" }).decision,
+    ).toBe("DENY");
+    expect(decide(after, { action: "stripe:charges:list", resource: "stripe.com/v1/charges" }).decision).toBe(
+      "DENY",
+    );
+    expect(
+      decide(after, {
+        action: "stripe:charges:read",
+        resource: "stripe.com/v1/charges",
+        agent: "invoice-generator",
+      }).decision,
+    ).toBe("DENY");
+    expect(
+      decide(
+        after,
+        { action: "stripe:charges:read", resource: "stripe.com/v1/charges" },
+        NOW + 24 * 3600 * 1000,
+      ),
+    ).toMatchObject({
       decision: "DENY",
       code: "grant_expired",
       reason: "grant req_5c94d8 expired at 2026-05-02T17:43:04.000Z",
@@ -58,13 +86,24 @@ describe("the effective policy", () => {
   });
 
   test("glob characters in a granted resource or branch are literal", () => {
-    const after = composeEffective(seedText(), [grant({ action: "git:push", resource: "org/re*po?[x]", branch: "feat/{a,b}" })]);
-    expect(decide(after, { action: "git:push", resource: "org/re*po?[x]", branch: "feat/{a,b}" }).decision).toBe("ALLOW");
-    expect(decide(after, { action: "git:push", resource: "org/repository?[x]", branch: "feat/{a,b}" }).decision).toBe("DENY");
+    const after = composeEffective(seedText(), [
+      grant({ action: "git:push", resource: "org/re*po?[x]", branch: "feat/{a,b}" }),
+    ]);
+    expect(
+      decide(after, { action: "git:push", resource: "org/re*po?[x]", branch: "feat/{a,b}" }).decision,
+    ).toBe("ALLOW");
+    expect(
+      decide(after, { action: "git:push", resource: "org/repository?[x]", branch: "feat/{a,b}" }).decision,
+    ).toBe("DENY");
   });
 
   test("a baseline without grants, with an empty list, or with a flow list still takes grants", () => {
-    for (const base of ["project: p\nagents: [a]\n", "project: p\nagents: [a]\ngrants: []\n", "project: p\nagents: [a]\ngrants:\nsettings: {}\n", 'project: p\nagents: [a]\ngrants: [{service: aws, actions: ["s3:Get"]}]\n']) {
+    for (const base of [
+      "project: p\nagents: [a]\n",
+      "project: p\nagents: [a]\ngrants: []\n",
+      "project: p\nagents: [a]\ngrants:\nsettings: {}\n",
+      'project: p\nagents: [a]\ngrants: [{service: aws, actions: ["s3:Get"]}]\n',
+    ]) {
       const after = composeEffective(base, [grant({ agent: "a", note: "n" })]);
       const r = parsePolicyFile({ file: "x", text: after });
       expect(r.ok, after).toBe(true);
@@ -74,8 +113,13 @@ describe("the effective policy", () => {
 
   test("several grants keep their order, so adding one more only adds lines", () => {
     const one = composeEffective(seedText(), [grant()]);
-    const two = composeEffective(seedText(), [grant(), grant({ id: "req_second", action: "aws:s3:DeleteObject", resource: "arn:aws:s3:::x" })]);
-    const added = policyDiff("p", one, two, "a", "b").split("\n").filter((l) => /^-(?!--)/.test(l));
+    const two = composeEffective(seedText(), [
+      grant(),
+      grant({ id: "req_second", action: "aws:s3:DeleteObject", resource: "arn:aws:s3:::x" }),
+    ]);
+    const added = policyDiff("p", one, two, "a", "b")
+      .split("\n")
+      .filter((l) => /^-(?!--)/.test(l));
     expect(added).toEqual([]);
   });
 });
@@ -83,17 +127,26 @@ describe("the effective policy", () => {
 describe("scoping a request", () => {
   const denied = { action: "stripe:charges:read", resource: "stripe.com/v1/charges", branch: undefined };
   test("with a denial, the grant is the denied call; patterns are narrowed to it", () => {
-    expect(scopeRequest({ action: "stripe:*", resource: "stripe.com/*" }, denied)).toEqual({ ok: true, value: denied });
+    expect(scopeRequest({ action: "stripe:*", resource: "stripe.com/*" }, denied)).toEqual({
+      ok: true,
+      value: denied,
+    });
     expect(scopeRequest({}, denied)).toEqual({ ok: true, value: denied });
   });
   test("with a denial, asking for something that does not cover it is refused", () => {
     const r = scopeRequest({ action: "stripe:refunds:create" }, denied);
-    expect(r).toEqual({ ok: false, error: 'action: the request asks for "stripe:refunds:create" but the denied call was on "stripe:charges:read"' });
+    expect(r).toEqual({
+      ok: false,
+      error:
+        'action: the request asks for "stripe:refunds:create" but the denied call was on "stripe:charges:read"',
+    });
     expect(scopeRequest({ branch: "main" }, denied).ok).toBe(false);
   });
   test("without a denial, wildcards are refused", () => {
     expect(scopeRequest({ action: "stripe:*" }, undefined).ok).toBe(false);
-    expect(scopeRequest({ action: "aws:s3:GetObject", resource: "arn:aws:s3:::b/*" }, undefined).ok).toBe(false);
+    expect(scopeRequest({ action: "aws:s3:GetObject", resource: "arn:aws:s3:::b/*" }, undefined).ok).toBe(
+      false,
+    );
     expect(scopeRequest({ action: "aws:s3:GetObject", resource: "arn:aws:s3:::b/k" }, undefined)).toEqual({
       ok: true,
       value: { action: "aws:s3:GetObject", resource: "arn:aws:s3:::b/k", branch: undefined },
@@ -123,7 +176,12 @@ describe("risk tiers", () => {
     expect(classifyRisk(action, none)).toBe(tier);
   });
   test("project settings override the built-in tiers, first match first", () => {
-    const settings = { risk: [{ action: "tools:Bash", tier: "medium" as const }, { action: "stripe:*", tier: "high" as const }] };
+    const settings = {
+      risk: [
+        { action: "tools:Bash", tier: "medium" as const },
+        { action: "stripe:*", tier: "high" as const },
+      ],
+    };
     expect(classifyRisk("tools:Bash", settings)).toBe("medium");
     expect(classifyRisk("stripe:charges:read", settings)).toBe("high");
   });

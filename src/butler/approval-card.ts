@@ -1,0 +1,30 @@
+import type { RiskTier } from "../policy/types.js";
+
+/**
+ * The channel-neutral view of an access request that every approval surface renders. Built from
+ * the database at the moment of rendering, so a card always shows the current truth.
+ */
+export interface ApprovalCard {
+  requestId: string;
+  project: string;
+  agent: string;
+  action: string;
+  resource: string;
+  branch: string | undefined;
+  status: "pending" | "approved" | "denied" | "expired" | "canceled";
+  /** Agent-written; untrusted. Every renderer escapes it for its own markup and labels it as the agent's. */
+  reason: string;
+  riskTier: RiskTier;
+  approvalsRequired: number;
+  approvedBy: string[];
+  requestedTtlSeconds: number;
+  maxTtlSeconds: number;
+  /** The unified diff of the effective policy that approval would apply. May be long; renderers truncate. */
+  diff: string;
+  decidedBy: string | undefined;
+  decidedVia: string | undefined;
+  decisionReason: string | undefined;
+  grantExpiresAt: string | undefined;
+  /** Where the full proposal can be seen. */
+  url: string;
+}

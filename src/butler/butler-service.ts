@@ -1,0 +1,1001 @@
+import { and, asc, desc, eq, inArray, isNull, lte, sql } from "drizzle-orm";
+import type { AgentIdentity } from "../agents/token-service.js";
+import type { AuditEventInput, AuditLog } from "../audit/audit-log.js";
+import type { ChannelKind, ReviewOutcome } from "../channels/channel.js";
+import type { Clock } from "../clock.js";
+import type { ChangeBus } from "../db/changes.js";
+import { type Db, rowsOf, type Tx } from "../db/client.js";
+import { accessRequests, auditEvents, grants, postedCards, requestReviews } from "../db/schema.js";
+import { AppError } from "../errors.js";
+import { newId } from "../ids.js";
+import type { Logger } from "../logger.js";
+import { enqueue, type OutboxMessage } from "../outbox/outbox.js";
+import { composeEffective, policyDiff } from "../policy/effective.js";
+import { type CompiledProject, evaluate, formatDuration, parseDuration } from "../policy/index.js";
+import { classifyRisk } from "../policy/risk.js";
+import { LIFTABLE_DENIALS, type ScopedCall, scopeRequest } from "../policy/scope.js";
+import type { ApproverDef, RiskTier } from "../policy/types.js";
+import { grantRowsInEffect, type PolicyStore, sha256, toEntry } from "../policy-store/policy-store.js";
+import type { ApprovalCard } from "./approval-card.js";
+import type { AgentNotification } from "./notifier.js";
+
+type RequestRow = typeof accessRequests.$inferSelect;
+type GrantRow = typeof grants.$inferSelect;
+
+/** What an agent sends to ask for access. */
+export interface AccessRequestInput {
+  action?: string | undefined;
+  resource?: string | undefined;
+  branch?: string | undefined;
+  ttl: string | number;
+  reason: string;
+  denial_event_id?: string | undefined;
+}
+
+/** An access request as the API shows it. */
+export interface AccessRequestView {
+  id: string;
+  status: RequestRow["status"];
+  project: string;
+  agent: string;
+  action: string;
+  resource: string;
+  branch: string | null;
+  reason: string;
+  denial_event_id: string | null;
+  risk_tier: RiskTier;
+  approvals_required: number;
+  approvals: { approver: string; channel: string; at: string }[];
+  requested_ttl: string;
+  requested_ttl_seconds: number;
+  created_at: string;
+  expires_at: string;
+  proposal: { diff: string; base_revision: number; hash: string };
+  decision: { by: string | null; via: string | null; at: string; reason: string | null } | null;
+  grant: { id: string; expires_at: string; revoked_at: string | null } | null;
+}
+
+export type SubmitResult =
+  | { status: "created" | "existing"; request: AccessRequestView }
+  | { status: "already_allowed"; grant_id: string; revision: number; reason: string };
+
+/** Who decides: an approver id and the surface they used. */
+export interface Reviewer {
+  approver: string;
+  channel: ChannelKind;
+}
+
+export interface ButlerDeps {
+  db: Db;
+  audit: Pick<AuditLog, "appendInTx">;
+  policies: Pick<PolicyStore, "index" | "latestIn" | "recompose">;
+  changes: Pick<ChangeBus, "publish">;
+  clock: Clock;
+  log: Logger;
+  /** Approval surfaces that get a card for each new request (Slack, Telegram, ...). */
+  channels: readonly ChannelKind[];
+  /** Whether agents can be told of outcomes (an AgentNotifier is configured). */
+  notifyAgents: boolean;
+  publicUrl: () => string;
+  /** Called after a transaction that wrote outbox messages commits (wakes the outbox worker). */
+  onEnqueued?: () => void;
+}
+
+const RESOURCE_OK = /^\S*$/;
+const BRANCH_OK = /^[^\s~^:]+$/;
+
+/**
+ * The Butler: turns a denied agent's request into a scoped proposal, lets approvers decide, and
+ * applies, expires and revokes grants. Every state change commits together with its audit events
+ * and with the outbox messages for what must happen afterwards (telling the agent, updating cards).
+ */
+export function createButler(deps: ButlerDeps) {
+  const { db, audit, policies, clock, log } = deps;
+
+  function projectOf(name: string): CompiledProject {
+    const p = policies.index().projects.get(name);
+    if (!p) throw new AppError("FORBIDDEN", `project '${name}' has no policy in force`);
+    return p;
+  }
+
+  async function view(q: Db | Tx, r: RequestRow): Promise<AccessRequestView> {
+    const reviews = await q
+      .select()
+      .from(requestReviews)
+      .where(and(eq(requestReviews.requestId, r.id), eq(requestReviews.verdict, "approve")))
+      .orderBy(asc(requestReviews.createdAt));
+    const [grant] = r.status === "approved" ? await q.select().from(grants).where(eq(grants.id, r.id)) : [];
+    return {
+      id: r.id,
+      status: r.status,
+      project: r.project,
+      agent: r.agent,
+      action: r.action,
+      resource: r.resource,
+      branch: r.branch,
+      reason: r.reason,
+      denial_event_id: r.denialEventId,
+      risk_tier: r.riskTier,
+      approvals_required: r.approvalsRequired,
+      approvals: reviews.map((v) => ({
+        approver: v.approver,
+        channel: v.channel,
+        at: v.createdAt.toISOString(),
+      })),
+      requested_ttl: formatDuration(r.requestedTtlSeconds),
+      requested_ttl_seconds: r.requestedTtlSeconds,
+      created_at: r.createdAt.toISOString(),
+      expires_at: r.expiresAt.toISOString(),
+      proposal: { diff: r.proposalDiff, base_revision: r.proposalBaseRevision, hash: r.proposalHash },
+      decision: r.decidedAt
+        ? { by: r.decidedBy, via: r.decidedVia, at: r.decidedAt.toISOString(), reason: r.decisionReason }
+        : null,
+      grant: grant
+        ? {
+            id: grant.id,
+            expires_at: grant.expiresAt.toISOString(),
+            revoked_at: grant.revokedAt?.toISOString() ?? null,
+          }
+        : null,
+    };
+  }
+
+  /** The audited call the denial event describes, if it is this agent's and can be lifted. */
+  async function readDenial(identity: AgentIdentity, eventId: string): Promise<ScopedCall> {
+    const [e] = await db.select().from(auditEvents).where(eq(auditEvents.eventId, eventId));
+    // Another agent's event is "not found": its existence is none of this agent's business.
+    if (!e || e.type !== "gateway.denied" || e.agent !== identity.agent || e.project !== identity.project) {
+      throw new AppError(
+        "NOT_FOUND",
+        `denial_event_id: no denial ${eventId} of agent ${identity.agent} in ${identity.project}`,
+      );
+    }
+    const code = String(e.details.deny_code ?? "");
+    if (!LIFTABLE_DENIALS.has(code)) {
+      throw new AppError(
+        "CONFLICT",
+        `denial_event_id: that denial (${e.reason}) cannot be lifted by an access request`,
+      );
+    }
+    return {
+      action: e.action ?? "",
+      resource: e.resource ?? "",
+      branch: (e.details.branch as string | undefined) ?? undefined,
+    };
+  }
+
+  function notification(
+    r: RequestRow,
+    type: AgentNotification["type"],
+    extra: Partial<AgentNotification> = {},
+  ): OutboxMessage {
+    const n: AgentNotification = {
+      type,
+      requestId: r.id,
+      agent: r.agent,
+      project: r.project,
+      action: r.action,
+      resource: r.resource,
+      branch: r.branch ?? undefined,
+      ...extra,
+    };
+    return { topic: "agent.notify", key: r.id, payload: n as unknown as Record<string, unknown> };
+  }
+
+  /** Outbox messages after a request changed: tell the agent (if final) and refresh every card. */
+  function afterChange(r: RequestRow, n?: OutboxMessage): OutboxMessage[] {
+    const out: OutboxMessage[] = [];
+    if (n && deps.notifyAgents) out.push(n);
+    if (deps.channels.length > 0) out.push({ topic: "card.update", key: r.id, payload: { requestId: r.id } });
+    return out;
+  }
+
+  async function lockRequest(tx: Tx, id: string): Promise<RequestRow> {
+    const [r] = await tx.select().from(accessRequests).where(eq(accessRequests.id, id)).for("update");
+    if (!r) throw new AppError("NOT_FOUND", `no access request ${id}`);
+    return r;
+  }
+
+  function approverOf(project: CompiledProject, approver: string): ApproverDef | undefined {
+    return project.document.approvers.find((a) => a.id === approver);
+  }
+
+  function decidedMessage(r: RequestRow): string {
+    const by = r.decidedBy ? ` by ${r.decidedBy}` : "";
+    return `already ${r.status}${by}`;
+  }
+
+  /** Marks a pending request past its deadline as expired, with its audit event and outbox messages. */
+  async function expireInTx(tx: Tx, r: RequestRow, now: Date): Promise<RequestRow> {
+    const [updated] = await tx
+      .update(accessRequests)
+      .set({ status: "expired", decidedAt: now })
+      .where(and(eq(accessRequests.id, r.id), eq(accessRequests.status, "pending")))
+      .returning();
+    if (!updated) return r;
+    await audit.appendInTx(tx, [
+      {
+        type: "access_request.expired",
+        agent: r.agent,
+        project: r.project,
+        action: r.action,
+        resource: r.resource,
+        reason: `nobody decided before ${r.expiresAt.toISOString()}`,
+        details: { request_id: r.id },
+      },
+    ]);
+    await enqueue(tx, afterChange(updated, notification(updated, "request_expired")), now);
+    return updated;
+  }
+
+  return {
+    /** Files an access request for the calling agent (or returns the identical pending one). */
+    async submit(identity: AgentIdentity, input: AccessRequestInput): Promise<SubmitResult> {
+      const now = clock.now();
+      const project = projectOf(identity.project);
+      if (!project.agentRoles.has(identity.agent)) {
+        throw new AppError("FORBIDDEN", `agent ${identity.agent} is not in project ${identity.project}`);
+      }
+      const settings = project.document.settings;
+      const ttl = parseDuration(input.ttl);
+      if (!ttl.ok) throw new AppError("INVALID_INPUT", `ttl: ${ttl.error}`);
+      if (ttl.value > settings.grantTtlMaxSeconds) {
+        throw new AppError(
+          "INVALID_INPUT",
+          `ttl: ${formatDuration(ttl.value)} is longer than the maximum grant TTL of ${identity.project} (${formatDuration(settings.grantTtlMaxSeconds)}); ask for at most that`,
+        );
+      }
+      const denied = input.denial_event_id ? await readDenial(identity, input.denial_event_id) : undefined;
+      const scoped = scopeRequest(
+        { action: input.action, resource: input.resource, branch: input.branch },
+        denied,
+      );
+      if (!scoped.ok) throw new AppError("INVALID_INPUT", scoped.error);
+      const call = scoped.value;
+      if (!/^[a-z0-9][a-z0-9_-]*:\S+$/.test(call.action)) {
+        throw new AppError("INVALID_INPUT", "action: must be service:verb, for example stripe:charges:read");
+      }
+      if (!RESOURCE_OK.test(call.resource))
+        throw new AppError("INVALID_INPUT", "resource: a grant cannot name a resource with whitespace");
+      if (call.branch !== undefined && !BRANCH_OK.test(call.branch)) {
+        throw new AppError(
+          "INVALID_INPUT",
+          "branch: a grant cannot name a branch with whitespace, ~, ^ or :",
+        );
+      }
+      if (project.neverGrant.some((g) => g.match(call.action))) {
+        throw new AppError(
+          "FORBIDDEN",
+          `${call.action} is never granted in ${identity.project} (settings.never_grant)`,
+        );
+      }
+      const decision = evaluate(
+        policies.index(),
+        { agent: identity.agent, project: identity.project, ...call },
+        now.getTime(),
+      );
+      if (decision.decision === "ALLOW") {
+        await db.transaction((tx) =>
+          audit.appendInTx(tx, [
+            {
+              type: "access_request.already_allowed",
+              agent: identity.agent,
+              project: identity.project,
+              action: call.action,
+              resource: call.resource,
+              reason: decision.reason,
+              details: { grant_id: decision.grantId, denial_event_id: input.denial_event_id },
+            },
+          ]),
+        );
+        return {
+          status: "already_allowed",
+          grant_id: decision.grantId,
+          revision: decision.revision,
+          reason: decision.reason,
+        };
+      }
+
+      const dedupeKey = sha256(
+        JSON.stringify([identity.project, identity.agent, call.action, call.resource, call.branch ?? null]),
+      );
+      const tier = classifyRisk(call.action, settings);
+      const required = settings.approvals[tier];
+      const id = newId("req");
+      const outcome = await db.transaction(async (tx) => {
+        const [existing] = await tx
+          .select()
+          .from(accessRequests)
+          .where(and(eq(accessRequests.dedupeKey, dedupeKey), eq(accessRequests.status, "pending")));
+        if (existing && existing.expiresAt > now) return { status: "existing" as const, row: existing };
+        if (existing) await expireInTx(tx, existing, now);
+
+        const latest = await policies.latestIn(tx, identity.project);
+        if (!latest || latest.retired)
+          throw new AppError("FORBIDDEN", `project '${identity.project}' has no policy in force`);
+        const entries = (await grantRowsInEffect(tx, identity.project, now)).map(toEntry);
+        const before = composeEffective(latest.baseline, entries);
+        const proposed = {
+          id,
+          agent: identity.agent,
+          ...call,
+          expiresAt: now.getTime() + ttl.value * 1000,
+          note: `access request ${id} by ${identity.agent} (proposed: expires ${formatDuration(ttl.value)} after approval)`,
+        };
+        const after = composeEffective(latest.baseline, [...entries, proposed]);
+        const diff = policyDiff(identity.project, before, after, `revision ${latest.revision}`, `with ${id}`);
+        const proposalHash = sha256(diff);
+        const [row] = await tx
+          .insert(accessRequests)
+          .values({
+            id,
+            project: identity.project,
+            agent: identity.agent,
+            tokenId: identity.tokenId,
+            status: "pending",
+            action: call.action,
+            resource: call.resource,
+            branch: call.branch ?? null,
+            reason: input.reason,
+            denialEventId: input.denial_event_id ?? null,
+            requestedTtlSeconds: ttl.value,
+            riskTier: tier,
+            approvalsRequired: required,
+            proposalDiff: diff,
+            proposalBaseRevision: latest.revision,
+            proposalHash,
+            dedupeKey,
+            createdAt: now,
+            expiresAt: new Date(now.getTime() + settings.pendingTtlSeconds * 1000),
+          })
+          .onConflictDoNothing()
+          .returning();
+        if (!row) {
+          // Another identical request won the race: return that one.
+          const [other] = await tx
+            .select()
+            .from(accessRequests)
+            .where(and(eq(accessRequests.dedupeKey, dedupeKey), eq(accessRequests.status, "pending")));
+          if (!other) throw new AppError("CONFLICT", "an identical request was being filed; try again");
+          return { status: "existing" as const, row: other };
+        }
+        const common = {
+          agent: identity.agent,
+          project: identity.project,
+          action: call.action,
+          resource: call.resource,
+        };
+        await audit.appendInTx(tx, [
+          {
+            type: "access_request.filed",
+            ...common,
+            reason: input.reason,
+            details: {
+              request_id: id,
+              branch: call.branch,
+              denial_event_id: input.denial_event_id,
+              ttl: formatDuration(ttl.value),
+              risk_tier: tier,
+              approvals_required: required,
+              proposal_hash: proposalHash,
+            },
+          },
+          {
+            type: "policy.proposed",
+            ...common,
+            reason: `proposed grant ${id} for ${identity.agent}: ${call.action} on ${call.resource || "(no resource)"}`,
+            details: {
+              request_id: id,
+              base_revision: latest.revision,
+              proposal_hash: proposalHash,
+              before_hash: sha256(before),
+              after_hash: sha256(after),
+            },
+          },
+        ]);
+        await enqueue(
+          tx,
+          deps.channels.map((channel) => ({
+            topic: "card.post",
+            key: id,
+            payload: { requestId: id, channel },
+          })),
+          now,
+        );
+        return { status: "created" as const, row };
+      });
+      if (outcome.status === "created") {
+        log.info({ requestId: outcome.row.id, agent: identity.agent, tier }, "access request filed");
+        deps.onEnqueued?.();
+      }
+      return { status: outcome.status, request: await view(db, outcome.row) };
+    },
+
+    /** A request, for the agent that filed it (anyone else's is "not found"). */
+    async getForAgent(identity: AgentIdentity, id: string): Promise<AccessRequestView> {
+      const [r] = await db.select().from(accessRequests).where(eq(accessRequests.id, id));
+      if (!r || r.agent !== identity.agent || r.project !== identity.project)
+        throw new AppError("NOT_FOUND", `no access request ${id}`);
+      return view(db, r);
+    },
+
+    /** A request, for an approver of its project. */
+    async getForApprover(approver: string, id: string): Promise<AccessRequestView> {
+      const [r] = await db.select().from(accessRequests).where(eq(accessRequests.id, id));
+      const p = r && policies.index().projects.get(r.project);
+      if (!r || !p || !approverOf(p, approver))
+        throw new AppError("NOT_FOUND", `no access request ${id} in your projects`);
+      return view(db, r);
+    },
+
+    /** Any request (operators through the admin API and CLI). */
+    async get(id: string): Promise<AccessRequestView> {
+      const [r] = await db.select().from(accessRequests).where(eq(accessRequests.id, id));
+      if (!r) throw new AppError("NOT_FOUND", `no access request ${id}`);
+      return view(db, r);
+    },
+
+    /** Requests, newest first; for an approver only those of their projects. */
+    async list(filter: {
+      status?: RequestRow["status"];
+      project?: string;
+      approver?: string;
+      limit?: number;
+    }): Promise<AccessRequestView[]> {
+      const conds = [];
+      if (filter.status) conds.push(eq(accessRequests.status, filter.status));
+      if (filter.project) conds.push(eq(accessRequests.project, filter.project));
+      if (filter.approver !== undefined) {
+        const mine = [...policies.index().projects.values()]
+          .filter((p) => approverOf(p, filter.approver!))
+          .map((p) => p.name);
+        if (mine.length === 0) return [];
+        conds.push(inArray(accessRequests.project, mine));
+      }
+      const rows = await db
+        .select()
+        .from(accessRequests)
+        .where(conds.length ? and(...conds) : undefined)
+        .orderBy(desc(accessRequests.createdAt))
+        .limit(Math.min(filter.limit ?? 100, 1000));
+      return Promise.all(rows.map((r) => view(db, r)));
+    },
+
+    /**
+     * An approver's verdict. Presses are serialised on the request's row lock: the first final
+     * decision wins, the same person pressing again changes nothing, and a request needing two
+     * approvals needs two different people. Only approvers of the request's project may decide.
+     */
+    async review(
+      reviewer: Reviewer,
+      id: string,
+      verdict: "approve" | "deny",
+      opts: { ttl?: string | number | undefined; reason?: string | undefined } = {},
+    ): Promise<{ outcome: "approved" | "denied" | "recorded" | "unchanged"; request: AccessRequestView }> {
+      const now = clock.now();
+      let ttlSeconds: number | undefined;
+      if (opts.ttl !== undefined) {
+        const t = parseDuration(opts.ttl);
+        if (!t.ok) throw new AppError("INVALID_INPUT", `ttl: ${t.error}`);
+        ttlSeconds = t.value;
+      }
+      const result = await db.transaction(async (tx) => {
+        const r = await lockRequest(tx, id);
+        const project = policies.index().projects.get(r.project);
+        const who = project && approverOf(project, reviewer.approver);
+        if (!who || !who.tiers.includes(r.riskTier)) {
+          await audit.appendInTx(tx, [
+            {
+              type: "access_request.review_refused",
+              agent: r.agent,
+              project: r.project,
+              action: r.action,
+              resource: r.resource,
+              reason: who
+                ? `${reviewer.approver} may not decide ${r.riskTier}-risk requests`
+                : `${reviewer.approver} is not an approver for ${r.project}`,
+              details: { request_id: r.id, approver: reviewer.approver, channel: reviewer.channel, verdict },
+            },
+          ]);
+          return {
+            error: new AppError(
+              "FORBIDDEN",
+              who
+                ? `you may not decide ${r.riskTier}-risk requests of ${r.project}`
+                : `you are not an approver for ${r.project}`,
+            ),
+          };
+        }
+        if (r.status === "pending" && r.expiresAt <= now) {
+          await expireInTx(tx, r, now);
+          return {
+            error: new AppError(
+              "CONFLICT",
+              `request ${r.id} expired at ${r.expiresAt.toISOString()} before anyone decided`,
+            ),
+          };
+        }
+        if (r.status !== "pending") {
+          const [mine] = await tx
+            .select()
+            .from(requestReviews)
+            .where(and(eq(requestReviews.requestId, r.id), eq(requestReviews.approver, reviewer.approver)));
+          if (mine && mine.verdict === verdict) return { outcome: "unchanged" as const, row: r };
+          return { error: new AppError("CONFLICT", `request ${r.id} is ${decidedMessage(r)}`) };
+        }
+        if (ttlSeconds !== undefined && ttlSeconds > r.requestedTtlSeconds) {
+          return {
+            error: new AppError(
+              "INVALID_INPUT",
+              `ttl: an approver may shorten the requested ${formatDuration(r.requestedTtlSeconds)}, not lengthen it`,
+            ),
+          };
+        }
+        const inserted = await tx
+          .insert(requestReviews)
+          .values({
+            requestId: r.id,
+            approver: reviewer.approver,
+            verdict,
+            channel: reviewer.channel,
+            ttlSeconds: ttlSeconds ?? null,
+            createdAt: now,
+          })
+          .onConflictDoNothing()
+          .returning();
+        if (inserted.length === 0) return { outcome: "unchanged" as const, row: r };
+        const common = { agent: r.agent, project: r.project, action: r.action, resource: r.resource };
+
+        if (verdict === "deny") {
+          const [denied] = await tx
+            .update(accessRequests)
+            .set({
+              status: "denied",
+              decidedAt: now,
+              decidedBy: reviewer.approver,
+              decidedVia: reviewer.channel,
+              decisionReason: opts.reason ?? null,
+            })
+            .where(and(eq(accessRequests.id, r.id), eq(accessRequests.status, "pending")))
+            .returning();
+          await audit.appendInTx(tx, [
+            {
+              type: "access_request.denied",
+              ...common,
+              reason: opts.reason ?? `denied by ${reviewer.approver}`,
+              details: { request_id: r.id, approver: reviewer.approver, channel: reviewer.channel },
+            },
+          ]);
+          await enqueue(
+            tx,
+            afterChange(denied!, notification(denied!, "request_denied", { reason: opts.reason })),
+            now,
+          );
+          return { outcome: "denied" as const, row: denied! };
+        }
+
+        const approvals = await tx
+          .select()
+          .from(requestReviews)
+          .where(and(eq(requestReviews.requestId, r.id), eq(requestReviews.verdict, "approve")))
+          .orderBy(asc(requestReviews.createdAt));
+        if (approvals.length < r.approvalsRequired) {
+          await audit.appendInTx(tx, [
+            {
+              type: "access_request.approval_recorded",
+              ...common,
+              reason: `${approvals.length} of ${r.approvalsRequired} approvals`,
+              details: {
+                request_id: r.id,
+                approver: reviewer.approver,
+                channel: reviewer.channel,
+                approvals: approvals.length,
+                approvals_required: r.approvalsRequired,
+              },
+            },
+          ]);
+          await enqueue(tx, afterChange(r), now);
+          return { outcome: "recorded" as const, row: r };
+        }
+
+        // Final approval: the shortest TTL any approver chose, from now.
+        const ttl = Math.min(
+          r.requestedTtlSeconds,
+          ...approvals.map((a) => a.ttlSeconds ?? r.requestedTtlSeconds),
+        );
+        const expiresAt = new Date(now.getTime() + ttl * 1000);
+        const approvedBy = approvals.map((a) => a.approver);
+        const [approved] = await tx
+          .update(accessRequests)
+          .set({
+            status: "approved",
+            decidedAt: now,
+            decidedBy: approvedBy.join(", "),
+            decidedVia: reviewer.channel,
+            grantedTtlSeconds: ttl,
+          })
+          .where(and(eq(accessRequests.id, r.id), eq(accessRequests.status, "pending")))
+          .returning();
+        await tx.insert(grants).values({
+          id: r.id,
+          project: r.project,
+          agent: r.agent,
+          action: r.action,
+          resource: r.resource,
+          branch: r.branch,
+          approvedBy,
+          createdAt: now,
+          expiresAt,
+        });
+        const applied = await policies.recompose(tx, r.project, `grant:${r.id}`);
+        await audit.appendInTx(tx, [
+          {
+            type: "access_request.approved",
+            ...common,
+            reason: `approved by ${approvedBy.join(", ")} for ${formatDuration(ttl)}`,
+            details: {
+              request_id: r.id,
+              approver: reviewer.approver,
+              approved_by: approvedBy,
+              channel: reviewer.channel,
+              ttl: formatDuration(ttl),
+            },
+          },
+          {
+            type: "grant.applied",
+            ...common,
+            reason: `policy reloaded for ${r.project} (1 grant added)`,
+            details: {
+              grant_id: r.id,
+              branch: r.branch ?? undefined,
+              revision: applied.revision,
+              before_hash: applied.beforeHash,
+              after_hash: applied.afterHash,
+              approved_by: approvedBy.join(", "),
+              expires: expiresAt.toISOString(),
+            },
+          },
+        ]);
+        await enqueue(
+          tx,
+          afterChange(
+            approved!,
+            notification(approved!, "grant_ready", {
+              grantId: r.id,
+              expiresAt: expiresAt.toISOString(),
+              revision: applied.revision,
+            }),
+          ),
+          now,
+        );
+        return { outcome: "approved" as const, row: approved! };
+      });
+      deps.onEnqueued?.();
+      if ("error" in result) throw result.error;
+      log.info(
+        { requestId: id, approver: reviewer.approver, outcome: result.outcome },
+        "access request reviewed",
+      );
+      return { outcome: result.outcome, request: await view(db, result.row) };
+    },
+
+    /** The agent withdraws its own pending request. */
+    async cancel(identity: AgentIdentity, id: string): Promise<AccessRequestView> {
+      const now = clock.now();
+      const row = await db.transaction(async (tx) => {
+        const r = await lockRequest(tx, id);
+        if (r.agent !== identity.agent || r.project !== identity.project)
+          throw new AppError("NOT_FOUND", `no access request ${id}`);
+        if (r.status === "canceled") return r;
+        if (r.status !== "pending") throw new AppError("CONFLICT", `request ${r.id} is ${decidedMessage(r)}`);
+        const [c] = await tx
+          .update(accessRequests)
+          .set({ status: "canceled", decidedAt: now, decidedBy: identity.agent, decidedVia: "agent" })
+          .where(eq(accessRequests.id, r.id))
+          .returning();
+        await audit.appendInTx(tx, [
+          {
+            type: "access_request.canceled",
+            agent: r.agent,
+            project: r.project,
+            action: r.action,
+            resource: r.resource,
+            details: { request_id: r.id },
+          },
+        ]);
+        await enqueue(tx, afterChange(c!, notification(c!, "request_canceled")), now);
+        return c!;
+      });
+      deps.onEnqueued?.();
+      return view(db, row);
+    },
+
+    /** Revokes a grant at once: a new policy revision without it, audited, the agent told. */
+    async revokeGrant(
+      grantId: string,
+      actor: string,
+      reason?: string,
+    ): Promise<{ grant_id: string; revision: number }> {
+      const now = clock.now();
+      const done = await db.transaction(async (tx) => {
+        const [g] = await tx.select().from(grants).where(eq(grants.id, grantId)).for("update");
+        if (!g) throw new AppError("NOT_FOUND", `no grant ${grantId}`);
+        if (g.revokedAt)
+          throw new AppError(
+            "CONFLICT",
+            `grant ${grantId} was already revoked at ${g.revokedAt.toISOString()} by ${g.revokedBy}`,
+          );
+        await tx.update(grants).set({ revokedAt: now, revokedBy: actor }).where(eq(grants.id, grantId));
+        const applied = await policies.recompose(tx, g.project, `revoke:${grantId}`);
+        await audit.appendInTx(tx, [
+          {
+            type: "grant.revoked",
+            agent: g.agent,
+            project: g.project,
+            action: g.action,
+            resource: g.resource,
+            reason: reason ?? `revoked by ${actor}`,
+            details: {
+              grant_id: g.id,
+              actor,
+              revision: applied.revision,
+              before_hash: applied.beforeHash,
+              after_hash: applied.afterHash,
+            },
+          },
+        ]);
+        const [r] = await tx.select().from(accessRequests).where(eq(accessRequests.id, g.id));
+        if (r)
+          await enqueue(
+            tx,
+            afterChange(
+              r,
+              notification(r, "grant_revoked", {
+                grantId: g.id,
+                reason: reason ?? `revoked by ${actor}`,
+                revision: applied.revision,
+              }),
+            ),
+            now,
+          );
+        return { grant_id: g.id, revision: applied.revision };
+      });
+      deps.onEnqueued?.();
+      return done;
+    },
+
+    /** Grants, newest first; active only unless `all`. */
+    async listGrants(filter: {
+      project?: string | undefined;
+      all?: boolean;
+      projects?: string[];
+    }): Promise<GrantView[]> {
+      const now = clock.now();
+      const conds = [];
+      if (filter.project) conds.push(eq(grants.project, filter.project));
+      if (filter.projects) {
+        if (filter.projects.length === 0) return [];
+        conds.push(inArray(grants.project, filter.projects));
+      }
+      if (!filter.all) conds.push(isNull(grants.revokedAt), sql`${grants.expiresAt} > ${now.toISOString()}`);
+      const rows = await db
+        .select()
+        .from(grants)
+        .where(conds.length ? and(...conds) : undefined)
+        .orderBy(desc(grants.createdAt))
+        .limit(1000);
+      return rows.map((g) => grantView(g, now));
+    },
+
+    /** The project a grant belongs to (to check who may revoke it). */
+    async grantProject(grantId: string): Promise<string> {
+      const [g] = await db.select({ project: grants.project }).from(grants).where(eq(grants.id, grantId));
+      if (!g) throw new AppError("NOT_FOUND", `no grant ${grantId}`);
+      return g.project;
+    },
+
+    /**
+     * Housekeeping, safe to run on every instance (one at a time wins an advisory lock): expires
+     * pending requests past their deadline and records expired grants (a new revision, the agent
+     * told). Grants stop allowing at their expiry on their own; this only records it.
+     */
+    async sweep(): Promise<{ expiredRequests: number; expiredGrants: number }> {
+      const now = clock.now();
+      const swept = await db.transaction(async (tx) => {
+        const [lock] = rowsOf<{ ok: boolean }>(
+          await tx.execute(sql`SELECT pg_try_advisory_xact_lock(hashtext('butler.sweep')) AS ok`),
+        );
+        if (!lock?.ok) return { expiredRequests: 0, expiredGrants: 0 };
+        const due = await tx
+          .select()
+          .from(accessRequests)
+          .where(and(eq(accessRequests.status, "pending"), lte(accessRequests.expiresAt, now)))
+          .limit(500)
+          .for("update", { skipLocked: true });
+        for (const r of due) await expireInTx(tx, r, now);
+        const expired = await tx
+          .select()
+          .from(grants)
+          .where(and(isNull(grants.revokedAt), isNull(grants.expiryRecordedAt), lte(grants.expiresAt, now)))
+          .limit(500)
+          .for("update", { skipLocked: true });
+        const byProject = new Map<string, GrantRow[]>();
+        for (const g of expired) byProject.set(g.project, [...(byProject.get(g.project) ?? []), g]);
+        for (const [project, list] of byProject) {
+          await tx
+            .update(grants)
+            .set({ expiryRecordedAt: now })
+            .where(
+              inArray(
+                grants.id,
+                list.map((g) => g.id),
+              ),
+            );
+          let revision: number | undefined;
+          try {
+            revision = (await policies.recompose(tx, project, `expiry:${list.map((g) => g.id).join(",")}`))
+              .revision;
+          } catch (e) {
+            // A retired project has no policy to recompose; the grants stopped allowing anyway.
+            if (!(e instanceof AppError && e.code === "CONFLICT")) throw e;
+          }
+          const events: AuditEventInput[] = list.map((g) => ({
+            type: "grant.expired",
+            agent: g.agent,
+            project: g.project,
+            action: g.action,
+            resource: g.resource,
+            reason: `grant ${g.id} expired at ${g.expiresAt.toISOString()}`,
+            details: { grant_id: g.id, revision },
+          }));
+          await audit.appendInTx(tx, events);
+          const requests = await tx
+            .select()
+            .from(accessRequests)
+            .where(
+              inArray(
+                accessRequests.id,
+                list.map((g) => g.id),
+              ),
+            );
+          for (const r of requests) {
+            const g = list.find((x) => x.id === r.id)!;
+            await enqueue(
+              tx,
+              afterChange(
+                r,
+                notification(r, "grant_expired", {
+                  grantId: g.id,
+                  expiresAt: g.expiresAt.toISOString(),
+                  revision,
+                }),
+              ),
+              now,
+            );
+          }
+        }
+        return { expiredRequests: due.length, expiredGrants: expired.length };
+      });
+      if (swept.expiredRequests + swept.expiredGrants > 0) deps.onEnqueued?.();
+      return swept;
+    },
+
+    /** The card every approval surface renders, from the current state. */
+    async card(id: string): Promise<ApprovalCard> {
+      const [r] = await db.select().from(accessRequests).where(eq(accessRequests.id, id));
+      if (!r) throw new AppError("NOT_FOUND", `no access request ${id}`);
+      const v = await view(db, r);
+      const max =
+        policies.index().projects.get(r.project)?.document.settings.grantTtlMaxSeconds ??
+        r.requestedTtlSeconds;
+      return {
+        requestId: r.id,
+        project: r.project,
+        agent: r.agent,
+        action: r.action,
+        resource: r.resource,
+        branch: r.branch ?? undefined,
+        status: r.status,
+        reason: r.reason,
+        riskTier: r.riskTier,
+        approvalsRequired: r.approvalsRequired,
+        approvedBy: v.approvals.map((a) => a.approver),
+        requestedTtlSeconds: r.requestedTtlSeconds,
+        maxTtlSeconds: max,
+        diff: r.proposalDiff,
+        decidedBy: r.decidedBy ?? undefined,
+        decidedVia: r.decidedVia ?? undefined,
+        decisionReason: r.decisionReason ?? undefined,
+        grantExpiresAt: v.grant?.expires_at,
+        url: `${deps.publicUrl()}/v1/access-requests/${r.id}`,
+      };
+    },
+
+    /** The projects where `approver` is an approver. */
+    projectsOfApprover(approver: string): string[] {
+      return [...policies.index().projects.values()]
+        .filter((p) => approverOf(p, approver))
+        .map((p) => p.name);
+    },
+
+    /** The approvers of a request's project (for posting cards). */
+    approversOf(project: string): readonly ApproverDef[] {
+      return policies.index().projects.get(project)?.document.approvers ?? [];
+    },
+
+    async postedCardsOf(id: string) {
+      return db.select().from(postedCards).where(eq(postedCards.requestId, id));
+    },
+
+    async recordPostedCards(
+      id: string,
+      cards: { channel: string; chatId: string; messageId: string }[],
+    ): Promise<void> {
+      if (cards.length === 0) return;
+      await db
+        .insert(postedCards)
+        .values(cards.map((c) => ({ requestId: id, ...c, createdAt: clock.now() })))
+        .onConflictDoNothing();
+    },
+
+    /** Turns a review into what an approval surface shows the person who pressed. */
+    async reviewForChannel(
+      reviewer: Reviewer,
+      id: string,
+      verdict: "approve" | "deny",
+      opts: { ttl?: number; reason?: string } = {},
+    ): Promise<ReviewOutcome> {
+      try {
+        const r = await this.review(reviewer, id, verdict, opts);
+        const message =
+          r.outcome === "recorded"
+            ? `Recorded: ${r.request.approvals.length} of ${r.request.approvals_required} approvals`
+            : r.outcome === "unchanged"
+              ? `Nothing changed: ${r.request.status}`
+              : `Request ${r.outcome}`;
+        return { ok: true, card: await this.card(id), message };
+      } catch (e) {
+        if (e instanceof AppError) return { ok: false, code: e.code, message: e.message };
+        throw e;
+      }
+    },
+  };
+}
+
+/** A grant as the API shows it. */
+export interface GrantView {
+  id: string;
+  project: string;
+  agent: string;
+  action: string;
+  resource: string;
+  branch: string | null;
+  approved_by: string[];
+  created_at: string;
+  expires_at: string;
+  revoked_at: string | null;
+  revoked_by: string | null;
+  state: "active" | "expired" | "revoked";
+  seconds_left: number;
+}
+
+function grantView(g: GrantRow, now: Date): GrantView {
+  const state = g.revokedAt ? "revoked" : g.expiresAt <= now ? "expired" : "active";
+  return {
+    id: g.id,
+    project: g.project,
+    agent: g.agent,
+    action: g.action,
+    resource: g.resource,
+    branch: g.branch,
+    approved_by: g.approvedBy,
+    created_at: g.createdAt.toISOString(),
+    expires_at: g.expiresAt.toISOString(),
+    revoked_at: g.revokedAt?.toISOString() ?? null,
+    revoked_by: g.revokedBy,
+    state,
+    seconds_left: state === "active" ? Math.floor((g.expiresAt.getTime() - now.getTime()) / 1000) : 0,
+  };
+}
+
+export type Butler = ReturnType<typeof createButler>;

@@ -1,0 +1,165 @@
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import { z } from "zod";
+import type { AgentIdentity, TokenService } from "../agents/token-service.js";
+import { AppError } from "../errors.js";
+import { bearerToken } from "../server/plugins/auth.js";
+import { parseInput, safeText } from "../server/validation.js";
+import { type ApproverTokens, looksLikeApproverToken } from "./approver-tokens.js";
+import type { Butler } from "./butler-service.js";
+
+const id = z
+  .string()
+  .regex(/^req_[a-z0-9]{16}$/, "must be an access request id such as req_0123456789abcdef");
+const ttl = z.union([safeText(64), z.number()], {
+  error: "must be an ISO 8601 duration such as PT24H, or a number of seconds",
+});
+
+export const CreateRequestBody = z.strictObject({
+  action: safeText(256).optional(),
+  resource: safeText(2048).optional(),
+  branch: safeText(256).optional(),
+  ttl,
+  reason: safeText(2000).refine(
+    (s) => s.trim().length > 0,
+    "is required: say why the agent needs this, for the person who decides",
+  ),
+  denial_event_id: z
+    .string()
+    .regex(/^evt_[a-z0-9]{16}$/, "must be an event id such as evt_0123456789abcdef")
+    .optional(),
+});
+const IdParams = z.strictObject({ id });
+const GrantParams = z.strictObject({ id });
+const ApproveBody = z.strictObject({ ttl: ttl.optional() });
+const DenyBody = z.strictObject({ reason: safeText(1000).optional() });
+const RevokeBody = z.strictObject({ reason: safeText(1000).optional() });
+const ListQuery = z.strictObject({
+  status: z
+    .enum(
+      ["pending", "approved", "denied", "expired", "canceled"],
+      "must be pending, approved, denied, expired or canceled",
+    )
+    .optional(),
+  project: safeText(64).optional(),
+});
+const GrantsQuery = z.strictObject({
+  project: safeText(64).optional(),
+  all: z.enum(["true", "false"], "must be true or false").optional(),
+});
+
+export interface ButlerRouteDeps {
+  butler: Butler;
+  tokens: Pick<TokenService, "authenticate">;
+  approverTokens: Pick<ApproverTokens, "authenticate">;
+}
+
+type Caller = { kind: "agent"; identity: AgentIdentity } | { kind: "approver"; approver: string };
+
+/**
+ * The access-request API. Agents file and read their own requests; approvers (with approver
+ * tokens) list, decide and revoke. An agent token is refused wherever a decision is made, whatever
+ * the body says: no agent can grant anything, to itself or anyone.
+ */
+export function registerButlerRoutes(app: FastifyInstance, deps: ButlerRouteDeps): void {
+  const { butler } = deps;
+
+  async function caller(req: FastifyRequest): Promise<Caller> {
+    const token = bearerToken(req);
+    if (!token)
+      throw new AppError(
+        "UNAUTHENTICATED",
+        "send an agent's or an approver's token as Authorization: Bearer <token>",
+      );
+    if (looksLikeApproverToken(token)) {
+      const a = await deps.approverTokens.authenticate(token);
+      if (!a) throw new AppError("UNAUTHENTICATED", "the approver token is not valid (unknown or revoked)");
+      return { kind: "approver", approver: a.approver };
+    }
+    const identity = await deps.tokens.authenticate(token);
+    if (!identity)
+      throw new AppError("UNAUTHENTICATED", "the token is not valid (unknown, malformed or revoked)");
+    return { kind: "agent", identity };
+  }
+
+  async function agent(req: FastifyRequest): Promise<AgentIdentity> {
+    const c = await caller(req);
+    if (c.kind !== "agent") throw new AppError("FORBIDDEN", "this is an agent's call; use an agent token");
+    return c.identity;
+  }
+
+  async function approver(req: FastifyRequest): Promise<string> {
+    const c = await caller(req);
+    if (c.kind !== "approver")
+      throw new AppError(
+        "FORBIDDEN",
+        "agent tokens cannot decide access requests; this needs an approver's token",
+      );
+    return c.approver;
+  }
+
+  app.post("/v1/access-requests", async (req, reply) => {
+    const identity = await agent(req);
+    const body = parseInput(CreateRequestBody, req.body, "body");
+    const r = await butler.submit(identity, body);
+    if (r.status === "already_allowed") return reply.code(200).send(r);
+    return reply
+      .code(r.status === "created" ? 201 : 200)
+      .send({ status: r.request.status, existing: r.status === "existing", access_request: r.request });
+  });
+
+  app.get("/v1/access-requests", async (req) => {
+    const who = await approver(req);
+    const q = parseInput(ListQuery, req.query, "query");
+    return { access_requests: await butler.list({ status: q.status, project: q.project, approver: who }) };
+  });
+
+  app.get("/v1/access-requests/:id", async (req) => {
+    const p = parseInput(IdParams, req.params, "params");
+    const c = await caller(req);
+    return c.kind === "agent"
+      ? butler.getForAgent(c.identity, p.id)
+      : butler.getForApprover(c.approver, p.id);
+  });
+
+  app.post("/v1/access-requests/:id/cancel", async (req) => {
+    const identity = await agent(req);
+    const p = parseInput(IdParams, req.params, "params");
+    return { access_request: await butler.cancel(identity, p.id) };
+  });
+
+  app.post("/v1/access-requests/:id/approve", async (req) => {
+    const who = await approver(req);
+    const p = parseInput(IdParams, req.params, "params");
+    const b = parseInput(ApproveBody, req.body ?? {}, "body");
+    const r = await butler.review({ approver: who, channel: "api" }, p.id, "approve", { ttl: b.ttl });
+    return { outcome: r.outcome, access_request: r.request };
+  });
+
+  app.post("/v1/access-requests/:id/deny", async (req) => {
+    const who = await approver(req);
+    const p = parseInput(IdParams, req.params, "params");
+    const b = parseInput(DenyBody, req.body ?? {}, "body");
+    const r = await butler.review({ approver: who, channel: "api" }, p.id, "deny", { reason: b.reason });
+    return { outcome: r.outcome, access_request: r.request };
+  });
+
+  app.get("/v1/grants", async (req) => {
+    const who = await approver(req);
+    const q = parseInput(GrantsQuery, req.query, "query");
+    const projects = mine(who);
+    return { grants: await butler.listGrants({ project: q.project, all: q.all === "true", projects }) };
+  });
+
+  app.delete("/v1/grants/:id", async (req) => {
+    const who = await approver(req);
+    const p = parseInput(GrantParams, req.params, "params");
+    const b = parseInput(RevokeBody, req.body ?? {}, "body");
+    const project = await butler.grantProject(p.id);
+    if (!mine(who).includes(project)) throw new AppError("NOT_FOUND", `no grant ${p.id} in your projects`);
+    return butler.revokeGrant(p.id, `approver:${who}`, b.reason);
+  });
+
+  function mine(who: string): string[] {
+    return butler.projectsOfApprover(who);
+  }
+}

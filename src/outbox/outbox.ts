@@ -1,0 +1,197 @@
+import { and, eq, sql } from "drizzle-orm";
+import type { AuditLog } from "../audit/audit-log.js";
+import type { Clock } from "../clock.js";
+import { type Db, rowsOf, type Tx } from "../db/client.js";
+import { outbox } from "../db/schema.js";
+import type { Logger } from "../logger.js";
+
+/** Something to do after a commit. `key` orders deliveries: rows with the same key go one by one, in order. */
+export interface OutboxMessage {
+  topic: string;
+  key: string;
+  payload: Record<string, unknown>;
+}
+
+/** What a handler reports after delivering a message; recorded in the audit log. */
+export interface Delivered {
+  /** Audit event type, e.g. `agent.notified`; omitted for deliveries not worth an audit line. */
+  auditType?: string;
+  agent?: string | null;
+  project?: string | null;
+  details?: Record<string, unknown>;
+}
+
+/** Delivers one message. Throwing means "try again later". */
+export type OutboxHandler = (payload: Record<string, unknown>) => Promise<Delivered | undefined>;
+
+export interface OutboxDeps {
+  db: Db;
+  audit: Pick<AuditLog, "append">;
+  clock: Clock;
+  log: Logger;
+  handlers: Readonly<Record<string, OutboxHandler>>;
+  /** Attempts before a message is given up (and audited as failed). */
+  maxAttempts?: number;
+  /** Longest wait between two attempts. */
+  maxBackoffMs?: number;
+}
+
+/** Writes messages in the caller's transaction: they exist if and only if the state they follow from does. */
+export async function enqueue(tx: Tx, messages: readonly OutboxMessage[], now: Date): Promise<void> {
+  if (messages.length === 0) return;
+  await tx.insert(outbox).values(messages.map((m) => ({ ...m, nextAttemptAt: now, createdAt: now })));
+}
+
+interface Row {
+  id: number | string;
+  topic: string;
+  key: string;
+  payload: Record<string, unknown>;
+  attempts: number;
+}
+
+/**
+ * Delivers outbox messages at least once: polls (and is woken on new messages), takes the oldest
+ * undelivered message of each key that is due, with `FOR UPDATE SKIP LOCKED` so that several
+ * instances share the work without delivering one message twice at the same time. A failure is
+ * retried with exponential backoff; one failing destination never holds up other keys. Messages
+ * survive restarts: they are rows, written in the same transaction as the decision.
+ */
+export function createOutboxWorker(deps: OutboxDeps) {
+  const { db, audit, clock, log, handlers } = deps;
+  const maxAttempts = deps.maxAttempts ?? 12;
+  const maxBackoffMs = deps.maxBackoffMs ?? 5 * 60_000;
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<number> | undefined;
+  let again = false;
+  let stopped = true;
+
+  async function deliver(row: Row): Promise<void> {
+    const handler = handlers[row.topic];
+    const now = clock.now();
+    try {
+      if (!handler) throw new Error(`no handler for ${row.topic}`);
+      const done = await handler(row.payload);
+      await db
+        .update(outbox)
+        .set({ deliveredAt: clock.now(), attempts: row.attempts + 1, lastError: null })
+        .where(eq(outbox.id, Number(row.id)));
+      if (done?.auditType) {
+        await audit.append({
+          type: done.auditType,
+          agent: done.agent ?? null,
+          project: done.project ?? null,
+          details: { ...done.details, outbox_id: Number(row.id), attempt: row.attempts + 1 },
+        });
+      }
+    } catch (e) {
+      const attempts = row.attempts + 1;
+      const message = (e as Error).message?.slice(0, 500) ?? String(e);
+      if (attempts >= maxAttempts) {
+        await db
+          .update(outbox)
+          .set({ attempts, failedAt: now, lastError: message })
+          .where(eq(outbox.id, Number(row.id)));
+        log.error({ outboxId: row.id, topic: row.topic, attempts, err: e }, "outbox message given up");
+        await audit.append({
+          type: "outbox.delivery_failed",
+          reason: message,
+          details: { outbox_id: Number(row.id), topic: row.topic, key: row.key, attempts },
+        });
+      } else {
+        const backoff = Math.min(maxBackoffMs, 1000 * 2 ** (attempts - 1));
+        await db
+          .update(outbox)
+          .set({ attempts, nextAttemptAt: new Date(now.getTime() + backoff), lastError: message })
+          .where(eq(outbox.id, Number(row.id)));
+        log.warn(
+          { outboxId: row.id, topic: row.topic, attempts, backoffMs: backoff, err: e },
+          "outbox delivery failed; will retry",
+        );
+      }
+    }
+  }
+
+  /** One pass: delivers every message that is due now. Returns how many were attempted. */
+  async function runOnce(): Promise<number> {
+    let attempted = 0;
+    for (;;) {
+      const now = clock.now();
+      // Each message is claimed in its own short transaction; the delivery itself happens outside
+      // any transaction (no network calls while holding locks).
+      const claimed = await db.transaction(async (tx) => {
+        const rows = rowsOf<Row>(
+          await tx.execute(sql`
+            SELECT o.id, o.topic, o.key, o.payload, o.attempts FROM outbox o
+            WHERE o.delivered_at IS NULL AND o.failed_at IS NULL AND o.next_attempt_at <= ${now.toISOString()}
+              AND NOT EXISTS (
+                SELECT 1 FROM outbox p
+                WHERE p.key = o.key AND p.id < o.id AND p.delivered_at IS NULL AND p.failed_at IS NULL)
+            ORDER BY o.id
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED`),
+        );
+        const row = rows[0];
+        if (!row) return undefined;
+        // Push the message out of reach for a while so that another instance does not take it
+        // while we deliver; a crash then only delays it.
+        await tx
+          .update(outbox)
+          .set({ nextAttemptAt: new Date(now.getTime() + 60_000) })
+          .where(and(eq(outbox.id, Number(row.id))));
+        return row;
+      });
+      if (!claimed) return attempted;
+      attempted++;
+      await deliver(claimed);
+    }
+  }
+
+  function schedule(ms: number) {
+    if (stopped) return;
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(() => void kick(), ms);
+    timer.unref();
+  }
+
+  /** Runs a pass now (or right after the current one). */
+  async function kick(): Promise<void> {
+    if (running) {
+      again = true;
+      return;
+    }
+    running = runOnce();
+    try {
+      await running;
+    } catch (e) {
+      log.error({ err: e }, "outbox pass failed");
+    } finally {
+      running = undefined;
+    }
+    if (again) {
+      again = false;
+      return kick();
+    }
+    schedule(1000);
+  }
+
+  return {
+    start(): void {
+      stopped = false;
+      schedule(0);
+    },
+    /** Wakes the worker (new messages were committed). */
+    wake(): void {
+      if (!stopped) void kick();
+    },
+    /** Delivers everything due now and returns how many messages were attempted (for tests and the CLI). */
+    runOnce,
+    async stop(): Promise<void> {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      await running?.catch(() => {});
+    },
+  };
+}
+
+export type OutboxWorker = ReturnType<typeof createOutboxWorker>;
