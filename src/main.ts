@@ -15,7 +15,7 @@ import { migrate } from "./db/migrate.js";
 import { newId } from "./ids.js";
 import type { Logger } from "./logger.js";
 import { buildApp } from "./server/app.js";
-import { createServices, type Services } from "./services.js";
+import { createServices, type ServiceOptions, type Services } from "./services.js";
 
 export interface RunningServer {
   app: FastifyInstance;
@@ -35,6 +35,8 @@ export async function startServer(
   config: Config,
   log: Logger,
   clock: Clock = systemClock,
+  /** The edges: how agents are told of outcomes, and the approval surfaces. */
+  edges: Pick<ServiceOptions, "notifier" | "channels"> = {},
 ): Promise<RunningServer> {
   await ensureDataDir(config.dataDir);
   const releaseLock =
@@ -57,6 +59,7 @@ export async function startServer(
       clock,
       actor: "admin-api",
       publicUrl: () => publicUrl,
+      ...edges,
     });
     await services.changes.start();
     cleanups.push(() => services.changes.stop());

@@ -3,6 +3,7 @@ import { type ParseArgsConfig, parseArgs } from "node:util";
 import { createTwoFilesPatch } from "diff";
 import type { AdminOps } from "../admin/admin-service.js";
 import { type AuditLine, canonicalJson } from "../audit/chain.js";
+import type { AccessRequestView } from "../butler/butler-service.js";
 import { systemClock } from "../clock.js";
 import { type Config, listenUrl, loadConfig } from "../config.js";
 import { acquireDataDirLock, ensureDataDir, readAdminToken, readServerInfo } from "../data-dir.js";
@@ -34,6 +35,15 @@ Usage: butler <command> [options]          (every command accepts --json and --h
   agents list [--project P]                list tokens (never the tokens themselves)
   agents revoke <agent> --project P [--token ID]
                                            revoke an agent's tokens (or one of them)
+  approvers token <approver>               make a bearer token for an approver (a person; shown once)
+  requests list [--status S] [--project P] list access requests, newest first
+  requests show <id>                       one request with its proposed policy diff
+  requests approve <id> --approver A [--ttl T]
+                                           record an approver's approval (optionally for a shorter TTL)
+  requests deny <id> --approver A [--reason TEXT]
+                                           record an approver's denial
+  grants list [--project P] [--all]        grants in force (--all: also expired and revoked)
+  grants revoke <id> [--reason TEXT]       revoke a grant at once
   audit verify                             recompute the hash chain; exit 1 at the first broken link
   audit export [--agent A] [--project P] [--since TIME]
                                            stream the audit log as JSONL
@@ -99,6 +109,28 @@ export async function main(
             return await agentsList(rest, io);
           case "revoke":
             return await agentsRevoke(rest, io);
+        }
+        break;
+      case "approvers":
+        if (sub === "token") return await approversToken(rest, io);
+        break;
+      case "requests":
+        switch (sub) {
+          case "list":
+            return await requestsList(rest, io);
+          case "show":
+            return await requestsShow(rest, io);
+          case "approve":
+          case "deny":
+            return await requestsReview(sub, rest, io);
+        }
+        break;
+      case "grants":
+        switch (sub) {
+          case "list":
+            return await grantsList(rest, io);
+          case "revoke":
+            return await grantsRevoke(rest, io);
         }
         break;
       case "audit":
@@ -489,6 +521,113 @@ async function agentsRevoke(argv: string[], io: CliIo): Promise<number> {
   return 0;
 }
 
+async function approversToken(argv: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = args(argv, {}, [1, 1]);
+  const t = await withAdmin(io, (ops) => ops.createApproverToken(positionals[0]!));
+  for (const w of t.warnings) io.stderr.write(`butler: warning: ${termSafe(w)}\n`);
+  print(
+    io,
+    t,
+    `Approver token ${t.token_id} for ${t.approver} (approver of: ${t.projects.join(", ") || "no project yet"}). It is shown only this once:\n${t.token}`,
+    !!values.json,
+  );
+  return 0;
+}
+
+function requestLine(r: AccessRequestView): string {
+  const call = `${r.action} on ${r.resource || "(no resource)"}${r.branch ? ` branch ${r.branch}` : ""}`;
+  return `${r.id}  ${r.status.padEnd(8)}  ${r.project}  ${r.agent}  ${call}  ${r.risk_tier} risk, ${r.approvals.length}/${r.approvals_required} approvals, ${r.requested_ttl}`;
+}
+
+async function requestsList(argv: string[], io: CliIo): Promise<number> {
+  const { values } = args(argv, { status: { type: "string" }, project: { type: "string" } }, [0, 0]);
+  const list = await withAdmin(io, (ops) =>
+    ops.listRequests({
+      status: typeof values.status === "string" ? values.status : undefined,
+      project: typeof values.project === "string" ? values.project : undefined,
+    }),
+  );
+  print(
+    io,
+    { access_requests: list },
+    list.length ? list.map(requestLine).join("\n") : "no access requests",
+    !!values.json,
+  );
+  return 0;
+}
+
+async function requestsShow(argv: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = args(argv, {}, [1, 1]);
+  const r = await withAdmin(io, (ops) => ops.showRequest(positionals[0]!));
+  const text = [
+    requestLine(r),
+    `reason (written by the agent): ${r.reason}`,
+    r.decision
+      ? `decided ${r.decision.at} by ${r.decision.by} via ${r.decision.via}${r.decision.reason ? `: ${r.decision.reason}` : ""}`
+      : `pending until ${r.expires_at}`,
+    ...(r.grant
+      ? [
+          `grant ${r.grant.id} expires ${r.grant.expires_at}${r.grant.revoked_at ? `, revoked ${r.grant.revoked_at}` : ""}`,
+        ]
+      : []),
+    "",
+    r.proposal.diff,
+  ].join("\n");
+  print(io, r, text, !!values.json);
+  return 0;
+}
+
+async function requestsReview(verdict: "approve" | "deny", argv: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = args(
+    argv,
+    { approver: { type: "string" }, ttl: { type: "string" }, reason: { type: "string" } },
+    [1, 1],
+  );
+  const approver = required(values, "approver");
+  const r = await withAdmin(io, (ops) =>
+    ops.reviewRequest(positionals[0]!, approver, verdict, {
+      ttl: typeof values.ttl === "string" ? values.ttl : undefined,
+      reason: typeof values.reason === "string" ? values.reason : undefined,
+    }),
+  );
+  print(io, r, `${r.outcome}: ${requestLine(r.request)}`, !!values.json);
+  return 0;
+}
+
+async function grantsList(argv: string[], io: CliIo): Promise<number> {
+  const { values } = args(argv, { project: { type: "string" }, all: { type: "boolean" } }, [0, 0]);
+  const list = await withAdmin(io, (ops) =>
+    ops.listGrants({
+      project: typeof values.project === "string" ? values.project : undefined,
+      all: !!values.all,
+    }),
+  );
+  const text = list.length
+    ? list
+        .map(
+          (g) =>
+            `${g.id}  ${g.state.padEnd(7)}  ${g.project}  ${g.agent}  ${g.action} on ${g.resource || "(no resource)"}  expires ${g.expires_at}${g.state === "active" ? ` (${g.seconds_left}s left)` : ""}  approved by ${g.approved_by.join(", ")}`,
+        )
+        .join("\n")
+    : "no grants";
+  print(io, { grants: list }, text, !!values.json);
+  return 0;
+}
+
+async function grantsRevoke(argv: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = args(argv, { reason: { type: "string" } }, [1, 1]);
+  const r = await withAdmin(io, (ops) =>
+    ops.revokeGrant(positionals[0]!, typeof values.reason === "string" ? values.reason : undefined),
+  );
+  print(
+    io,
+    r,
+    `Revoked ${r.grant_id}; ${positionals[0]} no longer allows anything (policy revision ${r.revision})`,
+    !!values.json,
+  );
+  return 0;
+}
+
 async function auditVerify(argv: string[], io: CliIo): Promise<number> {
   const { values } = args(argv, {}, [0, 0]);
   const r = await withAdmin(io, (ops) => ops.verifyAudit());
@@ -561,6 +700,20 @@ export function story(l: AuditLine): string {
       return `token ${d.token_id} created for ${l.agent} in ${l.project} by ${d.actor}`;
     case "agent_token.revoked":
       return `token${(d.token_ids as string[]).length > 1 ? "s" : ""} ${(d.token_ids as string[]).join(", ")} revoked by ${d.actor}`;
+    case "access_request.filed":
+      return `asked for ${l.action} on ${l.resource || "(no resource)"} for ${d.ttl} (request ${d.request_id}, ${d.risk_tier} risk): "${l.reason}"`;
+    case "policy.proposed":
+      return `Butler proposed grant ${d.request_id} on revision ${d.base_revision} (diff sha256 ${String(d.proposal_hash).slice(0, 12)})`;
+    case "access_request.approval_recorded":
+      return `${d.approver} approved request ${d.request_id} via ${d.channel} (${l.reason})`;
+    case "access_request.approved":
+      return `request ${d.request_id} approved by ${(d.approved_by as string[]).join(", ")} via ${d.channel} for ${d.ttl}`;
+    case "access_request.denied":
+      return `request ${d.request_id} denied by ${d.approver} via ${d.channel}: ${l.reason}`;
+    case "grant.applied":
+      return `grant ${d.grant_id} applied: policy revision ${d.revision}, expires ${d.expires}`;
+    case "agent.notified":
+      return `agent told: ${d.notification} (request ${d.request_id})`;
     default:
       return `${l.type}${l.reason ? `: ${l.reason}` : ""}`;
   }

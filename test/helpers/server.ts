@@ -1,7 +1,10 @@
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { AgentNotifier } from "../../src/butler/notifier.js";
+import type { ApprovalChannel } from "../../src/channels/channel.js";
 import { main } from "../../src/cli/index.js";
+import { type Clock, systemClock } from "../../src/clock.js";
 import { loadConfig } from "../../src/config.js";
 import { createLogger } from "../../src/logger.js";
 import { type RunningServer, startServer } from "../../src/main.js";
@@ -89,16 +92,33 @@ export interface TestServer extends TestEnv {
     headers?: Record<string, string>,
     // biome-ignore lint/suspicious/noExplicitAny: tests read response bodies of many shapes.
   ): Promise<{ status: number; body: any }>;
+  /** Any call to the server, with a bearer token and a JSON body. */
+  // biome-ignore lint/suspicious/noExplicitAny: tests read response bodies of many shapes.
+  http(
+    method: string,
+    path: string,
+    token: string | undefined,
+    body?: unknown,
+  ): Promise<{ status: number; body: any }>;
   stop(): Promise<void>;
 }
 
 /** Starts the real server (startServer, as `butler serve` does) on a loopback port. */
 export async function startTestServer(
-  opts: { policies?: Record<string, string>; env?: Record<string, string> } = {},
+  opts: {
+    policies?: Record<string, string>;
+    env?: Record<string, string>;
+    clock?: Clock;
+    notifier?: AgentNotifier;
+    channels?: ApprovalChannel[];
+  } = {},
 ): Promise<TestServer> {
   const t = await createTestEnv(opts);
   const config = loadConfig(t.env);
-  const server = await startServer(config, createLogger("silent"));
+  const server = await startServer(config, createLogger("silent"), opts.clock ?? systemClock, {
+    notifier: opts.notifier,
+    channels: opts.channels,
+  });
   return {
     ...t,
     server,
@@ -117,6 +137,24 @@ export async function startTestServer(
           ...headers,
         },
         body: typeof body === "string" ? body : JSON.stringify(body),
+      });
+      const text = await res.text();
+      let parsed: unknown = text;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        /* keep text */
+      }
+      return { status: res.status, body: parsed };
+    },
+    async http(method, path, token, body) {
+      const res = await fetch(`${server.url}${path}`, {
+        method,
+        headers: {
+          ...(body === undefined ? {} : { "content-type": "application/json" }),
+          ...(token ? { authorization: `Bearer ${token}` } : {}),
+        },
+        body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
       });
       const text = await res.text();
       let parsed: unknown = text;

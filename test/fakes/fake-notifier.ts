@@ -1,0 +1,14 @@
+import type { AgentNotification, AgentNotifier } from "../../src/butler/notifier.js";
+
+/** Records notifications; can be told to fail, like an agent that is not reachable. */
+export class FakeNotifier implements AgentNotifier {
+  readonly sent: AgentNotification[] = [];
+  failing = false;
+  async notify(n: AgentNotification): Promise<void> {
+    if (this.failing) throw new Error("agent unreachable");
+    this.sent.push(n);
+  }
+  of(type: AgentNotification["type"]): AgentNotification[] {
+    return this.sent.filter((n) => n.type === type);
+  }
+}
