@@ -68,7 +68,7 @@ export interface Reviewer {
 export interface ButlerDeps {
   db: Db;
   audit: Pick<AuditLog, "appendInTx">;
-  policies: Pick<PolicyStore, "index" | "latestIn" | "recompose">;
+  policies: Pick<PolicyStore, "index" | "latestIn" | "recompose" | "refreshProject">;
   changes: Pick<ChangeBus, "publish">;
   clock: Clock;
   log: Logger;
@@ -672,6 +672,8 @@ export function createButler(deps: ButlerDeps) {
       });
       deps.onEnqueued?.();
       if ("error" in result) throw result.error;
+      // This instance serves the new revision before answering; others follow on the notification.
+      if (result.outcome === "approved") await policies.refreshProject(result.row.project);
       log.info(
         { requestId: id, approver: reviewer.approver, outcome: result.outcome },
         "access request reviewed",
@@ -758,10 +760,11 @@ export function createButler(deps: ButlerDeps) {
             ),
             now,
           );
-        return { grant_id: g.id, revision: applied.revision };
+        return { grant_id: g.id, revision: applied.revision, project: g.project };
       });
       deps.onEnqueued?.();
-      return done;
+      await policies.refreshProject(done.project);
+      return { grant_id: done.grant_id, revision: done.revision };
     },
 
     /** Grants, newest first; active only unless `all`. */
@@ -805,7 +808,7 @@ export function createButler(deps: ButlerDeps) {
         const [lock] = rowsOf<{ ok: boolean }>(
           await tx.execute(sql`SELECT pg_try_advisory_xact_lock(hashtext('butler.sweep')) AS ok`),
         );
-        if (!lock?.ok) return { expiredRequests: 0, expiredGrants: 0 };
+        if (!lock?.ok) return { expiredRequests: 0, expiredGrants: 0, projects: [] as string[] };
         const due = await tx
           .select()
           .from(accessRequests)
@@ -874,10 +877,15 @@ export function createButler(deps: ButlerDeps) {
             );
           }
         }
-        return { expiredRequests: due.length, expiredGrants: expired.length };
+        return {
+          expiredRequests: due.length,
+          expiredGrants: expired.length,
+          projects: [...byProject.keys()],
+        };
       });
       if (swept.expiredRequests + swept.expiredGrants > 0) deps.onEnqueued?.();
-      return swept;
+      for (const project of swept.projects) await policies.refreshProject(project);
+      return { expiredRequests: swept.expiredRequests, expiredGrants: swept.expiredGrants };
     },
 
     /** The card every approval surface renders, from the current state. */

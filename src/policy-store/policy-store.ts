@@ -502,6 +502,7 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
 
     latest,
     latestIn,
+    refreshProject,
     revision,
     recompose,
     ensureCurrent,

@@ -131,4 +131,33 @@ describe(`several instances sharing one database (${ENGINE})`, () => {
       "instance b to refuse the revoked token",
     );
   });
+
+  test("approved through one instance, the agent's very next call through the other is allowed", async () => {
+    const agent = (await a.services.admin.createAgentToken("billing-reconciler-1", "project-billing")).token;
+    const jordan = (await a.services.approverTokens.create("jordan", "test")).token;
+    // Instance b stops hearing notifications, as if they were slow or lost: it must still not deny.
+    await b.services.changes.stop();
+    for (let round = 0; round < 5; round++) {
+      // A push to a release branch: denied by the baseline (feature/* only), medium risk, one approval.
+      const call = { action: "git:push", resource: "reidataai/billing-ledger", branch: `release-${round}` };
+      const denied = await authorize(b.url, agent, call);
+      expect(denied.body.decision).toBe("DENY");
+      const filed = await fetch(`${a.url}/v1/access-requests`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${agent}`, "content-type": "application/json" },
+        body: JSON.stringify({ ttl: "PT1H", reason: "release", denial_event_id: denied.body.event_id }),
+      });
+      expect(filed.status).toBe(201);
+      const id = ((await filed.json()) as { access_request: { id: string } }).access_request.id;
+      const approve = await fetch(`${a.url}/v1/access-requests/${id}/approve`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${jordan}`, "content-type": "application/json" },
+        body: "{}",
+      });
+      expect(((await approve.json()) as { outcome: string }).outcome).toBe("approved");
+      // No waiting: the very next call, on the other instance.
+      const next = await authorize(b.url, agent, call);
+      expect(next.body).toMatchObject({ decision: "ALLOW", grant_id: id });
+    }
+  });
 });

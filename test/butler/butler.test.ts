@@ -1,0 +1,263 @@
+import { sql } from "drizzle-orm";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { readLines } from "../../src/audit/audit-log.js";
+import { verifyAuditChain } from "../../src/audit/verify.js";
+import { rowsOf } from "../../src/db/client.js";
+import type { Services } from "../../src/services.js";
+import { FakeNotifier } from "../fakes/fake-notifier.js";
+import { FakeClock } from "../helpers/clock.js";
+import { createTestDatabase, ENGINE, type TestDatabase } from "../helpers/db.js";
+import { createTestEnv, type TestEnv } from "../helpers/server.js";
+import { agentIdentity, startServices, stopServices } from "../helpers/services.js";
+
+const POLICY = `project: ops
+agents: [deployer, other-agent]
+grants:
+  - service: aws
+    actions: [s3:GetObject]
+    resources: ["arn:aws:s3:::ops/*"]
+approvers:
+  - id: a1
+  - id: a2
+  - id: a3
+  - id: a4
+  - id: a5
+  - id: reader-only
+    tiers: [low]
+settings:
+  grant_ttl: { default: PT1H, max: PT8H }
+  pending_ttl: PT2H
+  never_grant: ["aws:iam:*"]
+`;
+const OTHER = `project: elsewhere
+agents: [x]
+approvers:
+  - id: outsider
+`;
+
+describe(`Butler decisions (${ENGINE})`, () => {
+  const clock = new FakeClock("2026-05-01T10:00:00Z");
+  let t: TestDatabase;
+  let env: TestEnv;
+  let s: Services;
+  const deployer = agentIdentity("deployer", "ops");
+
+  beforeAll(async () => {
+    t = await createTestDatabase();
+    env = await createTestEnv({ policies: { "ops.yaml": POLICY, "elsewhere.yaml": OTHER } });
+    s = await startServices({ database: t.database, policiesDir: env.policiesDir, clock });
+    await s.policies.importDirectory("test");
+  });
+  afterAll(async () => {
+    await stopServices(s);
+    await t?.cleanup();
+    await env?.cleanup();
+  });
+
+  async function file(action: string, resource: string, ttl = "PT1H") {
+    const r = await s.butler.submit(deployer, { action, resource, ttl, reason: "deploy" });
+    if (r.status === "already_allowed") throw new Error("already allowed");
+    return r.request;
+  }
+
+  async function decisionEvents(requestId: string) {
+    const out = [];
+    for await (const l of readLines(t.database.db)) {
+      if (
+        (l as Record<string, unknown>).request_id === requestId &&
+        /^access_request\.(approved|denied)$/.test(l.type)
+      )
+        out.push(l);
+    }
+    return out;
+  }
+
+  test("20 simultaneous approve and deny presses: one final state, at most one grant, one decision event", async () => {
+    const r = await file("aws:s3:PutObject", "arn:aws:s3:::ops/release.tar");
+    expect(r.approvals_required).toBe(1);
+    const approvers = ["a1", "a2", "a3", "a4", "a5"];
+    const presses = Array.from({ length: 20 }, (_, i) =>
+      s.butler.review({ approver: approvers[i % 5]!, channel: "api" }, r.id, i % 2 ? "deny" : "approve").then(
+        (x) => x.outcome,
+        (e: Error) => `error: ${e.message}`,
+      ),
+    );
+    const outcomes = await Promise.all(presses);
+    const finals = outcomes.filter((o) => o === "approved" || o === "denied");
+    expect(finals).toHaveLength(1);
+    const final = await s.butler.get(r.id);
+    expect(final.status).toBe(finals[0]);
+    const grants = rowsOf<{ n: number | string }>(
+      await t.database.db.execute(sql`SELECT count(*) AS n FROM grants WHERE id = ${r.id}`),
+    );
+    expect(Number(grants[0]!.n)).toBe(final.status === "approved" ? 1 : 0);
+    expect(await decisionEvents(r.id)).toHaveLength(1);
+    for (const o of outcomes.filter((o) => o !== finals[0]))
+      expect(o).toMatch(/unchanged|error: request .* is already (approved|denied) by/);
+  });
+
+  test("a high-risk request needs two different people; the same person pressing twice counts once", async () => {
+    const r = await file("aws:s3:DeleteObject", "arn:aws:s3:::ops/old.tar");
+    expect(r).toMatchObject({ risk_tier: "high", approvals_required: 2 });
+    expect((await s.butler.review({ approver: "a1", channel: "api" }, r.id, "approve")).outcome).toBe(
+      "recorded",
+    );
+    expect((await s.butler.review({ approver: "a1", channel: "slack" }, r.id, "approve")).outcome).toBe(
+      "unchanged",
+    );
+    expect((await s.butler.get(r.id)).status).toBe("pending");
+    const done = await s.butler.review({ approver: "a2", channel: "telegram" }, r.id, "approve");
+    expect(done.outcome).toBe("approved");
+    expect(done.request.approvals.map((a) => a.approver)).toEqual(["a1", "a2"]);
+  });
+
+  test("an approver limited to low risk, and an approver of another project, cannot decide; both attempts are audited", async () => {
+    const r = await file("aws:s3:PutObject", "arn:aws:s3:::ops/x");
+    await expect(
+      s.butler.review({ approver: "reader-only", channel: "api" }, r.id, "approve"),
+    ).rejects.toThrow("you may not decide medium-risk requests of ops");
+    await expect(s.butler.review({ approver: "outsider", channel: "api" }, r.id, "approve")).rejects.toThrow(
+      "you are not an approver for ops",
+    );
+    await expect(s.butler.review({ approver: "deployer", channel: "api" }, r.id, "approve")).rejects.toThrow(
+      "you are not an approver for ops",
+    );
+    expect((await s.butler.get(r.id)).status).toBe("pending");
+    const refused = [];
+    for await (const l of readLines(t.database.db))
+      if (l.type === "access_request.review_refused") refused.push((l as Record<string, unknown>).approver);
+    expect(refused).toEqual(["reader-only", "outsider", "deployer"]);
+  });
+
+  test("an approver may shorten the TTL, not lengthen it; the clock starts at approval", async () => {
+    const r = await file("aws:s3:PutObject", "arn:aws:s3:::ops/ttl", "PT4H");
+    await expect(
+      s.butler.review({ approver: "a1", channel: "api" }, r.id, "approve", { ttl: "PT5H" }),
+    ).rejects.toThrow("an approver may shorten the requested PT4H, not lengthen it");
+    clock.advance(30 * 60_000);
+    const done = await s.butler.review({ approver: "a1", channel: "api" }, r.id, "approve", { ttl: "PT1H" });
+    expect(done.request.grant?.expires_at).toBe(new Date(clock.now().getTime() + 3600_000).toISOString());
+  });
+
+  test("requests are validated: maximum TTL named, never-grantable actions refused, wildcards need a denial", async () => {
+    await expect(
+      s.butler.submit(deployer, { action: "aws:s3:PutObject", resource: "r", ttl: "PT9H", reason: "x" }),
+    ).rejects.toThrow("ttl: PT9H is longer than the maximum grant TTL of ops (PT8H); ask for at most that");
+    await expect(
+      s.butler.submit(deployer, { action: "aws:iam:CreateUser", resource: "r", ttl: "PT1H", reason: "x" }),
+    ).rejects.toThrow("aws:iam:CreateUser is never granted in ops (settings.never_grant)");
+    await expect(
+      s.butler.submit(deployer, { action: "aws:s3:*", resource: "r", ttl: "PT1H", reason: "x" }),
+    ).rejects.toThrow("name one exact action");
+    await expect(
+      s.butler.submit(agentIdentity("stranger", "ops"), {
+        action: "aws:s3:PutObject",
+        resource: "r",
+        ttl: "PT1H",
+        reason: "x",
+      }),
+    ).rejects.toThrow("agent stranger is not in project ops");
+    const allowed = await s.butler.submit(deployer, {
+      action: "aws:s3:GetObject",
+      resource: "arn:aws:s3:::ops/a",
+      ttl: "PT1H",
+      reason: "x",
+    });
+    expect(allowed).toMatchObject({ status: "already_allowed", grant_id: "g_1" });
+  });
+
+  test("a denial event of another agent cannot be used", async () => {
+    const other = await s.gateway.authorize(
+      { ...agentIdentity("other-agent", "ops"), tokenId: "tok_other000000000" },
+      {
+        action: "aws:s3:PutObject",
+        resource: "arn:aws:s3:::ops/secret",
+      },
+    );
+    expect(other.decision).toBe("DENY");
+    await expect(
+      s.butler.submit(deployer, { ttl: "PT1H", reason: "x", denial_event_id: other.event_id }),
+    ).rejects.toThrow(`no denial ${other.event_id} of agent deployer in ops`);
+  });
+
+  test("a pending request expires after the project's pending TTL", async () => {
+    const r = await file("aws:s3:PutObject", "arn:aws:s3:::ops/late");
+    clock.advance(2 * 3600_000);
+    await expect(s.butler.review({ approver: "a1", channel: "api" }, r.id, "approve")).rejects.toThrow(
+      "expired",
+    );
+    expect((await s.butler.get(r.id)).status).toBe("expired");
+  });
+
+  test("revoking a grant stops it at once, and the chain still verifies", async () => {
+    const r = await file("aws:s3:PutObject", "arn:aws:s3:::ops/revoke-me");
+    await s.butler.review({ approver: "a1", channel: "api" }, r.id, "approve");
+    const call = { action: "aws:s3:PutObject", resource: "arn:aws:s3:::ops/revoke-me" };
+    expect((await s.gateway.authorize(deployer, call)).decision).toBe("ALLOW");
+    await s.butler.revokeGrant(r.id, "test", "no longer needed");
+    const after = await s.gateway.authorize(deployer, call);
+    expect(after.decision).toBe("DENY");
+    await expect(s.butler.revokeGrant(r.id, "test")).rejects.toThrow("already revoked");
+    expect(await verifyAuditChain(t.database.db)).toMatchObject({ ok: true });
+  });
+});
+
+describe(`the outbox survives a crash (${ENGINE})`, () => {
+  const clock = new FakeClock("2026-05-01T10:00:00Z");
+  let t: TestDatabase;
+  let env: TestEnv;
+  beforeAll(async () => {
+    t = await createTestDatabase();
+    env = await createTestEnv({ policies: { "ops.yaml": POLICY } });
+  });
+  afterAll(async () => {
+    await t?.cleanup();
+    await env?.cleanup();
+  });
+
+  test("a crash between the approval commit and the notification still delivers it after restart, retried with backoff", async () => {
+    const before = new FakeNotifier();
+    const first = await startServices({
+      database: t.database,
+      policiesDir: env.policiesDir,
+      clock,
+      notifier: before,
+    });
+    await first.policies.importDirectory("test");
+    const r = await first.butler.submit(agentIdentity("deployer", "ops"), {
+      action: "aws:s3:PutObject",
+      resource: "arn:aws:s3:::ops/x",
+      ttl: "PT1H",
+      reason: "x",
+    });
+    if (r.status === "already_allowed") throw new Error("unexpected");
+    await first.butler.review({ approver: "a1", channel: "api" }, r.request.id, "approve");
+    // The process dies here: its outbox worker never ran.
+    await stopServices(first);
+    expect(before.sent).toEqual([]);
+
+    const after = new FakeNotifier();
+    after.failing = true;
+    const second = await startServices({
+      database: t.database,
+      policiesDir: env.policiesDir,
+      clock,
+      notifier: after,
+    });
+    try {
+      expect(await second.outbox.runOnce()).toBe(1);
+      expect(after.sent).toEqual([]);
+      // Not due again until its backoff has passed.
+      expect(await second.outbox.runOnce()).toBe(0);
+      after.failing = false;
+      clock.advance(1_000);
+      expect(await second.outbox.runOnce()).toBe(1);
+      expect(after.sent).toEqual([
+        expect.objectContaining({ type: "grant_ready", requestId: r.request.id, grantId: r.request.id }),
+      ]);
+      expect(await second.outbox.runOnce()).toBe(0);
+    } finally {
+      await stopServices(second);
+    }
+  });
+});

@@ -1,0 +1,42 @@
+import type { AgentIdentity } from "../../src/agents/token-service.js";
+import type { AgentNotifier } from "../../src/butler/notifier.js";
+import type { ApprovalChannel } from "../../src/channels/channel.js";
+import type { Clock } from "../../src/clock.js";
+import type { Database } from "../../src/db/client.js";
+import { createLogger } from "../../src/logger.js";
+import { createServices, type Services } from "../../src/services.js";
+
+/** The real services on a test database, as an instance of the server has them (without HTTP). */
+export async function startServices(opts: {
+  database: Database;
+  policiesDir: string;
+  clock: Clock;
+  notifier?: AgentNotifier;
+  channels?: ApprovalChannel[];
+}): Promise<Services> {
+  const services = createServices({
+    config: { audit: { batchMax: 200, queueMax: 100_000 }, policiesDir: opts.policiesDir },
+    database: opts.database,
+    log: createLogger("silent"),
+    clock: opts.clock,
+    actor: "test",
+    publicUrl: () => "http://butler.test",
+    notifier: opts.notifier,
+    channels: opts.channels,
+  });
+  await services.changes.start();
+  await services.policies.refreshAll();
+  return services;
+}
+
+export async function stopServices(s: Services | undefined): Promise<void> {
+  if (!s) return;
+  await s.outbox.stop();
+  await s.audit.close();
+  await s.changes.stop();
+}
+
+/** An agent identity as a token would give it (for calling services directly). */
+export function agentIdentity(agent: string, project: string): AgentIdentity {
+  return { agent, project, tokenId: "tok_test0000000000" };
+}
