@@ -27,7 +27,8 @@ export interface AccessRequestInput {
   action?: string | undefined;
   resource?: string | undefined;
   branch?: string | undefined;
-  ttl: string | number;
+  /** Default: the project's default grant TTL. */
+  ttl?: string | number | undefined;
   reason: string;
   denial_event_id?: string | undefined;
 }
@@ -237,7 +238,7 @@ export function createButler(deps: ButlerDeps) {
         throw new AppError("FORBIDDEN", `agent ${identity.agent} is not in project ${identity.project}`);
       }
       const settings = project.document.settings;
-      const ttl = parseDuration(input.ttl);
+      const ttl = parseDuration(input.ttl ?? settings.grantTtlDefaultSeconds);
       if (!ttl.ok) throw new AppError("INVALID_INPUT", `ttl: ${ttl.error}`);
       if (ttl.value > settings.grantTtlMaxSeconds) {
         throw new AppError(

@@ -18,7 +18,7 @@ export const CreateRequestBody = z.strictObject({
   action: safeText(256).optional(),
   resource: safeText(2048).optional(),
   branch: safeText(256).optional(),
-  ttl,
+  ttl: ttl.optional(),
   reason: safeText(2000).refine(
     (s) => s.trim().length > 0,
     "is required: say why the agent needs this, for the person who decides",
