@@ -12,7 +12,9 @@
  * default postgres://postgres@127.0.0.1:5432/postgres. Durations: BENCH_SECONDS (default 10).
  */
 import { spawn } from "node:child_process";
-import os from "node:os";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import os, { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
 import autocannon from "autocannon";
 import pg from "pg";
@@ -23,6 +25,7 @@ import { postgresDatabase } from "../src/db/client.js";
 import { migrate } from "../src/db/migrate.js";
 import { createLogger } from "../src/logger.js";
 import { type Call, evaluate, type PolicyIndex } from "../src/policy/index.js";
+import { createServices } from "../src/services.js";
 import { createPostgresDatabase } from "../test/helpers/pg-database.js";
 import { makeCalls, parseAll } from "./policy-gen.js";
 
@@ -237,11 +240,91 @@ async function benchAudit(dbUrl: string) {
   return grouped;
 }
 
+// ---------------------------------------------------------------------------------------------
+// 4. Approval to first ALLOW on another instance
+// ---------------------------------------------------------------------------------------------
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
+}
+
+async function benchApprovalPropagation(dbUrl: string) {
+  console.log("\n4. Approval commit to the first ALLOW on a second instance (PostgreSQL, 200 approvals)");
+  const log = createLogger("warn");
+  const dir = await mkdtemp(join(tmpdir(), "butler-bench-policies-"));
+  await writeFile(join(dir, "project-billing.yaml"), await readFile("policies/project-billing.yaml", "utf8"));
+  const open = () => postgresDatabase(new pg.Pool({ connectionString: dbUrl, max: 10 }), dbUrl, log);
+  const instance = async (database: ReturnType<typeof open>) => {
+    const s = createServices({
+      config: { audit: { batchMax: 1000, queueMax: 100_000 }, policiesDir: dir },
+      database,
+      log,
+      clock: systemClock,
+      actor: "bench",
+      publicUrl: () => "http://bench",
+    });
+    await s.changes.start();
+    await s.policies.refreshAll();
+    return s;
+  };
+  const dbA = open();
+  const dbB = open();
+  const a = await instance(dbA);
+  const b = await instance(dbB);
+  await a.policies.importDirectory("bench");
+  const agent = { agent: "billing-reconciler-1", project: "project-billing", tokenId: "tok_bench000000000" };
+  const steady: number[] = [];
+  const toAllow: number[] = [];
+  let extraCalls = 0;
+  for (let i = 0; i < 200; i++) {
+    const call = { action: "git:push", resource: "reidataai/billing-ledger", branch: `release-${i}` };
+    const denied = await b.gateway.authorize(agent, call);
+    const filed = await a.butler.submit(agent, {
+      ttl: "PT1H",
+      reason: "bench",
+      denial_event_id: denied.event_id,
+    });
+    if (filed.status === "already_allowed") throw new Error("unexpected");
+    await a.butler.review({ approver: "jordan", channel: "api" }, filed.request.id, "approve");
+    const t0 = process.hrtime.bigint();
+    for (;;) {
+      const d = await b.gateway.authorize(agent, call);
+      if (d.decision === "ALLOW") break;
+      if (process.env.BENCH_DEBUG) console.log("   denied after approval:", d.reason, d.revision);
+      extraCalls++;
+    }
+    toAllow.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    const s0 = process.hrtime.bigint();
+    await b.gateway.authorize(agent, call);
+    steady.push(Number(process.hrtime.bigint() - s0) / 1e6);
+  }
+  toAllow.sort((x, y) => x - y);
+  steady.sort((x, y) => x - y);
+  console.log(
+    `   baseline: an ALLOW on instance 2 (durable audit)   p50 ${fmt(percentile(steady, 0.5), 2)} ms   p99 ${fmt(percentile(steady, 0.99), 2)} ms`,
+  );
+  console.log(
+    `   approval commit → first ALLOW on instance 2        p50 ${fmt(percentile(toAllow, 0.5), 2)} ms   p99 ${fmt(percentile(toAllow, 0.99), 2)} ms   (target p99 < 100 ms)`,
+  );
+  console.log(
+    `   calls denied after an approval had committed: ${extraCalls} of 200 (the first call after approval is allowed)`,
+  );
+  for (const s of [a, b]) {
+    await s.audit.close();
+    await s.changes.stop();
+  }
+  await dbA.close();
+  await dbB.close();
+  await rm(dir, { recursive: true, force: true });
+  return { p50: percentile(toAllow, 0.5), p99: percentile(toAllow, 0.99) };
+}
+
 const decisions = benchDecisions();
 const db = await createPostgresDatabase(ADMIN_URL, "butler_bench");
 try {
   const http = await benchHttp(db.url);
   const audit = await benchAudit(db.url);
+  const propagation = await benchApprovalPropagation(db.url);
   console.log("\nSummary");
   console.log(
     `   in-process decisions/s:      ${fmt(decisions.perSecond)}  (warm, 1,000 projects; p99 ${fmt(decisions.p99)} ns)`,
@@ -250,6 +333,9 @@ try {
     `   authorize req/s:             ${fmt(http.auth.requests.average)}  = ${fmt(http.auth.requests.average / http.bare.requests.average, 2)}x bare fastify (${fmt(http.bare.requests.average)}); p50 ${fmt(http.auth.latency.p50, 2)} ms, p99 ${fmt(http.auth.latency.p99, 2)} ms`,
   );
   console.log(`   audit appends/s:             ${fmt(audit)}`);
+  console.log(
+    `   approval → first ALLOW on another instance: p50 ${fmt(propagation.p50, 2)} ms, p99 ${fmt(propagation.p99, 2)} ms`,
+  );
 } finally {
   await db.drop();
 }

@@ -104,9 +104,13 @@ export function createGateway(deps: GatewayDeps) {
       let d = evaluate(policies.index(), call, now.getTime());
       // Before denying, make sure this instance is not behind: a grant approved through another
       // instance a moment ago must already count here (no stale-deny window).
+      // The index may also have moved on by itself while we waited (a notification arrived), so
+      // the decision is remade whenever the revision it was made with is no longer the one in force.
       if (d.decision === "DENY" && d.code !== "unknown_agent" && d.code !== "deny_pattern") {
-        if (await policies.ensureCurrent(identity.project))
+        await policies.ensureCurrent(identity.project);
+        if (policies.index().projects.get(identity.project)?.revision !== d.revision) {
           d = evaluate(policies.index(), call, now.getTime());
+        }
       }
       const allow = d.decision === "ALLOW";
       const grantId = d.decision === "ALLOW" ? d.grantId : undefined;
