@@ -145,7 +145,7 @@ export function createButler(deps: ButlerDeps) {
   async function readDenial(identity: AgentIdentity, eventId: string): Promise<ScopedCall> {
     const [e] = await db.select().from(auditEvents).where(eq(auditEvents.eventId, eventId));
     // Another agent's event is "not found": its existence is none of this agent's business.
-    if (!e || e.type !== "gateway.denied" || e.agent !== identity.agent || e.project !== identity.project) {
+    if (e?.type !== "gateway.denied" || e.agent !== identity.agent || e.project !== identity.project) {
       throw new AppError(
         "NOT_FOUND",
         `denial_event_id: no denial ${eventId} of agent ${identity.agent} in ${identity.project}`,
@@ -484,7 +484,7 @@ export function createButler(deps: ButlerDeps) {
         const r = await lockRequest(tx, id);
         const project = policies.index().projects.get(r.project);
         const who = project && approverOf(project, reviewer.approver);
-        if (!who || !who.tiers.includes(r.riskTier)) {
+        if (!who?.tiers.includes(r.riskTier)) {
           await audit.appendInTx(tx, [
             {
               type: "access_request.review_refused",

@@ -93,12 +93,12 @@ export interface TestServer extends TestEnv {
     // biome-ignore lint/suspicious/noExplicitAny: tests read response bodies of many shapes.
   ): Promise<{ status: number; body: any }>;
   /** Any call to the server, with a bearer token and a JSON body. */
-  // biome-ignore lint/suspicious/noExplicitAny: tests read response bodies of many shapes.
   http(
     method: string,
     path: string,
     token: string | undefined,
     body?: unknown,
+    // biome-ignore lint/suspicious/noExplicitAny: tests read response bodies of many shapes.
   ): Promise<{ status: number; body: any }>;
   stop(): Promise<void>;
 }
