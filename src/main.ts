@@ -88,6 +88,10 @@ export async function startServer(
     // the outbox worker and the sweeper write audit events.
     services.outbox.start();
     cleanups.push(() => services.outbox.stop());
+    for (const channel of services.channels) {
+      await channel.start((input) => services.butler.reviewFromChannel(input));
+      cleanups.push(() => channel.stop());
+    }
     const sweeper = setInterval(() => {
       services.butler.sweep().catch((e) => log.error({ err: e }, "sweep failed"));
     }, 5_000);

@@ -1,7 +1,7 @@
 import { and, asc, desc, eq, inArray, isNull, lte, sql } from "drizzle-orm";
 import type { AgentIdentity } from "../agents/token-service.js";
 import type { AuditEventInput, AuditLog } from "../audit/audit-log.js";
-import type { ChannelKind, ReviewOutcome } from "../channels/channel.js";
+import type { ChannelKind, ReviewInput, ReviewOutcome } from "../channels/channel.js";
 import type { Clock } from "../clock.js";
 import type { ChangeBus } from "../db/changes.js";
 import { type Db, rowsOf, type Tx } from "../db/client.js";
@@ -947,22 +947,43 @@ export function createButler(deps: ButlerDeps) {
         .onConflictDoNothing();
     },
 
-    /** Turns a review into what an approval surface shows the person who pressed. */
-    async reviewForChannel(
-      reviewer: Reviewer,
-      id: string,
-      verdict: "approve" | "deny",
-      opts: { ttl?: number; reason?: string } = {},
-    ): Promise<ReviewOutcome> {
+    /**
+     * A button pressed on a card. The channel's user id is resolved to an approver of the request's
+     * project through the policy's approver section (Slack and Telegram user ids; on the dashboard
+     * the signed-in approver's id); an unknown person is refused (and audited), never guessed.
+     */
+    async reviewFromChannel(input: ReviewInput): Promise<ReviewOutcome> {
       try {
-        const r = await this.review(reviewer, id, verdict, opts);
+        const [r] = await db
+          .select({ project: accessRequests.project })
+          .from(accessRequests)
+          .where(eq(accessRequests.id, input.requestId));
+        if (!r) return { ok: false, code: "NOT_FOUND", message: `no access request ${input.requestId}` };
+        const approvers = policies.index().projects.get(r.project)?.document.approvers ?? [];
+        const who = approvers.find((a) =>
+          input.actor.channel === "slack"
+            ? a.slack?.userId === input.actor.userId
+            : input.actor.channel === "telegram"
+              ? a.telegram?.userId === input.actor.userId
+              : a.id === input.actor.userId,
+        );
+        const approver = who?.id ?? `${input.actor.channel}:${input.actor.userId}`;
+        const done = await this.review(
+          { approver, channel: input.actor.channel },
+          input.requestId,
+          input.verdict,
+          {
+            ttl: input.ttlSeconds,
+            reason: input.reason,
+          },
+        );
         const message =
-          r.outcome === "recorded"
-            ? `Recorded: ${r.request.approvals.length} of ${r.request.approvals_required} approvals`
-            : r.outcome === "unchanged"
-              ? `Nothing changed: ${r.request.status}`
-              : `Request ${r.outcome}`;
-        return { ok: true, card: await this.card(id), message };
+          done.outcome === "recorded"
+            ? `Recorded: ${done.request.approvals.length} of ${done.request.approvals_required} approvals`
+            : done.outcome === "unchanged"
+              ? `Nothing changed: the request is ${done.request.status}`
+              : `Request ${done.outcome}`;
+        return { ok: true, card: await this.card(input.requestId), message };
       } catch (e) {
         if (e instanceof AppError) return { ok: false, code: e.code, message: e.message };
         throw e;

@@ -4,6 +4,7 @@ import { readLines } from "../../src/audit/audit-log.js";
 import { verifyAuditChain } from "../../src/audit/verify.js";
 import { rowsOf } from "../../src/db/client.js";
 import type { Services } from "../../src/services.js";
+import { FakeChannel } from "../fakes/fake-channel.js";
 import { FakeNotifier } from "../fakes/fake-notifier.js";
 import { FakeClock } from "../helpers/clock.js";
 import { createTestDatabase, ENGINE, type TestDatabase } from "../helpers/db.js";
@@ -259,5 +260,62 @@ describe(`the outbox survives a crash (${ENGINE})`, () => {
     } finally {
       await stopServices(second);
     }
+  });
+});
+
+describe(`buttons pressed on a channel's card (${ENGINE})`, () => {
+  const clock = new FakeClock("2026-05-01T10:00:00Z");
+  const slack = new FakeChannel("slack");
+  let t: TestDatabase;
+  let env: TestEnv;
+  let s: Services;
+  beforeAll(async () => {
+    t = await createTestDatabase();
+    env = await createTestEnv({
+      policies: { "ops.yaml": POLICY.replace("  - id: a1\n", "  - id: a1\n    slack: { user_id: U0A1 }\n") },
+    });
+    s = await startServices({ database: t.database, policiesDir: env.policiesDir, clock, channels: [slack] });
+    await s.policies.importDirectory("test");
+    await slack.start((input) => s.butler.reviewFromChannel(input));
+  });
+  afterAll(async () => {
+    await stopServices(s);
+    await t?.cleanup();
+    await env?.cleanup();
+  });
+
+  test("a press is bound to an approver by the policy's chat identity; a stranger changes nothing", async () => {
+    const r = await s.butler.submit(agentIdentity("deployer", "ops"), {
+      action: "aws:s3:PutObject",
+      resource: "arn:aws:s3:::ops/y",
+      reason: "x",
+    });
+    if (r.status === "already_allowed") throw new Error("unexpected");
+    await s.outbox.runOnce();
+    expect(slack.cardOf(r.request.id)).toMatchObject({
+      status: "pending",
+      reason: "x",
+      approvalsRequired: 1,
+    });
+
+    const stranger = await slack.press(r.request.id, "approve", "U0NOBODY");
+    expect(stranger).toEqual({ ok: false, code: "FORBIDDEN", message: "you are not an approver for ops" });
+    expect((await s.butler.get(r.request.id)).status).toBe("pending");
+
+    const a1 = await slack.press(r.request.id, "approve", "U0A1");
+    expect(a1).toMatchObject({
+      ok: true,
+      message: "Request approved",
+      card: { status: "approved", decidedBy: "a1", decidedVia: "slack" },
+    });
+    await s.outbox.runOnce();
+    expect(slack.cardOf(r.request.id)).toMatchObject({ status: "approved", decidedBy: "a1" });
+
+    const late = await slack.press(r.request.id, "deny", "U0A1");
+    expect(late).toMatchObject({
+      ok: false,
+      code: "CONFLICT",
+      message: expect.stringContaining("already approved by a1"),
+    });
   });
 });
