@@ -49,8 +49,6 @@ export async function openDatabase(cfg: DatabaseConfig, log: Logger): Promise<Da
       query_timeout: 30_000,
       keepAlive: true,
     });
-    // An idle client that errors (server restart) must not crash the process; the pool replaces it.
-    pool.on("error", (e) => log.warn({ err: e }, "idle PostgreSQL connection failed"));
     try {
       const c = await pool.connect();
       c.release();
@@ -81,6 +79,9 @@ export function pgliteDatabase(client: PGlite): Database {
 
 /** Wraps a node-postgres pool. LISTEN uses its own connection, re-established when it drops. */
 export function postgresDatabase(pool: pg.Pool, url: string, log: Logger): Database {
+  // An idle client that errors (server restart, connection terminated) must not crash the
+  // process; the pool replaces it.
+  pool.on("error", (e) => log.warn({ err: e }, "idle PostgreSQL connection failed"));
   const listeners = new Set<{ stop: () => Promise<void> }>();
   return {
     kind: "postgres",
