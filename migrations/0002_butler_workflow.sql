@@ -80,6 +80,7 @@ CREATE TABLE "request_reviews" (
 --> statement-breakpoint
 ALTER TABLE "policy_revisions" ADD COLUMN "baseline" text DEFAULT '' NOT NULL;--> statement-breakpoint
 ALTER TABLE "policy_revisions" ADD COLUMN "effective_hash" text DEFAULT '' NOT NULL;--> statement-breakpoint
+ALTER TABLE "policy_revisions" ADD COLUMN "cause" text;--> statement-breakpoint
 CREATE UNIQUE INDEX "access_requests_pending_uq" ON "access_requests" USING btree ("dedupe_key") WHERE "access_requests"."status" = 'pending';--> statement-breakpoint
 CREATE INDEX "access_requests_status_idx" ON "access_requests" USING btree ("status","expires_at");--> statement-breakpoint
 CREATE INDEX "access_requests_agent_idx" ON "access_requests" USING btree ("project","agent","created_at");--> statement-breakpoint

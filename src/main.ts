@@ -92,11 +92,20 @@ export async function startServer(
       await channel.start((input) => services.butler.reviewFromChannel(input));
       cleanups.push(() => channel.stop());
     }
+    let sweeping: Promise<unknown> | undefined;
     const sweeper = setInterval(() => {
-      services.butler.sweep().catch((e) => log.error({ err: e }, "sweep failed"));
+      sweeping ??= services.butler
+        .sweep()
+        .catch((e) => log.error({ err: e }, "sweep failed"))
+        .finally(() => {
+          sweeping = undefined;
+        });
     }, 5_000);
     sweeper.unref();
-    cleanups.push(async () => clearInterval(sweeper));
+    cleanups.push(async () => {
+      clearInterval(sweeper);
+      await sweeping;
+    });
     const adminToken = config.adminToken ?? (await readOrCreateAdminToken(config.dataDir));
     let closing = false;
     const instanceId = newId("srv");

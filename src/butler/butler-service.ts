@@ -11,7 +11,13 @@ import { newId } from "../ids.js";
 import type { Logger } from "../logger.js";
 import { enqueue, type OutboxMessage } from "../outbox/outbox.js";
 import { composeEffective, policyDiff } from "../policy/effective.js";
-import { type CompiledProject, evaluate, formatDuration, parseDuration } from "../policy/index.js";
+import {
+  type CompiledProject,
+  evaluate,
+  formatDuration,
+  parseDuration,
+  parsePolicyFile,
+} from "../policy/index.js";
 import { classifyRisk } from "../policy/risk.js";
 import { LIFTABLE_DENIALS, type ScopedCall, scopeRequest } from "../policy/scope.js";
 import type { ApproverDef, RiskTier } from "../policy/types.js";
@@ -69,7 +75,10 @@ export interface Reviewer {
 export interface ButlerDeps {
   db: Db;
   audit: Pick<AuditLog, "appendInTx">;
-  policies: Pick<PolicyStore, "index" | "latestIn" | "recompose" | "refreshProject">;
+  policies: Pick<
+    PolicyStore,
+    "index" | "latestIn" | "recompose" | "refreshProject" | "ensureCurrent" | "lockProject"
+  >;
   changes: Pick<ChangeBus, "publish">;
   clock: Clock;
   log: Logger;
@@ -180,14 +189,16 @@ export function createButler(deps: ButlerDeps) {
       branch: r.branch ?? undefined,
       ...extra,
     };
-    return { topic: "agent.notify", key: r.id, payload: n as unknown as Record<string, unknown> };
+    // Separate queues for the agent and for cards: a failing chat platform must not hold up the agent.
+    return { topic: "agent.notify", key: `${r.id}:agent`, payload: n as unknown as Record<string, unknown> };
   }
 
   /** Outbox messages after a request changed: tell the agent (if final) and refresh every card. */
   function afterChange(r: RequestRow, n?: OutboxMessage): OutboxMessage[] {
     const out: OutboxMessage[] = [];
     if (n && deps.notifyAgents) out.push(n);
-    if (deps.channels.length > 0) out.push({ topic: "card.update", key: r.id, payload: { requestId: r.id } });
+    if (deps.channels.length > 0)
+      out.push({ topic: "card.update", key: `${r.id}:cards`, payload: { requestId: r.id } });
     return out;
   }
 
@@ -270,11 +281,36 @@ export function createButler(deps: ButlerDeps) {
           `${call.action} is never granted in ${identity.project} (settings.never_grant)`,
         );
       }
+      const service = call.action.slice(0, call.action.indexOf(":"));
+      // A grant without resources or branches covers all of them: never write one for a call that
+      // merely left them out, except for tools, whose calls have no resource to speak of.
+      if (call.resource === "" && service !== "tools") {
+        throw new AppError(
+          "INVALID_INPUT",
+          `resource: the call names no resource, so a grant would cover every resource of ${call.action}; make the call with the resource you need, then ask`,
+        );
+      }
+      if (call.branch === undefined && (service === "git" || usesBranches(project, service))) {
+        throw new AppError(
+          "INVALID_INPUT",
+          `branch: ${service} calls in ${identity.project} are limited by branch; name the branch`,
+        );
+      }
+      const governed = governingGrant(project, call);
+      if (governed) {
+        throw new AppError(
+          "CONFLICT",
+          `${call.action} on ${call.resource || "(no resource)"} is limited by the parameter constraints or deny patterns of grant ${governed}; a grant from an access request would bypass them, so change the policy file instead`,
+        );
+      }
       const decision = evaluate(
         policies.index(),
         { agent: identity.agent, project: identity.project, ...call },
         now.getTime(),
       );
+      if (decision.decision === "DENY" && !LIFTABLE_DENIALS.has(decision.code)) {
+        throw new AppError("CONFLICT", `an access request cannot lift this: ${decision.reason}`);
+      }
       if (decision.decision === "ALLOW") {
         await db.transaction((tx) =>
           audit.appendInTx(tx, [
@@ -324,6 +360,14 @@ export function createButler(deps: ButlerDeps) {
           note: `access request ${id} by ${identity.agent} (proposed: expires ${formatDuration(ttl.value)} after approval)`,
         };
         const after = composeEffective(latest.baseline, [...entries, proposed]);
+        // The grant must load as policy; refuse here, with the reason, rather than fail at approval.
+        const check = parsePolicyFile({ file: "proposal", text: after });
+        if (!check.ok) {
+          throw new AppError(
+            "INVALID_INPUT",
+            `this call cannot be written as a grant: ${check.error[0]!.path}: ${check.error[0]!.message}`,
+          );
+        }
         const diff = policyDiff(identity.project, before, after, `revision ${latest.revision}`, `with ${id}`);
         const proposalHash = sha256(diff);
         const [row] = await tx
@@ -398,7 +442,7 @@ export function createButler(deps: ButlerDeps) {
           tx,
           deps.channels.map((channel) => ({
             topic: "card.post",
-            key: id,
+            key: `${id}:cards`,
             payload: { requestId: id, channel },
           })),
           now,
@@ -480,6 +524,12 @@ export function createButler(deps: ButlerDeps) {
         if (!t.ok) throw new AppError("INVALID_INPUT", `ttl: ${t.error}`);
         ttlSeconds = t.value;
       }
+      // Decide against the newest policy (an approver may just have been removed elsewhere).
+      const [pre] = await db
+        .select({ project: accessRequests.project })
+        .from(accessRequests)
+        .where(eq(accessRequests.id, id));
+      if (pre) await policies.ensureCurrent(pre.project);
       const result = await db.transaction(async (tx) => {
         const r = await lockRequest(tx, id);
         const project = policies.index().projects.get(r.project);
@@ -529,6 +579,34 @@ export function createButler(deps: ButlerDeps) {
             error: new AppError(
               "INVALID_INPUT",
               `ttl: an approver may shorten the requested ${formatDuration(r.requestedTtlSeconds)}, not lengthen it`,
+            ),
+          };
+        }
+        if (verdict === "approve" && !project!.agentRoles.has(r.agent)) {
+          return {
+            error: new AppError(
+              "CONFLICT",
+              `agent ${r.agent} is no longer in project ${r.project}; deny the request`,
+            ),
+          };
+        }
+        if (verdict === "approve" && project!.neverGrant.some((g) => g.match(r.action))) {
+          return {
+            error: new AppError(
+              "CONFLICT",
+              `${r.action} is now never granted in ${r.project} (settings.never_grant); deny the request`,
+            ),
+          };
+        }
+        const [earlier] = await tx
+          .select()
+          .from(requestReviews)
+          .where(and(eq(requestReviews.requestId, r.id), eq(requestReviews.approver, reviewer.approver)));
+        if (earlier && earlier.verdict !== verdict) {
+          return {
+            error: new AppError(
+              "CONFLICT",
+              `you already ${earlier.verdict === "approve" ? "approved" : "denied"} request ${r.id}`,
             ),
           };
         }
@@ -721,6 +799,10 @@ export function createButler(deps: ButlerDeps) {
     ): Promise<{ grant_id: string; revision: number }> {
       const now = clock.now();
       const done = await db.transaction(async (tx) => {
+        const [pre] = await tx.select({ project: grants.project }).from(grants).where(eq(grants.id, grantId));
+        if (!pre) throw new AppError("NOT_FOUND", `no grant ${grantId}`);
+        // The project's lock before the grant's row, in the same order as policy imports.
+        await policies.lockProject(tx, pre.project);
         const [g] = await tx.select().from(grants).where(eq(grants.id, grantId)).for("update");
         if (!g) throw new AppError("NOT_FOUND", `no grant ${grantId}`);
         if (g.revokedAt)
@@ -817,72 +899,75 @@ export function createButler(deps: ButlerDeps) {
           .limit(500)
           .for("update", { skipLocked: true });
         for (const r of due) await expireInTx(tx, r, now);
-        const expired = await tx
-          .select()
+        const candidates = await tx
+          .select({ project: grants.project })
           .from(grants)
           .where(and(isNull(grants.revokedAt), isNull(grants.expiryRecordedAt), lte(grants.expiresAt, now)))
-          .limit(500)
-          .for("update", { skipLocked: true });
-        const byProject = new Map<string, GrantRow[]>();
-        for (const g of expired) byProject.set(g.project, [...(byProject.get(g.project) ?? []), g]);
-        for (const [project, list] of byProject) {
-          await tx
-            .update(grants)
-            .set({ expiryRecordedAt: now })
-            .where(
-              inArray(
-                grants.id,
-                list.map((g) => g.id),
-              ),
-            );
-          let revision: number | undefined;
+          .limit(500);
+        let expiredCount = 0;
+        const touched: string[] = [];
+        for (const project of new Set(candidates.map((c) => c.project))) {
           try {
-            revision = (await policies.recompose(tx, project, `expiry:${list.map((g) => g.id).join(",")}`))
-              .revision;
+            // A savepoint per project: one project whose policy cannot be recomposed must not stop
+            // the others' expiries from being recorded.
+            expiredCount += await tx.transaction(async (sp) => {
+              await policies.lockProject(sp, project);
+              const list = await sp
+                .select()
+                .from(grants)
+                .where(
+                  and(
+                    eq(grants.project, project),
+                    isNull(grants.revokedAt),
+                    isNull(grants.expiryRecordedAt),
+                    lte(grants.expiresAt, now),
+                  ),
+                )
+                .for("update", { skipLocked: true });
+              if (list.length === 0) return 0;
+              const ids = list.map((g) => g.id);
+              await sp.update(grants).set({ expiryRecordedAt: now }).where(inArray(grants.id, ids));
+              let revision: number | undefined;
+              try {
+                revision = (await policies.recompose(sp, project, `expiry:${ids.join(",")}`)).revision;
+              } catch (e) {
+                // A retired project has no policy to recompose; the grants stopped allowing anyway.
+                if (!(e instanceof AppError && e.code === "CONFLICT")) throw e;
+              }
+              const events: AuditEventInput[] = list.map((g) => ({
+                type: "grant.expired",
+                agent: g.agent,
+                project: g.project,
+                action: g.action,
+                resource: g.resource,
+                reason: `grant ${g.id} expired at ${g.expiresAt.toISOString()}`,
+                details: { grant_id: g.id, revision },
+              }));
+              await audit.appendInTx(sp, events);
+              const requests = await sp.select().from(accessRequests).where(inArray(accessRequests.id, ids));
+              for (const r of requests) {
+                const g = list.find((x) => x.id === r.id)!;
+                await enqueue(
+                  sp,
+                  afterChange(
+                    r,
+                    notification(r, "grant_expired", {
+                      grantId: g.id,
+                      expiresAt: g.expiresAt.toISOString(),
+                      revision,
+                    }),
+                  ),
+                  now,
+                );
+              }
+              return list.length;
+            });
+            touched.push(project);
           } catch (e) {
-            // A retired project has no policy to recompose; the grants stopped allowing anyway.
-            if (!(e instanceof AppError && e.code === "CONFLICT")) throw e;
-          }
-          const events: AuditEventInput[] = list.map((g) => ({
-            type: "grant.expired",
-            agent: g.agent,
-            project: g.project,
-            action: g.action,
-            resource: g.resource,
-            reason: `grant ${g.id} expired at ${g.expiresAt.toISOString()}`,
-            details: { grant_id: g.id, revision },
-          }));
-          await audit.appendInTx(tx, events);
-          const requests = await tx
-            .select()
-            .from(accessRequests)
-            .where(
-              inArray(
-                accessRequests.id,
-                list.map((g) => g.id),
-              ),
-            );
-          for (const r of requests) {
-            const g = list.find((x) => x.id === r.id)!;
-            await enqueue(
-              tx,
-              afterChange(
-                r,
-                notification(r, "grant_expired", {
-                  grantId: g.id,
-                  expiresAt: g.expiresAt.toISOString(),
-                  revision,
-                }),
-              ),
-              now,
-            );
+            log.error({ err: e, project }, "recording grant expiries failed for this project");
           }
         }
-        return {
-          expiredRequests: due.length,
-          expiredGrants: expired.length,
-          projects: [...byProject.keys()],
-        };
+        return { expiredRequests: due.length, expiredGrants: expiredCount, projects: touched };
       });
       if (swept.expiredRequests + swept.expiredGrants > 0) deps.onEnqueued?.();
       for (const project of swept.projects) await policies.refreshProject(project);
@@ -990,6 +1075,34 @@ export function createButler(deps: ButlerDeps) {
       }
     },
   };
+}
+
+/** Whether some grant of `service` in the project limits branches (so calls must name one). */
+function usesBranches(project: CompiledProject, service: string): boolean {
+  const svc = project.services.get(service);
+  if (!svc) return false;
+  for (const list of svc.exact.values()) if (list.some((g) => g.branches !== undefined)) return true;
+  return svc.patterned.some((g) => g.branches !== undefined);
+}
+
+/**
+ * The id of a grant with parameter constraints or deny patterns that covers this action and
+ * resource (for any agent): a new unconstrained grant for the same call would bypass them.
+ */
+function governingGrant(project: CompiledProject, call: ScopedCall): string | undefined {
+  const colon = call.action.indexOf(":");
+  const svc = project.services.get(call.action.slice(0, colon));
+  if (!svc) return undefined;
+  const verb = call.action.slice(colon + 1);
+  const candidates = [
+    ...(svc.exact.get(verb) ?? []),
+    ...svc.patterned.filter((g) => g.actionPatterns.some((p) => p.match(verb))),
+  ];
+  for (const g of candidates) {
+    if (g.resources !== undefined && !g.resources.some((r) => r.match(call.resource))) continue;
+    if (g.constraints.length > 0 || g.denyText.length > 0 || g.denyResources.length > 0) return g.id;
+  }
+  return undefined;
 }
 
 /** A grant as the API shows it. */

@@ -414,7 +414,7 @@ async function policyHistory(argv: string[], io: CliIo): Promise<number> {
   const text = revisions
     .map(
       (r) =>
-        `${String(r.revision).padStart(4)}  ${r.createdAt}  ${r.contentHash.slice(0, 12)}  ${r.source}${r.retired ? "  (retired)" : ""}`,
+        `${String(r.revision).padStart(4)}  ${r.createdAt}  ${r.contentHash.slice(0, 12)}  ${r.source}${r.cause ? `  (${r.cause})` : ""}${r.retired ? "  (retired)" : ""}`,
     )
     .join("\n");
   print(io, { project: positionals[0], revisions }, text, !!values.json);
@@ -561,7 +561,8 @@ async function requestsShow(argv: string[], io: CliIo): Promise<number> {
   const r = await withAdmin(io, (ops) => ops.showRequest(positionals[0]!));
   const text = [
     requestLine(r),
-    `reason (written by the agent): ${r.reason}`,
+    // On one line and quoted: the agent's words must not pass for lines of this output.
+    `reason (written by the agent): ${JSON.stringify(r.reason)}`,
     r.decision
       ? `decided ${r.decision.at} by ${r.decision.by} via ${r.decision.via}${r.decision.reason ? `: ${r.decision.reason}` : ""}`
       : `pending until ${r.expires_at}`,

@@ -40,6 +40,8 @@ export const policyRevisions = pgTable(
     baseline: text("baseline").notNull().default(""),
     /** sha256 (hex) of the effective `yaml`. */
     effectiveHash: text("effective_hash").notNull().default(""),
+    /** Why this revision exists when it is not a new file: `grant:req_…`, `revoke:req_…`, `expiry:…`. */
+    cause: text("cause"),
     createdAt: createdAt(),
   },
   (t) => [uniqueIndex("policy_revisions_project_revision_uq").on(t.project, t.revision)],

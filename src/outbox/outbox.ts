@@ -65,6 +65,8 @@ export function createOutboxWorker(deps: OutboxDeps) {
   let running: Promise<number> | undefined;
   let again = false;
   let stopped = true;
+  // Set by stop(): passes end after the message in hand (runOnce alone, without start(), is fine).
+  let stopping = false;
 
   async function deliver(row: Row): Promise<void> {
     const handler = handlers[row.topic];
@@ -116,6 +118,7 @@ export function createOutboxWorker(deps: OutboxDeps) {
   async function runOnce(): Promise<number> {
     let attempted = 0;
     for (;;) {
+      if (stopping) return attempted;
       const now = clock.now();
       // Each message is claimed in its own short transaction; the delivery itself happens outside
       // any transaction (no network calls while holding locks).
@@ -168,7 +171,7 @@ export function createOutboxWorker(deps: OutboxDeps) {
     } finally {
       running = undefined;
     }
-    if (again) {
+    if (again && !stopped) {
       again = false;
       return kick();
     }
@@ -178,6 +181,7 @@ export function createOutboxWorker(deps: OutboxDeps) {
   return {
     start(): void {
       stopped = false;
+      stopping = false;
       schedule(0);
     },
     /** Wakes the worker (new messages were committed). */
@@ -188,6 +192,7 @@ export function createOutboxWorker(deps: OutboxDeps) {
     runOnce,
     async stop(): Promise<void> {
       stopped = true;
+      stopping = true;
       if (timer) clearTimeout(timer);
       await running?.catch(() => {});
     },

@@ -15,6 +15,7 @@ import {
   formatIssue,
   type PolicyDocument,
   type PolicyIndex,
+  type PolicyIssue,
   parsePolicyFile,
   parsePolicySet,
 } from "../policy/index.js";
@@ -27,6 +28,8 @@ export interface PolicyRevision {
   /** sha256 of the baseline file's text. */
   contentHash: string;
   source: string;
+  /** Why the revision exists when the file did not change (`grant:req_…`, `revoke:…`, `expiry:…`). */
+  cause: string | null;
   /** The effective policy: the baseline plus the grants in force when this revision was stored. */
   yaml: string;
   /** The policy file's text. */
@@ -81,6 +84,17 @@ export function sha256(text: string): string {
   return createHash("sha256").update(text).digest("hex");
 }
 
+/** A valid file that still cannot be stored (its effective policy would not load). */
+class PolicyFileError extends Error {
+  constructor(
+    readonly file: string,
+    readonly project: string,
+    readonly issues: PolicyIssue[],
+  ) {
+    super(`${file}: ${issues[0]?.message}`);
+  }
+}
+
 /** What one import of the policies directory did. */
 export interface ImportReport {
   loaded: { project: string; revision: number; file: string }[];
@@ -132,6 +146,7 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
       revision: r.revision,
       contentHash: r.contentHash,
       source: r.source,
+      cause: r.cause,
       yaml: r.yaml,
       baseline: r.baseline,
       effectiveHash: r.effectiveHash,
@@ -255,7 +270,22 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
             ),
           );
       }
-      const effective = composeEffective(text, rows.filter((g) => agentNames.has(g.agent)).map(toEntry));
+      // Grants whose id the file already uses (a copy of `policy show` saved as the file) are in it.
+      const inFile = new Set(doc.grants.map((g) => g.id));
+      const effective = composeEffective(
+        text,
+        rows.filter((g) => agentNames.has(g.agent) && !inFile.has(g.id)).map(toEntry),
+      );
+      const check = parsePolicyFile({ file, text: effective });
+      if (!check.ok) {
+        // Never store a revision that would not load: the file is refused, the old one keeps serving.
+        throw new PolicyFileError(file, doc.project, [
+          {
+            ...check.error[0]!,
+            message: `with the grants in force added, the policy would not load: ${check.error[0]!.message}; write grants as a block list`,
+          },
+        ]);
+      }
       await tx.insert(policyRevisions).values({
         project: doc.project,
         revision: next,
@@ -341,7 +371,7 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
    * grants in effect now (read inside `tx`, so a grant inserted in the same transaction is in it).
    * For approvals, revocations and expiries; the caller audits what happened.
    */
-  async function recompose(tx: Tx, project: string, source: string): Promise<RecomposeResult> {
+  async function recompose(tx: Tx, project: string, cause: string): Promise<RecomposeResult> {
     await tx.execute(sql`SELECT pg_advisory_xact_lock(hashtext('butler.policy'), hashtext(${project}))`);
     const [prev] = await tx
       .select()
@@ -368,7 +398,9 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
       project,
       revision,
       contentHash: prev.contentHash,
-      source,
+      // Still built from the same file: the file stays the source, the grant change is the cause.
+      source: prev.source,
+      cause,
       yaml: effective,
       baseline: prev.baseline,
       effectiveHash: afterHash,
@@ -376,6 +408,11 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
     });
     await changes.publish(tx, { kind: "policy", project });
     return { revision, beforeHash: prev.effectiveHash, afterHash, before: prev.yaml, after: effective };
+  }
+
+  /** Takes the project's lock for the rest of `tx` (revisions and grant changes take turns). */
+  async function lockProject(tx: Tx, project: string): Promise<void> {
+    await tx.execute(sql`SELECT pg_advisory_xact_lock(hashtext('butler.policy'), hashtext(${project}))`);
   }
 
   /** The newest stored revision of a project, read in `tx` (for proposals). */
@@ -413,7 +450,14 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
     const byFile = new Map(sources.map((s) => [s.file, s]));
     for (const { file, document } of set.documents) {
       const src = byFile.get(file)!;
-      const r = await storeDocument(file, src.path, src.text, document, actor);
+      let r: { changed: boolean; revision: number };
+      try {
+        r = await storeDocument(file, src.path, src.text, document, actor);
+      } catch (e) {
+        if (!(e instanceof PolicyFileError)) throw e;
+        set.failures.push({ file: e.file, project: e.project, issues: e.issues });
+        continue;
+      }
       (r.changed ? report.loaded : report.unchanged).push({
         project: document.project,
         revision: r.revision,
@@ -506,6 +550,7 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
     revision,
     recompose,
     ensureCurrent,
+    lockProject,
 
     async history(project: string): Promise<PolicyRevision[]> {
       const rows = await db

@@ -27,7 +27,7 @@ export function renderGrant(g: GrantEntry, indent: string): string {
   const lines = [
     `# ${g.note.replace(/[\r\n]+/g, " ")}`,
     `- id: ${g.id}`,
-    `  service: ${service}`,
+    `  service: ${q(service)}`,
     `  actions: [${q(escapeGlob(verb))}]`,
     // A call without a resource is granted for its action alone; otherwise exactly that resource.
     ...(g.resource === "" ? [] : [`  resources: [${q(escapeGlob(g.resource))}]`]),

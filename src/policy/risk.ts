@@ -110,17 +110,73 @@ function words(action: string): string[] {
     .map((w) => w.toLowerCase());
 }
 
+const WRITE = new Set([
+  "create",
+  "update",
+  "put",
+  "post",
+  "set",
+  "add",
+  "write",
+  "modify",
+  "patch",
+  "send",
+  "start",
+  "stop",
+  "run",
+  "invoke",
+  "attach",
+  "detach",
+  "enable",
+  "disable",
+  "import",
+  "export",
+  "upload",
+  "push",
+  "merge",
+  "edit",
+  "replace",
+  "restore",
+  "apply",
+  "cancel",
+  "tag",
+  "untag",
+  "copy",
+  "move",
+  "rename",
+  "reset",
+  "rotate",
+  "issue",
+  "approve",
+  "confirm",
+  "submit",
+  "index",
+  "publish",
+  "deploy",
+  "scale",
+  "reboot",
+  "restart",
+  "register",
+  "subscribe",
+  "charge",
+  "bill",
+  "invoice",
+]);
+
 /**
  * The risk tier of an action: the project's `settings.risk` first (first matching pattern wins),
- * else reads are low; deletion, credentials, administration, money movement and shell execution
- * are high; other writes are medium.
+ * else: deletion, credentials, administration, money movement and shell execution are high; any
+ * write of a payments service is high; other writes are medium; an action whose words are reads
+ * only is low; anything unrecognised is medium. Write words are looked at before read words, so a
+ * verb such as `update_search_index` cannot pass for a read.
  */
 export function classifyRisk(action: string, settings: Pick<ProjectSettings, "risk">): RiskTier {
   for (const r of settings.risk) if (mustCompileGlob(r.action).match(action)) return r.tier;
   const [service = "", ...rest] = words(action);
   if (rest.some((w) => HIGH.has(w))) return "high";
-  const isRead = rest.length > 0 && rest.some((w) => READ.has(w));
-  if (isRead) return "low";
+  const writes = rest.some((w) => WRITE.has(w));
+  const reads = rest.some((w) => READ.has(w));
+  if (!writes && reads) return "low";
   if (MONEY_SERVICES.has(service)) return "high";
   return "medium";
 }

@@ -45,7 +45,8 @@ export function scopeRequest(asked: Partial<ScopedCall>, denied: ScopedCall | un
       ["branch", asked.branch, denied.branch],
     ];
     for (const [field, want, was] of checks) {
-      if (want === undefined) continue;
+      // Naming the denied value itself always fits, even when it contains glob characters.
+      if (want === undefined || want === was || (want === "" && was === undefined)) continue;
       if (was === undefined) return err(`${field}: the denied call named no ${field}; leave it out`);
       const g = compileGlob(want);
       if (!g.ok || !g.value.match(was)) {

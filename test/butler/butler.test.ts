@@ -319,3 +319,127 @@ describe(`buttons pressed on a channel's card (${ENGINE})`, () => {
     });
   });
 });
+
+const GOVERNED = `project: pay
+agents: [a, b, c]
+grants:
+  - service: stripe
+    actions: [refunds:create]
+    agents: [a]
+    constraints:
+      amount: { max: 100 }
+  - service: git
+    actions: [push]
+    resources: ["org/repo"]
+    branches: ["feature/*"]
+  - service: tools
+    actions: [Bash]
+    agents: [a]
+    deny: ["rm -rf"]
+approvers:
+  - id: p1
+  - id: p2
+`;
+
+describe(`requests that would grant more than the denied call are refused (${ENGINE})`, () => {
+  const clock = new FakeClock("2026-05-01T10:00:00Z");
+  let t: TestDatabase;
+  let env: TestEnv;
+  let s: Services;
+  beforeAll(async () => {
+    t = await createTestDatabase();
+    env = await createTestEnv({ policies: { "pay.yaml": GOVERNED } });
+    s = await startServices({ database: t.database, policiesDir: env.policiesDir, clock });
+    await s.policies.importDirectory("test");
+  });
+  afterAll(async () => {
+    await stopServices(s);
+    await t?.cleanup();
+    await env?.cleanup();
+  });
+
+  const who = (agent: string) => agentIdentity(agent, "pay");
+  async function deniedAndAsk(
+    agent: string,
+    call: { action: string; resource?: string; branch?: string; params?: Record<string, unknown> },
+  ) {
+    const d = await s.gateway.authorize(who(agent), call);
+    expect(d.decision).toBe("DENY");
+    return s.butler.submit(who(agent), { reason: "x", denial_event_id: d.event_id });
+  }
+
+  test("a call that left its branch out cannot become a grant for every branch", async () => {
+    await expect(deniedAndAsk("a", { action: "git:push", resource: "org/repo" })).rejects.toThrow(
+      "branch: git calls in pay are limited by branch",
+    );
+  });
+
+  test("a call that left its resource out cannot become a grant for every resource", async () => {
+    await expect(deniedAndAsk("a", { action: "stripe:charges:read" })).rejects.toThrow(
+      "resource: the call names no resource",
+    );
+  });
+
+  test("a grant cannot bypass another grant's constraints or deny patterns", async () => {
+    await expect(
+      deniedAndAsk("b", {
+        action: "stripe:refunds:create",
+        resource: "stripe.com/v1/refunds",
+        params: { amount: 1 },
+      }),
+    ).rejects.toThrow("limited by the parameter constraints or deny patterns of grant g_1");
+    await expect(
+      s.butler.submit(who("a"), {
+        action: "stripe:refunds:create",
+        resource: "stripe.com/v1/refunds",
+        reason: "x",
+      }),
+    ).rejects.toThrow("limited by the parameter constraints or deny patterns of grant g_1");
+    await expect(s.butler.submit(who("b"), { action: "tools:Bash", reason: "x" })).rejects.toThrow(
+      "grant g_3",
+    );
+  });
+
+  test("a call that cannot be written as a grant is refused when filed, not when approved", async () => {
+    await expect(
+      s.butler.submit(who("a"), { action: "stripe:stripe:read", resource: "r", reason: "x" }),
+    ).rejects.toThrow("this call cannot be written as a grant");
+  });
+
+  test("an approver who approved cannot quietly deny, and the reverse", async () => {
+    const r = await s.butler.submit(who("c"), {
+      action: "aws:s3:DeleteObject",
+      resource: "arn:aws:s3:::b/k",
+      reason: "x",
+    });
+    if (r.status === "already_allowed") throw new Error("unexpected");
+    expect(r.request.approvals_required).toBe(2);
+    await s.butler.review({ approver: "p1", channel: "api" }, r.request.id, "approve");
+    await expect(s.butler.review({ approver: "p1", channel: "api" }, r.request.id, "deny")).rejects.toThrow(
+      `you already approved request ${r.request.id}`,
+    );
+    expect((await s.butler.review({ approver: "p2", channel: "api" }, r.request.id, "deny")).outcome).toBe(
+      "denied",
+    );
+  });
+
+  test("after a grant changed the policy, removing the file still retires the project", async () => {
+    const r = await deniedAndAsk("c", { action: "git:push", resource: "org/repo", branch: "main" });
+    if (r.status === "already_allowed") throw new Error("unexpected");
+    await s.butler.review({ approver: "p1", channel: "api" }, r.request.id, "approve");
+    expect(
+      (await s.gateway.authorize(who("c"), { action: "git:push", resource: "org/repo", branch: "main" }))
+        .decision,
+    ).toBe("ALLOW");
+    const again = await s.policies.importDirectory("test");
+    expect(again.loaded).toEqual([]);
+    const { rm } = await import("node:fs/promises");
+    await rm(`${env.policiesDir}/pay.yaml`);
+    const report = await s.policies.importDirectory("test");
+    expect(report.retired.map((x) => x.project)).toEqual(["pay"]);
+    expect(
+      (await s.gateway.authorize(who("c"), { action: "git:push", resource: "org/repo", branch: "main" }))
+        .decision,
+    ).toBe("DENY");
+  });
+});

@@ -209,7 +209,7 @@ describe(`access-request API: authorization and bad input (${ENGINE})`, () => {
       `${id}  pending   project-billing  billing-reconciler-1  git:push on reidataai/billing-ledger branch main`,
     );
     const show = await s.cli(["requests", "show", id]);
-    expect(show.stdout).toContain("reason (written by the agent): hotfix");
+    expect(show.stdout).toContain('reason (written by the agent): "hotfix"');
     expect(show.stdout).toContain('+    branches: ["main"]');
     const yes = await s.cli([
       "requests",

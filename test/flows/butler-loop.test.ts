@@ -76,7 +76,7 @@ describe(`the Butler loop over HTTP (${ENGINE})`, () => {
     expect(changed).toEqual([
       `+  # access request ${requestId} by billing-reconciler-1 (proposed: expires PT24H after approval)`,
       `+  - id: ${requestId}`,
-      "+    service: stripe",
+      '+    service: "stripe"',
       '+    actions: ["charges:read"]',
       '+    resources: ["stripe.com/v1/charges"]',
       '+    agents: ["billing-reconciler-1"]',

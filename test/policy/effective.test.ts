@@ -40,7 +40,7 @@ describe("the effective policy", () => {
     expect(changed).toEqual([
       "+  # access request req_5c94d8 by billing-reconciler-1, approved by jordan",
       "+  - id: req_5c94d8",
-      "+    service: stripe",
+      '+    service: "stripe"',
       '+    actions: ["charges:read"]',
       '+    resources: ["stripe.com/v1/charges"]',
       '+    agents: ["billing-reconciler-1"]',
@@ -184,5 +184,27 @@ describe("risk tiers", () => {
     };
     expect(classifyRisk("tools:Bash", settings)).toBe("medium");
     expect(classifyRisk("stripe:charges:read", settings)).toBe("high");
+  });
+});
+
+describe("risk tiers cannot be talked down", () => {
+  test.each([
+    ["stripe:customers:update_search_index", "high"],
+    ["aws:logs:CreateExportTask", "medium"],
+    ["aws:dynamodb:ExportTableToPointInTime", "medium"],
+    ["github:issues:list", "low"],
+  ])("%s is %s", (action, tier) => {
+    expect(classifyRisk(action, { risk: [] })).toBe(tier);
+  });
+});
+
+describe("the request_access hint's body is accepted as it is", () => {
+  test.each([
+    [{ action: "x:y", resource: "", branch: undefined }],
+    [{ action: "x:y", resource: "a[1]{2}", branch: undefined }],
+    [{ action: "x:y", resource: "C:\\dir\\file", branch: "feat/{a}" }],
+  ])("%j", (denied) => {
+    const asked = { action: denied.action, resource: denied.resource, branch: denied.branch };
+    expect(scopeRequest(asked, denied)).toEqual({ ok: true, value: denied });
   });
 });
