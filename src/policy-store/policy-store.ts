@@ -211,14 +211,8 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
     if (r) apply(r);
   }
 
-  async function latest(project: string): Promise<PolicyRevision | undefined> {
-    const [row] = await db
-      .select()
-      .from(policyRevisions)
-      .where(eq(policyRevisions.project, project))
-      .orderBy(desc(policyRevisions.revision))
-      .limit(1);
-    return row && toRevision(row);
+  function latest(project: string): Promise<PolicyRevision | undefined> {
+    return latestIn(db, project);
   }
 
   async function revision(project: string, n: number): Promise<PolicyRevision | undefined> {
@@ -236,20 +230,8 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
     const source = `file:${path}`;
     return db.transaction(async (tx) => {
       // Instances importing at the same time take turns per project, so revision numbers never clash.
-      await tx.execute(
-        sql`SELECT pg_advisory_xact_lock(hashtext('butler.policy'), hashtext(${doc.project}))`,
-      );
-      const [prev] = await tx
-        .select({
-          revision: policyRevisions.revision,
-          contentHash: policyRevisions.contentHash,
-          source: policyRevisions.source,
-          retired: policyRevisions.retired,
-        })
-        .from(policyRevisions)
-        .where(eq(policyRevisions.project, doc.project))
-        .orderBy(desc(policyRevisions.revision))
-        .limit(1);
+      await lockProject(tx, doc.project);
+      const prev = await latestIn(tx, doc.project);
       if (prev && !prev.retired && prev.contentHash === contentHash && prev.source === source) {
         return { changed: false, revision: prev.revision };
       }
@@ -333,13 +315,8 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
 
   async function retire(project: string, file: string, actor: string): Promise<number | undefined> {
     return db.transaction(async (tx) => {
-      await tx.execute(sql`SELECT pg_advisory_xact_lock(hashtext('butler.policy'), hashtext(${project}))`);
-      const [prev] = await tx
-        .select()
-        .from(policyRevisions)
-        .where(eq(policyRevisions.project, project))
-        .orderBy(desc(policyRevisions.revision))
-        .limit(1);
+      await lockProject(tx, project);
+      const prev = await latestIn(tx, project);
       if (!prev || prev.retired) return undefined;
       const next = prev.revision + 1;
       await tx.insert(policyRevisions).values({
@@ -372,13 +349,8 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
    * For approvals, revocations and expiries; the caller audits what happened.
    */
   async function recompose(tx: Tx, project: string, cause: string): Promise<RecomposeResult> {
-    await tx.execute(sql`SELECT pg_advisory_xact_lock(hashtext('butler.policy'), hashtext(${project}))`);
-    const [prev] = await tx
-      .select()
-      .from(policyRevisions)
-      .where(eq(policyRevisions.project, project))
-      .orderBy(desc(policyRevisions.revision))
-      .limit(1);
+    await lockProject(tx, project);
+    const prev = await latestIn(tx, project);
     if (!prev || prev.retired) throw new AppError("CONFLICT", `project '${project}' has no policy in force`);
     const now = deps.clock.now();
     const effective = composeEffective(
