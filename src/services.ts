@@ -80,7 +80,7 @@ export function createServices(opts: ServiceOptions) {
       const channel = channels.find((c) => c.kind === payload.channel);
       if (!channel) throw new Error(`channel ${String(payload.channel)} is not configured`);
       const card = await butler.card(id);
-      const result = await channel.post(card, butler.approversOf(card.project));
+      const result = await channel.post(card, await butler.audienceFor(card.project, channel.kind));
       await butler.recordPostedCards(id, result.posted);
       if (result.posted.length === 0 && result.failed.length > 0)
         throw new Error(result.failed.map((f) => `${f.target}: ${f.error}`).join("; "));
@@ -98,14 +98,17 @@ export function createServices(opts: ServiceOptions) {
     },
     async "card.update"(payload) {
       const id = String(payload.requestId);
+      const channel = channels.find((c) => c.kind === payload.channel);
+      if (!channel) throw new Error(`channel ${String(payload.channel)} is not configured`);
       const card = await butler.card(id);
+      const note = typeof payload.note === "string" ? payload.note : undefined;
       for (const posted of await butler.postedCardsOf(id)) {
-        const channel = channels.find((c) => c.kind === posted.channel);
-        if (channel)
-          await channel.update(
-            { channel: channel.kind, chatId: posted.chatId, messageId: posted.messageId },
-            card,
-          );
+        if (posted.channel !== channel.kind) continue;
+        await channel.update(
+          { channel: channel.kind, chatId: posted.chatId, messageId: posted.messageId },
+          card,
+          note,
+        );
       }
       return undefined;
     },

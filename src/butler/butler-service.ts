@@ -1,11 +1,20 @@
+import { randomBytes } from "node:crypto";
 import { and, asc, desc, eq, inArray, isNull, lte, sql } from "drizzle-orm";
 import type { AgentIdentity } from "../agents/token-service.js";
 import type { AuditEventInput, AuditLog } from "../audit/audit-log.js";
-import type { ChannelKind, ReviewInput, ReviewOutcome } from "../channels/channel.js";
+import type { Audience, ChannelKind, ReviewInput, ReviewOutcome } from "../channels/channel.js";
 import type { Clock } from "../clock.js";
 import type { ChangeBus } from "../db/changes.js";
 import { type Db, rowsOf, type Tx } from "../db/client.js";
-import { accessRequests, auditEvents, grants, postedCards, requestReviews } from "../db/schema.js";
+import {
+  accessRequests,
+  auditEvents,
+  chatBindings,
+  grants,
+  linkCodes,
+  postedCards,
+  requestReviews,
+} from "../db/schema.js";
 import { AppError } from "../errors.js";
 import { newId } from "../ids.js";
 import type { Logger } from "../logger.js";
@@ -194,11 +203,21 @@ export function createButler(deps: ButlerDeps) {
   }
 
   /** Outbox messages after a request changed: tell the agent (if final) and refresh every card. */
-  function afterChange(r: RequestRow, n?: OutboxMessage): OutboxMessage[] {
+  /**
+   * Outbox messages after a request changed: tell the agent (if `n`), and refresh the card on
+   * every platform, each on its own queue (one platform failing never holds up another), with a
+   * note saying what happened.
+   */
+  function afterChange(r: RequestRow, n: OutboxMessage | undefined, note: string): OutboxMessage[] {
     const out: OutboxMessage[] = [];
     if (n && deps.notifyAgents) out.push(n);
-    if (deps.channels.length > 0)
-      out.push({ topic: "card.update", key: `${r.id}:cards`, payload: { requestId: r.id } });
+    for (const channel of deps.channels) {
+      out.push({
+        topic: "card.update",
+        key: `${r.id}:card:${channel}`,
+        payload: { requestId: r.id, channel, note },
+      });
+    }
     return out;
   }
 
@@ -236,7 +255,15 @@ export function createButler(deps: ButlerDeps) {
         details: { request_id: r.id },
       },
     ]);
-    await enqueue(tx, afterChange(updated, notification(updated, "request_expired")), now);
+    await enqueue(
+      tx,
+      afterChange(
+        updated,
+        notification(updated, "request_expired"),
+        `Expired: nobody decided before ${r.expiresAt.toISOString()}`,
+      ),
+      now,
+    );
     return updated;
   }
 
@@ -442,7 +469,7 @@ export function createButler(deps: ButlerDeps) {
           tx,
           deps.channels.map((channel) => ({
             topic: "card.post",
-            key: `${id}:cards`,
+            key: `${id}:card:${channel}`,
             payload: { requestId: id, channel },
           })),
           now,
@@ -647,7 +674,11 @@ export function createButler(deps: ButlerDeps) {
           ]);
           await enqueue(
             tx,
-            afterChange(denied!, notification(denied!, "request_denied", { reason: opts.reason })),
+            afterChange(
+              denied!,
+              notification(denied!, "request_denied", { reason: opts.reason }),
+              `Denied by ${reviewer.approver} via ${reviewer.channel}${opts.reason ? `: ${opts.reason}` : ""}`,
+            ),
             now,
           );
           return { outcome: "denied" as const, row: denied! };
@@ -673,7 +704,15 @@ export function createButler(deps: ButlerDeps) {
               },
             },
           ]);
-          await enqueue(tx, afterChange(r), now);
+          await enqueue(
+            tx,
+            afterChange(
+              r,
+              undefined,
+              `${reviewer.approver} approved via ${reviewer.channel} (${approvals.length} of ${r.approvalsRequired} approvals)`,
+            ),
+            now,
+          );
           return { outcome: "recorded" as const, row: r };
         }
 
@@ -744,6 +783,7 @@ export function createButler(deps: ButlerDeps) {
               expiresAt: expiresAt.toISOString(),
               revision: applied.revision,
             }),
+            `Approved by ${approvedBy.join(", ")} via ${reviewer.channel}; the grant expires ${expiresAt.toISOString()}`,
           ),
           now,
         );
@@ -784,7 +824,11 @@ export function createButler(deps: ButlerDeps) {
             details: { request_id: r.id },
           },
         ]);
-        await enqueue(tx, afterChange(c!, notification(c!, "request_canceled")), now);
+        await enqueue(
+          tx,
+          afterChange(c!, notification(c!, "request_canceled"), "Canceled by the agent"),
+          now,
+        );
         return c!;
       });
       deps.onEnqueued?.();
@@ -840,6 +884,7 @@ export function createButler(deps: ButlerDeps) {
                 reason: reason ?? `revoked by ${actor}`,
                 revision: applied.revision,
               }),
+              `The grant was revoked by ${actor}${reason ? `: ${reason}` : ""}`,
             ),
             now,
           );
@@ -885,20 +930,44 @@ export function createButler(deps: ButlerDeps) {
      * pending requests past their deadline and records expired grants (a new revision, the agent
      * told). Grants stop allowing at their expiry on their own; this only records it.
      */
-    async sweep(): Promise<{ expiredRequests: number; expiredGrants: number }> {
+    async sweep(): Promise<{ expiredRequests: number; expiredGrants: number; reminded: number }> {
       const now = clock.now();
       const swept = await db.transaction(async (tx) => {
         const [lock] = rowsOf<{ ok: boolean }>(
           await tx.execute(sql`SELECT pg_try_advisory_xact_lock(hashtext('butler.sweep')) AS ok`),
         );
-        if (!lock?.ok) return { expiredRequests: 0, expiredGrants: 0, projects: [] as string[] };
+        if (!lock?.ok) return { expiredRequests: 0, expiredGrants: 0, reminded: 0, projects: [] as string[] };
         const due = await tx
           .select()
           .from(accessRequests)
           .where(and(eq(accessRequests.status, "pending"), lte(accessRequests.expiresAt, now)))
           .limit(500)
           .for("update", { skipLocked: true });
+        let reminded = 0;
         for (const r of due) await expireInTx(tx, r, now);
+        if (deps.channels.length > 0) {
+          const waiting = await tx
+            .select()
+            .from(accessRequests)
+            .where(and(eq(accessRequests.status, "pending"), isNull(accessRequests.remindedAt)))
+            .limit(500)
+            .for("update", { skipLocked: true });
+          for (const r of waiting) {
+            const after = policies.index().projects.get(r.project)?.document.settings.reminderAfterSeconds;
+            if (after === undefined || r.createdAt.getTime() + after * 1000 > now.getTime()) continue;
+            await tx.update(accessRequests).set({ remindedAt: now }).where(eq(accessRequests.id, r.id));
+            await enqueue(
+              tx,
+              afterChange(
+                r,
+                undefined,
+                `Reminder: still waiting for a decision; the request expires ${r.expiresAt.toISOString()}`,
+              ),
+              now,
+            );
+            reminded++;
+          }
+        }
         const candidates = await tx
           .select({ project: grants.project })
           .from(grants)
@@ -956,6 +1025,7 @@ export function createButler(deps: ButlerDeps) {
                       expiresAt: g.expiresAt.toISOString(),
                       revision,
                     }),
+                    `The grant expired at ${g.expiresAt.toISOString()}`,
                   ),
                   now,
                 );
@@ -967,11 +1037,15 @@ export function createButler(deps: ButlerDeps) {
             log.error({ err: e, project }, "recording grant expiries failed for this project");
           }
         }
-        return { expiredRequests: due.length, expiredGrants: expiredCount, projects: touched };
+        return { expiredRequests: due.length, expiredGrants: expiredCount, reminded, projects: touched };
       });
-      if (swept.expiredRequests + swept.expiredGrants > 0) deps.onEnqueued?.();
+      if (swept.expiredRequests + swept.expiredGrants + swept.reminded > 0) deps.onEnqueued?.();
       for (const project of swept.projects) await policies.refreshProject(project);
-      return { expiredRequests: swept.expiredRequests, expiredGrants: swept.expiredGrants };
+      return {
+        expiredRequests: swept.expiredRequests,
+        expiredGrants: swept.expiredGrants,
+        reminded: swept.reminded,
+      };
     },
 
     /** The card every approval surface renders, from the current state. */
@@ -1012,6 +1086,108 @@ export function createButler(deps: ButlerDeps) {
         .map((p) => p.name);
     },
 
+    /** Who gets a project's cards on one platform (see Audience in channels/channel.ts). */
+    async audienceFor(project: string, channel: ChannelKind): Promise<Audience> {
+      const doc = policies.index().projects.get(project)?.document;
+      if (!doc) return { routes: undefined, approvers: [] };
+      const routes =
+        channel === "slack"
+          ? doc.settings.channels.slack
+          : channel === "telegram"
+            ? doc.settings.channels.telegram
+            : undefined;
+      const bindings = await db.select().from(chatBindings).where(eq(chatBindings.channel, channel));
+      return {
+        routes,
+        approvers: doc.approvers.map((a) => {
+          const own =
+            channel === "slack" ? a.slack?.userId : channel === "telegram" ? a.telegram?.userId : a.id;
+          const bound = bindings.filter((b) => b.approver === a.id).map((b) => b.userId);
+          return {
+            id: a.id,
+            userIds: [...new Set([...(own ? [own] : []), ...bound])],
+            emails: channel === "slack" && a.slack?.email ? [a.slack.email] : [],
+          };
+        }),
+      };
+    },
+
+    /**
+     * A one-time code that binds the chat account presenting it to `approver` (for Telegram, where
+     * nobody knows their numeric id). Single use, valid for 15 minutes, audited both ways.
+     */
+    async createLinkCode(
+      approver: string,
+      channel: ChannelKind,
+      actor: string,
+    ): Promise<{ code: string; expiresAt: string }> {
+      const code = randomBytes(18).toString("base64url");
+      const now = clock.now();
+      const expiresAt = new Date(now.getTime() + 15 * 60_000);
+      await db.transaction(async (tx) => {
+        await tx
+          .insert(linkCodes)
+          .values({ codeHash: sha256(code), approver, channel, createdAt: now, expiresAt });
+        await audit.appendInTx(tx, [
+          {
+            type: "approver.link_created",
+            details: { approver, channel, actor, expires: expiresAt.toISOString() },
+          },
+        ]);
+      });
+      return { code, expiresAt: expiresAt.toISOString() };
+    },
+
+    /** Redeems a link code for the chat account `userId`; returns the approver it is now bound to. */
+    async redeemLinkCode(code: string, channel: ChannelKind, userId: string): Promise<string> {
+      const now = clock.now();
+      return db.transaction(async (tx) => {
+        const [row] = await tx
+          .select()
+          .from(linkCodes)
+          .where(eq(linkCodes.codeHash, sha256(code)))
+          .for("update");
+        const problem =
+          !row || row.channel !== channel
+            ? "unknown"
+            : row.usedAt
+              ? "already used"
+              : row.expiresAt <= now
+                ? "expired"
+                : undefined;
+        if (problem || !row) {
+          await audit.appendInTx(tx, [
+            {
+              type: "approver.link_refused",
+              reason: `link code ${problem}`,
+              details: { channel, user_id: userId },
+            },
+          ]);
+          throw new AppError(
+            "FORBIDDEN",
+            problem === "expired"
+              ? "this link has expired; ask for a new one"
+              : "this link is not valid (unknown or already used)",
+          );
+        }
+        await tx
+          .update(linkCodes)
+          .set({ usedAt: now, usedBy: userId })
+          .where(eq(linkCodes.codeHash, row.codeHash));
+        await tx
+          .insert(chatBindings)
+          .values({ channel, userId, approver: row.approver, createdAt: now })
+          .onConflictDoUpdate({
+            target: [chatBindings.channel, chatBindings.userId],
+            set: { approver: row.approver, createdAt: now },
+          });
+        await audit.appendInTx(tx, [
+          { type: "approver.linked", details: { approver: row.approver, channel, user_id: userId } },
+        ]);
+        return row.approver;
+      });
+    },
+
     /** The approvers of a request's project (for posting cards). */
     approversOf(project: string): readonly ApproverDef[] {
       return policies.index().projects.get(project)?.document.approvers ?? [];
@@ -1045,11 +1221,20 @@ export function createButler(deps: ButlerDeps) {
           .where(eq(accessRequests.id, input.requestId));
         if (!r) return { ok: false, code: "NOT_FOUND", message: `no access request ${input.requestId}` };
         const approvers = policies.index().projects.get(r.project)?.document.approvers ?? [];
+        const [bound] = await db
+          .select({ approver: chatBindings.approver })
+          .from(chatBindings)
+          .where(
+            and(eq(chatBindings.channel, input.actor.channel), eq(chatBindings.userId, input.actor.userId)),
+          );
+        const email = input.actor.email?.toLowerCase();
         const who = approvers.find((a) =>
           input.actor.channel === "slack"
-            ? a.slack?.userId === input.actor.userId
+            ? a.slack?.userId === input.actor.userId ||
+              (!!email && a.slack?.email?.toLowerCase() === email) ||
+              a.id === bound?.approver
             : input.actor.channel === "telegram"
-              ? a.telegram?.userId === input.actor.userId
+              ? a.telegram?.userId === input.actor.userId || a.id === bound?.approver
               : a.id === input.actor.userId,
         );
         const approver = who?.id ?? `${input.actor.channel}:${input.actor.userId}`;

@@ -1,6 +1,5 @@
 import type { ApprovalCard } from "../butler/approval-card.js";
 import type { ErrorCode } from "../errors.js";
-import type { ApproverDef } from "../policy/types.js";
 
 /**
  * The contract every approval surface implements (Slack, Telegram, the web dashboard). Adapters
@@ -20,7 +19,13 @@ export interface PostedCard {
 export interface ReviewInput {
   requestId: string;
   verdict: "approve" | "deny";
-  actor: { channel: ChannelKind; userId: string; displayName?: string };
+  actor: {
+    channel: ChannelKind;
+    userId: string;
+    displayName?: string | undefined;
+    /** The account's email as the platform reports it (Slack), for approvers named by email. */
+    email?: string | undefined;
+  };
   /** A shorter TTL chosen when approving (seconds). */
   ttlSeconds?: number;
   /** Why, when denying; reaches the agent. */
@@ -39,14 +44,36 @@ export interface PostResult {
   failed: { target: string; error: string }[];
 }
 
+/**
+ * Who should see a card on one platform: the project's configured rooms (`settings.channels`), or
+ * when there are none, each approver directly (by user id on that platform, or by email on Slack).
+ */
+export interface Audience {
+  routes: string[] | undefined;
+  approvers: { id: string; userIds: string[]; emails: string[] }[];
+}
+
+/** A failure the platform asked us to retry later (HTTP 429); the outbox waits that long. */
+export class RetryLater extends Error {
+  constructor(
+    message: string,
+    readonly retryAfterMs: number,
+  ) {
+    super(message);
+  }
+}
+
 export interface ApprovalChannel {
   readonly kind: ChannelKind;
   /** Starts receiving button presses and forwards each one to `onReview`. */
   start(onReview: ReviewHandler): Promise<void>;
   /** Stops receiving; in-flight handlers are allowed to finish. */
   stop(): Promise<void>;
-  /** Posts the card to the approvers (or rooms) this channel reaches for them. */
-  post(card: ApprovalCard, approvers: readonly ApproverDef[]): Promise<PostResult>;
-  /** Re-renders a posted card (decided here or elsewhere, expired, revoked); removes buttons once final. */
-  update(posted: PostedCard, card: ApprovalCard): Promise<void>;
+  /** Posts the card to its audience on this platform. */
+  post(card: ApprovalCard, audience: Audience): Promise<PostResult>;
+  /**
+   * Re-renders a posted card (decided here or elsewhere, expired, revoked) and removes its buttons
+   * once final. `note` says what just happened (a thread reply in Slack, a reply in Telegram).
+   */
+  update(posted: PostedCard, card: ApprovalCard, note?: string): Promise<void>;
 }

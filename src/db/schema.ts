@@ -144,6 +144,8 @@ export const accessRequests = pgTable(
     decidedVia: text("decided_via"),
     decisionReason: text("decision_reason"),
     grantedTtlSeconds: integer("granted_ttl_seconds"),
+    /** When the still-pending request's cards were reminded (once). */
+    remindedAt: timestamp("reminded_at", { withTimezone: true, mode: "date" }),
   },
   (t) => [
     uniqueIndex("access_requests_pending_uq").on(t.dedupeKey).where(sql`${t.status} = 'pending'`),
@@ -237,3 +239,30 @@ export const postedCards = pgTable(
   },
   (t) => [uniqueIndex("posted_cards_uq").on(t.requestId, t.channel, t.chatId)],
 );
+
+/**
+ * Chat accounts bound to approvers by the approvers themselves (Telegram deep links), in addition
+ * to the identities a policy file names.
+ */
+export const chatBindings = pgTable(
+  "chat_bindings",
+  {
+    channel: text("channel").notNull(),
+    userId: text("user_id").notNull(),
+    approver: text("approver").notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [uniqueIndex("chat_bindings_uq").on(t.channel, t.userId)],
+);
+
+/** One-time codes that bind the chat account which presents them to an approver. */
+export const linkCodes = pgTable("link_codes", {
+  /** sha256 of the code. */
+  codeHash: text("code_hash").primaryKey(),
+  approver: text("approver").notNull(),
+  channel: text("channel").notNull(),
+  createdAt: createdAt(),
+  expiresAt: timestamp("expires_at", { withTimezone: true, mode: "date" }).notNull(),
+  usedAt: timestamp("used_at", { withTimezone: true, mode: "date" }),
+  usedBy: text("used_by"),
+});

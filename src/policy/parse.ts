@@ -42,6 +42,8 @@ export const DEFAULT_SETTINGS: ProjectSettings = Object.freeze({
   neverGrant: [],
   approvals: { low: 1, medium: 1, high: 2 },
   risk: [],
+  reminderAfterSeconds: undefined,
+  channels: { slack: undefined, telegram: undefined },
 }) as ProjectSettings;
 
 type Path = readonly PropertyKey[];
@@ -504,6 +506,8 @@ function crossCheck(raw: RawPolicyDocument, report: Report): PolicyDocument {
     neverGrant: s?.never_grant ?? [],
     approvals: { ...DEFAULT_SETTINGS.approvals, ...(s?.approvals ?? {}) } as Record<RiskTier, number>,
     risk: Object.entries(s?.risk ?? {}).map(([action, tier]) => ({ action, tier })),
+    reminderAfterSeconds: seconds(s?.reminder_after),
+    channels: { slack: s?.channels?.slack, telegram: s?.channels?.telegram?.map(String) },
   };
 
   return { project: raw.project, description: raw.description, agents, grants, approvers, settings };

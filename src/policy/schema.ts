@@ -152,9 +152,27 @@ export const approvalsShape = {
   high: approvalsCount.optional(),
 };
 export const grantTtlShape = { default: duration.optional(), max: duration.optional() };
+const slackTarget = z
+  .string()
+  .regex(/^[CGDUW][A-Z0-9]{2,20}$/, "must be a Slack channel or user id such as C012ABCDEF or U012ABCDEF");
+const telegramChat = z.union([z.number().int(), z.string().regex(/^-?\d{1,20}$/)], {
+  error: "must be a numeric Telegram chat id (negative for groups and channels)",
+});
+export const channelsShape = {
+  slack: z
+    .array(slackTarget)
+    .min(1, "must list at least one channel or user; leave the key out to message the approvers")
+    .optional(),
+  telegram: z
+    .array(telegramChat)
+    .min(1, "must list at least one chat; leave the key out to message the approvers")
+    .optional(),
+};
 export const settingsShape = {
   grant_ttl: z.strictObject(grantTtlShape).optional(),
   pending_ttl: duration.optional(),
+  reminder_after: duration.optional(),
+  channels: z.strictObject(channelsShape).optional(),
   never_grant: z.array(actionGlob).optional(),
   approvals: z.strictObject(approvalsShape).optional(),
   risk: z.record(actionGlob, tier).optional(),
@@ -188,5 +206,6 @@ export function knownKeysAt(path: readonly PropertyKey[]): string[] | undefined 
   if (at === "settings") return Object.keys(settingsShape);
   if (at === "settings/grant_ttl") return Object.keys(grantTtlShape);
   if (at === "settings/approvals") return Object.keys(approvalsShape);
+  if (at === "settings/channels") return Object.keys(channelsShape);
   return undefined;
 }

@@ -69,6 +69,13 @@ export interface ProjectSettings {
   approvals: Record<RiskTier, number>;
   /** Full-action globs mapped to a tier, overriding the built-in classification; first match wins. */
   risk: { action: string; tier: RiskTier }[];
+  /** When a still-pending request's cards get a reminder; none when undefined. */
+  reminderAfterSeconds: number | undefined;
+  /**
+   * Where approval cards go, per platform: Slack channel or user ids, Telegram chat ids. When a
+   * platform is not listed, each approver with an identity on it gets the card directly.
+   */
+  channels: { slack: string[] | undefined; telegram: string[] | undefined };
 }
 
 /** One project's policy document. */

@@ -166,7 +166,7 @@ describe(`the Butler loop over HTTP (${ENGINE})`, () => {
       http_status: 403,
     });
     const swept = await s.server.services.butler.sweep();
-    expect(swept).toEqual({ expiredRequests: 0, expiredGrants: 1 });
+    expect(swept).toEqual({ expiredRequests: 0, expiredGrants: 1, reminded: 0 });
     await delivered("the agent to be told of the expiry", () => notifier.of("grant_expired").length > 0);
     expect(notifier.of("grant_expired").map((n) => n.grantId)).toEqual([requestId]);
     expect((await s.authorize(agent, STRIPE)).body.decision).toBe("DENY");
