@@ -1,0 +1,44 @@
+import type { ApprovalCard } from "../butler/approval-card.js";
+import { formatDuration } from "../policy/time.js";
+
+/** Shared wording of the card, for every platform's formatter. */
+
+/** Cuts text to `max` characters (never inside a surrogate pair) and says so. */
+export function truncate(text: string, max: number, marker = "…"): { text: string; cut: boolean } {
+  if (text.length <= max) return { text, cut: false };
+  let end = Math.max(0, max - marker.length);
+  const code = text.charCodeAt(end - 1);
+  if (code >= 0xd800 && code <= 0xdbff) end--;
+  return { text: text.slice(0, end) + marker, cut: true };
+}
+
+export function approvalsLine(card: ApprovalCard): string {
+  return `${card.approvedBy.length} of ${card.approvalsRequired} approval${card.approvalsRequired === 1 ? "" : "s"}`;
+}
+
+export function ttlLine(card: ApprovalCard): string {
+  return `${formatDuration(card.requestedTtlSeconds)} (max ${formatDuration(card.maxTtlSeconds)})`;
+}
+
+/** The outcome of a decided card, in one sentence; undefined while pending. */
+export function outcomeLine(card: ApprovalCard): string | undefined {
+  const by = card.decidedBy ? ` by ${card.decidedBy}` : "";
+  const via = card.decidedVia ? ` via ${card.decidedVia}` : "";
+  switch (card.status) {
+    case "pending":
+      return undefined;
+    case "approved":
+      return `Approved${by}${via}${card.grantExpiresAt ? `; the grant expires ${card.grantExpiresAt}` : ""}`;
+    case "denied":
+      return `Denied${by}${via}${card.decisionReason ? `: ${card.decisionReason}` : ""}`;
+    case "expired":
+      return "Expired: nobody decided in time";
+    case "canceled":
+      return "Canceled by the agent";
+  }
+}
+
+/** A shorter TTL an approver can pick with one tap: 1 hour, when less than what was asked. */
+export function shorterTtlSeconds(card: ApprovalCard): number | undefined {
+  return card.requestedTtlSeconds > 3600 ? 3600 : undefined;
+}

@@ -1,0 +1,131 @@
+import type { ApprovalCard } from "../../butler/approval-card.js";
+import { approvalsLine, outcomeLine, shorterTtlSeconds, truncate, ttlLine } from "../render.js";
+
+/** Slack's Block Kit limits (the fake Slack API in test/ enforces the same). */
+export const SLACK_LIMITS = {
+  blocks: 50,
+  sectionText: 3000,
+  fieldText: 2000,
+  fields: 10,
+  headerText: 150,
+  buttonValue: 2000,
+  messageText: 4000,
+} as const;
+
+export type SlackBlock = Record<string, unknown>;
+
+export const ACTION_APPROVE = "butler_approve";
+export const ACTION_APPROVE_SHORT = "butler_approve_short";
+export const ACTION_DENY = "butler_deny";
+export const DENY_MODAL = "butler_deny_modal";
+
+/**
+ * Escapes text for Slack mrkdwn: `&`, `<` and `>` become entities, so nothing can form a link,
+ * a mention (`<@U…>`, `<!here>`) or a channel reference.
+ */
+export function escapeMrkdwn(s: string): string {
+  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
+const plain = (text: string, max: number) => ({
+  type: "plain_text",
+  text: truncate(text, max).text,
+  emoji: false,
+});
+
+/**
+ * The approval card as a Slack message. Everything the agent wrote (reason, resource, branch) is
+ * shown only as plain text (never parsed for formatting, links or mentions) and labelled; the
+ * diff is escaped inside a code block and cut to Slack's limits, with a link to the full proposal.
+ */
+export function slackCard(card: ApprovalCard): { text: string; blocks: SlackBlock[] } {
+  const outcome = outcomeLine(card);
+  const fields = [
+    `Project: ${card.project}`,
+    `Agent: ${card.agent}`,
+    `Resource: ${card.resource || "(none)"}`,
+    ...(card.branch ? [`Branch: ${card.branch}`] : []),
+    `TTL: ${ttlLine(card)}`,
+    `Risk: ${card.riskTier} · ${approvalsLine(card)}`,
+  ].map((f) => plain(f, SLACK_LIMITS.fieldText));
+  const diffBudget = SLACK_LIMITS.sectionText - 60;
+  const diff = truncate(escapeMrkdwn(card.diff), diffBudget, "\n… (cut: see the full proposal)");
+  const blocks: SlackBlock[] = [
+    { type: "header", text: plain(`Access request: ${card.action}`, SLACK_LIMITS.headerText) },
+    { type: "section", fields },
+    {
+      type: "section",
+      text: plain(`Reason (written by the agent): ${card.reason}`, SLACK_LIMITS.sectionText),
+    },
+    { type: "section", text: { type: "mrkdwn", text: `*Proposed policy change*\n\`\`\`${diff.text}\`\`\`` } },
+    {
+      type: "context",
+      elements: [
+        { type: "mrkdwn", text: `<${card.url}|Full proposal> · request ${escapeMrkdwn(card.requestId)}` },
+      ],
+    },
+  ];
+  if (outcome === undefined) {
+    const short = shorterTtlSeconds(card);
+    blocks.push({
+      type: "actions",
+      block_id: "butler_actions",
+      elements: [
+        {
+          type: "button",
+          action_id: ACTION_APPROVE,
+          style: "primary",
+          text: plain("Approve", 75),
+          value: card.requestId,
+        },
+        ...(short
+          ? [
+              {
+                type: "button",
+                action_id: ACTION_APPROVE_SHORT,
+                text: plain("Approve for 1h", 75),
+                value: `${card.requestId}|${short}`,
+              },
+            ]
+          : []),
+        {
+          type: "button",
+          action_id: ACTION_DENY,
+          style: "danger",
+          text: plain("Deny", 75),
+          value: card.requestId,
+        },
+      ],
+    });
+  } else {
+    blocks.push({ type: "section", text: plain(outcome, SLACK_LIMITS.sectionText) });
+  }
+  const text = escapeMrkdwn(
+    truncate(
+      `Access request ${card.requestId}: ${card.agent} asks for ${card.action} on ${card.resource || "(no resource)"}${outcome ? ` — ${outcome}` : ""}`,
+      1000,
+    ).text,
+  );
+  return { text, blocks };
+}
+
+/** The modal that asks for an optional reason when denying. */
+export function denyModal(requestId: string): Record<string, unknown> {
+  return {
+    type: "modal",
+    callback_id: DENY_MODAL,
+    private_metadata: requestId,
+    title: { type: "plain_text", text: "Deny access request" },
+    submit: { type: "plain_text", text: "Deny" },
+    close: { type: "plain_text", text: "Cancel" },
+    blocks: [
+      {
+        type: "input",
+        block_id: "reason",
+        optional: true,
+        label: { type: "plain_text", text: "Reason (the agent will see it)" },
+        element: { type: "plain_text_input", action_id: "value", multiline: true, max_length: 1000 },
+      },
+    ],
+  };
+}

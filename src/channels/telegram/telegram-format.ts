@@ -1,0 +1,82 @@
+import type { ApprovalCard } from "../../butler/approval-card.js";
+import { approvalsLine, outcomeLine, shorterTtlSeconds, truncate, ttlLine } from "../render.js";
+
+/** Telegram Bot API limits (the fake Bot API in test/ enforces the same). */
+export const TELEGRAM_LIMITS = { messageText: 4096, callbackData: 64 } as const;
+
+/** Escapes text for Telegram's HTML parse mode. */
+export function escapeHtml(s: string): string {
+  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
+export interface InlineButton {
+  text: string;
+  callback_data: string;
+}
+
+/** `ap:<id>` approve, `a1:<id>` approve for 1 hour, `dn:<id>` deny: well under 64 bytes. */
+export const CALLBACK = /^(ap|a1|dn):(req_[a-z0-9]{16})$/;
+
+const code = (s: string) => `<code>${escapeHtml(s)}</code>`;
+
+/**
+ * The approval card as a Telegram message in HTML parse mode. Text the agent wrote is shown only
+ * inside <pre>/<code> (where Telegram detects no links or mentions), escaped and labelled; the
+ * diff is cut so that the message stays within 4096 characters, with the full proposal's address.
+ */
+export function telegramCard(card: ApprovalCard): { text: string; keyboard: InlineButton[][] | undefined } {
+  const outcome = outcomeLine(card);
+  const head = [
+    `<b>Access request</b> ${code(card.requestId)}`,
+    `<b>Project:</b> ${code(card.project)}`,
+    `<b>Agent:</b> ${code(card.agent)}`,
+    `<b>Action:</b> ${code(card.action)}`,
+    `<b>Resource:</b> ${code(truncate(card.resource || "(none)", 500).text)}`,
+    ...(card.branch ? [`<b>Branch:</b> ${code(truncate(card.branch, 200).text)}`] : []),
+    `<b>TTL:</b> ${escapeHtml(ttlLine(card))} · <b>Risk:</b> ${card.riskTier} · ${escapeHtml(approvalsLine(card))}`,
+    "<b>Reason (written by the agent):</b>",
+    `<pre>${escapeHtml(truncate(card.reason, 800).text)}</pre>`,
+    "<b>Proposed policy change:</b>",
+  ].join("\n");
+  const tail = [
+    `Full proposal: ${escapeHtml(card.url)}`,
+    ...(outcome ? [`<b>${escapeHtml(truncate(outcome, 600).text)}</b>`] : []),
+  ].join("\n");
+  const open = '<pre><code class="language-diff">';
+  const close = "</code></pre>";
+  const budget = TELEGRAM_LIMITS.messageText - head.length - tail.length - open.length - close.length - 4;
+  const diff = fitEscaped(card.diff, budget, "\n… (cut: see the full proposal)");
+  const text = `${head}\n${open}${diff}${close}\n${tail}`;
+  const short = shorterTtlSeconds(card);
+  const keyboard =
+    outcome === undefined
+      ? [
+          [
+            { text: "✅ Approve", callback_data: `ap:${card.requestId}` },
+            ...(short ? [{ text: "⏱ Approve for 1h", callback_data: `a1:${card.requestId}` }] : []),
+          ],
+          [{ text: "❌ Deny", callback_data: `dn:${card.requestId}` }],
+        ]
+      : undefined;
+  return { text, keyboard };
+}
+
+/** Escapes `text` and cuts it so that the escaped result fits `budget` (never inside an entity). */
+function fitEscaped(text: string, budget: number, marker: string): string {
+  const escaped = escapeHtml(text);
+  if (escaped.length <= budget) return escaped;
+  let out = "";
+  for (const ch of text) {
+    const e = escapeHtml(ch);
+    if (out.length + e.length > budget - marker.length) break;
+    out += e;
+  }
+  return out + escapeHtml(marker);
+}
+
+/** The prompt that asks a denier for a reason; the request id in it survives restarts. */
+export function denyPrompt(requestId: string): string {
+  return `Why deny ${requestId}? Reply to this message with a reason (the agent will see it), or with /skip.`;
+}
+
+export const DENY_PROMPT = /^Why deny (req_[a-z0-9]{16})\?/;

@@ -1,0 +1,159 @@
+import { describe, expect, test } from "vitest";
+import type { ApprovalCard } from "../../src/butler/approval-card.js";
+import { SLACK_LIMITS, slackCard } from "../../src/channels/slack/slack-format.js";
+import { CALLBACK, TELEGRAM_LIMITS, telegramCard } from "../../src/channels/telegram/telegram-format.js";
+import { slackMessageError } from "../fakes/slack-contract.js";
+import { telegramHtmlError, telegramVisibleText } from "../fakes/telegram-contract.js";
+
+const HOSTILE =
+  '<@U0ADMIN> <!here> <!channel> <https://evil.example|click to approve> *bold* `code` ```block``` @everyone https://evil.example <a href="https://evil.example">x</a> </code></pre><b>Approved</b> &amp; &lt; ‮reversed';
+
+function card(over: Partial<ApprovalCard> = {}): ApprovalCard {
+  return {
+    requestId: "req_0123456789abcdef",
+    project: "project-billing",
+    agent: "billing-reconciler-1",
+    action: "stripe:charges:read",
+    resource: "stripe.com/v1/charges",
+    branch: undefined,
+    status: "pending",
+    reason: "need read-only Stripe charges",
+    riskTier: "low",
+    approvalsRequired: 1,
+    approvedBy: [],
+    requestedTtlSeconds: 86400,
+    maxTtlSeconds: 604800,
+    diff: "--- a\n+++ b\n@@ -1 +1,2 @@\n+  - id: req_0123456789abcdef\n",
+    decidedBy: undefined,
+    decidedVia: undefined,
+    decisionReason: undefined,
+    grantExpiresAt: undefined,
+    url: "https://butler.example/v1/access-requests/req_0123456789abcdef",
+    ...over,
+  };
+}
+
+const bigDiff =
+  `--- a\n+++ b\n${Array.from({ length: 2000 }, (_, i) => `+ line ${i} <tag> & "quotes" ${"x".repeat(8)}`).join("\n")}`.slice(
+    0,
+    40_000,
+  );
+
+describe("the Slack card", () => {
+  test("has every fact, the three buttons, and passes Slack's limits", () => {
+    const m = slackCard(card());
+    expect(slackMessageError({ text: m.text, blocks: m.blocks })).toBeUndefined();
+    const json = JSON.stringify(m.blocks);
+    for (const fact of [
+      "project-billing",
+      "billing-reconciler-1",
+      "stripe.com/v1/charges",
+      "PT24H (max P7D)",
+      "low",
+      "0 of 1 approval",
+      "Reason (written by the agent)",
+    ]) {
+      expect(json).toContain(fact);
+    }
+    const actions = m.blocks.find((b) => b.type === "actions") as {
+      elements: { action_id: string; value: string }[];
+    };
+    expect(actions.elements.map((e) => [e.action_id, e.value])).toEqual([
+      ["butler_approve", "req_0123456789abcdef"],
+      ["butler_approve_short", "req_0123456789abcdef|3600"],
+      ["butler_deny", "req_0123456789abcdef"],
+    ]);
+  });
+
+  test("a 40,000-character diff and a hostile reason stay within limits and cannot form links or mentions", () => {
+    const m = slackCard(
+      card({ diff: bigDiff, reason: HOSTILE.repeat(30), resource: HOSTILE, branch: HOSTILE }),
+    );
+    expect(slackMessageError({ text: m.text, blocks: m.blocks })).toBeUndefined();
+    expect(m.blocks.length).toBeLessThanOrEqual(SLACK_LIMITS.blocks);
+    for (const b of m.blocks) {
+      const texts = [(b as any).text, ...((b as any).fields ?? []), ...((b as any).elements ?? [])].filter(
+        Boolean,
+      );
+      for (const t of texts) {
+        if (t.type !== "mrkdwn") continue;
+        // The only link in mrkdwn is ours; everything else has < and > escaped.
+        const angle = (t.text as string).replace(`<${card().url}|Full proposal>`, "");
+        expect(angle).not.toMatch(/[<>]/);
+      }
+    }
+    const reasonBlock = m.blocks.find((b) =>
+      JSON.stringify(b).includes("Reason (written by the agent)"),
+    ) as any;
+    expect(reasonBlock.text.type).toBe("plain_text");
+    expect(JSON.stringify(m.blocks)).toContain("cut: see the full proposal");
+  });
+
+  test("a decided card has no buttons and says who decided, where, and until when", () => {
+    const m = slackCard(
+      card({
+        status: "approved",
+        decidedBy: "jordan",
+        decidedVia: "telegram",
+        approvedBy: ["jordan"],
+        grantExpiresAt: "2026-05-02T17:43:04.000Z",
+      }),
+    );
+    expect(m.blocks.some((b) => b.type === "actions")).toBe(false);
+    expect(JSON.stringify(m.blocks)).toContain(
+      "Approved by jordan via telegram; the grant expires 2026-05-02T17:43:04.000Z",
+    );
+  });
+});
+
+describe("the Telegram card", () => {
+  test("has every fact and buttons whose callback data fits in 64 bytes", () => {
+    const m = telegramCard(card());
+    expect(telegramHtmlError(m.text)).toBeUndefined();
+    const visible = telegramVisibleText(m.text);
+    for (const fact of [
+      "project-billing",
+      "billing-reconciler-1",
+      "stripe.com/v1/charges",
+      "PT24H (max P7D)",
+      "Risk: low",
+      "0 of 1 approval",
+      "Reason (written by the agent):",
+    ]) {
+      expect(visible).toContain(fact);
+    }
+    const data = m.keyboard!.flat().map((b) => b.callback_data);
+    expect(data).toEqual(["ap:req_0123456789abcdef", "a1:req_0123456789abcdef", "dn:req_0123456789abcdef"]);
+    for (const d of data) {
+      expect(Buffer.byteLength(d)).toBeLessThanOrEqual(TELEGRAM_LIMITS.callbackData);
+      expect(d).toMatch(CALLBACK);
+    }
+  });
+
+  test("a 40,000-character diff and a hostile reason stay within limits and only inside code", () => {
+    const m = telegramCard(
+      card({ diff: bigDiff, reason: HOSTILE.repeat(30), resource: HOSTILE, branch: HOSTILE }),
+    );
+    expect(telegramHtmlError(m.text)).toBeUndefined();
+    expect(m.text.length).toBeLessThanOrEqual(TELEGRAM_LIMITS.messageText);
+    // Every tag in the message is one of ours: the agent's markup arrived as text.
+    const tags = new Set([...m.text.matchAll(/<\/?([a-z-]+)/g)].map((t) => t[1]));
+    expect([...tags].sort()).toEqual(["b", "code", "pre"]);
+    expect(m.text).not.toContain('<a href="https://evil.example">');
+    expect(telegramVisibleText(m.text)).toContain("cut: see the full proposal");
+  });
+
+  test("a decided card has no buttons and states the outcome", () => {
+    const m = telegramCard(
+      card({
+        status: "denied",
+        decidedBy: "jordan",
+        decidedVia: "slack",
+        decisionReason: "use a <feature> branch",
+      }),
+    );
+    expect(m.keyboard).toBeUndefined();
+    expect(telegramHtmlError(m.text)).toBeUndefined();
+    expect(telegramVisibleText(m.text)).toContain("Denied by jordan via slack: use a <feature> branch");
+  });
+});
