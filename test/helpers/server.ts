@@ -90,7 +90,6 @@ export interface TestServer extends TestEnv {
     token: string | undefined,
     body: unknown,
     headers?: Record<string, string>,
-    // biome-ignore lint/suspicious/noExplicitAny: tests read response bodies of many shapes.
   ): Promise<{ status: number; body: any }>;
   /** Any call to the server, with a bearer token and a JSON body. */
   http(
@@ -98,7 +97,6 @@ export interface TestServer extends TestEnv {
     path: string,
     token: string | undefined,
     body?: unknown,
-    // biome-ignore lint/suspicious/noExplicitAny: tests read response bodies of many shapes.
   ): Promise<{ status: number; body: any }>;
   stop(): Promise<void>;
 }
