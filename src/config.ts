@@ -26,6 +26,14 @@ export interface Config {
   adminToken: string | undefined;
   /** A running server for the CLI to talk to, instead of the one found in the data directory. */
   serverUrl: string | undefined;
+  /** Slack approvals: HTTP mode (signing secret) or Socket Mode (app token). */
+  slack:
+    | { botToken: string; signingSecret: string | undefined; appToken: string | undefined; apiUrl: string }
+    | undefined;
+  /** Telegram approvals: webhook mode (with its secret) or long polling. */
+  telegram:
+    | { botToken: string; webhookSecret: string | undefined; apiRoot: string; mode: "webhook" | "polling" }
+    | undefined;
 }
 
 const bool = (name: string) =>
@@ -88,10 +96,44 @@ const EnvSchema = z.object({
     .min(32, "BUTLER_ADMIN_TOKEN must be at least 32 characters")
     .optional(),
   BUTLER_URL: httpUrl("BUTLER_URL").optional(),
+  SLACK_BOT_TOKEN: z
+    .string()
+    .trim()
+    .regex(/^xox[bp]-\S+$/, "SLACK_BOT_TOKEN must be a bot token (xoxb-…)")
+    .optional(),
+  SLACK_SIGNING_SECRET: z.string().trim().min(8, "SLACK_SIGNING_SECRET is too short").optional(),
+  SLACK_APP_TOKEN: z
+    .string()
+    .trim()
+    .regex(/^xapp-\S+$/, "SLACK_APP_TOKEN must be an app-level token (xapp-…)")
+    .optional(),
+  SLACK_API_URL: httpUrl("SLACK_API_URL").default("https://slack.com/api"),
+  TELEGRAM_BOT_TOKEN: z
+    .string()
+    .trim()
+    .regex(/^\d+:[A-Za-z0-9_-]+$/, "TELEGRAM_BOT_TOKEN must look like 123456:ABC…")
+    .optional(),
+  TELEGRAM_WEBHOOK_SECRET: z
+    .string()
+    .trim()
+    .regex(/^[A-Za-z0-9_-]{1,256}$/, "TELEGRAM_WEBHOOK_SECRET must be 1 to 256 letters, digits, _ or -")
+    .optional(),
+  TELEGRAM_API_ROOT: httpUrl("TELEGRAM_API_ROOT").default("https://api.telegram.org"),
+  TELEGRAM_MODE: z
+    .enum(["webhook", "polling"], { error: "TELEGRAM_MODE must be webhook or polling" })
+    .optional(),
 });
 
 /** Settings that may instead be read from a file named by `<NAME>_FILE` (container secrets). */
-const FILE_SETTINGS = ["DATABASE_URL", "BUTLER_ADMIN_TOKEN"] as const;
+const FILE_SETTINGS = [
+  "DATABASE_URL",
+  "BUTLER_ADMIN_TOKEN",
+  "SLACK_BOT_TOKEN",
+  "SLACK_SIGNING_SECRET",
+  "SLACK_APP_TOKEN",
+  "TELEGRAM_BOT_TOKEN",
+  "TELEGRAM_WEBHOOK_SECRET",
+] as const;
 
 /**
  * Parses the environment. Every problem is reported at once, each naming its variable; empty
@@ -119,6 +161,19 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new AppError("INVALID_INPUT", `Invalid configuration:\n- ${problems.join("\n- ")}`);
   }
   const e = parsed.data;
+  if (e.SLACK_BOT_TOKEN && !e.SLACK_SIGNING_SECRET && !e.SLACK_APP_TOKEN) {
+    problems.push("SLACK_BOT_TOKEN needs SLACK_SIGNING_SECRET (HTTP mode) or SLACK_APP_TOKEN (Socket Mode)");
+  }
+  if (!e.SLACK_BOT_TOKEN && (e.SLACK_SIGNING_SECRET || e.SLACK_APP_TOKEN))
+    problems.push("SLACK_SIGNING_SECRET and SLACK_APP_TOKEN need SLACK_BOT_TOKEN");
+  const telegramMode = e.TELEGRAM_MODE ?? (e.TELEGRAM_WEBHOOK_SECRET ? "webhook" : "polling");
+  if (e.TELEGRAM_BOT_TOKEN && telegramMode === "webhook" && !e.TELEGRAM_WEBHOOK_SECRET) {
+    problems.push("TELEGRAM_MODE=webhook needs TELEGRAM_WEBHOOK_SECRET");
+  }
+  if (!e.TELEGRAM_BOT_TOKEN && e.TELEGRAM_WEBHOOK_SECRET)
+    problems.push("TELEGRAM_WEBHOOK_SECRET needs TELEGRAM_BOT_TOKEN");
+  if (problems.length > 0)
+    throw new AppError("INVALID_INPUT", `Invalid configuration:\n- ${problems.join("\n- ")}`);
   const dataDir = resolve(e.BUTLER_DATA_DIR);
   return Object.freeze({
     host: e.HOST,
@@ -136,6 +191,22 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     trustProxy: e.TRUST_PROXY,
     adminToken: e.BUTLER_ADMIN_TOKEN,
     serverUrl: e.BUTLER_URL,
+    slack: e.SLACK_BOT_TOKEN
+      ? {
+          botToken: e.SLACK_BOT_TOKEN,
+          signingSecret: e.SLACK_SIGNING_SECRET,
+          appToken: e.SLACK_APP_TOKEN,
+          apiUrl: `${e.SLACK_API_URL}/`,
+        }
+      : undefined,
+    telegram: e.TELEGRAM_BOT_TOKEN
+      ? {
+          botToken: e.TELEGRAM_BOT_TOKEN,
+          webhookSecret: e.TELEGRAM_WEBHOOK_SECRET,
+          apiRoot: e.TELEGRAM_API_ROOT,
+          mode: telegramMode,
+        }
+      : undefined,
   });
 }
 

@@ -1,6 +1,9 @@
 import { existsSync } from "node:fs";
 import { sql } from "drizzle-orm";
 import type { FastifyInstance } from "fastify";
+import type { ApprovalChannel, ChannelHooks } from "./channels/channel.js";
+import { SlackChannel } from "./channels/slack/slack-channel.js";
+import { TelegramChannel } from "./channels/telegram/telegram-channel.js";
 import { type Clock, systemClock } from "./clock.js";
 import { type Config, listenUrl } from "./config.js";
 import {
@@ -52,6 +55,19 @@ export async function startServer(
     cleanups.push(() => database.close());
     await migrate(database);
     let publicUrl = config.publicUrl ?? listenUrl(config.host, config.port);
+    // The adapters report refused requests and link codes to services built just below.
+    let late: Services | undefined;
+    const hooks: ChannelHooks = {
+      async rejected(channel, reason, details) {
+        await late?.audit.append({ type: `${channel}.request_rejected`, reason, details });
+      },
+      redeemLink: (code, channel, userId) => late!.butler.redeemLinkCode(code, channel, userId),
+    };
+    const channels: ApprovalChannel[] = [
+      ...(edges.channels ?? []),
+      ...(config.slack ? [new SlackChannel(config.slack, hooks, clock, log)] : []),
+      ...(config.telegram ? [new TelegramChannel(config.telegram, hooks, log)] : []),
+    ];
     const services = createServices({
       config,
       database,
@@ -59,8 +75,10 @@ export async function startServer(
       clock,
       actor: "admin-api",
       publicUrl: () => publicUrl,
-      ...edges,
+      notifier: edges.notifier,
+      channels,
     });
+    late = services;
     await services.changes.start();
     cleanups.push(() => services.changes.stop());
     await services.policies.refreshAll();
@@ -88,10 +106,6 @@ export async function startServer(
     // the outbox worker and the sweeper write audit events.
     services.outbox.start();
     cleanups.push(() => services.outbox.stop());
-    for (const channel of services.channels) {
-      await channel.start((input) => services.butler.reviewFromChannel(input));
-      cleanups.push(() => channel.stop());
-    }
     let sweeping: Promise<unknown> | undefined;
     const sweeper = setInterval(() => {
       sweeping ??= services.butler
@@ -119,6 +133,7 @@ export async function startServer(
       gateway: services.gateway,
       metrics: services.metrics,
       admin: services.admin,
+      channels: services.channels,
       adminToken,
       instanceId,
       checkReady: async () => {
@@ -128,6 +143,11 @@ export async function startServer(
     });
     cleanups.push(() => app.close());
     await app.listen({ host: config.host, port: config.port });
+    // Started once the server listens: they may call their platforms (and fail fast on a bad token).
+    for (const channel of services.channels) {
+      await channel.start((input) => services.butler.reviewFromChannel(input));
+      cleanups.push(() => channel.stop());
+    }
     const addr = app.server.address();
     const port = typeof addr === "object" && addr ? addr.port : config.port;
     const url = listenUrl(config.host, port);

@@ -4,7 +4,7 @@ import { createAuditLog } from "./audit/audit-log.js";
 import { createApproverTokens } from "./butler/approver-tokens.js";
 import { createButler } from "./butler/butler-service.js";
 import type { AgentNotification, AgentNotifier } from "./butler/notifier.js";
-import type { ApprovalChannel } from "./channels/channel.js";
+import { type ApprovalChannel, RetryLater } from "./channels/channel.js";
 import type { Clock } from "./clock.js";
 import type { Config } from "./config.js";
 import { createChangeBus } from "./db/changes.js";
@@ -80,20 +80,22 @@ export function createServices(opts: ServiceOptions) {
       const channel = channels.find((c) => c.kind === payload.channel);
       if (!channel) throw new Error(`channel ${String(payload.channel)} is not configured`);
       const card = await butler.card(id);
-      const result = await channel.post(card, await butler.audienceFor(card.project, channel.kind));
+      // After a partial failure the message is retried: targets that have the card are skipped.
+      const already = (await butler.postedCardsOf(id))
+        .filter((p) => p.channel === channel.kind)
+        .map((p) => p.chatId);
+      const result = await channel.post(card, await butler.audienceFor(card.project, channel.kind), already);
       await butler.recordPostedCards(id, result.posted);
-      if (result.posted.length === 0 && result.failed.length > 0)
-        throw new Error(result.failed.map((f) => `${f.target}: ${f.error}`).join("; "));
+      if (result.failed.length > 0) {
+        const message = result.failed.map((f) => `${f.target}: ${f.error}`).join("; ");
+        const after = Math.max(0, ...result.failed.map((f) => f.retryAfterMs ?? 0));
+        throw after > 0 ? new RetryLater(message, after) : new Error(message);
+      }
       return {
         auditType: "card.posted",
         project: card.project,
         agent: card.agent,
-        details: {
-          request_id: id,
-          channel: channel.kind,
-          cards: result.posted.length,
-          failed: result.failed.length,
-        },
+        details: { request_id: id, channel: channel.kind, cards: result.posted.length + already.length },
       };
     },
     async "card.update"(payload) {

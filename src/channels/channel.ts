@@ -1,3 +1,4 @@
+import type { FastifyInstance } from "fastify";
 import type { ApprovalCard } from "../butler/approval-card.js";
 import type { ErrorCode } from "../errors.js";
 
@@ -41,7 +42,16 @@ export type ReviewHandler = (input: ReviewInput) => Promise<ReviewOutcome>;
 
 export interface PostResult {
   posted: PostedCard[];
-  failed: { target: string; error: string }[];
+  /** Targets that did not get the card; retried later (after `retryAfterMs` when the platform said so). */
+  failed: { target: string; error: string; retryAfterMs?: number | undefined }[];
+}
+
+/** What an adapter may ask of the Butler besides reviews. */
+export interface ChannelHooks {
+  /** Records a request the adapter refused (bad signature, wrong secret) in the audit log. */
+  rejected(channel: ChannelKind, reason: string, details: Record<string, unknown>): Promise<void>;
+  /** Redeems a one-time link code for the account `userId`; resolves with the approver it binds. */
+  redeemLink(code: string, channel: ChannelKind, userId: string): Promise<string>;
 }
 
 /**
@@ -69,11 +79,13 @@ export interface ApprovalChannel {
   start(onReview: ReviewHandler): Promise<void>;
   /** Stops receiving; in-flight handlers are allowed to finish. */
   stop(): Promise<void>;
-  /** Posts the card to its audience on this platform. */
-  post(card: ApprovalCard, audience: Audience): Promise<PostResult>;
+  /** Posts the card to its audience on this platform, skipping the targets in `already`. */
+  post(card: ApprovalCard, audience: Audience, already?: readonly string[]): Promise<PostResult>;
   /**
    * Re-renders a posted card (decided here or elsewhere, expired, revoked) and removes its buttons
    * once final. `note` says what just happened (a thread reply in Slack, a reply in Telegram).
    */
   update(posted: PostedCard, card: ApprovalCard, note?: string): Promise<void>;
+  /** Adds the adapter's HTTP endpoints (webhooks) to the server, if it has any. */
+  mount?(app: FastifyInstance): Promise<void>;
 }

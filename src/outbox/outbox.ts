@@ -101,7 +101,12 @@ export function createOutboxWorker(deps: OutboxDeps) {
           details: { outbox_id: Number(row.id), topic: row.topic, key: row.key, attempts },
         });
       } else {
-        const backoff = Math.min(maxBackoffMs, 1000 * 2 ** (attempts - 1));
+        // The platform's own "retry after" wins over our backoff when it is longer (HTTP 429).
+        const asked = (e as { retryAfterMs?: unknown }).retryAfterMs;
+        const backoff = Math.max(
+          Math.min(maxBackoffMs, 1000 * 2 ** (attempts - 1)),
+          typeof asked === "number" && Number.isFinite(asked) ? Math.min(asked, 3_600_000) : 0,
+        );
         await db
           .update(outbox)
           .set({ attempts, nextAttemptAt: new Date(now.getTime() + backoff), lastError: message })

@@ -7,6 +7,7 @@ import { canonicalJson } from "../audit/chain.js";
 import type { ApproverTokens } from "../butler/approver-tokens.js";
 import type { Butler } from "../butler/butler-service.js";
 import { registerButlerRoutes } from "../butler/routes.js";
+import type { ApprovalChannel } from "../channels/channel.js";
 import { AppError } from "../errors.js";
 import type { Gateway } from "../gateway/gateway-service.js";
 import type { Logger } from "../logger.js";
@@ -27,6 +28,8 @@ export interface AppDeps {
   gateway: Gateway;
   metrics: Metrics;
   admin: AdminOps;
+  /** Approval channels; those with webhooks mount them here. */
+  channels?: readonly ApprovalChannel[];
   adminToken: string;
   /** A random id of this server process, so that the CLI can tell it is talking to the right one. */
   instanceId: string;

@@ -1,0 +1,401 @@
+import { createHmac, timingSafeEqual } from "node:crypto";
+import { parse as parseQuery } from "node:querystring";
+import {
+  App,
+  type BlockAction,
+  type ButtonAction,
+  LogLevel,
+  type Receiver,
+  type ReceiverEvent,
+  SocketModeReceiver,
+} from "@slack/bolt";
+import type { Logger as SlackLogger } from "@slack/logger";
+import { WebAPIRateLimitedError, type WebClientOptions } from "@slack/web-api";
+import type { FastifyInstance } from "fastify";
+import type { ApprovalCard } from "../../butler/approval-card.js";
+import type { Clock } from "../../clock.js";
+import type { Logger } from "../../logger.js";
+import {
+  type ApprovalChannel,
+  type Audience,
+  type ChannelHooks,
+  type PostedCard,
+  type PostResult,
+  RetryLater,
+  type ReviewHandler,
+  type ReviewInput,
+} from "../channel.js";
+import {
+  ACTION_APPROVE,
+  ACTION_APPROVE_SHORT,
+  ACTION_DENY,
+  DENY_MODAL,
+  denyModal,
+  escapeMrkdwn,
+  slackCard,
+} from "./slack-format.js";
+
+export interface SlackOptions {
+  botToken: string;
+  /** Slack's Web API root, e.g. https://slack.com/api/ (GovSlack and tests use others). */
+  apiUrl: string;
+  /** HTTP mode: requests to /slack/events are verified with this secret. */
+  signingSecret: string | undefined;
+  /** Socket Mode: an app-level token (xapp-…); no public URL needed. */
+  appToken: string | undefined;
+}
+
+/** How far a request's timestamp may be from now, either way (Slack's recommendation: 5 minutes). */
+const MAX_SKEW_SECONDS = 300;
+const VALUE = /^(req_[a-z0-9]{16})(?:\|(\d{1,7}))?$/;
+
+/**
+ * Approval cards in Slack through Bolt: in HTTP mode behind this server's `/slack/events` (every
+ * request's v0 signature verified; bad or stale ones refused with 401 and audited), or in Socket
+ * Mode. Buttons are handed to the Butler, which decides; Deny opens a modal for a reason.
+ */
+export class SlackChannel implements ApprovalChannel {
+  readonly kind = "slack" as const;
+  readonly app: App;
+  #receiver: FastifyReceiver | undefined;
+  #emails = new Map<string, { email: string | undefined; at: number }>();
+  #byEmail = new Map<string, { userId: string | undefined; at: number }>();
+
+  constructor(
+    private readonly opts: SlackOptions,
+    private readonly hooks: ChannelHooks,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+  ) {
+    // Rate limits and retries are the outbox's business: every failure comes back to us at once.
+    const clientOptions: WebClientOptions = {
+      slackApiUrl: opts.apiUrl,
+      retryConfig: { retries: 0 },
+      rejectRateLimitedCalls: true,
+      timeout: 10_000,
+    };
+    const logger = boltLogger(log);
+    if (opts.appToken) {
+      const receiver = new SocketModeReceiver({
+        appToken: opts.appToken,
+        logger,
+        installerOptions: { clientOptions },
+      });
+      this.app = new App({
+        token: opts.botToken,
+        receiver,
+        socketMode: true,
+        logger,
+        clientOptions,
+        deferInitialization: true,
+      });
+    } else {
+      this.#receiver = new FastifyReceiver(opts.signingSecret ?? "", hooks, clock, log);
+      this.app = new App({
+        token: opts.botToken,
+        receiver: this.#receiver,
+        logger,
+        clientOptions,
+        deferInitialization: true,
+      });
+    }
+  }
+
+  async start(onReview: ReviewHandler): Promise<void> {
+    const app = this.app;
+    const approve =
+      (ttlFromValue: boolean) =>
+      async ({
+        ack,
+        body,
+        action,
+        client,
+      }: {
+        ack: () => Promise<void>;
+        body: BlockAction;
+        action: ButtonAction;
+        client: App["client"];
+      }) => {
+        await ack();
+        const m = VALUE.exec(action.value ?? "");
+        if (!m) return;
+        const outcome = await onReview({
+          requestId: m[1]!,
+          verdict: "approve",
+          ...(ttlFromValue && m[2] ? { ttlSeconds: Number(m[2]) } : {}),
+          actor: await this.actor(body.user.id, body.user.name),
+        });
+        if (!outcome.ok || /^Recorded/.test(outcome.message)) {
+          // Only the person who pressed sees this; the card is updated for everyone by the outbox.
+          await client.chat
+            .postEphemeral({
+              channel: body.channel?.id ?? body.user.id,
+              user: body.user.id,
+              text: escapeMrkdwn(outcome.message),
+            })
+            .catch((e) => this.log.warn({ err: e }, "slack ephemeral reply failed"));
+        }
+      };
+    app.action<BlockAction<ButtonAction>>(
+      { type: "block_actions", action_id: ACTION_APPROVE },
+      approve(false),
+    );
+    app.action<BlockAction<ButtonAction>>(
+      { type: "block_actions", action_id: ACTION_APPROVE_SHORT },
+      approve(true),
+    );
+    app.action<BlockAction<ButtonAction>>(
+      { type: "block_actions", action_id: ACTION_DENY },
+      async ({ ack, body, action, client }) => {
+        await ack();
+        const m = VALUE.exec(action.value ?? "");
+        if (!m) return;
+        await client.views.open({ trigger_id: body.trigger_id, view: denyModal(m[1]!) as never });
+      },
+    );
+    app.view(DENY_MODAL, async ({ ack, view, body }) => {
+      const requestId = view.private_metadata;
+      const reason = (view.state.values.reason?.value?.value as string | null | undefined)?.trim();
+      if (!VALUE.test(requestId)) {
+        await ack();
+        return;
+      }
+      const outcome = await onReview({
+        requestId,
+        verdict: "deny",
+        ...(reason ? { reason: reason.slice(0, 1000) } : {}),
+        actor: await this.actor(body.user.id, body.user.name),
+      });
+      if (outcome.ok) await ack();
+      else await ack({ response_action: "errors", errors: { reason: outcome.message } });
+    });
+    app.error(async (e) => {
+      this.log.error({ err: e }, "slack handler failed");
+    });
+    await app.init();
+    await app.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.app.stop();
+  }
+
+  /** Mounts `/slack/events` (HTTP mode only). */
+  async mount(server: FastifyInstance): Promise<void> {
+    if (this.#receiver) await server.register(this.#receiver.plugin);
+  }
+
+  /** The presser, with the email Slack reports (for approvers named by email). */
+  private async actor(userId: string, name: string | undefined): Promise<ReviewInput["actor"]> {
+    const now = this.clock.now().getTime();
+    let hit = this.#emails.get(userId);
+    if (!hit || now - hit.at > 10 * 60_000) {
+      const info = await this.app.client.users.info({ user: userId }).catch(() => undefined);
+      hit = { email: info?.user?.profile?.email, at: now };
+      this.#emails.set(userId, hit);
+    }
+    return { channel: "slack", userId, displayName: name, email: hit.email };
+  }
+
+  private async userIdForEmail(email: string): Promise<string | undefined> {
+    const now = this.clock.now().getTime();
+    let hit = this.#byEmail.get(email);
+    if (!hit || now - hit.at > 10 * 60_000) {
+      const r = await this.app.client.users.lookupByEmail({ email }).catch(() => undefined);
+      hit = { userId: r?.user?.id, at: now };
+      this.#byEmail.set(email, hit);
+    }
+    return hit.userId;
+  }
+
+  async post(card: ApprovalCard, audience: Audience, already: readonly string[] = []): Promise<PostResult> {
+    const targets = audience.routes ?? [
+      ...new Set([
+        ...audience.approvers.flatMap((a) => a.userIds),
+        ...(
+          await Promise.all(audience.approvers.flatMap((a) => a.emails).map((e) => this.userIdForEmail(e)))
+        ).filter((u): u is string => !!u),
+      ]),
+    ];
+    const { text, blocks } = slackCard(card);
+    const result: PostResult = { posted: [], failed: [] };
+    for (const target of targets) {
+      try {
+        // A user id is a direct message: open it first, so that a retry can tell it was sent.
+        const channel = /^[UW]/.test(target)
+          ? ((await this.app.client.conversations.open({ users: target })).channel?.id ?? target)
+          : target;
+        if (already.includes(channel)) continue;
+        const r = await this.app.client.chat.postMessage({
+          channel,
+          text,
+          blocks: blocks as never,
+          unfurl_links: false,
+          unfurl_media: false,
+        });
+        result.posted.push({ channel: "slack", chatId: r.channel ?? channel, messageId: String(r.ts) });
+      } catch (e) {
+        result.failed.push({ target, error: describe(e), retryAfterMs: retryAfterMs(e) });
+      }
+    }
+    return result;
+  }
+
+  async update(posted: PostedCard, card: ApprovalCard, note?: string): Promise<void> {
+    const { text, blocks } = slackCard(card);
+    try {
+      await this.app.client.chat.update({
+        channel: posted.chatId,
+        ts: posted.messageId,
+        text,
+        blocks: blocks as never,
+      });
+      // Each step is also a reply in the card's thread, so the history stays with the card.
+      if (note)
+        await this.app.client.chat.postMessage({
+          channel: posted.chatId,
+          thread_ts: posted.messageId,
+          text: escapeMrkdwn(note),
+        });
+    } catch (e) {
+      const after = retryAfterMs(e);
+      throw after !== undefined ? new RetryLater(describe(e), after) : new Error(describe(e));
+    }
+  }
+}
+
+function retryAfterMs(e: unknown): number | undefined {
+  return e instanceof WebAPIRateLimitedError ? Math.max(1, e.retryAfter) * 1000 : undefined;
+}
+
+function describe(e: unknown): string {
+  const data = (e as { data?: { error?: string } }).data;
+  return data?.error ? `slack: ${data.error}` : ((e as Error).message ?? String(e));
+}
+
+/**
+ * Bolt behind this fastify server: raw bodies (for the signature), verification that refuses
+ * timestamps more than five minutes off either way, then Bolt's own processing, whose `ack()`
+ * answers the HTTP request (Slack waits three seconds).
+ */
+class FastifyReceiver implements Receiver {
+  private app: App | undefined;
+  constructor(
+    private readonly signingSecret: string,
+    private readonly hooks: ChannelHooks,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+  ) {}
+  init(app: App): void {
+    this.app = app;
+  }
+  async start(): Promise<void> {}
+  async stop(): Promise<void> {}
+
+  verify(raw: string, timestamp: string | undefined, signature: string | undefined): string | undefined {
+    if (!timestamp || !/^\d{1,12}$/.test(timestamp)) return "missing or malformed X-Slack-Request-Timestamp";
+    const skew = Math.abs(Math.floor(this.clock.now().getTime() / 1000) - Number(timestamp));
+    if (skew > MAX_SKEW_SECONDS) return `stale timestamp (${skew} s from now)`;
+    if (!signature?.startsWith("v0=")) return "missing or malformed X-Slack-Signature";
+    const expected = Buffer.from(
+      `v0=${createHmac("sha256", this.signingSecret).update(`v0:${timestamp}:${raw}`).digest("hex")}`,
+    );
+    const given = Buffer.from(signature);
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) return "signature mismatch";
+    return undefined;
+  }
+
+  plugin = async (f: FastifyInstance): Promise<void> => {
+    // Encapsulated: only this route reads raw bodies.
+    f.removeAllContentTypeParsers();
+    f.addContentTypeParser(
+      ["application/json", "application/x-www-form-urlencoded"],
+      { parseAs: "string" },
+      (_req, body, done) => done(null, body),
+    );
+    f.post("/slack/events", async (req, reply) => {
+      const raw = typeof req.body === "string" ? req.body : "";
+      const problem = this.verify(
+        raw,
+        header(req.headers["x-slack-request-timestamp"]),
+        header(req.headers["x-slack-signature"]),
+      );
+      if (problem) {
+        await this.hooks.rejected("slack", problem, { ip: req.ip });
+        return reply
+          .code(401)
+          .send({ error: { code: "UNAUTHENTICATED", message: `Slack request refused: ${problem}` } });
+      }
+      let body: Record<string, unknown>;
+      try {
+        const type = String(req.headers["content-type"] ?? "")
+          .split(";")[0]!
+          .trim();
+        if (type === "application/x-www-form-urlencoded") {
+          const form = parseQuery(raw);
+          body =
+            typeof form.payload === "string" ? JSON.parse(form.payload) : (form as Record<string, unknown>);
+        } else body = JSON.parse(raw);
+      } catch {
+        return reply
+          .code(400)
+          .send({ error: { code: "INVALID_INPUT", message: "the Slack payload is not valid JSON" } });
+      }
+      if (body?.ssl_check) return reply.send();
+      if (body?.type === "url_verification") return reply.send({ challenge: body.challenge });
+      return new Promise((resolve) => {
+        let acked = false;
+        const timer = setTimeout(() => {
+          if (!acked) {
+            acked = true;
+            resolve(reply.code(500).send());
+          }
+        }, 3001);
+        const event: ReceiverEvent = {
+          body,
+          retryNum: req.headers["x-slack-retry-num"] ? Number(req.headers["x-slack-retry-num"]) : undefined,
+          retryReason: header(req.headers["x-slack-retry-reason"]),
+          ack: async (response?: unknown) => {
+            if (acked) return;
+            acked = true;
+            clearTimeout(timer);
+            resolve(
+              response === undefined || response === ""
+                ? reply.code(200).send()
+                : reply.code(200).send(response),
+            );
+          },
+        };
+        this.app!.processEvent(event).catch((e) => {
+          this.log.error({ err: e }, "slack event failed");
+          if (!acked) {
+            acked = true;
+            clearTimeout(timer);
+            resolve(reply.code(500).send());
+          }
+        });
+      });
+    });
+  };
+}
+
+function header(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** Bolt's logger interface over pino. */
+function boltLogger(log: Logger): SlackLogger {
+  const child = log.child({ component: "slack" });
+  let level: LogLevel = LogLevel.INFO;
+  return {
+    debug: (...m: unknown[]) => child.debug(m.map(String).join(" ")),
+    info: (...m: unknown[]) => child.info(m.map(String).join(" ")),
+    warn: (...m: unknown[]) => child.warn(m.map(String).join(" ")),
+    error: (...m: unknown[]) => child.error(m.map(String).join(" ")),
+    setLevel: (l: LogLevel) => {
+      level = l;
+    },
+    getLevel: () => level,
+    setName: () => {},
+  };
+}

@@ -1,0 +1,186 @@
+import { timingSafeEqual } from "node:crypto";
+import type { FastifyInstance } from "fastify";
+import { Bot, GrammyError, HttpError, webhookCallback } from "grammy";
+import type { ApprovalCard } from "../../butler/approval-card.js";
+import type { Logger } from "../../logger.js";
+import {
+  type ApprovalChannel,
+  type Audience,
+  type ChannelHooks,
+  type PostedCard,
+  type PostResult,
+  RetryLater,
+  type ReviewHandler,
+} from "../channel.js";
+import { CALLBACK, DENY_PROMPT, denyPrompt, telegramCard } from "./telegram-format.js";
+
+export interface TelegramOptions {
+  botToken: string;
+  /** The Bot API root, without a trailing slash (Telegram's own by default). */
+  apiRoot: string;
+  /** Receive updates on `/telegram/webhook` (with this secret) or by long polling. */
+  mode: "webhook" | "polling";
+  webhookSecret: string | undefined;
+}
+
+/**
+ * Approval cards in Telegram, through grammY: a message with inline buttons per card; presses are
+ * handed to the Butler, which decides. Deny asks for a reason with a forced reply. `/start <code>`
+ * redeems a one-time link that binds the sender's account to an approver.
+ */
+export class TelegramChannel implements ApprovalChannel {
+  readonly kind = "telegram" as const;
+  readonly bot: Bot;
+  #polling = false;
+
+  constructor(
+    private readonly opts: TelegramOptions,
+    private readonly hooks: ChannelHooks,
+    private readonly log: Logger,
+  ) {
+    this.bot = new Bot(opts.botToken, { client: { apiRoot: opts.apiRoot } });
+  }
+
+  async start(onReview: ReviewHandler): Promise<void> {
+    const bot = this.bot;
+    bot.command("start", async (ctx) => {
+      const code = ctx.match.trim();
+      if (!code) {
+        await ctx.reply(
+          "This bot shows access requests to their approvers. Ask an operator for a link to connect your account.",
+        );
+        return;
+      }
+      try {
+        const approver = await this.hooks.redeemLink(code, "telegram", String(ctx.from?.id));
+        await ctx.reply(`This Telegram account is now connected to approver ${approver}.`);
+      } catch (e) {
+        await ctx.reply((e as Error).message);
+      }
+    });
+    bot.callbackQuery(CALLBACK, async (ctx) => {
+      const [, verb, requestId] = ctx.match as RegExpMatchArray;
+      if (verb === "dn") {
+        await ctx.answerCallbackQuery({ text: "Reply with a reason to deny" });
+        await ctx.reply(denyPrompt(requestId!), { reply_markup: { force_reply: true, selective: true } });
+        return;
+      }
+      const outcome = await onReview({
+        requestId: requestId!,
+        verdict: "approve",
+        ...(verb === "a1" ? { ttlSeconds: 3600 } : {}),
+        actor: { channel: "telegram", userId: String(ctx.from.id), displayName: ctx.from.username },
+      });
+      // Shown to the presser only; the card itself is updated for everyone through the outbox.
+      await ctx.answerCallbackQuery({ text: outcome.message.slice(0, 200), show_alert: !outcome.ok });
+    });
+    bot.on("message:text", async (ctx) => {
+      const prompt = ctx.message.reply_to_message?.text;
+      const m =
+        prompt && ctx.message.reply_to_message?.from?.id === bot.botInfo.id ? DENY_PROMPT.exec(prompt) : null;
+      if (!m) return;
+      const text = ctx.message.text.trim();
+      const outcome = await onReview({
+        requestId: m[1]!,
+        verdict: "deny",
+        ...(text && text !== "/skip" ? { reason: text.slice(0, 1000) } : {}),
+        actor: { channel: "telegram", userId: String(ctx.from.id), displayName: ctx.from.username },
+      });
+      await ctx.reply(outcome.message, { reply_parameters: { message_id: ctx.message.message_id } });
+    });
+    bot.catch((err) =>
+      this.log.error({ err: err.error, updateId: err.ctx.update.update_id }, "telegram update failed"),
+    );
+    await bot.init();
+    if (this.opts.mode === "polling") {
+      this.#polling = true;
+      void bot
+        .start({ drop_pending_updates: false })
+        .catch((e) => this.log.error({ err: e }, "telegram polling stopped"));
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.#polling) await this.bot.stop();
+  }
+
+  /** Mounts `/telegram/webhook`: a request without the right secret is refused (401) and audited. */
+  async mount(app: FastifyInstance): Promise<void> {
+    if (this.opts.mode !== "webhook" || !this.opts.webhookSecret) return;
+    const secret = Buffer.from(this.opts.webhookSecret);
+    const handle = webhookCallback(this.bot, "fastify", { secretToken: this.opts.webhookSecret });
+    app.post("/telegram/webhook", async (req, reply) => {
+      const given = Buffer.from(String(req.headers["x-telegram-bot-api-secret-token"] ?? ""));
+      if (given.length !== secret.length || !timingSafeEqual(given, secret)) {
+        await this.hooks.rejected(
+          "telegram",
+          given.length ? "wrong webhook secret" : "missing webhook secret",
+          { ip: req.ip },
+        );
+        return reply
+          .code(401)
+          .send({
+            error: { code: "UNAUTHENTICATED", message: "wrong or missing X-Telegram-Bot-Api-Secret-Token" },
+          });
+      }
+      return handle(req, reply);
+    });
+  }
+
+  /** Sends the card to each target that has none yet; a 429 or an outage is reported per target. */
+  async post(card: ApprovalCard, audience: Audience, already: readonly string[] = []): Promise<PostResult> {
+    const targets = audience.routes ?? [...new Set(audience.approvers.flatMap((a) => a.userIds))];
+    const { text, keyboard } = telegramCard(card);
+    const result: PostResult = { posted: [], failed: [] };
+    for (const chat of targets) {
+      if (already.includes(chat)) continue;
+      try {
+        const m = await this.bot.api.sendMessage(chat, text, {
+          parse_mode: "HTML",
+          link_preview_options: { is_disabled: true },
+          ...(keyboard ? { reply_markup: { inline_keyboard: keyboard } } : {}),
+        });
+        result.posted.push({ channel: "telegram", chatId: chat, messageId: String(m.message_id) });
+      } catch (e) {
+        result.failed.push({ target: chat, error: describe(e), retryAfterMs: retryAfterMs(e) });
+      }
+    }
+    return result;
+  }
+
+  async update(posted: PostedCard, card: ApprovalCard, note?: string): Promise<void> {
+    const { text, keyboard } = telegramCard(card);
+    try {
+      await this.bot.api.editMessageText(posted.chatId, Number(posted.messageId), text, {
+        parse_mode: "HTML",
+        link_preview_options: { is_disabled: true },
+        reply_markup: { inline_keyboard: keyboard ?? [] },
+      });
+      if (note) {
+        await this.bot.api.sendMessage(posted.chatId, note.slice(0, 4000), {
+          reply_parameters: { message_id: Number(posted.messageId), allow_sending_without_reply: true },
+        });
+      }
+    } catch (e) {
+      // Editing to the same text is not an error worth retrying.
+      if (e instanceof GrammyError && /message is not modified/.test(e.description)) return;
+      throw asRetryable(e);
+    }
+  }
+}
+
+function retryAfterMs(e: unknown): number | undefined {
+  if (e instanceof GrammyError && e.error_code === 429) return (e.parameters.retry_after ?? 1) * 1000;
+  return undefined;
+}
+
+function describe(e: unknown): string {
+  if (e instanceof GrammyError) return `${e.error_code} ${e.description}`;
+  if (e instanceof HttpError) return `network: ${(e.error as Error)?.message ?? e.message}`;
+  return (e as Error).message ?? String(e);
+}
+
+function asRetryable(e: unknown): Error {
+  const after = retryAfterMs(e);
+  return after !== undefined ? new RetryLater(describe(e), after) : new Error(describe(e));
+}
