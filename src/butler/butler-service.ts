@@ -1237,7 +1237,21 @@ export function createButler(deps: ButlerDeps) {
               ? a.telegram?.userId === input.actor.userId || a.id === bound?.approver
               : a.id === input.actor.userId,
         );
-        const approver = who?.id ?? `${input.actor.channel}:${input.actor.userId}`;
+        // Someone who approves elsewhere is named in the audit line; anyone else by their account.
+        const elsewhere = who
+          ? undefined
+          : [...policies.index().projects.values()]
+              .flatMap((p) => p.document.approvers)
+              .find((a) =>
+                input.actor.channel === "slack"
+                  ? a.slack?.userId === input.actor.userId ||
+                    (!!email && a.slack?.email?.toLowerCase() === email)
+                  : input.actor.channel === "telegram"
+                    ? a.telegram?.userId === input.actor.userId
+                    : false,
+              );
+        const approver =
+          who?.id ?? elsewhere?.id ?? bound?.approver ?? `${input.actor.channel}:${input.actor.userId}`;
         const done = await this.review(
           { approver, channel: input.actor.channel },
           input.requestId,
@@ -1251,7 +1265,7 @@ export function createButler(deps: ButlerDeps) {
           done.outcome === "recorded"
             ? `Recorded: ${done.request.approvals.length} of ${done.request.approvals_required} approvals`
             : done.outcome === "unchanged"
-              ? `Nothing changed: the request is ${done.request.status}`
+              ? `Nothing changed: the request is already ${done.request.status}${done.request.decision?.by ? ` by ${done.request.decision.by}` : ""}`
               : `Request ${done.outcome}`;
         return { ok: true, card: await this.card(input.requestId), message };
       } catch (e) {

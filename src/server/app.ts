@@ -121,6 +121,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     tokens: deps.tokens,
     approverTokens: deps.approverTokens,
   });
+  for (const channel of deps.channels ?? []) await channel.mount?.(app);
 
   await app.register(
     async (admin) => {

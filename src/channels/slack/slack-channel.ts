@@ -125,16 +125,14 @@ export class SlackChannel implements ApprovalChannel {
           ...(ttlFromValue && m[2] ? { ttlSeconds: Number(m[2]) } : {}),
           actor: await this.actor(body.user.id, body.user.name),
         });
-        if (!outcome.ok || /^Recorded/.test(outcome.message)) {
-          // Only the person who pressed sees this; the card is updated for everyone by the outbox.
-          await client.chat
-            .postEphemeral({
-              channel: body.channel?.id ?? body.user.id,
-              user: body.user.id,
-              text: escapeMrkdwn(outcome.message),
-            })
-            .catch((e) => this.log.warn({ err: e }, "slack ephemeral reply failed"));
-        }
+        // Only the person who pressed sees this; the card is updated for everyone by the outbox.
+        await client.chat
+          .postEphemeral({
+            channel: body.channel?.id ?? body.user.id,
+            user: body.user.id,
+            text: escapeMrkdwn(outcome.message),
+          })
+          .catch((e) => this.log.warn({ err: e }, "slack ephemeral reply failed"));
       };
     app.action<BlockAction<ButtonAction>>(
       { type: "block_actions", action_id: ACTION_APPROVE },

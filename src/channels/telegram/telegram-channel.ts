@@ -117,11 +117,9 @@ export class TelegramChannel implements ApprovalChannel {
           given.length ? "wrong webhook secret" : "missing webhook secret",
           { ip: req.ip },
         );
-        return reply
-          .code(401)
-          .send({
-            error: { code: "UNAUTHENTICATED", message: "wrong or missing X-Telegram-Bot-Api-Secret-Token" },
-          });
+        return reply.code(401).send({
+          error: { code: "UNAUTHENTICATED", message: "wrong or missing X-Telegram-Bot-Api-Secret-Token" },
+        });
       }
       return handle(req, reply);
     });

@@ -1,0 +1,297 @@
+import { createHmac } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { FakeSlack } from "../fakes/fake-slack.js";
+import { FakeTelegram } from "../fakes/fake-telegram.js";
+import { ENGINE } from "../helpers/db.js";
+import { seedText } from "../helpers/policy.js";
+import { startTestServer, type TestServer } from "../helpers/server.js";
+import { until } from "../helpers/wait.js";
+
+const SIGNING_SECRET = "slack-signing-secret-for-tests";
+const TG_SECRET = "tg-webhook-secret_1";
+const BILLING = seedText().replace(
+  "  - id: jordan\n    name: Jordan\n",
+  "  - id: jordan\n    name: Jordan\n    slack: { email: jordan@example.com }\n    telegram: { user_id: 7001 }\n",
+);
+const ELSEWHERE = `project: elsewhere
+agents: [x]
+approvers:
+  - id: outsider
+    slack: { user_id: U0OUTSIDER }
+    telegram: { user_id: 7003 }
+`;
+
+/**
+ * Approving in chat, end to end: a running server, the real Bolt and grammY, and local fakes of
+ * the Slack Web API and the Telegram Bot API. Payloads are signed (Slack) or carry the webhook
+ * secret (Telegram) and are posted to the server's real endpoints.
+ */
+describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
+  const slack = new FakeSlack();
+  const telegram = new FakeTelegram();
+  let s: TestServer;
+  let agent: string;
+
+  beforeAll(async () => {
+    await slack.start();
+    await telegram.start();
+    slack.users.set("U0JORDAN", { email: "jordan@example.com", name: "jordan" });
+    slack.users.set("U0OUTSIDER", { email: "outsider@example.com", name: "outsider" });
+    slack.users.set("U0STRANGER", { email: "stranger@example.com", name: "stranger" });
+    s = await startTestServer({
+      policies: { "project-billing.yaml": BILLING, "elsewhere.yaml": ELSEWHERE },
+      env: {
+        SLACK_BOT_TOKEN: slack.botToken,
+        SLACK_SIGNING_SECRET: SIGNING_SECRET,
+        SLACK_API_URL: slack.url,
+        TELEGRAM_BOT_TOKEN: telegram.token,
+        TELEGRAM_WEBHOOK_SECRET: TG_SECRET,
+        TELEGRAM_API_ROOT: telegram.url,
+      },
+    });
+    agent = await s.agentToken("billing-reconciler-1", "project-billing");
+  });
+  afterAll(async () => {
+    await s?.cleanup();
+    await slack.stop();
+    await telegram.stop();
+  });
+
+  async function file(
+    call: { action: string; resource: string; branch?: string },
+    reason = "reconcile the ledger",
+  ) {
+    const r = await s.http("POST", "/v1/access-requests", agent, { ...call, ttl: "PT24H", reason });
+    expect(r.status).toBe(201);
+    return r.body.access_request.id as string;
+  }
+
+  function signed(body: string, ts = Math.floor(Date.now() / 1000), secret = SIGNING_SECRET) {
+    const sig = `v0=${createHmac("sha256", secret).update(`v0:${ts}:${body}`).digest("hex")}`;
+    return { "x-slack-request-timestamp": String(ts), "x-slack-signature": sig };
+  }
+
+  async function slackPost(payload: unknown, headers?: Record<string, string>) {
+    const body = `payload=${encodeURIComponent(JSON.stringify(payload))}`;
+    const res = await fetch(`${s.url}/slack/events`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded", ...(headers ?? signed(body)) },
+      body,
+    });
+    return { status: res.status, text: await res.text() };
+  }
+
+  function slackPress(requestId: string, userId: string, actionId = "butler_approve", value = requestId) {
+    const card = slack.cardFor(requestId)!;
+    return slackPost({
+      type: "block_actions",
+      team: { id: "T0FAKE", domain: "fake" },
+      user: { id: userId, username: userId, name: userId, team_id: "T0FAKE" },
+      api_app_id: "A0FAKE",
+      token: "legacy",
+      container: { type: "message", message_ts: card.ts, channel_id: card.channel, is_ephemeral: false },
+      trigger_id: `trigger-${userId}`,
+      channel: { id: card.channel, name: "directmessage" },
+      message: { ts: card.ts, text: card.text, blocks: card.blocks },
+      response_url: `${slack.url}/response`,
+      actions: [
+        { type: "button", action_id: actionId, block_id: "butler_actions", value, action_ts: "1700000000.1" },
+      ],
+    });
+  }
+
+  async function telegramUpdate(update: Record<string, unknown>, secret: string | undefined = TG_SECRET) {
+    const res = await fetch(`${s.url}/telegram/webhook`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        ...(secret ? { "x-telegram-bot-api-secret-token": secret } : {}),
+      },
+      body: JSON.stringify({ update_id: Math.floor(Math.random() * 1e9), ...update }),
+    });
+    return res.status;
+  }
+
+  function telegramPress(requestId: string, fromId: number, data = `ap:${requestId}`) {
+    const card = telegram.cardFor(requestId);
+    return telegramUpdate({
+      callback_query: {
+        id: `cbq-${Math.random()}`,
+        from: { id: fromId, is_bot: false, first_name: "User", username: `user${fromId}` },
+        chat_instance: "ci",
+        data,
+        message: {
+          message_id: card?.messageId ?? 1,
+          date: 0,
+          chat: { id: fromId, type: "private" },
+          text: "card",
+        },
+      },
+    });
+  }
+
+  async function events(type: string) {
+    const out = await s.cli(["audit", "export"]);
+    return out.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l))
+      .filter((l) => l.type === type);
+  }
+
+  let first: string;
+
+  test("a new request is posted as a card to the approver on both platforms", async () => {
+    first = await file({ action: "stripe:charges:read", resource: "stripe.com/v1/charges" });
+    await until(async () => !!slack.cardFor(first) && !!telegram.cardFor(first), "cards on both platforms");
+    const sc = slack.cardFor(first)!;
+    expect(sc.channel).toBe("D0JORDAN"); // jordan, found by email, in a direct message
+    expect(JSON.stringify(sc.blocks)).toContain("butler_approve");
+    const tc = telegram.cardFor(first)!;
+    expect(tc.chatId).toBe("7001");
+    expect(tc.keyboard!.flat().map((b) => b.callback_data)).toEqual([
+      `ap:${first}`,
+      `a1:${first}`,
+      `dn:${first}`,
+    ]);
+  });
+
+  test("forged or stale Slack signatures and a missing Telegram secret get 401, change nothing, and are audited", async () => {
+    const payload = { type: "block_actions", user: { id: "U0JORDAN" }, actions: [] };
+    const body = `payload=${encodeURIComponent(JSON.stringify(payload))}`;
+    const now = Math.floor(Date.now() / 1000);
+    expect((await slackPost(payload, signed(body, now, "wrong-secret"))).status).toBe(401);
+    expect((await slackPost(payload, signed(body, now - 400))).status).toBe(401);
+    expect((await slackPost(payload, signed(body, now + 400))).status).toBe(401);
+    expect((await slackPost(payload, {})).status).toBe(401);
+    expect(
+      await telegramUpdate(
+        { message: { message_id: 1, date: 0, chat: { id: 1, type: "private" }, text: "hi" } },
+        "",
+      ),
+    ).toBe(401);
+    expect(
+      await telegramUpdate(
+        { message: { message_id: 1, date: 0, chat: { id: 1, type: "private" }, text: "hi" } },
+        "nope",
+      ),
+    ).toBe(401);
+    const rejected = [
+      ...(await events("slack.request_rejected")),
+      ...(await events("telegram.request_rejected")),
+    ].map((e) => e.reason);
+    expect(rejected).toEqual([
+      "signature mismatch",
+      expect.stringMatching(/^stale timestamp/),
+      expect.stringMatching(/^stale timestamp/),
+      "missing or malformed X-Slack-Request-Timestamp",
+      "missing webhook secret",
+      "wrong webhook secret",
+    ]);
+    expect((await s.http("GET", `/v1/access-requests/${first}`, agent)).body.status).toBe("pending");
+  });
+
+  test("an unknown Telegram user and an approver of another project change nothing and are told privately", async () => {
+    expect(await telegramPress(first, 7099)).toBe(200);
+    expect(await telegramPress(first, 7003)).toBe(200);
+    await until(async () => telegram.calledWith("answerCallbackQuery").length >= 2, "callback answers");
+    const answers = telegram.calledWith("answerCallbackQuery").map((c) => c.body);
+    expect(answers.slice(-2)).toEqual([
+      expect.objectContaining({ text: "you are not an approver for project-billing", show_alert: true }),
+      expect.objectContaining({ text: "you are not an approver for project-billing", show_alert: true }),
+    ]);
+    expect((await s.http("GET", `/v1/access-requests/${first}`, agent)).body.status).toBe("pending");
+    const refused = (await events("access_request.review_refused")).map((e) => e.approver);
+    expect(refused).toEqual(["telegram:7099", "outsider"]);
+  });
+
+  test("approving in Telegram grants, and both cards show who decided, where, and until when", async () => {
+    expect(await telegramPress(first, 7001)).toBe(200);
+    await until(
+      async () => (await s.http("GET", `/v1/access-requests/${first}`, agent)).body.status === "approved",
+      "approval",
+    );
+    await until(
+      async () => !JSON.stringify(slack.cardFor(first)!.blocks).includes("butler_approve"),
+      "the Slack card to lose its buttons",
+    );
+    await until(
+      async () => telegram.cardFor(first)!.keyboard === undefined,
+      "the Telegram card to lose its buttons",
+    );
+    expect(JSON.stringify(slack.cardFor(first)!.blocks)).toContain(
+      "Approved by jordan via telegram; the grant expires",
+    );
+    expect(slack.cardFor(first)!.replies.join("\n")).toContain("Approved by jordan via telegram");
+    expect(telegram.cardFor(first)!.text).toContain("Approved by jordan via telegram");
+    expect(
+      (await s.authorize(agent, { action: "stripe:charges:read", resource: "stripe.com/v1/charges" })).body
+        .decision,
+    ).toBe("ALLOW");
+  });
+
+  test("a second press, in Slack, says who already decided and changes nothing", async () => {
+    const r = await slackPress(first, "U0JORDAN");
+    expect(r.status).toBe(200);
+    await until(async () => slack.calledWith("chat.postEphemeral").length > 0, "an ephemeral answer");
+    expect(slack.calledWith("chat.postEphemeral").at(-1)!.args).toMatchObject({
+      user: "U0JORDAN",
+      text: expect.stringContaining("already approved by jordan"),
+    });
+  });
+
+  test("denying in Slack asks for a reason in a modal, and the reason reaches the agent", async () => {
+    const second = await file(
+      { action: "git:push", resource: "reidataai/billing-ledger", branch: "main" },
+      "hotfix",
+    );
+    await until(async () => !!slack.cardFor(second), "the Slack card");
+    expect((await slackPress(second, "U0JORDAN", "butler_deny")).status).toBe(200);
+    await until(async () => slack.calledWith("views.open").length > 0, "the modal");
+    const view = slack.calledWith("views.open").at(-1)!.args.view;
+    expect(view).toMatchObject({ callback_id: "butler_deny_modal", private_metadata: second });
+    const submit = await slackPost({
+      type: "view_submission",
+      team: { id: "T0FAKE", domain: "fake" },
+      user: { id: "U0JORDAN", username: "jordan", name: "jordan", team_id: "T0FAKE" },
+      api_app_id: "A0FAKE",
+      token: "legacy",
+      trigger_id: "t2",
+      view: {
+        ...view,
+        id: "V0FAKE",
+        team_id: "T0FAKE",
+        state: { values: { reason: { value: { type: "plain_text_input", value: "use a feature branch" } } } },
+      },
+    });
+    expect(submit.status).toBe(200);
+    const after = await s.http("GET", `/v1/access-requests/${second}`, agent);
+    expect(after.body).toMatchObject({
+      status: "denied",
+      decision: { by: "jordan", via: "slack", reason: "use a feature branch" },
+    });
+    await until(
+      async () => telegram.cardFor(second)?.keyboard === undefined,
+      "the Telegram card to show the denial",
+    );
+    expect(telegram.cardFor(second)!.text).toContain("Denied by jordan via slack: use a feature branch");
+  });
+
+  test("with Slack answering 429 then 200, the card still arrives; with Telegram down, Slack is unaffected and Telegram catches up", async () => {
+    slack.script.set("chat.postMessage", [
+      { status: 429, headers: { "retry-after": "1" }, body: { ok: false, error: "ratelimited" } },
+    ]);
+    telegram.down = true;
+    const third = await file({
+      action: "aws:s3:DeleteObject",
+      resource: "arn:aws:s3:::ledger-internal/old.csv",
+    });
+    await until(async () => !!slack.cardFor(third), "the Slack card after the rate limit");
+    expect(telegram.cardFor(third)).toBeUndefined();
+    telegram.down = false;
+    await until(async () => !!telegram.cardFor(third), "the Telegram card once Telegram is back");
+    expect(
+      slack.calledWith("chat.postMessage").filter((c) => JSON.stringify(c.args.blocks ?? "").includes(third)),
+    ).toHaveLength(2);
+  });
+});
