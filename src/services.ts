@@ -1,3 +1,4 @@
+import { Api } from "grammy";
 import { createAdmin } from "./admin/admin-service.js";
 import { createTokenService } from "./agents/token-service.js";
 import { createAuditLog } from "./audit/audit-log.js";
@@ -10,6 +11,7 @@ import type { Config } from "./config.js";
 import { createChangeBus } from "./db/changes.js";
 import type { Database } from "./db/client.js";
 import { migrate } from "./db/migrate.js";
+import { AppError } from "./errors.js";
 import { createGateway } from "./gateway/gateway-service.js";
 import type { Logger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
@@ -17,7 +19,7 @@ import { createOutboxWorker, type OutboxHandler } from "./outbox/outbox.js";
 import { createPolicyStore } from "./policy-store/policy-store.js";
 
 export interface ServiceOptions {
-  config: Pick<Config, "audit" | "policiesDir">;
+  config: Pick<Config, "audit" | "policiesDir"> & Partial<Pick<Config, "telegram">>;
   /** The server's public base URL (known only once it listens, when not configured). */
   publicUrl: () => string;
   database: Database;
@@ -116,7 +118,25 @@ export function createServices(opts: ServiceOptions) {
     },
   };
   const outbox = createOutboxWorker({ db, audit, clock, log, handlers });
+  const tg = config.telegram;
+  const telegramApi = tg ? new Api(tg.botToken, { apiRoot: tg.apiRoot }) : undefined;
   const admin = createAdmin({
+    telegram:
+      tg && telegramApi
+        ? {
+            username: async () => (await telegramApi.getMe()).username,
+            async setWebhook() {
+              if (!tg.webhookSecret)
+                throw new AppError("CONFLICT", "set TELEGRAM_WEBHOOK_SECRET to use a webhook");
+              const url = `${opts.publicUrl()}/telegram/webhook`;
+              await telegramApi.setWebhook(url, {
+                secret_token: tg.webhookSecret,
+                allowed_updates: ["message", "callback_query"],
+              });
+              return url;
+            },
+          }
+        : undefined,
     db,
     tokens,
     approverTokens,

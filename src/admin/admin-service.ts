@@ -66,13 +66,19 @@ export interface AdminOps {
     opts: { ttl?: string | undefined; reason?: string | undefined },
   ): Promise<{ outcome: string; request: AccessRequestView }>;
   listGrants(filter: { project?: string | undefined; all?: boolean }): Promise<GrantView[]>;
+  /** A one-time Telegram deep link that binds the account opening it to `approver`. */
+  createTelegramLink(approver: string): Promise<{ url: string; expires_at: string; approver: string }>;
+  /** Registers this server's Telegram webhook (URL and secret) with Telegram. */
+  setTelegramWebhook(): Promise<{ url: string }>;
   revokeGrant(id: string, reason?: string): Promise<{ grant_id: string; revision: number }>;
 }
 
 export interface AdminDeps {
   db: Db;
   approverTokens: Pick<ApproverTokens, "create">;
-  butler: Pick<Butler, "list" | "get" | "review" | "listGrants" | "revokeGrant">;
+  butler: Pick<Butler, "list" | "get" | "review" | "listGrants" | "revokeGrant" | "createLinkCode">;
+  /** Telegram's Bot API, when Telegram is configured. */
+  telegram?: { username(): Promise<string>; setWebhook(): Promise<string> } | undefined;
   tokens: Pick<TokenService, "create" | "list" | "revoke">;
   policies: Pick<PolicyStore, "index" | "latest" | "history" | "revision" | "importDirectory">;
   migrate: () => Promise<void>;
@@ -208,6 +214,19 @@ export function createAdmin(deps: AdminDeps): AdminOps {
     async listGrants(filter) {
       if (filter.project !== undefined) check(projectName, filter.project, "project");
       return butler.listGrants(filter);
+    },
+    async createTelegramLink(approver) {
+      check(approverId, approver, "approver");
+      if (!deps.telegram)
+        throw new AppError("CONFLICT", "Telegram is not configured: set TELEGRAM_BOT_TOKEN");
+      const username = await deps.telegram.username();
+      const { code, expiresAt } = await butler.createLinkCode(approver, "telegram", actor);
+      return { url: `https://t.me/${username}?start=${code}`, expires_at: expiresAt, approver };
+    },
+    async setTelegramWebhook() {
+      if (!deps.telegram)
+        throw new AppError("CONFLICT", "Telegram is not configured: set TELEGRAM_BOT_TOKEN");
+      return { url: await deps.telegram.setWebhook() };
     },
     async revokeGrant(id, reason) {
       check(requestId, id, "grant");

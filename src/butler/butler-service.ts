@@ -1141,7 +1141,7 @@ export function createButler(deps: ButlerDeps) {
     /** Redeems a link code for the chat account `userId`; returns the approver it is now bound to. */
     async redeemLinkCode(code: string, channel: ChannelKind, userId: string): Promise<string> {
       const now = clock.now();
-      return db.transaction(async (tx) => {
+      const outcome = await db.transaction(async (tx) => {
         const [row] = await tx
           .select()
           .from(linkCodes)
@@ -1155,21 +1155,7 @@ export function createButler(deps: ButlerDeps) {
               : row.expiresAt <= now
                 ? "expired"
                 : undefined;
-        if (problem || !row) {
-          await audit.appendInTx(tx, [
-            {
-              type: "approver.link_refused",
-              reason: `link code ${problem}`,
-              details: { channel, user_id: userId },
-            },
-          ]);
-          throw new AppError(
-            "FORBIDDEN",
-            problem === "expired"
-              ? "this link has expired; ask for a new one"
-              : "this link is not valid (unknown or already used)",
-          );
-        }
+        if (problem || !row) return { problem: problem ?? "unknown" };
         await tx
           .update(linkCodes)
           .set({ usedAt: now, usedBy: userId })
@@ -1184,8 +1170,27 @@ export function createButler(deps: ButlerDeps) {
         await audit.appendInTx(tx, [
           { type: "approver.linked", details: { approver: row.approver, channel, user_id: userId } },
         ]);
-        return row.approver;
+        return { approver: row.approver };
       });
+      if ("problem" in outcome) {
+        // Recorded in its own transaction: the refusal is the event, nothing else changed.
+        await db.transaction((tx) =>
+          audit.appendInTx(tx, [
+            {
+              type: "approver.link_refused",
+              reason: `link code ${outcome.problem}`,
+              details: { channel, user_id: userId },
+            },
+          ]),
+        );
+        throw new AppError(
+          "FORBIDDEN",
+          outcome.problem === "expired"
+            ? "This link has expired; ask for a new one."
+            : "This link is not valid (unknown or already used).",
+        );
+      }
+      return outcome.approver;
     },
 
     /** The approvers of a request's project (for posting cards). */

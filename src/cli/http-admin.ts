@@ -124,6 +124,8 @@ export function httpAdmin(baseUrl: string, adminToken: string): AdminOps {
           `/grants${q({ project: filter.project, all: filter.all ? "true" : undefined })}`,
         )
       ).grants,
+    createTelegramLink: (approver) => call("POST", "/approvers/telegram-link", { approver }),
+    setTelegramWebhook: () => call("POST", "/telegram/webhook"),
     revokeGrant: (id, reason) => call("POST", `/grants/${encodeURIComponent(id)}/revoke`, { reason }),
   };
 }

@@ -36,6 +36,8 @@ Usage: butler <command> [options]          (every command accepts --json and --h
   agents revoke <agent> --project P [--token ID]
                                            revoke an agent's tokens (or one of them)
   approvers token <approver>               make a bearer token for an approver (a person; shown once)
+  approvers link <approver> --telegram     a one-time deep link that binds the approver's Telegram account
+  telegram set-webhook                     register BUTLER_PUBLIC_URL/telegram/webhook (and its secret) with Telegram
   requests list [--status S] [--project P] list access requests, newest first
   requests show <id>                       one request with its proposed policy diff
   requests approve <id> --approver A [--ttl T]
@@ -113,6 +115,10 @@ export async function main(
         break;
       case "approvers":
         if (sub === "token") return await approversToken(rest, io);
+        if (sub === "link") return await approversLink(rest, io);
+        break;
+      case "telegram":
+        if (sub === "set-webhook") return await telegramSetWebhook(rest, io);
         break;
       case "requests":
         switch (sub) {
@@ -518,6 +524,31 @@ async function agentsRevoke(argv: string[], io: CliIo): Promise<number> {
   };
   const revoked = await withAdmin(io, (ops) => ops.revokeAgentTokens(sel));
   print(io, { revoked }, `Revoked ${revoked.join(", ")}`, !!values.json);
+  return 0;
+}
+
+async function approversLink(argv: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = args(argv, { telegram: { type: "boolean" } }, [1, 1]);
+  if (!values.telegram) throw new UsageError("say which platform to link: --telegram");
+  const l = await withAdmin(io, (ops) => ops.createTelegramLink(positionals[0]!));
+  print(
+    io,
+    l,
+    `Send this link to ${l.approver}; opening it binds their Telegram account (once, until ${l.expires_at}):\n${l.url}`,
+    !!values.json,
+  );
+  return 0;
+}
+
+async function telegramSetWebhook(argv: string[], io: CliIo): Promise<number> {
+  const { values } = args(argv, {}, [0, 0]);
+  const r = await withAdmin(io, (ops) => ops.setTelegramWebhook());
+  print(
+    io,
+    r,
+    `Telegram will deliver updates to ${r.url} (with the secret from TELEGRAM_WEBHOOK_SECRET)`,
+    !!values.json,
+  );
   return 0;
 }
 

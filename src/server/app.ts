@@ -183,6 +183,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         const b = parseInput(z.strictObject({ approver: agentName }), req.body, "body");
         return reply.code(201).send(await deps.admin.createApproverToken(b.approver));
       });
+      admin.post("/approvers/telegram-link", async (req, reply) => {
+        const b = parseInput(z.strictObject({ approver: agentName }), req.body, "body");
+        return reply.code(201).send(await deps.admin.createTelegramLink(b.approver));
+      });
+      admin.post("/telegram/webhook", async () => deps.admin.setTelegramWebhook());
       admin.get("/access-requests", async (req) => {
         const q = parseInput(
           z.strictObject({ status: z.string().optional(), project: z.string().optional() }),

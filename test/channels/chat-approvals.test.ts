@@ -294,4 +294,114 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
       slack.calledWith("chat.postMessage").filter((c) => JSON.stringify(c.args.blocks ?? "").includes(third)),
     ).toHaveLength(2);
   });
+
+  function telegramText(fromId: number, text: string) {
+    const command = /^\/\w+/.exec(text);
+    return telegramUpdate({
+      message: {
+        message_id: Math.floor(Math.random() * 1e6),
+        date: 0,
+        chat: { id: fromId, type: "private" },
+        from: { id: fromId, is_bot: false, first_name: "User" },
+        text,
+        ...(command ? { entities: [{ type: "bot_command", offset: 0, length: command[0].length }] } : {}),
+      },
+    });
+  }
+
+  test("a one-time deep link binds the Telegram account that opens it to the approver", async () => {
+    const link = JSON.parse((await s.cli(["approvers", "link", "jordan", "--telegram", "--json"])).stdout);
+    expect(link.url).toMatch(/^https:\/\/t\.me\/butler_test_bot\?start=[A-Za-z0-9_-]{24}$/);
+    const code = new URL(link.url).searchParams.get("start")!;
+    expect(await telegramText(7010, `/start ${code}`)).toBe(200);
+    await until(
+      async () => telegram.calledWith("sendMessage").some((c) => c.body.chat_id === 7010),
+      "the bot's answer",
+    );
+    expect(
+      telegram
+        .calledWith("sendMessage")
+        .filter((c) => c.body.chat_id === 7010)
+        .at(-1)!.body.text,
+    ).toBe("This Telegram account is now connected to approver jordan.");
+    expect(await telegramText(7011, `/start ${code}`)).toBe(200);
+    await until(
+      async () => telegram.calledWith("sendMessage").some((c) => c.body.chat_id === 7011),
+      "the bot's refusal",
+    );
+    expect(
+      telegram
+        .calledWith("sendMessage")
+        .filter((c) => c.body.chat_id === 7011)
+        .at(-1)!.body.text,
+    ).toContain("not valid");
+
+    const fourth = await file({
+      action: "git:push",
+      resource: "reidataai/billing-ledger",
+      branch: "release-1",
+    });
+    await until(async () => !!telegram.cardFor(fourth, "7010"), "the card for the linked account");
+    expect(await telegramPress(fourth, 7010)).toBe(200);
+    await until(
+      async () => (await s.http("GET", `/v1/access-requests/${fourth}`, agent)).body.status === "approved",
+      "approval by the linked account",
+    );
+    expect((await s.http("GET", `/v1/access-requests/${fourth}`, agent)).body.decision).toMatchObject({
+      by: "jordan",
+      via: "telegram",
+    });
+    expect((await events("approver.linked")).map((e) => [e.approver, e.user_id])).toEqual([
+      ["jordan", "7010"],
+    ]);
+    expect(await events("approver.link_refused")).toHaveLength(1);
+  });
+
+  test("denying in Telegram asks for a reason by reply", async () => {
+    const fifth = await file({
+      action: "git:push",
+      resource: "reidataai/billing-ledger",
+      branch: "release-2",
+    });
+    await until(async () => !!telegram.cardFor(fifth, "7001"), "the card");
+    expect(await telegramPress(fifth, 7001, `dn:${fifth}`)).toBe(200);
+    await until(
+      async () =>
+        telegram.calledWith("sendMessage").some((c) => String(c.body.text).startsWith(`Why deny ${fifth}?`)),
+      "the prompt",
+    );
+    const prompt = [...telegram.messages.values()].find((m) => m.text.startsWith(`Why deny ${fifth}?`))!;
+    const status = await telegramUpdate({
+      message: {
+        message_id: 555,
+        date: 0,
+        chat: { id: 7001, type: "private" },
+        from: { id: 7001, is_bot: false, first_name: "Jordan" },
+        text: "not during the freeze",
+        reply_to_message: {
+          message_id: prompt.messageId,
+          date: 0,
+          chat: { id: 7001, type: "private" },
+          from: { id: 999, is_bot: true, first_name: "Butler" },
+          text: prompt.text,
+        },
+      },
+    });
+    expect(status).toBe(200);
+    await until(
+      async () => (await s.http("GET", `/v1/access-requests/${fifth}`, agent)).body.status === "denied",
+      "the denial",
+    );
+    expect((await s.http("GET", `/v1/access-requests/${fifth}`, agent)).body.decision).toMatchObject({
+      by: "jordan",
+      via: "telegram",
+      reason: "not during the freeze",
+    });
+  });
+
+  test("butler telegram set-webhook registers the server's webhook with its secret", async () => {
+    const r = await s.cli(["telegram", "set-webhook", "--json"]);
+    expect(r.code).toBe(0);
+    expect(telegram.webhook).toEqual({ url: `${s.url}/telegram/webhook`, secret_token: TG_SECRET });
+  });
 });
