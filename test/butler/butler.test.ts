@@ -443,3 +443,57 @@ describe(`requests that would grant more than the denied call are refused (${ENG
     ).toBe("DENY");
   });
 });
+
+describe(`reminders (${ENGINE})`, () => {
+  const clock = new FakeClock("2026-05-01T10:00:00Z");
+  const channel = new FakeChannel("dashboard");
+  let t: TestDatabase;
+  let env: TestEnv;
+  let s: Services;
+  beforeAll(async () => {
+    t = await createTestDatabase();
+    env = await createTestEnv({
+      policies: {
+        "ops.yaml": POLICY.replace("  pending_ttl: PT2H\n", "  pending_ttl: PT2H\n  reminder_after: PT30M\n"),
+      },
+    });
+    s = await startServices({
+      database: t.database,
+      policiesDir: env.policiesDir,
+      clock,
+      channels: [channel],
+    });
+    await s.policies.importDirectory("test");
+  });
+  afterAll(async () => {
+    await stopServices(s);
+    await t?.cleanup();
+    await env?.cleanup();
+  });
+
+  test("a request still pending after settings.reminder_after gets one reminder on its cards; on expiry the cards say so", async () => {
+    const r = await s.butler.submit(agentIdentity("deployer", "ops"), {
+      action: "aws:s3:PutObject",
+      resource: "arn:aws:s3:::ops/r",
+      reason: "x",
+    });
+    if (r.status === "already_allowed") throw new Error("unexpected");
+    await s.outbox.runOnce();
+    clock.advance(29 * 60_000);
+    expect((await s.butler.sweep()).reminded).toBe(0);
+    clock.advance(2 * 60_000);
+    expect((await s.butler.sweep()).reminded).toBe(1);
+    expect((await s.butler.sweep()).reminded).toBe(0);
+    await s.outbox.runOnce();
+    expect(channel.notes).toEqual([
+      expect.stringMatching(
+        /^Reminder: still waiting for a decision; the request expires 2026-05-01T12:00:00.000Z$/,
+      ),
+    ]);
+    clock.advance(2 * 3600_000);
+    expect((await s.butler.sweep()).expiredRequests).toBe(1);
+    await s.outbox.runOnce();
+    expect(channel.cardOf(r.request.id)).toMatchObject({ status: "expired" });
+    expect(channel.notes.at(-1)).toMatch(/^Expired: nobody decided before/);
+  });
+});
