@@ -25,6 +25,11 @@ export interface ApprovalCard {
   decidedVia: string | undefined;
   decisionReason: string | undefined;
   grantExpiresAt: string | undefined;
+  /** What became of the grant after approval: live, expired (its TTL ran out) or revoked. */
+  grantState: "live" | "expired" | "revoked" | undefined;
+  /** Who revoked the grant, when `grantState` is "revoked". */
+  grantRevokedBy: string | undefined;
+  grantRevokedAt: string | undefined;
   /** Where the full proposal can be seen. */
   url: string;
 }

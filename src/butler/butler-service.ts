@@ -202,7 +202,6 @@ export function createButler(deps: ButlerDeps) {
     return { topic: "agent.notify", key: `${r.id}:agent`, payload: n as unknown as Record<string, unknown> };
   }
 
-  /** Outbox messages after a request changed: tell the agent (if final) and refresh every card. */
   /**
    * Outbox messages after a request changed: tell the agent (if `n`), and refresh the card on
    * every platform, each on its own queue (one platform failing never holds up another), with a
@@ -1053,6 +1052,7 @@ export function createButler(deps: ButlerDeps) {
       const [r] = await db.select().from(accessRequests).where(eq(accessRequests.id, id));
       if (!r) throw new AppError("NOT_FOUND", `no access request ${id}`);
       const v = await view(db, r);
+      const [g] = v.grant ? await db.select().from(grants).where(eq(grants.id, r.id)) : [];
       const max =
         policies.index().projects.get(r.project)?.document.settings.grantTtlMaxSeconds ??
         r.requestedTtlSeconds;
@@ -1075,6 +1075,15 @@ export function createButler(deps: ButlerDeps) {
         decidedVia: r.decidedVia ?? undefined,
         decisionReason: r.decisionReason ?? undefined,
         grantExpiresAt: v.grant?.expires_at,
+        grantState: !g
+          ? undefined
+          : g.revokedAt
+            ? "revoked"
+            : g.expiresAt.getTime() <= clock.now().getTime()
+              ? "expired"
+              : "live",
+        grantRevokedBy: g?.revokedBy ?? undefined,
+        grantRevokedAt: g?.revokedAt?.toISOString(),
         url: `${deps.publicUrl()}/v1/access-requests/${r.id}`,
       };
     },
@@ -1269,9 +1278,11 @@ export function createButler(deps: ButlerDeps) {
         const message =
           done.outcome === "recorded"
             ? `Recorded: ${done.request.approvals.length} of ${done.request.approvals_required} approvals`
-            : done.outcome === "unchanged"
-              ? `Nothing changed: the request is already ${done.request.status}${done.request.decision?.by ? ` by ${done.request.decision.by}` : ""}`
-              : `Request ${done.outcome}`;
+            : done.outcome === "unchanged" && done.request.status === "pending"
+              ? `You already approved this request: ${done.request.approvals.length} of ${done.request.approvals_required} approvals, waiting for ${done.request.approvals_required - done.request.approvals.length} more from another approver`
+              : done.outcome === "unchanged"
+                ? `Nothing changed: the request is already ${done.request.status}${done.request.decision?.by ? ` by ${done.request.decision.by}` : ""}`
+                : `Request ${done.outcome}`;
         return { ok: true, card: await this.card(input.requestId), message };
       } catch (e) {
         if (e instanceof AppError) return { ok: false, code: e.code, message: e.message };

@@ -28,6 +28,10 @@ export function outcomeLine(card: ApprovalCard): string | undefined {
     case "pending":
       return undefined;
     case "approved":
+      if (card.grantState === "revoked")
+        return `Approved${by}${via}; the grant was revoked${card.grantRevokedBy ? ` by ${card.grantRevokedBy}` : ""}${card.grantRevokedAt ? ` at ${card.grantRevokedAt}` : ""}`;
+      if (card.grantState === "expired")
+        return `Approved${by}${via}; the grant expired ${card.grantExpiresAt ?? ""}`.trimEnd();
       return `Approved${by}${via}${card.grantExpiresAt ? `; the grant expires ${card.grantExpiresAt}` : ""}`;
     case "denied":
       return `Denied${by}${via}${card.decisionReason ? `: ${card.decisionReason}` : ""}`;

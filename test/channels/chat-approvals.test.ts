@@ -21,6 +21,19 @@ approvers:
     telegram: { user_id: 7003 }
 `;
 
+const TREASURY = `project: treasury
+agents: [treasury-bot]
+approvers:
+  - id: jordan
+    slack: { email: jordan@example.com }
+    telegram: { user_id: 7001 }
+  - id: sam
+    slack: { user_id: U0SAM }
+    telegram: { user_id: 7002 }
+settings:
+  approvals: { low: 1, medium: 1, high: 2 }
+`;
+
 /**
  * Approving in chat, end to end: a running server, the real Bolt and grammY, and local fakes of
  * the Slack Web API and the Telegram Bot API. Payloads are signed (Slack) or carry the webhook
@@ -37,9 +50,10 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
     await telegram.start();
     slack.users.set("U0JORDAN", { email: "jordan@example.com", name: "jordan" });
     slack.users.set("U0OUTSIDER", { email: "outsider@example.com", name: "outsider" });
+    slack.users.set("U0SAM", { email: "sam@example.com", name: "sam" });
     slack.users.set("U0STRANGER", { email: "stranger@example.com", name: "stranger" });
     s = await startTestServer({
-      policies: { "project-billing.yaml": BILLING, "elsewhere.yaml": ELSEWHERE },
+      policies: { "project-billing.yaml": BILLING, "elsewhere.yaml": ELSEWHERE, "treasury.yaml": TREASURY },
       env: {
         SLACK_BOT_TOKEN: slack.botToken,
         SLACK_SIGNING_SECRET: SIGNING_SECRET,
@@ -240,6 +254,26 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
     });
   });
 
+  test("revoking the grant from the CLI refreshes both cards, with who revoked it", async () => {
+    const out = await s.cli(["grants", "revoke", first, "--reason", "ledger closed"]);
+    expect(out.code, out.stderr).toBe(0);
+    await until(
+      async () => slack.cardFor(first)!.replies.some((r) => r.includes("The grant was revoked by")),
+      "a Slack thread reply about the revocation",
+    );
+    await until(
+      async () => telegram.cardFor(first)!.text.includes("the grant was revoked by"),
+      "the Telegram card to say the grant was revoked",
+    );
+    expect(slack.cardFor(first)!.replies.at(-1)).toContain("ledger closed");
+    expect(JSON.stringify(slack.cardFor(first)!.blocks)).toContain("the grant was revoked by");
+    expect(JSON.stringify(slack.cardFor(first)!.blocks)).not.toContain("butler_approve");
+    expect(
+      (await s.authorize(agent, { action: "stripe:charges:read", resource: "stripe.com/v1/charges" })).body
+        .decision,
+    ).toBe("DENY");
+  });
+
   test("denying in Slack asks for a reason in a modal, and the reason reaches the agent", async () => {
     const second = await file(
       { action: "git:push", resource: "reidataai/billing-ledger", branch: "main" },
@@ -397,6 +431,67 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
       via: "telegram",
       reason: "not during the freeze",
     });
+  });
+
+  test("a high-risk request shows 1 of 2 approvals on every card and never counts one person twice", async () => {
+    const bot = await s.agentToken("treasury-bot", "treasury");
+    const r = await s.http("POST", "/v1/access-requests", bot, {
+      action: "stripe:refunds:create",
+      resource: "stripe.com/v1/refunds",
+      ttl: "PT1H",
+      reason: "refund a duplicate charge",
+    });
+    expect(r.status).toBe(201);
+    const id = r.body.access_request.id as string;
+    const slackCards = () =>
+      [...slack.messages.values()].filter((m) => JSON.stringify(m.blocks).includes(id));
+    await until(
+      async () =>
+        slackCards().length === 2 && !!telegram.cardFor(id, "7001") && !!telegram.cardFor(id, "7002"),
+      "cards for jordan and sam on both platforms",
+    );
+    expect(
+      slackCards()
+        .map((m) => m.channel)
+        .sort(),
+    ).toEqual(["D0JORDAN", "D0SAM"]);
+    expect(JSON.stringify(slackCards()[0]!.blocks)).toContain("0 of 2 approvals");
+
+    expect((await slackPress(id, "U0JORDAN")).status).toBe(200);
+    await until(
+      async () =>
+        slackCards().every((m) => JSON.stringify(m.blocks).includes("1 of 2 approvals")) &&
+        telegram.cardFor(id, "7001")!.text.includes("1 of 2 approvals") &&
+        telegram.cardFor(id, "7002")!.text.includes("1 of 2 approvals"),
+      "every card to show 1 of 2 approvals",
+    );
+    expect(JSON.stringify(slackCards()[0]!.blocks)).toContain("butler_approve");
+
+    // jordan again, from the other platform: still one approval, and told so.
+    const answered = telegram.calledWith("answerCallbackQuery").length;
+    expect(await telegramPress(id, 7001)).toBe(200);
+    await until(async () => telegram.calledWith("answerCallbackQuery").length > answered, "an answer");
+    expect(telegram.calledWith("answerCallbackQuery").at(-1)!.body.text).toContain(
+      "You already approved this request: 1 of 2 approvals",
+    );
+    expect((await s.http("GET", `/v1/access-requests/${id}`, bot)).body).toMatchObject({
+      status: "pending",
+      approvals: [expect.objectContaining({ approver: "jordan", channel: "slack" })],
+    });
+
+    expect(await telegramPress(id, 7002)).toBe(200);
+    await until(
+      async () => (await s.http("GET", `/v1/access-requests/${id}`, bot)).body.status === "approved",
+      "the second approval to grant",
+    );
+    await until(
+      async () =>
+        slackCards().every((m) => !JSON.stringify(m.blocks).includes("butler_approve")) &&
+        telegram.cardFor(id, "7001")!.keyboard === undefined &&
+        telegram.cardFor(id, "7002")!.keyboard === undefined,
+      "every card to lose its buttons",
+    );
+    expect(JSON.stringify(slackCards()[0]!.blocks)).toContain("2 of 2 approvals");
   });
 
   test("butler telegram set-webhook registers the server's webhook with its secret", async () => {

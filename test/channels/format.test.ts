@@ -28,6 +28,9 @@ function card(over: Partial<ApprovalCard> = {}): ApprovalCard {
     decidedVia: undefined,
     decisionReason: undefined,
     grantExpiresAt: undefined,
+    grantState: undefined,
+    grantRevokedBy: undefined,
+    grantRevokedAt: undefined,
     url: "https://butler.example/v1/access-requests/req_0123456789abcdef",
     ...over,
   };
@@ -104,6 +107,29 @@ describe("the Slack card", () => {
       "Approved by jordan via telegram; the grant expires 2026-05-02T17:43:04.000Z",
     );
   });
+});
+
+test("an approved card says when its grant expired or was revoked, on both platforms", () => {
+  const approved = {
+    status: "approved" as const,
+    decidedBy: "jordan",
+    decidedVia: "slack",
+    approvedBy: ["jordan"],
+    grantExpiresAt: "2026-05-02T17:43:04.000Z",
+  };
+  const revoked = card({
+    ...approved,
+    grantState: "revoked",
+    grantRevokedBy: "approver:sam",
+    grantRevokedAt: "2026-05-02T09:00:00.000Z",
+  });
+  const expired = card({ ...approved, grantState: "expired" });
+  const revokedLine = "the grant was revoked by approver:sam at 2026-05-02T09:00:00.000Z";
+  expect(JSON.stringify(slackCard(revoked).blocks)).toContain(revokedLine);
+  expect(telegramCard(revoked).text).toContain(revokedLine);
+  expect(JSON.stringify(slackCard(revoked).blocks)).not.toContain("the grant expires");
+  expect(JSON.stringify(slackCard(expired).blocks)).toContain("the grant expired 2026-05-02T17:43:04.000Z");
+  expect(telegramCard(expired).text).toContain("the grant expired 2026-05-02T17:43:04.000Z");
 });
 
 describe("the Telegram card", () => {

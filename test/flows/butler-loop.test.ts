@@ -169,6 +169,10 @@ describe(`the Butler loop over HTTP (${ENGINE})`, () => {
     expect(swept).toEqual({ expiredRequests: 0, expiredGrants: 1, reminded: 0 });
     await delivered("the agent to be told of the expiry", () => notifier.of("grant_expired").length > 0);
     expect(notifier.of("grant_expired").map((n) => n.grantId)).toEqual([requestId]);
+    await delivered(
+      "the card to say the grant expired",
+      () => channel.cardOf(requestId)?.grantState === "expired",
+    );
     expect((await s.authorize(agent, STRIPE)).body.decision).toBe("DENY");
   });
 
