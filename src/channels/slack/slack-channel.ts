@@ -62,8 +62,8 @@ export class SlackChannel implements ApprovalChannel {
   #byEmail = new Map<string, { userId: string | undefined; at: number }>();
 
   constructor(
-    private readonly opts: SlackOptions,
-    private readonly hooks: ChannelHooks,
+    opts: SlackOptions,
+    hooks: ChannelHooks,
     private readonly clock: Clock,
     private readonly log: Logger,
   ) {
