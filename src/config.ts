@@ -30,6 +30,8 @@ export interface Config {
   slack:
     | { botToken: string; signingSecret: string | undefined; appToken: string | undefined; apiUrl: string }
     | undefined;
+  /** A2A: hosts that push notifications may reach although they are internal or plain http. */
+  a2a: { pushAllowlist: readonly string[] };
   /** Telegram approvals: webhook mode (with its secret) or long polling. */
   telegram:
     | { botToken: string; webhookSecret: string | undefined; apiRoot: string; mode: "webhook" | "polling" }
@@ -119,6 +121,14 @@ const EnvSchema = z.object({
     .regex(/^[A-Za-z0-9_-]{1,256}$/, "TELEGRAM_WEBHOOK_SECRET must be 1 to 256 letters, digits, _ or -")
     .optional(),
   TELEGRAM_API_ROOT: httpUrl("TELEGRAM_API_ROOT").default("https://api.telegram.org"),
+  BUTLER_A2A_PUSH_ALLOWLIST: z
+    .string()
+    .trim()
+    .refine(
+      (s) => s.split(",").every((h) => /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$/.test(h.trim())),
+      "BUTLER_A2A_PUSH_ALLOWLIST must be a comma-separated list of host or host:port entries, e.g. 127.0.0.1:9000,hooks.internal",
+    )
+    .optional(),
   TELEGRAM_MODE: z
     .enum(["webhook", "polling"], { error: "TELEGRAM_MODE must be webhook or polling" })
     .optional(),
@@ -199,6 +209,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
           apiUrl: `${e.SLACK_API_URL}/`,
         }
       : undefined,
+    a2a: {
+      pushAllowlist: (e.BUTLER_A2A_PUSH_ALLOWLIST ?? "")
+        .split(",")
+        .map((h) => h.trim())
+        .filter((h) => h.length > 0),
+    },
     telegram: e.TELEGRAM_BOT_TOKEN
       ? {
           botToken: e.TELEGRAM_BOT_TOKEN,

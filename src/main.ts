@@ -134,6 +134,7 @@ export async function startServer(
       metrics: services.metrics,
       admin: services.admin,
       channels: services.channels,
+      a2a: services.a2a,
       adminToken,
       instanceId,
       checkReady: async () => {

@@ -1,4 +1,6 @@
 import { Api } from "grammy";
+import { createA2A } from "./a2a/a2a-service.js";
+import { PushRefused, sendPush } from "./a2a/push-sender.js";
 import { createAdmin } from "./admin/admin-service.js";
 import { createTokenService } from "./agents/token-service.js";
 import { createAuditLog } from "./audit/audit-log.js";
@@ -17,16 +19,17 @@ import type { Logger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
 import { createOutboxWorker, type OutboxHandler } from "./outbox/outbox.js";
 import { createPolicyStore } from "./policy-store/policy-store.js";
+import { PACKAGE_VERSION } from "./version.js";
 
 export interface ServiceOptions {
-  config: Pick<Config, "audit" | "policiesDir"> & Partial<Pick<Config, "telegram">>;
+  config: Pick<Config, "audit" | "policiesDir"> & Partial<Pick<Config, "telegram" | "a2a">>;
   /** The server's public base URL (known only once it listens, when not configured). */
   publicUrl: () => string;
   database: Database;
   log: Logger;
   clock: Clock;
   actor: string;
-  /** Tells agents of decisions (A2A); without one, agents learn by reading their requests. */
+  /** Told of every decision besides the A2A tasks waiting on it (tests use a recording one). */
   notifier?: AgentNotifier | undefined;
   /** Approval surfaces that get a card for every request. */
   channels?: readonly ApprovalChannel[] | undefined;
@@ -61,21 +64,50 @@ export function createServices(opts: ServiceOptions) {
     clock,
     log,
     channels: channels.map((c) => c.kind),
-    notifyAgents: opts.notifier !== undefined,
+    notifyAgents: true,
     publicUrl: opts.publicUrl,
     onEnqueued: () => outbox.wake(),
+  });
+
+  const a2a = createA2A({
+    db,
+    butler,
+    policies,
+    audit,
+    changes,
+    clock,
+    log,
+    publicUrl: opts.publicUrl,
+    pushAllowlist: config.a2a?.pushAllowlist ?? [],
+    onEnqueued: () => outbox.wake(),
+    version: PACKAGE_VERSION,
   });
 
   const handlers: Record<string, OutboxHandler> = {
     async "agent.notify"(payload) {
       const n = payload as unknown as AgentNotification;
-      await opts.notifier!.notify(n);
+      const tasks = await a2a.notifier.notify(n);
+      await opts.notifier?.notify(n);
       return {
         auditType: "agent.notified",
         agent: n.agent,
         project: n.project,
-        details: { request_id: n.requestId, notification: n.type, grant_id: n.grantId },
+        details: { request_id: n.requestId, notification: n.type, grant_id: n.grantId, a2a_tasks: tasks },
       };
+    },
+    async "a2a.push"(payload) {
+      const target = await a2a.pushTarget(String(payload.configId));
+      const details = { task_id: payload.taskId, state: payload.state, config_id: payload.configId };
+      // The agent deleted the config meanwhile: nothing to send.
+      if (!target) return undefined;
+      const host = new URL(target.url).host;
+      try {
+        const status = await sendPush(target, payload.event, config.a2a?.pushAllowlist ?? []);
+        return { auditType: "a2a.pushed", details: { ...details, host, status } };
+      } catch (e) {
+        if (!(e instanceof PushRefused)) throw e;
+        return { auditType: "a2a.push_refused", details: { ...details, host, reason: e.message } };
+      }
     },
     async "card.post"(payload) {
       const id = String(payload.requestId);
@@ -155,6 +187,7 @@ export function createServices(opts: ServiceOptions) {
     metrics,
     gateway,
     butler,
+    a2a,
     outbox,
     admin,
     channels,

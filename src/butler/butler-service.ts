@@ -500,10 +500,11 @@ export function createButler(deps: ButlerDeps) {
     },
 
     /** Any request (operators through the admin API and CLI). */
-    async get(id: string): Promise<AccessRequestView> {
-      const [r] = await db.select().from(accessRequests).where(eq(accessRequests.id, id));
+    /** A request, read through `q` (a transaction of the caller's, for a consistent view). */
+    async get(id: string, q: Db | Tx = db): Promise<AccessRequestView> {
+      const [r] = await q.select().from(accessRequests).where(eq(accessRequests.id, id));
       if (!r) throw new AppError("NOT_FOUND", `no access request ${id}`);
-      return view(db, r);
+      return view(q, r);
     },
 
     /** Requests, newest first; for an approver only those of their projects. */

@@ -25,5 +25,6 @@ export interface AgentNotification {
  * the outbox, so it runs after the decision committed and is retried until it succeeds.
  */
 export interface AgentNotifier {
-  notify(n: AgentNotification): Promise<void>;
+  /** Returns how many waiting tasks (or connections) were told, when the notifier knows. */
+  notify(n: AgentNotification): Promise<number | undefined>;
 }

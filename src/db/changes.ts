@@ -9,7 +9,11 @@ export const CHANGES_CHANNEL = "butler_changes";
  * Something changed that other instances cache. `resync` is synthesised locally when the
  * listening connection was re-established and notifications may have been missed.
  */
-export type Change = { kind: "policy"; project: string } | { kind: "tokens" } | { kind: "resync" };
+export type Change =
+  | { kind: "policy"; project: string }
+  | { kind: "tokens" }
+  | { kind: "a2a_task"; taskId: string }
+  | { kind: "resync" };
 
 /**
  * Tells every instance (this one included) about changes, through PostgreSQL LISTEN/NOTIFY on both

@@ -1,6 +1,8 @@
 import { Readable } from "node:stream";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from "fastify";
 import { z } from "zod";
+import type { A2AService } from "../a2a/a2a-service.js";
+import { registerA2ARoutes } from "../a2a/routes.js";
 import type { AdminOps } from "../admin/admin-service.js";
 import type { TokenService } from "../agents/token-service.js";
 import { canonicalJson } from "../audit/chain.js";
@@ -28,6 +30,8 @@ export interface AppDeps {
   gateway: Gateway;
   metrics: Metrics;
   admin: AdminOps;
+  /** The A2A agent (agent card and JSON-RPC endpoint). */
+  a2a?: A2AService;
   /** Approval channels; those with webhooks mount them here. */
   channels?: readonly ApprovalChannel[];
   adminToken: string;
@@ -91,7 +95,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   installErrorHandler(app);
   app.addHook("onSend", async (_req, reply) => {
     reply.header("x-content-type-options", "nosniff");
-    reply.header("cache-control", "no-store");
+    if (!reply.hasHeader("cache-control")) reply.header("cache-control", "no-store");
   });
 
   app.get("/healthz", async () => ({ status: "ok", instance: deps.instanceId }));
@@ -121,6 +125,18 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     tokens: deps.tokens,
     approverTokens: deps.approverTokens,
   });
+  if (deps.a2a) {
+    // Open A2A streams end when the server begins to close, so that closing does not wait on them.
+    const closing = new AbortController();
+    app.addHook("preClose", async () => closing.abort());
+    await registerA2ARoutes(app, {
+      a2a: deps.a2a,
+      tokens: deps.tokens,
+      log: deps.log,
+      bodyLimitBytes: deps.bodyLimitBytes,
+      closing: closing.signal,
+    });
+  }
   for (const channel of deps.channels ?? []) await channel.mount?.(app);
 
   await app.register(

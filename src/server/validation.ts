@@ -54,7 +54,7 @@ const TYPE_WORDS: Record<string, string> = {
  * Validates `value` (a request body or query) with a zod schema. On failure throws INVALID_INPUT
  * naming every problem by its location, e.g. `body.action: is required`.
  */
-export function parseInput<T>(schema: z.ZodType<T>, value: unknown, where: "body" | "query" | "params"): T {
+export function parseInput<T>(schema: z.ZodType<T>, value: unknown, where: string): T {
   if (where === "body" && (value === undefined || value === null)) {
     throw new AppError("INVALID_INPUT", "the request needs a JSON body (Content-Type: application/json)");
   }

@@ -1,0 +1,109 @@
+import { type LookupAddress, lookup } from "node:dns";
+import { request as httpRequest } from "node:http";
+import { request as httpsRequest } from "node:https";
+import { RetryLater } from "../channels/channel.js";
+import { checkPushUrl, isAllowlisted, isInternalAddress, type PushAllowlist } from "./push-url.js";
+
+export interface PushTarget {
+  url: string;
+  token: string;
+  authScheme: string | null;
+  authCredentials: string | null;
+}
+
+/** A push the receiver refused for good (4xx other than 408/429): retrying would not help. */
+export class PushRefused extends Error {}
+
+type LookupCallback = (
+  err: NodeJS.ErrnoException | null,
+  address: string | LookupAddress[],
+  family?: number,
+) => void;
+
+/**
+ * A DNS lookup for outgoing pushes that refuses internal addresses, so a host name cannot be
+ * pointed at the metadata service or the loopback interface after its URL was accepted (DNS
+ * rebinding): the address checked is the address connected to.
+ */
+function lookupGuard(hostname: string, options: { all?: boolean }, callback: LookupCallback): void {
+  lookup(hostname, { ...options, all: true }, (e, addresses) => {
+    if (e) return callback(e, options.all ? [] : "");
+    const list = addresses as LookupAddress[];
+    const bad = list.find((a) => isInternalAddress(a.address));
+    if (bad || list.length === 0) {
+      const refused: NodeJS.ErrnoException = new Error(
+        `push notification host ${hostname} resolves to an internal address (${bad?.address ?? "none"})`,
+      );
+      refused.code = "EPUSHREFUSED";
+      return callback(refused, options.all ? [] : "");
+    }
+    if (options.all) return callback(null, list);
+    return callback(null, list[0]!.address, list[0]!.family);
+  });
+}
+
+/**
+ * Sends one push notification (a StreamResponse JSON body) to an agent's receiver. Throws to ask
+ * the outbox for a retry: network errors, timeouts, 5xx, 408 and 429 (with the receiver's
+ * Retry-After); other 4xx answers are final.
+ */
+export async function sendPush(
+  target: PushTarget,
+  body: unknown,
+  allow: PushAllowlist,
+  timeoutMs = 5_000,
+): Promise<number> {
+  const checked = checkPushUrl(target.url, allow);
+  if (!checked.ok) throw new PushRefused(checked.error);
+  const url = checked.value;
+  const payload = Buffer.from(JSON.stringify(body));
+  const headers: Record<string, string | number> = {
+    "content-type": "application/a2a+json",
+    "content-length": payload.length,
+    "user-agent": "butler-a2a-push",
+  };
+  if (target.authScheme && target.authCredentials)
+    headers.authorization = `${target.authScheme} ${target.authCredentials}`;
+  if (target.token) headers["x-a2a-notification-token"] = target.token;
+  const send = url.protocol === "https:" ? httpsRequest : httpRequest;
+  return await new Promise<number>((resolve, reject) => {
+    const req = send(
+      url,
+      {
+        method: "POST",
+        headers,
+        timeout: timeoutMs,
+        ...(isAllowlisted(url, allow) ? {} : { lookup: lookupGuard }),
+      },
+      (res) => {
+        res.resume();
+        res.on("end", () => {
+          const status = res.statusCode ?? 0;
+          if (status >= 200 && status < 300) return resolve(status);
+          const message = `push receiver ${url.origin} answered HTTP ${status}`;
+          if (status === 429 || status === 503) {
+            const after = Number(res.headers["retry-after"]);
+            return reject(
+              Number.isFinite(after) && after > 0
+                ? new RetryLater(message, after * 1000)
+                : new Error(message),
+            );
+          }
+          if (status >= 400 && status < 500 && status !== 408) return reject(new PushRefused(message));
+          reject(new Error(message));
+        });
+      },
+    );
+    req.on("timeout", () =>
+      req.destroy(new Error(`push receiver ${url.origin} did not answer in ${timeoutMs} ms`)),
+    );
+    req.on("error", (e: NodeJS.ErrnoException) =>
+      reject(
+        e.code === "EPUSHREFUSED"
+          ? new PushRefused(e.message)
+          : new Error(`push to ${url.origin} failed: ${e.message}`),
+      ),
+    );
+    req.end(payload);
+  });
+}

@@ -1,0 +1,100 @@
+import type { AccessRequestView } from "../butler/butler-service.js";
+import type { A2A_TASK_STATES } from "../db/schema.js";
+
+export type TaskStateName = (typeof A2A_TASK_STATES)[number];
+export type GrantState = "live" | "revoked" | "expired";
+
+/** What the agent's grant looks like, as the task's artifact carries it. */
+export interface GrantArtifact {
+  grant_id: string;
+  request_id: string | null;
+  action: string;
+  resource: string;
+  branch: string | null;
+  expires_at: string | null;
+  revision: number | null;
+  state: GrantState;
+  revoked_at: string | null;
+  approved_by: string | null;
+  /** Why the grant was revoked, in the revoker's words. */
+  reason: string | null;
+}
+
+/** Where a task should be, given its access request as it is now. */
+export interface TaskOutcome {
+  state: TaskStateName;
+  /** The status message: what is awaited, or what happened. */
+  text: string;
+  grant?: GrantArtifact;
+}
+
+export const TERMINAL: ReadonlySet<TaskStateName> = new Set(["completed", "rejected", "canceled", "failed"]);
+
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
+/**
+ * The task state that tells the truth about an access request (pure). A pending request is
+ * INPUT_REQUIRED, naming what it waits for; approval completes the task with the grant as its
+ * artifact; denial rejects it with the approver's reason; cancellation cancels it; a request
+ * nobody decided in time fails it. A grant revoked or expired later changes the artifact.
+ */
+export function outcomeOf(
+  r: AccessRequestView,
+  now: Date,
+  known: { revision?: number | null | undefined; revokeReason?: string | null | undefined } = {},
+): TaskOutcome {
+  switch (r.status) {
+    case "pending": {
+      const missing = Math.max(1, r.approvals_required - r.approvals.length);
+      const so = r.approvals.length > 0 ? ` (${r.approvals.length} of ${r.approvals_required} so far)` : "";
+      return {
+        state: "input_required",
+        text: `waiting for ${plural(missing, "approval")} from ${r.project} approvers${so}; access request ${r.id} expires ${r.expires_at} if nobody decides`,
+      };
+    }
+    case "approved": {
+      const g = r.grant;
+      const by = r.decision?.by ?? null;
+      const via = r.decision?.via ? ` via ${r.decision.via}` : "";
+      const state: GrantState = !g
+        ? "revoked"
+        : g.revoked_at
+          ? "revoked"
+          : new Date(g.expires_at).getTime() <= now.getTime()
+            ? "expired"
+            : "live";
+      const grant: GrantArtifact = {
+        grant_id: g?.id ?? r.id,
+        request_id: r.id,
+        action: r.action,
+        resource: r.resource,
+        branch: r.branch,
+        expires_at: g?.expires_at ?? null,
+        revision: known.revision ?? null,
+        state,
+        revoked_at: g?.revoked_at ?? null,
+        approved_by: by,
+        reason: state === "revoked" ? (known.revokeReason ?? null) : null,
+      };
+      const text =
+        state === "live"
+          ? `granted by ${by ?? "an approver"}${via} until ${g?.expires_at}; retry the call`
+          : state === "revoked"
+            ? `the grant was revoked at ${g?.revoked_at ?? "an unknown time"}${known.revokeReason ? `: ${known.revokeReason}` : ""}; calls are denied again`
+            : `the grant expired at ${g?.expires_at}; calls are denied again`;
+      return { state: "completed", text, grant };
+    }
+    case "denied": {
+      const why = r.decision?.reason ? `: ${r.decision.reason}` : "";
+      const via = r.decision?.via ? ` via ${r.decision.via}` : "";
+      return { state: "rejected", text: `denied by ${r.decision?.by ?? "an approver"}${via}${why}` };
+    }
+    case "canceled":
+      return { state: "canceled", text: `access request ${r.id} was canceled by the agent` };
+    case "expired":
+      return {
+        state: "failed",
+        text: `nobody decided access request ${r.id} before it expired at ${r.expires_at}`,
+      };
+  }
+}
