@@ -227,11 +227,12 @@ export class ButlerClient {
         task = await client
           .getTask({ tenant: "", id: task.id, historyLength: 0 }, { signal })
           .catch(() => task!);
+        opts.onUpdate?.(task);
         if (!TERMINAL.has(task.status?.state ?? TaskState.TASK_STATE_UNSPECIFIED)) {
-          failures++;
+          // Not the task's end: the connection or the server went away. Back off, then resubscribe.
+          if (++failures > 20) throw e;
           await new Promise((r) => setTimeout(r, Math.min(30_000, 250 * 2 ** Math.min(failures, 7))));
         }
-        void e;
       }
     }
     const message = textOf(task);
@@ -256,10 +257,17 @@ export class ButlerClient {
   async withAccess<T>(
     call: Call & Pick<AccessRequest, "reason" | "ttl">,
     fn: (decision: Decision) => Promise<T> | T,
-    opts: { signal?: AbortSignal; onUpdate?: (task: Task) => void } = {},
+    opts: {
+      signal?: AbortSignal;
+      /** Each state of the A2A task while people decide. */
+      onUpdate?: (task: Task) => void;
+      /** Each answer of the gateway: the first one, and the retry after a grant. */
+      onDecision?: (decision: Decision, attempt: "first" | "retry") => void;
+    } = {},
   ): Promise<T> {
     const { reason, ttl, ...gated } = call;
     const first = await this.authorize(gated);
+    opts.onDecision?.(first, "first");
     if (first.decision === "ALLOW") return fn(first);
     if (!first.request_access)
       throw new AccessDenied(`denied, and no person can lift it: ${first.reason}`, first);
@@ -270,6 +278,7 @@ export class ButlerClient {
     if (!outcome.granted)
       throw new AccessDenied(`access was not granted: ${outcome.message}`, first, outcome);
     const retry = await this.authorize(gated);
+    opts.onDecision?.(retry, "retry");
     if (retry.decision !== "ALLOW")
       throw new AccessDenied(`granted, but the gateway still denies: ${retry.reason}`, retry, outcome);
     return fn(retry);
