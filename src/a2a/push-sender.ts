@@ -25,22 +25,32 @@ type LookupCallback = (
  * pointed at the metadata service or the loopback interface after its URL was accepted (DNS
  * rebinding): the address checked is the address connected to.
  */
-function lookupGuard(hostname: string, options: { all?: boolean }, callback: LookupCallback): void {
-  lookup(hostname, { ...options, all: true }, (e, addresses) => {
-    if (e) return callback(e, options.all ? [] : "");
-    const list = addresses as LookupAddress[];
-    const bad = list.find((a) => isInternalAddress(a.address));
-    if (bad || list.length === 0) {
-      const refused: NodeJS.ErrnoException = new Error(
-        `push notification host ${hostname} resolves to an internal address (${bad?.address ?? "none"})`,
-      );
-      refused.code = "EPUSHREFUSED";
-      return callback(refused, options.all ? [] : "");
-    }
-    if (options.all) return callback(null, list);
-    return callback(null, list[0]!.address, list[0]!.family);
-  });
-}
+/** Resolves a host name to all its addresses (node:dns `lookup` by default; passed in by tests). */
+export type Resolve = (
+  hostname: string,
+  callback: (err: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void,
+) => void;
+
+const systemResolve: Resolve = (hostname, callback) =>
+  lookup(hostname, { all: true }, (e, addresses) => callback(e, addresses ?? []));
+
+const lookupGuard = (resolve: Resolve) =>
+  function guard(hostname: string, options: { all?: boolean }, callback: LookupCallback): void {
+    resolve(hostname, (e, addresses) => {
+      if (e) return callback(e, options.all ? [] : "");
+      const list = addresses as LookupAddress[];
+      const bad = list.find((a) => isInternalAddress(a.address));
+      if (bad || list.length === 0) {
+        const refused: NodeJS.ErrnoException = new Error(
+          `push notification host ${hostname} resolves to an internal address (${bad?.address ?? "none"})`,
+        );
+        refused.code = "EPUSHREFUSED";
+        return callback(refused, options.all ? [] : "");
+      }
+      if (options.all) return callback(null, list);
+      return callback(null, list[0]!.address, list[0]!.family);
+    });
+  };
 
 /**
  * Sends one push notification (a StreamResponse JSON body) to an agent's receiver. Throws to ask
@@ -51,8 +61,9 @@ export async function sendPush(
   target: PushTarget,
   body: unknown,
   allow: PushAllowlist,
-  timeoutMs = 5_000,
+  opts: { timeoutMs?: number; resolve?: Resolve } = {},
 ): Promise<number> {
+  const timeoutMs = opts.timeoutMs ?? 5_000;
   const checked = checkPushUrl(target.url, allow);
   if (!checked.ok) throw new PushRefused(checked.error);
   const url = checked.value;
@@ -73,7 +84,7 @@ export async function sendPush(
         method: "POST",
         headers,
         timeout: timeoutMs,
-        ...(isAllowlisted(url, allow) ? {} : { lookup: lookupGuard }),
+        ...(isAllowlisted(url, allow) ? {} : { lookup: lookupGuard(opts.resolve ?? systemResolve) }),
       },
       (res) => {
         res.resume();

@@ -94,7 +94,11 @@ export function checkPushUrl(raw: string, allow: PushAllowlist): Result<URL, str
     return err(
       `push notification url must be https:// (http:// only for hosts listed in BUTLER_A2A_PUSH_ALLOWLIST), not ${url.origin}`,
     );
-  const host = url.hostname.replace(/^\[|\]$/g, "");
+  // "localhost." is localhost: trailing dots (fully qualified names) do not make a host remote.
+  const host = url.hostname
+    .replace(/^\[|\]$/g, "")
+    .replace(/\.+$/, "")
+    .toLowerCase();
   if (isIP(host) !== 0 && isInternalAddress(host))
     return err(
       `push notification url ${url.origin} points at an internal address; list the host in BUTLER_A2A_PUSH_ALLOWLIST to allow it`,

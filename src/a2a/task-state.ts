@@ -54,7 +54,8 @@ export function outcomeOf(
     }
     case "approved": {
       const g = r.grant;
-      const by = r.decision?.by ?? null;
+      const by =
+        r.approvals.length > 0 ? r.approvals.map((a) => a.approver).join(", ") : (r.decision?.by ?? null);
       const via = r.decision?.via ? ` via ${r.decision.via}` : "";
       const state: GrantState = !g
         ? "revoked"

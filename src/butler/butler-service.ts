@@ -708,7 +708,7 @@ export function createButler(deps: ButlerDeps) {
             tx,
             afterChange(
               r,
-              undefined,
+              notification(r, "approval_recorded"),
               `${reviewer.approver} approved via ${reviewer.channel} (${approvals.length} of ${r.approvalsRequired} approvals)`,
             ),
             now,

@@ -1,6 +1,7 @@
 /** What the agent is told about its access request or grant. */
 export interface AgentNotification {
   type:
+    | "approval_recorded"
     | "grant_ready"
     | "request_denied"
     | "request_expired"

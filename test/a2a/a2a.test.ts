@@ -12,73 +12,22 @@ import { createLogger } from "../../src/logger.js";
 import { type RunningServer, startServer } from "../../src/main.js";
 import { FakeChannel } from "../fakes/fake-channel.js";
 import { PushReceiver } from "../fakes/push-receiver.js";
+import { a2aClient, ask, grantOf, statusText } from "../helpers/a2a.js";
 import { ENGINE } from "../helpers/db.js";
+import { seedText } from "../helpers/policy.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { until } from "../helpers/wait.js";
 
+const TREASURY = `project: treasury
+agents: [treasury-bot]
+approvers:
+  - id: jordan
+  - id: sam
+settings:
+  approvals: { low: 1, medium: 1, high: 2 }
+`;
+
 const STRIPE = { action: "stripe:charges:read", resource: "stripe.com/v1/charges" };
-
-/** The official A2A client, carrying an agent's Butler token. */
-async function a2aClient(baseUrl: string, token: string): Promise<Client> {
-  const authFetch: typeof fetch = (input, init) => {
-    const headers = new Headers(init?.headers);
-    headers.set("authorization", `Bearer ${token}`);
-    return fetch(input, { ...init, headers });
-  };
-  return new ClientFactory(
-    ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
-      transports: [new JsonRpcTransportFactory({ fetchImpl: authFetch })],
-    }),
-  ).createFromUrl(baseUrl);
-}
-
-function ask(data: Record<string, unknown> | undefined, text?: string) {
-  return {
-    tenant: "",
-    message: {
-      messageId: randomUUID(),
-      contextId: "",
-      taskId: "",
-      role: Role.ROLE_USER,
-      parts: [
-        ...(data
-          ? [
-              {
-                content: { $case: "data" as const, value: data },
-                metadata: undefined,
-                filename: "",
-                mediaType: "application/json",
-              },
-            ]
-          : []),
-        ...(text
-          ? [
-              {
-                content: { $case: "text" as const, value: text },
-                metadata: undefined,
-                filename: "",
-                mediaType: "text/plain",
-              },
-            ]
-          : []),
-      ],
-      metadata: undefined,
-      extensions: [],
-      referenceTaskIds: [],
-    },
-    configuration: undefined,
-    metadata: undefined,
-  };
-}
-
-const statusText = (t: Task | undefined) => {
-  const p = t?.status?.message?.parts[0]?.content;
-  return p?.$case === "text" ? p.value : "";
-};
-const grantOf = (t: Task) => {
-  const p = t.artifacts.find((a) => a.artifactId === "grant")?.parts[0]?.content;
-  return p?.$case === "data" ? (p.value as Record<string, unknown>) : undefined;
-};
 
 /** A raw JSON-RPC call, for what the SDK client would never send. */
 async function rpc(
@@ -115,6 +64,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
   beforeAll(async () => {
     await receiver.start();
     s = await startTestServer({
+      policies: { "project-billing.yaml": seedText(), "treasury.yaml": TREASURY },
       channels: [channel],
       env: { BUTLER_A2A_PUSH_ALLOWLIST: `127.0.0.1:${receiver.port}` },
     });
@@ -386,6 +336,98 @@ describe(`agents over A2A (${ENGINE})`, () => {
     );
   });
 
+  test("a request needing two people says after each approval what it still waits for", async () => {
+    const bot = await s.agentToken("treasury-bot", "treasury");
+    const sam = JSON.parse((await s.cli(["approvers", "token", "sam", "--json"])).stdout).token;
+    const client = await a2aClient(url, bot);
+    const task = (await client.sendMessage(
+      ask({
+        action: "stripe:refunds:create",
+        resource: "stripe.com/v1/refunds",
+        ttl: "PT1H",
+        reason: "refund a duplicate charge",
+      }),
+    )) as Task;
+    expect(statusText(task)).toMatch(/^waiting for 2 approvals from treasury approvers;/);
+    const id = task.metadata!.butler.request_id as string;
+    await approve(id);
+    await until(
+      async () =>
+        statusText(await client.getTask({ tenant: "", id: task.id, historyLength: 0 })).startsWith(
+          "waiting for 1 approval from treasury approvers (1 of 2 so far)",
+        ),
+      "the task to count jordan's approval",
+    );
+    const res = await fetch(`${url}/v1/access-requests/${id}/approve`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${sam}`, "content-type": "application/json" },
+      body: "{}",
+    });
+    expect(res.status).toBe(200);
+    await until(
+      async () =>
+        (await client.getTask({ tenant: "", id: task.id, historyLength: 0 })).status?.state ===
+        TaskState.TASK_STATE_COMPLETED,
+      "the second approval to complete the task",
+    );
+    expect(grantOf(await client.getTask({ tenant: "", id: task.id, historyLength: 0 }))).toMatchObject({
+      state: "live",
+      approved_by: "jordan, sam",
+    });
+  });
+
+  test("ButlerClient.withAccess: denied, asks over A2A, waits, retries, and runs the call once", async () => {
+    const { ButlerClient, AccessDenied } = await import("butler-gateway/client");
+    const butler = new ButlerClient({ url, token: agent });
+    const coupons = { action: "stripe:coupons:read", resource: "stripe.com/v1/coupons" };
+    const pendingFor = async (action: string) =>
+      (
+        (await s.http("GET", "/v1/access-requests?status=pending", jordan)).body.access_requests as {
+          id: string;
+          action: string;
+        }[]
+      ).find((r) => r.action === action);
+    const approver = (async () => {
+      await until(async () => (await pendingFor(coupons.action)) !== undefined, "the request");
+      await approve((await pendingFor(coupons.action))!.id);
+    })();
+    const seen: string[] = [];
+    let calls = 0;
+    const result = await butler.withAccess(
+      { ...coupons, reason: "coupon audit", ttl: "PT1H" },
+      async (d) => {
+        calls++;
+        return d;
+      },
+      { onDecision: (d, attempt) => seen.push(`${attempt}:${d.decision}`) },
+    );
+    await approver;
+    expect(calls).toBe(1);
+    expect(seen).toEqual(["first:DENY", "retry:ALLOW"]);
+    expect(result).toMatchObject({ decision: "ALLOW", grant_id: expect.stringMatching(/^req_/) });
+
+    // Denied by a person: the call never runs, and the reason comes back.
+    const customers = { action: "stripe:plans:read", resource: "stripe.com/v1/plans" };
+    const denier = (async () => {
+      await until(async () => (await pendingFor(customers.action)) !== undefined, "the second request");
+      const res = await fetch(`${url}/v1/access-requests/${(await pendingFor(customers.action))!.id}/deny`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${jordan}`, "content-type": "application/json" },
+        body: JSON.stringify({ reason: "not this quarter" }),
+      });
+      expect(res.status).toBe(200);
+    })();
+    const refused = await butler
+      .withAccess({ ...customers, reason: "plans", ttl: "PT1H" }, async () => {
+        calls++;
+      })
+      .catch((e: unknown) => e);
+    await denier;
+    expect(refused).toBeInstanceOf(AccessDenied);
+    expect((refused as Error).message).toContain("denied by jordan via api: not this quarter");
+    expect(calls).toBe(1);
+  });
+
   test("a denial rejects the task with the approver's reason", async () => {
     const eventId = await denial(agent, {
       action: "stripe:customers:read",
@@ -606,7 +648,13 @@ describe(`agents over A2A (${ENGINE})`, () => {
       },
     })) as Task;
     await until(async () => receiver.story(task.id).length === 2, "the first pushes");
+    // An agent still subscribed does not hold up the shutdown; its stream just ends.
+    const listening = (async () => {
+      for await (const _ of client.resubscribeTask({ tenant: "", id: task.id })) void _;
+    })().catch(() => {});
+    await new Promise((r) => setTimeout(r, 100));
     await s.stop();
+    await listening;
     restarted = await startServer(loadConfig(s.env), createLogger("silent"), undefined, {
       channels: [channel],
     });

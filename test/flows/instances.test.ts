@@ -1,3 +1,4 @@
+import { type Task, TaskState } from "@a2a-js/sdk";
 import type { FastifyInstance } from "fastify";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { verifyAuditChain } from "../../src/audit/verify.js";
@@ -6,6 +7,7 @@ import type { Database } from "../../src/db/client.js";
 import { createLogger } from "../../src/logger.js";
 import { buildApp } from "../../src/server/app.js";
 import { createServices, type Services } from "../../src/services.js";
+import { a2aClient, ask } from "../helpers/a2a.js";
 import { createTestDatabase, ENGINE, type TestDatabase } from "../helpers/db.js";
 import { seedText } from "../helpers/policy.js";
 import { createTestEnv, type TestEnv } from "../helpers/server.js";
@@ -21,13 +23,14 @@ const ADMIN = `bta_${"x".repeat(40)}`;
 
 async function startInstance(database: Database, policiesDir: string): Promise<Instance> {
   const log = createLogger("silent");
+  let url = "";
   const services = createServices({
     config: { audit: { batchMax: 200, queueMax: 100_000 }, policiesDir },
     database,
     log,
     clock: systemClock,
     actor: "test",
-    publicUrl: () => "http://butler.test",
+    publicUrl: () => url,
   });
   await services.changes.start();
   await services.policies.refreshAll();
@@ -41,11 +44,12 @@ async function startInstance(database: Database, policiesDir: string): Promise<I
     gateway: services.gateway,
     metrics: services.metrics,
     admin: services.admin,
+    a2a: services.a2a,
     adminToken: ADMIN,
     instanceId: "srv_test",
     checkReady: async () => {},
   });
-  const url = await app.listen({ host: "127.0.0.1", port: 0 });
+  url = await app.listen({ host: "127.0.0.1", port: 0 });
   return { services, app, url };
 }
 
@@ -130,6 +134,41 @@ describe(`several instances sharing one database (${ENGINE})`, () => {
       async () => (await authorize(b.url, token, S3)).status === 401,
       "instance b to refuse the revoked token",
     );
+  });
+
+  test("an agent subscribed to its task on one instance hears the approval made and delivered by the other", async () => {
+    const agent = (await a.services.admin.createAgentToken("billing-reconciler-1", "project-billing")).token;
+    const jordan = (await b.services.approverTokens.create("jordan", "test")).token;
+    const call = { action: "stripe:balance:read", resource: "stripe.com/v1/balance" };
+    const denied = await authorize(a.url, agent, call);
+    expect(denied.body.decision).toBe("DENY");
+    const client = await a2aClient(a.url, agent);
+    const task = (await client.sendMessage(
+      ask({ ttl: "PT1H", reason: "balance check", denial_event_id: denied.body.event_id }),
+    )) as Task;
+    expect(task.status?.state).toBe(TaskState.TASK_STATE_INPUT_REQUIRED);
+    const seen: string[] = [];
+    const subscribed = (async () => {
+      for await (const ev of client.resubscribeTask({ tenant: "", id: task.id }))
+        seen.push(ev.payload?.$case ?? "");
+    })();
+    await until(async () => seen.length === 1, "the snapshot");
+    const approve = await fetch(`${b.url}/v1/access-requests/${task.metadata!.butler.request_id}/approve`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${jordan}`, "content-type": "application/json" },
+      body: "{}",
+    });
+    expect(approve.status).toBe(200);
+    // Only instance b delivers its outbox: the task moves there, and a's open stream hears it.
+    await until(
+      async () => (await b.services.outbox.runOnce()) >= 0 && seen.length >= 3,
+      "a's stream to end",
+    );
+    await subscribed;
+    expect(seen).toEqual(["task", "artifactUpdate", "statusUpdate"]);
+    const done = await client.getTask({ tenant: "", id: task.id, historyLength: 0 });
+    expect(done.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+    expect((await authorize(a.url, agent, call)).body.decision).toBe("ALLOW");
   });
 
   test("approved through one instance, the agent's very next call through the other is allowed", async () => {

@@ -1,0 +1,108 @@
+import { type Task, TaskState } from "@a2a-js/sdk";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { PushReceiver } from "../fakes/push-receiver.js";
+import { a2aClient, ask, grantOf, statusText } from "../helpers/a2a.js";
+import { FakeClock } from "../helpers/clock.js";
+import { ENGINE } from "../helpers/db.js";
+import { startTestServer, type TestServer } from "../helpers/server.js";
+import { until } from "../helpers/wait.js";
+
+const HOUR = 3600_000;
+
+/** Time passing, on a clock the test controls: requests nobody decides fail their task, and grants expire. */
+describe(`A2A tasks when time runs out (${ENGINE})`, () => {
+  const clock = new FakeClock("2026-05-01T09:00:00Z");
+  const receiver = new PushReceiver();
+  let s: TestServer;
+  let agent: string;
+  let jordan: string;
+
+  beforeAll(async () => {
+    await receiver.start();
+    s = await startTestServer({ clock, env: { BUTLER_A2A_PUSH_ALLOWLIST: `127.0.0.1:${receiver.port}` } });
+    agent = await s.agentToken("billing-reconciler-1", "project-billing");
+    jordan = JSON.parse((await s.cli(["approvers", "token", "jordan", "--json"])).stdout).token;
+  });
+  afterAll(async () => {
+    await s?.cleanup();
+    await receiver.stop();
+  });
+
+  const push = {
+    acceptedOutputModes: [],
+    historyLength: undefined,
+    returnImmediately: false,
+    taskPushNotificationConfig: {
+      tenant: "",
+      id: "",
+      taskId: "",
+      url: "",
+      token: "",
+      authentication: undefined,
+    },
+  };
+
+  async function open(call: { action: string; resource: string }, ttl: string): Promise<Task> {
+    const denied = await s.authorize(agent, call);
+    const client = await a2aClient(s.url, agent);
+    return (await client.sendMessage({
+      ...ask({ ttl, reason: "month-end close", denial_event_id: denied.body.event_id }),
+      configuration: {
+        ...push,
+        taskPushNotificationConfig: { ...push.taskPushNotificationConfig, url: receiver.url },
+      },
+    })) as Task;
+  }
+
+  const settle = async (what: string, check: () => boolean) =>
+    until(async () => {
+      await s.server.services.outbox.runOnce();
+      return check();
+    }, what);
+
+  test("a request nobody decides expires, and its task FAILS, told by push", async () => {
+    const task = await open({ action: "stripe:balance:read", resource: "stripe.com/v1/balance" }, "PT1H");
+    // Pushes in flight are not moved by the clock jump below (a claim lasts 60 s of clock time).
+    await settle("the first pushes", () => receiver.story(task.id).length >= 2);
+    clock.advance(25 * HOUR);
+    await s.server.services.butler.sweep();
+    await settle("the failure push", () => receiver.story(task.id).length >= 3);
+    expect(receiver.story(task.id)).toEqual([
+      "task:TASK_STATE_SUBMITTED",
+      "statusUpdate:TASK_STATE_INPUT_REQUIRED",
+      "statusUpdate:TASK_STATE_FAILED",
+    ]);
+    const t = await (await a2aClient(s.url, agent)).getTask({ tenant: "", id: task.id, historyLength: 0 });
+    expect(t.status?.state).toBe(TaskState.TASK_STATE_FAILED);
+    expect(statusText(t)).toMatch(
+      /^nobody decided access request req_\w+ before it expired at 2026-05-02T09:00:00/,
+    );
+  });
+
+  test("a grant that runs out is reported on the completed task: artifact state expired", async () => {
+    const task = await open({ action: "stripe:prices:read", resource: "stripe.com/v1/prices" }, "PT1H");
+    const res = await fetch(`${s.url}/v1/access-requests/${task.metadata!.butler.request_id}/approve`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${jordan}`, "content-type": "application/json" },
+      body: "{}",
+    });
+    expect(res.status).toBe(200);
+    await settle("the completion push", () => receiver.story(task.id).length >= 4);
+    clock.advance(2 * HOUR);
+    await s.server.services.butler.sweep();
+    await settle("the expiry push", () => receiver.story(task.id).length >= 6);
+    expect(receiver.story(task.id).slice(2)).toEqual([
+      "artifactUpdate:live",
+      "statusUpdate:TASK_STATE_COMPLETED",
+      "artifactUpdate:expired",
+      "statusUpdate:TASK_STATE_COMPLETED",
+    ]);
+    const t = await (await a2aClient(s.url, agent)).getTask({ tenant: "", id: task.id, historyLength: 0 });
+    expect(grantOf(t)).toMatchObject({ state: "expired", action: "stripe:prices:read" });
+    expect(statusText(t)).toMatch(/the grant expired at .*; calls are denied again/);
+    expect(
+      (await s.authorize(agent, { action: "stripe:prices:read", resource: "stripe.com/v1/prices" })).body
+        .decision,
+    ).toBe("DENY");
+  });
+});
