@@ -7,23 +7,32 @@
  * 2. POST /v1/authorize with durable audit on PostgreSQL, 50 connections; baseline: a bare fastify
  *    JSON endpoint in the same server process.
  * 3. Audit append rate on PostgreSQL with group commit; baseline: one transaction per event.
+ * 4. Approval commit to the first ALLOW on a second instance; baseline: a plain ALLOW there.
+ * 5. Approval commit to the agent's A2A update (an open SubscribeToTask stream, and a push
+ *    notification); baseline: a GetTask round trip over A2A to the same server.
  *
  * PostgreSQL: BENCH_DATABASE_URL or DATABASE_URL (a server where the bench may create a database),
  * default postgres://postgres@127.0.0.1:5432/postgres. Durations: BENCH_SECONDS (default 10).
  */
 import { spawn } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import os, { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { Role, type Task, TaskState } from "@a2a-js/sdk";
+import { ClientFactory, ClientFactoryOptions, JsonRpcTransportFactory } from "@a2a-js/sdk/client";
 import autocannon from "autocannon";
 import pg from "pg";
 import { createAuditLog } from "../src/audit/audit-log.js";
 import { verifyAuditChain } from "../src/audit/verify.js";
 import { systemClock } from "../src/clock.js";
+import { loadConfig } from "../src/config.js";
 import { postgresDatabase } from "../src/db/client.js";
 import { migrate } from "../src/db/migrate.js";
 import { createLogger } from "../src/logger.js";
+import { startServer } from "../src/main.js";
 import { type Call, evaluate, type PolicyIndex } from "../src/policy/index.js";
 import { createServices } from "../src/services.js";
 import { createPostgresDatabase } from "../test/helpers/pg-database.js";
@@ -319,23 +328,182 @@ async function benchApprovalPropagation(dbUrl: string) {
   return { p50: percentile(toAllow, 0.5), p99: percentile(toAllow, 0.99) };
 }
 
-const decisions = benchDecisions();
+// ---------------------------------------------------------------------------------------------
+// 5. Approval commit to the agent's A2A update
+// ---------------------------------------------------------------------------------------------
+
+async function benchA2ANotification(dbUrl: string) {
+  const rounds = 200;
+  console.log(
+    `\n5. Approval commit to the agent's A2A update (PostgreSQL, real server and SDK client, ${rounds} approvals)`,
+  );
+  const pushes = new Map<string, number>();
+  const receiver = createServer((req, res) => {
+    let raw = "";
+    req.on("data", (c) => {
+      raw += c;
+    });
+    req.on("end", () => {
+      const at = process.hrtime.bigint();
+      const body = JSON.parse(raw) as { statusUpdate?: { taskId: string; status: { state: string } } };
+      if (body.statusUpdate?.status.state === "TASK_STATE_COMPLETED")
+        pushes.set(body.statusUpdate.taskId, Number(at) / 1e6);
+      res.writeHead(200).end();
+    });
+  });
+  await new Promise<void>((r) => receiver.listen(0, "127.0.0.1", r));
+  const pushUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/push`;
+  const dataDir = await mkdtemp(join(tmpdir(), "butler-bench-a2a-"));
+  const server = await startServer(
+    loadConfig({
+      DATABASE_URL: dbUrl,
+      BUTLER_DATA_DIR: dataDir,
+      POLICIES_DIR: "policies",
+      POLICY_WATCH: "false",
+      PORT: "0",
+      LOG_LEVEL: "warn",
+      BUTLER_A2A_PUSH_ALLOWLIST: new URL(pushUrl).host,
+    }),
+    createLogger("warn"),
+  );
+  const { token } = await server.services.admin.createAgentToken("billing-reconciler-1", "project-billing");
+  const authFetch: typeof fetch = (input, init) => {
+    const headers = new Headers(init?.headers);
+    headers.set("authorization", `Bearer ${token}`);
+    return fetch(input, { ...init, headers });
+  };
+  const client = await new ClientFactory(
+    ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
+      transports: [new JsonRpcTransportFactory({ fetchImpl: authFetch })],
+    }),
+  ).createFromUrl(server.url);
+  const identity = {
+    agent: "billing-reconciler-1",
+    project: "project-billing",
+    tokenId: "tok_bench000000000",
+  };
+  const toStream: number[] = [];
+  const toPush: number[] = [];
+  const getTask: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    const call = { action: "git:push", resource: "reidataai/billing-ledger", branch: `a2a-${i}` };
+    const denied = await server.services.gateway.authorize(identity, call);
+    const task = (await client.sendMessage({
+      tenant: "",
+      message: {
+        messageId: `m${i}`,
+        contextId: "",
+        taskId: "",
+        role: Role.ROLE_USER,
+        parts: [
+          {
+            content: {
+              $case: "data",
+              value: { ttl: "PT1H", reason: "bench", denial_event_id: denied.event_id },
+            },
+            metadata: undefined,
+            filename: "",
+            mediaType: "application/json",
+          },
+        ],
+        metadata: undefined,
+        extensions: [],
+        referenceTaskIds: [],
+      },
+      configuration: {
+        acceptedOutputModes: [],
+        historyLength: undefined,
+        returnImmediately: false,
+        taskPushNotificationConfig: {
+          tenant: "",
+          id: "",
+          taskId: "",
+          url: pushUrl,
+          token: "",
+          authentication: undefined,
+        },
+      },
+      metadata: undefined,
+    })) as Task;
+    const g0 = process.hrtime.bigint();
+    await client.getTask({ tenant: "", id: task.id, historyLength: 0 });
+    getTask.push(Number(process.hrtime.bigint() - g0) / 1e6);
+    let snapshot!: () => void;
+    const subscribed = new Promise<void>((r) => {
+      snapshot = r;
+    });
+    let arrived = 0;
+    const stream = (async () => {
+      for await (const ev of client.resubscribeTask({ tenant: "", id: task.id })) {
+        if (ev.payload?.$case === "task") snapshot();
+        if (
+          ev.payload?.$case === "statusUpdate" &&
+          ev.payload.value.status?.state === TaskState.TASK_STATE_COMPLETED
+        )
+          arrived = Number(process.hrtime.bigint()) / 1e6;
+      }
+    })();
+    await subscribed;
+    await server.services.butler.review(
+      { approver: "jordan", channel: "api" },
+      task.metadata!.butler.request_id as string,
+      "approve",
+    );
+    const committed = Number(process.hrtime.bigint()) / 1e6;
+    await stream;
+    toStream.push(arrived - committed);
+    while (!pushes.has(task.id)) await new Promise((r) => setTimeout(r, 1));
+    toPush.push(pushes.get(task.id)! - committed);
+  }
+  for (const a of [toStream, toPush, getTask]) a.sort((x, y) => x - y);
+  const row = (label: string, a: number[]) =>
+    console.log(
+      `   ${label.padEnd(52)} p50 ${fmt(percentile(a, 0.5), 2)} ms   p99 ${fmt(percentile(a, 0.99), 2)} ms`,
+    );
+  row("baseline: GetTask round trip over A2A", getTask);
+  row("approval commit → COMPLETED on the open stream", toStream);
+  row("approval commit → COMPLETED push received", toPush);
+  console.log("   (target p99 < 100 ms)");
+  await server.close();
+  await new Promise<void>((r) => receiver.close(() => r()));
+  await rm(dataDir, { recursive: true, force: true });
+  return {
+    stream: { p50: percentile(toStream, 0.5), p99: percentile(toStream, 0.99) },
+    push: { p50: percentile(toPush, 0.5), p99: percentile(toPush, 0.99) },
+  };
+}
+
+/** BENCH_ONLY=1,5 runs only those sections (all by default). */
+const only = new Set((process.env.BENCH_ONLY ?? "1,2,3,4,5").split(",").map((x) => x.trim()));
+const decisions = only.has("1") ? benchDecisions() : undefined;
 const db = await createPostgresDatabase(ADMIN_URL, "butler_bench");
 try {
-  const http = await benchHttp(db.url);
-  const audit = await benchAudit(db.url);
-  const propagation = await benchApprovalPropagation(db.url);
+  const http = only.has("2") ? await benchHttp(db.url) : undefined;
+  const audit = only.has("3") ? await benchAudit(db.url) : undefined;
+  const propagation = only.has("4") ? await benchApprovalPropagation(db.url) : undefined;
+  let a2a: Awaited<ReturnType<typeof benchA2ANotification>> | undefined;
+  if (only.has("5")) {
+    const a2aDb = await createPostgresDatabase(ADMIN_URL, "butler_bench_a2a");
+    a2a = await benchA2ANotification(a2aDb.url).finally(() => a2aDb.drop());
+  }
   console.log("\nSummary");
-  console.log(
-    `   in-process decisions/s:      ${fmt(decisions.perSecond)}  (warm, 1,000 projects; p99 ${fmt(decisions.p99)} ns)`,
-  );
-  console.log(
-    `   authorize req/s:             ${fmt(http.auth.requests.average)}  = ${fmt(http.auth.requests.average / http.bare.requests.average, 2)}x bare fastify (${fmt(http.bare.requests.average)}); p50 ${fmt(http.auth.latency.p50, 2)} ms, p99 ${fmt(http.auth.latency.p99, 2)} ms`,
-  );
-  console.log(`   audit appends/s:             ${fmt(audit)}`);
-  console.log(
-    `   approval → first ALLOW on another instance: p50 ${fmt(propagation.p50, 2)} ms, p99 ${fmt(propagation.p99, 2)} ms`,
-  );
+  if (decisions)
+    console.log(
+      `   in-process decisions/s:      ${fmt(decisions.perSecond)}  (warm, 1,000 projects; p99 ${fmt(decisions.p99)} ns)`,
+    );
+  if (http)
+    console.log(
+      `   authorize req/s:             ${fmt(http.auth.requests.average)}  = ${fmt(http.auth.requests.average / http.bare.requests.average, 2)}x bare fastify (${fmt(http.bare.requests.average)}); p50 ${fmt(http.auth.latency.p50, 2)} ms, p99 ${fmt(http.auth.latency.p99, 2)} ms`,
+    );
+  if (audit !== undefined) console.log(`   audit appends/s:             ${fmt(audit)}`);
+  if (propagation)
+    console.log(
+      `   approval → first ALLOW on another instance: p50 ${fmt(propagation.p50, 2)} ms, p99 ${fmt(propagation.p99, 2)} ms`,
+    );
+  if (a2a)
+    console.log(
+      `   approval → agent's A2A update: stream p50 ${fmt(a2a.stream.p50, 2)} ms, p99 ${fmt(a2a.stream.p99, 2)} ms; push p50 ${fmt(a2a.push.p50, 2)} ms, p99 ${fmt(a2a.push.p99, 2)} ms`,
+    );
 } finally {
   await db.drop();
 }
