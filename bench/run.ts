@@ -21,8 +21,7 @@ import type { AddressInfo } from "node:net";
 import os, { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { Role, type Task, TaskState } from "@a2a-js/sdk";
-import { ClientFactory, ClientFactoryOptions, JsonRpcTransportFactory } from "@a2a-js/sdk/client";
+import { type Task, TaskState } from "@a2a-js/sdk";
 import autocannon from "autocannon";
 import pg from "pg";
 import { createAuditLog } from "../src/audit/audit-log.js";
@@ -35,6 +34,7 @@ import { createLogger } from "../src/logger.js";
 import { startServer } from "../src/main.js";
 import { type Call, evaluate, type PolicyIndex } from "../src/policy/index.js";
 import { createServices } from "../src/services.js";
+import { a2aClient, ask, withPush } from "../test/helpers/a2a.js";
 import { createPostgresDatabase } from "../test/helpers/pg-database.js";
 import { makeCalls, parseAll } from "./policy-gen.js";
 
@@ -367,16 +367,7 @@ async function benchA2ANotification(dbUrl: string) {
     createLogger("warn"),
   );
   const { token } = await server.services.admin.createAgentToken("billing-reconciler-1", "project-billing");
-  const authFetch: typeof fetch = (input, init) => {
-    const headers = new Headers(init?.headers);
-    headers.set("authorization", `Bearer ${token}`);
-    return fetch(input, { ...init, headers });
-  };
-  const client = await new ClientFactory(
-    ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
-      transports: [new JsonRpcTransportFactory({ fetchImpl: authFetch })],
-    }),
-  ).createFromUrl(server.url);
+  const client = await a2aClient(server.url, token);
   const identity = {
     agent: "billing-reconciler-1",
     project: "project-billing",
@@ -389,41 +380,8 @@ async function benchA2ANotification(dbUrl: string) {
     const call = { action: "git:push", resource: "reidataai/billing-ledger", branch: `a2a-${i}` };
     const denied = await server.services.gateway.authorize(identity, call);
     const task = (await client.sendMessage({
-      tenant: "",
-      message: {
-        messageId: `m${i}`,
-        contextId: "",
-        taskId: "",
-        role: Role.ROLE_USER,
-        parts: [
-          {
-            content: {
-              $case: "data",
-              value: { ttl: "PT1H", reason: "bench", denial_event_id: denied.event_id },
-            },
-            metadata: undefined,
-            filename: "",
-            mediaType: "application/json",
-          },
-        ],
-        metadata: undefined,
-        extensions: [],
-        referenceTaskIds: [],
-      },
-      configuration: {
-        acceptedOutputModes: [],
-        historyLength: undefined,
-        returnImmediately: false,
-        taskPushNotificationConfig: {
-          tenant: "",
-          id: "",
-          taskId: "",
-          url: pushUrl,
-          token: "",
-          authentication: undefined,
-        },
-      },
-      metadata: undefined,
+      ...ask({ ttl: "PT1H", reason: "bench", denial_event_id: denied.event_id }),
+      configuration: withPush(pushUrl),
     })) as Task;
     const g0 = process.hrtime.bigint();
     await client.getTask({ tenant: "", id: task.id, historyLength: 0 });

@@ -6,6 +6,7 @@ import {
   ClientFactoryOptions,
   JsonRpcTransportFactory,
 } from "@a2a-js/sdk/client";
+import type { GrantArtifact as Grant } from "../a2a/task-state.js";
 
 /**
  * A small client for agent authors: ask the gateway, and when it says no, ask a human over A2A and
@@ -60,17 +61,8 @@ export interface AccessRequest {
   denial_event_id?: string;
 }
 
-/** The grant as the Butler's A2A task reports it. */
-export interface Grant {
-  grant_id: string;
-  request_id: string | null;
-  action: string;
-  resource: string;
-  branch: string | null;
-  expires_at: string | null;
-  revision: number | null;
-  state: "live" | "revoked" | "expired";
-}
+/** The grant as the Butler's A2A task reports it (the task's `grant` artifact). */
+export type { GrantArtifact as Grant } from "../a2a/task-state.js";
 
 export type AccessOutcome =
   | { granted: true; taskId: string; grant: Grant; message: string }

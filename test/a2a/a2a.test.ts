@@ -5,7 +5,7 @@ import { createLogger } from "../../src/logger.js";
 import { type RunningServer, startServer } from "../../src/main.js";
 import { FakeChannel } from "../fakes/fake-channel.js";
 import { PushReceiver } from "../fakes/push-receiver.js";
-import { a2aClient, ask, grantOf, statusText } from "../helpers/a2a.js";
+import { a2aClient, ask, grantOf, statusText, withPush } from "../helpers/a2a.js";
 import { ENGINE } from "../helpers/db.js";
 import { seedText } from "../helpers/policy.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
@@ -171,19 +171,12 @@ describe(`agents over A2A (${ENGINE})`, () => {
     const client = await a2aClient(url, agent);
     const res = await client.sendMessage({
       ...ask({ ttl: "PT2H", reason: "price report", denial_event_id: eventId }),
-      configuration: {
-        acceptedOutputModes: [],
-        historyLength: undefined,
+      configuration: withPush(receiver.url, {
+        id: "mine",
+        token: "opaque-token",
+        authentication: { scheme: "Bearer", credentials: "receiver-secret" },
         returnImmediately: true,
-        taskPushNotificationConfig: {
-          tenant: "",
-          id: "mine",
-          taskId: "",
-          url: receiver.url,
-          token: "opaque-token",
-          authentication: { scheme: "Bearer", credentials: "receiver-secret" },
-        },
-      },
+      }),
     });
     const task = res as Task;
     expect(task.status?.state).toBe(TaskState.TASK_STATE_INPUT_REQUIRED);
@@ -227,19 +220,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
     receiver.failNext = { count: 2, status: 503 };
     const task = (await client.sendMessage({
       ...ask({ ttl: "PT1H", reason: "balance check", denial_event_id: eventId }),
-      configuration: {
-        acceptedOutputModes: [],
-        historyLength: undefined,
-        returnImmediately: false,
-        taskPushNotificationConfig: {
-          tenant: "",
-          id: "",
-          taskId: "",
-          url: receiver.url,
-          token: "",
-          authentication: undefined,
-        },
-      },
+      configuration: withPush(receiver.url),
     })) as Task;
     await approve(task.metadata!.butler.request_id);
     await until(
@@ -603,19 +584,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
     await expect(
       client.sendMessage({
         ...ask({ ttl: "PT1H", reason: "x", denial_event_id: eventId }),
-        configuration: {
-          acceptedOutputModes: [],
-          historyLength: undefined,
-          returnImmediately: false,
-          taskPushNotificationConfig: {
-            tenant: "",
-            id: "",
-            taskId: "",
-            url: "http://169.254.169.254/",
-            token: "",
-            authentication: undefined,
-          },
-        },
+        configuration: withPush("http://169.254.169.254/"),
       }),
     ).rejects.toThrow(/internal address|https/);
     expect((await s.http("GET", "/v1/access-requests", jordan)).body.access_requests.length).toBe(before);
@@ -626,19 +595,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
     const client = await a2aClient(url, agent);
     const task = (await client.sendMessage({
       ...ask({ ttl: "PT1H", reason: "event replay", denial_event_id: eventId }),
-      configuration: {
-        acceptedOutputModes: [],
-        historyLength: undefined,
-        returnImmediately: false,
-        taskPushNotificationConfig: {
-          tenant: "",
-          id: "",
-          taskId: "",
-          url: receiver.url,
-          token: "",
-          authentication: undefined,
-        },
-      },
+      configuration: withPush(receiver.url),
     })) as Task;
     await until(async () => receiver.story(task.id).length === 2, "the first pushes");
     // An agent still subscribed does not hold up the shutdown; its stream just ends.

@@ -1,7 +1,7 @@
 import { type Task, TaskState } from "@a2a-js/sdk";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { PushReceiver } from "../fakes/push-receiver.js";
-import { a2aClient, ask, grantOf, statusText } from "../helpers/a2a.js";
+import { a2aClient, ask, grantOf, statusText, withPush } from "../helpers/a2a.js";
 import { FakeClock } from "../helpers/clock.js";
 import { ENGINE } from "../helpers/db.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
@@ -28,29 +28,12 @@ describe(`A2A tasks when time runs out (${ENGINE})`, () => {
     await receiver.stop();
   });
 
-  const push = {
-    acceptedOutputModes: [],
-    historyLength: undefined,
-    returnImmediately: false,
-    taskPushNotificationConfig: {
-      tenant: "",
-      id: "",
-      taskId: "",
-      url: "",
-      token: "",
-      authentication: undefined,
-    },
-  };
-
   async function open(call: { action: string; resource: string }, ttl: string): Promise<Task> {
     const denied = await s.authorize(agent, call);
     const client = await a2aClient(s.url, agent);
     return (await client.sendMessage({
       ...ask({ ttl, reason: "month-end close", denial_event_id: denied.body.event_id }),
-      configuration: {
-        ...push,
-        taskPushNotificationConfig: { ...push.taskPushNotificationConfig, url: receiver.url },
-      },
+      configuration: withPush(receiver.url),
     })) as Task;
   }
 

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { Role, type Task } from "@a2a-js/sdk";
+import { Role, type SendMessageConfiguration, type Task, type TaskPushNotificationConfig } from "@a2a-js/sdk";
 import {
   type Client,
   ClientFactory,
@@ -68,3 +68,25 @@ export const grantOf = (t: Task) => {
   const p = t.artifacts.find((a) => a.artifactId === "grant")?.parts[0]?.content;
   return p?.$case === "data" ? (p.value as Record<string, unknown>) : undefined;
 };
+
+/** SendMessage configuration asking for push notifications to `url`. */
+export function withPush(
+  url: string,
+  extra: Partial<Pick<TaskPushNotificationConfig, "id" | "token" | "authentication">> & {
+    returnImmediately?: boolean;
+  } = {},
+): SendMessageConfiguration {
+  return {
+    acceptedOutputModes: [],
+    historyLength: undefined,
+    returnImmediately: extra.returnImmediately ?? false,
+    taskPushNotificationConfig: {
+      tenant: "",
+      id: extra.id ?? "",
+      taskId: "",
+      url,
+      token: extra.token ?? "",
+      authentication: extra.authentication,
+    },
+  };
+}
