@@ -1,5 +1,7 @@
 import { type Task, TaskState } from "@a2a-js/sdk";
+import { sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { rowsOf } from "../../src/db/client.js";
 import { PushReceiver } from "../fakes/push-receiver.js";
 import { a2aClient, ask, grantOf, statusText, withPush } from "../helpers/a2a.js";
 import { FakeClock } from "../helpers/clock.js";
@@ -37,6 +39,14 @@ describe(`A2A tasks when time runs out (${ENGINE})`, () => {
     })) as Task;
   }
 
+  const outboxIdle = () =>
+    until(async () => {
+      const r = await s.server.services.database.db.execute(
+        sql`SELECT count(*)::int AS n FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL`,
+      );
+      return (rowsOf<{ n: number }>(r)[0]?.n ?? 1) === 0;
+    }, "the outbox to be idle");
+
   const settle = async (what: string, check: () => boolean) =>
     until(async () => {
       await s.server.services.outbox.runOnce();
@@ -45,8 +55,10 @@ describe(`A2A tasks when time runs out (${ENGINE})`, () => {
 
   test("a request nobody decides expires, and its task FAILS, told by push", async () => {
     const task = await open({ action: "stripe:balance:read", resource: "stripe.com/v1/balance" }, "PT1H");
-    // Pushes in flight are not moved by the clock jump below (a claim lasts 60 s of clock time).
+    // Deliveries still in flight when the clock jumps 25 hours would look abandoned (a claim lasts
+    // 60 s of clock time) and be sent again: let the outbox finish first.
     await settle("the first pushes", () => receiver.story(task.id).length >= 2);
+    await outboxIdle();
     clock.advance(25 * HOUR);
     await s.server.services.butler.sweep();
     await settle("the failure push", () => receiver.story(task.id).length >= 3);
@@ -71,6 +83,7 @@ describe(`A2A tasks when time runs out (${ENGINE})`, () => {
     });
     expect(res.status).toBe(200);
     await settle("the completion push", () => receiver.story(task.id).length >= 4);
+    await outboxIdle();
     clock.advance(2 * HOUR);
     await s.server.services.butler.sweep();
     await settle("the expiry push", () => receiver.story(task.id).length >= 6);
