@@ -402,6 +402,29 @@ describe(`agents over A2A (${ENGINE})`, () => {
     expect(calls).toBe(1);
   });
 
+  test("asking twice for the same call files one request; one approval completes both tasks", async () => {
+    const call = { action: "stripe:tax_rates:read", resource: "stripe.com/v1/tax_rates" };
+    const eventId = await denial(agent, call);
+    const client = await a2aClient(url, agent);
+    const first = (await client.sendMessage(
+      ask({ ttl: "PT1H", reason: "tax", denial_event_id: eventId }),
+    )) as Task;
+    const second = (await client.sendMessage(
+      ask({ ttl: "PT1H", reason: "tax", denial_event_id: eventId }),
+    )) as Task;
+    expect(second.id).not.toBe(first.id);
+    const requestId = first.metadata!.butler.request_id as string;
+    expect(second.metadata!.butler.request_id).toBe(requestId);
+    await approve(requestId);
+    for (const t of [first, second])
+      await until(
+        async () =>
+          (await client.getTask({ tenant: "", id: t.id, historyLength: 0 })).status?.state ===
+          TaskState.TASK_STATE_COMPLETED,
+        `task ${t.id} to complete`,
+      );
+  });
+
   test("a denial rejects the task with the approver's reason", async () => {
     const eventId = await denial(agent, {
       action: "stripe:customers:read",
