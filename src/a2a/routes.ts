@@ -261,7 +261,11 @@ export async function registerA2ARoutes(app: FastifyInstance, deps: A2ARouteDeps
         const res = reply.raw;
         res.writeHead(200, SSE_HEADERS);
         res.on("close", () => abort.abort());
-        const keepAlive = setInterval(() => res.write(": keep-alive\n\n"), keepAliveMs);
+        // A client that went away mid-write is not the server's error: end the stream quietly.
+        res.on("error", () => abort.abort());
+        const keepAlive = setInterval(() => {
+          if (!res.destroyed && !res.writableEnded) res.write(": keep-alive\n\n");
+        }, keepAliveMs);
         keepAlive.unref();
         try {
           if (!first.done) res.write(formatSSEEvent(first.value));
