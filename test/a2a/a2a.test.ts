@@ -425,6 +425,40 @@ describe(`agents over A2A (${ENGINE})`, () => {
       );
   });
 
+  test("ListTasks pages through an agent's tasks, newest first, with a token it gave out", async () => {
+    const lister = await s.agentToken("invoice-generator", "project-billing");
+    const client = await a2aClient(url, lister);
+    const made: string[] = [];
+    for (let i = 0; i < 5; i++)
+      made.push(((await client.sendMessage(ask(undefined, `hello ${i}`))) as Task).id);
+    const page = (pageToken: string) =>
+      client.listTasks({
+        tenant: "",
+        contextId: "",
+        status: TaskState.TASK_STATE_UNSPECIFIED,
+        pageSize: 2,
+        pageToken,
+        statusTimestampAfter: undefined,
+      });
+    const seen: string[] = [];
+    let token = "";
+    let pages = 0;
+    do {
+      const p = await page(token);
+      expect(p.totalSize).toBe(5);
+      expect(p.tasks.length).toBeLessThanOrEqual(2);
+      seen.push(...p.tasks.map((t) => t.id));
+      token = p.nextPageToken;
+      pages++;
+    } while (token && pages < 10);
+    expect(pages).toBe(3);
+    // Every task once (ties within a millisecond are ordered by id, so compare as sets).
+    expect(seen).toHaveLength(5);
+    expect(new Set(seen)).toEqual(new Set(made));
+    expect(seen[0]).not.toBe(made[0]);
+    await expect(page("bm90IG1pbmU")).rejects.toThrow(/pageToken/);
+  });
+
   test("a denial rejects the task with the approver's reason", async () => {
     const eventId = await denial(agent, {
       action: "stripe:customers:read",
