@@ -110,6 +110,7 @@ export async function startServer(
     const sweeper = setInterval(() => {
       sweeping ??= services.butler
         .sweep()
+        .then(() => services.a2a.catchUp())
         .catch((e) => log.error({ err: e }, "sweep failed"))
         .finally(() => {
           sweeping = undefined;

@@ -17,7 +17,7 @@ import { AppError } from "./errors.js";
 import { createGateway } from "./gateway/gateway-service.js";
 import type { Logger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
-import { createOutboxWorker, type OutboxHandler } from "./outbox/outbox.js";
+import { combineWorkers, createOutboxWorker, type OutboxHandler } from "./outbox/outbox.js";
 import { createPolicyStore } from "./policy-store/policy-store.js";
 import { PACKAGE_VERSION } from "./version.js";
 
@@ -95,20 +95,6 @@ export function createServices(opts: ServiceOptions) {
         details: { request_id: n.requestId, notification: n.type, grant_id: n.grantId, a2a_tasks: tasks },
       };
     },
-    async "a2a.push"(payload) {
-      const target = await a2a.pushTarget(String(payload.configId));
-      const details = { task_id: payload.taskId, state: payload.state, config_id: payload.configId };
-      // The agent deleted the config meanwhile: nothing to send.
-      if (!target) return undefined;
-      const host = new URL(target.url).host;
-      try {
-        const status = await sendPush(target, payload.event, config.a2a?.pushAllowlist ?? []);
-        return { auditType: "a2a.pushed", details: { ...details, host, status } };
-      } catch (e) {
-        if (!(e instanceof PushRefused)) throw e;
-        return { auditType: "a2a.push_refused", details: { ...details, host, reason: e.message } };
-      }
-    },
     async "card.post"(payload) {
       const id = String(payload.requestId);
       const channel = channels.find((c) => c.kind === payload.channel);
@@ -149,7 +135,28 @@ export function createServices(opts: ServiceOptions) {
       return undefined;
     },
   };
-  const outbox = createOutboxWorker({ db, audit, clock, log, handlers });
+  // Pushes go to receivers the agents chose: their own worker, so that a slow one delays only
+  // other pushes, never decisions reaching agents or cards reaching approvers.
+  const pushHandlers: Record<string, OutboxHandler> = {
+    async "a2a.push"(payload) {
+      const target = await a2a.pushTarget(String(payload.configId));
+      const details = { task_id: payload.taskId, state: payload.state, config_id: payload.configId };
+      // The agent deleted the config meanwhile: nothing to send.
+      if (!target) return undefined;
+      const host = new URL(target.url).host;
+      try {
+        const status = await sendPush(target, payload.event, config.a2a?.pushAllowlist ?? []);
+        return { auditType: "a2a.pushed", details: { ...details, host, status } };
+      } catch (e) {
+        if (!(e instanceof PushRefused)) throw e;
+        return { auditType: "a2a.push_refused", details: { ...details, host, reason: e.message } };
+      }
+    },
+  };
+  const outbox = combineWorkers([
+    createOutboxWorker({ db, audit, clock, log, handlers }),
+    createOutboxWorker({ db, audit, clock, log, handlers: pushHandlers }),
+  ]);
   const tg = config.telegram;
   const telegramApi = tg ? new Api(tg.botToken, { apiRoot: tg.apiRoot }) : undefined;
   const admin = createAdmin({

@@ -20,7 +20,7 @@ import {
   UnsupportedOperationError,
 } from "@a2a-js/sdk/errors";
 import type { A2ARequestHandler, ServerCallContext, User } from "@a2a-js/sdk/server";
-import { and, count, desc, eq, gt, inArray, lt, or, type SQL } from "drizzle-orm";
+import { and, count, desc, eq, gt, inArray, lt, or, type SQL, sql } from "drizzle-orm";
 import type { AgentIdentity } from "../agents/token-service.js";
 import type { AuditLog } from "../audit/audit-log.js";
 import type { Butler } from "../butler/butler-service.js";
@@ -28,7 +28,7 @@ import type { AgentNotification, AgentNotifier } from "../butler/notifier.js";
 import { CreateRequestBody } from "../butler/routes.js";
 import type { Clock } from "../clock.js";
 import type { ChangeBus } from "../db/changes.js";
-import type { Db, Tx } from "../db/client.js";
+import { type Db, rowsOf, type Tx } from "../db/client.js";
 import { a2aPushConfigs, a2aTasks } from "../db/schema.js";
 import { AppError, isAppError } from "../errors.js";
 import { newId } from "../ids.js";
@@ -127,10 +127,13 @@ class Waiter<T> {
   async next(signal: AbortSignal): Promise<T | undefined> {
     while (this.#items.length === 0) {
       if (signal.aborted) return undefined;
+      let onAbort: (() => void) | undefined;
       await new Promise<void>((resolve) => {
         this.#wake = resolve;
-        signal.addEventListener("abort", () => resolve(), { once: true });
+        onAbort = () => resolve();
+        signal.addEventListener("abort", onAbort, { once: true });
       });
+      signal.removeEventListener("abort", onAbort!);
       this.#wake = undefined;
     }
     return this.#items.shift();
@@ -151,6 +154,12 @@ export interface A2ADeps {
   onEnqueued: () => void;
   version: string;
 }
+
+/** Push receivers per task: each costs a delivery per task event. */
+const MAX_PUSH_CONFIGS = 5;
+
+/** Whether agent-written JSON carries a NUL, which the database cannot store in text. */
+const hasNul = (v: unknown) => JSON.stringify(v ?? null).includes("\\u0000");
 
 /** Streams of a call: aborted when the client goes away or the server stops. */
 const signals = new WeakMap<ServerCallContext, AbortSignal>();
@@ -223,12 +232,13 @@ export function createA2A(deps: A2ADeps) {
     taskId: string,
     known: { revision?: number | null | undefined; revokeReason?: string | null | undefined } = {},
   ): Promise<TaskRow> {
-    const now = clock.now();
     let changed = false;
     const row = await db.transaction(async (tx) => {
       const [row] = await tx.select().from(a2aTasks).where(eq(a2aTasks.id, taskId)).for("update");
       if (!row) throw new TaskNotFoundError(`task ${taskId} not found`);
       if (!row.requestId) return row;
+      // Read under the lock, so that two syncs either side of an expiry cannot cross.
+      const now = clock.now();
       const view = await butler.get(row.requestId, tx);
       const task = row.task as WireTask;
       const previousGrant = (task.artifacts?.[0]?.parts as { data?: GrantArtifact }[] | undefined)?.[0]?.data;
@@ -241,6 +251,9 @@ export function createA2A(deps: A2ADeps) {
       });
       const statusText = ((task.status?.message as { parts?: { text?: string }[] } | undefined)?.parts ??
         [])[0]?.text;
+      // A grant once revoked or expired never comes back to life on the task.
+      if (outcome.grant && row.grantState && row.grantState !== "live")
+        outcome.grant.state = row.grantState as GrantArtifact["state"];
       const grantState = outcome.grant?.state ?? null;
       // A task that ended stays ended; only its grant's fate (revoked, expired) is still news.
       if (TERMINAL.has(row.state) && (outcome.state !== row.state || grantState === row.grantState))
@@ -314,11 +327,8 @@ export function createA2A(deps: A2ADeps) {
     return row;
   }
 
-  function savePushConfig(
-    tx: Tx,
-    taskId: string,
-    c: TaskPushNotificationConfig,
-  ): Promise<(typeof a2aPushConfigs.$inferSelect)[]> {
+  /** Checks a push config completely (before anything is stored); returns its checked URL. */
+  function checkPushConfig(c: TaskPushNotificationConfig): URL {
     const checked = checkPushUrl(c.url, deps.pushAllowlist);
     if (!checked.ok) throw new RequestMalformedError(checked.error);
     if (c.token.length > 512)
@@ -328,6 +338,27 @@ export function createA2A(deps: A2ADeps) {
     if (c.authentication && !/^[A-Za-z][A-Za-z0-9_-]{0,31}$/.test(c.authentication.scheme))
       throw new RequestMalformedError(
         "push notification authentication scheme: must be a word such as Bearer",
+      );
+    if (/[\u0000-\u001f\u007f]/.test(`${c.token}${c.authentication?.credentials ?? ""}${c.id}`))
+      throw new RequestMalformedError(
+        "push notification token and credentials must not contain control characters",
+      );
+    return checked.value;
+  }
+
+  async function savePushConfig(
+    tx: Tx,
+    taskId: string,
+    c: TaskPushNotificationConfig,
+  ): Promise<(typeof a2aPushConfigs.$inferSelect)[]> {
+    const checked = { value: checkPushConfig(c) };
+    const [{ n }] = (await tx
+      .select({ n: count() })
+      .from(a2aPushConfigs)
+      .where(eq(a2aPushConfigs.taskId, taskId))) as [{ n: number }];
+    if (Number(n) >= MAX_PUSH_CONFIGS)
+      throw new RequestMalformedError(
+        `task ${taskId} already has ${MAX_PUSH_CONFIGS} push notification configs; delete one first`,
       );
     return tx
       .insert(a2aPushConfigs)
@@ -378,11 +409,11 @@ export function createA2A(deps: A2ADeps) {
       // The task waits for people, not for the agent: a further message changes nothing.
       return row;
     }
+    if (hasNul(Message.toJSON(message)) || hasNul(params.configuration?.taskPushNotificationConfig))
+      throw new RequestMalformedError("the message must not contain NUL characters");
     const push = params.configuration?.taskPushNotificationConfig;
-    if (push?.url) {
-      const checked = checkPushUrl(push.url, deps.pushAllowlist);
-      if (!checked.ok) throw new RequestMalformedError(checked.error);
-    }
+    // Everything is checked before the request is filed: a refusal leaves nothing behind.
+    if (push?.url) checkPushConfig(push);
     const dataParts = message.parts.filter((p) => p.content?.$case === "data");
     if (dataParts.length > 1)
       throw new RequestMalformedError(`send one data part per message (this one has ${dataParts.length})`);
@@ -410,10 +441,10 @@ export function createA2A(deps: A2ADeps) {
           grant = {
             grant_id: r.grant_id,
             request_id: null,
-            action: input.action ?? "",
-            resource: input.resource ?? "",
-            branch: input.branch ?? null,
-            expires_at: null,
+            action: r.action,
+            resource: r.resource,
+            branch: r.branch,
+            expires_at: r.expires_at,
             revision: r.revision,
             state: "live",
             revoked_at: null,
@@ -552,7 +583,9 @@ export function createA2A(deps: A2ADeps) {
       yield { payload: { $case: "task", value: toTask(row.task, params.configuration?.historyLength) } };
     },
     async getTask(params, ctx) {
-      const row = await load(db, ownerOf(ctx), params.id);
+      let row = await load(db, ownerOf(ctx), params.id);
+      // A task whose news was lost (an outbox message given up) catches up when read.
+      if (!TERMINAL.has(row.state) && row.requestId) row = await sync(row.id);
       return toTask(row.task, params.historyLength);
     },
     async cancelTask(params, ctx) {
@@ -579,6 +612,7 @@ export function createA2A(deps: A2ADeps) {
       const stop = listen(params.id, () => waiter.push(true));
       try {
         let row = await load(db, owner, params.id);
+        if (!TERMINAL.has(row.state) && row.requestId) row = await sync(row.id);
         if (TERMINAL.has(row.state))
           throw new UnsupportedOperationError(`task ${row.id} is ${row.state}; read it with GetTask`);
         yield { payload: { $case: "task", value: toTask(row.task) } };
@@ -712,6 +746,27 @@ export function createA2A(deps: A2ADeps) {
     },
   };
 
+  /**
+   * Brings up to date tasks whose request moved without the task hearing of it (a notification
+   * given up after its retries, a crash between filing and the first sync). Run by the sweeper.
+   */
+  async function catchUp(limit = 100): Promise<number> {
+    const now = clock.now();
+    const stale = rowsOf<{ id: string }>(
+      await db.execute(sql`
+        SELECT t.id FROM a2a_tasks t JOIN access_requests r ON r.id = t.request_id
+        LEFT JOIN grants g ON g.id = r.id
+        WHERE t.state = 'submitted'
+           OR (t.state = 'input_required' AND r.status <> 'pending')
+           OR (t.state = 'completed' AND t.grant_state = 'live'
+               AND (g.revoked_at IS NOT NULL OR g.expires_at <= ${now.toISOString()}))
+        LIMIT ${limit}`),
+    );
+    for (const t of stale)
+      await sync(t.id).catch((e) => log.warn({ err: e, task: t.id }, "task catch-up failed"));
+    return stale.length;
+  }
+
   /** Push configs of a task (for the outbox handler). */
   async function pushTarget(configId: string) {
     const [c] = await db.select().from(a2aPushConfigs).where(eq(a2aPushConfigs.id, configId));
@@ -724,7 +779,16 @@ export function createA2A(deps: A2ADeps) {
     return db.select().from(a2aTasks).where(inArray(a2aTasks.requestId, ids));
   }
 
-  return { handler, card: () => AgentCard.toJSON(card()), notifier, sync, pushTarget, tasksOfRequests, log };
+  return {
+    handler,
+    card: () => AgentCard.toJSON(card()),
+    notifier,
+    sync,
+    catchUp,
+    pushTarget,
+    tasksOfRequests,
+    log,
+  };
 }
 
 export type A2AService = ReturnType<typeof createA2A>;

@@ -78,41 +78,52 @@ export async function sendPush(
   if (target.token) headers["x-a2a-notification-token"] = target.token;
   const send = url.protocol === "https:" ? httpsRequest : httpRequest;
   return await new Promise<number>((resolve, reject) => {
+    // One deadline for the whole exchange: a receiver that trickles its answer byte by byte is
+    // cut off like one that never answers. The answer's body is never read, only its status.
+    const deadline = setTimeout(
+      () => req.destroy(new Error(`push receiver ${url.origin} did not answer within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    const settle = (fn: () => void) => {
+      clearTimeout(deadline);
+      fn();
+    };
     const req = send(
       url,
       {
         method: "POST",
         headers,
-        timeout: timeoutMs,
         ...(isAllowlisted(url, allow) ? {} : { lookup: lookupGuard(opts.resolve ?? systemResolve) }),
       },
       (res) => {
-        res.resume();
-        res.on("end", () => {
-          const status = res.statusCode ?? 0;
-          if (status >= 200 && status < 300) return resolve(status);
-          const message = `push receiver ${url.origin} answered HTTP ${status}`;
-          if (status === 429 || status === 503) {
-            const after = Number(res.headers["retry-after"]);
-            return reject(
+        const status = res.statusCode ?? 0;
+        res.destroy();
+        const message = `push receiver ${url.origin} answered HTTP ${status}`;
+        if (status >= 200 && status < 300) return settle(() => resolve(status));
+        if (status === 429 || status === 503) {
+          const after = Number(res.headers["retry-after"]);
+          return settle(() =>
+            reject(
               Number.isFinite(after) && after > 0
                 ? new RetryLater(message, after * 1000)
                 : new Error(message),
-            );
-          }
-          if (status >= 400 && status < 500 && status !== 408) return reject(new PushRefused(message));
-          reject(new Error(message));
-        });
+            ),
+          );
+        }
+        // Redirects are not followed (the target was checked, its redirect was not), and other
+        // 4xx answers will not change with time: both are final.
+        if ((status >= 300 && status < 400) || (status >= 400 && status < 500 && status !== 408))
+          return settle(() => reject(new PushRefused(message)));
+        settle(() => reject(new Error(message)));
       },
     );
-    req.on("timeout", () =>
-      req.destroy(new Error(`push receiver ${url.origin} did not answer in ${timeoutMs} ms`)),
-    );
     req.on("error", (e: NodeJS.ErrnoException) =>
-      reject(
-        e.code === "EPUSHREFUSED"
-          ? new PushRefused(e.message)
-          : new Error(`push to ${url.origin} failed: ${e.message}`),
+      settle(() =>
+        reject(
+          e.code === "EPUSHREFUSED"
+            ? new PushRefused(e.message)
+            : new Error(`push to ${url.origin} failed: ${e.message}`),
+        ),
       ),
     );
     req.end(payload);

@@ -25,8 +25,11 @@ for (const [net, bits] of [
   internal.addSubnet(net, bits, "ipv4");
 }
 for (const [net, bits] of [
-  ["::", 128],
-  ["::1", 128],
+  // IPv4-compatible (deprecated; includes :: and ::1), SIIT, local-use NAT64, 6to4.
+  ["::", 96],
+  ["::ffff:0:0:0", 96],
+  ["64:ff9b:1::", 48],
+  ["2002::", 16],
   ["fc00::", 7],
   ["fe80::", 10],
   ["fec0::", 10],
@@ -54,9 +57,9 @@ export function isInternalAddress(ip: string): boolean {
   const family = isIP(bare);
   if (family === 4) return internal.check(bare, "ipv4");
   if (family === 6) {
+    if (internal.check(bare, "ipv6")) return true;
     const v4 = embeddedV4(bare);
-    if (v4 !== undefined) return internal.check(v4, "ipv4");
-    return internal.check(bare, "ipv6");
+    return v4 !== undefined && internal.check(v4, "ipv4");
   }
   return true;
 }
@@ -99,10 +102,13 @@ export function checkPushUrl(raw: string, allow: PushAllowlist): Result<URL, str
     .replace(/^\[|\]$/g, "")
     .replace(/\.+$/, "")
     .toLowerCase();
-  if (isIP(host) !== 0 && isInternalAddress(host))
-    return err(
-      `push notification url ${url.origin} points at an internal address; list the host in BUTLER_A2A_PUSH_ALLOWLIST to allow it`,
-    );
+  if (isIP(host) !== 0) {
+    if (isInternalAddress(host))
+      return err(
+        `push notification url ${url.origin} points at an internal address; list the host in BUTLER_A2A_PUSH_ALLOWLIST to allow it`,
+      );
+    return ok(url);
+  }
   if (host === "localhost" || host.endsWith(".localhost") || !host.includes("."))
     return err(
       `push notification url ${url.origin} names a local host; list the host in BUTLER_A2A_PUSH_ALLOWLIST to allow it`,

@@ -79,7 +79,9 @@ function guard(h: A2ARequestHandler, log: Logger): A2ARequestHandler {
         return new RequestMalformedError(e.message);
       if (e.code !== "INTERNAL") return new Error(e.message);
     }
-    log.error({ err: e, method }, "A2A call failed");
+    // A database error's message carries the statement's parameters (push credentials, say):
+    // log what the driver said, not the query.
+    log.error({ err: (e as { cause?: unknown }).cause ?? e, method }, "A2A call failed");
     return new Error("internal error; the server log has the details");
   };
   const wrapped: Record<string, unknown> = {};
@@ -157,6 +159,9 @@ export async function registerA2ARoutes(app: FastifyInstance, deps: A2ARouteDeps
     });
 
     const endpoint = async (req: import("fastify").FastifyRequest, reply: FastifyReply) => {
+      // Listening from the start: a client gone before its stream begins still ends the stream.
+      const abort = new AbortController();
+      reply.raw.on("close", () => abort.abort());
       const token = bearerToken(req);
       const identity = token ? await deps.tokens.authenticate(token) : undefined;
       if (!identity) {
@@ -241,7 +246,6 @@ export async function registerA2ARoutes(app: FastifyInstance, deps: A2ARouteDeps
       } catch (e) {
         return reply.send(rpcError(rpc.id, JsonRpcTransportHandler.mapToJSONRPCError(e)));
       }
-      const abort = new AbortController();
       const onClosing = () => abort.abort();
       deps.closing.addEventListener("abort", onClosing, { once: true });
       bindSignal(context, abort.signal);
@@ -259,8 +263,8 @@ export async function registerA2ARoutes(app: FastifyInstance, deps: A2ARouteDeps
         }
         reply.hijack();
         const res = reply.raw;
+        if (res.destroyed) abort.abort();
         res.writeHead(200, SSE_HEADERS);
-        res.on("close", () => abort.abort());
         // A client that went away mid-write is not the server's error: end the stream quietly.
         res.on("error", () => abort.abort());
         const keepAlive = setInterval(() => {

@@ -73,7 +73,18 @@ export interface AccessRequestView {
 
 export type SubmitResult =
   | { status: "created" | "existing"; request: AccessRequestView }
-  | { status: "already_allowed"; grant_id: string; revision: number; reason: string };
+  | {
+      status: "already_allowed";
+      grant_id: string;
+      revision: number;
+      reason: string;
+      /** The call as scoped (from the denial when one was named). */
+      action: string;
+      resource: string;
+      branch: string | null;
+      /** When the allowing grant stops allowing (null: it does not expire). */
+      expires_at: string | null;
+    };
 
 /** Who decides: an approver id and the surface they used. */
 export interface Reviewer {
@@ -356,6 +367,10 @@ export function createButler(deps: ButlerDeps) {
           grant_id: decision.grantId,
           revision: decision.revision,
           reason: decision.reason,
+          action: call.action,
+          resource: call.resource,
+          branch: call.branch ?? null,
+          expires_at: decision.expiresAt === undefined ? null : new Date(decision.expiresAt).toISOString(),
         };
       }
 

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { Role, type StreamResponse, type Task, TaskState } from "@a2a-js/sdk";
+import { AGENT_CARD_PATH, AgentCard, Role, type StreamResponse, type Task, TaskState } from "@a2a-js/sdk";
 import {
   type Client,
   ClientFactory,
@@ -145,16 +145,32 @@ export class ButlerClient {
 
   /** The A2A client, made once from the Butler's agent card; every call carries the agent's token. */
   a2a(): Promise<Client> {
+    const origin = new URL(this.#url).origin;
+    // The token goes to the Butler the agent was configured with, and nowhere else.
     const authFetch: typeof fetch = (input, init) => {
+      const target = new URL(
+        typeof input === "string" ? input : input instanceof URL ? input.href : input.url,
+      );
       const headers = new Headers(init?.headers);
-      headers.set("authorization", `Bearer ${this.#token}`);
+      if (target.origin === origin) headers.set("authorization", `Bearer ${this.#token}`);
       return this.#fetch(input, { ...init, headers });
     };
-    this.#a2a ??= new ClientFactory(
-      ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
-        transports: [new JsonRpcTransportFactory({ fetchImpl: authFetch })],
-      }),
-    ).createFromUrl(this.#url);
+    this.#a2a ??= (async () => {
+      const res = await this.#fetch(`${this.#url}/${AGENT_CARD_PATH}`);
+      if (!res.ok) throw new ButlerError(`the Butler's agent card answered HTTP ${res.status}`, res.status);
+      const card = AgentCard.fromJSON(await res.json());
+      const named = card.supportedInterfaces.find((i) => i.protocolBinding === "JSONRPC")?.url;
+      if (!named || new URL(named).origin !== origin)
+        throw new ButlerError(
+          `the Butler's agent card names ${named ?? "no JSON-RPC endpoint"}, not ${origin}: set BUTLER_PUBLIC_URL on the server to the URL agents use, or use the URL the card names`,
+          502,
+        );
+      return new ClientFactory(
+        ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
+          transports: [new JsonRpcTransportFactory({ fetchImpl: authFetch })],
+        }),
+      ).createFromAgentCard(card);
+    })();
     const made = this.#a2a;
     made.catch(() => {
       if (this.#a2a === made) this.#a2a = undefined;

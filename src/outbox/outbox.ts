@@ -59,6 +59,12 @@ interface Row {
  */
 export function createOutboxWorker(deps: OutboxDeps) {
   const { db, audit, clock, log, handlers } = deps;
+  // Each worker takes only the topics it has handlers for: a slow kind of delivery gets its own
+  // worker and never holds up the others.
+  const topics = sql.join(
+    Object.keys(handlers).map((t) => sql`${t}`),
+    sql`, `,
+  );
   const maxAttempts = deps.maxAttempts ?? 12;
   const maxBackoffMs = deps.maxBackoffMs ?? 5 * 60_000;
   let timer: NodeJS.Timeout | undefined;
@@ -132,6 +138,7 @@ export function createOutboxWorker(deps: OutboxDeps) {
           await tx.execute(sql`
             SELECT o.id, o.topic, o.key, o.payload, o.attempts FROM outbox o
             WHERE o.delivered_at IS NULL AND o.failed_at IS NULL AND o.next_attempt_at <= ${now.toISOString()}
+              AND o.topic IN (${topics})
               AND NOT EXISTS (
                 SELECT 1 FROM outbox p
                 WHERE p.key = o.key AND p.id < o.id AND p.delivered_at IS NULL AND p.failed_at IS NULL)
@@ -205,3 +212,19 @@ export function createOutboxWorker(deps: OutboxDeps) {
 }
 
 export type OutboxWorker = ReturnType<typeof createOutboxWorker>;
+
+/** Several workers (each with its own topics) driven as one. */
+export function combineWorkers(workers: readonly OutboxWorker[]): OutboxWorker {
+  return {
+    start: () => {
+      for (const w of workers) w.start();
+    },
+    wake: () => {
+      for (const w of workers) w.wake();
+    },
+    runOnce: async () => (await Promise.all(workers.map((w) => w.runOnce()))).reduce((a, b) => a + b, 0),
+    stop: async () => {
+      await Promise.all(workers.map((w) => w.stop()));
+    },
+  };
+}

@@ -524,6 +524,66 @@ describe(`agents over A2A (${ENGINE})`, () => {
     expect(statusText(long)).toMatch(/longer than the maximum grant TTL/);
   });
 
+  test("a message the Butler cannot store, or a bad push config, files nothing", async () => {
+    const before = (await s.http("GET", "/v1/access-requests", jordan)).body.access_requests.length;
+    const eventId = await denial(agent, { action: "stripe:files:read", resource: "stripe.com/v1/files" });
+    const client = await a2aClient(url, agent);
+    await expect(
+      client.sendMessage(ask({ ttl: "PT1H", reason: "files", denial_event_id: eventId }, "nul \u0000 here")),
+    ).rejects.toThrow(/NUL/);
+    await expect(
+      client.sendMessage({
+        ...ask({ ttl: "PT1H", reason: "files", denial_event_id: eventId }),
+        configuration: withPush(receiver.url, { authentication: { scheme: "a b", credentials: "x" } }),
+      }),
+    ).rejects.toThrow(/authentication scheme/);
+    expect((await s.http("GET", "/v1/access-requests", jordan)).body.access_requests.length).toBe(before);
+    // At most five receivers per task.
+    const task = (await client.sendMessage(
+      ask({ ttl: "PT1H", reason: "files", denial_event_id: eventId }),
+    )) as Task;
+    for (let i = 0; i < 5; i++)
+      await client.createTaskPushNotificationConfig({
+        tenant: "",
+        id: `r${i}`,
+        taskId: task.id,
+        url: receiver.url,
+        token: "",
+        authentication: undefined,
+      });
+    await expect(
+      client.createTaskPushNotificationConfig({
+        tenant: "",
+        id: "r5",
+        taskId: task.id,
+        url: receiver.url,
+        token: "",
+        authentication: undefined,
+      }),
+    ).rejects.toThrow(/already has 5 push notification configs/);
+  });
+
+  test("ButlerClient sends its token only to the Butler it was given, and refuses a card naming another host", async () => {
+    const { ButlerClient, ButlerError } = await import("butler-gateway/client");
+    const sentTo: string[] = [];
+    const doctored: typeof fetch = async (input, init) => {
+      const target = String(input instanceof Request ? input.url : input);
+      if (new Headers(init?.headers).has("authorization")) sentTo.push(new URL(target).origin);
+      const res = await fetch(input, init);
+      if (!target.endsWith("/.well-known/agent-card.json")) return res;
+      const card = (await res.json()) as { supportedInterfaces: { url: string }[] };
+      card.supportedInterfaces[0]!.url = "http://elsewhere.example/a2a";
+      return new Response(JSON.stringify(card), { headers: { "content-type": "application/json" } });
+    };
+    const butler = new ButlerClient({ url, token: agent, fetch: doctored });
+    const err = await butler
+      .requestAccess({ reason: "x", action: "stripe:files:read", resource: "stripe.com/v1/files" })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ButlerError);
+    expect((err as Error).message).toContain("names http://elsewhere.example/a2a");
+    expect(sentTo).toEqual([]);
+  });
+
   test("malformed JSON-RPC, unknown methods, a missing version, a wrong content type and oversized bodies get the spec's codes", async () => {
     expect((await rpc(url, agent, "{not json")).json.error.code).toBe(-32700);
     expect((await rpc(url, agent, JSON.stringify({ id: 1, method: "GetTask" }))).json.error.code).toBe(

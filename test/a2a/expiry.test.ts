@@ -74,6 +74,43 @@ describe(`A2A tasks when time runs out (${ENGINE})`, () => {
     );
   });
 
+  test("a task whose notification was given up catches up: on the sweeper's pass, and when read", async () => {
+    const outbox = s.server.services.outbox;
+    for (const how of ["catch-up", "read"] as const) {
+      const call =
+        how === "read"
+          ? { action: "stripe:coupons:read", resource: "stripe.com/v1/coupons" }
+          : { action: "stripe:plans:read", resource: "stripe.com/v1/plans" };
+      const task = await open(call, "PT1H");
+      await outboxIdle();
+      await outbox.stop();
+      const res = await fetch(`${s.url}/v1/access-requests/${task.metadata!.butler.request_id}/approve`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${jordan}`, "content-type": "application/json" },
+        body: "{}",
+      });
+      expect(res.status).toBe(200);
+      // The agent's notification is given up, as after 12 failed attempts.
+      await s.server.services.database.db.execute(
+        sql`UPDATE outbox SET failed_at = now() WHERE topic = 'agent.notify' AND delivered_at IS NULL`,
+      );
+      outbox.start();
+      const client = await a2aClient(s.url, agent);
+      if (how === "catch-up") {
+        expect(await s.server.services.a2a.catchUp()).toBeGreaterThanOrEqual(1);
+        const t = await s.server.services.database.db.execute(
+          sql`SELECT state FROM a2a_tasks WHERE id = ${task.id}`,
+        );
+        expect(rowsOf<{ state: string }>(t)[0]?.state).toBe("completed");
+      } else {
+        expect((await client.getTask({ tenant: "", id: task.id, historyLength: 0 })).status?.state).toBe(
+          TaskState.TASK_STATE_COMPLETED,
+        );
+      }
+      await outboxIdle();
+    }
+  });
+
   test("a grant that runs out is reported on the completed task: artifact state expired", async () => {
     const task = await open({ action: "stripe:prices:read", resource: "stripe.com/v1/prices" }, "PT1H");
     const res = await fetch(`${s.url}/v1/access-requests/${task.metadata!.butler.request_id}/approve`, {

@@ -22,6 +22,10 @@ describe("push notification URLs", () => {
     "::ffff:127.0.0.1",
     "::ffff:7f00:1",
     "::ffff:a9fe:a9fe",
+    "::7f00:1",
+    "::ffff:0:7f00:1",
+    "64:ff9b:1::a00:5",
+    "2002:7f00:1::1",
     "64:ff9b::169.254.169.254",
     "[::1]",
     "not-an-ip",
@@ -42,6 +46,8 @@ describe("push notification URLs", () => {
       return r.ok ? undefined : r.error;
     };
     expect(refused("https://agent.example.com/hook")).toBeUndefined();
+    expect(refused("https://[2606:4700::1111]/hook")).toBeUndefined();
+    expect(refused("https://8.8.8.8/hook")).toBeUndefined();
     expect(refused("http://agent.example.com/hook")).toMatch(/must be https/);
     expect(refused("https://169.254.169.254/")).toMatch(/internal address/);
     expect(refused("https://[::ffff:169.254.169.254]/")).toMatch(/internal address/);
@@ -84,6 +90,39 @@ describe("push notification URLs", () => {
       expect(receiver.received[0]!.headers.authorization).toBe("Bearer c");
     } finally {
       await receiver.stop();
+    }
+  });
+});
+
+describe("push delivery deadlines", () => {
+  test("a receiver that never answers is cut off at the deadline; one that trickles its body is not waited for", async () => {
+    const { createServer } = await import("node:http");
+    const sockets = new Set<import("node:net").Socket>();
+    const server = createServer((req, res) => {
+      if (req.url === "/silent") return; // never answers
+      res.writeHead(200, { "content-type": "text/plain" });
+      const t = setInterval(() => res.write("."), 50); // a body that never ends
+      res.on("close", () => clearInterval(t));
+    });
+    server.on("connection", (s) => sockets.add(s));
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const port = (server.address() as import("node:net").AddressInfo).port;
+    const allow = [`127.0.0.1:${port}`];
+    const target = (path: string) => ({
+      url: `http://127.0.0.1:${port}${path}`,
+      token: "",
+      authScheme: null,
+      authCredentials: null,
+    });
+    try {
+      await expect(sendPush(target("/silent"), { task: {} }, allow, { timeoutMs: 300 })).rejects.toThrow(
+        /did not answer within 300 ms/,
+      );
+      // Settles on the status line (a body that never ends would otherwise hold it forever).
+      expect(await sendPush(target("/drip"), { task: {} }, allow, { timeoutMs: 300 })).toBe(200);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
     }
   });
 });
