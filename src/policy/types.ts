@@ -1,3 +1,5 @@
+import type { FileIssue } from "../yaml-file.js";
+
 /**
  * The policy model: what a project's YAML document means once it has been parsed and checked.
  * Everything here is plain data; see compile.ts for the index the decision engine runs on.
@@ -89,14 +91,7 @@ export interface PolicyDocument {
 }
 
 /** One problem found in a policy file, located precisely enough to fix it. */
-export interface PolicyIssue {
-  file: string;
-  line: number;
-  col: number;
-  /** Path into the document, e.g. `grants[2].actions[0]`; empty for the document itself. */
-  path: string;
-  message: string;
-}
+export type PolicyIssue = FileIssue;
 
 /** A call an agent wants to make. `action` is `service:verb...` (e.g. `aws:s3:GetObject`). */
 export interface Call {
