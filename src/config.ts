@@ -30,6 +30,14 @@ export interface Config {
   slack:
     | { botToken: string; signingSecret: string | undefined; appToken: string | undefined; apiUrl: string }
     | undefined;
+  /** Provider specs (providers/*.yaml) and where their calls go. */
+  providers: {
+    dir: string;
+    /** Base URLs replacing the specs' (local stand-ins, regional endpoints). */
+    baseUrls: Readonly<Record<string, string>>;
+  };
+  /** A credential named by a provider spec, from the environment. */
+  credentialFromEnv: (name: string) => string | undefined;
   /** A2A: hosts that push notifications may reach although they are internal or plain http. */
   a2a: { pushAllowlist: readonly string[] };
   /** Telegram approvals: webhook mode (with its secret) or long polling. */
@@ -83,6 +91,24 @@ const EnvSchema = z.object({
   DATABASE_POOL_SIZE: int("DATABASE_POOL_SIZE", 1, 1000).default(10),
   POLICIES_DIR: z.string().trim().min(1, "POLICIES_DIR must not be empty").default("./policies"),
   POLICY_WATCH: bool("POLICY_WATCH").default(true),
+  PROVIDERS_DIR: z.string().trim().min(1, "PROVIDERS_DIR must not be empty").default("./providers"),
+  BUTLER_PROVIDER_URLS: z
+    .string()
+    .trim()
+    .refine(
+      (s) =>
+        s.split(",").every((e) => {
+          const m = /^\s*([a-z0-9][a-z0-9_-]*)=(\S+)\s*$/.exec(e);
+          if (!m) return false;
+          try {
+            return ["http:", "https:"].includes(new URL(m[2]!).protocol);
+          } catch {
+            return false;
+          }
+        }),
+      "BUTLER_PROVIDER_URLS must be a comma-separated list of provider=http(s)://base-url entries, e.g. stripe=http://127.0.0.1:12111",
+    )
+    .optional(),
   LOG_LEVEL: z
     .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"], {
       error: "LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent",
@@ -209,6 +235,22 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
           apiUrl: `${e.SLACK_API_URL}/`,
         }
       : undefined,
+    providers: {
+      dir: resolve(e.PROVIDERS_DIR),
+      baseUrls: Object.fromEntries(
+        (e.BUTLER_PROVIDER_URLS ?? "")
+          .split(",")
+          .map((x) => x.trim())
+          .filter(Boolean)
+          .map((x) => [x.slice(0, x.indexOf("=")), x.slice(x.indexOf("=") + 1).replace(/\/+$/, "")]),
+      ),
+    },
+    credentialFromEnv: (name: string) => {
+      const file = input[`${name}_FILE`];
+      if (file) return readFileSync(file, "utf8").trim() || undefined;
+      const v = input[name];
+      return v === undefined || v.trim() === "" ? undefined : v.trim();
+    },
     a2a: {
       pushAllowlist: (e.BUTLER_A2A_PUSH_ALLOWLIST ?? "")
         .split(",")

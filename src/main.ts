@@ -17,8 +17,10 @@ import { openDatabase } from "./db/client.js";
 import { migrate } from "./db/migrate.js";
 import { newId } from "./ids.js";
 import type { Logger } from "./logger.js";
+import { loadProviders } from "./providers/provider-gateway.js";
 import { buildApp } from "./server/app.js";
 import { createServices, type ServiceOptions, type Services } from "./services.js";
+import { formatIssue } from "./yaml-file.js";
 
 export interface RunningServer {
   app: FastifyInstance;
@@ -68,7 +70,12 @@ export async function startServer(
       ...(config.slack ? [new SlackChannel(config.slack, hooks, clock, log)] : []),
       ...(config.telegram ? [new TelegramChannel(config.telegram, hooks, log)] : []),
     ];
+    const providers = await loadProviders(config.providers.dir);
+    for (const f of providers.failures)
+      for (const i of f.issues) log.error({ file: f.file }, `provider spec not loaded: ${formatIssue(i)}`);
+    log.info({ providers: [...providers.providers.keys()] }, "providers loaded");
     const services = createServices({
+      providers,
       config,
       database,
       log,
@@ -136,6 +143,7 @@ export async function startServer(
       admin: services.admin,
       channels: services.channels,
       a2a: services.a2a,
+      providers: services.providers,
       adminToken,
       instanceId,
       checkReady: async () => {

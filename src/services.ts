@@ -19,10 +19,14 @@ import type { Logger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
 import { combineWorkers, createOutboxWorker, type OutboxHandler } from "./outbox/outbox.js";
 import { createPolicyStore } from "./policy-store/policy-store.js";
+import { createProviderGateway, type ProviderSet } from "./providers/provider-gateway.js";
 import { PACKAGE_VERSION } from "./version.js";
 
 export interface ServiceOptions {
-  config: Pick<Config, "audit" | "policiesDir"> & Partial<Pick<Config, "telegram" | "a2a">>;
+  config: Pick<Config, "audit" | "policiesDir"> &
+    Partial<Pick<Config, "telegram" | "a2a" | "providers" | "credentialFromEnv">>;
+  /** Provider specs, loaded from the providers directory (none: no provider calls). */
+  providers?: ProviderSet | undefined;
   /** The server's public base URL (known only once it listens, when not configured). */
   publicUrl: () => string;
   database: Database;
@@ -157,6 +161,15 @@ export function createServices(opts: ServiceOptions) {
     createOutboxWorker({ db, audit, clock, log, handlers }),
     createOutboxWorker({ db, audit, clock, log, handlers: pushHandlers }),
   ]);
+  const providers = createProviderGateway({
+    providers: opts.providers ?? { providers: new Map(), failures: [] },
+    gateway,
+    audit,
+    clock,
+    log,
+    credential: async (name) => config.credentialFromEnv?.(name),
+    baseUrls: config.providers?.baseUrls ?? {},
+  });
   const tg = config.telegram;
   const telegramApi = tg ? new Api(tg.botToken, { apiRoot: tg.apiRoot }) : undefined;
   const admin = createAdmin({
@@ -195,6 +208,7 @@ export function createServices(opts: ServiceOptions) {
     gateway,
     butler,
     a2a,
+    providers,
     outbox,
     admin,
     channels,

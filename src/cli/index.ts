@@ -14,6 +14,7 @@ import { createLogger } from "../logger.js";
 import { startServer } from "../main.js";
 import { compilePolicies, evaluate, formatIssue, parsePolicySet, parseTimestamp } from "../policy/index.js";
 import { readPolicyFiles } from "../policy-store/policy-files.js";
+import { loadProviders } from "../providers/provider-gateway.js";
 import { createServices } from "../services.js";
 import { httpAdmin } from "./http-admin.js";
 import { type CliIo, markOutputClosed, OutputClosed, termSafe, termSafeLines, writeOut } from "./output.js";
@@ -31,6 +32,7 @@ Usage: butler <command> [options]          (every command accepts --json and --h
   policy history <project>                 list the stored revisions of a project's policy
   policy diff <project> <from> [<to>]      diff two revisions (default: to the newest)
   policy reload                            import the policies directory now
+  providers validate [dir]                 check provider specs (providers/*.yaml); exit 1 on any problem
   agents create <agent> --project P        make a bearer token for an agent (shown once)
   agents list [--project P]                list tokens (never the tokens themselves)
   agents revoke <agent> --project P [--token ID]
@@ -112,6 +114,9 @@ export async function main(
           case "revoke":
             return await agentsRevoke(rest, io);
         }
+        break;
+      case "providers":
+        if (sub === "validate") return await providersValidate(rest, io);
         break;
       case "approvers":
         if (sub === "token") return await approversToken(rest, io);
@@ -351,6 +356,20 @@ async function policyValidate(argv: string[], io: CliIo): Promise<number> {
     text,
     !!values.json,
   );
+  return ok ? 0 : 1;
+}
+
+async function providersValidate(argv: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = args(argv, {}, [0, 1]);
+  const dir = positionals[0] ?? loadConfig(io.env).providers.dir;
+  const set = await loadProviders(dir);
+  const issues = set.failures.flatMap((f) => f.issues);
+  const ok = issues.length === 0;
+  const names = [...set.providers.keys()];
+  const text = ok
+    ? `${names.length} provider${names.length === 1 ? "" : "s"} valid: ${names.join(", ") || "none"}`
+    : `${issues.map(formatIssue).join("\n")}\n${issues.length} problem${issues.length === 1 ? "" : "s"} in ${set.failures.length} file${set.failures.length === 1 ? "" : "s"}`;
+  print(io, { ok, providers: names, issues }, text, !!values.json);
   return ok ? 0 : 1;
 }
 

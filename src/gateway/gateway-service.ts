@@ -4,7 +4,7 @@ import type { AuditLog } from "../audit/audit-log.js";
 import { canonicalJson } from "../audit/chain.js";
 import type { Clock } from "../clock.js";
 import type { Metrics } from "../metrics.js";
-import { type Decision, evaluate, formatDuration } from "../policy/index.js";
+import { type CompiledProject, type Decision, evaluate, formatDuration } from "../policy/index.js";
 import { LIFTABLE_DENIALS } from "../policy/scope.js";
 import type { PolicyStore } from "../policy-store/policy-store.js";
 
@@ -90,7 +90,19 @@ export function createGateway(deps: GatewayDeps) {
   }
 
   return {
-    async authorize(identity: AgentIdentity, input: AuthorizeInput): Promise<AuthorizeResult> {
+    async authorize(
+      identity: AgentIdentity,
+      input: AuthorizeInput,
+      opts: {
+        /**
+         * When no grant speaks (the policy denies for want of a grant), a second opinion: the
+         * operation-group default of a provider the project enables.
+         */
+        fallback?: (d: Decision & { decision: "DENY" }, project: CompiledProject) => Decision | undefined;
+        /** Recorded with the decision (provider and operation of a call in the path). */
+        details?: Record<string, unknown>;
+      } = {},
+    ): Promise<AuthorizeResult> {
       const started = process.hrtime.bigint();
       const call = {
         agent: identity.agent,
@@ -111,6 +123,15 @@ export function createGateway(deps: GatewayDeps) {
         if (policies.index().projects.get(identity.project)?.revision !== d.revision) {
           d = evaluate(policies.index(), call, now.getTime());
         }
+      }
+      if (
+        d.decision === "DENY" &&
+        opts.fallback &&
+        (d.code === "no_service_grant" || d.code === "no_action_grant")
+      ) {
+        const project = policies.index().projects.get(identity.project);
+        const second = project ? opts.fallback(d, project) : undefined;
+        if (second) d = second;
       }
       const allow = d.decision === "ALLOW";
       const grantId = d.decision === "ALLOW" ? d.grantId : undefined;
@@ -139,6 +160,7 @@ export function createGateway(deps: GatewayDeps) {
             deny_code: denyCode,
             expires,
             token_id: identity.tokenId,
+            ...opts.details,
             // The parameters themselves may hold personal data; their digest proves what was asked.
             params_sha256:
               input.params === undefined

@@ -250,5 +250,17 @@ function crossCheck(raw: RawPolicyDocument, report: Report): PolicyDocument {
     channels: { slack: s?.channels?.slack, telegram: s?.channels?.telegram?.map(String) },
   };
 
-  return { project: raw.project, description: raw.description, agents, grants, approvers, settings };
+  const providers = raw.providers ?? [];
+  providers.forEach((p, i) => {
+    if (providers.indexOf(p) !== i) report(["providers", i], `provider '${p}' is listed twice`);
+  });
+  return {
+    project: raw.project,
+    description: raw.description,
+    agents,
+    grants,
+    approvers,
+    settings,
+    providers,
+  };
 }

@@ -185,6 +185,8 @@ export const documentShape = {
   grants: z.array(grant).optional(),
   approvers: z.array(approver).optional(),
   settings: z.strictObject(settingsShape).optional(),
+  /** Providers (providers/*.yaml) whose operation-group defaults apply in this project. */
+  providers: z.array(serviceName).optional(),
 };
 export const PolicyDocumentSchema = z.strictObject(documentShape);
 export type RawPolicyDocument = z.infer<typeof PolicyDocumentSchema>;

@@ -13,6 +13,7 @@ export const LIFTABLE_DENIALS: ReadonlySet<string> = new Set([
   "resource_not_covered",
   "branch_not_covered",
   "grant_expired",
+  "op_group_denied",
 ]);
 
 /** The exact call a grant will cover. */

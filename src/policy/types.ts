@@ -88,6 +88,11 @@ export interface PolicyDocument {
   grants: GrantDef[];
   approvers: ApproverDef[];
   settings: ProjectSettings;
+  /**
+   * Providers whose operation-group defaults apply here (for example reads allowed). A project
+   * that names none denies every provider call no grant allows.
+   */
+  providers: string[];
 }
 
 /** One problem found in a policy file, located precisely enough to fix it. */
@@ -115,7 +120,9 @@ export type DenyCode =
   | "grant_expired"
   | "constraint_failed"
   | "deny_pattern"
-  | "invalid_action";
+  | "invalid_action"
+  /** A provider's operation group denies by default and no grant allows the call. */
+  | "op_group_denied";
 
 export type Decision =
   | {

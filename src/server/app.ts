@@ -16,6 +16,8 @@ import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import { agentName, projectName } from "../policy/schema.js";
 import { parseTimestamp } from "../policy/time.js";
+import type { ProviderGateway } from "../providers/provider-gateway.js";
+import { registerProviderRoutes } from "../providers/routes.js";
 import { requireAdmin, requireAgent } from "./plugins/auth.js";
 import { installErrorHandler } from "./plugins/error-handler.js";
 import { paramsObject, parseInput, safeText } from "./validation.js";
@@ -32,6 +34,8 @@ export interface AppDeps {
   admin: AdminOps;
   /** The A2A agent (agent card and JSON-RPC endpoint). */
   a2a?: A2AService;
+  /** Providers in the call path (operations and the transparent proxy). */
+  providers?: ProviderGateway;
   /** Approval channels; those with webhooks mount them here. */
   channels?: readonly ApprovalChannel[];
   adminToken: string;
@@ -137,6 +141,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       closing: closing.signal,
     });
   }
+  if (deps.providers)
+    await registerProviderRoutes(app, {
+      providers: deps.providers,
+      tokens: deps.tokens,
+      bodyLimitBytes: deps.bodyLimitBytes,
+    });
   for (const channel of deps.channels ?? []) await channel.mount?.(app);
 
   await app.register(

@@ -1,0 +1,437 @@
+import { createHash } from "node:crypto";
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { AgentIdentity } from "../agents/token-service.js";
+import type { AuditLog } from "../audit/audit-log.js";
+import type { Clock } from "../clock.js";
+import { AppError } from "../errors.js";
+import type { AuthorizeResult, Gateway } from "../gateway/gateway-service.js";
+import type { Logger } from "../logger.js";
+import type { CompiledProject, Decision } from "../policy/index.js";
+import { type FileIssue, formatIssue } from "../yaml-file.js";
+import { formEncode, valueAtPath } from "./params.js";
+import { type Operation, type ProviderSpec, parseProviderFile } from "./spec.js";
+
+/** The providers of a directory, parsed; files with problems are reported, not loaded. */
+export interface ProviderSet {
+  providers: Map<string, ProviderSpec>;
+  failures: { file: string; issues: FileIssue[] }[];
+}
+
+export async function loadProviders(dir: string): Promise<ProviderSet> {
+  const providers = new Map<string, ProviderSpec>();
+  const failures: ProviderSet["failures"] = [];
+  let names: string[];
+  try {
+    names = (await readdir(dir)).filter((n) => /\.ya?ml$/.test(n)).sort();
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return { providers, failures };
+    throw e;
+  }
+  for (const n of names) {
+    const file = join(dir, n);
+    const r = parseProviderFile({ file, text: await readFile(file, "utf8") });
+    if (!r.ok) failures.push({ file, issues: r.error });
+    else if (providers.has(r.value.name))
+      failures.push({
+        file,
+        issues: [
+          { file, line: 1, col: 1, path: "name", message: `provider '${r.value.name}' is defined twice` },
+        ],
+      });
+    else providers.set(r.value.name, r.value);
+  }
+  return { providers, failures };
+}
+
+/** A call through the gateway to a provider. */
+export interface ProviderCall {
+  provider: string;
+  operation: string;
+  params: Record<string, unknown>;
+  /** The agent's own Idempotency-Key, passed on namespaced to the agent. */
+  idempotencyKey?: string | undefined;
+  /** Accept header to pass on. */
+  accept?: string | undefined;
+}
+
+/** What the agent gets back. */
+export interface ProviderAnswer {
+  status: number;
+  contentType: string | undefined;
+  body: Buffer;
+  /** The audit event of the decision. */
+  eventId: string;
+}
+
+export interface ProviderGatewayDeps {
+  providers: ProviderSet;
+  gateway: Pick<Gateway, "authorize">;
+  audit: Pick<AuditLog, "append">;
+  clock: Clock;
+  log: Logger;
+  /** The credential of that name (environment variable, then the vault), or undefined. */
+  credential: (name: string) => Promise<string | undefined>;
+  /** Base URLs replacing the specs' (BUTLER_PROVIDER_URLS: local stand-ins, regional endpoints). */
+  baseUrls: Readonly<Record<string, string>>;
+  fetch?: typeof fetch;
+}
+
+const TYPE_OK: Record<string, (v: unknown) => boolean> = {
+  string: (v) => typeof v === "string",
+  integer: (v) =>
+    (typeof v === "number" && Number.isInteger(v)) || (typeof v === "string" && /^-?\d+$/.test(v)),
+  number: (v) =>
+    (typeof v === "number" && Number.isFinite(v)) || (typeof v === "string" && /^-?\d+(\.\d+)?$/.test(v)),
+  boolean: (v) => typeof v === "boolean" || v === "true" || v === "false",
+  object: (v) => v !== null && typeof v === "object" && !Array.isArray(v),
+  array: (v) => Array.isArray(v),
+};
+
+const fill = (template: string, params: Record<string, unknown>, encode: boolean) =>
+  template.replace(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, k: string) => {
+    const v = String(params[k] ?? "");
+    return encode ? encodeURIComponent(v) : v;
+  });
+
+/** A short description of an upstream answer for the audit log: never its data. */
+function summary(body: Buffer, contentType: string | undefined): Record<string, unknown> | undefined {
+  if (!contentType?.includes("json") || body.length > 1_000_000) return undefined;
+  try {
+    const j = JSON.parse(body.toString("utf8")) as Record<string, unknown>;
+    if (j === null || typeof j !== "object") return undefined;
+    const out: Record<string, unknown> = {};
+    if (typeof j.object === "string") out.object = j.object;
+    if (typeof j.id === "string" && j.id.length <= 64) out.id = j.id;
+    if (Array.isArray(j.data)) out.count = j.data.length;
+    const e = j.error as Record<string, unknown> | undefined;
+    if (e && typeof e === "object") {
+      if (typeof e.type === "string") out.error_type = e.type.slice(0, 64);
+      if (typeof e.code === "string") out.error_code = e.code.slice(0, 64);
+    }
+    return out;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The gateway in the call path. Every call, by operation name or through the transparent proxy,
+ * goes through one pipeline: check the params against the operation, decide with the policy
+ * (operation-group defaults when no grant speaks, parameter constraints from the grants), call
+ * upstream with the provider's credential (never the agent's token), and record the outcome.
+ */
+export function createProviderGateway(deps: ProviderGatewayDeps) {
+  const { providers, clock, log } = deps;
+  const doFetch = deps.fetch ?? fetch;
+
+  function find(provider: string, operation: string): { spec: ProviderSpec; op: Operation } {
+    const spec = providers.providers.get(provider);
+    if (!spec)
+      throw new AppError(
+        "NOT_FOUND",
+        `no provider '${provider}' (known: ${[...providers.providers.keys()].join(", ") || "none"})`,
+      );
+    const op = spec.operations.get(operation);
+    if (!op)
+      throw new AppError(
+        "NOT_FOUND",
+        `provider ${provider} has no operation '${operation}' (it has ${[...spec.operations.keys()].join(", ")})`,
+      );
+    return { spec, op };
+  }
+
+  function checkParams(op: Operation, params: Record<string, unknown>): void {
+    const problems: string[] = [];
+    for (const p of op.pathParams) {
+      const v = params[p];
+      if (v === undefined || v === null || v === "")
+        problems.push(`params.${p}: is required (it is part of the path)`);
+      else if (typeof v !== "string" && typeof v !== "number")
+        problems.push(`params.${p}: must be a string or number`);
+    }
+    for (const [k, d] of Object.entries(op.params)) {
+      const v = valueAtPath(params, k);
+      if (v === undefined) {
+        if (d.required) problems.push(`params.${k}: is required`);
+      } else if (!TYPE_OK[d.type]!(v))
+        problems.push(`params.${k}: must be ${d.type === "integer" ? "an integer" : `a ${d.type}`}`);
+    }
+    if (problems.length) throw new AppError("INVALID_INPUT", `${op.name}: ${problems.join("; ")}`);
+  }
+
+  /** The operation-group default, asked when no grant speaks for the call. */
+  function groupDefault(spec: ProviderSpec, op: Operation, agent: string) {
+    return (d: Decision & { decision: "DENY" }, project: CompiledProject): Decision | undefined => {
+      if (!project.document.providers.includes(spec.name)) return undefined;
+      const g = spec.groups.get(op.group);
+      const roles = project.agentRoles.get(agent);
+      const allowed =
+        g?.default === "allow" && (g.roles === undefined || g.roles.some((r) => roles?.has(r) ?? false));
+      if (allowed)
+        return {
+          decision: "ALLOW",
+          reason: `allowed by the ${spec.name} operation group ${op.group} (default allow in ${project.name})`,
+          grantId: `${spec.name}:${op.group}`,
+          expiresAt: undefined,
+          approvedBy: undefined,
+          revision: project.revision,
+        };
+      return {
+        decision: "DENY",
+        code: "op_group_denied",
+        reason:
+          g?.default === "allow"
+            ? `the ${spec.name} operation group ${op.group} is allowed only for roles ${g.roles?.join(", ")}; agent ${agent} holds none, and no grant allows ${op.action}`
+            : `the ${spec.name} operation group ${op.group} is denied by default; no grant allows ${op.action} for ${project.name}`,
+        grantId: undefined,
+        revision: d.revision,
+      };
+    };
+  }
+
+  function denial(
+    identity: AgentIdentity,
+    op: Operation,
+    resource: string,
+    d: AuthorizeResult,
+  ): ProviderAnswer {
+    // The seed's DENY line, as the agent sees it, with how to ask for access.
+    const body = {
+      ts: clock.now().toISOString(),
+      agent: identity.agent,
+      project: identity.project,
+      action: op.action,
+      resource,
+      decision: "DENY",
+      reason: d.reason,
+      http_status: 403,
+      event_id: d.event_id,
+      ...(d.request_access ? { request_access: d.request_access } : {}),
+    };
+    return {
+      status: 403,
+      contentType: "application/json",
+      body: Buffer.from(JSON.stringify(body)),
+      eventId: d.event_id,
+    };
+  }
+
+  async function call(identity: AgentIdentity, c: ProviderCall): Promise<ProviderAnswer> {
+    const { spec, op } = find(c.provider, c.operation);
+    checkParams(op, c.params);
+    const action = fill(op.action, c.params, false);
+    const resource = fill(op.resource, c.params, false);
+    const d = await deps.gateway.authorize(
+      identity,
+      { action, resource, params: c.params },
+      {
+        fallback: groupDefault(spec, op, identity.agent),
+        details: { provider: spec.name, operation: op.name },
+      },
+    );
+    if (d.decision === "DENY") return denial(identity, op, resource, d);
+
+    const base = (deps.baseUrls[spec.name] ?? spec.baseUrl).replace(/\/+$/, "");
+    const bodyParams = Object.fromEntries(
+      Object.entries(c.params).filter(([k]) => !op.pathParams.includes(k)),
+    );
+    let url = `${base}${fill(op.endpoint, c.params, true)}`;
+    const headers: Record<string, string> = {
+      "user-agent": "butler-gateway",
+      accept: c.accept ?? "application/json",
+    };
+    let body: string | undefined;
+    if (op.encoding === "query") {
+      const q = formEncode(bodyParams);
+      if (q) url += `?${q}`;
+    } else if (op.encoding === "form") {
+      body = formEncode(bodyParams);
+      headers["content-type"] = "application/x-www-form-urlencoded";
+    } else {
+      body = JSON.stringify(bodyParams);
+      headers["content-type"] = "application/json";
+    }
+    // Writes carry an idempotency key: the agent's own (namespaced to the agent, so two agents
+    // cannot collide or replay each other's), else one derived from the decision's audit event.
+    let idempotencyKey: string | undefined;
+    if (op.method !== "GET") {
+      idempotencyKey = c.idempotencyKey
+        ? `butler-${createHash("sha256").update(`${identity.project}/${identity.agent}`).digest("hex").slice(0, 16)}-${c.idempotencyKey}`
+        : `butler-${d.event_id}`;
+      headers["idempotency-key"] = idempotencyKey;
+    }
+    const credential = await deps.credential(spec.auth.credential);
+    if (!credential) {
+      await deps.audit.append({
+        type: "provider.failed",
+        agent: identity.agent,
+        project: identity.project,
+        action,
+        resource,
+        reason: `no credential ${spec.auth.credential}`,
+        details: { provider: spec.name, operation: op.name, decision_event_id: d.event_id },
+      });
+      throw new AppError(
+        "UNAVAILABLE",
+        `provider ${spec.name} has no credential: set the environment variable ${spec.auth.credential} or store it with butler credentials set ${spec.auth.credential}`,
+      );
+    }
+    headers[spec.auth.header.toLowerCase()] =
+      spec.auth.type === "header"
+        ? credential
+        : spec.auth.type === "basic"
+          ? `Basic ${Buffer.from(credential).toString("base64")}`
+          : `${spec.auth.prefix} ${credential}`;
+
+    const started = process.hrtime.bigint();
+    // Retried once on a connection error or 502/503/504, only when sending twice is harmless.
+    const retriable = op.idempotent || idempotencyKey !== undefined;
+    let attempts = 0;
+    let failure: { status: 502 | 504; reason: string } | undefined;
+    let res: Response | undefined;
+    let resBody = Buffer.alloc(0);
+    while (attempts < (retriable ? 2 : 1)) {
+      attempts++;
+      failure = undefined;
+      try {
+        res = await doFetch(url, {
+          method: op.method,
+          headers,
+          body,
+          redirect: "manual",
+          signal: AbortSignal.timeout(op.timeoutMs),
+        });
+        resBody = Buffer.from(await res.arrayBuffer());
+        if (res.status >= 500) {
+          failure = { status: 502, reason: `${spec.name} answered HTTP ${res.status}` };
+          if ([502, 503, 504].includes(res.status)) continue;
+        }
+        break;
+      } catch (e) {
+        const err = e as Error & { cause?: { code?: string; message?: string } };
+        failure =
+          err.name === "TimeoutError"
+            ? { status: 504, reason: `${spec.name} did not answer within ${op.timeoutMs} ms` }
+            : {
+                status: 502,
+                reason: `could not reach ${spec.name}: ${err.cause?.code ?? err.cause?.message ?? err.message}`,
+              };
+        res = undefined;
+        if (err.name === "TimeoutError") break;
+      }
+    }
+    const latencyMs = Number(process.hrtime.bigint() - started) / 1e6;
+    const contentType = res?.headers.get("content-type") ?? undefined;
+    await deps.audit.append({
+      type: failure ? "provider.failed" : "provider.called",
+      agent: identity.agent,
+      project: identity.project,
+      action,
+      resource,
+      reason: failure?.reason ?? null,
+      httpStatus: failure ? failure.status : (res?.status ?? null),
+      details: {
+        provider: spec.name,
+        operation: op.name,
+        decision_event_id: d.event_id,
+        upstream_status: res?.status ?? null,
+        latency_ms: Math.round(latencyMs * 10) / 10,
+        attempts,
+        idempotency_key: idempotencyKey,
+        summary: res ? summary(resBody, contentType) : undefined,
+      },
+    });
+    if (failure) {
+      log.warn({ provider: spec.name, operation: op.name, reason: failure.reason }, "provider call failed");
+      return {
+        status: failure.status,
+        contentType: "application/json",
+        body: Buffer.from(
+          JSON.stringify({
+            error: {
+              code: failure.status === 504 ? "UPSTREAM_TIMEOUT" : "UPSTREAM_FAILED",
+              message: failure.reason,
+            },
+            event_id: d.event_id,
+          }),
+        ),
+        eventId: d.event_id,
+      };
+    }
+    return { status: res!.status, contentType, body: resBody, eventId: d.event_id };
+  }
+
+  /** The operation a proxied request means: by method and path; undefined when none. */
+  function route(
+    provider: string,
+    method: string,
+    path: string,
+  ): { op: Operation; pathParams: Record<string, string> } | undefined {
+    const spec = providers.providers.get(provider);
+    if (!spec) return undefined;
+    for (const op of spec.operations.values()) {
+      if (op.method !== method) continue;
+      const m = op.pathPattern.exec(path);
+      if (!m) continue;
+      const pathParams: Record<string, string> = {};
+      op.pathParams.forEach((p, i) => {
+        pathParams[p] = decodeURIComponent(m[i + 1]!);
+      });
+      return { op, pathParams };
+    }
+    return undefined;
+  }
+
+  /** A proxied request no operation answers: denied and audited, never forwarded. */
+  async function denyUnknown(
+    identity: AgentIdentity,
+    provider: string,
+    method: string,
+    path: string,
+  ): Promise<ProviderAnswer> {
+    const spec = providers.providers.get(provider);
+    const reason = spec
+      ? `${provider} has no operation for ${method} ${path}; the gateway forwards only the calls its spec describes`
+      : `no provider '${provider}' (known: ${[...providers.providers.keys()].join(", ") || "none"})`;
+    const action = `${spec?.service ?? provider}:unknown`;
+    const resource = `${provider}${path}`.slice(0, 2048);
+    const line = await deps.audit.append({
+      type: "gateway.denied",
+      agent: identity.agent,
+      project: identity.project,
+      action,
+      resource,
+      decision: "DENY",
+      reason,
+      httpStatus: 403,
+      details: { deny_code: "unknown_operation", provider, method, token_id: identity.tokenId },
+    });
+    const body = {
+      ts: clock.now().toISOString(),
+      agent: identity.agent,
+      project: identity.project,
+      action,
+      resource,
+      decision: "DENY",
+      reason,
+      http_status: 403,
+      event_id: line.event_id,
+    };
+    return {
+      status: 403,
+      contentType: "application/json",
+      body: Buffer.from(JSON.stringify(body)),
+      eventId: line.event_id,
+    };
+  }
+
+  return { call, route, denyUnknown, providers: providers.providers };
+}
+
+export type ProviderGateway = ReturnType<typeof createProviderGateway>;
+
+/** For `butler providers validate`. */
+export function describeFailures(set: ProviderSet): string[] {
+  return set.failures.flatMap((f) => f.issues.map(formatIssue));
+}

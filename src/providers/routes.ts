@@ -1,0 +1,126 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { z } from "zod";
+import type { TokenService } from "../agents/token-service.js";
+import { AppError } from "../errors.js";
+import { requireAgent } from "../server/plugins/auth.js";
+import { paramsObject, parseInput } from "../server/validation.js";
+import { nestPairs } from "./params.js";
+import type { ProviderAnswer, ProviderGateway } from "./provider-gateway.js";
+
+const CallBody = z.strictObject({ params: paramsObject.optional() });
+const CallParams = z.strictObject({
+  provider: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, "must be a provider name such as stripe"),
+  operation: z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, "must be an operation name such as list_customers"),
+});
+const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
+
+export interface ProviderRouteDeps {
+  providers: ProviderGateway;
+  tokens: Pick<TokenService, "authenticate">;
+  bodyLimitBytes: number;
+}
+
+function send(reply: FastifyReply, a: ProviderAnswer) {
+  reply.code(a.status).header("x-butler-event-id", a.eventId);
+  if (a.contentType) reply.header("content-type", a.contentType);
+  return reply.send(a.body);
+}
+
+function idempotencyKey(req: FastifyRequest): string | undefined {
+  const k = req.headers["idempotency-key"];
+  if (k === undefined) return undefined;
+  if (typeof k !== "string" || !IDEMPOTENCY_KEY.test(k))
+    throw new AppError("INVALID_INPUT", "Idempotency-Key: must be 1 to 255 printable ASCII characters");
+  return k;
+}
+
+function nested(pairs: Iterable<[string, string]>, where: string): Record<string, unknown> {
+  const r = nestPairs(pairs);
+  if (!r.ok) throw new AppError("INVALID_INPUT", `${where}: ${r.error}`);
+  return r.value;
+}
+
+/**
+ * Providers in the call path: `POST /v1/providers/:provider/operations/:operation` with
+ * `{params}`, and the transparent proxy `/v1/proxy/:provider/*` for unmodified SDKs. Both
+ * authenticate the agent with its Butler token, which is never passed on.
+ */
+export async function registerProviderRoutes(app: FastifyInstance, deps: ProviderRouteDeps): Promise<void> {
+  app.post("/v1/providers/:provider/operations/:operation", async (req, reply) => {
+    const identity = await requireAgent(req, deps.tokens);
+    const p = parseInput(CallParams, req.params, "params");
+    const body = parseInput(CallBody, req.body ?? {}, "body");
+    return send(
+      reply,
+      await deps.providers.call(identity, {
+        provider: p.provider,
+        operation: p.operation,
+        params: body.params ?? {},
+        idempotencyKey: idempotencyKey(req),
+        accept: req.headers.accept,
+      }),
+    );
+  });
+
+  await app.register(async (scope) => {
+    // The proxy reads bodies as the SDK sent them: form (Stripe) or JSON.
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser(
+      "*",
+      { parseAs: "string", bodyLimit: deps.bodyLimitBytes },
+      (_req, body, done) => done(null, body),
+    );
+    scope.all("/v1/proxy/:provider/*", async (req, reply) => {
+      const identity = await requireAgent(req, deps.tokens);
+      const { provider, "*": rest } = req.params as { provider: string; "*": string };
+      const url = new URL(req.url, "http://proxy.local");
+      const path = `/${rest ?? ""}`.replace(/\/{2,}/g, "/");
+      const routed = deps.providers.route(provider, req.method, path);
+      if (!routed) return send(reply, await deps.providers.denyUnknown(identity, provider, req.method, path));
+      const params: Record<string, unknown> = nested(url.searchParams.entries(), "query");
+      const raw = typeof req.body === "string" ? req.body : "";
+      if (raw.length > 0) {
+        const type = String(req.headers["content-type"] ?? "")
+          .split(";", 1)[0]!
+          .trim()
+          .toLowerCase();
+        let fromBody: Record<string, unknown>;
+        if (type === "application/x-www-form-urlencoded")
+          fromBody = nested(new URLSearchParams(raw).entries(), "body");
+        else if (type === "application/json") {
+          let j: unknown;
+          try {
+            j = JSON.parse(raw);
+          } catch (e) {
+            throw new AppError("INVALID_INPUT", `body: not valid JSON (${(e as Error).message})`);
+          }
+          fromBody = parseInput(paramsObject, j, "body");
+        } else
+          throw new AppError(
+            "UNSUPPORTED_MEDIA_TYPE",
+            `send the body as application/x-www-form-urlencoded or application/json, not ${type || "no content type"}`,
+          );
+        for (const [k, v] of Object.entries(fromBody)) {
+          if (k in params)
+            throw new AppError("INVALID_INPUT", `parameter ${k} is both in the query and in the body`);
+          params[k] = v;
+        }
+      }
+      for (const [k, v] of Object.entries(routed.pathParams)) {
+        if (k in params && params[k] !== v)
+          throw new AppError("INVALID_INPUT", `parameter ${k} is both in the path and in the request`);
+        params[k] = v;
+      }
+      return send(
+        reply,
+        await deps.providers.call(identity, {
+          provider,
+          operation: routed.op.name,
+          params,
+          idempotencyKey: idempotencyKey(req),
+          accept: req.headers.accept,
+        }),
+      );
+    });
+  });
+}

@@ -1,0 +1,273 @@
+import { z } from "zod";
+import type { Result } from "../result.js";
+import { type FileIssue, type FileSource, parseYamlFile, type Report } from "../yaml-file.js";
+
+/**
+ * Provider specs (`providers/*.yaml`): the API surface of one upstream service, as data. One
+ * generic HTTP adapter calls any provider from its spec; the policy sees each operation as an
+ * action on a resource. Pure: parsing and checking only.
+ */
+
+const name = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, "must be lower-case letters, digits, _ and - (for example stripe)");
+const opName = z
+  .string()
+  .regex(/^[a-z][a-z0-9_]{0,63}$/, "must be snake_case letters and digits (for example list_customers)");
+const groupName = z
+  .string()
+  .regex(
+    /^[a-z][a-z0-9_.-]{0,63}$/,
+    "must be lower-case letters, digits and . _ - (for example payments.refund)",
+  );
+const envName = z
+  .string()
+  .regex(/^[A-Z][A-Z0-9_]{0,127}$/, "must be an environment variable name such as STRIPE_API_KEY");
+const paramPath = z
+  .string()
+  .regex(
+    /^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*$/,
+    "must be a parameter name or dotted path such as amount or receiver.account_id",
+  );
+const httpsUrl = z.string().refine((s) => {
+  try {
+    const u = new URL(s);
+    return (u.protocol === "https:" || u.protocol === "http:") && !u.username && !u.password;
+  } catch {
+    return false;
+  }
+}, "must be an http(s) URL without user name or password");
+
+export const authShape = {
+  type: z.enum(["bearer", "basic", "header"], "must be bearer, basic or header"),
+  /** Where the credential comes from: an environment variable of that name, else the vault. */
+  credential: envName,
+  /** For `header`: the header to set (for example X-API-Key). */
+  header: z
+    .string()
+    .regex(/^[A-Za-z][A-Za-z0-9-]{0,63}$/, "must be an HTTP header name")
+    .optional(),
+  /** For `bearer`: the word before the token (default Bearer). */
+  prefix: z
+    .string()
+    .regex(/^[A-Za-z][A-Za-z0-9_-]{0,31}$/, "must be one word")
+    .optional(),
+};
+
+export const groupShape = {
+  default: z.enum(["allow", "deny"], "must be allow or deny"),
+  /** With `allow`: only agents holding one of these roles (otherwise denied like `deny`). */
+  roles: z.array(z.string().min(1)).optional(),
+  description: z.string().max(500).optional(),
+};
+
+export const constraintDocShape = {
+  name: z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, "must be snake_case"),
+  type: z.enum(
+    ["int", "number", "string", "string_list", "item_list"],
+    "must be int, number, string, string_list or item_list",
+  ),
+  param_field: paramPath,
+  description: z.string().max(500).optional(),
+};
+
+export const paramShape = {
+  type: z.enum(
+    ["string", "integer", "number", "boolean", "object", "array"],
+    "must be string, integer, number, boolean, object or array",
+  ),
+  required: z.boolean("must be true or false").optional(),
+  description: z.string().max(500).optional(),
+};
+
+export const operationShape = {
+  name: opName,
+  op_group: groupName,
+  method: z.enum(["GET", "POST", "PUT", "PATCH", "DELETE"], "must be GET, POST, PUT, PATCH or DELETE"),
+  /** Path under api_base_url, with `{param}` placeholders filled from the call's params. */
+  endpoint: z
+    .string()
+    .regex(/^\/[A-Za-z0-9_.~/{}-]*$/, "must be a path starting with / (placeholders as {name})"),
+  /** The action the policy sees, default `<provider>:<operation>`; may use {param} placeholders. */
+  action: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9_-]*:[A-Za-z0-9_.:/{}-]+$/, "must be service:verb such as stripe:charges:read")
+    .optional(),
+  /** The resource the policy sees; may use {param} placeholders. */
+  resource: z.string().regex(/^\S+$/, "must not contain whitespace").optional(),
+  /** How params travel: query string, JSON body or form body (default: query for GET and DELETE, else the provider's). */
+  encoding: z.enum(["query", "json", "form"], "must be query, json or form").optional(),
+  description: z.string().max(500).optional(),
+  /** Parameters the operation takes (checked before anything else); others are passed through. */
+  params: z.record(paramPath, z.strictObject(paramShape)).optional(),
+  /** Parameters a policy may constrain (documentation for policy authors). */
+  constraints: z.array(z.strictObject(constraintDocShape)).optional(),
+  /** Upstream timeout for this operation. */
+  timeout_ms: z.number().int().min(100).max(300_000).optional(),
+};
+
+export const providerShape = {
+  name,
+  display_name: z.string().min(1).max(100),
+  description: z.string().max(2000).optional(),
+  api_base_url: httpsUrl,
+  /** The policy service of its actions (default: the provider's name). */
+  service: name.optional(),
+  auth: z.strictObject(authShape),
+  /** Default body encoding of writes: json or form (Stripe). */
+  encoding: z.enum(["json", "form"], "must be json or form").optional(),
+  timeout_ms: z.number().int().min(100).max(300_000).optional(),
+  op_groups: z.record(groupName, z.strictObject(groupShape)),
+  operations: z.array(z.strictObject(operationShape)).min(1, "must list at least one operation"),
+  // Data-protection metadata, shown to people and kept with the spec.
+  data_region: z.string().max(64).optional(),
+  eu_compliant: z.boolean().optional(),
+  gdpr_role: z.enum(["controller", "processor", "joint_controller"]).optional(),
+  gdpr_legal_basis: z.string().max(64).optional(),
+  gdpr_transfer_mechanism: z.string().max(64).optional(),
+  dpa_reference: z.string().max(500).optional(),
+  data_categories: z.array(z.string().max(64)).optional(),
+  retention_days: z.number().int().min(0).max(100_000).optional(),
+};
+export const ProviderSpecSchema = z.strictObject(providerShape);
+type RawSpec = z.infer<typeof ProviderSpecSchema>;
+
+export function providerKnownKeysAt(path: readonly PropertyKey[]): string[] | undefined {
+  const at = path.map((k) => (typeof k === "number" ? "#" : String(k))).join("/");
+  if (at === "") return Object.keys(providerShape);
+  if (at === "auth") return Object.keys(authShape);
+  if (/^op_groups\/[^/]+$/.test(at)) return Object.keys(groupShape);
+  if (/^operations\/#$/.test(at)) return Object.keys(operationShape);
+  if (/^operations\/#\/constraints\/#$/.test(at)) return Object.keys(constraintDocShape);
+  if (/^operations\/#\/params\/[^/]+$/.test(at)) return Object.keys(paramShape);
+  return undefined;
+}
+
+export type Encoding = "query" | "json" | "form";
+
+export interface Operation {
+  name: string;
+  group: string;
+  method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
+  endpoint: string;
+  /** Placeholders of the endpoint, in order. */
+  pathParams: string[];
+  /** Matches a request path (for the proxy), capturing the path params. */
+  pathPattern: RegExp;
+  action: string;
+  resource: string;
+  encoding: Encoding;
+  params: Record<string, { type: string; required: boolean }>;
+  constraints: { name: string; type: string; param: string; description: string | undefined }[];
+  timeoutMs: number;
+  /** Safe to send twice: reads, and writes carrying an idempotency key. */
+  idempotent: boolean;
+}
+
+export interface ProviderSpec {
+  name: string;
+  displayName: string;
+  service: string;
+  baseUrl: string;
+  auth: { type: "bearer" | "basic" | "header"; credential: string; header: string; prefix: string };
+  groups: Map<string, { default: "allow" | "deny"; roles: string[] | undefined }>;
+  operations: Map<string, Operation>;
+  dataProtection: Record<string, unknown>;
+}
+
+const PLACEHOLDER = /\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
+
+function crossCheck(raw: RawSpec, report: Report): ProviderSpec {
+  const service = raw.service ?? raw.name;
+  const operations = new Map<string, Operation>();
+  raw.operations.forEach((o, i) => {
+    if (operations.has(o.name)) report(["operations", i, "name"], `operation '${o.name}' is defined twice`);
+    if (!raw.op_groups[o.op_group])
+      report(
+        ["operations", i, "op_group"],
+        `op_group '${o.op_group}' is not in op_groups (${Object.keys(raw.op_groups).join(", ")})`,
+      );
+    const pathParams = [...o.endpoint.matchAll(PLACEHOLDER)].map((m) => m[1]!);
+    if (/[{}]/.test(o.endpoint.replace(PLACEHOLDER, "")))
+      report(["operations", i, "endpoint"], "has an unbalanced { or }");
+    const action = o.action ?? `${service}:${o.name}`;
+    if (!action.startsWith(`${service}:`))
+      report(["operations", i, "action"], `must start with the provider's service '${service}:'`);
+    for (const field of [action, o.resource ?? ""])
+      for (const m of field.matchAll(PLACEHOLDER))
+        if (!pathParams.includes(m[1]!) && !o.params?.[m[1]!])
+          report(["operations", i], `placeholder {${m[1]}} is neither a path parameter nor a declared param`);
+    const escaped = o.endpoint
+      .split(PLACEHOLDER)
+      .map((part, k) => (k % 2 === 1 ? "([^/]+)" : part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")))
+      .join("");
+    const encoding: Encoding =
+      o.encoding ?? (o.method === "GET" || o.method === "DELETE" ? "query" : (raw.encoding ?? "json"));
+    operations.set(o.name, {
+      name: o.name,
+      group: o.op_group,
+      method: o.method,
+      endpoint: o.endpoint,
+      pathParams,
+      pathPattern: new RegExp(`^${escaped}/?$`),
+      action,
+      resource: o.resource ?? `${new URL(raw.api_base_url).host}${o.endpoint}`,
+      encoding,
+      params: Object.fromEntries(
+        Object.entries(o.params ?? {}).map(([k, v]) => [k, { type: v.type, required: v.required ?? false }]),
+      ),
+      constraints: (o.constraints ?? []).map((c) => ({
+        name: c.name,
+        type: c.type,
+        param: c.param_field,
+        description: c.description,
+      })),
+      timeoutMs: o.timeout_ms ?? raw.timeout_ms ?? 30_000,
+      idempotent: o.method === "GET",
+    });
+  });
+  // Two operations answering the same method and path would make the proxy's choice arbitrary.
+  const seen = new Map<string, string>();
+  raw.operations.forEach((o, i) => {
+    const key = `${o.method} ${o.endpoint.replace(PLACEHOLDER, "{}")}`;
+    const other = seen.get(key);
+    if (other)
+      report(["operations", i, "endpoint"], `${o.method} ${o.endpoint} is also operation '${other}'`);
+    else seen.set(key, o.name);
+  });
+  if (raw.auth.type === "header" && !raw.auth.header)
+    report(["auth"], "type header needs header: the name of the header that carries the credential");
+  const { name: _n, display_name, api_base_url, auth, operations: _o, op_groups, ...rest } = raw;
+  const dataProtection = Object.fromEntries(
+    Object.entries(rest).filter(([k]) => !["service", "encoding", "timeout_ms", "description"].includes(k)),
+  );
+  return {
+    name: raw.name,
+    displayName: display_name,
+    service,
+    baseUrl: api_base_url.replace(/\/+$/, ""),
+    auth: {
+      type: auth.type,
+      credential: auth.credential,
+      header: auth.type === "header" ? auth.header! : "Authorization",
+      prefix: auth.prefix ?? (auth.type === "basic" ? "Basic" : "Bearer"),
+    },
+    groups: new Map(Object.entries(op_groups).map(([k, g]) => [k, { default: g.default, roles: g.roles }])),
+    operations,
+    dataProtection,
+  };
+}
+
+/** Parses and checks one provider spec file, reporting every problem with its position. */
+export function parseProviderFile(src: FileSource): Result<ProviderSpec, FileIssue[]> {
+  return parseYamlFile(src, {
+    schema: ProviderSpecSchema,
+    knownKeysAt: providerKnownKeysAt,
+    what: "a provider spec",
+    needs: "name, display_name, api_base_url, auth, op_groups and operations",
+    maxBytes: 1024 * 1024,
+    maxBytesMessage: "the file is larger than 1 MiB",
+    multipleDocuments: "put each provider in its own file",
+    crossCheck,
+  });
+}
