@@ -3,13 +3,12 @@ import { ButlerClient } from "butler-gateway/client";
 /**
  * The seed scenario's agent, billing-reconciler-1: it wants yesterday's Stripe charges. Butler
  * denies it (Stripe is not in project-billing's policy), so it asks over A2A with the denial's
- * event id, waits to be told that a person approved, retries, and reads the charges.
+ * event id, waits to be told that a person approved, retries, and reads the charges through the
+ * gateway's Stripe proxy. It holds only its Butler token: the Stripe key stays with Butler.
  */
 export async function reconcile(opts: {
   butlerUrl: string;
   token: string;
-  stripeUrl: string;
-  stripeKey: string;
   say: (line: string) => void;
 }): Promise<{ id: string; amount: number }[]> {
   const butler = new ButlerClient({ url: opts.butlerUrl, token: opts.token });
@@ -22,10 +21,11 @@ export async function reconcile(opts: {
       ttl: "PT24H",
     },
     async () => {
-      const res = await fetch(`${opts.stripeUrl}/v1/charges?limit=3`, {
-        headers: { authorization: `Bearer ${opts.stripeKey}` },
+      // What an unmodified Stripe SDK does with its host set to the gateway.
+      const res = await fetch(`${opts.butlerUrl}/v1/proxy/stripe/v1/charges?limit=3`, {
+        headers: { authorization: `Bearer ${opts.token}` },
       });
-      if (!res.ok) throw new Error(`Stripe answered HTTP ${res.status}`);
+      if (!res.ok) throw new Error(`the gateway answered HTTP ${res.status}: ${await res.text()}`);
       const page = (await res.json()) as { data: { id: string; amount: number }[] };
       return page.data;
     },

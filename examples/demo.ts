@@ -2,7 +2,7 @@
  * `npm run demo`: the seed scenario end to end on the embedded default (PGlite in a temporary
  * directory; no Slack, Telegram or network). billing-reconciler-1 is denied Stripe, asks over
  * A2A, jordan approves through the REST API, the agent is told over A2A, retries, and reads
- * charges from a local stand-in Stripe. Then the session's audit lines and the chain check.
+ * charges through the gateway's Stripe proxy from a local stand-in Stripe (the key stays with Butler). Then the session's audit lines and the chain check.
  */
 import { copyFile, mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -37,6 +37,9 @@ const server = await startServer(
   loadConfig({
     BUTLER_DATA_DIR: join(dir, "data"),
     POLICIES_DIR: policies,
+    PROVIDERS_DIR: fileURLToPath(new URL("../providers", import.meta.url)),
+    BUTLER_PROVIDER_URLS: `stripe=${stripe.url}`,
+    STRIPE_API_KEY: stripeKey,
     PORT: "0",
     LOG_LEVEL: "silent",
     POLICY_WATCH: "false",
@@ -86,13 +89,14 @@ try {
   const charges = await reconcile({
     butlerUrl: server.url,
     token,
-    stripeUrl: stripe.url,
-    stripeKey,
     say: agentSays,
   });
   await approver;
   agentSays(
-    `read ${charges.length} charges from Stripe: ${charges.map((c) => `${c.id} (${c.amount})`).join(", ")}`,
+    `read ${charges.length} charges from Stripe through the gateway: ${charges.map((c) => `${c.id} (${c.amount})`).join(", ")}`,
+  );
+  butlerSays(
+    `the stand-in Stripe saw Butler's key on ${stripe.requests.length} request(s), never the agent's token: ${stripe.requests.every((r) => r.headers.authorization === `Bearer ${stripeKey}`)}`,
   );
 
   // The A2A notification is audited when the outbox has delivered it.

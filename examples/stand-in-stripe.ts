@@ -14,9 +14,7 @@ export interface SeenRequest {
   body: string;
 }
 
-export async function startStandInStripe(
-  secretKey: string,
-): Promise<{
+export async function startStandInStripe(secretKey: string): Promise<{
   url: string;
   requests: SeenRequest[];
   created: { refunds: number; payment_intents: number };

@@ -274,7 +274,7 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
       });
       throw new AppError(
         "UNAVAILABLE",
-        `provider ${spec.name} has no credential: set the environment variable ${spec.auth.credential} or store it with butler credentials set ${spec.auth.credential}`,
+        `provider ${spec.name} has no credential: set the environment variable ${spec.auth.credential} (or ${spec.auth.credential}_FILE) on the server`,
       );
     }
     headers[spec.auth.header.toLowerCase()] =

@@ -22,7 +22,8 @@ describe.skipIf(ENGINE === "postgres")("npm run demo", () => {
       at(/^agent +A2A task task_\w+: waiting for 1 approval from project-billing approvers/),
       at(/^jordan +approves through the REST API: HTTP 200/),
       at(/^agent +retries: ALLOW \(allowed by grant req_\w+ of project-billing/),
-      at(/^agent +read 3 charges from Stripe/),
+      at(/^agent +read 3 charges from Stripe through the gateway/),
+      at(/^butler +the stand-in Stripe saw Butler's key on 1 request\(s\), never the agent's token: true/),
       at(/^Chain verification: verified, \d+ events through seq \d+/),
     ];
     expect(
@@ -43,6 +44,8 @@ describe.skipIf(ENGINE === "postgres")("npm run demo", () => {
       "access_request.approved",
       "grant.applied",
       "gateway.allowed",
+      "gateway.allowed",
+      "provider.called",
     ];
     expect(audit.map((e) => e.type).filter((t) => steps2.includes(t))).toEqual(steps2);
     // The A2A notification is audited once delivered (it races the agent's retry, so no order).
