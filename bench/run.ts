@@ -8,6 +8,8 @@
  *    JSON endpoint in the same server process.
  * 3. Audit append rate on PostgreSQL with group commit; baseline: one transaction per event.
  * 4. Approval commit to the first ALLOW on a second instance; baseline: a plain ALLOW there.
+ * 6. (with 2) The gateway in the call path: GET through /v1/proxy/stripe vs straight to a
+ *    stand-in Stripe, latency at 1 connection and throughput at 50.
  * 5. Approval commit to the agent's A2A update (an open SubscribeToTask stream, and a push
  *    notification); baseline: a GetTask round trip over A2A to the same server.
  *
@@ -133,21 +135,22 @@ function benchDecisions() {
 function cannon(
   url: string,
   token: string | undefined,
-  body: string,
+  body: string | undefined,
   seconds: number,
+  connections = 50,
 ): Promise<autocannon.Result> {
   return new Promise((resolve, reject) => {
     autocannon(
       {
         url,
-        method: "POST",
-        connections: 50,
+        method: body === undefined ? "GET" : "POST",
+        connections,
         duration: seconds,
         headers: {
-          "content-type": "application/json",
+          ...(body === undefined ? {} : { "content-type": "application/json" }),
           ...(token ? { authorization: `Bearer ${token}` } : {}),
         },
-        body,
+        ...(body === undefined ? {} : { body }),
       },
       (err, result) => (err ? reject(err) : resolve(result)),
     );
@@ -165,11 +168,14 @@ async function benchHttp(dbUrl: string) {
     createInterface({ input: child.stdout! }).once("line", resolve);
     child.once("exit", (code) => reject(new Error(`bench server exited with ${code}`)));
   });
-  const { url, bareUrl, token, adminToken } = JSON.parse(first) as {
+  const { url, bareUrl, token, adminToken, stripeUrl, stripeKey, proxyToken } = JSON.parse(first) as {
     url: string;
     bareUrl: string;
     token: string;
     adminToken: string;
+    stripeUrl: string;
+    stripeKey: string;
+    proxyToken: string;
   };
   try {
     const body = JSON.stringify({
@@ -198,7 +204,37 @@ async function benchHttp(dbUrl: string) {
     console.log(
       `   audit chain after the run: ${verify.ok ? "verified" : "BROKEN"}, ${fmt(verify.count)} events (every 2xx answer above has one)`,
     );
-    return { bare, auth };
+    // 6. The gateway in the call path: the same GET through /v1/proxy/stripe and straight to the
+    // stand-in Stripe (both in the child process); latency at 1 connection, throughput at 50.
+    console.log(
+      "\n6. Proxy overhead: GET /v1/charges through /v1/proxy/stripe vs straight to a stand-in Stripe",
+    );
+    const direct = `${stripeUrl}/v1/charges?limit=3`;
+    const proxied = `${url}/v1/proxy/stripe/v1/charges?limit=3`;
+    await cannon(direct, stripeKey, undefined, 2, 1);
+    await cannon(proxied, proxyToken, undefined, 2, 1);
+    const d1 = await cannon(direct, stripeKey, undefined, Math.max(2, SECONDS / 2), 1);
+    const p1 = await cannon(proxied, proxyToken, undefined, Math.max(2, SECONDS / 2), 1);
+    const d50 = await cannon(direct, stripeKey, undefined, SECONDS);
+    const p50 = await cannon(proxied, proxyToken, undefined, SECONDS);
+    row("baseline: stand-in, 1 connection", d1);
+    row("through the proxy, 1 connection", p1);
+    row("baseline: stand-in, 50 connections", d50);
+    row("through the proxy, 50 connections", p50);
+    const proxy = {
+      overheadMean: p1.latency.average - d1.latency.average,
+      overheadP50: p1.latency.p50 - d1.latency.p50,
+      overheadP99: p1.latency.p99 - d1.latency.p99,
+      ratio: p50.requests.average / d50.requests.average,
+      p99: p50.latency.p99,
+    };
+    console.log(
+      `   overhead at 1 connection: mean +${fmt(proxy.overheadMean, 2)} ms, p50 +${fmt(proxy.overheadP50, 2)} ms, p99 +${fmt(proxy.overheadP99, 2)} ms (autocannon's percentiles are whole ms; target p50 < 1 ms); throughput ratio at 50: ${fmt(proxy.ratio, 2)}x`,
+    );
+    console.log(
+      "   (each proxied call writes two durable audit lines: the decision and the upstream outcome)",
+    );
+    return { bare, auth, proxy };
   } finally {
     child.kill("SIGTERM");
     await new Promise((r) => child.once("exit", r));
@@ -457,6 +493,10 @@ try {
   if (propagation)
     console.log(
       `   approval → first ALLOW on another instance: p50 ${fmt(propagation.p50, 2)} ms, p99 ${fmt(propagation.p99, 2)} ms`,
+    );
+  if (http)
+    console.log(
+      `   proxy overhead (1 connection): mean +${fmt(http.proxy.overheadMean, 2)} ms, p50 +${fmt(http.proxy.overheadP50, 2)} ms, p99 +${fmt(http.proxy.overheadP99, 2)} ms; at 50 connections ${fmt(http.proxy.ratio, 2)}x the direct throughput, p99 ${fmt(http.proxy.p99, 2)} ms`,
     );
   if (a2a)
     console.log(

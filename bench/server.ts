@@ -2,10 +2,11 @@
  * Benchmark child process: the real Butler server (startServer, PostgreSQL) and, in the same
  * process, a bare fastify JSON endpoint as the baseline. Prints one JSON line with their addresses.
  */
-import { mkdtemp } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Fastify from "fastify";
+import { startStandInStripe } from "../examples/stand-in-stripe.js";
 import { loadConfig } from "../src/config.js";
 import { createLogger } from "../src/logger.js";
 import { startServer } from "../src/main.js";
@@ -13,17 +14,31 @@ import { startServer } from "../src/main.js";
 const databaseUrl = process.argv[2];
 if (!databaseUrl) throw new Error("usage: server.ts <DATABASE_URL>");
 const dataDir = await mkdtemp(join(tmpdir(), "butler-bench-"));
+// The seed policy, and a project whose agent may read Stripe charges through the proxy.
+const policiesDir = join(dataDir, "policies");
+await mkdir(policiesDir);
+await copyFile("policies/project-billing.yaml", join(policiesDir, "project-billing.yaml"));
+await writeFile(
+  join(policiesDir, "bench-proxy.yaml"),
+  "project: bench-proxy\nagents: [proxy-agent]\ngrants:\n  - service: stripe\n    actions: [charges:read]\n    resources: [stripe.com/v1/charges]\n",
+);
+const stripeKey = "sk_test_bench";
+const stripe = await startStandInStripe(stripeKey);
 const config = loadConfig({
   DATABASE_URL: databaseUrl,
   DATABASE_POOL_SIZE: "10",
   BUTLER_DATA_DIR: dataDir,
-  POLICIES_DIR: "policies",
+  POLICIES_DIR: policiesDir,
+  PROVIDERS_DIR: "providers",
+  BUTLER_PROVIDER_URLS: `stripe=${stripe.url}`,
+  STRIPE_API_KEY: stripeKey,
   POLICY_WATCH: "false",
   PORT: "0",
   LOG_LEVEL: "warn",
 });
 const server = await startServer(config, createLogger("warn"));
 const { token } = await server.services.admin.createAgentToken("billing-reconciler-1", "project-billing");
+const proxyToken = (await server.services.admin.createAgentToken("proxy-agent", "bench-proxy")).token;
 
 const bare = Fastify({ logger: false });
 bare.post("/bare", async (req) => {
@@ -39,10 +54,11 @@ bare.post("/bare", async (req) => {
 const bareUrl = await bare.listen({ host: "127.0.0.1", port: 0 });
 
 process.stdout.write(
-  `${JSON.stringify({ url: server.url, bareUrl, token, adminToken: server.adminToken })}\n`,
+  `${JSON.stringify({ url: server.url, bareUrl, token, adminToken: server.adminToken, stripeUrl: stripe.url, stripeKey, proxyToken })}\n`,
 );
 process.on("SIGTERM", async () => {
   await bare.close();
   await server.close();
+  await stripe.close();
   process.exit(0);
 });

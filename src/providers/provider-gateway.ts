@@ -11,6 +11,7 @@ import type { CompiledProject, Decision } from "../policy/index.js";
 import { type FileIssue, formatIssue } from "../yaml-file.js";
 import { formEncode, valueAtPath } from "./params.js";
 import { type Operation, type ProviderSpec, parseProviderFile } from "./spec.js";
+import { callUpstream, type UpstreamAnswer, type UpstreamError } from "./upstream.js";
 
 /** The providers of a directory, parsed; files with problems are reported, not loaded. */
 export interface ProviderSet {
@@ -74,7 +75,8 @@ export interface ProviderGatewayDeps {
   credential: (name: string) => Promise<string | undefined>;
   /** Base URLs replacing the specs' (BUTLER_PROVIDER_URLS: local stand-ins, regional endpoints). */
   baseUrls: Readonly<Record<string, string>>;
-  fetch?: typeof fetch;
+  /** The HTTP client (callUpstream; tests may pass another). */
+  upstream?: typeof callUpstream;
 }
 
 const TYPE_OK: Record<string, (v: unknown) => boolean> = {
@@ -123,7 +125,7 @@ function summary(body: Buffer, contentType: string | undefined): Record<string, 
  */
 export function createProviderGateway(deps: ProviderGatewayDeps) {
   const { providers, clock, log } = deps;
-  const doFetch = deps.fetch ?? fetch;
+  const upstream = deps.upstream ?? callUpstream;
 
   function find(provider: string, operation: string): { spec: ProviderSpec; op: Operation } {
     const spec = providers.providers.get(provider);
@@ -289,40 +291,36 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
     const retriable = op.idempotent || idempotencyKey !== undefined;
     let attempts = 0;
     let failure: { status: 502 | 504; reason: string } | undefined;
-    let res: Response | undefined;
-    let resBody = Buffer.alloc(0);
+    let res: UpstreamAnswer | undefined;
     while (attempts < (retriable ? 2 : 1)) {
       attempts++;
       failure = undefined;
       try {
-        res = await doFetch(url, {
-          method: op.method,
-          headers,
-          body,
-          redirect: "manual",
-          signal: AbortSignal.timeout(op.timeoutMs),
-        });
-        resBody = Buffer.from(await res.arrayBuffer());
+        res = await upstream(new URL(url), { method: op.method, headers, body, timeoutMs: op.timeoutMs });
         if (res.status >= 500) {
           failure = { status: 502, reason: `${spec.name} answered HTTP ${res.status}` };
           if ([502, 503, 504].includes(res.status)) continue;
         }
         break;
       } catch (e) {
-        const err = e as Error & { cause?: { code?: string; message?: string } };
-        failure =
-          err.name === "TimeoutError"
-            ? { status: 504, reason: `${spec.name} did not answer within ${op.timeoutMs} ms` }
-            : {
-                status: 502,
-                reason: `could not reach ${spec.name}: ${err.cause?.code ?? err.cause?.message ?? err.message}`,
-              };
+        const err = e as UpstreamError;
         res = undefined;
-        if (err.name === "TimeoutError") break;
+        if (err.kind === "timeout") {
+          failure = { status: 504, reason: `${spec.name} did not answer within ${op.timeoutMs} ms` };
+          break;
+        }
+        failure = {
+          status: 502,
+          reason:
+            err.kind === "too_large"
+              ? `${spec.name}: ${err.message}`
+              : `could not reach ${spec.name}: ${err.message}`,
+        };
+        if (err.kind === "too_large") break;
       }
     }
     const latencyMs = Number(process.hrtime.bigint() - started) / 1e6;
-    const contentType = res?.headers.get("content-type") ?? undefined;
+    const contentType = res?.headers["content-type"];
     await deps.audit.append({
       type: failure ? "provider.failed" : "provider.called",
       agent: identity.agent,
@@ -339,7 +337,7 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
         latency_ms: Math.round(latencyMs * 10) / 10,
         attempts,
         idempotency_key: idempotencyKey,
-        summary: res ? summary(resBody, contentType) : undefined,
+        summary: res ? summary(res.body, contentType) : undefined,
       },
     });
     if (failure) {
@@ -359,7 +357,7 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
         eventId: d.event_id,
       };
     }
-    return { status: res!.status, contentType, body: resBody, eventId: d.event_id };
+    return { status: res!.status, contentType, body: res!.body, eventId: d.event_id };
   }
 
   /** The operation a proxied request means: by method and path; undefined when none. */
