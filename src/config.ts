@@ -36,6 +36,8 @@ export interface Config {
     /** Base URLs replacing the specs' (local stand-ins, regional endpoints). */
     baseUrls: Readonly<Record<string, string>>;
   };
+  /** The key that encrypts stored provider credentials (BUTLER_MASTER_KEY), when set. */
+  masterKey: () => Buffer | undefined;
   /** A credential named by a provider spec, from the environment. */
   credentialFromEnv: (name: string) => string | undefined;
   /** A2A: hosts that push notifications may reach although they are internal or plain http. */
@@ -91,6 +93,16 @@ const EnvSchema = z.object({
   DATABASE_POOL_SIZE: int("DATABASE_POOL_SIZE", 1, 1000).default(10),
   POLICIES_DIR: z.string().trim().min(1, "POLICIES_DIR must not be empty").default("./policies"),
   POLICY_WATCH: bool("POLICY_WATCH").default(true),
+  BUTLER_MASTER_KEY: z
+    .string()
+    .trim()
+    .refine(
+      (s) =>
+        /^[0-9a-fA-F]{64}$/.test(s) ||
+        (/^[A-Za-z0-9+/]{43}=$/.test(s) && Buffer.from(s, "base64").length === 32),
+      "BUTLER_MASTER_KEY must be 32 bytes as 64 hex characters or base64 (openssl rand -hex 32)",
+    )
+    .optional(),
   PROVIDERS_DIR: z.string().trim().min(1, "PROVIDERS_DIR must not be empty").default("./providers"),
   BUTLER_PROVIDER_URLS: z
     .string()
@@ -163,6 +175,7 @@ const EnvSchema = z.object({
 /** Settings that may instead be read from a file named by `<NAME>_FILE` (container secrets). */
 const FILE_SETTINGS = [
   "DATABASE_URL",
+  "BUTLER_MASTER_KEY",
   "BUTLER_ADMIN_TOKEN",
   "SLACK_BOT_TOKEN",
   "SLACK_SIGNING_SECRET",
@@ -245,6 +258,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
           .map((x) => [x.slice(0, x.indexOf("=")), x.slice(x.indexOf("=") + 1).replace(/\/+$/, "")]),
       ),
     },
+    masterKey: () =>
+      e.BUTLER_MASTER_KEY === undefined
+        ? undefined
+        : Buffer.from(e.BUTLER_MASTER_KEY, /^[0-9a-fA-F]{64}$/.test(e.BUTLER_MASTER_KEY) ? "hex" : "base64"),
     credentialFromEnv: (name: string) => {
       const file = input[`${name}_FILE`];
       if (file) return readFileSync(file, "utf8").trim() || undefined;

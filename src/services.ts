@@ -20,11 +20,12 @@ import { createMetrics } from "./metrics.js";
 import { combineWorkers, createOutboxWorker, type OutboxHandler } from "./outbox/outbox.js";
 import { createPolicyStore } from "./policy-store/policy-store.js";
 import { createProviderGateway, type ProviderSet } from "./providers/provider-gateway.js";
+import { createVault } from "./providers/vault.js";
 import { PACKAGE_VERSION } from "./version.js";
 
 export interface ServiceOptions {
   config: Pick<Config, "audit" | "policiesDir"> &
-    Partial<Pick<Config, "telegram" | "a2a" | "providers" | "credentialFromEnv">>;
+    Partial<Pick<Config, "telegram" | "a2a" | "providers" | "credentialFromEnv" | "masterKey">>;
   /** Provider specs, loaded from the providers directory (none: no provider calls). */
   providers?: ProviderSet | undefined;
   /** The server's public base URL (known only once it listens, when not configured). */
@@ -161,13 +162,15 @@ export function createServices(opts: ServiceOptions) {
     createOutboxWorker({ db, audit, clock, log, handlers }),
     createOutboxWorker({ db, audit, clock, log, handlers: pushHandlers }),
   ]);
+  const vault = createVault({ db, audit, clock, masterKey: config.masterKey?.() });
   const providers = createProviderGateway({
     providers: opts.providers ?? { providers: new Map(), failures: [] },
     gateway,
     audit,
     clock,
     log,
-    credential: async (name) => config.credentialFromEnv?.(name),
+    // The environment first (a deployment's secret store), then the encrypted vault.
+    credential: async (name) => config.credentialFromEnv?.(name) ?? (await vault.get(name)),
     baseUrls: config.providers?.baseUrls ?? {},
   });
   const tg = config.telegram;
@@ -194,6 +197,7 @@ export function createServices(opts: ServiceOptions) {
     approverTokens,
     butler,
     policies,
+    vault,
     migrate: () => migrate(database),
     actor: opts.actor,
   });

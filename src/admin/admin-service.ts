@@ -10,6 +10,7 @@ import { AppError } from "../errors.js";
 import type { PolicyIndex } from "../policy/index.js";
 import { agentName, projectName } from "../policy/schema.js";
 import type { ImportReport, PolicyRevision, PolicyStore } from "../policy-store/policy-store.js";
+import type { Vault } from "../providers/vault.js";
 
 /** Filters for exporting the audit log. */
 export interface AuditFilter {
@@ -71,6 +72,12 @@ export interface AdminOps {
   /** Registers this server's Telegram webhook (URL and secret) with Telegram. */
   setTelegramWebhook(): Promise<{ url: string }>;
   revokeGrant(id: string, reason?: string): Promise<{ grant_id: string; revision: number }>;
+  /** Stores (or replaces) a provider credential, encrypted; the value never comes back. */
+  setCredential(name: string, value: string): Promise<{ name: string; created: boolean }>;
+  listCredentials(): Promise<
+    { name: string; key_id: string; created_at: string; updated_at: string; updated_by: string }[]
+  >;
+  deleteCredential(name: string): Promise<{ name: string }>;
 }
 
 export interface AdminDeps {
@@ -81,6 +88,7 @@ export interface AdminDeps {
   telegram?: { username(): Promise<string>; setWebhook(): Promise<string> } | undefined;
   tokens: Pick<TokenService, "create" | "list" | "revoke">;
   policies: Pick<PolicyStore, "index" | "latest" | "history" | "revision" | "importDirectory">;
+  vault: Pick<Vault, "set" | "list" | "delete">;
   migrate: () => Promise<void>;
   /** Who is acting, as recorded in audit events (e.g. `admin-api`, `cli:alice`). */
   actor: string;
@@ -232,5 +240,8 @@ export function createAdmin(deps: AdminDeps): AdminOps {
       check(requestId, id, "grant");
       return butler.revokeGrant(id, actor, reason);
     },
+    setCredential: (name, value) => deps.vault.set(name, value, actor),
+    listCredentials: () => deps.vault.list(),
+    deleteCredential: (name) => deps.vault.delete(name, actor),
   };
 }

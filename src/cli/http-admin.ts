@@ -127,5 +127,10 @@ export function httpAdmin(baseUrl: string, adminToken: string): AdminOps {
     createTelegramLink: (approver) => call("POST", "/approvers/telegram-link", { approver }),
     setTelegramWebhook: () => call("POST", "/telegram/webhook"),
     revokeGrant: (id, reason) => call("POST", `/grants/${encodeURIComponent(id)}/revoke`, { reason }),
+    setCredential: (name, value) => call("POST", "/credentials", { name, value }),
+    listCredentials: async () =>
+      (await call<{ credentials: Awaited<ReturnType<AdminOps["listCredentials"]>> }>("GET", "/credentials"))
+        .credentials,
+    deleteCredential: (name) => call("POST", `/credentials/${encodeURIComponent(name)}/delete`),
   };
 }

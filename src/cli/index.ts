@@ -48,6 +48,9 @@ Usage: butler <command> [options]          (every command accepts --json and --h
                                            record an approver's denial
   grants list [--project P] [--all]        grants in force (--all: also expired and revoked)
   grants revoke <id> [--reason TEXT]       revoke a grant at once
+  credentials set <NAME>                   store a provider credential, read from standard input, encrypted
+  credentials list                         stored credentials: names and dates, never values
+  credentials delete <NAME>                remove a stored credential
   audit verify                             recompute the hash chain; exit 1 at the first broken link
   audit export [--agent A] [--project P] [--since TIME]
                                            stream the audit log as JSONL
@@ -117,6 +120,11 @@ export async function main(
         break;
       case "providers":
         if (sub === "validate") return await providersValidate(rest, io);
+        break;
+      case "credentials":
+        if (sub === "set") return await credentialsSet(rest, io);
+        if (sub === "list") return await credentialsList(rest, io);
+        if (sub === "delete") return await credentialsDelete(rest, io);
         break;
       case "approvers":
         if (sub === "token") return await approversToken(rest, io);
@@ -676,6 +684,49 @@ async function grantsRevoke(argv: string[], io: CliIo): Promise<number> {
     `Revoked ${r.grant_id}; ${positionals[0]} no longer allows anything (policy revision ${r.revision})`,
     !!values.json,
   );
+  return 0;
+}
+
+async function credentialsSet(argv: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = args(argv, {}, [1, 1]);
+  // The value comes from standard input only: argv is visible to every user of the machine.
+  let value = "";
+  for await (const chunk of io.stdin ?? process.stdin) {
+    value += typeof chunk === "string" ? chunk : chunk.toString("utf8");
+    if (value.length > 16_384 * 4) throw new UsageError("the value on standard input is too long");
+  }
+  value = value.replace(/\r?\n$/, "");
+  if (!value)
+    throw new UsageError(
+      'send the credential on standard input, e.g. printf %s "$KEY" | butler credentials set STRIPE_API_KEY',
+    );
+  const r = await withAdmin(io, (ops) => ops.setCredential(positionals[0]!, value));
+  print(
+    io,
+    r,
+    `${r.created ? "Stored" : "Replaced"} ${r.name} (encrypted; it is never shown again)`,
+    !!values.json,
+  );
+  return 0;
+}
+
+async function credentialsList(argv: string[], io: CliIo): Promise<number> {
+  const { values } = args(argv, {}, [0, 0]);
+  const list = await withAdmin(io, (ops) => ops.listCredentials());
+  const text =
+    list.length === 0
+      ? "no stored credentials"
+      : list
+          .map((c) => `${c.name}  key ${c.key_id}  updated ${c.updated_at} by ${termSafe(c.updated_by)}`)
+          .join("\n");
+  print(io, { credentials: list }, text, !!values.json);
+  return 0;
+}
+
+async function credentialsDelete(argv: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = args(argv, {}, [1, 1]);
+  const r = await withAdmin(io, (ops) => ops.deleteCredential(positionals[0]!));
+  print(io, r, `Deleted ${r.name}`, !!values.json);
   return 0;
 }
 

@@ -7,6 +7,8 @@ export interface CliIo {
   };
   stderr: { write(s: string): boolean };
   env: Record<string, string | undefined>;
+  /** Standard input, for secrets that must not appear in argv (default: the process's). */
+  stdin?: AsyncIterable<string | Buffer>;
 }
 
 // C0 and C1 control characters, and the Unicode controls that reorder or hide text (bidi

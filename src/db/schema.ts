@@ -320,3 +320,19 @@ export const a2aPushConfigs = pgTable(
   },
   (t) => [index("a2a_push_configs_task_idx").on(t.taskId)],
 );
+
+/**
+ * Provider credentials stored by `butler credentials set`, encrypted with AES-256-GCM under
+ * BUTLER_MASTER_KEY (the name is authenticated data, so a ciphertext cannot be moved to another
+ * name). `key_id` tells which master key sealed it.
+ */
+export const credentials = pgTable("credentials", {
+  name: text("name").primaryKey(),
+  keyId: text("key_id").notNull(),
+  iv: text("iv").notNull(),
+  ciphertext: text("ciphertext").notNull(),
+  tag: text("tag").notNull(),
+  createdAt: createdAt(),
+  updatedAt: timestamp("updated_at", { withTimezone: true, mode: "date" }).notNull().defaultNow(),
+  updatedBy: text("updated_by").notNull(),
+});

@@ -69,6 +69,14 @@ const RevokeBody = z.strictObject({
     .optional(),
 });
 const ProjectParams = z.strictObject({ project: projectName });
+const credentialName = z
+  .string()
+  .regex(/^[A-Z][A-Z0-9_]{0,127}$/, "must be upper-case letters, digits and _ such as STRIPE_API_KEY");
+const CredentialBody = z.strictObject({
+  name: credentialName,
+  value: z.string().min(1, "is empty").max(16_384),
+});
+const CredentialParams = z.strictObject({ name: credentialName });
 const RevisionParams = z.strictObject({
   project: projectName,
   revision: z
@@ -250,6 +258,16 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
           "query",
         );
         return { grants: await deps.admin.listGrants({ project: q.project, all: q.all === "true" }) };
+      });
+      admin.post("/credentials", async (req, reply) => {
+        const b = parseInput(CredentialBody, req.body, "body");
+        const r = await deps.admin.setCredential(b.name, b.value);
+        return reply.code(r.created ? 201 : 200).send(r);
+      });
+      admin.get("/credentials", async () => ({ credentials: await deps.admin.listCredentials() }));
+      admin.post("/credentials/:name/delete", async (req) => {
+        const p = parseInput(CredentialParams, req.params, "params");
+        return deps.admin.deleteCredential(p.name);
       });
       admin.post("/grants/:id/revoke", async (req) => {
         const p = parseInput(z.strictObject({ id: z.string() }), req.params, "params");

@@ -18,7 +18,11 @@ export interface CliResult {
 }
 
 /** Runs the real CLI in-process with the given environment, capturing its output. */
-export async function runCli(argv: string[], env: Record<string, string>): Promise<CliResult> {
+export async function runCli(
+  argv: string[],
+  env: Record<string, string>,
+  stdin?: string,
+): Promise<CliResult> {
   let stdout = "";
   let stderr = "";
   const code = await main(argv, {
@@ -35,6 +39,9 @@ export async function runCli(argv: string[], env: Record<string, string>): Promi
       },
     },
     env,
+    stdin: (async function* () {
+      if (stdin !== undefined) yield stdin;
+    })(),
   });
   return { code, stdout, stderr };
 }
@@ -44,7 +51,7 @@ export interface TestEnv {
   env: Record<string, string>;
   dataDir: string;
   policiesDir: string;
-  cli(argv: string[]): Promise<CliResult>;
+  cli(argv: string[], stdin?: string): Promise<CliResult>;
   writePolicy(name: string, text: string): Promise<void>;
   cleanup(): Promise<void>;
 }
@@ -72,7 +79,7 @@ export async function createTestEnv(
     env,
     dataDir,
     policiesDir,
-    cli: (argv) => runCli(argv, env),
+    cli: (argv, stdin) => runCli(argv, env, stdin),
     writePolicy: (name, text) => writeFile(join(policiesDir, name), text),
     async cleanup() {
       await pgdb?.drop();

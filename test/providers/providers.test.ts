@@ -9,6 +9,7 @@ import { startTestServer, type TestServer } from "../helpers/server.js";
 
 const PROVIDERS_DIR = fileURLToPath(new URL("../../providers", import.meta.url));
 const STRIPE_KEY = "sk_test_butler_only_4242";
+const MASTER_KEY = "11".repeat(32);
 
 const SUPPORT = `project: project-support
 providers: [stripe, revolut, wise]
@@ -49,7 +50,8 @@ describe(`providers in the call path (${ENGINE})`, () => {
       policies: { "project-billing.yaml": seedText(), "project-support.yaml": SUPPORT },
       env: {
         PROVIDERS_DIR,
-        BUTLER_PROVIDER_URLS: `stripe=${stripe.url},revolut=http://127.0.0.1:${downPort}`,
+        BUTLER_PROVIDER_URLS: `stripe=${stripe.url},revolut=http://127.0.0.1:${downPort},wise=${stripe.url}`,
+        BUTLER_MASTER_KEY: MASTER_KEY,
         STRIPE_API_KEY: STRIPE_KEY,
         REVOLUT_ACCESS_TOKEN: "revolut-token",
       },
@@ -249,5 +251,37 @@ describe(`providers in the call path (${ENGINE})`, () => {
     });
     expect(wise.status).toBe(503);
     expect(((await wise.json()) as { error: { message: string } }).error.message).toContain("WISE_API_TOKEN");
+  });
+
+  test("a credential stored with butler credentials set is used upstream, encrypted at rest, never shown", async () => {
+    const secret = "wise-secret-7d1f";
+    expect((await s.cli(["credentials", "set", "WISE_API_TOKEN"], "")).code).toBe(2);
+    const set = await s.cli(["credentials", "set", "WISE_API_TOKEN", "--json"], `${secret}\n`);
+    expect(set.code).toBe(0);
+    expect(JSON.parse(set.stdout)).toEqual({ name: "WISE_API_TOKEN", created: true });
+    const list = await s.cli(["credentials", "list", "--json"]);
+    expect(JSON.parse(list.stdout).credentials).toEqual([
+      expect.objectContaining({ name: "WISE_API_TOKEN", updated_by: "admin-api" }),
+    ]);
+    expect(list.stdout).not.toContain(secret);
+    // Wise is pointed at the stand-in, which records what it was sent (and refuses the key).
+    const res = await fetch(`${s.url}/v1/providers/wise/operations/list_transfers`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${tier1}`, "content-type": "application/json" },
+      body: JSON.stringify({ params: { profile_id: "p1" } }),
+    });
+    expect(res.status).toBe(401);
+    const seen = stripe.requests.at(-1)!;
+    expect(seen.path).toBe("/profiles/p1/transfers");
+    expect(seen.headers.authorization).toBe(`Bearer ${secret}`);
+    expect(await res.text()).not.toContain(secret);
+    const { sql } = await import("drizzle-orm");
+    const rows = await s.server.services.database.db.execute(sql`SELECT * FROM credentials`);
+    expect(JSON.stringify(rows)).not.toContain(secret);
+    const audit = await s.cli(["audit", "export"]);
+    expect(audit.stdout).not.toContain(secret);
+    expect(audit.stdout).toContain('"type":"credential.created"');
+    expect((await s.cli(["credentials", "delete", "WISE_API_TOKEN"])).code).toBe(0);
+    expect((await s.cli(["credentials", "delete", "WISE_API_TOKEN"])).code).toBe(1);
   });
 });
