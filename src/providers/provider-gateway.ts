@@ -12,6 +12,7 @@ import { type FileIssue, formatIssue } from "../yaml-file.js";
 import { formEncode, valueAtPath } from "./params.js";
 import { type Operation, type ProviderSpec, parseProviderFile } from "./spec.js";
 import { callUpstream, type UpstreamAnswer, type UpstreamError } from "./upstream.js";
+import { verifyWebhook } from "./webhooks.js";
 
 /** The providers of a directory, parsed; files with problems are reported, not loaded. */
 export interface ProviderSet {
@@ -424,7 +425,62 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
     };
   }
 
-  return { call, route, denyUnknown, providers: providers.providers };
+  /**
+   * An inbound webhook: the signature is checked with the provider's scheme before anything
+   * else; a good one is recorded in the audit chain, a bad one is refused (and audited).
+   */
+  async function webhook(
+    provider: string,
+    headers: Record<string, string | string[] | undefined>,
+    body: string,
+  ): Promise<{ event_id: string | null; event_type: string | null }> {
+    const spec = providers.providers.get(provider);
+    if (!spec?.webhooks) throw new AppError("NOT_FOUND", `provider '${provider}' takes no webhooks`);
+    const secret = await deps.credential(spec.webhooks.secret);
+    if (!secret)
+      throw new AppError(
+        "UNAVAILABLE",
+        `set ${spec.webhooks.secret} on the server to receive ${provider} webhooks`,
+      );
+    const checked = verifyWebhook(
+      spec.webhooks.scheme,
+      secret,
+      headers,
+      body,
+      clock.now().getTime(),
+      spec.webhooks.toleranceSeconds,
+    );
+    if (!checked.ok) {
+      await deps.audit.append({ type: "webhook.rejected", reason: checked.error, details: { provider } });
+      throw new AppError("INVALID_INPUT", `webhook refused: ${checked.error}`);
+    }
+    let event: Record<string, unknown> = {};
+    try {
+      const j = JSON.parse(body) as unknown;
+      if (j && typeof j === "object" && !Array.isArray(j)) event = j as Record<string, unknown>;
+    } catch {
+      /* a signed body that is not JSON is still recorded */
+    }
+    const str = (v: unknown) => (typeof v === "string" ? v.slice(0, 128) : null);
+    const data = (event.data ?? {}) as Record<string, unknown>;
+    const out = {
+      event_id: str(event.id) ?? str(data.id),
+      event_type: str(event.type) ?? str(event.event),
+    };
+    await deps.audit.append({
+      type: "webhook.received",
+      // event_id is the audit line's own: the provider's ids are recorded under their own names.
+      details: {
+        provider,
+        provider_event_id: out.event_id,
+        provider_event_type: out.event_type,
+        body_sha256: createHash("sha256").update(body).digest("hex"),
+      },
+    });
+    return out;
+  }
+
+  return { call, route, denyUnknown, webhook, providers: providers.providers };
 }
 
 export type ProviderGateway = ReturnType<typeof createProviderGateway>;

@@ -70,6 +70,16 @@ export async function registerProviderRoutes(app: FastifyInstance, deps: Provide
       { parseAs: "string", bodyLimit: deps.bodyLimitBytes },
       (_req, body, done) => done(null, body),
     );
+    // Inbound events: the raw body is what the provider signed.
+    scope.post("/v1/webhooks/:provider", async (req) => {
+      const { provider } = req.params as { provider: string };
+      const r = await deps.providers.webhook(
+        provider,
+        req.headers,
+        typeof req.body === "string" ? req.body : "",
+      );
+      return { received: true, ...r };
+    });
     scope.all("/v1/proxy/:provider/*", async (req, reply) => {
       const identity = await requireAgent(req, deps.tokens);
       const { provider, "*": rest } = req.params as { provider: string; "*": string };

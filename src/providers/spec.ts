@@ -106,6 +106,15 @@ export const operationShape = {
   timeout_ms: z.number().int().min(100).max(300_000).optional(),
 };
 
+export const webhookShape = {
+  /** How the provider signs its webhooks. */
+  scheme: z.enum(["stripe", "revolut"], "must be stripe or revolut"),
+  /** The environment variable (or vault entry) holding the signing secret. */
+  secret: envName,
+  /** How old (or how far in the future) a signed timestamp may be. */
+  tolerance_seconds: z.number().int().min(1).max(3600).optional(),
+};
+
 export const providerShape = {
   name,
   display_name: z.string().min(1).max(100),
@@ -119,6 +128,8 @@ export const providerShape = {
   timeout_ms: z.number().int().min(100).max(300_000).optional(),
   op_groups: z.record(groupName, z.strictObject(groupShape)),
   operations: z.array(z.strictObject(operationShape)).min(1, "must list at least one operation"),
+  /** Inbound events: POST /v1/webhooks/<name>, verified with the provider's signature scheme. */
+  webhooks: z.strictObject(webhookShape).optional(),
   // Data-protection metadata, shown to people and kept with the spec.
   data_region: z.string().max(64).optional(),
   eu_compliant: z.boolean().optional(),
@@ -136,6 +147,7 @@ export function providerKnownKeysAt(path: readonly PropertyKey[]): string[] | un
   const at = path.map((k) => (typeof k === "number" ? "#" : String(k))).join("/");
   if (at === "") return Object.keys(providerShape);
   if (at === "auth") return Object.keys(authShape);
+  if (at === "webhooks") return Object.keys(webhookShape);
   if (/^op_groups\/[^/]+$/.test(at)) return Object.keys(groupShape);
   if (/^operations\/#$/.test(at)) return Object.keys(operationShape);
   if (/^operations\/#\/constraints\/#$/.test(at)) return Object.keys(constraintDocShape);
@@ -172,6 +184,7 @@ export interface ProviderSpec {
   auth: { type: "bearer" | "basic" | "header"; credential: string; header: string; prefix: string };
   groups: Map<string, { default: "allow" | "deny"; roles: string[] | undefined }>;
   operations: Map<string, Operation>;
+  webhooks: { scheme: "stripe" | "revolut"; secret: string; toleranceSeconds: number } | undefined;
   dataProtection: Record<string, unknown>;
 }
 
@@ -237,7 +250,7 @@ function crossCheck(raw: RawSpec, report: Report): ProviderSpec {
   });
   if (raw.auth.type === "header" && !raw.auth.header)
     report(["auth"], "type header needs header: the name of the header that carries the credential");
-  const { name: _n, display_name, api_base_url, auth, operations: _o, op_groups, ...rest } = raw;
+  const { name: _n, display_name, api_base_url, auth, operations: _o, op_groups, webhooks, ...rest } = raw;
   const dataProtection = Object.fromEntries(
     Object.entries(rest).filter(([k]) => !["service", "encoding", "timeout_ms", "description"].includes(k)),
   );
@@ -254,6 +267,13 @@ function crossCheck(raw: RawSpec, report: Report): ProviderSpec {
     },
     groups: new Map(Object.entries(op_groups).map(([k, g]) => [k, { default: g.default, roles: g.roles }])),
     operations,
+    webhooks: webhooks
+      ? {
+          scheme: webhooks.scheme,
+          secret: webhooks.secret,
+          toleranceSeconds: webhooks.tolerance_seconds ?? 300,
+        }
+      : undefined,
     dataProtection,
   };
 }

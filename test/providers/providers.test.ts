@@ -1,3 +1,4 @@
+import { createHmac } from "node:crypto";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
@@ -52,6 +53,8 @@ describe(`providers in the call path (${ENGINE})`, () => {
         PROVIDERS_DIR,
         BUTLER_PROVIDER_URLS: `stripe=${stripe.url},revolut=http://127.0.0.1:${downPort},wise=${stripe.url}`,
         BUTLER_MASTER_KEY: MASTER_KEY,
+        STRIPE_WEBHOOK_SECRET: "whsec_test_secret",
+        REVOLUT_WEBHOOK_SECRET: "revolut_test_secret",
         STRIPE_API_KEY: STRIPE_KEY,
         REVOLUT_ACCESS_TOKEN: "revolut-token",
       },
@@ -283,5 +286,77 @@ describe(`providers in the call path (${ENGINE})`, () => {
     expect(audit.stdout).toContain('"type":"credential.created"');
     expect((await s.cli(["credentials", "delete", "WISE_API_TOKEN"])).code).toBe(0);
     expect((await s.cli(["credentials", "delete", "WISE_API_TOKEN"])).code).toBe(1);
+  });
+
+  test("webhooks: a good Stripe or Revolut signature is audited; a bad or stale one is refused and audited", async () => {
+    const body = JSON.stringify({
+      id: "evt_1Stripe",
+      type: "charge.refunded",
+      data: { object: { id: "ch_1" } },
+    });
+    const now = Math.floor(Date.now() / 1000);
+    const sign = (secret: string, text: string) => createHmac("sha256", secret).update(text).digest("hex");
+    const post = (provider: string, headers: Record<string, string>, text = body) =>
+      fetch(`${s.url}/v1/webhooks/${provider}`, {
+        method: "POST",
+        headers: { "content-type": "application/json", ...headers },
+        body: text,
+      });
+    const good = await post("stripe", {
+      "stripe-signature": `t=${now},v1=${sign("whsec_test_secret", `${now}.${body}`)}`,
+    });
+    expect(good.status).toBe(200);
+    expect(await good.json()).toEqual({
+      received: true,
+      event_id: "evt_1Stripe",
+      event_type: "charge.refunded",
+    });
+    const forged = await post("stripe", {
+      "stripe-signature": `t=${now},v1=${sign("not-the-secret", `${now}.${body}`)}`,
+    });
+    expect(forged.status).toBe(400);
+    const old = now - 3600;
+    const stale = await post("stripe", {
+      "stripe-signature": `t=${old},v1=${sign("whsec_test_secret", `${old}.${body}`)}`,
+    });
+    expect(stale.status).toBe(400);
+    expect(((await stale.json()) as { error: { message: string } }).error.message).toContain("300 s");
+    // The body is what is signed: one changed byte and the same signature fails.
+    const altered = await post(
+      "stripe",
+      { "stripe-signature": `t=${now},v1=${sign("whsec_test_secret", `${now}.${body}`)}` },
+      body.replace("ch_1", "ch_2"),
+    );
+    expect(altered.status).toBe(400);
+    const ms = String(Date.now());
+    const rev = JSON.stringify({ event: "TransactionCreated", data: { id: "txn_1", card_id: "card_1" } });
+    const revolut = await post(
+      "revolut",
+      {
+        "revolut-request-timestamp": ms,
+        "revolut-signature": `v1=${sign("revolut_test_secret", `v1.${ms}.${rev}`)}`,
+      },
+      rev,
+    );
+    expect(revolut.status).toBe(200);
+    expect(await revolut.json()).toEqual({
+      received: true,
+      event_id: "txn_1",
+      event_type: "TransactionCreated",
+    });
+    expect((await post("wise", {})).status).toBe(404);
+    const audit = (await s.cli(["audit", "export"])).stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l))
+      .filter((e) => e.type.startsWith("webhook."));
+    expect(audit.map((e) => `${e.type}:${e.provider}`)).toEqual([
+      "webhook.received:stripe",
+      "webhook.rejected:stripe",
+      "webhook.rejected:stripe",
+      "webhook.rejected:stripe",
+      "webhook.received:revolut",
+    ]);
+    expect(audit[1].reason).toBe("the signature does not match");
   });
 });
