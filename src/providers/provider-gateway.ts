@@ -55,6 +55,8 @@ export interface ProviderCall {
   idempotencyKey?: string | undefined;
   /** Accept header to pass on. */
   accept?: string | undefined;
+  /** Why a call is made when no agent asked (a webhook reaction); recorded with the decision. */
+  via?: string | undefined;
 }
 
 /** What the agent gets back. */
@@ -230,7 +232,7 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
       { action, resource, params: c.params },
       {
         fallback: groupDefault(spec, op, identity.agent),
-        details: { provider: spec.name, operation: op.name },
+        details: { provider: spec.name, operation: op.name, ...(c.via ? { via: c.via } : {}) },
       },
     );
     if (d.decision === "DENY") return denial(identity, op, resource, d);
@@ -433,7 +435,11 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
     provider: string,
     headers: Record<string, string | string[] | undefined>,
     body: string,
-  ): Promise<{ event_id: string | null; event_type: string | null }> {
+  ): Promise<{
+    event_id: string | null;
+    event_type: string | null;
+    reactions: { name: string; status: number }[];
+  }> {
     const spec = providers.providers.get(provider);
     if (!spec?.webhooks) throw new AppError("NOT_FOUND", `provider '${provider}' takes no webhooks`);
     const secret = await deps.credential(spec.webhooks.secret);
@@ -467,7 +473,7 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
       event_id: str(event.id) ?? str(data.id),
       event_type: str(event.type) ?? str(event.event),
     };
-    await deps.audit.append({
+    const line = await deps.audit.append({
       type: "webhook.received",
       // event_id is the audit line's own: the provider's ids are recorded under their own names.
       details: {
@@ -477,7 +483,34 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
         body_sha256: createHash("sha256").update(body).digest("hex"),
       },
     });
-    return out;
+    // Reactions go through the same pipeline as any agent's call, as the configured actor.
+    const reactions: { name: string; status: number }[] = [];
+    for (const r of spec.webhooks.reactions) {
+      if (out.event_type !== r.event) continue;
+      if (r.field !== undefined) {
+        const v = valueAtPath(event, r.field);
+        if (!r.in?.some((x) => String(x) === String(v))) continue;
+      }
+      const params: Record<string, unknown> = {};
+      for (const [k, v] of Object.entries(r.params)) {
+        const m = typeof v === "string" ? /^\{([A-Za-z_][A-Za-z0-9_.]*)\}$/.exec(v) : null;
+        params[k] = m ? valueAtPath(event, m[1]!) : v;
+      }
+      const actor = { agent: r.actor.agent, project: r.actor.project, tokenId: `webhook:${line.event_id}` };
+      try {
+        const a = await call(actor, {
+          provider: spec.name,
+          operation: r.operation,
+          params,
+          via: `reaction ${r.name}`,
+        });
+        reactions.push({ name: r.name, status: a.status });
+      } catch (e) {
+        log.warn({ err: e, reaction: r.name }, "webhook reaction failed");
+        reactions.push({ name: r.name, status: e instanceof AppError ? 400 : 500 });
+      }
+    }
+    return { ...out, reactions };
   }
 
   return { call, route, denyUnknown, webhook, providers: providers.providers };

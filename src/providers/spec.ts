@@ -106,6 +106,26 @@ export const operationShape = {
   timeout_ms: z.number().int().min(100).max(300_000).optional(),
 };
 
+export const reactionShape = {
+  name: z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, "must be snake_case"),
+  /** Which events: the event's type, and optionally a field whose value must be in a list. */
+  when: z.strictObject({
+    event: z.string().min(1).max(128),
+    field: paramPath.optional(),
+    in: z
+      .array(z.union([z.string(), z.number()]))
+      .min(1)
+      .optional(),
+  }),
+  /** The operation to call, through the same pipeline; `{path.in.event}` fills a param. */
+  call: z.strictObject({
+    operation: opName,
+    params: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).optional(),
+  }),
+  /** Who acts: an agent of a project, whose policy must allow the call like any other. */
+  actor: z.strictObject({ project: z.string().min(1).max(64), agent: z.string().min(1).max(128) }),
+};
+
 export const webhookShape = {
   /** How the provider signs its webhooks. */
   scheme: z.enum(["stripe", "revolut"], "must be stripe or revolut"),
@@ -113,6 +133,8 @@ export const webhookShape = {
   secret: envName,
   /** How old (or how far in the future) a signed timestamp may be. */
   tolerance_seconds: z.number().int().min(1).max(3600).optional(),
+  /** Calls made in answer to events (for example: freeze a card used at a blocked merchant). */
+  reactions: z.array(z.strictObject(reactionShape)).optional(),
 };
 
 export const providerShape = {
@@ -148,6 +170,7 @@ export function providerKnownKeysAt(path: readonly PropertyKey[]): string[] | un
   if (at === "") return Object.keys(providerShape);
   if (at === "auth") return Object.keys(authShape);
   if (at === "webhooks") return Object.keys(webhookShape);
+  if (/^webhooks\/reactions\/#$/.test(at)) return Object.keys(reactionShape);
   if (/^op_groups\/[^/]+$/.test(at)) return Object.keys(groupShape);
   if (/^operations\/#$/.test(at)) return Object.keys(operationShape);
   if (/^operations\/#\/constraints\/#$/.test(at)) return Object.keys(constraintDocShape);
@@ -176,6 +199,16 @@ export interface Operation {
   idempotent: boolean;
 }
 
+export interface Reaction {
+  name: string;
+  event: string;
+  field: string | undefined;
+  in: (string | number)[] | undefined;
+  operation: string;
+  params: Record<string, string | number | boolean>;
+  actor: { project: string; agent: string };
+}
+
 export interface ProviderSpec {
   name: string;
   displayName: string;
@@ -184,7 +217,9 @@ export interface ProviderSpec {
   auth: { type: "bearer" | "basic" | "header"; credential: string; header: string; prefix: string };
   groups: Map<string, { default: "allow" | "deny"; roles: string[] | undefined }>;
   operations: Map<string, Operation>;
-  webhooks: { scheme: "stripe" | "revolut"; secret: string; toleranceSeconds: number } | undefined;
+  webhooks:
+    | { scheme: "stripe" | "revolut"; secret: string; toleranceSeconds: number; reactions: Reaction[] }
+    | undefined;
   dataProtection: Record<string, unknown>;
 }
 
@@ -248,6 +283,15 @@ function crossCheck(raw: RawSpec, report: Report): ProviderSpec {
       report(["operations", i, "endpoint"], `${o.method} ${o.endpoint} is also operation '${other}'`);
     else seen.set(key, o.name);
   });
+  raw.webhooks?.reactions?.forEach((r, i) => {
+    if (!operations.has(r.call.operation))
+      report(
+        ["webhooks", "reactions", i, "call", "operation"],
+        `operation '${r.call.operation}' is not defined`,
+      );
+    if ((r.when.field === undefined) !== (r.when.in === undefined))
+      report(["webhooks", "reactions", i, "when"], "field and in go together");
+  });
   if (raw.auth.type === "header" && !raw.auth.header)
     report(["auth"], "type header needs header: the name of the header that carries the credential");
   const { name: _n, display_name, api_base_url, auth, operations: _o, op_groups, webhooks, ...rest } = raw;
@@ -272,6 +316,15 @@ function crossCheck(raw: RawSpec, report: Report): ProviderSpec {
           scheme: webhooks.scheme,
           secret: webhooks.secret,
           toleranceSeconds: webhooks.tolerance_seconds ?? 300,
+          reactions: (webhooks.reactions ?? []).map((r) => ({
+            name: r.name,
+            event: r.when.event,
+            field: r.when.field,
+            in: r.when.in,
+            operation: r.call.operation,
+            params: r.call.params ?? {},
+            actor: r.actor,
+          })),
         }
       : undefined,
     dataProtection,

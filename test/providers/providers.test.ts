@@ -310,6 +310,7 @@ describe(`providers in the call path (${ENGINE})`, () => {
       received: true,
       event_id: "evt_1Stripe",
       event_type: "charge.refunded",
+      reactions: [],
     });
     const forged = await post("stripe", {
       "stripe-signature": `t=${now},v1=${sign("not-the-secret", `${now}.${body}`)}`,
@@ -343,6 +344,7 @@ describe(`providers in the call path (${ENGINE})`, () => {
       received: true,
       event_id: "txn_1",
       event_type: "TransactionCreated",
+      reactions: [],
     });
     expect((await post("wise", {})).status).toBe(404);
     const audit = (await s.cli(["audit", "export"])).stdout
