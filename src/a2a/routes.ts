@@ -28,6 +28,7 @@ import type { TokenService } from "../agents/token-service.js";
 import { isAppError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import { bearerToken } from "../server/plugins/auth.js";
+import { rawBodies } from "../server/raw-body.js";
 import { type A2AService, AgentUser, bindSignal } from "./a2a-service.js";
 
 export interface A2ARouteDeps {
@@ -134,12 +135,7 @@ export async function registerA2ARoutes(app: FastifyInstance, deps: A2ARouteDeps
 
   await app.register(async (scope) => {
     // Every body reaches the handler as text: this route decides what is wrong with it.
-    scope.removeAllContentTypeParsers();
-    scope.addContentTypeParser(
-      "*",
-      { parseAs: "string", bodyLimit: deps.bodyLimitBytes },
-      (_req, body, done) => done(null, body),
-    );
+    rawBodies(scope, deps.bodyLimitBytes);
     scope.setErrorHandler((e: FastifyError, _req, reply) => {
       if (e.code === "FST_ERR_CTP_BODY_TOO_LARGE")
         return reply.code(413).send(

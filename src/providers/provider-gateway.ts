@@ -195,31 +195,28 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
     };
   }
 
+  /** The seed's DENY line, as the agent sees it (403), with how to ask for access when a person could. */
   function denial(
     identity: AgentIdentity,
-    op: Operation,
+    action: string,
     resource: string,
-    d: AuthorizeResult,
+    reason: string,
+    eventId: string,
+    requestAccess?: AuthorizeResult["request_access"],
   ): ProviderAnswer {
-    // The seed's DENY line, as the agent sees it, with how to ask for access.
     const body = {
       ts: clock.now().toISOString(),
       agent: identity.agent,
       project: identity.project,
-      action: op.action,
+      action,
       resource,
       decision: "DENY",
-      reason: d.reason,
+      reason,
       http_status: 403,
-      event_id: d.event_id,
-      ...(d.request_access ? { request_access: d.request_access } : {}),
+      event_id: eventId,
+      ...(requestAccess ? { request_access: requestAccess } : {}),
     };
-    return {
-      status: 403,
-      contentType: "application/json",
-      body: Buffer.from(JSON.stringify(body)),
-      eventId: d.event_id,
-    };
+    return { status: 403, contentType: "application/json", body: Buffer.from(JSON.stringify(body)), eventId };
   }
 
   async function call(identity: AgentIdentity, c: ProviderCall): Promise<ProviderAnswer> {
@@ -235,7 +232,8 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
         details: { provider: spec.name, operation: op.name, ...(c.via ? { via: c.via } : {}) },
       },
     );
-    if (d.decision === "DENY") return denial(identity, op, resource, d);
+    if (d.decision === "DENY")
+      return denial(identity, action, resource, d.reason, d.event_id, d.request_access);
 
     const base = (deps.baseUrls[spec.name] ?? spec.baseUrl).replace(/\/+$/, "");
     const bodyParams = Object.fromEntries(
@@ -408,23 +406,7 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
       httpStatus: 403,
       details: { deny_code: "unknown_operation", provider, method, token_id: identity.tokenId },
     });
-    const body = {
-      ts: clock.now().toISOString(),
-      agent: identity.agent,
-      project: identity.project,
-      action,
-      resource,
-      decision: "DENY",
-      reason,
-      http_status: 403,
-      event_id: line.event_id,
-    };
-    return {
-      status: 403,
-      contentType: "application/json",
-      body: Buffer.from(JSON.stringify(body)),
-      eventId: line.event_id,
-    };
+    return denial(identity, action, resource, reason, line.event_id);
   }
 
   /**

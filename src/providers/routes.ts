@@ -3,6 +3,7 @@ import { z } from "zod";
 import type { TokenService } from "../agents/token-service.js";
 import { AppError } from "../errors.js";
 import { requireAgent } from "../server/plugins/auth.js";
+import { rawBodies } from "../server/raw-body.js";
 import { paramsObject, parseInput } from "../server/validation.js";
 import { nestPairs } from "./params.js";
 import type { ProviderAnswer, ProviderGateway } from "./provider-gateway.js";
@@ -64,12 +65,7 @@ export async function registerProviderRoutes(app: FastifyInstance, deps: Provide
 
   await app.register(async (scope) => {
     // The proxy reads bodies as the SDK sent them: form (Stripe) or JSON.
-    scope.removeAllContentTypeParsers();
-    scope.addContentTypeParser(
-      "*",
-      { parseAs: "string", bodyLimit: deps.bodyLimitBytes },
-      (_req, body, done) => done(null, body),
-    );
+    rawBodies(scope, deps.bodyLimitBytes);
     // Inbound events: the raw body is what the provider signed.
     scope.post("/v1/webhooks/:provider", async (req) => {
       const { provider } = req.params as { provider: string };
