@@ -19,6 +19,7 @@ import type { Logger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
 import { combineWorkers, createOutboxWorker, type OutboxHandler } from "./outbox/outbox.js";
 import { createPolicyStore } from "./policy-store/policy-store.js";
+import { createBudgets } from "./providers/budgets.js";
 import { createProviderGateway, type ProviderSet } from "./providers/provider-gateway.js";
 import { createVault } from "./providers/vault.js";
 import { PACKAGE_VERSION } from "./version.js";
@@ -172,6 +173,8 @@ export function createServices(opts: ServiceOptions) {
     // The environment first (a deployment's secret store), then the encrypted vault.
     credential: async (name) => config.credentialFromEnv?.(name) ?? (await vault.get(name)),
     baseUrls: config.providers?.baseUrls ?? {},
+    budgets: createBudgets({ db, clock }),
+    projectBudgets: (project) => policies.index().projects.get(project)?.document.budgets ?? [],
   });
   const tg = config.telegram;
   const telegramApi = tg ? new Api(tg.botToken, { apiRoot: tg.apiRoot }) : undefined;

@@ -336,3 +336,26 @@ export const credentials = pgTable("credentials", {
   updatedAt: timestamp("updated_at", { withTimezone: true, mode: "date" }).notNull().defaultNow(),
   updatedBy: text("updated_by").notNull(),
 });
+
+/**
+ * Money moved through the gateway, for budgets: a row is reserved (in the transaction that
+ * checks the budget) before the upstream call and released if the call did not go through.
+ */
+export const spend = pgTable(
+  "spend",
+  {
+    id: bigserial("id", { mode: "number" }).primaryKey(),
+    project: text("project").notNull(),
+    agent: text("agent").notNull(),
+    currency: text("currency").notNull(),
+    amount: bigint("amount", { mode: "number" }).notNull(),
+    session: text("session"),
+    /** The decision that allowed the call. */
+    eventId: text("event_id").notNull(),
+    /** The call's idempotency key: a retry with the same key is the same spending. */
+    idempotencyKey: text("idempotency_key"),
+    at: timestamp("at", { withTimezone: true, mode: "date" }).notNull(),
+    releasedAt: timestamp("released_at", { withTimezone: true, mode: "date" }),
+  },
+  (t) => [index("spend_project_idx").on(t.project, t.currency, t.at)],
+);

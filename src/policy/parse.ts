@@ -254,6 +254,22 @@ function crossCheck(raw: RawPolicyDocument, report: Report): PolicyDocument {
   providers.forEach((p, i) => {
     if (providers.indexOf(p) !== i) report(["providers", i], `provider '${p}' is listed twice`);
   });
+  const budgets = (raw.budgets ?? []).map((b, i) => ({
+    id: b.id ?? `b_${i + 1}`,
+    agents: b.agents,
+    period: b.period,
+    currency: b.currency.toUpperCase(),
+    limit: b.limit,
+  }));
+  (raw.budgets ?? []).forEach((b, i) => {
+    for (const [k, a] of (b.agents ?? []).entries())
+      if (!agents.some((x) => x.name === a))
+        report(["budgets", i, "agents", k], `agent '${a}' is not in agents`);
+  });
+  budgets.forEach((b, i) => {
+    if (budgets.findIndex((o) => o.id === b.id) !== i)
+      report(["budgets", i, "id"], `budget id '${b.id}' is used twice`);
+  });
   return {
     project: raw.project,
     description: raw.description,
@@ -262,5 +278,6 @@ function crossCheck(raw: RawPolicyDocument, report: Report): PolicyDocument {
     approvers,
     settings,
     providers,
+    budgets,
   };
 }

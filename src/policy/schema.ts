@@ -178,6 +178,20 @@ export const settingsShape = {
   risk: z.record(actionGlob, tier).optional(),
 };
 
+export const budgetShape = {
+  id: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, "must be a budget id: letters, digits and . _ - (at most 64)")
+    .optional(),
+  /** Only these agents' spending (each agent separately); the whole project's when absent. */
+  agents: z.array(agentName).min(1, "must list at least one agent").optional(),
+  /** Calendar periods in UTC, or one agent-supplied session (the X-Butler-Session header). */
+  period: z.enum(["day", "week", "month", "session"], "must be day, week, month or session"),
+  currency: z.string().regex(/^[A-Za-z]{3}$/, "must be a three-letter currency code such as EUR"),
+  /** In the currency's minor unit (cents), as providers count amounts. */
+  limit: z.number("must be a number").int("must be a whole number of minor units (cents)").min(0).max(1e15),
+};
+
 export const documentShape = {
   project: projectName,
   description: z.string().max(2000).optional(),
@@ -187,6 +201,8 @@ export const documentShape = {
   settings: z.strictObject(settingsShape).optional(),
   /** Providers (providers/*.yaml) whose operation-group defaults apply in this project. */
   providers: z.array(serviceName).optional(),
+  /** Spending limits for operations that move money (providers' amount fields). */
+  budgets: z.array(z.strictObject(budgetShape)).optional(),
 };
 export const PolicyDocumentSchema = z.strictObject(documentShape);
 export type RawPolicyDocument = z.infer<typeof PolicyDocumentSchema>;
@@ -202,6 +218,7 @@ export function knownKeysAt(path: readonly PropertyKey[]): string[] | undefined 
   if (/^grants\/#$/.test(at)) return Object.keys(grantShape);
   if (/^grants\/#\/constraints\/[^/]+$/.test(at)) return Object.keys(constraintShape);
   if (/^agents\/#$/.test(at)) return Object.keys(agentShape);
+  if (/^budgets\/#$/.test(at)) return Object.keys(budgetShape);
   if (/^approvers\/#$/.test(at)) return Object.keys(approverShape);
   if (/^approvers\/#\/slack$/.test(at)) return Object.keys(slackShape);
   if (/^approvers\/#\/telegram$/.test(at)) return Object.keys(telegramShape);

@@ -93,6 +93,19 @@ export interface PolicyDocument {
    * that names none denies every provider call no grant allows.
    */
   providers: string[];
+  budgets: BudgetDef[];
+}
+
+/** A spending limit: per agent (or for the whole project), per period or per session. */
+export interface BudgetDef {
+  /** As written, or `b_<n>` for the n-th budget (1-based). */
+  id: string;
+  agents: string[] | undefined;
+  period: "day" | "week" | "month" | "session";
+  /** Upper-case ISO 4217 code. */
+  currency: string;
+  /** Minor units (cents). */
+  limit: number;
 }
 
 /** One problem found in a policy file, located precisely enough to fix it. */

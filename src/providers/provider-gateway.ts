@@ -8,7 +8,9 @@ import { AppError } from "../errors.js";
 import type { AuthorizeResult, Gateway } from "../gateway/gateway-service.js";
 import type { Logger } from "../logger.js";
 import type { CompiledProject, Decision } from "../policy/index.js";
+import type { BudgetDef } from "../policy/types.js";
 import { type FileIssue, formatIssue } from "../yaml-file.js";
+import type { Budgets } from "./budgets.js";
 import { formEncode, valueAtPath } from "./params.js";
 import { type Operation, type ProviderSpec, parseProviderFile } from "./spec.js";
 import { callUpstream, type UpstreamAnswer, type UpstreamError } from "./upstream.js";
@@ -57,6 +59,8 @@ export interface ProviderCall {
   accept?: string | undefined;
   /** Why a call is made when no agent asked (a webhook reaction); recorded with the decision. */
   via?: string | undefined;
+  /** The agent's session (X-Butler-Session), for per-session budgets. */
+  session?: string | undefined;
 }
 
 /** What the agent gets back. */
@@ -78,6 +82,10 @@ export interface ProviderGatewayDeps {
   credential: (name: string) => Promise<string | undefined>;
   /** Base URLs replacing the specs' (BUTLER_PROVIDER_URLS: local stand-ins, regional endpoints). */
   baseUrls: Readonly<Record<string, string>>;
+  /** Spending limits of money-moving calls. */
+  budgets: Pick<Budgets, "reserve" | "release">;
+  /** A project's budgets, from the policy in force. */
+  projectBudgets: (project: string) => readonly BudgetDef[];
   /** The HTTP client (callUpstream; tests may pass another). */
   upstream?: typeof callUpstream;
 }
@@ -126,6 +134,12 @@ function summary(body: Buffer, contentType: string | undefined): Record<string, 
  * (operation-group defaults when no grant speaks, parameter constraints from the grants), call
  * upstream with the provider's credential (never the agent's token), and record the outcome.
  */
+/** An agent's own idempotency key, namespaced to the agent so that agents cannot collide. */
+function agentKey(identity: AgentIdentity, key: string | undefined): string | undefined {
+  if (!key) return undefined;
+  return `butler-${createHash("sha256").update(`${identity.project}/${identity.agent}`).digest("hex").slice(0, 16)}-${key}`;
+}
+
 export function createProviderGateway(deps: ProviderGatewayDeps) {
   const { providers, clock, log } = deps;
   const upstream = deps.upstream ?? callUpstream;
@@ -235,6 +249,47 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
     if (d.decision === "DENY")
       return denial(identity, action, resource, d.reason, d.event_id, d.request_access);
 
+    // Budgets: money-moving operations reserve their amount before the call, under a lock.
+    let reservation: number | undefined;
+    const budgets = op.amount ? deps.projectBudgets(identity.project) : [];
+    if (op.amount && budgets.length > 0) {
+      const raw = valueAtPath(c.params, op.amount.field);
+      const amount = typeof raw === "string" && /^\d+$/.test(raw) ? Number(raw) : raw;
+      const currency = (
+        op.amount.currency ?? String(valueAtPath(c.params, op.amount.currencyField ?? "") ?? "")
+      ).toUpperCase();
+      const refuse = async (reason: string, budget: string | undefined) => {
+        const line = await deps.audit.append({
+          type: "budget.exceeded",
+          agent: identity.agent,
+          project: identity.project,
+          action,
+          resource,
+          decision: "DENY",
+          reason,
+          httpStatus: 403,
+          details: { provider: spec.name, operation: op.name, budget, decision_event_id: d.event_id },
+        });
+        return denial(identity, action, resource, reason, line.event_id);
+      };
+      if (typeof amount !== "number" || !Number.isSafeInteger(amount) || amount < 0)
+        return refuse(
+          `${op.name} moves money and ${identity.project} has budgets: params.${op.amount.field} must be a whole number of minor units`,
+          undefined,
+        );
+      const r = await deps.budgets.reserve(budgets, {
+        project: identity.project,
+        agent: identity.agent,
+        currency,
+        amount,
+        session: c.session,
+        eventId: d.event_id,
+        idempotencyKey: agentKey(identity, c.idempotencyKey),
+      });
+      if (!r.ok) return refuse(r.reason, r.budget);
+      reservation = r.id;
+    }
+
     const base = (deps.baseUrls[spec.name] ?? spec.baseUrl).replace(/\/+$/, "");
     const bodyParams = Object.fromEntries(
       Object.entries(c.params).filter(([k]) => !op.pathParams.includes(k)),
@@ -259,9 +314,7 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
     // cannot collide or replay each other's), else one derived from the decision's audit event.
     let idempotencyKey: string | undefined;
     if (op.method !== "GET") {
-      idempotencyKey = c.idempotencyKey
-        ? `butler-${createHash("sha256").update(`${identity.project}/${identity.agent}`).digest("hex").slice(0, 16)}-${c.idempotencyKey}`
-        : `butler-${d.event_id}`;
+      idempotencyKey = agentKey(identity, c.idempotencyKey) ?? `butler-${d.event_id}`;
       headers["idempotency-key"] = idempotencyKey;
     }
     const credential = await deps.credential(spec.auth.credential);
@@ -321,6 +374,9 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
       }
     }
     const latencyMs = Number(process.hrtime.bigint() - started) / 1e6;
+    // The money did not move: the budget gets it back.
+    if (reservation !== undefined && (failure || !res || res.status >= 400))
+      await deps.budgets.release(reservation);
     const contentType = res?.headers["content-type"];
     await deps.audit.append({
       type: failure ? "provider.failed" : "provider.called",

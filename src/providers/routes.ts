@@ -27,6 +27,14 @@ function send(reply: FastifyReply, a: ProviderAnswer) {
   return reply.send(a.body);
 }
 
+function session(req: FastifyRequest): string | undefined {
+  const v = req.headers["x-butler-session"];
+  if (v === undefined) return undefined;
+  if (typeof v !== "string" || !/^[\x21-\x7e]{1,128}$/.test(v))
+    throw new AppError("INVALID_INPUT", "X-Butler-Session: must be 1 to 128 printable ASCII characters");
+  return v;
+}
+
 function idempotencyKey(req: FastifyRequest): string | undefined {
   const k = req.headers["idempotency-key"];
   if (k === undefined) return undefined;
@@ -58,6 +66,7 @@ export async function registerProviderRoutes(app: FastifyInstance, deps: Provide
         operation: p.operation,
         params: body.params ?? {},
         idempotencyKey: idempotencyKey(req),
+        session: session(req),
         accept: req.headers.accept,
       }),
     );
@@ -124,6 +133,7 @@ export async function registerProviderRoutes(app: FastifyInstance, deps: Provide
           operation: routed.op.name,
           params,
           idempotencyKey: idempotencyKey(req),
+          session: session(req),
           accept: req.headers.accept,
         }),
       );

@@ -104,6 +104,18 @@ export const operationShape = {
   constraints: z.array(z.strictObject(constraintDocShape)).optional(),
   /** Upstream timeout for this operation. */
   timeout_ms: z.number().int().min(100).max(300_000).optional(),
+  /** For operations that move money: where the amount (minor units) and its currency are; budgets count it. */
+  amount: z
+    .strictObject({
+      field: paramPath,
+      currency_field: paramPath.optional(),
+      /** A fixed currency, when the operation has no currency parameter. */
+      currency: z
+        .string()
+        .regex(/^[A-Za-z]{3}$/, "must be a three-letter currency code")
+        .optional(),
+    })
+    .optional(),
 };
 
 export const reactionShape = {
@@ -175,6 +187,7 @@ export function providerKnownKeysAt(path: readonly PropertyKey[]): string[] | un
   if (/^operations\/#$/.test(at)) return Object.keys(operationShape);
   if (/^operations\/#\/constraints\/#$/.test(at)) return Object.keys(constraintDocShape);
   if (/^operations\/#\/params\/[^/]+$/.test(at)) return Object.keys(paramShape);
+  if (/^operations\/#\/amount$/.test(at)) return ["field", "currency_field", "currency"];
   return undefined;
 }
 
@@ -197,6 +210,8 @@ export interface Operation {
   timeoutMs: number;
   /** Safe to send twice: reads, and writes carrying an idempotency key. */
   idempotent: boolean;
+  /** Where a money-moving operation's amount and currency are. */
+  amount: { field: string; currencyField: string | undefined; currency: string | undefined } | undefined;
 }
 
 export interface Reaction {
@@ -272,6 +287,13 @@ function crossCheck(raw: RawSpec, report: Report): ProviderSpec {
       })),
       timeoutMs: o.timeout_ms ?? raw.timeout_ms ?? 30_000,
       idempotent: o.method === "GET",
+      amount: o.amount
+        ? {
+            field: o.amount.field,
+            currencyField: o.amount.currency_field,
+            currency: o.amount.currency?.toUpperCase(),
+          }
+        : undefined,
     });
   });
   // Two operations answering the same method and path would make the proxy's choice arbitrary.
@@ -291,6 +313,10 @@ function crossCheck(raw: RawSpec, report: Report): ProviderSpec {
       );
     if ((r.when.field === undefined) !== (r.when.in === undefined))
       report(["webhooks", "reactions", i, "when"], "field and in go together");
+  });
+  raw.operations.forEach((o, i) => {
+    if (o.amount && !o.amount.currency_field === !o.amount.currency)
+      report(["operations", i, "amount"], "needs exactly one of currency_field and currency");
   });
   if (raw.auth.type === "header" && !raw.auth.header)
     report(["auth"], "type header needs header: the name of the header that carries the credential");

@@ -19,6 +19,8 @@ agents:
     roles: [support-tier-1]
   - name: support-bot-2
     roles: [support-tier-2]
+  - name: support-bot-3
+    roles: [support-tier-1]
 grants:
   - id: refunds-tier-1
     description: Refunds up to 5000 cents, for tier-1 support only.
@@ -29,6 +31,17 @@ grants:
       amount: { max: 5000 }
 approvers:
   - id: jordan
+budgets:
+  - id: tier1-daily
+    agents: [support-bot-1]
+    period: day
+    currency: EUR
+    limit: 10000
+  - id: bot3-session
+    agents: [support-bot-3]
+    period: session
+    currency: EUR
+    limit: 1000
 `;
 
 /** Providers in the call path, against a local stand-in Stripe that holds Stripe's contract. */
@@ -38,6 +51,7 @@ describe(`providers in the call path (${ENGINE})`, () => {
   let billing: string;
   let tier1: string;
   let tier2: string;
+  let bot3: string;
   let jordan: string;
 
   beforeAll(async () => {
@@ -62,6 +76,7 @@ describe(`providers in the call path (${ENGINE})`, () => {
     billing = await s.agentToken("billing-reconciler-1", "project-billing");
     tier1 = await s.agentToken("support-bot-1", "project-support");
     tier2 = await s.agentToken("support-bot-2", "project-support");
+    bot3 = await s.agentToken("support-bot-3", "project-support");
     jordan = JSON.parse((await s.cli(["approvers", "token", "jordan", "--json"])).stdout).token;
   });
   afterAll(async () => {
@@ -217,6 +232,37 @@ describe(`providers in the call path (${ENGINE})`, () => {
     const keys = stripe.requests.slice(-2).map((r) => r.headers["idempotency-key"]);
     expect(keys[0]).toBe(keys[1]);
     expect(keys[0]).toMatch(/^butler-[0-9a-f]{16}-refund-T-77$/);
+  });
+
+  test("budgets: a refund that would exceed the agent's daily budget is denied with what is left; retries count once", async () => {
+    // Spent so far today by support-bot-1: 4500 + 300 (the retried call counted once).
+    const fits = await operation(tier1, "create_refund", { charge: "ch_demo_0003", amount: 5000 });
+    expect(fits.status).toBe(200);
+    const before = stripe.requests.length;
+    const over = await operation(tier1, "create_refund", { charge: "ch_demo_0003", amount: 300 });
+    expect(over.status).toBe(403);
+    expect(over.body.reason).toBe(
+      "budget tier1-daily: support-bot-1's EUR 98.00 of EUR 100.00 is spent this day; this call (EUR 3.00) would exceed it; EUR 2.00 left",
+    );
+    expect(stripe.requests.length).toBe(before);
+  });
+
+  test("a per-session cap needs the session's id, counts per session, and gives back what did not go through", async () => {
+    const refund = (session: string | undefined, params: Record<string, unknown>) =>
+      operation(bot3, "create_refund", params, session ? { "x-butler-session": session } : {});
+    const none = await refund(undefined, { charge: "ch_1", amount: 100 });
+    expect(none.status).toBe(403);
+    expect(none.body.reason).toBe(
+      "budget bot3-session caps spending per session: send the session's id as X-Butler-Session",
+    );
+    expect((await refund("s1", { charge: "ch_1", amount: 600 })).status).toBe(200);
+    const second = await refund("s1", { charge: "ch_1", amount: 600 });
+    expect(second.status).toBe(403);
+    expect(second.body.reason).toContain("EUR 6.00 of EUR 10.00 is spent this session");
+    expect((await refund("s2", { charge: "ch_1", amount: 600 })).status).toBe(200);
+    // Stripe refuses a refund without a charge: the reservation is released, the session keeps its room.
+    expect((await refund("s3", { amount: 900 })).status).toBe(400);
+    expect((await refund("s3", { charge: "ch_1", amount: 900 })).status).toBe(200);
   });
 
   test("bad input is refused before anything is decided or sent", async () => {
