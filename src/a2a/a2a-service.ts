@@ -20,7 +20,7 @@ import {
   UnsupportedOperationError,
 } from "@a2a-js/sdk/errors";
 import type { A2ARequestHandler, ServerCallContext, User } from "@a2a-js/sdk/server";
-import { and, count, desc, eq, gt, inArray, lt, or, type SQL, sql } from "drizzle-orm";
+import { and, count, desc, eq, gt, lt, or, type SQL, sql } from "drizzle-orm";
 import type { AgentIdentity } from "../agents/token-service.js";
 import type { AuditLog } from "../audit/audit-log.js";
 import type { Butler } from "../butler/butler-service.js";
@@ -351,7 +351,7 @@ export function createA2A(deps: A2ADeps) {
     taskId: string,
     c: TaskPushNotificationConfig,
   ): Promise<(typeof a2aPushConfigs.$inferSelect)[]> {
-    const checked = { value: checkPushConfig(c) };
+    const url = checkPushConfig(c).href;
     const [{ n }] = (await tx
       .select({ n: count() })
       .from(a2aPushConfigs)
@@ -365,7 +365,7 @@ export function createA2A(deps: A2ADeps) {
       .values({
         id: c.id && /^[A-Za-z0-9_.-]{1,64}$/.test(c.id) ? `${taskId}:${c.id}` : `${taskId}:${newId("push")}`,
         taskId,
-        url: checked.value.href,
+        url,
         token: c.token,
         authScheme: c.authentication?.scheme ?? null,
         authCredentials: c.authentication?.credentials ?? null,
@@ -374,7 +374,7 @@ export function createA2A(deps: A2ADeps) {
       .onConflictDoUpdate({
         target: a2aPushConfigs.id,
         set: {
-          url: checked.value.href,
+          url,
           token: c.token,
           authScheme: c.authentication?.scheme ?? null,
           authCredentials: c.authentication?.credentials ?? null,
@@ -773,21 +773,16 @@ export function createA2A(deps: A2ADeps) {
     return c;
   }
 
-  /** Tasks a list of requests belongs to (for tests and the CLI). */
-  async function tasksOfRequests(ids: string[]) {
-    if (ids.length === 0) return [];
-    return db.select().from(a2aTasks).where(inArray(a2aTasks.requestId, ids));
-  }
-
   return {
     handler,
-    card: () => AgentCard.toJSON(card()),
+    /** The agent card (the SDK's object). */
+    card,
+    /** The agent card as wire JSON. */
+    cardJson: () => AgentCard.toJSON(card()),
     notifier,
     sync,
     catchUp,
     pushTarget,
-    tasksOfRequests,
-    log,
   };
 }
 

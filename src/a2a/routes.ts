@@ -2,7 +2,6 @@ import { createHash } from "node:crypto";
 import {
   A2A_VERSION_HEADER,
   AGENT_CARD_PATH,
-  AgentCard,
   CancelTaskRequest,
   DeleteTaskPushNotificationConfigRequest,
   formatSSEErrorEvent,
@@ -122,7 +121,7 @@ export async function registerA2ARoutes(app: FastifyInstance, deps: A2ARouteDeps
   const keepAliveMs = deps.keepAliveMs ?? 15_000;
 
   app.get(`/${AGENT_CARD_PATH}`, async (req, reply) => {
-    const body = JSON.stringify(deps.a2a.card());
+    const body = JSON.stringify(deps.a2a.cardJson());
     const etag = `"${createHash("sha256").update(body).digest("base64url").slice(0, 27)}"`;
     reply
       .header("etag", etag)
@@ -238,7 +237,7 @@ export async function registerA2ARoutes(app: FastifyInstance, deps: A2ARouteDeps
         requestedVersion: typeof requestedVersion === "string" && requestedVersion ? requestedVersion : "0.3",
       });
       try {
-        validateVersion(context.requestedVersion, AgentCard.fromJSON(deps.a2a.card()), "JSONRPC");
+        validateVersion(context.requestedVersion, deps.a2a.card(), "JSONRPC");
       } catch (e) {
         return reply.send(rpcError(rpc.id, JsonRpcTransportHandler.mapToJSONRPCError(e)));
       }

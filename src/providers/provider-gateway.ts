@@ -9,7 +9,7 @@ import type { AuthorizeResult, Gateway } from "../gateway/gateway-service.js";
 import type { Logger } from "../logger.js";
 import type { CompiledProject, Decision } from "../policy/index.js";
 import type { BudgetDef } from "../policy/types.js";
-import { type FileIssue, formatIssue } from "../yaml-file.js";
+import type { FileIssue } from "../yaml-file.js";
 import type { Budgets } from "./budgets.js";
 import { formEncode, valueAtPath } from "./params.js";
 import { type Operation, type ProviderSpec, parseProviderFile } from "./spec.js";
@@ -555,8 +555,3 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
 }
 
 export type ProviderGateway = ReturnType<typeof createProviderGateway>;
-
-/** For `butler providers validate`. */
-export function describeFailures(set: ProviderSet): string[] {
-  return set.failures.flatMap((f) => f.issues.map(formatIssue));
-}
