@@ -233,6 +233,29 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
     return { status: 403, contentType: "application/json", body: Buffer.from(JSON.stringify(body)), eventId };
   }
 
+  /** A refusal by a step after the policy decision (or of an unknown path): audited, then the DENY line. */
+  async function refuse(
+    identity: AgentIdentity,
+    type: "budget.exceeded" | "gateway.denied",
+    action: string,
+    resource: string,
+    reason: string,
+    details: Record<string, unknown>,
+  ): Promise<ProviderAnswer> {
+    const line = await deps.audit.append({
+      type,
+      agent: identity.agent,
+      project: identity.project,
+      action,
+      resource,
+      decision: "DENY",
+      reason,
+      httpStatus: 403,
+      details,
+    });
+    return denial(identity, action, resource, reason, line.event_id);
+  }
+
   async function call(identity: AgentIdentity, c: ProviderCall): Promise<ProviderAnswer> {
     const { spec, op } = find(c.provider, c.operation);
     checkParams(op, c.params);
@@ -258,22 +281,15 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
       const currency = (
         op.amount.currency ?? String(valueAtPath(c.params, op.amount.currencyField ?? "") ?? "")
       ).toUpperCase();
-      const refuse = async (reason: string, budget: string | undefined) => {
-        const line = await deps.audit.append({
-          type: "budget.exceeded",
-          agent: identity.agent,
-          project: identity.project,
-          action,
-          resource,
-          decision: "DENY",
-          reason,
-          httpStatus: 403,
-          details: { provider: spec.name, operation: op.name, budget, decision_event_id: d.event_id },
+      const overBudget = (reason: string, budget: string | undefined) =>
+        refuse(identity, "budget.exceeded", action, resource, reason, {
+          provider: spec.name,
+          operation: op.name,
+          budget,
+          decision_event_id: d.event_id,
         });
-        return denial(identity, action, resource, reason, line.event_id);
-      };
       if (typeof amount !== "number" || !Number.isSafeInteger(amount) || amount < 0)
-        return refuse(
+        return overBudget(
           `${op.name} moves money and ${identity.project} has budgets: params.${op.amount.field} must be a whole number of minor units`,
           undefined,
         );
@@ -286,7 +302,7 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
         eventId: d.event_id,
         idempotencyKey: agentKey(identity, c.idempotencyKey),
       });
-      if (!r.ok) return refuse(r.reason, r.budget);
+      if (!r.ok) return overBudget(r.reason, r.budget);
       reservation = r.id;
     }
 
@@ -451,18 +467,12 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
       : `no provider '${provider}' (known: ${[...providers.providers.keys()].join(", ") || "none"})`;
     const action = `${spec?.service ?? provider}:unknown`;
     const resource = `${provider}${path}`.slice(0, 2048);
-    const line = await deps.audit.append({
-      type: "gateway.denied",
-      agent: identity.agent,
-      project: identity.project,
-      action,
-      resource,
-      decision: "DENY",
-      reason,
-      httpStatus: 403,
-      details: { deny_code: "unknown_operation", provider, method, token_id: identity.tokenId },
+    return refuse(identity, "gateway.denied", action, resource, reason, {
+      deny_code: "unknown_operation",
+      provider,
+      method,
+      token_id: identity.tokenId,
     });
-    return denial(identity, action, resource, reason, line.event_id);
   }
 
   /**
