@@ -441,6 +441,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
         statusTimestampAfter: undefined,
       });
     const seen: string[] = [];
+    const stamps: number[] = [];
     let token = "";
     let pages = 0;
     do {
@@ -448,6 +449,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
       expect(p.totalSize).toBe(5);
       expect(p.tasks.length).toBeLessThanOrEqual(2);
       seen.push(...p.tasks.map((t) => t.id));
+      stamps.push(...p.tasks.map((t) => Date.parse(t.status!.timestamp!)));
       token = p.nextPageToken;
       pages++;
     } while (token && pages < 10);
@@ -455,7 +457,8 @@ describe(`agents over A2A (${ENGINE})`, () => {
     // Every task once (ties within a millisecond are ordered by id, so compare as sets).
     expect(seen).toHaveLength(5);
     expect(new Set(seen)).toEqual(new Set(made));
-    expect(seen[0]).not.toBe(made[0]);
+    // Newest first, across pages.
+    expect(stamps).toEqual([...stamps].sort((a, b) => b - a));
     await expect(page("bm90IG1pbmU")).rejects.toThrow(/pageToken/);
   });
 
@@ -566,16 +569,29 @@ describe(`agents over A2A (${ENGINE})`, () => {
   test("ButlerClient sends its token only to the Butler it was given, and refuses a card naming another host", async () => {
     const { ButlerClient, ButlerError } = await import("butler-gateway/client");
     const sentTo: string[] = [];
-    const doctored: typeof fetch = async (input, init) => {
-      const target = String(input instanceof Request ? input.url : input);
-      if (new Headers(init?.headers).has("authorization")) sentTo.push(new URL(target).origin);
-      const res = await fetch(input, init);
-      if (!target.endsWith("/.well-known/agent-card.json")) return res;
-      const card = (await res.json()) as { supportedInterfaces: { url: string }[] };
-      card.supportedInterfaces[0]!.url = "http://elsewhere.example/a2a";
-      return new Response(JSON.stringify(card), { headers: { "content-type": "application/json" } });
-    };
-    const butler = new ButlerClient({ url, token: agent, fetch: doctored });
+    const tracking =
+      (doctor: boolean): typeof fetch =>
+      async (input, init) => {
+        const target = String(input instanceof Request ? input.url : input);
+        if (new Headers(init?.headers).has("authorization")) sentTo.push(new URL(target).origin);
+        const res = await fetch(input, init);
+        if (!doctor || !target.endsWith("/.well-known/agent-card.json")) return res;
+        const card = (await res.json()) as { supportedInterfaces: { url: string }[] };
+        card.supportedInterfaces[0]!.url = "http://elsewhere.example/a2a";
+        return new Response(JSON.stringify(card), { headers: { "content-type": "application/json" } });
+      };
+    // With the real card, A2A calls carry the token, to this Butler only.
+    const honest = new ButlerClient({ url, token: agent, fetch: tracking(false) });
+    await (await honest.a2a()).listTasks({
+      tenant: "",
+      contextId: "",
+      status: TaskState.TASK_STATE_UNSPECIFIED,
+      pageToken: "",
+      statusTimestampAfter: undefined,
+    });
+    expect(sentTo).toEqual([new URL(url).origin]);
+    sentTo.length = 0;
+    const butler = new ButlerClient({ url, token: agent, fetch: tracking(true) });
     const err = await butler
       .requestAccess({ reason: "x", action: "stripe:files:read", resource: "stripe.com/v1/files" })
       .catch((e: unknown) => e);
