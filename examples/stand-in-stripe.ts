@@ -18,8 +18,11 @@ export async function startStandInStripe(secretKey: string): Promise<{
   url: string;
   requests: SeenRequest[];
   created: { refunds: number; payment_intents: number };
+  /** The next `n` writes are answered 503 before anything is done, as Stripe does when it is unwell. */
+  failNextWrites(n: number): void;
   close(): Promise<void>;
 }> {
+  let failing = 0;
   const requests: SeenRequest[] = [];
   const created = { refunds: 0, payment_intents: 0 };
   const replays = new Map<string, { body: string; status: number; answer: string }>();
@@ -68,6 +71,11 @@ export async function startStandInStripe(secretKey: string): Promise<{
       }
       if (req.headers["content-type"] !== "application/x-www-form-urlencoded")
         return error(400, "invalid_request_error", "Stripe takes form-encoded bodies");
+      if (failing > 0) {
+        failing--;
+        // Nothing executed and nothing remembered: the same key may be sent again (as with Stripe's 5xx).
+        return error(503, "api_error", "Stripe is temporarily unavailable");
+      }
       const form = new URLSearchParams(raw);
       const key = req.headers["idempotency-key"];
       if (typeof key === "string") {
@@ -126,6 +134,9 @@ export async function startStandInStripe(secretKey: string): Promise<{
     url: `http://127.0.0.1:${port}`,
     requests,
     created,
+    failNextWrites(n) {
+      failing = n;
+    },
     close: () => new Promise<void>((r) => server.close(() => r())),
   };
 }

@@ -7,6 +7,7 @@ import { createAuditLog } from "./audit/audit-log.js";
 import { createApproverTokens } from "./butler/approver-tokens.js";
 import { createButler } from "./butler/butler-service.js";
 import type { AgentNotification, AgentNotifier } from "./butler/notifier.js";
+import { createOneShots } from "./butler/one-shot.js";
 import { type ApprovalChannel, RetryLater } from "./channels/channel.js";
 import type { Clock } from "./clock.js";
 import type { Config } from "./config.js";
@@ -61,7 +62,8 @@ export function createServices(opts: ServiceOptions) {
   const approverTokens = createApproverTokens({ db, audit, clock });
   const policies = createPolicyStore({ db, audit, changes, clock, log, policiesDir: config.policiesDir });
   const metrics = createMetrics({ auditQueueDepth: () => audit.depth() });
-  const gateway = createGateway({ policies, audit, clock, metrics, publicUrl: opts.publicUrl });
+  const oneShots = createOneShots({ db, audit, clock });
+  const gateway = createGateway({ policies, audit, clock, metrics, publicUrl: opts.publicUrl, oneShots });
   const butler = createButler({
     db,
     audit,
@@ -175,6 +177,8 @@ export function createServices(opts: ServiceOptions) {
     baseUrls: config.providers?.baseUrls ?? {},
     budgets: createBudgets({ db, clock }),
     projectBudgets: (project) => policies.index().projects.get(project)?.document.budgets ?? [],
+    butler,
+    oneShots,
   });
   const tg = config.telegram;
   const telegramApi = tg ? new Api(tg.botToken, { apiRoot: tg.apiRoot }) : undefined;

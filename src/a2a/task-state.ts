@@ -2,7 +2,8 @@ import type { AccessRequestView } from "../butler/butler-service.js";
 import type { A2A_TASK_STATES } from "../db/schema.js";
 
 export type TaskStateName = (typeof A2A_TASK_STATES)[number];
-export type GrantState = "live" | "revoked" | "expired";
+/** `used`: a one-shot approval whose one call was made. */
+export type GrantState = "live" | "revoked" | "expired" | "used";
 
 /** What the agent's grant looks like, as the task's artifact carries it. */
 export interface GrantArtifact {
@@ -61,9 +62,11 @@ export function outcomeOf(
         ? "revoked"
         : g.revoked_at
           ? "revoked"
-          : new Date(g.expires_at).getTime() <= now.getTime()
-            ? "expired"
-            : "live";
+          : g.used_at
+            ? "used"
+            : new Date(g.expires_at).getTime() <= now.getTime()
+              ? "expired"
+              : "live";
       const grant: GrantArtifact = {
         grant_id: g?.id ?? r.id,
         request_id: r.id,
@@ -79,10 +82,14 @@ export function outcomeOf(
       };
       const text =
         state === "live"
-          ? `granted by ${by ?? "an approver"}${via} until ${g?.expires_at}; retry the call`
-          : state === "revoked"
-            ? `the grant was revoked at ${g?.revoked_at ?? "an unknown time"}${known.revokeReason ? `: ${known.revokeReason}` : ""}; calls are denied again`
-            : `the grant expired at ${g?.expires_at}; calls are denied again`;
+          ? r.kind === "one_shot"
+            ? `approved by ${by ?? "an approver"}${via}: make exactly the same call (same parameters) once, before ${g?.expires_at}`
+            : `granted by ${by ?? "an approver"}${via} until ${g?.expires_at}; retry the call`
+          : state === "used"
+            ? `the one-shot approval was used at ${g?.used_at}; the same call again needs a new approval`
+            : state === "revoked"
+              ? `the grant was revoked at ${g?.revoked_at ?? "an unknown time"}${known.revokeReason ? `: ${known.revokeReason}` : ""}; calls are denied again`
+              : `the grant expired at ${g?.expires_at}; calls are denied again`;
       return { state: "completed", text, grant };
     }
     case "denied": {

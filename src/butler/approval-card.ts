@@ -19,14 +19,16 @@ export interface ApprovalCard {
   approvedBy: string[];
   requestedTtlSeconds: number;
   maxTtlSeconds: number;
+  /** True when approval allows exactly one call, once (require_approval), instead of a policy change. */
+  oneShot: boolean;
   /** The unified diff of the effective policy that approval would apply. May be long; renderers truncate. */
   diff: string;
   decidedBy: string | undefined;
   decidedVia: string | undefined;
   decisionReason: string | undefined;
   grantExpiresAt: string | undefined;
-  /** What became of the grant after approval: live, expired (its TTL ran out) or revoked. */
-  grantState: "live" | "expired" | "revoked" | undefined;
+  /** What became of the grant after approval: live, expired (its TTL ran out), revoked, or used (one-shot). */
+  grantState: "live" | "expired" | "revoked" | "used" | undefined;
   /** Who revoked the grant, when `grantState` is "revoked". */
   grantRevokedBy: string | undefined;
   grantRevokedAt: string | undefined;

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { and, asc, desc, eq, inArray, isNull, lte, sql } from "drizzle-orm";
+import { stringify as toYaml } from "yaml";
 import type { AgentIdentity } from "../agents/token-service.js";
 import type { AuditEventInput, AuditLog } from "../audit/audit-log.js";
 import type { Audience, ChannelKind, ReviewInput, ReviewOutcome } from "../channels/channel.js";
@@ -14,8 +15,10 @@ import {
   linkCodes,
   postedCards,
   requestReviews,
+  singleUseGrants,
 } from "../db/schema.js";
 import { AppError } from "../errors.js";
+import { ONE_SHOT_DENIALS } from "../gateway/gateway-service.js";
 import { newId } from "../ids.js";
 import type { Logger } from "../logger.js";
 import { enqueue, type OutboxMessage } from "../outbox/outbox.js";
@@ -33,6 +36,7 @@ import type { ApproverDef, RiskTier } from "../policy/types.js";
 import { grantRowsInEffect, type PolicyStore, sha256, toEntry } from "../policy-store/policy-store.js";
 import type { ApprovalCard } from "./approval-card.js";
 import type { AgentNotification } from "./notifier.js";
+import { callHash } from "./one-shot.js";
 
 type RequestRow = typeof accessRequests.$inferSelect;
 type GrantRow = typeof grants.$inferSelect;
@@ -46,11 +50,15 @@ export interface AccessRequestInput {
   ttl?: string | number | undefined;
   reason: string;
   denial_event_id?: string | undefined;
+  /** For a one-shot request (the denial said approval_required): the denied call's parameters, unchanged. */
+  params?: Record<string, unknown> | undefined;
 }
 
 /** An access request as the API shows it. */
 export interface AccessRequestView {
   id: string;
+  /** `grant`: a time-bound grant; `one_shot`: exactly one call, once. */
+  kind: "grant" | "one_shot";
   status: RequestRow["status"];
   project: string;
   agent: string;
@@ -67,8 +75,10 @@ export interface AccessRequestView {
   created_at: string;
   expires_at: string;
   proposal: { diff: string; base_revision: number; hash: string };
+  /** For a one-shot request: the exact call (agent-written parameters) and its hash. */
+  call: { params: Record<string, unknown>; operation: string | null; sha256: string } | null;
   decision: { by: string | null; via: string | null; at: string; reason: string | null } | null;
-  grant: { id: string; expires_at: string; revoked_at: string | null } | null;
+  grant: { id: string; expires_at: string; revoked_at: string | null; used_at: string | null } | null;
 }
 
 export type SubmitResult =
@@ -134,9 +144,15 @@ export function createButler(deps: ButlerDeps) {
       .from(requestReviews)
       .where(and(eq(requestReviews.requestId, r.id), eq(requestReviews.verdict, "approve")))
       .orderBy(asc(requestReviews.createdAt));
-    const [grant] = r.status === "approved" ? await q.select().from(grants).where(eq(grants.id, r.id)) : [];
+    const [grant] =
+      r.status !== "approved"
+        ? []
+        : r.kind === "one_shot"
+          ? await q.select().from(singleUseGrants).where(eq(singleUseGrants.id, r.id))
+          : (await q.select().from(grants).where(eq(grants.id, r.id))).map((g) => ({ ...g, usedAt: null }));
     return {
       id: r.id,
+      kind: r.kind,
       status: r.status,
       project: r.project,
       agent: r.agent,
@@ -157,6 +173,10 @@ export function createButler(deps: ButlerDeps) {
       created_at: r.createdAt.toISOString(),
       expires_at: r.expiresAt.toISOString(),
       proposal: { diff: r.proposalDiff, base_revision: r.proposalBaseRevision, hash: r.proposalHash },
+      call:
+        r.kind === "one_shot"
+          ? { params: r.callParams ?? {}, operation: r.callOperation, sha256: r.callHash ?? "" }
+          : null,
       decision: r.decidedAt
         ? { by: r.decidedBy, via: r.decidedVia, at: r.decidedAt.toISOString(), reason: r.decisionReason }
         : null,
@@ -165,13 +185,14 @@ export function createButler(deps: ButlerDeps) {
             id: grant.id,
             expires_at: grant.expiresAt.toISOString(),
             revoked_at: grant.revokedAt?.toISOString() ?? null,
+            used_at: grant.usedAt?.toISOString() ?? null,
           }
         : null,
     };
   }
 
-  /** The audited call the denial event describes, if it is this agent's and can be lifted. */
-  async function readDenial(identity: AgentIdentity, eventId: string): Promise<ScopedCall> {
+  /** The denial event, if it is this agent's. */
+  async function readDenialEvent(identity: AgentIdentity, eventId: string) {
     const [e] = await db.select().from(auditEvents).where(eq(auditEvents.eventId, eventId));
     // Another agent's event is "not found": its existence is none of this agent's business.
     if (e?.type !== "gateway.denied" || e.agent !== identity.agent || e.project !== identity.project) {
@@ -180,6 +201,11 @@ export function createButler(deps: ButlerDeps) {
         `denial_event_id: no denial ${eventId} of agent ${identity.agent} in ${identity.project}`,
       );
     }
+    return e;
+  }
+
+  /** The audited call the denial event describes, if it can be lifted by a grant. */
+  function deniedCall(e: typeof auditEvents.$inferSelect): ScopedCall {
     const code = String(e.details.deny_code ?? "");
     if (!LIFTABLE_DENIALS.has(code)) {
       throw new AppError(
@@ -277,9 +303,204 @@ export function createButler(deps: ButlerDeps) {
     return updated;
   }
 
+  /** The identical request still pending, if any (one past its deadline is expired on the way). */
+  async function pendingTwin(tx: Tx, dedupeKey: string, now: Date): Promise<RequestRow | undefined> {
+    const [existing] = await tx
+      .select()
+      .from(accessRequests)
+      .where(and(eq(accessRequests.dedupeKey, dedupeKey), eq(accessRequests.status, "pending")));
+    if (existing && existing.expiresAt > now) return existing;
+    if (existing) await expireInTx(tx, existing, now);
+    return undefined;
+  }
+
+  /** The identical request that was filed while this one was: the one to return. */
+  async function raceWinner(tx: Tx, dedupeKey: string): Promise<RequestRow> {
+    const [other] = await tx
+      .select()
+      .from(accessRequests)
+      .where(and(eq(accessRequests.dedupeKey, dedupeKey), eq(accessRequests.status, "pending")));
+    if (!other) throw new AppError("CONFLICT", "an identical request was being filed; try again");
+    return other;
+  }
+
+  /** A card for a new request on every approval surface, after commit. */
+  async function postCards(tx: Tx, id: string, now: Date): Promise<void> {
+    await enqueue(
+      tx,
+      deps.channels.map((channel) => ({
+        topic: "card.post",
+        key: `${id}:card:${channel}`,
+        payload: { requestId: id, channel },
+      })),
+      now,
+    );
+  }
+
+  async function filed(
+    outcome: { status: "created" | "existing"; row: RequestRow },
+    tier: RiskTier,
+  ): Promise<SubmitResult> {
+    if (outcome.status === "created") {
+      log.info(
+        { requestId: outcome.row.id, agent: outcome.row.agent, tier, kind: outcome.row.kind },
+        "access request filed",
+      );
+      deps.onEnqueued?.();
+    }
+    return { status: outcome.status, request: await view(db, outcome.row) };
+  }
+
+  /**
+   * A one-shot request: a person approves exactly the call that was denied with
+   * approval_required, once. It is bound to the call's hash (action, resource, branch and the
+   * canonical parameters), so the approval cannot be used for any other amount or receiver.
+   */
+  async function submitOneShot(
+    identity: AgentIdentity,
+    project: CompiledProject,
+    event: typeof auditEvents.$inferSelect,
+    input: AccessRequestInput,
+    ttlSeconds: number,
+    opts: { idempotencyKey?: string | undefined },
+  ): Promise<SubmitResult> {
+    const now = clock.now();
+    const call = {
+      action: event.action ?? "",
+      resource: event.resource ?? "",
+      branch: (event.details.branch as string | undefined) ?? undefined,
+      params: input.params ?? {},
+    };
+    for (const k of ["action", "resource", "branch"] as const) {
+      if (input[k] !== undefined && input[k] !== call[k])
+        throw new AppError(
+          "INVALID_INPUT",
+          `${k}: a one-shot request is for the denied call exactly (${k} ${call[k] ?? "none"}); leave ${k} out`,
+        );
+    }
+    const hash = callHash(call);
+    if (hash !== event.details.call_sha256)
+      throw new AppError(
+        "INVALID_INPUT",
+        "params: these are not the parameters of the denied call; a one-shot approval covers exactly the call that was denied, so send its params unchanged",
+      );
+    const settings = project.document.settings;
+    const decision = evaluate(
+      policies.index(),
+      { agent: identity.agent, project: identity.project, ...call },
+      now.getTime(),
+    );
+    if (decision.decision === "DENY" && !LIFTABLE_DENIALS.has(decision.code))
+      throw new AppError("CONFLICT", `an approval cannot lift this: ${decision.reason}`);
+    if (decision.decision === "DENY" && project.neverGrant.some((g) => g.match(call.action)))
+      throw new AppError(
+        "FORBIDDEN",
+        `${call.action} is never granted in ${identity.project} (settings.never_grant)`,
+      );
+    const provider = event.details.provider as string | undefined;
+    const operation = provider ? `${provider} ${String(event.details.operation ?? "")}`.trim() : null;
+    // The call in the path is sent with this key after approval, however often the agent retries.
+    const idempotencyKey = opts.idempotencyKey ?? (provider ? `butler-${event.eventId}` : null);
+    const proposal = [
+      "# One call, once: not a policy change. After approval the agent may make exactly this call",
+      `# one time, until the approval's TTL runs out. (${event.reason ?? "require_approval"})`,
+      toYaml(
+        {
+          agent: identity.agent,
+          action: call.action,
+          resource: call.resource,
+          ...(call.branch !== undefined ? { branch: call.branch } : {}),
+          ...(operation ? { operation } : {}),
+          params: call.params,
+        },
+        { lineWidth: 0 },
+      ).trimEnd(),
+    ].join("\n");
+    const dedupeKey = sha256(JSON.stringify([identity.project, identity.agent, "one_shot", hash]));
+    const tier = classifyRisk(call.action, settings);
+    const required = settings.approvals[tier];
+    const id = newId("req");
+    const outcome = await db.transaction(async (tx) => {
+      const existing = await pendingTwin(tx, dedupeKey, now);
+      if (existing) return { status: "existing" as const, row: existing };
+      const proposalHash = sha256(proposal);
+      const [row] = await tx
+        .insert(accessRequests)
+        .values({
+          id,
+          kind: "one_shot",
+          project: identity.project,
+          agent: identity.agent,
+          tokenId: identity.tokenId,
+          status: "pending",
+          action: call.action,
+          resource: call.resource,
+          branch: call.branch ?? null,
+          reason: input.reason,
+          denialEventId: event.eventId,
+          requestedTtlSeconds: ttlSeconds,
+          riskTier: tier,
+          approvalsRequired: required,
+          proposalDiff: proposal,
+          proposalBaseRevision: project.revision,
+          proposalHash,
+          dedupeKey,
+          callHash: hash,
+          callParams: call.params,
+          callOperation: operation,
+          idempotencyKey,
+          createdAt: now,
+          expiresAt: new Date(now.getTime() + settings.pendingTtlSeconds * 1000),
+        })
+        .onConflictDoNothing()
+        .returning();
+      if (!row) return { status: "existing" as const, row: await raceWinner(tx, dedupeKey) };
+      const common = {
+        agent: identity.agent,
+        project: identity.project,
+        action: call.action,
+        resource: call.resource,
+      };
+      await audit.appendInTx(tx, [
+        {
+          type: "access_request.filed",
+          ...common,
+          reason: input.reason,
+          details: {
+            request_id: id,
+            kind: "one_shot",
+            branch: call.branch,
+            denial_event_id: event.eventId,
+            ttl: formatDuration(ttlSeconds),
+            risk_tier: tier,
+            approvals_required: required,
+            proposal_hash: proposalHash,
+            call_sha256: hash,
+          },
+        },
+        {
+          type: "one_shot.proposed",
+          ...common,
+          reason: `proposed: allow exactly this call once for ${identity.agent}${operation ? ` (${operation})` : ""}`,
+          details: { request_id: id, call_sha256: hash, proposal_hash: proposalHash },
+        },
+      ]);
+      await postCards(tx, id, now);
+      return { status: "created" as const, row };
+    });
+    return filed(outcome, tier);
+  }
+
   return {
     /** Files an access request for the calling agent (or returns the identical pending one). */
-    async submit(identity: AgentIdentity, input: AccessRequestInput): Promise<SubmitResult> {
+    async submit(
+      identity: AgentIdentity,
+      input: AccessRequestInput,
+      opts: {
+        /** For a one-shot request filed by the gateway in the call path: the key the approved call is sent with. */
+        idempotencyKey?: string | undefined;
+      } = {},
+    ): Promise<SubmitResult> {
       const now = clock.now();
       const project = projectOf(identity.project);
       if (!project.agentRoles.has(identity.agent)) {
@@ -294,7 +515,17 @@ export function createButler(deps: ButlerDeps) {
           `ttl: ${formatDuration(ttl.value)} is longer than the maximum grant TTL of ${identity.project} (${formatDuration(settings.grantTtlMaxSeconds)}); ask for at most that`,
         );
       }
-      const denied = input.denial_event_id ? await readDenial(identity, input.denial_event_id) : undefined;
+      const event = input.denial_event_id
+        ? await readDenialEvent(identity, input.denial_event_id)
+        : undefined;
+      if (event && ONE_SHOT_DENIALS.has(String(event.details.deny_code ?? "")))
+        return submitOneShot(identity, project, event, input, ttl.value, opts);
+      if (input.params !== undefined)
+        throw new AppError(
+          "INVALID_INPUT",
+          "params: only a one-shot request (for a denial that said approval_required) names parameters; a grant covers an action on a resource",
+        );
+      const denied = event ? deniedCall(event) : undefined;
       const scoped = scopeRequest(
         { action: input.action, resource: input.resource, branch: input.branch },
         denied,
@@ -381,12 +612,8 @@ export function createButler(deps: ButlerDeps) {
       const required = settings.approvals[tier];
       const id = newId("req");
       const outcome = await db.transaction(async (tx) => {
-        const [existing] = await tx
-          .select()
-          .from(accessRequests)
-          .where(and(eq(accessRequests.dedupeKey, dedupeKey), eq(accessRequests.status, "pending")));
-        if (existing && existing.expiresAt > now) return { status: "existing" as const, row: existing };
-        if (existing) await expireInTx(tx, existing, now);
+        const existing = await pendingTwin(tx, dedupeKey, now);
+        if (existing) return { status: "existing" as const, row: existing };
 
         const latest = await policies.latestIn(tx, identity.project);
         if (!latest || latest.retired)
@@ -436,15 +663,7 @@ export function createButler(deps: ButlerDeps) {
           })
           .onConflictDoNothing()
           .returning();
-        if (!row) {
-          // Another identical request won the race: return that one.
-          const [other] = await tx
-            .select()
-            .from(accessRequests)
-            .where(and(eq(accessRequests.dedupeKey, dedupeKey), eq(accessRequests.status, "pending")));
-          if (!other) throw new AppError("CONFLICT", "an identical request was being filed; try again");
-          return { status: "existing" as const, row: other };
-        }
+        if (!row) return { status: "existing" as const, row: await raceWinner(tx, dedupeKey) };
         const common = {
           agent: identity.agent,
           project: identity.project,
@@ -479,22 +698,10 @@ export function createButler(deps: ButlerDeps) {
             },
           },
         ]);
-        await enqueue(
-          tx,
-          deps.channels.map((channel) => ({
-            topic: "card.post",
-            key: `${id}:card:${channel}`,
-            payload: { requestId: id, channel },
-          })),
-          now,
-        );
+        await postCards(tx, id, now);
         return { status: "created" as const, row };
       });
-      if (outcome.status === "created") {
-        log.info({ requestId: outcome.row.id, agent: identity.agent, tier }, "access request filed");
-        deps.onEnqueued?.();
-      }
-      return { status: outcome.status, request: await view(db, outcome.row) };
+      return filed(outcome, tier);
     },
 
     /** A request, for the agent that filed it (anyone else's is "not found"). */
@@ -749,46 +956,80 @@ export function createButler(deps: ButlerDeps) {
           })
           .where(and(eq(accessRequests.id, r.id), eq(accessRequests.status, "pending")))
           .returning();
-        await tx.insert(grants).values({
-          id: r.id,
-          project: r.project,
-          agent: r.agent,
-          action: r.action,
-          resource: r.resource,
-          branch: r.branch,
-          approvedBy,
-          createdAt: now,
-          expiresAt,
-        });
-        const applied = await policies.recompose(tx, r.project, `grant:${r.id}`);
-        await audit.appendInTx(tx, [
-          {
-            type: "access_request.approved",
-            ...common,
-            reason: `approved by ${approvedBy.join(", ")} for ${formatDuration(ttl)}`,
-            details: {
-              request_id: r.id,
-              approver: reviewer.approver,
-              approved_by: approvedBy,
-              channel: reviewer.channel,
-              ttl: formatDuration(ttl),
-            },
+        const approvedLine: AuditEventInput = {
+          type: "access_request.approved",
+          ...common,
+          reason: `approved by ${approvedBy.join(", ")} for ${formatDuration(ttl)}`,
+          details: {
+            request_id: r.id,
+            approver: reviewer.approver,
+            approved_by: approvedBy,
+            channel: reviewer.channel,
+            ttl: formatDuration(ttl),
           },
-          {
-            type: "grant.applied",
-            ...common,
-            reason: `policy reloaded for ${r.project} (1 grant added)`,
-            details: {
-              grant_id: r.id,
-              branch: r.branch ?? undefined,
-              revision: applied.revision,
-              before_hash: applied.beforeHash,
-              after_hash: applied.afterHash,
-              approved_by: approvedBy.join(", "),
-              expires: expiresAt.toISOString(),
+        };
+        let revision: number;
+        if (r.kind === "one_shot") {
+          // Exactly the approved call, once: a single-use grant, not a policy change.
+          await tx.insert(singleUseGrants).values({
+            id: r.id,
+            project: r.project,
+            agent: r.agent,
+            action: r.action,
+            resource: r.resource,
+            callHash: r.callHash ?? "",
+            idempotencyKey: r.idempotencyKey,
+            approvedBy,
+            createdAt: now,
+            expiresAt,
+          });
+          revision = project!.revision;
+          await audit.appendInTx(tx, [
+            approvedLine,
+            {
+              type: "grant.one_shot",
+              ...common,
+              reason: `single-use grant for exactly the approved call, usable once until ${expiresAt.toISOString()}`,
+              details: {
+                grant_id: r.id,
+                call_sha256: r.callHash,
+                approved_by: approvedBy.join(", "),
+                expires: expiresAt.toISOString(),
+              },
             },
-          },
-        ]);
+          ]);
+        } else {
+          await tx.insert(grants).values({
+            id: r.id,
+            project: r.project,
+            agent: r.agent,
+            action: r.action,
+            resource: r.resource,
+            branch: r.branch,
+            approvedBy,
+            createdAt: now,
+            expiresAt,
+          });
+          const applied = await policies.recompose(tx, r.project, `grant:${r.id}`);
+          revision = applied.revision;
+          await audit.appendInTx(tx, [
+            approvedLine,
+            {
+              type: "grant.applied",
+              ...common,
+              reason: `policy reloaded for ${r.project} (1 grant added)`,
+              details: {
+                grant_id: r.id,
+                branch: r.branch ?? undefined,
+                revision: applied.revision,
+                before_hash: applied.beforeHash,
+                after_hash: applied.afterHash,
+                approved_by: approvedBy.join(", "),
+                expires: expiresAt.toISOString(),
+              },
+            },
+          ]);
+        }
         await enqueue(
           tx,
           afterChange(
@@ -796,7 +1037,7 @@ export function createButler(deps: ButlerDeps) {
             notification(approved!, "grant_ready", {
               grantId: r.id,
               expiresAt: expiresAt.toISOString(),
-              revision: applied.revision,
+              revision,
             }),
             `Approved by ${approvedBy.join(", ")} via ${reviewer.channel}; the grant expires ${expiresAt.toISOString()}`,
           ),
@@ -807,7 +1048,8 @@ export function createButler(deps: ButlerDeps) {
       deps.onEnqueued?.();
       if ("error" in result) throw result.error;
       // This instance serves the new revision before answering; others follow on the notification.
-      if (result.outcome === "approved") await policies.refreshProject(result.row.project);
+      if (result.outcome === "approved" && result.row.kind !== "one_shot")
+        await policies.refreshProject(result.row.project);
       log.info(
         { requestId: id, approver: reviewer.approver, outcome: result.outcome },
         "access request reviewed",
@@ -1068,7 +1310,11 @@ export function createButler(deps: ButlerDeps) {
       const [r] = await db.select().from(accessRequests).where(eq(accessRequests.id, id));
       if (!r) throw new AppError("NOT_FOUND", `no access request ${id}`);
       const v = await view(db, r);
-      const [g] = v.grant ? await db.select().from(grants).where(eq(grants.id, r.id)) : [];
+      const [g] = !v.grant
+        ? []
+        : r.kind === "one_shot"
+          ? await db.select().from(singleUseGrants).where(eq(singleUseGrants.id, r.id))
+          : (await db.select().from(grants).where(eq(grants.id, r.id))).map((x) => ({ ...x, usedAt: null }));
       const max =
         policies.index().projects.get(r.project)?.document.settings.grantTtlMaxSeconds ??
         r.requestedTtlSeconds;
@@ -1091,13 +1337,16 @@ export function createButler(deps: ButlerDeps) {
         decidedVia: r.decidedVia ?? undefined,
         decisionReason: r.decisionReason ?? undefined,
         grantExpiresAt: v.grant?.expires_at,
+        oneShot: r.kind === "one_shot",
         grantState: !g
           ? undefined
           : g.revokedAt
             ? "revoked"
-            : g.expiresAt.getTime() <= clock.now().getTime()
-              ? "expired"
-              : "live",
+            : g.usedAt
+              ? "used"
+              : g.expiresAt.getTime() <= clock.now().getTime()
+                ? "expired"
+                : "live",
         grantRevokedBy: g?.revokedBy ?? undefined,
         grantRevokedAt: g?.revokedAt?.toISOString(),
         url: `${deps.publicUrl()}/v1/access-requests/${r.id}`,

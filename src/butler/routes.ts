@@ -3,7 +3,7 @@ import { z } from "zod";
 import type { AgentIdentity, TokenService } from "../agents/token-service.js";
 import { AppError } from "../errors.js";
 import { bearerToken } from "../server/plugins/auth.js";
-import { parseInput, safeText } from "../server/validation.js";
+import { paramsObject, parseInput, safeText } from "../server/validation.js";
 import { type ApproverTokens, looksLikeApproverToken } from "./approver-tokens.js";
 import type { Butler } from "./butler-service.js";
 
@@ -27,6 +27,8 @@ export const CreateRequestBody = z.strictObject({
     .string()
     .regex(/^evt_[a-z0-9]{16}$/, "must be an event id such as evt_0123456789abcdef")
     .optional(),
+  /** For a one-shot request (the denial said approval_required): the denied call's params, unchanged. */
+  params: paramsObject.optional(),
 });
 const IdParams = z.strictObject({ id });
 const GrantParams = z.strictObject({ id });

@@ -30,9 +30,10 @@ export function outcomeLine(card: ApprovalCard): string | undefined {
     case "approved":
       if (card.grantState === "revoked")
         return `Approved${by}${via}; the grant was revoked${card.grantRevokedBy ? ` by ${card.grantRevokedBy}` : ""}${card.grantRevokedAt ? ` at ${card.grantRevokedAt}` : ""}`;
+      if (card.grantState === "used") return `Approved${by}${via}; the approved call was made`;
       if (card.grantState === "expired")
         return `Approved${by}${via}; the grant expired ${card.grantExpiresAt ?? ""}`.trimEnd();
-      return `Approved${by}${via}${card.grantExpiresAt ? `; the grant expires ${card.grantExpiresAt}` : ""}`;
+      return `Approved${by}${via}${card.grantExpiresAt ? `; the ${card.oneShot ? "one-shot approval" : "grant"} expires ${card.grantExpiresAt}` : ""}`;
     case "denied":
       return `Denied${by}${via}${card.decisionReason ? `: ${card.decisionReason}` : ""}`;
     case "expired":

@@ -146,6 +146,16 @@ export const accessRequests = pgTable(
     grantedTtlSeconds: integer("granted_ttl_seconds"),
     /** When the still-pending request's cards were reminded (once). */
     remindedAt: timestamp("reminded_at", { withTimezone: true, mode: "date" }),
+    /** `grant`: a time-bound policy grant; `one_shot`: exactly one call, once (require_approval). */
+    kind: text("kind").$type<"grant" | "one_shot">().notNull().default("grant"),
+    /** For one_shot: the call it is bound to (sha256 of action, resource, branch and params). */
+    callHash: text("call_hash"),
+    /** For one_shot: the call's parameters, shown to approvers. Agent-written; untrusted. */
+    callParams: jsonb("call_params").$type<Record<string, unknown>>(),
+    /** For one_shot: provider and operation, when the call goes through the gateway. */
+    callOperation: text("call_operation"),
+    /** For one_shot in the call path: the idempotency key the approved call is sent with, always. */
+    idempotencyKey: text("idempotency_key"),
   },
   (t) => [
     uniqueIndex("access_requests_pending_uq").on(t.dedupeKey).where(sql`${t.status} = 'pending'`),
@@ -187,6 +197,31 @@ export const grants = pgTable(
     expiryRecordedAt: timestamp("expiry_recorded_at", { withTimezone: true, mode: "date" }),
   },
   (t) => [index("grants_project_idx").on(t.project, t.expiresAt)],
+);
+
+/**
+ * Single-use grants from approved one-shot requests: exactly one call (by its hash), once, before
+ * `expires_at`. Used with `UPDATE ... WHERE used_at IS NULL`, so two racing calls cannot both use it.
+ */
+export const singleUseGrants = pgTable(
+  "single_use_grants",
+  {
+    /** The access request's id. */
+    id: text("id").primaryKey(),
+    project: text("project").notNull(),
+    agent: text("agent").notNull(),
+    action: text("action").notNull(),
+    resource: text("resource").notNull(),
+    callHash: text("call_hash").notNull(),
+    idempotencyKey: text("idempotency_key"),
+    approvedBy: jsonb("approved_by").$type<string[]>().notNull(),
+    createdAt: createdAt(),
+    expiresAt: timestamp("expires_at", { withTimezone: true, mode: "date" }).notNull(),
+    usedAt: timestamp("used_at", { withTimezone: true, mode: "date" }),
+    revokedAt: timestamp("revoked_at", { withTimezone: true, mode: "date" }),
+    revokedBy: text("revoked_by"),
+  },
+  (t) => [index("single_use_grants_call_idx").on(t.project, t.agent, t.callHash)],
 );
 
 /** Bearer tokens of approvers (people); only a hash is kept. */

@@ -2,9 +2,16 @@ import { createHash } from "node:crypto";
 import type { AgentIdentity } from "../agents/token-service.js";
 import type { AuditLog } from "../audit/audit-log.js";
 import { canonicalJson } from "../audit/chain.js";
+import { type BoundCall, callHash, type OneShots } from "../butler/one-shot.js";
 import type { Clock } from "../clock.js";
 import type { Metrics } from "../metrics.js";
-import { type CompiledProject, type Decision, evaluate, formatDuration } from "../policy/index.js";
+import {
+  approvalRequired,
+  type CompiledProject,
+  type Decision,
+  evaluate,
+  formatDuration,
+} from "../policy/index.js";
 import { LIFTABLE_DENIALS } from "../policy/scope.js";
 import type { PolicyStore } from "../policy-store/policy-store.js";
 
@@ -19,6 +26,8 @@ export interface AuthorizeInput {
 /** The answer, as `POST /v1/authorize` returns it. */
 export interface AuthorizeResult {
   decision: "ALLOW" | "DENY";
+  /** For a DENY: why, as a stable code (no_action_grant, constraint_failed, approval_required, ...). */
+  code?: string;
   reason: string;
   event_id: string;
   grant_id?: string;
@@ -32,21 +41,28 @@ export interface AuthorizeResult {
   approved_by?: string;
   /** For a DENY that a human could lift: how to ask for exactly this call. */
   request_access?: RequestAccessHint;
+  /** For an ALLOW by a one-shot approval: the idempotency key the approved call is sent with. */
+  one_shot?: { grant_id: string; idempotency_key: string | null };
 }
 
 export interface RequestAccessHint {
   method: "POST";
   url: string;
   body: {
-    action: string;
-    resource: string;
+    action?: string;
+    resource?: string;
     branch?: string;
     ttl: string;
     reason: string;
     denial_event_id: string;
+    /** For a one-shot request: the call's parameters, exactly as denied. */
+    params?: Record<string, unknown>;
   };
   note: string;
 }
+
+/** Denials a person lifts for one call, once (require_approval). */
+export const ONE_SHOT_DENIALS: ReadonlySet<string> = new Set(["approval_required", "one_shot_used"]);
 
 export interface GatewayDeps {
   policies: Pick<PolicyStore, "index" | "ensureCurrent">;
@@ -54,6 +70,8 @@ export interface GatewayDeps {
   clock: Clock;
   metrics: Metrics;
   publicUrl: () => string;
+  /** Single-use grants of one-shot approvals. */
+  oneShots: Pick<OneShots, "consume">;
 }
 
 /**
@@ -69,10 +87,23 @@ export function createGateway(deps: GatewayDeps) {
     d: Decision & { decision: "DENY" },
     eventId: string,
   ): RequestAccessHint | undefined {
-    if (!LIFTABLE_DENIALS.has(d.code)) return undefined;
     const project = policies.index().projects.get(identity.project);
     if (!project) return undefined;
     const settings = project.document.settings;
+    if (ONE_SHOT_DENIALS.has(d.code)) {
+      return {
+        method: "POST",
+        url: `${deps.publicUrl()}/v1/access-requests`,
+        body: {
+          ttl: formatDuration(settings.grantTtlDefaultSeconds),
+          reason: "<say why you need this, for the human who decides>",
+          denial_event_id: eventId,
+          params: input.params ?? {},
+        },
+        note: `An approver of ${identity.project} approves exactly this call, once: after approval, make the identical call again (same parameters) within the TTL and it goes through one time.`,
+      };
+    }
+    if (!LIFTABLE_DENIALS.has(d.code)) return undefined;
     if (project.neverGrant.some((g) => g.match(input.action))) return undefined;
     return {
       method: "POST",
@@ -101,6 +132,8 @@ export function createGateway(deps: GatewayDeps) {
         fallback?: (d: Decision & { decision: "DENY" }, project: CompiledProject) => Decision | undefined;
         /** Recorded with the decision (provider and operation of a call in the path). */
         details?: Record<string, unknown>;
+        /** Why every call of this operation needs a person (a provider spec's `approval: each_call`). */
+        eachCall?: string | undefined;
       } = {},
     ): Promise<AuthorizeResult> {
       const started = process.hrtime.bigint();
@@ -133,6 +166,51 @@ export function createGateway(deps: GatewayDeps) {
         const second = project ? opts.fallback(d, project) : undefined;
         if (second) d = second;
       }
+      // A person approves each call of some actions (require_approval): the policy's ALLOW, or a
+      // denial a grant could lift, becomes "approval required" unless a single-use grant for
+      // exactly this call is waiting, which this decision then uses up.
+      let oneShot: AuthorizeResult["one_shot"];
+      let approval: { rule: string; call_sha256: string } | undefined;
+      if (d.decision === "ALLOW" || LIFTABLE_DENIALS.has(d.code)) {
+        const project = policies.index().projects.get(identity.project);
+        const need =
+          project &&
+          (approvalRequired(project, call) ??
+            (opts.eachCall ? { rule: "operation", reason: opts.eachCall } : undefined));
+        if (project && need) {
+          const bound: BoundCall = call;
+          const hash = callHash(bound);
+          approval = { rule: need.rule, call_sha256: hash };
+          const used = await deps.oneShots.consume(identity, bound, hash);
+          if (used.status === "used") {
+            d = {
+              decision: "ALLOW",
+              reason: `allowed once by one-shot approval ${used.id} (approved by ${used.approvedBy.join(", ")})`,
+              grantId: used.id,
+              expiresAt: undefined,
+              approvedBy: used.approvedBy,
+              revision: project.revision,
+            };
+            oneShot = { grant_id: used.id, idempotency_key: used.idempotencyKey };
+          } else if (used.status === "spent") {
+            d = {
+              decision: "DENY",
+              code: "one_shot_used",
+              reason: `the one-shot approval ${used.id} of this exact call was used at ${used.usedAt.toISOString()}; ${need.reason}`,
+              grantId: undefined,
+              revision: project.revision,
+            };
+          } else {
+            d = {
+              decision: "DENY",
+              code: "approval_required",
+              reason: need.reason,
+              grantId: undefined,
+              revision: project.revision,
+            };
+          }
+        }
+      }
       const allow = d.decision === "ALLOW";
       const grantId = d.decision === "ALLOW" ? d.grantId : undefined;
       const denyCode = d.decision === "DENY" ? d.code : undefined;
@@ -160,6 +238,9 @@ export function createGateway(deps: GatewayDeps) {
             deny_code: denyCode,
             expires,
             token_id: identity.tokenId,
+            approval_rule: approval?.rule,
+            call_sha256: approval?.call_sha256,
+            one_shot: oneShot ? true : undefined,
             ...opts.details,
             // The parameters themselves may hold personal data; their digest proves what was asked.
             params_sha256:
@@ -183,7 +264,9 @@ export function createGateway(deps: GatewayDeps) {
       if (grantId !== undefined) result.grant_id = grantId;
       if (expires !== undefined) result.expires = expires;
       if (approvedBy !== undefined) result.approved_by = approvedBy;
+      if (oneShot) result.one_shot = oneShot;
       if (d.decision === "DENY") {
+        result.code = d.code;
         const h = hint(identity, input, d, line.event_id);
         if (h) result.request_access = h;
       }

@@ -1,6 +1,6 @@
 import { normaliseCommand } from "./command.js";
 import { type Glob, mustCompileGlob } from "./glob.js";
-import type { GrantDef, PolicyDocument } from "./types.js";
+import type { ApprovalRuleDef, ConstraintDef, GrantDef, PolicyDocument } from "./types.js";
 
 /**
  * The decision index: policies compiled once per revision so that a decision costs a few Map
@@ -24,6 +24,17 @@ export interface CompiledProject {
   readonly exactActions: ReadonlyMap<string, readonly CompiledGrant[]>;
   /** `settings.never_grant`, compiled. */
   readonly neverGrant: readonly Glob[];
+  /** `require_approval`, compiled. */
+  readonly requireApproval: readonly CompiledApprovalRule[];
+}
+
+export interface CompiledApprovalRule {
+  readonly id: string;
+  readonly def: ApprovalRuleDef;
+  readonly actions: readonly Glob[];
+  readonly agents: ReadonlySet<string> | undefined;
+  readonly roles: ReadonlySet<string> | undefined;
+  readonly when: readonly CompiledConstraint[];
 }
 
 export interface ServiceIndex {
@@ -118,6 +129,28 @@ export function compileProject({ document, revision, extraGrants = [] }: Project
     services: building,
     exactActions,
     neverGrant: document.settings.neverGrant.map(mustCompileGlob),
+    requireApproval: document.requireApproval.map((r) => ({
+      id: r.id,
+      def: r,
+      actions: r.actions.map(mustCompileGlob),
+      agents: r.agents ? new Set(r.agents) : undefined,
+      roles: r.roles ? new Set(r.roles) : undefined,
+      when: r.when.map(compileConstraint),
+    })),
+  };
+}
+
+function compileConstraint(c: ConstraintDef): CompiledConstraint {
+  return {
+    param: c.param,
+    path: c.param.split("."),
+    max: c.max,
+    min: c.min,
+    in: c.in ? new Set(c.in.map(String)) : undefined,
+    inText: c.in ? `[${c.in.join(", ")}]` : "",
+    notIn: c.not_in ? new Set(c.not_in.map(String)) : undefined,
+    notInText: c.not_in ? `[${c.not_in.join(", ")}]` : "",
+    pattern: c.pattern === undefined ? undefined : mustCompileGlob(c.pattern),
   };
 }
 
@@ -132,17 +165,7 @@ function compileGrant(def: GrantDef, project: string): CompiledGrant {
     branches: def.branches?.map(mustCompileGlob),
     agents: def.agents ? new Set(def.agents) : undefined,
     roles: def.roles ? new Set(def.roles) : undefined,
-    constraints: def.constraints.map((c) => ({
-      param: c.param,
-      path: c.param.split("."),
-      max: c.max,
-      min: c.min,
-      in: c.in ? new Set(c.in.map(String)) : undefined,
-      inText: c.in ? `[${c.in.join(", ")}]` : "",
-      notIn: c.not_in ? new Set(c.not_in.map(String)) : undefined,
-      notInText: c.not_in ? `[${c.not_in.join(", ")}]` : "",
-      pattern: c.pattern === undefined ? undefined : mustCompileGlob(c.pattern),
-    })),
+    constraints: def.constraints.map(compileConstraint),
     denyText: tools ? def.deny.map(normaliseCommand).filter((d) => d.length > 0) : [],
     denyResources: tools ? [] : def.deny.map(mustCompileGlob),
     expiresAt: def.expiresAt,

@@ -288,6 +288,80 @@ function checkConstraint(
   return undefined;
 }
 
+/** Why a call needs a person for each call: the rule that says so. */
+export interface ApprovalNeed {
+  rule: string;
+  reason: string;
+}
+
+/**
+ * Whether a call needs a person's approval each time (`require_approval`). Pure. A rule covers the
+ * call when one of its action globs matches, the agent is covered (directly or by role), and every
+ * `when` check is met; a parameter the call does not have counts as met, so leaving out `amount`
+ * cannot avoid the rule for large amounts.
+ */
+export function approvalRequired(project: CompiledProject, call: Call): ApprovalNeed | undefined {
+  if (project.requireApproval.length === 0) return undefined;
+  const roles = project.agentRoles.get(call.agent) ?? new Set<string>();
+  for (const r of project.requireApproval) {
+    if (!matchesAny(r.actions, call.action)) continue;
+    if (r.agents !== undefined || r.roles !== undefined) {
+      let covered = r.agents?.has(call.agent) ?? false;
+      if (!covered && r.roles !== undefined) for (const role of roles) if (r.roles.has(role)) covered = true;
+      if (!covered) continue;
+    }
+    const met: string[] = [];
+    let all = true;
+    for (const c of r.when) {
+      const v = paramAt(c, call.params);
+      if (!conditionMet(c, v)) {
+        all = false;
+        break;
+      }
+      met.push(
+        v === undefined
+          ? `${c.param} not given`
+          : `${c.param} ${typeof v === "object" ? "(not a single value)" : clip(String(v), 64)}`,
+      );
+    }
+    if (!all) continue;
+    return {
+      rule: r.id,
+      reason: `a person must approve each ${call.action} call${met.length ? ` with ${met.join(", ")}` : ""} (require_approval ${r.id} of ${project.name})`,
+    };
+  }
+  return undefined;
+}
+
+function paramAt(c: CompiledConstraint, params: Record<string, unknown> | undefined): unknown {
+  let v: unknown = params;
+  for (const k of c.path) {
+    if (v === null || typeof v !== "object" || Array.isArray(v) || !Object.hasOwn(v, k)) return undefined;
+    v = (v as Record<string, unknown>)[k];
+  }
+  return v;
+}
+
+/**
+ * Whether a `when` check is met. A value that is missing or cannot be checked (not a number for
+ * min/max, not a single value for in/not_in/pattern) counts as met: a rule fails closed.
+ */
+function conditionMet(c: CompiledConstraint, v: unknown): boolean {
+  if (v === undefined) return true;
+  if (c.max !== undefined || c.min !== undefined) {
+    const n = typeof v === "number" ? v : typeof v === "string" && DECIMAL.test(v) ? Number(v) : Number.NaN;
+    if (!Number.isFinite(n)) return true;
+    if (c.max !== undefined && n > c.max) return false;
+    if (c.min !== undefined && n < c.min) return false;
+  }
+  if (typeof v !== "string" && typeof v !== "number" && typeof v !== "boolean") return true;
+  const text = String(v);
+  if (c.in !== undefined && !c.in.has(text)) return false;
+  if (c.notIn?.has(text)) return false;
+  if (c.pattern !== undefined && !c.pattern.match(text)) return false;
+  return true;
+}
+
 function deny(
   code: DenyCode,
   reason: string,

@@ -7,6 +7,7 @@ import { knownKeysAt, PolicyDocumentSchema, type RawPolicyDocument } from "./sch
 import { parseDuration, parseTimestamp } from "./time.js";
 import type {
   AgentDef,
+  ApprovalRuleDef,
   ApproverDef,
   ConstraintDef,
   GrantDef,
@@ -165,14 +166,7 @@ function crossCheck(raw: RawPolicyDocument, report: Report): PolicyDocument {
           "is not a valid resource pattern: resources cannot contain whitespace",
         );
     });
-    const constraints: ConstraintDef[] = [];
-    for (const [param, c] of Object.entries(g.constraints ?? {})) {
-      const path = ["grants", i, "constraints", param];
-      if (Object.keys(c).length === 0) report(path, "names no check; use max, min, in, not_in or pattern");
-      if (c.min !== undefined && c.max !== undefined && c.min > c.max)
-        report(path, `min ${c.min} is greater than max ${c.max}`);
-      constraints.push({ param, ...c });
-    }
+    const constraints = constraintsOf(g.constraints, ["grants", i, "constraints"], report);
     grants.push({
       id,
       service: g.service,
@@ -270,6 +264,41 @@ function crossCheck(raw: RawPolicyDocument, report: Report): PolicyDocument {
     if (budgets.findIndex((o) => o.id === b.id) !== i)
       report(["budgets", i, "id"], `budget id '${b.id}' is used twice`);
   });
+  const requireApproval: ApprovalRuleDef[] = [];
+  (raw.require_approval ?? []).forEach((r, i) => {
+    const id = r.id ?? `r_${i + 1}`;
+    if (requireApproval.some((o) => o.id === id))
+      report(["require_approval", i, ...(r.id ? ["id"] : [])], `rule id '${id}' is used twice`);
+    r.actions.forEach((a, j) => {
+      if (!/^[a-z0-9][a-z0-9_-]*:./.test(a))
+        report(
+          ["require_approval", i, "actions", j],
+          `'${a}' must be a full action with its service, for example stripe:payment_intents:create`,
+        );
+    });
+    r.agents?.forEach((name, j) => {
+      if (!agentNames.has(name))
+        report(
+          ["require_approval", i, "agents", j],
+          `agent '${name}' is not listed under agents of this project`,
+        );
+    });
+    r.roles?.forEach((role, j) => {
+      if (!roles.has(role))
+        report(
+          ["require_approval", i, "roles", j],
+          `role '${role}' is not held by any agent of this project`,
+        );
+    });
+    requireApproval.push({
+      id,
+      actions: r.actions,
+      agents: r.agents,
+      roles: r.roles,
+      when: constraintsOf(r.when, ["require_approval", i, "when"], report),
+      description: r.description,
+    });
+  });
   return {
     project: raw.project,
     description: raw.description,
@@ -279,5 +308,23 @@ function crossCheck(raw: RawPolicyDocument, report: Report): PolicyDocument {
     settings,
     providers,
     budgets,
+    requireApproval,
   };
+}
+
+/** Parameter checks (grants' `constraints`, rules' `when`), each checked on its own. */
+function constraintsOf(
+  raw: Record<string, Omit<ConstraintDef, "param">> | undefined,
+  at: (string | number)[],
+  report: Report,
+): ConstraintDef[] {
+  const out: ConstraintDef[] = [];
+  for (const [param, c] of Object.entries(raw ?? {})) {
+    const path = [...at, param];
+    if (Object.keys(c).length === 0) report(path, "names no check; use max, min, in, not_in or pattern");
+    if (c.min !== undefined && c.max !== undefined && c.min > c.max)
+      report(path, `min ${c.min} is greater than max ${c.max}`);
+    out.push({ param, ...c });
+  }
+  return out;
 }

@@ -192,6 +192,23 @@ export const budgetShape = {
   limit: z.number("must be a number").int("must be a whole number of minor units (cents)").min(0).max(1e15),
 };
 
+export const approvalRuleShape = {
+  id: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, "must be a rule id: letters, digits and . _ - (at most 64)")
+    .optional(),
+  description: z.string().max(500).optional(),
+  /** Full actions (globs), for example stripe:payment_intents:create. */
+  actions: z.array(actionGlob).min(1, "must list at least one action"),
+  agents: z
+    .array(agentName)
+    .min(1, "must list at least one agent; leave the key out to cover every agent")
+    .optional(),
+  roles: z.array(roleName).min(1, "must list at least one role; leave the key out").optional(),
+  /** Only calls whose parameters meet all of these (for example amount: {min: 50001}). */
+  when: z.record(paramPath, constraint).optional(),
+};
+
 export const documentShape = {
   project: projectName,
   description: z.string().max(2000).optional(),
@@ -203,6 +220,8 @@ export const documentShape = {
   providers: z.array(serviceName).optional(),
   /** Spending limits for operations that move money (providers' amount fields). */
   budgets: z.array(z.strictObject(budgetShape)).optional(),
+  /** Calls a person approves one at a time, even when a grant allows them. */
+  require_approval: z.array(z.strictObject(approvalRuleShape)).optional(),
 };
 export const PolicyDocumentSchema = z.strictObject(documentShape);
 export type RawPolicyDocument = z.infer<typeof PolicyDocumentSchema>;
@@ -219,6 +238,8 @@ export function knownKeysAt(path: readonly PropertyKey[]): string[] | undefined 
   if (/^grants\/#\/constraints\/[^/]+$/.test(at)) return Object.keys(constraintShape);
   if (/^agents\/#$/.test(at)) return Object.keys(agentShape);
   if (/^budgets\/#$/.test(at)) return Object.keys(budgetShape);
+  if (/^require_approval\/#$/.test(at)) return Object.keys(approvalRuleShape);
+  if (/^require_approval\/#\/when\/[^/]+$/.test(at)) return Object.keys(constraintShape);
   if (/^approvers\/#$/.test(at)) return Object.keys(approverShape);
   if (/^approvers\/#\/slack$/.test(at)) return Object.keys(slackShape);
   if (/^approvers\/#\/telegram$/.test(at)) return Object.keys(telegramShape);

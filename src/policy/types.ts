@@ -50,6 +50,26 @@ export interface GrantDef {
   approvedBy: string[] | undefined;
 }
 
+/**
+ * Calls that need a person for each call (`require_approval:`), even when a grant allows them:
+ * the call is answered `approval_required`, and an approval allows exactly that call once.
+ */
+export interface ApprovalRuleDef {
+  /** As written, or `r_<n>` for the n-th rule (1-based). */
+  id: string;
+  /** Full-action globs (`stripe:payment_intents:create`, `revolut:*`). */
+  actions: string[];
+  /** When present, only calls of these agents (or holders of `roles`) are covered. */
+  agents: string[] | undefined;
+  roles: string[] | undefined;
+  /**
+   * Only calls whose parameters meet every one of these checks (for example `amount: {min: 50001}`);
+   * every call of the actions when empty. A parameter the call does not have counts as met.
+   */
+  when: ConstraintDef[];
+  description: string | undefined;
+}
+
 /** A person who may decide access requests, and how chat platforms identify them. */
 export interface ApproverDef {
   id: string;
@@ -94,6 +114,8 @@ export interface PolicyDocument {
    */
   providers: string[];
   budgets: BudgetDef[];
+  /** Calls a person approves one at a time. */
+  requireApproval: ApprovalRuleDef[];
 }
 
 /** A spending limit: per agent (or for the whole project), per period or per session. */
@@ -135,7 +157,11 @@ export type DenyCode =
   | "deny_pattern"
   | "invalid_action"
   /** A provider's operation group denies by default and no grant allows the call. */
-  | "op_group_denied";
+  | "op_group_denied"
+  /** A person must approve this exact call (require_approval, or the operation's `approval: each_call`). */
+  | "approval_required"
+  /** The one-shot approval of this exact call was already used. */
+  | "one_shot_used";
 
 export type Decision =
   | {

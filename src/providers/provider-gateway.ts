@@ -3,6 +3,8 @@ import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { AgentIdentity } from "../agents/token-service.js";
 import type { AuditLog } from "../audit/audit-log.js";
+import type { Butler } from "../butler/butler-service.js";
+import type { OneShots } from "../butler/one-shot.js";
 import type { Clock } from "../clock.js";
 import { AppError } from "../errors.js";
 import type { AuthorizeResult, Gateway } from "../gateway/gateway-service.js";
@@ -61,6 +63,8 @@ export interface ProviderCall {
   via?: string | undefined;
   /** The agent's session (X-Butler-Session), for per-session budgets. */
   session?: string | undefined;
+  /** Why the agent makes the call (X-Butler-Reason), shown to the person when it needs approval. */
+  reason?: string | undefined;
 }
 
 /** What the agent gets back. */
@@ -86,6 +90,10 @@ export interface ProviderGatewayDeps {
   budgets: Pick<Budgets, "reserve" | "release">;
   /** A project's budgets, from the policy in force. */
   projectBudgets: (project: string) => readonly BudgetDef[];
+  /** Files the one-shot request for a call that needs a person (approval_required). */
+  butler: Pick<Butler, "submit">;
+  /** Gives a single-use grant back when its call did not go out. */
+  oneShots: Pick<OneShots, "release">;
   /** The HTTP client (callUpstream; tests may pass another). */
   upstream?: typeof callUpstream;
 }
@@ -217,6 +225,7 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
     reason: string,
     eventId: string,
     requestAccess?: AuthorizeResult["request_access"],
+    extra: Record<string, unknown> = {},
   ): ProviderAnswer {
     const body = {
       ts: clock.now().toISOString(),
@@ -229,6 +238,7 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
       http_status: 403,
       event_id: eventId,
       ...(requestAccess ? { request_access: requestAccess } : {}),
+      ...extra,
     };
     return { status: 403, contentType: "application/json", body: Buffer.from(JSON.stringify(body)), eventId };
   }
@@ -267,10 +277,20 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
       {
         fallback: groupDefault(spec, op, identity.agent),
         details: { provider: spec.name, operation: op.name, ...(c.via ? { via: c.via } : {}) },
+        eachCall:
+          op.approval === "each_call"
+            ? `a person must approve each call of ${spec.name} ${op.name} (approval: each_call in its spec)`
+            : undefined,
       },
     );
-    if (d.decision === "DENY")
-      return denial(identity, action, resource, d.reason, d.event_id, d.request_access);
+    if (d.decision === "DENY") {
+      if (d.code === "approval_required") return askForApproval(identity, c, action, resource, d);
+      return denial(identity, action, resource, d.reason, d.event_id, d.request_access, { code: d.code });
+    }
+    const bound = { action, resource, params: c.params };
+    // A one-shot approval that did not lead to a call is given back (see OneShots.release).
+    const giveBack = (why: string) =>
+      d.one_shot ? deps.oneShots.release(identity, bound, d.one_shot.grant_id, why) : Promise.resolve();
 
     // Budgets: money-moving operations reserve their amount before the call, under a lock.
     let reservation: number | undefined;
@@ -288,11 +308,13 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
           budget,
           decision_event_id: d.event_id,
         });
-      if (typeof amount !== "number" || !Number.isSafeInteger(amount) || amount < 0)
+      if (typeof amount !== "number" || !Number.isSafeInteger(amount) || amount < 0) {
+        await giveBack("the call was refused before it was sent: its amount is not a whole number");
         return overBudget(
           `${op.name} moves money and ${identity.project} has budgets: params.${op.amount.field} must be a whole number of minor units`,
           undefined,
         );
+      }
       const r = await deps.budgets.reserve(budgets, {
         project: identity.project,
         agent: identity.agent,
@@ -302,7 +324,10 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
         eventId: d.event_id,
         idempotencyKey: agentKey(identity, c.idempotencyKey),
       });
-      if (!r.ok) return overBudget(r.reason, r.budget);
+      if (!r.ok) {
+        await giveBack(`the call was refused by a budget before it was sent: ${r.reason}`);
+        return overBudget(r.reason, r.budget);
+      }
       reservation = r.id;
     }
 
@@ -330,11 +355,15 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
     // cannot collide or replay each other's), else one derived from the decision's audit event.
     let idempotencyKey: string | undefined;
     if (op.method !== "GET") {
-      idempotencyKey = agentKey(identity, c.idempotencyKey) ?? `butler-${d.event_id}`;
+      // A call approved one-shot is always sent with the key of the call that was approved, so
+      // approving and then retrying can never execute it twice.
+      idempotencyKey =
+        d.one_shot?.idempotency_key ?? agentKey(identity, c.idempotencyKey) ?? `butler-${d.event_id}`;
       headers["idempotency-key"] = idempotencyKey;
     }
     const credential = await deps.credential(spec.auth.credential);
     if (!credential) {
+      await giveBack("the call was not sent: the provider has no credential");
       await deps.audit.append({
         type: "provider.failed",
         agent: identity.agent,
@@ -393,6 +422,7 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
     // The money did not move: the budget gets it back.
     if (reservation !== undefined && (failure || !res || res.status >= 400))
       await deps.budgets.release(reservation);
+    if (failure) await giveBack(`${failure.reason}; the retry is sent with the same idempotency key`);
     const contentType = res?.headers["content-type"];
     await deps.audit.append({
       type: failure ? "provider.failed" : "provider.called",
@@ -431,6 +461,52 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
       };
     }
     return { status: res!.status, contentType, body: res!.body, eventId: d.event_id };
+  }
+
+  /**
+   * A call that needs a person: the one-shot request for exactly this call is filed at once (or
+   * the pending one returned), and the agent is told where to follow it. After approval, the
+   * identical call goes through once, with this call's idempotency key.
+   */
+  async function askForApproval(
+    identity: AgentIdentity,
+    c: ProviderCall,
+    action: string,
+    resource: string,
+    d: AuthorizeResult,
+  ): Promise<ProviderAnswer> {
+    let approval: Record<string, unknown>;
+    try {
+      const filed = await deps.butler.submit(
+        identity,
+        {
+          denial_event_id: d.event_id,
+          params: c.params,
+          reason: c.reason?.trim() || `(no reason given) ${c.provider} ${c.operation}`,
+        },
+        { idempotencyKey: agentKey(identity, c.idempotencyKey) ?? `butler-${d.event_id}` },
+      );
+      if (filed.status === "already_allowed") {
+        approval = { status: "already_allowed", note: "the call is allowed now; make it again" };
+      } else {
+        const base = d.request_access?.url ?? "/v1/access-requests";
+        approval = {
+          request_id: filed.request.id,
+          status: filed.request.status,
+          existing: filed.status === "existing",
+          url: `${base}/${filed.request.id}`,
+          expires_at: filed.request.expires_at,
+          note: "A person approves exactly this call, once. Follow the request (GET url, or A2A); after approval make the identical call again (same parameters) and it goes through one time.",
+        };
+      }
+    } catch (e) {
+      if (!(e instanceof AppError)) throw e;
+      approval = { error: e.message };
+    }
+    return denial(identity, action, resource, d.reason, d.event_id, undefined, {
+      code: "approval_required",
+      approval_required: approval,
+    });
   }
 
   /** The operation a proxied request means: by method and path; undefined when none. */

@@ -4,11 +4,15 @@ import type { TokenService } from "../agents/token-service.js";
 import { AppError } from "../errors.js";
 import { requireAgent } from "../server/plugins/auth.js";
 import { rawBodies } from "../server/raw-body.js";
-import { paramsObject, parseInput } from "../server/validation.js";
+import { paramsObject, parseInput, safeText } from "../server/validation.js";
 import { nestPairs } from "./params.js";
 import type { ProviderAnswer, ProviderGateway } from "./provider-gateway.js";
 
-const CallBody = z.strictObject({ params: paramsObject.optional() });
+const CallBody = z.strictObject({
+  params: paramsObject.optional(),
+  /** Why the agent makes the call: shown to the person when the call needs approval. */
+  reason: safeText(2000).optional(),
+});
 const CallParams = z.strictObject({
   provider: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, "must be a provider name such as stripe"),
   operation: z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, "must be an operation name such as list_customers"),
@@ -43,6 +47,24 @@ function idempotencyKey(req: FastifyRequest): string | undefined {
   return k;
 }
 
+/** X-Butler-Reason: why the call is made, percent-encoded (UTF-8) as headers are ASCII. */
+function callReason(req: FastifyRequest): string | undefined {
+  const v = req.headers["x-butler-reason"];
+  if (v === undefined) return undefined;
+  let text: string | undefined;
+  try {
+    text = typeof v === "string" ? decodeURIComponent(v) : undefined;
+  } catch {
+    text = undefined;
+  }
+  if (text === undefined || !safeText(2000).safeParse(text).success)
+    throw new AppError(
+      "INVALID_INPUT",
+      "X-Butler-Reason: must be at most 2000 characters of text without NUL, percent-encoded (encodeURIComponent)",
+    );
+  return text;
+}
+
 function nested(pairs: Iterable<[string, string]>, where: string): Record<string, unknown> {
   const r = nestPairs(pairs);
   if (!r.ok) throw new AppError("INVALID_INPUT", `${where}: ${r.error}`);
@@ -67,6 +89,7 @@ export async function registerProviderRoutes(app: FastifyInstance, deps: Provide
         params: body.params ?? {},
         idempotencyKey: idempotencyKey(req),
         session: session(req),
+        reason: body.reason,
         accept: req.headers.accept,
       }),
     );
@@ -134,6 +157,7 @@ export async function registerProviderRoutes(app: FastifyInstance, deps: Provide
           params,
           idempotencyKey: idempotencyKey(req),
           session: session(req),
+          reason: callReason(req),
           accept: req.headers.accept,
         }),
       );

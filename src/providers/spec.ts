@@ -104,6 +104,8 @@ export const operationShape = {
   constraints: z.array(z.strictObject(constraintDocShape)).optional(),
   /** Upstream timeout for this operation. */
   timeout_ms: z.number().int().min(100).max(300_000).optional(),
+  /** `each_call`: a person approves every call of this operation, once per call (one-shot). */
+  approval: z.enum(["each_call"], "must be each_call (leave it out when no person is needed)").optional(),
   /** For operations that move money: where the amount (minor units) and its currency are; budgets count it. */
   amount: z
     .strictObject({
@@ -212,6 +214,8 @@ export interface Operation {
   idempotent: boolean;
   /** Where a money-moving operation's amount and currency are. */
   amount: { field: string; currencyField: string | undefined; currency: string | undefined } | undefined;
+  /** Whether a person approves each call. */
+  approval: "each_call" | undefined;
 }
 
 export interface Reaction {
@@ -287,6 +291,7 @@ function crossCheck(raw: RawSpec, report: Report): ProviderSpec {
       })),
       timeoutMs: o.timeout_ms ?? raw.timeout_ms ?? 30_000,
       idempotent: o.method === "GET",
+      approval: o.approval,
       amount: o.amount
         ? {
             field: o.amount.field,

@@ -23,6 +23,7 @@ function card(over: Partial<ApprovalCard> = {}): ApprovalCard {
     approvedBy: [],
     requestedTtlSeconds: 86400,
     maxTtlSeconds: 604800,
+    oneShot: false,
     diff: "--- a\n+++ b\n@@ -1 +1,2 @@\n+  - id: req_0123456789abcdef\n",
     decidedBy: undefined,
     decidedVia: undefined,

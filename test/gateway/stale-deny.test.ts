@@ -35,6 +35,9 @@ test("a DENY is remade when the policy changed while the instance checked for a 
     clock: new FakeClock(),
     metrics: createMetrics({ auditQueueDepth: () => 0 }),
     publicUrl: () => "http://butler.test",
+    oneShots: {
+      consume: () => Promise.reject(new Error("no require_approval rule here: never asked")),
+    },
   });
   const r = await gateway.authorize(
     { agent: "a", project: "p", tokenId: "tok_x" },

@@ -65,7 +65,7 @@ operations:
       "acme.yaml:3:15: api_base_url: must be an http(s) URL without user name or password",
       "acme.yaml:4:35: auth.credential: must be an environment variable name such as STRIPE_API_KEY",
       "acme.yaml:14:13: operations[1].method: must be GET, POST, PUT, PATCH or DELETE",
-      "acme.yaml:16:5: operations[1].resorce: unknown key 'resorce'; did you mean 'resource'? Allowed keys here: name, op_group, method, endpoint, action, resource, encoding, description, params, constraints, timeout_ms, amount",
+      "acme.yaml:16:5: operations[1].resorce: unknown key 'resorce'; did you mean 'resource'? Allowed keys here: name, op_group, method, endpoint, action, resource, encoding, description, params, constraints, timeout_ms, approval, amount",
     ]);
     // Once the shape is right, the cross-checks speak.
     const fixed = text

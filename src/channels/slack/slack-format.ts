@@ -57,7 +57,13 @@ export function slackCard(card: ApprovalCard): { text: string; blocks: SlackBloc
       type: "section",
       text: plain(`Reason (written by the agent): ${card.reason}`, SLACK_LIMITS.sectionText),
     },
-    { type: "section", text: { type: "mrkdwn", text: `*Proposed policy change*\n\`\`\`${diff.text}\`\`\`` } },
+    {
+      type: "section",
+      text: {
+        type: "mrkdwn",
+        text: `*${card.oneShot ? "Approve this exact call, once" : "Proposed policy change"}*\n\`\`\`${diff.text}\`\`\``,
+      },
+    },
     {
       type: "context",
       elements: [

@@ -36,7 +36,7 @@ export function telegramCard(card: ApprovalCard): { text: string; keyboard: Inli
     `<b>TTL:</b> ${escapeHtml(ttlLine(card))} · <b>Risk:</b> ${card.riskTier} · ${escapeHtml(approvalsLine(card))}`,
     "<b>Reason (written by the agent):</b>",
     `<pre>${escapeHtml(truncate(card.reason, 800).text)}</pre>`,
-    "<b>Proposed policy change:</b>",
+    card.oneShot ? "<b>Approve this exact call, once:</b>" : "<b>Proposed policy change:</b>",
   ].join("\n");
   const tail = [
     `Full proposal: ${escapeHtml(card.url)}`,
