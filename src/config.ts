@@ -35,6 +35,11 @@ export interface Config {
     dir: string;
     /** Base URLs replacing the specs' (local stand-ins, regional endpoints). */
     baseUrls: Readonly<Record<string, string>>;
+    /**
+     * Providers served on a port of their own, at the root (BUTLER_PROVIDER_PORTS), for SDKs that
+     * take a host and port but no base path (stripe-node). Port 0 picks a free one.
+     */
+    ports: Readonly<Record<string, number>>;
   };
   /** The key that encrypts stored provider credentials (BUTLER_MASTER_KEY), when set. */
   masterKey: () => Buffer | undefined;
@@ -119,6 +124,18 @@ const EnvSchema = z.object({
           }
         }),
       "BUTLER_PROVIDER_URLS must be a comma-separated list of provider=http(s)://base-url entries, e.g. stripe=http://127.0.0.1:12111",
+    )
+    .optional(),
+  BUTLER_PROVIDER_PORTS: z
+    .string()
+    .trim()
+    .refine(
+      (s) =>
+        s.split(",").every((e) => {
+          const m = /^\s*([a-z0-9][a-z0-9_-]*)=(\d{1,5})\s*$/.exec(e);
+          return m !== null && Number(m[2]) <= 65535;
+        }),
+      "BUTLER_PROVIDER_PORTS must be a comma-separated list of provider=port entries, e.g. stripe=12111",
     )
     .optional(),
   LOG_LEVEL: z
@@ -256,6 +273,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
           .map((x) => x.trim())
           .filter(Boolean)
           .map((x) => [x.slice(0, x.indexOf("=")), x.slice(x.indexOf("=") + 1).replace(/\/+$/, "")]),
+      ),
+      ports: Object.fromEntries(
+        (e.BUTLER_PROVIDER_PORTS ?? "")
+          .split(",")
+          .map((x) => x.trim())
+          .filter(Boolean)
+          .map((x) => [x.slice(0, x.indexOf("=")), Number(x.slice(x.indexOf("=") + 1))]),
       ),
     },
     masterKey: () =>

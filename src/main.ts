@@ -18,12 +18,15 @@ import { migrate } from "./db/migrate.js";
 import { newId } from "./ids.js";
 import type { Logger } from "./logger.js";
 import { loadProviders } from "./providers/provider-gateway.js";
+import { buildProviderListener } from "./providers/routes.js";
 import { buildApp } from "./server/app.js";
 import { createServices, type ServiceOptions, type Services } from "./services.js";
 import { formatIssue } from "./yaml-file.js";
 
 export interface RunningServer {
   app: FastifyInstance;
+  /** Providers served on their own port (BUTLER_PROVIDER_PORTS), by name. */
+  providerUrls: Record<string, string>;
   /** The URL the server listens on (with the real port when PORT=0). */
   url: string;
   services: Services;
@@ -161,6 +164,26 @@ export async function startServer(
     const addr = app.server.address();
     const port = typeof addr === "object" && addr ? addr.port : config.port;
     const url = listenUrl(config.host, port);
+    // Providers served at the root of their own port, for SDKs that take no base path.
+    const providerUrls: Record<string, string> = {};
+    for (const [name, providerPort] of Object.entries(config.providers.ports)) {
+      if (!providers.providers.has(name))
+        throw new Error(
+          `BUTLER_PROVIDER_PORTS names provider '${name}', which is not loaded (loaded: ${[...providers.providers.keys()].join(", ") || "none"})`,
+        );
+      const listener = buildProviderListener({
+        provider: name,
+        providers: services.providers,
+        tokens: services.tokens,
+        bodyLimitBytes: config.bodyLimitBytes,
+        log,
+      });
+      cleanups.push(() => listener.close());
+      await listener.listen({ host: config.host, port: providerPort });
+      const a = listener.server.address();
+      providerUrls[name] = listenUrl(config.host, typeof a === "object" && a ? a.port : providerPort);
+      log.info({ provider: name, url: providerUrls[name] }, "provider served on its own port");
+    }
     publicUrl = config.publicUrl ?? url;
     await writeServerInfo(config.dataDir, {
       pid: process.pid,
@@ -178,6 +201,7 @@ export async function startServer(
     return {
       app,
       url,
+      providerUrls,
       services,
       adminToken,
       close() {

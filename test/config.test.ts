@@ -67,4 +67,15 @@ describe("configuration", () => {
       "- BUTLER_ADMIN_TOKEN must be at least 32 characters",
     ]);
   });
+
+  test("BUTLER_PROVIDER_PORTS: provider=port pairs; anything else is named", () => {
+    expect(loadConfig({ BUTLER_PROVIDER_PORTS: "stripe=12111, revolut=0" }).providers.ports).toEqual({
+      stripe: 12111,
+      revolut: 0,
+    });
+    for (const bad of ["stripe", "stripe=70000", "stripe=http://x", "Stripe=1"])
+      expect(() => loadConfig({ BUTLER_PROVIDER_PORTS: bad })).toThrow(
+        "BUTLER_PROVIDER_PORTS must be a comma-separated list of provider=port entries, e.g. stripe=12111",
+      );
+  });
 });

@@ -224,6 +224,7 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
     resource: string,
     reason: string,
     eventId: string,
+    code: string,
     requestAccess?: AuthorizeResult["request_access"],
     extra: Record<string, unknown> = {},
   ): ProviderAnswer {
@@ -237,8 +238,20 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
       reason,
       http_status: 403,
       event_id: eventId,
+      code,
       ...(requestAccess ? { request_access: requestAccess } : {}),
       ...extra,
+      // Provider SDKs (stripe-node and others) raise an error only for a body with `error`: without
+      // it, an unmodified SDK would take the DENY for the provider's answer.
+      error: {
+        type: "butler_denied",
+        code,
+        message: reason,
+        event_id: eventId,
+        ...(typeof extra.approval_required === "object" && extra.approval_required !== null
+          ? { request_id: (extra.approval_required as { request_id?: string }).request_id }
+          : {}),
+      },
     };
     return { status: 403, contentType: "application/json", body: Buffer.from(JSON.stringify(body)), eventId };
   }
@@ -263,7 +276,14 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
       httpStatus: 403,
       details,
     });
-    return denial(identity, action, resource, reason, line.event_id);
+    return denial(
+      identity,
+      action,
+      resource,
+      reason,
+      line.event_id,
+      type === "budget.exceeded" ? "budget_exceeded" : String(details.deny_code ?? "denied"),
+    );
   }
 
   async function call(identity: AgentIdentity, c: ProviderCall): Promise<ProviderAnswer> {
@@ -285,7 +305,7 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
     );
     if (d.decision === "DENY") {
       if (d.code === "approval_required") return askForApproval(identity, c, action, resource, d);
-      return denial(identity, action, resource, d.reason, d.event_id, d.request_access, { code: d.code });
+      return denial(identity, action, resource, d.reason, d.event_id, d.code ?? "denied", d.request_access);
     }
     const bound = { action, resource, params: c.params };
     // A one-shot approval that did not lead to a call is given back (see OneShots.release).
@@ -503,8 +523,7 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
       if (!(e instanceof AppError)) throw e;
       approval = { error: e.message };
     }
-    return denial(identity, action, resource, d.reason, d.event_id, undefined, {
-      code: "approval_required",
+    return denial(identity, action, resource, d.reason, d.event_id, "approval_required", undefined, {
       approval_required: approval,
     });
   }

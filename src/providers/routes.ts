@@ -2,6 +2,8 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { z } from "zod";
 import type { TokenService } from "../agents/token-service.js";
 import { AppError } from "../errors.js";
+import type { Logger } from "../logger.js";
+import { createFastify } from "../server/fastify.js";
 import { requireAgent } from "../server/plugins/auth.js";
 import { rawBodies } from "../server/raw-body.js";
 import { paramsObject, parseInput, safeText } from "../server/validation.js";
@@ -109,58 +111,86 @@ export async function registerProviderRoutes(app: FastifyInstance, deps: Provide
       return { received: true, ...r };
     });
     scope.all("/v1/proxy/:provider/*", async (req, reply) => {
-      const identity = await requireAgent(req, deps.tokens);
       const { provider, "*": rest } = req.params as { provider: string; "*": string };
-      const url = new URL(req.url, "http://proxy.local");
-      const path = `/${rest ?? ""}`.replace(/\/{2,}/g, "/");
-      const routed = deps.providers.route(provider, req.method, path);
-      if (!routed) return send(reply, await deps.providers.denyUnknown(identity, provider, req.method, path));
-      const params: Record<string, unknown> = nested(url.searchParams.entries(), "query");
-      const raw = typeof req.body === "string" ? req.body : "";
-      if (raw.length > 0) {
-        const type = String(req.headers["content-type"] ?? "")
-          .split(";", 1)[0]!
-          .trim()
-          .toLowerCase();
-        let fromBody: Record<string, unknown>;
-        if (type === "application/x-www-form-urlencoded")
-          fromBody = nested(new URLSearchParams(raw).entries(), "body");
-        else if (type === "application/json") {
-          let j: unknown;
-          try {
-            j = JSON.parse(raw);
-          } catch (e) {
-            throw new AppError("INVALID_INPUT", `body: not valid JSON (${(e as Error).message})`);
-          }
-          fromBody = parseInput(paramsObject, j, "body");
-        } else
-          throw new AppError(
-            "UNSUPPORTED_MEDIA_TYPE",
-            `send the body as application/x-www-form-urlencoded or application/json, not ${type || "no content type"}`,
-          );
-        for (const [k, v] of Object.entries(fromBody)) {
-          if (k in params)
-            throw new AppError("INVALID_INPUT", `parameter ${k} is both in the query and in the body`);
-          params[k] = v;
-        }
-      }
-      for (const [k, v] of Object.entries(routed.pathParams)) {
-        if (k in params && params[k] !== v)
-          throw new AppError("INVALID_INPUT", `parameter ${k} is both in the path and in the request`);
-        params[k] = v;
-      }
-      return send(
-        reply,
-        await deps.providers.call(identity, {
-          provider,
-          operation: routed.op.name,
-          params,
-          idempotencyKey: idempotencyKey(req),
-          session: session(req),
-          reason: callReason(req),
-          accept: req.headers.accept,
-        }),
-      );
+      return send(reply, await proxied(deps, req, provider, `/${rest ?? ""}`));
     });
   });
+}
+
+/**
+ * One proxied request: the agent's Butler token, then the operation the method and path mean
+ * (an unknown path is denied and audited, never forwarded), then the params from query, body
+ * (form or JSON) and path, then the pipeline.
+ */
+async function proxied(
+  deps: ProviderRouteDeps,
+  req: FastifyRequest,
+  provider: string,
+  rawPath: string,
+): Promise<ProviderAnswer> {
+  const identity = await requireAgent(req, deps.tokens);
+  const url = new URL(req.url, "http://proxy.local");
+  const path = rawPath.replace(/\/{2,}/g, "/");
+  const routed = deps.providers.route(provider, req.method, path);
+  if (!routed) return deps.providers.denyUnknown(identity, provider, req.method, path);
+  const params: Record<string, unknown> = nested(url.searchParams.entries(), "query");
+  const raw = typeof req.body === "string" ? req.body : "";
+  if (raw.length > 0) {
+    const type = String(req.headers["content-type"] ?? "")
+      .split(";", 1)[0]!
+      .trim()
+      .toLowerCase();
+    let fromBody: Record<string, unknown>;
+    if (type === "application/x-www-form-urlencoded")
+      fromBody = nested(new URLSearchParams(raw).entries(), "body");
+    else if (type === "application/json") {
+      let j: unknown;
+      try {
+        j = JSON.parse(raw);
+      } catch (e) {
+        throw new AppError("INVALID_INPUT", `body: not valid JSON (${(e as Error).message})`);
+      }
+      fromBody = parseInput(paramsObject, j, "body");
+    } else
+      throw new AppError(
+        "UNSUPPORTED_MEDIA_TYPE",
+        `send the body as application/x-www-form-urlencoded or application/json, not ${type || "no content type"}`,
+      );
+    for (const [k, v] of Object.entries(fromBody)) {
+      if (k in params)
+        throw new AppError("INVALID_INPUT", `parameter ${k} is both in the query and in the body`);
+      params[k] = v;
+    }
+  }
+  for (const [k, v] of Object.entries(routed.pathParams)) {
+    if (k in params && params[k] !== v)
+      throw new AppError("INVALID_INPUT", `parameter ${k} is both in the path and in the request`);
+    params[k] = v;
+  }
+  return deps.providers.call(identity, {
+    provider,
+    operation: routed.op.name,
+    params,
+    idempotencyKey: idempotencyKey(req),
+    session: session(req),
+    accept: req.headers.accept,
+    reason: callReason(req),
+  });
+}
+
+/**
+ * A provider served at the root of a port of its own (BUTLER_PROVIDER_PORTS): the same proxy as
+ * `/v1/proxy/<provider>/*`, for SDKs that take a host and port but no base path, such as
+ * stripe-node (`new Stripe(agentToken, {host, port, protocol: "http"})`).
+ */
+export function buildProviderListener(
+  deps: ProviderRouteDeps & { provider: string; log: Logger },
+): FastifyInstance {
+  const app = createFastify({ log: deps.log, bodyLimitBytes: deps.bodyLimitBytes });
+  rawBodies(app, deps.bodyLimitBytes);
+  app.all("/*", async (req, reply) => {
+    const { "*": rest } = req.params as { "*": string };
+    return send(reply, await proxied(deps, req, deps.provider, `/${rest ?? ""}`));
+  });
+  return app;
 }

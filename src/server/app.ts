@@ -1,5 +1,5 @@
 import { Readable } from "node:stream";
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from "fastify";
+import type { FastifyInstance } from "fastify";
 import { z } from "zod";
 import type { A2AService } from "../a2a/a2a-service.js";
 import { registerA2ARoutes } from "../a2a/routes.js";
@@ -18,8 +18,8 @@ import { agentName, projectName } from "../policy/schema.js";
 import { parseTimestamp } from "../policy/time.js";
 import type { ProviderGateway } from "../providers/provider-gateway.js";
 import { registerProviderRoutes } from "../providers/routes.js";
+import { createFastify } from "./fastify.js";
 import { requireAdmin, requireAgent } from "./plugins/auth.js";
-import { installErrorHandler } from "./plugins/error-handler.js";
 import { paramsObject, parseInput, safeText } from "./validation.js";
 
 export interface AppDeps {
@@ -96,18 +96,10 @@ const ExportQuery = z.strictObject({
 
 /** Builds the HTTP server (without listening): gateway, health, metrics and admin API. */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
-  const app = Fastify({
-    loggerInstance: deps.log as FastifyBaseLogger,
-    bodyLimit: deps.bodyLimitBytes,
+  const app = createFastify({
+    log: deps.log,
+    bodyLimitBytes: deps.bodyLimitBytes,
     trustProxy: deps.trustProxy,
-    // Every decision is in the audit log; per-request access logs would only double the I/O.
-    logController: new LogController({ disableRequestLogging: true }),
-    return503OnClosing: true,
-  });
-  installErrorHandler(app);
-  app.addHook("onSend", async (_req, reply) => {
-    reply.header("x-content-type-options", "nosniff");
-    if (!reply.hasHeader("cache-control")) reply.header("cache-control", "no-store");
   });
 
   app.get("/healthz", async () => ({ status: "ok", instance: deps.instanceId }));

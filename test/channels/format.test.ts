@@ -184,3 +184,35 @@ describe("the Telegram card", () => {
     expect(telegramVisibleText(m.text)).toContain("Denied by jordan via slack: use a <feature> branch");
   });
 });
+
+test("a one-shot card asks to approve one exact call, escapes its agent-written params, and says when it was used", () => {
+  const diff = `# One call, once: not a policy change.\nagent: payer-1\nparams:\n  description: "${HOSTILE}"\n  amount: "60000"\n`;
+  const pending = card({ oneShot: true, diff });
+  const slack = slackCard(pending);
+  expect(slackMessageError({ text: slack.text, blocks: slack.blocks })).toBeUndefined();
+  const slackJson = JSON.stringify(slack.blocks);
+  expect(slackJson).toContain("*Approve this exact call, once*");
+  expect(slackJson).not.toContain("Proposed policy change");
+  expect(slackJson).not.toContain("<https://evil.example|");
+  const tg = telegramCard(pending);
+  expect(telegramHtmlError(tg.text)).toBeUndefined();
+  expect(tg.text).toContain("<b>Approve this exact call, once:</b>");
+  expect(telegramVisibleText(tg.text)).toContain('<a href="https://evil.example">x</a>');
+
+  const used = card({
+    oneShot: true,
+    diff,
+    status: "approved",
+    decidedBy: "jordan",
+    decidedVia: "slack",
+    approvedBy: ["jordan"],
+    grantExpiresAt: "2026-05-02T17:43:04.000Z",
+    grantState: "used",
+  });
+  expect(JSON.stringify(slackCard(used).blocks)).toContain(
+    "Approved by jordan via slack; the approved call was made",
+  );
+  expect(telegramCard(used).text).toContain("the approved call was made");
+  const live = card({ ...used, grantState: "live" });
+  expect(telegramCard(live).text).toContain("the one-shot approval expires 2026-05-02T17:43:04.000Z");
+});

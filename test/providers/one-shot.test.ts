@@ -1,6 +1,7 @@
 import { createServer, type IncomingHttpHeaders } from "node:http";
 import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
+import Stripe from "stripe";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { startStandInStripe } from "../../examples/stand-in-stripe.js";
 import { ENGINE } from "../helpers/db.js";
@@ -69,6 +70,7 @@ describe(`one-shot approvals (${ENGINE})`, () => {
       env: {
         PROVIDERS_DIR,
         BUTLER_PROVIDER_URLS: `stripe=${stripe.url},revolut=${revolutUrl}`,
+        BUTLER_PROVIDER_PORTS: "stripe=0",
         STRIPE_API_KEY: STRIPE_KEY,
         REVOLUT_ACCESS_TOKEN: "revolut-token",
       },
@@ -320,5 +322,46 @@ describe(`one-shot approvals (${ENGINE})`, () => {
     expect((await call(payer2, payment)).status).toBe(200);
     expect((await call(payer2, payment)).status).toBe(403);
     expect(revolutSeen).toHaveLength(2);
+  });
+
+  test("an unmodified stripe-node, pointed at the gateway's Stripe port with the agent's Butler token", async () => {
+    const at = new URL(s.server.providerUrls.stripe!);
+    const client = new Stripe(payer1, { host: at.hostname, port: Number(at.port), protocol: "http" });
+    const seenBefore = stripe.requests.length;
+
+    const small = await client.paymentIntents.create({ amount: 2500, currency: "eur" });
+    expect(small).toMatchObject({ object: "payment_intent", amount: 2500, currency: "eur" });
+
+    // A DENY is an error the SDK raises (never a body it would take for Stripe's answer).
+    const large = { amount: 90000, currency: "eur" };
+    const asked = (await client.paymentIntents.create(large).catch((e: unknown) => e)) as InstanceType<
+      typeof Stripe.errors.StripePermissionError
+    >;
+    expect(asked).toBeInstanceOf(Stripe.errors.StripePermissionError);
+    expect(asked.code).toBe("approval_required");
+    expect(asked.message).toMatch(
+      /^a person must approve each stripe:payment_intents:create call with amount 90000/,
+    );
+    const requestId = (asked.raw as { request_id: string }).request_id;
+    expect(requestId).toMatch(/^req_/);
+    await api(jordan, "POST", `/v1/access-requests/${requestId}/approve`, {});
+
+    expect(await client.paymentIntents.create(large)).toMatchObject({ amount: 90000 });
+    const spent = await client.paymentIntents.create(large).catch((e: unknown) => e);
+    expect(spent).toMatchObject({ code: "one_shot_used", statusCode: 403 });
+
+    // A call the spec does not describe is denied, never forwarded.
+    const unknown = await client.customers.del("cus_123").catch((e: unknown) => e);
+    expect(unknown).toMatchObject({ code: "unknown_operation", statusCode: 403 });
+
+    const reached = stripe.requests.slice(seenBefore);
+    expect(reached.map((r) => `${r.method} ${r.path}`)).toEqual([
+      "POST /v1/payment_intents",
+      "POST /v1/payment_intents",
+    ]);
+    for (const r of reached) {
+      expect(r.headers.authorization).toBe(`Bearer ${STRIPE_KEY}`);
+      expect(JSON.stringify(r.headers)).not.toContain(payer1);
+    }
   });
 });
