@@ -491,6 +491,60 @@ export function createButler(deps: ButlerDeps) {
     return filed(outcome, tier);
   }
 
+  /** Revokes an unused one-shot approval: the call it was for is denied again. */
+  async function revokeOneShot(
+    grantId: string,
+    actor: string,
+    reason: string | undefined,
+  ): Promise<{ grant_id: string; revision: number }> {
+    const now = clock.now();
+    const done = await db.transaction(async (tx) => {
+      const [g] = await tx.select().from(singleUseGrants).where(eq(singleUseGrants.id, grantId)).for("update");
+      if (!g) throw new AppError("NOT_FOUND", `no grant ${grantId}`);
+      if (g.revokedAt)
+        throw new AppError(
+          "CONFLICT",
+          `grant ${grantId} was already revoked at ${g.revokedAt.toISOString()} by ${g.revokedBy}`,
+        );
+      if (g.usedAt)
+        throw new AppError(
+          "CONFLICT",
+          `one-shot grant ${grantId} was already used at ${g.usedAt.toISOString()}; there is nothing left to revoke`,
+        );
+      await tx
+        .update(singleUseGrants)
+        .set({ revokedAt: now, revokedBy: actor })
+        .where(eq(singleUseGrants.id, grantId));
+      const revision = policies.index().projects.get(g.project)?.revision ?? 0;
+      const why = reason ?? `revoked by ${actor}`;
+      await audit.appendInTx(tx, [
+        {
+          type: "grant.revoked",
+          agent: g.agent,
+          project: g.project,
+          action: g.action,
+          resource: g.resource,
+          reason: why,
+          details: { grant_id: g.id, actor, one_shot: true, call_sha256: g.callHash },
+        },
+      ]);
+      const [r] = await tx.select().from(accessRequests).where(eq(accessRequests.id, g.id));
+      if (r)
+        await enqueue(
+          tx,
+          afterChange(
+            r,
+            notification(r, "grant_revoked", { grantId: g.id, reason: why, revision }),
+            `The one-shot approval was revoked by ${actor}${reason ? `: ${reason}` : ""}`,
+          ),
+          now,
+        );
+      return { grant_id: g.id, revision };
+    });
+    deps.onEnqueued?.();
+    return done;
+  }
+
   return {
     /** Files an access request for the calling agent (or returns the identical pending one). */
     async submit(
@@ -1099,6 +1153,11 @@ export function createButler(deps: ButlerDeps) {
       reason?: string,
     ): Promise<{ grant_id: string; revision: number }> {
       const now = clock.now();
+      const [single] = await db
+        .select({ id: singleUseGrants.id })
+        .from(singleUseGrants)
+        .where(eq(singleUseGrants.id, grantId));
+      if (single) return revokeOneShot(grantId, actor, reason);
       const done = await db.transaction(async (tx) => {
         const [pre] = await tx.select({ project: grants.project }).from(grants).where(eq(grants.id, grantId));
         if (!pre) throw new AppError("NOT_FOUND", `no grant ${grantId}`);
@@ -1178,8 +1237,15 @@ export function createButler(deps: ButlerDeps) {
     /** The project a grant belongs to (to check who may revoke it). */
     async grantProject(grantId: string): Promise<string> {
       const [g] = await db.select({ project: grants.project }).from(grants).where(eq(grants.id, grantId));
-      if (!g) throw new AppError("NOT_FOUND", `no grant ${grantId}`);
-      return g.project;
+      const [one] = g
+        ? []
+        : await db
+            .select({ project: singleUseGrants.project })
+            .from(singleUseGrants)
+            .where(eq(singleUseGrants.id, grantId));
+      const found = g ?? one;
+      if (!found) throw new AppError("NOT_FOUND", `no grant ${grantId}`);
+      return found.project;
     },
 
     /**

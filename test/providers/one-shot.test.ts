@@ -274,6 +274,29 @@ describe(`one-shot approvals (${ENGINE})`, () => {
     // The approval is not a policy change: nothing else became allowed.
     const view = await api(jordan, "GET", `/v1/access-requests/${id}`);
     expect(view.body.grant).toMatchObject({ id, used_at: expect.any(String) });
+    const usedRevoke = await api(jordan, "DELETE", `/v1/grants/${id}`, {});
+    expect(usedRevoke.status).toBe(409);
+    expect(usedRevoke.body.error.message).toMatch(/was already used at .*; there is nothing left to revoke$/);
+
+    // An approval not yet used can be revoked: the call is a question for a person again.
+    const v5 = { ...call, params: { version: "5" } };
+    const d5 = await api(payer2, "POST", "/v1/authorize", v5);
+    const r5 = await api(payer2, "POST", "/v1/access-requests", {
+      reason: "clean up v5",
+      denial_event_id: d5.body.event_id,
+      params: { version: "5" },
+    });
+    const id5 = r5.body.access_request.id as string;
+    await api(jordan, "POST", `/v1/access-requests/${id5}/approve`, {});
+    expect((await api(jordan, "DELETE", `/v1/grants/${id5}`, { reason: "wrong bucket" })).status).toBe(200);
+    expect((await api(payer2, "POST", "/v1/authorize", v5)).body).toMatchObject({
+      decision: "DENY",
+      code: "approval_required",
+    });
+    expect((await api(payer2, "GET", `/v1/access-requests/${id5}`)).body.grant).toMatchObject({
+      revoked_at: expect.any(String),
+      used_at: null,
+    });
   });
 
   test("an operation marked approval: each_call needs a person for every call, even with a grant", async () => {
