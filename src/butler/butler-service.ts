@@ -314,6 +314,41 @@ export function createButler(deps: ButlerDeps) {
     return undefined;
   }
 
+  /**
+   * Writes a new pending request with its two audit lines (filed, then the proposal) and the cards
+   * to post, in the caller's transaction; an identical request filed at the same moment wins.
+   */
+  async function insertPending(
+    tx: Tx,
+    values: typeof accessRequests.$inferInsert,
+    filedDetails: Record<string, unknown>,
+    proposal: { type: string; reason: string; details: Record<string, unknown> },
+  ): Promise<{ status: "created" | "existing"; row: RequestRow }> {
+    const [row] = await tx.insert(accessRequests).values(values).onConflictDoNothing().returning();
+    if (!row) return { status: "existing", row: await raceWinner(tx, values.dedupeKey) };
+    const common = { agent: row.agent, project: row.project, action: row.action, resource: row.resource };
+    await audit.appendInTx(tx, [
+      {
+        type: "access_request.filed",
+        ...common,
+        reason: row.reason,
+        details: {
+          request_id: row.id,
+          branch: row.branch ?? undefined,
+          denial_event_id: row.denialEventId ?? undefined,
+          ttl: formatDuration(row.requestedTtlSeconds),
+          risk_tier: row.riskTier,
+          approvals_required: row.approvalsRequired,
+          proposal_hash: row.proposalHash,
+          ...filedDetails,
+        },
+      },
+      { ...proposal, ...common, details: { request_id: row.id, ...proposal.details } },
+    ]);
+    await postCards(tx, row.id, values.createdAt ?? clock.now());
+    return { status: "created", row };
+  }
+
   /** The identical request that was filed while this one was: the one to return. */
   async function raceWinner(tx: Tx, dedupeKey: string): Promise<RequestRow> {
     const [other] = await tx
@@ -424,9 +459,9 @@ export function createButler(deps: ButlerDeps) {
       const existing = await pendingTwin(tx, dedupeKey, now);
       if (existing) return { status: "existing" as const, row: existing };
       const proposalHash = sha256(proposal);
-      const [row] = await tx
-        .insert(accessRequests)
-        .values({
+      return insertPending(
+        tx,
+        {
           id,
           kind: "one_shot",
           project: identity.project,
@@ -451,42 +486,14 @@ export function createButler(deps: ButlerDeps) {
           idempotencyKey,
           createdAt: now,
           expiresAt: new Date(now.getTime() + settings.pendingTtlSeconds * 1000),
-        })
-        .onConflictDoNothing()
-        .returning();
-      if (!row) return { status: "existing" as const, row: await raceWinner(tx, dedupeKey) };
-      const common = {
-        agent: identity.agent,
-        project: identity.project,
-        action: call.action,
-        resource: call.resource,
-      };
-      await audit.appendInTx(tx, [
-        {
-          type: "access_request.filed",
-          ...common,
-          reason: input.reason,
-          details: {
-            request_id: id,
-            kind: "one_shot",
-            branch: call.branch,
-            denial_event_id: event.eventId,
-            ttl: formatDuration(ttlSeconds),
-            risk_tier: tier,
-            approvals_required: required,
-            proposal_hash: proposalHash,
-            call_sha256: hash,
-          },
         },
+        { kind: "one_shot", call_sha256: hash },
         {
           type: "one_shot.proposed",
-          ...common,
           reason: `proposed: allow exactly this call once for ${identity.agent}${operation ? ` (${operation})` : ""}`,
-          details: { request_id: id, call_sha256: hash, proposal_hash: proposalHash },
+          details: { call_sha256: hash, proposal_hash: proposalHash },
         },
-      ]);
-      await postCards(tx, id, now);
-      return { status: "created" as const, row };
+      );
     });
     return filed(outcome, tier);
   }
@@ -499,7 +506,11 @@ export function createButler(deps: ButlerDeps) {
   ): Promise<{ grant_id: string; revision: number }> {
     const now = clock.now();
     const done = await db.transaction(async (tx) => {
-      const [g] = await tx.select().from(singleUseGrants).where(eq(singleUseGrants.id, grantId)).for("update");
+      const [g] = await tx
+        .select()
+        .from(singleUseGrants)
+        .where(eq(singleUseGrants.id, grantId))
+        .for("update");
       if (!g) throw new AppError("NOT_FOUND", `no grant ${grantId}`);
       if (g.revokedAt)
         throw new AppError(
@@ -692,9 +703,9 @@ export function createButler(deps: ButlerDeps) {
         }
         const diff = policyDiff(identity.project, before, after, `revision ${latest.revision}`, `with ${id}`);
         const proposalHash = sha256(diff);
-        const [row] = await tx
-          .insert(accessRequests)
-          .values({
+        return insertPending(
+          tx,
+          {
             id,
             project: identity.project,
             agent: identity.agent,
@@ -714,46 +725,19 @@ export function createButler(deps: ButlerDeps) {
             dedupeKey,
             createdAt: now,
             expiresAt: new Date(now.getTime() + settings.pendingTtlSeconds * 1000),
-          })
-          .onConflictDoNothing()
-          .returning();
-        if (!row) return { status: "existing" as const, row: await raceWinner(tx, dedupeKey) };
-        const common = {
-          agent: identity.agent,
-          project: identity.project,
-          action: call.action,
-          resource: call.resource,
-        };
-        await audit.appendInTx(tx, [
-          {
-            type: "access_request.filed",
-            ...common,
-            reason: input.reason,
-            details: {
-              request_id: id,
-              branch: call.branch,
-              denial_event_id: input.denial_event_id,
-              ttl: formatDuration(ttl.value),
-              risk_tier: tier,
-              approvals_required: required,
-              proposal_hash: proposalHash,
-            },
           },
+          {},
           {
             type: "policy.proposed",
-            ...common,
             reason: `proposed grant ${id} for ${identity.agent}: ${call.action} on ${call.resource || "(no resource)"}`,
             details: {
-              request_id: id,
               base_revision: latest.revision,
               proposal_hash: proposalHash,
               before_hash: sha256(before),
               after_hash: sha256(after),
             },
           },
-        ]);
-        await postCards(tx, id, now);
-        return { status: "created" as const, row };
+        );
       });
       return filed(outcome, tier);
     },
