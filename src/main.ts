@@ -147,6 +147,14 @@ export async function startServer(
       channels: services.channels,
       a2a: services.a2a,
       providers: services.providers,
+      dashboard: {
+        db: database.db,
+        sessions: services.dashboardSessions,
+        butler: services.butler,
+        projects: () => services.policies.index().projects,
+        verifyAudit: () => services.admin.verifyAudit(),
+        secureCookies: (config.publicUrl ?? "").startsWith("https:"),
+      },
       adminToken,
       instanceId,
       checkReady: async () => {

@@ -8,6 +8,11 @@ import { createApproverTokens } from "./butler/approver-tokens.js";
 import { createButler } from "./butler/butler-service.js";
 import type { AgentNotification, AgentNotifier } from "./butler/notifier.js";
 import { createOneShots } from "./butler/one-shot.js";
+import { createDashboardSessions } from "./dashboard/sessions.js";
+
+/** How long a dashboard sign-in lasts. */
+const DASHBOARD_SESSION_SECONDS = 12 * 3600;
+
 import { type ApprovalChannel, RetryLater } from "./channels/channel.js";
 import type { Clock } from "./clock.js";
 import type { Config } from "./config.js";
@@ -182,7 +187,16 @@ export function createServices(opts: ServiceOptions) {
   });
   const tg = config.telegram;
   const telegramApi = tg ? new Api(tg.botToken, { apiRoot: tg.apiRoot }) : undefined;
+  const dashboardSessions = createDashboardSessions({
+    db,
+    audit,
+    clock,
+    approverTokens,
+    ttlSeconds: DASHBOARD_SESSION_SECONDS,
+  });
   const admin = createAdmin({
+    dashboard: dashboardSessions,
+    publicUrl: opts.publicUrl,
     telegram:
       tg && telegramApi
         ? {
@@ -209,6 +223,7 @@ export function createServices(opts: ServiceOptions) {
     actor: opts.actor,
   });
   return {
+    dashboardSessions,
     database,
     audit,
     changes,

@@ -5,6 +5,7 @@ import type { AuditLine } from "../audit/chain.js";
 import { type VerifyResult, verifyAuditChain } from "../audit/verify.js";
 import type { ApproverTokens } from "../butler/approver-tokens.js";
 import type { AccessRequestView, Butler, GrantView } from "../butler/butler-service.js";
+import type { DashboardSessions } from "../dashboard/sessions.js";
 import type { Db } from "../db/client.js";
 import { AppError } from "../errors.js";
 import type { PolicyIndex } from "../policy/index.js";
@@ -69,6 +70,10 @@ export interface AdminOps {
   listGrants(filter: { project?: string | undefined; all?: boolean }): Promise<GrantView[]>;
   /** A one-time Telegram deep link that binds the account opening it to `approver`. */
   createTelegramLink(approver: string): Promise<{ url: string; expires_at: string; approver: string }>;
+  /** A token for an auditor: reads every project in the dashboard, decides nothing. */
+  createAuditorToken(auditor: string): Promise<{ token: string; token_id: string; auditor: string }>;
+  /** A one-time link that signs an approver in to the dashboard. */
+  createDashboardLink(approver: string): Promise<{ url: string; expires_at: string; approver: string }>;
   /** Registers this server's Telegram webhook (URL and secret) with Telegram. */
   setTelegramWebhook(): Promise<{ url: string }>;
   revokeGrant(id: string, reason?: string): Promise<{ grant_id: string; revision: number }>;
@@ -83,6 +88,8 @@ export interface AdminOps {
 export interface AdminDeps {
   db: Db;
   approverTokens: Pick<ApproverTokens, "create">;
+  dashboard: Pick<DashboardSessions, "createSignInCode">;
+  publicUrl: () => string;
   butler: Pick<Butler, "list" | "get" | "review" | "listGrants" | "revokeGrant" | "createLinkCode">;
   /** Telegram's Bot API, when Telegram is configured. */
   telegram?: { username(): Promise<string>; setWebhook(): Promise<string> } | undefined;
@@ -230,6 +237,29 @@ export function createAdmin(deps: AdminDeps): AdminOps {
       const username = await deps.telegram.username();
       const { code, expiresAt } = await butler.createLinkCode(approver, "telegram", actor);
       return { url: `https://t.me/${username}?start=${code}`, expires_at: expiresAt, approver };
+    },
+    async createAuditorToken(auditor) {
+      check(approverId, auditor, "auditor");
+      const { token, tokenId } = await deps.approverTokens.create(auditor, actor, "auditor");
+      return { token, token_id: tokenId, auditor };
+    },
+    async createDashboardLink(approver) {
+      check(approverId, approver, "approver");
+      if (
+        ![...policies.index().projects.values()].some((p) =>
+          p.document.approvers.some((a) => a.id === approver),
+        )
+      )
+        throw new AppError(
+          "CONFLICT",
+          `'${approver}' is not an approver of any project: no policy names them`,
+        );
+      const { code, expiresAt } = await deps.dashboard.createSignInCode(approver, actor);
+      return {
+        url: `${deps.publicUrl()}/dashboard/sign-in?code=${code}`,
+        expires_at: expiresAt.toISOString(),
+        approver,
+      };
     },
     async setTelegramWebhook() {
       if (!deps.telegram)

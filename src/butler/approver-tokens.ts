@@ -7,6 +7,9 @@ import { approverTokens } from "../db/schema.js";
 import { newId } from "../ids.js";
 
 const SHAPE = /^bap_[A-Za-z0-9_-]{43}$/;
+/** Auditors' tokens: read-only, never accepted where a decision is made. */
+const AUDITOR_SHAPE = /^bau_[A-Za-z0-9_-]{43}$/;
+export type PersonRole = "approver" | "auditor";
 const hash = (t: string) => createHash("sha256").update(t).digest("hex");
 
 /** Whether a bearer token has the shape of an approver token (as opposed to an agent's). */
@@ -20,28 +23,44 @@ export function looksLikeApproverToken(token: string): boolean {
  */
 export function createApproverTokens(deps: { db: Db; audit: Pick<AuditLog, "appendInTx">; clock: Clock }) {
   const { db, audit, clock } = deps;
+  /** The person behind an approver's or auditor's token, with their role, or undefined. */
+  async function person(
+    token: string,
+  ): Promise<{ id: string; role: PersonRole; tokenId: string } | undefined> {
+    if (!SHAPE.test(token) && !AUDITOR_SHAPE.test(token)) return undefined;
+    const [row] = await db
+      .select()
+      .from(approverTokens)
+      .where(and(eq(approverTokens.tokenHash, hash(token)), isNull(approverTokens.revokedAt)));
+    return row ? { id: row.approver, role: row.role, tokenId: row.id } : undefined;
+  }
+
   return {
-    async create(approver: string, actor: string): Promise<{ token: string; tokenId: string }> {
-      const token = `bap_${randomBytes(32).toString("base64url")}`;
+    person,
+    async create(
+      approver: string,
+      actor: string,
+      role: PersonRole = "approver",
+    ): Promise<{ token: string; tokenId: string }> {
+      const token = `${role === "auditor" ? "bau" : "bap"}_${randomBytes(32).toString("base64url")}`;
       const tokenId = newId("apt");
       await db.transaction(async (tx) => {
         await tx
           .insert(approverTokens)
-          .values({ id: tokenId, approver, tokenHash: hash(token), createdAt: clock.now() });
+          .values({ id: tokenId, approver, role, tokenHash: hash(token), createdAt: clock.now() });
         await audit.appendInTx(tx, [
-          { type: "approver_token.created", details: { approver, token_id: tokenId, actor } },
+          {
+            type: role === "auditor" ? "auditor_token.created" : "approver_token.created",
+            details: { [role]: approver, token_id: tokenId, actor },
+          },
         ]);
       });
       return { token, tokenId };
     },
-    /** The approver id behind a token, or undefined. */
+    /** The approver id behind an approver's token (never an auditor's), or undefined. */
     async authenticate(token: string): Promise<{ approver: string; tokenId: string } | undefined> {
-      if (!SHAPE.test(token)) return undefined;
-      const [row] = await db
-        .select()
-        .from(approverTokens)
-        .where(and(eq(approverTokens.tokenHash, hash(token)), isNull(approverTokens.revokedAt)));
-      return row ? { approver: row.approver, tokenId: row.id } : undefined;
+      const p = await person(token);
+      return p?.role === "approver" ? { approver: p.id, tokenId: p.tokenId } : undefined;
     },
   };
 }

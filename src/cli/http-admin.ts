@@ -125,6 +125,8 @@ export function httpAdmin(baseUrl: string, adminToken: string): AdminOps {
         )
       ).grants,
     createTelegramLink: (approver) => call("POST", "/approvers/telegram-link", { approver }),
+    createAuditorToken: (auditor) => call("POST", "/auditors/tokens", { auditor }),
+    createDashboardLink: (approver) => call("POST", "/dashboard/links", { approver }),
     setTelegramWebhook: () => call("POST", "/telegram/webhook"),
     revokeGrant: (id, reason) => call("POST", `/grants/${encodeURIComponent(id)}/revoke`, { reason }),
     setCredential: (name, value) => call("POST", "/credentials", { name, value }),

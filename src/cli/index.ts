@@ -39,6 +39,8 @@ Usage: butler <command> [options]          (every command accepts --json and --h
                                            revoke an agent's tokens (or one of them)
   approvers token <approver>               make a bearer token for an approver (a person; shown once)
   approvers link <approver> --telegram     a one-time deep link that binds the approver's Telegram account
+  auditors token <auditor>                 make a read-only dashboard token for an auditor (shown once)
+  dashboard link <approver>                a one-time link that signs an approver in to the dashboard (15 minutes)
   telegram set-webhook                     register BUTLER_PUBLIC_URL/telegram/webhook (and its secret) with Telegram
   requests list [--status S] [--project P] list access requests, newest first
   requests show <id>                       one request with its proposed policy diff
@@ -129,6 +131,12 @@ export async function main(
       case "approvers":
         if (sub === "token") return await approversToken(rest, io);
         if (sub === "link") return await approversLink(rest, io);
+        break;
+      case "auditors":
+        if (sub === "token") return await auditorsToken(rest, io);
+        break;
+      case "dashboard":
+        if (sub === "link") return await dashboardLink(rest, io);
         break;
       case "telegram":
         if (sub === "set-webhook") return await telegramSetWebhook(rest, io);
@@ -312,6 +320,16 @@ async function serve(argv: string[], io: CliIo): Promise<number> {
   io.stderr.write(
     `Butler is serving at ${server.url} (database: ${config.database.kind}, policies: ${config.policiesDir})\n`,
   );
+  // The embedded default is for trying Butler out: sign the first approver in to the dashboard at once.
+  if (config.database.kind === "pglite") {
+    const first = [...server.services.policies.index().projects.values()]
+      .sort((a, b) => (a.name < b.name ? -1 : 1))
+      .flatMap((p) => p.document.approvers.map((a) => a.id))[0];
+    if (first) {
+      const l = await server.services.admin.createDashboardLink(first);
+      io.stderr.write(`Dashboard: open ${l.url} to sign in as ${first} (one time, until ${l.expires_at})\n`);
+    } else io.stderr.write(`Dashboard: ${server.url}/dashboard (no policy names an approver yet)\n`);
+  }
   await new Promise<void>((resolveStop) => {
     const stop = (signal: string) => {
       log.info({ signal }, "shutting down");
@@ -574,6 +592,30 @@ async function telegramSetWebhook(argv: string[], io: CliIo): Promise<number> {
     io,
     r,
     `Telegram will deliver updates to ${r.url} (with the secret from TELEGRAM_WEBHOOK_SECRET)`,
+    !!values.json,
+  );
+  return 0;
+}
+
+async function auditorsToken(argv: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = args(argv, {}, [1, 1]);
+  const t = await withAdmin(io, (ops) => ops.createAuditorToken(positionals[0]!));
+  print(
+    io,
+    t,
+    `Auditor token ${t.token_id} for ${t.auditor}: signs in to the dashboard to read every project, decides nothing. It is shown only this once:\n${t.token}`,
+    !!values.json,
+  );
+  return 0;
+}
+
+async function dashboardLink(argv: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = args(argv, {}, [1, 1]);
+  const l = await withAdmin(io, (ops) => ops.createDashboardLink(positionals[0]!));
+  print(
+    io,
+    l,
+    `Open this link to sign in as ${l.approver} (once, until ${l.expires_at}):\n${l.url}`,
     !!values.json,
   );
   return 0;

@@ -231,10 +231,28 @@ export const approverTokens = pgTable(
     id: text("id").primaryKey(),
     approver: text("approver").notNull(),
     tokenHash: text("token_hash").notNull(),
+    /** `approver`: decides requests of the projects naming them; `auditor`: reads everything, decides nothing. */
+    role: text("role").$type<"approver" | "auditor">().notNull().default("approver"),
     createdAt: createdAt(),
     revokedAt: timestamp("revoked_at", { withTimezone: true, mode: "date" }),
   },
   (t) => [uniqueIndex("approver_tokens_hash_uq").on(t.tokenHash)],
+);
+
+/** Dashboard sign-ins: a cookie's hash, who it is, and the CSRF token its pages carry. */
+export const dashboardSessions = pgTable(
+  "dashboard_sessions",
+  {
+    /** sha256 of the cookie value; the value itself is only in the browser. */
+    idHash: text("id_hash").primaryKey(),
+    approver: text("approver").notNull(),
+    role: text("role").$type<"approver" | "auditor">().notNull(),
+    csrf: text("csrf").notNull(),
+    createdAt: createdAt(),
+    expiresAt: timestamp("expires_at", { withTimezone: true, mode: "date" }).notNull(),
+    revokedAt: timestamp("revoked_at", { withTimezone: true, mode: "date" }),
+  },
+  (t) => [index("dashboard_sessions_expiry_idx").on(t.expiresAt)],
 );
 
 /**

@@ -10,6 +10,7 @@ import type { ApproverTokens } from "../butler/approver-tokens.js";
 import type { Butler } from "../butler/butler-service.js";
 import { registerButlerRoutes } from "../butler/routes.js";
 import type { ApprovalChannel } from "../channels/channel.js";
+import { type DashboardDeps, registerDashboard } from "../dashboard/routes.js";
 import { AppError } from "../errors.js";
 import type { Gateway } from "../gateway/gateway-service.js";
 import type { Logger } from "../logger.js";
@@ -38,6 +39,8 @@ export interface AppDeps {
   providers?: ProviderGateway;
   /** Approval channels; those with webhooks mount them here. */
   channels?: readonly ApprovalChannel[];
+  /** The web dashboard. */
+  dashboard?: Omit<DashboardDeps, "closing" | "log">;
   adminToken: string;
   /** A random id of this server process, so that the CLI can tell it is talking to the right one. */
   instanceId: string;
@@ -148,6 +151,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       bodyLimitBytes: deps.bodyLimitBytes,
     });
   for (const channel of deps.channels ?? []) await channel.mount?.(app);
+  if (deps.dashboard) {
+    const closing = new AbortController();
+    app.addHook("preClose", async () => closing.abort());
+    await registerDashboard(app, { ...deps.dashboard, closing: closing.signal, log: deps.log });
+  }
 
   await app.register(
     async (admin) => {
@@ -212,6 +220,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       admin.post("/approvers/telegram-link", async (req, reply) => {
         const b = parseInput(z.strictObject({ approver: agentName }), req.body, "body");
         return reply.code(201).send(await deps.admin.createTelegramLink(b.approver));
+      });
+      admin.post("/auditors/tokens", async (req, reply) => {
+        const b = parseInput(z.strictObject({ auditor: agentName }), req.body, "body");
+        return reply.code(201).send(await deps.admin.createAuditorToken(b.auditor));
+      });
+      admin.post("/dashboard/links", async (req, reply) => {
+        const b = parseInput(z.strictObject({ approver: agentName }), req.body, "body");
+        return reply.code(201).send(await deps.admin.createDashboardLink(b.approver));
       });
       admin.post("/telegram/webhook", async () => deps.admin.setTelegramWebhook());
       admin.get("/access-requests", async (req) => {

@@ -1,0 +1,318 @@
+import type { ApprovalCard } from "../butler/approval-card.js";
+import type { GrantView } from "../butler/butler-service.js";
+import { approvalsLine, outcomeLine, shorterTtlSeconds, ttlLine } from "../channels/render.js";
+import { formatDuration } from "../policy/time.js";
+
+/**
+ * The dashboard's pages, rendered on the server (pure: data in, HTML out). Every interpolated
+ * value is escaped unless it is markup this module built itself, so agent-written text (reasons,
+ * resources, parameters) is always text. The pages need no inline script or style: the strict
+ * Content-Security-Policy allows only /dashboard/assets.
+ */
+
+/** Markup built here; everything else is escaped when interpolated. */
+export class Html {
+  constructor(readonly value: string) {}
+  toString(): string {
+    return this.value;
+  }
+}
+
+const ESCAPES: Record<string, string> = {
+  "&": "&amp;",
+  "<": "&lt;",
+  ">": "&gt;",
+  '"': "&quot;",
+  "'": "&#39;",
+};
+
+export function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => ESCAPES[c]!);
+}
+
+type Value = Html | string | number | null | undefined | false | readonly Value[];
+
+function render(v: Value): string {
+  if (v === null || v === undefined || v === false) return "";
+  if (v instanceof Html) return v.value;
+  if (Array.isArray(v)) return v.map(render).join("");
+  return escapeHtml(String(v));
+}
+
+/** A template whose interpolations are escaped (arrays are joined; Html is kept). */
+export function html(strings: TemplateStringsArray, ...values: Value[]): Html {
+  let out = strings[0]!;
+  for (let i = 0; i < values.length; i++) out += render(values[i]!) + strings[i + 1]!;
+  return new Html(out);
+}
+
+/** A time in UTC that the page's script shows in the viewer's zone, with UTC on hover. */
+export function time(iso: string | null | undefined): Html {
+  if (!iso) return html`<span>never</span>`;
+  return html`<time datetime="${iso}" title="${iso}">${iso.replace("T", " ").replace(/\.\d+Z$|Z$/, " UTC")}</time>`;
+}
+
+export interface Viewer {
+  approver: string;
+  role: "approver" | "auditor";
+  csrf: string;
+}
+
+const NAV = [
+  ["requests", "/dashboard", "Requests"],
+  ["timeline", "/dashboard/timeline", "Live timeline"],
+  ["grants", "/dashboard/grants", "Grants"],
+  ["audit", "/dashboard/audit", "Audit"],
+] as const;
+
+export function page(title: string, viewer: Viewer | undefined, active: string, body: Html): string {
+  return `<!doctype html>${html`<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${title} · Butler</title>
+${viewer ? html`<meta name="csrf-token" content="${viewer.csrf}">` : ""}
+<link rel="stylesheet" href="/dashboard/assets/dashboard.css">
+<script src="/dashboard/assets/dashboard.js" defer></script>
+</head>
+<body>
+<header class="top">
+  <a class="brand" href="/dashboard">Butler</a>
+  ${
+    viewer
+      ? html`<nav aria-label="Sections">${NAV.map(
+          ([key, href, label]) =>
+            html`<a href="${href}"${key === active ? html` aria-current="page"` : ""}>${label}</a>`,
+        )}</nav>
+  <form class="who" method="post" action="/dashboard/sign-out">
+    <input type="hidden" name="_csrf" value="${viewer.csrf}">
+    <span>${viewer.approver} <small>(${viewer.role})</small></span>
+    <button type="submit">Sign out</button>
+  </form>`
+      : ""
+  }
+</header>
+<main id="main">
+<h1>${title}</h1>
+${body}
+</main>
+</body>
+</html>`}`;
+}
+
+export function signInPage(opts: { error?: string | undefined; code?: string | undefined }): string {
+  const error = opts.error ? html`<p class="error" role="alert">${opts.error}</p>` : "";
+  const body = opts.code
+    ? html`${error}<form method="post" action="/dashboard/sign-in/link" class="card">
+  <p>This one-time link signs you in once. It stops working after use.</p>
+  <input type="hidden" name="code" value="${opts.code}">
+  <button type="submit" class="primary">Sign in</button>
+</form>`
+    : html`${error}<form method="post" action="/dashboard/sign-in" class="card">
+  <label for="token">Your approver's or auditor's token</label>
+  <input id="token" name="token" type="password" autocomplete="off" required placeholder="bap_… or bau_…">
+  <p class="hint">Made with <code>npx butler approvers token &lt;you&gt;</code> or <code>npx butler auditors token &lt;you&gt;</code>.</p>
+  <button type="submit" class="primary">Sign in</button>
+</form>`;
+  return page("Sign in", undefined, "", body);
+}
+
+/** A unified diff, line by line, with added and removed lines marked (not by colour alone). */
+function diffBlock(diff: string): Html {
+  const lines = diff.split("\n").map((l) => {
+    const kind =
+      l.startsWith("+++") || l.startsWith("---")
+        ? "file"
+        : l.startsWith("+")
+          ? "add"
+          : l.startsWith("-")
+            ? "del"
+            : l.startsWith("@@")
+              ? "hunk"
+              : "ctx";
+    return html`<span class="d-${kind}">${l}</span>\n`;
+  });
+  return html`<pre class="diff" tabindex="0" aria-label="Proposed change">${lines}</pre>`;
+}
+
+/** One request as a card: the facts, the agent's reason (as text), the change, and the buttons. */
+export function requestCard(card: ApprovalCard, viewer: Viewer, canDecide: boolean): Html {
+  const outcome = outcomeLine(card);
+  const shorter = shorterTtlSeconds(card);
+  const id = card.requestId;
+  const buttons =
+    card.status === "pending" && canDecide
+      ? html`<div class="actions">
+  <form method="post" action="/dashboard/requests/${id}/approve" data-action="approve">
+    <input type="hidden" name="_csrf" value="${viewer.csrf}">
+    <button type="submit" class="primary">Approve${card.oneShot ? " once" : ""}</button>
+  </form>
+  ${
+    shorter && !card.oneShot
+      ? html`<form method="post" action="/dashboard/requests/${id}/approve" data-action="approve">
+    <input type="hidden" name="_csrf" value="${viewer.csrf}">
+    <input type="hidden" name="ttl" value="${shorter}">
+    <button type="submit">Approve for ${formatDuration(shorter)}</button>
+  </form>`
+      : ""
+  }
+  <form method="post" action="/dashboard/requests/${id}/deny" data-action="deny" class="deny">
+    <input type="hidden" name="_csrf" value="${viewer.csrf}">
+    <label for="why-${id}">Reason (sent to the agent)</label>
+    <input id="why-${id}" name="reason" maxlength="1000" placeholder="optional">
+    <button type="submit" class="danger">Deny</button>
+  </form>
+</div>`
+      : card.status === "pending"
+        ? html`<p class="note">${viewer.role === "auditor" ? "Auditors can read, not decide." : `You are not an approver of ${card.project} for ${card.riskTier}-risk requests.`}</p>`
+        : "";
+  return html`<article class="request status-${card.status}" id="req-${id}" data-id="${id}" data-status="${card.status}">
+<header>
+  <h2><span class="agent">${card.agent}</span> asks for <code>${card.action}</code></h2>
+  <span class="badge tier-${card.riskTier}">${card.riskTier} risk</span>
+  ${card.oneShot ? html`<span class="badge one-shot">one call, once</span>` : ""}
+</header>
+<dl class="facts">
+  <dt>Project</dt><dd>${card.project}</dd>
+  <dt>Resource</dt><dd><code>${card.resource || "(none)"}</code></dd>
+  ${card.branch ? html`<dt>Branch</dt><dd><code>${card.branch}</code></dd>` : ""}
+  <dt>Approvals</dt><dd class="approvals">${approvalsLine(card)}${card.approvedBy.length ? html` (${card.approvedBy.join(", ")})` : ""}</dd>
+  <dt>${card.oneShot ? "Valid for" : "Grant TTL"}</dt><dd>${ttlLine(card)}</dd>
+  <dt>Request</dt><dd><code>${id}</code></dd>
+</dl>
+<section class="reason" aria-label="Reason written by the agent">
+  <h3>Reason <small>(written by the agent, unverified)</small></h3>
+  <p class="agent-text">${card.reason}</p>
+</section>
+<h3>${card.oneShot ? "Exactly this call, once" : "Policy change"}</h3>
+${diffBlock(card.diff)}
+${outcome ? html`<p class="outcome" role="status"><strong>${outcome}</strong></p>` : ""}
+${buttons}
+</article>`;
+}
+
+export function requestsPage(cards: Html[], viewer: Viewer): string {
+  return page(
+    "Access requests",
+    viewer,
+    "requests",
+    html`<p class="lede">Pending requests and the ones decided in the last hour. Updates arrive live.</p>
+<section id="requests" data-live="requests" aria-live="polite">${requestsFragment(cards)}</section>`,
+  );
+}
+
+export function requestsFragment(cards: Html[]): Html {
+  return cards.length ? html`${cards}` : html`<p class="empty">Nothing is waiting for a decision.</p>`;
+}
+
+/** One audit line on the timeline (only fields that are safe to show; reasons as text). */
+export interface TimelineEvent {
+  seq: number;
+  event_id: string;
+  ts: string;
+  type: string;
+  agent: string | null;
+  project: string | null;
+  action: string | null;
+  resource: string | null;
+  decision: string | null;
+  reason: string | null;
+  request_id?: string | undefined;
+  grant_id?: string | undefined;
+}
+
+export function timelineItem(e: TimelineEvent): Html {
+  return html`<li class="ev type-${e.type.replace(/[^a-z0-9_]/gi, "-")}" data-seq="${e.seq}">
+  ${time(e.ts)} <span class="etype">${e.type}</span>
+  ${e.agent ? html`<span class="agent">${e.agent}</span>` : ""}
+  ${e.action ? html`<code>${e.action}</code>` : ""}
+  ${e.decision ? html`<span class="decision d-${e.decision}">${e.decision}</span>` : ""}
+  ${e.reason ? html`<span class="ereason">${e.reason}</span>` : ""}
+  <a class="eid" href="/dashboard/audit?event=${e.event_id}">#${e.seq}</a>
+</li>`;
+}
+
+export function timelinePage(
+  events: TimelineEvent[],
+  viewer: Viewer,
+  filter: { agent?: string | undefined; project?: string | undefined },
+): string {
+  const last = events.length ? events[events.length - 1]!.seq : 0;
+  return page(
+    "Live timeline",
+    viewer,
+    "timeline",
+    html`<form class="filters" method="get" action="/dashboard/timeline">
+  <label>Agent <input name="agent" value="${filter.agent ?? ""}"></label>
+  <label>Project <input name="project" value="${filter.project ?? ""}"></label>
+  <button type="submit">Show</button>
+</form>
+<p class="lede">Every step as it is written to the audit chain: denials, requests, proposals, approvals, grants, notifications, retries, expiries.</p>
+<ol id="timeline" class="timeline" data-live="timeline" data-after="${last}" data-agent="${filter.agent ?? ""}" data-project="${filter.project ?? ""}" aria-live="polite">${events.map(timelineItem)}</ol>`,
+  );
+}
+
+export function grantsPage(
+  grants: GrantView[],
+  viewer: Viewer,
+  canRevoke: (g: GrantView) => boolean,
+  filter: { agent?: string | undefined; project?: string | undefined; state?: string | undefined },
+): string {
+  const rows = grants.map(
+    (g) => html`<tr id="grant-${g.id}" data-state="${g.state}">
+  <td><code>${g.id}</code></td><td>${g.project}</td><td>${g.agent}</td><td><code>${g.action}</code><br><code class="res">${g.resource}</code></td>
+  <td>${g.approved_by.join(", ")}</td>
+  <td>${g.state === "active" ? html`${formatDuration(g.seconds_left)} left (until ${time(g.expires_at)})` : g.state === "revoked" ? html`revoked by ${g.revoked_by ?? "?"} at ${time(g.revoked_at)}` : html`expired ${time(g.expires_at)}`}</td>
+  <td>${
+    g.state === "active" && canRevoke(g)
+      ? html`<form method="post" action="/dashboard/grants/${g.id}/revoke" data-action="revoke">
+    <input type="hidden" name="_csrf" value="${viewer.csrf}">
+    <button type="submit" class="danger">Revoke</button>
+  </form>`
+      : ""
+  } <a href="/dashboard/audit?grant=${g.id}">events</a></td>
+</tr>`,
+  );
+  return page(
+    "Grants",
+    viewer,
+    "grants",
+    html`<form class="filters" method="get" action="/dashboard/grants">
+  <label>Agent <input name="agent" value="${filter.agent ?? ""}"></label>
+  <label>Project <input name="project" value="${filter.project ?? ""}"></label>
+  <label>State <select name="state">${["active", "all", "expired", "revoked"].map((s) => html`<option${s === (filter.state ?? "active") ? html` selected` : ""}>${s}</option>`)}</select></label>
+  <button type="submit">Show</button>
+</form>
+<div class="table-wrap"><table class="grants">
+<thead><tr><th>Grant</th><th>Project</th><th>Agent</th><th>Call</th><th>Approved by</th><th>Time</th><th></th></tr></thead>
+<tbody>${rows.length ? rows : html`<tr><td colspan="7" class="empty">No grants match.</td></tr>`}</tbody>
+</table></div>`,
+  );
+}
+
+export function auditPage(
+  events: TimelineEvent[],
+  viewer: Viewer,
+  chain: { ok: boolean; text: string },
+  filter: Record<string, string | undefined>,
+  next: string | undefined,
+): string {
+  const q = new URLSearchParams(
+    Object.entries(filter).filter((e): e is [string, string] => !!e[1]),
+  ).toString();
+  return page(
+    "Audit",
+    viewer,
+    "audit",
+    html`<p class="chain ${chain.ok ? "ok" : "broken"}" role="status"><strong>${chain.ok ? "Chain verified" : "Chain BROKEN"}:</strong> ${chain.text}</p>
+<form class="filters" method="get" action="/dashboard/audit">
+  <label>Agent <input name="agent" value="${filter.agent ?? ""}"></label>
+  <label>Project <input name="project" value="${filter.project ?? ""}"></label>
+  <label>Type <input name="type" value="${filter.type ?? ""}" placeholder="access_request.*"></label>
+  <button type="submit">Search</button>
+  <a href="/dashboard/audit/export.jsonl${q ? `?${q}` : ""}" download>Export JSONL</a>
+</form>
+<ol class="timeline">${events.map(timelineItem)}</ol>
+${next ? html`<p><a href="/dashboard/audit?${next}">Older events</a></p>` : ""}`,
+  );
+}
