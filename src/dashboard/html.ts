@@ -1,7 +1,6 @@
 import type { ApprovalCard } from "../butler/approval-card.js";
 import type { GrantView } from "../butler/butler-service.js";
-import { approvalsLine, outcomeLine, shorterTtlSeconds, ttlLine } from "../channels/render.js";
-import { formatDuration } from "../policy/time.js";
+import { approvalsLine, outcomeLine, shorterTtlSeconds } from "../channels/render.js";
 
 /**
  * The dashboard's pages, rendered on the server (pure: data in, HTML out). Every interpolated
@@ -50,6 +49,17 @@ export function html(strings: TemplateStringsArray, ...values: Value[]): Html {
 export function time(iso: string | null | undefined): Html {
   if (!iso) return html`<span>never</span>`;
   return html`<time datetime="${iso}" title="${iso}">${iso.replace("T", " ").replace(/\.\d+Z$|Z$/, " UTC")}</time>`;
+}
+
+/** A duration for people: "2 d 3 h", "23 h 59 min", "4 min", "12 s". */
+export function humanDuration(seconds: number): string {
+  const d = Math.floor(seconds / 86400);
+  const h = Math.floor((seconds % 86400) / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  if (d > 0) return h > 0 ? `${d} d ${h} h` : `${d} d`;
+  if (h > 0) return m > 0 ? `${h} h ${m} min` : `${h} h`;
+  if (m > 0) return `${m} min`;
+  return `${Math.max(0, Math.floor(seconds))} s`;
 }
 
 export interface Viewer {
@@ -130,7 +140,8 @@ function diffBlock(diff: string): Html {
             : l.startsWith("@@")
               ? "hunk"
               : "ctx";
-    return html`<span class="d-${kind}">${l}</span>\n`;
+    // Block spans make the lines; a newline between them would double the spacing.
+    return html`<span class="d-${kind}">${l || " "}</span>`;
   });
   return html`<pre class="diff" tabindex="0" aria-label="Proposed change">${lines}</pre>`;
 }
@@ -152,7 +163,7 @@ export function requestCard(card: ApprovalCard, viewer: Viewer, canDecide: boole
       ? html`<form method="post" action="/dashboard/requests/${id}/approve" data-action="approve">
     <input type="hidden" name="_csrf" value="${viewer.csrf}">
     <input type="hidden" name="ttl" value="${shorter}">
-    <button type="submit">Approve for ${formatDuration(shorter)}</button>
+    <button type="submit">Approve for ${humanDuration(shorter)}</button>
   </form>`
       : ""
   }
@@ -177,7 +188,7 @@ export function requestCard(card: ApprovalCard, viewer: Viewer, canDecide: boole
   <dt>Resource</dt><dd><code>${card.resource || "(none)"}</code></dd>
   ${card.branch ? html`<dt>Branch</dt><dd><code>${card.branch}</code></dd>` : ""}
   <dt>Approvals</dt><dd class="approvals">${approvalsLine(card)}${card.approvedBy.length ? html` (${card.approvedBy.join(", ")})` : ""}</dd>
-  <dt>${card.oneShot ? "Valid for" : "Grant TTL"}</dt><dd>${ttlLine(card)}</dd>
+  <dt>${card.oneShot ? "Valid for" : "Grant TTL"}</dt><dd>${humanDuration(card.requestedTtlSeconds)} <small>(at most ${humanDuration(card.maxTtlSeconds)})</small></dd>
   <dt>Request</dt><dd><code>${id}</code></dd>
 </dl>
 <section class="reason" aria-label="Reason written by the agent">
@@ -262,7 +273,7 @@ export function grantsPage(
     (g) => html`<tr id="grant-${g.id}" data-state="${g.state}">
   <td><code>${g.id}</code></td><td>${g.project}</td><td>${g.agent}</td><td><code>${g.action}</code><br><code class="res">${g.resource}</code></td>
   <td>${g.approved_by.join(", ")}</td>
-  <td>${g.state === "active" ? html`${formatDuration(g.seconds_left)} left (until ${time(g.expires_at)})` : g.state === "revoked" ? html`revoked by ${g.revoked_by ?? "?"} at ${time(g.revoked_at)}` : html`expired ${time(g.expires_at)}`}</td>
+  <td>${g.state === "active" ? html`${humanDuration(g.seconds_left)} left (until ${time(g.expires_at)})` : g.state === "revoked" ? html`revoked by ${g.revoked_by ?? "?"} at ${time(g.revoked_at)}` : html`expired ${time(g.expires_at)}`}</td>
   <td>${
     g.state === "active" && canRevoke(g)
       ? html`<form method="post" action="/dashboard/grants/${g.id}/revoke" data-action="revoke">

@@ -36,6 +36,7 @@ describe(`the butler command as a process (${ENGINE})`, () => {
     child.stderr.on("data", (d) => {
       stderr += d;
     });
+    let signIns = 0;
     const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
     try {
       const infoFile = join(t.dataDir, "server.json");
@@ -48,6 +49,29 @@ describe(`the butler command as a process (${ENGINE})`, () => {
         instance: info.instance,
       });
       expect(stderr).toContain(`Butler is serving at ${info.url}`);
+
+      // The embedded default prints a one-time dashboard sign-in link for the first approver.
+      if (ENGINE === "pglite") {
+        while (!stderr.includes("Dashboard:") && Date.now() < deadline)
+          await new Promise((r) => setTimeout(r, 50));
+        const link = /Dashboard: open (\S+) to sign in as jordan \(one time, until /.exec(stderr);
+        expect(link?.[1]).toMatch(new RegExp(`^${info.url}/dashboard/sign-in\\?code=[A-Za-z0-9_-]{32}$`));
+        const code = new URL(link![1]!).searchParams.get("code")!;
+        const use = () =>
+          fetch(`${info.url}/dashboard/sign-in/link`, {
+            method: "POST",
+            headers: { "content-type": "application/x-www-form-urlencoded" },
+            body: new URLSearchParams({ code }).toString(),
+            redirect: "manual",
+          });
+        const first = await use();
+        expect(first.status).toBe(303);
+        expect(first.headers.get("set-cookie")).toMatch(
+          /^butler_session=[A-Za-z0-9_-]{43}; Path=\/; HttpOnly; SameSite=Strict/,
+        );
+        expect((await use()).status).toBe(401);
+        signIns = 2; // the link's creation and the sign-in
+      } else expect(stderr).not.toContain("Dashboard:");
 
       const created = await run(
         "node",
@@ -71,6 +95,6 @@ describe(`the butler command as a process (${ENGINE})`, () => {
     expect(existsSync(join(t.dataDir, "server.json"))).toBe(false);
     expect(existsSync(join(t.dataDir, "butler.lock"))).toBe(false);
     const verify = await run("node", [BIN, "audit", "verify"], { env: { ...process.env, ...t.env } });
-    expect(verify.stdout).toMatch(/^audit chain verified: 3 events/);
+    expect(verify.stdout).toMatch(new RegExp(`^audit chain verified: ${3 + signIns} events`));
   });
 });
