@@ -152,6 +152,7 @@ export async function startServer(
         sessions: services.dashboardSessions,
         butler: services.butler,
         projects: () => services.policies.index().projects,
+        admin: services.admin,
         verifyAudit: () => services.admin.verifyAudit(),
         secureCookies: (config.publicUrl ?? "").startsWith("https:"),
       },

@@ -3,6 +3,7 @@ import { type ParseArgsConfig, parseArgs } from "node:util";
 import { createTwoFilesPatch } from "diff";
 import type { AdminOps } from "../admin/admin-service.js";
 import { type AuditLine, canonicalJson } from "../audit/chain.js";
+import { story } from "../audit/story.js";
 import type { AccessRequestView } from "../butler/butler-service.js";
 import { systemClock } from "../clock.js";
 import { type Config, listenUrl, loadConfig } from "../config.js";
@@ -830,37 +831,6 @@ async function auditReplay(argv: string[], io: CliIo): Promise<number> {
   });
   if (n === 0 && !values.json) io.stdout.write(`no events for agent ${termSafe(filter.agent)}\n`);
   return 0;
-}
-
-/** One event as a sentence. Agent-written values are made terminal-safe by the caller's formatter. */
-export function story(l: AuditLine): string {
-  const d = l as AuditLine & Record<string, unknown>;
-  switch (l.type) {
-    case "gateway.allowed":
-      return `ALLOWED ${l.action} on ${l.resource || "(no resource)"}${d.branch ? ` branch ${d.branch}` : ""} by grant ${d.grant_id}${d.expires ? ` (expires ${d.expires})` : ""}`;
-    case "gateway.denied":
-      return `DENIED ${l.action} on ${l.resource || "(no resource)"}${d.branch ? ` branch ${d.branch}` : ""}: ${l.reason}`;
-    case "agent_token.created":
-      return `token ${d.token_id} created for ${l.agent} in ${l.project} by ${d.actor}`;
-    case "agent_token.revoked":
-      return `token${(d.token_ids as string[]).length > 1 ? "s" : ""} ${(d.token_ids as string[]).join(", ")} revoked by ${d.actor}`;
-    case "access_request.filed":
-      return `asked for ${l.action} on ${l.resource || "(no resource)"} for ${d.ttl} (request ${d.request_id}, ${d.risk_tier} risk): "${l.reason}"`;
-    case "policy.proposed":
-      return `Butler proposed grant ${d.request_id} on revision ${d.base_revision} (diff sha256 ${String(d.proposal_hash).slice(0, 12)})`;
-    case "access_request.approval_recorded":
-      return `${d.approver} approved request ${d.request_id} via ${d.channel} (${l.reason})`;
-    case "access_request.approved":
-      return `request ${d.request_id} approved by ${(d.approved_by as string[]).join(", ")} via ${d.channel} for ${d.ttl}`;
-    case "access_request.denied":
-      return `request ${d.request_id} denied by ${d.approver} via ${d.channel}: ${l.reason}`;
-    case "grant.applied":
-      return `grant ${d.grant_id} applied: policy revision ${d.revision}, expires ${d.expires}`;
-    case "agent.notified":
-      return `agent told: ${d.notification} (request ${d.request_id})`;
-    default:
-      return `${l.type}${l.reason ? `: ${l.reason}` : ""}`;
-  }
 }
 
 function formatStory(l: AuditLine): string {

@@ -1,5 +1,5 @@
 import type { ApprovalCard } from "../butler/approval-card.js";
-import type { GrantView } from "../butler/butler-service.js";
+import type { AccessRequestView, GrantView } from "../butler/butler-service.js";
 import { approvalsLine, outcomeLine, shorterTtlSeconds } from "../channels/render.js";
 
 /**
@@ -72,6 +72,8 @@ const NAV = [
   ["requests", "/dashboard", "Requests"],
   ["timeline", "/dashboard/timeline", "Live timeline"],
   ["grants", "/dashboard/grants", "Grants"],
+  ["history", "/dashboard/history", "History"],
+  ["policies", "/dashboard/policies", "Policies"],
   ["audit", "/dashboard/audit", "Audit"],
 ] as const;
 
@@ -127,8 +129,8 @@ export function signInPage(opts: { error?: string | undefined; code?: string | u
   return page("Sign in", undefined, "", body);
 }
 
-/** A unified diff, line by line, with added and removed lines marked (not by colour alone). */
-function diffBlock(diff: string): Html {
+/** A unified diff, line by line (exported for the policies page), with added and removed lines marked (not by colour alone). */
+export function diffBlock(diff: string): Html {
   const lines = diff.split("\n").map((l) => {
     const kind =
       l.startsWith("+++") || l.startsWith("---")
@@ -258,7 +260,7 @@ export function timelinePage(
   <label>Project <input name="project" value="${filter.project ?? ""}"></label>
   <button type="submit">Show</button>
 </form>
-<p class="lede">Every step as it is written to the audit chain: denials, requests, proposals, approvals, grants, notifications, retries, expiries.</p>
+<p class="lede">Every step as it is written to the audit chain: denials, requests, proposals, approvals, grants, notifications, retries, expiries.${filter.agent ? html` <a href="/dashboard/replay?agent=${filter.agent}${filter.project ? `&project=${filter.project}` : ""}">Replay ${filter.agent}'s session as a story</a>` : ""}</p>
 <ol id="timeline" class="timeline" data-live="timeline" data-after="${last}" data-agent="${filter.agent ?? ""}" data-project="${filter.project ?? ""}" aria-live="polite">${events.map(timelineItem)}</ol>`,
   );
 }
@@ -325,5 +327,91 @@ export function auditPage(
 </form>
 <ol class="timeline">${events.map(timelineItem)}</ol>
 ${next ? html`<p><a href="/dashboard/audit?${next}">Older events</a></p>` : ""}`,
+  );
+}
+
+/** Decided and pending requests, searchable: who asked for what, who decided, when. */
+export function historyPage(
+  rows: AccessRequestView[],
+  viewer: Viewer,
+  filter: Record<string, string | undefined>,
+): string {
+  const f = (k: string) => filter[k] ?? "";
+  const body = rows.map(
+    (r) => html`<tr data-id="${r.id}" data-status="${r.status}">
+  <td>${time(r.created_at)}</td><td>${r.project}</td><td>${r.agent}</td>
+  <td><code>${r.action}</code><br><code class="res">${r.resource}</code>${r.kind === "one_shot" ? html` <span class="badge one-shot">once</span>` : ""}</td>
+  <td><strong>${r.status}</strong>${r.decision ? html` by ${r.decision.by ?? "?"} via ${r.decision.via ?? "?"} at ${time(r.decision.at)}` : ""}${r.decision?.reason ? html`<br><span class="agent-text">${r.decision.reason}</span>` : ""}</td>
+  <td><span class="agent-text">${r.reason}</span></td>
+  <td><a href="/dashboard/audit?grant=${r.id}">events</a></td>
+</tr>`,
+  );
+  return page(
+    "History",
+    viewer,
+    "history",
+    html`<form class="filters" method="get" action="/dashboard/history">
+  <label>Agent <input name="agent" value="${f("agent")}"></label>
+  <label>Project <input name="project" value="${f("project")}"></label>
+  <label>Action <input name="action" value="${f("action")}" placeholder="stripe:*"></label>
+  <label>Approver <input name="approver" value="${f("approver")}"></label>
+  <label>Status <select name="status">${["", "pending", "approved", "denied", "expired", "canceled"].map((s) => html`<option value="${s}"${s === f("status") ? html` selected` : ""}>${s || "any"}</option>`)}</select></label>
+  <label>From <input name="since" type="date" value="${f("since")}"></label>
+  <label>To <input name="until" type="date" value="${f("until")}"></label>
+  <button type="submit">Search</button>
+</form>
+<p class="lede">${rows.length} request${rows.length === 1 ? "" : "s"}, newest first. Reasons are written by the agents.</p>
+<div class="table-wrap"><table class="history">
+<thead><tr><th>Asked</th><th>Project</th><th>Agent</th><th>Call</th><th>Outcome</th><th>Agent's reason</th><th></th></tr></thead>
+<tbody>${body.length ? body : html`<tr><td colspan="7" class="empty">No requests match.</td></tr>`}</tbody>
+</table></div>`,
+  );
+}
+
+export interface PolicyView {
+  project: string;
+  yaml: string;
+  revisions: { revision: number; createdAt: string; source: string; cause: string | null }[];
+  diff?: { from: number; to: number; text: string } | undefined;
+}
+
+/** Each project's effective policy as YAML, its revisions, and the diff between any two. */
+export function policiesPage(views: PolicyView[], viewer: Viewer): string {
+  const one = (v: PolicyView) => {
+    const latest = v.revisions[0]?.revision ?? 0;
+    const options = (selected: number) =>
+      v.revisions.map(
+        (r) =>
+          html`<option value="${r.revision}"${r.revision === selected ? html` selected` : ""}>${r.revision}</option>`,
+      );
+    return html`<section class="card policy" id="policy-${v.project}">
+  <h2>${v.project} <small>revision ${latest}</small></h2>
+  <details><summary>Effective policy (YAML)</summary><pre class="yaml" tabindex="0">${v.yaml}</pre></details>
+  <h3>Revisions</h3>
+  <ol class="revisions" reversed>${v.revisions.map((r) => html`<li>revision ${r.revision}, ${time(r.createdAt)}: ${r.cause ?? r.source}</li>`)}</ol>
+  <form class="filters" method="get" action="/dashboard/policies">
+    <input type="hidden" name="project" value="${v.project}">
+    <label>From <select name="from">${options(v.diff?.from ?? Math.max(1, latest - 1))}</select></label>
+    <label>To <select name="to">${options(v.diff?.to ?? latest)}</select></label>
+    <button type="submit">Show the diff</button>
+  </form>
+  ${v.diff ? html`<h3>Revision ${v.diff.from} → ${v.diff.to}</h3>${v.diff.text ? diffBlock(v.diff.text) : html`<p>No difference.</p>`}` : ""}
+</section>`;
+  };
+  return page("Policies", viewer, "policies", html`${views.map(one)}`);
+}
+
+/** One agent's session as a story, in order. */
+export function replayPage(
+  agent: string,
+  lines: { seq: number; eventId: string; ts: string; text: string }[],
+  viewer: Viewer,
+): string {
+  return page(
+    `Session of ${agent}`,
+    viewer,
+    "timeline",
+    html`<p class="lede">Every step of ${agent}, from the audit chain, as a story. Text from agents is shown as written.</p>
+<ol class="story">${lines.map((l) => html`<li data-seq="${l.seq}">${time(l.ts)} <a href="/dashboard/audit?event=${l.eventId}">#${l.seq}</a> <span class="agent-text">${l.text}</span></li>`)}</ol>`,
   );
 }

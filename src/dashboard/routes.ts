@@ -2,20 +2,27 @@ import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { z } from "zod";
+import type { AdminOps } from "../admin/admin-service.js";
 import { rowToLine } from "../audit/audit-log.js";
 import { canonicalJson } from "../audit/chain.js";
+import { story } from "../audit/story.js";
 import type { VerifyResult } from "../audit/verify.js";
 import type { Butler } from "../butler/butler-service.js";
 import type { Db } from "../db/client.js";
 import { AppError } from "../errors.js";
 import type { Logger } from "../logger.js";
-import type { CompiledProject } from "../policy/index.js";
+import { policyDiff } from "../policy/effective.js";
+import { type CompiledProject, compileGlob } from "../policy/index.js";
 import { parseInput, safeText } from "../server/validation.js";
 import { type EventFilter, eventsAfter, exportRows, latestEvents } from "./events.js";
 import {
   auditPage,
   grantsPage,
   type Html,
+  historyPage,
+  type PolicyView,
+  policiesPage,
+  replayPage,
   requestCard,
   requestsFragment,
   requestsPage,
@@ -55,6 +62,7 @@ export interface DashboardDeps {
     "list" | "card" | "review" | "listGrants" | "revokeGrant" | "grantProject" | "projectsOfApprover"
   >;
   projects: () => ReadonlyMap<string, CompiledProject>;
+  admin: Pick<AdminOps, "showPolicy" | "policyHistory" | "policyRevision">;
   verifyAudit: () => Promise<VerifyResult>;
   /** Whether cookies get `Secure` (the server is reached over https). */
   secureCookies: boolean;
@@ -79,7 +87,21 @@ const name = z
   .string()
   .max(128)
   .regex(/^[A-Za-z0-9._@:-]*$/, "letters, digits and . _ @ : -");
+const day = z.string().regex(/^(\d{4}-\d{2}-\d{2})?$/, "a date such as 2026-05-01");
 const Filters = z.object({
+  action: z.string().max(256).optional(),
+  approver: name.optional(),
+  status: z.enum(["", "pending", "approved", "denied", "expired", "canceled"]).optional(),
+  since: day.optional(),
+  until: day.optional(),
+  from: z
+    .string()
+    .regex(/^\d{1,9}$/)
+    .optional(),
+  to: z
+    .string()
+    .regex(/^\d{1,9}$/)
+    .optional(),
   agent: name.optional(),
   project: name.optional(),
   type: z
@@ -331,6 +353,100 @@ export async function registerDashboard(app: FastifyInstance, deps: DashboardDep
       const r = await deps.butler.revokeGrant(gid, `approver:${s.approver}`, "revoked in the dashboard");
       if (!wantsJson(req)) return reply.redirect("/dashboard/grants", 303);
       return r;
+    });
+
+    scope.get("/dashboard/history", async (req, reply) => {
+      const s = await pageSession(req, reply);
+      if (!s) return reply;
+      const q = parseInput(Filters, req.query, "query");
+      const projects = visible(s);
+      const action = blank(q.action);
+      // The same glob syntax as policies (stripe:*, aws:s3:Get*).
+      const glob = action ? compileGlob(action) : undefined;
+      if (glob && !glob.ok)
+        throw new AppError("INVALID_INPUT", `action: not a valid pattern: it ${glob.error}`);
+      const actionMatch = glob?.ok ? glob.value : undefined;
+      const since = q.since ? Date.parse(`${q.since}T00:00:00Z`) : undefined;
+      const until = q.until ? Date.parse(`${q.until}T23:59:59.999Z`) : undefined;
+      const rows = (
+        await deps.butler.list({ limit: 1000, ...(blank(q.status) ? { status: q.status as "pending" } : {}) })
+      ).filter((r) => {
+        const at = Date.parse(r.created_at);
+        return (
+          (projects === undefined || projects.includes(r.project)) &&
+          (!blank(q.agent) || r.agent === q.agent) &&
+          (!blank(q.project) || r.project === q.project) &&
+          (!actionMatch || actionMatch.match(r.action)) &&
+          (!blank(q.approver) ||
+            r.approvals.some((a) => a.approver === q.approver) ||
+            (r.decision?.by ?? "").split(", ").includes(q.approver!)) &&
+          (since === undefined || at >= since) &&
+          (until === undefined || at <= until)
+        );
+      });
+      reply.type("text/html; charset=utf-8");
+      return historyPage(rows, viewerOf(s), {
+        agent: q.agent,
+        project: q.project,
+        action: q.action,
+        approver: q.approver,
+        status: q.status,
+        since: q.since,
+        until: q.until,
+      });
+    });
+
+    scope.get("/dashboard/policies", async (req, reply) => {
+      const s = await pageSession(req, reply);
+      if (!s) return reply;
+      const q = parseInput(Filters, req.query, "query");
+      const projects = visible(s) ?? [...deps.projects().keys()];
+      const views: PolicyView[] = [];
+      for (const project of [...projects].sort()) {
+        const effective = await deps.admin.showPolicy(project).catch(() => undefined);
+        if (!effective) continue;
+        const revisions = await deps.admin.policyHistory(project);
+        const view: PolicyView = {
+          project,
+          yaml: effective.yaml,
+          revisions: revisions
+            .map((r) => ({ revision: r.revision, createdAt: r.createdAt, source: r.source, cause: r.cause }))
+            .sort((a, b) => b.revision - a.revision),
+        };
+        if (q.project === project && q.from && q.to) {
+          const [a, b] = await Promise.all([
+            deps.admin.policyRevision(project, Number(q.from)),
+            deps.admin.policyRevision(project, Number(q.to)),
+          ]);
+          view.diff = {
+            from: a.revision,
+            to: b.revision,
+            text:
+              a.yaml === b.yaml
+                ? ""
+                : policyDiff(project, a.yaml, b.yaml, `revision ${a.revision}`, `revision ${b.revision}`),
+          };
+        }
+        views.push(view);
+      }
+      reply.type("text/html; charset=utf-8");
+      return policiesPage(views, viewerOf(s));
+    });
+
+    scope.get("/dashboard/replay", async (req, reply) => {
+      const s = await pageSession(req, reply);
+      if (!s) return reply;
+      const q = parseInput(Filters, req.query, "query");
+      const agent = blank(q.agent);
+      if (!agent) throw new AppError("INVALID_INPUT", "agent: say whose session to replay (?agent=…)");
+      const lines: { seq: number; eventId: string; ts: string; text: string }[] = [];
+      for await (const r of exportRows(deps.db, { projects: visible(s), agent, project: blank(q.project) })) {
+        const line = rowToLine(r);
+        lines.push({ seq: line.seq, eventId: line.event_id, ts: line.ts, text: story(line) });
+        if (lines.length >= 5000) break;
+      }
+      reply.type("text/html; charset=utf-8");
+      return replayPage(agent, lines, viewerOf(s));
     });
 
     function eventFilter(s: DashboardSession, q: z.infer<typeof Filters>): EventFilter {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { AuditLine } from "../../src/audit/chain.js";
-import { story } from "../../src/cli/index.js";
+import { story } from "../../src/audit/story.js";
 import { termSafe } from "../../src/cli/output.js";
 import { ENGINE } from "../helpers/db.js";
 import { verifyExport } from "../helpers/outside-verifier.js";

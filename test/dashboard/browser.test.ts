@@ -244,6 +244,62 @@ describe(`the dashboard in Chromium (${ENGINE})`, () => {
     await context.close();
   });
 
+  test("history is searchable; each entry links to its events; policies show YAML, revisions and diffs; a session replays as a story", async () => {
+    const denied = await deniedAndAsked("stripe:coupons:read", "stripe.com/v1/coupons");
+    await s.http("POST", `/v1/access-requests/${denied}/deny`, jordan, { reason: "not needed <b>now</b>" });
+    const { context, page } = await signedIn(jordan);
+    const ids = async (query: string) => {
+      await page.goto(`${s.url}/dashboard/history?${query}`);
+      return page
+        .locator("table.history tbody tr[data-id]")
+        .evaluateAll((rows) => rows.map((r) => r.getAttribute("data-id")));
+    };
+    expect(await ids("approver=jordan&status=denied")).toEqual([denied]);
+    expect(await text(page, `tr[data-id="${denied}"] td:nth-child(5)`)).toMatch(
+      /^denied by jordan via api at .+not needed <b>now<\/b>$/,
+    );
+    const approvedReads = await ids("action=stripe:*:read&status=approved&agent=billing-reconciler-1");
+    expect(approvedReads.length).toBeGreaterThanOrEqual(4);
+    expect(approvedReads).not.toContain(denied);
+    const today = new Date().toISOString().slice(0, 10);
+    expect((await ids(`since=${today}&until=${today}`)).length).toBe((await ids("")).length);
+    expect(await ids("until=2000-01-01")).toEqual([]);
+
+    // Each entry links to its audit events.
+    await page.goto(`${s.url}/dashboard/history?status=denied`);
+    await Promise.all([
+      page.waitForURL(/\/dashboard\/audit\?grant=/),
+      page.click(`tr[data-id="${denied}"] a`),
+    ]);
+    // Newest first; telling the agent happens after commit, so it may or may not be there yet.
+    const types = (await page.locator(".timeline .etype").allTextContents()).filter(
+      (t) => t !== "agent.notified",
+    );
+    expect(types).toEqual(["access_request.denied", "policy.proposed", "access_request.filed"]);
+
+    // The effective policy, its revisions, and the diff between two of them.
+    await page.goto(`${s.url}/dashboard/policies`);
+    const section = "#policy-project-billing";
+    expect(await text(page, `${section} pre.yaml`)).toContain("project: project-billing");
+    const revisions = await page.locator(`${section} .revisions li`).count();
+    expect(revisions).toBeGreaterThan(2);
+    await page.selectOption(`${section} select[name="from"]`, "1");
+    await Promise.all([page.waitForURL(/from=1/), page.click(`${section} .filters button`)]);
+    const added = (await page.locator(`${section} .diff .d-add`).allTextContents()).join("\n");
+    expect(added).toContain('actions: ["charges:read"]');
+
+    // One agent's session as a story, agent-written text as text.
+    await page.goto(`${s.url}/dashboard/replay?agent=billing-reconciler-1`);
+    const story = await page.locator(".story li .agent-text").allTextContents();
+    expect(story[0]).toMatch(/^token tok_\w+ created for billing-reconciler-1 in project-billing/);
+    expect(story).toContain(
+      "DENIED stripe:charges:read on stripe.com/v1/charges: no policy grants stripe:* for project-billing",
+    );
+    expect(story.some((l) => l.includes(HOSTILE))).toBe(true);
+    expect(await page.locator(".story img, .story script").count()).toBe(0);
+    await context.close();
+  });
+
   test("a change without the CSRF token, from another site, or without a session is refused", async () => {
     const id = await deniedAndAsked("stripe:products:read", "stripe.com/v1/products");
     const { context, page } = await signedIn(jordan);
