@@ -121,6 +121,7 @@ export async function startServer(
       sweeping ??= services.butler
         .sweep()
         .then(() => services.a2a.catchUp())
+        .then(() => services.dashboardSessions.purge())
         .catch((e) => log.error({ err: e }, "sweep failed"))
         .finally(() => {
           sweeping = undefined;

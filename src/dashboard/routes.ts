@@ -172,12 +172,17 @@ export async function registerDashboard(app: FastifyInstance, deps: DashboardDep
     }
 
     /** A state change: a session, the session's CSRF token, and a same-origin request. */
-    async function changeSession(req: FastifyRequest): Promise<DashboardSession> {
-      const s = await session(req);
-      if (!s) throw new AppError("UNAUTHENTICATED", "sign in to the dashboard first");
+    /** Browsers say where a request comes from; another site may not sign anyone in or change anything. */
+    function sameSite(req: FastifyRequest): void {
       const site = req.headers["sec-fetch-site"];
       if (site !== undefined && site !== "same-origin" && site !== "none")
         throw new AppError("FORBIDDEN", "cross-site requests cannot change anything here");
+    }
+
+    async function changeSession(req: FastifyRequest): Promise<DashboardSession> {
+      sameSite(req);
+      const s = await session(req);
+      if (!s) throw new AppError("UNAUTHENTICATED", "sign in to the dashboard first");
       const sent = req.headers["x-csrf-token"] ?? (req.body as Record<string, unknown> | undefined)?._csrf;
       if (!csrfMatches(s, sent))
         throw new AppError("FORBIDDEN", "the CSRF token is missing or wrong; reload the page and try again");
@@ -249,6 +254,7 @@ export async function registerDashboard(app: FastifyInstance, deps: DashboardDep
     };
 
     scope.post("/dashboard/sign-in", async (req, reply) => {
+      sameSite(req);
       const b = parseInput(z.object({ token: z.string().max(200) }), req.body, "form");
       try {
         const r = await deps.sessions.signInWithToken(b.token);
@@ -259,6 +265,7 @@ export async function registerDashboard(app: FastifyInstance, deps: DashboardDep
     });
 
     scope.post("/dashboard/sign-in/link", async (req, reply) => {
+      sameSite(req);
       const b = parseInput(z.object({ code: z.string().max(64) }), req.body, "form");
       try {
         const r = await deps.sessions.signInWithCode(b.code);

@@ -1,5 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
-import { and, eq, gt, isNull } from "drizzle-orm";
+import { and, eq, gt, isNull, lt, or } from "drizzle-orm";
 import type { AuditLog } from "../audit/audit-log.js";
 import type { ApproverTokens, PersonRole } from "../butler/approver-tokens.js";
 import type { Clock } from "../clock.js";
@@ -139,6 +139,16 @@ export function createDashboardSessions(deps: {
       return row
         ? { approver: row.approver, role: row.role, csrf: row.csrf, expiresAt: row.expiresAt }
         : undefined;
+    },
+
+    /** Forgets sessions that ended (expired or signed out) more than a day ago. */
+    async purge(): Promise<number> {
+      const dayAgo = new Date(clock.now().getTime() - 86_400_000);
+      const gone = await db
+        .delete(dashboardSessions)
+        .where(or(lt(dashboardSessions.expiresAt, dayAgo), lt(dashboardSessions.revokedAt, dayAgo)))
+        .returning({ id: dashboardSessions.idHash });
+      return gone.length;
     },
 
     async signOut(cookie: string, session: DashboardSession): Promise<void> {
