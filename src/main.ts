@@ -154,6 +154,7 @@ export async function startServer(
         butler: services.butler,
         projects: () => services.policies.index().projects,
         admin: services.admin,
+        clock,
         verifyAudit: () => services.admin.verifyAudit(),
         secureCookies: (config.publicUrl ?? "").startsWith("https:"),
       },

@@ -8,6 +8,7 @@ import { canonicalJson } from "../audit/chain.js";
 import { story } from "../audit/story.js";
 import type { VerifyResult } from "../audit/verify.js";
 import type { Butler } from "../butler/butler-service.js";
+import type { Clock } from "../clock.js";
 import type { Db } from "../db/client.js";
 import { AppError } from "../errors.js";
 import type { Logger } from "../logger.js";
@@ -62,6 +63,7 @@ export interface DashboardDeps {
     "list" | "card" | "review" | "listGrants" | "revokeGrant" | "grantProject" | "projectsOfApprover"
   >;
   projects: () => ReadonlyMap<string, CompiledProject>;
+  clock: Clock;
   admin: Pick<AdminOps, "showPolicy" | "policyHistory" | "policyRevision">;
   verifyAudit: () => Promise<VerifyResult>;
   /** Whether cookies get `Secure` (the server is reached over https). */
@@ -213,13 +215,15 @@ export async function registerDashboard(app: FastifyInstance, deps: DashboardDep
     }
 
     async function cards(s: DashboardSession): Promise<Html[]> {
-      const projects = visible(s);
-      const hourAgo = Date.now() - 3600_000;
-      const list = (await deps.butler.list({ limit: 200 })).filter(
-        (r) =>
-          (projects === undefined || projects.includes(r.project)) &&
-          (r.status === "pending" || (r.decision !== null && Date.parse(r.decision.at) >= hourAgo)),
+      // Every pending request of the viewer's projects, however many newer ones other projects
+      // have, then those decided in the last hour.
+      const mine = s.role === "auditor" ? {} : { approver: s.approver };
+      const hourAgo = deps.clock.now().getTime() - 3600_000;
+      const pending = await deps.butler.list({ ...mine, status: "pending", limit: 200 });
+      const decided = (await deps.butler.list({ ...mine, limit: 200 })).filter(
+        (r) => r.status !== "pending" && r.decision !== null && Date.parse(r.decision.at) >= hourAgo,
       );
+      const list = [...pending, ...decided].sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
       const out: Html[] = [];
       for (const r of list.slice(0, 50)) {
         const c = await deps.butler.card(r.id);
@@ -246,7 +250,7 @@ export async function registerDashboard(app: FastifyInstance, deps: DashboardDep
       return reply.redirect("/dashboard", 303);
     };
     const sessionSeconds = (s: DashboardSession) =>
-      Math.max(1, Math.floor((s.expiresAt.getTime() - Date.now()) / 1000));
+      Math.max(1, Math.floor((s.expiresAt.getTime() - deps.clock.now().getTime()) / 1000));
     const signInFailed = (reply: FastifyReply, e: unknown, code?: string) => {
       if (!(e instanceof AppError)) throw e;
       reply.code(401).type("text/html; charset=utf-8");
@@ -376,7 +380,11 @@ export async function registerDashboard(app: FastifyInstance, deps: DashboardDep
       const since = q.since ? Date.parse(`${q.since}T00:00:00Z`) : undefined;
       const until = q.until ? Date.parse(`${q.until}T23:59:59.999Z`) : undefined;
       const rows = (
-        await deps.butler.list({ limit: 1000, ...(blank(q.status) ? { status: q.status as "pending" } : {}) })
+        await deps.butler.list({
+          limit: 1000,
+          ...(s.role === "auditor" ? {} : { approver: s.approver }),
+          ...(blank(q.status) ? { status: q.status as "pending" } : {}),
+        })
       ).filter((r) => {
         const at = Date.parse(r.created_at);
         return (
@@ -482,8 +490,8 @@ export async function registerDashboard(app: FastifyInstance, deps: DashboardDep
       const q = parseInput(Filters, req.query, "query");
       const f = { ...eventFilter(s, q), beforeSeq: q.before ? Number(q.before) : undefined };
       const events = await latestEvents(deps.db, f, 100);
-      if (!verified || Date.now() - verified.at > 30_000)
-        verified = { at: Date.now(), result: await deps.verifyAudit() };
+      if (!verified || deps.clock.now().getTime() - verified.at > 30_000)
+        verified = { at: deps.clock.now().getTime(), result: await deps.verifyAudit() };
       const v = verified.result;
       const chain = v.ok
         ? {
