@@ -1,4 +1,6 @@
 import { and, asc, desc, eq, gt, inArray, isNotNull, lt, type SQL, sql } from "drizzle-orm";
+import { rowToLine } from "../audit/audit-log.js";
+import type { AuditLine } from "../audit/chain.js";
 import type { Queryable } from "../db/client.js";
 import { auditEvents } from "../db/schema.js";
 import type { TimelineEvent } from "./html.js";
@@ -40,23 +42,25 @@ function where(f: EventFilter): SQL | undefined {
   return c.length ? and(...c) : undefined;
 }
 
+/** The fields of an audit line the dashboard shows (never its hashes). */
+const SHOWN = [
+  "seq",
+  "event_id",
+  "ts",
+  "type",
+  "agent",
+  "project",
+  "action",
+  "resource",
+  "decision",
+  "reason",
+] as const;
+
 function toEvent(r: typeof auditEvents.$inferSelect): TimelineEvent {
-  const d = r.details as Record<string, unknown>;
+  const line = rowToLine(r);
   const str = (v: unknown) => (typeof v === "string" ? v : undefined);
-  return {
-    seq: r.seq,
-    event_id: r.eventId,
-    ts: r.ts.toISOString(),
-    type: r.type,
-    agent: r.agent,
-    project: r.project,
-    action: r.action,
-    resource: r.resource,
-    decision: r.decision,
-    reason: r.reason,
-    request_id: str(d.request_id),
-    grant_id: str(d.grant_id),
-  };
+  const shown = Object.fromEntries(SHOWN.map((k) => [k, line[k]])) as Pick<AuditLine, (typeof SHOWN)[number]>;
+  return { ...shown, request_id: str(line.request_id), grant_id: str(line.grant_id) };
 }
 
 /** Events after `afterSeq`, oldest first (the live timeline's next page). */

@@ -1,3 +1,4 @@
+import type { AuditLine } from "../audit/chain.js";
 import type { ApprovalCard } from "../butler/approval-card.js";
 import type { AccessRequestView, GrantView } from "../butler/butler-service.js";
 import { approvalsLine, outcomeLine, shorterTtlSeconds } from "../channels/render.js";
@@ -218,21 +219,11 @@ export function requestsFragment(cards: Html[]): Html {
   return cards.length ? html`${cards}` : html`<p class="empty">Nothing is waiting for a decision.</p>`;
 }
 
-/** One audit line on the timeline (only fields that are safe to show; reasons as text). */
-export interface TimelineEvent {
-  seq: number;
-  event_id: string;
-  ts: string;
-  type: string;
-  agent: string | null;
-  project: string | null;
-  action: string | null;
-  resource: string | null;
-  decision: string | null;
-  reason: string | null;
-  request_id?: string | undefined;
-  grant_id?: string | undefined;
-}
+/** One audit line on the timeline: the core fields (no hashes), and the request or grant it is about. */
+export type TimelineEvent = Pick<
+  AuditLine,
+  "seq" | "event_id" | "ts" | "type" | "agent" | "project" | "action" | "resource" | "decision" | "reason"
+> & { request_id?: string | undefined; grant_id?: string | undefined };
 
 export function timelineItem(e: TimelineEvent): Html {
   return html`<li class="ev type-${e.type.replace(/[^a-z0-9_]/gi, "-")}" data-seq="${e.seq}">
