@@ -1,6 +1,6 @@
 import { and, asc, desc, eq, gt, inArray, isNotNull, lt, type SQL, sql } from "drizzle-orm";
 import { rowToLine } from "../audit/audit-log.js";
-import type { AuditLine } from "../audit/chain.js";
+import { type AuditLine, CORE_FIELDS } from "../audit/chain.js";
 import type { Queryable } from "../db/client.js";
 import { auditEvents } from "../db/schema.js";
 import type { TimelineEvent } from "./html.js";
@@ -42,19 +42,11 @@ function where(f: EventFilter): SQL | undefined {
   return c.length ? and(...c) : undefined;
 }
 
-/** The fields of an audit line the dashboard shows (never its hashes). */
-const SHOWN = [
-  "seq",
-  "event_id",
-  "ts",
-  "type",
-  "agent",
-  "project",
-  "action",
-  "resource",
-  "decision",
-  "reason",
-] as const;
+/** The core fields of an audit line the dashboard shows: all but the hashes and the HTTP status. */
+const SHOWN = CORE_FIELDS.filter(
+  (k): k is Exclude<(typeof CORE_FIELDS)[number], "http_status" | "prev_hash" | "hash"> =>
+    k !== "http_status" && k !== "prev_hash" && k !== "hash",
+);
 
 function toEvent(r: typeof auditEvents.$inferSelect): TimelineEvent {
   const line = rowToLine(r);
