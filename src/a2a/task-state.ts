@@ -104,5 +104,11 @@ export function outcomeOf(
         state: "failed",
         text: `nobody decided access request ${r.id} before it expired at ${r.expires_at}`,
       };
+    case "superseded":
+      // Nothing was granted: the agent asks again (under the policy now in force).
+      return {
+        state: "failed",
+        text: `access request ${r.id} was superseded, nothing was granted: ${r.decision?.reason ?? "the policy changed since it was filed"}; ask again`,
+      };
   }
 }

@@ -7,6 +7,7 @@ import type { ApproverTokens } from "../butler/approver-tokens.js";
 import type { AccessRequestView, Butler, GrantView } from "../butler/butler-service.js";
 import type { DashboardSessions } from "../dashboard/sessions.js";
 import type { Db } from "../db/client.js";
+import { REQUEST_STATUSES } from "../db/schema.js";
 import { AppError } from "../errors.js";
 import type { PolicyIndex } from "../policy/index.js";
 import { agentName, projectName } from "../policy/schema.js";
@@ -111,10 +112,7 @@ function check<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
 
 const requestId = z.string().regex(/^req_[a-z0-9]{16}$/, "must be an id such as req_0123456789abcdef");
 const approverId = agentName;
-const requestStatus = z.enum(
-  ["pending", "approved", "denied", "expired", "canceled"],
-  "must be pending, approved, denied, expired or canceled",
-);
+const requestStatus = z.enum(REQUEST_STATUSES, `must be one of ${REQUEST_STATUSES.join(", ")}`);
 const tokenId = z.string().regex(/^tok_[a-z0-9]{16}$/, "must be a token id such as tok_0123456789abcdef");
 const revisionNumber = z.number().int().min(1, "must be 1 or more").max(2_147_483_647, "is too large");
 

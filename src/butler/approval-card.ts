@@ -1,3 +1,4 @@
+import type { RequestStatus } from "../db/schema.js";
 import type { RiskTier } from "../policy/types.js";
 
 /**
@@ -11,7 +12,7 @@ export interface ApprovalCard {
   action: string;
   resource: string;
   branch: string | undefined;
-  status: "pending" | "approved" | "denied" | "expired" | "canceled";
+  status: RequestStatus;
   /** Agent-written; untrusted. Every renderer escapes it for its own markup and labels it as the agent's. */
   reason: string;
   riskTier: RiskTier;

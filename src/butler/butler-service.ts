@@ -25,11 +25,13 @@ import { enqueue, type OutboxMessage } from "../outbox/outbox.js";
 import { composeEffective, policyDiff } from "../policy/effective.js";
 import {
   type CompiledProject,
+  type Decision,
   evaluate,
   formatDuration,
   parseDuration,
   parsePolicyFile,
 } from "../policy/index.js";
+import { peopleOf, resolveChatAccount } from "../policy/people.js";
 import { classifyRisk } from "../policy/risk.js";
 import { LIFTABLE_DENIALS, type ScopedCall, scopeRequest } from "../policy/scope.js";
 import type { ApproverDef, RiskTier } from "../policy/types.js";
@@ -122,6 +124,10 @@ export interface ButlerDeps {
 }
 
 const RESOURCE_OK = /^\S*$/;
+/** What the agent and the cards are told when a request no longer holds at its decision. */
+export const SUPERSEDED = "the policy changed since this was filed; ask again";
+/** The same, when the stored request no longer matches what was filed (it was edited in the database). */
+export const ALTERED = "this request was altered after it was filed; ask again";
 const BRANCH_OK = /^[^\s~^:]+$/;
 
 /**
@@ -263,7 +269,12 @@ export function createButler(deps: ButlerDeps) {
     return r;
   }
 
+  /**
+   * The project's entry for this person, unless the policies disagree on who the person is (then
+   * they decide nothing anywhere until the files agree: see policy/people.ts).
+   */
   function approverOf(project: CompiledProject, approver: string): ApproverDef | undefined {
+    if (peopleOf(policies.index()).conflicted.has(approver)) return undefined;
     return project.document.approvers.find((a) => a.id === approver);
   }
 
@@ -303,6 +314,147 @@ export function createButler(deps: ButlerDeps) {
     return updated;
   }
 
+  /**
+   * Whether a grant for exactly `call` could be written for `agent` under the policy in force:
+   * the checks of filing, run again at every approval (a request that no longer passes them is
+   * superseded, never granted). The decision is ALLOW when the policy already allows the call.
+   */
+  function checkGrantCall(
+    project: CompiledProject,
+    agent: string,
+    call: ScopedCall,
+    now: Date,
+  ):
+    | { ok: true; decision: Decision }
+    | { ok: false; code: "INVALID_INPUT" | "FORBIDDEN" | "CONFLICT"; message: string } {
+    const fail = (code: "INVALID_INPUT" | "FORBIDDEN" | "CONFLICT", message: string) =>
+      ({ ok: false, code, message }) as const;
+    if (!/^[a-z0-9][a-z0-9_-]*:\S+$/.test(call.action))
+      return fail("INVALID_INPUT", "action: must be service:verb, for example stripe:charges:read");
+    if (!RESOURCE_OK.test(call.resource))
+      return fail("INVALID_INPUT", "resource: a grant cannot name a resource with whitespace");
+    if (call.branch !== undefined && !BRANCH_OK.test(call.branch))
+      return fail("INVALID_INPUT", "branch: a grant cannot name a branch with whitespace, ~, ^ or :");
+    if (project.neverGrant.some((g) => g.match(call.action)))
+      return fail("FORBIDDEN", `${call.action} is never granted in ${project.name} (settings.never_grant)`);
+    const service = call.action.slice(0, call.action.indexOf(":"));
+    // A grant without resources or branches covers all of them: never write one for a call that
+    // merely left them out, except for tools, whose calls have no resource to speak of.
+    if (call.resource === "" && service !== "tools")
+      return fail(
+        "INVALID_INPUT",
+        `resource: the call names no resource, so a grant would cover every resource of ${call.action}; make the call with the resource you need, then ask`,
+      );
+    if (call.branch === undefined && (service === "git" || usesBranches(project, service)))
+      return fail(
+        "INVALID_INPUT",
+        `branch: ${service} calls in ${project.name} are limited by branch; name the branch`,
+      );
+    const governed = governingGrant(project, call);
+    if (governed)
+      return fail(
+        "CONFLICT",
+        `${call.action} on ${call.resource || "(no resource)"} is limited by the parameter constraints or deny patterns of grant ${governed}; a grant from an access request would bypass them, so change the policy file instead`,
+      );
+    const decision = evaluate(policies.index(), { agent, project: project.name, ...call }, now.getTime());
+    if (decision.decision === "DENY" && !LIFTABLE_DENIALS.has(decision.code))
+      return fail("CONFLICT", `an access request cannot lift this: ${decision.reason}`);
+    return { ok: true, decision };
+  }
+
+  /**
+   * Why a pending request can no longer be granted as filed, or undefined. Checked under the
+   * request's row lock at every approval:
+   * - integrity: the row is what was filed (its `access_request.filed` audit line, which the hash
+   *   chain protects) and its proposal is the one hashed then; a row edited in the database is
+   *   never granted;
+   * - the policy in force: every check of filing passes again (a constraint, deny pattern or
+   *   never_grant added since, the agent removed, a shorter maximum TTL, a higher risk tier).
+   */
+  async function whyStale(
+    tx: Tx,
+    r: RequestRow,
+    project: CompiledProject,
+    now: Date,
+  ): Promise<{ check: "integrity" | "policy"; detail: string } | undefined> {
+    const integrity = (detail: string) => ({ check: "integrity" as const, detail });
+    const policy = (detail: string) => ({ check: "policy" as const, detail });
+    if (sha256(r.proposalDiff) !== r.proposalHash)
+      return integrity("the stored proposal does not match the hash it was filed with");
+    const [filed] = r.filedEventId
+      ? await tx.select().from(auditEvents).where(eq(auditEvents.eventId, r.filedEventId))
+      : // Requests filed before the row kept its event id: found by agent (an indexed column).
+        await tx
+          .select()
+          .from(auditEvents)
+          .where(
+            and(
+              eq(auditEvents.agent, r.agent),
+              eq(auditEvents.type, "access_request.filed"),
+              sql`${auditEvents.details}->>'request_id' = ${r.id}`,
+            ),
+          )
+          .limit(1);
+    if (filed?.type !== "access_request.filed")
+      return integrity("the audit log has no record of this request being filed");
+    const d = filed.details;
+    const same =
+      d.request_id === r.id &&
+      filed.agent === r.agent &&
+      filed.project === r.project &&
+      filed.action === r.action &&
+      filed.resource === r.resource &&
+      (d.branch ?? null) === r.branch &&
+      d.ttl === formatDuration(r.requestedTtlSeconds) &&
+      d.risk_tier === r.riskTier &&
+      Number(d.approvals_required) === r.approvalsRequired &&
+      d.proposal_hash === r.proposalHash &&
+      (r.kind === "one_shot" ? d.call_sha256 === r.callHash : d.call_sha256 === undefined);
+    if (!same)
+      return integrity("the stored request differs from what was filed (audit event " + filed.eventId + ")");
+    if (
+      r.kind === "one_shot" &&
+      callHash({
+        action: r.action,
+        resource: r.resource,
+        branch: r.branch ?? undefined,
+        params: r.callParams ?? {},
+      }) !== r.callHash
+    )
+      return integrity("the stored call parameters differ from the call that was filed");
+
+    const settings = project.document.settings;
+    if (!project.agentRoles.has(r.agent))
+      return policy(`agent ${r.agent} is no longer in project ${r.project}`);
+    const tier = classifyRisk(r.action, settings);
+    if (tier !== r.riskTier || settings.approvals[tier] !== r.approvalsRequired)
+      return policy(
+        `it now counts as ${tier} risk and needs ${settings.approvals[tier]} approval(s) (filed as ${r.riskTier}, ${r.approvalsRequired})`,
+      );
+    if (r.requestedTtlSeconds > settings.grantTtlMaxSeconds)
+      return policy(
+        `the maximum grant TTL is now ${formatDuration(settings.grantTtlMaxSeconds)}, shorter than the ${formatDuration(r.requestedTtlSeconds)} asked for`,
+      );
+    const call = { action: r.action, resource: r.resource, branch: r.branch ?? undefined };
+    if (r.kind === "grant") {
+      const checked = checkGrantCall(project, r.agent, call, now);
+      if (!checked.ok) return policy(checked.message);
+      if (checked.decision.decision === "ALLOW")
+        return policy(`the policy now allows this call (${checked.decision.reason}); nothing to grant`);
+      return undefined;
+    }
+    if (project.neverGrant.some((g) => g.match(r.action)))
+      return policy(`${r.action} is never granted in ${r.project} (settings.never_grant)`);
+    const decision = evaluate(
+      policies.index(),
+      { agent: r.agent, project: r.project, ...call, params: r.callParams ?? {} },
+      now.getTime(),
+    );
+    if (decision.decision === "DENY" && !LIFTABLE_DENIALS.has(decision.code))
+      return policy(`an approval cannot lift this any more: ${decision.reason}`);
+    return undefined;
+  }
+
   /** The identical request still pending, if any (one past its deadline is expired on the way). */
   async function pendingTwin(tx: Tx, dedupeKey: string, now: Date): Promise<RequestRow | undefined> {
     const [existing] = await tx
@@ -327,7 +479,7 @@ export function createButler(deps: ButlerDeps) {
     const [row] = await tx.insert(accessRequests).values(values).onConflictDoNothing().returning();
     if (!row) return { status: "existing", row: await raceWinner(tx, values.dedupeKey) };
     const common = { agent: row.agent, project: row.project, action: row.action, resource: row.resource };
-    await audit.appendInTx(tx, [
+    const [filedLine] = await audit.appendInTx(tx, [
       {
         type: "access_request.filed",
         ...common,
@@ -345,8 +497,13 @@ export function createButler(deps: ButlerDeps) {
       },
       { ...proposal, ...common, details: { request_id: row.id, ...proposal.details } },
     ]);
+    const [withEvent] = await tx
+      .update(accessRequests)
+      .set({ filedEventId: filedLine!.event_id })
+      .where(eq(accessRequests.id, row.id))
+      .returning();
     await postCards(tx, row.id, values.createdAt ?? clock.now());
-    return { status: "created", row };
+    return { status: "created", row: withEvent! };
   }
 
   /** The identical request that was filed while this one was: the one to return. */
@@ -597,53 +754,9 @@ export function createButler(deps: ButlerDeps) {
       );
       if (!scoped.ok) throw new AppError("INVALID_INPUT", scoped.error);
       const call = scoped.value;
-      if (!/^[a-z0-9][a-z0-9_-]*:\S+$/.test(call.action)) {
-        throw new AppError("INVALID_INPUT", "action: must be service:verb, for example stripe:charges:read");
-      }
-      if (!RESOURCE_OK.test(call.resource))
-        throw new AppError("INVALID_INPUT", "resource: a grant cannot name a resource with whitespace");
-      if (call.branch !== undefined && !BRANCH_OK.test(call.branch)) {
-        throw new AppError(
-          "INVALID_INPUT",
-          "branch: a grant cannot name a branch with whitespace, ~, ^ or :",
-        );
-      }
-      if (project.neverGrant.some((g) => g.match(call.action))) {
-        throw new AppError(
-          "FORBIDDEN",
-          `${call.action} is never granted in ${identity.project} (settings.never_grant)`,
-        );
-      }
-      const service = call.action.slice(0, call.action.indexOf(":"));
-      // A grant without resources or branches covers all of them: never write one for a call that
-      // merely left them out, except for tools, whose calls have no resource to speak of.
-      if (call.resource === "" && service !== "tools") {
-        throw new AppError(
-          "INVALID_INPUT",
-          `resource: the call names no resource, so a grant would cover every resource of ${call.action}; make the call with the resource you need, then ask`,
-        );
-      }
-      if (call.branch === undefined && (service === "git" || usesBranches(project, service))) {
-        throw new AppError(
-          "INVALID_INPUT",
-          `branch: ${service} calls in ${identity.project} are limited by branch; name the branch`,
-        );
-      }
-      const governed = governingGrant(project, call);
-      if (governed) {
-        throw new AppError(
-          "CONFLICT",
-          `${call.action} on ${call.resource || "(no resource)"} is limited by the parameter constraints or deny patterns of grant ${governed}; a grant from an access request would bypass them, so change the policy file instead`,
-        );
-      }
-      const decision = evaluate(
-        policies.index(),
-        { agent: identity.agent, project: identity.project, ...call },
-        now.getTime(),
-      );
-      if (decision.decision === "DENY" && !LIFTABLE_DENIALS.has(decision.code)) {
-        throw new AppError("CONFLICT", `an access request cannot lift this: ${decision.reason}`);
-      }
+      const checked = checkGrantCall(project, identity.agent, call, now);
+      if (!checked.ok) throw new AppError(checked.code, checked.message);
+      const decision = checked.decision;
       if (decision.decision === "ALLOW") {
         await db.transaction((tx) =>
           audit.appendInTx(tx, [
@@ -821,7 +934,29 @@ export function createButler(deps: ButlerDeps) {
         const r = await lockRequest(tx, id);
         const project = policies.index().projects.get(r.project);
         const who = project && approverOf(project, reviewer.approver);
-        if (!who?.tiers.includes(r.riskTier)) {
+        const refusal =
+          reviewer.approver === r.agent
+            ? {
+                audit: `${reviewer.approver} filed this request and cannot decide it`,
+                error: "an agent never decides its own request",
+              }
+            : peopleOf(policies.index()).conflicted.has(reviewer.approver)
+              ? {
+                  audit: `the policy files disagree on who ${reviewer.approver} is`,
+                  error: `the policy files define approver '${reviewer.approver}' differently; nobody decides as '${reviewer.approver}' until they agree (run butler policy validate)`,
+                }
+              : !who
+                ? {
+                    audit: `${reviewer.approver} is not an approver for ${r.project}`,
+                    error: `you are not an approver for ${r.project}`,
+                  }
+                : !who.tiers.includes(r.riskTier)
+                  ? {
+                      audit: `${reviewer.approver} may not decide ${r.riskTier}-risk requests`,
+                      error: `you may not decide ${r.riskTier}-risk requests of ${r.project}`,
+                    }
+                  : undefined;
+        if (refusal) {
           await audit.appendInTx(tx, [
             {
               type: "access_request.review_refused",
@@ -829,20 +964,11 @@ export function createButler(deps: ButlerDeps) {
               project: r.project,
               action: r.action,
               resource: r.resource,
-              reason: who
-                ? `${reviewer.approver} may not decide ${r.riskTier}-risk requests`
-                : `${reviewer.approver} is not an approver for ${r.project}`,
+              reason: refusal.audit,
               details: { request_id: r.id, approver: reviewer.approver, channel: reviewer.channel, verdict },
             },
           ]);
-          return {
-            error: new AppError(
-              "FORBIDDEN",
-              who
-                ? `you may not decide ${r.riskTier}-risk requests of ${r.project}`
-                : `you are not an approver for ${r.project}`,
-            ),
-          };
+          return { error: new AppError("FORBIDDEN", refusal.error) };
         }
         if (r.status === "pending" && r.expiresAt <= now) {
           await expireInTx(tx, r, now);
@@ -869,19 +995,53 @@ export function createButler(deps: ButlerDeps) {
             ),
           };
         }
-        if (verdict === "approve" && !project!.agentRoles.has(r.agent)) {
-          return {
-            error: new AppError(
-              "CONFLICT",
-              `agent ${r.agent} is no longer in project ${r.project}; deny the request`,
+        const stale = verdict === "approve" ? await whyStale(tx, r, project!, now) : undefined;
+        if (stale) {
+          const lead = stale.check === "policy" ? SUPERSEDED : ALTERED;
+          if (stale.check === "integrity")
+            log.error(
+              { requestId: r.id, detail: stale.detail },
+              "access request does not match its audit record; not granted",
+            );
+          const [superseded] = await tx
+            .update(accessRequests)
+            .set({
+              status: "superseded",
+              decidedAt: now,
+              decidedVia: reviewer.channel,
+              decisionReason: stale.detail,
+            })
+            .where(and(eq(accessRequests.id, r.id), eq(accessRequests.status, "pending")))
+            .returning();
+          await audit.appendInTx(tx, [
+            {
+              type: "access_request.superseded",
+              agent: r.agent,
+              project: r.project,
+              action: r.action,
+              resource: r.resource,
+              reason: `${lead}: ${stale.detail}`,
+              details: {
+                request_id: r.id,
+                check: stale.check,
+                approver: reviewer.approver,
+                channel: reviewer.channel,
+              },
+            },
+          ]);
+          await enqueue(
+            tx,
+            afterChange(
+              superseded!,
+              notification(superseded!, "request_superseded", { reason: `${lead} (${stale.detail})` }),
+              `Superseded, nothing granted: ${lead} (${stale.detail})`,
             ),
-          };
-        }
-        if (verdict === "approve" && project!.neverGrant.some((g) => g.match(r.action))) {
+            now,
+          );
           return {
             error: new AppError(
               "CONFLICT",
-              `${r.action} is now never granted in ${r.project} (settings.never_grant); deny the request`,
+              `nothing was granted: ${lead} (${stale.detail}); the request is superseded and the agent was told`,
             ),
           };
         }
@@ -1421,18 +1581,30 @@ export function createButler(deps: ButlerDeps) {
             ? doc.settings.channels.telegram
             : undefined;
       const bindings = await db.select().from(chatBindings).where(eq(chatBindings.channel, channel));
+      const people = peopleOf(policies.index());
+      // Cards go to the person's accounts as written where the person is defined (any project),
+      // and to accounts they linked themselves; never to an account another person also claims.
+      const mine = (id: string, userId: string) =>
+        [...(people.accounts.get(`${channel}:${userId}`) ?? [id])].every((x) => x === id);
       return {
         routes,
-        approvers: doc.approvers.map((a) => {
-          const own =
-            channel === "slack" ? a.slack?.userId : channel === "telegram" ? a.telegram?.userId : a.id;
-          const bound = bindings.filter((b) => b.approver === a.id).map((b) => b.userId);
-          return {
-            id: a.id,
-            userIds: [...new Set([...(own ? [own] : []), ...bound])],
-            emails: channel === "slack" && a.slack?.email ? [a.slack.email] : [],
-          };
-        }),
+        approvers: doc.approvers
+          .filter((a) => !people.conflicted.has(a.id))
+          .map((a) => {
+            const identity = people.people.get(a.id)?.identity ?? {};
+            const own =
+              channel === "slack"
+                ? identity.slackUserId
+                : channel === "telegram"
+                  ? identity.telegramUserId
+                  : a.id;
+            const bound = bindings.filter((b) => b.approver === a.id).map((b) => b.userId);
+            return {
+              id: a.id,
+              userIds: [...new Set([...(own ? [own] : []), ...bound])].filter((u) => mine(a.id, u)),
+              emails: channel === "slack" && identity.slackEmail ? [identity.slackEmail] : [],
+            };
+          }),
       };
     },
 
@@ -1471,6 +1643,7 @@ export function createButler(deps: ButlerDeps) {
           .from(linkCodes)
           .where(eq(linkCodes.codeHash, sha256(code)))
           .for("update");
+        const claimedBy = [...(peopleOf(policies.index()).accounts.get(`${channel}:${userId}`) ?? [])];
         const problem =
           !row || row.channel !== channel
             ? "unknown"
@@ -1478,7 +1651,9 @@ export function createButler(deps: ButlerDeps) {
               ? "already used"
               : row.expiresAt <= now
                 ? "expired"
-                : undefined;
+                : claimedBy.some((id) => id !== row.approver)
+                  ? "claimed"
+                  : undefined;
         if (problem || !row) return { problem: problem ?? "unknown" };
         await tx
           .update(linkCodes)
@@ -1511,7 +1686,9 @@ export function createButler(deps: ButlerDeps) {
           "FORBIDDEN",
           outcome.problem === "expired"
             ? "This link has expired; ask for a new one."
-            : "This link is not valid (unknown or already used).",
+            : outcome.problem === "claimed"
+              ? "This account belongs to another approver in the policy files, so it cannot be linked to a second one."
+              : "This link is not valid (unknown or already used).",
         );
       }
       return outcome.approver;
@@ -1549,38 +1726,60 @@ export function createButler(deps: ButlerDeps) {
           .from(accessRequests)
           .where(eq(accessRequests.id, input.requestId));
         if (!r) return { ok: false, code: "NOT_FOUND", message: `no access request ${input.requestId}` };
-        const approvers = policies.index().projects.get(r.project)?.document.approvers ?? [];
-        const [bound] = await db
-          .select({ approver: chatBindings.approver })
-          .from(chatBindings)
-          .where(
-            and(eq(chatBindings.channel, input.actor.channel), eq(chatBindings.userId, input.actor.userId)),
+        const [bound] =
+          input.actor.channel === "slack" || input.actor.channel === "telegram"
+            ? await db
+                .select({ approver: chatBindings.approver })
+                .from(chatBindings)
+                .where(
+                  and(
+                    eq(chatBindings.channel, input.actor.channel),
+                    eq(chatBindings.userId, input.actor.userId),
+                  ),
+                )
+            : [];
+        // A chat account is exactly one person (across every project) or nobody; on the dashboard
+        // the signed-in person's id is the account.
+        const resolved =
+          input.actor.channel === "slack" || input.actor.channel === "telegram"
+            ? resolveChatAccount(
+                peopleOf(policies.index()),
+                { channel: input.actor.channel, userId: input.actor.userId, email: input.actor.email },
+                bound?.approver,
+              )
+            : ({ kind: "person", id: input.actor.userId } as const);
+        if (resolved.kind !== "person") {
+          const account = `${input.actor.channel}:${input.actor.userId}`;
+          const reason =
+            resolved.kind === "nobody"
+              ? `${account} is not any approver's account`
+              : `${account} is claimed by more than one approver (${resolved.ids.join(", ")}) or by one the policy files disagree on`;
+          await db.transaction((tx) =>
+            audit.appendInTx(tx, [
+              {
+                type: "access_request.review_refused",
+                project: r.project,
+                reason,
+                details: {
+                  request_id: input.requestId,
+                  approver: account,
+                  channel: input.actor.channel,
+                  verdict: input.verdict,
+                  ...(resolved.kind === "ambiguous" ? { candidates: resolved.ids } : {}),
+                },
+              },
+            ]),
           );
-        const email = input.actor.email?.toLowerCase();
-        const who = approvers.find((a) =>
-          input.actor.channel === "slack"
-            ? a.slack?.userId === input.actor.userId ||
-              (!!email && a.slack?.email?.toLowerCase() === email) ||
-              a.id === bound?.approver
-            : input.actor.channel === "telegram"
-              ? a.telegram?.userId === input.actor.userId || a.id === bound?.approver
-              : a.id === input.actor.userId,
-        );
-        // Someone who approves elsewhere is named in the audit line; anyone else by their account.
-        const elsewhere = who
-          ? undefined
-          : [...policies.index().projects.values()]
-              .flatMap((p) => p.document.approvers)
-              .find((a) =>
-                input.actor.channel === "slack"
-                  ? a.slack?.userId === input.actor.userId ||
-                    (!!email && a.slack?.email?.toLowerCase() === email)
-                  : input.actor.channel === "telegram"
-                    ? a.telegram?.userId === input.actor.userId
-                    : false,
-              );
-        const approver =
-          who?.id ?? elsewhere?.id ?? bound?.approver ?? `${input.actor.channel}:${input.actor.userId}`;
+          return {
+            ok: false,
+            code: "FORBIDDEN",
+            message:
+              resolved.kind === "nobody"
+                ? `you are not an approver for ${r.project}`
+                : `Your ${input.actor.channel} account belongs to more than one approver in the policy files, so it decides nothing until an operator fixes them.`,
+          };
+        }
+        const approver = resolved.id;
         const done = await this.review(
           { approver, channel: input.actor.channel },
           input.requestId,

@@ -6,6 +6,8 @@ export interface AgentNotification {
     | "request_denied"
     | "request_expired"
     | "request_canceled"
+    /** The request no longer matched the policy in force (or what was filed) when a person decided. */
+    | "request_superseded"
     | "grant_expired"
     | "grant_revoked";
   requestId: string;
@@ -17,7 +19,7 @@ export interface AgentNotification {
   grantId?: string | undefined;
   expiresAt?: string | undefined;
   revision?: number | undefined;
-  /** For denials and revocations: why (the approver's words are passed on). */
+  /** For denials, revocations and supersessions: why (the approver's words are passed on). */
   reason?: string | undefined;
 }
 

@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { z } from "zod";
 import type { AgentIdentity, TokenService } from "../agents/token-service.js";
+import { REQUEST_STATUSES } from "../db/schema.js";
 import { AppError } from "../errors.js";
 import { bearerToken } from "../server/plugins/auth.js";
 import { paramsObject, parseInput, safeText } from "../server/validation.js";
@@ -36,12 +37,7 @@ const ApproveBody = z.strictObject({ ttl: ttl.optional() });
 const DenyBody = z.strictObject({ reason: safeText(1000).optional() });
 const RevokeBody = z.strictObject({ reason: safeText(1000).optional() });
 const ListQuery = z.strictObject({
-  status: z
-    .enum(
-      ["pending", "approved", "denied", "expired", "canceled"],
-      "must be pending, approved, denied, expired or canceled",
-    )
-    .optional(),
+  status: z.enum(REQUEST_STATUSES, `must be one of ${REQUEST_STATUSES.join(", ")}`).optional(),
   project: safeText(64).optional(),
 });
 const GrantsQuery = z.strictObject({

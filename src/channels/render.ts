@@ -40,6 +40,8 @@ export function outcomeLine(card: ApprovalCard): string | undefined {
       return "Expired: nobody decided in time";
     case "canceled":
       return "Canceled by the agent";
+    case "superseded":
+      return `Superseded, nothing granted: ${card.decisionReason ?? "the policy changed since this was filed"}`;
   }
 }
 

@@ -2,6 +2,7 @@ import type { AuditLine } from "../audit/chain.js";
 import type { ApprovalCard } from "../butler/approval-card.js";
 import type { AccessRequestView, GrantView } from "../butler/butler-service.js";
 import { approvalsLine, outcomeLine, shorterTtlSeconds } from "../channels/render.js";
+import { REQUEST_STATUSES } from "../db/schema.js";
 
 /**
  * The dashboard's pages, rendered on the server (pure: data in, HTML out). Every interpolated
@@ -346,7 +347,7 @@ export function historyPage(
   <label>Project <input name="project" value="${f("project")}"></label>
   <label>Action <input name="action" value="${f("action")}" placeholder="stripe:*"></label>
   <label>Approver <input name="approver" value="${f("approver")}"></label>
-  <label>Status <select name="status">${["", "pending", "approved", "denied", "expired", "canceled"].map((s) => html`<option value="${s}"${s === f("status") ? html` selected` : ""}>${s || "any"}</option>`)}</select></label>
+  <label>Status <select name="status">${["", ...REQUEST_STATUSES].map((s) => html`<option value="${s}"${s === f("status") ? html` selected` : ""}>${s || "any"}</option>`)}</select></label>
   <label>From <input name="since" type="date" value="${f("since")}"></label>
   <label>To <input name="until" type="date" value="${f("until")}"></label>
   <button type="submit">Search</button>

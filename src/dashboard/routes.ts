@@ -10,6 +10,7 @@ import type { VerifyResult } from "../audit/verify.js";
 import type { Butler } from "../butler/butler-service.js";
 import type { Clock } from "../clock.js";
 import type { Db } from "../db/client.js";
+import { REQUEST_STATUSES } from "../db/schema.js";
 import { AppError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import { policyDiff } from "../policy/effective.js";
@@ -93,7 +94,7 @@ const day = z.string().regex(/^(\d{4}-\d{2}-\d{2})?$/, "a date such as 2026-05-0
 const Filters = z.object({
   action: z.string().max(256).optional(),
   approver: name.optional(),
-  status: z.enum(["", "pending", "approved", "denied", "expired", "canceled"]).optional(),
+  status: z.enum(["", ...REQUEST_STATUSES]).optional(),
   since: day.optional(),
   until: day.optional(),
   from: z

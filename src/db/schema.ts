@@ -107,8 +107,19 @@ export const auditHead = pgTable(
   (t) => [check("audit_head_single_row", sql`${t.id} = 1`)],
 );
 
-/** Statuses of an access request: pending until approved, denied, expired (nobody decided in time) or canceled. */
-export const REQUEST_STATUSES = ["pending", "approved", "denied", "expired", "canceled"] as const;
+/**
+ * Statuses of an access request: pending until approved, denied, expired (nobody decided in time),
+ * canceled (by the agent) or superseded (at a decision it no longer matched the policy in force or
+ * what was filed, so nothing was granted; the agent asks again).
+ */
+export const REQUEST_STATUSES = [
+  "pending",
+  "approved",
+  "denied",
+  "expired",
+  "canceled",
+  "superseded",
+] as const;
 export type RequestStatus = (typeof REQUEST_STATUSES)[number];
 
 /** An agent's request for access, with the Butler's proposal (the scoped grant and the policy diff). */
@@ -156,6 +167,11 @@ export const accessRequests = pgTable(
     callOperation: text("call_operation"),
     /** For one_shot in the call path: the idempotency key the approved call is sent with, always. */
     idempotencyKey: text("idempotency_key"),
+    /**
+     * The `access_request.filed` audit event: what was filed, as the hash chain keeps it. Every
+     * approval compares the row with it, so a row edited in the database is never granted.
+     */
+    filedEventId: text("filed_event_id"),
   },
   (t) => [
     uniqueIndex("access_requests_pending_uq").on(t.dedupeKey).where(sql`${t.status} = 'pending'`),

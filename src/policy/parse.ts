@@ -1,8 +1,9 @@
 import { type Document, LineCounter, parseAllDocuments } from "yaml";
 import type { Result } from "../result.js";
-import { type FileSource, offsetOf, parseYamlFile, type Report } from "../yaml-file.js";
+import { type FileSource, formatPath, offsetOf, parseYamlFile, type Report } from "../yaml-file.js";
 import { normaliseCommand } from "./command.js";
 import { compileGlob } from "./glob.js";
+import { collectPeople, describeIdentity, type EntryAt } from "./people.js";
 import { knownKeysAt, PolicyDocumentSchema, type RawPolicyDocument } from "./schema.js";
 import { parseDuration, parseTimestamp } from "./time.js";
 import type {
@@ -77,24 +78,21 @@ export function parsePolicySet(sources: readonly PolicySource[]): PolicySetResul
     list.push({ src, document: r.value });
     byProject.set(r.value.project, list);
   }
-  const documents: PolicySetResult["documents"] = [];
+  const parsed: { src: PolicySource; document: PolicyDocument }[] = [];
   for (const [project, list] of byProject) {
     if (list.length === 1) {
-      documents.push({ file: list[0]!.src.file, document: list[0]!.document });
+      parsed.push(list[0]!);
       continue;
     }
     for (const { src } of list) {
       const others = list.filter((o) => o.src !== src).map((o) => o.src.file);
-      const lc = new LineCounter();
-      const doc = parseAllDocuments(src.text, { lineCounter: lc }) as Document.Parsed[];
-      const pos = lc.linePos(offsetOf(doc[0]!, ["project"], false));
       failures.push({
         file: src.file,
         project,
         issues: [
           {
             file: src.file,
-            ...pos,
+            ...positionIn(src.text, ["project"]),
             path: "project",
             message: `project '${project}' is also defined in ${others.join(", ")}; each project has exactly one policy file`,
           },
@@ -102,9 +100,88 @@ export function parsePolicySet(sources: readonly PolicySource[]): PolicySetResul
       });
     }
   }
+  // People are one identity across all files: files that disagree on who someone is are refused.
+  const peopleIssues = peopleProblems(parsed);
+  const documents: PolicySetResult["documents"] = [];
+  for (const { src, document } of parsed) {
+    const issues = peopleIssues.get(src.file);
+    if (issues) failures.push({ file: src.file, project: document.project, issues });
+    else documents.push({ file: src.file, document });
+  }
   documents.sort((a, b) => (a.file < b.file ? -1 : 1));
   failures.sort((a, b) => (a.file < b.file ? -1 : 1));
   return { documents, failures };
+}
+
+/** The line and column of the node at `path` in a (valid) policy file's text. */
+function positionIn(text: string, path: (string | number)[]): { line: number; col: number } {
+  const lc = new LineCounter();
+  const doc = parseAllDocuments(text, { lineCounter: lc }) as Document.Parsed[];
+  return lc.linePos(offsetOf(doc[0]!, path, false));
+}
+
+/**
+ * Every way the files disagree about people, as issues per file: a person whose name or accounts
+ * differ between two files, and a chat account two people claim. Each file involved gets an issue
+ * naming the other place, so that either can be fixed.
+ */
+function peopleProblems(
+  parsed: { src: PolicySource; document: PolicyDocument }[],
+): Map<string, PolicyIssue[]> {
+  const dir = collectPeople(parsed.map((p) => ({ document: p.document, file: p.src.file })));
+  const text = new Map(parsed.map((p) => [p.src.file, p.src.text]));
+  const out = new Map<string, PolicyIssue[]>();
+  const add = (file: string, path: (string | number)[], message: string) => {
+    const list = out.get(file) ?? [];
+    const pos = positionIn(text.get(file) ?? "", path);
+    list.push({ file, ...pos, path: formatPath(path), message });
+    out.set(file, list);
+  };
+  const where = (at: EntryAt, path: (string | number)[] = ["id"]) => {
+    const full = ["approvers", at.index, ...path];
+    const pos = positionIn(text.get(at.file ?? "") ?? "", full);
+    return `${at.file}:${pos.line}:${pos.col}`;
+  };
+  // Checked here rather than per file: a stored revision that breaks it must still load (and its
+  // approvals are refused at decision time) instead of leaving the project without a policy.
+  for (const { src, document } of parsed) {
+    const agents = new Set(document.agents.map((a) => a.name));
+    document.approvers.forEach((a, i) => {
+      if (agents.has(a.id))
+        add(
+          src.file,
+          ["approvers", i, "id"],
+          `approver '${a.id}' has the name of an agent of this project; an agent never approves its own requests, so give the person another id`,
+        );
+    });
+  }
+  for (const c of dir.conflicts) {
+    if (c.kind === "person") {
+      for (const e of c.entries) {
+        const others = c.entries
+          .filter((o) => o !== e)
+          .map((o) => `${where(o.at)} (${describeIdentity(o.identity)})`);
+        add(
+          e.at.file!,
+          ["approvers", e.at.index, "id"],
+          `approver '${c.id}' is defined differently in ${others.join(" and ")}; here: ${describeIdentity(e.identity)}. An approver id is one person in every project: write their name and accounts in one file and list only '- id: ${c.id}' (with tiers) elsewhere`,
+        );
+      }
+    } else {
+      for (const claim of c.claims) {
+        const others = c.claims
+          .filter((o) => o.id !== claim.id)
+          .map((o) => `'${o.id}' (${where(o.at, o.path)})`);
+        if (others.length === 0) continue;
+        add(
+          claim.at.file!,
+          ["approvers", claim.at.index, ...claim.path],
+          `${c.channel === "slack" ? "Slack" : "Telegram"} ${c.account} is claimed by approver '${claim.id}' here and by ${[...new Set(others)].join(", ")}; a chat account belongs to exactly one person`,
+        );
+      }
+    }
+  }
+  return out;
 }
 
 function guessProject(text: string): string | undefined {

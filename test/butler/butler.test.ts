@@ -121,7 +121,7 @@ describe(`Butler decisions (${ENGINE})`, () => {
       "you are not an approver for ops",
     );
     await expect(s.butler.review({ approver: "deployer", channel: "api" }, r.id, "approve")).rejects.toThrow(
-      "you are not an approver for ops",
+      "an agent never decides its own request",
     );
     expect((await s.butler.get(r.id)).status).toBe("pending");
     const refused = [];

@@ -115,7 +115,7 @@ describe(`access-request API: authorization and bad input (${ENGINE})`, () => {
       "/v1/access-requests?status=maybe",
       undefined,
       400,
-      "query.status: must be pending, approved, denied, expired or canceled",
+      "query.status: must be one of pending, approved, denied, expired, canceled, superseded",
     ],
     ["GET", "/v1/grants?all=yes", undefined, 400, "query.all: must be true or false"],
     ["DELETE", "/v1/grants/req_0000000000000000", undefined, 404, "no grant req_0000000000000000"],

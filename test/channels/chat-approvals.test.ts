@@ -25,8 +25,6 @@ const TREASURY = `project: treasury
 agents: [treasury-bot]
 approvers:
   - id: jordan
-    slack: { email: jordan@example.com }
-    telegram: { user_id: 7001 }
   - id: sam
     slack: { user_id: U0SAM }
     telegram: { user_id: 7002 }

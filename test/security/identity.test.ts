@@ -1,0 +1,303 @@
+import { createHmac } from "node:crypto";
+import { sql } from "drizzle-orm";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { rowsOf } from "../../src/db/client.js";
+import { policyRevisions } from "../../src/db/schema.js";
+import { sha256 } from "../../src/policy-store/policy-store.js";
+import { FakeSlack } from "../fakes/fake-slack.js";
+import { FakeTelegram } from "../fakes/fake-telegram.js";
+import { ENGINE } from "../helpers/db.js";
+import { seedText } from "../helpers/policy.js";
+import { startTestServer, type TestServer } from "../helpers/server.js";
+
+/**
+ * Identity, as an attacker in another project would try it: approver ids are people, defined
+ * once across every policy file. A Telegram or Slack account, or a token, that another project's
+ * file binds to "jordan" must never decide project-billing's requests as project-billing's jordan.
+ */
+
+const SIGNING_SECRET = "slack-signing-secret-for-identity";
+const TG_SECRET = "tg-identity-secret_1";
+
+// project-billing's jordan: known by name only, decides through the dashboard and the API.
+const BILLING = seedText().replace(
+  "  - id: jordan\n    name: Jordan\n",
+  "  - id: jordan\n    name: Jordan\n  - id: sam\n    name: Sam\n    telegram: { user_id: 7100 }\n",
+);
+
+// Another team's file binds "their" jordan to accounts the billing team never named.
+const PROJECT_B = `project: project-b
+agents: [b-bot]
+approvers:
+  - id: jordan
+    name: Jordan B
+    slack: { user_id: U0MALLORY }
+    telegram: { user_id: 6660 }
+`;
+
+describe(`one person per approver id, across projects (${ENGINE})`, () => {
+  const slack = new FakeSlack();
+  const telegram = new FakeTelegram();
+  let s: TestServer;
+  let agent: string;
+
+  beforeAll(async () => {
+    await slack.start();
+    await telegram.start();
+    slack.users.set("U0MALLORY", { email: "mallory@example.com", name: "mallory" });
+    s = await startTestServer({
+      policies: { "project-billing.yaml": BILLING },
+      env: {
+        SLACK_BOT_TOKEN: slack.botToken,
+        SLACK_SIGNING_SECRET: SIGNING_SECRET,
+        SLACK_API_URL: slack.url,
+        TELEGRAM_BOT_TOKEN: telegram.token,
+        TELEGRAM_WEBHOOK_SECRET: TG_SECRET,
+        TELEGRAM_API_ROOT: telegram.url,
+      },
+    });
+    agent = await s.agentToken("billing-reconciler-1", "project-billing");
+  });
+  afterAll(async () => {
+    await s?.cleanup();
+    await slack.stop();
+    await telegram.stop();
+  });
+
+  async function file(resource: string): Promise<string> {
+    const r = await s.http("POST", "/v1/access-requests", agent, {
+      action: "stripe:charges:read",
+      resource,
+      ttl: "PT1H",
+      reason: "reconcile",
+    });
+    expect(r.status).toBe(201);
+    return r.body.access_request.id as string;
+  }
+
+  async function status(id: string): Promise<string> {
+    return (await s.http("GET", `/v1/access-requests/${id}`, agent)).body.status;
+  }
+
+  async function telegramPress(requestId: string, fromId: number): Promise<number> {
+    const res = await fetch(`${s.url}/telegram/webhook`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-telegram-bot-api-secret-token": TG_SECRET },
+      body: JSON.stringify({
+        update_id: Math.floor(Math.random() * 1e9),
+        callback_query: {
+          id: `cbq-${Math.random()}`,
+          from: { id: fromId, is_bot: false, first_name: "Mallory" },
+          chat_instance: "ci",
+          data: `ap:${requestId}`,
+          message: { message_id: 1, date: 0, chat: { id: fromId, type: "private" }, text: "card" },
+        },
+      }),
+    });
+    return res.status;
+  }
+
+  async function slackPress(requestId: string, userId: string): Promise<number> {
+    const payload = {
+      type: "block_actions",
+      team: { id: "T0FAKE", domain: "fake" },
+      user: { id: userId, username: userId, name: userId, team_id: "T0FAKE" },
+      api_app_id: "A0FAKE",
+      token: "legacy",
+      container: { type: "message", message_ts: "1.1", channel_id: "C0ANY", is_ephemeral: false },
+      trigger_id: `trigger-${userId}`,
+      channel: { id: "C0ANY", name: "x" },
+      message: { ts: "1.1", text: "card", blocks: [] },
+      response_url: `${slack.url}/response`,
+      actions: [
+        {
+          type: "button",
+          action_id: "butler_approve",
+          block_id: "butler_actions",
+          value: requestId,
+          action_ts: "1700000000.1",
+        },
+      ],
+    };
+    const body = `payload=${encodeURIComponent(JSON.stringify(payload))}`;
+    const ts = Math.floor(Date.now() / 1000);
+    const sig = `v0=${createHmac("sha256", SIGNING_SECRET).update(`v0:${ts}:${body}`).digest("hex")}`;
+    const res = await fetch(`${s.url}/slack/events`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/x-www-form-urlencoded",
+        "x-slack-request-timestamp": String(ts),
+        "x-slack-signature": sig,
+      },
+      body,
+    });
+    await res.text();
+    return res.status;
+  }
+
+  async function refusals(): Promise<Record<string, unknown>[]> {
+    const out = await s.cli(["audit", "export"]);
+    return out.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l))
+      .filter((l) => l.type === "access_request.review_refused");
+  }
+
+  test("policy validate refuses two files that define one approver id differently, at file:line:col in both", async () => {
+    await s.writePolicy("project-b.yaml", PROJECT_B);
+    const r = await s.cli(["policy", "validate", s.policiesDir]);
+    expect(r.code).toBe(1);
+    const out = r.stdout + r.stderr;
+    expect(out).toMatch(
+      /project-b\.yaml:4:9: approvers\[0\]\.id: approver 'jordan' is defined differently in .*project-billing\.yaml:\d+:\d+/,
+    );
+    expect(out).toMatch(
+      /project-billing\.yaml:\d+:\d+: approvers\[0\]\.id: approver 'jordan' is defined differently in .*project-b\.yaml:4:9/,
+    );
+  });
+
+  test("a reload with the conflicting file loads neither change; the billing policy keeps serving", async () => {
+    const r = await s.cli(["policy", "reload", "--json"]);
+    const report = JSON.parse(r.stdout);
+    expect(report.failed.map((f: { file: string }) => f.file).join(" ")).toContain("project-b.yaml");
+    expect(report.loaded.map((l: { project: string }) => l.project)).not.toContain("project-b");
+    const token = await s.agentToken("billing-reconciler-1", "project-billing");
+    expect(
+      (await s.authorize(token, { action: "aws:s3:GetObject", resource: "arn:aws:s3:::ledger-internal/x" }))
+        .body.decision,
+    ).toBe("ALLOW");
+  });
+
+  test("the other project's Telegram and Slack accounts cannot approve a billing request", async () => {
+    const id = await file("stripe.com/v1/charges/ch_tg");
+    expect(await telegramPress(id, 6660)).toBe(200);
+    expect(await slackPress(id, "U0MALLORY")).toBe(200);
+    expect(await status(id)).toBe("pending");
+    const refused = (await refusals()).filter((e) => e.request_id === id);
+    expect(refused.map((e) => e.approver)).toEqual(["telegram:6660", "slack:U0MALLORY"]);
+  });
+
+  describe("when conflicting definitions are already in force (stored by an older Butler)", () => {
+    let id: string;
+
+    beforeAll(async () => {
+      // As a revision stored before this check existed: the index then holds both definitions.
+      const db = s.server.services.database.db;
+      await db.insert(policyRevisions).values({
+        project: "project-b",
+        revision: 1,
+        contentHash: sha256(PROJECT_B),
+        source: "file:/legacy/project-b.yaml",
+        yaml: PROJECT_B,
+        baseline: PROJECT_B,
+        effectiveHash: sha256(PROJECT_B),
+      });
+      await s.server.services.policies.refreshAll();
+      expect(s.server.services.policies.index().projects.has("project-b")).toBe(true);
+      id = await file("stripe.com/v1/charges/ch_legacy");
+    });
+
+    test("chat accounts of a person the files disagree on decide nothing", async () => {
+      expect(await telegramPress(id, 6660)).toBe(200);
+      expect(await slackPress(id, "U0MALLORY")).toBe(200);
+      expect(await status(id)).toBe("pending");
+    });
+
+    test("jordan's token decides nothing anywhere until the files agree", async () => {
+      const token = JSON.parse((await s.cli(["approvers", "token", "jordan", "--json"])).stdout).token;
+      const r = await s.http("POST", `/v1/access-requests/${id}/approve`, token, {});
+      expect(r.status).toBe(403);
+      expect(r.body.error.message).toContain("define approver 'jordan' differently");
+      expect(await status(id)).toBe("pending");
+    });
+  });
+
+  test("an account a policy names for one person cannot be linked to another", async () => {
+    // 7100 is sam's in project-billing; a link code made for jordan must not bind it to jordan.
+    const link = await s.cli(["approvers", "link", "jordan", "--telegram", "--json"]);
+    const code = new URL(JSON.parse(link.stdout).url).searchParams.get("start")!;
+    const res = await fetch(`${s.url}/telegram/webhook`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-telegram-bot-api-secret-token": TG_SECRET },
+      body: JSON.stringify({
+        update_id: 99,
+        message: {
+          message_id: 5,
+          date: 0,
+          chat: { id: 7100, type: "private" },
+          from: { id: 7100, is_bot: false, first_name: "Sam" },
+          text: `/start ${code}`,
+          entities: [{ type: "bot_command", offset: 0, length: 6 }],
+        },
+      }),
+    });
+    expect(res.status).toBe(200);
+    const replies = telegram.calledWith("sendMessage").map((c) => String(c.body.text));
+    expect(replies.at(-1)).toContain("belongs to another approver");
+    const bindings = rowsOf<{ n: number }>(
+      await s.server.services.database.db.execute(
+        sql`SELECT count(*)::int AS n FROM chat_bindings WHERE user_id = '7100'`,
+      ),
+    );
+    expect(bindings[0]!.n).toBe(0);
+  });
+});
+
+describe(`an agent never approves its own request (${ENGINE})`, () => {
+  test("policy validate refuses an approver id that is an agent of the same project", async () => {
+    const self = `project: solo
+agents: [robo]
+approvers:
+  - id: robo
+`;
+    const s = await startTestServer({ policies: { "solo.yaml": seedText() } });
+    try {
+      await s.writePolicy("solo.yaml", self);
+      const r = await s.cli(["policy", "validate", s.policiesDir]);
+      expect(r.code).toBe(1);
+      expect(r.stdout + r.stderr).toMatch(
+        /solo\.yaml:4:9: approvers\[0\]\.id: approver 'robo' has the name of an agent of this project/,
+      );
+    } finally {
+      await s.cleanup();
+    }
+  });
+
+  test("a revision in force that names the agent as approver still cannot let it approve itself", async () => {
+    const self = `project: solo
+agents: [robo]
+approvers:
+  - id: robo
+  - id: human
+`;
+    const s = await startTestServer({ policies: { "project-billing.yaml": seedText() } });
+    try {
+      await s.server.services.database.db.insert(policyRevisions).values({
+        project: "solo",
+        revision: 1,
+        contentHash: sha256(self),
+        source: "file:/legacy/solo.yaml",
+        yaml: self,
+        baseline: self,
+        effectiveHash: sha256(self),
+      });
+      await s.server.services.policies.refreshAll();
+      const agent = await s.agentToken("robo", "solo");
+      const filed = await s.http("POST", "/v1/access-requests", agent, {
+        action: "stripe:charges:read",
+        resource: "stripe.com/v1/charges/ch_self",
+        reason: "self",
+      });
+      expect(filed.status).toBe(201);
+      const id = filed.body.access_request.id;
+      const token = JSON.parse((await s.cli(["approvers", "token", "robo", "--json"])).stdout).token;
+      const r = await s.http("POST", `/v1/access-requests/${id}/approve`, token, {});
+      expect(r.status).toBe(403);
+      expect(r.body.error.message).toContain("never decides its own request");
+      expect((await s.http("GET", `/v1/access-requests/${id}`, agent)).body.status).toBe("pending");
+    } finally {
+      await s.cleanup();
+    }
+  });
+});

@@ -1,0 +1,264 @@
+import { sql } from "drizzle-orm";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { rowsOf } from "../../src/db/client.js";
+import { sha256 } from "../../src/policy-store/policy-store.js";
+import { FakeChannel } from "../fakes/fake-channel.js";
+import { FakeNotifier } from "../fakes/fake-notifier.js";
+import { ENGINE } from "../helpers/db.js";
+import { startTestServer, type TestServer } from "../helpers/server.js";
+
+/**
+ * Stale approvals, as an attacker would use them: file while the policy is loose, get the
+ * request approved after the owners tightened it; or edit a pending request in the database and
+ * let an approver approve it. Every approval re-checks the request against the policy in force
+ * and against what was filed (as the audit chain keeps it); a request that no longer holds is
+ * superseded, the agent and the cards are told, and nothing is granted.
+ */
+
+const BEFORE = `project: shop
+agents: [refunder, payer]
+grants:
+  - service: stripe
+    actions: [charges:read]
+approvers:
+  - id: jordan
+require_approval:
+  - actions: ["stripe:payment_intents:create"]
+    when:
+      amount: { min: 50001 }
+settings:
+  grant_ttl: { default: PT4H, max: P1D }
+  approvals: { low: 1, medium: 1, high: 1 }
+`;
+
+// The owners cap refunds at 100 cents and payments at 100000 after the requests were filed.
+const AFTER = BEFORE.replace(
+  "grants:\n",
+  `grants:
+  - id: small-refunds
+    service: stripe
+    actions: [refunds:create]
+    resources: [stripe.com/v1/refunds]
+    constraints:
+      amount: { max: 100 }
+  - id: payments
+    service: stripe
+    actions: [payment_intents:create]
+    constraints:
+      amount: { max: 100000 }
+`,
+);
+
+const REFUND = { action: "stripe:refunds:create", resource: "stripe.com/v1/refunds" };
+
+describe(`approvals re-check the request at decision time (${ENGINE})`, () => {
+  const notifier = new FakeNotifier();
+  const channel = new FakeChannel();
+  let s: TestServer;
+  let refunder: string;
+  let payer: string;
+  let jordan: string;
+
+  beforeAll(async () => {
+    s = await startTestServer({ policies: { "shop.yaml": BEFORE }, notifier, channels: [channel] });
+    refunder = await s.agentToken("refunder", "shop");
+    payer = await s.agentToken("payer", "shop");
+    jordan = JSON.parse((await s.cli(["approvers", "token", "jordan", "--json"])).stdout).token;
+  });
+  afterAll(async () => {
+    await s?.cleanup();
+  });
+
+  async function fileAfterDenial(token: string, call: Record<string, unknown>): Promise<string> {
+    const d = await s.authorize(token, call);
+    expect(d.body.decision).toBe("DENY");
+    const r = await s.http("POST", "/v1/access-requests", token, {
+      denial_event_id: d.body.event_id,
+      reason: "customer asked for it",
+      ...(d.body.code === "approval_required" ? { params: call.params } : {}),
+    });
+    expect(r.status).toBe(201);
+    return r.body.access_request.id;
+  }
+
+  const approve = (id: string) => s.http("POST", `/v1/access-requests/${id}/approve`, jordan, {});
+  const get = async (id: string) => (await s.http("GET", `/v1/access-requests/${id}`, refunder)).body;
+
+  async function tighten() {
+    await s.writePolicy("shop.yaml", AFTER);
+    const r = await s.cli(["policy", "reload", "--json"]);
+    expect(JSON.parse(r.stdout).loaded.map((l: { project: string }) => l.project)).toContain("shop");
+  }
+
+  let refundRequest: string;
+  let paymentRequest: string;
+
+  test("requests filed while the policy is loose", async () => {
+    refundRequest = await fileAfterDenial(refunder, { ...REFUND, params: { amount: 1_000_000 } });
+    paymentRequest = await fileAfterDenial(payer, {
+      action: "stripe:payment_intents:create",
+      resource: "stripe.com/v1/payment_intents",
+      params: { amount: 1_000_000, currency: "eur" },
+    });
+    expect((await get(refundRequest)).status).toBe("pending");
+  });
+
+  test("after the owners add `amount: max 100`, the same request filed now is refused", async () => {
+    await tighten();
+    const d = await s.authorize(refunder, { ...REFUND, params: { amount: 1_000_000 } });
+    expect(d.body).toMatchObject({ decision: "DENY", code: "constraint_failed" });
+    const r = await s.http("POST", "/v1/access-requests", refunder, { ...REFUND, reason: "again" });
+    expect(r.status).toBe(409);
+  });
+
+  test("approving the request filed before the change grants nothing: it is superseded", async () => {
+    const r = await approve(refundRequest);
+    expect(r.status).toBe(409);
+    expect(r.body.error.message).toContain("the policy changed since this was filed; ask again");
+    const after = await get(refundRequest);
+    expect(after.status).toBe("superseded");
+    expect(after.grant).toBeNull();
+    const d = await s.authorize(refunder, { ...REFUND, params: { amount: 1_000_000 } });
+    expect(d.body.decision).toBe("DENY");
+    expect((await s.authorize(refunder, { ...REFUND, params: { amount: 50 } })).body.decision).toBe("ALLOW");
+  });
+
+  test("the agent and the cards are told to ask again", async () => {
+    await s.server.services.outbox.runOnce();
+    const told = notifier.of("request_superseded").find((n) => n.requestId === refundRequest);
+    expect(told?.reason).toContain("the policy changed since this was filed; ask again");
+    expect(channel.cardOf(refundRequest)?.status).toBe("superseded");
+    expect(channel.notes.some((n) => n.startsWith("Superseded, nothing granted"))).toBe(true);
+  });
+
+  test("a one-shot approval of a payment above the new limit is superseded too", async () => {
+    const r = await approve(paymentRequest);
+    expect(r.status).toBe(409);
+    expect((await s.http("GET", `/v1/access-requests/${paymentRequest}`, payer)).body.status).toBe(
+      "superseded",
+    );
+    const d = await s.authorize(payer, {
+      action: "stripe:payment_intents:create",
+      resource: "stripe.com/v1/payment_intents",
+      params: { amount: 1_000_000, currency: "eur" },
+    });
+    expect(d.body.decision).toBe("DENY");
+  });
+
+  test("a higher risk tier (more approvals needed) supersedes a pending request", async () => {
+    const id = await fileAfterDenial(refunder, {
+      action: "stripe:customers:read",
+      resource: "stripe.com/v1/customers/cus_1",
+    });
+    expect((await get(id)).approvals_required).toBe(1);
+    await s.writePolicy(
+      "shop.yaml",
+      AFTER.replace(
+        "approvals: { low: 1, medium: 1, high: 1 }",
+        'approvals: { low: 1, medium: 1, high: 2 }\n  risk: { "stripe:customers:*": high }',
+      ),
+    );
+    await s.cli(["policy", "reload"]);
+    const r = await approve(id);
+    expect(r.status).toBe(409);
+    expect(r.body.error.message).toContain("it now counts as high risk and needs 2 approval(s)");
+    expect((await get(id)).status).toBe("superseded");
+  });
+
+  test("a shorter maximum TTL supersedes a pending request", async () => {
+    const id = await fileAfterDenial(refunder, {
+      action: "stripe:invoices:read",
+      resource: "stripe.com/v1/invoices/in_2",
+    });
+    await s.writePolicy(
+      "shop.yaml",
+      AFTER.replace("max: P1D", "max: PT1H").replace("default: PT4H", "default: PT1H"),
+    );
+    await s.cli(["policy", "reload"]);
+    const r = await approve(id);
+    expect(r.status).toBe(409);
+    expect(r.body.error.message).toContain(
+      "the maximum grant TTL is now PT1H, shorter than the PT4H asked for",
+    );
+    expect((await get(id)).status).toBe("superseded");
+  });
+});
+
+describe(`a pending request edited in the database is never granted as edited (${ENGINE})`, () => {
+  let s: TestServer;
+  let agent: string;
+  let jordan: string;
+
+  beforeAll(async () => {
+    s = await startTestServer({ policies: { "shop.yaml": BEFORE } });
+    agent = await s.agentToken("refunder", "shop");
+    jordan = JSON.parse((await s.cli(["approvers", "token", "jordan", "--json"])).stdout).token;
+  });
+  afterAll(async () => {
+    await s?.cleanup();
+  });
+
+  async function file(resource: string): Promise<string> {
+    const r = await s.http("POST", "/v1/access-requests", agent, {
+      action: "stripe:charges:write",
+      resource,
+      reason: "one charge",
+    });
+    expect(r.status).toBe(201);
+    return r.body.access_request.id;
+  }
+
+  async function expectSuperseded(id: string) {
+    const r = await s.http("POST", `/v1/access-requests/${id}/approve`, jordan, {});
+    expect(r.status).toBe(409);
+    expect(r.body.error.message).toContain("altered after it was filed");
+    const rows = rowsOf<{ status: string }>(
+      await s.server.services.database.db.execute(sql`SELECT status FROM access_requests WHERE id = ${id}`),
+    );
+    expect(rows[0]!.status).toBe("superseded");
+    const grants = rowsOf<{ n: number }>(
+      await s.server.services.database.db.execute(
+        sql`SELECT count(*)::int AS n FROM grants WHERE id = ${id}`,
+      ),
+    );
+    expect(grants[0]!.n).toBe(0);
+    expect(
+      (
+        await s.authorize(agent, {
+          action: "stripe:charges:write",
+          resource: "stripe.com/v1/charges/ch_other",
+        })
+      ).body.decision,
+    ).toBe("DENY");
+  }
+
+  test("the resource widened to a wildcard", async () => {
+    const id = await file("stripe.com/v1/charges/ch_1");
+    await s.server.services.database.db.execute(
+      sql`UPDATE access_requests SET resource = 'stripe.com/v1/charges/*' WHERE id = ${id}`,
+    );
+    await expectSuperseded(id);
+  });
+
+  test("the resource widened with the proposal and its hash rewritten to match", async () => {
+    const id = await file("stripe.com/v1/charges/ch_2");
+    const [row] = rowsOf<{ proposal_diff: string }>(
+      await s.server.services.database.db.execute(
+        sql`SELECT proposal_diff FROM access_requests WHERE id = ${id}`,
+      ),
+    );
+    const diff = row!.proposal_diff.replaceAll("stripe.com/v1/charges/ch_2", "stripe.com/v1/charges/*");
+    await s.server.services.database.db.execute(
+      sql`UPDATE access_requests SET resource = 'stripe.com/v1/charges/*', proposal_diff = ${diff}, proposal_hash = ${sha256(diff)} WHERE id = ${id}`,
+    );
+    await expectSuperseded(id);
+  });
+
+  test("fewer approvals required, or the link to its audit record cut", async () => {
+    const id = await file("stripe.com/v1/charges/ch_3");
+    await s.server.services.database.db.execute(
+      sql`UPDATE access_requests SET filed_event_id = NULL, requested_ttl_seconds = 86400 WHERE id = ${id}`,
+    );
+    await expectSuperseded(id);
+  });
+});
