@@ -33,7 +33,13 @@ import {
 } from "../policy/index.js";
 import { peopleOf, resolveChatAccount } from "../policy/people.js";
 import { classifyRisk } from "../policy/risk.js";
-import { LIFTABLE_DENIALS, type ScopedCall, scopeRequest } from "../policy/scope.js";
+import {
+  governingGrant,
+  LIFTABLE_DENIALS,
+  type ScopedCall,
+  scopeRequest,
+  usesBranches,
+} from "../policy/scope.js";
 import type { ApproverDef, RiskTier } from "../policy/types.js";
 import { grantRowsInEffect, type PolicyStore, sha256, toEntry } from "../policy-store/policy-store.js";
 import type { ApprovalCard } from "./approval-card.js";
@@ -1804,34 +1810,6 @@ export function createButler(deps: ButlerDeps) {
       }
     },
   };
-}
-
-/** Whether some grant of `service` in the project limits branches (so calls must name one). */
-function usesBranches(project: CompiledProject, service: string): boolean {
-  const svc = project.services.get(service);
-  if (!svc) return false;
-  for (const list of svc.exact.values()) if (list.some((g) => g.branches !== undefined)) return true;
-  return svc.patterned.some((g) => g.branches !== undefined);
-}
-
-/**
- * The id of a grant with parameter constraints or deny patterns that covers this action and
- * resource (for any agent): a new unconstrained grant for the same call would bypass them.
- */
-function governingGrant(project: CompiledProject, call: ScopedCall): string | undefined {
-  const colon = call.action.indexOf(":");
-  const svc = project.services.get(call.action.slice(0, colon));
-  if (!svc) return undefined;
-  const verb = call.action.slice(colon + 1);
-  const candidates = [
-    ...(svc.exact.get(verb) ?? []),
-    ...svc.patterned.filter((g) => g.actionPatterns.some((p) => p.match(verb))),
-  ];
-  for (const g of candidates) {
-    if (g.resources !== undefined && !g.resources.some((r) => r.match(call.resource))) continue;
-    if (g.constraints.length > 0 || g.denyText.length > 0 || g.denyResources.length > 0) return g.id;
-  }
-  return undefined;
 }
 
 /** A grant as the API shows it. */

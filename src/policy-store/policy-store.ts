@@ -19,6 +19,7 @@ import {
   parsePolicyFile,
   parsePolicySet,
 } from "../policy/index.js";
+import { governingGrant } from "../policy/scope.js";
 import { displayPath, readPolicyFiles } from "./policy-files.js";
 
 /** One stored version of a project's baseline policy. */
@@ -237,10 +238,31 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
       }
       const next = (prev?.revision ?? 0) + 1;
       const now = deps.clock.now();
-      // Grants in force stay in force across a new baseline, unless their agent left the project.
+      // Grants in force stay in force across a new baseline, unless their agent left the project,
+      // or the new file would refuse them if they were asked for now: their action is never
+      // granted, or a grant with parameter constraints or deny patterns now covers the call (an
+      // unconstrained grant would bypass the limit the owners just wrote).
       const agentNames = new Set(doc.agents.map((a) => a.name));
       const rows = await grantRowsInEffect(tx, doc.project, now);
-      const orphans = rows.filter((g) => !agentNames.has(g.agent));
+      const compiled = compileProject({ document: doc, revision: next });
+      const whyRevoked = (g: (typeof rows)[number]): string | undefined => {
+        if (!agentNames.has(g.agent)) return `agent ${g.agent} is no longer listed in ${file}`;
+        if (g.expiresAt <= now) return undefined;
+        if (compiled.neverGrant.some((p) => p.match(g.action)))
+          return `${g.action} is now never granted in ${doc.project} (settings.never_grant in ${file})`;
+        const governed = governingGrant(compiled, {
+          action: g.action,
+          resource: g.resource,
+          branch: g.branch ?? undefined,
+        });
+        return governed
+          ? `grant ${governed} in ${file} now limits ${g.action} on ${g.resource || "(no resource)"} with parameter constraints or deny patterns, which this grant would bypass`
+          : undefined;
+      };
+      const orphans = rows.flatMap((g) => {
+        const reason = whyRevoked(g);
+        return reason ? [{ ...g, reason }] : [];
+      });
       if (orphans.length > 0) {
         await tx
           .update(grants)
@@ -254,9 +276,10 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
       }
       // Grants whose id the file already uses (a copy of `policy show` saved as the file) are in it.
       const inFile = new Set(doc.grants.map((g) => g.id));
+      const revokedIds = new Set(orphans.map((g) => g.id));
       const effective = composeEffective(
         text,
-        rows.filter((g) => agentNames.has(g.agent) && !inFile.has(g.id)).map(toEntry),
+        rows.filter((g) => !revokedIds.has(g.id) && !inFile.has(g.id)).map(toEntry),
       );
       const check = parsePolicyFile({ file, text: effective });
       if (!check.ok) {
@@ -303,7 +326,7 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
             project: g.project,
             action: g.action,
             resource: g.resource,
-            reason: `agent ${g.agent} is no longer listed in ${file}`,
+            reason: g.reason,
             details: { grant_id: g.id, revision: next, actor },
           })),
         );

@@ -1,4 +1,5 @@
 import { err, ok, type Result } from "../result.js";
+import type { CompiledProject } from "./compile.js";
 import { compileGlob } from "./glob.js";
 
 /**
@@ -71,4 +72,32 @@ export function scopeRequest(asked: Partial<ScopedCall>, denied: ScopedCall | un
     }
   }
   return ok({ action: asked.action, resource: asked.resource ?? "", branch: asked.branch });
+}
+
+/** Whether some grant of `service` in the project limits branches (so calls must name one). */
+export function usesBranches(project: CompiledProject, service: string): boolean {
+  const svc = project.services.get(service);
+  if (!svc) return false;
+  for (const list of svc.exact.values()) if (list.some((g) => g.branches !== undefined)) return true;
+  return svc.patterned.some((g) => g.branches !== undefined);
+}
+
+/**
+ * The id of a grant with parameter constraints or deny patterns that covers this action and
+ * resource (for any agent): a new unconstrained grant for the same call would bypass them.
+ */
+export function governingGrant(project: CompiledProject, call: ScopedCall): string | undefined {
+  const colon = call.action.indexOf(":");
+  const svc = project.services.get(call.action.slice(0, colon));
+  if (!svc) return undefined;
+  const verb = call.action.slice(colon + 1);
+  const candidates = [
+    ...(svc.exact.get(verb) ?? []),
+    ...svc.patterned.filter((g) => g.actionPatterns.some((p) => p.match(verb))),
+  ];
+  for (const g of candidates) {
+    if (g.resources !== undefined && !g.resources.some((r) => r.match(call.resource))) continue;
+    if (g.constraints.length > 0 || g.denyText.length > 0 || g.denyResources.length > 0) return g.id;
+  }
+  return undefined;
 }

@@ -184,6 +184,45 @@ describe(`approvals re-check the request at decision time (${ENGINE})`, () => {
   });
 });
 
+describe(`a grant approved before the owners tighten the policy stops at the new limit (${ENGINE})`, () => {
+  let s: TestServer;
+  let agent: string;
+
+  beforeAll(async () => {
+    s = await startTestServer({ policies: { "shop.yaml": BEFORE } });
+    agent = await s.agentToken("refunder", "shop");
+  });
+  afterAll(async () => {
+    await s?.cleanup();
+  });
+
+  test("an unconstrained grant from an access request is revoked when a constraint now governs its call", async () => {
+    const filed = await s.http("POST", "/v1/access-requests", agent, { ...REFUND, reason: "refunds" });
+    expect(filed.status).toBe(201);
+    const jordan = JSON.parse((await s.cli(["approvers", "token", "jordan", "--json"])).stdout).token;
+    const id = filed.body.access_request.id;
+    expect((await s.http("POST", `/v1/access-requests/${id}/approve`, jordan, {})).status).toBe(200);
+    expect((await s.authorize(agent, { ...REFUND, params: { amount: 1_000_000 } })).body.decision).toBe(
+      "ALLOW",
+    );
+
+    await s.writePolicy("shop.yaml", AFTER);
+    await s.cli(["policy", "reload"]);
+    const d = await s.authorize(agent, { ...REFUND, params: { amount: 1_000_000 } });
+    expect(d.body).toMatchObject({ decision: "DENY", code: "constraint_failed" });
+    expect((await s.authorize(agent, { ...REFUND, params: { amount: 50 } })).body.decision).toBe("ALLOW");
+    const grant = (await s.http("GET", `/v1/access-requests/${id}`, agent)).body.grant;
+    expect(grant.revoked_at).not.toBeNull();
+    const lines = (await s.cli(["audit", "export"])).stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    expect(lines.find((l) => l.type === "grant.revoked" && l.grant_id === id)?.reason).toContain(
+      "grant small-refunds in",
+    );
+  });
+});
+
 describe(`a pending request edited in the database is never granted as edited (${ENGINE})`, () => {
   let s: TestServer;
   let agent: string;
