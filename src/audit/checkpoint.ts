@@ -364,7 +364,7 @@ export class AnchoredVerifier {
       checkpoint: source,
       range: { from, to: event.seq },
       message: `checkpoint ${source} (signed ${c.signed_at}) no longer matches: it signed hash ${c.head_hash.slice(0, 16)}… for event ${event.seq}, which is now ${event.hash.slice(0, 16)}…; ${
-        from > 1 ? `events 1..${from - 1} still match ${this.#anchoredBy}, so ` : ""
+        from > 1 ? `events 1..${from - 1} still match checkpoint ${this.#anchoredBy}, so ` : ""
       }the change lies in sequence ${from}..${event.seq}`,
     });
   }
