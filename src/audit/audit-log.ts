@@ -84,7 +84,13 @@ type Waiter = {
 export function createAuditLog(opts: AuditLogOptions) {
   const { database, clock, log } = opts;
   const written = (lines: readonly AuditLine[]) => {
-    if (opts.onWritten && lines.length > 0) opts.onWritten(lines.at(-1)!.seq);
+    if (!opts.onWritten || lines.length === 0) return;
+    try {
+      opts.onWritten(lines.at(-1)!.seq);
+    } catch (e) {
+      // A listener's failure is not the write's: the events are committed (or will be).
+      log.error({ err: e }, "audit write listener failed");
+    }
   };
   const batchMax = opts.batchMax ?? 1000;
   const queueMax = opts.queueMax ?? 50_000;

@@ -242,7 +242,7 @@ export class AnchoredVerifier {
   readonly #chain = new ChainVerifier();
   /** External checkpoints not yet reached, by ascending head_seq. */
   readonly #pending: ExternalCheckpoint[];
-  #external: number;
+  readonly #external: number;
   #inLog = 0;
   #matched = 0;
   #count = 0;

@@ -8,6 +8,8 @@ import { type AuditLine, canonicalJson } from "./chain.js";
  * could mean something else to another reader while hashing the same. Such a line is refused.
  */
 export function parseExportLine(text: string): Result<AuditLine> {
+  if (text.endsWith("\r"))
+    return err("ends with \\r: the file has CRLF line endings (converted after export?); Butler writes \\n only");
   let v: unknown;
   try {
     v = JSON.parse(text);

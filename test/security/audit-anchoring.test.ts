@@ -128,6 +128,7 @@ describe(`the superuser rewrite, end to end through butler serve (${ENGINE})`, (
   let original: Line[];
   let exportText: string;
   let plainEnv: Record<string, string>;
+  let throughServer: CliResult;
   const cli = (argv: string[], env?: Record<string, string>): Promise<CliResult> =>
     runCli(argv, env ?? s.env);
 
@@ -157,6 +158,7 @@ describe(`the superuser rewrite, end to end through butler serve (${ENGINE})`, (
     for (let i = 0; i < 24; i++)
       await s.authorize(token, { ...STRIPE, resource: `stripe.com/v1/charges/ch_${i}` });
     await s.server.services.checkpointer!.idle();
+    throughServer = await cli(["audit", "verify", "--checkpoints", sinkFile, "--public-key", key.pub]);
     await s.stop();
     exportText = (await cli(["audit", "export"])).stdout;
     original = parse(exportText);
@@ -198,6 +200,16 @@ describe(`the superuser rewrite, end to end through butler serve (${ENGINE})`, (
     for (let i = 1; i < at.length - 1; i++) expect(at[i]! - at[i - 1]! - 1).toBeGreaterThanOrEqual(5);
     expect(original.at(-1)).toMatchObject({ type: CHECKPOINT_TYPE });
     expect((await stat(sinkFile)).mode & 0o777).toBe(0o600);
+  });
+
+  test("while the server runs, verify reads the log through its admin API and checks it the same way", () => {
+    expect(throughServer.stderr).toBe("");
+    expect(throughServer.code).toBe(0);
+    expect(throughServer.stdout).toMatch(/^audit chain verified: \d+ events/);
+    expect(throughServer.stdout).toMatch(
+      /checkpoints: \d+ in the log, \d+ from checkpoint files; \d+ match; signatures valid/,
+    );
+    expect(throughServer.stdout).toMatch(/anchored through sequence \d+ by checkpoint/);
   });
 
   test("the intact log verifies against its checkpoints, anchored up to the last one", async () => {
@@ -384,6 +396,14 @@ describe(`the superuser rewrite, end to end through butler serve (${ENGINE})`, (
       expect(r.code).toBe(1);
       expect(r.stdout).toContain(
         "line 3: not written as Butler writes lines (canonical JSON): at character 2",
+      );
+    });
+
+    test("a file converted to CRLF line endings", async () => {
+      const r = await verifyExportCli(exportText.replaceAll("\n", "\r\n"));
+      expect(r.code).toBe(1);
+      expect(r.stdout).toContain(
+        "line 1: ends with \\r: the file has CRLF line endings (converted after export?); Butler writes \\n only",
       );
     });
 
