@@ -9,7 +9,9 @@ import { type AuditLine, canonicalJson } from "./chain.js";
  */
 export function parseExportLine(text: string): Result<AuditLine> {
   if (text.endsWith("\r"))
-    return err("ends with \\r: the file has CRLF line endings (converted after export?); Butler writes \\n only");
+    return err(
+      "ends with \\r: the file has CRLF line endings (converted after export?); Butler writes \\n only",
+    );
   let v: unknown;
   try {
     v = JSON.parse(text);

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { eq, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { createAuditLog, readLines } from "../../src/audit/audit-log.js";
-import { CORE_FIELDS } from "../../src/audit/chain.js";
+import { type AuditLine, CORE_FIELDS } from "../../src/audit/chain.js";
 import {
   AnchoredVerifier,
   CHECKPOINT_TYPE,
@@ -19,6 +19,7 @@ import {
 } from "../../src/audit/checkpoint.js";
 import { httpCheckpointSink, openCheckpointFile } from "../../src/audit/checkpoint-sinks.js";
 import { type CheckpointSink, createCheckpointer } from "../../src/audit/checkpointer.js";
+import { story } from "../../src/audit/story.js";
 import { loadConfig } from "../../src/config.js";
 import { type Database, openDatabase } from "../../src/db/client.js";
 import { auditEvents, auditHead } from "../../src/db/schema.js";
@@ -193,6 +194,9 @@ describe(`the superuser rewrite, end to end through butler serve (${ENGINE})`, (
         ts: l.signed_at,
       });
       expect(verifyCheckpoint(l, pem)).toBe(true);
+      expect(story(l as unknown as AuditLine)).toBe(
+        `checkpoint: the chain up to sequence ${l.seq - 1} signed with key ${key.keyId}`,
+      );
     }
     // Between two checkpoints, at least 5 other events (the cadence), and the last one is the
     // shutdown's, covering the last event before it.
