@@ -1,6 +1,7 @@
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { resolve } from "node:path";
 import { z } from "zod";
+import { type SigningKey, signingKeyFromPem } from "./audit/checkpoint.js";
 import type { DatabaseConfig } from "./db/client.js";
 import { AppError } from "./errors.js";
 import type { LogLevel } from "./logger.js";
@@ -20,6 +21,11 @@ export interface Config {
   policyWatch: boolean;
   logLevel: LogLevel;
   audit: { batchMax: number; queueMax: number };
+  /**
+   * Signed checkpoints of the audit chain head (docs/audit.md), when a signing key is configured:
+   * written into the log and to the sinks outside the database.
+   */
+  auditCheckpoints: AuditCheckpointConfig | undefined;
   bodyLimitBytes: number;
   trustProxy: boolean;
   /** Admin API token given by the environment; otherwise one is kept in `dataDir/admin-token`. */
@@ -51,6 +57,18 @@ export interface Config {
   telegram:
     | { botToken: string; webhookSecret: string | undefined; apiRoot: string; mode: "webhook" | "polling" }
     | undefined;
+}
+
+export interface AuditCheckpointConfig {
+  /** The Ed25519 key read from BUTLER_AUDIT_SIGNING_KEY_FILE (which is never in the database). */
+  key: SigningKey;
+  keyFile: string;
+  everyEvents: number;
+  everySeconds: number;
+  /** The append-only checkpoint file (JSONL). */
+  file: string | undefined;
+  /** The endpoint every checkpoint is POSTed to. */
+  url: string | undefined;
 }
 
 const bool = (name: string) =>
@@ -145,6 +163,23 @@ const EnvSchema = z.object({
     .default("info"),
   AUDIT_BATCH_MAX: int("AUDIT_BATCH_MAX", 1, 10_000).default(1000),
   AUDIT_QUEUE_MAX: int("AUDIT_QUEUE_MAX", 1, 10_000_000).default(50_000),
+  BUTLER_AUDIT_SIGNING_KEY_FILE: z.string().trim().optional(),
+  BUTLER_AUDIT_CHECKPOINT_FILE: z.string().trim().optional(),
+  // Posted to exactly as given (no trailing slash removed).
+  BUTLER_AUDIT_CHECKPOINT_URL: z
+    .string()
+    .trim()
+    .refine((s) => {
+      try {
+        const u = new URL(s);
+        return (u.protocol === "http:" || u.protocol === "https:") && u.username === "" && u.password === "";
+      } catch {
+        return false;
+      }
+    }, "BUTLER_AUDIT_CHECKPOINT_URL must be an http:// or https:// URL without user:password@")
+    .optional(),
+  BUTLER_AUDIT_CHECKPOINT_EVERY_EVENTS: int("BUTLER_AUDIT_CHECKPOINT_EVERY_EVENTS", 1, 10_000_000).optional(),
+  BUTLER_AUDIT_CHECKPOINT_EVERY_SECONDS: int("BUTLER_AUDIT_CHECKPOINT_EVERY_SECONDS", 1, 86_400).optional(),
   BODY_LIMIT_BYTES: int("BODY_LIMIT_BYTES", 1024, 64 * 1024 * 1024).default(65_536),
   TRUST_PROXY: bool("TRUST_PROXY").default(false),
   BUTLER_ADMIN_TOKEN: z
@@ -238,6 +273,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   if (!e.TELEGRAM_BOT_TOKEN && e.TELEGRAM_WEBHOOK_SECRET)
     problems.push("TELEGRAM_WEBHOOK_SECRET needs TELEGRAM_BOT_TOKEN");
+  const auditCheckpoints = checkpointConfig(e, problems);
   if (problems.length > 0)
     throw new AppError("INVALID_INPUT", `Invalid configuration:\n- ${problems.join("\n- ")}`);
   const dataDir = resolve(e.BUTLER_DATA_DIR);
@@ -253,6 +289,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     policyWatch: e.POLICY_WATCH,
     logLevel: e.LOG_LEVEL,
     audit: { batchMax: e.AUDIT_BATCH_MAX, queueMax: e.AUDIT_QUEUE_MAX },
+    auditCheckpoints,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
     trustProxy: e.TRUST_PROXY,
     adminToken: e.BUTLER_ADMIN_TOKEN,
@@ -307,6 +344,67 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
         }
       : undefined,
   });
+}
+
+/**
+ * Reads the checkpoint signing key and settings; every problem names its variable (and for the
+ * key file, the path and why it cannot be used).
+ */
+function checkpointConfig(
+  e: z.infer<typeof EnvSchema>,
+  problems: string[],
+): AuditCheckpointConfig | undefined {
+  const keyFile = e.BUTLER_AUDIT_SIGNING_KEY_FILE;
+  if (!keyFile) {
+    for (const name of [
+      "BUTLER_AUDIT_CHECKPOINT_FILE",
+      "BUTLER_AUDIT_CHECKPOINT_URL",
+      "BUTLER_AUDIT_CHECKPOINT_EVERY_EVENTS",
+      "BUTLER_AUDIT_CHECKPOINT_EVERY_SECONDS",
+    ] as const) {
+      if (e[name] !== undefined)
+        problems.push(`${name} needs BUTLER_AUDIT_SIGNING_KEY_FILE (the key that signs checkpoints)`);
+    }
+    return undefined;
+  }
+  if (!e.BUTLER_AUDIT_CHECKPOINT_FILE && !e.BUTLER_AUDIT_CHECKPOINT_URL)
+    problems.push(
+      "BUTLER_AUDIT_SIGNING_KEY_FILE needs BUTLER_AUDIT_CHECKPOINT_FILE or BUTLER_AUDIT_CHECKPOINT_URL: checkpoints kept only in the database could be removed with the events they anchor",
+    );
+  const path = resolve(keyFile);
+  let pem: string;
+  try {
+    const st = statSync(path);
+    if (!st.isFile()) {
+      problems.push(`BUTLER_AUDIT_SIGNING_KEY_FILE: ${path} is not a file`);
+      return undefined;
+    }
+    if ((st.mode & 0o007) !== 0) {
+      problems.push(
+        `BUTLER_AUDIT_SIGNING_KEY_FILE: ${path} is open to every user of the machine (mode ${(st.mode & 0o777).toString(8)}); chmod 600 it`,
+      );
+      return undefined;
+    }
+    pem = readFileSync(path, "utf8");
+  } catch (x) {
+    problems.push(
+      `BUTLER_AUDIT_SIGNING_KEY_FILE: cannot read ${path}: ${(x as NodeJS.ErrnoException).code ?? (x as Error).message}`,
+    );
+    return undefined;
+  }
+  const key = signingKeyFromPem(pem);
+  if (!key.ok) {
+    problems.push(`BUTLER_AUDIT_SIGNING_KEY_FILE: ${path} cannot sign checkpoints: ${key.error}`);
+    return undefined;
+  }
+  return {
+    key: key.value,
+    keyFile: path,
+    everyEvents: e.BUTLER_AUDIT_CHECKPOINT_EVERY_EVENTS ?? 1000,
+    everySeconds: e.BUTLER_AUDIT_CHECKPOINT_EVERY_SECONDS ?? 60,
+    file: e.BUTLER_AUDIT_CHECKPOINT_FILE ? resolve(e.BUTLER_AUDIT_CHECKPOINT_FILE) : undefined,
+    url: e.BUTLER_AUDIT_CHECKPOINT_URL,
+  };
 }
 
 /** The http:// URL of a listening address (wildcard hosts are reached on loopback). */

@@ -1,6 +1,8 @@
 import { existsSync } from "node:fs";
 import { sql } from "drizzle-orm";
 import type { FastifyInstance } from "fastify";
+import { httpCheckpointSink, openCheckpointFile } from "./audit/checkpoint-sinks.js";
+import type { CheckpointSink } from "./audit/checkpointer.js";
 import type { ApprovalChannel, ChannelHooks } from "./channels/channel.js";
 import { SlackChannel } from "./channels/slack/slack-channel.js";
 import { TelegramChannel } from "./channels/telegram/telegram-channel.js";
@@ -56,6 +58,12 @@ export async function startServer(
     for (const c of cleanups.reverse()) await c().catch((e) => log.error({ err: e }, "shutdown step failed"));
   };
   try {
+    // The checkpoint sinks first: a checkpoint file that cannot be opened stops the start.
+    const checkpointSinks: CheckpointSink[] = [];
+    const cp = config.auditCheckpoints;
+    if (cp?.file) checkpointSinks.push(await openCheckpointFile(cp.file, log));
+    if (cp?.url) checkpointSinks.push(httpCheckpointSink(cp.url, log));
+    for (const s of checkpointSinks) cleanups.push(() => s.close());
     const database = await openDatabase(config.database, log);
     cleanups.push(() => database.close());
     await migrate(database);
@@ -87,6 +95,7 @@ export async function startServer(
       publicUrl: () => publicUrl,
       notifier: edges.notifier,
       channels,
+      checkpointSinks,
     });
     late = services;
     await services.changes.start();
@@ -112,6 +121,27 @@ export async function startServer(
       );
     }
     cleanups.push(() => services.audit.close());
+    const checkpointer = services.checkpointer;
+    if (checkpointer && cp) {
+      const timer = setInterval(() => void checkpointer.tick(), Math.min(cp.everySeconds * 1000, 5_000));
+      timer.unref();
+      // Runs after the outbox and the sweeper stop (cleanups run in reverse): the audit queue is
+      // drained first, so that the last checkpoint covers every event of this instance.
+      cleanups.push(async () => {
+        clearInterval(timer);
+        await services.audit.close();
+        await checkpointer.close();
+      });
+      log.info(
+        {
+          key_id: cp.key.keyId,
+          every_events: cp.everyEvents,
+          every_seconds: cp.everySeconds,
+          sinks: checkpointSinks.map((s) => s.name),
+        },
+        "audit checkpoints are signed",
+      );
+    }
     // Registered after the audit log, so they stop before it closes (cleanups run in reverse):
     // the outbox worker and the sweeper write audit events.
     services.outbox.start();

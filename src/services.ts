@@ -4,6 +4,7 @@ import { PushRefused, sendPush } from "./a2a/push-sender.js";
 import { createAdmin } from "./admin/admin-service.js";
 import { createTokenService } from "./agents/token-service.js";
 import { createAuditLog } from "./audit/audit-log.js";
+import { type Checkpointer, type CheckpointSink, createCheckpointer } from "./audit/checkpointer.js";
 import { createApproverTokens } from "./butler/approver-tokens.js";
 import { createButler } from "./butler/butler-service.js";
 import type { AgentNotification, AgentNotifier } from "./butler/notifier.js";
@@ -32,7 +33,14 @@ import { PACKAGE_VERSION } from "./version.js";
 
 export interface ServiceOptions {
   config: Pick<Config, "audit" | "policiesDir"> &
-    Partial<Pick<Config, "telegram" | "a2a" | "providers" | "credentialFromEnv" | "masterKey">>;
+    Partial<
+      Pick<Config, "telegram" | "a2a" | "providers" | "credentialFromEnv" | "masterKey" | "auditCheckpoints">
+    >;
+  /**
+   * Where signed checkpoints go outside the database (opened by the caller). Checkpoints are
+   * written when the config has a signing key and sinks are given (`butler serve`).
+   */
+  checkpointSinks?: readonly CheckpointSink[] | undefined;
   /** Provider specs, loaded from the providers directory (none: no provider calls). */
   providers?: ProviderSet | undefined;
   /** The server's public base URL (known only once it listens, when not configured). */
@@ -55,13 +63,28 @@ export function createServices(opts: ServiceOptions) {
   const { config, database, log, clock } = opts;
   const db = database.db;
   const channels = opts.channels ?? [];
+  let checkpointer: Checkpointer | undefined;
   const audit = createAuditLog({
     database,
     clock,
     log,
     batchMax: config.audit.batchMax,
     queueMax: config.audit.queueMax,
+    onWritten: (seq) => checkpointer?.noteCommitted(seq),
   });
+  const cp = config.auditCheckpoints;
+  if (cp && opts.checkpointSinks) {
+    checkpointer = createCheckpointer({
+      database,
+      audit,
+      clock,
+      log,
+      key: cp.key,
+      everyEvents: cp.everyEvents,
+      everyMs: cp.everySeconds * 1000,
+      sinks: opts.checkpointSinks,
+    });
+  }
   const changes = createChangeBus(database, log);
   const tokens = createTokenService({ db, audit, changes, clock });
   const approverTokens = createApproverTokens({ db, audit, clock });
@@ -226,6 +249,7 @@ export function createServices(opts: ServiceOptions) {
     dashboardSessions,
     database,
     audit,
+    checkpointer,
     changes,
     tokens,
     approverTokens,

@@ -50,6 +50,11 @@ export interface AuditLogOptions {
   batchMax?: number;
   /** Most events waiting to be written; beyond it appends fail fast with UNAVAILABLE. */
   queueMax?: number;
+  /**
+   * Told the sequence number of the last event of every write (the checkpointer counts events with
+   * it). For `appendInTx` it is told before the caller's transaction commits: a hint, not a fact.
+   */
+  onWritten?: (seq: number) => void;
 }
 
 const CORE = new Set<string>(CORE_FIELDS);
@@ -78,6 +83,15 @@ type Waiter = {
  */
 export function createAuditLog(opts: AuditLogOptions) {
   const { database, clock, log } = opts;
+  const written = (lines: readonly AuditLine[]) => {
+    if (!opts.onWritten || lines.length === 0) return;
+    try {
+      opts.onWritten(lines.at(-1)!.seq);
+    } catch (e) {
+      // A listener's failure is not the write's: the events are committed (or will be).
+      log.error({ err: e }, "audit write listener failed");
+    }
+  };
   const batchMax = opts.batchMax ?? 1000;
   const queueMax = opts.queueMax ?? 50_000;
   const optimisticAttempts = 4;
@@ -192,6 +206,7 @@ export function createAuditLog(opts: AuditLogOptions) {
       if (batch[0]!.attempts >= optimisticAttempts) {
         const lines = await database.db.transaction((tx) => writeChained(tx, events));
         for (let i = 0; i < batch.length; i++) batch[i]!.resolve(lines[i]!);
+        written(lines);
         return;
       }
       const head = tail ?? (await readHead(database.db));
@@ -212,6 +227,7 @@ export function createAuditLog(opts: AuditLogOptions) {
         SELECT count(*)::int AS n FROM inserted`);
       if (rowsOf<{ n: number }>(result)[0]?.n === lines.length) {
         for (let i = 0; i < batch.length; i++) batch[i]!.resolve(lines[i]!);
+        written(lines);
         return;
       }
       // Nothing was written: retry these events first, from the real head.
@@ -271,8 +287,10 @@ export function createAuditLog(opts: AuditLogOptions) {
     },
 
     /** Appends events inside the caller's transaction; they commit (or roll back) with it. */
-    appendInTx(tx: Tx, inputs: readonly AuditEventInput[]): Promise<AuditLine[]> {
-      return writeChained(tx, inputs.map(prepare));
+    async appendInTx(tx: Tx, inputs: readonly AuditEventInput[]): Promise<AuditLine[]> {
+      const lines = await writeChained(tx, inputs.map(prepare));
+      written(lines);
+      return lines;
     },
 
     /** Events waiting for the group committer (exported as a metric). */

@@ -34,6 +34,8 @@ export function story(l: AuditLine): string {
       return `grant ${d.grant_id} revoked by ${d.actor}: ${l.reason}`;
     case "grant.expired":
       return `grant ${d.grant_id} expired`;
+    case "audit.checkpoint":
+      return `checkpoint: the chain up to sequence ${d.head_seq} signed with key ${d.key_id}`;
     case "agent.notified":
       return `agent told: ${d.notification} (request ${d.request_id})`;
     default:
