@@ -28,6 +28,7 @@ import { createPolicyStore } from "./policy-store/policy-store.js";
 import { createBudgets } from "./providers/budgets.js";
 import { createProviderGateway, type ProviderSet } from "./providers/provider-gateway.js";
 import { createVault } from "./providers/vault.js";
+import { createWebhookEvents } from "./providers/webhook-events.js";
 import { PACKAGE_VERSION } from "./version.js";
 
 export interface ServiceOptions {
@@ -184,6 +185,7 @@ export function createServices(opts: ServiceOptions) {
     projectBudgets: (project) => policies.index().projects.get(project)?.document.budgets ?? [],
     butler,
     oneShots,
+    webhookEvents: createWebhookEvents({ db, audit, clock }),
   });
   const tg = config.telegram;
   const telegramApi = tg ? new Api(tg.botToken, { apiRoot: tg.apiRoot }) : undefined;

@@ -17,6 +17,7 @@ import { formEncode, valueAtPath } from "./params.js";
 import { checkUpstreamUrl, pathSegment } from "./path-params.js";
 import { type Operation, type ProviderSpec, parseProviderFile } from "./spec.js";
 import { callUpstream, type UpstreamAnswer, type UpstreamError } from "./upstream.js";
+import type { WebhookEvents } from "./webhook-events.js";
 import { verifyWebhook } from "./webhooks.js";
 
 /** The providers of a directory, parsed; files with problems are reported, not loaded. */
@@ -95,6 +96,8 @@ export interface ProviderGatewayDeps {
   butler: Pick<Butler, "submit">;
   /** Gives a single-use grant back when its call did not go out. */
   oneShots: Pick<OneShots, "release">;
+  /** Provider webhook events, each processed once (claimed with its audit line). */
+  webhookEvents: Pick<WebhookEvents, "claim" | "reacted">;
   /** The HTTP client (callUpstream; tests may pass another). */
   upstream?: typeof callUpstream;
 }
@@ -716,6 +719,8 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
   ): Promise<{
     event_id: string | null;
     event_type: string | null;
+    /** A replay of an event already received: nothing ran again (or, resumed, its unfinished reactions did). */
+    duplicate: boolean;
     reactions: { name: string; status: number }[];
   }> {
     const spec = providers.providers.get(provider);
@@ -751,36 +756,58 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
       event_id: str(event.id) ?? str(data.id),
       event_type: str(event.type) ?? str(event.event),
     };
-    const line = await deps.audit.append({
-      type: "webhook.received",
+    const bodySha = createHash("sha256").update(body).digest("hex");
+    // Each event is processed once. Its key: the provider's own event id when the signed body has
+    // one at the top level (Stripe's evt_…, the same on every retry); otherwise the body's hash
+    // (Revolut's events have no id of their own, and data.id is the transaction's, shared by its
+    // events; a retry sends the same body).
+    const key =
+      typeof event.id === "string" && /^[\x21-\x7e]{1,255}$/.test(event.id)
+        ? `id:${event.id}`
+        : typeof event.id === "string" && event.id.length > 0
+          ? `id-sha256:${createHash("sha256").update(event.id).digest("hex")}`
+          : `sha256:${bodySha}`;
+    const reactionsFor = spec.webhooks.reactions.filter((r) => {
+      if (out.event_type !== r.event) return false;
+      if (r.field === undefined) return true;
+      const v = valueAtPath(event, r.field);
+      return r.in?.some((x) => String(x) === String(v)) ?? false;
+    });
+    const claim = await deps.webhookEvents.claim({
+      provider,
+      key,
+      hasReactions: reactionsFor.length > 0,
       // event_id is the audit line's own: the provider's ids are recorded under their own names.
       details: {
         provider,
         provider_event_id: out.event_id,
         provider_event_type: out.event_type,
-        body_sha256: createHash("sha256").update(body).digest("hex"),
+        body_sha256: bodySha,
       },
     });
-    // Reactions go through the same pipeline as any agent's call, as the configured actor.
+    // A replay (within the signature's tolerance, or the provider's own retry): answered 200 so
+    // that the provider stops, recorded as a duplicate, and nothing runs again.
+    if (claim.status === "duplicate") return { ...out, duplicate: true, reactions: [] };
+    if (claim.status === "new" && !claim.react) return { ...out, duplicate: false, reactions: [] };
+    // Reactions go through the same pipeline as any agent's call, as the configured actor. Their
+    // idempotency keys come from the event, so a run resumed after a crash cannot act twice.
+    const first = claim.status === "resumed" ? (claim.firstEventId ?? claim.eventId) : claim.eventId;
+    const eventDigest = createHash("sha256").update(`${provider}\n${key}`).digest("hex").slice(0, 32);
     const reactions: { name: string; status: number }[] = [];
-    for (const r of spec.webhooks.reactions) {
-      if (out.event_type !== r.event) continue;
-      if (r.field !== undefined) {
-        const v = valueAtPath(event, r.field);
-        if (!r.in?.some((x) => String(x) === String(v))) continue;
-      }
+    for (const r of reactionsFor) {
       const params: Record<string, unknown> = {};
       for (const [k, v] of Object.entries(r.params)) {
         const m = typeof v === "string" ? /^\{([A-Za-z_][A-Za-z0-9_.]*)\}$/.exec(v) : null;
         params[k] = m ? valueAtPath(event, m[1]!) : v;
       }
-      const actor = { agent: r.actor.agent, project: r.actor.project, tokenId: `webhook:${line.event_id}` };
+      const actor = { agent: r.actor.agent, project: r.actor.project, tokenId: `webhook:${first}` };
       try {
         const a = await call(actor, {
           provider: spec.name,
           operation: r.operation,
           params,
           via: `reaction ${r.name}`,
+          idempotencyKey: `webhook-${eventDigest}-${r.name}`,
         });
         reactions.push({ name: r.name, status: a.status });
       } catch (e) {
@@ -788,7 +815,8 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
         reactions.push({ name: r.name, status: e instanceof AppError ? 400 : 500 });
       }
     }
-    return { ...out, reactions };
+    await deps.webhookEvents.reacted(provider, key);
+    return { ...out, duplicate: claim.status === "resumed", reactions };
   }
 
   return { call, route, denyUnknown, webhook, providers: providers.providers };
