@@ -163,7 +163,7 @@ export function createServices(opts: ServiceOptions) {
         return { auditType: "a2a.pushed", details: { ...details, host, status } };
       } catch (e) {
         if (!(e instanceof PushRefused)) throw e;
-        return { auditType: "a2a.push_refused", details: { ...details, host, reason: e.message } };
+        return { auditType: "a2a.push_refused", reason: e.message, details: { ...details, host } };
       }
     },
   };
