@@ -75,7 +75,9 @@ export function unstorableText(params: unknown): string | undefined {
     if (typeof v === "string") {
       if (bad(v)) return at;
     } else if (Array.isArray(v)) {
-      v.forEach((x, i) => stack.push([x, `${at}[${i}]`]));
+      v.forEach((x, i) => {
+        stack.push([x, `${at}[${i}]`]);
+      });
     } else if (v !== null && typeof v === "object") {
       for (const [k, x] of Object.entries(v)) {
         const name = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(k) ? `${at}.${k}` : `${at}[a key]`;

@@ -193,7 +193,10 @@ describe(`A2A (${ENGINE})`, () => {
 
   /** Every key of a JSON value, with where it is; the agent's own message parts are its business. */
   function keysOf(v: unknown, at = "", out: string[] = []): string[] {
-    if (Array.isArray(v)) v.forEach((x, i) => keysOf(x, `${at}[${i}]`, out));
+    if (Array.isArray(v))
+      v.forEach((x, i) => {
+        keysOf(x, `${at}[${i}]`, out);
+      });
     else if (v !== null && typeof v === "object") {
       const o = v as Record<string, unknown>;
       if (o.role === "ROLE_USER") return out;
