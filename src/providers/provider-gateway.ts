@@ -13,7 +13,7 @@ import type { CompiledProject, Decision } from "../policy/index.js";
 import type { BudgetDef } from "../policy/types.js";
 import type { FileIssue } from "../yaml-file.js";
 import type { Budgets } from "./budgets.js";
-import { formEncode, valueAtPath } from "./params.js";
+import { formEncode, unstorableAt, valueAtPath } from "./params.js";
 import { checkUpstreamUrl, pathSegment } from "./path-params.js";
 import { type Operation, type ProviderSpec, parseProviderFile } from "./spec.js";
 import { callUpstream, type UpstreamAnswer, type UpstreamError } from "./upstream.js";
@@ -373,6 +373,14 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
 
   async function call(identity: AgentIdentity, given: ProviderCall): Promise<ProviderAnswer> {
     const { spec, op } = find(given.provider, given.operation);
+    // Params may be stored (a one-shot request keeps the call's params, budgets its currency):
+    // text the database cannot hold is the caller's error, before anything is decided.
+    const unstorable = unstorableAt(given.params);
+    if (unstorable)
+      throw new AppError(
+        "INVALID_INPUT",
+        `${op.name}: ${unstorable}: must be text without NUL characters or unpaired surrogates`,
+      );
     const checked = pathParamsOf(op, given.params);
     if (!checked.ok) return refusePath(identity, spec, op, checked.param, checked.problem, given.via);
     // Path parameters are part of the call as the strings they put in the path: the decision,
