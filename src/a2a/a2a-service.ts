@@ -113,7 +113,7 @@ function grantArtifact(g: GrantArtifact): Record<string, unknown> {
 const camel = (k: string) => k.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
 
 /**
- * A stored task with the keys the Butler writes today: tasks stored before 0.1.x carried
+ * A stored task with the keys the Butler writes today: tasks stored by earlier versions carried
  * snake_case keys in `metadata.butler` and in the grant artifact's data (every A2A object the
  * Butler emits uses camelCase, the protocol's convention). Rewritten when read, and stored so
  * at the task's next change.

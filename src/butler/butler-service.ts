@@ -1095,9 +1095,8 @@ export function createButler(deps: ButlerDeps) {
       return { outcome: result.outcome, request: await view(db, result.row) };
     },
 
-    /** The agent withdraws its own pending request. */
     /**
-     * Cancels the agent's pending request. `unlessStillWanted` is asked under the request's row
+     * The agent withdraws its own pending request. `unlessStillWanted` is asked under the request's row
      * lock, in the same transaction: when it answers true (another A2A task still waits on the
      * request, say), the request stays pending; two callers deciding at once are serialised.
      */
