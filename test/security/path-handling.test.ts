@@ -227,7 +227,8 @@ describe(`path parameters cannot change the upstream path (${ENGINE})`, () => {
     for (const charge of BODY_CHARGES) {
       const r = await operation("stripe", "retrieve_charge", { charge });
       expect({ charge, status: r.status }).toEqual({ charge, status: 400 });
-      expect(r.body.error.message).toMatch(/params\.charge: /);
+      // (A NUL or an unpaired surrogate is refused with the body, as text no database can store.)
+      expect(r.body.error.message).toMatch(/params\.charge: |^body\.params: .*\(at \.charge\)$/);
     }
     // Wrong types are refused as before.
     for (const charge of [null, true, {}, [], ["ch_1"]]) {
@@ -285,7 +286,7 @@ describe(`path parameters cannot change the upstream path (${ENGINE})`, () => {
     for (const kind of ["..", "../../other", "%2e%2e", "a\u0000"]) {
       const r = await operation("acme", "list_items", { account: "a1", kind });
       expect({ kind, status: r.status }).toEqual({ kind, status: 400 });
-      expect(r.body.error.message).toMatch(/params\.kind: /);
+      expect(r.body.error.message).toMatch(/params\.kind: |^body\.params: .*\(at \.kind\)$/);
     }
     expect(stripe.requests.slice(before)).toEqual([]);
     expect((await operation("acme", "list_items", { account: "a1", kind: "open" })).status).toBe(401);
