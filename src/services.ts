@@ -29,6 +29,7 @@ import { createPolicyStore } from "./policy-store/policy-store.js";
 import { createBudgets } from "./providers/budgets.js";
 import { createProviderGateway, type ProviderSet } from "./providers/provider-gateway.js";
 import { createVault } from "./providers/vault.js";
+import { createWebhookEvents } from "./providers/webhook-events.js";
 import { PACKAGE_VERSION } from "./version.js";
 
 export interface ServiceOptions {
@@ -185,7 +186,7 @@ export function createServices(opts: ServiceOptions) {
         return { auditType: "a2a.pushed", details: { ...details, host, status } };
       } catch (e) {
         if (!(e instanceof PushRefused)) throw e;
-        return { auditType: "a2a.push_refused", details: { ...details, host, reason: e.message } };
+        return { auditType: "a2a.push_refused", reason: e.message, details: { ...details, host } };
       }
     },
   };
@@ -207,6 +208,7 @@ export function createServices(opts: ServiceOptions) {
     projectBudgets: (project) => policies.index().projects.get(project)?.document.budgets ?? [],
     butler,
     oneShots,
+    webhookEvents: createWebhookEvents({ db, audit, clock }),
   });
   const tg = config.telegram;
   const telegramApi = tg ? new Api(tg.botToken, { apiRoot: tg.apiRoot }) : undefined;

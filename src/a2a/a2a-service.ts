@@ -20,7 +20,7 @@ import {
   UnsupportedOperationError,
 } from "@a2a-js/sdk/errors";
 import type { A2ARequestHandler, ServerCallContext, User } from "@a2a-js/sdk/server";
-import { and, count, desc, eq, gt, lt, or, type SQL, sql } from "drizzle-orm";
+import { and, count, desc, eq, gt, lt, ne, notInArray, or, type SQL, sql } from "drizzle-orm";
 import type { AgentIdentity } from "../agents/token-service.js";
 import type { AuditLog } from "../audit/audit-log.js";
 import type { Butler } from "../butler/butler-service.js";
@@ -37,7 +37,13 @@ import { enqueue, type OutboxMessage } from "../outbox/outbox.js";
 import type { PolicyStore } from "../policy-store/policy-store.js";
 import { parseInput } from "../server/validation.js";
 import { checkPushUrl, type PushAllowlist } from "./push-url.js";
-import { type GrantArtifact, outcomeOf, type TaskStateName, TERMINAL } from "./task-state.js";
+import {
+  type GrantArtifact,
+  outcomeOf,
+  type TaskOutcome,
+  type TaskStateName,
+  TERMINAL,
+} from "./task-state.js";
 
 /** The caller of an A2A method: an agent, authenticated by its Butler token. */
 export class AgentUser implements User {
@@ -104,9 +110,41 @@ function grantArtifact(g: GrantArtifact): Record<string, unknown> {
   };
 }
 
+const camel = (k: string) => k.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+
+/**
+ * A stored task with the keys the Butler writes today: tasks stored by earlier versions carried
+ * snake_case keys in `metadata.butler` and in the grant artifact's data (every A2A object the
+ * Butler emits uses camelCase, the protocol's convention). Rewritten when read, and stored so
+ * at the task's next change.
+ */
+function currentWire(wire: Record<string, unknown>): WireTask {
+  const t = wire as WireTask;
+  const butler = (t.metadata as { butler?: Record<string, unknown> } | undefined)?.butler;
+  const legacyMeta = butler && Object.keys(butler).some((k) => k.includes("_"));
+  const legacyArtifacts = (t.artifacts ?? []).some((a) =>
+    ((a.parts ?? []) as { data?: Record<string, unknown> }[]).some(
+      (p) => p.data && Object.keys(p.data).some((k) => k.includes("_")),
+    ),
+  );
+  if (!legacyMeta && !legacyArtifacts) return t;
+  const camelObject = (o: Record<string, unknown>) =>
+    Object.fromEntries(Object.entries(o).map(([k, v]) => [camel(k), v]));
+  return {
+    ...t,
+    metadata: butler ? { ...t.metadata, butler: camelObject(butler) } : t.metadata,
+    artifacts: (t.artifacts ?? []).map((a) => ({
+      ...a,
+      parts: ((a.parts ?? []) as { data?: Record<string, unknown> }[]).map((p) =>
+        p.data ? { ...p, data: camelObject(p.data) } : p,
+      ),
+    })),
+  };
+}
+
 /** A stored task as the SDK's Task, with history trimmed as asked. */
 function toTask(wire: Record<string, unknown>, historyLength?: number, includeArtifacts = true): Task {
-  const t = Task.fromJSON(wire);
+  const t = Task.fromJSON(currentWire(wire));
   if (historyLength !== undefined) t.history = historyLength <= 0 ? [] : t.history.slice(-historyLength);
   if (!includeArtifacts) t.artifacts = [];
   return t;
@@ -155,6 +193,9 @@ export interface A2ADeps {
   version: string;
 }
 
+/** The form of the task ids the Butler gives out (newId("task")). */
+const TASK_ID = /^task_[a-z0-9]{16}$/;
+
 /** Push receivers per task: each costs a delivery per task event. */
 const MAX_PUSH_CONFIGS = 5;
 
@@ -196,8 +237,9 @@ export function createA2A(deps: A2ADeps) {
   }
 
   async function load(q: Db | Tx, owner: AgentIdentity, id: string): Promise<TaskRow> {
+    // Only ids of the Butler's own form reach the database: any other text is no task of ours.
     const [row] =
-      typeof id === "string" && id.length > 0 && id.length <= 64
+      typeof id === "string" && TASK_ID.test(id)
         ? await q
             .select()
             .from(a2aTasks)
@@ -206,7 +248,10 @@ export function createA2A(deps: A2ADeps) {
             )
         : [];
     // Another agent's task is exactly as invisible as one that does not exist.
-    if (!row) throw new TaskNotFoundError(`task ${String(id).slice(0, 64)} not found`);
+    if (!row)
+      throw new TaskNotFoundError(
+        `task ${TASK_ID.test(String(id)) ? id : JSON.stringify(String(id).slice(0, 64))} not found`,
+      );
     return row;
   }
 
@@ -240,7 +285,7 @@ export function createA2A(deps: A2ADeps) {
       // Read under the lock, so that two syncs either side of an expiry cannot cross.
       const now = clock.now();
       const view = await butler.get(row.requestId, tx);
-      const task = row.task as WireTask;
+      const task = currentWire(row.task);
       const previousGrant = (task.artifacts?.[0]?.parts as { data?: GrantArtifact }[] | undefined)?.[0]?.data;
       const outcome = outcomeOf(view, now, {
         revision:
@@ -261,70 +306,85 @@ export function createA2A(deps: A2ADeps) {
       if (outcome.state === row.state && grantState === row.grantState && outcome.text === statusText)
         return row;
 
-      const status = {
-        state: wireState(outcome.state),
-        message: agentMessage(row.id, row.contextId, outcome.text),
-        timestamp: now.toISOString(),
-      };
-      const next: WireTask = {
-        ...task,
-        status,
-        artifacts: outcome.grant ? [grantArtifact(outcome.grant)] : [],
-        history: [...(task.history ?? []), status.message],
-      };
-      const events: Record<string, unknown>[] = [];
-      if (outcome.grant && grantState !== row.grantState) {
-        events.push(
-          streamEvent({
-            $case: "artifactUpdate",
-            value: {
-              taskId: row.id,
-              contextId: row.contextId,
-              artifact: toTask(next).artifacts[0],
-              append: false,
-              lastChunk: true,
-              metadata: undefined,
-            },
-          }),
-        );
-      }
+      changed = true;
+      return applyOutcome(tx, row, task, outcome, now);
+    });
+    if (changed) deps.onEnqueued();
+    return row;
+  }
+
+  /**
+   * Writes a task's new state: the task row (version bumped), its audit line, the pushes of its
+   * events, and the change announced to every instance's open streams, all in `tx`.
+   */
+  async function applyOutcome(
+    tx: Tx,
+    row: TaskRow,
+    task: WireTask,
+    outcome: TaskOutcome,
+    now: Date,
+  ): Promise<TaskRow> {
+    const grantState = outcome.grant?.state ?? null;
+    const status = {
+      state: wireState(outcome.state),
+      message: agentMessage(row.id, row.contextId, outcome.text),
+      timestamp: now.toISOString(),
+    };
+    const next: WireTask = {
+      ...task,
+      status,
+      artifacts: outcome.grant ? [grantArtifact(outcome.grant)] : [],
+      history: [...(task.history ?? []), status.message],
+    };
+    const events: Record<string, unknown>[] = [];
+    if (outcome.grant && grantState !== row.grantState) {
       events.push(
         streamEvent({
-          $case: "statusUpdate",
+          $case: "artifactUpdate",
           value: {
             taskId: row.id,
             contextId: row.contextId,
-            status: toTask(next).status,
+            artifact: toTask(next).artifacts[0],
+            append: false,
+            lastChunk: true,
             metadata: undefined,
           },
         }),
       );
-      const [updated] = await tx
-        .update(a2aTasks)
-        .set({ state: outcome.state, grantState, task: next, version: row.version + 1, updatedAt: now })
-        .where(eq(a2aTasks.id, row.id))
-        .returning();
-      await deps.audit.appendInTx(tx, [
-        {
-          type: "a2a.task_updated",
-          agent: row.agent,
-          project: row.project,
-          details: {
-            task_id: row.id,
-            request_id: row.requestId,
-            state: outcome.state,
-            grant_state: grantState,
-            version: row.version + 1,
-          },
+    }
+    events.push(
+      streamEvent({
+        $case: "statusUpdate",
+        value: {
+          taskId: row.id,
+          contextId: row.contextId,
+          status: toTask(next).status,
+          metadata: undefined,
         },
-      ]);
-      await enqueue(tx, await pushesFor(tx, row.id, events, outcome.state), now);
-      await deps.changes.publish(tx, { kind: "a2a_task", taskId: row.id });
-      changed = true;
-      return updated!;
-    });
-    if (changed) deps.onEnqueued();
-    return row;
+      }),
+    );
+    const [updated] = await tx
+      .update(a2aTasks)
+      .set({ state: outcome.state, grantState, task: next, version: row.version + 1, updatedAt: now })
+      .where(eq(a2aTasks.id, row.id))
+      .returning();
+    await deps.audit.appendInTx(tx, [
+      {
+        type: "a2a.task_updated",
+        agent: row.agent,
+        project: row.project,
+        details: {
+          task_id: row.id,
+          request_id: row.requestId,
+          state: outcome.state,
+          grant_state: grantState,
+          version: row.version + 1,
+        },
+      },
+    ]);
+    await enqueue(tx, await pushesFor(tx, row.id, events, outcome.state), now);
+    await deps.changes.publish(tx, { kind: "a2a_task", taskId: row.id });
+    return updated!;
   }
 
   /** Checks a push config completely (before anything is stored); returns its checked URL. */
@@ -439,16 +499,16 @@ export function createA2A(deps: A2ADeps) {
         const r = await butler.submit(owner, input);
         if (r.status === "already_allowed") {
           grant = {
-            grant_id: r.grant_id,
-            request_id: null,
+            grantId: r.grant_id,
+            requestId: null,
             action: r.action,
             resource: r.resource,
             branch: r.branch,
-            expires_at: r.expires_at,
+            expiresAt: r.expires_at,
             revision: r.revision,
             state: "live",
-            revoked_at: null,
-            approved_by: null,
+            revokedAt: null,
+            approvedBy: null,
             reason: null,
           };
         } else requestId = r.request.id;
@@ -461,7 +521,7 @@ export function createA2A(deps: A2ADeps) {
     const state: TaskStateName = refused ? "rejected" : grant ? "completed" : "submitted";
     const userMessage = Message.toJSON({ ...message, taskId, contextId }) as Record<string, unknown>;
     const text =
-      refused ?? (grant ? `already allowed: ${grant.grant_id}; go ahead` : "filed; asking approvers");
+      refused ?? (grant ? `already allowed: ${grant.grantId}; go ahead` : "filed; asking approvers");
     const status = {
       state: wireState(state),
       message: agentMessage(taskId, contextId, text),
@@ -473,7 +533,7 @@ export function createA2A(deps: A2ADeps) {
       status,
       artifacts: grant ? [grantArtifact(grant)] : [],
       history: [userMessage, status.message],
-      metadata: { butler: { request_id: requestId, project: owner.project, agent: owner.agent } },
+      metadata: { butler: { requestId, project: owner.project, agent: owner.agent } },
     };
     await db.transaction(async (tx) => {
       await tx.insert(a2aTasks).values({
@@ -551,7 +611,7 @@ export function createA2A(deps: A2ADeps) {
         id: "request-access",
         name: "Request access",
         description:
-          "Files a scoped access request for a call the gateway denied. The task stays INPUT_REQUIRED while the project's approvers decide, then COMPLETED with the grant {grant_id, action, resource, expires_at, revision} as its artifact, REJECTED with the approver's reason, CANCELED, or FAILED when nobody decided in time.",
+          "Files a scoped access request for a call the gateway denied. The task stays INPUT_REQUIRED while the project's approvers decide, then COMPLETED with the grant {grantId, requestId, action, resource, expiresAt, revision, state} as its artifact, REJECTED with the approver's reason, CANCELED, or FAILED when nobody decided in time.",
         tags: ["access", "approval", "governance"],
         examples: [
           '{"action":"stripe:charges:read","resource":"stripe.com/v1/charges","ttl":"PT1H","reason":"reconcile payouts","denial_event_id":"evt_0123456789abcdef"}',
@@ -593,12 +653,49 @@ export function createA2A(deps: A2ADeps) {
       let row = await load(db, owner, params.id);
       if (TERMINAL.has(row.state)) throw new TaskNotCancelableError(`task ${row.id} is already ${row.state}`);
       if (row.requestId) {
+        const requestId = row.requestId;
+        let alone = false;
         try {
-          await butler.cancel(owner, row.requestId);
+          // Asking twice for the same call files one request, waited on by both tasks: cancelling
+          // one task cancels the request only when no other live task waits on it. Decided under
+          // the request's row lock, so two tasks cancelled at once cancel the request once, last.
+          await butler.cancel(owner, requestId, {
+            unlessStillWanted: async (tx) => {
+              const [mine] = await tx.select().from(a2aTasks).where(eq(a2aTasks.id, row.id)).for("update");
+              if (!mine || TERMINAL.has(mine.state)) return true;
+              const [other] = await tx
+                .select({ id: a2aTasks.id })
+                .from(a2aTasks)
+                .where(
+                  and(
+                    eq(a2aTasks.requestId, requestId),
+                    ne(a2aTasks.id, mine.id),
+                    notInArray(a2aTasks.state, [...TERMINAL]),
+                  ),
+                )
+                .limit(1);
+              if (!other) return false;
+              await applyOutcome(
+                tx,
+                mine,
+                currentWire(mine.task),
+                {
+                  state: "canceled",
+                  text: `task canceled by the agent; access request ${requestId} stays open for the agent's other task waiting on it (${other.id})`,
+                },
+                clock.now(),
+              );
+              alone = true;
+              return true;
+            },
+          });
         } catch (e) {
           if (!isAppError(e) || e.code !== "CONFLICT") throw e;
         }
-        row = await sync(row.id);
+        if (alone) deps.onEnqueued();
+        row = alone
+          ? (await db.select().from(a2aTasks).where(eq(a2aTasks.id, row.id)))[0]!
+          : await sync(row.id);
       }
       if (row.state !== "canceled")
         throw new TaskNotCancelableError(`task ${row.id} is already ${row.state}`);
@@ -719,12 +816,11 @@ export function createA2A(deps: A2ADeps) {
     },
     async deleteTaskPushNotificationConfig(params, ctx) {
       const row = await load(db, ownerOf(ctx), params.taskId);
-      const gone = await db
+      // Idempotent, as the protocol says: deleting a config that is gone (or never was) succeeds;
+      // only an unknown task is an error.
+      await db
         .delete(a2aPushConfigs)
-        .where(and(eq(a2aPushConfigs.taskId, row.id), eq(a2aPushConfigs.id, `${row.id}:${params.id}`)))
-        .returning();
-      if (gone.length === 0)
-        throw new TaskNotFoundError(`task ${row.id} has no push notification config ${params.id}`);
+        .where(and(eq(a2aPushConfigs.taskId, row.id), eq(a2aPushConfigs.id, `${row.id}:${params.id}`)));
     },
   };
 

@@ -62,6 +62,33 @@ const PARAMS: Record<string, { fromJSON(o: unknown): unknown }> = {
   DeleteTaskPushNotificationConfig: DeleteTaskPushNotificationConfigRequest,
 };
 
+/**
+ * Where agent-written text in a request's params cannot be stored: a NUL (PostgreSQL text and
+ * jsonb refuse it) or an unpaired surrogate (not Unicode; jsonb refuses its escape), in any
+ * string or key (task, context, message and config ids, metadata, parts). Undefined when none.
+ */
+export function unstorableText(params: unknown): string | undefined {
+  const bad = (s: string) => s.includes("\u0000") || !s.isWellFormed();
+  const stack: [unknown, string][] = [[params, "params"]];
+  while (stack.length > 0) {
+    const [v, at] = stack.pop()!;
+    if (typeof v === "string") {
+      if (bad(v)) return at;
+    } else if (Array.isArray(v)) {
+      v.forEach((x, i) => {
+        stack.push([x, `${at}[${i}]`]);
+      });
+    } else if (v !== null && typeof v === "object") {
+      for (const [k, x] of Object.entries(v)) {
+        const name = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(k) ? `${at}.${k}` : `${at}[a key]`;
+        if (bad(k)) return name;
+        stack.push([x, name]);
+      }
+    }
+  }
+  return undefined;
+}
+
 type RpcError = { code: number; message: string; data?: unknown };
 const rpcError = (id: unknown, error: RpcError) => ({ jsonrpc: "2.0" as const, id: id ?? null, error });
 
@@ -219,8 +246,11 @@ export async function registerA2ARoutes(app: FastifyInstance, deps: A2ARouteDeps
       if (codec) {
         const params = (body as { params?: unknown }).params;
         let problem: string | undefined;
+        const unstorable = unstorableText(params);
         if (typeof params !== "object" || params === null || Array.isArray(params))
           problem = "params must be a JSON object";
+        else if (unstorable)
+          problem = `${unstorable} must be text without NUL characters or unpaired surrogates`;
         else {
           try {
             codec.fromJSON(params);

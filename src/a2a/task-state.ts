@@ -5,18 +5,21 @@ export type TaskStateName = (typeof A2A_TASK_STATES)[number];
 /** `used`: a one-shot approval whose one call was made. */
 export type GrantState = "live" | "revoked" | "expired" | "used";
 
-/** What the agent's grant looks like, as the task's artifact carries it. */
+/**
+ * What the agent's grant looks like, as the task's artifact carries it. Keys are camelCase, as
+ * in every A2A object the Butler emits (the protocol's JSON convention).
+ */
 export interface GrantArtifact {
-  grant_id: string;
-  request_id: string | null;
+  grantId: string;
+  requestId: string | null;
   action: string;
   resource: string;
   branch: string | null;
-  expires_at: string | null;
+  expiresAt: string | null;
   revision: number | null;
   state: GrantState;
-  revoked_at: string | null;
-  approved_by: string | null;
+  revokedAt: string | null;
+  approvedBy: string | null;
   /** Why the grant was revoked, in the revoker's words. */
   reason: string | null;
 }
@@ -68,16 +71,16 @@ export function outcomeOf(
               ? "expired"
               : "live";
       const grant: GrantArtifact = {
-        grant_id: g?.id ?? r.id,
-        request_id: r.id,
+        grantId: g?.id ?? r.id,
+        requestId: r.id,
         action: r.action,
         resource: r.resource,
         branch: r.branch,
-        expires_at: g?.expires_at ?? null,
+        expiresAt: g?.expires_at ?? null,
         revision: known.revision ?? null,
         state,
-        revoked_at: g?.revoked_at ?? null,
-        approved_by: by,
+        revokedAt: g?.revoked_at ?? null,
+        approvedBy: by,
         reason: state === "revoked" ? (known.revokeReason ?? null) : null,
       };
       const text =

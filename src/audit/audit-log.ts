@@ -9,6 +9,14 @@ import type { Logger } from "../logger.js";
 import { isoTimestamp } from "../time-format.js";
 import { type AuditLine, CORE_FIELDS, canonicalJson } from "./chain.js";
 
+/**
+ * An event's own fields, exported at the top level of its line: any name but a core field's
+ * (`reason` is the event's `reason`, not a detail). Naming a core field here does not compile.
+ */
+export type AuditDetails = Record<string, unknown> & {
+  readonly [K in (typeof CORE_FIELDS)[number]]?: never;
+};
+
 /** What a caller records; the log adds the id, time, sequence number and hashes. */
 export interface AuditEventInput {
   /** Dotted, past tense: `gateway.denied`, `policy.loaded`, `agent_token.created`. */
@@ -21,7 +29,7 @@ export interface AuditEventInput {
   reason?: string | null;
   httpStatus?: number | null;
   /** Further fields, exported at the top level of the line; they may not reuse a core field name. */
-  details?: Record<string, unknown>;
+  details?: AuditDetails;
   /** When it happened, if the caller already read the clock (default: now). */
   at?: Date;
 }

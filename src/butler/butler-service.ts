@@ -1261,8 +1261,16 @@ export function createButler(deps: ButlerDeps) {
       return { outcome: result.outcome, request: await view(db, result.row) };
     },
 
-    /** The agent withdraws its own pending request. */
-    async cancel(identity: AgentIdentity, id: string): Promise<AccessRequestView> {
+    /**
+     * The agent withdraws its own pending request. `unlessStillWanted` is asked under the request's row
+     * lock, in the same transaction: when it answers true (another A2A task still waits on the
+     * request, say), the request stays pending; two callers deciding at once are serialised.
+     */
+    async cancel(
+      identity: AgentIdentity,
+      id: string,
+      opts: { unlessStillWanted?: (tx: Tx) => Promise<boolean> } = {},
+    ): Promise<AccessRequestView> {
       const now = clock.now();
       const row = await db.transaction(async (tx) => {
         const r = await lockRequest(tx, id);
@@ -1270,6 +1278,7 @@ export function createButler(deps: ButlerDeps) {
           throw new AppError("NOT_FOUND", `no access request ${id}`);
         if (r.status === "canceled") return r;
         if (r.status !== "pending") throw new AppError("CONFLICT", `request ${r.id} is ${decidedMessage(r)}`);
+        if (await opts.unlessStillWanted?.(tx)) return r;
         const [c] = await tx
           .update(accessRequests)
           .set({ status: "canceled", decidedAt: now, decidedBy: identity.agent, decidedVia: "agent" })

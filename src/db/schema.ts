@@ -8,6 +8,7 @@ import {
   integer,
   jsonb,
   pgTable,
+  primaryKey,
   smallint,
   text,
   timestamp,
@@ -427,4 +428,27 @@ export const spend = pgTable(
     releasedAt: timestamp("released_at", { withTimezone: true, mode: "date" }),
   },
   (t) => [index("spend_project_idx").on(t.project, t.currency, t.at)],
+);
+
+/**
+ * Provider webhook events, once each: the key is claimed in the transaction that writes the
+ * event's `webhook.received` audit line, so a replay (or a second instance receiving the same
+ * event at the same moment) finds it taken and runs nothing. `event_key` is `id:<the provider's
+ * event id>` when the signed body has a top-level `id` (Stripe's `evt_…`), else
+ * `sha256:<SHA-256 of the body>` (Revolut's events carry no id of their own).
+ */
+export const webhookEvents = pgTable(
+  "webhook_events",
+  {
+    provider: text("provider").notNull(),
+    eventKey: text("event_key").notNull(),
+    /** The `webhook.received` audit line of its first delivery. */
+    receivedEventId: text("received_event_id"),
+    receivedAt: timestamp("received_at", { withTimezone: true, mode: "date" }).notNull(),
+    /** Set when its reactions have run (at once when none applies). */
+    reactionsDoneAt: timestamp("reactions_done_at", { withTimezone: true, mode: "date" }),
+    /** Until when the instance that claimed it is running its reactions; a later delivery takes over after. */
+    claimedUntil: timestamp("claimed_until", { withTimezone: true, mode: "date" }).notNull(),
+  },
+  (t) => [primaryKey({ name: "webhook_events_pk", columns: [t.provider, t.eventKey] })],
 );

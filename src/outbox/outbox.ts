@@ -1,5 +1,5 @@
 import { and, eq, sql } from "drizzle-orm";
-import type { AuditLog } from "../audit/audit-log.js";
+import type { AuditDetails, AuditLog } from "../audit/audit-log.js";
 import type { Clock } from "../clock.js";
 import { type Db, rowsOf, type Tx } from "../db/client.js";
 import { outbox } from "../db/schema.js";
@@ -18,7 +18,9 @@ export interface Delivered {
   auditType?: string;
   agent?: string | null;
   project?: string | null;
-  details?: Record<string, unknown>;
+  /** Why, in a sentence: the line's own `reason` (a refusal's, say), never a detail. */
+  reason?: string | null;
+  details?: AuditDetails;
 }
 
 /** Delivers one message. Throwing means "try again later". */
@@ -89,6 +91,7 @@ export function createOutboxWorker(deps: OutboxDeps) {
           type: done.auditType,
           agent: done.agent ?? null,
           project: done.project ?? null,
+          reason: done.reason ?? null,
           details: { ...done.details, outbox_id: Number(row.id), attempt: row.attempts + 1 },
         });
       }

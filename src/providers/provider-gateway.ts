@@ -13,9 +13,11 @@ import type { CompiledProject, Decision } from "../policy/index.js";
 import type { BudgetDef } from "../policy/types.js";
 import type { FileIssue } from "../yaml-file.js";
 import type { Budgets } from "./budgets.js";
-import { formEncode, valueAtPath } from "./params.js";
+import { formEncode, unstorableAt, valueAtPath } from "./params.js";
+import { checkUpstreamUrl, pathSegment } from "./path-params.js";
 import { type Operation, type ProviderSpec, parseProviderFile } from "./spec.js";
 import { callUpstream, type UpstreamAnswer, type UpstreamError } from "./upstream.js";
+import type { WebhookEvents } from "./webhook-events.js";
 import { verifyWebhook } from "./webhooks.js";
 
 /** The providers of a directory, parsed; files with problems are reported, not loaded. */
@@ -94,6 +96,8 @@ export interface ProviderGatewayDeps {
   butler: Pick<Butler, "submit">;
   /** Gives a single-use grant back when its call did not go out. */
   oneShots: Pick<OneShots, "release">;
+  /** Provider webhook events, each processed once (claimed with its audit line). */
+  webhookEvents: Pick<WebhookEvents, "claim" | "reacted">;
   /** The HTTP client (callUpstream; tests may pass another). */
   upstream?: typeof callUpstream;
 }
@@ -114,6 +118,21 @@ const fill = (template: string, params: Record<string, unknown>, encode: boolean
     const v = String(params[k] ?? "");
     return encode ? encodeURIComponent(v) : v;
   });
+
+/**
+ * What the audit line of a proxied call to an unknown provider names: fixed text, never the
+ * agent's (upper case, so it can be no provider's name or service).
+ */
+export const UNKNOWN_PROVIDER = { action: "UNKNOWN:unknown", resource: "UNKNOWN" } as const;
+
+/** A raw (still percent-encoded) path as printable ASCII: any other character percent-encoded. */
+function printable(s: string): string {
+  return s
+    .toWellFormed()
+    .replace(/[^\x21-\x7e]/gu, (ch) =>
+      [...Buffer.from(ch, "utf8")].map((b) => `%${b.toString(16).toUpperCase().padStart(2, "0")}`).join(""),
+    );
+}
 
 /** A short description of an upstream answer for the audit log: never its data. */
 function summary(body: Buffer, contentType: string | undefined): Record<string, unknown> | undefined {
@@ -168,15 +187,47 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
     return { spec, op };
   }
 
-  function checkParams(op: Operation, params: Record<string, unknown>): void {
-    const problems: string[] = [];
+  /**
+   * The call's params with each path parameter as the one segment it fills in (a string), or the
+   * first path parameter that cannot be one: a dot segment, a separator or a control character,
+   * however encoded, would change the path sent upstream (see path-params.ts).
+   */
+  function pathParamsOf(
+    op: Operation,
+    params: Record<string, unknown>,
+  ): { ok: true; params: Record<string, unknown> } | { ok: false; param: string; problem: string } {
+    const out = { ...params };
     for (const p of op.pathParams) {
       const v = params[p];
       if (v === undefined || v === null || v === "")
-        problems.push(`params.${p}: is required (it is part of the path)`);
-      else if (typeof v !== "string" && typeof v !== "number")
-        problems.push(`params.${p}: must be a string or number`);
+        return { ok: false, param: p, problem: `params.${p}: is required (it is part of the path)` };
+      const seg = pathSegment(v);
+      if (!seg.ok)
+        return {
+          ok: false,
+          param: p,
+          problem: `params.${p}: ${seg.error} (it is a segment of ${op.endpoint})`,
+        };
+      out[p] = seg.value;
     }
+    // Other params the spec puts into the action or resource the policy decides on: the same
+    // rule, so that no value can add path segments (or a NUL) to what the policy sees.
+    for (const m of `${op.action} ${op.resource}`.matchAll(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g)) {
+      const p = m[1]!;
+      if (op.pathParams.includes(p) || params[p] === undefined) continue;
+      const seg = pathSegment(params[p]);
+      if (!seg.ok)
+        return {
+          ok: false,
+          param: p,
+          problem: `params.${p}: ${seg.error} (the policy sees it in the action or resource)`,
+        };
+    }
+    return { ok: true, params: out };
+  }
+
+  function checkParams(op: Operation, params: Record<string, unknown>): void {
+    const problems: string[] = [];
     for (const [k, d] of Object.entries(op.params)) {
       const v = valueAtPath(params, k);
       if (v === undefined) {
@@ -286,8 +337,55 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
     );
   }
 
-  async function call(identity: AgentIdentity, c: ProviderCall): Promise<ProviderAnswer> {
-    const { spec, op } = find(c.provider, c.operation);
+  /**
+   * A path parameter that would change the path: refused before anything is decided, and audited
+   * as a denial (an agent trying to step out of the operation's path is worth a line). The line
+   * names the operation's templates, never the agent's value.
+   */
+  async function refusePath(
+    identity: AgentIdentity,
+    spec: ProviderSpec,
+    op: Operation,
+    param: string,
+    problem: string,
+    via: string | undefined,
+  ): Promise<never> {
+    const line = await deps.audit.append({
+      type: "gateway.denied",
+      agent: identity.agent,
+      project: identity.project,
+      action: op.action,
+      resource: op.resource,
+      decision: "DENY",
+      reason: problem,
+      httpStatus: 400,
+      details: {
+        deny_code: "invalid_path_param",
+        provider: spec.name,
+        operation: op.name,
+        param,
+        token_id: identity.tokenId,
+        ...(via ? { via } : {}),
+      },
+    });
+    throw new AppError("INVALID_INPUT", `${op.name}: ${problem}`, { event_id: line.event_id });
+  }
+
+  async function call(identity: AgentIdentity, given: ProviderCall): Promise<ProviderAnswer> {
+    const { spec, op } = find(given.provider, given.operation);
+    // Params may be stored (a one-shot request keeps the call's params, budgets its currency):
+    // text the database cannot hold is the caller's error, before anything is decided.
+    const unstorable = unstorableAt(given.params);
+    if (unstorable)
+      throw new AppError(
+        "INVALID_INPUT",
+        `${op.name}: ${unstorable}: must be text without NUL characters or unpaired surrogates`,
+      );
+    const checked = pathParamsOf(op, given.params);
+    if (!checked.ok) return refusePath(identity, spec, op, checked.param, checked.problem, given.via);
+    // Path parameters are part of the call as the strings they put in the path: the decision,
+    // the one-shot hash and the request all see the same value.
+    const c: ProviderCall = { ...given, params: checked.params };
     checkParams(op, c.params);
     const action = fill(op.action, c.params, false);
     const resource = fill(op.resource, c.params, false);
@@ -381,6 +479,27 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
         d.one_shot?.idempotency_key ?? agentKey(identity, c.idempotencyKey) ?? `butler-${d.event_id}`;
       headers["idempotency-key"] = idempotencyKey;
     }
+    // The one check of what is sent (fail closed): the provider's origin, and exactly the
+    // operation's path with each placeholder filled by the call's own value as one segment.
+    const target = new URL(url);
+    const sane = checkUpstreamUrl(target, base, op, c.params);
+    if (!sane.ok) {
+      if (reservation !== undefined) await deps.budgets.release(reservation);
+      await giveBack(`the call was not sent: ${sane.error}`);
+      await deps.audit.append({
+        type: "provider.failed",
+        agent: identity.agent,
+        project: identity.project,
+        action,
+        resource,
+        reason: `not sent: ${sane.error}`,
+        httpStatus: 400,
+        details: { provider: spec.name, operation: op.name, decision_event_id: d.event_id },
+      });
+      throw new AppError("INVALID_INPUT", `${op.name}: the call was not sent: ${sane.error}`, {
+        event_id: d.event_id,
+      });
+    }
     const credential = await deps.credential(spec.auth.credential);
     if (!credential) {
       await giveBack("the call was not sent: the provider has no credential");
@@ -415,7 +534,7 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
       attempts++;
       failure = undefined;
       try {
-        res = await upstream(new URL(url), { method: op.method, headers, body, timeoutMs: op.timeoutMs });
+        res = await upstream(target, { method: op.method, headers, body, timeoutMs: op.timeoutMs });
         if (res.status >= 500) {
           failure = { status: 502, reason: `${spec.name} answered HTTP ${res.status}` };
           if ([502, 503, 504].includes(res.status)) continue;
@@ -528,46 +647,73 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
     });
   }
 
-  /** The operation a proxied request means: by method and path; undefined when none. */
+  /**
+   * The operation a proxied request means, by method and path; undefined when none. `rawPath` is
+   * the path as the client sent it, still percent-encoded: literal segments must match as written,
+   * and each path parameter is one raw segment, decoded once here (an encoded `/` stays inside
+   * its parameter, where `call` refuses it, instead of splitting the path).
+   */
   function route(
     provider: string,
     method: string,
-    path: string,
+    rawPath: string,
   ): { op: Operation; pathParams: Record<string, string> } | undefined {
     const spec = providers.providers.get(provider);
     if (!spec) return undefined;
     for (const op of spec.operations.values()) {
       if (op.method !== method) continue;
-      const m = op.pathPattern.exec(path);
+      const m = op.pathPattern.exec(rawPath);
       if (!m) continue;
       const pathParams: Record<string, string> = {};
       op.pathParams.forEach((p, i) => {
-        pathParams[p] = decodeURIComponent(m[i + 1]!);
+        try {
+          pathParams[p] = decodeURIComponent(m[i + 1]!);
+        } catch {
+          throw new AppError("INVALID_INPUT", `params.${p}: the path segment is not valid percent-encoding`);
+        }
       });
       return { op, pathParams };
     }
     return undefined;
   }
 
-  /** A proxied request no operation answers: denied and audited, never forwarded. */
+  /**
+   * A proxied request no operation answers: denied and audited, never forwarded. The agent chose
+   * the provider segment and the path: an unknown provider is recorded under a fixed placeholder
+   * (what was asked only percent-encoded, in its own field), a known provider's unknown path in
+   * its still-encoded form.
+   */
   async function denyUnknown(
     identity: AgentIdentity,
     provider: string,
     method: string,
-    path: string,
+    rawPath: string,
   ): Promise<ProviderAnswer> {
     const spec = providers.providers.get(provider);
-    const reason = spec
-      ? `${provider} has no operation for ${method} ${path}; the gateway forwards only the calls its spec describes`
-      : `no provider '${provider}' (known: ${[...providers.providers.keys()].join(", ") || "none"})`;
-    const action = `${spec?.service ?? provider}:unknown`;
-    const resource = `${provider}${path}`.slice(0, 2048);
-    return refuse(identity, "gateway.denied", action, resource, reason, {
-      deny_code: "unknown_operation",
-      provider,
-      method,
-      token_id: identity.tokenId,
-    });
+    const known = [...providers.providers.keys()].join(", ") || "none";
+    if (!spec)
+      return refuse(
+        identity,
+        "gateway.denied",
+        UNKNOWN_PROVIDER.action,
+        UNKNOWN_PROVIDER.resource,
+        `no provider of that name (known: ${known}); the gateway forwards only to the providers it has specs for`,
+        {
+          deny_code: "unknown_provider",
+          requested_provider: encodeURIComponent(provider.toWellFormed()).slice(0, 128),
+          method,
+          token_id: identity.tokenId,
+        },
+      );
+    const path = printable(rawPath).slice(0, 2000);
+    return refuse(
+      identity,
+      "gateway.denied",
+      `${spec.service}:unknown`,
+      `${spec.name}${path}`,
+      `${spec.name} has no operation for ${method} ${path}; the gateway forwards only the calls its spec describes`,
+      { deny_code: "unknown_operation", provider: spec.name, method, token_id: identity.tokenId },
+    );
   }
 
   /**
@@ -581,6 +727,8 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
   ): Promise<{
     event_id: string | null;
     event_type: string | null;
+    /** A replay of an event already received: nothing ran again (or, resumed, its unfinished reactions did). */
+    duplicate: boolean;
     reactions: { name: string; status: number }[];
   }> {
     const spec = providers.providers.get(provider);
@@ -616,36 +764,58 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
       event_id: str(event.id) ?? str(data.id),
       event_type: str(event.type) ?? str(event.event),
     };
-    const line = await deps.audit.append({
-      type: "webhook.received",
+    const bodySha = createHash("sha256").update(body).digest("hex");
+    // Each event is processed once. Its key: the provider's own event id when the signed body has
+    // one at the top level (Stripe's evt_…, the same on every retry); otherwise the body's hash
+    // (Revolut's events have no id of their own, and data.id is the transaction's, shared by its
+    // events; a retry sends the same body).
+    const key =
+      typeof event.id === "string" && /^[\x21-\x7e]{1,255}$/.test(event.id)
+        ? `id:${event.id}`
+        : typeof event.id === "string" && event.id.length > 0
+          ? `id-sha256:${createHash("sha256").update(event.id).digest("hex")}`
+          : `sha256:${bodySha}`;
+    const reactionsFor = spec.webhooks.reactions.filter((r) => {
+      if (out.event_type !== r.event) return false;
+      if (r.field === undefined) return true;
+      const v = valueAtPath(event, r.field);
+      return r.in?.some((x) => String(x) === String(v)) ?? false;
+    });
+    const claim = await deps.webhookEvents.claim({
+      provider,
+      key,
+      hasReactions: reactionsFor.length > 0,
       // event_id is the audit line's own: the provider's ids are recorded under their own names.
       details: {
         provider,
         provider_event_id: out.event_id,
         provider_event_type: out.event_type,
-        body_sha256: createHash("sha256").update(body).digest("hex"),
+        body_sha256: bodySha,
       },
     });
-    // Reactions go through the same pipeline as any agent's call, as the configured actor.
+    // A replay (within the signature's tolerance, or the provider's own retry): answered 200 so
+    // that the provider stops, recorded as a duplicate, and nothing runs again.
+    if (claim.status === "duplicate") return { ...out, duplicate: true, reactions: [] };
+    if (claim.status === "new" && !claim.react) return { ...out, duplicate: false, reactions: [] };
+    // Reactions go through the same pipeline as any agent's call, as the configured actor. Their
+    // idempotency keys come from the event, so a run resumed after a crash cannot act twice.
+    const first = claim.status === "resumed" ? (claim.firstEventId ?? claim.eventId) : claim.eventId;
+    const eventDigest = createHash("sha256").update(`${provider}\n${key}`).digest("hex").slice(0, 32);
     const reactions: { name: string; status: number }[] = [];
-    for (const r of spec.webhooks.reactions) {
-      if (out.event_type !== r.event) continue;
-      if (r.field !== undefined) {
-        const v = valueAtPath(event, r.field);
-        if (!r.in?.some((x) => String(x) === String(v))) continue;
-      }
+    for (const r of reactionsFor) {
       const params: Record<string, unknown> = {};
       for (const [k, v] of Object.entries(r.params)) {
         const m = typeof v === "string" ? /^\{([A-Za-z_][A-Za-z0-9_.]*)\}$/.exec(v) : null;
         params[k] = m ? valueAtPath(event, m[1]!) : v;
       }
-      const actor = { agent: r.actor.agent, project: r.actor.project, tokenId: `webhook:${line.event_id}` };
+      const actor = { agent: r.actor.agent, project: r.actor.project, tokenId: `webhook:${first}` };
       try {
         const a = await call(actor, {
           provider: spec.name,
           operation: r.operation,
           params,
           via: `reaction ${r.name}`,
+          idempotencyKey: `webhook-${eventDigest}-${r.name}`,
         });
         reactions.push({ name: r.name, status: a.status });
       } catch (e) {
@@ -653,7 +823,8 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
         reactions.push({ name: r.name, status: e instanceof AppError ? 400 : 500 });
       }
     }
-    return { ...out, reactions };
+    await deps.webhookEvents.reacted(provider, key);
+    return { ...out, duplicate: claim.status === "resumed", reactions };
   }
 
   return { call, route, denyUnknown, webhook, providers: providers.providers };

@@ -111,16 +111,25 @@ export async function registerProviderRoutes(app: FastifyInstance, deps: Provide
       return { received: true, ...r };
     });
     scope.all("/v1/proxy/:provider/*", async (req, reply) => {
-      const { provider, "*": rest } = req.params as { provider: string; "*": string };
-      return send(reply, await proxied(deps, req, provider, `/${rest ?? ""}`));
+      const { provider } = req.params as { provider: string };
+      // The path after the provider segment as the client wrote it (see proxied).
+      const rest = rawPathOf(req).replace(/^\/v1\/proxy\/[^/]*/, "");
+      return send(reply, await proxied(deps, req, provider, rest));
     });
   });
+}
+
+/** The request's path as the client sent it: still percent-encoded, no dot segments removed. */
+function rawPathOf(req: FastifyRequest): string {
+  return req.raw.url?.split("?", 1)[0] ?? "/";
 }
 
 /**
  * One proxied request: the agent's Butler token, then the operation the method and path mean
  * (an unknown path is denied and audited, never forwarded), then the params from query, body
- * (form or JSON) and path, then the pipeline.
+ * (form or JSON) and path, then the pipeline. The path is matched as sent, still percent-encoded
+ * (fastify's decoded wildcard would turn `%2f` into a separator and `%2e` into a dot segment):
+ * each path parameter is one raw segment, decoded once by `route`.
  */
 async function proxied(
   deps: ProviderRouteDeps,
@@ -130,7 +139,7 @@ async function proxied(
 ): Promise<ProviderAnswer> {
   const identity = await requireAgent(req, deps.tokens);
   const url = new URL(req.url, "http://proxy.local");
-  const path = rawPath.replace(/\/{2,}/g, "/");
+  const path = (rawPath.startsWith("/") ? rawPath : `/${rawPath}`).replace(/\/{2,}/g, "/");
   const routed = deps.providers.route(provider, req.method, path);
   if (!routed) return deps.providers.denyUnknown(identity, provider, req.method, path);
   const params: Record<string, unknown> = nested(url.searchParams.entries(), "query");
@@ -188,9 +197,6 @@ export function buildProviderListener(
 ): FastifyInstance {
   const app = createFastify({ log: deps.log, bodyLimitBytes: deps.bodyLimitBytes });
   rawBodies(app, deps.bodyLimitBytes);
-  app.all("/*", async (req, reply) => {
-    const { "*": rest } = req.params as { "*": string };
-    return send(reply, await proxied(deps, req, deps.provider, `/${rest ?? ""}`));
-  });
+  app.all("/*", async (req, reply) => send(reply, await proxied(deps, req, deps.provider, rawPathOf(req))));
   return app;
 }

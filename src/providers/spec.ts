@@ -255,8 +255,22 @@ function crossCheck(raw: RawSpec, report: Report): ProviderSpec {
         `op_group '${o.op_group}' is not in op_groups (${Object.keys(raw.op_groups).join(", ")})`,
       );
     const pathParams = [...o.endpoint.matchAll(PLACEHOLDER)].map((m) => m[1]!);
-    if (/[{}]/.test(o.endpoint.replace(PLACEHOLDER, "")))
-      report(["operations", i, "endpoint"], "has an unbalanced { or }");
+    const unbalanced = /[{}]/.test(o.endpoint.replace(PLACEHOLDER, ""));
+    if (unbalanced) report(["operations", i, "endpoint"], "has an unbalanced { or }");
+    // The path sent upstream must be the template exactly (checked before every call): nothing
+    // a URL parser would rewrite, and each placeholder one whole segment.
+    const segments = o.endpoint.slice(1).split("/");
+    segments.forEach((seg, k) => {
+      if (seg === "." || seg === "..")
+        report(["operations", i, "endpoint"], `must not contain the dot segment '${seg}'`);
+      else if (seg === "" && k < segments.length - 1)
+        report(["operations", i, "endpoint"], "must not contain an empty segment (//)");
+      else if (!unbalanced && seg.includes("{") && !/^\{[A-Za-z_][A-Za-z0-9_]*\}$/.test(seg))
+        report(
+          ["operations", i, "endpoint"],
+          `placeholder in '${seg}': a placeholder must be a whole path segment, such as /things/{id}`,
+        );
+    });
     const action = o.action ?? `${service}:${o.name}`;
     if (!action.startsWith(`${service}:`))
       report(["operations", i, "action"], `must start with the provider's service '${service}:'`);

@@ -26,16 +26,27 @@ export const paramsObject = z
     if (problem) ctx.addIssue({ code: "custom", message: problem });
   });
 
+const UNSTORABLE = "must not hold text with NUL characters or unpaired surrogates (in values or names)";
+const unstorable = (s: string) => s.includes("\u0000") || !s.isWellFormed();
+
 function paramsProblem(root: unknown): string | undefined {
-  const stack: [unknown, number][] = [[root, 0]];
+  const stack: [unknown, number, string][] = [[root, 0, ""]];
   let values = 0;
   while (stack.length > 0) {
-    const [v, depth] = stack.pop()!;
+    const [v, depth, at] = stack.pop()!;
     if (++values > MAX_VALUES) return `must not hold more than ${MAX_VALUES} values`;
     if (typeof v === "number" && !Number.isFinite(v)) return "must not hold numbers too large to represent";
+    // Params may be stored (a one-shot request keeps them as jsonb): PostgreSQL refuses NUL, and
+    // an unpaired surrogate is not Unicode.
+    if (typeof v === "string" && unstorable(v)) return `${UNSTORABLE} (at ${at || "the top"})`;
     if (v !== null && typeof v === "object") {
       if (depth >= MAX_DEPTH) return `must not be nested more than ${MAX_DEPTH} levels deep`;
-      for (const x of Array.isArray(v) ? v : Object.values(v)) stack.push([x, depth + 1]);
+      if (Array.isArray(v)) v.forEach((x, i) => void stack.push([x, depth + 1, `${at}[${i}]`]));
+      else
+        for (const [k, x] of Object.entries(v)) {
+          if (unstorable(k)) return `${UNSTORABLE} (a name in ${at || "the top level"})`;
+          stack.push([x, depth + 1, `${at}.${k.slice(0, 64)}`]);
+        }
     }
   }
   return undefined;

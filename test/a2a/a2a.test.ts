@@ -117,7 +117,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
     const task = events[0]!.payload!.value as Task;
     expect(task.status?.state).toBe(TaskState.TASK_STATE_INPUT_REQUIRED);
     expect(statusText(task)).toMatch(/^waiting for 1 approval from project-billing approvers/);
-    const requestId = task.metadata?.butler?.request_id as string;
+    const requestId = task.metadata?.butler?.requestId as string;
     expect((await s.http("GET", `/v1/access-requests/${requestId}`, agent)).body).toMatchObject({
       status: "pending",
       ...STRIPE,
@@ -138,10 +138,10 @@ describe(`agents over A2A (${ENGINE})`, () => {
     const done = await client.getTask({ tenant: "", id: task.id, historyLength: undefined });
     expect(done.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
     expect(grantOf(done)).toMatchObject({
-      grant_id: requestId,
+      grantId: requestId,
       ...STRIPE,
       state: "live",
-      expires_at: expect.stringMatching(/^\d{4}-/),
+      expiresAt: expect.stringMatching(/^\d{4}-/),
       revision: expect.any(Number),
     });
     // The retry goes through, on the revision the artifact named (or a newer one).
@@ -189,7 +189,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
     expect(first.headers.authorization).toBe("Bearer receiver-secret");
     expect(first.headers["x-a2a-notification-token"]).toBe("opaque-token");
 
-    await approve(task.metadata!.butler.request_id);
+    await approve(task.metadata!.butler.requestId);
     await until(async () => receiver.story(task.id).length >= 4, "the completion push");
     expect(receiver.story(task.id)).toEqual([
       "task:TASK_STATE_SUBMITTED",
@@ -198,7 +198,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
       "statusUpdate:TASK_STATE_COMPLETED",
     ]);
 
-    const revoke = await fetch(`${url}/v1/grants/${task.metadata!.butler.request_id}`, {
+    const revoke = await fetch(`${url}/v1/grants/${task.metadata!.butler.requestId}`, {
       method: "DELETE",
       headers: { authorization: `Bearer ${jordan}`, "content-type": "application/json" },
       body: JSON.stringify({ reason: "report done" }),
@@ -222,7 +222,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
       ...ask({ ttl: "PT1H", reason: "balance check", denial_event_id: eventId }),
       configuration: withPush(receiver.url),
     })) as Task;
-    await approve(task.metadata!.butler.request_id);
+    await approve(task.metadata!.butler.requestId);
     await until(
       async () => receiver.story(task.id).length >= 4,
       "the pushes after the receiver recovered",
@@ -299,7 +299,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
     const task = (await client.sendMessage(
       ask({ ttl: "PT1H", reason: "invoice audit", denial_event_id: eventId }),
     )) as Task;
-    const requestId = task.metadata!.butler.request_id as string;
+    const requestId = task.metadata!.butler.requestId as string;
     await until(async () => channel.cardOf(requestId) !== undefined, "the card");
     const canceled = await client.cancelTask({ tenant: "", id: task.id, metadata: undefined });
     expect(canceled.status?.state).toBe(TaskState.TASK_STATE_CANCELED);
@@ -323,7 +323,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
       }),
     )) as Task;
     expect(statusText(task)).toMatch(/^waiting for 2 approvals from treasury approvers;/);
-    const id = task.metadata!.butler.request_id as string;
+    const id = task.metadata!.butler.requestId as string;
     await approve(id);
     await until(
       async () =>
@@ -346,7 +346,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
     );
     expect(grantOf(await client.getTask({ tenant: "", id: task.id, historyLength: 0 }))).toMatchObject({
       state: "live",
-      approved_by: "jordan, sam",
+      approvedBy: "jordan, sam",
     });
   });
 
@@ -413,8 +413,8 @@ describe(`agents over A2A (${ENGINE})`, () => {
       ask({ ttl: "PT1H", reason: "tax", denial_event_id: eventId }),
     )) as Task;
     expect(second.id).not.toBe(first.id);
-    const requestId = first.metadata!.butler.request_id as string;
-    expect(second.metadata!.butler.request_id).toBe(requestId);
+    const requestId = first.metadata!.butler.requestId as string;
+    expect(second.metadata!.butler.requestId).toBe(requestId);
     await approve(requestId);
     for (const t of [first, second])
       await until(
@@ -471,7 +471,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
     const task = (await client.sendMessage(
       ask({ ttl: "PT1H", reason: "customer lookup", denial_event_id: eventId }),
     )) as Task;
-    const res = await fetch(`${url}/v1/access-requests/${task.metadata!.butler.request_id}/deny`, {
+    const res = await fetch(`${url}/v1/access-requests/${task.metadata!.butler.requestId}/deny`, {
       method: "POST",
       headers: { authorization: `Bearer ${jordan}`, "content-type": "application/json" },
       body: JSON.stringify({ reason: "use the export instead" }),
@@ -742,7 +742,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
       channels: [channel],
     });
     const base = restarted.url;
-    await approve(task.metadata!.butler.request_id, base);
+    await approve(task.metadata!.butler.requestId, base);
     await until(async () => receiver.story(task.id).length >= 4, "the completion push after the restart");
     expect(receiver.story(task.id).slice(2)).toEqual([
       "artifactUpdate:live",

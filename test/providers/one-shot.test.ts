@@ -111,6 +111,59 @@ describe(`one-shot approvals (${ENGINE})`, () => {
     return { status: res.status, body: JSON.parse(await res.text()) };
   }
 
+  test("params PostgreSQL cannot store (NUL, unpaired surrogates) are a 400 naming them, never a 500", async () => {
+    const before = stripe.requests.length;
+    const large = { amount: "60000", currency: "eur" };
+    // Through the proxy (form or query) and the operations API, in values and in names.
+    for (const form of [
+      { ...large, description: "nul \u0000 here" },
+      { ...large, "metadata[\u0000]": "x" },
+    ]) {
+      const r = await fetch(`${s.url}/v1/proxy/stripe/v1/payment_intents`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${payer1}`, "content-type": "application/x-www-form-urlencoded" },
+        body: new URLSearchParams(form).toString(),
+      });
+      expect({ form, status: r.status }).toEqual({ form, status: 400 });
+    }
+    const query = await fetch(`${s.url}/v1/proxy/stripe/v1/payment_intents?description=%00`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${payer1}`, "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams(large).toString(),
+    });
+    expect(query.status).toBe(400);
+    for (const params of [
+      { amount: 60000, currency: "eur", metadata: { note: "nul \u0000" } },
+      { amount: 60000, currency: "eur", metadata: { "k\u0000": "v" } },
+      { amount: 60000, currency: "eur", description: "\udc00" },
+    ]) {
+      const r = await api(payer1, "POST", "/v1/providers/stripe/operations/create_payment_intent", {
+        params,
+      });
+      expect({ params, status: r.status }).toEqual({ params, status: 400 });
+      expect(r.body.error.message).toMatch(
+        /^body\.params: must not hold text with NUL .*(metadata|description)/,
+      );
+    }
+    expect(stripe.requests.length).toBe(before);
+  });
+
+  test("/v1/authorize and /v1/access-requests refuse params PostgreSQL cannot store (400, nothing filed)", async () => {
+    for (const params of [{ version: "3\u0000" }, { ["v\u0000"]: "3" }, { version: "\ud800" }]) {
+      const call = { action: "aws:s3:DeleteObject", resource: "arn:aws:s3:::scratch/nul.csv", params };
+      const denied = await api(payer2, "POST", "/v1/authorize", call);
+      expect({ params, status: denied.status }).toEqual({ params, status: 400 });
+      expect(denied.body.error.message).toMatch(/^body\.params: .*NUL/);
+      // Asked with the denial of exactly that call (as the hint says): nothing can be stored.
+      const filed = await api(payer2, "POST", "/v1/access-requests", {
+        reason: "nul",
+        denial_event_id: denied.body.event_id ?? "evt_0000000000000000",
+        params,
+      });
+      expect({ params, status: filed.status }).toEqual({ params, status: 400 });
+    }
+  });
+
   test("a large payment needs a person; once approved it executes exactly once however often the agent retries", async () => {
     const form = { amount: "60000", currency: "eur", description: "supplier invoice 7731" };
     const before = stripe.created.payment_intents;

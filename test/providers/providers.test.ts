@@ -354,6 +354,7 @@ describe(`providers in the call path (${ENGINE})`, () => {
     expect(good.status).toBe(200);
     expect(await good.json()).toEqual({
       received: true,
+      duplicate: false,
       event_id: "evt_1Stripe",
       event_type: "charge.refunded",
       reactions: [],
@@ -388,6 +389,7 @@ describe(`providers in the call path (${ENGINE})`, () => {
     expect(revolut.status).toBe(200);
     expect(await revolut.json()).toEqual({
       received: true,
+      duplicate: false,
       event_id: "txn_1",
       event_type: "TransactionCreated",
       reactions: [],

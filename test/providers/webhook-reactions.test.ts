@@ -85,6 +85,7 @@ describe(`webhook reactions (${ENGINE})`, () => {
       status: 200,
       body: {
         received: true,
+        duplicate: false,
         event_id: "txn_1",
         event_type: "TransactionCreated",
         reactions: [{ name: "freeze_on_blocked_merchant", status: 200 }],

@@ -51,7 +51,7 @@ const hostileText = fc.oneof(
     "\u202e\u2066evil",
     "\r\nSet-Cookie: x=1",
     "<script>alert(1)</script>",
-    "${jndi:ldap://x}",
+    "$\u007bjndi:ldap://x}",
     "req_0000000000000000",
     "null",
     "💥".repeat(50),
