@@ -43,8 +43,11 @@ export function createSecrets(
 ): Secrets {
   const labels = new Map<string, string>();
   const warnings: string[] = [];
-  // Longest first, so that a secret containing another is replaced whole.
-  let sorted: (readonly [string, string])[] = [];
+  // One regular expression for every form of every secret: a single scan per text (measured
+  // several times faster than one indexOf per form). Longest first, so that a secret containing
+  // another is replaced whole. Matches nothing until a secret is added.
+  let known = /(?!)/;
+  let knownAll = /(?!)/g;
   const add = (name: string, value: string | null | undefined) => {
     if (value === undefined || value === null || value === "") return;
     if (value.length < MIN_SECRET_LENGTH) {
@@ -58,14 +61,21 @@ export function createSecrets(
       labels.set(f, `[redacted:${name}]`);
       changed = true;
     }
-    if (changed) sorted = [...labels].sort((a, b) => b[0].length - a[0].length);
+    if (changed) {
+      const source = [...labels.keys()]
+        .sort((a, b) => b.length - a.length)
+        .map((f) => f.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&"))
+        .join("|");
+      known = new RegExp(source);
+      knownAll = new RegExp(source, "g");
+    }
   };
   for (const [name, value] of entries) add(name, value);
+  const label = (match: string) => labels.get(match) ?? "[redacted]";
   return {
     add,
     redact(text: string): string {
-      let out = text;
-      for (const [value, label] of sorted) if (out.includes(value)) out = out.replaceAll(value, label);
+      let out = labels.size > 0 && known.test(text) ? text.replace(knownAll, label) : text;
       if (out.includes("://")) out = out.replace(URL_USERINFO, "$1[redacted]@");
       if (out.includes("/bot")) out = out.replace(TELEGRAM_PATH, "/bot[redacted]");
       if (out.includes("=")) out = out.replace(QUERY_SECRET, "$1[redacted]");
