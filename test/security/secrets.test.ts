@@ -134,11 +134,18 @@ describe(`secrets never reach logs, the database, the audit log or answers (${EN
     await slack.start();
     await receiver.start();
     receiver.failNext = { count: 1_000_000, status: 500 };
-    // A careless upstream: answers 500 with the credential it was sent in its body.
+    // A careless upstream: answers with the credential it was sent in its body, as a 500 (Butler
+    // answers for it) or a 401 (passed on to the agent as the provider sent it).
     echo = createServer((req, res) => {
       req.resume();
-      res.writeHead(500, { "content-type": "application/json" });
-      res.end(JSON.stringify({ error: { message: `invalid key: ${req.headers.authorization}` } }));
+      res.writeHead(req.url?.startsWith("/v1/customers") ? 401 : 500, { "content-type": "application/json" });
+      res.end(
+        JSON.stringify({
+          error: {
+            message: `invalid key: ${req.headers.authorization} (${String(req.headers.authorization).slice(7)})`,
+          },
+        }),
+      );
     });
     await new Promise<void>((r) => echo.listen(0, "127.0.0.1", r));
     const echoUrl = `http://127.0.0.1:${(echo.address() as AddressInfo).port}`;
@@ -235,6 +242,11 @@ describe(`secrets never reach logs, the database, the audit log or answers (${EN
     // (one with credentials in its base URL, one with its key from the vault).
     const stripe = await http("POST", "/v1/providers/stripe/operations/list_charges", agent, { params: {} });
     expect(stripe.status).toBe(502);
+    const echoed = await http("POST", "/v1/providers/stripe/operations/list_customers", agent, {
+      params: {},
+    });
+    expect(echoed.status).toBe(401);
+    expect(echoed.text).toContain("invalid key: Bearer [redacted");
     const revolut = await http("POST", "/v1/providers/revolut/operations/list_transactions", agent, {});
     expect(revolut.status).toBe(502);
     const wise = await http("POST", "/v1/providers/wise/operations/list_transfers", agent, {
@@ -300,6 +312,7 @@ describe(`secrets never reach logs, the database, the audit log or answers (${EN
     );
     expect(failed.find((l) => /sendMessage/.test(l.reason))).toBeDefined();
     expect(lines.filter((l) => l.type === "provider.failed")).toHaveLength(3);
+    expect(lines.filter((l) => l.type === "provider.called")).toHaveLength(1);
     expect(logLines.join("")).toContain("outbox delivery failed; will retry");
     const corpus = { log: logLines.join(""), database: dump, audit: exported, answers: answers.join("\n") };
     const found: string[] = [];
