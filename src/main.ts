@@ -55,7 +55,6 @@ export async function startServer(
   edges: Pick<ServiceOptions, "notifier" | "channels" | "secrets"> = {},
 ): Promise<RunningServer> {
   const secrets = edges.secrets ?? createSecrets(configuredSecrets(config));
-  for (const w of secrets.warnings) log.warn(w);
   await ensureDataDir(config.dataDir);
   // Files others could read or write: taken back, and said once (PGlite creates its files 0666).
   const loose = await tightenDataDir(config.dataDir);
@@ -188,6 +187,8 @@ export async function startServer(
     });
     const adminToken = config.adminToken ?? (await readOrCreateAdminToken(config.dataDir));
     secrets.add("admin token", adminToken);
+    // Every secret known at start is registered by now: say which ones are too short to redact.
+    for (const w of secrets.warnings) log.warn(w);
     let closing = false;
     const instanceId = newId("srv");
     const app = await buildApp({

@@ -503,9 +503,9 @@ describe(`push-config credentials are stored sealed (${ENGINE})`, () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  async function start(extra: Record<string, string> = {}) {
+  async function start(extra: Record<string, string> = {}, log = createLogger("silent")) {
     await server?.close();
-    server = await startServer(loadConfig({ ...env, ...extra }), createLogger("silent"));
+    server = await startServer(loadConfig({ ...env, ...extra }), log);
     return server;
   }
   async function agentClient() {
@@ -641,5 +641,15 @@ describe(`push-config credentials are stored sealed (${ENGINE})`, () => {
       authorization: `Bearer ${legacyCredentials}`,
       "x-a2a-notification-token": legacyToken,
     });
+  });
+
+  test("a secret too short to be redacted is named in a warning at start-up", async () => {
+    const lines: string[] = [];
+    await start(
+      { PROVIDERS_DIR, STRIPE_API_KEY: "sk_1234", BUTLER_MASTER_KEY: S.masterKeyHex },
+      createLogger("warn", { write: (l: string) => void lines.push(l) }),
+    );
+    const warned = lines.map((l) => JSON.parse(l)).filter((l) => /shorter than 8/.test(l.msg));
+    expect(warned.map((l) => l.msg)).toEqual([expect.stringMatching(/^STRIPE_API_KEY is shorter than 8/)]);
   });
 });
