@@ -545,9 +545,13 @@ describe(`push-config credentials are stored sealed (${ENGINE})`, () => {
     const token = rnd("nokey-token");
     const before = (await rows()).length;
     if (ENGINE === "postgres") {
+      const requests = async () =>
+        JSON.parse((await runCli(["requests", "list", "--json"], env)).stdout).access_requests.length;
+      const filed = await requests();
       await expect(client.sendMessage(fileRequest(token, ""))).rejects.toThrow(/BUTLER_MASTER_KEY/);
-      // Refused before anything was stored; a config without credentials is fine.
+      // Refused before anything was stored (no config, no access request); one without credentials is fine.
       expect(await rows()).toHaveLength(before);
+      expect(await requests()).toBe(filed);
       await client.sendMessage(fileRequest("", ""));
       expect((await rows()).at(-1)).toMatchObject({ token: "", auth_credentials: null });
     } else {
