@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { chmod, link, lstat, mkdir, open, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, link, lstat, mkdir, open, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join, relative } from "node:path";
 import { AppError } from "./errors.js";
 
@@ -59,16 +59,24 @@ export async function tightenDataDir(dir: string): Promise<string[]> {
 }
 
 /**
- * Writes an owner-only file (0600), also when it existed with looser permissions: the mode is set
- * on the emptied file before anything is written to it. `exclusive`: fails if it exists.
+ * Writes an owner-only file (0600) whole: written aside (created 0600, and chmod-ed in case the
+ * umask took bits away), then moved into place, so a reader never sees it half-written and an
+ * existing file's looser mode goes with it. `exclusive`: fails with EEXIST if the file exists.
  */
 async function writePrivate(file: string, text: string, exclusive = false): Promise<void> {
-  const fh = await open(file, exclusive ? "wx" : "w", 0o600);
+  const temp = `${file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
+  const fh = await open(temp, "wx", 0o600);
   try {
     await fh.chmod(0o600);
     await fh.writeFile(text);
   } finally {
     await fh.close();
+  }
+  try {
+    if (exclusive) await link(temp, file);
+    else await rename(temp, file);
+  } finally {
+    await rm(temp, { force: true });
   }
 }
 
