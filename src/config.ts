@@ -187,7 +187,12 @@ const EnvSchema = z.object({
     .trim()
     .min(32, "BUTLER_ADMIN_TOKEN must be at least 32 characters")
     .optional(),
-  BUTLER_URL: httpUrl("BUTLER_URL").optional(),
+  BUTLER_URL: httpUrl("BUTLER_URL")
+    .refine(
+      (s) => !/^[a-z]+:\/\/[^/]*@/i.test(s),
+      "BUTLER_URL must not contain a user name or password: the CLI sends BUTLER_ADMIN_TOKEN",
+    )
+    .optional(),
   SLACK_BOT_TOKEN: z
     .string()
     .trim()

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { chmod, link, mkdir, readFile, rm, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { chmod, link, lstat, mkdir, open, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { join, relative } from "node:path";
 import { AppError } from "./errors.js";
 
 /**
@@ -8,7 +8,11 @@ import { AppError } from "./errors.js";
  * - `admin-token`: the admin API token the CLI uses to talk to a running server;
  * - `server.json`: where the running server listens (written after listen, removed at exit);
  * - `butler.lock`: held by the process that has the embedded database open;
+ * - `push-key`: seals A2A push-config tokens and credentials when BUTLER_MASTER_KEY is not set
+ *   (embedded database only);
  * - `pglite/`: the embedded database.
+ * Directories are 0700 and files 0600; `tightenDataDir` takes group and other bits off anything
+ * else found there (PGlite creates its files 0666 whatever the umask).
  */
 export interface ServerInfo {
   pid: number;
@@ -22,6 +26,84 @@ export async function ensureDataDir(dir: string): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
 }
 
+/** What Butler keeps in its data directory (anything else there is not its business). */
+const OWN_ENTRIES = ["admin-token", "server.json", "butler.lock", "push-key", "pglite"];
+
+/**
+ * Takes the group and other permission bits off the data directory and off Butler's files in it,
+ * the embedded database's whole tree included (symbolic links are left alone, never followed).
+ * Returns the paths it changed, relative to `dir` ("." for the directory itself).
+ */
+export async function tightenDataDir(dir: string): Promise<string[]> {
+  const changed: string[] = [];
+  const visit = async (path: string, recurse: boolean): Promise<void> => {
+    let st: Awaited<ReturnType<typeof lstat>>;
+    try {
+      st = await lstat(path);
+    } catch (e) {
+      // Removed meanwhile (PGlite's temporary files come and go).
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
+      throw e;
+    }
+    if (st.isSymbolicLink()) return;
+    if ((st.mode & 0o077) !== 0) {
+      await chmod(path, st.mode & 0o700);
+      changed.push(relative(dir, path) || ".");
+    }
+    if (recurse && st.isDirectory())
+      for (const entry of await readdir(path)) await visit(join(path, entry), true);
+  };
+  await visit(dir, false);
+  for (const entry of OWN_ENTRIES) await visit(join(dir, entry), true);
+  return changed;
+}
+
+/**
+ * Writes an owner-only file (0600) whole: written aside (created 0600, and chmod-ed in case the
+ * umask took bits away), then moved into place, so a reader never sees it half-written and an
+ * existing file's looser mode goes with it. `exclusive`: fails with EEXIST if the file exists.
+ */
+async function writePrivate(file: string, text: string, exclusive = false): Promise<void> {
+  const temp = `${file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
+  const fh = await open(temp, "wx", 0o600);
+  try {
+    await fh.chmod(0o600);
+    await fh.writeFile(text);
+  } finally {
+    await fh.close();
+  }
+  try {
+    if (exclusive) await link(temp, file);
+    else await rename(temp, file);
+  } finally {
+    await rm(temp, { force: true });
+  }
+}
+
+/**
+ * The key that seals push-config tokens and credentials when BUTLER_MASTER_KEY is not set (the
+ * embedded database's data directory; `create`: made, 32 random bytes, the first time).
+ */
+export async function readPushKey(dir: string, create: boolean): Promise<Buffer | undefined> {
+  const file = join(dir, "push-key");
+  let hex: string;
+  try {
+    hex = (await readFile(file, "utf8")).trim();
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+    if (!create) return undefined;
+    const key = randomBytes(32);
+    await writePrivate(file, `${key.toString("hex")}\n`, true);
+    return key;
+  }
+  if (!/^[0-9a-f]{64}$/.test(hex))
+    throw new AppError(
+      "INVALID_INPUT",
+      `${file} is not a key (64 hex characters): restore it from a backup, or remove it to lose the push notification credentials it sealed`,
+    );
+  return Buffer.from(hex, "hex");
+}
+
 /** Reads the admin token, creating a random one (mode 0600) the first time. */
 export async function readOrCreateAdminToken(dir: string): Promise<string> {
   const file = join(dir, "admin-token");
@@ -32,8 +114,7 @@ export async function readOrCreateAdminToken(dir: string): Promise<string> {
     if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
   }
   const token = `bta_${randomBytes(32).toString("base64url")}`;
-  await writeFile(file, `${token}\n`, { mode: 0o600 });
-  await chmod(file, 0o600);
+  await writePrivate(file, `${token}\n`);
   return token;
 }
 
@@ -46,7 +127,7 @@ export async function readAdminToken(dir: string): Promise<string | undefined> {
 }
 
 export async function writeServerInfo(dir: string, info: ServerInfo): Promise<void> {
-  await writeFile(join(dir, "server.json"), `${JSON.stringify(info)}\n`, { mode: 0o600 });
+  await writePrivate(join(dir, "server.json"), `${JSON.stringify(info)}\n`);
 }
 
 export async function removeServerInfo(dir: string, pid = process.pid): Promise<void> {

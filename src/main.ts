@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { sql } from "drizzle-orm";
 import type { FastifyInstance } from "fastify";
+import { resealPushConfigs } from "./a2a/push-secrets.js";
 import { httpCheckpointSink, openCheckpointFile } from "./audit/checkpoint-sinks.js";
 import type { CheckpointSink } from "./audit/checkpointer.js";
 import type { ApprovalChannel, ChannelHooks } from "./channels/channel.js";
@@ -12,7 +13,9 @@ import {
   acquireDataDirLock,
   ensureDataDir,
   readOrCreateAdminToken,
+  readPushKey,
   removeServerInfo,
+  tightenDataDir,
   writeServerInfo,
 } from "./data-dir.js";
 import { openDatabase } from "./db/client.js";
@@ -21,6 +24,7 @@ import { newId } from "./ids.js";
 import type { Logger } from "./logger.js";
 import { loadProviders } from "./providers/provider-gateway.js";
 import { buildProviderListener } from "./providers/routes.js";
+import { configuredSecrets, createSecrets } from "./secrets.js";
 import { buildApp } from "./server/app.js";
 import { createServices, type ServiceOptions, type Services } from "./services.js";
 import { formatIssue } from "./yaml-file.js";
@@ -45,10 +49,22 @@ export async function startServer(
   config: Config,
   log: Logger,
   clock: Clock = systemClock,
-  /** The edges: how agents are told of outcomes, and the approval surfaces. */
-  edges: Pick<ServiceOptions, "notifier" | "channels"> = {},
+  /**
+   * The edges: how agents are told of outcomes, and the approval surfaces; and the secrets `log`
+   * redacts (createLogger's), which learn the credentials read at run time. Default: the
+   * configuration's secrets (then `log` knows nothing of credentials read later).
+   */
+  edges: Pick<ServiceOptions, "notifier" | "channels" | "secrets"> = {},
 ): Promise<RunningServer> {
+  const secrets = edges.secrets ?? createSecrets(configuredSecrets(config));
   await ensureDataDir(config.dataDir);
+  // Files others could read or write: taken back, and said once (PGlite creates its files 0666).
+  const loose = await tightenDataDir(config.dataDir);
+  if (loose.length > 0)
+    log.warn(
+      { dir: config.dataDir, changed: loose.length, paths: loose.slice(0, 10) },
+      "the data directory had files or directories other users could read or write; they are owner-only now",
+    );
   const releaseLock =
     config.database.kind === "pglite"
       ? await acquireDataDirLock(config.dataDir, "butler serve")
@@ -65,8 +81,20 @@ export async function startServer(
     if (cp?.url) checkpointSinks.push(httpCheckpointSink(cp.url, log));
     for (const s of checkpointSinks) cleanups.push(() => s.close());
     const database = await openDatabase(config.database, log);
-    cleanups.push(() => database.close());
+    cleanups.push(async () => {
+      await database.close();
+      await tightenDataDir(config.dataDir);
+    });
     await migrate(database);
+    // What the embedded database created, owner-only too (its directories are 0700, so files it
+    // creates later are out of others' reach until the next tightening).
+    await tightenDataDir(config.dataDir);
+    // Push-config tokens and credentials are sealed under BUTLER_MASTER_KEY, or on the embedded
+    // database under a key kept in the data directory (made the first time it is needed).
+    const pushKey =
+      config.database.kind === "pglite"
+        ? await readPushKey(config.dataDir, config.masterKey() === undefined)
+        : undefined;
     let publicUrl = config.publicUrl ?? listenUrl(config.host, config.port);
     // The adapters report refused requests and link codes to services built just below.
     let late: Services | undefined;
@@ -85,6 +113,17 @@ export async function startServer(
     for (const f of providers.failures)
       for (const i of f.issues) log.error({ file: f.file }, `provider spec not loaded: ${formatIssue(i)}`);
     log.info({ providers: [...providers.providers.keys()] }, "providers loaded");
+    // Provider credentials and webhook secrets from the environment are secrets from the start
+    // (those in the vault are added when they are decrypted).
+    for (const spec of providers.providers.values())
+      for (const name of [spec.auth.credential, spec.webhooks?.secret])
+        if (name) {
+          try {
+            secrets.add(name, config.credentialFromEnv(name));
+          } catch {
+            // An unreadable NAME_FILE: the call that needs it reports that.
+          }
+        }
     const services = createServices({
       providers,
       config,
@@ -96,8 +135,22 @@ export async function startServer(
       notifier: edges.notifier,
       channels,
       checkpointSinks,
+      secrets,
+      pushKey,
     });
     late = services;
+    const sealed = await resealPushConfigs(database.db, services.pushSealer);
+    if (sealed.resealed > 0) log.info({ configs: sealed.resealed }, "push notification credentials sealed");
+    if (sealed.plaintext > 0)
+      log.warn(
+        { configs: sealed.plaintext },
+        "push notification tokens or credentials are stored in plaintext: set BUTLER_MASTER_KEY to seal them",
+      );
+    if (sealed.unreadable > 0)
+      log.warn(
+        { configs: sealed.unreadable },
+        "push notification credentials are sealed under a key this server does not have; their pushes fail",
+      );
     await services.changes.start();
     cleanups.push(() => services.changes.stop());
     await services.policies.refreshAll();
@@ -163,6 +216,9 @@ export async function startServer(
       await sweeping;
     });
     const adminToken = config.adminToken ?? (await readOrCreateAdminToken(config.dataDir));
+    secrets.add("admin token", adminToken);
+    // Every secret known at start is registered by now: say which ones are too short to redact.
+    for (const w of secrets.warnings) log.warn(w);
     let closing = false;
     const instanceId = newId("srv");
     const app = await buildApp({

@@ -1,5 +1,6 @@
 import { Api } from "grammy";
 import { createA2A } from "./a2a/a2a-service.js";
+import { createPushSealer } from "./a2a/push-secrets.js";
 import { PushRefused, sendPush } from "./a2a/push-sender.js";
 import { createAdmin } from "./admin/admin-service.js";
 import { createTokenService } from "./agents/token-service.js";
@@ -30,6 +31,7 @@ import { createBudgets } from "./providers/budgets.js";
 import { createProviderGateway, type ProviderSet } from "./providers/provider-gateway.js";
 import { createVault } from "./providers/vault.js";
 import { createWebhookEvents } from "./providers/webhook-events.js";
+import { configuredSecrets, createSecrets, type Secrets } from "./secrets.js";
 import { PACKAGE_VERSION } from "./version.js";
 
 export interface ServiceOptions {
@@ -54,6 +56,17 @@ export interface ServiceOptions {
   notifier?: AgentNotifier | undefined;
   /** Approval surfaces that get a card for every request. */
   channels?: readonly ApprovalChannel[] | undefined;
+  /**
+   * The process's secrets (the logger's too): errors are redacted with it before they are stored
+   * or audited, and credentials read at run time are added to it. Default: the configuration's.
+   */
+  secrets?: Secrets | undefined;
+  /**
+   * The key that seals A2A push-config tokens and credentials when BUTLER_MASTER_KEY is not set
+   * (the embedded database's data-directory key); with both, BUTLER_MASTER_KEY seals and this one
+   * still opens what it sealed.
+   */
+  pushKey?: Buffer | undefined;
 }
 
 /**
@@ -62,6 +75,8 @@ export interface ServiceOptions {
  */
 export function createServices(opts: ServiceOptions) {
   const { config, database, log, clock } = opts;
+  const secrets = opts.secrets ?? createSecrets(configuredSecrets(config));
+  const redact = (text: string) => secrets.redact(text);
   const db = database.db;
   const channels = opts.channels ?? [];
   let checkpointer: Checkpointer | undefined;
@@ -72,6 +87,7 @@ export function createServices(opts: ServiceOptions) {
     batchMax: config.audit.batchMax,
     queueMax: config.audit.queueMax,
     onWritten: (seq) => checkpointer?.noteCommitted(seq),
+    redact,
   });
   const cp = config.auditCheckpoints;
   if (cp && opts.checkpointSinks) {
@@ -106,6 +122,7 @@ export function createServices(opts: ServiceOptions) {
     onEnqueued: () => outbox.wake(),
   });
 
+  const pushSealer = createPushSealer([config.masterKey?.(), opts.pushKey]);
   const a2a = createA2A({
     db,
     butler,
@@ -116,6 +133,7 @@ export function createServices(opts: ServiceOptions) {
     log,
     publicUrl: opts.publicUrl,
     pushAllowlist: config.a2a?.pushAllowlist ?? [],
+    pushSealer,
     onEnqueued: () => outbox.wake(),
     version: PACKAGE_VERSION,
   });
@@ -191,8 +209,8 @@ export function createServices(opts: ServiceOptions) {
     },
   };
   const outbox = combineWorkers([
-    createOutboxWorker({ db, audit, clock, log, handlers }),
-    createOutboxWorker({ db, audit, clock, log, handlers: pushHandlers }),
+    createOutboxWorker({ db, audit, clock, log, handlers, redact }),
+    createOutboxWorker({ db, audit, clock, log, handlers: pushHandlers, redact }),
   ]);
   const vault = createVault({ db, audit, clock, masterKey: config.masterKey?.() });
   const providers = createProviderGateway({
@@ -201,8 +219,13 @@ export function createServices(opts: ServiceOptions) {
     audit,
     clock,
     log,
-    // The environment first (a deployment's secret store), then the encrypted vault.
-    credential: async (name) => config.credentialFromEnv?.(name) ?? (await vault.get(name)),
+    // The environment first (a deployment's secret store), then the encrypted vault. Whatever is
+    // read becomes a secret the logs, the outbox and the audit log never show.
+    credential: async (name) => {
+      const value = config.credentialFromEnv?.(name) ?? (await vault.get(name));
+      secrets.add(name, value);
+      return value;
+    },
     baseUrls: config.providers?.baseUrls ?? {},
     budgets: createBudgets({ db, clock }),
     projectBudgets: (project) => policies.index().projects.get(project)?.document.budgets ?? [],
@@ -248,6 +271,7 @@ export function createServices(opts: ServiceOptions) {
     actor: opts.actor,
   });
   return {
+    pushSealer,
     dashboardSessions,
     database,
     audit,

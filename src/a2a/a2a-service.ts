@@ -36,6 +36,7 @@ import type { Logger } from "../logger.js";
 import { enqueue, type OutboxMessage } from "../outbox/outbox.js";
 import type { PolicyStore } from "../policy-store/policy-store.js";
 import { parseInput } from "../server/validation.js";
+import type { PushSealer } from "./push-secrets.js";
 import { checkPushUrl, type PushAllowlist } from "./push-url.js";
 import {
   type GrantArtifact,
@@ -188,6 +189,8 @@ export interface A2ADeps {
   log: Logger;
   publicUrl: () => string;
   pushAllowlist: PushAllowlist;
+  /** Seals push-config tokens and credentials at rest (push-secrets.ts). */
+  pushSealer: PushSealer;
   /** Outbox messages were committed. */
   onEnqueued: () => void;
   version: string;
@@ -403,6 +406,11 @@ export function createA2A(deps: A2ADeps) {
       throw new RequestMalformedError(
         "push notification token and credentials must not contain control characters",
       );
+    // They are stored sealed, never in plaintext: without a key they are refused, before anything is stored.
+    if ((c.token || c.authentication?.credentials) && !deps.pushSealer.canSeal)
+      throw new UnsupportedOperationError(
+        "this server stores push notification tokens and credentials encrypted and has no key for it (its operator sets BUTLER_MASTER_KEY); send the push notification config without token and authentication",
+      );
     return checked.value;
   }
 
@@ -420,30 +428,42 @@ export function createA2A(deps: A2ADeps) {
       throw new RequestMalformedError(
         `task ${taskId} already has ${MAX_PUSH_CONFIGS} push notification configs; delete one first`,
       );
+    const id =
+      c.id && /^[A-Za-z0-9_.-]{1,64}$/.test(c.id) ? `${taskId}:${c.id}` : `${taskId}:${newId("push")}`;
+    const token = deps.pushSealer.seal(id, "token", c.token);
+    const authCredentials = c.authentication
+      ? deps.pushSealer.seal(id, "credentials", c.authentication.credentials)
+      : null;
     return tx
       .insert(a2aPushConfigs)
       .values({
-        id: c.id && /^[A-Za-z0-9_.-]{1,64}$/.test(c.id) ? `${taskId}:${c.id}` : `${taskId}:${newId("push")}`,
+        id,
         taskId,
         url,
-        token: c.token,
+        token,
         authScheme: c.authentication?.scheme ?? null,
-        authCredentials: c.authentication?.credentials ?? null,
+        authCredentials,
         createdAt: clock.now(),
       })
       .onConflictDoUpdate({
         target: a2aPushConfigs.id,
-        set: {
-          url,
-          token: c.token,
-          authScheme: c.authentication?.scheme ?? null,
-          authCredentials: c.authentication?.credentials ?? null,
-        },
+        set: { url, token, authScheme: c.authentication?.scheme ?? null, authCredentials },
       })
       .returning();
   }
 
-  function configView(c: typeof a2aPushConfigs.$inferSelect): TaskPushNotificationConfig {
+  /** A stored config with its token and credentials opened. */
+  function opened(c: typeof a2aPushConfigs.$inferSelect): typeof a2aPushConfigs.$inferSelect {
+    return {
+      ...c,
+      token: deps.pushSealer.open(c.id, "token", c.token),
+      authCredentials:
+        c.authCredentials === null ? null : deps.pushSealer.open(c.id, "credentials", c.authCredentials),
+    };
+  }
+
+  function configView(stored: typeof a2aPushConfigs.$inferSelect): TaskPushNotificationConfig {
+    const c = opened(stored);
     return {
       tenant: "",
       id: c.id.slice(c.taskId.length + 1),
@@ -866,7 +886,7 @@ export function createA2A(deps: A2ADeps) {
   /** Push configs of a task (for the outbox handler). */
   async function pushTarget(configId: string) {
     const [c] = await db.select().from(a2aPushConfigs).where(eq(a2aPushConfigs.id, configId));
-    return c;
+    return c && opened(c);
   }
 
   return {

@@ -63,6 +63,8 @@ export interface AuditLogOptions {
    * it). For `appendInTx` it is told before the caller's transaction commits: a hint, not a fact.
    */
   onWritten?: (seq: number) => void;
+  /** Takes secrets out of every text of an event before it is hashed and written (see secrets.ts). */
+  redact?: (text: string) => string;
 }
 
 const CORE = new Set<string>(CORE_FIELDS);
@@ -100,6 +102,7 @@ export function createAuditLog(opts: AuditLogOptions) {
       log.error({ err: e }, "audit write listener failed");
     }
   };
+  const redact = opts.redact ?? ((s: string) => s);
   const batchMax = opts.batchMax ?? 1000;
   const queueMax = opts.queueMax ?? 50_000;
   const optimisticAttempts = 4;
@@ -112,7 +115,7 @@ export function createAuditLog(opts: AuditLogOptions) {
   let tail: Head | undefined;
 
   function prepare(input: AuditEventInput): PendingEvent {
-    const details = input.details ? (clean(input.details) as Record<string, unknown>) : {};
+    const details = input.details ? (clean(input.details, redact) as Record<string, unknown>) : {};
     for (const k of Object.keys(details)) {
       if (CORE.has(k)) throw new Error(`audit detail '${k}' would overwrite a core field`);
     }
@@ -122,12 +125,12 @@ export function createAuditLog(opts: AuditLogOptions) {
       event_id: eventId,
       ts: isoTimestamp(input.at ?? clock.now()),
       type: input.type,
-      agent: cleanString(input.agent),
-      project: cleanString(input.project),
-      action: cleanString(input.action),
-      resource: cleanString(input.resource),
-      decision: cleanString(input.decision),
-      reason: cleanString(input.reason),
+      agent: cleanString(input.agent, redact),
+      project: cleanString(input.project, redact),
+      action: cleanString(input.action, redact),
+      resource: cleanString(input.resource, redact),
+      decision: cleanString(input.decision, redact),
+      reason: cleanString(input.reason, redact),
       http_status: input.httpStatus ?? null,
     };
     const before: string[] = [];
@@ -317,22 +320,27 @@ export function createAuditLog(opts: AuditLogOptions) {
 
 export type AuditLog = ReturnType<typeof createAuditLog>;
 
+/** Field names are Butler's own: they are mended like any text but not redacted. */
+const keep = (s: string) => s;
+
 /**
  * PostgreSQL text cannot hold U+0000 and stores unpaired surrogates as U+FFFD, so such strings are
- * mended before hashing: the stored event then re-hashes to exactly what was written.
+ * mended before hashing: the stored event then re-hashes to exactly what was written. Secrets are
+ * redacted at the same point, so what is hashed is what is stored.
  */
-function cleanString(s: string | null | undefined): string | null {
+function cleanString(s: string | null | undefined, redact: (s: string) => string): string | null {
   if (s === undefined || s === null) return null;
   const wf = s.isWellFormed() ? s : s.toWellFormed();
-  return wf.includes("\u0000") ? wf.replaceAll("\u0000", "\uFFFD") : wf;
+  return redact(wf.includes("\u0000") ? wf.replaceAll("\u0000", "\uFFFD") : wf);
 }
 
-function clean(v: unknown): unknown {
-  if (typeof v === "string") return cleanString(v);
-  if (Array.isArray(v)) return v.map(clean);
+function clean(v: unknown, redact: (s: string) => string): unknown {
+  if (typeof v === "string") return cleanString(v, redact);
+  if (Array.isArray(v)) return v.map((x) => clean(x, redact));
   if (v !== null && typeof v === "object") {
     const out: Record<string, unknown> = {};
-    for (const [k, x] of Object.entries(v)) if (x !== undefined) out[cleanString(k)!] = clean(x);
+    for (const [k, x] of Object.entries(v))
+      if (x !== undefined) out[cleanString(k, keep)!] = clean(x, redact);
     return out;
   }
   if (typeof v === "number" && !Number.isFinite(v)) return null;

@@ -18,7 +18,13 @@ import { story } from "../audit/story.js";
 import type { AccessRequestView } from "../butler/butler-service.js";
 import { systemClock } from "../clock.js";
 import { type Config, listenUrl, loadConfig } from "../config.js";
-import { acquireDataDirLock, ensureDataDir, readAdminToken, readServerInfo } from "../data-dir.js";
+import {
+  acquireDataDirLock,
+  ensureDataDir,
+  readAdminToken,
+  readServerInfo,
+  tightenDataDir,
+} from "../data-dir.js";
 import { openDatabase } from "../db/client.js";
 import { migrate } from "../db/migrate.js";
 import { AppError, isAppError } from "../errors.js";
@@ -27,6 +33,7 @@ import { startServer } from "../main.js";
 import { compilePolicies, evaluate, formatIssue, parsePolicySet, parseTimestamp } from "../policy/index.js";
 import { readPolicyFiles } from "../policy-store/policy-files.js";
 import { loadProviders } from "../providers/provider-gateway.js";
+import { configuredSecrets, createSecrets, type Secrets } from "../secrets.js";
 import { createServices } from "../services.js";
 import { anchorLines, readCheckpointFiles, readPublicKeys } from "./audit-anchors.js";
 import { httpAdmin } from "./http-admin.js";
@@ -203,16 +210,27 @@ export async function main(
       e instanceof UsageError || (e as NodeJS.ErrnoException).code?.startsWith?.("ERR_PARSE_ARGS");
     // Unexpected errors show their first line only: a driver error's later lines can hold query
     // parameters, which are nobody's business in a terminal.
-    const message =
+    // Whatever an error carries, no configured secret and no URL credential is printed.
+    const message = cliSecrets(io.env).redact(
       usage || isAppError(e)
         ? (e as Error).message
-        : `unexpected error: ${String((e as Error).message ?? e).split("\n")[0]}`;
+        : `unexpected error: ${String((e as Error).message ?? e).split("\n")[0]}`,
+    );
     if (json)
       io.stdout.write(
         `${JSON.stringify({ error: { code: isAppError(e) ? e.code : usage ? "USAGE" : "INTERNAL", message } })}\n`,
       );
     io.stderr.write(`butler: ${termSafeLines(message)}\n${usage ? "Run butler --help for usage.\n" : ""}`);
     return usage ? 2 : 1;
+  }
+}
+
+/** The configuration's secrets, for redacting what the CLI prints (none when it does not load). */
+function cliSecrets(env: CliIo["env"]): Secrets {
+  try {
+    return createSecrets(configuredSecrets(loadConfig(env)));
+  } catch {
+    return createSecrets();
   }
 }
 
@@ -295,7 +313,8 @@ async function withAdmin<T>(
 }
 
 async function withDatabase<T>(config: Config, fn: (ops: AdminOps) => Promise<T>): Promise<T> {
-  const log = createLogger(config.logLevel === "info" ? "warn" : config.logLevel);
+  const secrets = createSecrets(configuredSecrets(config));
+  const log = createLogger(config.logLevel === "info" ? "warn" : config.logLevel, undefined, secrets);
   await ensureDataDir(config.dataDir);
   const release =
     config.database.kind === "pglite"
@@ -312,6 +331,7 @@ async function withDatabase<T>(config: Config, fn: (ops: AdminOps) => Promise<T>
         clock: systemClock,
         actor: `cli:${safeUser()}`,
         publicUrl: () => config.publicUrl ?? listenUrl(config.host, config.port),
+        secrets,
       });
       await services.policies.refreshAll();
       try {
@@ -321,6 +341,8 @@ async function withDatabase<T>(config: Config, fn: (ops: AdminOps) => Promise<T>
       }
     } finally {
       await database.close();
+      // The embedded database's new files are created 0666: owner-only, like the rest.
+      await tightenDataDir(config.dataDir);
     }
   } finally {
     await release();
@@ -338,8 +360,10 @@ function safeUser(): string {
 async function serve(argv: string[], io: CliIo): Promise<number> {
   args(argv, {}, [0, 0]);
   const config = loadConfig(io.env);
-  const log = createLogger(config.logLevel);
-  const server = await startServer(config, log);
+  // One set of secrets for the log and the services: credentials read later are redacted in both.
+  const secrets = createSecrets(configuredSecrets(config));
+  const log = createLogger(config.logLevel, undefined, secrets);
+  const server = await startServer(config, log, systemClock, { secrets });
   io.stderr.write(
     `Butler is serving at ${server.url} (database: ${config.database.kind}, policies: ${config.policiesDir})\n`,
   );

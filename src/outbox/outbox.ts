@@ -36,6 +36,8 @@ export interface OutboxDeps {
   maxAttempts?: number;
   /** Longest wait between two attempts. */
   maxBackoffMs?: number;
+  /** Takes secrets out of an error's text before it is stored in `last_error` and audited. */
+  redact?: (text: string) => string;
 }
 
 /** Writes messages in the caller's transaction: they exist if and only if the state they follow from does. */
@@ -97,7 +99,8 @@ export function createOutboxWorker(deps: OutboxDeps) {
       }
     } catch (e) {
       const attempts = row.attempts + 1;
-      const message = (e as Error).message?.slice(0, 500) ?? String(e);
+      // Redacted before it is cut, so that a cut can never leave part of a secret behind.
+      const message = (deps.redact ?? String)(String((e as Error)?.message ?? e)).slice(0, 500);
       if (attempts >= maxAttempts) {
         await db
           .update(outbox)

@@ -134,6 +134,37 @@ function printable(s: string): string {
     );
 }
 
+const REDACTED = Buffer.from("[redacted]");
+
+/**
+ * The upstream's answer without the credential Butler sent it (as sent, in Basic auth's base64 or
+ * JSON-escaped): an upstream that echoes it must not hand it to the agent, who never has it.
+ */
+function withoutCredential(body: Buffer, credential: string): Buffer {
+  let out = body;
+  const forms = new Set([
+    credential,
+    Buffer.from(credential).toString("base64"),
+    JSON.stringify(credential).slice(1, -1),
+  ]);
+  for (const form of forms) {
+    const needle = Buffer.from(form);
+    // As short as ordinary text: replacing it would corrupt answers (and it is warned about at start).
+    if (needle.length < 8) continue;
+    let at = out.indexOf(needle);
+    if (at < 0) continue;
+    const parts: Buffer[] = [];
+    let from = 0;
+    for (; at >= 0; at = out.indexOf(needle, from)) {
+      parts.push(out.subarray(from, at), REDACTED);
+      from = at + needle.length;
+    }
+    parts.push(out.subarray(from));
+    out = Buffer.concat(parts);
+  }
+  return out;
+}
+
 /** A short description of an upstream answer for the audit log: never its data. */
 function summary(body: Buffer, contentType: string | undefined): Record<string, unknown> | undefined {
   if (!contentType?.includes("json") || body.length > 1_000_000) return undefined;
@@ -599,7 +630,12 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
         eventId: d.event_id,
       };
     }
-    return { status: res!.status, contentType, body: res!.body, eventId: d.event_id };
+    return {
+      status: res!.status,
+      contentType,
+      body: withoutCredential(res!.body, credential),
+      eventId: d.event_id,
+    };
   }
 
   /**

@@ -59,7 +59,11 @@ describe(`agents over A2A (${ENGINE})`, () => {
     s = await startTestServer({
       policies: { "project-billing.yaml": seedText(), "treasury.yaml": TREASURY },
       channels: [channel],
-      env: { BUTLER_A2A_PUSH_ALLOWLIST: `127.0.0.1:${receiver.port}` },
+      env: {
+        BUTLER_A2A_PUSH_ALLOWLIST: `127.0.0.1:${receiver.port}`,
+        // Push-config credentials are stored sealed; on PostgreSQL that needs the master key.
+        BUTLER_MASTER_KEY: "42".repeat(32),
+      },
     });
     url = s.url;
     agent = await s.agentToken("billing-reconciler-1", "project-billing");
