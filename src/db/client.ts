@@ -127,16 +127,41 @@ function isReadTimeout(e: unknown): boolean {
  * a client whose connection fails; the pool listens only while the client is idle, so a client
  * checked out (inside a transaction, say) that loses its connection (pg_terminate_backend, a
  * restart, a network cut) would throw an unhandled 'error' event and end the process. Here every
- * checked-out client has a listener that logs the failure and returns the client to the pool as
- * broken, at once, so that it is replaced even when its holder never releases it (drizzle does not
- * when BEGIN itself fails); the holder's own release later does nothing.
+ * client has a listener from the moment it is checked out (the pool's 'acquire', synchronous, so
+ * that no error can fall between the pool letting go and the holder taking over) until it is
+ * back; a client that fails while held is returned to the pool as broken at once, so that it is
+ * replaced even when its holder never releases it (drizzle does not when BEGIN itself fails), and
+ * the holder's own release later does nothing.
  */
 export class GuardedPool extends pg.Pool {
   readonly #log: Logger;
+  /** The release of each client held through `connect()` (not the pool's own `query`). */
+  readonly #holders = new WeakMap<pg.ClientBase, (e: Error) => void>();
+  /** Clients that failed after the pool handed them out but before their holder took them. */
+  readonly #broken = new WeakMap<pg.ClientBase, Error>();
 
   constructor(config: pg.PoolConfig, log: Logger) {
     super({ ...config, Client: TimedClient as unknown as new () => pg.ClientBase });
     this.#log = log;
+    const pool = this;
+    const inUse = function (this: pg.ClientBase, e: Error) {
+      pool.#failed(this, e);
+    };
+    this.on("acquire", (client) => client.on("error", inUse));
+    // Emitted once the pool listens again itself (or has dropped the client).
+    this.on("release", (_err, client) => {
+      client.removeListener("error", inUse);
+      this.#holders.delete(client);
+      this.#broken.delete(client);
+    });
+  }
+
+  #failed(client: pg.ClientBase, e: Error): void {
+    this.#log.warn({ err: e }, "a PostgreSQL connection in use failed; it is replaced");
+    const release = this.#holders.get(client);
+    // The pool's own `query` releases its clients itself, with the error.
+    if (release) release(e);
+    else this.#broken.set(client, e);
   }
 
   override connect(): Promise<pg.PoolClient>;
@@ -159,24 +184,22 @@ export class GuardedPool extends pg.Pool {
       super.connect(callback);
       return undefined;
     }
-    return super.connect().then((client) => this.#guard(client));
+    return super.connect().then((client) => this.#hold(client));
   }
 
-  #guard(client: pg.PoolClient): pg.PoolClient {
+  #hold(client: pg.PoolClient): pg.PoolClient {
     const release = client.release;
     let released = false;
     const done = (err?: Error | boolean) => {
       if (released) return;
       released = true;
-      client.removeListener("error", onError);
       release(err);
     };
-    const onError = (e: Error) => {
-      this.#log.warn({ err: e }, "a PostgreSQL connection in use failed; it is replaced");
-      done(e);
-    };
-    client.on("error", onError);
     client.release = done;
+    const early = this.#broken.get(client);
+    // Already dead: released as broken now; the holder's statements fail at once.
+    if (early) done(early);
+    else this.#holders.set(client, done);
     return client;
   }
 }

@@ -1,6 +1,6 @@
 import { timingSafeEqual } from "node:crypto";
 import type { FastifyInstance } from "fastify";
-import { Bot, GrammyError, HttpError, webhookCallback } from "grammy";
+import { type Api, Bot, GrammyError, HttpError, webhookCallback } from "grammy";
 import type { ApprovalCard } from "../../butler/approval-card.js";
 import { RETRY_AFTER_SECONDS } from "../../errors.js";
 import type { Logger } from "../../logger.js";
@@ -55,7 +55,10 @@ export class TelegramChannel implements ApprovalChannel {
     if (!this.bot.isInited()) {
       // getMe once, without grammY's own endless retries: the supervisor retries, and says so.
       try {
-        this.bot.botInfo = await this.bot.api.getMe();
+        // Bounded: a silent network would otherwise hold this attempt (and its retries) for minutes.
+        this.bot.botInfo = await this.bot.api.getMe(
+          AbortSignal.timeout(10_000) as Parameters<Api["getMe"]>[0],
+        );
       } catch (e) {
         const auth = e instanceof GrammyError && (e.error_code === 401 || e.error_code === 404);
         throw new ChannelStartError(`telegram: ${describe(e)}`, auth, { cause: e });
