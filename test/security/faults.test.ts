@@ -193,7 +193,8 @@ describe.skipIf(ENGINE !== "postgres")("a database outage (postgres; PGlite has 
       ["reading a request", call(server.url, "GET", `/v1/access-requests/${requestId}`, agent)],
       ["listing as an approver", call(server.url, "GET", "/v1/access-requests", jordan)],
       ["the admin API", call(server.url, "GET", "/v1/admin/access-requests", ADMIN_TOKEN)],
-      ["the audit export", call(server.url, "GET", "/v1/admin/audit/verify", ADMIN_TOKEN)],
+      ["verifying the audit log", call(server.url, "GET", "/v1/admin/audit/verify", ADMIN_TOKEN)],
+      ["the audit export", call(server.url, "GET", "/v1/admin/audit/export", ADMIN_TOKEN)],
       ["readiness", call(server.url, "GET", "/readyz")],
     ];
     return Promise.all(calls.map(async ([what, p]) => [what, await p] as [string, Answer]));
