@@ -114,6 +114,7 @@ const EnvSchema = z.object({
     .regex(/^postgres(ql)?:\/\//, "DATABASE_URL must be a postgres:// or postgresql:// URL")
     .optional(),
   DATABASE_POOL_SIZE: int("DATABASE_POOL_SIZE", 1, 1000).default(10),
+  DATABASE_TIMEOUT_MS: int("DATABASE_TIMEOUT_MS", 100, 600_000).default(2_000),
   POLICIES_DIR: z.string().trim().min(1, "POLICIES_DIR must not be empty").default("./policies"),
   POLICY_WATCH: bool("POLICY_WATCH").default(true),
   BUTLER_MASTER_KEY: z
@@ -288,7 +289,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     publicUrl: e.BUTLER_PUBLIC_URL,
     dataDir,
     database: e.DATABASE_URL
-      ? { kind: "postgres" as const, url: e.DATABASE_URL, poolSize: e.DATABASE_POOL_SIZE }
+      ? {
+          kind: "postgres" as const,
+          url: e.DATABASE_URL,
+          poolSize: e.DATABASE_POOL_SIZE,
+          timeoutMs: e.DATABASE_TIMEOUT_MS,
+        }
       : { kind: "pglite" as const, dataDir: resolve(dataDir, "pglite") },
     policiesDir: resolve(e.POLICIES_DIR),
     policyWatch: e.POLICY_WATCH,

@@ -6,6 +6,7 @@ import { httpCheckpointSink, openCheckpointFile } from "./audit/checkpoint-sinks
 import type { CheckpointSink } from "./audit/checkpointer.js";
 import type { ApprovalChannel, ChannelHooks } from "./channels/channel.js";
 import { SlackChannel } from "./channels/slack/slack-channel.js";
+import { type SupervisedChannel, superviseChannel } from "./channels/supervisor.js";
 import { TelegramChannel } from "./channels/telegram/telegram-channel.js";
 import { type Clock, systemClock } from "./clock.js";
 import { type Config, listenUrl } from "./config.js";
@@ -26,8 +27,12 @@ import { loadProviders } from "./providers/provider-gateway.js";
 import { buildProviderListener } from "./providers/routes.js";
 import { configuredSecrets, createSecrets } from "./secrets.js";
 import { buildApp } from "./server/app.js";
+import { mendText } from "./server/validation.js";
 import { createServices, type ServiceOptions, type Services } from "./services.js";
 import { formatIssue } from "./yaml-file.js";
+
+/** How long `startServer` waits for the channels' first attempt to connect before going on without them. */
+const CHANNEL_FIRST_ATTEMPT_MS = 5_000;
 
 export interface RunningServer {
   app: FastifyInstance;
@@ -102,7 +107,12 @@ export async function startServer(
       async rejected(channel, reason, details) {
         await late?.audit.append({ type: `${channel}.request_rejected`, reason, details });
       },
-      redeemLink: (code, channel, userId) => late!.butler.redeemLinkCode(code, channel, userId),
+      async ignored(channel, reason, details) {
+        await late?.audit.append({ type: `${channel}.request_ignored`, reason, details });
+      },
+      // The platform's text is mended, never refused (see mendText): it would only be sent again.
+      redeemLink: (code, channel, userId) =>
+        late!.butler.redeemLinkCode(mendText(code), channel, mendText(userId)),
     };
     const channels: ApprovalChannel[] = [
       ...(edges.channels ?? []),
@@ -220,6 +230,23 @@ export async function startServer(
     // Every secret known at start is registered by now: say which ones are too short to redact.
     for (const w of secrets.warnings) log.warn(w);
     let closing = false;
+    // Liveness (/healthz) reports the database as last seen (up: it was just migrated) and never
+    // waits for it; readiness (/readyz) asks it, within the database timeout.
+    let databaseState: "up" | "down" = "up";
+    let databaseCheckedAt = 0;
+    let databaseCheck: Promise<void> | undefined;
+    const pingDatabase = async () => {
+      try {
+        await database.db.execute(sql`SELECT 1`);
+        databaseState = "up";
+      } catch (e) {
+        databaseState = "down";
+        throw e;
+      } finally {
+        databaseCheckedAt = performance.now();
+      }
+    };
+    const supervised: SupervisedChannel[] = [];
     const instanceId = newId("srv");
     const app = await buildApp({
       log,
@@ -248,16 +275,36 @@ export async function startServer(
       instanceId,
       checkReady: async () => {
         if (closing) throw new Error("shutting down");
-        await database.db.execute(sql`SELECT 1`);
+        await pingDatabase();
+      },
+      components: () => {
+        if (!databaseCheck && performance.now() - databaseCheckedAt > 1000)
+          databaseCheck = pingDatabase()
+            .catch(() => {})
+            .finally(() => {
+              databaseCheck = undefined;
+            });
+        return {
+          database: databaseState,
+          ...Object.fromEntries(supervised.map((c) => [c.kind, c.state()])),
+        };
       },
     });
     cleanups.push(() => app.close());
     await app.listen({ host: config.host, port: config.port });
-    // Started once the server listens: they may call their platforms (and fail fast on a bad token).
+    // Started once the server listens. A platform that cannot be reached, or refuses the token,
+    // never stops the server: the channel is reported degraded (GET /healthz) and retried in the
+    // background. The first attempt is waited for a moment, so that a healthy channel is up when
+    // the server says it serves.
     for (const channel of services.channels) {
-      await channel.start((input) => services.butler.reviewFromChannel(input));
-      cleanups.push(() => channel.stop());
+      const c = superviseChannel(channel, (input) => services.butler.reviewFromChannel(input), log);
+      supervised.push(c);
+      cleanups.push(() => c.stop());
     }
+    await Promise.race([
+      Promise.all(supervised.map((c) => c.firstAttempt)),
+      new Promise((r) => setTimeout(r, CHANNEL_FIRST_ATTEMPT_MS).unref()),
+    ]);
     const addr = app.server.address();
     const port = typeof addr === "object" && addr ? addr.port : config.port;
     const url = listenUrl(config.host, port);

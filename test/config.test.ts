@@ -26,7 +26,14 @@ describe("configuration", () => {
         kind: "postgres",
         url: "postgres://u@h:5432/db",
         poolSize: 20,
+        timeoutMs: 2000,
       },
+    );
+    expect(
+      loadConfig({ DATABASE_URL: "postgres://u@h:5432/db", DATABASE_TIMEOUT_MS: "500" }).database,
+    ).toMatchObject({ timeoutMs: 500 });
+    expect(() => loadConfig({ DATABASE_URL: "postgres://u@h/db", DATABASE_TIMEOUT_MS: "5" })).toThrow(
+      "DATABASE_TIMEOUT_MS must be between 100 and 600000",
     );
     expect(loadConfig({ DATABASE_URL: "", PORT: " " }).database.kind).toBe("pglite");
   });

@@ -3,7 +3,7 @@ import { asc, eq, sql } from "drizzle-orm";
 import type { Clock } from "../clock.js";
 import { type Database, type Queryable, rowsOf, type Tx } from "../db/client.js";
 import { auditEvents, auditHead } from "../db/schema.js";
-import { AppError } from "../errors.js";
+import { AppError, asAppError } from "../errors.js";
 import { newId } from "../ids.js";
 import type { Logger } from "../logger.js";
 import { isoTimestamp } from "../time-format.js";
@@ -259,6 +259,14 @@ export function createAuditLog(opts: AuditLogOptions) {
         },
       );
       for (const w of batch) w.reject(failure);
+      // The database cannot be reached: the events queued meanwhile would only wait for the next
+      // statement to time out in turn. They are refused now (503: try again), so that no caller
+      // waits more than about two statement timeouts.
+      if (asAppError(e)?.code === "UNAVAILABLE") {
+        const waiting = queue;
+        queue = [];
+        for (const w of waiting) w.reject(failure);
+      }
     }
   }
 

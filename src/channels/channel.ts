@@ -52,6 +52,22 @@ export interface ChannelHooks {
   rejected(channel: ChannelKind, reason: string, details: Record<string, unknown>): Promise<void>;
   /** Redeems a one-time link code for the account `userId`; resolves with the approver it binds. */
   redeemLink(code: string, channel: ChannelKind, userId: string): Promise<string>;
+  /**
+   * Records an authentic request (signed, or with the right secret) that the adapter acknowledged
+   * but could not act on: an interaction of an unknown shape, a button it does not know.
+   */
+  ignored(channel: ChannelKind, reason: string, details: Record<string, unknown>): Promise<void>;
+}
+
+/** Why a channel could not start; `auth` when the platform refused its token (a configuration error). */
+export class ChannelStartError extends Error {
+  constructor(
+    message: string,
+    readonly auth: boolean,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
 }
 
 /**
@@ -75,7 +91,10 @@ export class RetryLater extends Error {
 
 export interface ApprovalChannel {
   readonly kind: ChannelKind;
-  /** Starts receiving button presses and forwards each one to `onReview`. */
+  /**
+   * Starts receiving button presses and forwards each one to `onReview`. May be called again after
+   * it failed (a `ChannelStartError` when the platform said why): it then tries again.
+   */
   start(onReview: ReviewHandler): Promise<void>;
   /** Stops receiving; in-flight handlers are allowed to finish. */
   stop(): Promise<void>;

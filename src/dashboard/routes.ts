@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { z } from "zod";
@@ -522,14 +523,19 @@ export async function registerDashboard(app: FastifyInstance, deps: DashboardDep
       const s = await session(req);
       if (!s) throw new AppError("UNAUTHENTICATED", "sign in to the dashboard first");
       const q = parseInput(Filters, req.query, "query");
-      const rows = exportRows(deps.db, eventFilter(s, q));
       reply
         .header("content-type", "application/x-ndjson; charset=utf-8")
         .header("content-disposition", 'attachment; filename="butler-audit.jsonl"');
+      if (req.method === "HEAD") return reply.send();
+      const rows = exportRows(deps.db, eventFilter(s, q));
+      // A stream (fastify serialises a bare generator as `{}`), read page by page: memory stays
+      // flat however long the log is. The same lines as the admin API's export.
       return reply.send(
-        (async function* () {
-          for await (const r of rows) yield `${canonicalJson(rowToLine(r))}\n`;
-        })(),
+        Readable.from(
+          (async function* () {
+            for await (const r of rows) yield `${canonicalJson(rowToLine(r))}\n`;
+          })(),
+        ),
       );
     });
 
@@ -558,6 +564,11 @@ export async function registerDashboard(app: FastifyInstance, deps: DashboardDep
         "x-accel-buffering": "no",
         ...SECURITY_HEADERS,
       });
+      // A HEAD request gets the head only: no stream to keep open.
+      if (req.method === "HEAD") {
+        res.end();
+        return reply;
+      }
       res.write("retry: 1000\n\n");
       let open = true;
       const stop = () => {

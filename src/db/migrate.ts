@@ -4,7 +4,7 @@ import { drizzle as drizzlePg } from "drizzle-orm/node-postgres";
 import { migrate as migratePg } from "drizzle-orm/node-postgres/migrator";
 import type { PgliteDatabase } from "drizzle-orm/pglite";
 import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
-import type pg from "pg";
+import pg from "pg";
 import type { Database } from "./client.js";
 
 /** The migrations folder at the package root (the same path from src/db and from dist/db). */
@@ -23,7 +23,11 @@ export async function migrate(database: Database): Promise<void> {
     return;
   }
   const pool = (database.db as unknown as NodePgDatabase & { $client: pg.Pool }).$client;
-  const client = await pool.connect();
+  // Its own connection, without the pool's statement timeout (DATABASE_TIMEOUT_MS): waiting for
+  // another instance's migration, or a long DDL statement, is not an outage.
+  const client = new pg.Client({ ...pool.options, query_timeout: undefined });
+  client.on("error", () => {});
+  await client.connect();
   try {
     await client.query("SELECT pg_advisory_lock($1)", [MIGRATION_LOCK]);
     try {
@@ -32,6 +36,6 @@ export async function migrate(database: Database): Promise<void> {
       await client.query("SELECT pg_advisory_unlock($1)", [MIGRATION_LOCK]);
     }
   } finally {
-    client.release();
+    await client.end().catch(() => {});
   }
 }

@@ -28,7 +28,7 @@ export type OutboxHandler = (payload: Record<string, unknown>) => Promise<Delive
 
 export interface OutboxDeps {
   db: Db;
-  audit: Pick<AuditLog, "append">;
+  audit: Pick<AuditLog, "appendInTx">;
   clock: Clock;
   log: Logger;
   handlers: Readonly<Record<string, OutboxHandler>>;
@@ -78,54 +78,77 @@ export function createOutboxWorker(deps: OutboxDeps) {
   // Set by stop(): passes end after the message in hand (runOnce alone, without start(), is fine).
   let stopping = false;
 
+  /**
+   * Delivers one message, then records the outcome: the row's new state and its audit line are
+   * written in ONE transaction, so that a crash between them cannot leave a delivery marked done
+   * (or given up) without its line. If that transaction fails, nothing is recorded and the message
+   * is delivered again once its claim lapses (at least once).
+   */
   async function deliver(row: Row): Promise<void> {
     const handler = handlers[row.topic];
     const now = clock.now();
+    const id = Number(row.id);
     try {
       if (!handler) throw new Error(`no handler for ${row.topic}`);
       const done = await handler(row.payload);
-      await db
-        .update(outbox)
-        .set({ deliveredAt: clock.now(), attempts: row.attempts + 1, lastError: null })
-        .where(eq(outbox.id, Number(row.id)));
-      if (done?.auditType) {
-        await audit.append({
-          type: done.auditType,
-          agent: done.agent ?? null,
-          project: done.project ?? null,
-          reason: done.reason ?? null,
-          details: { ...done.details, outbox_id: Number(row.id), attempt: row.attempts + 1 },
-        });
-      }
+      await db.transaction(async (tx) => {
+        await tx
+          .update(outbox)
+          .set({ deliveredAt: clock.now(), attempts: row.attempts + 1, lastError: null })
+          .where(eq(outbox.id, id));
+        if (done?.auditType) {
+          await audit.appendInTx(tx, [
+            {
+              type: done.auditType,
+              agent: done.agent ?? null,
+              project: done.project ?? null,
+              reason: done.reason ?? null,
+              details: { ...done.details, outbox_id: id, attempt: row.attempts + 1 },
+            },
+          ]);
+        }
+      });
     } catch (e) {
       const attempts = row.attempts + 1;
       // Redacted before it is cut, so that a cut can never leave part of a secret behind.
       const message = (deps.redact ?? String)(String((e as Error)?.message ?? e)).slice(0, 500);
-      if (attempts >= maxAttempts) {
-        await db
-          .update(outbox)
-          .set({ attempts, failedAt: now, lastError: message })
-          .where(eq(outbox.id, Number(row.id)));
-        log.error({ outboxId: row.id, topic: row.topic, attempts, err: e }, "outbox message given up");
-        await audit.append({
-          type: "outbox.delivery_failed",
-          reason: message,
-          details: { outbox_id: Number(row.id), topic: row.topic, key: row.key, attempts },
-        });
-      } else {
-        // The platform's own "retry after" wins over our backoff when it is longer (HTTP 429).
-        const asked = (e as { retryAfterMs?: unknown }).retryAfterMs;
-        const backoff = Math.max(
-          Math.min(maxBackoffMs, 1000 * 2 ** (attempts - 1)),
-          typeof asked === "number" && Number.isFinite(asked) ? Math.min(asked, 3_600_000) : 0,
-        );
-        await db
-          .update(outbox)
-          .set({ attempts, nextAttemptAt: new Date(now.getTime() + backoff), lastError: message })
-          .where(eq(outbox.id, Number(row.id)));
-        log.warn(
-          { outboxId: row.id, topic: row.topic, attempts, backoffMs: backoff, err: e },
-          "outbox delivery failed; will retry",
+      try {
+        if (attempts >= maxAttempts) {
+          await db.transaction(async (tx) => {
+            await tx
+              .update(outbox)
+              .set({ attempts, failedAt: now, lastError: message })
+              .where(eq(outbox.id, id));
+            await audit.appendInTx(tx, [
+              {
+                type: "outbox.delivery_failed",
+                reason: message,
+                details: { outbox_id: id, topic: row.topic, key: row.key, attempts },
+              },
+            ]);
+          });
+          log.error({ outboxId: row.id, topic: row.topic, attempts, err: e }, "outbox message given up");
+        } else {
+          // The platform's own "retry after" wins over our backoff when it is longer (HTTP 429).
+          const asked = (e as { retryAfterMs?: unknown }).retryAfterMs;
+          const backoff = Math.max(
+            Math.min(maxBackoffMs, 1000 * 2 ** (attempts - 1)),
+            typeof asked === "number" && Number.isFinite(asked) ? Math.min(asked, 3_600_000) : 0,
+          );
+          await db
+            .update(outbox)
+            .set({ attempts, nextAttemptAt: new Date(now.getTime() + backoff), lastError: message })
+            .where(eq(outbox.id, id));
+          log.warn(
+            { outboxId: row.id, topic: row.topic, attempts, backoffMs: backoff, err: e },
+            "outbox delivery failed; will retry",
+          );
+        }
+      } catch (bookkeeping) {
+        // Nothing was recorded; the claim lapses and the message is tried again.
+        log.error(
+          { outboxId: row.id, topic: row.topic, err: bookkeeping, delivery: e },
+          "outbox could not record a delivery attempt; it will be retried",
         );
       }
     }

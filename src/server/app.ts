@@ -11,7 +11,7 @@ import type { Butler } from "../butler/butler-service.js";
 import { registerButlerRoutes } from "../butler/routes.js";
 import type { ApprovalChannel } from "../channels/channel.js";
 import { type DashboardDeps, registerDashboard } from "../dashboard/routes.js";
-import { AppError } from "../errors.js";
+import { AppError, RETRY_AFTER_SECONDS } from "../errors.js";
 import type { Gateway } from "../gateway/gateway-service.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
@@ -21,7 +21,7 @@ import type { ProviderGateway } from "../providers/provider-gateway.js";
 import { registerProviderRoutes } from "../providers/routes.js";
 import { createFastify } from "./fastify.js";
 import { requireAdmin, requireAgent } from "./plugins/auth.js";
-import { paramsObject, parseInput, safeText } from "./validation.js";
+import { paramsObject, parseInput, safeText, storable } from "./validation.js";
 
 export interface AppDeps {
   log: Logger;
@@ -46,6 +46,11 @@ export interface AppDeps {
   instanceId: string;
   /** Throws (with a reason) when the server should not receive traffic. */
   checkReady: () => Promise<void>;
+  /**
+   * The state of each part the server depends on (database, approval channels): `up`, or what is
+   * wrong (`down`, `degraded`, `starting`, `unknown`). Must answer at once, without I/O.
+   */
+  components?: () => Record<string, string>;
 }
 
 const AuthorizeBody = z.strictObject({
@@ -77,7 +82,11 @@ const credentialName = z
   .regex(/^[A-Z][A-Z0-9_]{0,127}$/, "must be upper-case letters, digits and _ such as STRIPE_API_KEY");
 const CredentialBody = z.strictObject({
   name: credentialName,
-  value: z.string().min(1, "is empty").max(16_384),
+  value: z
+    .string()
+    .min(1, "is empty")
+    .max(16_384)
+    .refine(storable, "must be text without NUL characters or unpaired surrogates"),
 });
 const CredentialParams = z.strictObject({ name: credentialName });
 const RevisionParams = z.strictObject({
@@ -105,7 +114,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     trustProxy: deps.trustProxy,
   });
 
-  app.get("/healthz", async () => ({ status: "ok", instance: deps.instanceId }));
+  // Liveness: the process answers. It is 200 while the process lives, whatever its parts say
+  // (a restart would not bring the database or Slack back); the parts' states are for people.
+  app.get("/healthz", async () => {
+    const components = deps.components?.() ?? {};
+    const degraded = Object.values(components).some((s) => s !== "up");
+    return { status: degraded ? "degraded" : "ok", instance: deps.instanceId, components };
+  });
+  // Readiness: the server can decide (its database answers, within the database timeout).
   app.get("/readyz", async (req, reply) => {
     try {
       await deps.checkReady();
@@ -113,7 +129,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     } catch (e) {
       // The reason goes to the log only: a database error can name internal hosts and users.
       req.log.warn({ err: e }, "not ready");
-      return reply.code(503).send({ status: "not ready" });
+      return reply.code(503).header("retry-after", String(RETRY_AFTER_SECONDS)).send({ status: "not ready" });
     }
   });
   app.get("/metrics", async (_req, reply) => {
@@ -200,6 +216,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
           since: q.since ? new Date((parseTimestamp(q.since) as { value: number }).value) : undefined,
         });
         reply.header("content-type", "application/x-ndjson; charset=utf-8");
+        if (req.method === "HEAD") return reply.send();
         // A generator streams page by page: memory stays flat however long the log is.
         return reply.send(
           Readable.from(

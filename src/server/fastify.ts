@@ -1,3 +1,5 @@
+import { STATUS_CODES } from "node:http";
+import type { Socket } from "node:net";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from "fastify";
 import type { Logger } from "../logger.js";
 import { installErrorHandler } from "./plugins/error-handler.js";
@@ -15,6 +17,7 @@ export function createFastify(opts: {
     // Every decision is in the audit log; per-request access logs would only double the I/O.
     logController: new LogController({ disableRequestLogging: true }),
     return503OnClosing: true,
+    clientErrorHandler,
   });
   installErrorHandler(app);
   app.addHook("onSend", async (_req, reply) => {
@@ -22,4 +25,36 @@ export function createFastify(opts: {
     if (!reply.hasHeader("cache-control")) reply.header("cache-control", "no-store");
   });
   return app;
+}
+
+/**
+ * Requests Node's HTTP parser refuses (headers too large, a malformed request line, a request
+ * too slow to arrive) are answered here, on the raw socket, before any route sees them. As
+ * fastify's own handler does, but a HEAD request (or one whose method cannot be told) never gets
+ * a body: its client would read the body as the start of the next answer.
+ */
+function clientErrorHandler(error: Error, socket: Socket): void {
+  const err = error as NodeJS.ErrnoException & { rawPacket?: unknown };
+  if (err.code === "ECONNRESET" || socket.destroyed) return;
+  const status =
+    err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : err.code === "HPE_HEADER_OVERFLOW" ? 431 : 400;
+  const message =
+    status === 408
+      ? "the request took too long to arrive"
+      : status === 431
+        ? "the request's headers are too large"
+        : "the request is not valid HTTP";
+  const raw = Buffer.isBuffer(err.rawPacket) ? err.rawPacket.subarray(0, 16).toString("latin1") : "";
+  const method = /^([A-Z]+) /.exec(raw)?.[1];
+  const body =
+    method && method !== "HEAD" ? JSON.stringify({ error: { code: "INVALID_INPUT", message } }) : "";
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\n` +
+        (body
+          ? `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+          : "Content-Length: 0\r\n\r\n"),
+    );
+  }
+  socket.destroy(err);
 }

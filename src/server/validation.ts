@@ -12,12 +12,30 @@ export const safeText = (max: number) =>
     .refine((s) => s.isWellFormed(), "must be valid Unicode text (it has an unpaired surrogate)")
     .refine((s) => !s.includes("\u0000"), "must not contain NUL characters");
 
+/**
+ * Whether PostgreSQL can store `s` exactly, in a text column or inside jsonb: well-formed Unicode
+ * (no unpaired surrogate) without U+0000.
+ */
+export function storable(s: string): boolean {
+  return s.isWellFormed() && !s.includes("\u0000");
+}
+
+/**
+ * Text that arrives where refusing it is impossible (a chat platform's payload, which it would
+ * only send again), mended so that it can be stored: unpaired surrogates and U+0000 become U+FFFD.
+ */
+export function mendText(s: string): string {
+  const wf = s.isWellFormed() ? s : s.toWellFormed();
+  return wf.includes("\u0000") ? wf.replaceAll("\u0000", "\uFFFD") : wf;
+}
+
 const MAX_DEPTH = 16;
 const MAX_VALUES = 10_000;
 
 /**
- * A JSON object of call parameters: at most 16 levels deep and 10,000 values, and no number JSON
- * cannot round-trip (1e400 parses to Infinity, which no audit line can hold).
+ * A JSON object of call parameters: at most 16 levels deep and 10,000 values, no number JSON
+ * cannot round-trip (1e400 parses to Infinity, which no audit line can hold), and no name or text
+ * PostgreSQL cannot store (NUL, unpaired surrogates): the problem is named by where it is.
  */
 export const paramsObject = z
   .record(z.string(), z.unknown(), "must be a JSON object of parameters")
@@ -26,26 +44,26 @@ export const paramsObject = z
     if (problem) ctx.addIssue({ code: "custom", message: problem });
   });
 
-const UNSTORABLE = "must not hold text with NUL characters or unpaired surrogates (in values or names)";
-const unstorable = (s: string) => s.includes("\u0000") || !s.isWellFormed();
-
 function paramsProblem(root: unknown): string | undefined {
   const stack: [unknown, number, string][] = [[root, 0, ""]];
   let values = 0;
+  const unstorable = (where: string, what: string) =>
+    `${what} at ${where || "the top"} holds a NUL character or an unpaired surrogate, which cannot be stored`;
   while (stack.length > 0) {
-    const [v, depth, at] = stack.pop()!;
+    const [v, depth, where] = stack.pop()!;
     if (++values > MAX_VALUES) return `must not hold more than ${MAX_VALUES} values`;
     if (typeof v === "number" && !Number.isFinite(v)) return "must not hold numbers too large to represent";
-    // Params may be stored (a one-shot request keeps them as jsonb): PostgreSQL refuses NUL, and
-    // an unpaired surrogate is not Unicode.
-    if (typeof v === "string" && unstorable(v)) return `${UNSTORABLE} (at ${at || "the top"})`;
+    if (typeof v === "string" && !storable(v)) return unstorable(where, "the text");
     if (v !== null && typeof v === "object") {
       if (depth >= MAX_DEPTH) return `must not be nested more than ${MAX_DEPTH} levels deep`;
-      if (Array.isArray(v)) v.forEach((x, i) => void stack.push([x, depth + 1, `${at}[${i}]`]));
+      if (Array.isArray(v))
+        for (let i = 0; i < v.length; i++) stack.push([v[i], depth + 1, `${where}[${i}]`]);
       else
         for (const [k, x] of Object.entries(v)) {
-          if (unstorable(k)) return `${UNSTORABLE} (a name in ${at || "the top level"})`;
-          stack.push([x, depth + 1, `${at}.${k.slice(0, 64)}`]);
+          const name = /^[A-Za-z_][\w-]*$/.test(k) ? k : JSON.stringify(k);
+          const path = where ? `${where}.${name}` : name;
+          if (!storable(k)) return unstorable(path, "the name");
+          stack.push([x, depth + 1, path]);
         }
     }
   }

@@ -44,9 +44,10 @@ describe(`the butler command as a process (${ENGINE})`, () => {
       while (!existsSync(infoFile) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       const info = JSON.parse(await readFile(infoFile, "utf8"));
       expect(info.pid).toBe(child.pid);
-      expect(await (await fetch(`${info.url}/healthz`)).json()).toEqual({
+      expect(await (await fetch(`${info.url}/healthz`)).json()).toMatchObject({
         status: "ok",
         instance: info.instance,
+        components: { database: "up" },
       });
       expect(stderr).toContain(`Butler is serving at ${info.url}`);
 

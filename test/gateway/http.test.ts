@@ -108,6 +108,7 @@ describe(`HTTP API: authentication, validation and operations endpoints (${ENGIN
     expect(await (await fetch(`${s.url}/healthz`)).json()).toEqual({
       status: "ok",
       instance: expect.stringMatching(/^srv_/),
+      components: { database: "up" },
     });
     expect(await (await fetch(`${s.url}/readyz`)).json()).toEqual({ status: "ready" });
     await s.authorize(token, ok);

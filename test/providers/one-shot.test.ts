@@ -142,7 +142,7 @@ describe(`one-shot approvals (${ENGINE})`, () => {
       });
       expect({ params, status: r.status }).toEqual({ params, status: 400 });
       expect(r.body.error.message).toMatch(
-        /^body\.params: must not hold text with NUL .*(metadata|description)/,
+        /^body\.params: the (text|name) at .*(metadata|description).* holds a NUL character or an unpaired surrogate/,
       );
     }
     expect(stripe.requests.length).toBe(before);

@@ -10,15 +10,17 @@ import {
   SocketModeReceiver,
 } from "@slack/bolt";
 import type { Logger as SlackLogger } from "@slack/logger";
-import { WebAPIRateLimitedError, type WebClientOptions } from "@slack/web-api";
+import { ErrorCode, WebAPIRateLimitedError, type WebClientOptions } from "@slack/web-api";
 import type { FastifyInstance } from "fastify";
 import type { ApprovalCard } from "../../butler/approval-card.js";
 import type { Clock } from "../../clock.js";
+import { RETRY_AFTER_SECONDS } from "../../errors.js";
 import type { Logger } from "../../logger.js";
 import {
   type ApprovalChannel,
   type Audience,
   type ChannelHooks,
+  ChannelStartError,
   type PostedCard,
   type PostResult,
   RetryLater,
@@ -48,6 +50,17 @@ export interface SlackOptions {
 /** How far a request's timestamp may be from now, either way (Slack's recommendation: 5 minutes). */
 const MAX_SKEW_SECONDS = 300;
 const VALUE = /^(req_[a-z0-9]{16})(?:\|(\d{1,7}))?$/;
+const BUTTONS = new Set([ACTION_APPROVE, ACTION_APPROVE_SHORT, ACTION_DENY]);
+/** Slack's answers to a token it does not accept. */
+const AUTH_ERRORS = new Set([
+  "invalid_auth",
+  "not_authed",
+  "account_inactive",
+  "token_revoked",
+  "token_expired",
+  "no_permission",
+  "missing_scope",
+]);
 
 /**
  * Approval cards in Slack through Bolt: in HTTP mode behind this server's `/slack/events` (every
@@ -58,12 +71,14 @@ export class SlackChannel implements ApprovalChannel {
   readonly kind = "slack" as const;
   readonly app: App;
   #receiver: FastifyReceiver | undefined;
+  #onReview: ReviewHandler | undefined;
+  #ready = false;
   #emails = new Map<string, { email: string | undefined; at: number }>();
   #byEmail = new Map<string, { userId: string | undefined; at: number }>();
 
   constructor(
     opts: SlackOptions,
-    hooks: ChannelHooks,
+    private readonly hooks: ChannelHooks,
     private readonly clock: Clock,
     private readonly log: Logger,
   ) {
@@ -90,7 +105,10 @@ export class SlackChannel implements ApprovalChannel {
         deferInitialization: true,
       });
     } else {
-      this.#receiver = new FastifyReceiver(opts.signingSecret ?? "", hooks, clock, log);
+      this.#receiver = new FastifyReceiver(opts.signingSecret ?? "", hooks, clock, log, {
+        ready: () => this.#ready,
+        ignore: (body, reason) => this.ignore(body, reason),
+      });
       this.app = new App({
         token: opts.botToken,
         receiver: this.#receiver,
@@ -102,7 +120,31 @@ export class SlackChannel implements ApprovalChannel {
   }
 
   async start(onReview: ReviewHandler): Promise<void> {
+    this.#onReview = onReview;
+    if (!this.#registered) {
+      this.#register();
+      this.#registered = true;
+    }
+    try {
+      await this.app.init();
+      await this.app.start();
+    } catch (e) {
+      const code = (e as { data?: { error?: unknown } }).data?.error;
+      const auth =
+        (e as { code?: unknown }).code === ErrorCode.PlatformError &&
+        typeof code === "string" &&
+        AUTH_ERRORS.has(code);
+      throw new ChannelStartError(`slack: ${describe(e)}`, auth, { cause: e });
+    }
+    this.#ready = true;
+  }
+
+  #registered = false;
+
+  /** The listeners, registered once (start may be called again after a failed attempt). */
+  #register(): void {
     const app = this.app;
+    const review = (input: ReviewInput) => this.#onReview!(input);
     const approve =
       (ttlFromValue: boolean) =>
       async ({
@@ -117,9 +159,9 @@ export class SlackChannel implements ApprovalChannel {
         client: App["client"];
       }) => {
         await ack();
-        const m = VALUE.exec(action.value ?? "");
-        if (!m) return;
-        const outcome = await onReview({
+        const m = VALUE.exec(typeof action.value === "string" ? action.value : "");
+        if (!m) return this.ignore(body, `button value of ${action.action_id} not understood`);
+        const outcome = await review({
           requestId: m[1]!,
           verdict: "approve",
           ...(ttlFromValue && m[2] ? { ttlSeconds: Number(m[2]) } : {}),
@@ -146,19 +188,22 @@ export class SlackChannel implements ApprovalChannel {
       { type: "block_actions", action_id: ACTION_DENY },
       async ({ ack, body, action, client }) => {
         await ack();
-        const m = VALUE.exec(action.value ?? "");
-        if (!m) return;
+        const m = VALUE.exec(typeof action.value === "string" ? action.value : "");
+        if (!m) return this.ignore(body, `button value of ${action.action_id} not understood`);
         await client.views.open({ trigger_id: body.trigger_id, view: denyModal(m[1]!) as never });
       },
     );
     app.view(DENY_MODAL, async ({ ack, view, body }) => {
       const requestId = view.private_metadata;
-      const reason = (view.state.values.reason?.value?.value as string | null | undefined)?.trim();
-      if (!VALUE.test(requestId)) {
+      const values = (view.state as { values?: unknown } | undefined)?.values;
+      if (typeof requestId !== "string" || !VALUE.test(requestId) || !values || typeof values !== "object") {
         await ack();
-        return;
+        return this.ignore(body, "deny form not understood");
       }
-      const outcome = await onReview({
+      const given = (values as Record<string, Record<string, { value?: unknown }> | undefined>).reason?.value
+        ?.value;
+      const reason = typeof given === "string" ? given.trim() : undefined;
+      const outcome = await review({
         requestId,
         verdict: "deny",
         ...(reason ? { reason: reason.slice(0, 1000) } : {}),
@@ -170,11 +215,42 @@ export class SlackChannel implements ApprovalChannel {
     app.error(async (e) => {
       this.log.error({ err: e }, "slack handler failed");
     });
-    await app.init();
-    await app.start();
+  }
+
+  /**
+   * An authentic interaction Butler does not act on (an unknown button, a value or form it does
+   * not understand): audited, and the presser is told privately that nothing changed.
+   */
+  async ignore(body: unknown, reason: string): Promise<void> {
+    const b = (body !== null && typeof body === "object" ? body : {}) as Record<string, unknown>;
+    const field = (o: unknown, k: string) => {
+      const v = o !== null && typeof o === "object" ? (o as Record<string, unknown>)[k] : undefined;
+      return typeof v === "string" ? v.slice(0, 200) : undefined;
+    };
+    const userId = field(b.user, "id");
+    const channel = field(b.channel, "id") ?? field(b.container, "channel_id");
+    const actions = Array.isArray(b.actions) ? b.actions : [];
+    await this.hooks
+      .ignored("slack", reason, {
+        interaction: field(b, "type") ?? null,
+        action_id: field(actions[0], "action_id") ?? null,
+        callback_id: field(b.view, "callback_id") ?? field(b, "callback_id") ?? null,
+        user_id: userId ?? null,
+      })
+      .catch((e) => this.log.error({ err: e }, "could not audit an ignored Slack interaction"));
+    this.log.warn({ reason, userId }, "slack interaction ignored");
+    if (userId && channel && this.#ready)
+      await this.app.client.chat
+        .postEphemeral({
+          channel,
+          user: userId,
+          text: "Butler did not recognise this action; nothing was changed.",
+        })
+        .catch((e) => this.log.warn({ err: e }, "slack ephemeral reply failed"));
   }
 
   async stop(): Promise<void> {
+    this.#ready = false;
     await this.app.stop();
   }
 
@@ -272,9 +348,40 @@ function describe(e: unknown): string {
 }
 
 /**
+ * Why Butler's listeners will not act on a payload (then it is acknowledged, audited and
+ * otherwise ignored), or undefined when it is a press of one of Butler's buttons or its deny form.
+ */
+function notOurs(body: unknown): string | undefined {
+  if (body === null || typeof body !== "object" || Array.isArray(body)) return "not an interaction payload";
+  const b = body as Record<string, unknown>;
+  const obj = (v: unknown) => (v !== null && typeof v === "object" ? (v as Record<string, unknown>) : {});
+  const name = (v: unknown) =>
+    typeof v === "string" ? v.slice(0, 100) : JSON.stringify(v ?? null).slice(0, 100);
+  if (typeof b.type !== "string") return "payload without a type";
+  if (b.type === "block_actions") {
+    if (typeof obj(b.user).id !== "string") return "block action without a user";
+    const first = Array.isArray(b.actions) ? obj(b.actions[0]) : undefined;
+    if (!first) return "block action without actions";
+    if (typeof first.action_id !== "string" || !BUTTONS.has(first.action_id))
+      return `unknown action ${name(first.action_id)}`;
+    return undefined;
+  }
+  if (b.type === "view_submission") {
+    if (typeof obj(b.user).id !== "string") return "form submission without a user";
+    const callback = obj(b.view).callback_id;
+    if (callback !== DENY_MODAL) return `unknown form ${name(callback)}`;
+    return undefined;
+  }
+  return `unsupported interaction type ${name(b.type)}`;
+}
+
+/**
  * Bolt behind this fastify server: raw bodies (for the signature), verification that refuses
  * timestamps more than five minutes off either way, then Bolt's own processing, whose `ack()`
- * answers the HTTP request (Slack waits three seconds).
+ * answers the HTTP request (Slack waits three seconds). An authentic request is never answered
+ * with a 5xx for what it says (Slack would only send it again): what Butler does not act on is
+ * acknowledged with 200 and audited. Only a channel not yet connected, or a listener slower than
+ * Slack waits, answers 503.
  */
 class FastifyReceiver implements Receiver {
   private app: App | undefined;
@@ -283,6 +390,7 @@ class FastifyReceiver implements Receiver {
     private readonly hooks: ChannelHooks,
     private readonly clock: Clock,
     private readonly log: Logger,
+    private readonly channel: { ready(): boolean; ignore(body: unknown, reason: string): Promise<void> },
   ) {}
   init(app: App): void {
     this.app = app;
@@ -324,54 +432,68 @@ class FastifyReceiver implements Receiver {
           .code(401)
           .send({ error: { code: "UNAUTHENTICATED", message: `Slack request refused: ${problem}` } });
       }
-      let body: Record<string, unknown>;
+      let body: unknown;
       try {
         const type = String(req.headers["content-type"] ?? "")
           .split(";")[0]!
           .trim();
         if (type === "application/x-www-form-urlencoded") {
           const form = parseQuery(raw);
-          body =
-            typeof form.payload === "string" ? JSON.parse(form.payload) : (form as Record<string, unknown>);
+          body = typeof form.payload === "string" ? JSON.parse(form.payload) : form;
         } else body = JSON.parse(raw);
       } catch {
         return reply
           .code(400)
           .send({ error: { code: "INVALID_INPUT", message: "the Slack payload is not valid JSON" } });
       }
-      if (body?.ssl_check) return reply.send();
-      if (body?.type === "url_verification") return reply.send({ challenge: body.challenge });
+      const b = (body !== null && typeof body === "object" ? body : {}) as Record<string, unknown>;
+      if (b.ssl_check) return reply.send();
+      if (b.type === "url_verification") return reply.send({ challenge: b.challenge });
+      if (!this.channel.ready())
+        return reply
+          .code(503)
+          .header("retry-after", String(RETRY_AFTER_SECONDS))
+          .send({
+            error: { code: "UNAVAILABLE", message: "Slack approvals are not connected yet; try again" },
+          });
+      const ignored = notOurs(body);
+      if (ignored) {
+        await this.channel.ignore(body, ignored);
+        return reply.code(200).send();
+      }
       return new Promise((resolve) => {
         let acked = false;
-        const timer = setTimeout(() => {
-          if (!acked) {
-            acked = true;
-            resolve(reply.code(500).send());
-          }
-        }, 3001);
+        const answer = (status: number, response?: unknown): boolean => {
+          if (acked) return false;
+          acked = true;
+          clearTimeout(timer);
+          if (status === 503) reply.header("retry-after", String(RETRY_AFTER_SECONDS));
+          resolve(
+            response === undefined || response === ""
+              ? reply.code(status).send()
+              : reply.code(status).send(response),
+          );
+          return true;
+        };
+        // Slack gives up after three seconds; what was pressed may still be decided after this.
+        const timer = setTimeout(() => answer(503), 3001);
         const event: ReceiverEvent = {
-          body,
+          body: b,
           retryNum: req.headers["x-slack-retry-num"] ? Number(req.headers["x-slack-retry-num"]) : undefined,
           retryReason: header(req.headers["x-slack-retry-reason"]),
           ack: async (response?: unknown) => {
-            if (acked) return;
-            acked = true;
-            clearTimeout(timer);
-            resolve(
-              response === undefined || response === ""
-                ? reply.code(200).send()
-                : reply.code(200).send(response),
-            );
+            answer(200, response);
           },
         };
-        this.app!.processEvent(event).catch((e) => {
-          this.log.error({ err: e }, "slack event failed");
-          if (!acked) {
-            acked = true;
-            clearTimeout(timer);
-            resolve(reply.code(500).send());
-          }
-        });
+        this.app!.processEvent(event).then(
+          async () => {
+            if (answer(200)) await this.channel.ignore(body, "no listener acknowledged the interaction");
+          },
+          async (e) => {
+            this.log.error({ err: e }, "slack event failed");
+            if (answer(200)) await this.channel.ignore(body, "the interaction could not be handled");
+          },
+        );
       });
     });
   };

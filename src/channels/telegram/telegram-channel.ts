@@ -1,12 +1,14 @@
 import { timingSafeEqual } from "node:crypto";
 import type { FastifyInstance } from "fastify";
-import { Bot, GrammyError, HttpError, webhookCallback } from "grammy";
+import { type Api, Bot, GrammyError, HttpError, webhookCallback } from "grammy";
 import type { ApprovalCard } from "../../butler/approval-card.js";
+import { RETRY_AFTER_SECONDS } from "../../errors.js";
 import type { Logger } from "../../logger.js";
 import {
   type ApprovalChannel,
   type Audience,
   type ChannelHooks,
+  ChannelStartError,
   type PostedCard,
   type PostResult,
   RetryLater,
@@ -41,8 +43,42 @@ export class TelegramChannel implements ApprovalChannel {
     this.bot = new Bot(opts.botToken, { client: { apiRoot: opts.apiRoot } });
   }
 
+  #onReview: ReviewHandler | undefined;
+  #registered = false;
+
   async start(onReview: ReviewHandler): Promise<void> {
+    this.#onReview = onReview;
+    if (!this.#registered) {
+      this.#register();
+      this.#registered = true;
+    }
+    if (!this.bot.isInited()) {
+      // getMe once, without grammY's own endless retries: the supervisor retries, and says so.
+      try {
+        // Bounded: a silent network would otherwise hold this attempt (and its retries) for minutes.
+        this.bot.botInfo = await this.bot.api.getMe(
+          AbortSignal.timeout(10_000) as Parameters<Api["getMe"]>[0],
+        );
+      } catch (e) {
+        const auth = e instanceof GrammyError && (e.error_code === 401 || e.error_code === 404);
+        throw new ChannelStartError(`telegram: ${describe(e)}`, auth, { cause: e });
+      }
+    }
+    if (this.opts.mode === "polling" && !this.#polling) {
+      this.#polling = true;
+      void this.bot
+        .start({ drop_pending_updates: false })
+        .catch((e) => this.log.error({ err: e }, "telegram polling stopped"))
+        .finally(() => {
+          this.#polling = false;
+        });
+    }
+  }
+
+  /** The handlers, registered once (start may be called again after a failed attempt). */
+  #register(): void {
     const bot = this.bot;
+    const review: ReviewHandler = (input) => this.#onReview!(input);
     bot.command("start", async (ctx) => {
       const code = ctx.match.trim();
       if (!code) {
@@ -51,8 +87,9 @@ export class TelegramChannel implements ApprovalChannel {
         );
         return;
       }
+      if (!ctx.from) return this.#ignore(ctx.update, "/start without a sender");
       try {
-        const approver = await this.hooks.redeemLink(code, "telegram", String(ctx.from?.id));
+        const approver = await this.hooks.redeemLink(code, "telegram", String(ctx.from.id));
         await ctx.reply(`This Telegram account is now connected to approver ${approver}.`);
       } catch (e) {
         await ctx.reply((e as Error).message);
@@ -60,12 +97,13 @@ export class TelegramChannel implements ApprovalChannel {
     });
     bot.callbackQuery(CALLBACK, async (ctx) => {
       const [, verb, requestId] = ctx.match as RegExpMatchArray;
+      if (!ctx.from) return this.#ignore(ctx.update, "button press without a sender");
       if (verb === "dn") {
         await ctx.answerCallbackQuery({ text: "Reply with a reason to deny" });
         await ctx.reply(denyPrompt(requestId!), { reply_markup: { force_reply: true, selective: true } });
         return;
       }
-      const outcome = await onReview({
+      const outcome = await review({
         requestId: requestId!,
         verdict: "approve",
         ...(verb === "a1" ? { ttlSeconds: 3600 } : {}),
@@ -74,13 +112,24 @@ export class TelegramChannel implements ApprovalChannel {
       // Shown to the presser only; the card itself is updated for everyone through the outbox.
       await ctx.answerCallbackQuery({ text: outcome.message.slice(0, 200), show_alert: !outcome.ok });
     });
+    // Any other button: not Butler's (or tampered with). Answered, so that it stops spinning.
+    bot.on("callback_query", async (ctx) => {
+      await this.#ignore(ctx.update, "button data not recognised");
+      await ctx
+        .answerCallbackQuery({
+          text: "This button is not recognised; nothing was changed.",
+          show_alert: true,
+        })
+        .catch((e) => this.log.warn({ err: e }, "telegram callback answer failed"));
+    });
     bot.on("message:text", async (ctx) => {
       const prompt = ctx.message.reply_to_message?.text;
       const m =
         prompt && ctx.message.reply_to_message?.from?.id === bot.botInfo.id ? DENY_PROMPT.exec(prompt) : null;
       if (!m) return;
+      if (!ctx.from) return this.#ignore(ctx.update, "reply without a sender");
       const text = ctx.message.text.trim();
-      const outcome = await onReview({
+      const outcome = await review({
         requestId: m[1]!,
         verdict: "deny",
         ...(text && text !== "/skip" ? { reason: text.slice(0, 1000) } : {}),
@@ -91,20 +140,26 @@ export class TelegramChannel implements ApprovalChannel {
     bot.catch((err) =>
       this.log.error({ err: err.error, updateId: err.ctx.update.update_id }, "telegram update failed"),
     );
-    await bot.init();
-    if (this.opts.mode === "polling") {
-      this.#polling = true;
-      void bot
-        .start({ drop_pending_updates: false })
-        .catch((e) => this.log.error({ err: e }, "telegram polling stopped"));
-    }
+  }
+
+  /** An authentic update Butler does not act on: audited and logged. */
+  async #ignore(update: { update_id: number }, reason: string): Promise<void> {
+    this.log.warn({ updateId: update.update_id, reason }, "telegram update ignored");
+    await this.hooks
+      .ignored("telegram", reason, { update_id: update.update_id })
+      .catch((e) => this.log.error({ err: e }, "could not audit an ignored Telegram update"));
   }
 
   async stop(): Promise<void> {
     if (this.#polling) await this.bot.stop();
   }
 
-  /** Mounts `/telegram/webhook`: a request without the right secret is refused (401) and audited. */
+  /**
+   * Mounts `/telegram/webhook`: a request without the right secret is refused (401) and audited; a
+   * body that is not an update is refused (400); an update is acknowledged with 200 even when
+   * handling it failed (Telegram would only send it again), except while the bot is not connected
+   * yet (503, Telegram retries).
+   */
   async mount(app: FastifyInstance): Promise<void> {
     if (this.opts.mode !== "webhook" || !this.opts.webhookSecret) return;
     const secret = Buffer.from(this.opts.webhookSecret);
@@ -121,7 +176,34 @@ export class TelegramChannel implements ApprovalChannel {
           error: { code: "UNAUTHENTICATED", message: "wrong or missing X-Telegram-Bot-Api-Secret-Token" },
         });
       }
-      return handle(req, reply);
+      const update = req.body as { update_id?: unknown } | null;
+      if (
+        update === null ||
+        typeof update !== "object" ||
+        Array.isArray(update) ||
+        !Number.isSafeInteger(update.update_id)
+      ) {
+        return reply.code(400).send({
+          error: {
+            code: "INVALID_INPUT",
+            message: "the body is not a Telegram update (a JSON object with a numeric update_id)",
+          },
+        });
+      }
+      if (!this.bot.isInited())
+        return reply
+          .code(503)
+          .header("retry-after", String(RETRY_AFTER_SECONDS))
+          .send({
+            error: { code: "UNAVAILABLE", message: "Telegram approvals are not connected yet; try again" },
+          });
+      try {
+        return await handle(req, reply);
+      } catch (e) {
+        this.log.error({ err: e, updateId: update.update_id }, "telegram update failed");
+        await this.#ignore(update as { update_id: number }, "the update could not be handled");
+        return reply.code(200).send();
+      }
     });
   }
 

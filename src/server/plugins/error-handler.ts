@@ -1,23 +1,26 @@
 import type { FastifyError, FastifyInstance } from "fastify";
-import { AppError, type ErrorCode, httpStatus } from "../../errors.js";
+import { AppError, asAppError, type ErrorCode, httpStatus, RETRY_AFTER_SECONDS } from "../../errors.js";
 
 /**
  * The one place errors become responses: `{ error: { code, message, request_id } }`.
- * AppErrors keep their code; fastify's own 4xx errors (bad JSON, wrong content type, body too
- * large) are mapped to codes with readable messages; anything else is logged with its stack and
- * answered as INTERNAL without details.
+ * AppErrors keep their code; a database that cannot be reached is UNAVAILABLE (503 with
+ * Retry-After: the caller tries again shortly), see `asAppError`; fastify's own 4xx errors (bad
+ * JSON, wrong content type, body too large) are mapped to codes with readable messages; anything
+ * else is logged with its stack and answered as INTERNAL without details.
  */
 export function installErrorHandler(app: FastifyInstance): void {
-  app.setErrorHandler((error: FastifyError | AppError | Error, req, reply) => {
+  app.setErrorHandler((thrown: FastifyError | AppError | Error, req, reply) => {
     let code: ErrorCode;
     let message: string;
     let details: Record<string, unknown> | undefined;
+    const error = asAppError(thrown) ?? thrown;
     if (error instanceof AppError) {
       code = error.code;
       message = error.message;
       details = error.details;
       if (code === "INTERNAL" || code === "UNAVAILABLE")
         req.log.error({ err: error.cause ?? error }, message);
+      else if (error !== thrown) req.log.warn({ err: thrown }, message);
     } else {
       const status = (error as FastifyError).statusCode;
       if (status !== undefined && status >= 400 && status < 500) {
@@ -29,6 +32,7 @@ export function installErrorHandler(app: FastifyInstance): void {
       }
     }
     if (code === "UNAUTHENTICATED") reply.header("www-authenticate", 'Bearer realm="butler"');
+    if (code === "UNAVAILABLE") reply.header("retry-after", String(RETRY_AFTER_SECONDS));
     reply
       .code(httpStatus(code))
       .send({ error: { code, message, request_id: req.id, ...(details ? { details } : {}) } });
