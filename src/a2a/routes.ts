@@ -24,7 +24,7 @@ import {
 } from "@a2a-js/sdk/server";
 import type { FastifyError, FastifyInstance, FastifyReply } from "fastify";
 import type { TokenService } from "../agents/token-service.js";
-import { isAppError } from "../errors.js";
+import { asAppError, RETRY_AFTER_SECONDS } from "../errors.js";
 import type { Logger } from "../logger.js";
 import { bearerToken } from "../server/plugins/auth.js";
 import { rawBodies } from "../server/raw-body.js";
@@ -97,14 +97,25 @@ const rpcError = (id: unknown, error: RpcError) => ({ jsonrpc: "2.0" as const, i
  * errors by their message (written for the caller), anything else as a bare "internal error"
  * (logged here with its details, which may name tables or hosts and are not the caller's business).
  */
+/** Calls (by their context) that failed because the database could not be reached: answered 503. */
+const unavailable = new WeakSet<object>();
+
 function guard(h: A2ARequestHandler, log: Logger): A2ARequestHandler {
-  const translate = (e: unknown, method: string): unknown => {
+  const translate = (e: unknown, method: string, args: unknown[]): unknown => {
     if (e instanceof A2AError) return e;
-    if (isAppError(e)) {
-      if (e.code === "NOT_FOUND") return new TaskNotFoundError(e.message);
-      if (e.code === "INVALID_INPUT" || e.code === "FORBIDDEN" || e.code === "CONFLICT")
-        return new RequestMalformedError(e.message);
-      if (e.code !== "INTERNAL") return new Error(e.message);
+    const known = asAppError(e);
+    if (known?.code === "UNAVAILABLE") {
+      // Not the agent's mistake and not a bug: the endpoint answers 503 with Retry-After.
+      const ctx = args.find((a) => a instanceof ServerCallContext);
+      if (ctx) unavailable.add(ctx);
+      log.warn({ err: known.cause ?? known, method }, "A2A call failed: the database is unavailable");
+      return new Error(known.message);
+    }
+    if (known) {
+      if (known.code === "NOT_FOUND") return new TaskNotFoundError(known.message);
+      if (known.code === "INVALID_INPUT" || known.code === "FORBIDDEN" || known.code === "CONFLICT")
+        return new RequestMalformedError(known.message);
+      if (known.code !== "INTERNAL") return new Error(known.message);
     }
     // A database error's message carries the statement's parameters (push credentials, say):
     // log what the driver said, not the query.
@@ -119,7 +130,7 @@ function guard(h: A2ARequestHandler, log: Logger): A2ARequestHandler {
         try {
           yield* fn(...args) as AsyncGenerator<unknown>;
         } catch (e) {
-          throw translate(e, name);
+          throw translate(e, name, args);
         }
       };
     } else {
@@ -127,7 +138,7 @@ function guard(h: A2ARequestHandler, log: Logger): A2ARequestHandler {
         try {
           return await fn(...args);
         } catch (e) {
-          throw translate(e, name);
+          throw translate(e, name, args);
         }
       };
     }
@@ -174,6 +185,12 @@ export async function registerA2ARoutes(app: FastifyInstance, deps: A2ARouteDeps
         return reply
           .code(e.statusCode)
           .send(rpcError(null, { code: JSONRPC_CODES.INVALID_REQUEST, message: e.message }));
+      const known = asAppError(e);
+      if (known?.code === "UNAVAILABLE")
+        return reply
+          .code(503)
+          .header("retry-after", String(RETRY_AFTER_SECONDS))
+          .send(rpcError(null, { code: JSONRPC_CODES.INTERNAL_ERROR, message: known.message }));
       deps.log.error({ err: e }, "A2A request failed");
       return reply
         .code(500)
@@ -276,15 +293,18 @@ export async function registerA2ARoutes(app: FastifyInstance, deps: A2ARouteDeps
       bindSignal(context, abort.signal);
       try {
         const out = await jsonRpc.handle(body as Record<string, unknown>, context);
+        const outage = () => reply.code(503).header("retry-after", String(RETRY_AFTER_SECONDS));
         if (!out || typeof (out as AsyncGenerator)[Symbol.asyncIterator] !== "function")
-          return reply.send(out);
+          return (unavailable.has(context) ? outage() : reply).send(out);
         const stream = out as AsyncGenerator<unknown, void, undefined>;
         // The first event decides between a plain error answer and a stream.
         let first: IteratorResult<unknown, void>;
         try {
           first = await stream.next();
         } catch (e) {
-          return reply.send(rpcError(rpc.id, JsonRpcTransportHandler.mapToJSONRPCError(e)));
+          return (unavailable.has(context) ? outage() : reply).send(
+            rpcError(rpc.id, JsonRpcTransportHandler.mapToJSONRPCError(e)),
+          );
         }
         reply.hijack();
         const res = reply.raw;

@@ -99,7 +99,9 @@ export function checkUpstreamUrl(
     return fail("the provider's base URL is not a URL");
   }
   if (url.origin !== b.origin) return fail(`the URL's origin ${url.origin} is not the provider's`);
-  if (url.username || url.password || url.hash) return fail("the URL carries user info or a fragment");
+  // User info only as the operator configured it in the base URL (never from the call).
+  if (url.username !== b.username || url.password !== b.password || url.hash)
+    return fail("the URL carries user info or a fragment the provider's base URL does not");
   const basePath = b.pathname.replace(/\/+$/, "");
   if (!url.pathname.startsWith(`${basePath}/`))
     return fail("the URL's path is not under the provider's base path");

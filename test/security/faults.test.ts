@@ -35,6 +35,7 @@ async function call(
   path: string,
   token?: string,
   body?: unknown,
+  headers: Record<string, string> = {},
 ): Promise<Answer> {
   const started = performance.now();
   const res = await fetch(`${url}${path}`, {
@@ -42,6 +43,7 @@ async function call(
     headers: {
       ...(body === undefined ? {} : { "content-type": "application/json" }),
       ...(token ? { authorization: `Bearer ${token}` } : {}),
+      ...headers,
     },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
@@ -196,6 +198,17 @@ describe.skipIf(ENGINE !== "postgres")("a database outage (postgres; PGlite has 
       ["verifying the audit log", call(server.url, "GET", "/v1/admin/audit/verify", ADMIN_TOKEN)],
       ["the audit export", call(server.url, "GET", "/v1/admin/audit/export", ADMIN_TOKEN)],
       ["readiness", call(server.url, "GET", "/readyz")],
+      [
+        "an A2A call",
+        call(
+          server.url,
+          "POST",
+          "/a2a",
+          agent,
+          { jsonrpc: "2.0", id: 1, method: "ListTasks", params: {} },
+          { "a2a-version": "1.0" },
+        ),
+      ],
     ];
     return Promise.all(calls.map(async ([what, p]) => [what, await p] as [string, Answer]));
   }

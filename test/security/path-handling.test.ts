@@ -228,7 +228,7 @@ describe(`path parameters cannot change the upstream path (${ENGINE})`, () => {
       const r = await operation("stripe", "retrieve_charge", { charge });
       expect({ charge, status: r.status }).toEqual({ charge, status: 400 });
       // (A NUL or an unpaired surrogate is refused with the body, as text no database can store.)
-      expect(r.body.error.message).toMatch(/params\.charge: |^body\.params: .*\(at \.charge\)$/);
+      expect(r.body.error.message).toMatch(/params\.charge: |^body\.params: the text at charge holds/);
     }
     // Wrong types are refused as before.
     for (const charge of [null, true, {}, [], ["ch_1"]]) {
@@ -286,7 +286,7 @@ describe(`path parameters cannot change the upstream path (${ENGINE})`, () => {
     for (const kind of ["..", "../../other", "%2e%2e", "a\u0000"]) {
       const r = await operation("acme", "list_items", { account: "a1", kind });
       expect({ kind, status: r.status }).toEqual({ kind, status: 400 });
-      expect(r.body.error.message).toMatch(/params\.kind: |^body\.params: .*\(at \.kind\)$/);
+      expect(r.body.error.message).toMatch(/params\.kind: |^body\.params: the text at kind holds/);
     }
     expect(stripe.requests.slice(before)).toEqual([]);
     expect((await operation("acme", "list_items", { account: "a1", kind: "open" })).status).toBe(401);

@@ -70,8 +70,6 @@ agents:
     roles: [support-tier-1]
 approvers:
   - id: jordan
-    slack: { user_id: U0JORDAN }
-    telegram: { user_id: 7001 }
 `;
 
 /** A closed loopback port: whatever is sent there is refused. */
