@@ -29,7 +29,7 @@ import { CreateRequestBody } from "../butler/routes.js";
 import type { Clock } from "../clock.js";
 import type { ChangeBus } from "../db/changes.js";
 import { type Db, rowsOf, type Tx } from "../db/client.js";
-import { a2aPushConfigs, a2aTasks } from "../db/schema.js";
+import { a2aPushConfigs, a2aTasks, accessRequests } from "../db/schema.js";
 import { AppError, isAppError } from "../errors.js";
 import { newId } from "../ids.js";
 import type { Logger } from "../logger.js";
@@ -510,86 +510,105 @@ export function createA2A(deps: A2ADeps) {
     const taskId = newId("task");
     const contextId = message.contextId && message.contextId.length <= 128 ? message.contextId : newId("ctx");
     const now = clock.now();
-    let refused: string | undefined;
     let requestId: string | null = null;
-    let grant: GrantArtifact | undefined;
-    if (!input) refused = `no access request in this message: ${EXPECTED_FIELDS}`;
-    else {
-      try {
-        const r = await butler.submit(owner, input);
-        if (r.status === "already_allowed") {
-          grant = {
-            grantId: r.grant_id,
-            requestId: null,
-            action: r.action,
-            resource: r.resource,
-            branch: r.branch,
-            expiresAt: r.expires_at,
-            revision: r.revision,
-            state: "live",
-            revokedAt: null,
-            approvedBy: null,
-            reason: null,
-          };
-        } else requestId = r.request.id;
-      } catch (e) {
-        if (!isAppError(e) || !["INVALID_INPUT", "FORBIDDEN", "NOT_FOUND", "CONFLICT"].includes(e.code))
-          throw e;
-        refused = e.message;
+    // At most a few rounds: another task of the agent may cancel the identical request meanwhile.
+    for (let round = 0; ; round++) {
+      if (round === 3)
+        throw new Error("the identical access request kept being canceled while this task was opened");
+      let refused: string | undefined;
+      requestId = null;
+      let grant: GrantArtifact | undefined;
+      if (!input) refused = `no access request in this message: ${EXPECTED_FIELDS}`;
+      else {
+        try {
+          const r = await butler.submit(owner, input);
+          if (r.status === "already_allowed") {
+            grant = {
+              grantId: r.grant_id,
+              requestId: null,
+              action: r.action,
+              resource: r.resource,
+              branch: r.branch,
+              expiresAt: r.expires_at,
+              revision: r.revision,
+              state: "live",
+              revokedAt: null,
+              approvedBy: null,
+              reason: null,
+            };
+          } else requestId = r.request.id;
+        } catch (e) {
+          if (!isAppError(e) || !["INVALID_INPUT", "FORBIDDEN", "NOT_FOUND", "CONFLICT"].includes(e.code))
+            throw e;
+          refused = e.message;
+        }
       }
-    }
-    const state: TaskStateName = refused ? "rejected" : grant ? "completed" : "submitted";
-    const userMessage = Message.toJSON({ ...message, taskId, contextId }) as Record<string, unknown>;
-    const text =
-      refused ?? (grant ? `already allowed: ${grant.grantId}; go ahead` : "filed; asking approvers");
-    const status = {
-      state: wireState(state),
-      message: agentMessage(taskId, contextId, text),
-      timestamp: now.toISOString(),
-    };
-    const wire: WireTask = {
-      id: taskId,
-      contextId,
-      status,
-      artifacts: grant ? [grantArtifact(grant)] : [],
-      history: [userMessage, status.message],
-      metadata: { butler: { requestId, project: owner.project, agent: owner.agent } },
-    };
-    await db.transaction(async (tx) => {
-      await tx.insert(a2aTasks).values({
+      const state: TaskStateName = refused ? "rejected" : grant ? "completed" : "submitted";
+      const userMessage = Message.toJSON({ ...message, taskId, contextId }) as Record<string, unknown>;
+      const text =
+        refused ?? (grant ? `already allowed: ${grant.grantId}; go ahead` : "filed; asking approvers");
+      const status = {
+        state: wireState(state),
+        message: agentMessage(taskId, contextId, text),
+        timestamp: now.toISOString(),
+      };
+      const wire: WireTask = {
         id: taskId,
-        agent: owner.agent,
-        project: owner.project,
         contextId,
-        requestId,
-        state,
-        grantState: grant ? "live" : null,
-        task: wire,
-        createdAt: now,
-        updatedAt: now,
-      });
-      if (push?.url) await savePushConfig(tx, taskId, { ...push, taskId });
-      await deps.audit.appendInTx(tx, [
-        {
-          type: "a2a.task_opened",
+        status,
+        artifacts: grant ? [grantArtifact(grant)] : [],
+        history: [userMessage, status.message],
+        metadata: { butler: { requestId, project: owner.project, agent: owner.agent } },
+      };
+      const inserted = await db.transaction(async (tx) => {
+        // The request this task waits on, locked while the task is added: an agent cancelling its
+        // other task on the same request decides under this lock, so it sees this task waiting.
+        // A request cancelled between filing and here is filed again (it is no longer pending).
+        if (requestId) {
+          const [r] = await tx
+            .select({ status: accessRequests.status })
+            .from(accessRequests)
+            .where(eq(accessRequests.id, requestId))
+            .for("share");
+          if (r?.status === "canceled") return false;
+        }
+        await tx.insert(a2aTasks).values({
+          id: taskId,
           agent: owner.agent,
           project: owner.project,
-          reason: refused ?? null,
-          details: {
-            task_id: taskId,
-            request_id: requestId,
-            state,
-            context_id: contextId,
-            push: Boolean(push?.url),
+          contextId,
+          requestId,
+          state,
+          grantState: grant ? "live" : null,
+          task: wire,
+          createdAt: now,
+          updatedAt: now,
+        });
+        if (push?.url) await savePushConfig(tx, taskId, { ...push, taskId });
+        await deps.audit.appendInTx(tx, [
+          {
+            type: "a2a.task_opened",
+            agent: owner.agent,
+            project: owner.project,
+            reason: refused ?? null,
+            details: {
+              task_id: taskId,
+              request_id: requestId,
+              state,
+              context_id: contextId,
+              push: Boolean(push?.url),
+            },
           },
-        },
-      ]);
-      await enqueue(
-        tx,
-        await pushesFor(tx, taskId, [streamEvent({ $case: "task", value: toTask(wire) })], state),
-        now,
-      );
-    });
+        ]);
+        await enqueue(
+          tx,
+          await pushesFor(tx, taskId, [streamEvent({ $case: "task", value: toTask(wire) })], state),
+          now,
+        );
+        return true;
+      });
+      if (inserted) break;
+    }
     deps.onEnqueued();
     // The request may have been decided already (an approver was quick, or it is an identical
     // pending request): the task catches up with it at once.

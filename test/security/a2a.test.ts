@@ -348,6 +348,29 @@ describe(`A2A (${ENGINE})`, () => {
     ).toHaveLength(1);
   });
 
+  test("a task opened for an identical request while the agent cancels its other task is never canceled with it", async () => {
+    const client = await a2aClient(s.url, agent);
+    for (let i = 0; i < 8; i++) {
+      const eventId = await denial();
+      const first = (await client.sendMessage(
+        ask({ ttl: "PT1H", reason: `race ${i}`, denial_event_id: eventId }),
+      )) as Task;
+      // The second task is opened while the first is cancelled: whichever order the server takes
+      // them in, the second task waits on a pending request.
+      const [, second] = await Promise.all([
+        client.cancelTask({ tenant: "", id: first.id, metadata: undefined }),
+        client.sendMessage(
+          ask({ ttl: "PT1H", reason: `race ${i}`, denial_event_id: eventId }),
+        ) as Promise<Task>,
+      ]);
+      const now = await client.getTask({ tenant: "", id: second.id, historyLength: 0 });
+      expect(now.status?.state, `round ${i}`).toBe(TaskState.TASK_STATE_INPUT_REQUIRED);
+      const requestId = now.metadata!.butler.requestId as string;
+      expect((await s.http("GET", `/v1/access-requests/${requestId}`, agent)).body.status).toBe("pending");
+      await client.cancelTask({ tenant: "", id: second.id, metadata: undefined });
+    }
+  });
+
   test("ids and text PostgreSQL cannot store are -32602 or -32001 in every method, never -32603", async () => {
     const client = await a2aClient(s.url, agent);
     const real = (await client.sendMessage(
