@@ -1,4 +1,6 @@
-import { mkdirSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
@@ -8,7 +10,13 @@ import { startTestServer, type TestServer } from "../helpers/server.js";
 
 /** Debian's chromium (the CI installs it with apt-get); another build can be named. */
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-const SHOTS = fileURLToPath(new URL("../../docs/screenshots/", import.meta.url));
+/**
+ * Where screenshots go: a temporary directory, so that a test run leaves the checkout as it was;
+ * BUTLER_SCREENSHOTS=1 writes the README's (docs/screenshots) instead.
+ */
+const SHOTS = process.env.BUTLER_SCREENSHOTS
+  ? fileURLToPath(new URL("../../docs/screenshots/", import.meta.url))
+  : `${mkdtempSync(join(tmpdir(), "butler-shots-"))}/`;
 
 /** Agent-written text that would run or render if any renderer treated it as markup. */
 const HOSTILE = `Reconcile payouts <img src=x onerror="document.title='pwned'"><script>document.title='pwned'</script> & <b>now</b>`;
@@ -33,6 +41,7 @@ describe(`the dashboard in Chromium (${ENGINE})`, () => {
   afterAll(async () => {
     await browser?.close();
     await s?.cleanup();
+    if (!process.env.BUTLER_SCREENSHOTS) rmSync(SHOTS, { recursive: true, force: true });
   });
 
   /** A browser context signed in with a token through the sign-in form. */
