@@ -16,6 +16,12 @@ export interface Secrets {
   add(name: string, value: string | null | undefined): void;
   /** `text` with every secret replaced by `[redacted:NAME]` (and URL credentials by `[redacted]`). */
   redact(text: string): string;
+  /**
+   * Only the configured and registered secrets replaced, not credential-looking URL parts: for
+   * values that name things (a resource, an action, a branch), which must stay as the agent wrote
+   * them to be matched later, while a secret itself never reaches the audit log.
+   */
+  redactKnown(text: string): string;
   /** Secrets too short to be redacted safely, for a warning at start-up. */
   readonly warnings: readonly string[];
 }
@@ -74,6 +80,9 @@ export function createSecrets(
   const label = (match: string) => labels.get(match) ?? "[redacted]";
   return {
     add,
+    redactKnown(text: string): string {
+      return labels.size > 0 && known.test(text) ? text.replace(knownAll, label) : text;
+    },
     redact(text: string): string {
       let out = labels.size > 0 && known.test(text) ? text.replace(knownAll, label) : text;
       if (out.includes("://")) out = out.replace(URL_USERINFO, "$1[redacted]@");

@@ -77,6 +77,7 @@ export function createServices(opts: ServiceOptions) {
   const { config, database, log, clock } = opts;
   const secrets = opts.secrets ?? createSecrets(configuredSecrets(config));
   const redact = (text: string) => secrets.redact(text);
+  const redactKnown = (text: string) => secrets.redactKnown(text);
   const db = database.db;
   const channels = opts.channels ?? [];
   let checkpointer: Checkpointer | undefined;
@@ -88,6 +89,7 @@ export function createServices(opts: ServiceOptions) {
     queueMax: config.audit.queueMax,
     onWritten: (seq) => checkpointer?.noteCommitted(seq),
     redact,
+    redactKnown,
   });
   const cp = config.auditCheckpoints;
   if (cp && opts.checkpointSinks) {

@@ -63,8 +63,13 @@ export interface AuditLogOptions {
    * it). For `appendInTx` it is told before the caller's transaction commits: a hint, not a fact.
    */
   onWritten?: (seq: number) => void;
-  /** Takes secrets out of every text of an event before it is hashed and written (see secrets.ts). */
+  /** Takes secrets and credential-looking URL parts out of the event's `reason` (where error texts go) before it is hashed. */
   redact?: (text: string) => string;
+  /**
+   * Takes only known secrets out of the other texts (names, resources, details), which must stay
+   * as written to be matched later: credential-looking URL parts there are the agent's own data.
+   */
+  redactKnown?: (text: string) => string;
 }
 
 const CORE = new Set<string>(CORE_FIELDS);
@@ -103,6 +108,7 @@ export function createAuditLog(opts: AuditLogOptions) {
     }
   };
   const redact = opts.redact ?? ((s: string) => s);
+  const redactKnown = opts.redactKnown ?? ((s: string) => s);
   const batchMax = opts.batchMax ?? 1000;
   const queueMax = opts.queueMax ?? 50_000;
   const optimisticAttempts = 4;
@@ -115,7 +121,7 @@ export function createAuditLog(opts: AuditLogOptions) {
   let tail: Head | undefined;
 
   function prepare(input: AuditEventInput): PendingEvent {
-    const details = input.details ? (clean(input.details, redact) as Record<string, unknown>) : {};
+    const details = input.details ? (clean(input.details, redactKnown) as Record<string, unknown>) : {};
     for (const k of Object.keys(details)) {
       if (CORE.has(k)) throw new Error(`audit detail '${k}' would overwrite a core field`);
     }
@@ -125,11 +131,11 @@ export function createAuditLog(opts: AuditLogOptions) {
       event_id: eventId,
       ts: isoTimestamp(input.at ?? clock.now()),
       type: input.type,
-      agent: cleanString(input.agent, redact),
-      project: cleanString(input.project, redact),
-      action: cleanString(input.action, redact),
-      resource: cleanString(input.resource, redact),
-      decision: cleanString(input.decision, redact),
+      agent: cleanString(input.agent, redactKnown),
+      project: cleanString(input.project, redactKnown),
+      action: cleanString(input.action, redactKnown),
+      resource: cleanString(input.resource, redactKnown),
+      decision: cleanString(input.decision, redactKnown),
       reason: cleanString(input.reason, redact),
       http_status: input.httpStatus ?? null,
     };

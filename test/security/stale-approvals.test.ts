@@ -271,6 +271,21 @@ describe(`a pending request edited in the database is never granted as edited ($
     ).toBe("DENY");
   }
 
+  test("no false alarm: resources that look like URLs with credentials are filed, audited and granted as written", async () => {
+    for (const resource of [
+      "https://files.example/report.csv&token=abcdef123456",
+      "ssh://git@github.example/org/repo",
+      "https://files.example/bot123456:ABCdef/report",
+    ]) {
+      const id = await file(resource);
+      const r = await s.http("POST", `/v1/access-requests/${id}/approve`, jordan, {});
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      expect((await s.authorize(agent, { action: "stripe:charges:write", resource })).body.decision).toBe(
+        "ALLOW",
+      );
+    }
+  });
+
   test("the resource widened to a wildcard", async () => {
     const id = await file("stripe.com/v1/charges/ch_1");
     await s.server.services.database.db.execute(
