@@ -115,7 +115,7 @@ export interface ButlerDeps {
   audit: Pick<AuditLog, "appendInTx">;
   policies: Pick<
     PolicyStore,
-    "index" | "latestIn" | "recompose" | "refreshProject" | "ensureCurrent" | "lockProject"
+    "index" | "latestIn" | "recompose" | "refreshProject" | "ensureCurrent" | "lockProject" | "compiledIn"
   >;
   changes: Pick<ChangeBus, "publish">;
   clock: Clock;
@@ -362,7 +362,12 @@ export function createButler(deps: ButlerDeps) {
         "CONFLICT",
         `${call.action} on ${call.resource || "(no resource)"} is limited by the parameter constraints or deny patterns of grant ${governed}; a grant from an access request would bypass them, so change the policy file instead`,
       );
-    const decision = evaluate(policies.index(), { agent, project: project.name, ...call }, now.getTime());
+    // Decided against `project` exactly (at approval, the revision read under the project's lock).
+    const decision = evaluate(
+      { projects: new Map([[project.name, project]]) },
+      { agent, project: project.name, ...call },
+      now.getTime(),
+    );
     if (decision.decision === "DENY" && !LIFTABLE_DENIALS.has(decision.code))
       return fail("CONFLICT", `an access request cannot lift this: ${decision.reason}`);
     return { ok: true, decision };
@@ -452,7 +457,7 @@ export function createButler(deps: ButlerDeps) {
     if (project.neverGrant.some((g) => g.match(r.action)))
       return policy(`${r.action} is never granted in ${r.project} (settings.never_grant)`);
     const decision = evaluate(
-      policies.index(),
+      { projects: new Map([[project.name, project]]) },
       { agent: r.agent, project: r.project, ...call, params: r.callParams ?? {} },
       now.getTime(),
     );
@@ -938,7 +943,14 @@ export function createButler(deps: ButlerDeps) {
       if (pre) await policies.ensureCurrent(pre.project);
       const result = await db.transaction(async (tx) => {
         const r = await lockRequest(tx, id);
-        const project = policies.index().projects.get(r.project);
+        // An approval decides against the revision it will be added to: the project's lock (after
+        // the request's row, the order the sweeper takes them in) keeps a policy import from
+        // storing a new baseline between this check and the grant's recompose.
+        if (verdict === "approve") await policies.lockProject(tx, r.project);
+        const project =
+          verdict === "approve"
+            ? await policies.compiledIn(tx, r.project)
+            : policies.index().projects.get(r.project);
         const who = project && approverOf(project, reviewer.approver);
         const refusal =
           reviewer.approver === r.agent

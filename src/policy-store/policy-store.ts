@@ -505,7 +505,18 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
     return report;
   }
 
+  /**
+   * The newest revision of `project` as read through `q` (a transaction holding the project's
+   * lock sees exactly the revision that will be recomposed), compiled; undefined when the project
+   * has no policy in force.
+   */
+  async function compiledIn(q: Queryable, project: string): Promise<CompiledProject | undefined> {
+    const r = await latestIn(q, project);
+    return r && compileRevision(r);
+  }
+
   return {
+    compiledIn,
     /** The index decisions are made from. Swapped atomically; never mutated. */
     index(): PolicyIndex {
       return current;

@@ -1,4 +1,5 @@
 import { sql } from "drizzle-orm";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { rowsOf } from "../../src/db/client.js";
 import { sha256 } from "../../src/policy-store/policy-store.js";
@@ -6,6 +7,7 @@ import { FakeChannel } from "../fakes/fake-channel.js";
 import { FakeNotifier } from "../fakes/fake-notifier.js";
 import { ENGINE } from "../helpers/db.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
+import { until } from "../helpers/wait.js";
 
 /**
  * Stale approvals, as an attacker would use them: file while the policy is loose, get the
@@ -222,6 +224,60 @@ describe(`a grant approved before the owners tighten the policy stops at the new
     );
   });
 });
+
+describe.skipIf(ENGINE !== "postgres")(
+  "an approval racing a policy import (postgres: two connections)",
+  () => {
+    let s: TestServer;
+    let agent: string;
+    let jordan: string;
+
+    beforeAll(async () => {
+      s = await startTestServer({ policies: { "shop.yaml": BEFORE } });
+      agent = await s.agentToken("refunder", "shop");
+      jordan = JSON.parse((await s.cli(["approvers", "token", "jordan", "--json"])).stdout).token;
+    });
+    afterAll(async () => {
+      await s?.cleanup();
+    });
+
+    test("an import that commits while the approval waits is the policy the approval is checked against", async () => {
+      const filed = await s.http("POST", "/v1/access-requests", agent, { ...REFUND, reason: "race" });
+      expect(filed.status).toBe(201);
+      const id = filed.body.access_request.id;
+      // Another instance imports AFTER (amount: max 100): it holds the project's lock while it
+      // stores the new revision, and the approval arrives meanwhile.
+      const importer = new pg.Client({ connectionString: s.env.DATABASE_URL });
+      await importer.connect();
+      try {
+        await importer.query("BEGIN");
+        await importer.query("SELECT pg_advisory_xact_lock(hashtext('butler.policy'), hashtext('shop'))");
+        const approving = s.http("POST", `/v1/access-requests/${id}/approve`, jordan, {});
+        await until(async () => {
+          const r = await importer.query(
+            "SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+          );
+          return r.rows[0].n > 0;
+        }, "the approval to wait for the project's lock");
+        await importer.query(
+          `INSERT INTO policy_revisions (project, revision, content_hash, source, yaml, baseline, effective_hash)
+         SELECT project, revision + 1, $1, source, $2, $2, $1 FROM policy_revisions
+         WHERE project = 'shop' ORDER BY revision DESC LIMIT 1`,
+          [sha256(AFTER), AFTER],
+        );
+        await importer.query("COMMIT");
+        const r = await approving;
+        expect(r.status, JSON.stringify(r.body)).toBe(409);
+        expect(r.body.error.message).toContain("the policy changed since this was filed");
+      } finally {
+        await importer.end();
+      }
+      await s.server.services.policies.refreshProject("shop");
+      const d = await s.authorize(agent, { ...REFUND, params: { amount: 1_000_000 } });
+      expect(d.body.decision).toBe("DENY");
+    });
+  },
+);
 
 describe(`a pending request edited in the database is never granted as edited (${ENGINE})`, () => {
   let s: TestServer;
