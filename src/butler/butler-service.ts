@@ -48,6 +48,7 @@ import { callHash } from "./one-shot.js";
 
 type RequestRow = typeof accessRequests.$inferSelect;
 type GrantRow = typeof grants.$inferSelect;
+type ReviewRow = typeof requestReviews.$inferSelect;
 
 /** What an agent sends to ask for access. */
 export interface AccessRequestInput {
@@ -373,6 +374,30 @@ export function createButler(deps: ButlerDeps) {
     return { ok: true, decision };
   }
 
+  /** Whether an earlier approval is the one the audit log recorded (its `approval_recorded` line). */
+  async function reviewRecorded(tx: Tx, r: RequestRow, a: ReviewRow): Promise<boolean> {
+    const [line] = a.eventId
+      ? await tx.select().from(auditEvents).where(eq(auditEvents.eventId, a.eventId))
+      : // Approvals recorded before reviews kept their event id: found by agent (an indexed column).
+        await tx
+          .select()
+          .from(auditEvents)
+          .where(
+            and(
+              eq(auditEvents.agent, r.agent),
+              eq(auditEvents.type, "access_request.approval_recorded"),
+              sql`${auditEvents.details}->>'request_id' = ${r.id}`,
+              sql`${auditEvents.details}->>'approver' = ${a.approver}`,
+            ),
+          )
+          .limit(1);
+    return (
+      line?.type === "access_request.approval_recorded" &&
+      line.details.request_id === r.id &&
+      line.details.approver === a.approver
+    );
+  }
+
   /**
    * Why a pending request can no longer be granted as filed, or undefined. Checked under the
    * request's row lock at every approval:
@@ -387,6 +412,7 @@ export function createButler(deps: ButlerDeps) {
     r: RequestRow,
     project: CompiledProject,
     now: Date,
+    presser: string,
   ): Promise<{ check: "integrity" | "policy"; detail: string } | undefined> {
     const integrity = (detail: string) => ({ check: "integrity" as const, detail });
     const policy = (detail: string) => ({ check: "policy" as const, detail });
@@ -423,6 +449,16 @@ export function createButler(deps: ButlerDeps) {
       (r.kind === "one_shot" ? d.call_sha256 === r.callHash : d.call_sha256 === undefined);
     if (!same)
       return integrity("the stored request differs from what was filed (audit event " + filed.eventId + ")");
+    // Approvals given before this press count only as the audit log recorded them.
+    const earlier = await tx
+      .select()
+      .from(requestReviews)
+      .where(and(eq(requestReviews.requestId, r.id), eq(requestReviews.verdict, "approve")));
+    for (const a of earlier) {
+      if (a.approver === presser) continue;
+      if (!(await reviewRecorded(tx, r, a)))
+        return integrity(`the approval by ${a.approver} is not in the audit log as recorded`);
+    }
     if (
       r.kind === "one_shot" &&
       callHash({
@@ -1013,7 +1049,8 @@ export function createButler(deps: ButlerDeps) {
             ),
           };
         }
-        const stale = verdict === "approve" ? await whyStale(tx, r, project!, now) : undefined;
+        const stale =
+          verdict === "approve" ? await whyStale(tx, r, project!, now, reviewer.approver) : undefined;
         if (stale) {
           const lead = stale.check === "policy" ? SUPERSEDED : ALTERED;
           if (stale.check === "integrity")
@@ -1122,13 +1159,22 @@ export function createButler(deps: ButlerDeps) {
           return { outcome: "denied" as const, row: denied! };
         }
 
-        const approvals = await tx
-          .select()
-          .from(requestReviews)
-          .where(and(eq(requestReviews.requestId, r.id), eq(requestReviews.verdict, "approve")))
-          .orderBy(asc(requestReviews.createdAt));
+        // Approvals count while their approver still decides this tier of this project under
+        // the policy in force (someone removed since, or limited to lower tiers, no longer counts).
+        const approvals = (
+          await tx
+            .select()
+            .from(requestReviews)
+            .where(and(eq(requestReviews.requestId, r.id), eq(requestReviews.verdict, "approve")))
+            .orderBy(asc(requestReviews.createdAt))
+        ).filter(
+          (a) =>
+            a.approver === reviewer.approver ||
+            (a.approver !== r.agent &&
+              (approverOf(project!, a.approver)?.tiers.includes(r.riskTier) ?? false)),
+        );
         if (approvals.length < r.approvalsRequired) {
-          await audit.appendInTx(tx, [
+          const [recordedLine] = await audit.appendInTx(tx, [
             {
               type: "access_request.approval_recorded",
               ...common,
@@ -1142,6 +1188,10 @@ export function createButler(deps: ButlerDeps) {
               },
             },
           ]);
+          await tx
+            .update(requestReviews)
+            .set({ eventId: recordedLine!.event_id })
+            .where(and(eq(requestReviews.requestId, r.id), eq(requestReviews.approver, reviewer.approver)));
           await enqueue(
             tx,
             afterChange(

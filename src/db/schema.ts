@@ -191,6 +191,11 @@ export const requestReviews = pgTable(
     channel: text("channel").notNull(),
     ttlSeconds: integer("ttl_seconds"),
     createdAt: createdAt(),
+    /**
+     * The `access_request.approval_recorded` audit event of an approval that did not yet decide:
+     * the final approval counts it only if the hash chain has it as recorded.
+     */
+    eventId: text("event_id"),
   },
   (t) => [uniqueIndex("request_reviews_uq").on(t.requestId, t.approver)],
 );

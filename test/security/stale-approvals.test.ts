@@ -279,6 +279,73 @@ describe.skipIf(ENGINE !== "postgres")(
   },
 );
 
+const TWO = `project: vault
+agents: [mover]
+approvers:
+  - id: alex
+  - id: blair
+  - id: casey
+settings:
+  approvals: { low: 2, medium: 2, high: 2 }
+`;
+
+describe(`an approval counts only while its approver still may decide, and as the audit log recorded it (${ENGINE})`, () => {
+  let s: TestServer;
+  let agent: string;
+  const token: Record<string, string> = {};
+
+  beforeAll(async () => {
+    s = await startTestServer({ policies: { "vault.yaml": TWO } });
+    agent = await s.agentToken("mover", "vault");
+    for (const who of ["alex", "blair", "casey"])
+      token[who] = JSON.parse((await s.cli(["approvers", "token", who, "--json"])).stdout).token;
+  });
+  afterAll(async () => {
+    await s?.cleanup();
+  });
+
+  async function file(resource: string): Promise<string> {
+    const r = await s.http("POST", "/v1/access-requests", agent, {
+      action: "aws:s3:GetObject",
+      resource,
+      reason: "two people",
+    });
+    expect(r.status).toBe(201);
+    return r.body.access_request.id;
+  }
+  const approve = (id: string, who: string) =>
+    s.http("POST", `/v1/access-requests/${id}/approve`, token[who], {});
+
+  test("an approver removed after approving no longer counts towards the two approvals", async () => {
+    const id = await file("arn:aws:s3:::vault/a");
+    expect((await approve(id, "alex")).body.outcome).toBe("recorded");
+    await s.writePolicy("vault.yaml", TWO.replace("  - id: alex\n", ""));
+    await s.cli(["policy", "reload"]);
+    const second = await approve(id, "blair");
+    expect(second.status).toBe(200);
+    expect(second.body.outcome).toBe("recorded");
+    expect(second.body.access_request.status).toBe("pending");
+    expect((await approve(id, "casey")).body.outcome).toBe("approved");
+    await s.writePolicy("vault.yaml", TWO);
+    await s.cli(["policy", "reload"]);
+  });
+
+  test("an approval inserted in the database is not counted: the request is superseded", async () => {
+    const id = await file("arn:aws:s3:::vault/b");
+    await s.server.services.database.db.execute(
+      sql`INSERT INTO request_reviews (request_id, approver, verdict, channel) VALUES (${id}, 'alex', 'approve', 'api')`,
+    );
+    const r = await approve(id, "blair");
+    expect(r.status).toBe(409);
+    expect(r.body.error.message).toContain("the approval by alex is not in the audit log as recorded");
+    expect((await s.http("GET", `/v1/access-requests/${id}`, agent)).body.status).toBe("superseded");
+    expect(
+      (await s.authorize(agent, { action: "aws:s3:GetObject", resource: "arn:aws:s3:::vault/b" })).body
+        .decision,
+    ).toBe("DENY");
+  });
+});
+
 describe(`a pending request edited in the database is never granted as edited (${ENGINE})`, () => {
   let s: TestServer;
   let agent: string;

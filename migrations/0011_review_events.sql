@@ -1,0 +1,1 @@
+ALTER TABLE "request_reviews" ADD COLUMN "event_id" text;
