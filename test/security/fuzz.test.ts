@@ -212,6 +212,7 @@ const STORED = [
   "a2a_push_configs",
   "credentials",
   "spend",
+  "webhook_events",
 ];
 
 describe(`fuzzing every HTTP endpoint (${ENGINE})`, () => {
@@ -256,6 +257,9 @@ describe(`fuzzing every HTTP endpoint (${ENGINE})`, () => {
       reason: "fuzz fixture",
     });
     requestId = filed.body.access_request.id;
+    // Deliveries run only when the test says so (before each snapshot), so that the snapshot taken
+    // around a refused call sees that call's effects and nothing the server does in the background.
+    await s.server.services.outbox.stop();
     const signIn = await fetch(`${s.url}/dashboard/sign-in`, {
       method: "POST",
       headers: { "content-type": "application/x-www-form-urlencoded" },
@@ -433,6 +437,7 @@ describe(`fuzzing every HTTP endpoint (${ENGINE})`, () => {
               ...(type && body !== undefined ? { "content-type": type } : {}),
               ...(sign && body !== undefined ? signedHeaders(e, body) : {}),
             };
+            await s.server.services.outbox.runOnce();
             const before = await snapshot();
             const method = e.method === "GET" && head ? "HEAD" : e.method;
             const res = await fetch(url, {
@@ -456,7 +461,9 @@ describe(`fuzzing every HTTP endpoint (${ENGINE})`, () => {
               );
             // A refusal changes nothing stored (a superseded or expired request is the decision
             // it reports, and a 404 on an unknown id has nothing to change).
-            if (res.status >= 400 && !(res.status === 409 && /approve|deny|verdict/.test(e.path))) {
+            const rpcError = e.path.startsWith("/a2a") && /^\{"jsonrpc":"2\.0".*"error":\{/.test(text);
+            const refused = res.status >= 400 || rpcError;
+            if (refused && !(res.status === 409 && /approve|deny|verdict/.test(e.path))) {
               expect(await snapshot(), `${e.method} ${url} → ${res.status} changed stored state`).toBe(
                 before,
               );
