@@ -31,7 +31,7 @@ import {
   parseDuration,
   parsePolicyFile,
 } from "../policy/index.js";
-import { peopleOf, resolveChatAccount } from "../policy/people.js";
+import { identityOf, peopleOf, resolveChatAccount } from "../policy/people.js";
 import { classifyRisk } from "../policy/risk.js";
 import {
   governingGrant,
@@ -283,6 +283,27 @@ export function createButler(deps: ButlerDeps) {
   function approverOf(project: CompiledProject, approver: string): ApproverDef | undefined {
     if (peopleOf(policies.index()).conflicted.has(approver)) return undefined;
     return project.document.approvers.find((a) => a.id === approver);
+  }
+
+  /** Whether `project`'s own entry for `person` names this chat account. */
+  function namesAccount(
+    project: string,
+    person: string,
+    actor: { channel: string; userId: string; email?: string | undefined },
+  ): boolean {
+    const entry = policies
+      .index()
+      .projects.get(project)
+      ?.document.approvers.find((a) => a.id === person);
+    if (!entry) return false;
+    const id = identityOf(entry);
+    if (actor.channel === "telegram") return id.telegramUserId === actor.userId;
+    if (actor.channel === "slack")
+      return (
+        id.slackUserId === actor.userId ||
+        (actor.email !== undefined && id.slackEmail === actor.email.toLowerCase())
+      );
+    return false;
   }
 
   function decidedMessage(r: RequestRow): string {
@@ -1668,7 +1689,8 @@ export function createButler(deps: ButlerDeps) {
         approvers: doc.approvers
           .filter((a) => !people.conflicted.has(a.id))
           .map((a) => {
-            const identity = people.people.get(a.id)?.identity ?? {};
+            // The accounts this project's own entry names (never another project's for the person).
+            const identity = identityOf(a);
             const own =
               channel === "slack"
                 ? identity.slackUserId
@@ -1817,20 +1839,36 @@ export function createButler(deps: ButlerDeps) {
             : [];
         // A chat account is exactly one person (across every project) or nobody; on the dashboard
         // the signed-in person's id is the account.
+        const chat = input.actor.channel === "slack" || input.actor.channel === "telegram";
+        const found = chat
+          ? resolveChatAccount(
+              peopleOf(policies.index()),
+              {
+                channel: input.actor.channel as "slack" | "telegram",
+                userId: input.actor.userId,
+                email: input.actor.email,
+              },
+              bound?.approver,
+            )
+          : ({ kind: "person", id: input.actor.userId } as const);
+        // An account speaks for a person in a project only if that project's own entry for the
+        // person names it (or an operator's link bound it): no project's file can give accounts to
+        // another project's approver.
         const resolved =
-          input.actor.channel === "slack" || input.actor.channel === "telegram"
-            ? resolveChatAccount(
-                peopleOf(policies.index()),
-                { channel: input.actor.channel, userId: input.actor.userId, email: input.actor.email },
-                bound?.approver,
-              )
-            : ({ kind: "person", id: input.actor.userId } as const);
+          found.kind === "person" &&
+          chat &&
+          bound?.approver !== found.id &&
+          !namesAccount(r.project, found.id, input.actor)
+            ? ({ kind: "elsewhere", id: found.id } as const)
+            : found;
         if (resolved.kind !== "person") {
           const account = `${input.actor.channel}:${input.actor.userId}`;
           const reason =
             resolved.kind === "nobody"
               ? `${account} is not any approver's account`
-              : `${account} is claimed by more than one approver (${resolved.ids.join(", ")}) or by one the policy files disagree on`;
+              : resolved.kind === "elsewhere"
+                ? `${account} is ${resolved.id}'s only in another project's policy; ${r.project}'s does not name it`
+                : `${account} is claimed by more than one approver (${resolved.ids.join(", ")}) or by one the policy files disagree on`;
           await db.transaction((tx) =>
             audit.appendInTx(tx, [
               {
@@ -1839,10 +1877,12 @@ export function createButler(deps: ButlerDeps) {
                 reason,
                 details: {
                   request_id: input.requestId,
-                  approver: account,
+                  // Who tried: the person when the account is someone's elsewhere, else the account.
+                  approver: resolved.kind === "elsewhere" ? resolved.id : account,
                   channel: input.actor.channel,
                   verdict: input.verdict,
                   ...(resolved.kind === "ambiguous" ? { candidates: resolved.ids } : {}),
+                  ...(resolved.kind === "elsewhere" ? { account } : {}),
                 },
               },
             ]),
@@ -1851,7 +1891,7 @@ export function createButler(deps: ButlerDeps) {
             ok: false,
             code: "FORBIDDEN",
             message:
-              resolved.kind === "nobody"
+              resolved.kind === "nobody" || resolved.kind === "elsewhere"
                 ? `you are not an approver for ${r.project}`
                 : `Your ${input.actor.channel} account belongs to more than one approver in the policy files, so it decides nothing until an operator fixes them.`,
           };

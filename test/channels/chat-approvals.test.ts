@@ -25,6 +25,9 @@ const TREASURY = `project: treasury
 agents: [treasury-bot]
 approvers:
   - id: jordan
+    name: Jordan
+    slack: { email: jordan@example.com }
+    telegram: { user_id: 7001 }
   - id: sam
     slack: { user_id: U0SAM }
     telegram: { user_id: 7002 }

@@ -244,6 +244,72 @@ describe(`one person per approver id, across projects (${ENGINE})`, () => {
   });
 });
 
+describe(`a project's approver listed by id only is never given accounts by another project's file (${ENGINE})`, () => {
+  const telegram = new FakeTelegram();
+  let s: TestServer;
+
+  // project-billing trusts jordan by id (tokens, the dashboard); project-b writes jordan's accounts.
+  const BILLING_BY_ID = seedText().replace("  - id: jordan\n    name: Jordan\n", "  - id: jordan\n");
+
+  beforeAll(async () => {
+    await telegram.start();
+    s = await startTestServer({
+      policies: { "project-billing.yaml": BILLING_BY_ID, "project-b.yaml": PROJECT_B },
+      env: {
+        TELEGRAM_BOT_TOKEN: telegram.token,
+        TELEGRAM_WEBHOOK_SECRET: TG_SECRET,
+        TELEGRAM_API_ROOT: telegram.url,
+      },
+    });
+  });
+  afterAll(async () => {
+    await s?.cleanup();
+    await telegram.stop();
+  });
+
+  async function press(requestId: string, fromId: number): Promise<number> {
+    const res = await fetch(`${s.url}/telegram/webhook`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-telegram-bot-api-secret-token": TG_SECRET },
+      body: JSON.stringify({
+        update_id: Math.floor(Math.random() * 1e9),
+        callback_query: {
+          id: `cbq-${Math.random()}`,
+          from: { id: fromId, is_bot: false, first_name: "Mallory" },
+          chat_instance: "ci",
+          data: `ap:${requestId}`,
+          message: { message_id: 1, date: 0, chat: { id: fromId, type: "private" }, text: "card" },
+        },
+      }),
+    });
+    return res.status;
+  }
+
+  async function file(token: string, resource: string): Promise<string> {
+    const r = await s.http("POST", "/v1/access-requests", token, {
+      action: "stripe:charges:read",
+      resource,
+      reason: "by id",
+    });
+    expect(r.status).toBe(201);
+    return r.body.access_request.id;
+  }
+
+  test("the account project-b names for jordan approves project-b's requests, not project-billing's", async () => {
+    const billingAgent = await s.agentToken("billing-reconciler-1", "project-billing");
+    const bAgent = await s.agentToken("b-bot", "project-b");
+    const billing = await file(billingAgent, "stripe.com/v1/charges/ch_by_id");
+    const other = await file(bAgent, "stripe.com/v1/charges/ch_b");
+    expect(await press(billing, 6660)).toBe(200);
+    expect((await s.http("GET", `/v1/access-requests/${billing}`, billingAgent)).body.status).toBe("pending");
+    expect(await press(other, 6660)).toBe(200);
+    expect((await s.http("GET", `/v1/access-requests/${other}`, bAgent)).body.status).toBe("approved");
+    // Nor does project-billing's card go to that account.
+    await s.server.services.outbox.runOnce();
+    expect(telegram.cardFor(billing)).toBeUndefined();
+  });
+});
+
 describe(`an agent never approves its own request (${ENGINE})`, () => {
   test("policy validate refuses an approver id that is an agent of the same project", async () => {
     const self = `project: solo
