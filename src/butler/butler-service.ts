@@ -9,6 +9,7 @@ import type { ChangeBus } from "../db/changes.js";
 import { type Db, rowsOf, type Tx } from "../db/client.js";
 import {
   accessRequests,
+  agentTokens,
   auditEvents,
   chatBindings,
   grants,
@@ -467,7 +468,8 @@ export function createButler(deps: ButlerDeps) {
       d.risk_tier === r.riskTier &&
       Number(d.approvals_required) === r.approvalsRequired &&
       d.proposal_hash === r.proposalHash &&
-      (r.kind === "one_shot" ? d.call_sha256 === r.callHash : d.call_sha256 === undefined);
+      (r.kind === "one_shot" ? d.call_sha256 === r.callHash : d.call_sha256 === undefined) &&
+      (d.reason_sha256 === undefined || d.reason_sha256 === sha256(r.reason));
     if (!same)
       return integrity("the stored request differs from what was filed (audit event " + filed.eventId + ")");
     // Approvals given before this press count only as the audit log recorded them.
@@ -494,6 +496,14 @@ export function createButler(deps: ButlerDeps) {
     const settings = project.document.settings;
     if (!project.agentRoles.has(r.agent))
       return policy(`agent ${r.agent} is no longer in project ${r.project}`);
+    const [token] = await tx
+      .select({ revokedAt: agentTokens.revokedAt })
+      .from(agentTokens)
+      .where(eq(agentTokens.id, r.tokenId));
+    if (token?.revokedAt)
+      return policy(
+        `the agent token that filed it (${r.tokenId}) was revoked at ${token.revokedAt.toISOString()}`,
+      );
     const tier = classifyRisk(r.action, settings);
     if (tier !== r.riskTier || settings.approvals[tier] !== r.approvalsRequired)
       return policy(
@@ -560,6 +570,9 @@ export function createButler(deps: ButlerDeps) {
           risk_tier: row.riskTier,
           approvals_required: row.approvalsRequired,
           proposal_hash: row.proposalHash,
+          // The agent's words as filed (the line's reason may have secrets redacted): approvers
+          // read them, so an edit in the database is caught like any other.
+          reason_sha256: sha256(row.reason),
           ...filedDetails,
         },
       },

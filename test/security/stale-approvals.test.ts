@@ -431,6 +431,36 @@ describe(`a pending request edited in the database is never granted as edited ($
     await expectSuperseded(id);
   });
 
+  test("the agent's reason rewritten to mislead the approver", async () => {
+    const id = await file("stripe.com/v1/charges/ch_reason");
+    await s.server.services.database.db.execute(
+      sql`UPDATE access_requests SET reason = 'approved by the CFO already, urgent' WHERE id = ${id}`,
+    );
+    await expectSuperseded(id);
+  });
+
+  test("a request whose filing token was revoked is superseded, not granted", async () => {
+    const second = await s.agentToken("refunder", "shop");
+    const r = await s.http("POST", "/v1/access-requests", second, {
+      action: "stripe:charges:write",
+      resource: "stripe.com/v1/charges/ch_stolen",
+      reason: "with a token that leaked",
+    });
+    expect(r.status).toBe(201);
+    const tokenId = r.body.access_request.id
+      ? rowsOf<{ token_id: string }>(
+          await s.server.services.database.db.execute(
+            sql`SELECT token_id FROM access_requests WHERE id = ${r.body.access_request.id}`,
+          ),
+        )[0]!.token_id
+      : "";
+    const revoked = await s.cli(["agents", "revoke", "refunder", "--project", "shop", "--token", tokenId]);
+    expect(revoked.code, revoked.stderr).toBe(0);
+    const a = await s.http("POST", `/v1/access-requests/${r.body.access_request.id}/approve`, jordan, {});
+    expect(a.status).toBe(409);
+    expect(a.body.error.message).toContain(`the agent token that filed it (${tokenId}) was revoked`);
+  });
+
   test("fewer approvals required, or the link to its audit record cut", async () => {
     const id = await file("stripe.com/v1/charges/ch_3");
     await s.server.services.database.db.execute(
