@@ -1,8 +1,8 @@
 import { createHash } from "node:crypto";
 import { and, desc, eq, gt, isNotNull, isNull, sql } from "drizzle-orm";
 import type { AgentIdentity } from "../agents/token-service.js";
-import type { AuditLog } from "../audit/audit-log.js";
-import { canonicalJson } from "../audit/chain.js";
+import type { AuditEventInput, AuditLog } from "../audit/audit-log.js";
+import { type AuditLine, canonicalJson } from "../audit/chain.js";
 import type { Clock } from "../clock.js";
 import type { Db } from "../db/client.js";
 import { singleUseGrants } from "../db/schema.js";
@@ -34,7 +34,14 @@ export function callHash(call: BoundCall): string {
 }
 
 export type Consumed =
-  | { status: "used"; id: string; approvedBy: string[]; idempotencyKey: string | null }
+  | {
+      status: "used";
+      id: string;
+      approvedBy: string[];
+      idempotencyKey: string | null;
+      /** The decision's audit line, committed with the use. */
+      line: AuditLine;
+    }
   /** There was an approval for this call, and it has been used. */
   | { status: "spent"; id: string; usedAt: Date }
   | { status: "none" };
@@ -46,7 +53,17 @@ export type Consumed =
 export function createOneShots(deps: { db: Db; audit: Pick<AuditLog, "appendInTx">; clock: Clock }) {
   const { db, audit, clock } = deps;
   return {
-    async consume(identity: AgentIdentity, call: BoundCall, hash: string): Promise<Consumed> {
+    /**
+     * Uses the single-use grant for exactly this call, if one is waiting. `decision` is the audit
+     * line of the decision that uses it: written in the same transaction as `grant.used`, so an
+     * approval is never spent without the ALLOW that spent it (nor the other way round).
+     */
+    async consume(
+      identity: AgentIdentity,
+      call: BoundCall,
+      hash: string,
+      decision: (used: { id: string; approvedBy: string[] }) => AuditEventInput,
+    ): Promise<Consumed> {
       const now = clock.now();
       return db.transaction(async (tx) => {
         const [used] = await tx
@@ -70,7 +87,7 @@ export function createOneShots(deps: { db: Db; audit: Pick<AuditLog, "appendInTx
           )
           .returning();
         if (used) {
-          await audit.appendInTx(tx, [
+          const [, line] = await audit.appendInTx(tx, [
             {
               type: "grant.used",
               agent: identity.agent,
@@ -81,12 +98,14 @@ export function createOneShots(deps: { db: Db; audit: Pick<AuditLog, "appendInTx
               at: now,
               details: { grant_id: used.id, call_sha256: hash, approved_by: used.approvedBy.join(", ") },
             },
+            decision({ id: used.id, approvedBy: used.approvedBy }),
           ]);
           return {
             status: "used" as const,
             id: used.id,
             approvedBy: used.approvedBy,
             idempotencyKey: used.idempotencyKey,
+            line: line!,
           };
         }
         const [spent] = await tx

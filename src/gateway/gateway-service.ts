@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type { AgentIdentity } from "../agents/token-service.js";
-import type { AuditLog } from "../audit/audit-log.js";
-import { canonicalJson } from "../audit/chain.js";
+import type { AuditEventInput, AuditLog } from "../audit/audit-log.js";
+import { type AuditLine, canonicalJson } from "../audit/chain.js";
 import { type BoundCall, callHash, type OneShots } from "../butler/one-shot.js";
 import type { Clock } from "../clock.js";
 import type { Metrics } from "../metrics.js";
@@ -171,6 +171,40 @@ export function createGateway(deps: GatewayDeps) {
       // exactly this call is waiting, which this decision then uses up.
       let oneShot: AuthorizeResult["one_shot"];
       let approval: { rule: string; call_sha256: string } | undefined;
+      /** The decision's audit line (the same for the group committer and a one-shot's own transaction). */
+      const lineOf = (dd: Decision, usedOneShot: boolean): AuditEventInput => {
+        const allow = dd.decision === "ALLOW";
+        return {
+          type: allow ? "gateway.allowed" : "gateway.denied",
+          agent: identity.agent,
+          project: identity.project,
+          action: input.action,
+          resource: call.resource,
+          decision: dd.decision,
+          reason: dd.reason,
+          httpStatus: allow ? 200 : 403,
+          at: now,
+          details: {
+            branch: input.branch,
+            grant_id: allow ? dd.grantId : undefined,
+            approved_by: allow ? dd.approvedBy?.join(", ") : undefined,
+            revision: dd.revision ?? null,
+            deny_code: dd.decision === "DENY" ? dd.code : undefined,
+            expires: allow && dd.expiresAt !== undefined ? new Date(dd.expiresAt).toISOString() : undefined,
+            token_id: identity.tokenId,
+            approval_rule: approval?.rule,
+            call_sha256: approval?.call_sha256,
+            one_shot: usedOneShot ? true : undefined,
+            ...opts.details,
+            // The parameters themselves may hold personal data; their digest proves what was asked.
+            params_sha256:
+              input.params === undefined
+                ? undefined
+                : createHash("sha256").update(canonicalJson(input.params)).digest("hex"),
+          },
+        };
+      };
+      let committed: AuditLine | undefined;
       if (d.decision === "ALLOW" || LIFTABLE_DENIALS.has(d.code)) {
         const project = policies.index().projects.get(identity.project);
         const need =
@@ -181,16 +215,20 @@ export function createGateway(deps: GatewayDeps) {
           const bound: BoundCall = call;
           const hash = callHash(bound);
           approval = { rule: need.rule, call_sha256: hash };
-          const used = await deps.oneShots.consume(identity, bound, hash);
+          const allowedOnce = (u: { id: string; approvedBy: string[] }): Decision => ({
+            decision: "ALLOW",
+            reason: `allowed once by one-shot approval ${u.id} (approved by ${u.approvedBy.join(", ")})`,
+            grantId: u.id,
+            expiresAt: undefined,
+            approvedBy: u.approvedBy,
+            revision: project.revision,
+          });
+          const used = await deps.oneShots.consume(identity, bound, hash, (u) =>
+            lineOf(allowedOnce(u), true),
+          );
           if (used.status === "used") {
-            d = {
-              decision: "ALLOW",
-              reason: `allowed once by one-shot approval ${used.id} (approved by ${used.approvedBy.join(", ")})`,
-              grantId: used.id,
-              expiresAt: undefined,
-              approvedBy: used.approvedBy,
-              revision: project.revision,
-            };
+            d = allowedOnce(used);
+            committed = used.line;
             oneShot = { grant_id: used.id, idempotency_key: used.idempotencyKey };
           } else if (used.status === "spent") {
             d = {
@@ -213,42 +251,13 @@ export function createGateway(deps: GatewayDeps) {
       }
       const allow = d.decision === "ALLOW";
       const grantId = d.decision === "ALLOW" ? d.grantId : undefined;
-      const denyCode = d.decision === "DENY" ? d.code : undefined;
       const expiresAt = d.decision === "ALLOW" ? d.expiresAt : undefined;
       const approvedBy = d.decision === "ALLOW" ? d.approvedBy?.join(", ") : undefined;
       const httpStatus = allow ? 200 : 403;
       const expires = expiresAt !== undefined ? new Date(expiresAt).toISOString() : undefined;
-      let line: Awaited<ReturnType<AuditLog["append"]>>;
+      let line: AuditLine;
       try {
-        line = await audit.append({
-          type: allow ? "gateway.allowed" : "gateway.denied",
-          agent: identity.agent,
-          project: identity.project,
-          action: input.action,
-          resource: call.resource,
-          decision: d.decision,
-          reason: d.reason,
-          httpStatus,
-          at: now,
-          details: {
-            branch: input.branch,
-            grant_id: grantId,
-            approved_by: approvedBy,
-            revision: d.revision ?? null,
-            deny_code: denyCode,
-            expires,
-            token_id: identity.tokenId,
-            approval_rule: approval?.rule,
-            call_sha256: approval?.call_sha256,
-            one_shot: oneShot ? true : undefined,
-            ...opts.details,
-            // The parameters themselves may hold personal data; their digest proves what was asked.
-            params_sha256:
-              input.params === undefined
-                ? undefined
-                : createHash("sha256").update(canonicalJson(input.params)).digest("hex"),
-          },
-        });
+        line = committed ?? (await audit.append(lineOf(d, false)));
       } catch (e) {
         metrics.auditFailures.inc();
         throw e;

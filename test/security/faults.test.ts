@@ -5,10 +5,13 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { createAuditLog } from "../../src/audit/audit-log.js";
 import { verifyAuditChain } from "../../src/audit/verify.js";
+import { createOneShots } from "../../src/butler/one-shot.js";
 import { loadConfig } from "../../src/config.js";
-import { outbox } from "../../src/db/schema.js";
+import { outbox, singleUseGrants } from "../../src/db/schema.js";
+import { createGateway } from "../../src/gateway/gateway-service.js";
 import { createLogger } from "../../src/logger.js";
 import { type RunningServer, startServer } from "../../src/main.js";
+import { createMetrics } from "../../src/metrics.js";
 import { createOutboxWorker, enqueue } from "../../src/outbox/outbox.js";
 import { TcpProxy } from "../fakes/tcp-proxy.js";
 import { FakeClock } from "../helpers/clock.js";
@@ -132,6 +135,83 @@ describe(`outbox deliveries and their audit lines commit together (${ENGINE})`, 
  * that needs the database is a fast 503 with Retry-After (never a 500, never a decision without
  * its audit line), the process lives on, and service resumes by itself when the database is back.
  */
+/**
+ * A one-shot approval is spent and its ALLOW recorded in ONE transaction: if the decision's line
+ * cannot be written (an outage, a crash), the approval is still there for the retry.
+ */
+describe(`a one-shot approval and the ALLOW that uses it commit together (${ENGINE})`, () => {
+  const POLICY = `project: pay
+agents: [payer]
+grants:
+  - service: aws
+    actions: [s3:DeleteObject]
+require_approval:
+  - actions: ["aws:s3:DeleteObject"]
+approvers:
+  - id: jordan
+settings:
+  approvals: { high: 1 }
+`;
+  const DELETE = { action: "aws:s3:DeleteObject", resource: "arn:aws:s3:::scratch/x" };
+  let t: TestDatabase;
+  let env: TestEnv;
+  let s: Awaited<ReturnType<typeof startServices>>;
+  const clock = new FakeClock("2026-05-01T00:00:00Z");
+  const payer = { agent: "payer", project: "pay", tokenId: "tok_test0000000000" };
+
+  beforeAll(async () => {
+    t = await createTestDatabase();
+    env = await createTestEnv({ policies: { "pay.yaml": POLICY } });
+    s = await startServices({ database: t.database, policiesDir: env.policiesDir, clock });
+    await s.policies.importDirectory("test");
+  });
+  afterAll(async () => {
+    await stopServices(s);
+    await t?.cleanup();
+    await env?.cleanup();
+  });
+
+  test("when the decision's line cannot be written, the approval is not spent; the retry uses it", async () => {
+    const denied = await s.gateway.authorize(payer, DELETE);
+    expect(denied.code).toBe("approval_required");
+    const filed = await s.butler.submit(payer, {
+      denial_event_id: denied.event_id,
+      reason: "clean up",
+      params: undefined,
+    });
+    if (filed.status === "already_allowed") throw new Error("already allowed");
+    await s.butler.review({ approver: "jordan", channel: "api" }, filed.request.id, "approve");
+
+    // The decision's line fails to be written, wherever it is written.
+    const broken = {
+      append: async () => {
+        throw new Error("the database went away here");
+      },
+      appendInTx: async (
+        tx: Parameters<typeof s.audit.appendInTx>[0],
+        events: Parameters<typeof s.audit.appendInTx>[1],
+      ) => {
+        if (events.some((e) => e.type === "gateway.allowed")) throw new Error("the database went away here");
+        return s.audit.appendInTx(tx, events);
+      },
+    };
+    const gateway = createGateway({
+      policies: s.policies,
+      audit: broken as never,
+      clock,
+      metrics: createMetrics({ auditQueueDepth: () => 0 }),
+      publicUrl: () => "http://butler.test",
+      oneShots: createOneShots({ db: t.database.db, audit: broken as never, clock }),
+    });
+    await expect(gateway.authorize(payer, DELETE)).rejects.toThrow("the database went away here");
+    const [grant] = await t.database.db.select().from(singleUseGrants);
+    expect(grant!.usedAt).toBeNull();
+
+    const retried = await s.gateway.authorize(payer, DELETE);
+    expect(retried).toMatchObject({ decision: "ALLOW", one_shot: { grant_id: filed.request.id } });
+  });
+});
+
 describe.skipIf(ENGINE !== "postgres")("a database outage (postgres; PGlite has no network to cut)", () => {
   let env: TestEnv;
   let proxy: TcpProxy;
