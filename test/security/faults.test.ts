@@ -533,7 +533,8 @@ describe.skipIf(ENGINE !== "postgres")("an instance killed at random moments (po
       while (!stop) {
         const i = n++;
         const d = await safe(call(pick(), "POST", "/v1/authorize", agent, i % 2 ? S3 : STRIPE));
-        if (d?.status === 200) told.add(d.body.event_id);
+        // ALLOW and DENY alike: every answer that carries an event id must be in the log.
+        if (typeof d?.body?.event_id === "string") told.add(d.body.event_id);
         const f = await safe(
           call(pick(), "POST", "/v1/access-requests", agent, {
             action: "git:push",
@@ -602,8 +603,11 @@ describe.skipIf(ENGINE !== "postgres")("an instance killed at random moments (po
         "SELECT (details->>'outbox_id')::bigint AS id, count(*)::int AS n FROM audit_events WHERE type = 'agent.notified' GROUP BY 1",
       );
       const byOutbox = new Map(notified.map((r) => [Number(r.id), r.n]));
-      for (const r of rows.filter((r) => r.topic === "agent.notify"))
-        expect(byOutbox.get(r.id), `outbox ${r.id}`).toBe(1);
+      const notifications = rows.filter((r) => r.topic === "agent.notify");
+      // The load really decided and notified (so the checks above and below saw something).
+      expect(notifications.length).toBeGreaterThan(0);
+      expect(approvedAnswers.length).toBeGreaterThan(0);
+      for (const r of notifications) expect(byOutbox.get(r.id), `outbox ${r.id}`).toBe(1);
       // Nothing decided twice.
       const decided = await q(
         "SELECT details->>'request_id' AS id, count(*)::int AS n FROM audit_events WHERE type IN ('access_request.approved', 'access_request.denied') GROUP BY 1 HAVING count(*) > 1",

@@ -461,7 +461,7 @@ describe(`a pending request edited in the database is never granted as edited ($
     expect(a.body.error.message).toContain(`the agent token that filed it (${tokenId}) was revoked`);
   });
 
-  test("fewer approvals required, or the link to its audit record cut", async () => {
+  test("a longer TTL, with the link to its audit record cut", async () => {
     const id = await file("stripe.com/v1/charges/ch_3");
     await s.server.services.database.db.execute(
       sql`UPDATE access_requests SET filed_event_id = NULL, requested_ttl_seconds = 86400 WHERE id = ${id}`,
