@@ -70,6 +70,9 @@ agents:
     roles: [support-tier-1]
 approvers:
   - id: jordan
+    name: Jordan
+    slack: { user_id: U0JORDAN }
+    telegram: { user_id: 7001 }
 `;
 
 /** A closed loopback port: whatever is sent there is refused. */
