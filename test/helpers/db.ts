@@ -1,4 +1,4 @@
-import { readFile } from "node:fs/promises";
+import { readFile, rename, writeFile } from "node:fs/promises";
 import { PGlite } from "@electric-sql/pglite";
 import pg from "pg";
 import { inject } from "vitest";
@@ -19,11 +19,38 @@ export interface TestDatabase {
   cleanup(): Promise<void>;
 }
 
+let template: Promise<Buffer> | undefined;
+
+/**
+ * The migrated, empty PGlite data directory every PGlite test database starts from: read from the
+ * file global-setup names, or made once and written there (atomically, so that workers building it
+ * at the same time cannot leave a torn file) for this and later runs.
+ */
+function pgliteTemplate(): Promise<Buffer> {
+  template ??= (async () => {
+    const file = inject("pgliteTemplate");
+    try {
+      return await readFile(file);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+    }
+    const client = await PGlite.create();
+    await migrate(pgliteDatabase(client));
+    const tar = Buffer.from(await (await client.dumpDataDir("none")).arrayBuffer());
+    await client.close();
+    const tmp = `${file}.${process.pid}.${Date.now()}.tmp`;
+    await writeFile(tmp, tar);
+    await rename(tmp, file);
+    return tar;
+  })();
+  return template;
+}
+
 /** A fresh, migrated, empty database on the engine under test. */
 export async function createTestDatabase(): Promise<TestDatabase> {
   const log = createLogger("silent");
   if (ENGINE === "pglite") {
-    const tar = await readFile(inject("pgliteTemplate"));
+    const tar = await pgliteTemplate();
     const client = await PGlite.create({ loadDataDir: new Blob([tar]) });
     const database = pgliteDatabase(client);
     return {

@@ -1,32 +1,40 @@
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { readdir, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { PGlite } from "@electric-sql/pglite";
 import type { TestProject } from "vitest/node";
-import { pgliteDatabase } from "../../src/db/client.js";
-import { migrate } from "../../src/db/migrate.js";
 
 declare module "vitest" {
   export interface ProvidedContext {
-    /** A migrated, empty PGlite data directory (tarball): loading it takes ~0.6 s, creating one ~4 s. */
+    /**
+     * Where a migrated, empty PGlite data directory (tarball) is kept between runs: loading it
+     * takes ~0.6 s, creating one ~4 s. Made by the first test that needs it (see db.ts), so that
+     * pure tests never pay for it.
+     */
     pgliteTemplate: string;
   }
 }
 
 /**
- * Runs once per `vitest run`. Tests on PGlite start from a copy of one migrated database; tests
- * on PostgreSQL (DATABASE_URL set) each create their own database (see db.ts).
+ * Runs once per `vitest run`: names the PGlite template for this version of the migrations and of
+ * PGlite (a new migration gets a new template). Tests on PostgreSQL (DATABASE_URL set) each create
+ * their own database (see db.ts).
  */
 export default async function setup(project: TestProject) {
-  const dir = await mkdtemp(join(tmpdir(), "butler-test-"));
-  const client = await PGlite.create();
-  await migrate(pgliteDatabase(client));
-  const dump = await client.dumpDataDir("none");
-  await client.close();
-  const file = join(dir, "template.tar");
-  await writeFile(file, Buffer.from(await dump.arrayBuffer()));
-  project.provide("pgliteTemplate", file);
-  return async () => {
-    await rm(dir, { recursive: true, force: true });
-  };
+  const hash = createHash("sha256");
+  const dir = join(process.cwd(), "migrations");
+  for (const entry of (await readdir(dir, { recursive: true, withFileTypes: true }))
+    .filter((e) => e.isFile())
+    .map((e) => join(e.parentPath, e.name))
+    .sort()) {
+    hash.update(entry).update(await readFile(entry));
+  }
+  const pglite = JSON.parse(
+    await readFile(join(process.cwd(), "node_modules/@electric-sql/pglite/package.json"), "utf8"),
+  ) as { version: string };
+  hash.update(pglite.version);
+  project.provide(
+    "pgliteTemplate",
+    join(tmpdir(), `butler-pglite-template-${hash.digest("hex").slice(0, 16)}.tar`),
+  );
 }
