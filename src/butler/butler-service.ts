@@ -794,7 +794,9 @@ export function createButler(deps: ButlerDeps) {
     return done;
   }
 
-  return {
+  // A plain object whose methods refer to each other through `api`, never `this`: any of them can
+  // be passed on as a callback.
+  const api = {
     /** Files an access request for the calling agent (or returns the identical pending one). */
     async submit(
       identity: AgentIdentity,
@@ -1910,7 +1912,7 @@ export function createButler(deps: ButlerDeps) {
           };
         }
         const approver = resolved.id;
-        const done = await this.review(
+        const done = await api.review(
           { approver, channel: input.actor.channel },
           input.requestId,
           input.verdict,
@@ -1927,13 +1929,14 @@ export function createButler(deps: ButlerDeps) {
               : done.outcome === "unchanged"
                 ? `Nothing changed: the request is already ${done.request.status}${done.request.decision?.by ? ` by ${done.request.decision.by}` : ""}`
                 : `Request ${done.outcome}`;
-        return { ok: true, card: await this.card(input.requestId), message };
+        return { ok: true, card: await api.card(input.requestId), message };
       } catch (e) {
         if (e instanceof AppError) return { ok: false, code: e.code, message: e.message };
         throw e;
       }
     },
   };
+  return api;
 }
 
 /** A grant as the API shows it. */

@@ -112,6 +112,19 @@ describe(`Butler decisions (${ENGINE})`, () => {
     expect(done.request.approvals.map((a) => a.approver)).toEqual(["a1", "a2"]);
   });
 
+  test("the Butler's methods work when passed on as plain functions (no `this`)", async () => {
+    const r = await file("aws:s3:PutObject", "arn:aws:s3:::ops/detached");
+    const { reviewFromChannel, card } = s.butler;
+    const out = await reviewFromChannel({
+      requestId: r.id,
+      verdict: "deny",
+      reason: "detached",
+      actor: { channel: "dashboard", userId: "a1" },
+    });
+    expect(out).toMatchObject({ ok: true, message: "Request denied" });
+    expect((await card(r.id)).status).toBe("denied");
+  });
+
   test("an approver limited to low risk, and an approver of another project, cannot decide; both attempts are audited", async () => {
     const r = await file("aws:s3:PutObject", "arn:aws:s3:::ops/x");
     await expect(
