@@ -152,57 +152,122 @@ export function createButler(deps: ButlerDeps) {
     return p;
   }
 
-  async function view(q: Db | Tx, r: RequestRow): Promise<AccessRequestView> {
+  /**
+   * Requests as the API shows them, with their grants: one query per table whatever the number of
+   * requests (the dashboard lists hundreds).
+   */
+  async function views(q: Db | Tx, rows: readonly RequestRow[]): Promise<Viewed[]> {
+    if (rows.length === 0) return [];
     const reviews = await q
       .select()
       .from(requestReviews)
-      .where(and(eq(requestReviews.requestId, r.id), eq(requestReviews.verdict, "approve")))
+      .where(
+        and(
+          inArray(
+            requestReviews.requestId,
+            rows.map((r) => r.id),
+          ),
+          eq(requestReviews.verdict, "approve"),
+        ),
+      )
       .orderBy(asc(requestReviews.createdAt));
-    const [grant] =
-      r.status !== "approved"
+    const approved = rows.filter((r) => r.status === "approved");
+    const ids = (kind: RequestRow["kind"]) => approved.filter((r) => r.kind === kind).map((r) => r.id);
+    const grantRows: GrantOfRequest[] = [
+      ...(ids("grant").length === 0
         ? []
-        : r.kind === "one_shot"
-          ? await q.select().from(singleUseGrants).where(eq(singleUseGrants.id, r.id))
-          : (await q.select().from(grants).where(eq(grants.id, r.id))).map((g) => ({ ...g, usedAt: null }));
+        : (
+            await q
+              .select()
+              .from(grants)
+              .where(inArray(grants.id, ids("grant")))
+          ).map((g) => ({
+            ...g,
+            usedAt: null,
+          }))),
+      ...(ids("one_shot").length === 0
+        ? []
+        : await q
+            .select()
+            .from(singleUseGrants)
+            .where(inArray(singleUseGrants.id, ids("one_shot")))),
+    ];
+    return rows.map((r) => {
+      const grant = r.status === "approved" ? grantRows.find((g) => g.id === r.id) : undefined;
+      return {
+        row: r,
+        grant,
+        view: toView(
+          r,
+          reviews.filter((v) => v.requestId === r.id),
+          grant,
+        ),
+      };
+    });
+  }
+
+  async function view(q: Db | Tx, r: RequestRow): Promise<AccessRequestView> {
+    return (await views(q, [r]))[0]!.view;
+  }
+
+  /** The card every approval surface renders, from a request and its grant (pure). */
+  function cardOf({ row: r, view: v, grant: g }: Viewed): ApprovalCard {
+    const max =
+      policies.index().projects.get(r.project)?.document.settings.grantTtlMaxSeconds ?? r.requestedTtlSeconds;
     return {
-      id: r.id,
-      kind: r.kind,
-      status: r.status,
+      requestId: r.id,
       project: r.project,
       agent: r.agent,
       action: r.action,
       resource: r.resource,
-      branch: r.branch,
+      branch: r.branch ?? undefined,
+      status: r.status,
       reason: r.reason,
-      denial_event_id: r.denialEventId,
-      risk_tier: r.riskTier,
-      approvals_required: r.approvalsRequired,
-      approvals: reviews.map((v) => ({
-        approver: v.approver,
-        channel: v.channel,
-        at: v.createdAt.toISOString(),
-      })),
-      requested_ttl: formatDuration(r.requestedTtlSeconds),
-      requested_ttl_seconds: r.requestedTtlSeconds,
-      created_at: r.createdAt.toISOString(),
-      expires_at: r.expiresAt.toISOString(),
-      proposal: { diff: r.proposalDiff, base_revision: r.proposalBaseRevision, hash: r.proposalHash },
-      call:
-        r.kind === "one_shot"
-          ? { params: r.callParams ?? {}, operation: r.callOperation, sha256: r.callHash ?? "" }
-          : null,
-      decision: r.decidedAt
-        ? { by: r.decidedBy, via: r.decidedVia, at: r.decidedAt.toISOString(), reason: r.decisionReason }
-        : null,
-      grant: grant
-        ? {
-            id: grant.id,
-            expires_at: grant.expiresAt.toISOString(),
-            revoked_at: grant.revokedAt?.toISOString() ?? null,
-            used_at: grant.usedAt?.toISOString() ?? null,
-          }
-        : null,
+      riskTier: r.riskTier,
+      approvalsRequired: r.approvalsRequired,
+      approvedBy: v.approvals.map((a) => a.approver),
+      requestedTtlSeconds: r.requestedTtlSeconds,
+      maxTtlSeconds: max,
+      diff: r.proposalDiff,
+      decidedBy: r.decidedBy ?? undefined,
+      decidedVia: r.decidedVia ?? undefined,
+      decisionReason: r.decisionReason ?? undefined,
+      grantExpiresAt: v.grant?.expires_at,
+      oneShot: r.kind === "one_shot",
+      grantState: !g
+        ? undefined
+        : g.revokedAt
+          ? "revoked"
+          : g.usedAt
+            ? "used"
+            : g.expiresAt.getTime() <= clock.now().getTime()
+              ? "expired"
+              : "live",
+      grantRevokedBy: g?.revokedBy ?? undefined,
+      grantRevokedAt: g?.revokedAt?.toISOString(),
+      url: `${deps.publicUrl()}/v1/access-requests/${r.id}`,
     };
+  }
+
+  /** The rows of requests matching `filter`, newest first; for an approver only those of their projects. */
+  async function listRows(filter: ListFilter): Promise<RequestRow[]> {
+    const conds = [];
+    if (filter.status) conds.push(eq(accessRequests.status, filter.status));
+    if (filter.project) conds.push(eq(accessRequests.project, filter.project));
+    if (filter.approver !== undefined) {
+      const approver = filter.approver;
+      const mine = [...policies.index().projects.values()]
+        .filter((p) => approverOf(p, approver))
+        .map((p) => p.name);
+      if (mine.length === 0) return [];
+      conds.push(inArray(accessRequests.project, mine));
+    }
+    return db
+      .select()
+      .from(accessRequests)
+      .where(conds.length ? and(...conds) : undefined)
+      .orderBy(desc(accessRequests.createdAt))
+      .limit(Math.min(filter.limit ?? 100, 1000));
   }
 
   /** The denial event, if it is this agent's. */
@@ -964,29 +1029,13 @@ export function createButler(deps: ButlerDeps) {
     },
 
     /** Requests, newest first; for an approver only those of their projects. */
-    async list(filter: {
-      status?: RequestRow["status"];
-      project?: string;
-      approver?: string;
-      limit?: number;
-    }): Promise<AccessRequestView[]> {
-      const conds = [];
-      if (filter.status) conds.push(eq(accessRequests.status, filter.status));
-      if (filter.project) conds.push(eq(accessRequests.project, filter.project));
-      if (filter.approver !== undefined) {
-        const mine = [...policies.index().projects.values()]
-          .filter((p) => approverOf(p, filter.approver!))
-          .map((p) => p.name);
-        if (mine.length === 0) return [];
-        conds.push(inArray(accessRequests.project, mine));
-      }
-      const rows = await db
-        .select()
-        .from(accessRequests)
-        .where(conds.length ? and(...conds) : undefined)
-        .orderBy(desc(accessRequests.createdAt))
-        .limit(Math.min(filter.limit ?? 100, 1000));
-      return Promise.all(rows.map((r) => view(db, r)));
+    async list(filter: ListFilter): Promise<AccessRequestView[]> {
+      return (await views(db, await listRows(filter))).map((x) => x.view);
+    },
+
+    /** Requests with the card each approval surface renders, newest first (a bounded number of queries). */
+    async listCards(filter: ListFilter): Promise<{ view: AccessRequestView; card: ApprovalCard }[]> {
+      return (await views(db, await listRows(filter))).map((x) => ({ view: x.view, card: cardOf(x) }));
     },
 
     /**
@@ -1632,48 +1681,7 @@ export function createButler(deps: ButlerDeps) {
     async card(id: string): Promise<ApprovalCard> {
       const [r] = await db.select().from(accessRequests).where(eq(accessRequests.id, id));
       if (!r) throw new AppError("NOT_FOUND", `no access request ${id}`);
-      const v = await view(db, r);
-      const [g] = !v.grant
-        ? []
-        : r.kind === "one_shot"
-          ? await db.select().from(singleUseGrants).where(eq(singleUseGrants.id, r.id))
-          : (await db.select().from(grants).where(eq(grants.id, r.id))).map((x) => ({ ...x, usedAt: null }));
-      const max =
-        policies.index().projects.get(r.project)?.document.settings.grantTtlMaxSeconds ??
-        r.requestedTtlSeconds;
-      return {
-        requestId: r.id,
-        project: r.project,
-        agent: r.agent,
-        action: r.action,
-        resource: r.resource,
-        branch: r.branch ?? undefined,
-        status: r.status,
-        reason: r.reason,
-        riskTier: r.riskTier,
-        approvalsRequired: r.approvalsRequired,
-        approvedBy: v.approvals.map((a) => a.approver),
-        requestedTtlSeconds: r.requestedTtlSeconds,
-        maxTtlSeconds: max,
-        diff: r.proposalDiff,
-        decidedBy: r.decidedBy ?? undefined,
-        decidedVia: r.decidedVia ?? undefined,
-        decisionReason: r.decisionReason ?? undefined,
-        grantExpiresAt: v.grant?.expires_at,
-        oneShot: r.kind === "one_shot",
-        grantState: !g
-          ? undefined
-          : g.revokedAt
-            ? "revoked"
-            : g.usedAt
-              ? "used"
-              : g.expiresAt.getTime() <= clock.now().getTime()
-                ? "expired"
-                : "live",
-        grantRevokedBy: g?.revokedBy ?? undefined,
-        grantRevokedAt: g?.revokedAt?.toISOString(),
-        url: `${deps.publicUrl()}/v1/access-requests/${r.id}`,
-      };
+      return cardOf((await views(db, [r]))[0]!);
     },
 
     /** The projects where `approver` is an approver. */
@@ -1937,6 +1945,74 @@ export function createButler(deps: ButlerDeps) {
     },
   };
   return api;
+}
+
+/** Which requests a list shows. */
+export interface ListFilter {
+  status?: RequestRow["status"];
+  project?: string;
+  /** Only requests of the projects this approver decides. */
+  approver?: string;
+  limit?: number;
+}
+
+/** A request's grant (a policy grant or a single-use one), as its view and card need it. */
+type GrantOfRequest = Pick<GrantRow, "id" | "expiresAt" | "revokedAt" | "revokedBy"> & {
+  usedAt: Date | null;
+};
+
+/** A request with its view and its grant. */
+interface Viewed {
+  row: RequestRow;
+  view: AccessRequestView;
+  grant: GrantOfRequest | undefined;
+}
+
+/** A request as the API shows it, from its row, its approvals and its grant (pure). */
+function toView(
+  r: RequestRow,
+  reviews: readonly (typeof requestReviews.$inferSelect)[],
+  grant: GrantOfRequest | undefined,
+): AccessRequestView {
+  return {
+    id: r.id,
+    kind: r.kind,
+    status: r.status,
+    project: r.project,
+    agent: r.agent,
+    action: r.action,
+    resource: r.resource,
+    branch: r.branch,
+    reason: r.reason,
+    denial_event_id: r.denialEventId,
+    risk_tier: r.riskTier,
+    approvals_required: r.approvalsRequired,
+    approvals: reviews.map((v) => ({
+      approver: v.approver,
+      channel: v.channel,
+      at: v.createdAt.toISOString(),
+    })),
+    requested_ttl: formatDuration(r.requestedTtlSeconds),
+    requested_ttl_seconds: r.requestedTtlSeconds,
+    created_at: r.createdAt.toISOString(),
+    expires_at: r.expiresAt.toISOString(),
+    proposal: { diff: r.proposalDiff, base_revision: r.proposalBaseRevision, hash: r.proposalHash },
+    call:
+      r.kind === "one_shot"
+        ? { params: r.callParams ?? {}, operation: r.callOperation, sha256: r.callHash ?? "" }
+        : null,
+    decision: r.decidedAt
+      ? { by: r.decidedBy, via: r.decidedVia, at: r.decidedAt.toISOString(), reason: r.decisionReason }
+      : null,
+    grant: grant
+      ? {
+          id: grant.id,
+          expires_at: grant.expiresAt.toISOString(),
+          revoked_at: grant.revokedAt?.toISOString() ?? null,
+          used_at: grant.usedAt?.toISOString() ?? null,
+        }
+      : null,
+  };
 }
 
 /** A grant as the API shows it. */
