@@ -26,7 +26,6 @@ import { enqueue, type OutboxMessage } from "../outbox/outbox.js";
 import { composeEffective, policyDiff } from "../policy/effective.js";
 import {
   type CompiledProject,
-  type Decision,
   evaluate,
   formatDuration,
   parseDuration,
@@ -34,18 +33,13 @@ import {
 } from "../policy/index.js";
 import { identityOf, peopleOf, resolveChatAccount } from "../policy/people.js";
 import { classifyRisk } from "../policy/risk.js";
-import {
-  governingGrant,
-  LIFTABLE_DENIALS,
-  type ScopedCall,
-  scopeRequest,
-  usesBranches,
-} from "../policy/scope.js";
+import { LIFTABLE_DENIALS, type ScopedCall, scopeRequest } from "../policy/scope.js";
 import type { ApproverDef, RiskTier } from "../policy/types.js";
 import { grantRowsInEffect, type PolicyStore, sha256, toEntry } from "../policy-store/policy-store.js";
 import type { ApprovalCard } from "./approval-card.js";
 import type { AgentNotification } from "./notifier.js";
 import { callHash } from "./one-shot.js";
+import { callMatches, checkGrantCall, matchesFiled, staleUnder } from "./request-rules.js";
 
 type RequestRow = typeof accessRequests.$inferSelect;
 type GrantRow = typeof grants.$inferSelect;
@@ -131,12 +125,10 @@ export interface ButlerDeps {
   onEnqueued?: () => void;
 }
 
-const RESOURCE_OK = /^\S*$/;
 /** What the agent and the cards are told when a request no longer holds at its decision. */
 export const SUPERSEDED = "the policy changed since this was filed; ask again";
 /** The same, when the stored request no longer matches what was filed (it was edited in the database). */
 export const ALTERED = "this request was altered after it was filed; ask again";
-const BRANCH_OK = /^[^\s~^:]+$/;
 
 /**
  * The Butler: turns a denied agent's request into a scoped proposal, lets approvers decide, and
@@ -408,59 +400,6 @@ export function createButler(deps: ButlerDeps) {
     return updated;
   }
 
-  /**
-   * Whether a grant for exactly `call` could be written for `agent` under the policy in force:
-   * the checks of filing, run again at every approval (a request that no longer passes them is
-   * superseded, never granted). The decision is ALLOW when the policy already allows the call.
-   */
-  function checkGrantCall(
-    project: CompiledProject,
-    agent: string,
-    call: ScopedCall,
-    now: Date,
-  ):
-    | { ok: true; decision: Decision }
-    | { ok: false; code: "INVALID_INPUT" | "FORBIDDEN" | "CONFLICT"; message: string } {
-    const fail = (code: "INVALID_INPUT" | "FORBIDDEN" | "CONFLICT", message: string) =>
-      ({ ok: false, code, message }) as const;
-    if (!/^[a-z0-9][a-z0-9_-]*:\S+$/.test(call.action))
-      return fail("INVALID_INPUT", "action: must be service:verb, for example stripe:charges:read");
-    if (!RESOURCE_OK.test(call.resource))
-      return fail("INVALID_INPUT", "resource: a grant cannot name a resource with whitespace");
-    if (call.branch !== undefined && !BRANCH_OK.test(call.branch))
-      return fail("INVALID_INPUT", "branch: a grant cannot name a branch with whitespace, ~, ^ or :");
-    if (project.neverGrant.some((g) => g.match(call.action)))
-      return fail("FORBIDDEN", `${call.action} is never granted in ${project.name} (settings.never_grant)`);
-    const service = call.action.slice(0, call.action.indexOf(":"));
-    // A grant without resources or branches covers all of them: never write one for a call that
-    // merely left them out, except for tools, whose calls have no resource to speak of.
-    if (call.resource === "" && service !== "tools")
-      return fail(
-        "INVALID_INPUT",
-        `resource: the call names no resource, so a grant would cover every resource of ${call.action}; make the call with the resource you need, then ask`,
-      );
-    if (call.branch === undefined && (service === "git" || usesBranches(project, service)))
-      return fail(
-        "INVALID_INPUT",
-        `branch: ${service} calls in ${project.name} are limited by branch; name the branch`,
-      );
-    const governed = governingGrant(project, call);
-    if (governed)
-      return fail(
-        "CONFLICT",
-        `${call.action} on ${call.resource || "(no resource)"} is limited by the parameter constraints or deny patterns of grant ${governed}; a grant from an access request would bypass them, so change the policy file instead`,
-      );
-    // Decided against `project` exactly (at approval, the revision read under the project's lock).
-    const decision = evaluate(
-      { projects: new Map([[project.name, project]]) },
-      { agent, project: project.name, ...call },
-      now.getTime(),
-    );
-    if (decision.decision === "DENY" && !LIFTABLE_DENIALS.has(decision.code))
-      return fail("CONFLICT", `an access request cannot lift this: ${decision.reason}`);
-    return { ok: true, decision };
-  }
-
   /** Whether an earlier approval is the one the audit log recorded (its `approval_recorded` line). */
   async function reviewRecorded(tx: Tx, r: RequestRow, a: ReviewRow): Promise<boolean> {
     const [line] = a.eventId
@@ -521,22 +460,8 @@ export function createButler(deps: ButlerDeps) {
           .limit(1);
     if (filed?.type !== "access_request.filed")
       return integrity("the audit log has no record of this request being filed");
-    const d = filed.details;
-    const same =
-      d.request_id === r.id &&
-      filed.agent === r.agent &&
-      filed.project === r.project &&
-      filed.action === r.action &&
-      filed.resource === r.resource &&
-      (d.branch ?? null) === r.branch &&
-      d.ttl === formatDuration(r.requestedTtlSeconds) &&
-      d.risk_tier === r.riskTier &&
-      Number(d.approvals_required) === r.approvalsRequired &&
-      d.proposal_hash === r.proposalHash &&
-      (r.kind === "one_shot" ? d.call_sha256 === r.callHash : d.call_sha256 === undefined) &&
-      (d.reason_sha256 === undefined || d.reason_sha256 === sha256(r.reason));
-    if (!same)
-      return integrity("the stored request differs from what was filed (audit event " + filed.eventId + ")");
+    if (!matchesFiled(r, filed))
+      return integrity(`the stored request differs from what was filed (audit event ${filed.eventId})`);
     // Approvals given before this press count only as the audit log recorded them.
     const earlier = await tx
       .select()
@@ -547,20 +472,7 @@ export function createButler(deps: ButlerDeps) {
       if (!(await reviewRecorded(tx, r, a)))
         return integrity(`the approval by ${a.approver} is not in the audit log as recorded`);
     }
-    if (
-      r.kind === "one_shot" &&
-      callHash({
-        action: r.action,
-        resource: r.resource,
-        branch: r.branch ?? undefined,
-        params: r.callParams ?? {},
-      }) !== r.callHash
-    )
-      return integrity("the stored call parameters differ from the call that was filed");
-
-    const settings = project.document.settings;
-    if (!project.agentRoles.has(r.agent))
-      return policy(`agent ${r.agent} is no longer in project ${r.project}`);
+    if (!callMatches(r)) return integrity("the stored call parameters differ from the call that was filed");
     const [token] = await tx
       .select({ revokedAt: agentTokens.revokedAt })
       .from(agentTokens)
@@ -569,33 +481,8 @@ export function createButler(deps: ButlerDeps) {
       return policy(
         `the agent token that filed it (${r.tokenId}) was revoked at ${token.revokedAt.toISOString()}`,
       );
-    const tier = classifyRisk(r.action, settings);
-    if (tier !== r.riskTier || settings.approvals[tier] !== r.approvalsRequired)
-      return policy(
-        `it now counts as ${tier} risk and needs ${settings.approvals[tier]} approval(s) (filed as ${r.riskTier}, ${r.approvalsRequired})`,
-      );
-    if (r.requestedTtlSeconds > settings.grantTtlMaxSeconds)
-      return policy(
-        `the maximum grant TTL is now ${formatDuration(settings.grantTtlMaxSeconds)}, shorter than the ${formatDuration(r.requestedTtlSeconds)} asked for`,
-      );
-    const call = { action: r.action, resource: r.resource, branch: r.branch ?? undefined };
-    if (r.kind === "grant") {
-      const checked = checkGrantCall(project, r.agent, call, now);
-      if (!checked.ok) return policy(checked.message);
-      if (checked.decision.decision === "ALLOW")
-        return policy(`the policy now allows this call (${checked.decision.reason}); nothing to grant`);
-      return undefined;
-    }
-    if (project.neverGrant.some((g) => g.match(r.action)))
-      return policy(`${r.action} is never granted in ${r.project} (settings.never_grant)`);
-    const decision = evaluate(
-      { projects: new Map([[project.name, project]]) },
-      { agent: r.agent, project: r.project, ...call, params: r.callParams ?? {} },
-      now.getTime(),
-    );
-    if (decision.decision === "DENY" && !LIFTABLE_DENIALS.has(decision.code))
-      return policy(`an approval cannot lift this any more: ${decision.reason}`);
-    return undefined;
+    const stale = staleUnder(r, project, now);
+    return stale === undefined ? undefined : policy(stale);
   }
 
   /** The identical request still pending, if any (one past its deadline is expired on the way). */
