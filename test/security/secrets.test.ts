@@ -8,7 +8,9 @@ import { fileURLToPath } from "node:url";
 import { PGlite } from "@electric-sql/pglite";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { TelegramChannel } from "../../src/channels/telegram/telegram-channel.js";
 import { loadConfig } from "../../src/config.js";
+import { AppError } from "../../src/errors.js";
 import { createLogger } from "../../src/logger.js";
 import { type RunningServer, startServer } from "../../src/main.js";
 import { keyIdOf } from "../../src/providers/vault.js";
@@ -656,5 +658,64 @@ describe(`push-config credentials are stored sealed (${ENGINE})`, () => {
     );
     const warned = lines.map((l) => JSON.parse(l)).filter((l) => /shorter than 8/.test(l.msg));
     expect(warned.map((l) => l.msg)).toEqual([expect.stringMatching(/^STRIPE_API_KEY is shorter than 8/)]);
+  });
+});
+
+/**
+ * A chat user sees only what was written for people: an unexpected error while linking an account
+ * (a database error carries its statement and parameters) is logged, and the user gets a sentence.
+ */
+describe("what a Telegram user is told when linking fails", () => {
+  const telegram = new FakeTelegram();
+  beforeAll(async () => {
+    await telegram.start();
+  });
+  afterAll(async () => {
+    await telegram.stop();
+  });
+
+  async function linkWith(redeemLink: () => Promise<string>): Promise<string> {
+    const channel = new TelegramChannel(
+      {
+        botToken: telegram.token,
+        apiRoot: telegram.url,
+        mode: "webhook",
+        webhookSecret: "tg-secret-for-link",
+      },
+      { rejected: async () => {}, ignored: async () => {}, redeemLink },
+      createLogger("silent"),
+    );
+    await channel.start(async () => ({ ok: false, code: "NOT_FOUND", message: "" }));
+    await channel.bot.handleUpdate({
+      update_id: 1,
+      message: {
+        message_id: 1,
+        date: 0,
+        chat: { id: 5, type: "private", first_name: "Sam" },
+        from: { id: 5, is_bot: false, first_name: "Sam" },
+        text: "/start somecode",
+        entities: [{ type: "bot_command", offset: 0, length: 6 }],
+      },
+    });
+    await channel.stop();
+    return String(telegram.calledWith("sendMessage").at(-1)?.body.text);
+  }
+
+  test("a database error's text never reaches the user", async () => {
+    const reply = await linkWith(async () => {
+      throw new Error(
+        'Failed query: select * from "link_codes" where "code_hash" = $1\nparams: 5f3c-secret-params',
+      );
+    });
+    expect(reply).not.toContain("Failed query");
+    expect(reply).not.toContain("secret-params");
+    expect(reply).toContain("could not be linked");
+  });
+
+  test("a refusal written for people is passed on", async () => {
+    const reply = await linkWith(async () => {
+      throw new AppError("FORBIDDEN", "This link has expired; ask for a new one.");
+    });
+    expect(reply).toBe("This link has expired; ask for a new one.");
   });
 });

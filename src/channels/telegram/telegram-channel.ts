@@ -2,7 +2,7 @@ import { timingSafeEqual } from "node:crypto";
 import type { FastifyInstance } from "fastify";
 import { type Api, Bot, GrammyError, HttpError, webhookCallback } from "grammy";
 import type { ApprovalCard } from "../../butler/approval-card.js";
-import { RETRY_AFTER_SECONDS } from "../../errors.js";
+import { AppError, RETRY_AFTER_SECONDS } from "../../errors.js";
 import type { Logger } from "../../logger.js";
 import {
   type ApprovalChannel,
@@ -92,7 +92,14 @@ export class TelegramChannel implements ApprovalChannel {
         const approver = await this.hooks.redeemLink(code, "telegram", String(ctx.from.id));
         await ctx.reply(`This Telegram account is now connected to approver ${approver}.`);
       } catch (e) {
-        await ctx.reply((e as Error).message);
+        // Only refusals written for people are passed on; anything else (a database error names
+        // its statement and parameters) goes to the log.
+        if (e instanceof AppError && e.code !== "INTERNAL" && e.code !== "UNAVAILABLE")
+          await ctx.reply(e.message);
+        else {
+          this.log.error({ err: e }, "linking a Telegram account failed");
+          await ctx.reply("This account could not be linked just now; try the link again in a minute.");
+        }
       }
     });
     bot.callbackQuery(CALLBACK, async (ctx) => {
