@@ -8,10 +8,18 @@ export type ErrorCode =
   | "UNAUTHENTICATED"
   | "FORBIDDEN"
   | "NOT_FOUND"
+  /** The state does not allow it (a grant already revoked, a credential that exists). */
   | "CONFLICT"
+  /** The access request was already decided (or this approver already gave the other verdict). */
+  | "ALREADY_DECIDED"
+  /** The access request expired before anyone decided. */
+  | "EXPIRED"
+  /** At its decision the access request no longer held (policy changed, or it was altered): ask again. */
+  | "SUPERSEDED"
+  /** What was asked cannot be granted as asked (a denial no grant lifts, a call a constraint governs). */
+  | "PRECONDITION_FAILED"
   | "PAYLOAD_TOO_LARGE"
   | "UNSUPPORTED_MEDIA_TYPE"
-  | "POLICY_INVALID"
   | "UNAVAILABLE"
   | "INTERNAL";
 
@@ -31,7 +39,6 @@ export class AppError extends Error {
 export function httpStatus(code: ErrorCode): number {
   switch (code) {
     case "INVALID_INPUT":
-    case "POLICY_INVALID":
       return 400;
     case "UNAUTHENTICATED":
       return 401;
@@ -40,6 +47,10 @@ export function httpStatus(code: ErrorCode): number {
     case "NOT_FOUND":
       return 404;
     case "CONFLICT":
+    case "ALREADY_DECIDED":
+    case "EXPIRED":
+    case "SUPERSEDED":
+    case "PRECONDITION_FAILED":
       return 409;
     case "PAYLOAD_TOO_LARGE":
       return 413;

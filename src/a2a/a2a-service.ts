@@ -538,7 +538,10 @@ export function createA2A(deps: A2ADeps) {
             };
           } else requestId = r.request.id;
         } catch (e) {
-          if (!isAppError(e) || !["INVALID_INPUT", "FORBIDDEN", "NOT_FOUND", "CONFLICT"].includes(e.code))
+          if (
+            !isAppError(e) ||
+            !["INVALID_INPUT", "FORBIDDEN", "NOT_FOUND", "CONFLICT", "PRECONDITION_FAILED"].includes(e.code)
+          )
             throw e;
           refused = e.message;
         }
@@ -729,7 +732,7 @@ export function createA2A(deps: A2ADeps) {
             },
           });
         } catch (e) {
-          if (!isAppError(e) || e.code !== "CONFLICT") throw e;
+          if (!isAppError(e) || e.code !== "ALREADY_DECIDED") throw e;
         }
         if (alone) deps.onEnqueued();
         row = alone

@@ -113,7 +113,17 @@ function guard(h: A2ARequestHandler, log: Logger): A2ARequestHandler {
     }
     if (known) {
       if (known.code === "NOT_FOUND") return new TaskNotFoundError(known.message);
-      if (known.code === "INVALID_INPUT" || known.code === "FORBIDDEN" || known.code === "CONFLICT")
+      if (
+        [
+          "INVALID_INPUT",
+          "FORBIDDEN",
+          "CONFLICT",
+          "ALREADY_DECIDED",
+          "EXPIRED",
+          "SUPERSEDED",
+          "PRECONDITION_FAILED",
+        ].includes(known.code)
+      )
         return new RequestMalformedError(known.message);
       if (known.code !== "INTERNAL") return new Error(known.message);
     }

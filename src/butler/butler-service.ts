@@ -280,7 +280,7 @@ export function createButler(deps: ButlerDeps) {
     const code = String(e.details.deny_code ?? "");
     if (!LIFTABLE_DENIALS.has(code)) {
       throw new AppError(
-        "CONFLICT",
+        "PRECONDITION_FAILED",
         `denial_event_id: that denial (${e.reason}) cannot be lifted by an access request`,
       );
     }
@@ -545,7 +545,8 @@ export function createButler(deps: ButlerDeps) {
       .select()
       .from(accessRequests)
       .where(and(eq(accessRequests.dedupeKey, dedupeKey), eq(accessRequests.status, "pending")));
-    if (!other) throw new AppError("CONFLICT", "an identical request was being filed; try again");
+    if (!other)
+      throw new AppError("UNAVAILABLE", "an identical request was being filed at the same moment; try again");
     return other;
   }
 
@@ -616,7 +617,7 @@ export function createButler(deps: ButlerDeps) {
       now.getTime(),
     );
     if (decision.decision === "DENY" && !LIFTABLE_DENIALS.has(decision.code))
-      throw new AppError("CONFLICT", `an approval cannot lift this: ${decision.reason}`);
+      throw new AppError("PRECONDITION_FAILED", `an approval cannot lift this: ${decision.reason}`);
     if (decision.decision === "DENY" && project.neverGrant.some((g) => g.match(call.action)))
       throw new AppError(
         "FORBIDDEN",
@@ -1000,7 +1001,7 @@ export function createButler(deps: ButlerDeps) {
           await expireInTx(tx, r, now);
           return {
             error: new AppError(
-              "CONFLICT",
+              "EXPIRED",
               `request ${r.id} expired at ${r.expiresAt.toISOString()} before anyone decided`,
             ),
           };
@@ -1011,7 +1012,7 @@ export function createButler(deps: ButlerDeps) {
             .from(requestReviews)
             .where(and(eq(requestReviews.requestId, r.id), eq(requestReviews.approver, reviewer.approver)));
           if (mine && mine.verdict === verdict) return { outcome: "unchanged" as const, row: r };
-          return { error: new AppError("CONFLICT", `request ${r.id} is ${decidedMessage(r)}`) };
+          return { error: new AppError("ALREADY_DECIDED", `request ${r.id} is ${decidedMessage(r)}`) };
         }
         if (ttlSeconds !== undefined && ttlSeconds > r.requestedTtlSeconds) {
           return {
@@ -1067,7 +1068,7 @@ export function createButler(deps: ButlerDeps) {
           );
           return {
             error: new AppError(
-              "CONFLICT",
+              "SUPERSEDED",
               `nothing was granted: ${lead} (${stale.detail}); the request is superseded and the agent was told`,
             ),
           };
@@ -1079,7 +1080,7 @@ export function createButler(deps: ButlerDeps) {
         if (earlier && earlier.verdict !== verdict) {
           return {
             error: new AppError(
-              "CONFLICT",
+              "ALREADY_DECIDED",
               `you already ${earlier.verdict === "approve" ? "approved" : "denied"} request ${r.id}`,
             ),
           };
@@ -1311,7 +1312,8 @@ export function createButler(deps: ButlerDeps) {
         if (r.agent !== identity.agent || r.project !== identity.project)
           throw new AppError("NOT_FOUND", `no access request ${id}`);
         if (r.status === "canceled") return r;
-        if (r.status !== "pending") throw new AppError("CONFLICT", `request ${r.id} is ${decidedMessage(r)}`);
+        if (r.status !== "pending")
+          throw new AppError("ALREADY_DECIDED", `request ${r.id} is ${decidedMessage(r)}`);
         if (await opts.unlessStillWanted?.(tx)) return r;
         const [c] = await tx
           .update(accessRequests)
@@ -1517,7 +1519,7 @@ export function createButler(deps: ButlerDeps) {
                 revision = (await policies.recompose(sp, project, `expiry:${ids.join(",")}`)).revision;
               } catch (e) {
                 // A retired project has no policy to recompose; the grants stopped allowing anyway.
-                if (!(e instanceof AppError && e.code === "CONFLICT")) throw e;
+                if (!(e instanceof AppError && e.code === "PRECONDITION_FAILED")) throw e;
               }
               const events: AuditEventInput[] = list.map((g) => ({
                 type: "grant.expired",

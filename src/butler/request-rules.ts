@@ -24,7 +24,7 @@ const sha256 = (text: string) => createHash("sha256").update(text).digest("hex")
 
 export type CheckedCall =
   | { ok: true; decision: Decision }
-  | { ok: false; code: "INVALID_INPUT" | "FORBIDDEN" | "CONFLICT"; message: string };
+  | { ok: false; code: "INVALID_INPUT" | "FORBIDDEN" | "PRECONDITION_FAILED"; message: string };
 
 /**
  * Whether a grant for exactly `call` could be written for `agent` under `project` (the checks of
@@ -36,7 +36,7 @@ export function checkGrantCall(
   call: ScopedCall,
   now: Date,
 ): CheckedCall {
-  const fail = (code: "INVALID_INPUT" | "FORBIDDEN" | "CONFLICT", message: string) =>
+  const fail = (code: "INVALID_INPUT" | "FORBIDDEN" | "PRECONDITION_FAILED", message: string) =>
     ({ ok: false, code, message }) as const;
   if (!/^[a-z0-9][a-z0-9_-]*:\S+$/.test(call.action))
     return fail("INVALID_INPUT", "action: must be service:verb, for example stripe:charges:read");
@@ -62,7 +62,7 @@ export function checkGrantCall(
   const governed = governingGrant(project, call);
   if (governed)
     return fail(
-      "CONFLICT",
+      "PRECONDITION_FAILED",
       `${call.action} on ${call.resource || "(no resource)"} is limited by the parameter constraints or deny patterns of grant ${governed}; a grant from an access request would bypass them, so change the policy file instead`,
     );
   // Decided against `project` exactly (at approval, the revision read under the project's lock).
@@ -72,7 +72,7 @@ export function checkGrantCall(
     now.getTime(),
   );
   if (decision.decision === "DENY" && !LIFTABLE_DENIALS.has(decision.code))
-    return fail("CONFLICT", `an access request cannot lift this: ${decision.reason}`);
+    return fail("PRECONDITION_FAILED", `an access request cannot lift this: ${decision.reason}`);
   return { ok: true, decision };
 }
 

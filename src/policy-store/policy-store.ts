@@ -374,7 +374,8 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
   async function recompose(tx: Tx, project: string, cause: string): Promise<RecomposeResult> {
     await lockProject(tx, project);
     const prev = await latestIn(tx, project);
-    if (!prev || prev.retired) throw new AppError("CONFLICT", `project '${project}' has no policy in force`);
+    if (!prev || prev.retired)
+      throw new AppError("PRECONDITION_FAILED", `project '${project}' has no policy in force`);
     const now = deps.clock.now();
     const effective = composeEffective(
       prev.baseline,

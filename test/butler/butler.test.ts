@@ -327,7 +327,7 @@ describe(`buttons pressed on a channel's card (${ENGINE})`, () => {
     const late = await slack.press(r.request.id, "deny", "U0A1");
     expect(late).toMatchObject({
       ok: false,
-      code: "CONFLICT",
+      code: "ALREADY_DECIDED",
       message: expect.stringContaining("already approved by a1"),
     });
   });

@@ -111,11 +111,13 @@ describe(`approvals re-check the request at decision time (${ENGINE})`, () => {
     expect(d.body).toMatchObject({ decision: "DENY", code: "constraint_failed" });
     const r = await s.http("POST", "/v1/access-requests", refunder, { ...REFUND, reason: "again" });
     expect(r.status).toBe(409);
+    expect(r.body.error.code).toBe("PRECONDITION_FAILED");
   });
 
   test("approving the request filed before the change grants nothing: it is superseded", async () => {
     const r = await approve(refundRequest);
     expect(r.status).toBe(409);
+    expect(r.body.error.code).toBe("SUPERSEDED");
     expect(r.body.error.message).toContain("the policy changed since this was filed; ask again");
     const after = await get(refundRequest);
     expect(after.status).toBe("superseded");
