@@ -1,7 +1,14 @@
-import { createHmac } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { FakeSlack } from "../fakes/fake-slack.js";
 import { FakeTelegram } from "../fakes/fake-telegram.js";
+import {
+  chatEnv,
+  postSlack,
+  postTelegram,
+  slackButton,
+  slackSigned,
+  telegramButton,
+} from "../helpers/chat.js";
 import { ENGINE } from "../helpers/db.js";
 import { seedText } from "../helpers/policy.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
@@ -55,14 +62,7 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
     slack.users.set("U0STRANGER", { email: "stranger@example.com", name: "stranger" });
     s = await startTestServer({
       policies: { "project-billing.yaml": BILLING, "elsewhere.yaml": ELSEWHERE, "treasury.yaml": TREASURY },
-      env: {
-        SLACK_BOT_TOKEN: slack.botToken,
-        SLACK_SIGNING_SECRET: SIGNING_SECRET,
-        SLACK_API_URL: slack.url,
-        TELEGRAM_BOT_TOKEN: telegram.token,
-        TELEGRAM_WEBHOOK_SECRET: TG_SECRET,
-        TELEGRAM_API_ROOT: telegram.url,
-      },
+      env: chatEnv(slack, telegram, { slack: SIGNING_SECRET, telegram: TG_SECRET }),
     });
     agent = await s.agentToken("billing-reconciler-1", "project-billing");
   });
@@ -81,78 +81,23 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
     return r.body.access_request.id as string;
   }
 
-  function signed(body: string, ts = Math.floor(Date.now() / 1000), secret = SIGNING_SECRET) {
-    const sig = `v0=${createHmac("sha256", secret).update(`v0:${ts}:${body}`).digest("hex")}`;
-    return { "x-slack-request-timestamp": String(ts), "x-slack-signature": sig };
-  }
-
-  async function slackPost(payload: unknown, headers?: Record<string, string>) {
-    const body = `payload=${encodeURIComponent(JSON.stringify(payload))}`;
-    const res = await fetch(`${s.url}/slack/events`, {
-      method: "POST",
-      headers: { "content-type": "application/x-www-form-urlencoded", ...(headers ?? signed(body)) },
-      body,
-    });
-    return { status: res.status, text: await res.text() };
-  }
+  const signed = (body: string, ts?: number, secret = SIGNING_SECRET) => slackSigned(body, secret, ts);
+  const slackPost = (payload: unknown, headers?: Record<string, string>) =>
+    postSlack(s.url, payload, SIGNING_SECRET, headers);
 
   function slackPress(requestId: string, userId: string, actionId = "butler_approve", value = requestId) {
     const card = slack.cardFor(requestId)!;
-    return slackPost({
-      type: "block_actions",
-      team: { id: "T0FAKE", domain: "fake" },
-      user: { id: userId, username: userId, name: userId, team_id: "T0FAKE" },
-      api_app_id: "A0FAKE",
-      token: "legacy",
-      container: { type: "message", message_ts: card.ts, channel_id: card.channel, is_ephemeral: false },
-      trigger_id: `trigger-${userId}`,
-      channel: { id: card.channel, name: "directmessage" },
-      message: { ts: card.ts, text: card.text, blocks: card.blocks },
-      response_url: `${slack.url}/response`,
-      actions: [
-        { type: "button", action_id: actionId, block_id: "butler_actions", value, action_ts: "1700000000.1" },
-      ],
-    });
+    return slackPost(slackButton(userId, { actionId, value }, card, `${slack.url}/response`));
   }
 
-  async function telegramUpdate(update: Record<string, unknown>, secret: string | undefined = TG_SECRET) {
-    const res = await fetch(`${s.url}/telegram/webhook`, {
-      method: "POST",
-      headers: {
-        "content-type": "application/json",
-        ...(secret ? { "x-telegram-bot-api-secret-token": secret } : {}),
-      },
-      body: JSON.stringify({ update_id: Math.floor(Math.random() * 1e9), ...update }),
-    });
-    return res.status;
-  }
+  const telegramUpdate = (update: Record<string, unknown>, secret: string | undefined = TG_SECRET) =>
+    postTelegram(s.url, update, secret);
 
   function telegramPress(requestId: string, fromId: number, data = `ap:${requestId}`) {
-    const card = telegram.cardFor(requestId);
-    return telegramUpdate({
-      callback_query: {
-        id: `cbq-${Math.random()}`,
-        from: { id: fromId, is_bot: false, first_name: "User", username: `user${fromId}` },
-        chat_instance: "ci",
-        data,
-        message: {
-          message_id: card?.messageId ?? 1,
-          date: 0,
-          chat: { id: fromId, type: "private" },
-          text: "card",
-        },
-      },
-    });
+    return telegramUpdate(telegramButton(data, fromId, telegram.cardFor(requestId)?.messageId ?? 1));
   }
 
-  async function events(type: string) {
-    const out = await s.cli(["audit", "export"]);
-    return out.stdout
-      .trim()
-      .split("\n")
-      .map((l) => JSON.parse(l))
-      .filter((l) => l.type === type);
-  }
+  const events = (type: string) => s.events(type);
 
   let first: string;
 

@@ -27,14 +27,7 @@ describe(`policy revisions and reloads (${ENGINE})`, () => {
   });
   afterAll(() => s?.cleanup());
 
-  async function events(type: string) {
-    const out = await s.cli(["audit", "export"]);
-    return out.stdout
-      .trim()
-      .split("\n")
-      .map((l) => JSON.parse(l))
-      .filter((l) => l.type === type);
-  }
+  const events = (type: string) => s.events(type);
 
   test("a file with a misspelt key is rejected with file, line and column, and the previous revision keeps answering", async () => {
     await s.writePolicy(

@@ -105,6 +105,10 @@ export interface TestServer extends TestEnv {
     token: string | undefined,
     body?: unknown,
   ): Promise<{ status: number; body: any }>;
+  /** Signs in to the dashboard with an approver's or auditor's token; the session cookie (`name=value`). */
+  dashboardCookie(token: string): Promise<string>;
+  /** The audit log as exported (`butler audit export`), every line or those of one type. */
+  events(type?: string): Promise<Record<string, any>[]>;
   stop(): Promise<void>;
 }
 
@@ -169,6 +173,27 @@ export async function startTestServer(
         /* keep text */
       }
       return { status: res.status, body: parsed };
+    },
+    async dashboardCookie(token) {
+      const res = await fetch(`${server.url}/dashboard/sign-in`, {
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded" },
+        body: new URLSearchParams({ token }).toString(),
+        redirect: "manual",
+      });
+      const cookie = res.headers.get("set-cookie")?.split(";")[0];
+      if (res.status !== 303 || !cookie) throw new Error(`dashboard sign-in failed: ${res.status}`);
+      return cookie;
+    },
+    async events(type) {
+      const out = await t.cli(["audit", "export"]);
+      if (out.code !== 0) throw new Error(`audit export failed: ${out.stderr}`);
+      return out.stdout
+        .trim()
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Record<string, any>)
+        .filter((l) => type === undefined || l.type === type);
     },
     stop: () => server.close(),
     async cleanup() {

@@ -1,4 +1,3 @@
-import { createHmac } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { loadConfig } from "../../src/config.js";
 import { createLogger } from "../../src/logger.js";
@@ -6,6 +5,7 @@ import { type RunningServer, startServer } from "../../src/main.js";
 import { FakeSlack } from "../fakes/fake-slack.js";
 import { FakeTelegram } from "../fakes/fake-telegram.js";
 import { TcpProxy } from "../fakes/tcp-proxy.js";
+import { chatEnv, postSlack, postSlackRaw, slackButton, telegramMessage } from "../helpers/chat.js";
 import { ENGINE } from "../helpers/db.js";
 import { seedText } from "../helpers/policy.js";
 import { rawRequest } from "../helpers/raw-http.js";
@@ -41,12 +41,7 @@ describe(`bad input (${ENGINE})`, () => {
     s = await startTestServer({
       policies: { "project-billing.yaml": BILLING },
       env: {
-        SLACK_BOT_TOKEN: slack.botToken,
-        SLACK_SIGNING_SECRET: SIGNING_SECRET,
-        SLACK_API_URL: slack.url,
-        TELEGRAM_BOT_TOKEN: telegram.token,
-        TELEGRAM_WEBHOOK_SECRET: TG_SECRET,
-        TELEGRAM_API_ROOT: telegram.url,
+        ...chatEnv(slack, telegram, { slack: SIGNING_SECRET, telegram: TG_SECRET }),
         BUTLER_MASTER_KEY: "ab".repeat(32),
       },
     });
@@ -73,46 +68,13 @@ describe(`bad input (${ENGINE})`, () => {
   }
   const request = async (id: string) => (await s.http("GET", `/v1/access-requests/${id}`, agent)).body;
 
-  async function events(type: string): Promise<Record<string, any>[]> {
-    const out = await s.cli(["audit", "export"]);
-    return out.stdout
-      .trim()
-      .split("\n")
-      .map((l) => JSON.parse(l))
-      .filter((l) => l.type === type);
-  }
-
-  function signed(body: string) {
-    const ts = Math.floor(Date.now() / 1000);
-    const sig = `v0=${createHmac("sha256", SIGNING_SECRET).update(`v0:${ts}:${body}`).digest("hex")}`;
-    return { "x-slack-request-timestamp": String(ts), "x-slack-signature": sig };
-  }
-
-  async function slackRaw(body: string, type: string) {
-    const res = await fetch(`${s.url}/slack/events`, {
-      method: "POST",
-      headers: { "content-type": type, ...signed(body) },
-      body,
-    });
-    return { status: res.status, text: await res.text() };
-  }
-  const slackForm = (payload: unknown) =>
-    slackRaw(`payload=${encodeURIComponent(JSON.stringify(payload))}`, "application/x-www-form-urlencoded");
+  const events = (type: string) => s.events(type);
+  const slackRaw = (body: string, type: string) => postSlackRaw(s.url, body, SIGNING_SECRET, type);
+  const slackForm = (payload: unknown) => postSlack(s.url, payload, SIGNING_SECRET);
 
   const user = { id: "U0JORDAN", username: "jordan", name: "jordan", team_id: "T0FAKE" };
-  function press(actionId: string, value: string | undefined) {
-    return {
-      type: "block_actions",
-      team: { id: "T0FAKE", domain: "fake" },
-      user,
-      api_app_id: "A0FAKE",
-      token: "legacy",
-      trigger_id: "trigger",
-      channel: { id: "D0JORDAN", name: "directmessage" },
-      container: { type: "message", message_ts: "1.1", channel_id: "D0JORDAN", is_ephemeral: false },
-      actions: [{ type: "button", action_id: actionId, block_id: "butler_actions", action_ts: "1", value }],
-    };
-  }
+  const press = (actionId: string, value: string | undefined) =>
+    slackButton("U0JORDAN", { actionId, value }, { ts: "1.1", channel: "D0JORDAN" });
   function submit(view: Record<string, unknown>) {
     return {
       type: "view_submission",
@@ -269,16 +231,7 @@ describe(`bad input (${ENGINE})`, () => {
 
     const sent = telegram.calledWith("sendMessage").length;
     const code = "/start ab\u0000cd\ud800";
-    const linked = await telegramUpdate({
-      message: {
-        message_id: 501,
-        date: 0,
-        chat: { id: 7050, type: "private" },
-        from: { id: 7050, is_bot: false, first_name: "Mallory" },
-        text: code,
-        entities: [{ type: "bot_command", offset: 0, length: 6 }],
-      },
-    });
+    const linked = await telegramUpdate(telegramMessage(7050, code));
     expect(linked.status, linked.text).toBe(200);
     await until(async () => telegram.calledWith("sendMessage").length > sent, "the bot's answer");
     expect(telegram.calledWith("sendMessage").at(-1)!.body.text).toContain("not valid");
@@ -355,14 +308,7 @@ describe(`bad input (${ENGINE})`, () => {
 
   test("the dashboard's JSONL export streams the same lines as the admin API's export", async () => {
     const token = JSON.parse((await s.cli(["auditors", "token", "sam", "--json"])).stdout).token;
-    const signIn = await fetch(`${s.url}/dashboard/sign-in`, {
-      method: "POST",
-      headers: { "content-type": "application/x-www-form-urlencoded" },
-      body: new URLSearchParams({ token }).toString(),
-      redirect: "manual",
-    });
-    expect(signIn.status).toBe(303);
-    const cookie = signIn.headers.get("set-cookie")!.split(";")[0]!;
+    const cookie = await s.dashboardCookie(token);
     const dash = await fetch(`${s.url}/dashboard/audit/export.jsonl?agent=billing-reconciler-1`, {
       headers: { cookie },
     });
@@ -422,13 +368,7 @@ describe(`bad input (${ENGINE})`, () => {
 
     test("HEAD on the live event stream and the export ends at once, without a body", async () => {
       const token = JSON.parse((await s.cli(["auditors", "token", "sam", "--json"])).stdout).token;
-      const signIn = await fetch(`${s.url}/dashboard/sign-in`, {
-        method: "POST",
-        headers: { "content-type": "application/x-www-form-urlencoded" },
-        body: new URLSearchParams({ token }).toString(),
-        redirect: "manual",
-      });
-      const cookie = signIn.headers.get("set-cookie")!.split(";")[0]!;
+      const cookie = await s.dashboardCookie(token);
       for (const path of ["/dashboard/events", "/dashboard/audit/export.jsonl", "/dashboard"]) {
         const r = await head(path, `Cookie: ${cookie}\r\n`);
         expect(r.status, path).toBe(200);

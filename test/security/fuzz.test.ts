@@ -260,13 +260,7 @@ describe(`fuzzing every HTTP endpoint (${ENGINE})`, () => {
     // Deliveries run only when the test says so (before each snapshot), so that the snapshot taken
     // around a refused call sees that call's effects and nothing the server does in the background.
     await s.server.services.outbox.stop();
-    const signIn = await fetch(`${s.url}/dashboard/sign-in`, {
-      method: "POST",
-      headers: { "content-type": "application/x-www-form-urlencoded" },
-      body: `token=${encodeURIComponent(tokens.approver!)}`,
-      redirect: "manual",
-    });
-    const cookie = signIn.headers.get("set-cookie")!.split(";")[0]!;
+    const cookie = await s.dashboardCookie(tokens.approver!);
     const page = await (await fetch(`${s.url}/dashboard`, { headers: { cookie } })).text();
     session = { cookie, csrf: /name="_csrf" value="([^"]+)"/.exec(page)?.[1] ?? "" };
     expect(session.csrf).not.toBe("");

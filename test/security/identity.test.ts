@@ -1,4 +1,3 @@
-import { createHmac } from "node:crypto";
 import { sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { rowsOf } from "../../src/db/client.js";
@@ -6,6 +5,14 @@ import { policyRevisions } from "../../src/db/schema.js";
 import { sha256 } from "../../src/policy-store/policy-store.js";
 import { FakeSlack } from "../fakes/fake-slack.js";
 import { FakeTelegram } from "../fakes/fake-telegram.js";
+import {
+  chatEnv,
+  postSlack,
+  postTelegram,
+  slackButton,
+  telegramButton,
+  telegramMessage,
+} from "../helpers/chat.js";
 import { ENGINE } from "../helpers/db.js";
 import { seedText } from "../helpers/policy.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
@@ -47,14 +54,7 @@ describe(`one person per approver id, across projects (${ENGINE})`, () => {
     slack.users.set("U0MALLORY", { email: "mallory@example.com", name: "mallory" });
     s = await startTestServer({
       policies: { "project-billing.yaml": BILLING },
-      env: {
-        SLACK_BOT_TOKEN: slack.botToken,
-        SLACK_SIGNING_SECRET: SIGNING_SECRET,
-        SLACK_API_URL: slack.url,
-        TELEGRAM_BOT_TOKEN: telegram.token,
-        TELEGRAM_WEBHOOK_SECRET: TG_SECRET,
-        TELEGRAM_API_ROOT: telegram.url,
-      },
+      env: chatEnv(slack, telegram, { slack: SIGNING_SECRET, telegram: TG_SECRET }),
     });
     agent = await s.agentToken("billing-reconciler-1", "project-billing");
   });
@@ -79,70 +79,21 @@ describe(`one person per approver id, across projects (${ENGINE})`, () => {
     return (await s.http("GET", `/v1/access-requests/${id}`, agent)).body.status;
   }
 
-  async function telegramPress(requestId: string, fromId: number): Promise<number> {
-    const res = await fetch(`${s.url}/telegram/webhook`, {
-      method: "POST",
-      headers: { "content-type": "application/json", "x-telegram-bot-api-secret-token": TG_SECRET },
-      body: JSON.stringify({
-        update_id: Math.floor(Math.random() * 1e9),
-        callback_query: {
-          id: `cbq-${Math.random()}`,
-          from: { id: fromId, is_bot: false, first_name: "Mallory" },
-          chat_instance: "ci",
-          data: `ap:${requestId}`,
-          message: { message_id: 1, date: 0, chat: { id: fromId, type: "private" }, text: "card" },
-        },
-      }),
-    });
-    return res.status;
-  }
-
-  async function slackPress(requestId: string, userId: string): Promise<number> {
-    const payload = {
-      type: "block_actions",
-      team: { id: "T0FAKE", domain: "fake" },
-      user: { id: userId, username: userId, name: userId, team_id: "T0FAKE" },
-      api_app_id: "A0FAKE",
-      token: "legacy",
-      container: { type: "message", message_ts: "1.1", channel_id: "C0ANY", is_ephemeral: false },
-      trigger_id: `trigger-${userId}`,
-      channel: { id: "C0ANY", name: "x" },
-      message: { ts: "1.1", text: "card", blocks: [] },
-      response_url: `${slack.url}/response`,
-      actions: [
-        {
-          type: "button",
-          action_id: "butler_approve",
-          block_id: "butler_actions",
-          value: requestId,
-          action_ts: "1700000000.1",
-        },
-      ],
-    };
-    const body = `payload=${encodeURIComponent(JSON.stringify(payload))}`;
-    const ts = Math.floor(Date.now() / 1000);
-    const sig = `v0=${createHmac("sha256", SIGNING_SECRET).update(`v0:${ts}:${body}`).digest("hex")}`;
-    const res = await fetch(`${s.url}/slack/events`, {
-      method: "POST",
-      headers: {
-        "content-type": "application/x-www-form-urlencoded",
-        "x-slack-request-timestamp": String(ts),
-        "x-slack-signature": sig,
-      },
-      body,
-    });
-    await res.text();
-    return res.status;
-  }
-
-  async function refusals(): Promise<Record<string, unknown>[]> {
-    const out = await s.cli(["audit", "export"]);
-    return out.stdout
-      .trim()
-      .split("\n")
-      .map((l) => JSON.parse(l))
-      .filter((l) => l.type === "access_request.review_refused");
-  }
+  const telegramPress = (requestId: string, fromId: number) =>
+    postTelegram(s.url, telegramButton(`ap:${requestId}`, fromId), TG_SECRET);
+  const slackPress = async (requestId: string, userId: string) =>
+    (
+      await postSlack(
+        s.url,
+        slackButton(
+          userId,
+          { actionId: "butler_approve", value: requestId },
+          undefined,
+          `${slack.url}/response`,
+        ),
+        SIGNING_SECRET,
+      )
+    ).status;
 
   test("policy validate refuses two files that define one approver id differently, at file:line:col in both", async () => {
     await s.writePolicy("project-b.yaml", PROJECT_B);
@@ -174,7 +125,7 @@ describe(`one person per approver id, across projects (${ENGINE})`, () => {
     expect(await telegramPress(id, 6660)).toBe(200);
     expect(await slackPress(id, "U0MALLORY")).toBe(200);
     expect(await status(id)).toBe("pending");
-    const refused = (await refusals()).filter((e) => e.request_id === id);
+    const refused = (await s.events("access_request.review_refused")).filter((e) => e.request_id === id);
     expect(refused.map((e) => e.approver)).toEqual(["telegram:6660", "slack:U0MALLORY"]);
   });
 
@@ -217,22 +168,8 @@ describe(`one person per approver id, across projects (${ENGINE})`, () => {
     // 7100 is sam's in project-billing; a link code made for jordan must not bind it to jordan.
     const link = await s.cli(["approvers", "link", "jordan", "--telegram", "--json"]);
     const code = new URL(JSON.parse(link.stdout).url).searchParams.get("start")!;
-    const res = await fetch(`${s.url}/telegram/webhook`, {
-      method: "POST",
-      headers: { "content-type": "application/json", "x-telegram-bot-api-secret-token": TG_SECRET },
-      body: JSON.stringify({
-        update_id: 99,
-        message: {
-          message_id: 5,
-          date: 0,
-          chat: { id: 7100, type: "private" },
-          from: { id: 7100, is_bot: false, first_name: "Sam" },
-          text: `/start ${code}`,
-          entities: [{ type: "bot_command", offset: 0, length: 6 }],
-        },
-      }),
-    });
-    expect(res.status).toBe(200);
+    const status = await postTelegram(s.url, telegramMessage(7100, `/start ${code}`), TG_SECRET);
+    expect(status).toBe(200);
     const replies = telegram.calledWith("sendMessage").map((c) => String(c.body.text));
     expect(replies.at(-1)).toContain("belongs to another approver");
     const bindings = rowsOf<{ n: number }>(
@@ -255,11 +192,7 @@ describe(`a project's approver listed by id only is never given accounts by anot
     await telegram.start();
     s = await startTestServer({
       policies: { "project-billing.yaml": BILLING_BY_ID, "project-b.yaml": PROJECT_B },
-      env: {
-        TELEGRAM_BOT_TOKEN: telegram.token,
-        TELEGRAM_WEBHOOK_SECRET: TG_SECRET,
-        TELEGRAM_API_ROOT: telegram.url,
-      },
+      env: chatEnv(undefined, telegram, { telegram: TG_SECRET }),
     });
   });
   afterAll(async () => {
@@ -267,23 +200,8 @@ describe(`a project's approver listed by id only is never given accounts by anot
     await telegram.stop();
   });
 
-  async function press(requestId: string, fromId: number): Promise<number> {
-    const res = await fetch(`${s.url}/telegram/webhook`, {
-      method: "POST",
-      headers: { "content-type": "application/json", "x-telegram-bot-api-secret-token": TG_SECRET },
-      body: JSON.stringify({
-        update_id: Math.floor(Math.random() * 1e9),
-        callback_query: {
-          id: `cbq-${Math.random()}`,
-          from: { id: fromId, is_bot: false, first_name: "Mallory" },
-          chat_instance: "ci",
-          data: `ap:${requestId}`,
-          message: { message_id: 1, date: 0, chat: { id: fromId, type: "private" }, text: "card" },
-        },
-      }),
-    });
-    return res.status;
-  }
+  const press = (requestId: string, fromId: number) =>
+    postTelegram(s.url, telegramButton(`ap:${requestId}`, fromId), TG_SECRET);
 
   async function file(token: string, resource: string): Promise<string> {
     const r = await s.http("POST", "/v1/access-requests", token, {
