@@ -24,13 +24,7 @@ import { newId } from "../ids.js";
 import type { Logger } from "../logger.js";
 import { enqueue, type OutboxMessage } from "../outbox/outbox.js";
 import { composeEffective, policyDiff } from "../policy/effective.js";
-import {
-  type CompiledProject,
-  evaluate,
-  formatDuration,
-  parseDuration,
-  parsePolicyFile,
-} from "../policy/index.js";
+import { type CompiledProject, formatDuration, parseDuration, parsePolicyFile } from "../policy/index.js";
 import { identityOf, peopleOf, resolveChatAccount } from "../policy/people.js";
 import { classifyRisk } from "../policy/risk.js";
 import { LIFTABLE_DENIALS, type ScopedCall, scopeRequest } from "../policy/scope.js";
@@ -39,7 +33,7 @@ import { grantRowsInEffect, type PolicyStore, sha256, toEntry } from "../policy-
 import type { ApprovalCard } from "./approval-card.js";
 import type { AgentNotification } from "./notifier.js";
 import { callHash } from "./one-shot.js";
-import { callMatches, checkGrantCall, matchesFiled, staleUnder } from "./request-rules.js";
+import { callMatches, checkGrantCall, checkOneShotCall, matchesFiled, staleUnder } from "./request-rules.js";
 
 type RequestRow = typeof accessRequests.$inferSelect;
 type GrantRow = typeof grants.$inferSelect;
@@ -611,18 +605,8 @@ export function createButler(deps: ButlerDeps) {
         "params: these are not the parameters of the denied call; a one-shot approval covers exactly the call that was denied, so send its params unchanged",
       );
     const settings = project.document.settings;
-    const decision = evaluate(
-      policies.index(),
-      { agent: identity.agent, project: identity.project, ...call },
-      now.getTime(),
-    );
-    if (decision.decision === "DENY" && !LIFTABLE_DENIALS.has(decision.code))
-      throw new AppError("PRECONDITION_FAILED", `an approval cannot lift this: ${decision.reason}`);
-    if (decision.decision === "DENY" && project.neverGrant.some((g) => g.match(call.action)))
-      throw new AppError(
-        "FORBIDDEN",
-        `${call.action} is never granted in ${identity.project} (settings.never_grant)`,
-      );
+    const checked = checkOneShotCall(project, identity.agent, call, now);
+    if (!checked.ok) throw new AppError(checked.code, checked.message);
     const provider = event.details.provider as string | undefined;
     const operation = provider ? `${provider} ${String(event.details.operation ?? "")}`.trim() : null;
     // The call in the path is sent with this key after approval, however often the agent retries.

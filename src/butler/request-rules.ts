@@ -1,9 +1,9 @@
-import { createHash } from "node:crypto";
 import type { accessRequests, auditEvents } from "../db/schema.js";
-import { type CompiledProject, type Decision, evaluate, formatDuration } from "../policy/index.js";
+import { sha256 } from "../hash.js";
+import { type CompiledProject, type Decision, evaluateIn, formatDuration } from "../policy/index.js";
 import { classifyRisk } from "../policy/risk.js";
-import { governingGrant, LIFTABLE_DENIALS, type ScopedCall, usesBranches } from "../policy/scope.js";
-import { callHash } from "./one-shot.js";
+import { grantBlocked, LIFTABLE_DENIALS, type ScopedCall, usesBranches } from "../policy/scope.js";
+import { type BoundCall, callHash } from "./one-shot.js";
 
 /**
  * The rules of access requests, pure: what may be filed as a grant, whether a stored request is
@@ -16,11 +16,9 @@ type RequestRow = typeof accessRequests.$inferSelect;
 type AuditRow = typeof auditEvents.$inferSelect;
 
 /** A resource a grant may name: no whitespace. */
-export const RESOURCE_OK = /^\S*$/;
+const RESOURCE_OK = /^\S*$/;
 /** A branch a grant may name: no whitespace, ~, ^ or :. */
-export const BRANCH_OK = /^[^\s~^:]+$/;
-
-const sha256 = (text: string) => createHash("sha256").update(text).digest("hex");
+const BRANCH_OK = /^[^\s~^:]+$/;
 
 export type CheckedCall =
   | { ok: true; decision: Decision }
@@ -44,7 +42,8 @@ export function checkGrantCall(
     return fail("INVALID_INPUT", "resource: a grant cannot name a resource with whitespace");
   if (call.branch !== undefined && !BRANCH_OK.test(call.branch))
     return fail("INVALID_INPUT", "branch: a grant cannot name a branch with whitespace, ~, ^ or :");
-  if (project.neverGrant.some((g) => g.match(call.action)))
+  const blocked = grantBlocked(project, call);
+  if (blocked?.kind === "never_grant")
     return fail("FORBIDDEN", `${call.action} is never granted in ${project.name} (settings.never_grant)`);
   const service = call.action.slice(0, call.action.indexOf(":"));
   // A grant without resources or branches covers all of them: never write one for a call that
@@ -59,21 +58,44 @@ export function checkGrantCall(
       "INVALID_INPUT",
       `branch: ${service} calls in ${project.name} are limited by branch; name the branch`,
     );
-  const governed = governingGrant(project, call);
-  if (governed)
+  if (blocked?.kind === "governed")
     return fail(
       "PRECONDITION_FAILED",
-      `${call.action} on ${call.resource || "(no resource)"} is limited by the parameter constraints or deny patterns of grant ${governed}; a grant from an access request would bypass them, so change the policy file instead`,
+      `${call.action} on ${call.resource || "(no resource)"} is limited by the parameter constraints or deny patterns of grant ${blocked.grant}; a grant from an access request would bypass them, so change the policy file instead`,
     );
   // Decided against `project` exactly (at approval, the revision read under the project's lock).
-  const decision = evaluate(
-    { projects: new Map([[project.name, project]]) },
-    { agent, project: project.name, ...call },
-    now.getTime(),
-  );
+  const decision = evaluateIn(project, { agent, project: project.name, ...call }, now.getTime());
   if (decision.decision === "DENY" && !LIFTABLE_DENIALS.has(decision.code))
     return fail("PRECONDITION_FAILED", `an access request cannot lift this: ${decision.reason}`);
   return { ok: true, decision };
+}
+
+/**
+ * Whether a person may approve exactly `call` once for `agent` under `project` (filing a one-shot
+ * request, and again at its approval): only a denial an approval can lift, and never an action
+ * `never_grant` names unless a grant in the file allows the call anyway.
+ */
+export function checkOneShotCall(
+  project: CompiledProject,
+  agent: string,
+  call: BoundCall,
+  now: Date,
+): { ok: true } | { ok: false; code: "FORBIDDEN" | "PRECONDITION_FAILED"; message: string } {
+  const decision = evaluateIn(project, { agent, project: project.name, ...call }, now.getTime());
+  if (decision.decision === "ALLOW") return { ok: true };
+  if (!LIFTABLE_DENIALS.has(decision.code))
+    return {
+      ok: false,
+      code: "PRECONDITION_FAILED",
+      message: `an approval cannot lift this: ${decision.reason}`,
+    };
+  if (project.neverGrant.some((g) => g.match(call.action)))
+    return {
+      ok: false,
+      code: "FORBIDDEN",
+      message: `${call.action} is never granted in ${project.name} (settings.never_grant)`,
+    };
+  return { ok: true };
 }
 
 /** Whether a stored request is what its `access_request.filed` audit line says was filed. */
@@ -127,14 +149,6 @@ export function staleUnder(r: RequestRow, project: CompiledProject, now: Date): 
       return `the policy now allows this call (${checked.decision.reason}); nothing to grant`;
     return undefined;
   }
-  if (project.neverGrant.some((g) => g.match(r.action)))
-    return `${r.action} is never granted in ${r.project} (settings.never_grant)`;
-  const decision = evaluate(
-    { projects: new Map([[project.name, project]]) },
-    { agent: r.agent, project: r.project, ...call, params: r.callParams ?? {} },
-    now.getTime(),
-  );
-  if (decision.decision === "DENY" && !LIFTABLE_DENIALS.has(decision.code))
-    return `an approval cannot lift this any more: ${decision.reason}`;
-  return undefined;
+  const checked = checkOneShotCall(project, r.agent, { ...call, params: r.callParams ?? {} }, now);
+  return checked.ok ? undefined : checked.message;
 }

@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import { type FSWatcher, watch } from "node:fs";
 import { and, asc, desc, eq, gt, inArray, isNull, sql } from "drizzle-orm";
 import type { AuditLog } from "../audit/audit-log.js";
@@ -7,6 +6,7 @@ import type { ChangeBus } from "../db/changes.js";
 import { type Db, type Queryable, rowsOf, type Tx } from "../db/client.js";
 import { grants, policyRevisions } from "../db/schema.js";
 import { AppError } from "../errors.js";
+import { sha256 } from "../hash.js";
 import type { Logger } from "../logger.js";
 import { composeEffective, type GrantEntry } from "../policy/effective.js";
 import {
@@ -19,7 +19,7 @@ import {
   parsePolicyFile,
   parsePolicySet,
 } from "../policy/index.js";
-import { governingGrant } from "../policy/scope.js";
+import { grantBlocked } from "../policy/scope.js";
 import { displayPath, readPolicyFiles } from "./policy-files.js";
 
 /** One stored version of a project's baseline policy. */
@@ -81,9 +81,7 @@ export function toEntry(g: typeof grants.$inferSelect): GrantEntry {
   };
 }
 
-export function sha256(text: string): string {
-  return createHash("sha256").update(text).digest("hex");
-}
+export { sha256 };
 
 /** A valid file that still cannot be stored (its effective policy would not load). */
 class PolicyFileError extends Error {
@@ -226,7 +224,7 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
 
   /** Stores a new revision of `doc` unless the newest one already has the same content and source. */
   async function storeDocument(file: string, path: string, text: string, doc: PolicyDocument, actor: string) {
-    const contentHash = createHash("sha256").update(text).digest("hex");
+    const contentHash = sha256(text);
     // The absolute path: instances (and CLI runs) started from other directories agree on it.
     const source = `file:${path}`;
     return db.transaction(async (tx) => {
@@ -248,15 +246,15 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
       const whyRevoked = (g: (typeof rows)[number]): string | undefined => {
         if (!agentNames.has(g.agent)) return `agent ${g.agent} is no longer listed in ${file}`;
         if (g.expiresAt <= now) return undefined;
-        if (compiled.neverGrant.some((p) => p.match(g.action)))
-          return `${g.action} is now never granted in ${doc.project} (settings.never_grant in ${file})`;
-        const governed = governingGrant(compiled, {
+        const blocked = grantBlocked(compiled, {
           action: g.action,
           resource: g.resource,
           branch: g.branch ?? undefined,
         });
-        return governed
-          ? `grant ${governed} in ${file} now limits ${g.action} on ${g.resource || "(no resource)"} with parameter constraints or deny patterns, which this grant would bypass`
+        if (blocked?.kind === "never_grant")
+          return `${g.action} is now never granted in ${doc.project} (settings.never_grant in ${file})`;
+        return blocked?.kind === "governed"
+          ? `grant ${blocked.grant} in ${file} now limits ${g.action} on ${g.resource || "(no resource)"} with parameter constraints or deny patterns, which this grant would bypass`
           : undefined;
       };
       const orphans = rows.flatMap((g) => {

@@ -20,6 +20,11 @@ export function evaluate(index: PolicyIndex, call: Call, nowMs: number): Decisio
   if (project === undefined) {
     return deny("no_project", `no policy for project ${call.project}`, undefined, undefined);
   }
+  return evaluateIn(project, call, nowMs);
+}
+
+/** The decision on `call` by one compiled project (for example a revision read under its lock). */
+export function evaluateIn(project: CompiledProject, call: Call, nowMs: number): Decision {
   const roles = project.agentRoles.get(call.agent);
   if (roles === undefined) {
     return deny(

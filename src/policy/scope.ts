@@ -101,3 +101,17 @@ export function governingGrant(project: CompiledProject, call: ScopedCall): stri
   }
   return undefined;
 }
+
+/**
+ * What stops a grant for exactly `call` from being written (or kept) whoever asks: its action is
+ * never granted, or a grant with parameter constraints or deny patterns covers the call (an
+ * unconstrained grant would bypass its limits). Undefined when nothing does.
+ */
+export function grantBlocked(
+  project: CompiledProject,
+  call: ScopedCall,
+): { kind: "never_grant" } | { kind: "governed"; grant: string } | undefined {
+  if (project.neverGrant.some((g) => g.match(call.action))) return { kind: "never_grant" };
+  const grant = governingGrant(project, call);
+  return grant === undefined ? undefined : { kind: "governed", grant };
+}

@@ -215,3 +215,69 @@ describe("staleUnder: whether a pending request still holds under the policy in 
     else expect(stale).toContain(want);
   });
 });
+
+describe("staleUnder for one-shot requests: what a person may still approve once", () => {
+  // Payments are granted in the file but need a person above 50000; stripe is never granted by requests.
+  const PAY = `project: ops
+agents: [deployer]
+grants:
+  - service: stripe
+    actions: [payment_intents:create]
+    constraints:
+      amount: { max: 1000000 }
+require_approval:
+  - actions: ["stripe:payment_intents:create"]
+    when:
+      amount: { min: 50001 }
+approvers:
+  - id: jordan
+settings:
+  never_grant: ["stripe:*"]
+`;
+  const call = (amount: number) => ({
+    action: "stripe:payment_intents:create",
+    resource: "stripe.com/v1/payment_intents",
+    params: { amount },
+  });
+  const oneShot = (amount: number) =>
+    row({
+      kind: "one_shot",
+      action: call(amount).action,
+      resource: call(amount).resource,
+      riskTier: "high",
+      approvalsRequired: 2,
+      callParams: call(amount).params,
+      callHash: callHash(call(amount)),
+    });
+
+  test("a call the file's grant allows still holds, never_grant notwithstanding", () =>
+    expect(staleUnder(oneShot(60_000), project(PAY), now)).toBeUndefined());
+  test("a call the grant's constraint now refuses cannot be approved", () =>
+    expect(staleUnder(oneShot(2_000_000), project(PAY), now)).toContain("an approval cannot lift this"));
+  test("a denied call of a never-granted action cannot be approved", () =>
+    expect(
+      staleUnder(
+        oneShot(60_000),
+        project(PAY.replace("actions: [payment_intents:create]", "actions: [charges:read]")),
+        now,
+      ),
+    ).toContain("is never granted"));
+});
+
+describe("matchesFiled for one-shot and older requests", () => {
+  const params = { amount: 10 };
+  const c = { action: "aws:s3:PutObject", resource: "arn:aws:s3:::ops/x", params };
+  const oneShot = row({ kind: "one_shot", callParams: params, callHash: callHash(c) });
+  const filed = filedOf(oneShot);
+  filed.details.call_sha256 = oneShot.callHash;
+  test("as filed", () => expect(matchesFiled(oneShot, filed)).toBe(true));
+  test("another call hash", () =>
+    expect(matchesFiled({ ...oneShot, callHash: "0".repeat(64) }, filed)).toBe(false));
+  test("a grant request never matches a one-shot's line", () =>
+    expect(matchesFiled(row(), filed)).toBe(false));
+  test("a line filed before reasons were hashed still matches on everything else", () => {
+    const { reason_sha256: _, ...older } = filedOf(row()).details;
+    expect(matchesFiled(row(), { ...filedOf(row()), details: older })).toBe(true);
+    expect(matchesFiled(row({ resource: "x" }), { ...filedOf(row()), details: older })).toBe(false);
+  });
+});
