@@ -120,9 +120,9 @@ export interface ButlerDeps {
 }
 
 /** What the agent and the cards are told when a request no longer holds at its decision. */
-export const SUPERSEDED = "the policy changed since this was filed; ask again";
+const SUPERSEDED = "the policy changed since this was filed; ask again";
 /** The same, when the stored request no longer matches what was filed (it was edited in the database). */
-export const ALTERED = "this request was altered after it was filed; ask again";
+const ALTERED = "this request was altered after it was filed; ask again";
 
 /**
  * The Butler: turns a denied agent's request into a scoped proposal, lets approvers decide, and
@@ -613,7 +613,8 @@ export function createButler(deps: ButlerDeps) {
     const idempotencyKey = opts.idempotencyKey ?? (provider ? `butler-${event.eventId}` : null);
     const proposal = [
       "# One call, once: not a policy change. After approval the agent may make exactly this call",
-      `# one time, until the approval's TTL runs out. (${event.reason ?? "require_approval"})`,
+      // The denial's reason carries agent-written values: one line, so it cannot add YAML lines.
+      `# one time, until the approval's TTL runs out. (${(event.reason ?? "require_approval").replace(/[\p{Cc}\u2028\u2029]+/gu, " ")})`,
       toYaml(
         {
           agent: identity.agent,
@@ -1010,6 +1011,9 @@ export function createButler(deps: ButlerDeps) {
           verdict === "approve" ? await whyStale(tx, r, project!, now, reviewer.approver) : undefined;
         if (stale) {
           const lead = stale.check === "policy" ? SUPERSEDED : ALTERED;
+          // The agent hears which policy check failed, but not which tamper check fired (that is
+          // for the log, the audit line and the approver).
+          const toAgent = stale.check === "policy" ? `${lead} (${stale.detail})` : lead;
           if (stale.check === "integrity")
             log.error(
               { requestId: r.id, detail: stale.detail },
@@ -1021,7 +1025,7 @@ export function createButler(deps: ButlerDeps) {
               status: "superseded",
               decidedAt: now,
               decidedVia: reviewer.channel,
-              decisionReason: stale.detail,
+              decisionReason: stale.check === "policy" ? stale.detail : ALTERED,
             })
             .where(and(eq(accessRequests.id, r.id), eq(accessRequests.status, "pending")))
             .returning();
@@ -1045,7 +1049,7 @@ export function createButler(deps: ButlerDeps) {
             tx,
             afterChange(
               superseded!,
-              notification(superseded!, "request_superseded", { reason: `${lead} (${stale.detail})` }),
+              notification(superseded!, "request_superseded", { reason: toAgent }),
               `Superseded, nothing granted: ${lead} (${stale.detail})`,
             ),
             now,

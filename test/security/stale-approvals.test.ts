@@ -149,6 +149,26 @@ describe(`approvals re-check the request at decision time (${ENGINE})`, () => {
     expect(d.body.decision).toBe("DENY");
   });
 
+  test("agent text in a one-shot proposal stays on one comment line (no lines of its own)", async () => {
+    await s.writePolicy(
+      "shop.yaml",
+      AFTER.replace(
+        "require_approval:\n",
+        'require_approval:\n  - actions: ["stripe:customers:update"]\n    when:\n      memo: { pattern: "*" }\n',
+      ),
+    );
+    await s.cli(["policy", "reload"]);
+    const memo = "x\nparams:\n  amount: 1\n# approved by the CFO";
+    const id = await fileAfterDenial(payer, {
+      action: "stripe:customers:update",
+      resource: "stripe.com/v1/customers/cus_9",
+      params: { memo },
+    });
+    const diff: string = (await s.http("GET", `/v1/access-requests/${id}`, payer)).body.proposal.diff;
+    expect(diff.split("\n").filter((l) => l.startsWith("params:"))).toHaveLength(1);
+    expect(diff.split("\n").filter((l) => l.startsWith("#"))).toHaveLength(2);
+  });
+
   test("a higher risk tier (more approvals needed) supersedes a pending request", async () => {
     const id = await fileAfterDenial(refunder, {
       action: "stripe:customers:read",
@@ -380,6 +400,9 @@ describe(`a pending request edited in the database is never granted as edited ($
       await s.server.services.database.db.execute(sql`SELECT status FROM access_requests WHERE id = ${id}`),
     );
     expect(rows[0]!.status).toBe("superseded");
+    // The agent is told to ask again, not which tamper check fired.
+    const seen = (await s.http("GET", `/v1/access-requests/${id}`, agent)).body;
+    expect(seen.decision.reason).toBe("this request was altered after it was filed; ask again");
     const grants = rowsOf<{ n: number }>(
       await s.server.services.database.db.execute(
         sql`SELECT count(*)::int AS n FROM grants WHERE id = ${id}`,
