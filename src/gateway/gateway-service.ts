@@ -171,39 +171,7 @@ export function createGateway(deps: GatewayDeps) {
       // exactly this call is waiting, which this decision then uses up.
       let oneShot: AuthorizeResult["one_shot"];
       let approval: { rule: string; call_sha256: string } | undefined;
-      /** The decision's audit line (the same for the group committer and a one-shot's own transaction). */
-      const lineOf = (dd: Decision, usedOneShot: boolean): AuditEventInput => {
-        const allow = dd.decision === "ALLOW";
-        return {
-          type: allow ? "gateway.allowed" : "gateway.denied",
-          agent: identity.agent,
-          project: identity.project,
-          action: input.action,
-          resource: call.resource,
-          decision: dd.decision,
-          reason: dd.reason,
-          httpStatus: allow ? 200 : 403,
-          at: now,
-          details: {
-            branch: input.branch,
-            grant_id: allow ? dd.grantId : undefined,
-            approved_by: allow ? dd.approvedBy?.join(", ") : undefined,
-            revision: dd.revision ?? null,
-            deny_code: dd.decision === "DENY" ? dd.code : undefined,
-            expires: allow && dd.expiresAt !== undefined ? new Date(dd.expiresAt).toISOString() : undefined,
-            token_id: identity.tokenId,
-            approval_rule: approval?.rule,
-            call_sha256: approval?.call_sha256,
-            one_shot: usedOneShot ? true : undefined,
-            ...opts.details,
-            // The parameters themselves may hold personal data; their digest proves what was asked.
-            params_sha256:
-              input.params === undefined
-                ? undefined
-                : createHash("sha256").update(canonicalJson(input.params)).digest("hex"),
-          },
-        };
-      };
+      const lineCtx = { identity, input, resource: call.resource, now, details: opts.details };
       let committed: AuditLine | undefined;
       if (d.decision === "ALLOW" || LIFTABLE_DENIALS.has(d.code)) {
         const project = policies.index().projects.get(identity.project);
@@ -223,9 +191,16 @@ export function createGateway(deps: GatewayDeps) {
             approvedBy: u.approvedBy,
             revision: project.revision,
           });
-          const used = await deps.oneShots.consume(identity, bound, hash, (u) =>
-            lineOf(allowedOnce(u), true),
-          );
+          let used: Awaited<ReturnType<typeof deps.oneShots.consume>>;
+          try {
+            // The use and the ALLOW that spends it are one transaction (see OneShots.consume).
+            used = await deps.oneShots.consume(identity, bound, hash, (u) =>
+              decisionLine(allowedOnce(u), { ...lineCtx, approval, usedOneShot: true }),
+            );
+          } catch (e) {
+            metrics.auditFailures.inc();
+            throw e;
+          }
           if (used.status === "used") {
             d = allowedOnce(used);
             committed = used.line;
@@ -249,30 +224,26 @@ export function createGateway(deps: GatewayDeps) {
           }
         }
       }
-      const allow = d.decision === "ALLOW";
-      const grantId = d.decision === "ALLOW" ? d.grantId : undefined;
-      const expiresAt = d.decision === "ALLOW" ? d.expiresAt : undefined;
-      const approvedBy = d.decision === "ALLOW" ? d.approvedBy?.join(", ") : undefined;
-      const httpStatus = allow ? 200 : 403;
-      const expires = expiresAt !== undefined ? new Date(expiresAt).toISOString() : undefined;
+      const entry = decisionLine(d, { ...lineCtx, approval, usedOneShot: oneShot !== undefined });
       let line: AuditLine;
       try {
-        line = committed ?? (await audit.append(lineOf(d, false)));
+        line = committed ?? (await audit.append(entry));
       } catch (e) {
         metrics.auditFailures.inc();
         throw e;
       }
       metrics.decisions.inc({ decision: d.decision });
+      const { grant_id, expires, approved_by } = entry.details;
       const result: AuthorizeResult = {
         decision: d.decision,
         reason: d.reason,
         event_id: line.event_id,
         revision: d.revision ?? null,
-        http_status: httpStatus,
+        http_status: entry.httpStatus,
       };
-      if (grantId !== undefined) result.grant_id = grantId;
+      if (grant_id !== undefined) result.grant_id = grant_id;
       if (expires !== undefined) result.expires = expires;
-      if (approvedBy !== undefined) result.approved_by = approvedBy;
+      if (approved_by !== undefined) result.approved_by = approved_by;
       if (oneShot) result.one_shot = oneShot;
       if (d.decision === "DENY") {
         result.code = d.code;
@@ -281,6 +252,60 @@ export function createGateway(deps: GatewayDeps) {
       }
       metrics.decisionSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
       return result;
+    },
+  };
+}
+
+/** What a decision's audit line is made of besides the decision itself. */
+interface LineContext {
+  identity: AgentIdentity;
+  input: AuthorizeInput;
+  resource: string;
+  now: Date;
+  details: Record<string, unknown> | undefined;
+  approval: { rule: string; call_sha256: string } | undefined;
+  usedOneShot: boolean;
+}
+
+/**
+ * The audit line of a decision: appended through the group committer, or written in the
+ * transaction that uses a one-shot approval. The answer to the agent is read from it.
+ */
+function decisionLine(
+  d: Decision,
+  c: LineContext,
+): AuditEventInput & {
+  httpStatus: 200 | 403;
+  details: { grant_id?: string; expires?: string; approved_by?: string };
+} {
+  const allow = d.decision === "ALLOW";
+  return {
+    type: allow ? "gateway.allowed" : "gateway.denied",
+    agent: c.identity.agent,
+    project: c.identity.project,
+    action: c.input.action,
+    resource: c.resource,
+    decision: d.decision,
+    reason: d.reason,
+    httpStatus: allow ? 200 : 403,
+    at: c.now,
+    details: {
+      branch: c.input.branch,
+      grant_id: allow ? d.grantId : undefined,
+      approved_by: allow ? d.approvedBy?.join(", ") : undefined,
+      revision: d.revision ?? null,
+      deny_code: d.decision === "DENY" ? d.code : undefined,
+      expires: allow && d.expiresAt !== undefined ? new Date(d.expiresAt).toISOString() : undefined,
+      token_id: c.identity.tokenId,
+      approval_rule: c.approval?.rule,
+      call_sha256: c.approval?.call_sha256,
+      one_shot: c.usedOneShot ? true : undefined,
+      ...c.details,
+      // The parameters themselves may hold personal data; their digest proves what was asked.
+      params_sha256:
+        c.input.params === undefined
+          ? undefined
+          : createHash("sha256").update(canonicalJson(c.input.params)).digest("hex"),
     },
   };
 }

@@ -195,15 +195,18 @@ settings:
         return s.audit.appendInTx(tx, events);
       },
     };
+    const metrics = createMetrics({ auditQueueDepth: () => 0 });
     const gateway = createGateway({
       policies: s.policies,
       audit: broken as never,
       clock,
-      metrics: createMetrics({ auditQueueDepth: () => 0 }),
+      metrics,
       publicUrl: () => "http://butler.test",
       oneShots: createOneShots({ db: t.database.db, audit: broken as never, clock }),
     });
     await expect(gateway.authorize(payer, DELETE)).rejects.toThrow("the database went away here");
+    // Counted like any decision whose line could not be written.
+    expect((await metrics.auditFailures.get()).values[0]?.value).toBe(1);
     const [grant] = await t.database.db.select().from(singleUseGrants);
     expect(grant!.usedAt).toBeNull();
 
