@@ -25,7 +25,7 @@ import type { Logger } from "../logger.js";
 import { enqueue, type OutboxMessage } from "../outbox/outbox.js";
 import { composeEffective, policyDiff } from "../policy/effective.js";
 import { type CompiledProject, formatDuration, parseDuration, parsePolicyFile } from "../policy/index.js";
-import { identityOf, peopleOf, resolveChatAccount } from "../policy/people.js";
+import { entryNamesAccount, identityOf, peopleOf, resolveChatAccount } from "../policy/people.js";
 import { classifyRisk } from "../policy/risk.js";
 import { LIFTABLE_DENIALS, type ScopedCall, scopeRequest } from "../policy/scope.js";
 import type { ApproverDef, RiskTier } from "../policy/types.js";
@@ -347,15 +347,7 @@ export function createButler(deps: ButlerDeps) {
       .index()
       .projects.get(project)
       ?.document.approvers.find((a) => a.id === person);
-    if (!entry) return false;
-    const id = identityOf(entry);
-    if (actor.channel === "telegram") return id.telegramUserId === actor.userId;
-    if (actor.channel === "slack")
-      return (
-        id.slackUserId === actor.userId ||
-        (actor.email !== undefined && id.slackEmail === actor.email.toLowerCase())
-      );
-    return false;
+    return entry !== undefined && entryNamesAccount(entry, actor);
   }
 
   function decidedMessage(r: RequestRow): string {
@@ -1502,13 +1494,12 @@ export function createButler(deps: ButlerDeps) {
               if (list.length === 0) return 0;
               const ids = list.map((g) => g.id);
               await sp.update(grants).set({ expiryRecordedAt: now }).where(inArray(grants.id, ids));
-              let revision: number | undefined;
-              try {
-                revision = (await policies.recompose(sp, project, `expiry:${ids.join(",")}`)).revision;
-              } catch (e) {
-                // A retired project has no policy to recompose; the grants stopped allowing anyway.
-                if (!(e instanceof AppError && e.code === "PRECONDITION_FAILED")) throw e;
-              }
+              // A retired project has no policy to recompose; its grants stopped allowing anyway.
+              const latest = await policies.latestIn(sp, project);
+              const revision =
+                latest && !latest.retired
+                  ? (await policies.recompose(sp, project, `expiry:${ids.join(",")}`)).revision
+                  : undefined;
               const events: AuditEventInput[] = list.map((g) => ({
                 type: "grant.expired",
                 agent: g.agent,
@@ -1580,16 +1571,15 @@ export function createButler(deps: ButlerDeps) {
             : undefined;
       const bindings = await db.select().from(chatBindings).where(eq(chatBindings.channel, channel));
       const people = peopleOf(policies.index());
-      // Cards go to the person's accounts as written where the person is defined (any project),
-      // and to accounts they linked themselves; never to an account another person also claims.
-      const mine = (id: string, userId: string) =>
-        [...(people.accounts.get(`${channel}:${userId}`) ?? [id])].every((x) => x === id);
+      // Cards go to the accounts this project's own entry names and to accounts the person linked
+      // themselves; never to an account another person also claims.
+      const mine = (id: string, key: string) =>
+        [...(people.accounts.get(key) ?? [id])].every((x) => x === id);
       return {
         routes,
         approvers: doc.approvers
           .filter((a) => !people.conflicted.has(a.id))
           .map((a) => {
-            // The accounts this project's own entry names (never another project's for the person).
             const identity = identityOf(a);
             const own =
               channel === "slack"
@@ -1600,8 +1590,13 @@ export function createButler(deps: ButlerDeps) {
             const bound = bindings.filter((b) => b.approver === a.id).map((b) => b.userId);
             return {
               id: a.id,
-              userIds: [...new Set([...(own ? [own] : []), ...bound])].filter((u) => mine(a.id, u)),
-              emails: channel === "slack" && identity.slackEmail ? [identity.slackEmail] : [],
+              userIds: [...new Set([...(own ? [own] : []), ...bound])].filter((u) =>
+                mine(a.id, `${channel}:${u}`),
+              ),
+              emails:
+                channel === "slack" && identity.slackEmail && mine(a.id, `slack-email:${identity.slackEmail}`)
+                  ? [identity.slackEmail]
+                  : [],
             };
           }),
       };
@@ -1691,11 +1686,6 @@ export function createButler(deps: ButlerDeps) {
         );
       }
       return outcome.approver;
-    },
-
-    /** The approvers of a request's project (for posting cards). */
-    approversOf(project: string): readonly ApproverDef[] {
-      return policies.index().projects.get(project)?.document.approvers ?? [];
     },
 
     async postedCardsOf(id: string) {

@@ -28,13 +28,6 @@ export interface EntryAt {
   index: number;
 }
 
-export interface Person {
-  id: string;
-  identity: PersonIdentity;
-  /** The entries that wrote the identity (at least one, unless the person is only referred to). */
-  definedAt: EntryAt[];
-}
-
 /** Two entries that disagree on who a person is, or two people claiming one chat account. */
 export type PeopleConflict =
   | { kind: "person"; id: string; entries: { at: EntryAt; identity: PersonIdentity }[] }
@@ -47,7 +40,6 @@ export type PeopleConflict =
     };
 
 export interface PeopleDirectory {
-  people: Map<string, Person>;
   /** Ids whose definitions disagree: they decide nothing until the files agree. */
   conflicted: Set<string>;
   conflicts: PeopleConflict[];
@@ -86,33 +78,50 @@ export function describeIdentity(i: PersonIdentity): string {
   return parts.join(", ") || "no accounts";
 }
 
-/** The account keys a person's identity claims. */
-function accountsOf(
-  i: PersonIdentity,
-): { key: string; channel: ChatChannel; account: string; path: string[] }[] {
-  const out: { key: string; channel: ChatChannel; account: string; path: string[] }[] = [];
-  if (i.slackUserId !== undefined)
-    out.push({
-      key: `slack:${i.slackUserId}`,
-      channel: "slack",
-      account: `user ${i.slackUserId}`,
-      path: ["slack", "user_id"],
-    });
-  if (i.slackEmail !== undefined)
-    out.push({
-      key: `slack-email:${i.slackEmail}`,
-      channel: "slack",
-      account: `email ${i.slackEmail}`,
-      path: ["slack", "email"],
-    });
-  if (i.telegramUserId !== undefined)
-    out.push({
-      key: `telegram:${i.telegramUserId}`,
-      channel: "telegram",
-      account: `user ${i.telegramUserId}`,
-      path: ["telegram", "user_id"],
-    });
-  return out;
+/** The chat accounts an identity can name: the field, its key prefix, how messages and files name it. */
+const ACCOUNTS: {
+  field: "slackUserId" | "slackEmail" | "telegramUserId";
+  prefix: string;
+  channel: ChatChannel;
+  label: string;
+  path: string[];
+}[] = [
+  { field: "slackUserId", prefix: "slack", channel: "slack", label: "user", path: ["slack", "user_id"] },
+  { field: "slackEmail", prefix: "slack-email", channel: "slack", label: "email", path: ["slack", "email"] },
+  {
+    field: "telegramUserId",
+    prefix: "telegram",
+    channel: "telegram",
+    label: "user",
+    path: ["telegram", "user_id"],
+  },
+];
+
+/** The account keys (`slack:U1`, `slack-email:a@b.c`, `telegram:42`) an identity claims. */
+function accountsOf(i: PersonIdentity) {
+  return ACCOUNTS.flatMap((a) => {
+    const v = i[a.field];
+    return v === undefined
+      ? []
+      : [{ key: `${a.prefix}:${v}`, channel: a.channel, account: `${a.label} ${v}`, path: a.path }];
+  });
+}
+
+/** The keys a chat account is known by: its user id, and for Slack its email when known. */
+function keysOfAccount(account: { channel: string; userId: string; email?: string | undefined }): string[] {
+  return [
+    `${account.channel}:${account.userId}`,
+    ...(account.channel === "slack" && account.email ? [`slack-email:${account.email.toLowerCase()}`] : []),
+  ];
+}
+
+/** Whether an approver entry (one project's) names this chat account as the person's. */
+export function entryNamesAccount(
+  entry: ApproverDef,
+  account: { channel: string; userId: string; email?: string | undefined },
+): boolean {
+  const own = new Set(accountsOf(identityOf(entry)).map((a) => a.key));
+  return keysOfAccount(account).some((k) => own.has(k));
 }
 
 /**
@@ -120,7 +129,6 @@ function accountsOf(
  * every way they disagree.
  */
 export function collectPeople(docs: readonly { document: PolicyDocument; file?: string }[]): PeopleDirectory {
-  const people = new Map<string, Person>();
   const defs = new Map<string, { at: EntryAt; identity: PersonIdentity }[]>();
   const sorted = [...docs].sort((a, b) =>
     a.document.project < b.document.project ? -1 : a.document.project > b.document.project ? 1 : 0,
@@ -128,7 +136,6 @@ export function collectPeople(docs: readonly { document: PolicyDocument; file?: 
   for (const { document, file } of sorted) {
     document.approvers.forEach((a, index) => {
       const identity = identityOf(a);
-      if (!people.has(a.id)) people.set(a.id, { id: a.id, identity: {}, definedAt: [] });
       if (!isDefinition(identity)) return;
       const list = defs.get(a.id) ?? [];
       list.push({ at: { project: document.project, file, index }, identity });
@@ -138,9 +145,6 @@ export function collectPeople(docs: readonly { document: PolicyDocument; file?: 
   const conflicts: PeopleConflict[] = [];
   const conflicted = new Set<string>();
   for (const [id, list] of defs) {
-    const person = people.get(id)!;
-    person.identity = list[0]!.identity;
-    person.definedAt = list.map((d) => d.at);
     if (list.some((d) => !sameIdentity(d.identity, list[0]!.identity))) {
       conflicted.add(id);
       conflicts.push({ kind: "person", id, entries: list });
@@ -170,7 +174,7 @@ export function collectPeople(docs: readonly { document: PolicyDocument; file?: 
     const c = claims.get(key)!;
     conflicts.push({ kind: "account", channel: c.channel, account: c.account, claims: c.list });
   }
-  return { people, conflicted, conflicts, accounts };
+  return { conflicted, conflicts, accounts };
 }
 
 /** How a chat account resolved: to exactly one person, to nobody, or to several (refused). */
@@ -190,11 +194,7 @@ export function resolveChatAccount(
   boundTo: string | undefined,
 ): Resolution {
   const ids = new Set<string>();
-  const add = (key: string) => {
-    for (const id of dir.accounts.get(key) ?? []) ids.add(id);
-  };
-  add(`${account.channel}:${account.userId}`);
-  if (account.channel === "slack" && account.email) add(`slack-email:${account.email.toLowerCase()}`);
+  for (const key of keysOfAccount(account)) for (const id of dir.accounts.get(key) ?? []) ids.add(id);
   if (boundTo !== undefined) ids.add(boundTo);
   if (ids.size === 0) return { kind: "nobody" };
   if (ids.size > 1) return { kind: "ambiguous", ids: [...ids].sort() };
