@@ -386,28 +386,33 @@ export function createButler(deps: ButlerDeps) {
     return updated;
   }
 
-  /** Whether an earlier approval is the one the audit log recorded (its `approval_recorded` line). */
-  async function reviewRecorded(tx: Tx, r: RequestRow, a: ReviewRow): Promise<boolean> {
-    const [line] = a.eventId
-      ? await tx.select().from(auditEvents).where(eq(auditEvents.eventId, a.eventId))
-      : // Approvals recorded before reviews kept their event id: found by agent (an indexed column).
-        await tx
+  /**
+   * The audit line a request's row (or one of its reviews) recorded as its own: by the event id the
+   * row keeps; for rows kept before they held one (the migrations fill them in, but an older
+   * instance may still be writing), by a scan of the agent's lines (`agent` is indexed).
+   */
+  async function ownLine(
+    tx: Tx,
+    eventId: string | null,
+    r: RequestRow,
+    type: "access_request.filed" | "access_request.approval_recorded",
+    approver?: string,
+  ) {
+    const [line] = eventId
+      ? await tx.select().from(auditEvents).where(eq(auditEvents.eventId, eventId))
+      : await tx
           .select()
           .from(auditEvents)
           .where(
             and(
               eq(auditEvents.agent, r.agent),
-              eq(auditEvents.type, "access_request.approval_recorded"),
+              eq(auditEvents.type, type),
               sql`${auditEvents.details}->>'request_id' = ${r.id}`,
-              sql`${auditEvents.details}->>'approver' = ${a.approver}`,
+              ...(approver === undefined ? [] : [sql`${auditEvents.details}->>'approver' = ${approver}`]),
             ),
           )
           .limit(1);
-    return (
-      line?.type === "access_request.approval_recorded" &&
-      line.details.request_id === r.id &&
-      line.details.approver === a.approver
-    );
+    return line?.type === type && line.details.request_id === r.id ? line : undefined;
   }
 
   /**
@@ -425,37 +430,21 @@ export function createButler(deps: ButlerDeps) {
     project: CompiledProject,
     now: Date,
     presser: string,
+    reviews: readonly ReviewRow[],
   ): Promise<{ check: "integrity" | "policy"; detail: string } | undefined> {
     const integrity = (detail: string) => ({ check: "integrity" as const, detail });
     const policy = (detail: string) => ({ check: "policy" as const, detail });
     if (sha256(r.proposalDiff) !== r.proposalHash)
       return integrity("the stored proposal does not match the hash it was filed with");
-    const [filed] = r.filedEventId
-      ? await tx.select().from(auditEvents).where(eq(auditEvents.eventId, r.filedEventId))
-      : // Requests filed before the row kept its event id: found by agent (an indexed column).
-        await tx
-          .select()
-          .from(auditEvents)
-          .where(
-            and(
-              eq(auditEvents.agent, r.agent),
-              eq(auditEvents.type, "access_request.filed"),
-              sql`${auditEvents.details}->>'request_id' = ${r.id}`,
-            ),
-          )
-          .limit(1);
-    if (filed?.type !== "access_request.filed")
-      return integrity("the audit log has no record of this request being filed");
+    const filed = await ownLine(tx, r.filedEventId, r, "access_request.filed");
+    if (!filed) return integrity("the audit log has no record of this request being filed");
     if (!matchesFiled(r, filed))
       return integrity(`the stored request differs from what was filed (audit event ${filed.eventId})`);
     // Approvals given before this press count only as the audit log recorded them.
-    const earlier = await tx
-      .select()
-      .from(requestReviews)
-      .where(and(eq(requestReviews.requestId, r.id), eq(requestReviews.verdict, "approve")));
-    for (const a of earlier) {
-      if (a.approver === presser) continue;
-      if (!(await reviewRecorded(tx, r, a)))
+    for (const a of reviews) {
+      if (a.verdict !== "approve" || a.approver === presser) continue;
+      const line = await ownLine(tx, a.eventId, r, "access_request.approval_recorded", a.approver);
+      if (line?.details.approver !== a.approver)
         return integrity(`the approval by ${a.approver} is not in the audit log as recorded`);
     }
     if (!callMatches(r)) return integrity("the stored call parameters differ from the call that was filed");
@@ -921,22 +910,28 @@ export function createButler(deps: ButlerDeps) {
         if (!t.ok) throw new AppError("INVALID_INPUT", `ttl: ${t.error}`);
         ttlSeconds = t.value;
       }
-      // Decide against the newest policy (an approver may just have been removed elsewhere).
-      const [pre] = await db
-        .select({ project: accessRequests.project })
-        .from(accessRequests)
-        .where(eq(accessRequests.id, id));
-      if (pre) await policies.ensureCurrent(pre.project);
+      // A denial decides against the newest policy this instance can load (an approver may just
+      // have been removed elsewhere); an approval reads it under the project's lock below.
+      if (verdict === "deny") {
+        const [pre] = await db
+          .select({ project: accessRequests.project })
+          .from(accessRequests)
+          .where(eq(accessRequests.id, id));
+        if (pre) await policies.ensureCurrent(pre.project);
+      }
       const result = await db.transaction(async (tx) => {
         const r = await lockRequest(tx, id);
-        // An approval decides against the revision it will be added to: the project's lock (after
-        // the request's row, the order the sweeper takes them in) keeps a policy import from
-        // storing a new baseline between this check and the grant's recompose.
-        if (verdict === "approve") await policies.lockProject(tx, r.project);
-        const project =
-          verdict === "approve"
-            ? await policies.compiledIn(tx, r.project)
-            : policies.index().projects.get(r.project);
+        // An approval of a pending request decides against the revision it will be added to: the
+        // project's lock (after the request's row, the order the sweeper takes them in) keeps a
+        // policy import from storing a new baseline between this check and the grant's recompose.
+        const deciding = verdict === "approve" && r.status === "pending";
+        if (deciding) await policies.lockProject(tx, r.project);
+        const project = deciding
+          ? await policies.compiledIn(tx, r.project)
+          : policies.index().projects.get(r.project);
+        // Every review of the request, read once under its lock.
+        const reviews = await tx.select().from(requestReviews).where(eq(requestReviews.requestId, r.id));
+        const mine = reviews.find((v) => v.approver === reviewer.approver);
         const who = project && approverOf(project, reviewer.approver);
         const refusal =
           reviewer.approver === r.agent
@@ -984,10 +979,6 @@ export function createButler(deps: ButlerDeps) {
           };
         }
         if (r.status !== "pending") {
-          const [mine] = await tx
-            .select()
-            .from(requestReviews)
-            .where(and(eq(requestReviews.requestId, r.id), eq(requestReviews.approver, reviewer.approver)));
           if (mine && mine.verdict === verdict) return { outcome: "unchanged" as const, row: r };
           return { error: new AppError("ALREADY_DECIDED", `request ${r.id} is ${decidedMessage(r)}`) };
         }
@@ -1000,7 +991,9 @@ export function createButler(deps: ButlerDeps) {
           };
         }
         const stale =
-          verdict === "approve" ? await whyStale(tx, r, project!, now, reviewer.approver) : undefined;
+          verdict === "approve"
+            ? await whyStale(tx, r, project!, now, reviewer.approver, reviews)
+            : undefined;
         if (stale) {
           const lead = stale.check === "policy" ? SUPERSEDED : ALTERED;
           // The agent hears which policy check failed, but not which tamper check fired (that is
@@ -1053,10 +1046,7 @@ export function createButler(deps: ButlerDeps) {
             ),
           };
         }
-        const [earlier] = await tx
-          .select()
-          .from(requestReviews)
-          .where(and(eq(requestReviews.requestId, r.id), eq(requestReviews.approver, reviewer.approver)));
+        const earlier = mine;
         if (earlier && earlier.verdict !== verdict) {
           return {
             error: new AppError(
@@ -1114,18 +1104,15 @@ export function createButler(deps: ButlerDeps) {
 
         // Approvals count while their approver still decides this tier of this project under
         // the policy in force (someone removed since, or limited to lower tiers, no longer counts).
-        const approvals = (
-          await tx
-            .select()
-            .from(requestReviews)
-            .where(and(eq(requestReviews.requestId, r.id), eq(requestReviews.verdict, "approve")))
-            .orderBy(asc(requestReviews.createdAt))
-        ).filter(
-          (a) =>
-            a.approver === reviewer.approver ||
-            (a.approver !== r.agent &&
-              (approverOf(project!, a.approver)?.tiers.includes(r.riskTier) ?? false)),
-        );
+        const approvals = [...reviews.filter((v) => v.approver !== reviewer.approver), ...inserted]
+          .filter((v) => v.verdict === "approve")
+          .sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime())
+          .filter(
+            (a) =>
+              a.approver === reviewer.approver ||
+              (a.approver !== r.agent &&
+                (approverOf(project!, a.approver)?.tiers.includes(r.riskTier) ?? false)),
+          );
         if (approvals.length < r.approvalsRequired) {
           const [recordedLine] = await audit.appendInTx(tx, [
             {

@@ -511,7 +511,10 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
    */
   async function compiledIn(q: Queryable, project: string): Promise<CompiledProject | undefined> {
     const r = await latestIn(q, project);
-    return r && compileRevision(r);
+    if (!r) return undefined;
+    // Usually the revision this instance already serves: no need to compile it again.
+    const serving = current.projects.get(project);
+    return serving?.revision === r.revision && !r.retired ? serving : compileRevision(r);
   }
 
   return {

@@ -486,6 +486,16 @@ describe(`a pending request edited in the database is never granted as edited ($
     expect(a.body.error.message).toContain(`the agent token that filed it (${tokenId}) was revoked`);
   });
 
+  test("a request kept before rows held their filed event (no link) is found and granted as filed", async () => {
+    const id = await file("stripe.com/v1/charges/ch_legacy");
+    await s.server.services.database.db.execute(
+      sql`UPDATE access_requests SET filed_event_id = NULL WHERE id = ${id}`,
+    );
+    const r = await s.http("POST", `/v1/access-requests/${id}/approve`, jordan, {});
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body.outcome).toBe("approved");
+  });
+
   test("a longer TTL, with the link to its audit record cut", async () => {
     const id = await file("stripe.com/v1/charges/ch_3");
     await s.server.services.database.db.execute(
