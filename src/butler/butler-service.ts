@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { and, asc, desc, eq, inArray, isNull, lte, sql } from "drizzle-orm";
+import { and, asc, desc, eq, gte, inArray, isNull, lte, or, sql } from "drizzle-orm";
 import { stringify as toYaml } from "yaml";
 import type { AgentIdentity } from "../agents/token-service.js";
 import type { AuditEventInput, AuditLog } from "../audit/audit-log.js";
@@ -178,17 +178,12 @@ export function createButler(deps: ButlerDeps) {
             .from(singleUseGrants)
             .where(inArray(singleUseGrants.id, ids("one_shot")))),
     ];
+    const grantOf = new Map(grantRows.map((g) => [g.id, g]));
+    const reviewsOf = new Map<string, (typeof reviews)[number][]>();
+    for (const v of reviews) reviewsOf.set(v.requestId, [...(reviewsOf.get(v.requestId) ?? []), v]);
     return rows.map((r) => {
-      const grant = r.status === "approved" ? grantRows.find((g) => g.id === r.id) : undefined;
-      return {
-        row: r,
-        grant,
-        view: toView(
-          r,
-          reviews.filter((v) => v.requestId === r.id),
-          grant,
-        ),
-      };
+      const grant = r.status === "approved" ? grantOf.get(r.id) : undefined;
+      return { row: r, grant, view: toView(r, reviewsOf.get(r.id) ?? [], grant) };
     });
   }
 
@@ -239,6 +234,13 @@ export function createButler(deps: ButlerDeps) {
   async function listRows(filter: ListFilter): Promise<RequestRow[]> {
     const conds = [];
     if (filter.status) conds.push(eq(accessRequests.status, filter.status));
+    if (filter.pendingOrDecidedSince)
+      conds.push(
+        or(
+          eq(accessRequests.status, "pending"),
+          gte(accessRequests.decidedAt, filter.pendingOrDecidedSince),
+        )!,
+      );
     if (filter.project) conds.push(eq(accessRequests.project, filter.project));
     if (filter.approver !== undefined) {
       const approver = filter.approver;
@@ -1539,6 +1541,16 @@ export function createButler(deps: ButlerDeps) {
       return cardOf((await views(db, [r]))[0]!);
     },
 
+    /**
+     * Whether `approver` may decide this request now (what the dashboard shows buttons for; the
+     * review checks it again under the request's lock).
+     */
+    mayDecide(approver: string, c: Pick<ApprovalCard, "project" | "riskTier" | "agent">): boolean {
+      const project = policies.index().projects.get(c.project);
+      const who = project && approverOf(project, approver);
+      return approver !== c.agent && (who?.tiers.includes(c.riskTier) ?? false);
+    },
+
     /** The projects where `approver` is an approver. */
     projectsOfApprover(approver: string): string[] {
       return [...policies.index().projects.values()]
@@ -1807,6 +1819,8 @@ export interface ListFilter {
   project?: string;
   /** Only requests of the projects this approver decides. */
   approver?: string;
+  /** Only pending requests and those decided since this moment (the dashboard's requests page). */
+  pendingOrDecidedSince?: Date;
   limit?: number;
 }
 

@@ -8,6 +8,7 @@ import { rowToLine } from "../audit/audit-log.js";
 import { canonicalJson } from "../audit/chain.js";
 import { story } from "../audit/story.js";
 import type { VerifyResult } from "../audit/verify.js";
+import type { ApprovalCard } from "../butler/approval-card.js";
 import type { Butler } from "../butler/butler-service.js";
 import type { Clock } from "../clock.js";
 import type { Db } from "../db/client.js";
@@ -70,6 +71,7 @@ export interface DashboardDeps {
     | "revokeGrant"
     | "grantProject"
     | "projectsOfApprover"
+    | "mayDecide"
   >;
   projects: () => ReadonlyMap<string, CompiledProject>;
   clock: Clock;
@@ -205,15 +207,9 @@ export async function registerDashboard(app: FastifyInstance, deps: DashboardDep
       return s.role === "auditor" ? undefined : deps.butler.projectsOfApprover(s.approver);
     }
 
-    function canDecide(s: DashboardSession, project: string, tier: string): boolean {
-      if (s.role !== "approver") return false;
-      const a = deps
-        .projects()
-        .get(project)
-        ?.document.approvers.find((x) => x.id === s.approver);
-      return a?.tiers.includes(tier as "low") ?? false;
-    }
-
+    /** Whether the viewer may decide this card (buttons shown): the Butler's own rule. */
+    const canDecide = (s: DashboardSession, c: ApprovalCard): boolean =>
+      s.role === "approver" && deps.butler.mayDecide(s.approver, c);
     const wantsJson = (req: FastifyRequest) => String(req.headers.accept ?? "").includes("application/json");
 
     function setCookie(reply: FastifyReply, value: string, maxAge: number) {
@@ -224,20 +220,16 @@ export async function registerDashboard(app: FastifyInstance, deps: DashboardDep
     }
 
     async function cards(s: DashboardSession): Promise<Html[]> {
-      // Every pending request of the viewer's projects, however many newer ones other projects
-      // have, then those decided in the last hour.
+      // The newest 50 of the viewer's projects' requests that are pending or were decided in the
+      // last hour.
       const mine = s.role === "auditor" ? {} : { approver: s.approver };
       const hourAgo = deps.clock.now().getTime() - 3600_000;
-      // Two lists, each a bounded number of queries however many requests there are.
-      const pending = await deps.butler.listCards({ ...mine, status: "pending", limit: 200 });
-      const decided = (await deps.butler.listCards({ ...mine, limit: 200 })).filter(
-        ({ view: r }) =>
-          r.status !== "pending" && r.decision !== null && Date.parse(r.decision.at) >= hourAgo,
-      );
-      const list = [...pending, ...decided].sort((a, b) => (a.view.created_at < b.view.created_at ? 1 : -1));
-      return list
-        .slice(0, 50)
-        .map(({ card: c }) => requestCard(c, viewerOf(s), canDecide(s, c.project, c.riskTier)));
+      const list = await deps.butler.listCards({
+        ...mine,
+        pendingOrDecidedSince: new Date(hourAgo),
+        limit: 50,
+      });
+      return list.map(({ card: c }) => requestCard(c, viewerOf(s), canDecide(s, c)));
     }
 
     scope.get("/dashboard/assets/:file", async (req, reply) => {
@@ -328,7 +320,7 @@ export async function registerDashboard(app: FastifyInstance, deps: DashboardDep
       const c = await deps.butler.card(rid);
       return {
         outcome: result.outcome,
-        html: requestCard(c, viewerOf(s), canDecide(s, c.project, c.riskTier)).value,
+        html: requestCard(c, viewerOf(s), canDecide(s, c)).value,
       };
     }
     scope.post("/dashboard/requests/:id/approve", (req, reply) => decide(req, reply, "approve"));

@@ -11,8 +11,15 @@ import { agentIdentity, startServices, stopServices } from "../helpers/services.
 
 const POLICY = `project: ops
 agents: [deployer]
+grants:
+  - service: aws
+    actions: [s3:DeleteObject]
+require_approval:
+  - actions: ["aws:s3:DeleteObject"]
 approvers:
   - id: jordan
+settings:
+  approvals: { high: 1 }
 `;
 
 /**
@@ -82,11 +89,28 @@ describe(`the requests page's queries do not grow with the requests (${ENGINE})`
   }
 
   test("5 or 50 pending requests: the same number of queries, and every card is on the page", async () => {
-    await pending(5);
+    // Decided requests of both kinds on the page too, so their grants are read as well.
+    const deployer = agentIdentity("deployer", "ops");
+    const grant = await s.butler.submit(deployer, {
+      action: "aws:s3:GetObject",
+      resource: "arn:aws:s3:::ops/granted",
+      reason: "a grant",
+    });
+    if (grant.status !== "created") throw new Error(grant.status);
+    await s.butler.review({ approver: "jordan", channel: "api" }, grant.request.id, "approve");
+    const denied = await s.gateway.authorize(deployer, {
+      action: "aws:s3:DeleteObject",
+      resource: "arn:aws:s3:::ops/x",
+    });
+    const once = await s.butler.submit(deployer, { denial_event_id: denied.event_id, reason: "once" });
+    if (once.status !== "created") throw new Error(once.status);
+    await s.butler.review({ approver: "jordan", channel: "api" }, once.request.id, "approve");
+    await pending(3);
     const few = await pageQueries("/dashboard");
     await pending(45);
     const many = await pageQueries("/dashboard");
     expect(many.body.match(/<article class="request /g)?.length).toBe(50);
+    expect(few.body).toContain("status-approved");
     expect(few.queries).toBeGreaterThan(0);
     expect(many.queries).toBe(few.queries);
     expect(many.queries).toBeLessThanOrEqual(12);
