@@ -120,7 +120,7 @@ describe(`one person per approver id, across projects (${ENGINE})`, () => {
     ).toBe("ALLOW");
   });
 
-  test("the other project's Telegram and Slack accounts cannot approve a billing request", async () => {
+  test("the refused file's Telegram and Slack accounts are nobody's: they cannot approve a billing request", async () => {
     const id = await file("stripe.com/v1/charges/ch_tg");
     expect(await telegramPress(id, 6660)).toBe(200);
     expect(await slackPress(id, "U0MALLORY")).toBe(200);
@@ -153,6 +153,12 @@ describe(`one person per approver id, across projects (${ENGINE})`, () => {
       expect(await telegramPress(id, 6660)).toBe(200);
       expect(await slackPress(id, "U0MALLORY")).toBe(200);
       expect(await status(id)).toBe("pending");
+      // Refused because the files disagree on who jordan is, not for want of an account.
+      const refused = (await s.events("access_request.review_refused")).filter((e) => e.request_id === id);
+      expect(refused.map((e) => e.reason)).toEqual([
+        "telegram:6660 is claimed by more than one approver (jordan) or by one the policy files disagree on",
+        "slack:U0MALLORY is claimed by more than one approver (jordan) or by one the policy files disagree on",
+      ]);
     });
 
     test("jordan's token decides nothing anywhere until the files agree", async () => {

@@ -138,6 +138,8 @@ describe(`approvals re-check the request at decision time (${ENGINE})`, () => {
   test("a one-shot approval of a payment above the new limit is superseded too", async () => {
     const r = await approve(paymentRequest);
     expect(r.status).toBe(409);
+    expect(r.body.error.code).toBe("SUPERSEDED");
+    expect(r.body.error.message).toContain("an approval cannot lift this");
     expect((await s.http("GET", `/v1/access-requests/${paymentRequest}`, payer)).body.status).toBe(
       "superseded",
     );
@@ -472,13 +474,11 @@ describe(`a pending request edited in the database is never granted as edited ($
       reason: "with a token that leaked",
     });
     expect(r.status).toBe(201);
-    const tokenId = r.body.access_request.id
-      ? rowsOf<{ token_id: string }>(
-          await s.server.services.database.db.execute(
-            sql`SELECT token_id FROM access_requests WHERE id = ${r.body.access_request.id}`,
-          ),
-        )[0]!.token_id
-      : "";
+    const [{ token_id: tokenId }] = rowsOf<{ token_id: string }>(
+      await s.server.services.database.db.execute(
+        sql`SELECT token_id FROM access_requests WHERE id = ${r.body.access_request.id}`,
+      ),
+    ) as [{ token_id: string }];
     const revoked = await s.cli(["agents", "revoke", "refunder", "--project", "shop", "--token", tokenId]);
     expect(revoked.code, revoked.stderr).toBe(0);
     const a = await s.http("POST", `/v1/access-requests/${r.body.access_request.id}/approve`, jordan, {});
