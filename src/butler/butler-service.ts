@@ -191,7 +191,7 @@ export function createButler(deps: ButlerDeps) {
     return (await views(q, [r]))[0]!.view;
   }
 
-  /** The card every approval surface renders, from a request and its grant (pure). */
+  /** The card every approval surface renders, from a request and its grant (no queries). */
   function cardOf({ row: r, view: v, grant: g }: Viewed): ApprovalCard {
     const max =
       policies.index().projects.get(r.project)?.document.settings.grantTtlMaxSeconds ?? r.requestedTtlSeconds;
@@ -420,9 +420,10 @@ export function createButler(deps: ButlerDeps) {
   /**
    * Why a pending request can no longer be granted as filed, or undefined. Checked under the
    * request's row lock at every approval:
-   * - integrity: the row is what was filed (its `access_request.filed` audit line, which the hash
-   *   chain protects) and its proposal is the one hashed then; a row edited in the database is
-   *   never granted;
+   * - integrity: the row is what was filed (its `access_request.filed` audit line: a rewrite of
+   *   the log itself is what `audit verify` and signed checkpoints catch) and its proposal is the
+   *   one hashed then, and earlier approvals are those the log recorded; a row edited in the
+   *   database is never granted;
    * - the policy in force: every check of filing passes again (a constraint, deny pattern or
    *   never_grant added since, the agent removed, a shorter maximum TTL, a higher risk tier).
    */
@@ -436,8 +437,6 @@ export function createButler(deps: ButlerDeps) {
   ): Promise<{ check: "integrity" | "policy"; detail: string } | undefined> {
     const integrity = (detail: string) => ({ check: "integrity" as const, detail });
     const policy = (detail: string) => ({ check: "policy" as const, detail });
-    if (sha256(r.proposalDiff) !== r.proposalHash)
-      return integrity("the stored proposal does not match the hash it was filed with");
     const filed = await ownLine(tx, r.filedEventId, r, "access_request.filed");
     if (!filed) return integrity("the audit log has no record of this request being filed");
     if (!matchesFiled(r, filed))
