@@ -903,7 +903,12 @@ export function createButler(deps: ButlerDeps) {
       id: string,
       verdict: "approve" | "deny",
       opts: { ttl?: string | number | undefined; reason?: string | undefined } = {},
-    ): Promise<{ outcome: "approved" | "denied" | "recorded" | "unchanged"; request: AccessRequestView }> {
+    ): Promise<{
+      outcome: "approved" | "denied" | "recorded" | "unchanged";
+      request: AccessRequestView;
+      /** The card as it is now, for the surface that was pressed. */
+      card: ApprovalCard;
+    }> {
       const now = clock.now();
       let ttlSeconds: number | undefined;
       if (opts.ttl !== undefined) {
@@ -1261,7 +1266,8 @@ export function createButler(deps: ButlerDeps) {
         { requestId: id, approver: reviewer.approver, outcome: result.outcome },
         "access request reviewed",
       );
-      return { outcome: result.outcome, request: await view(db, result.row) };
+      const [viewed] = await views(db, [result.row]);
+      return { outcome: result.outcome, request: viewed!.view, card: cardOf(viewed!) };
     },
 
     /**
@@ -1802,7 +1808,7 @@ export function createButler(deps: ButlerDeps) {
               : done.outcome === "unchanged"
                 ? `Nothing changed: the request is already ${done.request.status}${done.request.decision?.by ? ` by ${done.request.decision.by}` : ""}`
                 : `Request ${done.outcome}`;
-        return { ok: true, card: await api.card(input.requestId), message };
+        return { ok: true, card: done.card, message };
       } catch (e) {
         if (e instanceof AppError) return { ok: false, code: e.code, message: e.message };
         throw e;

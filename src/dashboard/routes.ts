@@ -317,7 +317,7 @@ export async function registerDashboard(app: FastifyInstance, deps: DashboardDep
         });
       }
       if (!wantsJson(req)) return reply.redirect(`/dashboard#req-${rid}`, 303);
-      const c = await deps.butler.card(rid);
+      const c = result.card;
       return {
         outcome: result.outcome,
         html: requestCard(c, viewerOf(s), canDecide(s, c)).value,
