@@ -65,7 +65,6 @@ export interface DashboardDeps {
     Butler,
     | "list"
     | "listCards"
-    | "card"
     | "review"
     | "listGrants"
     | "revokeGrant"
