@@ -231,6 +231,20 @@ export function createOutboxWorker(deps: OutboxDeps) {
     },
     /** Delivers everything due now and returns how many messages were attempted (for tests and the CLI). */
     runOnce,
+    /**
+     * Resolves once nothing due now is waiting or in hand in this process: the pass in flight (a
+     * message it claimed is out of runOnce's reach until delivered) is awaited, then passes run
+     * until one finds nothing. Returns how many messages were attempted.
+     */
+    async drain(): Promise<number> {
+      let attempted = 0;
+      for (;;) {
+        await running?.catch(() => {});
+        const n = await runOnce();
+        attempted += n;
+        if (n === 0 && !running) return attempted;
+      }
+    },
     async stop(): Promise<void> {
       stopped = true;
       stopping = true;
@@ -252,6 +266,7 @@ export function combineWorkers(workers: readonly OutboxWorker[]): OutboxWorker {
       for (const w of workers) w.wake();
     },
     runOnce: async () => (await Promise.all(workers.map((w) => w.runOnce()))).reduce((a, b) => a + b, 0),
+    drain: async () => (await Promise.all(workers.map((w) => w.drain()))).reduce((a, b) => a + b, 0),
     stop: async () => {
       await Promise.all(workers.map((w) => w.stop()));
     },

@@ -49,7 +49,7 @@ describe(`A2A tasks when time runs out (${ENGINE})`, () => {
 
   const settle = async (what: string, check: () => boolean) =>
     until(async () => {
-      await s.server.services.outbox.runOnce();
+      await s.server.services.outbox.drain();
       return check();
     }, what);
 

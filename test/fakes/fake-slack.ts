@@ -97,6 +97,18 @@ export class FakeSlack {
     return this.calls.filter((c) => c.method === method);
   }
 
+  #waiters: { method: string; count: number; resolve: (call: SlackCall) => void }[] = [];
+
+  /**
+   * Resolves with the `count`-th call of `method` (1-based), at once if it was already made. For
+   * effects Slack's three-second rule puts after the HTTP answer (Bolt acks first, then acts).
+   */
+  call(method: string, count: number): Promise<SlackCall> {
+    const made = this.calledWith(method);
+    if (made.length >= count) return Promise.resolve(made[count - 1]!);
+    return new Promise((resolve) => this.#waiters.push({ method, count, resolve }));
+  }
+
   /** The card posted to a channel (or a user's direct message) for a request. */
   cardFor(requestId: string): SlackMessage | undefined {
     return [...this.messages.values()].find((m) => JSON.stringify(m.blocks).includes(requestId));
@@ -117,6 +129,11 @@ export class FakeSlack {
       }
     }
     this.calls.push({ method, args });
+    const made = this.calledWith(method).length;
+    for (const w of this.#waiters.filter((w) => w.method === method && w.count === made)) {
+      this.#waiters.splice(this.#waiters.indexOf(w), 1);
+      w.resolve({ method, args });
+    }
     const send = (status: number, body: unknown, headers: Record<string, string> = {}) => {
       res.writeHead(status, { "content-type": "application/json", ...headers });
       res.end(JSON.stringify(body));

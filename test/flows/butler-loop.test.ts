@@ -37,7 +37,7 @@ describe(`the Butler loop over HTTP (${ENGINE})`, () => {
   /** The server's own outbox worker delivers in the background; wait until it has. */
   const delivered = (what: string, check: () => boolean) =>
     until(async () => {
-      await s.server.services.outbox.runOnce();
+      await s.server.services.outbox.drain();
       return check();
     }, what);
 

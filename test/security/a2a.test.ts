@@ -107,7 +107,7 @@ describe(`A2A (${ENGINE})`, () => {
   }
 
   const drain = async () => {
-    while ((await services.outbox.runOnce()) > 0);
+    await services.outbox.drain();
   };
 
   /** A fresh denial to ask about (each test its own call). */

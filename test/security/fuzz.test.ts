@@ -431,7 +431,7 @@ describe(`fuzzing every HTTP endpoint (${ENGINE})`, () => {
               ...(type && body !== undefined ? { "content-type": type } : {}),
               ...(sign && body !== undefined ? signedHeaders(e, body) : {}),
             };
-            await s.server.services.outbox.runOnce();
+            await s.server.services.outbox.drain();
             const before = await snapshot();
             const method = e.method === "GET" && head ? "HEAD" : e.method;
             const res = await fetch(url, {

@@ -81,19 +81,17 @@ describe(`one person per approver id, across projects (${ENGINE})`, () => {
 
   const telegramPress = (requestId: string, fromId: number) =>
     postTelegram(s.url, telegramButton(`ap:${requestId}`, fromId), TG_SECRET);
-  const slackPress = async (requestId: string, userId: string) =>
-    (
-      await postSlack(
-        s.url,
-        slackButton(
-          userId,
-          { actionId: "butler_approve", value: requestId },
-          undefined,
-          `${slack.url}/response`,
-        ),
-        SIGNING_SECRET,
-      )
-    ).status;
+  /** Presses Approve in Slack and waits for the private answer: Bolt acks before it acts. */
+  const slackPress = async (requestId: string, userId: string) => {
+    const answered = slack.call("chat.postEphemeral", slack.calledWith("chat.postEphemeral").length + 1);
+    const r = await postSlack(
+      s.url,
+      slackButton(userId, { actionId: "butler_approve", value: requestId }, undefined, `${slack.url}/response`),
+      SIGNING_SECRET,
+    );
+    if (r.status === 200) expect((await answered).args.user).toBe(userId);
+    return r.status;
+  };
 
   test("policy validate refuses two files that define one approver id differently, at file:line:col in both", async () => {
     await s.writePolicy("project-b.yaml", PROJECT_B);
@@ -229,7 +227,7 @@ describe(`a project's approver listed by id only is never given accounts by anot
     expect(await press(other, 6660)).toBe(200);
     expect((await s.http("GET", `/v1/access-requests/${other}`, bAgent)).body.status).toBe("approved");
     // Nor does project-billing's card go to that account.
-    await s.server.services.outbox.runOnce();
+    await s.server.services.outbox.drain();
     expect(telegram.cardFor(billing)).toBeUndefined();
   });
 });

@@ -128,7 +128,7 @@ describe(`approvals re-check the request at decision time (${ENGINE})`, () => {
   });
 
   test("the agent and the cards are told to ask again", async () => {
-    await s.server.services.outbox.runOnce();
+    await s.server.services.outbox.drain();
     const told = notifier.of("request_superseded").find((n) => n.requestId === refundRequest);
     expect(told?.reason).toContain("the policy changed since this was filed; ask again");
     expect(channel.cardOf(refundRequest)?.status).toBe("superseded");
