@@ -86,7 +86,12 @@ describe(`one person per approver id, across projects (${ENGINE})`, () => {
     const answered = slack.call("chat.postEphemeral", slack.calledWith("chat.postEphemeral").length + 1);
     const r = await postSlack(
       s.url,
-      slackButton(userId, { actionId: "butler_approve", value: requestId }, undefined, `${slack.url}/response`),
+      slackButton(
+        userId,
+        { actionId: "butler_approve", value: requestId },
+        undefined,
+        `${slack.url}/response`,
+      ),
       SIGNING_SECRET,
     );
     if (r.status === 200) expect((await answered).args.user).toBe(userId);
