@@ -1,6 +1,6 @@
 /**
  * Errors that cross a service boundary. Pure modules return values (see result.ts); services throw
- * `AppError` with one of a closed set of codes, and one place (server/plugins/error-handler.ts, and
+ * `AppError` with one of a closed set of codes, and one place (http/error-handler.ts, and
  * the CLI's error printer) turns the code into a status and the message into what the reader sees.
  */
 export type ErrorCode =

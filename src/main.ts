@@ -21,13 +21,13 @@ import {
 } from "./data-dir.js";
 import { openDatabase } from "./db/client.js";
 import { migrate } from "./db/migrate.js";
+import { mendText } from "./http/validation.js";
 import { newId } from "./ids.js";
 import type { Logger } from "./logger.js";
 import { loadProviders } from "./providers/provider-gateway.js";
 import { buildProviderListener } from "./providers/routes.js";
 import { configuredSecrets, createSecrets } from "./secrets.js";
 import { buildApp } from "./server/app.js";
-import { mendText } from "./server/validation.js";
 import { createServices, type ServiceOptions, type Services } from "./services.js";
 import { formatIssue } from "./yaml-file.js";
 

@@ -31,11 +31,11 @@ import type { ChangeBus } from "../db/changes.js";
 import { type Db, rowsOf, type Tx } from "../db/client.js";
 import { a2aPushConfigs, a2aTasks, accessRequests } from "../db/schema.js";
 import { AppError, isAppError } from "../errors.js";
+import { parseInput } from "../http/validation.js";
 import { newId } from "../ids.js";
 import type { Logger } from "../logger.js";
 import { enqueue, type OutboxMessage } from "../outbox/outbox.js";
 import type { PolicyStore } from "../policy-store/policy-store.js";
-import { parseInput } from "../server/validation.js";
 import type { PushSealer } from "./push-secrets.js";
 import { checkPushUrl, type PushAllowlist } from "./push-url.js";
 import {

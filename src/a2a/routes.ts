@@ -25,9 +25,9 @@ import {
 import type { FastifyError, FastifyInstance, FastifyReply } from "fastify";
 import type { TokenService } from "../agents/token-service.js";
 import { asAppError, RETRY_AFTER_SECONDS } from "../errors.js";
+import { bearerToken } from "../http/auth.js";
+import { rawBodies } from "../http/raw-body.js";
 import type { Logger } from "../logger.js";
-import { bearerToken } from "../server/plugins/auth.js";
-import { rawBodies } from "../server/raw-body.js";
 import { type A2AService, AgentUser, bindSignal } from "./a2a-service.js";
 
 export interface A2ARouteDeps {

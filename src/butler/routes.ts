@@ -3,8 +3,8 @@ import { z } from "zod";
 import type { AgentIdentity, TokenService } from "../agents/token-service.js";
 import { REQUEST_STATUSES } from "../db/schema.js";
 import { AppError } from "../errors.js";
-import { bearerToken } from "../server/plugins/auth.js";
-import { paramsObject, parseInput, safeText } from "../server/validation.js";
+import { bearerToken } from "../http/auth.js";
+import { paramsObject, parseInput, safeText } from "../http/validation.js";
 import { type ApproverTokens, looksLikeApproverToken } from "./approver-tokens.js";
 import type { Butler } from "./butler-service.js";
 

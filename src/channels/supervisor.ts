@@ -1,6 +1,6 @@
 import { asAppError } from "../errors.js";
+import { mendText } from "../http/validation.js";
 import type { Logger } from "../logger.js";
-import { mendText } from "../server/validation.js";
 import {
   type ApprovalChannel,
   ChannelStartError,

@@ -14,10 +14,10 @@ import type { Clock } from "../clock.js";
 import type { Db } from "../db/client.js";
 import { REQUEST_STATUSES } from "../db/schema.js";
 import { AppError } from "../errors.js";
+import { parseInput, safeText } from "../http/validation.js";
 import type { Logger } from "../logger.js";
 import { policyDiff } from "../policy/effective.js";
 import { type CompiledProject, compileGlob } from "../policy/index.js";
-import { parseInput, safeText } from "../server/validation.js";
 import { type EventFilter, eventsAfter, exportRows, latestEvents } from "./events.js";
 import {
   auditPage,

@@ -2,11 +2,11 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { z } from "zod";
 import type { TokenService } from "../agents/token-service.js";
 import { AppError } from "../errors.js";
+import { requireAgent } from "../http/auth.js";
+import { createFastify } from "../http/fastify.js";
+import { rawBodies } from "../http/raw-body.js";
+import { paramsObject, parseInput, safeText } from "../http/validation.js";
 import type { Logger } from "../logger.js";
-import { createFastify } from "../server/fastify.js";
-import { requireAgent } from "../server/plugins/auth.js";
-import { rawBodies } from "../server/raw-body.js";
-import { paramsObject, parseInput, safeText } from "../server/validation.js";
 import { nestPairs } from "./params.js";
 import type { ProviderAnswer, ProviderGateway } from "./provider-gateway.js";
 

@@ -13,15 +13,15 @@ import type { ApprovalChannel } from "../channels/channel.js";
 import { type DashboardDeps, registerDashboard } from "../dashboard/routes.js";
 import { AppError, RETRY_AFTER_SECONDS } from "../errors.js";
 import type { Gateway } from "../gateway/gateway-service.js";
+import { requireAdmin, requireAgent } from "../http/auth.js";
+import { createFastify } from "../http/fastify.js";
+import { paramsObject, parseInput, safeText, storable } from "../http/validation.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import { agentName, projectName } from "../policy/schema.js";
 import { parseTimestamp } from "../policy/time.js";
 import type { ProviderGateway } from "../providers/provider-gateway.js";
 import { registerProviderRoutes } from "../providers/routes.js";
-import { createFastify } from "./fastify.js";
-import { requireAdmin, requireAgent } from "./plugins/auth.js";
-import { paramsObject, parseInput, safeText, storable } from "./validation.js";
 
 export interface AppDeps {
   log: Logger;

@@ -1,8 +1,8 @@
 import type { FastifyInstance } from "fastify";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { registerDashboard } from "../../src/dashboard/routes.js";
+import { createFastify } from "../../src/http/fastify.js";
 import { createLogger } from "../../src/logger.js";
-import { createFastify } from "../../src/server/fastify.js";
 import type { Services } from "../../src/services.js";
 import { FakeClock } from "../helpers/clock.js";
 import { createTestDatabase, ENGINE, type TestDatabase } from "../helpers/db.js";

@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyInstance } from "fastify";
-import { AppError, asAppError, type ErrorCode, httpStatus, RETRY_AFTER_SECONDS } from "../../errors.js";
+import { AppError, asAppError, type ErrorCode, httpStatus, RETRY_AFTER_SECONDS } from "../errors.js";
 
 /**
  * The one place errors become responses: `{ error: { code, message, request_id } }`.

@@ -2,7 +2,7 @@ import { STATUS_CODES } from "node:http";
 import type { Socket } from "node:net";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from "fastify";
 import type { Logger } from "../logger.js";
-import { installErrorHandler } from "./plugins/error-handler.js";
+import { installErrorHandler } from "./error-handler.js";
 
 /** A fastify instance as every Butler listener is set up: errors as JSON, no caching, no sniffing. */
 export function createFastify(opts: {

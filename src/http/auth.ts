@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { FastifyRequest } from "fastify";
-import type { AgentIdentity, TokenService } from "../../agents/token-service.js";
-import { AppError } from "../../errors.js";
+import type { AgentIdentity, TokenService } from "../agents/token-service.js";
+import { AppError } from "../errors.js";
 
 /** The bearer token of a request, or undefined when there is none. */
 export function bearerToken(req: FastifyRequest): string | undefined {
