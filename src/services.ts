@@ -9,8 +9,8 @@ import { type Checkpointer, type CheckpointSink, createCheckpointer } from "./au
 import { createApproverTokens } from "./butler/approver-tokens.js";
 import { createButler } from "./butler/butler-service.js";
 import type { AgentNotification, AgentNotifier } from "./butler/notifier.js";
-import { createOneShots } from "./butler/one-shot.js";
 import { createDashboardSessions } from "./dashboard/sessions.js";
+import { createOneShots } from "./grants/one-shot.js";
 
 /** How long a dashboard sign-in lasts. */
 const DASHBOARD_SESSION_SECONDS = 12 * 3600;

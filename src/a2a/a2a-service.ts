@@ -25,7 +25,7 @@ import type { AgentIdentity } from "../agents/token-service.js";
 import type { AuditLog } from "../audit/audit-log.js";
 import type { Butler } from "../butler/butler-service.js";
 import type { AgentNotification, AgentNotifier } from "../butler/notifier.js";
-import { CreateRequestBody } from "../butler/routes.js";
+import { CreateRequestBody } from "../butler/request-schema.js";
 import type { Clock } from "../clock.js";
 import type { ChangeBus } from "../db/changes.js";
 import { type Db, rowsOf, type Tx } from "../db/client.js";

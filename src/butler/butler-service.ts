@@ -19,7 +19,7 @@ import {
   singleUseGrants,
 } from "../db/schema.js";
 import { AppError } from "../errors.js";
-import { ONE_SHOT_DENIALS } from "../gateway/gateway-service.js";
+import { callHash } from "../grants/one-shot.js";
 import { newId } from "../ids.js";
 import type { Logger } from "../logger.js";
 import { enqueue, type OutboxMessage } from "../outbox/outbox.js";
@@ -27,12 +27,11 @@ import { composeEffective, policyDiff } from "../policy/effective.js";
 import { type CompiledProject, formatDuration, parseDuration, parsePolicyFile } from "../policy/index.js";
 import { entryNamesAccount, identityOf, peopleOf, resolveChatAccount } from "../policy/people.js";
 import { classifyRisk } from "../policy/risk.js";
-import { LIFTABLE_DENIALS, type ScopedCall, scopeRequest } from "../policy/scope.js";
+import { LIFTABLE_DENIALS, ONE_SHOT_DENIALS, type ScopedCall, scopeRequest } from "../policy/scope.js";
 import type { ApproverDef, RiskTier } from "../policy/types.js";
 import { grantRowsInEffect, type PolicyStore, sha256, toEntry } from "../policy-store/policy-store.js";
 import type { ApprovalCard } from "./approval-card.js";
 import type { AgentNotification } from "./notifier.js";
-import { callHash } from "./one-shot.js";
 import { callMatches, checkGrantCall, checkOneShotCall, matchesFiled, staleUnder } from "./request-rules.js";
 
 type RequestRow = typeof accessRequests.$inferSelect;

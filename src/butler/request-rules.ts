@@ -1,9 +1,9 @@
 import type { accessRequests, auditEvents } from "../db/schema.js";
+import { type BoundCall, callHash } from "../grants/one-shot.js";
 import { sha256 } from "../hash.js";
 import { type CompiledProject, type Decision, evaluateIn, formatDuration } from "../policy/index.js";
 import { classifyRisk } from "../policy/risk.js";
 import { grantBlocked, LIFTABLE_DENIALS, type ScopedCall, usesBranches } from "../policy/scope.js";
-import { type BoundCall, callHash } from "./one-shot.js";
 
 /**
  * The rules of access requests, pure: what may be filed as a grant, whether a stored request is

@@ -4,33 +4,14 @@ import type { AgentIdentity, TokenService } from "../agents/token-service.js";
 import { REQUEST_STATUSES } from "../db/schema.js";
 import { AppError } from "../errors.js";
 import { bearerToken } from "../http/auth.js";
-import { paramsObject, parseInput, safeText } from "../http/validation.js";
+import { parseInput, safeText } from "../http/validation.js";
 import { type ApproverTokens, looksLikeApproverToken } from "./approver-tokens.js";
 import type { Butler } from "./butler-service.js";
+import { CreateRequestBody, ttl } from "./request-schema.js";
 
 const id = z
   .string()
   .regex(/^req_[a-z0-9]{16}$/, "must be an access request id such as req_0123456789abcdef");
-const ttl = z.union([safeText(64), z.number()], {
-  error: "must be an ISO 8601 duration such as PT24H, or a number of seconds",
-});
-
-export const CreateRequestBody = z.strictObject({
-  action: safeText(256).optional(),
-  resource: safeText(2048).optional(),
-  branch: safeText(256).optional(),
-  ttl: ttl.optional(),
-  reason: safeText(2000).refine(
-    (s) => s.trim().length > 0,
-    "is required: say why the agent needs this, for the person who decides",
-  ),
-  denial_event_id: z
-    .string()
-    .regex(/^evt_[a-z0-9]{16}$/, "must be an event id such as evt_0123456789abcdef")
-    .optional(),
-  /** For a one-shot request (the denial said approval_required): the denied call's params, unchanged. */
-  params: paramsObject.optional(),
-});
 const IdParams = z.strictObject({ id });
 const GrantParams = z.strictObject({ id });
 const ApproveBody = z.strictObject({ ttl: ttl.optional() });

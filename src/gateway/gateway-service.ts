@@ -2,8 +2,8 @@ import { createHash } from "node:crypto";
 import type { AgentIdentity } from "../agents/token-service.js";
 import type { AuditEventInput, AuditLog } from "../audit/audit-log.js";
 import { type AuditLine, canonicalJson } from "../audit/chain.js";
-import { type BoundCall, callHash, type OneShots } from "../butler/one-shot.js";
 import type { Clock } from "../clock.js";
+import { type BoundCall, callHash, type OneShots } from "../grants/one-shot.js";
 import type { Metrics } from "../metrics.js";
 import {
   approvalRequired,
@@ -12,7 +12,7 @@ import {
   evaluate,
   formatDuration,
 } from "../policy/index.js";
-import { LIFTABLE_DENIALS } from "../policy/scope.js";
+import { LIFTABLE_DENIALS, ONE_SHOT_DENIALS } from "../policy/scope.js";
 import type { PolicyStore } from "../policy-store/policy-store.js";
 
 /** What an agent asks: may I do `action` on `resource` (on `branch`, with `params`)? */
@@ -60,9 +60,6 @@ export interface RequestAccessHint {
   };
   note: string;
 }
-
-/** Denials a person lifts for one call, once (require_approval). */
-export const ONE_SHOT_DENIALS: ReadonlySet<string> = new Set(["approval_required", "one_shot_used"]);
 
 export interface GatewayDeps {
   policies: Pick<PolicyStore, "index" | "ensureCurrent">;

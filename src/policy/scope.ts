@@ -17,6 +17,9 @@ export const LIFTABLE_DENIALS: ReadonlySet<string> = new Set([
   "op_group_denied",
 ]);
 
+/** Denials a person lifts for one call, once (require_approval). */
+export const ONE_SHOT_DENIALS: ReadonlySet<string> = new Set(["approval_required", "one_shot_used"]);
+
 /** The exact call a grant will cover. */
 export interface ScopedCall {
   action: string;

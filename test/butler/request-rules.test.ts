@@ -1,8 +1,8 @@
 import { createHash } from "node:crypto";
 import { describe, expect, test } from "vitest";
-import { callHash } from "../../src/butler/one-shot.js";
 import { callMatches, checkGrantCall, matchesFiled, staleUnder } from "../../src/butler/request-rules.js";
 import type { accessRequests, auditEvents } from "../../src/db/schema.js";
+import { callHash } from "../../src/grants/one-shot.js";
 import { index } from "../helpers/policy.js";
 
 /** The rules of access requests, as tables: no database, no clock but the one passed in. */
