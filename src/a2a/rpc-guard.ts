@@ -5,11 +5,11 @@ import type { Logger } from "../logger.js";
 import { sdkError } from "./sdk-mapping.js";
 import { TaskFault } from "./task-state.js";
 
-/** Calls (by their context) that failed because the database could not be reached: answered 503. */
-const unavailable = new WeakSet<object>();
+/** Marks, in a call's context, that it failed because the database could not be reached. */
+const UNAVAILABLE = "butler.unavailable";
 
-/** Whether the call failed because the database could not be reached. */
-export const wasUnavailable = (ctx: ServerCallContext): boolean => unavailable.has(ctx);
+/** Whether the call failed because the database could not be reached (answered 503). */
+export const wasUnavailable = (ctx: ServerCallContext): boolean => ctx.state.get(UNAVAILABLE) === true;
 
 /** The Butler's error codes that mean the agent asked for something that cannot be done as asked. */
 const MALFORMED: readonly ErrorCode[] = [
@@ -34,8 +34,8 @@ function translate(e: unknown, method: string, args: unknown[], log: Logger): un
   const known = asAppError(e);
   if (known?.code === "UNAVAILABLE") {
     // Not the agent's mistake and not a bug: the endpoint answers 503 with Retry-After.
-    const ctx = args.find((a) => a instanceof ServerCallContext);
-    if (ctx) unavailable.add(ctx);
+    const ctx = args.find((a): a is ServerCallContext => a instanceof ServerCallContext);
+    ctx?.state.set(UNAVAILABLE, true);
     log.warn({ err: known.cause ?? known, method }, "A2A call failed: the database is unavailable");
     return new Error(known.message);
   }

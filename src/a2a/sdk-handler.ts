@@ -29,13 +29,21 @@ function ownerOf(ctx: ServerCallContext): AgentIdentity {
   return user.identity;
 }
 
-/** Streams of a call: aborted when the client goes away or the server stops. */
-const signals = new WeakMap<ServerCallContext, AbortSignal>();
+/** Where a call's context carries the signal that ends its streams. */
+const SIGNAL = "butler.signal";
 
-/** Ties a call to the signal that ends its stream (the route's: client gone, or server stopping). */
+/**
+ * Ties a call to the signal that ends its stream (the route's: client gone, or server stopping),
+ * in the call context's own state, which the SDK hands to the handler unchanged.
+ */
 export function bindSignal(ctx: ServerCallContext, signal: AbortSignal): void {
-  signals.set(ctx, signal);
+  ctx.state.set(SIGNAL, signal);
 }
+
+const signalOf = (ctx: ServerCallContext): AbortSignal => {
+  const signal = ctx.state.get(SIGNAL);
+  return signal instanceof AbortSignal ? signal : new AbortController().signal;
+};
 
 /**
  * The A2A SDK's request handler over the task service: it translates the SDK's requests into use
@@ -73,8 +81,7 @@ export function createSdkHandler(tasks: TaskService, card: () => AgentCard): A2A
       return toTask((await tasks.cancel(ownerOf(ctx), params.id)).task);
     },
     async *resubscribe(params, ctx) {
-      const signal = signals.get(ctx) ?? new AbortController().signal;
-      for await (const { row, previous } of tasks.follow(ownerOf(ctx), params.id, signal)) {
+      for await (const { row, previous } of tasks.follow(ownerOf(ctx), params.id, signalOf(ctx))) {
         const t = toTask(row.task);
         if (!previous) yield { payload: { $case: "task", value: t } };
         else
