@@ -533,6 +533,7 @@ export function createProviderGateway(deps: ProviderGatewayDeps) {
     }
     const credential = await deps.credential(spec.auth.credential);
     if (!credential) {
+      if (reservation !== undefined) await deps.budgets.release(reservation);
       await giveBack("the call was not sent: the provider has no credential");
       await deps.audit.append({
         type: "provider.failed",
