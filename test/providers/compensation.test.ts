@@ -12,7 +12,7 @@ import {
   loadProviders,
   type ProviderGatewayDeps,
 } from "../../src/providers/provider-gateway.js";
-import type { UpstreamAnswer } from "../../src/providers/upstream.js";
+import { type UpstreamAnswer, UpstreamError } from "../../src/providers/upstream.js";
 import { FakeClock } from "../helpers/clock.js";
 
 const PROVIDERS_DIR = fileURLToPath(new URL("../../providers", import.meta.url));
@@ -28,7 +28,7 @@ const answer = (status: number, body: unknown = { id: "re_1", object: "refund" }
 
 /**
  * The pipeline with every collaborator faked (no database): a decision that allows by a one-shot
- * approval, a budget that reserves, and counters of what was given back.
+ * approval, a budget that reserves, and one log, in order, of what was given back and audited.
  */
 async function pipeline(over: {
   credential?: ProviderGatewayDeps["credential"];
@@ -39,10 +39,11 @@ async function pipeline(over: {
 }) {
   const providers = await loadProviders(PROVIDERS_DIR);
   const seen = {
-    reserved: [] as Charge[],
     released: [] as number[],
     givenBack: [] as { grantId: string; reason: string }[],
     audit: [] as AuditEventInput[],
+    /** Everything the pipeline did after the decision, in order. */
+    steps: [] as string[],
     sent: 0,
   };
   const decision: AuthorizeResult = {
@@ -59,6 +60,7 @@ async function pipeline(over: {
     audit: {
       append: async (e: AuditEventInput) => {
         seen.audit.push(e);
+        seen.steps.push(`audit ${e.type}`);
         return { event_id: `evt_${seen.audit.length}` } as AuditLine;
       },
     },
@@ -68,11 +70,12 @@ async function pipeline(over: {
     baseUrls: { stripe: "http://127.0.0.1:9" },
     budgets: {
       reserve: async (_b, c) => {
-        seen.reserved.push(c);
+        seen.steps.push("reserve");
         return over.reserve ? over.reserve(c) : { ok: true, id: 41 };
       },
       release: async (id) => {
         seen.released.push(id);
+        seen.steps.push("release budget");
       },
     },
     projectBudgets: () => [DAILY],
@@ -80,32 +83,116 @@ async function pipeline(over: {
     oneShots: {
       release: async (_i, _c, grantId, reason) => {
         seen.givenBack.push({ grantId, reason });
+        seen.steps.push("give back approval");
       },
     },
     webhookEvents: { claim: async () => expect.fail("no webhooks here"), reacted: async () => {} },
     upstream: async (url, opts) => {
       seen.sent++;
+      seen.steps.push("send");
       return over.upstream ? over.upstream(url, opts) : answer(200);
     },
   });
-  const refund = () =>
-    gw.call(BOT, {
-      provider: "stripe",
-      operation: "create_refund",
-      params: { charge: "ch_1", amount: 1200 },
-    });
+  const refund = (amount: unknown = 1200) =>
+    gw.call(BOT, { provider: "stripe", operation: "create_refund", params: { charge: "ch_1", amount } });
   return { gw, seen, refund };
 }
 
-/** Each exit of a money-moving call that was approved once gives back exactly what it held. */
+const approval = (reason: string) => [{ grantId: "sug_1", reason }];
+
+/**
+ * Each exit of a money-moving call that was approved once gives back exactly what it held, once,
+ * before the outcome's audit line: the budget when the money did not move, the approval when
+ * nothing reached the provider.
+ */
 describe("what a provider call holds is given back once, at every exit", () => {
   test("a provider without a credential: not sent, the budget reservation is released and the approval given back", async () => {
     const { seen, refund } = await pipeline({ credential: async () => undefined });
     await expect(refund()).rejects.toMatchObject({ code: "UNAVAILABLE" });
     expect(seen.sent).toBe(0);
     expect(seen.released).toEqual([41]);
-    expect(seen.givenBack).toEqual([
-      { grantId: "sug_1", reason: "the call was not sent: the provider has no credential" },
+    expect(seen.givenBack).toEqual(approval("the call was not sent: the provider has no credential"));
+    expect(seen.steps).toEqual(["reserve", "release budget", "give back approval", "audit provider.failed"]);
+  });
+
+  test("an unreachable provider: tried twice (the write carries a key), then everything is given back once", async () => {
+    const { seen, refund } = await pipeline({
+      upstream: async () => {
+        throw new UpstreamError("ECONNREFUSED", "connect");
+      },
+    });
+    const a = await refund();
+    expect(a.status).toBe(502);
+    expect(JSON.parse(a.body.toString()).error.code).toBe("UPSTREAM_FAILED");
+    expect(seen.sent).toBe(2);
+    expect(seen.released).toEqual([41]);
+    expect(seen.givenBack).toEqual(
+      approval("could not reach stripe: ECONNREFUSED; the retry is sent with the same idempotency key"),
+    );
+    expect(seen.steps).toEqual([
+      "reserve",
+      "send",
+      "send",
+      "release budget",
+      "give back approval",
+      "audit provider.failed",
     ]);
+  });
+
+  test("a provider that does not answer in time: not retried, everything is given back once", async () => {
+    const { seen, refund } = await pipeline({
+      upstream: async () => {
+        throw new UpstreamError("did not answer", "timeout");
+      },
+    });
+    expect((await refund()).status).toBe(504);
+    expect(seen.sent).toBe(1);
+    expect(seen.released).toEqual([41]);
+    expect(seen.givenBack).toEqual(
+      approval("stripe did not answer within 30000 ms; the retry is sent with the same idempotency key"),
+    );
+  });
+
+  test("a provider that refuses (402): the money did not move, the budget is released; the approval is used", async () => {
+    const { seen, refund } = await pipeline({
+      upstream: async () => answer(402, { error: { type: "card_error" } }),
+    });
+    expect((await refund()).status).toBe(402);
+    expect(seen.released).toEqual([41]);
+    expect(seen.givenBack).toEqual([]);
+    expect(seen.steps).toEqual(["reserve", "send", "release budget", "audit provider.called"]);
+  });
+
+  test("a provider that answers 200: the money moved and the approval is used; nothing is given back", async () => {
+    const { seen, refund } = await pipeline({});
+    const a = await refund();
+    expect(a.status).toBe(200);
+    expect(seen.released).toEqual([]);
+    expect(seen.givenBack).toEqual([]);
+    expect(seen.steps).toEqual(["reserve", "send", "audit provider.called"]);
+  });
+
+  test("a budget that refuses: nothing reserved, nothing sent, the approval is given back once", async () => {
+    const { seen, refund } = await pipeline({
+      reserve: () => ({ ok: false, reason: "daily is spent", budget: "daily" }),
+    });
+    const a = await refund();
+    expect(a.status).toBe(403);
+    expect(JSON.parse(a.body.toString()).code).toBe("budget_exceeded");
+    expect(seen.sent).toBe(0);
+    expect(seen.released).toEqual([]);
+    expect(seen.givenBack).toEqual(
+      approval("the call was refused by a budget before it was sent: daily is spent"),
+    );
+    expect(seen.steps).toEqual(["reserve", "give back approval", "audit budget.exceeded"]);
+  });
+
+  test("a negative amount: refused before reserving, the approval is given back once", async () => {
+    const { seen, refund } = await pipeline({});
+    expect((await refund(-5)).status).toBe(403);
+    expect(seen.givenBack).toEqual(
+      approval("the call was refused before it was sent: its amount is not a whole number"),
+    );
+    expect(seen.steps).toEqual(["give back approval", "audit budget.exceeded"]);
   });
 });
