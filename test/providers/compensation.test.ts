@@ -115,6 +115,19 @@ describe("what a provider call holds is given back once, at every exit", () => {
     expect(seen.steps).toEqual(["reserve", "release budget", "give back approval", "audit provider.failed"]);
   });
 
+  test("a credential store that fails: not sent, the reservation and the approval are given back, the error stands", async () => {
+    const broken = new Error("vault unreachable");
+    const { seen, refund } = await pipeline({
+      credential: async () => {
+        throw broken;
+      },
+    });
+    await expect(refund()).rejects.toBe(broken);
+    expect(seen.sent).toBe(0);
+    expect(seen.released).toEqual([41]);
+    expect(seen.givenBack).toEqual(approval("the call was not sent: the gateway failed before sending it"));
+  });
+
   test("an unreachable provider: tried twice (the write carries a key), then everything is given back once", async () => {
     const { seen, refund } = await pipeline({
       upstream: async () => {
