@@ -210,10 +210,10 @@ function endOf(outcome: Outcome): CallEnd {
             : "the call was not sent: the provider has no credential",
       };
     case "exchanged": {
-      const { failure, res } = outcome.exchange;
-      if (failure || !res)
-        return { sent: false, why: `${failure?.reason}; the retry is sent with the same idempotency key` };
-      return { sent: true, status: res.status };
+      const x = outcome.exchange;
+      if (x.failure)
+        return { sent: false, why: `${x.failure.reason}; the retry is sent with the same idempotency key` };
+      return { sent: true, status: x.res.status };
     }
   }
 }
@@ -243,6 +243,7 @@ async function reserveAndSend(
   if (!built.ok) return { kind: "not_sent", problem: built.error };
   const retriable = op.idempotent || idempotencyKey !== undefined;
   const exchange = await sendWithRetry(ctx.upstream, spec.name, op, built.value, retriable);
+  // Built, so the credential is there: the answer is scrubbed of it.
   return { kind: "exchanged", exchange, idempotencyKey, credential: credential! };
 }
 
@@ -344,10 +345,10 @@ async function recordExchange(
       summary: res ? summary(res.body, contentType) : undefined,
     },
   });
-  if (failure || !res) {
-    const reason = failure?.reason ?? "no answer";
+  const x = outcome.exchange;
+  if (x.failure) {
+    const { status, reason } = x.failure;
     ctx.log.warn({ provider: spec.name, operation: op.name, reason }, "provider call failed");
-    const status = failure?.status ?? 502;
     return {
       status,
       contentType: "application/json",
@@ -361,9 +362,9 @@ async function recordExchange(
     };
   }
   return {
-    status: res.status,
+    status: x.res.status,
     contentType,
-    body: withoutCredential(res.body, outcome.credential),
+    body: withoutCredential(x.res.body, outcome.credential),
     eventId: d.event_id,
   };
 }

@@ -8,15 +8,11 @@ export interface UpstreamFailure {
   reason: string;
 }
 
-/** One exchange with a provider, retries included. */
-export interface Exchange {
-  /** The last answer, if the last attempt got one. */
-  res: UpstreamAnswer | undefined;
-  /** Set when the call failed: no answer, or a 5xx. */
-  failure: UpstreamFailure | undefined;
-  attempts: number;
-  latencyMs: number;
-}
+/** One exchange with a provider, retries included: an answer, or a failure (no answer, or a 5xx one). */
+export type Exchange = { attempts: number; latencyMs: number } & (
+  | { res: UpstreamAnswer; failure: undefined }
+  | { res: UpstreamAnswer | undefined; failure: UpstreamFailure }
+);
 
 /**
  * Sends a request, retried once on a connection error or 502/503/504, only when sending twice is
@@ -67,7 +63,9 @@ export async function sendWithRetry(
     }
   }
   const latencyMs = Number(process.hrtime.bigint() - started) / 1e6;
-  return { res, failure, attempts, latencyMs };
+  if (failure) return { res, failure, attempts, latencyMs };
+  // Without a failure, the last attempt got an answer.
+  return { res: res!, failure: undefined, attempts, latencyMs };
 }
 
 const REDACTED = Buffer.from("[redacted]");
