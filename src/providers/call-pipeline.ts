@@ -218,6 +218,11 @@ function endOf(outcome: Outcome): CallEnd {
   }
 }
 
+/**
+ * The steps of an allowed call up to the provider's answer: reserve the budget (recorded in
+ * `holds` at once), build the request with the provider's credential, send it. Every way it can
+ * end is a value; what it holds is settled by the caller.
+ */
 async function reserveAndSend(
   ctx: PipelineContext,
   identity: AgentIdentity,
