@@ -3,6 +3,7 @@ import { describe, expect, test } from "vitest";
 import type { AgentIdentity } from "../../src/agents/token-service.js";
 import type { AuditEventInput } from "../../src/audit/audit-log.js";
 import type { AuditLine } from "../../src/audit/chain.js";
+import { AppError } from "../../src/errors.js";
 import type { AuthorizeResult } from "../../src/gateway/gateway-service.js";
 import { createLogger } from "../../src/logger.js";
 import type { BudgetDef } from "../../src/policy/types.js";
@@ -115,17 +116,32 @@ describe("what a provider call holds is given back once, at every exit", () => {
     expect(seen.steps).toEqual(["reserve", "release budget", "give back approval", "audit provider.failed"]);
   });
 
-  test("a credential store that fails: not sent, the reservation and the approval are given back, the error stands", async () => {
-    const broken = new Error("vault unreachable");
+  /** The vault throws for a value sealed under another master key, or altered in the database. */
+  test("a stored credential that does not open: not sent, the reservation and the approval are given back, the error stands", async () => {
+    const sealedElsewhere = new AppError(
+      "UNAVAILABLE",
+      "credential STRIPE_API_KEY is stored under master key k_1, and BUTLER_MASTER_KEY is key k_2",
+    );
     const { seen, refund } = await pipeline({
       credential: async () => {
-        throw broken;
+        throw sealedElsewhere;
       },
     });
-    await expect(refund()).rejects.toBe(broken);
+    await expect(refund()).rejects.toBe(sealedElsewhere);
     expect(seen.sent).toBe(0);
     expect(seen.released).toEqual([41]);
     expect(seen.givenBack).toEqual(approval("the call was not sent: the gateway failed before sending it"));
+  });
+
+  test("an HTTP client that fails in an unexpected way: counted as unreachable, everything is given back once", async () => {
+    const { seen, refund } = await pipeline({
+      upstream: async () => {
+        throw new TypeError("a bug in the HTTP client");
+      },
+    });
+    expect((await refund()).status).toBe(502);
+    expect(seen.released).toEqual([41]);
+    expect(seen.givenBack).toHaveLength(1);
   });
 
   test("an unreachable provider: tried twice (the write carries a key), then everything is given back once", async () => {
