@@ -208,7 +208,7 @@ export function createServices(opts: ServiceOptions) {
             username: async () => (await telegramApi.getMe()).username,
             async setWebhook() {
               if (!tg.webhookSecret)
-                throw new AppError("CONFLICT", "set TELEGRAM_WEBHOOK_SECRET to use a webhook");
+                throw new AppError("NOT_CONFIGURED", "set TELEGRAM_WEBHOOK_SECRET to use a webhook");
               const url = `${opts.publicUrl()}/telegram/webhook`;
               await telegramApi.setWebhook(url, {
                 secret_token: tg.webhookSecret,

@@ -231,7 +231,7 @@ export function createAdmin(deps: AdminDeps): AdminOps {
     async createTelegramLink(approver) {
       check(approverId, approver, "approver");
       if (!deps.telegram)
-        throw new AppError("CONFLICT", "Telegram is not configured: set TELEGRAM_BOT_TOKEN");
+        throw new AppError("NOT_CONFIGURED", "Telegram is not configured: set TELEGRAM_BOT_TOKEN");
       const username = await deps.telegram.username();
       const { code, expiresAt } = await butler.createLinkCode(approver, "telegram", actor);
       return { url: `https://t.me/${username}?start=${code}`, expires_at: expiresAt, approver };
@@ -249,7 +249,7 @@ export function createAdmin(deps: AdminDeps): AdminOps {
         )
       )
         throw new AppError(
-          "CONFLICT",
+          "NOT_FOUND",
           `'${approver}' is not an approver of any project: no policy names them`,
         );
       const { code, expiresAt } = await deps.dashboard.createSignInCode(approver, actor);
@@ -261,7 +261,7 @@ export function createAdmin(deps: AdminDeps): AdminOps {
     },
     async setTelegramWebhook() {
       if (!deps.telegram)
-        throw new AppError("CONFLICT", "Telegram is not configured: set TELEGRAM_BOT_TOKEN");
+        throw new AppError("NOT_CONFIGURED", "Telegram is not configured: set TELEGRAM_BOT_TOKEN");
       return { url: await deps.telegram.setWebhook() };
     },
     async revokeGrant(id, reason) {
