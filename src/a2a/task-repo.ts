@@ -105,7 +105,7 @@ export async function lockRequestStatus(tx: Tx, requestId: string): Promise<stri
 
 /**
  * Tasks whose request moved without the task hearing of it: still submitted, waiting on a
- * decided request, or showing a live grant that was revoked or has expired.
+ * decided request, or showing an active grant that was revoked or has expired.
  */
 export async function staleTaskIds(q: Queryable, now: Date, limit: number): Promise<string[]> {
   const rows = rowsOf<{ id: string }>(
@@ -114,7 +114,7 @@ export async function staleTaskIds(q: Queryable, now: Date, limit: number): Prom
       LEFT JOIN grants g ON g.id = r.id
       WHERE t.state = 'submitted'
          OR (t.state = 'input_required' AND r.status <> 'pending')
-         OR (t.state = 'completed' AND t.grant_state = 'live'
+         OR (t.state = 'completed' AND t.grant_state = 'active'
              AND (g.revoked_at IS NOT NULL OR g.expires_at <= ${now.toISOString()}))
       LIMIT ${limit}`),
   );

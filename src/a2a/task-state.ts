@@ -2,8 +2,11 @@ import type { AccessRequestView } from "../butler/butler-service.js";
 import type { A2A_TASK_STATES } from "../db/schema.js";
 
 export type TaskStateName = (typeof A2A_TASK_STATES)[number];
+
 /** `used`: a one-shot approval whose one call was made. */
-export type GrantState = "live" | "revoked" | "expired" | "used";
+import { type GrantState, grantState } from "../butler/request-view.js";
+
+export type { GrantState };
 
 /**
  * What the agent's grant looks like, as the task's artifact carries it. Keys are camelCase, as
@@ -61,15 +64,13 @@ export function outcomeOf(
       const by =
         r.approvals.length > 0 ? r.approvals.map((a) => a.approver).join(", ") : (r.decision?.by ?? null);
       const via = r.decision?.via ? ` via ${r.decision.via}` : "";
+      const date = (s: string | null) => (s === null ? null : new Date(s));
       const state: GrantState = !g
         ? "revoked"
-        : g.revoked_at
-          ? "revoked"
-          : g.used_at
-            ? "used"
-            : new Date(g.expires_at).getTime() <= now.getTime()
-              ? "expired"
-              : "live";
+        : grantState(
+            { revokedAt: date(g.revoked_at), usedAt: date(g.used_at), expiresAt: new Date(g.expires_at) },
+            now,
+          );
       const grant: GrantArtifact = {
         grantId: g?.id ?? r.id,
         requestId: r.id,
@@ -84,7 +85,7 @@ export function outcomeOf(
         reason: state === "revoked" ? (known.revokeReason ?? null) : null,
       };
       const text =
-        state === "live"
+        state === "active"
           ? r.kind === "one_shot"
             ? `approved by ${by ?? "an approver"}${via}: make exactly the same call (same parameters) once, before ${g?.expires_at}`
             : `granted by ${by ?? "an approver"}${via} until ${g?.expires_at}; retry the call`
@@ -144,7 +145,7 @@ export function nextOutcome(
   outcome: TaskOutcome,
 ): TaskOutcome | undefined {
   const grant =
-    outcome.grant && task.grantState && task.grantState !== "live"
+    outcome.grant && task.grantState && task.grantState !== "active"
       ? { ...outcome.grant, state: task.grantState as GrantState }
       : outcome.grant;
   const grantState = grant?.state ?? null;

@@ -1,5 +1,6 @@
 import type { RequestStatus } from "../db/schema.js";
 import type { RiskTier } from "../policy/types.js";
+import type { GrantState } from "./request-view.js";
 
 /**
  * The channel-neutral view of an access request that every approval surface renders. Built from
@@ -28,8 +29,8 @@ export interface ApprovalCard {
   decidedVia: string | undefined;
   decisionReason: string | undefined;
   grantExpiresAt: string | undefined;
-  /** What became of the grant after approval: live, expired (its TTL ran out), revoked, or used (one-shot). */
-  grantState: "live" | "expired" | "revoked" | "used" | undefined;
+  /** What became of the grant after approval: active, expired (its TTL ran out), revoked, or used (one-shot). */
+  grantState: GrantState | undefined;
   /** Who revoked the grant, when `grantState` is "revoked". */
   grantRevokedBy: string | undefined;
   grantRevokedAt: string | undefined;

@@ -47,7 +47,7 @@ export interface GrantView {
   expires_at: string;
   revoked_at: string | null;
   revoked_by: string | null;
-  state: "active" | "expired" | "revoked";
+  state: Exclude<GrantState, "used">;
   seconds_left: number;
 }
 
@@ -110,11 +110,20 @@ export function toView(
   };
 }
 
-/** What became of a grant by `now`. */
-export function grantState(g: GrantOfRequest, now: Date): "live" | "expired" | "revoked" | "used" {
+/**
+ * What became of a grant: one word per state wherever it is shown (the API's grants, cards, A2A
+ * artifacts, audit lines). `used` is a one-shot approval's call made.
+ */
+export type GrantState = "active" | "expired" | "revoked" | "used";
+
+/** A grant's state at `now`. */
+export function grantState(
+  g: { revokedAt: Date | null; usedAt?: Date | null; expiresAt: Date },
+  now: Date,
+): GrantState {
   if (g.revokedAt) return "revoked";
   if (g.usedAt) return "used";
-  return g.expiresAt.getTime() <= now.getTime() ? "expired" : "live";
+  return g.expiresAt.getTime() <= now.getTime() ? "expired" : "active";
 }
 
 /**
@@ -154,7 +163,7 @@ export function cardOf(
 
 /** A grant as the API shows it, at `now`. */
 export function grantView(g: GrantRow, now: Date): GrantView {
-  const state = g.revokedAt ? "revoked" : g.expiresAt <= now ? "expired" : "active";
+  const state = grantState({ revokedAt: g.revokedAt, expiresAt: g.expiresAt }, now) as GrantView["state"];
   return {
     id: g.id,
     project: g.project,

@@ -144,7 +144,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
     expect(grantOf(done)).toMatchObject({
       grantId: requestId,
       ...STRIPE,
-      state: "live",
+      state: "active",
       expiresAt: expect.stringMatching(/^\d{4}-/),
       revision: expect.any(Number),
     });
@@ -198,7 +198,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
     expect(receiver.story(task.id)).toEqual([
       "task:TASK_STATE_SUBMITTED",
       "statusUpdate:TASK_STATE_INPUT_REQUIRED",
-      "artifactUpdate:live",
+      "artifactUpdate:active",
       "statusUpdate:TASK_STATE_COMPLETED",
     ]);
 
@@ -235,7 +235,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
     expect(receiver.story(task.id)).toEqual([
       "task:TASK_STATE_SUBMITTED",
       "statusUpdate:TASK_STATE_INPUT_REQUIRED",
-      "artifactUpdate:live",
+      "artifactUpdate:active",
       "statusUpdate:TASK_STATE_COMPLETED",
     ]);
   });
@@ -349,7 +349,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
       "the second approval to complete the task",
     );
     expect(grantOf(await client.getTask({ tenant: "", id: task.id, historyLength: 0 }))).toMatchObject({
-      state: "live",
+      state: "active",
       approvedBy: "jordan, sam",
     });
   });
@@ -749,14 +749,14 @@ describe(`agents over A2A (${ENGINE})`, () => {
     await approve(task.metadata!.butler.requestId, base);
     await until(async () => receiver.story(task.id).length >= 4, "the completion push after the restart");
     expect(receiver.story(task.id).slice(2)).toEqual([
-      "artifactUpdate:live",
+      "artifactUpdate:active",
       "statusUpdate:TASK_STATE_COMPLETED",
     ]);
     const again = await a2aClient(base, agent);
     const t = await again.getTask({ tenant: "", id: task.id, historyLength: 0 });
     expect(t.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
     expect(grantOf(t)).toMatchObject({
-      state: "live",
+      state: "active",
       action: "stripe:events:read",
       resource: "stripe.com/v1/events",
     });

@@ -126,7 +126,7 @@ describe(`A2A tasks when time runs out (${ENGINE})`, () => {
     await s.server.services.butler.sweep();
     await settle("the expiry push", () => receiver.story(task.id).length >= 6);
     expect(receiver.story(task.id).slice(2)).toEqual([
-      "artifactUpdate:live",
+      "artifactUpdate:active",
       "statusUpdate:TASK_STATE_COMPLETED",
       "artifactUpdate:expired",
       "statusUpdate:TASK_STATE_COMPLETED",

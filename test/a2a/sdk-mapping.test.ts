@@ -123,9 +123,9 @@ describe("nextWire: a task's change and the events that tell of it", () => {
   const ids = (grantState: string | null) => ({ id: TASK, contextId: "ctx_1", grantState });
   test.each<[string, string | null, GrantArtifact | undefined, string[]]>([
     ["no grant", null, undefined, ["statusUpdate"]],
-    ["a new grant", null, grant("live"), ["artifactUpdate", "statusUpdate"]],
-    ["the grant expired", "live", grant("expired"), ["artifactUpdate", "statusUpdate"]],
-    ["the grant unchanged", "live", grant("live"), ["statusUpdate"]],
+    ["a new grant", null, grant("active"), ["artifactUpdate", "statusUpdate"]],
+    ["the grant expired", "active", grant("expired"), ["artifactUpdate", "statusUpdate"]],
+    ["the grant unchanged", "active", grant("active"), ["statusUpdate"]],
   ])("%s", (_, before, g, events) => {
     const state = g ? "completed" : "input_required";
     const { wire, events: out } = nextWire(opened(), ids(before), { state, text: "news", grant: g }, NOW);

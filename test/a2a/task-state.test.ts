@@ -66,14 +66,14 @@ describe("outcomeOf: the task state an access request maps to", () => {
       { status: "approved", grant: grant(), decision },
       "completed",
       /granted by alice via slack until/,
-      "live",
+      "active",
     ],
     [
       "approved one-shot",
       { status: "approved", kind: "one_shot", grant: grant(), decision },
       "completed",
       /make exactly the same call/,
-      "live",
+      "active",
     ],
     [
       "approved, used",
@@ -157,7 +157,7 @@ describe("nextOutcome: whether a task moves", () => {
     ],
     [
       "completed, grant unchanged",
-      { state: "completed", grantState: "live", text: "other" },
+      { state: "completed", grantState: "active", text: "other" },
       liveGrant,
       "stays",
     ],
@@ -180,13 +180,13 @@ describe("nextOutcome: whether a task moves", () => {
       request({ status: "approved", grant: grant({ expires_at: NOW.toISOString() }) }),
       NOW,
     );
-    const next = nextOutcome({ state: "completed", grantState: "live", text: liveGrant.text }, expired);
+    const next = nextOutcome({ state: "completed", grantState: "active", text: liveGrant.text }, expired);
     expect(next?.grant?.state).toBe("expired");
   });
 
   test("a used grant stays used when its request is read again as live", () => {
     const next = nextOutcome({ state: "input_required", grantState: "used", text: "x" }, liveGrant);
     expect(next?.grant?.state).toBe("used");
-    expect(liveGrant.grant?.state).toBe("live");
+    expect(liveGrant.grant?.state).toBe("active");
   });
 });

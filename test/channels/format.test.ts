@@ -213,6 +213,6 @@ test("a one-shot card asks to approve one exact call, escapes its agent-written 
     "Approved by jordan via slack; the approved call was made",
   );
   expect(telegramCard(used).text).toContain("the approved call was made");
-  const live = card({ ...used, grantState: "live" });
+  const live = card({ ...used, grantState: "active" });
   expect(telegramCard(live).text).toContain("the one-shot approval expires 2026-05-02T17:43:04.000Z");
 });

@@ -248,7 +248,7 @@ describe(`A2A (${ENGINE})`, () => {
       expiresAt: expect.stringMatching(/^\d{4}-/),
       approvedBy: "jordan",
       revokedAt: null,
-      state: "live",
+      state: "active",
     });
     const listed = await rpc("ListTasks", { includeArtifacts: true });
     const pushes = receiver.received.map((p) => p.body).filter((b) => JSON.stringify(b).includes(task.id));
