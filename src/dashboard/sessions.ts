@@ -1,11 +1,17 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
-import { and, eq, gt, isNull, lt, or } from "drizzle-orm";
 import type { AuditLog } from "../audit/audit-log.js";
 import type { ApproverTokens, PersonRole } from "../butler/approver-tokens.js";
 import type { Clock } from "../clock.js";
 import type { Db } from "../db/client.js";
-import { dashboardSessions, linkCodes } from "../db/schema.js";
 import { AppError } from "../errors.js";
+import {
+  deleteEndedSessions,
+  endSession,
+  insertLinkCode,
+  insertSession,
+  liveSession,
+  useLinkCode,
+} from "./session-repo.js";
 
 const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
 const COOKIE_SHAPE = /^[A-Za-z0-9_-]{43}$/;
@@ -46,7 +52,7 @@ export function createDashboardSessions(deps: {
       expiresAt: new Date(now.getTime() + deps.ttlSeconds * 1000),
     };
     await db.transaction(async (tx) => {
-      await tx.insert(dashboardSessions).values({ idHash: sha256(cookie), ...session, createdAt: now });
+      await insertSession(tx, { idHash: sha256(cookie), ...session, createdAt: now });
       await audit.appendInTx(tx, [
         {
           type: "dashboard.signed_in",
@@ -81,13 +87,7 @@ export function createDashboardSessions(deps: {
       const code = randomBytes(24).toString("base64url");
       const expiresAt = new Date(now.getTime() + 15 * 60 * 1000);
       await db.transaction(async (tx) => {
-        await tx.insert(linkCodes).values({
-          codeHash: sha256(code),
-          approver,
-          channel: "dashboard",
-          createdAt: now,
-          expiresAt,
-        });
+        await insertLinkCode(tx, { codeHash: sha256(code), approver, createdAt: now, expiresAt });
         await audit.appendInTx(tx, [
           {
             type: "dashboard.link_created",
@@ -102,40 +102,18 @@ export function createDashboardSessions(deps: {
 
     async signInWithCode(code: string) {
       const now = clock.now();
-      const [used] = CODE_SHAPE.test(code)
-        ? await db
-            .update(linkCodes)
-            .set({ usedAt: now, usedBy: "dashboard" })
-            .where(
-              and(
-                eq(linkCodes.codeHash, sha256(code)),
-                eq(linkCodes.channel, "dashboard"),
-                isNull(linkCodes.usedAt),
-                gt(linkCodes.expiresAt, now),
-              ),
-            )
-            .returning()
-        : [];
-      if (!used)
+      const approver = CODE_SHAPE.test(code) ? await useLinkCode(db, sha256(code), now) : undefined;
+      if (!approver)
         throw new AppError(
           "UNAUTHENTICATED",
           "this sign-in link is not valid: it was used already, it expired, or it was mistyped; ask for a new one (butler dashboard link <approver>)",
         );
-      return open({ id: used.approver, role: "approver" }, "a one-time link");
+      return open({ id: approver, role: "approver" }, "a one-time link");
     },
 
     async lookup(cookie: string | undefined): Promise<DashboardSession | undefined> {
       if (!cookie || !COOKIE_SHAPE.test(cookie)) return undefined;
-      const [row] = await db
-        .select()
-        .from(dashboardSessions)
-        .where(
-          and(
-            eq(dashboardSessions.idHash, sha256(cookie)),
-            isNull(dashboardSessions.revokedAt),
-            gt(dashboardSessions.expiresAt, clock.now()),
-          ),
-        );
+      const row = await liveSession(db, sha256(cookie), clock.now());
       return row
         ? { approver: row.approver, role: row.role, csrf: row.csrf, expiresAt: row.expiresAt }
         : undefined;
@@ -143,21 +121,13 @@ export function createDashboardSessions(deps: {
 
     /** Forgets sessions that ended (expired or signed out) more than a day ago. */
     async purge(): Promise<number> {
-      const dayAgo = new Date(clock.now().getTime() - 86_400_000);
-      const gone = await db
-        .delete(dashboardSessions)
-        .where(or(lt(dashboardSessions.expiresAt, dayAgo), lt(dashboardSessions.revokedAt, dayAgo)))
-        .returning({ id: dashboardSessions.idHash });
-      return gone.length;
+      return deleteEndedSessions(db, new Date(clock.now().getTime() - 86_400_000));
     },
 
     async signOut(cookie: string, session: DashboardSession): Promise<void> {
       const now = clock.now();
       await db.transaction(async (tx) => {
-        await tx
-          .update(dashboardSessions)
-          .set({ revokedAt: now })
-          .where(eq(dashboardSessions.idHash, sha256(cookie)));
+        await endSession(tx, sha256(cookie), now);
         await audit.appendInTx(tx, [
           {
             type: "dashboard.signed_out",

@@ -1,9 +1,17 @@
-import { and, eq, sql } from "drizzle-orm";
+import type { SQL } from "drizzle-orm";
 import type { AuditDetails, AuditLog } from "../audit/audit-log.js";
 import type { Clock } from "../clock.js";
-import { type Db, rowsOf, type Tx } from "../db/client.js";
+import type { Db, Tx } from "../db/client.js";
 import { outbox } from "../db/schema.js";
 import type { Logger } from "../logger.js";
+import {
+  claimNext,
+  markDelivered,
+  markGivenUp,
+  markRetry,
+  type OutboxRow,
+  topicList,
+} from "./outbox-repo.js";
 
 /**
  * Every kind of after-commit work, by topic, with the payload its messages carry. Empty here: each
@@ -65,12 +73,147 @@ export async function enqueue(tx: Tx, messages: readonly OutboxMessage[], now: D
   );
 }
 
-interface Row {
-  id: number | string;
-  topic: string;
-  key: string;
-  payload: Record<string, unknown>;
-  attempts: number;
+/** What a worker knows and holds: its deps, its topics, and whether a pass runs. */
+interface Worker {
+  deps: OutboxDeps;
+  topics: SQL;
+  maxAttempts: number;
+  maxBackoffMs: number;
+  timer: NodeJS.Timeout | undefined;
+  running: Promise<number> | undefined;
+  again: boolean;
+  stopped: boolean;
+  /** Set by stop(): passes end after the message in hand (runOnce alone, without start(), is fine). */
+  stopping: boolean;
+}
+
+/**
+ * How long to wait before the next attempt: exponential backoff up to `maxBackoffMs`, unless the
+ * platform's own "retry after" (HTTP 429) is longer.
+ */
+export function backoffMs(attempts: number, maxBackoffMs: number, error: unknown): number {
+  const asked = (error as { retryAfterMs?: unknown } | null | undefined)?.retryAfterMs;
+  return Math.max(
+    Math.min(maxBackoffMs, 1000 * 2 ** (attempts - 1)),
+    typeof asked === "number" && Number.isFinite(asked) ? Math.min(asked, 3_600_000) : 0,
+  );
+}
+
+/** Records a delivery and its audit line in one transaction. */
+async function recordDelivered(w: Worker, row: OutboxRow, done: Delivered | undefined): Promise<void> {
+  const { db, audit, clock } = w.deps;
+  const id = Number(row.id);
+  await db.transaction(async (tx) => {
+    await markDelivered(tx, id, row.attempts + 1, clock.now());
+    if (done?.auditType) {
+      await audit.appendInTx(tx, [
+        {
+          type: done.auditType,
+          agent: done.agent ?? null,
+          project: done.project ?? null,
+          reason: done.reason ?? null,
+          details: { ...done.details, outbox_id: id, attempt: row.attempts + 1 },
+        },
+      ]);
+    }
+  });
+}
+
+/** Records a failed attempt: gives the message up (audited) after the last one, else schedules a retry. */
+async function recordFailure(w: Worker, row: OutboxRow, e: unknown, now: Date): Promise<void> {
+  const { db, audit, log } = w.deps;
+  const id = Number(row.id);
+  const attempts = row.attempts + 1;
+  // Redacted before it is cut, so that a cut can never leave part of a secret behind.
+  const message = (w.deps.redact ?? String)(String((e as Error)?.message ?? e)).slice(0, 500);
+  if (attempts >= w.maxAttempts) {
+    await db.transaction(async (tx) => {
+      await markGivenUp(tx, id, attempts, now, message);
+      await audit.appendInTx(tx, [
+        {
+          type: "outbox.delivery_failed",
+          reason: message,
+          details: { outbox_id: id, topic: row.topic, key: row.key, attempts },
+        },
+      ]);
+    });
+    log.error({ outboxId: row.id, topic: row.topic, attempts, err: e }, "outbox message given up");
+    return;
+  }
+  const backoff = backoffMs(attempts, w.maxBackoffMs, e);
+  await markRetry(db, id, attempts, new Date(now.getTime() + backoff), message);
+  log.warn(
+    { outboxId: row.id, topic: row.topic, attempts, backoffMs: backoff, err: e },
+    "outbox delivery failed; will retry",
+  );
+}
+
+/**
+ * Delivers one message, then records the outcome: the row's new state and its audit line are
+ * written in ONE transaction, so that a crash between them cannot leave a delivery marked done
+ * (or given up) without its line. If that transaction fails, nothing is recorded and the message
+ * is delivered again once its claim lapses (at least once).
+ */
+async function deliver(w: Worker, row: OutboxRow): Promise<void> {
+  // A stored row carries the payload its topic was enqueued with (see enqueue).
+  const handler = w.deps.handlers[row.topic as Topic] as OutboxHandler<Topic> | undefined;
+  const now = w.deps.clock.now();
+  try {
+    if (!handler) throw new Error(`no handler for ${row.topic}`);
+    await recordDelivered(w, row, await handler(row.payload as never));
+  } catch (e) {
+    try {
+      await recordFailure(w, row, e, now);
+    } catch (bookkeeping) {
+      // Nothing was recorded; the claim lapses and the message is tried again.
+      w.deps.log.error(
+        { outboxId: row.id, topic: row.topic, err: bookkeeping, delivery: e },
+        "outbox could not record a delivery attempt; it will be retried",
+      );
+    }
+  }
+}
+
+/** One pass: delivers every message that is due now. Returns how many were attempted. */
+async function runOnce(w: Worker): Promise<number> {
+  let attempted = 0;
+  for (;;) {
+    if (w.stopping) return attempted;
+    // Each message is claimed in its own short transaction; the delivery itself happens outside
+    // any transaction (no network calls while holding locks).
+    const claimed = await claimNext(w.deps.db, w.topics, w.deps.clock.now());
+    if (!claimed) return attempted;
+    attempted++;
+    await deliver(w, claimed);
+  }
+}
+
+function schedule(w: Worker, ms: number): void {
+  if (w.stopped) return;
+  if (w.timer) clearTimeout(w.timer);
+  w.timer = setTimeout(() => void kick(w), ms);
+  w.timer.unref();
+}
+
+/** Runs a pass now (or right after the current one). */
+async function kick(w: Worker): Promise<void> {
+  if (w.running) {
+    w.again = true;
+    return;
+  }
+  w.running = runOnce(w);
+  try {
+    await w.running;
+  } catch (e) {
+    w.deps.log.error({ err: e }, "outbox pass failed");
+  } finally {
+    w.running = undefined;
+  }
+  if (w.again && !w.stopped) {
+    w.again = false;
+    return kick(w);
+  }
+  schedule(w, 1000);
 }
 
 /**
@@ -81,176 +224,31 @@ interface Row {
  * survive restarts: they are rows, written in the same transaction as the decision.
  */
 export function createOutboxWorker(deps: OutboxDeps) {
-  const { db, audit, clock, log, handlers } = deps;
-  // Each worker takes only the topics it has handlers for: a slow kind of delivery gets its own
-  // worker and never holds up the others.
-  const topics = sql.join(
-    Object.keys(handlers).map((t) => sql`${t}`),
-    sql`, `,
-  );
-  const maxAttempts = deps.maxAttempts ?? 12;
-  const maxBackoffMs = deps.maxBackoffMs ?? 5 * 60_000;
-  let timer: NodeJS.Timeout | undefined;
-  let running: Promise<number> | undefined;
-  let again = false;
-  let stopped = true;
-  // Set by stop(): passes end after the message in hand (runOnce alone, without start(), is fine).
-  let stopping = false;
-
-  /**
-   * Delivers one message, then records the outcome: the row's new state and its audit line are
-   * written in ONE transaction, so that a crash between them cannot leave a delivery marked done
-   * (or given up) without its line. If that transaction fails, nothing is recorded and the message
-   * is delivered again once its claim lapses (at least once).
-   */
-  async function deliver(row: Row): Promise<void> {
-    // A stored row carries the payload its topic was enqueued with (see enqueue).
-    const handler = handlers[row.topic as Topic] as OutboxHandler<Topic> | undefined;
-    const now = clock.now();
-    const id = Number(row.id);
-    try {
-      if (!handler) throw new Error(`no handler for ${row.topic}`);
-      const done = await handler(row.payload as never);
-      await db.transaction(async (tx) => {
-        await tx
-          .update(outbox)
-          .set({ deliveredAt: clock.now(), attempts: row.attempts + 1, lastError: null })
-          .where(eq(outbox.id, id));
-        if (done?.auditType) {
-          await audit.appendInTx(tx, [
-            {
-              type: done.auditType,
-              agent: done.agent ?? null,
-              project: done.project ?? null,
-              reason: done.reason ?? null,
-              details: { ...done.details, outbox_id: id, attempt: row.attempts + 1 },
-            },
-          ]);
-        }
-      });
-    } catch (e) {
-      const attempts = row.attempts + 1;
-      // Redacted before it is cut, so that a cut can never leave part of a secret behind.
-      const message = (deps.redact ?? String)(String((e as Error)?.message ?? e)).slice(0, 500);
-      try {
-        if (attempts >= maxAttempts) {
-          await db.transaction(async (tx) => {
-            await tx
-              .update(outbox)
-              .set({ attempts, failedAt: now, lastError: message })
-              .where(eq(outbox.id, id));
-            await audit.appendInTx(tx, [
-              {
-                type: "outbox.delivery_failed",
-                reason: message,
-                details: { outbox_id: id, topic: row.topic, key: row.key, attempts },
-              },
-            ]);
-          });
-          log.error({ outboxId: row.id, topic: row.topic, attempts, err: e }, "outbox message given up");
-        } else {
-          // The platform's own "retry after" wins over our backoff when it is longer (HTTP 429).
-          const asked = (e as { retryAfterMs?: unknown }).retryAfterMs;
-          const backoff = Math.max(
-            Math.min(maxBackoffMs, 1000 * 2 ** (attempts - 1)),
-            typeof asked === "number" && Number.isFinite(asked) ? Math.min(asked, 3_600_000) : 0,
-          );
-          await db
-            .update(outbox)
-            .set({ attempts, nextAttemptAt: new Date(now.getTime() + backoff), lastError: message })
-            .where(eq(outbox.id, id));
-          log.warn(
-            { outboxId: row.id, topic: row.topic, attempts, backoffMs: backoff, err: e },
-            "outbox delivery failed; will retry",
-          );
-        }
-      } catch (bookkeeping) {
-        // Nothing was recorded; the claim lapses and the message is tried again.
-        log.error(
-          { outboxId: row.id, topic: row.topic, err: bookkeeping, delivery: e },
-          "outbox could not record a delivery attempt; it will be retried",
-        );
-      }
-    }
-  }
-
-  /** One pass: delivers every message that is due now. Returns how many were attempted. */
-  async function runOnce(): Promise<number> {
-    let attempted = 0;
-    for (;;) {
-      if (stopping) return attempted;
-      const now = clock.now();
-      // Each message is claimed in its own short transaction; the delivery itself happens outside
-      // any transaction (no network calls while holding locks).
-      const claimed = await db.transaction(async (tx) => {
-        const rows = rowsOf<Row>(
-          await tx.execute(sql`
-            SELECT o.id, o.topic, o.key, o.payload, o.attempts FROM outbox o
-            WHERE o.delivered_at IS NULL AND o.failed_at IS NULL AND o.next_attempt_at <= ${now.toISOString()}
-              AND o.topic IN (${topics})
-              AND NOT EXISTS (
-                SELECT 1 FROM outbox p
-                WHERE p.key = o.key AND p.id < o.id AND p.delivered_at IS NULL AND p.failed_at IS NULL)
-            ORDER BY o.id
-            LIMIT 1
-            FOR UPDATE SKIP LOCKED`),
-        );
-        const row = rows[0];
-        if (!row) return undefined;
-        // Push the message out of reach for a while so that another instance does not take it
-        // while we deliver; a crash then only delays it.
-        await tx
-          .update(outbox)
-          .set({ nextAttemptAt: new Date(now.getTime() + 60_000) })
-          .where(and(eq(outbox.id, Number(row.id))));
-        return row;
-      });
-      if (!claimed) return attempted;
-      attempted++;
-      await deliver(claimed);
-    }
-  }
-
-  function schedule(ms: number) {
-    if (stopped) return;
-    if (timer) clearTimeout(timer);
-    timer = setTimeout(() => void kick(), ms);
-    timer.unref();
-  }
-
-  /** Runs a pass now (or right after the current one). */
-  async function kick(): Promise<void> {
-    if (running) {
-      again = true;
-      return;
-    }
-    running = runOnce();
-    try {
-      await running;
-    } catch (e) {
-      log.error({ err: e }, "outbox pass failed");
-    } finally {
-      running = undefined;
-    }
-    if (again && !stopped) {
-      again = false;
-      return kick();
-    }
-    schedule(1000);
-  }
-
+  const w: Worker = {
+    deps,
+    // Each worker takes only the topics it has handlers for: a slow kind of delivery gets its own
+    // worker and never holds up the others.
+    topics: topicList(Object.keys(deps.handlers)),
+    maxAttempts: deps.maxAttempts ?? 12,
+    maxBackoffMs: deps.maxBackoffMs ?? 5 * 60_000,
+    timer: undefined,
+    running: undefined,
+    again: false,
+    stopped: true,
+    stopping: false,
+  };
   return {
     start(): void {
-      stopped = false;
-      stopping = false;
-      schedule(0);
+      w.stopped = false;
+      w.stopping = false;
+      schedule(w, 0);
     },
     /** Wakes the worker (new messages were committed). */
     wake(): void {
-      if (!stopped) void kick();
+      if (!w.stopped) void kick(w);
     },
     /** Delivers everything due now and returns how many messages were attempted (for tests and the CLI). */
-    runOnce,
+    runOnce: (): Promise<number> => runOnce(w),
     /**
      * Resolves once nothing due now is waiting or in hand in this process: the pass in flight (a
      * message it claimed is out of runOnce's reach until delivered) is awaited, then passes run
@@ -259,17 +257,17 @@ export function createOutboxWorker(deps: OutboxDeps) {
     async drain(): Promise<number> {
       let attempted = 0;
       for (;;) {
-        await running?.catch(() => {});
-        const n = await runOnce();
+        await w.running?.catch(() => {});
+        const n = await runOnce(w);
         attempted += n;
-        if (n === 0 && !running) return attempted;
+        if (n === 0 && !w.running) return attempted;
       }
     },
     async stop(): Promise<void> {
-      stopped = true;
-      stopping = true;
-      if (timer) clearTimeout(timer);
-      await running?.catch(() => {});
+      w.stopped = true;
+      w.stopping = true;
+      if (w.timer) clearTimeout(w.timer);
+      await w.running?.catch(() => {});
     },
   };
 }

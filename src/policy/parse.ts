@@ -191,20 +191,78 @@ function guessProject(text: string): string | undefined {
 
 /** Checks that need the whole document (references, uniqueness, ranges) and builds the model. */
 function crossCheck(raw: RawPolicyDocument, report: Report): PolicyDocument {
+  const agents = checkAgents(raw, report);
+  const known: KnownAgents = {
+    names: new Set(agents.map((a) => a.name)),
+    roles: new Set(agents.flatMap((a) => a.roles)),
+  };
+  return {
+    project: raw.project,
+    description: raw.description,
+    agents,
+    grants: checkGrants(raw, known, report),
+    approvers: checkApprovers(raw, report),
+    settings: checkSettings(raw, report),
+    providers: checkProviders(raw, report),
+    budgets: checkBudgets(raw, known, report),
+    requireApproval: checkApprovalRules(raw, known, report),
+  };
+}
+
+/** The project's agents' names and the roles they hold, which grants and rules may name. */
+interface KnownAgents {
+  names: Set<string>;
+  roles: Set<string>;
+}
+
+function checkAgents(raw: RawPolicyDocument, report: Report): AgentDef[] {
   const agents: AgentDef[] = [];
-  const agentNames = new Set<string>();
+  const seen = new Set<string>();
   raw.agents.forEach((a, i) => {
     const def: AgentDef =
       typeof a === "string" ? { name: a, roles: [] } : { name: a.name, roles: a.roles ?? [] };
-    if (agentNames.has(def.name)) report(["agents", i], `agent '${def.name}' is listed twice`);
-    agentNames.add(def.name);
+    if (seen.has(def.name)) report(["agents", i], `agent '${def.name}' is listed twice`);
+    seen.add(def.name);
     agents.push(def);
   });
-  const roles = new Set(agents.flatMap((a) => a.roles));
+  return agents;
+}
 
-  const grants: GrantDef[] = [];
+/** A grant's or rule's `agents` and `roles` name agents of this project and roles they hold. */
+function checkWho(
+  entry: { agents?: string[] | undefined; roles?: string[] | undefined },
+  at: (string | number)[],
+  known: KnownAgents,
+  report: Report,
+): void {
+  entry.agents?.forEach((name, j) => {
+    if (!known.names.has(name))
+      report([...at, "agents", j], `agent '${name}' is not listed under agents of this project`);
+  });
+  entry.roles?.forEach((role, j) => {
+    if (!known.roles.has(role))
+      report([...at, "roles", j], `role '${role}' is not held by any agent of this project`);
+  });
+}
+
+/** A grant's deny patterns: commands for the tools service, resource globs for the others. */
+function checkDeny(g: NonNullable<RawPolicyDocument["grants"]>[number], i: number, report: Report): void {
+  g.deny?.forEach((d, j) => {
+    const at = ["grants", i, "deny", j];
+    if (g.service === "tools") {
+      if (normaliseCommand(d) === "")
+        report(at, "is empty once quotes and spaces are removed, so it would match nothing");
+      return;
+    }
+    const r = compileGlob(d);
+    if (!r.ok) report(at, `is not a valid resource pattern: it ${r.error}`);
+    else if (/\s/.test(d)) report(at, "is not a valid resource pattern: resources cannot contain whitespace");
+  });
+}
+
+function checkGrants(raw: RawPolicyDocument, known: KnownAgents, report: Report): GrantDef[] {
   const grantIds = new Map<string, number>();
-  (raw.grants ?? []).forEach((g, i) => {
+  return (raw.grants ?? []).map((g, i) => {
     const id = g.id ?? `g_${i + 1}`;
     const seen = grantIds.get(id);
     if (seen !== undefined)
@@ -218,33 +276,9 @@ function crossCheck(raw: RawPolicyDocument, report: Report): PolicyDocument {
         );
       }
     });
-    g.agents?.forEach((name, j) => {
-      if (!agentNames.has(name))
-        report(["grants", i, "agents", j], `agent '${name}' is not listed under agents of this project`);
-    });
-    g.roles?.forEach((role, j) => {
-      if (!roles.has(role))
-        report(["grants", i, "roles", j], `role '${role}' is not held by any agent of this project`);
-    });
-    g.deny?.forEach((d, j) => {
-      if (g.service === "tools") {
-        if (normaliseCommand(d) === "")
-          report(
-            ["grants", i, "deny", j],
-            "is empty once quotes and spaces are removed, so it would match nothing",
-          );
-        return;
-      }
-      const r = compileGlob(d);
-      if (!r.ok) report(["grants", i, "deny", j], `is not a valid resource pattern: it ${r.error}`);
-      else if (/\s/.test(d))
-        report(
-          ["grants", i, "deny", j],
-          "is not a valid resource pattern: resources cannot contain whitespace",
-        );
-    });
-    const constraints = constraintsOf(g.constraints, ["grants", i, "constraints"], report);
-    grants.push({
+    checkWho(g, ["grants", i], known, report);
+    checkDeny(g, i, report);
+    return {
       id,
       service: g.service,
       actions: g.actions,
@@ -252,51 +286,48 @@ function crossCheck(raw: RawPolicyDocument, report: Report): PolicyDocument {
       branches: g.branches,
       agents: g.agents,
       roles: g.roles,
-      constraints,
+      constraints: constraintsOf(g.constraints, ["grants", i, "constraints"], report),
       deny: g.deny ?? [],
       expiresAt: g.expires === undefined ? undefined : (parseTimestamp(g.expires) as { value: number }).value,
       description: g.description,
       approvedBy: g.approved_by,
-    });
+    };
   });
+}
 
-  const approvers: ApproverDef[] = [];
+function checkApprovers(raw: RawPolicyDocument, report: Report): ApproverDef[] {
   const seenApprover = new Set<string>();
-  const seenSlack = new Map<string, string>();
-  const seenTelegram = new Map<string, string>();
-  (raw.approvers ?? []).forEach((a, i) => {
+  // Per chat: an account already seen, and the approver it is bound to.
+  const bound = { slack: new Map<string, string>(), telegram: new Map<string, string>() };
+  const bind = (chat: "slack" | "telegram", account: string | undefined, approver: string, i: number) => {
+    if (!account) return;
+    const other = bound[chat].get(account);
+    if (other)
+      report(
+        ["approvers", i, chat, "user_id"],
+        `${chat === "slack" ? "Slack" : "Telegram"} user ${account} is already bound to approver '${other}'`,
+      );
+    bound[chat].set(account, approver);
+  };
+  return (raw.approvers ?? []).map((a, i) => {
     if (seenApprover.has(a.id)) report(["approvers", i, "id"], `approver '${a.id}' is listed twice`);
     seenApprover.add(a.id);
     const slackId = a.slack?.user_id;
-    if (slackId) {
-      const other = seenSlack.get(slackId);
-      if (other)
-        report(
-          ["approvers", i, "slack", "user_id"],
-          `Slack user ${slackId} is already bound to approver '${other}'`,
-        );
-      seenSlack.set(slackId, a.id);
-    }
+    bind("slack", slackId, a.id, i);
     const tgId = a.telegram?.user_id === undefined ? undefined : String(a.telegram.user_id);
-    if (tgId) {
-      const other = seenTelegram.get(tgId);
-      if (other)
-        report(
-          ["approvers", i, "telegram", "user_id"],
-          `Telegram user ${tgId} is already bound to approver '${other}'`,
-        );
-      seenTelegram.set(tgId, a.id);
-    }
-    approvers.push({
+    bind("telegram", tgId, a.id, i);
+    return {
       id: a.id,
       name: a.name,
       email: a.email,
       slack: a.slack ? { userId: a.slack.user_id, email: a.slack.email } : undefined,
       telegram: a.telegram ? { userId: tgId } : undefined,
       tiers: a.tiers ?? ["low", "medium", "high"],
-    });
+    };
   });
+}
 
+function checkSettings(raw: RawPolicyDocument, report: Report): ProjectSettings {
   const s = raw.settings;
   const seconds = (v: string | number | undefined) =>
     v === undefined ? undefined : (parseDuration(v) as { value: number }).value;
@@ -309,7 +340,7 @@ function crossCheck(raw: RawPolicyDocument, report: Report): PolicyDocument {
     );
   }
   const grantTtlMaxSeconds = ttlMax ?? Math.max(DEFAULT_SETTINGS.grantTtlMaxSeconds, ttlDefault ?? 0);
-  const settings: ProjectSettings = {
+  return {
     grantTtlMaxSeconds,
     grantTtlDefaultSeconds:
       ttlDefault ?? Math.min(DEFAULT_SETTINGS.grantTtlDefaultSeconds, grantTtlMaxSeconds),
@@ -320,11 +351,17 @@ function crossCheck(raw: RawPolicyDocument, report: Report): PolicyDocument {
     reminderAfterSeconds: seconds(s?.reminder_after),
     channels: { slack: s?.channels?.slack, telegram: s?.channels?.telegram?.map(String) },
   };
+}
 
+function checkProviders(raw: RawPolicyDocument, report: Report): string[] {
   const providers = raw.providers ?? [];
   providers.forEach((p, i) => {
     if (providers.indexOf(p) !== i) report(["providers", i], `provider '${p}' is listed twice`);
   });
+  return providers;
+}
+
+function checkBudgets(raw: RawPolicyDocument, known: KnownAgents, report: Report): PolicyDocument["budgets"] {
   const budgets = (raw.budgets ?? []).map((b, i) => ({
     id: b.id ?? `b_${i + 1}`,
     agents: b.agents,
@@ -334,13 +371,16 @@ function crossCheck(raw: RawPolicyDocument, report: Report): PolicyDocument {
   }));
   (raw.budgets ?? []).forEach((b, i) => {
     for (const [k, a] of (b.agents ?? []).entries())
-      if (!agents.some((x) => x.name === a))
-        report(["budgets", i, "agents", k], `agent '${a}' is not in agents`);
+      if (!known.names.has(a)) report(["budgets", i, "agents", k], `agent '${a}' is not in agents`);
   });
   budgets.forEach((b, i) => {
     if (budgets.findIndex((o) => o.id === b.id) !== i)
       report(["budgets", i, "id"], `budget id '${b.id}' is used twice`);
   });
+  return budgets;
+}
+
+function checkApprovalRules(raw: RawPolicyDocument, known: KnownAgents, report: Report): ApprovalRuleDef[] {
   const requireApproval: ApprovalRuleDef[] = [];
   (raw.require_approval ?? []).forEach((r, i) => {
     const id = r.id ?? `r_${i + 1}`;
@@ -353,20 +393,7 @@ function crossCheck(raw: RawPolicyDocument, report: Report): PolicyDocument {
           `'${a}' must be a full action with its service, for example stripe:payment_intents:create`,
         );
     });
-    r.agents?.forEach((name, j) => {
-      if (!agentNames.has(name))
-        report(
-          ["require_approval", i, "agents", j],
-          `agent '${name}' is not listed under agents of this project`,
-        );
-    });
-    r.roles?.forEach((role, j) => {
-      if (!roles.has(role))
-        report(
-          ["require_approval", i, "roles", j],
-          `role '${role}' is not held by any agent of this project`,
-        );
-    });
+    checkWho(r, ["require_approval", i], known, report);
     requireApproval.push({
       id,
       actions: r.actions,
@@ -376,17 +403,7 @@ function crossCheck(raw: RawPolicyDocument, report: Report): PolicyDocument {
       description: r.description,
     });
   });
-  return {
-    project: raw.project,
-    description: raw.description,
-    agents,
-    grants,
-    approvers,
-    settings,
-    providers,
-    budgets,
-    requireApproval,
-  };
+  return requireApproval;
 }
 
 /** Parameter checks (grants' `constraints`, rules' `when`), each checked on its own. */

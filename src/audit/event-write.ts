@@ -1,0 +1,164 @@
+import { createHash } from "node:crypto";
+import { eq, sql } from "drizzle-orm";
+import type { Queryable, Tx } from "../db/client.js";
+import { auditHead } from "../db/schema.js";
+import { AppError } from "../errors.js";
+import { newId } from "../ids.js";
+import { isoTimestamp } from "../time-format.js";
+import type { AuditEventInput } from "./audit-log.js";
+import { type AuditLine, CORE_FIELDS, canonicalJson } from "./chain.js";
+
+/**
+ * Turning a caller's event into a chained line and a row: preparing it (id, time, cleaning,
+ * canonical JSON), chaining a batch after a head, and the SQL that inserts the batch.
+ */
+
+/**
+ * An event with its id and time, not yet placed in the chain. Everything but its sequence number
+ * and hashes is fixed, so its canonical JSON is prepared up to the `seq` field: chaining it is then
+ * one string concatenation and one SHA-256.
+ */
+export interface PendingEvent {
+  eventId: string;
+  /** The line without seq, prev_hash and hash. */
+  base: Record<string, unknown>;
+  /** Canonical JSON of `base` split where `"seq"` sorts in. */
+  canonBefore: string;
+  canonAfter: string;
+  /** The event's columns (but seq and hashes) as the tail of a JSON object, for the insert. */
+  rowJson: string;
+}
+
+export type Head = { seq: number; hash: string };
+
+/** How texts are cleaned before they are hashed: `reason` with `redact`, the rest with `redactKnown`. */
+export interface Redactors {
+  redact: (text: string) => string;
+  redactKnown: (text: string) => string;
+}
+
+const CORE = new Set<string>(CORE_FIELDS);
+
+export function prepare(input: AuditEventInput, now: () => Date, r: Redactors): PendingEvent {
+  const details = input.details ? (clean(input.details, r.redactKnown) as Record<string, unknown>) : {};
+  for (const k of Object.keys(details)) {
+    if (CORE.has(k)) throw new Error(`audit detail '${k}' would overwrite a core field`);
+  }
+  const eventId = newId("evt");
+  const base: Record<string, unknown> = {
+    ...details,
+    event_id: eventId,
+    ts: isoTimestamp(input.at ?? now()),
+    type: input.type,
+    agent: cleanString(input.agent, r.redactKnown),
+    project: cleanString(input.project, r.redactKnown),
+    action: cleanString(input.action, r.redactKnown),
+    resource: cleanString(input.resource, r.redactKnown),
+    decision: cleanString(input.decision, r.redactKnown),
+    reason: cleanString(input.reason, r.redact),
+    http_status: input.httpStatus ?? null,
+  };
+  const before: string[] = [];
+  const after: string[] = [];
+  for (const k of Object.keys(base).sort()) {
+    (k < "seq" ? before : after).push(`${JSON.stringify(k)}:${canonicalJson(base[k])}`);
+  }
+  return {
+    eventId,
+    base,
+    canonBefore: before.length ? `{${before.join(",")},` : "{",
+    canonAfter: after.length ? `,${after.join(",")}}` : "}",
+    rowJson: `${JSON.stringify({
+      e: eventId,
+      ts: base.ts,
+      ty: base.type,
+      ag: base.agent,
+      pr: base.project,
+      ac: base.action,
+      re: base.resource,
+      de: base.decision,
+      rs: base.reason,
+      hs: base.http_status,
+      dt: details,
+    }).slice(1)}`,
+  };
+}
+
+/** Chains events after `head`: sequence numbers, prev_hash and hash (see docs/audit.md). */
+export function chainAfter(head: Head, events: readonly PendingEvent[]): AuditLine[] {
+  let prev = head.hash;
+  let seq = head.seq;
+  const lines: AuditLine[] = [];
+  for (const e of events) {
+    seq++;
+    const hash = createHash("sha256")
+      .update(`${prev}${e.canonBefore}"seq":${seq}${e.canonAfter}`)
+      .digest("hex");
+    lines.push({ ...e.base, seq, prev_hash: prev, hash } as AuditLine);
+    prev = hash;
+  }
+  return lines;
+}
+
+/**
+ * `SELECT` of the lines as rows from one JSON parameter: each event's row JSON was prepared when
+ * it was queued, so a batch costs one string join here and one JSON parse in the database.
+ */
+export function rowsSql(lines: readonly AuditLine[], events: readonly PendingEvent[]) {
+  const rows = lines.map(
+    (l, i) => `{"s":${l.seq},"p":"${l.prev_hash}","h":"${l.hash}",${events[i]!.rowJson}`,
+  );
+  return sql`SELECT r.s, r.e, r.ts, r.ty, r.ag, r.pr, r.ac, r.re, r.de, r.rs, r.hs, r.dt, r.p, r.h
+      FROM json_to_recordset(${`[${rows.join(",")}]`}::json) AS r(
+        s bigint, e text, ts timestamptz, ty text, ag text, pr text, ac text, re text, de text, rs text,
+        hs integer, dt jsonb, p text, h text)`;
+}
+
+export const COLUMNS = sql.raw(
+  "(seq, event_id, ts, type, agent, project, action, resource, decision, reason, http_status, details, prev_hash, hash)",
+);
+
+/** Places events at the head of the chain and inserts them, inside `tx`, holding the head's row lock. */
+export async function writeChained(tx: Tx, events: readonly PendingEvent[]): Promise<AuditLine[]> {
+  const [head] = await tx.select().from(auditHead).where(eq(auditHead.id, 1)).for("update");
+  if (!head) throw new AppError("INTERNAL", "the audit chain head is missing; run butler db migrate");
+  const lines = chainAfter(head, events);
+  const last = lines.at(-1)!;
+  await tx.execute(sql`INSERT INTO audit_events ${COLUMNS} ${rowsSql(lines, events)}`);
+  await tx.update(auditHead).set({ seq: last.seq, hash: last.hash }).where(eq(auditHead.id, 1));
+  return lines;
+}
+
+/** The current head of the chain. */
+export async function readHead(db: Queryable): Promise<Head> {
+  const [head] = await db.select().from(auditHead).where(eq(auditHead.id, 1));
+  if (!head) throw new AppError("INTERNAL", "the audit chain head is missing; run butler db migrate");
+  return { seq: head.seq, hash: head.hash };
+}
+
+/** Field names are Butler's own: they are mended like any text but not redacted. */
+const keep = (s: string) => s;
+
+/**
+ * PostgreSQL text cannot hold U+0000 and stores unpaired surrogates as U+FFFD, so such strings are
+ * mended before hashing: the stored event then re-hashes to exactly what was written. Secrets are
+ * redacted at the same point, so what is hashed is what is stored.
+ */
+function cleanString(s: string | null | undefined, redact: (s: string) => string): string | null {
+  if (s === undefined || s === null) return null;
+  const wf = s.isWellFormed() ? s : s.toWellFormed();
+  return redact(wf.includes("\u0000") ? wf.replaceAll("\u0000", "\uFFFD") : wf);
+}
+
+function clean(v: unknown, redact: (s: string) => string): unknown {
+  if (typeof v === "string") return cleanString(v, redact);
+  if (Array.isArray(v)) return v.map((x) => clean(x, redact));
+  if (v !== null && typeof v === "object") {
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v))
+      if (x !== undefined) out[cleanString(k, keep)!] = clean(x, redact);
+    return out;
+  }
+  if (typeof v === "number" && !Number.isFinite(v)) return null;
+  return v;
+}

@@ -1,0 +1,59 @@
+import { z } from "zod";
+import { REQUEST_STATUSES } from "../db/schema.js";
+import { safeText } from "../http/validation.js";
+
+/** The dashboard's inputs: path parameters, forms and the one query schema every page shares. */
+
+export const RequestId = z.string().regex(/^req_[a-z0-9]{16}$/, "must be an access request id");
+export const GrantId = z.string().regex(/^[a-z0-9_:.-]{1,64}$/i, "must be a grant id");
+export const ApproveForm = z.object({
+  _csrf: z.string().optional(),
+  ttl: z
+    .string()
+    .regex(/^\d{1,9}$/)
+    .optional(),
+});
+export const DenyForm = z.object({ _csrf: z.string().optional(), reason: safeText(1000).optional() });
+export const TokenForm = z.object({ token: z.string().max(200) });
+export const LinkForm = z.object({ code: z.string().max(64) });
+
+const name = z
+  .string()
+  .max(128)
+  .regex(/^[A-Za-z0-9._@:-]*$/, "letters, digits and . _ @ : -");
+const day = z.string().regex(/^(\d{4}-\d{2}-\d{2})?$/, "a date such as 2026-05-01");
+const digits = (max: number) =>
+  z
+    .string()
+    .regex(new RegExp(`^\\d{1,${max}}$`))
+    .optional();
+
+export const Filters = z.object({
+  action: z.string().max(256).optional(),
+  approver: name.optional(),
+  status: z.enum(["", ...REQUEST_STATUSES]).optional(),
+  since: day.optional(),
+  until: day.optional(),
+  from: digits(9),
+  to: digits(9),
+  agent: name.optional(),
+  project: name.optional(),
+  type: z
+    .string()
+    .max(64)
+    .regex(/^[a-z0-9_.*]*$/, "letters, digits, _ . and a trailing *")
+    .optional(),
+  state: z.enum(["active", "all", "expired", "revoked"]).optional(),
+  event: z
+    .string()
+    .regex(/^evt_[a-z0-9]{16}$/)
+    .optional(),
+  grant: GrantId.optional(),
+  before: digits(15),
+  after: digits(15),
+  code: z.string().max(64).optional(),
+});
+export type Filters = z.infer<typeof Filters>;
+
+/** An empty form field is no filter. */
+export const blank = (s: string | undefined) => (s === "" ? undefined : s);

@@ -1,0 +1,66 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { Butler } from "../butler/butler-service.js";
+import { AppError } from "../errors.js";
+import { parseInput } from "../http/validation.js";
+import type { DashboardDeps } from "./deps.js";
+import { type Html, requestCard, requestsFragment, requestsPage } from "./html.js";
+import { ApproveForm, blank, DenyForm, RequestId } from "./inputs.js";
+import { canDecide, type SessionHooks, sessionOf, viewerOf, wantsJson } from "./session-hooks.js";
+import type { DashboardSession } from "./sessions.js";
+
+/** The requests page, its live fragment, and the approve and deny buttons. */
+export async function requestRoutes(
+  scope: FastifyInstance,
+  { deps, hooks }: { deps: DashboardDeps; hooks: SessionHooks },
+): Promise<void> {
+  /** The viewer's cards, read in one batch (a bounded number of queries however many are pending). */
+  async function cards(s: DashboardSession): Promise<Html[]> {
+    // The newest 50 of the viewer's projects' requests that are pending or were decided in the
+    // last hour.
+    const mine = s.role === "auditor" ? {} : { approver: s.approver };
+    const hourAgo = deps.clock.now().getTime() - 3600_000;
+    const list = await deps.butler.listCards({
+      ...mine,
+      pendingOrDecidedSince: new Date(hourAgo),
+      limit: 50,
+    });
+    return list.map(({ card: c }) => requestCard(c, viewerOf(s), canDecide(deps, s, c)));
+  }
+
+  scope.get("/dashboard", { preHandler: hooks.page }, async (req, reply) => {
+    const s = sessionOf(req);
+    reply.type("text/html; charset=utf-8");
+    return requestsPage(await cards(s), viewerOf(s));
+  });
+
+  scope.get("/dashboard/fragments/requests", { preHandler: hooks.read }, async (req, reply) => {
+    reply.type("text/html; charset=utf-8");
+    return requestsFragment(await cards(sessionOf(req))).value;
+  });
+
+  async function decide(req: FastifyRequest, reply: FastifyReply, verdict: "approve" | "deny") {
+    const s = sessionOf(req);
+    const rid = parseInput(RequestId, (req.params as { id: string }).id, "request id");
+    if (s.role !== "approver") throw new AppError("FORBIDDEN", "auditors can read, not decide");
+    const who = { approver: s.approver, channel: "dashboard" } as const;
+    let result: Awaited<ReturnType<Butler["review"]>>;
+    if (verdict === "approve") {
+      const b = parseInput(ApproveForm, req.body ?? {}, "form");
+      result = await deps.butler.review(who, rid, "approve", {
+        ttl: b.ttl === undefined ? undefined : Number(b.ttl),
+      });
+    } else {
+      const b = parseInput(DenyForm, req.body ?? {}, "form");
+      result = await deps.butler.review(who, rid, "deny", { reason: blank(b.reason?.trim()) });
+    }
+    if (!wantsJson(req)) return reply.redirect(`/dashboard#req-${rid}`, 303);
+    const c = result.card;
+    return { outcome: result.outcome, html: requestCard(c, viewerOf(s), canDecide(deps, s, c)).value };
+  }
+  scope.post("/dashboard/requests/:id/approve", { preHandler: hooks.change }, (req, reply) =>
+    decide(req, reply, "approve"),
+  );
+  scope.post("/dashboard/requests/:id/deny", { preHandler: hooks.change }, (req, reply) =>
+    decide(req, reply, "deny"),
+  );
+}

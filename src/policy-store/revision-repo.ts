@@ -1,0 +1,133 @@
+import { and, asc, desc, eq, gt, inArray, isNull, sql } from "drizzle-orm";
+import { type Queryable, rowsOf, type Tx } from "../db/client.js";
+import { grants, policyRevisions } from "../db/schema.js";
+
+/**
+ * The stored revisions of every project's policy, and the grants they are composed with. Every
+ * query takes the connection or transaction it runs in.
+ */
+
+/** One stored version of a project's baseline policy. */
+export interface PolicyRevision {
+  project: string;
+  revision: number;
+  /** sha256 of the baseline file's text. */
+  contentHash: string;
+  source: string;
+  /** Why the revision exists when the file did not change (`grant:req_…`, `revoke:…`, `expiry:…`). */
+  cause: string | null;
+  /** The effective policy: the baseline plus the grants in force when this revision was stored. */
+  yaml: string;
+  /** The policy file's text. */
+  baseline: string;
+  effectiveHash: string;
+  retired: boolean;
+  createdAt: string;
+}
+
+export type GrantRow = typeof grants.$inferSelect;
+export type NewRevision = typeof policyRevisions.$inferInsert;
+
+/** How long an expired grant stays in the effective policy, so that denials can say it expired. */
+export const EXPIRED_GRANT_RETENTION_MS = 7 * 24 * 3600 * 1000;
+
+function toRevision(r: typeof policyRevisions.$inferSelect): PolicyRevision {
+  return {
+    project: r.project,
+    revision: r.revision,
+    contentHash: r.contentHash,
+    source: r.source,
+    cause: r.cause,
+    yaml: r.yaml,
+    baseline: r.baseline,
+    effectiveHash: r.effectiveHash,
+    retired: r.retired,
+    createdAt: r.createdAt.toISOString(),
+  };
+}
+
+/** Takes the project's lock for the rest of `tx` (revisions and grant changes take turns). */
+export async function lockProject(tx: Tx, project: string): Promise<void> {
+  await tx.execute(sql`SELECT pg_advisory_xact_lock(hashtext('butler.policy'), hashtext(${project}))`);
+}
+
+/** The newest stored revision of a project, read through `q`. */
+export async function latestIn(q: Queryable, project: string): Promise<PolicyRevision | undefined> {
+  const [row] = await q
+    .select()
+    .from(policyRevisions)
+    .where(eq(policyRevisions.project, project))
+    .orderBy(desc(policyRevisions.revision))
+    .limit(1);
+  return row && toRevision(row);
+}
+
+export async function revisionIn(
+  q: Queryable,
+  project: string,
+  n: number,
+): Promise<PolicyRevision | undefined> {
+  const [row] = await q
+    .select()
+    .from(policyRevisions)
+    .where(and(eq(policyRevisions.project, project), eq(policyRevisions.revision, n)));
+  return row && toRevision(row);
+}
+
+/** Every revision of a project, oldest first. */
+export async function historyIn(q: Queryable, project: string): Promise<PolicyRevision[]> {
+  const rows = await q
+    .select()
+    .from(policyRevisions)
+    .where(eq(policyRevisions.project, project))
+    .orderBy(asc(policyRevisions.revision));
+  return rows.map(toRevision);
+}
+
+/** The newest revision of every project: its number, source and whether it retired the project. */
+export async function newestPerProject(
+  q: Queryable,
+): Promise<{ project: string; revision: number; source: string; retired: boolean }[]> {
+  const rows = await q.execute(
+    sql`SELECT DISTINCT ON (project) project, revision, source, retired FROM policy_revisions ORDER BY project, revision DESC`,
+  );
+  return rowsOf<{ project: string; revision: number | string; source: string; retired: boolean }>(rows).map(
+    (r) => ({ ...r, revision: Number(r.revision) }),
+  );
+}
+
+/** The newest revision number of a project; 0 when it has none. */
+export async function newestRevisionNumber(q: Queryable, project: string): Promise<number> {
+  const [row] = rowsOf<{ revision: number | string | null }>(
+    await q.execute(sql`SELECT max(revision) AS revision FROM policy_revisions WHERE project = ${project}`),
+  );
+  return Number(row?.revision ?? 0);
+}
+
+export async function insertRevision(tx: Tx, values: NewRevision): Promise<void> {
+  await tx.insert(policyRevisions).values(values);
+}
+
+/** Grants of a project that are not revoked and expired less than the retention time ago. */
+export async function grantRowsInEffect(q: Queryable, project: string, now: Date): Promise<GrantRow[]> {
+  return q
+    .select()
+    .from(grants)
+    .where(
+      and(
+        eq(grants.project, project),
+        isNull(grants.revokedAt),
+        gt(grants.expiresAt, new Date(now.getTime() - EXPIRED_GRANT_RETENTION_MS)),
+      ),
+    )
+    .orderBy(asc(grants.createdAt), asc(grants.id));
+}
+
+/** Revokes grants that a new baseline no longer allows. */
+export async function revokeByPolicy(tx: Tx, ids: readonly string[], now: Date): Promise<void> {
+  if (ids.length === 0) return;
+  await tx
+    .update(grants)
+    .set({ revokedAt: now, revokedBy: "policy" })
+    .where(inArray(grants.id, [...ids]));
+}
