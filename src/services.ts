@@ -1,4 +1,3 @@
-import { Api } from "grammy";
 import { createA2A } from "./a2a/a2a-service.js";
 import { createPushSealer } from "./a2a/push-secrets.js";
 import { PushRefused, sendPush } from "./a2a/push-sender.js";
@@ -15,17 +14,18 @@ import { createOneShots } from "./grants/one-shot.js";
 /** How long a dashboard sign-in lasts. */
 const DASHBOARD_SESSION_SECONDS = 12 * 3600;
 
-import { type ApprovalChannel, RetryLater } from "./channels/channel.js";
+import type { ApprovalChannel } from "./channels/channel.js";
+import { createTelegramAdmin } from "./channels/telegram/telegram-admin.js";
 import type { Clock } from "./clock.js";
 import type { Config } from "./config.js";
 import { createChangeBus } from "./db/changes.js";
 import type { Database } from "./db/client.js";
 import { migrate } from "./db/migrate.js";
-import { AppError } from "./errors.js";
 import { createGateway } from "./gateway/gateway-service.js";
 import type { Logger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
 import { combineWorkers, createOutboxWorker, type OutboxHandler } from "./outbox/outbox.js";
+import { RetryLater } from "./outbox/retry-later.js";
 import { createPolicyStore } from "./policy-store/policy-store.js";
 import { createBudgets } from "./providers/budgets.js";
 import { createProviderGateway, type ProviderSet } from "./providers/provider-gateway.js";
@@ -235,8 +235,6 @@ export function createServices(opts: ServiceOptions) {
     oneShots,
     webhookEvents: createWebhookEvents({ db, audit, clock }),
   });
-  const tg = config.telegram;
-  const telegramApi = tg ? new Api(tg.botToken, { apiRoot: tg.apiRoot }) : undefined;
   const dashboardSessions = createDashboardSessions({
     db,
     audit,
@@ -247,22 +245,7 @@ export function createServices(opts: ServiceOptions) {
   const admin = createAdmin({
     dashboard: dashboardSessions,
     publicUrl: opts.publicUrl,
-    telegram:
-      tg && telegramApi
-        ? {
-            username: async () => (await telegramApi.getMe()).username,
-            async setWebhook() {
-              if (!tg.webhookSecret)
-                throw new AppError("CONFLICT", "set TELEGRAM_WEBHOOK_SECRET to use a webhook");
-              const url = `${opts.publicUrl()}/telegram/webhook`;
-              await telegramApi.setWebhook(url, {
-                secret_token: tg.webhookSecret,
-                allowed_updates: ["message", "callback_query"],
-              });
-              return url;
-            },
-          }
-        : undefined,
+    telegram: createTelegramAdmin(config.telegram, opts.publicUrl),
     db,
     tokens,
     approverTokens,

@@ -4,6 +4,7 @@ import type { Clock } from "../clock.js";
 import { type Db, rowsOf, type Tx } from "../db/client.js";
 import { outbox } from "../db/schema.js";
 import type { Logger } from "../logger.js";
+import { RetryLater } from "./retry-later.js";
 
 /** Something to do after a commit. `key` orders deliveries: rows with the same key go one by one, in order. */
 export interface OutboxMessage {
@@ -130,10 +131,10 @@ export function createOutboxWorker(deps: OutboxDeps) {
           log.error({ outboxId: row.id, topic: row.topic, attempts, err: e }, "outbox message given up");
         } else {
           // The platform's own "retry after" wins over our backoff when it is longer (HTTP 429).
-          const asked = (e as { retryAfterMs?: unknown }).retryAfterMs;
+          const asked = e instanceof RetryLater ? e.retryAfterMs : 0;
           const backoff = Math.max(
             Math.min(maxBackoffMs, 1000 * 2 ** (attempts - 1)),
-            typeof asked === "number" && Number.isFinite(asked) ? Math.min(asked, 3_600_000) : 0,
+            Number.isFinite(asked) ? Math.min(asked, 3_600_000) : 0,
           );
           await db
             .update(outbox)
