@@ -9,7 +9,7 @@ import { SlackChannel } from "./channels/slack/slack-channel.js";
 import { type SupervisedChannel, superviseChannel } from "./channels/supervisor.js";
 import { TelegramChannel } from "./channels/telegram/telegram-channel.js";
 import { type Clock, systemClock } from "./clock.js";
-import { type Config, listenUrl } from "./config.js";
+import { type Config, configuredSecrets, listenUrl } from "./config.js";
 import {
   acquireDataDirLock,
   ensureDataDir,
@@ -26,7 +26,7 @@ import { newId } from "./ids.js";
 import type { Logger } from "./logger.js";
 import { loadProviders } from "./providers/provider-gateway.js";
 import { buildProviderListener } from "./providers/routes.js";
-import { configuredSecrets, createSecrets } from "./secrets.js";
+import { createSecrets } from "./secrets.js";
 import { buildApp } from "./server/app.js";
 import { createServices, type ServiceOptions, type Services } from "./services.js";
 import { formatIssue } from "./yaml-file.js";

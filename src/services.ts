@@ -17,7 +17,7 @@ const DASHBOARD_SESSION_SECONDS = 12 * 3600;
 import type { ApprovalChannel } from "./channels/channel.js";
 import { createTelegramAdmin } from "./channels/telegram/telegram-admin.js";
 import type { Clock } from "./clock.js";
-import type { Config } from "./config.js";
+import { type Config, configuredSecrets } from "./config.js";
 import { createChangeBus } from "./db/changes.js";
 import type { Database } from "./db/client.js";
 import { migrate } from "./db/migrate.js";
@@ -31,7 +31,7 @@ import { createBudgets } from "./providers/budgets.js";
 import { createProviderGateway, type ProviderSet } from "./providers/provider-gateway.js";
 import { createVault } from "./providers/vault.js";
 import { createWebhookEvents } from "./providers/webhook-events.js";
-import { configuredSecrets, createSecrets, type Secrets } from "./secrets.js";
+import { createSecrets, type Secrets } from "./secrets.js";
 import { PACKAGE_VERSION } from "./version.js";
 
 export interface ServiceOptions {

@@ -5,7 +5,6 @@ import type { AuditLine } from "../audit/chain.js";
 import { type VerifyResult, verifyAuditChain } from "../audit/verify.js";
 import type { ApproverTokens } from "../butler/approver-tokens.js";
 import type { AccessRequestView, Butler, GrantView } from "../butler/butler-service.js";
-import type { DashboardSessions } from "../dashboard/sessions.js";
 import type { Db } from "../db/client.js";
 import { REQUEST_STATUSES } from "../db/schema.js";
 import { AppError } from "../errors.js";
@@ -89,7 +88,13 @@ export interface AdminOps {
 export interface AdminDeps {
   db: Db;
   approverTokens: Pick<ApproverTokens, "create">;
-  dashboard: Pick<DashboardSessions, "createSignInCode">;
+  /**
+   * Issues one-time dashboard sign-in codes (the dashboard's sessions). Declared here, not imported:
+   * the dashboard reads policies through the admin operations, so admin/ must not depend on it.
+   */
+  dashboard: {
+    createSignInCode(approver: string, actor: string): Promise<{ code: string; expiresAt: Date }>;
+  };
   publicUrl: () => string;
   butler: Pick<Butler, "list" | "get" | "review" | "listGrants" | "revokeGrant" | "createLinkCode">;
   /** Telegram's Bot API, when Telegram is configured. */

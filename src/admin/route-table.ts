@@ -11,6 +11,9 @@ import type { AdminOps } from "./admin-service.js";
  * two cannot drift apart.
  */
 
+/** Where the admin API is mounted. */
+export const ADMIN_PREFIX = "/v1/admin";
+
 export type AdminOp = keyof AdminOps;
 export type AdminMethod = "GET" | "POST";
 
@@ -28,7 +31,7 @@ type Result<K extends AdminOp> = Awaited<ReturnType<AdminOps[K]>>;
 interface RouteSpec<K extends AdminOp, P, Q, B> {
   op: K;
   method: AdminMethod;
-  /** Under `/v1/admin`; `:name` segments are path parameters. */
+  /** Under ADMIN_PREFIX; `:name` segments are path parameters. */
   path: string;
   params?: P;
   query?: Q;

@@ -5,7 +5,7 @@ import { AppError } from "../errors.js";
 import { requireAdmin } from "../http/auth.js";
 import { parseInput } from "../http/validation.js";
 import type { AdminOps } from "./admin-service.js";
-import { ADMIN_ROUTES, type AdminRoute } from "./route-table.js";
+import { ADMIN_PREFIX, ADMIN_ROUTES, type AdminRoute } from "./route-table.js";
 
 export interface AdminRouteDeps {
   admin: AdminOps;
@@ -28,7 +28,7 @@ export async function registerAdminRoutes(app: FastifyInstance, deps: AdminRoute
         throw new AppError("NOT_FOUND", `no admin route ${req.method} ${req.url.split("?")[0]}`);
       });
     },
-    { prefix: "/v1/admin" },
+    { prefix: ADMIN_PREFIX },
   );
 }
 

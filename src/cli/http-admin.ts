@@ -1,5 +1,5 @@
 import type { AdminOps } from "../admin/admin-service.js";
-import { ADMIN_ROUTES, type AdminRoute, wirePath } from "../admin/route-table.js";
+import { ADMIN_PREFIX, ADMIN_ROUTES, type AdminRoute, wirePath } from "../admin/route-table.js";
 import { AppError, type ErrorCode } from "../errors.js";
 
 /**
@@ -11,7 +11,7 @@ export function httpAdmin(baseUrl: string, adminToken: string): AdminOps {
     const req = route.request(...args);
     let res: Response;
     try {
-      res = await fetch(`${baseUrl}/v1/admin${wirePath(route, req)}`, {
+      res = await fetch(`${baseUrl}${ADMIN_PREFIX}${wirePath(route, req)}`, {
         method: route.method,
         headers: {
           authorization: `Bearer ${adminToken}`,

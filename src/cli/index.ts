@@ -1,6 +1,6 @@
-import { loadConfig } from "../config.js";
+import { configuredSecrets, loadConfig } from "../config.js";
 import { isAppError } from "../errors.js";
-import { configuredSecrets, createSecrets, type Secrets } from "../secrets.js";
+import { createSecrets, type Secrets } from "../secrets.js";
 import { UsageError } from "./command.js";
 import { COMMANDS, findCommand } from "./commands/index.js";
 import { commandHelp, commandList, groupHelp } from "./help.js";

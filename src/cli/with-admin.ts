@@ -1,7 +1,7 @@
 import { userInfo } from "node:os";
 import type { AdminOps } from "../admin/admin-service.js";
 import { systemClock } from "../clock.js";
-import { type Config, listenUrl, loadConfig } from "../config.js";
+import { type Config, configuredSecrets, listenUrl, loadConfig } from "../config.js";
 import {
   acquireDataDirLock,
   ensureDataDir,
@@ -13,7 +13,7 @@ import { openDatabase } from "../db/client.js";
 import { migrate } from "../db/migrate.js";
 import { AppError } from "../errors.js";
 import { createLogger } from "../logger.js";
-import { configuredSecrets, createSecrets } from "../secrets.js";
+import { createSecrets } from "../secrets.js";
 import { createServices } from "../services.js";
 import { httpAdmin } from "./http-admin.js";
 import type { CliIo } from "./output.js";

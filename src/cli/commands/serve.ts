@@ -1,8 +1,8 @@
 import { systemClock } from "../../clock.js";
-import { loadConfig } from "../../config.js";
+import { configuredSecrets, loadConfig } from "../../config.js";
 import { createLogger } from "../../logger.js";
 import { startServer } from "../../main.js";
-import { configuredSecrets, createSecrets } from "../../secrets.js";
+import { createSecrets } from "../../secrets.js";
 import { args, type Command, print } from "../command.js";
 import type { CliIo } from "../output.js";
 import { withAdmin } from "../with-admin.js";
