@@ -1,6 +1,7 @@
+import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { type AdminDeps, type AdminOps, createAdmin } from "../../src/admin/admin-service.js";
-import { ADMIN_ROUTES, wirePath } from "../../src/admin/route-table.js";
+import { ADMIN_PREFIX, ADMIN_ROUTES, wirePath } from "../../src/admin/route-table.js";
 import { registerAdminRoutes } from "../../src/admin/routes.js";
 import { httpAdmin } from "../../src/cli/http-admin.js";
 import { createFastify } from "../../src/http/fastify.js";
@@ -170,4 +171,9 @@ describe("the CLI's HTTP client and the server's routes, built from the same tab
     expect(head.headers["content-type"]).toBe("application/x-ndjson; charset=utf-8");
     expect(head.body).toBe("");
   });
+});
+
+test("the README's admin API table lists every route", () => {
+  const readme = readFileSync(new URL("../../README.md", import.meta.url), "utf8");
+  for (const r of ADMIN_ROUTES) expect(readme).toContain(`| \`${r.method} ${ADMIN_PREFIX}${r.path}\``);
 });
