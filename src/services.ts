@@ -14,7 +14,9 @@ import { createOneShots } from "./grants/one-shot.js";
 /** How long a dashboard sign-in lasts. */
 const DASHBOARD_SESSION_SECONDS = 12 * 3600;
 
+import { cardHandlers } from "./channels/card-delivery.js";
 import type { ApprovalChannel } from "./channels/channel.js";
+import { type ChannelAdapter, channelHooks } from "./channels/channel-hooks.js";
 import { createTelegramAdmin } from "./channels/telegram/telegram-admin.js";
 import type { Clock } from "./clock.js";
 import { type Config, configuredSecrets } from "./config.js";
@@ -25,7 +27,6 @@ import { createGateway } from "./gateway/gateway-service.js";
 import type { Logger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
 import { combineWorkers, createOutboxWorker, type OutboxHandler } from "./outbox/outbox.js";
-import { RetryLater } from "./outbox/retry-later.js";
 import { createPolicyStore } from "./policy-store/policy-store.js";
 import { createBudgets } from "./providers/budgets.js";
 import { createProviderGateway, type ProviderSet } from "./providers/provider-gateway.js";
@@ -56,6 +57,8 @@ export interface ServiceOptions {
   notifier?: AgentNotifier | undefined;
   /** Approval surfaces that get a card for every request. */
   channels?: readonly ApprovalChannel[] | undefined;
+  /** Approval surfaces built here, once what they report to exists (Slack and Telegram in `butler serve`). */
+  adapters?: readonly ChannelAdapter[] | undefined;
   /**
    * The process's secrets (the logger's too): errors are redacted with it before they are stored
    * or audited, and credentials read at run time are added to it. Default: the configuration's.
@@ -79,7 +82,6 @@ export function createServices(opts: ServiceOptions) {
   const redact = (text: string) => secrets.redact(text);
   const redactKnown = (text: string) => secrets.redactKnown(text);
   const db = database.db;
-  const channels = opts.channels ?? [];
   let checkpointer: Checkpointer | undefined;
   const audit = createAuditLog({
     database,
@@ -109,6 +111,8 @@ export function createServices(opts: ServiceOptions) {
   const approverTokens = createApproverTokens({ db, audit, clock });
   const policies = createPolicyStore({ db, audit, changes, clock, log, policiesDir: config.policiesDir });
   const metrics = createMetrics({ auditQueueDepth: () => audit.depth() });
+  const hooks = channelHooks({ db, audit, clock, policies });
+  const channels = [...(opts.channels ?? []), ...(opts.adapters ?? []).map((build) => build(hooks))];
   const oneShots = createOneShots({ db, audit, clock });
   const gateway = createGateway({ policies, audit, clock, metrics, publicUrl: opts.publicUrl, oneShots });
   const butler = createButler({
@@ -152,45 +156,7 @@ export function createServices(opts: ServiceOptions) {
         details: { request_id: n.requestId, notification: n.type, grant_id: n.grantId, a2a_tasks: tasks },
       };
     },
-    async "card.post"(payload) {
-      const id = String(payload.requestId);
-      const channel = channels.find((c) => c.kind === payload.channel);
-      if (!channel) throw new Error(`channel ${String(payload.channel)} is not configured`);
-      const card = await butler.card(id);
-      // After a partial failure the message is retried: targets that have the card are skipped.
-      const already = (await butler.postedCardsOf(id))
-        .filter((p) => p.channel === channel.kind)
-        .map((p) => p.chatId);
-      const result = await channel.post(card, await butler.audienceFor(card.project, channel.kind), already);
-      await butler.recordPostedCards(id, result.posted);
-      if (result.failed.length > 0) {
-        const message = result.failed.map((f) => `${f.target}: ${f.error}`).join("; ");
-        const after = Math.max(0, ...result.failed.map((f) => f.retryAfterMs ?? 0));
-        throw after > 0 ? new RetryLater(message, after) : new Error(message);
-      }
-      return {
-        auditType: "card.posted",
-        project: card.project,
-        agent: card.agent,
-        details: { request_id: id, channel: channel.kind, cards: result.posted.length + already.length },
-      };
-    },
-    async "card.update"(payload) {
-      const id = String(payload.requestId);
-      const channel = channels.find((c) => c.kind === payload.channel);
-      if (!channel) throw new Error(`channel ${String(payload.channel)} is not configured`);
-      const card = await butler.card(id);
-      const note = typeof payload.note === "string" ? payload.note : undefined;
-      for (const posted of await butler.postedCardsOf(id)) {
-        if (posted.channel !== channel.kind) continue;
-        await channel.update(
-          { channel: channel.kind, chatId: posted.chatId, messageId: posted.messageId },
-          card,
-          note,
-        );
-      }
-      return undefined;
-    },
+    ...cardHandlers(butler, channels),
   };
   // Pushes go to receivers the agents chose: their own worker, so that a slow one delays only
   // other pushes, never decisions reaching agents or cards reaching approvers.

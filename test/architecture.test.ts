@@ -14,7 +14,8 @@ const LAYERS: readonly (readonly string[])[] = [
   // 1. Pure: no I/O, no database, no framework.
   ["policy", "result", "yaml-file", "hash"],
   // 2. Leaves every service uses: the pure audit core (hash chain, signed checkpoints), the database,
-  //    errors, time, ids, logging and secrets, configuration, the data directory, metrics.
+  //    errors, time, ids, logging and secrets, configuration, the data directory, metrics, and the
+  //    start/stop runner of components (it knows nothing of what it runs).
   [
     "audit/chain",
     "audit/checkpoint",
@@ -29,6 +30,7 @@ const LAYERS: readonly (readonly string[])[] = [
     "config",
     "data-dir",
     "metrics",
+    "lifecycle",
   ],
   // 3. Stores and logs the workflow builds on.
   ["audit", "agents", "policy-store", "outbox", "grants"],
@@ -54,11 +56,13 @@ const SUBUNITS = ["audit/chain", "audit/checkpoint", "channels/slack", "channels
  * fails when one is gone (remove it here) as much as when a new one appears.
  */
 const KNOWN_RANK_BREAKS: Record<string, string> = {
-  // butler-service.ts takes ChannelKind, Audience, ReviewInput and ReviewOutcome (types) from the
+  // The workflow core takes ChannelKind, Audience, ReviewInput and ReviewOutcome (types) from the
   // channel port, channels/channel.ts, which itself needs butler's ApprovalCard: a folder cycle.
-  // The core should own its port: move those types into butler/ (channel.ts can re-export them).
-  // butler-service.ts is being cut now, so it is left to that change.
+  // The core should own its port: move those types into butler/ (channel.ts can re-export them,
+  // so the adapters need not change). Left to the cut of butler/ under way.
   "src/butler/butler-service.ts -> channels": "the channel port's types belong in butler/",
+  "src/butler/context.ts -> channels": "the channel port's types belong in butler/",
+  "src/butler/approver-directory.ts -> channels": "the channel port's types belong in butler/",
 };
 
 const RANK = new Map(LAYERS.flatMap((units, i) => units.map((u) => [u, i + 1] as const)));
@@ -75,23 +79,14 @@ const MAX_FILE_LINES = 600;
  * function is named by its file and the chain of named functions it sits in.
  */
 const LONG_FUNCTIONS: Record<string, number> = {
-  // The a2a cut (task repository, task service, SDK mapping).
-  "src/a2a/a2a-service.ts createA2A": 703,
-  "src/a2a/routes.ts registerA2ARoutes": 189,
-  "src/a2a/routes.ts registerA2ARoutes/(anonymous)": 170,
   // The audit log's group commit.
   "src/audit/audit-log.ts createAuditLog": 235,
-  // The workflow core cut (pure rules, repositories, sweeper, card delivery).
-  "src/butler/butler-service.ts createButler": 1688,
-  "src/butler/butler-service.ts createButler/review": 371,
-  "src/butler/butler-service.ts createButler/review/(anonymous)": 332,
   // The dashboard cut (one plugin per page group).
   "src/dashboard/routes.ts registerDashboard": 452,
   "src/dashboard/routes.ts registerDashboard/(anonymous)": 444,
   "src/gateway/gateway-service.ts createGateway": 177,
-  // The composition root cut (components with start/stop).
-  "src/main.ts startServer": 309,
-  "src/services.ts createServices": 202,
+  // The composition root.
+  "src/services.ts createServices": 165,
   "src/outbox/outbox.ts createOutboxWorker": 192,
   // Pure, and readable as a list of rules; still to be split by rule group.
   "src/policy/parse.ts crossCheck": 198,
@@ -103,8 +98,6 @@ const LONG_FUNCTIONS: Record<string, number> = {
 
 /** Files over the limit today, with their length now (see LONG_FUNCTIONS). */
 const LONG_FILES: Record<string, number> = {
-  "src/a2a/a2a-service.ts": 927,
-  "src/butler/butler-service.ts": 1926,
   "src/dashboard/routes.ts": 604,
   "src/policy-store/policy-store.ts": 614,
   "src/providers/provider-gateway.ts": 869,

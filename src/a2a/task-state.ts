@@ -115,3 +115,42 @@ export function outcomeOf(
       };
   }
 }
+
+/**
+ * Why a task call cannot be done, in the protocol's terms: an unknown task (or another agent's),
+ * params it cannot take, an operation the task's state does not allow, a task that cannot be
+ * canceled. The SDK mapping turns each kind into the A2A error of the same name.
+ */
+export type TaskFaultKind = "not_found" | "malformed" | "unsupported" | "not_cancelable";
+
+/** Thrown by the task service (so that a transaction rolls back); answered as an A2A error. */
+export class TaskFault extends Error {
+  override readonly name = "TaskFault";
+  constructor(
+    readonly kind: TaskFaultKind,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * What a task should be moved to, given where it is and where its request says it should be
+ * (pure); undefined when it stays as it is. A grant once revoked, expired or used never comes back
+ * to life on the task, and a task that ended stays ended: only its grant's fate is still news.
+ */
+export function nextOutcome(
+  task: { state: TaskStateName; grantState: string | null; text: string | undefined },
+  outcome: TaskOutcome,
+): TaskOutcome | undefined {
+  const grant =
+    outcome.grant && task.grantState && task.grantState !== "live"
+      ? { ...outcome.grant, state: task.grantState as GrantState }
+      : outcome.grant;
+  const grantState = grant?.state ?? null;
+  if (TERMINAL.has(task.state) && (outcome.state !== task.state || grantState === task.grantState))
+    return undefined;
+  if (outcome.state === task.state && grantState === task.grantState && outcome.text === task.text)
+    return undefined;
+  return grant ? { ...outcome, grant } : outcome;
+}

@@ -1,0 +1,72 @@
+import type { AuditLog } from "../audit/audit-log.js";
+import type { ChannelKind } from "../channels/channel.js";
+import type { Clock } from "../clock.js";
+import type { ChangeBus } from "../db/changes.js";
+import type { Db } from "../db/client.js";
+import type { Logger } from "../logger.js";
+import type { PolicyStore } from "../policy-store/policy-store.js";
+import type { AccessRequestView, RequestRow } from "./request-view.js";
+
+export interface ButlerDeps {
+  db: Db;
+  audit: Pick<AuditLog, "appendInTx">;
+  policies: Pick<
+    PolicyStore,
+    "index" | "latestIn" | "recompose" | "refreshProject" | "ensureCurrent" | "lockProject" | "compiledIn"
+  >;
+  changes: Pick<ChangeBus, "publish">;
+  clock: Clock;
+  log: Logger;
+  /** Approval surfaces that get a card for each new request (Slack, Telegram, ...). */
+  channels: readonly ChannelKind[];
+  /** Whether agents can be told of outcomes (an AgentNotifier is configured). */
+  notifyAgents: boolean;
+  publicUrl: () => string;
+  /** Called after a transaction that wrote outbox messages commits (wakes the outbox worker). */
+  onEnqueued?: () => void;
+}
+
+/** What an agent sends to ask for access. */
+export interface AccessRequestInput {
+  action?: string | undefined;
+  resource?: string | undefined;
+  branch?: string | undefined;
+  /** Default: the project's default grant TTL. */
+  ttl?: string | number | undefined;
+  reason: string;
+  denial_event_id?: string | undefined;
+  /** For a one-shot request (the denial said approval_required): the denied call's parameters, unchanged. */
+  params?: Record<string, unknown> | undefined;
+}
+
+export type SubmitResult =
+  | { status: "created" | "existing"; request: AccessRequestView }
+  | {
+      status: "already_allowed";
+      grant_id: string;
+      revision: number;
+      reason: string;
+      /** The call as scoped (from the denial when one was named). */
+      action: string;
+      resource: string;
+      branch: string | null;
+      /** When the allowing grant stops allowing (null: it does not expire). */
+      expires_at: string | null;
+    };
+
+/** Who decides: an approver id and the surface they used. */
+export interface Reviewer {
+  approver: string;
+  channel: ChannelKind;
+}
+
+/** Which requests a list shows. */
+export interface ListFilter {
+  status?: RequestRow["status"];
+  project?: string;
+  /** Only requests of the projects this approver decides. */
+  approver?: string;
+  /** Only pending requests and those decided since this moment (the dashboard's requests page). */
+  pendingOrDecidedSince?: Date;
+  limit?: number;
+}

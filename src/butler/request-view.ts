@@ -1,0 +1,173 @@
+import type { accessRequests, grants, requestReviews } from "../db/schema.js";
+import { formatDuration } from "../policy/index.js";
+import type { RiskTier } from "../policy/types.js";
+import type { ApprovalCard } from "./approval-card.js";
+
+export type RequestRow = typeof accessRequests.$inferSelect;
+export type GrantRow = typeof grants.$inferSelect;
+export type ReviewRow = typeof requestReviews.$inferSelect;
+
+/** An access request as the API shows it. */
+export interface AccessRequestView {
+  id: string;
+  /** `grant`: a time-bound grant; `one_shot`: exactly one call, once. */
+  kind: "grant" | "one_shot";
+  status: RequestRow["status"];
+  project: string;
+  agent: string;
+  action: string;
+  resource: string;
+  branch: string | null;
+  reason: string;
+  denial_event_id: string | null;
+  risk_tier: RiskTier;
+  approvals_required: number;
+  approvals: { approver: string; channel: string; at: string }[];
+  requested_ttl: string;
+  requested_ttl_seconds: number;
+  created_at: string;
+  expires_at: string;
+  proposal: { diff: string; base_revision: number; hash: string };
+  /** For a one-shot request: the exact call (agent-written parameters) and its hash. */
+  call: { params: Record<string, unknown>; operation: string | null; sha256: string } | null;
+  decision: { by: string | null; via: string | null; at: string; reason: string | null } | null;
+  grant: { id: string; expires_at: string; revoked_at: string | null; used_at: string | null } | null;
+}
+
+/** A grant as the API shows it. */
+export interface GrantView {
+  id: string;
+  project: string;
+  agent: string;
+  action: string;
+  resource: string;
+  branch: string | null;
+  approved_by: string[];
+  created_at: string;
+  expires_at: string;
+  revoked_at: string | null;
+  revoked_by: string | null;
+  state: "active" | "expired" | "revoked";
+  seconds_left: number;
+}
+
+/** A request's grant (a policy grant or a single-use one), as its view and card need it. */
+export type GrantOfRequest = Pick<GrantRow, "id" | "expiresAt" | "revokedAt" | "revokedBy"> & {
+  usedAt: Date | null;
+};
+
+/** A request with its view and its grant. */
+export interface Viewed {
+  row: RequestRow;
+  view: AccessRequestView;
+  grant: GrantOfRequest | undefined;
+}
+
+/** A request as the API shows it, from its row, its approvals and its grant. */
+export function toView(
+  r: RequestRow,
+  reviews: readonly ReviewRow[],
+  grant: GrantOfRequest | undefined,
+): AccessRequestView {
+  return {
+    id: r.id,
+    kind: r.kind,
+    status: r.status,
+    project: r.project,
+    agent: r.agent,
+    action: r.action,
+    resource: r.resource,
+    branch: r.branch,
+    reason: r.reason,
+    denial_event_id: r.denialEventId,
+    risk_tier: r.riskTier,
+    approvals_required: r.approvalsRequired,
+    approvals: reviews.map((v) => ({
+      approver: v.approver,
+      channel: v.channel,
+      at: v.createdAt.toISOString(),
+    })),
+    requested_ttl: formatDuration(r.requestedTtlSeconds),
+    requested_ttl_seconds: r.requestedTtlSeconds,
+    created_at: r.createdAt.toISOString(),
+    expires_at: r.expiresAt.toISOString(),
+    proposal: { diff: r.proposalDiff, base_revision: r.proposalBaseRevision, hash: r.proposalHash },
+    call:
+      r.kind === "one_shot"
+        ? { params: r.callParams ?? {}, operation: r.callOperation, sha256: r.callHash ?? "" }
+        : null,
+    decision: r.decidedAt
+      ? { by: r.decidedBy, via: r.decidedVia, at: r.decidedAt.toISOString(), reason: r.decisionReason }
+      : null,
+    grant: grant
+      ? {
+          id: grant.id,
+          expires_at: grant.expiresAt.toISOString(),
+          revoked_at: grant.revokedAt?.toISOString() ?? null,
+          used_at: grant.usedAt?.toISOString() ?? null,
+        }
+      : null,
+  };
+}
+
+/** What became of a grant by `now`. */
+export function grantState(g: GrantOfRequest, now: Date): "live" | "expired" | "revoked" | "used" {
+  if (g.revokedAt) return "revoked";
+  if (g.usedAt) return "used";
+  return g.expiresAt.getTime() <= now.getTime() ? "expired" : "live";
+}
+
+/**
+ * The card every approval surface renders, from a request and its grant (no queries).
+ * `maxTtlSeconds` is the project's longest grant (undefined: the project has no policy in force).
+ */
+export function cardOf(
+  { row: r, view: v, grant: g }: Viewed,
+  at: { now: Date; maxTtlSeconds: number | undefined; publicUrl: string },
+): ApprovalCard {
+  return {
+    requestId: r.id,
+    project: r.project,
+    agent: r.agent,
+    action: r.action,
+    resource: r.resource,
+    branch: r.branch ?? undefined,
+    status: r.status,
+    reason: r.reason,
+    riskTier: r.riskTier,
+    approvalsRequired: r.approvalsRequired,
+    approvedBy: v.approvals.map((a) => a.approver),
+    requestedTtlSeconds: r.requestedTtlSeconds,
+    maxTtlSeconds: at.maxTtlSeconds ?? r.requestedTtlSeconds,
+    diff: r.proposalDiff,
+    decidedBy: r.decidedBy ?? undefined,
+    decidedVia: r.decidedVia ?? undefined,
+    decisionReason: r.decisionReason ?? undefined,
+    grantExpiresAt: v.grant?.expires_at,
+    oneShot: r.kind === "one_shot",
+    grantState: g ? grantState(g, at.now) : undefined,
+    grantRevokedBy: g?.revokedBy ?? undefined,
+    grantRevokedAt: g?.revokedAt?.toISOString(),
+    url: `${at.publicUrl}/v1/access-requests/${r.id}`,
+  };
+}
+
+/** A grant as the API shows it, at `now`. */
+export function grantView(g: GrantRow, now: Date): GrantView {
+  const state = g.revokedAt ? "revoked" : g.expiresAt <= now ? "expired" : "active";
+  return {
+    id: g.id,
+    project: g.project,
+    agent: g.agent,
+    action: g.action,
+    resource: g.resource,
+    branch: g.branch,
+    approved_by: g.approvedBy,
+    created_at: g.createdAt.toISOString(),
+    expires_at: g.expiresAt.toISOString(),
+    revoked_at: g.revokedAt?.toISOString() ?? null,
+    revoked_by: g.revokedBy,
+    state,
+    seconds_left: state === "active" ? Math.floor((g.expiresAt.getTime() - now.getTime()) / 1000) : 0,
+  };
+}

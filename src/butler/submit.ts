@@ -1,0 +1,406 @@
+import { eq } from "drizzle-orm";
+import { stringify as toYaml } from "yaml";
+import type { AgentIdentity } from "../agents/token-service.js";
+import type { Tx } from "../db/client.js";
+import { accessRequests } from "../db/schema.js";
+import { AppError } from "../errors.js";
+import { callHash } from "../grants/one-shot.js";
+import { sha256 } from "../hash.js";
+import { newId } from "../ids.js";
+import { enqueue } from "../outbox/outbox.js";
+import { composeEffective, policyDiff } from "../policy/effective.js";
+import { type CompiledProject, formatDuration, parseDuration, parsePolicyFile } from "../policy/index.js";
+import { classifyRisk } from "../policy/risk.js";
+import { LIFTABLE_DENIALS, ONE_SHOT_DENIALS, type ScopedCall, scopeRequest } from "../policy/scope.js";
+import type { RiskTier } from "../policy/types.js";
+import { grantRowsInEffect, toEntry } from "../policy-store/policy-store.js";
+import type { AccessRequestInput, ButlerDeps, SubmitResult } from "./context.js";
+import { type AuditRow, pendingByKey, readDenialEvent, viewOne } from "./request-repo.js";
+import { checkGrantCall, checkOneShotCall } from "./request-rules.js";
+import type { RequestRow } from "./request-view.js";
+import { expireInTx } from "./transitions.js";
+
+type Filed = { status: "created" | "existing"; row: RequestRow };
+
+/** Options of a request filed by the gateway in the call path. */
+export interface SubmitOptions {
+  /** For a one-shot request: the key the approved call is sent with. */
+  idempotencyKey?: string | undefined;
+}
+
+/** Files an access request for the calling agent (or returns the identical pending one). */
+export async function submit(
+  deps: ButlerDeps,
+  identity: AgentIdentity,
+  input: AccessRequestInput,
+  opts: SubmitOptions,
+): Promise<SubmitResult> {
+  const now = deps.clock.now();
+  const project = deps.policies.index().projects.get(identity.project);
+  if (!project) throw new AppError("FORBIDDEN", `project '${identity.project}' has no policy in force`);
+  if (!project.agentRoles.has(identity.agent))
+    throw new AppError("FORBIDDEN", `agent ${identity.agent} is not in project ${identity.project}`);
+  const settings = project.document.settings;
+  const ttl = parseDuration(input.ttl ?? settings.grantTtlDefaultSeconds);
+  if (!ttl.ok) throw new AppError("INVALID_INPUT", `ttl: ${ttl.error}`);
+  if (ttl.value > settings.grantTtlMaxSeconds)
+    throw new AppError(
+      "INVALID_INPUT",
+      `ttl: ${formatDuration(ttl.value)} is longer than the maximum grant TTL of ${identity.project} (${formatDuration(settings.grantTtlMaxSeconds)}); ask for at most that`,
+    );
+  const event = input.denial_event_id
+    ? await readDenialEvent(deps.db, identity, input.denial_event_id)
+    : undefined;
+  if (event && ONE_SHOT_DENIALS.has(String(event.details.deny_code ?? "")))
+    return submitOneShot(deps, identity, project, event, input, ttl.value, opts);
+  if (input.params !== undefined)
+    throw new AppError(
+      "INVALID_INPUT",
+      "params: only a one-shot request (for a denial that said approval_required) names parameters; a grant covers an action on a resource",
+    );
+  const scoped = scopeRequest(
+    { action: input.action, resource: input.resource, branch: input.branch },
+    event ? deniedCall(event) : undefined,
+  );
+  if (!scoped.ok) throw new AppError("INVALID_INPUT", scoped.error);
+  const call = scoped.value;
+  const checked = checkGrantCall(project, identity.agent, call, now);
+  if (!checked.ok) throw new AppError(checked.code, checked.message);
+  const decision = checked.decision;
+  if (decision.decision !== "ALLOW")
+    return fileGrantRequest(deps, identity, project, call, input, ttl.value, now);
+  await deps.db.transaction((tx) =>
+    deps.audit.appendInTx(tx, [
+      {
+        type: "access_request.already_allowed",
+        agent: identity.agent,
+        project: identity.project,
+        action: call.action,
+        resource: call.resource,
+        reason: decision.reason,
+        details: { grant_id: decision.grantId, denial_event_id: input.denial_event_id },
+      },
+    ]),
+  );
+  return {
+    status: "already_allowed",
+    grant_id: decision.grantId,
+    revision: decision.revision,
+    reason: decision.reason,
+    action: call.action,
+    resource: call.resource,
+    branch: call.branch ?? null,
+    expires_at: decision.expiresAt === undefined ? null : new Date(decision.expiresAt).toISOString(),
+  };
+}
+
+/** The audited call the denial event describes, if it can be lifted by a grant. */
+function deniedCall(e: AuditRow): ScopedCall {
+  const code = String(e.details.deny_code ?? "");
+  if (!LIFTABLE_DENIALS.has(code))
+    throw new AppError(
+      "PRECONDITION_FAILED",
+      `denial_event_id: that denial (${e.reason}) cannot be lifted by an access request`,
+    );
+  return {
+    action: e.action ?? "",
+    resource: e.resource ?? "",
+    branch: (e.details.branch as string | undefined) ?? undefined,
+  };
+}
+
+/** A time-bound grant request: its proposal is the policy diff that approval would apply. */
+async function fileGrantRequest(
+  deps: ButlerDeps,
+  identity: AgentIdentity,
+  project: CompiledProject,
+  call: ScopedCall,
+  input: AccessRequestInput,
+  ttlSeconds: number,
+  now: Date,
+): Promise<SubmitResult> {
+  const settings = project.document.settings;
+  const dedupeKey = sha256(
+    JSON.stringify([identity.project, identity.agent, call.action, call.resource, call.branch ?? null]),
+  );
+  const tier = classifyRisk(call.action, settings);
+  const id = newId("req");
+  const outcome = await deps.db.transaction(async (tx): Promise<Filed> => {
+    const existing = await pendingTwin(deps, tx, dedupeKey, now);
+    if (existing) return { status: "existing", row: existing };
+    const latest = await deps.policies.latestIn(tx, identity.project);
+    if (!latest || latest.retired)
+      throw new AppError("FORBIDDEN", `project '${identity.project}' has no policy in force`);
+    const entries = (await grantRowsInEffect(tx, identity.project, now)).map(toEntry);
+    const before = composeEffective(latest.baseline, entries);
+    const proposed = {
+      id,
+      agent: identity.agent,
+      ...call,
+      expiresAt: now.getTime() + ttlSeconds * 1000,
+      note: `access request ${id} by ${identity.agent} (proposed: expires ${formatDuration(ttlSeconds)} after approval)`,
+    };
+    const after = composeEffective(latest.baseline, [...entries, proposed]);
+    // The grant must load as policy; refuse here, with the reason, rather than fail at approval.
+    const check = parsePolicyFile({ file: "proposal", text: after });
+    if (!check.ok)
+      throw new AppError(
+        "INVALID_INPUT",
+        `this call cannot be written as a grant: ${check.error[0]!.path}: ${check.error[0]!.message}`,
+      );
+    const diff = policyDiff(identity.project, before, after, `revision ${latest.revision}`, `with ${id}`);
+    const proposalHash = sha256(diff);
+    return insertPending(
+      deps,
+      tx,
+      {
+        ...requestValues(
+          identity,
+          input,
+          call,
+          tier,
+          settings.approvals[tier],
+          now,
+          settings.pendingTtlSeconds,
+        ),
+        id,
+        denialEventId: input.denial_event_id ?? null,
+        requestedTtlSeconds: ttlSeconds,
+        proposalDiff: diff,
+        proposalBaseRevision: latest.revision,
+        proposalHash,
+        dedupeKey,
+      },
+      {},
+      {
+        type: "policy.proposed",
+        reason: `proposed grant ${id} for ${identity.agent}: ${call.action} on ${call.resource || "(no resource)"}`,
+        details: {
+          base_revision: latest.revision,
+          proposal_hash: proposalHash,
+          before_hash: sha256(before),
+          after_hash: sha256(after),
+        },
+      },
+    );
+  });
+  return filed(deps, outcome, tier);
+}
+
+/** The columns both kinds of request fill the same way. */
+function requestValues(
+  identity: AgentIdentity,
+  input: AccessRequestInput,
+  call: ScopedCall,
+  tier: RiskTier,
+  approvalsRequired: number,
+  now: Date,
+  pendingTtlSeconds: number,
+) {
+  return {
+    project: identity.project,
+    agent: identity.agent,
+    tokenId: identity.tokenId,
+    status: "pending" as const,
+    action: call.action,
+    resource: call.resource,
+    branch: call.branch ?? null,
+    reason: input.reason,
+    riskTier: tier,
+    approvalsRequired,
+    createdAt: now,
+    expiresAt: new Date(now.getTime() + pendingTtlSeconds * 1000),
+  };
+}
+
+/**
+ * A one-shot request: a person approves exactly the call that was denied with
+ * approval_required, once. It is bound to the call's hash (action, resource, branch and the
+ * canonical parameters), so the approval cannot be used for any other amount or receiver.
+ */
+async function submitOneShot(
+  deps: ButlerDeps,
+  identity: AgentIdentity,
+  project: CompiledProject,
+  event: AuditRow,
+  input: AccessRequestInput,
+  ttlSeconds: number,
+  opts: SubmitOptions,
+): Promise<SubmitResult> {
+  const now = deps.clock.now();
+  const call = {
+    action: event.action ?? "",
+    resource: event.resource ?? "",
+    branch: (event.details.branch as string | undefined) ?? undefined,
+    params: input.params ?? {},
+  };
+  for (const k of ["action", "resource", "branch"] as const) {
+    if (input[k] !== undefined && input[k] !== call[k])
+      throw new AppError(
+        "INVALID_INPUT",
+        `${k}: a one-shot request is for the denied call exactly (${k} ${call[k] ?? "none"}); leave ${k} out`,
+      );
+  }
+  const hash = callHash(call);
+  if (hash !== event.details.call_sha256)
+    throw new AppError(
+      "INVALID_INPUT",
+      "params: these are not the parameters of the denied call; a one-shot approval covers exactly the call that was denied, so send its params unchanged",
+    );
+  const settings = project.document.settings;
+  const checked = checkOneShotCall(project, identity.agent, call, now);
+  if (!checked.ok) throw new AppError(checked.code, checked.message);
+  const provider = event.details.provider as string | undefined;
+  const operation = provider ? `${provider} ${String(event.details.operation ?? "")}`.trim() : null;
+  const proposal = oneShotProposal(identity.agent, call, operation, event.reason);
+  const dedupeKey = sha256(JSON.stringify([identity.project, identity.agent, "one_shot", hash]));
+  const tier = classifyRisk(call.action, settings);
+  const outcome = await deps.db.transaction(async (tx): Promise<Filed> => {
+    const existing = await pendingTwin(deps, tx, dedupeKey, now);
+    if (existing) return { status: "existing", row: existing };
+    const proposalHash = sha256(proposal);
+    return insertPending(
+      deps,
+      tx,
+      {
+        ...requestValues(
+          identity,
+          input,
+          call,
+          tier,
+          settings.approvals[tier],
+          now,
+          settings.pendingTtlSeconds,
+        ),
+        id: newId("req"),
+        kind: "one_shot",
+        denialEventId: event.eventId,
+        requestedTtlSeconds: ttlSeconds,
+        proposalDiff: proposal,
+        proposalBaseRevision: project.revision,
+        proposalHash,
+        dedupeKey,
+        callHash: hash,
+        callParams: call.params,
+        callOperation: operation,
+        // The call in the path is sent with this key after approval, however often the agent retries.
+        idempotencyKey: opts.idempotencyKey ?? (provider ? `butler-${event.eventId}` : null),
+      },
+      { kind: "one_shot", call_sha256: hash },
+      {
+        type: "one_shot.proposed",
+        reason: `proposed: allow exactly this call once for ${identity.agent}${operation ? ` (${operation})` : ""}`,
+        details: { call_sha256: hash, proposal_hash: proposalHash },
+      },
+    );
+  });
+  return filed(deps, outcome, tier);
+}
+
+/** What an approver reads for a one-shot request: the exact call, as YAML, under a comment. */
+function oneShotProposal(
+  agent: string,
+  call: ScopedCall & { params: Record<string, unknown> },
+  operation: string | null,
+  denialReason: string | null,
+): string {
+  return [
+    "# One call, once: not a policy change. After approval the agent may make exactly this call",
+    // The denial's reason carries agent-written values: one line, so it cannot add YAML lines.
+    `# one time, until the approval's TTL runs out. (${(denialReason ?? "require_approval").replace(/[\p{Cc}\u2028\u2029]+/gu, " ")})`,
+    toYaml(
+      {
+        agent,
+        action: call.action,
+        resource: call.resource,
+        ...(call.branch !== undefined ? { branch: call.branch } : {}),
+        ...(operation ? { operation } : {}),
+        params: call.params,
+      },
+      { lineWidth: 0 },
+    ).trimEnd(),
+  ].join("\n");
+}
+
+/** The identical request still pending, if any (one past its deadline is expired on the way). */
+async function pendingTwin(
+  deps: ButlerDeps,
+  tx: Tx,
+  dedupeKey: string,
+  now: Date,
+): Promise<RequestRow | undefined> {
+  const existing = await pendingByKey(tx, dedupeKey);
+  if (existing && existing.expiresAt > now) return existing;
+  if (existing) await expireInTx(deps, tx, existing, now);
+  return undefined;
+}
+
+/**
+ * Writes a new pending request with its two audit lines (filed, then the proposal) and the cards
+ * to post, in the caller's transaction; an identical request filed at the same moment wins.
+ */
+async function insertPending(
+  deps: ButlerDeps,
+  tx: Tx,
+  values: typeof accessRequests.$inferInsert,
+  filedDetails: Record<string, unknown>,
+  proposal: { type: string; reason: string; details: Record<string, unknown> },
+): Promise<Filed> {
+  const [row] = await tx.insert(accessRequests).values(values).onConflictDoNothing().returning();
+  if (!row) {
+    // The identical request that was filed while this one was: the one to return.
+    const other = await pendingByKey(tx, values.dedupeKey);
+    if (!other)
+      throw new AppError("UNAVAILABLE", "an identical request was being filed at the same moment; try again");
+    return { status: "existing", row: other };
+  }
+  const common = { agent: row.agent, project: row.project, action: row.action, resource: row.resource };
+  const [filedLine] = await deps.audit.appendInTx(tx, [
+    {
+      type: "access_request.filed",
+      ...common,
+      reason: row.reason,
+      details: {
+        request_id: row.id,
+        branch: row.branch ?? undefined,
+        denial_event_id: row.denialEventId ?? undefined,
+        ttl: formatDuration(row.requestedTtlSeconds),
+        risk_tier: row.riskTier,
+        approvals_required: row.approvalsRequired,
+        proposal_hash: row.proposalHash,
+        // The agent's words as filed (the line's reason may have secrets redacted): approvers
+        // read them, so an edit in the database is caught like any other.
+        reason_sha256: sha256(row.reason),
+        ...filedDetails,
+      },
+    },
+    { ...proposal, ...common, details: { request_id: row.id, ...proposal.details } },
+  ]);
+  const [withEvent] = await tx
+    .update(accessRequests)
+    .set({ filedEventId: filedLine!.event_id })
+    .where(eq(accessRequests.id, row.id))
+    .returning();
+  // A card for the new request on every approval surface, after commit.
+  await enqueue(
+    tx,
+    deps.channels.map((channel) => ({
+      topic: "card.post",
+      key: `${row.id}:card:${channel}`,
+      payload: { requestId: row.id, channel },
+    })),
+    values.createdAt ?? deps.clock.now(),
+  );
+  return { status: "created", row: withEvent! };
+}
+
+async function filed(deps: ButlerDeps, outcome: Filed, tier: RiskTier): Promise<SubmitResult> {
+  if (outcome.status === "created") {
+    deps.log.info(
+      { requestId: outcome.row.id, agent: outcome.row.agent, tier, kind: outcome.row.kind },
+      "access request filed",
+    );
+    deps.onEnqueued?.();
+  }
+  return { status: outcome.status, request: (await viewOne(deps.db, outcome.row)).view };
+}

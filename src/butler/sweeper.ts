@@ -1,0 +1,140 @@
+import { and, eq, inArray, isNull, lte, sql } from "drizzle-orm";
+import type { AuditEventInput } from "../audit/audit-log.js";
+import { rowsOf, type Tx } from "../db/client.js";
+import { accessRequests, grants } from "../db/schema.js";
+import type { ButlerDeps } from "./context.js";
+import { announce, expireInTx, notification } from "./transitions.js";
+
+export interface SweepResult {
+  expiredRequests: number;
+  expiredGrants: number;
+  reminded: number;
+}
+
+/**
+ * Housekeeping, safe to run on every instance (one at a time wins an advisory lock): expires
+ * pending requests past their deadline, reminds approvers of requests waiting too long, and
+ * records expired grants (a new revision, the agent told). Grants stop allowing at their expiry on
+ * their own; this only records it.
+ */
+export async function sweep(deps: ButlerDeps): Promise<SweepResult> {
+  const now = deps.clock.now();
+  const swept = await deps.db.transaction(async (tx) => {
+    const [lock] = rowsOf<{ ok: boolean }>(
+      await tx.execute(sql`SELECT pg_try_advisory_xact_lock(hashtext('butler.sweep')) AS ok`),
+    );
+    if (!lock?.ok) return { expiredRequests: 0, expiredGrants: 0, reminded: 0, projects: [] as string[] };
+    const expiredRequests = await expireRequests(deps, tx, now);
+    const reminded = deps.channels.length > 0 ? await remind(deps, tx, now) : 0;
+    const grantsSwept = await recordGrantExpiries(deps, tx, now);
+    return { expiredRequests, reminded, ...grantsSwept };
+  });
+  if (swept.expiredRequests + swept.expiredGrants + swept.reminded > 0) deps.onEnqueued?.();
+  for (const project of swept.projects) await deps.policies.refreshProject(project);
+  return {
+    expiredRequests: swept.expiredRequests,
+    expiredGrants: swept.expiredGrants,
+    reminded: swept.reminded,
+  };
+}
+
+/** Pending requests past their deadline become expired. */
+async function expireRequests(deps: ButlerDeps, tx: Tx, now: Date): Promise<number> {
+  const due = await tx
+    .select()
+    .from(accessRequests)
+    .where(and(eq(accessRequests.status, "pending"), lte(accessRequests.expiresAt, now)))
+    .limit(500)
+    .for("update", { skipLocked: true });
+  for (const r of due) await expireInTx(deps, tx, r, now);
+  return due.length;
+}
+
+/** Cards of requests waiting longer than their project's reminder delay say so, once. */
+async function remind(deps: ButlerDeps, tx: Tx, now: Date): Promise<number> {
+  const waiting = await tx
+    .select()
+    .from(accessRequests)
+    .where(and(eq(accessRequests.status, "pending"), isNull(accessRequests.remindedAt)))
+    .limit(500)
+    .for("update", { skipLocked: true });
+  let reminded = 0;
+  for (const r of waiting) {
+    const after = deps.policies.index().projects.get(r.project)?.document.settings.reminderAfterSeconds;
+    if (after === undefined || r.createdAt.getTime() + after * 1000 > now.getTime()) continue;
+    await tx.update(accessRequests).set({ remindedAt: now }).where(eq(accessRequests.id, r.id));
+    const note = `Reminder: still waiting for a decision; the request expires ${r.expiresAt.toISOString()}`;
+    await announce(deps, tx, r, undefined, note, now);
+    reminded++;
+  }
+  return reminded;
+}
+
+/** Grants past their expiry are recorded as expired, one savepoint per project. */
+async function recordGrantExpiries(
+  deps: ButlerDeps,
+  tx: Tx,
+  now: Date,
+): Promise<{ expiredGrants: number; projects: string[] }> {
+  const candidates = await tx
+    .select({ project: grants.project })
+    .from(grants)
+    .where(and(isNull(grants.revokedAt), isNull(grants.expiryRecordedAt), lte(grants.expiresAt, now)))
+    .limit(500);
+  let expiredGrants = 0;
+  const projects: string[] = [];
+  for (const project of new Set(candidates.map((c) => c.project))) {
+    try {
+      // A savepoint per project: one project whose policy cannot be recomposed must not stop
+      // the others' expiries from being recorded.
+      expiredGrants += await tx.transaction((sp) => recordProjectExpiries(deps, sp, project, now));
+      projects.push(project);
+    } catch (e) {
+      deps.log.error({ err: e, project }, "recording grant expiries failed for this project");
+    }
+  }
+  return { expiredGrants, projects };
+}
+
+async function recordProjectExpiries(deps: ButlerDeps, sp: Tx, project: string, now: Date): Promise<number> {
+  await deps.policies.lockProject(sp, project);
+  const list = await sp
+    .select()
+    .from(grants)
+    .where(
+      and(
+        eq(grants.project, project),
+        isNull(grants.revokedAt),
+        isNull(grants.expiryRecordedAt),
+        lte(grants.expiresAt, now),
+      ),
+    )
+    .for("update", { skipLocked: true });
+  if (list.length === 0) return 0;
+  const ids = list.map((g) => g.id);
+  await sp.update(grants).set({ expiryRecordedAt: now }).where(inArray(grants.id, ids));
+  // A retired project has no policy to recompose; its grants stopped allowing anyway.
+  const latest = await deps.policies.latestIn(sp, project);
+  const revision =
+    latest && !latest.retired
+      ? (await deps.policies.recompose(sp, project, `expiry:${ids.join(",")}`)).revision
+      : undefined;
+  const events: AuditEventInput[] = list.map((g) => ({
+    type: "grant.expired",
+    agent: g.agent,
+    project: g.project,
+    action: g.action,
+    resource: g.resource,
+    reason: `grant ${g.id} expired at ${g.expiresAt.toISOString()}`,
+    details: { grant_id: g.id, revision },
+  }));
+  await deps.audit.appendInTx(sp, events);
+  const requests = await sp.select().from(accessRequests).where(inArray(accessRequests.id, ids));
+  for (const r of requests) {
+    const g = list.find((x) => x.id === r.id)!;
+    const expiresAt = g.expiresAt.toISOString();
+    const told = notification(r, "grant_expired", { grantId: g.id, expiresAt, revision });
+    await announce(deps, sp, r, told, `The grant expired at ${expiresAt}`, now);
+  }
+  return list.length;
+}

@@ -1,0 +1,28 @@
+import type { AuditLog } from "../audit/audit-log.js";
+import { redeemLinkCode } from "../butler/approver-directory.js";
+import type { ButlerDeps } from "../butler/context.js";
+import { mendText } from "../http/validation.js";
+import type { ApprovalChannel, ChannelHooks } from "./channel.js";
+
+/** Builds an approval surface once the services it reports to exist. */
+export type ChannelAdapter = (hooks: ChannelHooks) => ApprovalChannel;
+
+/**
+ * What the chat adapters report back: refused and ignored requests go to the audit log, link codes
+ * to the approver directory. Needs only the audit log and the directory's tables, so adapters are
+ * built after these and before the Butler (which needs to know their kinds).
+ */
+export function channelHooks(
+  deps: Pick<ButlerDeps, "db" | "clock" | "policies"> & { audit: Pick<AuditLog, "append" | "appendInTx"> },
+): ChannelHooks {
+  return {
+    async rejected(channel, reason, details) {
+      await deps.audit.append({ type: `${channel}.request_rejected`, reason, details });
+    },
+    async ignored(channel, reason, details) {
+      await deps.audit.append({ type: `${channel}.request_ignored`, reason, details });
+    },
+    // The platform's text is mended, never refused (see mendText): it would only be sent again.
+    redeemLink: (code, channel, userId) => redeemLinkCode(deps, mendText(code), channel, mendText(userId)),
+  };
+}
