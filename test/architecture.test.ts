@@ -489,3 +489,21 @@ test("the admin API is described once: only admin/ and the assembler register ad
     expect(src.text.includes("/v1/admin"), `${src.path} names an admin path`).toBe(false);
   }
 });
+
+test("the workflow core names no chat platform outside the approver directory", () => {
+  const failures: string[] = [];
+  for (const src of SOURCES) {
+    if (!src.path.startsWith("src/butler/") || src.path === "src/butler/approver-directory.ts") continue;
+    const visit = (n: ts.Node) => {
+      if (ts.isStringLiteralLike(n) && /^(slack|telegram)$/i.test(n.text)) {
+        const line = src.ast.getLineAndCharacterOfPosition(n.getStart(src.ast)).line + 1;
+        failures.push(
+          `${src.path}:${line} names "${n.text}": platforms are told apart in approver-directory.ts`,
+        );
+      }
+      ts.forEachChild(n, visit);
+    };
+    visit(src.ast);
+  }
+  expect(failures).toEqual([]);
+});
