@@ -329,7 +329,7 @@ export const auditCommands: Command[] = [
   },
   {
     name: "audit replay",
-    usage: "--agent A [--project P]",
+    usage: "--agent A [--project P] [--since TIME]",
     summary: "tell one agent's session as a story",
     admin: true,
     run: auditReplay,
