@@ -8,22 +8,18 @@ import { type Checkpointer, type CheckpointSink, createCheckpointer } from "./au
 import { createApproverTokens } from "./butler/approver-tokens.js";
 import { createButler } from "./butler/butler-service.js";
 import type { AgentNotification, AgentNotifier } from "./butler/notifier.js";
-import { createDashboardSessions } from "./dashboard/sessions.js";
-import { createOneShots } from "./grants/one-shot.js";
-
-/** How long a dashboard sign-in lasts. */
-const DASHBOARD_SESSION_SECONDS = 12 * 3600;
-
 import { cardHandlers } from "./channels/card-delivery.js";
 import type { ApprovalChannel } from "./channels/channel.js";
 import { type ChannelAdapter, channelHooks } from "./channels/channel-hooks.js";
 import { createTelegramAdmin } from "./channels/telegram/telegram-admin.js";
 import type { Clock } from "./clock.js";
 import { type Config, configuredSecrets } from "./config.js";
+import { createDashboardSessions } from "./dashboard/sessions.js";
 import { createChangeBus } from "./db/changes.js";
 import type { Database } from "./db/client.js";
 import { migrate } from "./db/migrate.js";
 import { createGateway } from "./gateway/gateway-service.js";
+import { createOneShots } from "./grants/one-shot.js";
 import type { Logger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
 import { combineWorkers, createOutboxWorker, type OutboxHandler } from "./outbox/outbox.js";
@@ -34,6 +30,9 @@ import { createVault } from "./providers/vault.js";
 import { createWebhookEvents } from "./providers/webhook-events.js";
 import { createSecrets, type Secrets } from "./secrets.js";
 import { PACKAGE_VERSION } from "./version.js";
+
+/** How long a dashboard sign-in lasts. */
+const DASHBOARD_SESSION_SECONDS = 12 * 3600;
 
 export interface ServiceOptions {
   config: Pick<Config, "audit" | "policiesDir"> &
