@@ -1,13 +1,13 @@
 import { createA2A } from "./a2a/a2a-service.js";
+import { pushHandler } from "./a2a/push-delivery.js";
 import { createPushSealer } from "./a2a/push-secrets.js";
-import { PushRefused, sendPush } from "./a2a/push-sender.js";
 import { createAdmin } from "./admin/admin-service.js";
 import { createTokenService } from "./agents/token-service.js";
 import { createAuditLog } from "./audit/audit-log.js";
 import { type Checkpointer, type CheckpointSink, createCheckpointer } from "./audit/checkpointer.js";
 import { createApproverTokens } from "./butler/approver-tokens.js";
 import { createButler } from "./butler/butler-service.js";
-import type { AgentNotification, AgentNotifier } from "./butler/notifier.js";
+import type { AgentNotifier } from "./butler/notifier.js";
 import { cardHandlers } from "./channels/card-delivery.js";
 import type { ApprovalChannel } from "./channels/channel.js";
 import { type ChannelAdapter, channelHooks } from "./channels/channel-hooks.js";
@@ -22,7 +22,7 @@ import { createGateway } from "./gateway/gateway-service.js";
 import { createOneShots } from "./grants/one-shot.js";
 import type { Logger } from "./logger.js";
 import { createMetrics } from "./metrics.js";
-import { combineWorkers, createOutboxWorker, type OutboxHandler } from "./outbox/outbox.js";
+import { combineWorkers, createOutboxWorker, type OutboxHandlers } from "./outbox/outbox.js";
 import { createPolicyStore } from "./policy-store/policy-store.js";
 import { createBudgets } from "./providers/budgets.js";
 import { createProviderGateway, type ProviderSet } from "./providers/provider-gateway.js";
@@ -143,9 +143,8 @@ export function createServices(opts: ServiceOptions) {
     version: PACKAGE_VERSION,
   });
 
-  const handlers: Record<string, OutboxHandler> = {
-    async "agent.notify"(payload) {
-      const n = payload as unknown as AgentNotification;
+  const handlers: OutboxHandlers = {
+    async "agent.notify"(n) {
       const tasks = await a2a.notifier.notify(n);
       await opts.notifier?.notify(n);
       return {
@@ -157,27 +156,17 @@ export function createServices(opts: ServiceOptions) {
     },
     ...cardHandlers(butler, channels),
   };
-  // Pushes go to receivers the agents chose: their own worker, so that a slow one delays only
-  // other pushes, never decisions reaching agents or cards reaching approvers.
-  const pushHandlers: Record<string, OutboxHandler> = {
-    async "a2a.push"(payload) {
-      const target = await a2a.pushTarget(String(payload.configId));
-      const details = { task_id: payload.taskId, state: payload.state, config_id: payload.configId };
-      // The agent deleted the config meanwhile: nothing to send.
-      if (!target) return undefined;
-      const host = new URL(target.url).host;
-      try {
-        const status = await sendPush(target, payload.event, config.a2a?.pushAllowlist ?? []);
-        return { auditType: "a2a.pushed", details: { ...details, host, status } };
-      } catch (e) {
-        if (!(e instanceof PushRefused)) throw e;
-        return { auditType: "a2a.push_refused", reason: e.message, details: { ...details, host } };
-      }
-    },
-  };
   const outbox = combineWorkers([
     createOutboxWorker({ db, audit, clock, log, handlers, redact }),
-    createOutboxWorker({ db, audit, clock, log, handlers: pushHandlers, redact }),
+    // Pushes go to receivers the agents chose: their own worker (see push-delivery.ts).
+    createOutboxWorker({
+      db,
+      audit,
+      clock,
+      log,
+      handlers: pushHandler(a2a, config.a2a?.pushAllowlist ?? []),
+      redact,
+    }),
   ]);
   const vault = createVault({ db, audit, clock, masterKey: config.masterKey?.() });
   const providers = createProviderGateway({

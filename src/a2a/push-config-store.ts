@@ -11,7 +11,14 @@ import { configView } from "./sdk-mapping.js";
 import { TaskFault } from "./task-state.js";
 
 /** The outbox topic of push notifications: one message per receiver and task event. */
-export const A2A_PUSH_TOPIC = "a2a.push";
+export const A2A_PUSH_TOPIC = "a2a.push" as const;
+
+declare module "../outbox/outbox.js" {
+  interface OutboxTopics {
+    /** Send one task update to one push config's receiver. */
+    "a2a.push": A2APushPayload;
+  }
+}
 
 /** What an `a2a.push` outbox message carries. */
 export interface A2APushPayload {
@@ -66,7 +73,7 @@ async function pushMessages(
   return configs.flatMap((c) =>
     events.map((event) => {
       const payload: A2APushPayload = { configId: c.id, taskId, state, event };
-      return { topic: A2A_PUSH_TOPIC, key: `a2a-push:${c.id}`, payload: { ...payload } };
+      return { topic: A2A_PUSH_TOPIC, key: `a2a-push:${c.id}`, payload };
     }),
   );
 }

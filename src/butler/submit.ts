@@ -385,7 +385,7 @@ async function insertPending(
   await enqueue(
     tx,
     deps.channels.map((channel) => ({
-      topic: "card.post",
+      topic: "card.post" as const,
       key: `${row.id}:card:${channel}`,
       payload: { requestId: row.id, channel },
     })),

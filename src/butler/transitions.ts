@@ -1,10 +1,30 @@
 import { and, eq } from "drizzle-orm";
+import type { ChannelKind } from "../channels/channel.js";
 import type { Tx } from "../db/client.js";
 import { accessRequests } from "../db/schema.js";
 import { enqueue, type OutboxMessage } from "../outbox/outbox.js";
 import type { ButlerDeps } from "./context.js";
 import type { AgentNotification } from "./notifier.js";
 import type { RequestRow } from "./request-view.js";
+
+/** What a card message names: the request, and the surface whose card it is. */
+export interface CardMessage {
+  requestId: string;
+  channel: ChannelKind;
+  /** For an update: what happened, in a sentence, shown with the refreshed card. */
+  note?: string;
+}
+
+declare module "../outbox/outbox.js" {
+  interface OutboxTopics {
+    /** Tell the agent (A2A tasks, the configured notifier) about its request. */
+    "agent.notify": AgentNotification;
+    /** Put a new request's card on one surface. */
+    "card.post": CardMessage;
+    /** Refresh every posted card of a request on one surface. */
+    "card.update": CardMessage;
+  }
+}
 
 /**
  * What every change of a request writes besides its row: the agent's notification and the cards'
@@ -28,7 +48,7 @@ export function notification(
     ...extra,
   };
   // Separate queues for the agent and for cards: a failing chat platform must not hold up the agent.
-  return { topic: "agent.notify", key: `${r.id}:agent`, payload: n as unknown as Record<string, unknown> };
+  return { topic: "agent.notify", key: `${r.id}:agent`, payload: n };
 }
 
 /**

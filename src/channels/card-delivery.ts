@@ -1,4 +1,5 @@
 import type { Butler } from "../butler/butler-service.js";
+import type { CardMessage } from "../butler/transitions.js";
 import type { OutboxHandler } from "../outbox/outbox.js";
 import { RetryLater } from "../outbox/retry-later.js";
 import type { ApprovalChannel } from "./channel.js";
@@ -15,15 +16,15 @@ export type CardSource = Pick<Butler, "card" | "audienceFor" | "postedCardsOf" |
 export function cardHandlers(
   butler: CardSource,
   channels: readonly ApprovalChannel[],
-): Record<"card.post" | "card.update", OutboxHandler> {
-  const channelOf = (payload: Record<string, unknown>) => {
+): { "card.post": OutboxHandler<"card.post">; "card.update": OutboxHandler<"card.update"> } {
+  const channelOf = (payload: CardMessage) => {
     const channel = channels.find((c) => c.kind === payload.channel);
-    if (!channel) throw new Error(`channel ${String(payload.channel)} is not configured`);
+    if (!channel) throw new Error(`channel ${payload.channel} is not configured`);
     return channel;
   };
   return {
     async "card.post"(payload) {
-      const id = String(payload.requestId);
+      const id = payload.requestId;
       const channel = channelOf(payload);
       const card = await butler.card(id);
       // After a partial failure the message is retried: targets that have the card are skipped.
@@ -45,16 +46,15 @@ export function cardHandlers(
       };
     },
     async "card.update"(payload) {
-      const id = String(payload.requestId);
+      const id = payload.requestId;
       const channel = channelOf(payload);
       const card = await butler.card(id);
-      const note = typeof payload.note === "string" ? payload.note : undefined;
       for (const posted of await butler.postedCardsOf(id)) {
         if (posted.channel !== channel.kind) continue;
         await channel.update(
           { channel: channel.kind, chatId: posted.chatId, messageId: posted.messageId },
           card,
-          note,
+          payload.note,
         );
       }
       return undefined;

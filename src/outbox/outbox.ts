@@ -6,12 +6,19 @@ import { outbox } from "../db/schema.js";
 import type { Logger } from "../logger.js";
 import { RetryLater } from "./retry-later.js";
 
+/**
+ * Every kind of after-commit work, by topic, with the payload its messages carry. Empty here: each
+ * feature declares its own topics where it enqueues them, by declaration merging
+ * (`declare module "../outbox/outbox.js" { interface OutboxTopics { "card.post": ... } }`), so the
+ * outbox knows no feature and a message or handler of the wrong shape does not compile.
+ */
+// biome-ignore lint/suspicious/noEmptyInterface: filled by declaration merging in each feature.
+export interface OutboxTopics {}
+
+export type Topic = keyof OutboxTopics & string;
+
 /** Something to do after a commit. `key` orders deliveries: rows with the same key go one by one, in order. */
-export interface OutboxMessage {
-  topic: string;
-  key: string;
-  payload: Record<string, unknown>;
-}
+export type OutboxMessage = { [T in Topic]: { topic: T; key: string; payload: OutboxTopics[T] } }[Topic];
 
 /** What a handler reports after delivering a message; recorded in the audit log. */
 export interface Delivered {
@@ -25,14 +32,17 @@ export interface Delivered {
 }
 
 /** Delivers one message. Throwing means "try again later". */
-export type OutboxHandler = (payload: Record<string, unknown>) => Promise<Delivered | undefined>;
+export type OutboxHandler<T extends Topic> = (payload: OutboxTopics[T]) => Promise<Delivered | undefined>;
+
+/** Handlers by topic: a worker takes only the topics it has handlers for. */
+export type OutboxHandlers = { readonly [T in Topic]?: OutboxHandler<T> };
 
 export interface OutboxDeps {
   db: Db;
   audit: Pick<AuditLog, "appendInTx">;
   clock: Clock;
   log: Logger;
-  handlers: Readonly<Record<string, OutboxHandler>>;
+  handlers: OutboxHandlers;
   /** Attempts before a message is given up (and audited as failed). */
   maxAttempts?: number;
   /** Longest wait between two attempts. */
@@ -44,7 +54,16 @@ export interface OutboxDeps {
 /** Writes messages in the caller's transaction: they exist if and only if the state they follow from does. */
 export async function enqueue(tx: Tx, messages: readonly OutboxMessage[], now: Date): Promise<void> {
   if (messages.length === 0) return;
-  await tx.insert(outbox).values(messages.map((m) => ({ ...m, nextAttemptAt: now, createdAt: now })));
+  await tx.insert(outbox).values(
+    messages.map((m) => ({
+      topic: m.topic,
+      key: m.key,
+      // Payloads are JSON objects by their declarations; the column holds any JSON object.
+      payload: m.payload as unknown as Record<string, unknown>,
+      nextAttemptAt: now,
+      createdAt: now,
+    })),
+  );
 }
 
 interface Row {
@@ -86,12 +105,13 @@ export function createOutboxWorker(deps: OutboxDeps) {
    * is delivered again once its claim lapses (at least once).
    */
   async function deliver(row: Row): Promise<void> {
-    const handler = handlers[row.topic];
+    // A stored row carries the payload its topic was enqueued with (see enqueue).
+    const handler = handlers[row.topic as Topic] as OutboxHandler<Topic> | undefined;
     const now = clock.now();
     const id = Number(row.id);
     try {
       if (!handler) throw new Error(`no handler for ${row.topic}`);
-      const done = await handler(row.payload);
+      const done = await handler(row.payload as never);
       await db.transaction(async (tx) => {
         await tx
           .update(outbox)

@@ -142,40 +142,7 @@ async function proxied(
   const path = (rawPath.startsWith("/") ? rawPath : `/${rawPath}`).replace(/\/{2,}/g, "/");
   const routed = deps.providers.route(provider, req.method, path);
   if (!routed) return deps.providers.denyUnknown(identity, provider, req.method, path);
-  const params: Record<string, unknown> = nested(url.searchParams.entries(), "query");
-  const raw = typeof req.body === "string" ? req.body : "";
-  if (raw.length > 0) {
-    const type = String(req.headers["content-type"] ?? "")
-      .split(";", 1)[0]!
-      .trim()
-      .toLowerCase();
-    let fromBody: Record<string, unknown>;
-    if (type === "application/x-www-form-urlencoded")
-      fromBody = nested(new URLSearchParams(raw).entries(), "body");
-    else if (type === "application/json") {
-      let j: unknown;
-      try {
-        j = JSON.parse(raw);
-      } catch (e) {
-        throw new AppError("INVALID_INPUT", `body: not valid JSON (${(e as Error).message})`);
-      }
-      fromBody = parseInput(paramsObject, j, "body");
-    } else
-      throw new AppError(
-        "UNSUPPORTED_MEDIA_TYPE",
-        `send the body as application/x-www-form-urlencoded or application/json, not ${type || "no content type"}`,
-      );
-    for (const [k, v] of Object.entries(fromBody)) {
-      if (k in params)
-        throw new AppError("INVALID_INPUT", `parameter ${k} is both in the query and in the body`);
-      params[k] = v;
-    }
-  }
-  for (const [k, v] of Object.entries(routed.pathParams)) {
-    if (k in params && params[k] !== v)
-      throw new AppError("INVALID_INPUT", `parameter ${k} is both in the path and in the request`);
-    params[k] = v;
-  }
+  const params = proxiedParams(url.searchParams, req.body, req.headers["content-type"], routed.pathParams);
   return deps.providers.call(identity, {
     provider,
     operation: routed.op.name,
@@ -185,6 +152,54 @@ async function proxied(
     accept: req.headers.accept,
     reason: callReason(req),
   });
+}
+
+/**
+ * The params of a proxied request: the query, then the body (form or JSON), then the path
+ * parameters; a name given in two places is refused rather than one silently winning.
+ */
+function proxiedParams(
+  query: URLSearchParams,
+  body: unknown,
+  contentType: string | undefined,
+  pathParams: Record<string, string>,
+): Record<string, unknown> {
+  const params: Record<string, unknown> = nested(query.entries(), "query");
+  const raw = typeof body === "string" ? body : "";
+  if (raw.length > 0) {
+    const type = String(contentType ?? "")
+      .split(";", 1)[0]!
+      .trim()
+      .toLowerCase();
+    for (const [k, v] of Object.entries(bodyParams(type, raw))) {
+      if (k in params)
+        throw new AppError("INVALID_INPUT", `parameter ${k} is both in the query and in the body`);
+      params[k] = v;
+    }
+  }
+  for (const [k, v] of Object.entries(pathParams)) {
+    if (k in params && params[k] !== v)
+      throw new AppError("INVALID_INPUT", `parameter ${k} is both in the path and in the request`);
+    params[k] = v;
+  }
+  return params;
+}
+
+/** A proxied body as params, by its media type: form (Stripe's SDKs) or JSON. */
+function bodyParams(type: string, raw: string): Record<string, unknown> {
+  if (type === "application/x-www-form-urlencoded") return nested(new URLSearchParams(raw).entries(), "body");
+  if (type !== "application/json")
+    throw new AppError(
+      "UNSUPPORTED_MEDIA_TYPE",
+      `send the body as application/x-www-form-urlencoded or application/json, not ${type || "no content type"}`,
+    );
+  let j: unknown;
+  try {
+    j = JSON.parse(raw);
+  } catch (e) {
+    throw new AppError("INVALID_INPUT", `body: not valid JSON (${(e as Error).message})`);
+  }
+  return parseInput(paramsObject, j, "body");
 }
 
 /**

@@ -244,77 +244,88 @@ export interface ProviderSpec {
 
 const PLACEHOLDER = /\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
 
-function crossCheck(raw: RawSpec, report: Report): ProviderSpec {
-  const service = raw.service ?? raw.name;
-  const operations = new Map<string, Operation>();
-  raw.operations.forEach((o, i) => {
-    if (operations.has(o.name)) report(["operations", i, "name"], `operation '${o.name}' is defined twice`);
-    if (!raw.op_groups[o.op_group])
+type RawOperation = RawSpec["operations"][number];
+
+/** One operation of a spec, checked (problems reported at `operations[i]`) and compiled. */
+function compileOperation(
+  raw: RawSpec,
+  o: RawOperation,
+  i: number,
+  service: string,
+  report: Report,
+): Operation {
+  if (!raw.op_groups[o.op_group])
+    report(
+      ["operations", i, "op_group"],
+      `op_group '${o.op_group}' is not in op_groups (${Object.keys(raw.op_groups).join(", ")})`,
+    );
+  const pathParams = [...o.endpoint.matchAll(PLACEHOLDER)].map((m) => m[1]!);
+  const unbalanced = /[{}]/.test(o.endpoint.replace(PLACEHOLDER, ""));
+  if (unbalanced) report(["operations", i, "endpoint"], "has an unbalanced { or }");
+  // The path sent upstream must be the template exactly (checked before every call): nothing
+  // a URL parser would rewrite, and each placeholder one whole segment.
+  const segments = o.endpoint.slice(1).split("/");
+  segments.forEach((seg, k) => {
+    if (seg === "." || seg === "..")
+      report(["operations", i, "endpoint"], `must not contain the dot segment '${seg}'`);
+    else if (seg === "" && k < segments.length - 1)
+      report(["operations", i, "endpoint"], "must not contain an empty segment (//)");
+    else if (!unbalanced && seg.includes("{") && !/^\{[A-Za-z_][A-Za-z0-9_]*\}$/.test(seg))
       report(
-        ["operations", i, "op_group"],
-        `op_group '${o.op_group}' is not in op_groups (${Object.keys(raw.op_groups).join(", ")})`,
+        ["operations", i, "endpoint"],
+        `placeholder in '${seg}': a placeholder must be a whole path segment, such as /things/{id}`,
       );
-    const pathParams = [...o.endpoint.matchAll(PLACEHOLDER)].map((m) => m[1]!);
-    const unbalanced = /[{}]/.test(o.endpoint.replace(PLACEHOLDER, ""));
-    if (unbalanced) report(["operations", i, "endpoint"], "has an unbalanced { or }");
-    // The path sent upstream must be the template exactly (checked before every call): nothing
-    // a URL parser would rewrite, and each placeholder one whole segment.
-    const segments = o.endpoint.slice(1).split("/");
-    segments.forEach((seg, k) => {
-      if (seg === "." || seg === "..")
-        report(["operations", i, "endpoint"], `must not contain the dot segment '${seg}'`);
-      else if (seg === "" && k < segments.length - 1)
-        report(["operations", i, "endpoint"], "must not contain an empty segment (//)");
-      else if (!unbalanced && seg.includes("{") && !/^\{[A-Za-z_][A-Za-z0-9_]*\}$/.test(seg))
-        report(
-          ["operations", i, "endpoint"],
-          `placeholder in '${seg}': a placeholder must be a whole path segment, such as /things/{id}`,
-        );
-    });
-    const action = o.action ?? `${service}:${o.name}`;
-    if (!action.startsWith(`${service}:`))
-      report(["operations", i, "action"], `must start with the provider's service '${service}:'`);
-    for (const field of [action, o.resource ?? ""])
-      for (const m of field.matchAll(PLACEHOLDER))
-        if (!pathParams.includes(m[1]!) && !o.params?.[m[1]!])
-          report(["operations", i], `placeholder {${m[1]}} is neither a path parameter nor a declared param`);
-    const escaped = o.endpoint
-      .split(PLACEHOLDER)
-      .map((part, k) => (k % 2 === 1 ? "([^/]+)" : part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")))
-      .join("");
-    const encoding: Encoding =
-      o.encoding ?? (o.method === "GET" || o.method === "DELETE" ? "query" : (raw.encoding ?? "json"));
-    operations.set(o.name, {
-      name: o.name,
-      group: o.op_group,
-      method: o.method,
-      endpoint: o.endpoint,
-      pathParams,
-      pathPattern: new RegExp(`^${escaped}/?$`),
-      action,
-      resource: o.resource ?? `${new URL(raw.api_base_url).host}${o.endpoint}`,
-      encoding,
-      params: Object.fromEntries(
-        Object.entries(o.params ?? {}).map(([k, v]) => [k, { type: v.type, required: v.required ?? false }]),
-      ),
-      constraints: (o.constraints ?? []).map((c) => ({
-        name: c.name,
-        type: c.type,
-        param: c.param_field,
-        description: c.description,
-      })),
-      timeoutMs: o.timeout_ms ?? raw.timeout_ms ?? 30_000,
-      idempotent: o.method === "GET",
-      approval: o.approval,
-      amount: o.amount
-        ? {
-            field: o.amount.field,
-            currencyField: o.amount.currency_field,
-            currency: o.amount.currency?.toUpperCase(),
-          }
-        : undefined,
-    });
   });
+  const action = o.action ?? `${service}:${o.name}`;
+  if (!action.startsWith(`${service}:`))
+    report(["operations", i, "action"], `must start with the provider's service '${service}:'`);
+  for (const field of [action, o.resource ?? ""])
+    for (const m of field.matchAll(PLACEHOLDER))
+      if (!pathParams.includes(m[1]!) && !o.params?.[m[1]!])
+        report(["operations", i], `placeholder {${m[1]}} is neither a path parameter nor a declared param`);
+  const escaped = o.endpoint
+    .split(PLACEHOLDER)
+    .map((part, k) => (k % 2 === 1 ? "([^/]+)" : part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")))
+    .join("");
+  const encoding: Encoding =
+    o.encoding ?? (o.method === "GET" || o.method === "DELETE" ? "query" : (raw.encoding ?? "json"));
+  return {
+    name: o.name,
+    group: o.op_group,
+    method: o.method,
+    endpoint: o.endpoint,
+    pathParams,
+    pathPattern: new RegExp(`^${escaped}/?$`),
+    action,
+    resource: o.resource ?? `${new URL(raw.api_base_url).host}${o.endpoint}`,
+    encoding,
+    params: Object.fromEntries(
+      Object.entries(o.params ?? {}).map(([k, v]) => [k, { type: v.type, required: v.required ?? false }]),
+    ),
+    constraints: (o.constraints ?? []).map((c) => ({
+      name: c.name,
+      type: c.type,
+      param: c.param_field,
+      description: c.description,
+    })),
+    timeoutMs: o.timeout_ms ?? raw.timeout_ms ?? 30_000,
+    idempotent: o.method === "GET",
+    approval: o.approval,
+    amount: o.amount
+      ? {
+          field: o.amount.field,
+          currencyField: o.amount.currency_field,
+          currency: o.amount.currency?.toUpperCase(),
+        }
+      : undefined,
+  };
+}
+
+/**
+ * The checks that need the whole spec: one operation per method and path, reactions naming
+ * defined operations, an amount's currency given exactly once, header auth naming its header.
+ */
+function checkAcross(raw: RawSpec, operations: ReadonlyMap<string, Operation>, report: Report): void {
   // Two operations answering the same method and path would make the proxy's choice arbitrary.
   const seen = new Map<string, string>();
   raw.operations.forEach((o, i) => {
@@ -339,6 +350,16 @@ function crossCheck(raw: RawSpec, report: Report): ProviderSpec {
   });
   if (raw.auth.type === "header" && !raw.auth.header)
     report(["auth"], "type header needs header: the name of the header that carries the credential");
+}
+
+function crossCheck(raw: RawSpec, report: Report): ProviderSpec {
+  const service = raw.service ?? raw.name;
+  const operations = new Map<string, Operation>();
+  raw.operations.forEach((o, i) => {
+    if (operations.has(o.name)) report(["operations", i, "name"], `operation '${o.name}' is defined twice`);
+    operations.set(o.name, compileOperation(raw, o, i, service, report));
+  });
+  checkAcross(raw, operations, report);
   const { name: _n, display_name, api_base_url, auth, operations: _o, op_groups, webhooks, ...rest } = raw;
   const dataProtection = Object.fromEntries(
     Object.entries(rest).filter(([k]) => !["service", "encoding", "timeout_ms", "description"].includes(k)),

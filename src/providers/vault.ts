@@ -41,7 +41,7 @@ export function open(
 
 export interface VaultDeps {
   db: Db;
-  audit: Pick<AuditLog, "append">;
+  audit: Pick<AuditLog, "appendInTx">;
   clock: Clock;
   /** 32 bytes from BUTLER_MASTER_KEY; without it nothing can be stored or read. */
   masterKey: Buffer | undefined;
@@ -80,20 +80,26 @@ export function createVault(deps: VaultDeps) {
         throw new AppError("INVALID_INPUT", "value: must not contain NUL characters");
       const now = clock.now();
       const sealed = seal(key, name, value);
-      const [row] = await db
-        .insert(credentials)
-        .values({ name, ...sealed, createdAt: now, updatedAt: now, updatedBy: actor })
-        .onConflictDoUpdate({
-          target: credentials.name,
-          set: { ...sealed, updatedAt: now, updatedBy: actor },
-        })
-        .returning({ createdAt: credentials.createdAt });
-      const created = row!.createdAt.getTime() === now.getTime();
-      await audit.append({
-        type: created ? "credential.created" : "credential.replaced",
-        details: { name, actor, key_id: sealed.keyId },
+      // The change and its audit line commit together.
+      return db.transaction(async (tx) => {
+        const [row] = await tx
+          .insert(credentials)
+          .values({ name, ...sealed, createdAt: now, updatedAt: now, updatedBy: actor })
+          .onConflictDoUpdate({
+            target: credentials.name,
+            set: { ...sealed, updatedAt: now, updatedBy: actor },
+          })
+          .returning({ createdAt: credentials.createdAt });
+        const created = row!.createdAt.getTime() === now.getTime();
+        await audit.appendInTx(tx, [
+          {
+            type: created ? "credential.created" : "credential.replaced",
+            at: now,
+            details: { name, actor, key_id: sealed.keyId },
+          },
+        ]);
+        return { name, created };
       });
-      return { name, created };
     },
     async list(): Promise<
       { name: string; key_id: string; created_at: string; updated_at: string; updated_by: string }[]
@@ -109,10 +115,14 @@ export function createVault(deps: VaultDeps) {
     },
     async delete(name: string, actor: string): Promise<{ name: string }> {
       checkName(name);
-      const gone = await db.delete(credentials).where(eq(credentials.name, name)).returning();
-      if (gone.length === 0) throw new AppError("NOT_FOUND", `no stored credential ${name}`);
-      await audit.append({ type: "credential.deleted", details: { name, actor } });
-      return { name };
+      return db.transaction(async (tx) => {
+        const gone = await tx.delete(credentials).where(eq(credentials.name, name)).returning();
+        if (gone.length === 0) throw new AppError("NOT_FOUND", `no stored credential ${name}`);
+        await audit.appendInTx(tx, [
+          { type: "credential.deleted", at: clock.now(), details: { name, actor } },
+        ]);
+        return { name };
+      });
     },
     /** The value, for the upstream call only; undefined when none is stored. */
     async get(name: string): Promise<string | undefined> {

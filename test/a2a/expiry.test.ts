@@ -97,7 +97,8 @@ describe(`A2A tasks when time runs out (${ENGINE})`, () => {
       outbox.start();
       const client = await a2aClient(s.url, agent);
       if (how === "catch-up") {
-        expect(await s.server.services.a2a.catchUp()).toBeGreaterThanOrEqual(1);
+        // This pass, or the server's own sweeper if it came first (both run catchUp), completes it.
+        await s.server.services.a2a.catchUp();
         const t = await s.server.services.database.db.execute(
           sql`SELECT state FROM a2a_tasks WHERE id = ${task.id}`,
         );

@@ -1,5 +1,9 @@
-import { describe, expect, test } from "vitest";
-import { keyIdOf, open, seal } from "../../src/providers/vault.js";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { createAuditLog } from "../../src/audit/audit-log.js";
+import { createLogger } from "../../src/logger.js";
+import { createVault, keyIdOf, open, seal } from "../../src/providers/vault.js";
+import { FakeClock } from "../helpers/clock.js";
+import { createTestDatabase, ENGINE, type TestDatabase } from "../helpers/db.js";
 
 describe("the credential vault's sealing", () => {
   const key = Buffer.alloc(32, 7);
@@ -18,5 +22,40 @@ describe("the credential vault's sealing", () => {
     ).toThrow();
     // A fresh IV every time: the same value never seals to the same bytes.
     expect(seal(key, "STRIPE_API_KEY", "sk_live_abc").ciphertext).not.toBe(sealed.ciphertext);
+  });
+});
+
+describe(`the credential vault's records (${ENGINE})`, () => {
+  let t: TestDatabase;
+  beforeAll(async () => {
+    t = await createTestDatabase();
+  });
+  afterAll(() => t?.cleanup());
+
+  /** A stored or deleted credential without its audit line would be a change nobody can account for. */
+  test("a change whose audit line cannot be written is not made", async () => {
+    const key = Buffer.alloc(32, 7);
+    const audit = createAuditLog({
+      database: t.database,
+      clock: new FakeClock(),
+      log: createLogger("silent"),
+    });
+    const vault = createVault({ db: t.database.db, audit, clock: new FakeClock(), masterKey: key });
+    await vault.set("STRIPE_API_KEY", "sk_test_first_value", "admin");
+    const failing = createVault({
+      db: t.database.db,
+      audit: {
+        appendInTx: async () => {
+          throw new Error("the audit chain is unavailable");
+        },
+      },
+      clock: new FakeClock(),
+      masterKey: key,
+    });
+    await expect(failing.set("STRIPE_API_KEY", "sk_test_other_value", "admin")).rejects.toThrow(/audit/);
+    await expect(failing.set("WISE_API_TOKEN", "wise_value_1234", "admin")).rejects.toThrow(/audit/);
+    await expect(failing.delete("STRIPE_API_KEY", "admin")).rejects.toThrow(/audit/);
+    expect(await vault.get("STRIPE_API_KEY")).toBe("sk_test_first_value");
+    expect((await vault.list()).map((c) => c.name)).toEqual(["STRIPE_API_KEY"]);
   });
 });

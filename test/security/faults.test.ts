@@ -90,7 +90,25 @@ describe(`outbox deliveries and their audit lines commit together (${ENGINE})`, 
     const clock = new FakeClock("2026-05-01T00:00:00Z");
     const { db } = t.database;
     await db.transaction((tx) =>
-      enqueue(tx, [{ topic: "agent.notify", key: "k1", payload: { n: 1 } }], clock.now()),
+      enqueue(
+        tx,
+        [
+          {
+            topic: "agent.notify",
+            key: "k1",
+            payload: {
+              type: "grant_ready",
+              requestId: "req_0000000000000001",
+              agent: "a",
+              project: "p",
+              action: "stripe:charges:read",
+              resource: "stripe.com/v1/charges",
+              branch: undefined,
+            },
+          },
+        ],
+        clock.now(),
+      ),
     );
     const handlers = {
       "agent.notify": async () => ({ auditType: "agent.notified", agent: "a", details: { n: 1 } }),
@@ -116,7 +134,11 @@ describe(`outbox deliveries and their audit lines commit together (${ENGINE})`, 
     const clock = new FakeClock("2026-05-01T00:00:00Z");
     const { db } = t.database;
     await db.transaction((tx) =>
-      enqueue(tx, [{ topic: "card.post", key: "k2", payload: { n: 2 } }], clock.now()),
+      enqueue(
+        tx,
+        [{ topic: "card.post", key: "k2", payload: { requestId: "req_0000000000000002", channel: "slack" } }],
+        clock.now(),
+      ),
     );
     const handlers = {
       "card.post": async () => {

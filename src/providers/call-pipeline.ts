@@ -1,0 +1,375 @@
+import type { AgentIdentity } from "../agents/token-service.js";
+import { AppError } from "../errors.js";
+import type { AuthorizeResult } from "../gateway/gateway-service.js";
+import { err, ok, type Result } from "../result.js";
+import { amountOf, findOperation, groupDefault, paramProblems, pathParamsOf } from "./call-checks.js";
+import type { PipelineContext, ProviderAnswer, ProviderCall } from "./call-types.js";
+import { denialAnswer, refuse, refusePath } from "./denials.js";
+import { type CallEnd, type Holds, holdsFor, NOT_SENT_UNEXPECTEDLY } from "./holds.js";
+import { unstorableAt } from "./params.js";
+import type { Operation, ProviderSpec } from "./spec.js";
+import { type Exchange, sendWithRetry, summary, withoutCredential } from "./upstream-exchange.js";
+import {
+  agentKey,
+  buildUpstreamRequest,
+  fill,
+  type UpstreamRequestProblem,
+  writeKeyOf,
+} from "./upstream-request.js";
+
+/**
+ * The pipeline of one provider call: check the params against the operation, decide with the
+ * policy (operation-group defaults when no grant speaks, parameter constraints from the grants),
+ * reserve the budget, call upstream with the provider's credential (never the agent's token),
+ * give back what the call held unless it went out, and record the outcome. Each step is a
+ * function of an explicit context; the answer to the agent is built last, from a value.
+ */
+
+/** A call checked against its operation: path parameters as their segments, action and resource filled. */
+interface ScopedCall {
+  spec: ProviderSpec;
+  op: Operation;
+  call: ProviderCall;
+  action: string;
+  resource: string;
+}
+
+/** How an allowed call ended before its audit line and answer. */
+type Outcome =
+  | { kind: "over_budget"; reason: string; budget: string | undefined; why: string }
+  | { kind: "not_sent"; problem: UpstreamRequestProblem }
+  | { kind: "exchanged"; exchange: Exchange; idempotencyKey: string | undefined; credential: string };
+
+/** One call through the pipeline, as `identity`. */
+export async function callProvider(
+  ctx: PipelineContext,
+  identity: AgentIdentity,
+  given: ProviderCall,
+): Promise<ProviderAnswer> {
+  const s = await scope(ctx, identity, given);
+  const d = await decide(ctx, identity, s);
+  if (d.decision === "ALLOW") return sendAllowed(ctx, identity, s, d);
+  if (d.code === "approval_required") return askForApproval(ctx, identity, s, d);
+  return denialAnswer(ctx.clock.now(), identity, {
+    action: s.action,
+    resource: s.resource,
+    reason: d.reason,
+    eventId: d.event_id,
+    code: d.code ?? "denied",
+    requestAccess: d.request_access,
+  });
+}
+
+/** The call checked before anything is decided: its operation, storable params, path parameters, types. */
+async function scope(
+  ctx: PipelineContext,
+  identity: AgentIdentity,
+  given: ProviderCall,
+): Promise<ScopedCall> {
+  const found = findOperation(ctx.providers.providers, given.provider, given.operation);
+  if (!found.ok) throw new AppError("NOT_FOUND", found.error);
+  const { spec, op } = found.value;
+  // Params may be stored (a one-shot request keeps the call's params, budgets its currency):
+  // text the database cannot hold is the caller's error, before anything is decided.
+  const unstorable = unstorableAt(given.params);
+  if (unstorable)
+    throw new AppError(
+      "INVALID_INPUT",
+      `${op.name}: ${unstorable}: must be text without NUL characters or unpaired surrogates`,
+    );
+  const checked = pathParamsOf(op, given.params);
+  if (!checked.ok) return refusePath(ctx, identity, { spec, op, via: given.via }, checked.error);
+  // Path parameters are part of the call as the strings they put in the path: the decision,
+  // the one-shot hash and the request all see the same value.
+  const call: ProviderCall = { ...given, params: checked.value };
+  const problems = paramProblems(op, call.params);
+  if (problems.length) throw new AppError("INVALID_INPUT", `${op.name}: ${problems.join("; ")}`);
+  return {
+    spec,
+    op,
+    call,
+    action: fill(op.action, call.params, false),
+    resource: fill(op.resource, call.params, false),
+  };
+}
+
+/** The policy's decision, audited by the gateway (a one-shot approval is used here). */
+function decide(ctx: PipelineContext, identity: AgentIdentity, s: ScopedCall): Promise<AuthorizeResult> {
+  const { spec, op, call } = s;
+  return ctx.gateway.authorize(
+    identity,
+    { action: s.action, resource: s.resource, params: call.params },
+    {
+      fallback: groupDefault(spec, op, identity.agent),
+      details: { provider: spec.name, operation: op.name, ...(call.via ? { via: call.via } : {}) },
+      eachCall:
+        op.approval === "each_call"
+          ? `a person must approve each call of ${spec.name} ${op.name} (approval: each_call in its spec)`
+          : undefined,
+    },
+  );
+}
+
+/**
+ * A call that needs a person: the one-shot request for exactly this call is filed at once (or
+ * the pending one returned), and the agent is told where to follow it. After approval, the
+ * identical call goes through once, with this call's idempotency key.
+ */
+async function askForApproval(
+  ctx: PipelineContext,
+  identity: AgentIdentity,
+  s: ScopedCall,
+  d: AuthorizeResult,
+): Promise<ProviderAnswer> {
+  const c = s.call;
+  let approval: Record<string, unknown>;
+  try {
+    const filed = await ctx.butler.submit(
+      identity,
+      {
+        denial_event_id: d.event_id,
+        params: c.params,
+        reason: c.reason?.trim() || `(no reason given) ${c.provider} ${c.operation}`,
+      },
+      { idempotencyKey: agentKey(identity, c.idempotencyKey) ?? `butler-${d.event_id}` },
+    );
+    if (filed.status === "already_allowed") {
+      approval = { status: "already_allowed", note: "the call is allowed now; make it again" };
+    } else {
+      const base = d.request_access?.url ?? "/v1/access-requests";
+      approval = {
+        request_id: filed.request.id,
+        status: filed.request.status,
+        existing: filed.status === "existing",
+        url: `${base}/${filed.request.id}`,
+        expires_at: filed.request.expires_at,
+        note: "A person approves exactly this call, once. Follow the request (GET url, or A2A); after approval make the identical call again (same parameters) and it goes through one time.",
+      };
+    }
+  } catch (e) {
+    if (!(e instanceof AppError)) throw e;
+    approval = { error: e.message };
+  }
+  return denialAnswer(ctx.clock.now(), identity, {
+    action: s.action,
+    resource: s.resource,
+    reason: d.reason,
+    eventId: d.event_id,
+    code: "approval_required",
+    approvalRequired: approval,
+  });
+}
+
+/**
+ * An allowed call: reserve, send, then record. What the call holds (its budget reservation, the
+ * one-shot approval the decision used) is settled in one place, once, before the outcome is
+ * recorded, and also when a step fails unexpectedly.
+ */
+async function sendAllowed(
+  ctx: PipelineContext,
+  identity: AgentIdentity,
+  s: ScopedCall,
+  d: AuthorizeResult,
+): Promise<ProviderAnswer> {
+  const bound = { action: s.action, resource: s.resource, params: s.call.params };
+  const holds = holdsFor(ctx, identity, bound, d.one_shot?.grant_id);
+  let outcome: Outcome | undefined;
+  try {
+    outcome = await reserveAndSend(ctx, identity, s, d, holds);
+  } finally {
+    await holds.settle(outcome ? endOf(outcome) : NOT_SENT_UNEXPECTEDLY);
+  }
+  if (outcome.kind === "over_budget")
+    return refuse(ctx, identity, {
+      type: "budget.exceeded",
+      action: s.action,
+      resource: s.resource,
+      reason: outcome.reason,
+      details: {
+        provider: s.spec.name,
+        operation: s.op.name,
+        budget: outcome.budget,
+        decision_event_id: d.event_id,
+      },
+    });
+  if (outcome.kind === "not_sent") return recordNotSent(ctx, identity, s, d, outcome.problem);
+  return recordExchange(ctx, identity, s, d, outcome);
+}
+
+/** What the outcome means for what the call holds. */
+function endOf(outcome: Outcome): CallEnd {
+  switch (outcome.kind) {
+    case "over_budget":
+      return { sent: false, why: outcome.why };
+    case "not_sent":
+      return {
+        sent: false,
+        why:
+          outcome.problem.kind === "unsafe_url"
+            ? `the call was not sent: ${outcome.problem.message}`
+            : "the call was not sent: the provider has no credential",
+      };
+    case "exchanged": {
+      const x = outcome.exchange;
+      if (x.failure)
+        return { sent: false, why: `${x.failure.reason}; the retry is sent with the same idempotency key` };
+      return { sent: true, status: x.res.status };
+    }
+  }
+}
+
+/**
+ * The steps of an allowed call up to the provider's answer: reserve the budget (recorded in
+ * `holds` at once), build the request with the provider's credential, send it. Every way it can
+ * end is a value; what it holds is settled by the caller.
+ */
+async function reserveAndSend(
+  ctx: PipelineContext,
+  identity: AgentIdentity,
+  s: ScopedCall,
+  d: AuthorizeResult,
+  holds: Holds,
+): Promise<Outcome> {
+  const { spec, op, call } = s;
+  const budget = await reserveBudget(ctx, identity, s, d);
+  if (!budget.ok) return { kind: "over_budget", ...budget.error };
+  holds.reserved(budget.value);
+  const idempotencyKey = writeKeyOf(op, identity, call.idempotencyKey, d);
+  const credential = await ctx.credential(spec.auth.credential);
+  const built = buildUpstreamRequest({
+    spec,
+    op,
+    params: call.params,
+    baseUrl: ctx.baseUrls[spec.name] ?? spec.baseUrl,
+    accept: call.accept,
+    idempotencyKey,
+    credential,
+  });
+  if (!built.ok) return { kind: "not_sent", problem: built.error };
+  const retriable = op.idempotent || idempotencyKey !== undefined;
+  const exchange = await sendWithRetry(ctx.upstream, spec.name, op, built.value, retriable);
+  // Built, so the credential is there: the answer is scrubbed of it.
+  return { kind: "exchanged", exchange, idempotencyKey, credential: credential! };
+}
+
+/**
+ * Budgets: a money-moving operation reserves its amount before the call, under a lock. The
+ * reservation's id, undefined when there is nothing to give back; or why the call may not go out.
+ */
+async function reserveBudget(
+  ctx: PipelineContext,
+  identity: AgentIdentity,
+  s: ScopedCall,
+  d: AuthorizeResult,
+): Promise<Result<number | undefined, { reason: string; budget: string | undefined; why: string }>> {
+  const { op, call } = s;
+  const budgets = op.amount ? ctx.projectBudgets(identity.project) : [];
+  if (!op.amount || budgets.length === 0) return ok(undefined);
+  const { amount, currency } = amountOf(op.amount, call.params);
+  if (amount === undefined)
+    return err({
+      reason: `${op.name} moves money and ${identity.project} has budgets: params.${op.amount.field} must be a whole number of minor units`,
+      budget: undefined,
+      why: "the call was refused before it was sent: its amount is not a whole number",
+    });
+  const r = await ctx.budgets.reserve(budgets, {
+    project: identity.project,
+    agent: identity.agent,
+    currency,
+    amount,
+    session: call.session,
+    eventId: d.event_id,
+    idempotencyKey: agentKey(identity, call.idempotencyKey),
+  });
+  if (!r.ok)
+    return err({
+      reason: r.reason,
+      budget: r.budget,
+      why: `the call was refused by a budget before it was sent: ${r.reason}`,
+    });
+  return ok(r.id);
+}
+
+/** A call that could not be sent: audited as failed, then the caller's error. */
+async function recordNotSent(
+  ctx: PipelineContext,
+  identity: AgentIdentity,
+  s: ScopedCall,
+  d: AuthorizeResult,
+  problem: UpstreamRequestProblem,
+): Promise<never> {
+  const { spec, op } = s;
+  const unsafe = problem.kind === "unsafe_url";
+  await ctx.audit.append({
+    type: "provider.failed",
+    agent: identity.agent,
+    project: identity.project,
+    action: s.action,
+    resource: s.resource,
+    reason: unsafe ? `not sent: ${problem.message}` : `no credential ${problem.credential}`,
+    ...(unsafe ? { httpStatus: 400 } : {}),
+    details: { provider: spec.name, operation: op.name, decision_event_id: d.event_id },
+  });
+  if (unsafe)
+    throw new AppError("INVALID_INPUT", `${op.name}: the call was not sent: ${problem.message}`, {
+      event_id: d.event_id,
+    });
+  throw new AppError(
+    "UNAVAILABLE",
+    `provider ${spec.name} has no credential: set the environment variable ${problem.credential} (or ${problem.credential}_FILE) on the server`,
+  );
+}
+
+/** A call that went out: audited with its upstream status, then the provider's answer (or the failure). */
+async function recordExchange(
+  ctx: PipelineContext,
+  identity: AgentIdentity,
+  s: ScopedCall,
+  d: AuthorizeResult,
+  outcome: Extract<Outcome, { kind: "exchanged" }>,
+): Promise<ProviderAnswer> {
+  const { spec, op } = s;
+  const { res, failure, attempts, latencyMs } = outcome.exchange;
+  const contentType = res?.headers["content-type"];
+  await ctx.audit.append({
+    type: failure ? "provider.failed" : "provider.called",
+    agent: identity.agent,
+    project: identity.project,
+    action: s.action,
+    resource: s.resource,
+    reason: failure?.reason ?? null,
+    httpStatus: failure ? failure.status : (res?.status ?? null),
+    details: {
+      provider: spec.name,
+      operation: op.name,
+      decision_event_id: d.event_id,
+      upstream_status: res?.status ?? null,
+      latency_ms: Math.round(latencyMs * 10) / 10,
+      attempts,
+      idempotency_key: outcome.idempotencyKey,
+      summary: res ? summary(res.body, contentType) : undefined,
+    },
+  });
+  const x = outcome.exchange;
+  if (x.failure) {
+    const { status, reason } = x.failure;
+    ctx.log.warn({ provider: spec.name, operation: op.name, reason }, "provider call failed");
+    return {
+      status,
+      contentType: "application/json",
+      body: Buffer.from(
+        JSON.stringify({
+          error: { code: status === 504 ? "UPSTREAM_TIMEOUT" : "UPSTREAM_FAILED", message: reason },
+          event_id: d.event_id,
+        }),
+      ),
+      eventId: d.event_id,
+    };
+  }
+  return {
+    status: x.res.status,
+    contentType,
+    body: withoutCredential(x.res.body, outcome.credential),
+    eventId: d.event_id,
+  };
+}

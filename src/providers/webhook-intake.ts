@@ -1,0 +1,147 @@
+import { createHash } from "node:crypto";
+import type { AgentIdentity } from "../agents/token-service.js";
+import { AppError } from "../errors.js";
+import type { PipelineContext, ProviderAnswer, ProviderCall } from "./call-types.js";
+import { valueAtPath } from "./params.js";
+import type { Reaction } from "./spec.js";
+import { verifyWebhook } from "./webhooks.js";
+
+/** What the provider is answered for a webhook. */
+export interface WebhookReceipt {
+  event_id: string | null;
+  event_type: string | null;
+  /** A replay of an event already received: nothing ran again (or, resumed, its unfinished reactions did). */
+  duplicate: boolean;
+  reactions: { name: string; status: number }[];
+}
+
+/** A signed webhook body, read: the event (empty when not a JSON object), its ids and its dedup key. */
+interface ReadEvent {
+  event: Record<string, unknown>;
+  eventId: string | null;
+  eventType: string | null;
+  bodySha: string;
+  /** The key it is processed once under. */
+  key: string;
+}
+
+/** Reads a signed body (pure). */
+function readEvent(body: string): ReadEvent {
+  let event: Record<string, unknown> = {};
+  try {
+    const j = JSON.parse(body) as unknown;
+    if (j && typeof j === "object" && !Array.isArray(j)) event = j as Record<string, unknown>;
+  } catch {
+    /* a signed body that is not JSON is still recorded */
+  }
+  const str = (v: unknown) => (typeof v === "string" ? v.slice(0, 128) : null);
+  const data = (event.data ?? {}) as Record<string, unknown>;
+  const bodySha = createHash("sha256").update(body).digest("hex");
+  // Each event is processed once. Its key: the provider's own event id when the signed body has
+  // one at the top level (Stripe's evt_…, the same on every retry); otherwise the body's hash
+  // (Revolut's events have no id of their own, and data.id is the transaction's, shared by its
+  // events; a retry sends the same body).
+  const key =
+    typeof event.id === "string" && /^[\x21-\x7e]{1,255}$/.test(event.id)
+      ? `id:${event.id}`
+      : typeof event.id === "string" && event.id.length > 0
+        ? `id-sha256:${createHash("sha256").update(event.id).digest("hex")}`
+        : `sha256:${bodySha}`;
+  return {
+    event,
+    eventId: str(event.id) ?? str(data.id),
+    eventType: str(event.type) ?? str(event.event),
+    bodySha,
+    key,
+  };
+}
+
+/** The reactions an event calls for (pure). */
+function reactionsTo(reactions: readonly Reaction[], read: ReadEvent): Reaction[] {
+  return reactions.filter((r) => {
+    if (read.eventType !== r.event) return false;
+    if (r.field === undefined) return true;
+    const v = valueAtPath(read.event, r.field);
+    return r.in?.some((x) => String(x) === String(v)) ?? false;
+  });
+}
+
+/** A reaction's params: `{path}` values taken from the event, others as written (pure). */
+function reactionParams(r: Reaction, event: Record<string, unknown>): Record<string, unknown> {
+  const params: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(r.params)) {
+    const m = typeof v === "string" ? /^\{([A-Za-z_][A-Za-z0-9_.]*)\}$/.exec(v) : null;
+    params[k] = m ? valueAtPath(event, m[1]!) : v;
+  }
+  return params;
+}
+
+/**
+ * An inbound webhook: the signature is checked with the provider's scheme before anything
+ * else; a good one is recorded in the audit chain, a bad one is refused (and audited). Reactions
+ * go through `call`, the same pipeline as any agent's call.
+ */
+export async function receiveWebhook(
+  ctx: PipelineContext,
+  call: (identity: AgentIdentity, c: ProviderCall) => Promise<ProviderAnswer>,
+  provider: string,
+  headers: Record<string, string | string[] | undefined>,
+  body: string,
+): Promise<WebhookReceipt> {
+  const spec = ctx.providers.providers.get(provider);
+  if (!spec?.webhooks) throw new AppError("NOT_FOUND", `provider '${provider}' takes no webhooks`);
+  const secret = await ctx.credential(spec.webhooks.secret);
+  if (!secret)
+    throw new AppError(
+      "UNAVAILABLE",
+      `set ${spec.webhooks.secret} on the server to receive ${provider} webhooks`,
+    );
+  const { scheme, toleranceSeconds } = spec.webhooks;
+  const checked = verifyWebhook(scheme, secret, headers, body, ctx.clock.now().getTime(), toleranceSeconds);
+  if (!checked.ok) {
+    await ctx.audit.append({ type: "webhook.rejected", reason: checked.error, details: { provider } });
+    throw new AppError("INVALID_INPUT", `webhook refused: ${checked.error}`);
+  }
+  const read = readEvent(body);
+  const out = { event_id: read.eventId, event_type: read.eventType };
+  const reactionsFor = reactionsTo(spec.webhooks.reactions, read);
+  const claim = await ctx.webhookEvents.claim({
+    provider,
+    key: read.key,
+    hasReactions: reactionsFor.length > 0,
+    // event_id is the audit line's own: the provider's ids are recorded under their own names.
+    details: {
+      provider,
+      provider_event_id: read.eventId,
+      provider_event_type: read.eventType,
+      body_sha256: read.bodySha,
+    },
+  });
+  // A replay (within the signature's tolerance, or the provider's own retry): answered 200 so
+  // that the provider stops, recorded as a duplicate, and nothing runs again.
+  if (claim.status === "duplicate") return { ...out, duplicate: true, reactions: [] };
+  if (claim.status === "new" && !claim.react) return { ...out, duplicate: false, reactions: [] };
+  // Reactions go through the same pipeline as any agent's call, as the configured actor. Their
+  // idempotency keys come from the event, so a run resumed after a crash cannot act twice.
+  const first = claim.status === "resumed" ? (claim.firstEventId ?? claim.eventId) : claim.eventId;
+  const eventDigest = createHash("sha256").update(`${provider}\n${read.key}`).digest("hex").slice(0, 32);
+  const reactions: { name: string; status: number }[] = [];
+  for (const r of reactionsFor) {
+    const actor = { agent: r.actor.agent, project: r.actor.project, tokenId: `webhook:${first}` };
+    try {
+      const a = await call(actor, {
+        provider: spec.name,
+        operation: r.operation,
+        params: reactionParams(r, read.event),
+        via: `reaction ${r.name}`,
+        idempotencyKey: `webhook-${eventDigest}-${r.name}`,
+      });
+      reactions.push({ name: r.name, status: a.status });
+    } catch (e) {
+      ctx.log.warn({ err: e, reaction: r.name }, "webhook reaction failed");
+      reactions.push({ name: r.name, status: e instanceof AppError ? 400 : 500 });
+    }
+  }
+  await ctx.webhookEvents.reacted(provider, read.key);
+  return { ...out, duplicate: claim.status === "resumed", reactions };
+}
