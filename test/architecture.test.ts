@@ -52,17 +52,16 @@ const LAYERS: readonly (readonly string[])[] = [
 const SUBUNITS = ["audit/chain", "audit/checkpoint", "channels/slack", "channels/telegram"];
 
 /**
- * Imports that break a rule today, each with the reason it is left and the way out. The test
- * fails when one is gone (remove it here) as much as when a new one appears.
+ * Imports that break a rule today, each with the reason it is left and the way out, as
+ * `<unit> -> <file it imports>`, with ` (types)` when only type-only imports are let through.
+ * The test fails when one is no longer used (remove it here) as much as when a new break appears.
  */
 const KNOWN_RANK_BREAKS: Record<string, string> = {
-  // The workflow core takes ChannelKind, Audience, ReviewInput and ReviewOutcome (types) from the
-  // channel port, channels/channel.ts, which itself needs butler's ApprovalCard: a folder cycle.
-  // The core should own its port: move those types into butler/ (channel.ts can re-export them,
-  // so the adapters need not change). Left to the cut of butler/ under way.
-  "src/butler/butler-service.ts -> channels": "the channel port's types belong in butler/",
-  "src/butler/context.ts -> channels": "the channel port's types belong in butler/",
-  "src/butler/approver-directory.ts -> channels": "the channel port's types belong in butler/",
+  // The workflow core takes ChannelKind, Audience, ReviewInput and ReviewOutcome (types only) from
+  // the channel port, channels/channel.ts, which itself needs butler's ApprovalCard: a folder
+  // cycle. The core should own its port: move those types into butler/ (channel.ts can re-export
+  // them, so the adapters need not change). Left to the cut of butler/ under way.
+  "butler -> src/channels/channel.ts (types)": "the channel port's types belong in butler/",
 };
 
 const RANK = new Map(LAYERS.flatMap((units, i) => units.map((u) => [u, i + 1] as const)));
@@ -87,20 +86,16 @@ const LONG_FUNCTIONS: Record<string, number> = {
   "src/gateway/gateway-service.ts createGateway": 177,
   // The composition root.
   "src/services.ts createServices": 165,
-  "src/outbox/outbox.ts createOutboxWorker": 192,
+  "src/outbox/outbox.ts createOutboxWorker": 193,
   // Pure, and readable as a list of rules; still to be split by rule group.
   "src/policy/parse.ts crossCheck": 198,
   "src/policy-store/policy-store.ts createPolicyStore": 489,
-  // The provider pipeline cut (pure upstream request builder, one place for compensation).
-  "src/providers/provider-gateway.ts createProviderGateway": 667,
-  "src/providers/provider-gateway.ts createProviderGateway/call": 235,
 };
 
 /** Files over the limit today, with their length now (see LONG_FUNCTIONS). */
 const LONG_FILES: Record<string, number> = {
   "src/dashboard/routes.ts": 604,
   "src/policy-store/policy-store.ts": 614,
-  "src/providers/provider-gateway.ts": 869,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -182,7 +177,8 @@ interface Edge {
   to: string;
   /** `src/a/x.ts imports ../b/y.js` */
   where: string;
-  key: string;
+  /** The KNOWN_RANK_BREAKS entries that would let it through: `a -> src/b/y.ts`, and with ` (types)`. */
+  keys: string[];
 }
 
 function unitEdges(): Edge[] {
@@ -194,7 +190,13 @@ function unitEdges(): Edge[] {
       if (!file?.startsWith("src/")) continue;
       const to = unitOf(file);
       if (to === from) continue;
-      edges.push({ from, to, where: `${src.path}:${i.line} imports ${i.spec}`, key: `${src.path} -> ${to}` });
+      const key = `${from} -> ${file}`;
+      edges.push({
+        from,
+        to,
+        where: `${src.path}:${i.line} imports ${i.spec}`,
+        keys: i.typeOnly ? [key, `${key} (types)`] : [key],
+      });
     }
   }
   return edges;
@@ -335,8 +337,9 @@ test("no file imports from a unit of higher rank (type-only imports included)", 
   for (const e of unitEdges()) {
     const [a, b] = [RANK.get(e.from), RANK.get(e.to)];
     if (a === undefined || b === undefined || b <= a) continue;
-    if (KNOWN_RANK_BREAKS[e.key] !== undefined) {
-      used.add(e.key);
+    const known = e.keys.find((k) => KNOWN_RANK_BREAKS[k] !== undefined);
+    if (known) {
+      used.add(known);
       continue;
     }
     failures.push(`${e.where}: ${e.from} (rank ${a}) may not import ${e.to} (rank ${b})`);
@@ -347,7 +350,7 @@ test("no file imports from a unit of higher rank (type-only imports included)", 
 });
 
 test("no folders form an import cycle", () => {
-  const edges = unitEdges().filter((e) => KNOWN_RANK_BREAKS[e.key] === undefined);
+  const edges = unitEdges().filter((e) => !e.keys.some((k) => KNOWN_RANK_BREAKS[k] !== undefined));
   const graph = new Map<string, Set<string>>();
   for (const e of edges) graph.set(e.from, (graph.get(e.from) ?? new Set()).add(e.to));
   const failures = cycles(graph).map((scc) => {
