@@ -190,13 +190,13 @@ export async function acquireDataDirLock(dir: string, purpose: string): Promise<
         continue;
       }
       throw new AppError(
-        "CONFLICT",
+        "IN_USE",
         holder
           ? `the embedded database in ${dir} is in use by process ${holder.pid} (${holder.purpose}); stop it, or run CLI commands while the server runs (they go through it)`
           : `the embedded database in ${dir} is locked (${file} exists but cannot be read); remove it if no Butler process is running`,
       );
     }
-    throw new AppError("CONFLICT", `could not take the lock ${file}; try again`);
+    throw new AppError("UNAVAILABLE", `could not take the lock ${file}; try again`);
   } finally {
     await rm(temp, { force: true });
   }

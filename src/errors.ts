@@ -8,8 +8,14 @@ export type ErrorCode =
   | "UNAUTHENTICATED"
   | "FORBIDDEN"
   | "NOT_FOUND"
-  /** The state does not allow it (a grant already revoked, a credential that exists). */
+  /** Something by that name already exists (a key file `butler audit keygen` would overwrite). */
   | "CONFLICT"
+  /** The grant was already revoked, or (one-shot) already used: there is nothing left to revoke. */
+  | "GRANT_ENDED"
+  /** The server lacks a setting this needs (BUTLER_MASTER_KEY, Telegram, its webhook secret). */
+  | "NOT_CONFIGURED"
+  /** Another process holds what this needs (the embedded database's data directory). */
+  | "IN_USE"
   /** The access request was already decided (or this approver already gave the other verdict). */
   | "ALREADY_DECIDED"
   /** The access request expired before anyone decided. */
@@ -47,6 +53,9 @@ export function httpStatus(code: ErrorCode): number {
     case "NOT_FOUND":
       return 404;
     case "CONFLICT":
+    case "GRANT_ENDED":
+    case "NOT_CONFIGURED":
+    case "IN_USE":
     case "ALREADY_DECIDED":
     case "EXPIRED":
     case "SUPERSEDED":

@@ -16,7 +16,10 @@ test("of several concurrent attempts exactly one takes the embedded database's l
   expect(won).toHaveLength(1);
   for (const r of results)
     if (r.status === "rejected")
-      expect(String(r.reason.message)).toContain(`in use by process ${process.pid}`);
+      expect(r.reason).toMatchObject({
+        code: "IN_USE",
+        message: expect.stringContaining(`in use by process ${process.pid}`),
+      });
   await (won[0] as PromiseFulfilledResult<() => Promise<void>>).value();
   expect(existsSync(join(d, "butler.lock"))).toBe(false);
   const again = await acquireDataDirLock(d, "test");

@@ -42,7 +42,7 @@ export function createPushSealer(keys: readonly (Buffer | undefined)[]): PushSea
       if (value === "") return "";
       if (!current)
         throw new AppError(
-          "CONFLICT",
+          "NOT_CONFIGURED",
           "push notification tokens and credentials are stored encrypted: set BUTLER_MASTER_KEY on the server",
         );
       const s = seal(current, aad(configId, field), value);

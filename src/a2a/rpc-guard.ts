@@ -16,6 +16,7 @@ const MALFORMED: readonly ErrorCode[] = [
   "INVALID_INPUT",
   "FORBIDDEN",
   "CONFLICT",
+  "NOT_CONFIGURED",
   "ALREADY_DECIDED",
   "EXPIRED",
   "SUPERSEDED",

@@ -240,7 +240,7 @@ export function createAdmin(deps: AdminDeps): AdminOps {
     async createTelegramLink(approver) {
       check(approverId, approver, "approver");
       if (!deps.telegram)
-        throw new AppError("CONFLICT", "Telegram is not configured: set TELEGRAM_BOT_TOKEN");
+        throw new AppError("NOT_CONFIGURED", "Telegram is not configured: set TELEGRAM_BOT_TOKEN");
       const username = await deps.telegram.username();
       const { code, expiresAt } = await butler.createLinkCode(approver, "telegram", actor);
       return { url: `https://t.me/${username}?start=${code}`, expires_at: expiresAt, approver };
@@ -254,7 +254,7 @@ export function createAdmin(deps: AdminDeps): AdminOps {
       check(approverId, approver, "approver");
       if (projectsApprovedBy(policies.index(), approver).length === 0)
         throw new AppError(
-          "CONFLICT",
+          "NOT_FOUND",
           `'${approver}' is not an approver of any project: no policy names them`,
         );
       const { code, expiresAt } = await deps.dashboard.createSignInCode(approver, actor);
@@ -266,7 +266,7 @@ export function createAdmin(deps: AdminDeps): AdminOps {
     },
     async setTelegramWebhook() {
       if (!deps.telegram)
-        throw new AppError("CONFLICT", "Telegram is not configured: set TELEGRAM_BOT_TOKEN");
+        throw new AppError("NOT_CONFIGURED", "Telegram is not configured: set TELEGRAM_BOT_TOKEN");
       return { url: await deps.telegram.setWebhook() };
     },
     async revokeGrant(id, reason) {

@@ -53,7 +53,7 @@ export async function cancel(
 /** A grant already revoked cannot be revoked again: the answer says when and by whom. */
 function alreadyRevoked(grantId: string, g: { revokedAt: Date | null; revokedBy: string | null }): AppError {
   return new AppError(
-    "CONFLICT",
+    "GRANT_ENDED",
     `grant ${grantId} was already revoked at ${g.revokedAt!.toISOString()} by ${g.revokedBy}`,
   );
 }
@@ -130,7 +130,7 @@ async function revokeOneShot(
     if (g.revokedAt) throw alreadyRevoked(grantId, g);
     if (g.usedAt)
       throw new AppError(
-        "CONFLICT",
+        "GRANT_ENDED",
         `one-shot grant ${grantId} was already used at ${g.usedAt.toISOString()}; there is nothing left to revoke`,
       );
     await tx

@@ -57,7 +57,7 @@ export function createVault(deps: VaultDeps) {
   const requireKey = (): Buffer => {
     if (!deps.masterKey)
       throw new AppError(
-        "CONFLICT",
+        "NOT_CONFIGURED",
         "set BUTLER_MASTER_KEY (32 bytes as 64 hex characters or base64, e.g. from openssl rand -hex 32) to store credentials",
       );
     return deps.masterKey;

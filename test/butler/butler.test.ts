@@ -211,7 +211,10 @@ describe(`Butler decisions (${ENGINE})`, () => {
     await s.butler.revokeGrant(r.id, "test", "no longer needed");
     const after = await s.gateway.authorize(deployer, call);
     expect(after.decision).toBe("DENY");
-    await expect(s.butler.revokeGrant(r.id, "test")).rejects.toThrow("already revoked");
+    await expect(s.butler.revokeGrant(r.id, "test")).rejects.toMatchObject({
+      code: "GRANT_ENDED",
+      message: expect.stringContaining("already revoked"),
+    });
     expect(await verifyAuditChain(t.database.db)).toMatchObject({ ok: true });
   });
 });

@@ -1,6 +1,7 @@
+import { readFileSync } from "node:fs";
 import { describe, expect, test } from "vitest";
 import { formatIssue, type PolicyIssue, parsePolicyFile, parsePolicySet } from "../../src/policy/index.js";
-import { doc, seedText } from "../helpers/policy.js";
+import { doc, SHIPPED_POLICY_FILE } from "../helpers/policy.js";
 
 /** The seed's YAML exactly as the issue quotes it (flow lists, no approvers or settings). */
 const SEED_VERBATIM = `project: project-billing
@@ -44,9 +45,9 @@ describe("parsing policy documents", () => {
   });
 
   test("the shipped policies/project-billing.yaml parses", () => {
-    const d = doc(seedText());
-    expect(d.approvers.map((a) => a.id)).toEqual(["jordan"]);
-    expect(d.settings.neverGrant).toEqual(["aws:iam:*"]);
+    // Whatever an operator made of it: only that it still parses (the tests run on their own copy).
+    const d = doc(readFileSync(SHIPPED_POLICY_FILE, "utf8"));
+    expect(d.project).toBe("project-billing");
   });
 
   test("every extension parses: roles, agent/role limits, constraints, expiry, approvers, settings", () => {

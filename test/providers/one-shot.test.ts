@@ -329,6 +329,7 @@ describe(`one-shot approvals (${ENGINE})`, () => {
     expect(view.body.grant).toMatchObject({ id, used_at: expect.any(String) });
     const usedRevoke = await api(jordan, "DELETE", `/v1/grants/${id}`, {});
     expect(usedRevoke.status).toBe(409);
+    expect(usedRevoke.body.error.code).toBe("GRANT_ENDED");
     expect(usedRevoke.body.error.message).toMatch(/was already used at .*; there is nothing left to revoke$/);
 
     // An approval not yet used can be revoked: the call is a question for a person again.

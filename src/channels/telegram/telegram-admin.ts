@@ -20,7 +20,8 @@ export function createTelegramAdmin(
   return {
     username: async () => (await api.getMe()).username,
     async setWebhook() {
-      if (!tg.webhookSecret) throw new AppError("CONFLICT", "set TELEGRAM_WEBHOOK_SECRET to use a webhook");
+      if (!tg.webhookSecret)
+        throw new AppError("NOT_CONFIGURED", "set TELEGRAM_WEBHOOK_SECRET to use a webhook");
       const url = `${publicUrl()}/telegram/webhook`;
       await api.setWebhook(url, {
         secret_token: tg.webhookSecret,
