@@ -9,6 +9,7 @@ import {
   SubscribeToTaskRequest,
   TaskPushNotificationConfig,
 } from "@a2a-js/sdk";
+import { unstorableAt } from "../http/validation.js";
 import { err, ok, type Result } from "../result.js";
 
 /** The JSON-RPC error codes the route answers with itself (the SDK maps the others). */
@@ -44,33 +45,6 @@ export const rpcError = (id: unknown, error: RpcError) => ({
   error,
 });
 
-/**
- * Where agent-written text in a request's params cannot be stored: a NUL (PostgreSQL text and
- * jsonb refuse it) or an unpaired surrogate (not Unicode; jsonb refuses its escape), in any
- * string or key (task, context, message and config ids, metadata, parts). Undefined when none.
- */
-export function unstorableText(params: unknown): string | undefined {
-  const bad = (s: string) => s.includes("\u0000") || !s.isWellFormed();
-  const stack: [unknown, string][] = [[params, "params"]];
-  while (stack.length > 0) {
-    const [v, at] = stack.pop()!;
-    if (typeof v === "string") {
-      if (bad(v)) return at;
-    } else if (Array.isArray(v)) {
-      v.forEach((x, i) => {
-        stack.push([x, `${at}[${i}]`]);
-      });
-    } else if (v !== null && typeof v === "object") {
-      for (const [k, x] of Object.entries(v)) {
-        const name = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(k) ? `${at}.${k}` : `${at}[a key]`;
-        if (bad(k)) return name;
-        stack.push([x, name]);
-      }
-    }
-  }
-  return undefined;
-}
-
 /** A JSON-RPC request the route passes on: its id, method, and the whole parsed body. */
 export interface RpcCall {
   id: RpcId;
@@ -84,7 +58,7 @@ function paramsProblem(method: string, params: unknown): string | undefined {
   if (!codec) return undefined;
   if (typeof params !== "object" || params === null || Array.isArray(params))
     return "params must be a JSON object";
-  const unstorable = unstorableText(params);
+  const unstorable = unstorableAt(params);
   if (unstorable) return `${unstorable} must be text without NUL characters or unpaired surrogates`;
   try {
     codec.fromJSON(params);

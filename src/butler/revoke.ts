@@ -1,5 +1,6 @@
 import { eq } from "drizzle-orm";
 import type { AgentIdentity } from "../agents/token-service.js";
+import type { AuditEventInput } from "../audit/audit-log.js";
 import type { Tx } from "../db/client.js";
 import { accessRequests, grants, singleUseGrants } from "../db/schema.js";
 import { AppError } from "../errors.js";
@@ -83,21 +84,12 @@ export async function revokeGrant(
     await tx.update(grants).set({ revokedAt: now, revokedBy: actor }).where(eq(grants.id, grantId));
     const applied = await deps.policies.recompose(tx, g.project, `revoke:${grantId}`);
     await deps.audit.appendInTx(tx, [
-      {
-        type: "grant.revoked",
-        agent: g.agent,
-        project: g.project,
-        action: g.action,
-        resource: g.resource,
-        reason: why,
-        details: {
-          grant_id: g.id,
-          actor,
-          revision: applied.revision,
-          before_hash: applied.beforeHash,
-          after_hash: applied.afterHash,
-        },
-      },
+      revokedLine(g, why, {
+        actor,
+        revision: applied.revision,
+        before_hash: applied.beforeHash,
+        after_hash: applied.afterHash,
+      }),
     ]);
     await tellRevoked(
       deps,
@@ -140,15 +132,7 @@ async function revokeOneShot(
     const revision = deps.policies.index().projects.get(g.project)?.revision ?? 0;
     const why = reason ?? `revoked by ${actor}`;
     await deps.audit.appendInTx(tx, [
-      {
-        type: "grant.revoked",
-        agent: g.agent,
-        project: g.project,
-        action: g.action,
-        resource: g.resource,
-        reason: why,
-        details: { grant_id: g.id, actor, one_shot: true, call_sha256: g.callHash },
-      },
+      revokedLine(g, why, { actor, one_shot: true, call_sha256: g.callHash }),
     ]);
     await tellRevoked(
       deps,
@@ -164,6 +148,23 @@ async function revokeOneShot(
   });
   deps.onEnqueued?.();
   return done;
+}
+
+/** The `grant.revoked` audit line of a grant (a policy grant or a single-use one). */
+function revokedLine(
+  g: { id: string; agent: string; project: string; action: string; resource: string },
+  why: string,
+  details: Record<string, unknown>,
+): AuditEventInput {
+  return {
+    type: "grant.revoked",
+    agent: g.agent,
+    project: g.project,
+    action: g.action,
+    resource: g.resource,
+    reason: why,
+    details: { grant_id: g.id, ...details },
+  };
 }
 
 /** Tells the agent and the cards of the grant's request that it was revoked. */

@@ -154,15 +154,7 @@ async function fileGrantRequest(
       deps,
       tx,
       {
-        ...requestValues(
-          identity,
-          input,
-          call,
-          tier,
-          settings.approvals[tier],
-          now,
-          settings.pendingTtlSeconds,
-        ),
+        ...requestValues(identity, input, call, project, now),
         id,
         denialEventId: input.denial_event_id ?? null,
         requestedTtlSeconds: ttlSeconds,
@@ -192,11 +184,11 @@ function requestValues(
   identity: AgentIdentity,
   input: AccessRequestInput,
   call: ScopedCall,
-  tier: RiskTier,
-  approvalsRequired: number,
+  project: CompiledProject,
   now: Date,
-  pendingTtlSeconds: number,
 ) {
+  const settings = project.document.settings;
+  const tier = classifyRisk(call.action, settings);
   return {
     project: identity.project,
     agent: identity.agent,
@@ -207,9 +199,9 @@ function requestValues(
     branch: call.branch ?? null,
     reason: input.reason,
     riskTier: tier,
-    approvalsRequired,
+    approvalsRequired: settings.approvals[tier],
     createdAt: now,
-    expiresAt: new Date(now.getTime() + pendingTtlSeconds * 1000),
+    expiresAt: new Date(now.getTime() + settings.pendingTtlSeconds * 1000),
   };
 }
 
@@ -263,15 +255,7 @@ async function submitOneShot(
       deps,
       tx,
       {
-        ...requestValues(
-          identity,
-          input,
-          call,
-          tier,
-          settings.approvals[tier],
-          now,
-          settings.pendingTtlSeconds,
-        ),
+        ...requestValues(identity, input, call, project, now),
         id: newId("req"),
         kind: "one_shot",
         denialEventId: event.eventId,

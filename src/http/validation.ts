@@ -21,6 +21,30 @@ export function storable(s: string): boolean {
 }
 
 /**
+ * The first place in agent-written JSON holding text PostgreSQL cannot store (see `storable`), in
+ * a value or a key, as `params.a.b[2]` (a key that is not a plain name shows as `[a key]`: it is
+ * the agent's text); undefined when there is none.
+ */
+export function unstorableAt(value: unknown, root = "params"): string | undefined {
+  const stack: [unknown, string][] = [[value, root]];
+  while (stack.length > 0) {
+    const [v, at] = stack.pop()!;
+    if (typeof v === "string") {
+      if (!storable(v)) return at;
+    } else if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) stack.push([v[i], `${at}[${i}]`]);
+    } else if (v !== null && typeof v === "object") {
+      for (const [k, x] of Object.entries(v)) {
+        const name = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(k) ? `${at}.${k}` : `${at}[a key]`;
+        if (!storable(k)) return name;
+        stack.push([x, name]);
+      }
+    }
+  }
+  return undefined;
+}
+
+/**
  * Text that arrives where refusing it is impossible (a chat platform's payload, which it would
  * only send again), mended so that it can be stored: unpaired surrogates and U+0000 become U+FFFD.
  */

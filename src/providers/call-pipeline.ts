@@ -1,12 +1,12 @@
 import type { AgentIdentity } from "../agents/token-service.js";
 import { AppError } from "../errors.js";
 import type { AuthorizeResult } from "../gateway/gateway-service.js";
+import { unstorableAt } from "../http/validation.js";
 import { err, ok, type Result } from "../result.js";
 import { amountOf, findOperation, groupDefault, paramProblems, pathParamsOf } from "./call-checks.js";
 import type { PipelineContext, ProviderAnswer, ProviderCall } from "./call-types.js";
 import { denialAnswer, refuse, refusePath } from "./denials.js";
 import { type CallEnd, type Holds, holdsFor, NOT_SENT_UNEXPECTEDLY } from "./holds.js";
-import { unstorableAt } from "./params.js";
 import type { Operation, ProviderSpec } from "./spec.js";
 import { type Exchange, sendWithRetry, summary, withoutCredential } from "./upstream-exchange.js";
 import {

@@ -87,28 +87,3 @@ export function valueAtPath(params: Record<string, unknown>, path: string): unkn
   }
   return v;
 }
-
-/**
- * The first place in params holding text PostgreSQL cannot store (a NUL, refused in text and
- * jsonb) or that is not Unicode (an unpaired surrogate), in a value or a name, as
- * `params.a.b[2]`; undefined when there is none.
- */
-export function unstorableAt(params: Record<string, unknown>): string | undefined {
-  const bad = (s: string) => s.includes("\u0000") || !s.isWellFormed();
-  const stack: [unknown, string][] = [[params, "params"]];
-  while (stack.length > 0) {
-    const [v, at] = stack.pop()!;
-    if (typeof v === "string") {
-      if (bad(v)) return at;
-    } else if (Array.isArray(v)) {
-      for (let i = 0; i < v.length; i++) stack.push([v[i], `${at}[${i}]`]);
-    } else if (v !== null && typeof v === "object") {
-      for (const [k, x] of Object.entries(v)) {
-        const name = bad(k) ? `${at}[a name]` : `${at}.${k.slice(0, 64)}`;
-        if (bad(k)) return name;
-        stack.push([x, name]);
-      }
-    }
-  }
-  return undefined;
-}

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "vitest";
-import { JSONRPC_CODES, parseCall, unstorableText } from "../../src/a2a/json-rpc.js";
+import { JSONRPC_CODES, parseCall } from "../../src/a2a/json-rpc.js";
+import { unstorableAt } from "../../src/http/validation.js";
 
 /** Pure: what the A2A endpoint answers before a call reaches the SDK. No database, no server. */
 
@@ -117,7 +118,7 @@ describe("parseCall", () => {
   });
 });
 
-describe("unstorableText", () => {
+describe("unstorableAt", () => {
   test.each<[string, unknown, string | undefined]>([
     ["plain text", { a: "b", c: [1, "d"] }, undefined],
     ["a NUL in a value", { message: { parts: [{ text: "a\u0000" }] } }, "params.message.parts[0].text"],
@@ -125,6 +126,6 @@ describe("unstorableText", () => {
     ["a NUL in a key", { "k\u0000": 1 }, "params[a key]"],
     ["a key that is no name", { "a b": "\u0000" }, "params[a key]"],
   ])("%s", (_, params, at) => {
-    expect(unstorableText(params)).toBe(at);
+    expect(unstorableAt(params)).toBe(at);
   });
 });
