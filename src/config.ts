@@ -5,6 +5,7 @@ import { type SigningKey, signingKeyFromPem } from "./audit/checkpoint.js";
 import type { DatabaseConfig } from "./db/client.js";
 import { AppError } from "./errors.js";
 import type { LogLevel } from "./logger.js";
+import { urlPasswords } from "./secrets.js";
 
 /** Everything Butler reads from its environment, parsed once (see .env.example and the README). */
 export interface Config {
@@ -422,4 +423,34 @@ function checkpointConfig(
 export function listenUrl(host: string, port: number): string {
   const h = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
   return `http://${h.includes(":") ? `[${h}]` : h}:${port}`;
+}
+
+/** Every secret the configuration holds, by the name of its setting. */
+export function configuredSecrets(
+  config: Partial<
+    Pick<Config, "adminToken" | "slack" | "telegram" | "masterKey" | "database" | "providers" | "serverUrl">
+  >,
+): [name: string, value: string | undefined][] {
+  const out: [string, string | undefined][] = [
+    ["BUTLER_ADMIN_TOKEN", config.adminToken],
+    ["SLACK_BOT_TOKEN", config.slack?.botToken],
+    ["SLACK_SIGNING_SECRET", config.slack?.signingSecret],
+    ["SLACK_APP_TOKEN", config.slack?.appToken],
+    ["TELEGRAM_BOT_TOKEN", config.telegram?.botToken],
+    // The part after the bot id is the secret one; it is redacted wherever it appears alone.
+    ["TELEGRAM_BOT_TOKEN", config.telegram?.botToken.split(":")[1]],
+    ["TELEGRAM_WEBHOOK_SECRET", config.telegram?.webhookSecret],
+  ];
+  const key = config.masterKey?.();
+  if (key) {
+    const hex = key.toString("hex");
+    out.push(["BUTLER_MASTER_KEY", hex], ["BUTLER_MASTER_KEY", hex.toUpperCase()]);
+    out.push(["BUTLER_MASTER_KEY", key.toString("base64")]);
+  }
+  if (config.database?.kind === "postgres")
+    for (const p of urlPasswords(config.database.url)) out.push(["DATABASE_URL", p]);
+  for (const p of urlPasswords(config.serverUrl)) out.push(["BUTLER_URL", p]);
+  for (const url of Object.values(config.providers?.baseUrls ?? {}))
+    for (const p of urlPasswords(url)) out.push(["BUTLER_PROVIDER_URLS", p]);
+  return out;
 }

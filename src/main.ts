@@ -9,7 +9,7 @@ import { SlackChannel } from "./channels/slack/slack-channel.js";
 import { type SupervisedChannel, superviseChannel } from "./channels/supervisor.js";
 import { TelegramChannel } from "./channels/telegram/telegram-channel.js";
 import { type Clock, systemClock } from "./clock.js";
-import { type Config, listenUrl } from "./config.js";
+import { type Config, configuredSecrets, listenUrl } from "./config.js";
 import {
   acquireDataDirLock,
   ensureDataDir,
@@ -26,7 +26,7 @@ import { type Lifecycle, lifecycle, type Started } from "./lifecycle.js";
 import type { Logger } from "./logger.js";
 import { loadProviders, type ProviderSet } from "./providers/provider-gateway.js";
 import { buildProviderListener } from "./providers/routes.js";
-import { configuredSecrets, createSecrets, type Secrets } from "./secrets.js";
+import { createSecrets, type Secrets } from "./secrets.js";
 import { buildApp } from "./server/app.js";
 import { createServices, type ServiceOptions, type Services } from "./services.js";
 import { formatIssue } from "./yaml-file.js";

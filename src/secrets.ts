@@ -1,5 +1,3 @@
-import type { Config } from "./config.js";
-
 /**
  * The secrets this process holds, and the one function that takes them out of text before the
  * text is logged, stored or audited.
@@ -95,7 +93,7 @@ export function createSecrets(
 }
 
 /** The password of a URL (as written and decoded), if it has one. */
-function urlPasswords(url: string | undefined): string[] {
+export function urlPasswords(url: string | undefined): string[] {
   if (!url) return [];
   try {
     const p = new URL(url).password;
@@ -103,34 +101,4 @@ function urlPasswords(url: string | undefined): string[] {
   } catch {
     return [];
   }
-}
-
-/** Every secret the configuration holds, by the name of its setting. */
-export function configuredSecrets(
-  config: Partial<
-    Pick<Config, "adminToken" | "slack" | "telegram" | "masterKey" | "database" | "providers" | "serverUrl">
-  >,
-): [name: string, value: string | undefined][] {
-  const out: [string, string | undefined][] = [
-    ["BUTLER_ADMIN_TOKEN", config.adminToken],
-    ["SLACK_BOT_TOKEN", config.slack?.botToken],
-    ["SLACK_SIGNING_SECRET", config.slack?.signingSecret],
-    ["SLACK_APP_TOKEN", config.slack?.appToken],
-    ["TELEGRAM_BOT_TOKEN", config.telegram?.botToken],
-    // The part after the bot id is the secret one; it is redacted wherever it appears alone.
-    ["TELEGRAM_BOT_TOKEN", config.telegram?.botToken.split(":")[1]],
-    ["TELEGRAM_WEBHOOK_SECRET", config.telegram?.webhookSecret],
-  ];
-  const key = config.masterKey?.();
-  if (key) {
-    const hex = key.toString("hex");
-    out.push(["BUTLER_MASTER_KEY", hex], ["BUTLER_MASTER_KEY", hex.toUpperCase()]);
-    out.push(["BUTLER_MASTER_KEY", key.toString("base64")]);
-  }
-  if (config.database?.kind === "postgres")
-    for (const p of urlPasswords(config.database.url)) out.push(["DATABASE_URL", p]);
-  for (const p of urlPasswords(config.serverUrl)) out.push(["BUTLER_URL", p]);
-  for (const url of Object.values(config.providers?.baseUrls ?? {}))
-    for (const p of urlPasswords(url)) out.push(["BUTLER_PROVIDER_URLS", p]);
-  return out;
 }

@@ -1,4 +1,3 @@
-import { Api } from "grammy";
 import { createA2A } from "./a2a/a2a-service.js";
 import { pushHandler } from "./a2a/push-delivery.js";
 import { createPushSealer } from "./a2a/push-secrets.js";
@@ -12,13 +11,13 @@ import type { AgentNotifier } from "./butler/notifier.js";
 import { cardHandlers } from "./channels/card-delivery.js";
 import type { ApprovalChannel } from "./channels/channel.js";
 import { type ChannelAdapter, channelHooks } from "./channels/channel-hooks.js";
+import { createTelegramAdmin } from "./channels/telegram/telegram-admin.js";
 import type { Clock } from "./clock.js";
-import type { Config } from "./config.js";
+import { type Config, configuredSecrets } from "./config.js";
 import { createDashboardSessions } from "./dashboard/sessions.js";
 import { createChangeBus } from "./db/changes.js";
 import type { Database } from "./db/client.js";
 import { migrate } from "./db/migrate.js";
-import { AppError } from "./errors.js";
 import { createGateway } from "./gateway/gateway-service.js";
 import { createOneShots } from "./grants/one-shot.js";
 import type { Logger } from "./logger.js";
@@ -29,7 +28,7 @@ import { createBudgets } from "./providers/budgets.js";
 import { createProviderGateway, type ProviderSet } from "./providers/provider-gateway.js";
 import { createVault } from "./providers/vault.js";
 import { createWebhookEvents } from "./providers/webhook-events.js";
-import { configuredSecrets, createSecrets, type Secrets } from "./secrets.js";
+import { createSecrets, type Secrets } from "./secrets.js";
 import { PACKAGE_VERSION } from "./version.js";
 
 /** How long a dashboard sign-in lasts. */
@@ -190,8 +189,6 @@ export function createServices(opts: ServiceOptions) {
     oneShots,
     webhookEvents: createWebhookEvents({ db, audit, clock }),
   });
-  const tg = config.telegram;
-  const telegramApi = tg ? new Api(tg.botToken, { apiRoot: tg.apiRoot }) : undefined;
   const dashboardSessions = createDashboardSessions({
     db,
     audit,
@@ -202,22 +199,7 @@ export function createServices(opts: ServiceOptions) {
   const admin = createAdmin({
     dashboard: dashboardSessions,
     publicUrl: opts.publicUrl,
-    telegram:
-      tg && telegramApi
-        ? {
-            username: async () => (await telegramApi.getMe()).username,
-            async setWebhook() {
-              if (!tg.webhookSecret)
-                throw new AppError("NOT_CONFIGURED", "set TELEGRAM_WEBHOOK_SECRET to use a webhook");
-              const url = `${opts.publicUrl()}/telegram/webhook`;
-              await telegramApi.setWebhook(url, {
-                secret_token: tg.webhookSecret,
-                allowed_updates: ["message", "callback_query"],
-              });
-              return url;
-            },
-          }
-        : undefined,
+    telegram: createTelegramAdmin(config.telegram, opts.publicUrl),
     db,
     tokens,
     approverTokens,

@@ -1,7 +1,7 @@
 import { type LookupAddress, lookup } from "node:dns";
 import { request as httpRequest } from "node:http";
 import { request as httpsRequest } from "node:https";
-import { RetryLater } from "../channels/channel.js";
+import { RetryLater } from "../outbox/retry-later.js";
 import { checkPushUrl, isAllowlisted, isInternalAddress, type PushAllowlist } from "./push-url.js";
 
 export interface PushTarget {

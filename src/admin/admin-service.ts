@@ -5,7 +5,6 @@ import type { AuditLine } from "../audit/chain.js";
 import { type VerifyResult, verifyAuditChain } from "../audit/verify.js";
 import type { ApproverTokens } from "../butler/approver-tokens.js";
 import type { AccessRequestView, Butler, GrantView } from "../butler/butler-service.js";
-import type { DashboardSessions } from "../dashboard/sessions.js";
 import type { Db } from "../db/client.js";
 import { REQUEST_STATUSES } from "../db/schema.js";
 import { AppError } from "../errors.js";
@@ -89,7 +88,13 @@ export interface AdminOps {
 export interface AdminDeps {
   db: Db;
   approverTokens: Pick<ApproverTokens, "create">;
-  dashboard: Pick<DashboardSessions, "createSignInCode">;
+  /**
+   * Issues one-time dashboard sign-in codes (the dashboard's sessions). Declared here, not imported:
+   * the dashboard reads policies through the admin operations, so admin/ must not depend on it.
+   */
+  dashboard: {
+    createSignInCode(approver: string, actor: string): Promise<{ code: string; expiresAt: Date }>;
+  };
   publicUrl: () => string;
   butler: Pick<Butler, "list" | "get" | "review" | "listGrants" | "revokeGrant" | "createLinkCode">;
   /** Telegram's Bot API, when Telegram is configured. */
@@ -116,22 +121,28 @@ const requestStatus = z.enum(REQUEST_STATUSES, `must be one of ${REQUEST_STATUSE
 const tokenId = z.string().regex(/^tok_[a-z0-9]{16}$/, "must be a token id such as tok_0123456789abcdef");
 const revisionNumber = z.number().int().min(1, "must be 1 or more").max(2_147_483_647, "is too large");
 
+/** Why a new agent token would not work yet: its project has no policy, or the policy does not list the agent. */
+function agentWarnings(index: PolicyIndex, agent: string, project: string): string[] {
+  const p = index.projects.get(project);
+  if (!p)
+    return [`project '${project}' has no policy yet: every call of this agent is denied until one is loaded`];
+  if (!p.agentRoles.has(agent)) {
+    return [
+      `agent '${agent}' is not listed under agents in the policy of '${project}': its calls are denied until it is added`,
+    ];
+  }
+  return [];
+}
+
+/** The projects whose policy names `approver` among its approvers. */
+function projectsApprovedBy(index: PolicyIndex, approver: string): string[] {
+  return [...index.projects.values()]
+    .filter((p) => p.document.approvers.some((a) => a.id === approver))
+    .map((p) => p.name);
+}
+
 export function createAdmin(deps: AdminDeps): AdminOps {
   const { db, tokens, policies, actor, butler } = deps;
-
-  function agentWarnings(index: PolicyIndex, agent: string, project: string): string[] {
-    const p = index.projects.get(project);
-    if (!p)
-      return [
-        `project '${project}' has no policy yet: every call of this agent is denied until one is loaded`,
-      ];
-    if (!p.agentRoles.has(agent)) {
-      return [
-        `agent '${agent}' is not listed under agents in the policy of '${project}': its calls are denied until it is added`,
-      ];
-    }
-    return [];
-  }
 
   return {
     async createAgentToken(agent, project) {
@@ -193,9 +204,7 @@ export function createAdmin(deps: AdminDeps): AdminOps {
     migrate: deps.migrate,
     async createApproverToken(approver) {
       check(approverId, approver, "approver");
-      const projects = [...policies.index().projects.values()]
-        .filter((p) => p.document.approvers.some((a) => a.id === approver))
-        .map((p) => p.name);
+      const projects = projectsApprovedBy(policies.index(), approver);
       const { token, tokenId } = await deps.approverTokens.create(approver, actor);
       return {
         token,
@@ -243,11 +252,7 @@ export function createAdmin(deps: AdminDeps): AdminOps {
     },
     async createDashboardLink(approver) {
       check(approverId, approver, "approver");
-      if (
-        ![...policies.index().projects.values()].some((p) =>
-          p.document.approvers.some((a) => a.id === approver),
-        )
-      )
+      if (projectsApprovedBy(policies.index(), approver).length === 0)
         throw new AppError(
           "NOT_FOUND",
           `'${approver}' is not an approver of any project: no policy names them`,

@@ -1,7 +1,8 @@
 import type { Butler } from "../butler/butler-service.js";
 import type { CardMessage } from "../butler/transitions.js";
 import type { OutboxHandler } from "../outbox/outbox.js";
-import { type ApprovalChannel, RetryLater } from "./channel.js";
+import { RetryLater } from "../outbox/retry-later.js";
+import type { ApprovalChannel } from "./channel.js";
 
 /** The Butler's side of a card: the card itself, who sees it, and where it was posted. */
 export type CardSource = Pick<Butler, "card" | "audienceFor" | "postedCardsOf" | "recordPostedCards">;

@@ -79,16 +79,6 @@ export interface Audience {
   approvers: { id: string; userIds: string[]; emails: string[] }[];
 }
 
-/** A failure the platform asked us to retry later (HTTP 429); the outbox waits that long. */
-export class RetryLater extends Error {
-  constructor(
-    message: string,
-    readonly retryAfterMs: number,
-  ) {
-    super(message);
-  }
-}
-
 export interface ApprovalChannel {
   readonly kind: ChannelKind;
   /**

@@ -12,6 +12,7 @@ import {
   type OutboxRow,
   topicList,
 } from "./outbox-repo.js";
+import { RetryLater } from "./retry-later.js";
 
 /**
  * Every kind of after-commit work, by topic, with the payload its messages carry. Empty here: each
@@ -92,10 +93,10 @@ interface Worker {
  * platform's own "retry after" (HTTP 429) is longer.
  */
 export function backoffMs(attempts: number, maxBackoffMs: number, error: unknown): number {
-  const asked = (error as { retryAfterMs?: unknown } | null | undefined)?.retryAfterMs;
+  const asked = error instanceof RetryLater ? error.retryAfterMs : 0;
   return Math.max(
     Math.min(maxBackoffMs, 1000 * 2 ** (attempts - 1)),
-    typeof asked === "number" && Number.isFinite(asked) ? Math.min(asked, 3_600_000) : 0,
+    Number.isFinite(asked) ? Math.min(asked, 3_600_000) : 0,
   );
 }
 

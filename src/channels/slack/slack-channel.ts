@@ -16,6 +16,7 @@ import type { ApprovalCard } from "../../butler/approval-card.js";
 import type { Clock } from "../../clock.js";
 import { RETRY_AFTER_SECONDS } from "../../errors.js";
 import type { Logger } from "../../logger.js";
+import { RetryLater } from "../../outbox/retry-later.js";
 import {
   type ApprovalChannel,
   type Audience,
@@ -23,7 +24,6 @@ import {
   ChannelStartError,
   type PostedCard,
   type PostResult,
-  RetryLater,
   type ReviewHandler,
   type ReviewInput,
 } from "../channel.js";

@@ -4,6 +4,7 @@ import { type Api, Bot, GrammyError, HttpError, webhookCallback } from "grammy";
 import type { ApprovalCard } from "../../butler/approval-card.js";
 import { AppError, RETRY_AFTER_SECONDS } from "../../errors.js";
 import type { Logger } from "../../logger.js";
+import { RetryLater } from "../../outbox/retry-later.js";
 import {
   type ApprovalChannel,
   type Audience,
@@ -11,7 +12,6 @@ import {
   ChannelStartError,
   type PostedCard,
   type PostResult,
-  RetryLater,
   type ReviewHandler,
 } from "../channel.js";
 import { CALLBACK, DENY_PROMPT, denyPrompt, telegramCard } from "./telegram-format.js";

@@ -1,0 +1,361 @@
+import { z } from "zod";
+import { safeText, storable } from "../http/validation.js";
+import { agentName, projectName } from "../policy/schema.js";
+import { parseTimestamp } from "../policy/time.js";
+import type { AdminOps } from "./admin-service.js";
+
+/**
+ * The admin API as one table: each admin operation, the HTTP method and path that carry it, the
+ * schemas its input is checked with, and how its arguments and result travel. The server's routes
+ * (`admin/routes.ts`) and the CLI's client (`cli/http-admin.ts`) are both built from it, so the
+ * two cannot drift apart.
+ */
+
+/** Where the admin API is mounted. */
+export const ADMIN_PREFIX = "/v1/admin";
+
+export type AdminOp = keyof AdminOps;
+export type AdminMethod = "GET" | "POST";
+
+/** The parts of an HTTP request that carry an operation's arguments (before encoding). */
+export interface WireRequest {
+  params?: Record<string, string>;
+  query?: Record<string, string | undefined>;
+  body?: unknown;
+}
+
+type Out<S> = S extends z.ZodType ? z.output<S> : undefined;
+type Args<K extends AdminOp> = Parameters<AdminOps[K]>;
+type Result<K extends AdminOp> = Awaited<ReturnType<AdminOps[K]>>;
+
+interface RouteSpec<K extends AdminOp, P, Q, B> {
+  op: K;
+  method: AdminMethod;
+  /** Under ADMIN_PREFIX; `:name` segments are path parameters. */
+  path: string;
+  params?: P;
+  query?: Q;
+  body?: B;
+  /** A missing body reads as `{}` (every field of the body is optional). */
+  optionalBody?: true;
+  /** Server side: the operation's arguments from the checked input. */
+  args(input: { params: Out<P>; query: Out<Q>; body: Out<B> }): Args<K>;
+  /** Client side: the request that carries the operation's arguments. */
+  request(...args: Args<K>): WireRequest;
+  /** The status of a success (200 when not given). */
+  status?: number | ((result: Result<K>) => number);
+  /** The response body made from the result (the result itself when not given)... */
+  reply?(result: Result<K>): unknown;
+  /** ...and the result read back from it by the client. */
+  unwrap?(body: unknown): Result<K>;
+  /** The result is a stream of lines, sent as JSON lines (NDJSON). */
+  ndjson?: true;
+}
+
+/** One row of the table, with its types erased (what the server and the client iterate over). */
+export interface AdminRoute {
+  op: AdminOp;
+  method: AdminMethod;
+  path: string;
+  params?: z.ZodType;
+  query?: z.ZodType;
+  body?: z.ZodType;
+  optionalBody?: true;
+  args(input: { params: unknown; query: unknown; body: unknown }): unknown[];
+  request(...args: unknown[]): WireRequest;
+  status?: number | ((result: unknown) => number);
+  reply?(result: unknown): unknown;
+  unwrap?(body: unknown): unknown;
+  ndjson?: true;
+}
+
+function route<
+  K extends AdminOp,
+  P extends z.ZodType | undefined = undefined,
+  Q extends z.ZodType | undefined = undefined,
+  B extends z.ZodType | undefined = undefined,
+>(spec: RouteSpec<K, P, Q, B>): AdminRoute {
+  return spec as unknown as AdminRoute;
+}
+
+/** A result sent as `{ [key]: result }`. */
+function wrappedIn<K extends AdminOp>(key: string) {
+  return {
+    reply: (result: Result<K>) => ({ [key]: result }),
+    unwrap: (body: unknown) => (body as Record<string, Result<K>>)[key] as Result<K>,
+  };
+}
+
+const AgentBody = z.strictObject({ agent: agentName, project: projectName });
+const RevokeBody = z.strictObject({
+  agent: agentName,
+  project: projectName,
+  token_id: z
+    .string()
+    .regex(/^tok_[a-z0-9]{16}$/, "must be a token id such as tok_…")
+    .optional(),
+});
+const ProjectParams = z.strictObject({ project: projectName });
+const credentialName = z
+  .string()
+  .regex(/^[A-Z][A-Z0-9_]{0,127}$/, "must be upper-case letters, digits and _ such as STRIPE_API_KEY");
+const CredentialBody = z.strictObject({
+  name: credentialName,
+  value: z
+    .string()
+    .min(1, "is empty")
+    .max(16_384)
+    .refine(storable, "must be text without NUL characters or unpaired surrogates"),
+});
+const CredentialParams = z.strictObject({ name: credentialName });
+const RevisionParams = z.strictObject({
+  project: projectName,
+  revision: z
+    .string()
+    .regex(/^\d{1,9}$/, "must be a revision number")
+    .transform(Number),
+});
+const ListQuery = z.strictObject({ project: projectName.optional() });
+const ExportQuery = z.strictObject({
+  agent: agentName.optional(),
+  project: projectName.optional(),
+  since: z
+    .string()
+    .refine((s) => parseTimestamp(s).ok, "must be a timestamp with a time zone, e.g. 2026-05-01T00:00:00Z")
+    .optional(),
+});
+const ApproverBody = z.strictObject({ approver: agentName });
+const IdParams = z.strictObject({ id: z.string() });
+const ReviewParams = z.strictObject({
+  id: z.string(),
+  verdict: z.enum(["approve", "deny"], "must be approve or deny"),
+});
+const ReviewBody = z.strictObject({
+  approver: agentName,
+  ttl: safeText(64).optional(),
+  reason: safeText(1000).optional(),
+});
+
+/** Every admin operation, in the order the README lists them. */
+export const ADMIN_ROUTES: readonly AdminRoute[] = [
+  route({
+    op: "createAgentToken",
+    method: "POST",
+    path: "/agents",
+    body: AgentBody,
+    status: 201,
+    args: ({ body }) => [body.agent, body.project],
+    request: (agent, project) => ({ body: { agent, project } }),
+  }),
+  route({
+    op: "listAgentTokens",
+    method: "GET",
+    path: "/agents",
+    query: ListQuery,
+    args: ({ query }) => [query.project],
+    request: (project) => ({ query: { project } }),
+    ...wrappedIn<"listAgentTokens">("tokens"),
+  }),
+  route({
+    op: "revokeAgentTokens",
+    method: "POST",
+    path: "/agents/revoke",
+    body: RevokeBody,
+    args: ({ body }) => [
+      { agent: body.agent, project: body.project, ...(body.token_id ? { tokenId: body.token_id } : {}) },
+    ],
+    request: (sel) => ({ body: { agent: sel.agent, project: sel.project, token_id: sel.tokenId } }),
+    ...wrappedIn<"revokeAgentTokens">("revoked"),
+  }),
+  route({
+    op: "showPolicy",
+    method: "GET",
+    path: "/policies/:project",
+    params: ProjectParams,
+    args: ({ params }) => [params.project],
+    request: (project) => ({ params: { project } }),
+  }),
+  route({
+    op: "policyHistory",
+    method: "GET",
+    path: "/policies/:project/revisions",
+    params: ProjectParams,
+    args: ({ params }) => [params.project],
+    request: (project) => ({ params: { project } }),
+    ...wrappedIn<"policyHistory">("revisions"),
+  }),
+  route({
+    op: "policyRevision",
+    method: "GET",
+    path: "/policies/:project/revisions/:revision",
+    params: RevisionParams,
+    args: ({ params }) => [params.project, params.revision],
+    request: (project, revision) => ({ params: { project, revision: String(revision) } }),
+  }),
+  route({
+    op: "reloadPolicies",
+    method: "POST",
+    path: "/policies/reload",
+    args: () => [],
+    request: () => ({}),
+  }),
+  route({ op: "verifyAudit", method: "GET", path: "/audit/verify", args: () => [], request: () => ({}) }),
+  route({
+    op: "exportAudit",
+    method: "GET",
+    path: "/audit/export",
+    query: ExportQuery,
+    ndjson: true,
+    args: ({ query }) => [
+      {
+        agent: query.agent,
+        project: query.project,
+        since: query.since ? new Date((parseTimestamp(query.since) as { value: number }).value) : undefined,
+      },
+    ],
+    request: (f) => ({ query: { agent: f.agent, project: f.project, since: f.since?.toISOString() } }),
+  }),
+  route({
+    op: "migrate",
+    method: "POST",
+    path: "/db/migrate",
+    args: () => [],
+    request: () => ({}),
+    reply: () => ({ migrated: true }),
+    unwrap: () => undefined,
+  }),
+  route({
+    op: "createApproverToken",
+    method: "POST",
+    path: "/approvers/tokens",
+    body: ApproverBody,
+    status: 201,
+    args: ({ body }) => [body.approver],
+    request: (approver) => ({ body: { approver } }),
+  }),
+  route({
+    op: "createTelegramLink",
+    method: "POST",
+    path: "/approvers/telegram-link",
+    body: ApproverBody,
+    status: 201,
+    args: ({ body }) => [body.approver],
+    request: (approver) => ({ body: { approver } }),
+  }),
+  route({
+    op: "createAuditorToken",
+    method: "POST",
+    path: "/auditors/tokens",
+    body: z.strictObject({ auditor: agentName }),
+    status: 201,
+    args: ({ body }) => [body.auditor],
+    request: (auditor) => ({ body: { auditor } }),
+  }),
+  route({
+    op: "createDashboardLink",
+    method: "POST",
+    path: "/dashboard/links",
+    body: ApproverBody,
+    status: 201,
+    args: ({ body }) => [body.approver],
+    request: (approver) => ({ body: { approver } }),
+  }),
+  route({
+    op: "setTelegramWebhook",
+    method: "POST",
+    path: "/telegram/webhook",
+    args: () => [],
+    request: () => ({}),
+  }),
+  route({
+    op: "listRequests",
+    method: "GET",
+    path: "/access-requests",
+    query: z.strictObject({ status: z.string().optional(), project: z.string().optional() }),
+    args: ({ query }) => [query],
+    request: (f) => ({ query: { status: f.status, project: f.project } }),
+    ...wrappedIn<"listRequests">("access_requests"),
+  }),
+  route({
+    op: "showRequest",
+    method: "GET",
+    path: "/access-requests/:id",
+    params: IdParams,
+    args: ({ params }) => [params.id],
+    request: (id) => ({ params: { id } }),
+  }),
+  route({
+    op: "reviewRequest",
+    method: "POST",
+    path: "/access-requests/:id/:verdict",
+    params: ReviewParams,
+    body: ReviewBody,
+    args: ({ params, body }) => [
+      params.id,
+      body.approver,
+      params.verdict,
+      { ttl: body.ttl, reason: body.reason },
+    ],
+    request: (id, approver, verdict, opts) => ({
+      params: { id, verdict },
+      body: { approver, ttl: opts.ttl, reason: opts.reason },
+    }),
+  }),
+  route({
+    op: "listGrants",
+    method: "GET",
+    path: "/grants",
+    query: z.strictObject({ project: z.string().optional(), all: z.enum(["true", "false"]).optional() }),
+    args: ({ query }) => [{ project: query.project, all: query.all === "true" }],
+    request: (f) => ({ query: { project: f.project, all: f.all ? "true" : undefined } }),
+    ...wrappedIn<"listGrants">("grants"),
+  }),
+  route({
+    op: "revokeGrant",
+    method: "POST",
+    path: "/grants/:id/revoke",
+    params: IdParams,
+    body: z.strictObject({ reason: safeText(1000).optional() }),
+    optionalBody: true,
+    args: ({ params, body }) => [params.id, body.reason],
+    request: (id, reason) => ({ params: { id }, body: { reason } }),
+  }),
+  route({
+    op: "setCredential",
+    method: "POST",
+    path: "/credentials",
+    body: CredentialBody,
+    status: (r) => (r.created ? 201 : 200),
+    args: ({ body }) => [body.name, body.value],
+    request: (name, value) => ({ body: { name, value } }),
+  }),
+  route({
+    op: "listCredentials",
+    method: "GET",
+    path: "/credentials",
+    args: () => [],
+    request: () => ({}),
+    ...wrappedIn<"listCredentials">("credentials"),
+  }),
+  route({
+    op: "deleteCredential",
+    method: "POST",
+    path: "/credentials/:name/delete",
+    params: CredentialParams,
+    args: ({ params }) => [params.name],
+    request: (name) => ({ params: { name } }),
+  }),
+];
+
+/** The path of a request: path parameters filled in (encoded) and the query appended. */
+export function wirePath(route: Pick<AdminRoute, "path">, req: WireRequest): string {
+  const path = route.path.replace(/:([a-z]+)/g, (_, name: string) => {
+    const v = req.params?.[name];
+    if (v === undefined) throw new Error(`admin route ${route.path}: no value for :${name}`);
+    return encodeURIComponent(v);
+  });
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(req.query ?? {})) if (v !== undefined) q.set(k, v);
+  const t = q.toString();
+  return t ? `${path}?${t}` : path;
+}

@@ -1,0 +1,50 @@
+import type { Command } from "./command.js";
+
+/** Where summaries start in the command list; a longer usage puts its summary on the next line. */
+const COLUMN = 43;
+
+const VIA_ADMIN = `While a server runs, commands go through its admin API (found via BUTLER_DATA_DIR/server.json,
+or BUTLER_URL with BUTLER_ADMIN_TOKEN); otherwise they open the database directly.
+`;
+
+function synopsis(c: Command): string {
+  return c.usage ? `${c.name} ${c.usage}` : c.name;
+}
+
+/** One entry of the command list: usage, then the summary in the second column. */
+function entry(c: Command): string {
+  const left = `  ${synopsis(c)}`;
+  const [first = "", ...more] = c.summary.split("\n");
+  const head =
+    left.length < COLUMN ? `${left.padEnd(COLUMN)}${first}` : `${left}\n${" ".repeat(COLUMN)}${first}`;
+  return [head, ...more.map((l) => `${" ".repeat(COLUMN)}${l}`)].join("\n");
+}
+
+/** `butler --help`: every command. */
+export function commandList(commands: readonly Command[]): string {
+  return `butler: a deny-by-default governance gateway for AI agents
+
+Usage: butler <command> [options]          (every command accepts --json and --help)
+
+${commands.map(entry).join("\n")}
+
+${VIA_ADMIN}`;
+}
+
+/** `butler <command> --help`: the one command. */
+export function commandHelp(c: Command): string {
+  return `Usage: butler ${synopsis(c)}
+
+${c.summary.replaceAll("\n", " ")}
+
+Options: --json prints the result as JSON; --help prints this.
+${c.admin ? `\n${VIA_ADMIN}` : ""}`;
+}
+
+/** `butler <group> --help` (e.g. `butler policy --help`): the commands of that group. */
+export function groupHelp(group: string, commands: readonly Command[]): string {
+  return `Usage: butler ${group} <command> [options]
+
+${commands.map(entry).join("\n")}
+`;
+}

@@ -1,0 +1,34 @@
+import type { FastifyInstance } from "fastify";
+import { z } from "zod";
+import type { TokenService } from "../agents/token-service.js";
+import { requireAgent } from "../http/auth.js";
+import { paramsObject, parseInput, safeText } from "../http/validation.js";
+import type { Gateway } from "./gateway-service.js";
+
+const AuthorizeBody = z.strictObject({
+  action: safeText(256).pipe(
+    z
+      .string()
+      .regex(
+        /^[a-z0-9][a-z0-9_-]*:\S+$/,
+        "must be service:verb, for example aws:s3:GetObject or stripe:charges:read",
+      ),
+  ),
+  resource: safeText(2048).optional(),
+  branch: safeText(256).optional(),
+  params: paramsObject.optional(),
+});
+
+export interface GatewayRouteDeps {
+  gateway: Gateway;
+  tokens: Pick<TokenService, "authenticate">;
+}
+
+/** `POST /v1/authorize` (agent token): may this agent make this call now? */
+export function registerGatewayRoutes(app: FastifyInstance, deps: GatewayRouteDeps): void {
+  app.post("/v1/authorize", async (req) => {
+    const identity = await requireAgent(req, deps.tokens);
+    const body = parseInput(AuthorizeBody, req.body, "body");
+    return deps.gateway.authorize(identity, body);
+  });
+}

@@ -1,0 +1,48 @@
+import { readFileSync } from "node:fs";
+import { describe, expect, test } from "vitest";
+import { COMMANDS } from "../../src/cli/commands/index.js";
+import { runCli } from "../helpers/server.js";
+
+const README = readFileSync(new URL("../../README.md", import.meta.url), "utf8");
+const env = { BUTLER_DATA_DIR: "/nonexistent/butler-help-test" };
+
+describe("butler <command> --help", () => {
+  test.each(COMMANDS.map((c) => [c.name, c] as const))(
+    "butler %s --help prints its usage",
+    async (name, c) => {
+      const r = await runCli([...name.split(" "), "--help"], env);
+      expect(r).toMatchObject({ code: 0, stderr: "" });
+      expect(r.stdout.startsWith(`Usage: butler ${name}${c.usage ? ` ${c.usage}` : ""}\n`)).toBe(true);
+      expect(r.stdout).toContain(c.summary.replaceAll("\n", " "));
+      // The same text through `help`, and with the command's own arguments in front of --help.
+      expect(await runCli(["help", ...name.split(" ")], env)).toEqual(r);
+      expect(await runCli([...name.split(" "), "x", "--json", "-h"], env)).toEqual(r);
+    },
+  );
+
+  test("butler --help lists every command; a group's --help lists the group's", async () => {
+    const all = await runCli(["--help"], env);
+    expect(all.code).toBe(0);
+    for (const c of COMMANDS) expect(all.stdout).toContain(`  ${c.name}`);
+    expect(await runCli(["help"], env)).toEqual(all);
+    const policy = await runCli(["policy", "--help"], env);
+    expect(policy.code).toBe(0);
+    expect(policy.stdout.startsWith("Usage: butler policy <command> [options]\n")).toBe(true);
+    const listed = COMMANDS.filter(
+      (c) => policy.stdout.includes(`  ${c.name} `) || policy.stdout.includes(`  ${c.name}\n`),
+    );
+    expect(listed.map((c) => c.name)).toEqual(
+      COMMANDS.filter((c) => c.name.startsWith("policy ")).map((c) => c.name),
+    );
+    // Help for a command that does not exist is the whole list; running one is a usage error.
+    expect(await runCli(["frobnicate", "--help"], env)).toEqual(all);
+    expect(await runCli(["policy"], env)).toMatchObject({
+      code: 2,
+      stderr: "butler: unknown command: butler policy\nRun butler --help for usage.\n",
+    });
+  });
+
+  test("the README's CLI table documents every command", () => {
+    for (const c of COMMANDS) expect(README, c.name).toContain(`\`butler ${c.name}`);
+  });
+});
