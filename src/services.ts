@@ -1,12 +1,12 @@
-import { createA2A } from "./a2a/a2a-service.js";
+import { type A2AService, createA2A } from "./a2a/a2a-service.js";
 import { pushHandler } from "./a2a/push-delivery.js";
 import { createPushSealer } from "./a2a/push-secrets.js";
 import { createAdmin } from "./admin/admin-service.js";
 import { createTokenService } from "./agents/token-service.js";
-import { createAuditLog } from "./audit/audit-log.js";
+import { type AuditLog, createAuditLog } from "./audit/audit-log.js";
 import { type Checkpointer, type CheckpointSink, createCheckpointer } from "./audit/checkpointer.js";
 import { createApproverTokens } from "./butler/approver-tokens.js";
-import { createButler } from "./butler/butler-service.js";
+import { type Butler, createButler } from "./butler/butler-service.js";
 import type { AgentNotifier } from "./butler/notifier.js";
 import { cardHandlers } from "./channels/card-delivery.js";
 import type { ApprovalChannel } from "./channels/channel.js";
@@ -79,32 +79,8 @@ export function createServices(opts: ServiceOptions) {
   const { config, database, log, clock } = opts;
   const secrets = opts.secrets ?? createSecrets(configuredSecrets(config));
   const redact = (text: string) => secrets.redact(text);
-  const redactKnown = (text: string) => secrets.redactKnown(text);
   const db = database.db;
-  let checkpointer: Checkpointer | undefined;
-  const audit = createAuditLog({
-    database,
-    clock,
-    log,
-    batchMax: config.audit.batchMax,
-    queueMax: config.audit.queueMax,
-    onWritten: (seq) => checkpointer?.noteCommitted(seq),
-    redact,
-    redactKnown,
-  });
-  const cp = config.auditCheckpoints;
-  if (cp && opts.checkpointSinks) {
-    checkpointer = createCheckpointer({
-      database,
-      audit,
-      clock,
-      log,
-      key: cp.key,
-      everyEvents: cp.everyEvents,
-      everyMs: cp.everySeconds * 1000,
-      sinks: opts.checkpointSinks,
-    });
-  }
+  const { audit, checkpointer } = auditLog(opts, secrets);
   const changes = createChangeBus(database, log);
   const tokens = createTokenService({ db, audit, changes, clock });
   const approverTokens = createApproverTokens({ db, audit, clock });
@@ -143,31 +119,7 @@ export function createServices(opts: ServiceOptions) {
     version: PACKAGE_VERSION,
   });
 
-  const handlers: OutboxHandlers = {
-    async "agent.notify"(n) {
-      const tasks = await a2a.notifier.notify(n);
-      await opts.notifier?.notify(n);
-      return {
-        auditType: "agent.notified",
-        agent: n.agent,
-        project: n.project,
-        details: { request_id: n.requestId, notification: n.type, grant_id: n.grantId, a2a_tasks: tasks },
-      };
-    },
-    ...cardHandlers(butler, channels),
-  };
-  const outbox = combineWorkers([
-    createOutboxWorker({ db, audit, clock, log, handlers, redact }),
-    // Pushes go to receivers the agents chose: their own worker (see push-delivery.ts).
-    createOutboxWorker({
-      db,
-      audit,
-      clock,
-      log,
-      handlers: pushHandler(a2a, config.a2a?.pushAllowlist ?? []),
-      redact,
-    }),
-  ]);
+  const outbox = outboxWorkers(opts, { audit, a2a, butler, channels, redact });
   const vault = createVault({ db, audit, clock, masterKey: config.masterKey?.() });
   const providers = createProviderGateway({
     providers: opts.providers ?? { providers: new Map(), failures: [] },
@@ -231,3 +183,71 @@ export function createServices(opts: ServiceOptions) {
 }
 
 export type Services = ReturnType<typeof createServices>;
+
+/** The audit log, and its checkpointer when the configuration signs checkpoints and sinks are given. */
+function auditLog(opts: ServiceOptions, secrets: Secrets) {
+  const { config, database, log, clock } = opts;
+  let checkpointer: Checkpointer | undefined;
+  const audit = createAuditLog({
+    database,
+    clock,
+    log,
+    batchMax: config.audit.batchMax,
+    queueMax: config.audit.queueMax,
+    onWritten: (seq) => checkpointer?.noteCommitted(seq),
+    redact: (text) => secrets.redact(text),
+    redactKnown: (text) => secrets.redactKnown(text),
+  });
+  const cp = config.auditCheckpoints;
+  if (cp && opts.checkpointSinks) {
+    checkpointer = createCheckpointer({
+      database,
+      audit,
+      clock,
+      log,
+      key: cp.key,
+      everyEvents: cp.everyEvents,
+      everyMs: cp.everySeconds * 1000,
+      sinks: opts.checkpointSinks,
+    });
+  }
+  return { audit, checkpointer };
+}
+
+/**
+ * The outbox's workers: one for what reaches agents and approvers (notifications, cards), one for
+ * pushes to receivers the agents chose (see push-delivery.ts), so that a slow receiver delays only
+ * other pushes.
+ */
+function outboxWorkers(
+  opts: ServiceOptions,
+  parts: {
+    audit: AuditLog;
+    a2a: A2AService;
+    butler: Butler;
+    channels: readonly ApprovalChannel[];
+    redact: (text: string) => string;
+  },
+) {
+  const { config, database, log, clock } = opts;
+  const { audit, a2a, redact } = parts;
+  const db = database.db;
+  const handlers: OutboxHandlers = {
+    async "agent.notify"(n) {
+      const tasks = await a2a.notifier.notify(n);
+      await opts.notifier?.notify(n);
+      return {
+        auditType: "agent.notified",
+        agent: n.agent,
+        project: n.project,
+        details: { request_id: n.requestId, notification: n.type, grant_id: n.grantId, a2a_tasks: tasks },
+      };
+    },
+    ...cardHandlers(parts.butler, parts.channels),
+  };
+  const pushes = pushHandler(a2a, config.a2a?.pushAllowlist ?? []);
+  return combineWorkers([
+    createOutboxWorker({ db, audit, clock, log, handlers, redact }),
+    createOutboxWorker({ db, audit, clock, log, handlers: pushes, redact }),
+  ]);
+}

@@ -77,10 +77,7 @@ const MAX_FILE_LINES = 600;
  * being cut by a change under way (issue 13); remove an entry once its function fits. A
  * function is named by its file and the chain of named functions it sits in.
  */
-const LONG_FUNCTIONS: Record<string, number> = {
-  "src/gateway/gateway-service.ts createGateway": 177,
-  "src/services.ts createServices": 154,
-};
+const LONG_FUNCTIONS: Record<string, number> = {};
 
 /** Files over the limit today, with their length now (see LONG_FUNCTIONS). */
 const LONG_FILES: Record<string, number> = {};

@@ -71,185 +71,219 @@ export interface GatewayDeps {
   oneShots: Pick<OneShots, "consume">;
 }
 
+/** Options of one authorization (calls in the path pass these). */
+export interface AuthorizeOptions {
+  /**
+   * When no grant speaks (the policy denies for want of a grant), a second opinion: the
+   * operation-group default of a provider the project enables.
+   */
+  fallback?: (d: Decision & { decision: "DENY" }, project: CompiledProject) => Decision | undefined;
+  /** Recorded with the decision (provider and operation of a call in the path). */
+  details?: Record<string, unknown>;
+  /** Why every call of this operation needs a person (a provider spec's `approval: each_call`). */
+  eachCall?: string | undefined;
+}
+
+type Call = BoundCall & { agent: string; project: string; params: Record<string, unknown> | undefined };
+
 /**
  * The gateway's decision path: evaluate the call against the policy in force, write the decision
  * to the audit log, and answer only once the audit event is committed.
  */
 export function createGateway(deps: GatewayDeps) {
-  const { policies, audit, clock, metrics } = deps;
+  return {
+    authorize: (identity: AgentIdentity, input: AuthorizeInput, opts: AuthorizeOptions = {}) =>
+      authorize(deps, identity, input, opts),
+  };
+}
 
-  function hint(
-    identity: AgentIdentity,
-    input: AuthorizeInput,
-    d: Decision & { decision: "DENY" },
-    eventId: string,
-  ): RequestAccessHint | undefined {
-    const project = policies.index().projects.get(identity.project);
-    if (!project) return undefined;
-    const settings = project.document.settings;
-    if (ONE_SHOT_DENIALS.has(d.code)) {
-      return {
-        method: "POST",
-        url: `${deps.publicUrl()}/v1/access-requests`,
-        body: {
-          ttl: formatDuration(settings.grantTtlDefaultSeconds),
-          reason: "<say why you need this, for the human who decides>",
-          denial_event_id: eventId,
-          params: input.params ?? {},
-        },
-        note: `An approver of ${identity.project} approves exactly this call, once: after approval, make the identical call again (same parameters) within the TTL and it goes through one time.`,
-      };
-    }
-    if (!LIFTABLE_DENIALS.has(d.code)) return undefined;
-    if (project.neverGrant.some((g) => g.match(input.action))) return undefined;
+async function authorize(
+  deps: GatewayDeps,
+  identity: AgentIdentity,
+  input: AuthorizeInput,
+  opts: AuthorizeOptions,
+): Promise<AuthorizeResult> {
+  const { audit, metrics } = deps;
+  const started = process.hrtime.bigint();
+  const call: Call = {
+    agent: identity.agent,
+    project: identity.project,
+    action: input.action,
+    resource: input.resource ?? "",
+    branch: input.branch,
+    params: input.params,
+  };
+  const now = deps.clock.now();
+  const lineCtx = { identity, input, resource: call.resource, now, details: opts.details };
+  const ruled = await applyApprovalRule(
+    deps,
+    identity,
+    call,
+    await decide(deps, call, now, opts),
+    lineCtx,
+    opts,
+  );
+  const { d, oneShot } = ruled;
+  const entry = decisionLine(d, { ...lineCtx, approval: ruled.approval, usedOneShot: oneShot !== undefined });
+  let line: AuditLine;
+  try {
+    line = ruled.committed ?? (await audit.append(entry));
+  } catch (e) {
+    metrics.auditFailures.inc();
+    throw e;
+  }
+  metrics.decisions.inc({ decision: d.decision });
+  const { grant_id, expires, approved_by } = entry.details;
+  const result: AuthorizeResult = {
+    decision: d.decision,
+    reason: d.reason,
+    event_id: line.event_id,
+    revision: d.revision ?? null,
+    http_status: entry.httpStatus,
+  };
+  if (grant_id !== undefined) result.grant_id = grant_id;
+  if (expires !== undefined) result.expires = expires;
+  if (approved_by !== undefined) result.approved_by = approved_by;
+  if (oneShot) result.one_shot = oneShot;
+  if (d.decision === "DENY") {
+    result.code = d.code;
+    const h = hint(deps, identity, input, d, line.event_id);
+    if (h) result.request_access = h;
+  }
+  metrics.decisionSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
+  return result;
+}
+
+/** The policy's decision, against the newest revision when it denies, with the provider's fallback. */
+async function decide(deps: GatewayDeps, call: Call, now: Date, opts: AuthorizeOptions): Promise<Decision> {
+  const { policies } = deps;
+  let d = evaluate(policies.index(), call, now.getTime());
+  // Before denying, make sure this instance is not behind: a grant approved through another
+  // instance a moment ago must already count here (no stale-deny window).
+  // The index may also have moved on by itself while we waited (a notification arrived), so
+  // the decision is remade whenever the revision it was made with is no longer the one in force.
+  if (d.decision === "DENY" && d.code !== "unknown_agent" && d.code !== "deny_pattern") {
+    await policies.ensureCurrent(call.project);
+    if (policies.index().projects.get(call.project)?.revision !== d.revision)
+      d = evaluate(policies.index(), call, now.getTime());
+  }
+  if (
+    d.decision === "DENY" &&
+    opts.fallback &&
+    (d.code === "no_service_grant" || d.code === "no_action_grant")
+  ) {
+    const project = policies.index().projects.get(call.project);
+    const second = project ? opts.fallback(d, project) : undefined;
+    if (second) d = second;
+  }
+  return d;
+}
+
+/**
+ * A person approves each call of some actions (require_approval): the policy's ALLOW, or a
+ * denial a grant could lift, becomes "approval required" unless a single-use grant for exactly
+ * this call is waiting, which this decision then uses up (the use and its ALLOW line are one
+ * transaction: `committed`).
+ */
+async function applyApprovalRule(
+  deps: GatewayDeps,
+  identity: AgentIdentity,
+  call: Call,
+  d: Decision,
+  lineCtx: Omit<LineContext, "approval" | "usedOneShot">,
+  opts: AuthorizeOptions,
+): Promise<{
+  d: Decision;
+  committed?: AuditLine;
+  oneShot?: AuthorizeResult["one_shot"];
+  approval?: { rule: string; call_sha256: string };
+}> {
+  if (d.decision !== "ALLOW" && !LIFTABLE_DENIALS.has(d.code)) return { d };
+  const project = deps.policies.index().projects.get(identity.project);
+  const need =
+    project &&
+    (approvalRequired(project, call) ??
+      (opts.eachCall ? { rule: "operation", reason: opts.eachCall } : undefined));
+  if (!project || !need) return { d };
+  const hash = callHash(call);
+  const approval = { rule: need.rule, call_sha256: hash };
+  const allowedOnce = (u: { id: string; approvedBy: string[] }): Decision => ({
+    decision: "ALLOW",
+    reason: `allowed once by one-shot approval ${u.id} (approved by ${u.approvedBy.join(", ")})`,
+    grantId: u.id,
+    expiresAt: undefined,
+    approvedBy: u.approvedBy,
+    revision: project.revision,
+  });
+  let used: Awaited<ReturnType<typeof deps.oneShots.consume>>;
+  try {
+    used = await deps.oneShots.consume(identity, call, hash, (u) =>
+      decisionLine(allowedOnce(u), { ...lineCtx, approval, usedOneShot: true }),
+    );
+  } catch (e) {
+    deps.metrics.auditFailures.inc();
+    throw e;
+  }
+  if (used.status === "used")
+    return {
+      d: allowedOnce(used),
+      committed: used.line,
+      oneShot: { grant_id: used.id, idempotency_key: used.idempotencyKey },
+      approval,
+    };
+  const denied = (code: "one_shot_used" | "approval_required", reason: string): Decision => ({
+    decision: "DENY",
+    code,
+    reason,
+    grantId: undefined,
+    revision: project.revision,
+  });
+  if (used.status === "spent")
+    return {
+      d: denied(
+        "one_shot_used",
+        `the one-shot approval ${used.id} of this exact call was used at ${used.usedAt.toISOString()}; ${need.reason}`,
+      ),
+      approval,
+    };
+  return { d: denied("approval_required", need.reason), approval };
+}
+
+/** How to ask for access after a denial, when asking makes sense. */
+function hint(
+  deps: GatewayDeps,
+  identity: AgentIdentity,
+  input: AuthorizeInput,
+  d: Decision & { decision: "DENY" },
+  eventId: string,
+): RequestAccessHint | undefined {
+  const project = deps.policies.index().projects.get(identity.project);
+  if (!project) return undefined;
+  const settings = project.document.settings;
+  const url = `${deps.publicUrl()}/v1/access-requests`;
+  const reason = "<say why you need this, for the human who decides>";
+  const ttl = formatDuration(settings.grantTtlDefaultSeconds);
+  if (ONE_SHOT_DENIALS.has(d.code))
     return {
       method: "POST",
-      url: `${deps.publicUrl()}/v1/access-requests`,
-      body: {
-        action: input.action,
-        resource: input.resource ?? "",
-        ...(input.branch !== undefined ? { branch: input.branch } : {}),
-        ttl: formatDuration(settings.grantTtlDefaultSeconds),
-        reason: "<say why you need this, for the human who decides>",
-        denial_event_id: eventId,
-      },
-      note: `An approver of ${identity.project} decides; the grant covers exactly the denied call and expires after the TTL (at most ${formatDuration(settings.grantTtlMaxSeconds)}).`,
+      url,
+      body: { ttl, reason, denial_event_id: eventId, params: input.params ?? {} },
+      note: `An approver of ${identity.project} approves exactly this call, once: after approval, make the identical call again (same parameters) within the TTL and it goes through one time.`,
     };
-  }
-
+  if (!LIFTABLE_DENIALS.has(d.code)) return undefined;
+  if (project.neverGrant.some((g) => g.match(input.action))) return undefined;
   return {
-    async authorize(
-      identity: AgentIdentity,
-      input: AuthorizeInput,
-      opts: {
-        /**
-         * When no grant speaks (the policy denies for want of a grant), a second opinion: the
-         * operation-group default of a provider the project enables.
-         */
-        fallback?: (d: Decision & { decision: "DENY" }, project: CompiledProject) => Decision | undefined;
-        /** Recorded with the decision (provider and operation of a call in the path). */
-        details?: Record<string, unknown>;
-        /** Why every call of this operation needs a person (a provider spec's `approval: each_call`). */
-        eachCall?: string | undefined;
-      } = {},
-    ): Promise<AuthorizeResult> {
-      const started = process.hrtime.bigint();
-      const call = {
-        agent: identity.agent,
-        project: identity.project,
-        action: input.action,
-        resource: input.resource ?? "",
-        branch: input.branch,
-        params: input.params,
-      };
-      const now = clock.now();
-      let d = evaluate(policies.index(), call, now.getTime());
-      // Before denying, make sure this instance is not behind: a grant approved through another
-      // instance a moment ago must already count here (no stale-deny window).
-      // The index may also have moved on by itself while we waited (a notification arrived), so
-      // the decision is remade whenever the revision it was made with is no longer the one in force.
-      if (d.decision === "DENY" && d.code !== "unknown_agent" && d.code !== "deny_pattern") {
-        await policies.ensureCurrent(identity.project);
-        if (policies.index().projects.get(identity.project)?.revision !== d.revision) {
-          d = evaluate(policies.index(), call, now.getTime());
-        }
-      }
-      if (
-        d.decision === "DENY" &&
-        opts.fallback &&
-        (d.code === "no_service_grant" || d.code === "no_action_grant")
-      ) {
-        const project = policies.index().projects.get(identity.project);
-        const second = project ? opts.fallback(d, project) : undefined;
-        if (second) d = second;
-      }
-      // A person approves each call of some actions (require_approval): the policy's ALLOW, or a
-      // denial a grant could lift, becomes "approval required" unless a single-use grant for
-      // exactly this call is waiting, which this decision then uses up.
-      let oneShot: AuthorizeResult["one_shot"];
-      let approval: { rule: string; call_sha256: string } | undefined;
-      const lineCtx = { identity, input, resource: call.resource, now, details: opts.details };
-      let committed: AuditLine | undefined;
-      if (d.decision === "ALLOW" || LIFTABLE_DENIALS.has(d.code)) {
-        const project = policies.index().projects.get(identity.project);
-        const need =
-          project &&
-          (approvalRequired(project, call) ??
-            (opts.eachCall ? { rule: "operation", reason: opts.eachCall } : undefined));
-        if (project && need) {
-          const bound: BoundCall = call;
-          const hash = callHash(bound);
-          approval = { rule: need.rule, call_sha256: hash };
-          const allowedOnce = (u: { id: string; approvedBy: string[] }): Decision => ({
-            decision: "ALLOW",
-            reason: `allowed once by one-shot approval ${u.id} (approved by ${u.approvedBy.join(", ")})`,
-            grantId: u.id,
-            expiresAt: undefined,
-            approvedBy: u.approvedBy,
-            revision: project.revision,
-          });
-          let used: Awaited<ReturnType<typeof deps.oneShots.consume>>;
-          try {
-            // The use and the ALLOW that spends it are one transaction (see OneShots.consume).
-            used = await deps.oneShots.consume(identity, bound, hash, (u) =>
-              decisionLine(allowedOnce(u), { ...lineCtx, approval, usedOneShot: true }),
-            );
-          } catch (e) {
-            metrics.auditFailures.inc();
-            throw e;
-          }
-          if (used.status === "used") {
-            d = allowedOnce(used);
-            committed = used.line;
-            oneShot = { grant_id: used.id, idempotency_key: used.idempotencyKey };
-          } else if (used.status === "spent") {
-            d = {
-              decision: "DENY",
-              code: "one_shot_used",
-              reason: `the one-shot approval ${used.id} of this exact call was used at ${used.usedAt.toISOString()}; ${need.reason}`,
-              grantId: undefined,
-              revision: project.revision,
-            };
-          } else {
-            d = {
-              decision: "DENY",
-              code: "approval_required",
-              reason: need.reason,
-              grantId: undefined,
-              revision: project.revision,
-            };
-          }
-        }
-      }
-      const entry = decisionLine(d, { ...lineCtx, approval, usedOneShot: oneShot !== undefined });
-      let line: AuditLine;
-      try {
-        line = committed ?? (await audit.append(entry));
-      } catch (e) {
-        metrics.auditFailures.inc();
-        throw e;
-      }
-      metrics.decisions.inc({ decision: d.decision });
-      const { grant_id, expires, approved_by } = entry.details;
-      const result: AuthorizeResult = {
-        decision: d.decision,
-        reason: d.reason,
-        event_id: line.event_id,
-        revision: d.revision ?? null,
-        http_status: entry.httpStatus,
-      };
-      if (grant_id !== undefined) result.grant_id = grant_id;
-      if (expires !== undefined) result.expires = expires;
-      if (approved_by !== undefined) result.approved_by = approved_by;
-      if (oneShot) result.one_shot = oneShot;
-      if (d.decision === "DENY") {
-        result.code = d.code;
-        const h = hint(identity, input, d, line.event_id);
-        if (h) result.request_access = h;
-      }
-      metrics.decisionSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
-      return result;
+    method: "POST",
+    url,
+    body: {
+      action: input.action,
+      resource: input.resource ?? "",
+      ...(input.branch !== undefined ? { branch: input.branch } : {}),
+      ttl,
+      reason,
+      denial_event_id: eventId,
     },
+    note: `An approver of ${identity.project} decides; the grant covers exactly the denied call and expires after the TTL (at most ${formatDuration(settings.grantTtlMaxSeconds)}).`,
   };
 }
 
