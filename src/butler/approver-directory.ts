@@ -1,6 +1,5 @@
 import { randomBytes } from "node:crypto";
 import { and, eq } from "drizzle-orm";
-import type { Audience, ChannelKind, ReviewInput } from "../channels/channel.js";
 import type { Db } from "../db/client.js";
 import { chatBindings, linkCodes } from "../db/schema.js";
 import { AppError } from "../errors.js";
@@ -9,6 +8,7 @@ import type { CompiledProject, PolicyIndex } from "../policy/compile.js";
 import { entryNamesAccount, identityOf, peopleOf, resolveChatAccount } from "../policy/people.js";
 import type { ApproverDef } from "../policy/types.js";
 import type { ApprovalCard } from "./approval-card.js";
+import type { Audience, ChannelKind, ReviewInput } from "./channel-port.js";
 import type { ButlerDeps } from "./context.js";
 
 /**

@@ -1,11 +1,11 @@
 import { eq } from "drizzle-orm";
 import type { AgentIdentity } from "../agents/token-service.js";
-import type { ChannelKind, ReviewInput, ReviewOutcome } from "../channels/channel.js";
 import type { Db, Tx } from "../db/client.js";
 import { accessRequests, postedCards } from "../db/schema.js";
 import { AppError } from "../errors.js";
 import type { ApprovalCard } from "./approval-card.js";
 import * as directory from "./approver-directory.js";
+import type { ChannelKind, ReviewInput, ReviewOutcome } from "./channel-port.js";
 import type { AccessRequestInput, ButlerDeps, ListFilter, Reviewer, SubmitResult } from "./context.js";
 import { grantProject, grantRows, listRows, requireRequest, viewOne, views } from "./request-repo.js";
 import { pressAnswer } from "./request-state.js";

@@ -1,10 +1,10 @@
 import type { AuditLog } from "../audit/audit-log.js";
-import type { ChannelKind } from "../channels/channel.js";
 import type { Clock } from "../clock.js";
 import type { ChangeBus } from "../db/changes.js";
 import type { Db } from "../db/client.js";
 import type { Logger } from "../logger.js";
 import type { PolicyStore } from "../policy-store/policy-store.js";
+import type { ChannelKind } from "./channel-port.js";
 import type { AccessRequestView, RequestRow } from "./request-view.js";
 
 export interface ButlerDeps {

@@ -1,8 +1,8 @@
 import { and, eq } from "drizzle-orm";
-import type { ChannelKind } from "../channels/channel.js";
 import type { Tx } from "../db/client.js";
 import { accessRequests } from "../db/schema.js";
 import { enqueue, type OutboxMessage } from "../outbox/outbox.js";
+import type { ChannelKind } from "./channel-port.js";
 import type { ButlerDeps } from "./context.js";
 import type { AgentNotification } from "./notifier.js";
 import type { RequestRow } from "./request-view.js";

@@ -1,13 +1,19 @@
 import type { FastifyInstance } from "fastify";
 import type { ApprovalCard } from "../butler/approval-card.js";
-import type { ErrorCode } from "../errors.js";
+import type { Audience, ChannelKind, ReviewHandler } from "../butler/channel-port.js";
 
 /**
  * The contract every approval surface implements (Slack, Telegram, the web dashboard). Adapters
  * only translate: they post and update cards, and report button presses to the Butler, which
- * decides. This is the only file of channels/ the Butler imports.
+ * decides. The types the Butler defines for them are re-exported here.
  */
-export type ChannelKind = "slack" | "telegram" | "dashboard" | "api" | "cli";
+export type {
+  Audience,
+  ChannelKind,
+  ReviewHandler,
+  ReviewInput,
+  ReviewOutcome,
+} from "../butler/channel-port.js";
 
 /** Enough to find and edit a posted card later. Slack: channel + ts; Telegram: chat_id + message_id. */
 export interface PostedCard {
@@ -15,30 +21,6 @@ export interface PostedCard {
   chatId: string;
   messageId: string;
 }
-
-/** A person pressed Approve or Deny. Identity is the channel's own user id, not yet resolved. */
-export interface ReviewInput {
-  requestId: string;
-  verdict: "approve" | "deny";
-  actor: {
-    channel: ChannelKind;
-    userId: string;
-    displayName?: string | undefined;
-    /** The account's email as the platform reports it (Slack), for approvers named by email. */
-    email?: string | undefined;
-  };
-  /** A shorter TTL chosen when approving (seconds). */
-  ttlSeconds?: number;
-  /** Why, when denying; reaches the agent. */
-  reason?: string;
-}
-
-/** What the adapter shows the presser. `ok: false` is shown privately to that person only. */
-export type ReviewOutcome =
-  | { ok: true; card: ApprovalCard; message: string }
-  | { ok: false; code: ErrorCode; message: string };
-
-export type ReviewHandler = (input: ReviewInput) => Promise<ReviewOutcome>;
 
 export interface PostResult {
   posted: PostedCard[];
@@ -68,15 +50,6 @@ export class ChannelStartError extends Error {
   ) {
     super(message, options);
   }
-}
-
-/**
- * Who should see a card on one platform: the project's configured rooms (`settings.channels`), or
- * when there are none, each approver directly (by user id on that platform, or by email on Slack).
- */
-export interface Audience {
-  routes: string[] | undefined;
-  approvers: { id: string; userIds: string[]; emails: string[] }[];
 }
 
 export interface ApprovalChannel {
