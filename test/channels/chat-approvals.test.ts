@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { FakeSlack } from "../fakes/fake-slack.js";
 import { FakeTelegram } from "../fakes/fake-telegram.js";
+import { whenAll } from "../fakes/observed.js";
 import {
   chatEnv,
   postSlack,
@@ -103,7 +104,11 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
 
   test("a new request is posted as a card to the approver on both platforms", async () => {
     first = await file({ action: "stripe:charges:read", resource: "stripe.com/v1/charges" });
-    await until(async () => !!slack.cardFor(first) && !!telegram.cardFor(first), "cards on both platforms");
+    await whenAll(
+      [slack, telegram],
+      () => !!slack.cardFor(first) && !!telegram.cardFor(first),
+      "cards on both platforms",
+    );
     const sc = slack.cardFor(first)!;
     expect(sc.channel).toBe("D0JORDAN"); // jordan, found by email, in a direct message
     expect(JSON.stringify(sc.blocks)).toContain("butler_approve");
@@ -154,7 +159,7 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
   test("an unknown Telegram user and an approver of another project change nothing and are told privately", async () => {
     expect(await telegramPress(first, 7099)).toBe(200);
     expect(await telegramPress(first, 7003)).toBe(200);
-    await until(async () => telegram.calledWith("answerCallbackQuery").length >= 2, "callback answers");
+    await telegram.next(() => telegram.calledWith("answerCallbackQuery").length >= 2, "callback answers");
     const answers = telegram.calledWith("answerCallbackQuery").map((c) => c.body);
     expect(answers.slice(-2)).toEqual([
       expect.objectContaining({ text: "you are not an approver for project-billing", show_alert: true }),
@@ -171,12 +176,12 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
       async () => (await s.http("GET", `/v1/access-requests/${first}`, agent)).body.status === "approved",
       "approval",
     );
-    await until(
-      async () => !JSON.stringify(slack.cardFor(first)!.blocks).includes("butler_approve"),
+    await slack.next(
+      () => !JSON.stringify(slack.cardFor(first)!.blocks).includes("butler_approve"),
       "the Slack card to lose its buttons",
     );
-    await until(
-      async () => telegram.cardFor(first)!.keyboard === undefined,
+    await telegram.next(
+      () => telegram.cardFor(first)!.keyboard === undefined,
       "the Telegram card to lose its buttons",
     );
     expect(JSON.stringify(slack.cardFor(first)!.blocks)).toContain(
@@ -193,7 +198,7 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
   test("a second press, in Slack, says who already decided and changes nothing", async () => {
     const r = await slackPress(first, "U0JORDAN");
     expect(r.status).toBe(200);
-    await until(async () => slack.calledWith("chat.postEphemeral").length > 0, "an ephemeral answer");
+    await slack.next(() => slack.calledWith("chat.postEphemeral").length > 0, "an ephemeral answer");
     expect(slack.calledWith("chat.postEphemeral").at(-1)!.args).toMatchObject({
       user: "U0JORDAN",
       text: expect.stringContaining("already approved by jordan"),
@@ -203,12 +208,12 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
   test("revoking the grant from the CLI refreshes both cards, with who revoked it", async () => {
     const out = await s.cli(["grants", "revoke", first, "--reason", "ledger closed"]);
     expect(out.code, out.stderr).toBe(0);
-    await until(
-      async () => slack.cardFor(first)!.replies.some((r) => r.includes("The grant was revoked by")),
+    await slack.next(
+      () => slack.cardFor(first)!.replies.some((r) => r.includes("The grant was revoked by")),
       "a Slack thread reply about the revocation",
     );
-    await until(
-      async () => telegram.cardFor(first)!.text.includes("the grant was revoked by"),
+    await telegram.next(
+      () => telegram.cardFor(first)!.text.includes("the grant was revoked by"),
       "the Telegram card to say the grant was revoked",
     );
     expect(slack.cardFor(first)!.replies.at(-1)).toContain("ledger closed");
@@ -225,9 +230,9 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
       { action: "git:push", resource: "reidataai/billing-ledger", branch: "main" },
       "hotfix",
     );
-    await until(async () => !!slack.cardFor(second), "the Slack card");
+    await slack.next(() => !!slack.cardFor(second), "the Slack card");
     expect((await slackPress(second, "U0JORDAN", "butler_deny")).status).toBe(200);
-    await until(async () => slack.calledWith("views.open").length > 0, "the modal");
+    await slack.next(() => slack.calledWith("views.open").length > 0, "the modal");
     const view = slack.calledWith("views.open").at(-1)!.args.view;
     expect(view).toMatchObject({ callback_id: "butler_deny_modal", private_metadata: second });
     const submit = await slackPost({
@@ -250,8 +255,8 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
       status: "denied",
       decision: { by: "jordan", via: "slack", reason: "use a feature branch" },
     });
-    await until(
-      async () => telegram.cardFor(second)?.keyboard === undefined,
+    await telegram.next(
+      () => telegram.cardFor(second)?.keyboard === undefined,
       "the Telegram card to show the denial",
     );
     expect(telegram.cardFor(second)!.text).toContain("Denied by jordan via slack: use a feature branch");
@@ -266,10 +271,10 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
       action: "aws:s3:DeleteObject",
       resource: "arn:aws:s3:::ledger-internal/old.csv",
     });
-    await until(async () => !!slack.cardFor(third), "the Slack card after the rate limit");
+    await slack.next(() => !!slack.cardFor(third), "the Slack card after the rate limit");
     expect(telegram.cardFor(third)).toBeUndefined();
     telegram.down = false;
-    await until(async () => !!telegram.cardFor(third), "the Telegram card once Telegram is back");
+    await telegram.next(() => !!telegram.cardFor(third), "the Telegram card once Telegram is back");
     expect(
       slack.calledWith("chat.postMessage").filter((c) => JSON.stringify(c.args.blocks ?? "").includes(third)),
     ).toHaveLength(2);
@@ -294,8 +299,8 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
     expect(link.url).toMatch(/^https:\/\/t\.me\/butler_test_bot\?start=[A-Za-z0-9_-]{24}$/);
     const code = new URL(link.url).searchParams.get("start")!;
     expect(await telegramText(7010, `/start ${code}`)).toBe(200);
-    await until(
-      async () => telegram.calledWith("sendMessage").some((c) => c.body.chat_id === 7010),
+    await telegram.next(
+      () => telegram.calledWith("sendMessage").some((c) => c.body.chat_id === 7010),
       "the bot's answer",
     );
     expect(
@@ -305,8 +310,8 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
         .at(-1)!.body.text,
     ).toBe("This Telegram account is now connected to approver jordan.");
     expect(await telegramText(7011, `/start ${code}`)).toBe(200);
-    await until(
-      async () => telegram.calledWith("sendMessage").some((c) => c.body.chat_id === 7011),
+    await telegram.next(
+      () => telegram.calledWith("sendMessage").some((c) => c.body.chat_id === 7011),
       "the bot's refusal",
     );
     expect(
@@ -321,7 +326,7 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
       resource: "reidataai/billing-ledger",
       branch: "release-1",
     });
-    await until(async () => !!telegram.cardFor(fourth, "7010"), "the card for the linked account");
+    await telegram.next(() => !!telegram.cardFor(fourth, "7010"), "the card for the linked account");
     expect(await telegramPress(fourth, 7010)).toBe(200);
     await until(
       async () => (await s.http("GET", `/v1/access-requests/${fourth}`, agent)).body.status === "approved",
@@ -343,10 +348,10 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
       resource: "reidataai/billing-ledger",
       branch: "release-2",
     });
-    await until(async () => !!telegram.cardFor(fifth, "7001"), "the card");
+    await telegram.next(() => !!telegram.cardFor(fifth, "7001"), "the card");
     expect(await telegramPress(fifth, 7001, `dn:${fifth}`)).toBe(200);
-    await until(
-      async () =>
+    await telegram.next(
+      () =>
         telegram.calledWith("sendMessage").some((c) => String(c.body.text).startsWith(`Why deny ${fifth}?`)),
       "the prompt",
     );
@@ -391,9 +396,9 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
     const id = r.body.access_request.id as string;
     const slackCards = () =>
       [...slack.messages.values()].filter((m) => JSON.stringify(m.blocks).includes(id));
-    await until(
-      async () =>
-        slackCards().length === 2 && !!telegram.cardFor(id, "7001") && !!telegram.cardFor(id, "7002"),
+    await whenAll(
+      [slack, telegram],
+      () => slackCards().length === 2 && !!telegram.cardFor(id, "7001") && !!telegram.cardFor(id, "7002"),
       "cards for jordan and sam on both platforms",
     );
     expect(
@@ -404,8 +409,9 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
     expect(JSON.stringify(slackCards()[0]!.blocks)).toContain("0 of 2 approvals");
 
     expect((await slackPress(id, "U0JORDAN")).status).toBe(200);
-    await until(
-      async () =>
+    await whenAll(
+      [slack, telegram],
+      () =>
         slackCards().every((m) => JSON.stringify(m.blocks).includes("1 of 2 approvals")) &&
         telegram.cardFor(id, "7001")!.text.includes("1 of 2 approvals") &&
         telegram.cardFor(id, "7002")!.text.includes("1 of 2 approvals"),
@@ -416,7 +422,7 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
     // jordan again, from the other platform: still one approval, and told so.
     const answered = telegram.calledWith("answerCallbackQuery").length;
     expect(await telegramPress(id, 7001)).toBe(200);
-    await until(async () => telegram.calledWith("answerCallbackQuery").length > answered, "an answer");
+    await telegram.next(() => telegram.calledWith("answerCallbackQuery").length > answered, "an answer");
     expect(telegram.calledWith("answerCallbackQuery").at(-1)!.body.text).toContain(
       "You already approved this request: 1 of 2 approvals",
     );
@@ -430,8 +436,9 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
       async () => (await s.http("GET", `/v1/access-requests/${id}`, bot)).body.status === "approved",
       "the second approval to grant",
     );
-    await until(
-      async () =>
+    await whenAll(
+      [slack, telegram],
+      () =>
         slackCards().every((m) => !JSON.stringify(m.blocks).includes("butler_approve")) &&
         telegram.cardFor(id, "7001")!.keyboard === undefined &&
         telegram.cardFor(id, "7002")!.keyboard === undefined,

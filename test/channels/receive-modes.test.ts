@@ -61,12 +61,12 @@ describe(`Slack Socket Mode and Telegram long polling (${ENGINE})`, () => {
     expect((await fetch(`${s.url}/slack/events`, { method: "POST" })).status).toBe(404);
     expect((await fetch(`${s.url}/telegram/webhook`, { method: "POST" })).status).toBe(404);
     expect(slack.calledWith("apps.connections.open")).toHaveLength(1);
-    await until(async () => slack.socketConnected, "the Socket Mode connection");
+    await slack.next(() => slack.socketConnected, "the Socket Mode connection");
   });
 
   test("a button pressed in Slack arrives over the socket, is acknowledged, and decides", async () => {
     const id = await file("release-socket");
-    await until(async () => !!slack.cardFor(id), "the Slack card");
+    await slack.next(() => !!slack.cardFor(id), "the Slack card");
     const card = slack.cardFor(id)!;
     const ack = await slack.sendEnvelope("interactive", {
       type: "block_actions",
@@ -95,7 +95,7 @@ describe(`Slack Socket Mode and Telegram long polling (${ENGINE})`, () => {
 
   test("a button pressed in Telegram arrives by long polling and decides", async () => {
     const id = await file("release-polling");
-    await until(async () => !!telegram.cardFor(id, "7001"), "the Telegram card");
+    await telegram.next(() => !!telegram.cardFor(id, "7001"), "the Telegram card");
     telegram.queueUpdate({
       callback_query: {
         id: "cbq-poll",

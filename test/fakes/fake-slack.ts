@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { parse as parseQuery } from "node:querystring";
 import { type WebSocket, WebSocketServer } from "ws";
+import { Observed } from "./observed.js";
 import { slackMessageError } from "./slack-contract.js";
 
 export interface SlackCall {
@@ -24,7 +25,7 @@ type Scripted = { status: number; headers?: Record<string, string>; body: unknow
  * depends on it: bearer-token auth (`invalid_auth`), `ok:false` errors, Block Kit limits
  * (`invalid_blocks`), unknown channels and messages, 429 with `Retry-After` when told to.
  */
-export class FakeSlack {
+export class FakeSlack extends Observed {
   readonly calls: SlackCall[] = [];
   readonly messages = new Map<string, SlackMessage>();
   readonly users = new Map<string, { email: string; name: string }>();
@@ -41,7 +42,9 @@ export class FakeSlack {
   constructor(
     readonly botToken = "xoxb-test-bot-token",
     readonly appToken = "xapp-test-app-token",
-  ) {}
+  ) {
+    super();
+  }
 
   async start(): Promise<this> {
     this.#server = createServer((req, res) => void this.#handle(req, res));
@@ -50,7 +53,10 @@ export class FakeSlack {
       if (!req.url?.startsWith("/socket")) return socket.destroy();
       this.#wss!.handleUpgrade(req, socket, head, (ws) => {
         this.#socket = ws;
-        ws.on("message", (data) => this.acks.push(JSON.parse(String(data))));
+        ws.on("message", (data) => {
+          this.acks.push(JSON.parse(String(data)));
+          this.changed();
+        });
         ws.send(
           JSON.stringify({
             type: "hello",
@@ -59,6 +65,7 @@ export class FakeSlack {
             connection_info: { app_id: "A0FAKE" },
           }),
         );
+        this.changed();
       });
     });
     await new Promise<void>((r) => this.#server!.listen(0, "127.0.0.1", r));
@@ -84,29 +91,13 @@ export class FakeSlack {
     this.#socket!.send(
       JSON.stringify({ envelope_id: envelopeId, type, payload, accepts_response_payload: true }),
     );
-    const deadline = Date.now() + 5000;
-    while (Date.now() < deadline) {
-      const ack = this.acks.find((a) => a.envelope_id === envelopeId);
-      if (ack) return ack;
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    throw new Error("no ack for the envelope");
+    const acked = () => this.acks.find((a) => a.envelope_id === envelopeId);
+    await this.next(() => acked() !== undefined, "the envelope's ack", 5000);
+    return acked()!;
   }
 
   calledWith(method: string): SlackCall[] {
     return this.calls.filter((c) => c.method === method);
-  }
-
-  #waiters: { method: string; count: number; resolve: (call: SlackCall) => void }[] = [];
-
-  /**
-   * Resolves with the `count`-th call of `method` (1-based), at once if it was already made. For
-   * effects Slack's three-second rule puts after the HTTP answer (Bolt acks first, then acts).
-   */
-  call(method: string, count: number): Promise<SlackCall> {
-    const made = this.calledWith(method);
-    if (made.length >= count) return Promise.resolve(made[count - 1]!);
-    return new Promise((resolve) => this.#waiters.push({ method, count, resolve }));
   }
 
   /** The card posted to a channel (or a user's direct message) for a request. */
@@ -129,14 +120,10 @@ export class FakeSlack {
       }
     }
     this.calls.push({ method, args });
-    const made = this.calledWith(method).length;
-    for (const w of this.#waiters.filter((w) => w.method === method && w.count === made)) {
-      this.#waiters.splice(this.#waiters.indexOf(w), 1);
-      w.resolve({ method, args });
-    }
     const send = (status: number, body: unknown, headers: Record<string, string> = {}) => {
       res.writeHead(status, { "content-type": "application/json", ...headers });
       res.end(JSON.stringify(body));
+      this.changed();
     };
     const scripted = this.script.get(method)?.shift();
     if (scripted) return send(scripted.status, scripted.body, scripted.headers);

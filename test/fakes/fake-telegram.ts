@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { Observed } from "./observed.js";
 import { telegramHtmlError } from "./telegram-contract.js";
 
 export interface TelegramCall {
@@ -21,7 +22,7 @@ export interface TelegramMessage {
  * 64-byte callback data, HTML that must parse, "message is not modified", 429 with `retry_after`
  * when told to, and an outage switch that answers 502 for everything.
  */
-export class FakeTelegram {
+export class FakeTelegram extends Observed {
   readonly calls: TelegramCall[] = [];
   readonly messages = new Map<string, TelegramMessage>();
   readonly updates: Record<string, any>[] = [];
@@ -36,7 +37,9 @@ export class FakeTelegram {
   constructor(
     readonly token = "123456:TEST-token_abc",
     readonly botUsername = "butler_test_bot",
-  ) {}
+  ) {
+    super();
+  }
 
   async start(): Promise<this> {
     this.#server = createServer((req, res) => void this.#handle(req, res));
@@ -75,6 +78,7 @@ export class FakeTelegram {
     const send = (status: number, body: unknown) => {
       res.writeHead(status, { "content-type": "application/json" });
       res.end(JSON.stringify(body));
+      this.changed();
     };
     if (this.down) return send(502, { ok: false, error_code: 502, description: "Bad Gateway" });
     const m = /^\/bot([^/]+)\/([A-Za-z]+)$/.exec(req.url ?? "");

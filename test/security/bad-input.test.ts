@@ -134,8 +134,8 @@ describe(`bad input (${ENGINE})`, () => {
     expect(ignored.length).toBeGreaterThanOrEqual(payloads.length - 1);
     expect(ignored.map((e) => e.reason)).toContain("unknown action butler_frobnicate");
     // The presser is told privately that nothing happened.
-    await until(
-      async () => slack.calledWith("chat.postEphemeral").length > ephemeralBefore,
+    await slack.next(
+      () => slack.calledWith("chat.postEphemeral").length > ephemeralBefore,
       "an ephemeral note",
     );
     expect(slack.calledWith("chat.postEphemeral").at(-1)!.args).toMatchObject({ user: "U0JORDAN" });
@@ -198,8 +198,8 @@ describe(`bad input (${ENGINE})`, () => {
       expect(r.status, `${JSON.stringify(b)}: ${r.text}`).toBe(200);
     }
     expect((await request(id)).status).toBe("pending");
-    await until(
-      async () => telegram.calledWith("answerCallbackQuery").length >= answered + 2,
+    await telegram.next(
+      () => telegram.calledWith("answerCallbackQuery").length >= answered + 2,
       "the unknown buttons to be answered",
     );
     expect(telegram.calledWith("answerCallbackQuery").at(-1)!.body.text).toMatch(/not recogni[sz]ed/);
@@ -233,7 +233,7 @@ describe(`bad input (${ENGINE})`, () => {
     const code = "/start ab\u0000cd\ud800";
     const linked = await telegramUpdate(telegramMessage(7050, code));
     expect(linked.status, linked.text).toBe(200);
-    await until(async () => telegram.calledWith("sendMessage").length > sent, "the bot's answer");
+    await telegram.next(() => telegram.calledWith("sendMessage").length > sent, "the bot's answer");
     expect(telegram.calledWith("sendMessage").at(-1)!.body.text).toContain("not valid");
   });
 

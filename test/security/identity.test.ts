@@ -83,7 +83,7 @@ describe(`one person per approver id, across projects (${ENGINE})`, () => {
     postTelegram(s.url, telegramButton(`ap:${requestId}`, fromId), TG_SECRET);
   /** Presses Approve in Slack and waits for the private answer: Bolt acks before it acts. */
   const slackPress = async (requestId: string, userId: string) => {
-    const answered = slack.call("chat.postEphemeral", slack.calledWith("chat.postEphemeral").length + 1);
+    const before = slack.calledWith("chat.postEphemeral").length;
     const r = await postSlack(
       s.url,
       slackButton(
@@ -94,7 +94,13 @@ describe(`one person per approver id, across projects (${ENGINE})`, () => {
       ),
       SIGNING_SECRET,
     );
-    if (r.status === 200) expect((await answered).args.user).toBe(userId);
+    if (r.status === 200) {
+      await slack.next(
+        () => slack.calledWith("chat.postEphemeral").length > before,
+        "Slack's private answer",
+      );
+      expect(slack.calledWith("chat.postEphemeral").at(-1)!.args.user).toBe(userId);
+    }
     return r.status;
   };
 
