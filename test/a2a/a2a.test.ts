@@ -184,7 +184,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
     });
     const task = res as Task;
     expect(task.status?.state).toBe(TaskState.TASK_STATE_INPUT_REQUIRED);
-    await until(async () => receiver.story(task.id).length >= 2, "the first pushes");
+    await receiver.next(() => receiver.story(task.id).length >= 2, "the first pushes");
     expect(receiver.story(task.id)).toEqual([
       "task:TASK_STATE_SUBMITTED",
       "statusUpdate:TASK_STATE_INPUT_REQUIRED",
@@ -194,7 +194,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
     expect(first.headers["x-a2a-notification-token"]).toBe("opaque-token");
 
     await approve(task.metadata!.butler.requestId);
-    await until(async () => receiver.story(task.id).length >= 4, "the completion push");
+    await receiver.next(() => receiver.story(task.id).length >= 4, "the completion push");
     expect(receiver.story(task.id)).toEqual([
       "task:TASK_STATE_SUBMITTED",
       "statusUpdate:TASK_STATE_INPUT_REQUIRED",
@@ -208,7 +208,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
       body: JSON.stringify({ reason: "report done" }),
     });
     expect(revoke.status).toBe(200);
-    await until(async () => receiver.story(task.id).length >= 6, "the revocation push");
+    await receiver.next(() => receiver.story(task.id).length >= 6, "the revocation push");
     expect(receiver.story(task.id).slice(4)).toEqual([
       "artifactUpdate:revoked",
       "statusUpdate:TASK_STATE_COMPLETED",
@@ -308,7 +308,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
     const canceled = await client.cancelTask({ tenant: "", id: task.id, metadata: undefined });
     expect(canceled.status?.state).toBe(TaskState.TASK_STATE_CANCELED);
     expect((await s.http("GET", `/v1/access-requests/${requestId}`, agent)).body.status).toBe("canceled");
-    await until(async () => channel.cardOf(requestId)?.status === "canceled", "the card to say canceled");
+    await channel.next(() => channel.cardOf(requestId)?.status === "canceled", "the card to say canceled");
     await expect(client.cancelTask({ tenant: "", id: task.id, metadata: undefined })).rejects.toThrow(
       /already canceled/,
     );
@@ -734,7 +734,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
       ...ask({ ttl: "PT1H", reason: "event replay", denial_event_id: eventId }),
       configuration: withPush(receiver.url),
     })) as Task;
-    await until(async () => receiver.story(task.id).length === 2, "the first pushes");
+    await receiver.next(() => receiver.story(task.id).length === 2, "the first pushes");
     // An agent still subscribed does not hold up the shutdown; its stream just ends.
     const listening = (async () => {
       for await (const _ of client.resubscribeTask({ tenant: "", id: task.id })) void _;
@@ -747,7 +747,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
     });
     const base = restarted.url;
     await approve(task.metadata!.butler.requestId, base);
-    await until(async () => receiver.story(task.id).length >= 4, "the completion push after the restart");
+    await receiver.next(() => receiver.story(task.id).length >= 4, "the completion push after the restart");
     expect(receiver.story(task.id).slice(2)).toEqual([
       "artifactUpdate:active",
       "statusUpdate:TASK_STATE_COMPLETED",

@@ -1,5 +1,6 @@
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { Observed } from "./observed.js";
 
 export interface ReceivedPush {
   headers: IncomingHttpHeaders;
@@ -12,7 +13,7 @@ export interface ReceivedPush {
  * (POST, Content-Type application/a2a+json, a JSON StreamResponse body) and can be told to fail
  * the next few deliveries, like a receiver that is briefly down.
  */
-export class PushReceiver {
+export class PushReceiver extends Observed {
   readonly received: ReceivedPush[] = [];
   readonly refused: string[] = [];
   /** Answer the next N pushes with this status instead of 200. */
@@ -29,6 +30,7 @@ export class PushReceiver {
         raw += c;
       });
       req.on("end", () => {
+        res.on("finish", () => this.changed());
         if (req.method !== "POST" || req.headers["content-type"] !== "application/a2a+json") {
           this.refused.push(`${req.method} ${req.headers["content-type"]}`);
           res.writeHead(415).end();
