@@ -5,12 +5,12 @@ import { verifyAuditChain } from "../../src/audit/verify.js";
 import { systemClock } from "../../src/clock.js";
 import type { Database } from "../../src/db/client.js";
 import { createLogger } from "../../src/logger.js";
-import { buildApp } from "../../src/server/app.js";
 import { createServices, type Services } from "../../src/services.js";
 import { a2aClient, ask } from "../helpers/a2a.js";
 import { createTestDatabase, ENGINE, type TestDatabase } from "../helpers/db.js";
 import { seedText } from "../helpers/policy.js";
 import { createTestEnv, type TestEnv } from "../helpers/server.js";
+import { listenOn } from "../helpers/services.js";
 import { until } from "../helpers/wait.js";
 
 interface Instance {
@@ -34,23 +34,9 @@ async function startInstance(database: Database, policiesDir: string): Promise<I
   });
   await services.changes.start();
   await services.policies.refreshAll();
-  const app = await buildApp({
-    log,
-    bodyLimitBytes: 65536,
-    trustProxy: false,
-    tokens: services.tokens,
-    approverTokens: services.approverTokens,
-    butler: services.butler,
-    gateway: services.gateway,
-    metrics: services.metrics,
-    admin: services.admin,
-    a2a: services.a2a,
-    adminToken: ADMIN,
-    instanceId: "srv_test",
-    checkReady: async () => {},
-  });
-  url = await app.listen({ host: "127.0.0.1", port: 0 });
-  return { services, app, url };
+  const served = await listenOn(services, log, ADMIN);
+  url = served.url;
+  return { services, app: served.app, url };
 }
 
 async function authorize(url: string, token: string, body: unknown) {

@@ -5,25 +5,11 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { freezeReaction, TREASURY } from "../fixtures/treasury.js";
 import { ENGINE } from "../helpers/db.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
-const TREASURY = `project: treasury
-agents: [butler-reactions]
-grants:
-  - service: revolut
-    actions: [cards:freeze]
-`;
-
-const REACTION = `webhooks:
-  scheme: revolut
-  secret: REVOLUT_WEBHOOK_SECRET
-  reactions:
-    - name: freeze_on_blocked_merchant
-      when: { event: TransactionCreated, field: data.merchant.category_code, in: ["7995", "6051"] }
-      call: { operation: freeze_card, params: { card_id: "{data.card_id}" } }
-      actor: { project: treasury, agent: butler-reactions }
-`;
+const REACTION = freezeReaction(["7995", "6051"]);
 
 /** The seed's reactive governance: a card used at a blocked merchant category is frozen, through the pipeline. */
 describe(`webhook reactions (${ENGINE})`, () => {

@@ -9,12 +9,12 @@ import { readLines } from "../../src/audit/audit-log.js";
 import { systemClock } from "../../src/clock.js";
 import { a2aTasks, outbox } from "../../src/db/schema.js";
 import { createLogger } from "../../src/logger.js";
-import { buildApp } from "../../src/server/app.js";
 import { createServices, type Services } from "../../src/services.js";
 import { PushReceiver } from "../fakes/push-receiver.js";
 import { a2aClient, ask, grantOf, withPush } from "../helpers/a2a.js";
 import { createTestDatabase, ENGINE, type TestDatabase } from "../helpers/db.js";
 import { seedText } from "../helpers/policy.js";
+import { listenOn } from "../helpers/services.js";
 
 /**
  * The A2A face, as a careless or hostile agent would use it: refused pushes, deleting twice,
@@ -55,22 +55,7 @@ describe(`A2A (${ENGINE})`, () => {
     });
     await services.changes.start();
     await services.policies.importDirectory("test");
-    app = await buildApp({
-      log,
-      bodyLimitBytes: 65536,
-      trustProxy: false,
-      tokens: services.tokens,
-      approverTokens: services.approverTokens,
-      butler: services.butler,
-      gateway: services.gateway,
-      metrics: services.metrics,
-      admin: services.admin,
-      a2a: services.a2a,
-      adminToken: `bta_${"x".repeat(40)}`,
-      instanceId: "srv_test",
-      checkReady: async () => {},
-    });
-    url = await app.listen({ host: "127.0.0.1", port: 0 });
+    ({ app, url } = await listenOn(services, log));
     agent = (await services.admin.createAgentToken("billing-reconciler-1", "project-billing")).token;
     jordan = (await services.approverTokens.create("jordan", "test")).token;
   });

@@ -9,26 +9,12 @@ import type { Clock } from "../../src/clock.js";
 import { loadConfig } from "../../src/config.js";
 import { createLogger } from "../../src/logger.js";
 import { type RunningServer, startServer } from "../../src/main.js";
+import { freezeReaction, TREASURY } from "../fixtures/treasury.js";
 import { FakeClock } from "../helpers/clock.js";
 import { ENGINE } from "../helpers/db.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
-const TREASURY = `project: treasury
-agents: [butler-reactions]
-grants:
-  - service: revolut
-    actions: [cards:freeze]
-`;
-
-const REACTION = `webhooks:
-  scheme: revolut
-  secret: REVOLUT_WEBHOOK_SECRET
-  reactions:
-    - name: freeze_on_blocked_merchant
-      when: { event: TransactionCreated, field: data.merchant.category_code, in: ["7995"] }
-      call: { operation: freeze_card, params: { card_id: "{data.card_id}" } }
-      actor: { project: treasury, agent: butler-reactions }
-`;
+const REACTION = freezeReaction(["7995"]);
 
 const STRIPE_SECRET = "whsec_replays";
 const REVOLUT_SECRET = "revolut-replays";
