@@ -94,7 +94,6 @@ export function createServices(opts: ServiceOptions) {
     db,
     audit,
     policies,
-    changes,
     clock,
     log,
     channels: channels.map((c) => c.kind),

@@ -1,6 +1,5 @@
 import type { AuditLog } from "../audit/audit-log.js";
 import type { Clock } from "../clock.js";
-import type { ChangeBus } from "../db/changes.js";
 import type { Db } from "../db/client.js";
 import type { Logger } from "../logger.js";
 import type { PolicyStore } from "../policy-store/policy-store.js";
@@ -14,7 +13,6 @@ export interface ButlerDeps {
     PolicyStore,
     "index" | "latestIn" | "recompose" | "refreshProject" | "ensureCurrent" | "lockProject" | "compiledIn"
   >;
-  changes: Pick<ChangeBus, "publish">;
   clock: Clock;
   log: Logger;
   /** Approval surfaces that get a card for each new request (Slack, Telegram, ...). */
