@@ -1,4 +1,5 @@
-import { readFile, rename, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { dirname } from "node:path";
 import { PGlite } from "@electric-sql/pglite";
 import pg from "pg";
 import { inject } from "vitest";
@@ -44,6 +45,17 @@ function pgliteTemplate(): Promise<Buffer> {
     return tar;
   })();
   return template;
+}
+
+/**
+ * Writes the migrated template into `dir` as an embedded database's directory (what `butler serve`
+ * would make on its first start, without initdb and migrations: about 2 s less per server).
+ */
+export async function seedPgliteDir(dir: string): Promise<void> {
+  const tar = await pgliteTemplate();
+  await mkdir(dirname(dir), { recursive: true, mode: 0o700 });
+  const client = await PGlite.create(dir, { loadDataDir: new Blob([tar]) });
+  await client.close();
 }
 
 /** A fresh, migrated, empty database on the engine under test. */

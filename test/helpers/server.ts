@@ -8,7 +8,7 @@ import { type Clock, systemClock } from "../../src/clock.js";
 import { loadConfig } from "../../src/config.js";
 import { createLogger } from "../../src/logger.js";
 import { type RunningServer, startServer } from "../../src/main.js";
-import { createPostgresDatabase, ENGINE } from "./db.js";
+import { createPostgresDatabase, ENGINE, seedPgliteDir } from "./db.js";
 import { SEED_POLICY_FILE } from "./policy.js";
 
 export interface CliResult {
@@ -124,6 +124,8 @@ export async function startTestServer(
 ): Promise<TestServer> {
   const t = await createTestEnv(opts);
   const config = loadConfig(t.env);
+  // A server that starts on an empty embedded database starts from the migrated template.
+  if (config.database.kind === "pglite") await seedPgliteDir(config.database.dataDir);
   const server = await startServer(config, createLogger("silent"), opts.clock ?? systemClock, {
     notifier: opts.notifier,
     channels: opts.channels,
