@@ -256,15 +256,22 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
       decision: { by: "jordan", via: "slack", reason: "use a feature branch" },
     });
     await telegram.next(
-      () => telegram.cardFor(second)?.keyboard === undefined,
+      // The card must exist first: a card not yet posted has no keyboard either.
+      () => telegram.cardFor(second) !== undefined && telegram.cardFor(second)!.keyboard === undefined,
       "the Telegram card to show the denial",
     );
     expect(telegram.cardFor(second)!.text).toContain("Denied by jordan via slack: use a feature branch");
   });
 
   test("with Slack answering 429 then 200, the card still arrives; with Telegram down, Slack is unaffected and Telegram catches up", async () => {
+    // Only the new card is rate limited (a refresh of an earlier card may be posted meanwhile).
     slack.script.set("chat.postMessage", [
-      { status: 429, headers: { "retry-after": "1" }, body: { ok: false, error: "ratelimited" } },
+      {
+        status: 429,
+        headers: { "retry-after": "1" },
+        body: { ok: false, error: "ratelimited" },
+        when: (args) => !args.thread_ts && JSON.stringify(args.blocks ?? "").includes("old.csv"),
+      },
     ]);
     telegram.down = true;
     const third = await file({

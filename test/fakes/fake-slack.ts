@@ -18,7 +18,13 @@ export interface SlackMessage {
   replies: string[];
 }
 
-type Scripted = { status: number; headers?: Record<string, string>; body: unknown };
+type Scripted = {
+  status: number;
+  headers?: Record<string, string>;
+  body: unknown;
+  /** Only for a call with these arguments (default: the next call of the method, whatever it is). */
+  when?: (args: Record<string, any>) => boolean;
+};
 
 /**
  * A local Slack Web API (and Socket Mode endpoint) that behaves like Slack where the product
@@ -125,7 +131,9 @@ export class FakeSlack extends Observed {
       res.end(JSON.stringify(body));
       this.changed();
     };
-    const scripted = this.script.get(method)?.shift();
+    const queue = this.script.get(method) ?? [];
+    const at = queue.findIndex((x) => !x.when || x.when(args));
+    const scripted = at === -1 ? undefined : queue.splice(at, 1)[0];
     if (scripted) return send(scripted.status, scripted.body, scripted.headers);
     const auth = String(req.headers.authorization ?? "");
     const token = method === "apps.connections.open" ? this.appToken : this.botToken;
