@@ -1,13 +1,21 @@
 import { eq } from "drizzle-orm";
 import type { AgentIdentity } from "../agents/token-service.js";
 import type { Db, Tx } from "../db/client.js";
-import { accessRequests, postedCards } from "../db/schema.js";
+import { postedCards } from "../db/schema.js";
 import { AppError } from "../errors.js";
 import type { ApprovalCard } from "./approval-card.js";
 import * as directory from "./approver-directory.js";
 import type { ChannelKind, ReviewInput, ReviewOutcome } from "./channel-port.js";
 import type { AccessRequestInput, ButlerDeps, ListFilter, Reviewer, SubmitResult } from "./context.js";
-import { grantProject, grantRows, listRows, requireRequest, viewOne, views } from "./request-repo.js";
+import {
+  findRequest,
+  grantProject,
+  grantRows,
+  listRows,
+  requireRequest,
+  viewOne,
+  views,
+} from "./request-repo.js";
 import { pressAnswer } from "./request-state.js";
 import { type AccessRequestView, cardOf, type GrantView, grantView, type Viewed } from "./request-view.js";
 import { type ReviewOutcomeKind, review } from "./review.js";
@@ -63,7 +71,7 @@ export function createButler(deps: ButlerDeps) {
 
     /** A request, for the agent that filed it (anyone else's is "not found"). */
     async getForAgent(identity: AgentIdentity, id: string): Promise<AccessRequestView> {
-      const [r] = await db.select().from(accessRequests).where(eq(accessRequests.id, id));
+      const r = await findRequest(db, id);
       if (!r || r.agent !== identity.agent || r.project !== identity.project)
         throw new AppError("NOT_FOUND", `no access request ${id}`);
       return (await viewOne(db, r)).view;
@@ -71,7 +79,7 @@ export function createButler(deps: ButlerDeps) {
 
     /** A request, for an approver of its project. */
     async getForApprover(approver: string, id: string): Promise<AccessRequestView> {
-      const [r] = await db.select().from(accessRequests).where(eq(accessRequests.id, id));
+      const r = await findRequest(db, id);
       const p = r && index().projects.get(r.project);
       if (!r || !p || !directory.approverOf(index(), p, approver))
         throw new AppError("NOT_FOUND", `no access request ${id} in your projects`);
@@ -138,10 +146,6 @@ export function createButler(deps: ButlerDeps) {
     createLinkCode: (approver: string, channel: ChannelKind, actor: string) =>
       directory.createLinkCode(deps, approver, channel, actor),
 
-    /** Redeems a link code for the chat account `userId`; returns the approver it is now bound to. */
-    redeemLinkCode: (code: string, channel: ChannelKind, userId: string): Promise<string> =>
-      directory.redeemLinkCode(deps, code, channel, userId),
-
     postedCardsOf: (id: string) => db.select().from(postedCards).where(eq(postedCards.requestId, id)),
 
     async recordPostedCards(
@@ -178,10 +182,7 @@ async function pressed(
 ): Promise<ReviewOutcome> {
   const { db } = deps;
   try {
-    const [r] = await db
-      .select({ project: accessRequests.project })
-      .from(accessRequests)
-      .where(eq(accessRequests.id, input.requestId));
+    const r = await findRequest(db, input.requestId);
     if (!r) return { ok: false, code: "NOT_FOUND", message: `no access request ${input.requestId}` };
     const presser = await directory.resolvePresser(db, deps.policies.index(), r.project, input);
     if (presser.kind === "refused") {

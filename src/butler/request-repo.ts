@@ -124,6 +124,23 @@ export async function lockRequest(tx: Tx, id: string): Promise<RequestRow> {
   return r;
 }
 
+/**
+ * Moves a pending request on (decided, expired, superseded): the row as written, or undefined
+ * when it was no longer pending.
+ */
+export async function updateIfPending(
+  tx: Tx,
+  id: string,
+  values: Partial<typeof accessRequests.$inferInsert>,
+): Promise<RequestRow | undefined> {
+  const [row] = await tx
+    .update(accessRequests)
+    .set(values)
+    .where(and(eq(accessRequests.id, id), eq(accessRequests.status, "pending")))
+    .returning();
+  return row;
+}
+
 /** Every review of a request. */
 export function reviewsOf(tx: Tx, id: string): Promise<ReviewRow[]> {
   return tx.select().from(requestReviews).where(eq(requestReviews.requestId, id));

@@ -1,13 +1,20 @@
 import { and, eq } from "drizzle-orm";
 import type { AuditEventInput } from "../audit/audit-log.js";
 import type { Tx } from "../db/client.js";
-import { accessRequests, grants, requestReviews, singleUseGrants } from "../db/schema.js";
+import { grants, requestReviews, singleUseGrants } from "../db/schema.js";
 import { AppError } from "../errors.js";
 import type { CompiledProject } from "../policy/compile.js";
 import { formatDuration, parseDuration } from "../policy/index.js";
 import { approverOf, isConflicted } from "./approver-directory.js";
 import type { ButlerDeps, Reviewer } from "./context.js";
-import { lockRequest, ownLine, reviewsOf, tokenRevokedAt } from "./request-repo.js";
+import {
+  findRequest,
+  lockRequest,
+  ownLine,
+  reviewsOf,
+  tokenRevokedAt,
+  updateIfPending,
+} from "./request-repo.js";
 import { callMatches, matchesFiled, staleUnder } from "./request-rules.js";
 import {
   decideReview,
@@ -52,15 +59,11 @@ export async function review(
     if (!t.ok) throw new AppError("INVALID_INPUT", `ttl: ${t.error}`);
     ttlSeconds = t.value;
   }
-  // A denial decides against the newest policy this instance can load (an approver may just
-  // have been removed elsewhere); an approval reads it under the project's lock (decideInTx).
-  if (verdict === "deny") {
-    const [pre] = await deps.db
-      .select({ project: accessRequests.project })
-      .from(accessRequests)
-      .where(eq(accessRequests.id, id));
-    if (pre) await deps.policies.ensureCurrent(pre.project);
-  }
+  // Decided against the newest policies this instance can load: an approver may just have been
+  // removed, or made to conflict by another project's file, elsewhere. An approval also reads
+  // its own project under the project's lock (decideInTx).
+  const pre = await findRequest(deps.db, id);
+  if (pre) await deps.policies.ensureCurrent(pre.project);
   const press: Press = { reviewer, id, verdict, ttlSeconds, reason: opts.reason, now: deps.clock.now() };
   const result = await deps.db.transaction((tx) => decideInTx(deps, tx, press));
   deps.onEnqueued?.();
@@ -207,16 +210,12 @@ async function supersede(
       { requestId: r.id, detail: stale.detail },
       "access request does not match its audit record; not granted",
     );
-  const [superseded] = await tx
-    .update(accessRequests)
-    .set({
-      status: "superseded",
-      decidedAt: p.now,
-      decidedVia: p.reviewer.channel,
-      decisionReason: words.decisionReason,
-    })
-    .where(and(eq(accessRequests.id, r.id), eq(accessRequests.status, "pending")))
-    .returning();
+  const superseded = await updateIfPending(tx, r.id, {
+    status: "superseded",
+    decidedAt: p.now,
+    decidedVia: p.reviewer.channel,
+    decisionReason: words.decisionReason,
+  });
   await deps.audit.appendInTx(tx, [
     {
       type: "access_request.superseded",
@@ -237,17 +236,13 @@ async function supersede(
 
 async function deny(deps: ButlerDeps, tx: Tx, r: RequestRow, p: Press): Promise<Decided> {
   const { approver, channel } = p.reviewer;
-  const [denied] = await tx
-    .update(accessRequests)
-    .set({
-      status: "denied",
-      decidedAt: p.now,
-      decidedBy: approver,
-      decidedVia: channel,
-      decisionReason: p.reason ?? null,
-    })
-    .where(and(eq(accessRequests.id, r.id), eq(accessRequests.status, "pending")))
-    .returning();
+  const denied = await updateIfPending(tx, r.id, {
+    status: "denied",
+    decidedAt: p.now,
+    decidedBy: approver,
+    decidedVia: channel,
+    decisionReason: p.reason ?? null,
+  });
   await deps.audit.appendInTx(tx, [
     {
       type: "access_request.denied",
@@ -310,17 +305,13 @@ async function approve(
   t: Extract<Tally, { step: "approve" }>,
 ): Promise<Decided> {
   const by = t.approvedBy.join(", ");
-  const [approved] = await tx
-    .update(accessRequests)
-    .set({
-      status: "approved",
-      decidedAt: p.now,
-      decidedBy: by,
-      decidedVia: p.reviewer.channel,
-      grantedTtlSeconds: t.ttlSeconds,
-    })
-    .where(and(eq(accessRequests.id, r.id), eq(accessRequests.status, "pending")))
-    .returning();
+  const approved = await updateIfPending(tx, r.id, {
+    status: "approved",
+    decidedAt: p.now,
+    decidedBy: by,
+    decidedVia: p.reviewer.channel,
+    grantedTtlSeconds: t.ttlSeconds,
+  });
   const approvedLine: AuditEventInput = {
     type: "access_request.approved",
     ...lineOf(r),

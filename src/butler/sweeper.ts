@@ -70,6 +70,10 @@ async function remind(deps: ButlerDeps, tx: Tx, now: Date): Promise<number> {
   return reminded;
 }
 
+/** Grants past their expiry, not revoked, whose expiry is not recorded yet. */
+const expiryUnrecorded = (now: Date) =>
+  and(isNull(grants.revokedAt), isNull(grants.expiryRecordedAt), lte(grants.expiresAt, now));
+
 /** Grants past their expiry are recorded as expired, one savepoint per project. */
 async function recordGrantExpiries(
   deps: ButlerDeps,
@@ -79,7 +83,7 @@ async function recordGrantExpiries(
   const candidates = await tx
     .select({ project: grants.project })
     .from(grants)
-    .where(and(isNull(grants.revokedAt), isNull(grants.expiryRecordedAt), lte(grants.expiresAt, now)))
+    .where(expiryUnrecorded(now))
     .limit(500);
   let expiredGrants = 0;
   const projects: string[] = [];
@@ -101,14 +105,7 @@ async function recordProjectExpiries(deps: ButlerDeps, sp: Tx, project: string, 
   const list = await sp
     .select()
     .from(grants)
-    .where(
-      and(
-        eq(grants.project, project),
-        isNull(grants.revokedAt),
-        isNull(grants.expiryRecordedAt),
-        lte(grants.expiresAt, now),
-      ),
-    )
+    .where(and(eq(grants.project, project), expiryUnrecorded(now)))
     .for("update", { skipLocked: true });
   if (list.length === 0) return 0;
   const ids = list.map((g) => g.id);

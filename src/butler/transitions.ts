@@ -1,10 +1,9 @@
-import { and, eq } from "drizzle-orm";
 import type { Tx } from "../db/client.js";
-import { accessRequests } from "../db/schema.js";
 import { enqueue, type OutboxMessage } from "../outbox/outbox.js";
 import type { ChannelKind } from "./channel-port.js";
 import type { ButlerDeps } from "./context.js";
 import type { AgentNotification } from "./notifier.js";
+import { updateIfPending } from "./request-repo.js";
 import type { RequestRow } from "./request-view.js";
 
 /** What a card message names: the request, and the surface whose card it is. */
@@ -94,11 +93,7 @@ export function decidedMessage(r: RequestRow): string {
 
 /** Marks a pending request past its deadline as expired, with its audit event and outbox messages. */
 export async function expireInTx(deps: ButlerDeps, tx: Tx, r: RequestRow, now: Date): Promise<RequestRow> {
-  const [updated] = await tx
-    .update(accessRequests)
-    .set({ status: "expired", decidedAt: now })
-    .where(and(eq(accessRequests.id, r.id), eq(accessRequests.status, "pending")))
-    .returning();
+  const updated = await updateIfPending(tx, r.id, { status: "expired", decidedAt: now });
   if (!updated) return r;
   await deps.audit.appendInTx(tx, [
     {
