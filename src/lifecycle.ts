@@ -15,7 +15,10 @@ export function lifecycle(log: Logger) {
   const parts: { name: string; stop: () => Promise<void> }[] = [];
   let stopping: Promise<void> | undefined;
   return {
-    /** Starts a part now; its `stop` runs when the process stops. */
+    /**
+     * Starts a part now; its `stop` runs when the process stops. A part that fails to start
+     * undoes what it did itself before throwing (nothing of it is registered).
+     */
     async start<T>(name: string, run: () => Promise<Started<T>>): Promise<T> {
       const started = await run();
       if (started.stop) parts.push({ name, stop: started.stop });

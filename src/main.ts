@@ -284,6 +284,17 @@ async function resealPushes(database: Database, services: Services, log: Logger)
 async function startPolicies(config: Config, services: Services, log: Logger): Promise<Started<undefined>> {
   await services.policies.refreshAll();
   const stopResync = services.policies.resyncEvery(30_000);
+  try {
+    await importPolicies(config, services, log);
+  } catch (e) {
+    stopResync();
+    throw e;
+  }
+  return { value: undefined, stop: async () => stopResync() };
+}
+
+/** The policies directory, imported at start (the revisions already stored keep serving otherwise). */
+async function importPolicies(config: Config, services: Services, log: Logger): Promise<void> {
   if (existsSync(config.policiesDir)) {
     const report = await services.policies.importDirectory("startup");
     log.info(
@@ -301,7 +312,6 @@ async function startPolicies(config: Config, services: Services, log: Logger): P
       "the policies directory does not exist; serving stored revisions only",
     );
   }
-  return { value: undefined, stop: async () => stopResync() };
 }
 
 async function startCheckpoints(

@@ -124,10 +124,12 @@ async function authorize(
     opts,
   );
   const { d, oneShot } = ruled;
-  const entry = decisionLine(d, { ...lineCtx, approval: ruled.approval, usedOneShot: oneShot !== undefined });
+  const entry =
+    ruled.committed?.entry ??
+    decisionLine(d, { ...lineCtx, approval: ruled.approval, usedOneShot: oneShot !== undefined });
   let line: AuditLine;
   try {
-    line = ruled.committed ?? (await audit.append(entry));
+    line = ruled.committed?.line ?? (await audit.append(entry));
   } catch (e) {
     metrics.auditFailures.inc();
     throw e;
@@ -194,7 +196,7 @@ async function applyApprovalRule(
   opts: AuthorizeOptions,
 ): Promise<{
   d: Decision;
-  committed?: AuditLine;
+  committed?: { line: AuditLine; entry: ReturnType<typeof decisionLine> };
   oneShot?: AuthorizeResult["one_shot"];
   approval?: { rule: string; call_sha256: string };
 }> {
@@ -216,10 +218,13 @@ async function applyApprovalRule(
     revision: project.revision,
   });
   let used: Awaited<ReturnType<typeof deps.oneShots.consume>>;
+  // The line the use commits with: the answer is read from it (built once).
+  let entry: ReturnType<typeof decisionLine> | undefined;
   try {
-    used = await deps.oneShots.consume(identity, call, hash, (u) =>
-      decisionLine(allowedOnce(u), { ...lineCtx, approval, usedOneShot: true }),
-    );
+    used = await deps.oneShots.consume(identity, call, hash, (u) => {
+      entry = decisionLine(allowedOnce(u), { ...lineCtx, approval, usedOneShot: true });
+      return entry;
+    });
   } catch (e) {
     deps.metrics.auditFailures.inc();
     throw e;
@@ -227,7 +232,7 @@ async function applyApprovalRule(
   if (used.status === "used")
     return {
       d: allowedOnce(used),
-      committed: used.line,
+      committed: { line: used.line, entry: entry! },
       oneShot: { grant_id: used.id, idempotency_key: used.idempotencyKey },
       approval,
     };
