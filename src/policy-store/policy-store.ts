@@ -3,7 +3,6 @@ import type { AuditLog } from "../audit/audit-log.js";
 import type { Clock } from "../clock.js";
 import type { ChangeBus } from "../db/changes.js";
 import type { Db, Queryable, Tx } from "../db/client.js";
-import { sha256 } from "../hash.js";
 import type { Logger } from "../logger.js";
 import type { PolicyIndex } from "../policy/index.js";
 import { type ImportContext, type ImportReport, importDirectory } from "./import.js";
@@ -20,7 +19,6 @@ export {
 } from "./revision-repo.js";
 export { toEntry } from "./revision-rules.js";
 export type { RecomposeResult } from "./revisions.js";
-export { sha256 };
 
 export interface PolicyStoreDeps {
   db: Db;

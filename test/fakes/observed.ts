@@ -29,7 +29,11 @@ export function whenAll(
   what: string,
   ms = 10_000,
 ): Promise<void> {
-  if (check()) return Promise.resolve();
+  try {
+    if (check()) return Promise.resolve();
+  } catch (e) {
+    return Promise.reject(e);
+  }
   return new Promise((resolve, reject) => {
     const stops: (() => void)[] = [];
     const done = () => {

@@ -1,6 +1,5 @@
 import { createHash } from "node:crypto";
-import { readdir, readFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { TestProject } from "vitest/node";
 
@@ -33,8 +32,10 @@ export default async function setup(project: TestProject) {
     await readFile(join(process.cwd(), "node_modules/@electric-sql/pglite/package.json"), "utf8"),
   ) as { version: string };
   hash.update(pglite.version);
-  project.provide(
-    "pgliteTemplate",
-    join(tmpdir(), `butler-pglite-template-${hash.digest("hex").slice(0, 16)}.tar`),
-  );
+  // The code that applies them too: a change there makes a new template.
+  hash.update(await readFile(join(process.cwd(), "src/db/migrate.ts")));
+  // Kept in the project's own cache (not a shared /tmp path another user could fill first).
+  const cache = join(process.cwd(), "node_modules/.cache/butler");
+  await mkdir(cache, { recursive: true });
+  project.provide("pgliteTemplate", join(cache, `pglite-template-${hash.digest("hex").slice(0, 16)}.tar`));
 }

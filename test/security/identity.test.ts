@@ -2,7 +2,7 @@ import { sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { rowsOf } from "../../src/db/client.js";
 import { policyRevisions } from "../../src/db/schema.js";
-import { sha256 } from "../../src/policy-store/policy-store.js";
+import { sha256 } from "../../src/hash.js";
 import { FakeSlack } from "../fakes/fake-slack.js";
 import { FakeTelegram } from "../fakes/fake-telegram.js";
 import {

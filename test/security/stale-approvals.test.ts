@@ -2,7 +2,7 @@ import { sql } from "drizzle-orm";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { rowsOf } from "../../src/db/client.js";
-import { sha256 } from "../../src/policy-store/policy-store.js";
+import { sha256 } from "../../src/hash.js";
 import { FakeChannel } from "../fakes/fake-channel.js";
 import { FakeNotifier } from "../fakes/fake-notifier.js";
 import { ENGINE } from "../helpers/db.js";
