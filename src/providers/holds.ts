@@ -52,12 +52,18 @@ export function holdsFor(
     async settle(end) {
       if (settled) return;
       settled = true;
+      // Each hold is given back on its own: one that fails never keeps the other; the first
+      // failure is thrown once both were tried.
+      const failures: unknown[] = [];
+      const attempt = (release: () => Promise<void>) =>
+        release().catch((e: unknown) => void failures.push(e));
       // The money did not move: the budget gets it back.
       const moved = end.sent && end.status < 400;
-      if (reservation !== undefined && !moved) await deps.budgets.release(reservation);
+      if (reservation !== undefined && !moved) await attempt(() => deps.budgets.release(reservation!));
       // A one-shot approval that did not lead to a call is given back (see OneShots.release).
       if (!end.sent && oneShotId !== undefined)
-        await deps.oneShots.release(identity, bound, oneShotId, end.why);
+        await attempt(() => deps.oneShots.release(identity, bound, oneShotId, end.why));
+      if (failures.length > 0) throw failures[0];
     },
   };
 }

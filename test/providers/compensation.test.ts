@@ -37,6 +37,8 @@ async function pipeline(over: {
   reserve?: (
     c: Charge,
   ) => { ok: true; id: number | undefined } | { ok: false; reason: string; budget: string };
+  /** The budget's release fails (the database went away mid-call). */
+  releaseFails?: Error;
 }) {
   const providers = await loadProviders(PROVIDERS_DIR);
   const seen = {
@@ -77,6 +79,7 @@ async function pipeline(over: {
       release: async (id) => {
         seen.released.push(id);
         seen.steps.push("release budget");
+        if (over.releaseFails) throw over.releaseFails;
       },
     },
     projectBudgets: () => [DAILY],
@@ -114,6 +117,14 @@ describe("what a provider call holds is given back once, at every exit", () => {
     expect(seen.released).toEqual([41]);
     expect(seen.givenBack).toEqual(approval("the call was not sent: the provider has no credential"));
     expect(seen.steps).toEqual(["reserve", "release budget", "give back approval", "audit provider.failed"]);
+  });
+
+  test("a budget release that fails still gives the approval back, and the failure is not swallowed", async () => {
+    const down = new Error("connection terminated");
+    const { seen, refund } = await pipeline({ credential: async () => undefined, releaseFails: down });
+    await expect(refund()).rejects.toBe(down);
+    expect(seen.released).toEqual([41]);
+    expect(seen.givenBack).toEqual(approval("the call was not sent: the provider has no credential"));
   });
 
   /** The vault throws for a value sealed under another master key, or altered in the database. */
