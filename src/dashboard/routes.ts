@@ -8,7 +8,7 @@ import { grantRoutes } from "./grant-routes.js";
 import { historyRoutes } from "./history-routes.js";
 import { liveRoutes } from "./live-routes.js";
 import { requestRoutes } from "./request-routes.js";
-import { SECURITY_HEADERS, sessionHooks } from "./session-hooks.js";
+import { requireChangeGuard, SECURITY_HEADERS, sessionHooks } from "./session-hooks.js";
 import { signInRoutes } from "./sign-in-routes.js";
 
 export type { DashboardDeps } from "./deps.js";
@@ -49,6 +49,7 @@ export async function registerDashboard(app: FastifyInstance, deps: DashboardDep
       (_req, body, done) => done(null, Object.fromEntries(new URLSearchParams(body as string))),
     );
     const group = { deps, hooks: sessionHooks(deps) };
+    requireChangeGuard(scope, group.hooks.change);
     await scope.register(assetRoutes);
     await scope.register(signInRoutes, group);
     await scope.register(requestRoutes, group);

@@ -1,4 +1,4 @@
-import type { FastifyReply, FastifyRequest } from "fastify";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { ApprovalCard } from "../butler/approval-card.js";
 import { AppError } from "../errors.js";
 import type { DashboardDeps } from "./deps.js";
@@ -95,6 +95,26 @@ export function sessionHooks(deps: Pick<DashboardDeps, "sessions">) {
 }
 
 export type SessionHooks = ReturnType<typeof sessionHooks>;
+
+/** The state changes anyone may post without a session: signing in (they check the origin themselves). */
+const OPEN_POSTS = new Set(["/dashboard/sign-in", "/dashboard/sign-in/link"]);
+
+/**
+ * Refuses, when a route is registered, any state-changing route of `scope` that is not admitted
+ * by `change` (same origin, session, CSRF token): a route added without it stops the server from
+ * starting instead of shipping without CSRF protection.
+ */
+export function requireChangeGuard(scope: FastifyInstance, change: SessionHooks["change"]): void {
+  scope.addHook("onRoute", (route) => {
+    const methods = [route.method].flat();
+    if (methods.every((m) => m === "GET" || m === "HEAD") || OPEN_POSTS.has(route.url)) return;
+    const pre = [route.preHandler ?? []].flat();
+    if (!pre.includes(change as never))
+      throw new Error(
+        `dashboard route ${methods.join(",")} ${route.url} changes state without the change guard`,
+      );
+  });
+}
 
 export const viewerOf = (s: DashboardSession): Viewer => ({
   approver: s.approver,
