@@ -471,7 +471,10 @@ test("the admin API is described once: only admin/ and the assembler register ad
     ).map((src) => src.path);
   // Registered by the assembler only; the route table read by those routes and the CLI's client.
   expect(importers("src/admin/routes.ts")).toEqual(["src/server/app.ts"]);
-  expect(importers("src/admin/route-table.ts").sort()).toEqual(["src/admin/routes.ts", "src/cli/http-admin.ts"]);
+  expect(importers("src/admin/route-table.ts").sort()).toEqual([
+    "src/admin/routes.ts",
+    "src/cli/http-admin.ts",
+  ]);
   for (const src of SOURCES) {
     if (src.path.startsWith("src/admin/")) continue;
     expect(src.text.includes("/v1/admin"), `${src.path} names an admin path`).toBe(false);
