@@ -111,14 +111,15 @@ async function importOnce(c: ImportContext, actor: string): Promise<ImportReport
 
 /**
  * Imports the policies directory. Calls made while an import runs are folded into one more
- * import after it, so the newest files always win.
+ * import after it, so the newest files always win: they get the report of that last pass. (The
+ * loop checks `rerun` and clears `running` with no await between, so a call that finds `running`
+ * set is always seen by the loop.)
  */
 export async function importDirectory(c: ImportContext, actor: string): Promise<ImportReport> {
   const state = c.importing;
   if (state.running) {
     state.rerun = true;
-    await state.running.catch(() => {});
-    if (state.running) return state.running;
+    return state.running;
   }
   state.running = (async () => {
     try {
