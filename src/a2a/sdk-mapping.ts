@@ -63,7 +63,7 @@ export const EXPECTED_FIELDS =
   '"reason": "reconcile yesterday\'s payouts", "denial_event_id": "evt_…"}; denial_event_id is the event_id of the DENY being lifted; params (the denied call\'s, unchanged) only after an approval_required DENY';
 
 /** A text message from the Butler to the agent, in wire form. */
-export function agentMessage(taskId: string, contextId: string, text: string): Record<string, unknown> {
+function agentMessage(taskId: string, contextId: string, text: string): Record<string, unknown> {
   return {
     messageId: newId("msg"),
     contextId,
@@ -74,7 +74,7 @@ export function agentMessage(taskId: string, contextId: string, text: string): R
 }
 
 /** The task's one artifact: the grant, as a data part. */
-export function grantArtifact(g: GrantArtifact): Record<string, unknown> {
+function grantArtifact(g: GrantArtifact): Record<string, unknown> {
   return {
     artifactId: "grant",
     name: "grant",

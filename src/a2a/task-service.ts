@@ -61,7 +61,7 @@ export interface KnownGrant {
 const REFUSALS = ["INVALID_INPUT", "FORBIDDEN", "NOT_FOUND", "CONFLICT", "PRECONDITION_FAILED"];
 
 /** A task of this agent, or a not-found fault (another agent's task included). */
-export async function loadOwned(q: Queryable, owner: AgentIdentity, id: string): Promise<TaskRow> {
+async function loadOwned(q: Queryable, owner: AgentIdentity, id: string): Promise<TaskRow> {
   const row = await repo.findOwnedTask(q, owner, id);
   if (!row)
     throw new TaskFault(
@@ -116,7 +116,7 @@ async function applyOutcome(
  * Moves a task to where its access request says it should be. Idempotent: called twice, or
  * with nothing new, it changes nothing. Returns the task as it is afterwards.
  */
-export async function syncTask(d: TaskServiceDeps, taskId: string, known: KnownGrant = {}): Promise<TaskRow> {
+async function syncTask(d: TaskServiceDeps, taskId: string, known: KnownGrant = {}): Promise<TaskRow> {
   let changed = false;
   const row = await d.db.transaction(async (tx) => {
     const row = await repo.lockTask(tx, taskId);
@@ -145,7 +145,7 @@ export async function syncTask(d: TaskServiceDeps, taskId: string, known: KnownG
 }
 
 /** A task of this agent, caught up with its request first if its news may have been lost. */
-export async function readTask(d: TaskServiceDeps, owner: AgentIdentity, id: string): Promise<TaskRow> {
+async function readTask(d: TaskServiceDeps, owner: AgentIdentity, id: string): Promise<TaskRow> {
   const row = await loadOwned(d.db, owner, id);
   // A task whose news was lost (an outbox message given up) catches up when read.
   return !TERMINAL.has(row.state) && row.requestId ? syncTask(d, row.id) : row;
@@ -260,7 +260,7 @@ async function openTask(d: TaskServiceDeps, o: Opening): Promise<boolean> {
  * Files the access request a message asks for and opens its task. A message to an open task
  * changes nothing (the task waits for people, not for the agent).
  */
-export async function startTask(
+async function startTask(
   d: TaskServiceDeps,
   owner: AgentIdentity,
   message: Message | undefined,

@@ -32,7 +32,7 @@ export interface PendingEvent {
 export type Head = { seq: number; hash: string };
 
 /** How texts are cleaned before they are hashed: `reason` with `redact`, the rest with `redactKnown`. */
-export interface Redactors {
+interface Redactors {
   redact: (text: string) => string;
   redactKnown: (text: string) => string;
 }

@@ -55,7 +55,7 @@ export function notification(
  * every platform, each on its own queue (one platform failing never holds up another), with a
  * note saying what happened.
  */
-export function afterChange(
+function afterChange(
   deps: Pick<ButlerDeps, "notifyAgents" | "channels">,
   r: RequestRow,
   n: OutboxMessage | undefined,

@@ -7,7 +7,7 @@ import { dashboardSessions, linkCodes } from "../db/schema.js";
  * stored; every query takes the connection or transaction it runs in.
  */
 
-export type SessionRow = typeof dashboardSessions.$inferSelect;
+type SessionRow = typeof dashboardSessions.$inferSelect;
 
 export async function insertSession(q: Queryable, row: typeof dashboardSessions.$inferInsert): Promise<void> {
   await q.insert(dashboardSessions).values(row);

@@ -30,7 +30,7 @@ export function createServing(log: Logger): Serving {
 }
 
 /** Compiles a stored revision (parsing is cached per revision), or undefined if it serves nothing. */
-export function compileRevision(s: Serving, r: PolicyRevision): CompiledProject | undefined {
+function compileRevision(s: Serving, r: PolicyRevision): CompiledProject | undefined {
   if (r.retired) return undefined;
   const key = `${r.project}@${r.revision}`;
   let doc = s.parsed.get(key);

@@ -69,7 +69,7 @@ export type UpstreamRequestProblem =
   | { kind: "no_credential"; credential: string };
 
 /** The header that carries the credential, as the spec's auth scheme writes it. */
-export function authHeader(auth: ProviderSpec["auth"], credential: string): [string, string] {
+function authHeader(auth: ProviderSpec["auth"], credential: string): [string, string] {
   const value =
     auth.type === "header"
       ? credential
