@@ -6,8 +6,8 @@ import type { TestProject } from "vitest/node";
 declare module "vitest" {
   export interface ProvidedContext {
     /**
-     * Where a migrated, empty PGlite data directory (tarball) is kept between runs: loading it
-     * takes ~0.6 s, creating one ~4 s. Made by the first test that needs it (see db.ts), so that
+     * Where a migrated, empty PGlite data directory is kept between runs: copying it takes tens of
+     * milliseconds, creating one ~4 s. Made by the first test that needs it (see db.ts), so that
      * pure tests never pay for it.
      */
     pgliteTemplate: string;
@@ -37,5 +37,5 @@ export default async function setup(project: TestProject) {
   // Kept in the project's own cache (not a shared /tmp path another user could fill first).
   const cache = join(process.cwd(), "node_modules/.cache/butler");
   await mkdir(cache, { recursive: true });
-  project.provide("pgliteTemplate", join(cache, `pglite-template-${hash.digest("hex").slice(0, 16)}.tar`));
+  project.provide("pgliteTemplate", join(cache, `pglite-template-${hash.digest("hex").slice(0, 16)}`));
 }
