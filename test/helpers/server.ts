@@ -56,8 +56,13 @@ export interface TestEnv {
   cleanup(): Promise<void>;
 }
 
+/**
+ * On PGlite the data directory starts with the migrated template (what a first `butler serve`
+ * makes, without its 3 s of initdb and migrations); `freshDatabase` leaves it empty instead, for
+ * tests of that first start.
+ */
 export async function createTestEnv(
-  opts: { policies?: Record<string, string>; env?: Record<string, string> } = {},
+  opts: { policies?: Record<string, string>; env?: Record<string, string>; freshDatabase?: boolean } = {},
 ): Promise<TestEnv> {
   const dir = await mkdtemp(join(tmpdir(), "butler-env-"));
   const dataDir = join(dir, "data");
@@ -75,6 +80,8 @@ export async function createTestEnv(
     ...(pgdb ? { DATABASE_URL: pgdb.url } : {}),
     ...opts.env,
   };
+  const database = loadConfig(env).database;
+  if (database.kind === "pglite" && !opts.freshDatabase) await seedPgliteDir(database.dataDir);
   return {
     env,
     dataDir,
@@ -123,10 +130,7 @@ export async function startTestServer(
   } = {},
 ): Promise<TestServer> {
   const t = await createTestEnv(opts);
-  const config = loadConfig(t.env);
-  // A server that starts on an empty embedded database starts from the migrated template.
-  if (config.database.kind === "pglite") await seedPgliteDir(config.database.dataDir);
-  const server = await startServer(config, createLogger("silent"), opts.clock ?? systemClock, {
+  const server = await startServer(loadConfig(t.env), createLogger("silent"), opts.clock ?? systemClock, {
     notifier: opts.notifier,
     channels: opts.channels,
   });

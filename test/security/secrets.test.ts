@@ -20,7 +20,7 @@ import { FakeTelegram } from "../fakes/fake-telegram.js";
 import { PushReceiver } from "../fakes/push-receiver.js";
 import { a2aClient, ask, withPush } from "../helpers/a2a.js";
 import { FakeClock } from "../helpers/clock.js";
-import { createPostgresDatabase, ENGINE } from "../helpers/db.js";
+import { createPostgresDatabase, ENGINE, seedPgliteDir } from "../helpers/db.js";
 import { seedText } from "../helpers/policy.js";
 import { runCli } from "../helpers/server.js";
 
@@ -193,6 +193,7 @@ describe(`secrets never reach logs, the database, the audit log or answers (${EN
       BUTLER_A2A_PUSH_ALLOWLIST: `127.0.0.1:${receiver.port}`,
     };
     const config = loadConfig(env);
+    if (config.database.kind === "pglite") await seedPgliteDir(config.database.dataDir);
     const secrets = createSecrets(configuredSecrets(config));
     const log = createLogger("trace", { write: (s: string) => void logLines.push(s) }, secrets);
     server = await startServer(config, log, clock, { secrets });
@@ -498,6 +499,8 @@ describe(`push-config credentials are stored sealed (${ENGINE})`, () => {
       BUTLER_A2A_PUSH_ALLOWLIST: `127.0.0.1:${receiverPort}`,
       ...(url ? { DATABASE_URL: url } : {}),
     };
+    const { database } = loadConfig(env);
+    if (database.kind === "pglite") await seedPgliteDir(database.dataDir);
   });
   afterAll(async () => {
     await server?.close();
