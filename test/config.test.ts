@@ -1,7 +1,7 @@
-import { mkdtemp, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { describe, expect, test } from "vitest";
+import { describe, expect, onTestFinished, test } from "vitest";
 import { loadConfig } from "../src/config.js";
 
 describe("configuration", () => {
@@ -40,6 +40,7 @@ describe("configuration", () => {
 
   test("secrets can come from *_FILE", async () => {
     const dir = await mkdtemp(join(tmpdir(), "butler-cfg-"));
+    onTestFinished(() => rm(dir, { recursive: true, force: true }));
     await writeFile(join(dir, "db"), "postgresql://from-file/db\n");
     expect(loadConfig({ DATABASE_URL_FILE: join(dir, "db") }).database).toMatchObject({
       url: "postgresql://from-file/db",

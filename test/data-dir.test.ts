@@ -1,12 +1,14 @@
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { expect, test } from "vitest";
+import { expect, onTestFinished, test } from "vitest";
 import { acquireDataDirLock } from "../src/data-dir.js";
 
 async function dir() {
-  return mkdtemp(join(tmpdir(), "butler-lock-"));
+  const d = await mkdtemp(join(tmpdir(), "butler-lock-"));
+  onTestFinished(() => rm(d, { recursive: true, force: true }));
+  return d;
 }
 
 test("of several concurrent attempts exactly one takes the embedded database's lock", async () => {

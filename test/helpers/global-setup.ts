@@ -1,5 +1,7 @@
 import { createHash } from "node:crypto";
-import { mkdir, readdir, readFile } from "node:fs/promises";
+import { constants } from "node:fs";
+import { access, mkdir, mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TestProject } from "vitest/node";
 
@@ -20,6 +22,14 @@ declare module "vitest" {
  * their own database (see db.ts).
  */
 export default async function setup(project: TestProject) {
+  // Every temporary directory of this run (data directories, embedded databases, Chromium's
+  // profile, child processes' files) under one directory of its own, in memory where the system
+  // has a tmpfs: PGlite writes and syncs its files there without waiting for a disk, and the
+  // whole directory goes at the end of the run, with anything a test left behind. Workers and the
+  // processes tests start inherit TMPDIR.
+  const base = (await isWritableDir("/dev/shm")) ? "/dev/shm" : tmpdir();
+  const runDir = await mkdtemp(join(base, "butler-test-"));
+  process.env.TMPDIR = runDir;
   const hash = createHash("sha256");
   const dir = join(process.cwd(), "migrations");
   for (const entry of (await readdir(dir, { recursive: true, withFileTypes: true }))
@@ -38,4 +48,14 @@ export default async function setup(project: TestProject) {
   const cache = join(process.cwd(), "node_modules/.cache/butler");
   await mkdir(cache, { recursive: true });
   project.provide("pgliteTemplate", join(cache, `pglite-template-${hash.digest("hex").slice(0, 16)}`));
+  return () => rm(runDir, { recursive: true, force: true });
+}
+
+async function isWritableDir(path: string): Promise<boolean> {
+  try {
+    await access(path, constants.W_OK);
+    return (await stat(path)).isDirectory();
+  } catch {
+    return false;
+  }
 }
