@@ -29,6 +29,7 @@ import { buildProviderListener } from "./providers/routes.js";
 import { createSecrets, type Secrets } from "./secrets.js";
 import { buildApp } from "./server/app.js";
 import { createServices, type ServiceOptions, type Services } from "./services.js";
+import { PACKAGE_VERSION } from "./version.js";
 import { formatIssue } from "./yaml-file.js";
 
 /** How long `startServer` waits for the channels' first attempt to connect before going on without them. */
@@ -63,6 +64,10 @@ export async function startServer(
 ): Promise<RunningServer> {
   const secrets = edges.secrets ?? createSecrets(configuredSecrets(config));
   const life = lifecycle(log);
+  log.info(
+    { version: PACKAGE_VERSION, data: config.dataDir, database: config.database.kind },
+    "butler is starting",
+  );
   try {
     await prepareDataDir(config, log);
     await life.start("data directory lock", async () => ({
@@ -168,6 +173,11 @@ export async function startServer(
         return { value: undefined, stop: async () => services.policies.stopWatching() };
       });
     log.info({ url, database: config.database.kind, policies: config.policiesDir }, "butler is serving");
+    if (!edges.channels?.length && !config.slack && !config.telegram)
+      log.info(
+        { dashboard: `${publicUrl}/dashboard`, api: `POST ${publicUrl}/v1/access-requests/:id/approve` },
+        "no chat channel is configured (SLACK_BOT_TOKEN, TELEGRAM_BOT_TOKEN): access requests are posted to no chat; approvers decide in the dashboard, with `butler requests approve`, or through the API",
+      );
     return {
       app,
       url,
@@ -218,6 +228,7 @@ async function openStore(config: Config, log: Logger): Promise<Started<Database>
     await stop();
     throw e;
   }
+  log.info({ database: config.database.kind }, "database ready: migrations applied");
   // What the embedded database created, owner-only too (its directories are 0700, so files it
   // creates later are out of others' reach until the next tightening).
   await tightenDataDir(config.dataDir);
