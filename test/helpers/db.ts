@@ -8,6 +8,7 @@ import pg from "pg";
 import { inject } from "vitest";
 import { type Database, pgliteDatabase, postgresDatabase } from "../../src/db/client.js";
 import { migrate } from "../../src/db/migrate.js";
+import { unpackPgliteTemplate } from "../../src/db/pglite-template.js";
 import { createLogger } from "../../src/logger.js";
 import { createPostgresDatabase as createPgDatabase } from "./pg-database.js";
 
@@ -38,6 +39,8 @@ function pgliteTemplate(): Promise<string> {
     if (await isDir(dir)) return dir;
     await mkdir(dirname(dir), { recursive: true });
     const making = await mkdtemp(`${dir}.making-`);
+    // From the build's template when there is one (migrate adds what it lacks), else by initdb.
+    await unpackPgliteTemplate(join(making, "db"));
     const client = await PGlite.create(join(making, "db"));
     await migrate(pgliteDatabase(client));
     await client.close();
