@@ -67,6 +67,20 @@ function callReason(req: FastifyRequest): string | undefined {
   return text;
 }
 
+/**
+ * The reason of an operations call: in the body's `reason` or in X-Butler-Reason (read as the
+ * proxy reads it), once; the same text in both is one reason, two different ones are refused.
+ */
+function bodyOrHeaderReason(inBody: string | undefined, req: FastifyRequest): string | undefined {
+  const inHeader = callReason(req);
+  if (inBody !== undefined && inHeader !== undefined && inBody !== inHeader)
+    throw new AppError(
+      "INVALID_INPUT",
+      "the reason is both in the body and in X-Butler-Reason, and they differ: send it once",
+    );
+  return inBody ?? inHeader;
+}
+
 function nested(pairs: Iterable<[string, string]>, where: string): Record<string, unknown> {
   const r = nestPairs(pairs);
   if (!r.ok) throw new AppError("INVALID_INPUT", `${where}: ${r.error}`);
@@ -91,7 +105,7 @@ export async function registerProviderRoutes(app: FastifyInstance, deps: Provide
         params: body.params ?? {},
         idempotencyKey: idempotencyKey(req),
         session: session(req),
-        reason: body.reason,
+        reason: bodyOrHeaderReason(body.reason, req),
         accept: req.headers.accept,
       }),
     );
