@@ -86,6 +86,30 @@ function wrappedIn<K extends AdminOp>(key: string) {
   };
 }
 
+/** `tokenId` → `token_id`: HTTP JSON names are snake_case, as the audit log's are. */
+const snakeName = (k: string) => k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+/** `token_id` → `tokenId`. */
+const camelName = (k: string) => k.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+const renamed = (v: unknown, name: (k: string) => string) =>
+  Object.fromEntries(Object.entries(v as Record<string, unknown>).map(([k, x]) => [name(k), x]));
+
+/**
+ * A result whose field names are camelCase in TypeScript (a flat record, or a list of them under
+ * `key`) sent with snake_case names, and read back by the client as it was.
+ */
+function snakeCase<K extends AdminOp>(key?: string) {
+  return {
+    reply: (result: Result<K>) =>
+      key
+        ? { [key]: (result as unknown[]).map((r) => renamed(r, snakeName)) }
+        : renamed(result, snakeName),
+    unwrap: (body: unknown) =>
+      (key
+        ? ((body as Record<string, unknown[]>)[key] ?? []).map((r) => renamed(r, camelName))
+        : renamed(body, camelName)) as Result<K>,
+  };
+}
+
 const AgentBody = z.strictObject({ agent: agentName, project: projectName });
 const RevokeBody = z.strictObject({
   agent: agentName,
@@ -146,6 +170,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
     status: 201,
     args: ({ body }) => [body.agent, body.project],
     request: (agent, project) => ({ body: { agent, project } }),
+    ...snakeCase<"createAgentToken">(),
   }),
   route({
     op: "listAgentTokens",
@@ -154,7 +179,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
     query: ListQuery,
     args: ({ query }) => [query.project],
     request: (project) => ({ query: { project } }),
-    ...wrappedIn<"listAgentTokens">("tokens"),
+    ...snakeCase<"listAgentTokens">("tokens"),
   }),
   route({
     op: "revokeAgentTokens",
@@ -174,6 +199,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
     params: ProjectParams,
     args: ({ params }) => [params.project],
     request: (project) => ({ params: { project } }),
+    ...snakeCase<"showPolicy">(),
   }),
   route({
     op: "policyHistory",
@@ -182,7 +208,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
     params: ProjectParams,
     args: ({ params }) => [params.project],
     request: (project) => ({ params: { project } }),
-    ...wrappedIn<"policyHistory">("revisions"),
+    ...snakeCase<"policyHistory">("revisions"),
   }),
   route({
     op: "policyRevision",
@@ -191,6 +217,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
     params: RevisionParams,
     args: ({ params }) => [params.project, params.revision],
     request: (project, revision) => ({ params: { project, revision: String(revision) } }),
+    ...snakeCase<"policyRevision">(),
   }),
   route({
     op: "reloadPolicies",
@@ -199,7 +226,14 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
     args: () => [],
     request: () => ({}),
   }),
-  route({ op: "verifyAudit", method: "GET", path: "/audit/verify", args: () => [], request: () => ({}) }),
+  route({
+    op: "verifyAudit",
+    method: "GET",
+    path: "/audit/verify",
+    args: () => [],
+    request: () => ({}),
+    ...snakeCase<"verifyAudit">(),
+  }),
   route({
     op: "exportAudit",
     method: "GET",
