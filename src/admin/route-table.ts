@@ -30,6 +30,8 @@ type Result<K extends AdminOp> = Awaited<ReturnType<AdminOps[K]>>;
 
 interface RouteSpec<K extends AdminOp, P, Q, B> {
   op: K;
+  /** What the route does, in a few words (its line in /openapi.json and /docs). */
+  summary: string;
   method: AdminMethod;
   /** Under ADMIN_PREFIX; `:name` segments are path parameters. */
   path: string;
@@ -55,6 +57,7 @@ interface RouteSpec<K extends AdminOp, P, Q, B> {
 /** One row of the table, with its types erased (what the server and the client iterate over). */
 export interface AdminRoute {
   op: AdminOp;
+  summary: string;
   method: AdminMethod;
   path: string;
   params?: z.ZodType;
@@ -100,9 +103,7 @@ const renamed = (v: unknown, name: (k: string) => string) =>
 function snakeCase<K extends AdminOp>(key?: string) {
   return {
     reply: (result: Result<K>) =>
-      key
-        ? { [key]: (result as unknown[]).map((r) => renamed(r, snakeName)) }
-        : renamed(result, snakeName),
+      key ? { [key]: (result as unknown[]).map((r) => renamed(r, snakeName)) } : renamed(result, snakeName),
     unwrap: (body: unknown) =>
       (key
         ? ((body as Record<string, unknown[]>)[key] ?? []).map((r) => renamed(r, camelName))
@@ -164,6 +165,7 @@ const ReviewBody = z.strictObject({
 export const ADMIN_ROUTES: readonly AdminRoute[] = [
   route({
     op: "createAgentToken",
+    summary: "Create an agent token (shown once)",
     method: "POST",
     path: "/agents",
     body: AgentBody,
@@ -174,6 +176,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "listAgentTokens",
+    summary: "List agent tokens (never the tokens themselves)",
     method: "GET",
     path: "/agents",
     query: ListQuery,
@@ -183,6 +186,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "revokeAgentTokens",
+    summary: "Revoke an agent's tokens (one, with token_id, or all of them)",
     method: "POST",
     path: "/agents/revoke",
     body: RevokeBody,
@@ -194,6 +198,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "showPolicy",
+    summary: "The policy in force for a project",
     method: "GET",
     path: "/policies/:project",
     params: ProjectParams,
@@ -203,6 +208,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "policyHistory",
+    summary: "A project's policy revisions",
     method: "GET",
     path: "/policies/:project/revisions",
     params: ProjectParams,
@@ -212,6 +218,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "policyRevision",
+    summary: "One policy revision, with its YAML",
     method: "GET",
     path: "/policies/:project/revisions/:revision",
     params: RevisionParams,
@@ -221,6 +228,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "reloadPolicies",
+    summary: "Import the policies directory now",
     method: "POST",
     path: "/policies/reload",
     args: () => [],
@@ -228,6 +236,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "verifyAudit",
+    summary: "Verify the audit log's hash chain",
     method: "GET",
     path: "/audit/verify",
     args: () => [],
@@ -236,6 +245,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "exportAudit",
+    summary: "Export the audit log as JSON lines",
     method: "GET",
     path: "/audit/export",
     query: ExportQuery,
@@ -251,6 +261,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "migrate",
+    summary: "Apply database migrations",
     method: "POST",
     path: "/db/migrate",
     args: () => [],
@@ -260,6 +271,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "createApproverToken",
+    summary: "Create an approver token (shown once)",
     method: "POST",
     path: "/approvers/tokens",
     body: ApproverBody,
@@ -269,6 +281,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "createTelegramLink",
+    summary: "A one-time Telegram link that binds an account to an approver",
     method: "POST",
     path: "/approvers/telegram-link",
     body: ApproverBody,
@@ -278,6 +291,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "createAuditorToken",
+    summary: "Create an auditor token (reads every project in the dashboard)",
     method: "POST",
     path: "/auditors/tokens",
     body: z.strictObject({ auditor: agentName }),
@@ -287,6 +301,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "createDashboardLink",
+    summary: "A one-time link that signs an approver in to the dashboard",
     method: "POST",
     path: "/dashboard/links",
     body: ApproverBody,
@@ -296,6 +311,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "setTelegramWebhook",
+    summary: "Register this server's Telegram webhook with Telegram",
     method: "POST",
     path: "/telegram/webhook",
     args: () => [],
@@ -303,6 +319,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "listRequests",
+    summary: "List access requests (all projects)",
     method: "GET",
     path: "/access-requests",
     query: z.strictObject({ status: z.string().optional(), project: z.string().optional() }),
@@ -312,6 +329,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "showRequest",
+    summary: "One access request",
     method: "GET",
     path: "/access-requests/:id",
     params: IdParams,
@@ -320,6 +338,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "reviewRequest",
+    summary: "Approve or deny an access request in an approver's name",
     method: "POST",
     path: "/access-requests/:id/:verdict",
     params: ReviewParams,
@@ -337,6 +356,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "listGrants",
+    summary: "List grants (active ones unless all=true)",
     method: "GET",
     path: "/grants",
     query: z.strictObject({ project: z.string().optional(), all: z.enum(["true", "false"]).optional() }),
@@ -346,6 +366,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "revokeGrant",
+    summary: "Revoke a grant",
     method: "POST",
     path: "/grants/:id/revoke",
     params: IdParams,
@@ -356,6 +377,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "setCredential",
+    summary: "Store or replace a provider credential (encrypted; never shown again)",
     method: "POST",
     path: "/credentials",
     body: CredentialBody,
@@ -365,6 +387,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "listCredentials",
+    summary: "List provider credentials (names, never values)",
     method: "GET",
     path: "/credentials",
     args: () => [],
@@ -373,6 +396,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "deleteCredential",
+    summary: "Delete a provider credential",
     method: "POST",
     path: "/credentials/:name/delete",
     params: CredentialParams,

@@ -14,7 +14,13 @@ const REQ = "req_0123456789abcdef";
 const CALLS: { [K in keyof AdminOps]: { args: Parameters<AdminOps[K]>; result: unknown } } = {
   createAgentToken: {
     args: ["billing-bot", "billing"],
-    result: { token: "t", tokenId: "tok_1", createdAt: "2026-05-01T00:00:00Z", revokedAt: null, warnings: [] },
+    result: {
+      token: "t",
+      tokenId: "tok_1",
+      createdAt: "2026-05-01T00:00:00Z",
+      revokedAt: null,
+      warnings: [],
+    },
   },
   listAgentTokens: { args: ["billing"], result: [{ tokenId: "tok_1", revokedAt: null }] },
   revokeAgentTokens: {
@@ -123,7 +129,7 @@ describe("the CLI's HTTP client and the server's routes, built from the same tab
   test("every JSON answer names its fields in snake_case (the client reads them back as the operations return them)", async () => {
     const camel: string[] = [];
     const walk = (v: unknown, at: string) => {
-      if (Array.isArray(v)) v.forEach((x, i) => walk(x, `${at}[${i}]`));
+      if (Array.isArray(v)) for (const [i, x] of v.entries()) walk(x, `${at}[${i}]`);
       else if (v !== null && typeof v === "object")
         for (const [k, x] of Object.entries(v)) {
           if (/[A-Z]/.test(k)) camel.push(`${at}.${k}`);
