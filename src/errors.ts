@@ -72,6 +72,26 @@ export function httpStatus(code: ErrorCode): number {
   }
 }
 
+/** Every error code, in the order above (the object's type makes the list complete). */
+export const ERROR_CODES = Object.keys({
+  INVALID_INPUT: true,
+  UNAUTHENTICATED: true,
+  FORBIDDEN: true,
+  NOT_FOUND: true,
+  CONFLICT: true,
+  GRANT_ENDED: true,
+  NOT_CONFIGURED: true,
+  IN_USE: true,
+  ALREADY_DECIDED: true,
+  EXPIRED: true,
+  SUPERSEDED: true,
+  PRECONDITION_FAILED: true,
+  PAYLOAD_TOO_LARGE: true,
+  UNSUPPORTED_MEDIA_TYPE: true,
+  UNAVAILABLE: true,
+  INTERNAL: true,
+} satisfies Record<ErrorCode, true>) as readonly ErrorCode[];
+
 export function isAppError(e: unknown): e is AppError {
   return e instanceof AppError;
 }

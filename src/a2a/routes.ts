@@ -32,7 +32,14 @@ export interface A2ARouteDeps {
 /** The agent card, with an ETag so that agents re-reading it get 304 while it is unchanged. */
 function registerCard(app: FastifyInstance, a2a: A2AService): void {
   const lastModified = new Date().toUTCString();
-  app.get(`/${AGENT_CARD_PATH}`, async (req, reply) => {
+  const doc = {
+    tag: "a2a",
+    summary: "The A2A agent card (with an ETag: 304 while unchanged)",
+    auth: [],
+    headers: [{ name: "If-None-Match", description: "The card's ETag, for a 304" }],
+    responses: { 200: { description: "The agent card" }, 304: { description: "Unchanged", type: "none" } },
+  } as const;
+  app.get(`/${AGENT_CARD_PATH}`, { config: { doc } }, async (req, reply) => {
     const body = JSON.stringify(a2a.cardJson());
     const etag = `"${createHash("sha256").update(body).digest("base64url").slice(0, 27)}"`;
     reply
@@ -204,7 +211,22 @@ export async function registerA2ARoutes(app: FastifyInstance, deps: A2ARouteDeps
     // Every body reaches the handler as text: this route decides what is wrong with it.
     rawBodies(scope, deps.bodyLimitBytes);
     scope.setErrorHandler(rpcErrorHandler(deps));
-    scope.post("/a2a", endpoint);
-    scope.post("/a2a/", endpoint);
+    const doc = {
+      tag: "a2a",
+      summary: "The A2A JSON-RPC endpoint (message/send, message/stream, tasks/…)",
+      description:
+        "A2A protocol v0.3 over JSON-RPC 2.0; streaming methods answer as Server-Sent Events. Field names are the A2A specification's (camelCase).",
+      auth: ["agent"],
+      rawBody: { types: ["application/json"], description: "A JSON-RPC 2.0 request" },
+      headers: [
+        { name: "A2A-Version", description: "The protocol version the client speaks (0.3 when absent)" },
+      ],
+      responses: {
+        200: { description: "A JSON-RPC response, or an SSE stream for streaming methods" },
+      },
+      errors: "json-rpc",
+    } as const;
+    scope.post("/a2a", { config: { doc } }, endpoint);
+    scope.post("/a2a/", { config: { doc } }, endpoint);
   });
 }

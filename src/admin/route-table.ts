@@ -30,6 +30,8 @@ type Result<K extends AdminOp> = Awaited<ReturnType<AdminOps[K]>>;
 
 interface RouteSpec<K extends AdminOp, P, Q, B> {
   op: K;
+  /** What the route does, in a few words (its line in /openapi.json and /docs). */
+  summary: string;
   method: AdminMethod;
   /** Under ADMIN_PREFIX; `:name` segments are path parameters. */
   path: string;
@@ -55,6 +57,7 @@ interface RouteSpec<K extends AdminOp, P, Q, B> {
 /** One row of the table, with its types erased (what the server and the client iterate over). */
 export interface AdminRoute {
   op: AdminOp;
+  summary: string;
   method: AdminMethod;
   path: string;
   params?: z.ZodType;
@@ -83,6 +86,28 @@ function wrappedIn<K extends AdminOp>(key: string) {
   return {
     reply: (result: Result<K>) => ({ [key]: result }),
     unwrap: (body: unknown) => (body as Record<string, Result<K>>)[key] as Result<K>,
+  };
+}
+
+/** `tokenId` → `token_id`: HTTP JSON names are snake_case, as the audit log's are. */
+const snakeName = (k: string) => k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+/** `token_id` → `tokenId`. */
+const camelName = (k: string) => k.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+const renamed = (v: unknown, name: (k: string) => string) =>
+  Object.fromEntries(Object.entries(v as Record<string, unknown>).map(([k, x]) => [name(k), x]));
+
+/**
+ * A result whose field names are camelCase in TypeScript (a flat record, or a list of them under
+ * `key`) sent with snake_case names, and read back by the client as it was.
+ */
+function snakeCase<K extends AdminOp>(key?: string) {
+  return {
+    reply: (result: Result<K>) =>
+      key ? { [key]: (result as unknown[]).map((r) => renamed(r, snakeName)) } : renamed(result, snakeName),
+    unwrap: (body: unknown) =>
+      (key
+        ? ((body as Record<string, unknown[]>)[key] ?? []).map((r) => renamed(r, camelName))
+        : renamed(body, camelName)) as Result<K>,
   };
 }
 
@@ -140,24 +165,28 @@ const ReviewBody = z.strictObject({
 export const ADMIN_ROUTES: readonly AdminRoute[] = [
   route({
     op: "createAgentToken",
+    summary: "Create an agent token (shown once)",
     method: "POST",
     path: "/agents",
     body: AgentBody,
     status: 201,
     args: ({ body }) => [body.agent, body.project],
     request: (agent, project) => ({ body: { agent, project } }),
+    ...snakeCase<"createAgentToken">(),
   }),
   route({
     op: "listAgentTokens",
+    summary: "List agent tokens (never the tokens themselves)",
     method: "GET",
     path: "/agents",
     query: ListQuery,
     args: ({ query }) => [query.project],
     request: (project) => ({ query: { project } }),
-    ...wrappedIn<"listAgentTokens">("tokens"),
+    ...snakeCase<"listAgentTokens">("tokens"),
   }),
   route({
     op: "revokeAgentTokens",
+    summary: "Revoke an agent's tokens (one, with token_id, or all of them)",
     method: "POST",
     path: "/agents/revoke",
     body: RevokeBody,
@@ -169,39 +198,54 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "showPolicy",
+    summary: "The policy in force for a project",
     method: "GET",
     path: "/policies/:project",
     params: ProjectParams,
     args: ({ params }) => [params.project],
     request: (project) => ({ params: { project } }),
+    ...snakeCase<"showPolicy">(),
   }),
   route({
     op: "policyHistory",
+    summary: "A project's policy revisions",
     method: "GET",
     path: "/policies/:project/revisions",
     params: ProjectParams,
     args: ({ params }) => [params.project],
     request: (project) => ({ params: { project } }),
-    ...wrappedIn<"policyHistory">("revisions"),
+    ...snakeCase<"policyHistory">("revisions"),
   }),
   route({
     op: "policyRevision",
+    summary: "One policy revision, with its YAML",
     method: "GET",
     path: "/policies/:project/revisions/:revision",
     params: RevisionParams,
     args: ({ params }) => [params.project, params.revision],
     request: (project, revision) => ({ params: { project, revision: String(revision) } }),
+    ...snakeCase<"policyRevision">(),
   }),
   route({
     op: "reloadPolicies",
+    summary: "Import the policies directory now",
     method: "POST",
     path: "/policies/reload",
     args: () => [],
     request: () => ({}),
   }),
-  route({ op: "verifyAudit", method: "GET", path: "/audit/verify", args: () => [], request: () => ({}) }),
+  route({
+    op: "verifyAudit",
+    summary: "Verify the audit log's hash chain",
+    method: "GET",
+    path: "/audit/verify",
+    args: () => [],
+    request: () => ({}),
+    ...snakeCase<"verifyAudit">(),
+  }),
   route({
     op: "exportAudit",
+    summary: "Export the audit log as JSON lines",
     method: "GET",
     path: "/audit/export",
     query: ExportQuery,
@@ -217,6 +261,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "migrate",
+    summary: "Apply database migrations",
     method: "POST",
     path: "/db/migrate",
     args: () => [],
@@ -226,6 +271,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "createApproverToken",
+    summary: "Create an approver token (shown once)",
     method: "POST",
     path: "/approvers/tokens",
     body: ApproverBody,
@@ -235,6 +281,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "createTelegramLink",
+    summary: "A one-time Telegram link that binds an account to an approver",
     method: "POST",
     path: "/approvers/telegram-link",
     body: ApproverBody,
@@ -244,6 +291,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "createAuditorToken",
+    summary: "Create an auditor token (reads every project in the dashboard)",
     method: "POST",
     path: "/auditors/tokens",
     body: z.strictObject({ auditor: agentName }),
@@ -253,6 +301,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "createDashboardLink",
+    summary: "A one-time link that signs an approver in to the dashboard",
     method: "POST",
     path: "/dashboard/links",
     body: ApproverBody,
@@ -262,6 +311,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "setTelegramWebhook",
+    summary: "Register this server's Telegram webhook with Telegram",
     method: "POST",
     path: "/telegram/webhook",
     args: () => [],
@@ -269,6 +319,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "listRequests",
+    summary: "List access requests (all projects)",
     method: "GET",
     path: "/access-requests",
     query: z.strictObject({ status: z.string().optional(), project: z.string().optional() }),
@@ -278,6 +329,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "showRequest",
+    summary: "One access request",
     method: "GET",
     path: "/access-requests/:id",
     params: IdParams,
@@ -286,6 +338,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "reviewRequest",
+    summary: "Approve or deny an access request in an approver's name",
     method: "POST",
     path: "/access-requests/:id/:verdict",
     params: ReviewParams,
@@ -303,6 +356,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "listGrants",
+    summary: "List grants (active ones unless all=true)",
     method: "GET",
     path: "/grants",
     query: z.strictObject({ project: z.string().optional(), all: z.enum(["true", "false"]).optional() }),
@@ -312,6 +366,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "revokeGrant",
+    summary: "Revoke a grant",
     method: "POST",
     path: "/grants/:id/revoke",
     params: IdParams,
@@ -322,6 +377,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "setCredential",
+    summary: "Store or replace a provider credential (encrypted; never shown again)",
     method: "POST",
     path: "/credentials",
     body: CredentialBody,
@@ -331,6 +387,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "listCredentials",
+    summary: "List provider credentials (names, never values)",
     method: "GET",
     path: "/credentials",
     args: () => [],
@@ -339,6 +396,7 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
   }),
   route({
     op: "deleteCredential",
+    summary: "Delete a provider credential",
     method: "POST",
     path: "/credentials/:name/delete",
     params: CredentialParams,

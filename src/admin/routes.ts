@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { type AuditLine, canonicalJson } from "../audit/chain.js";
 import { AppError } from "../errors.js";
 import { requireAdmin } from "../http/auth.js";
+import type { RouteDoc } from "../http/route-doc.js";
 import { parseInput } from "../http/validation.js";
 import type { AdminOps } from "./admin-service.js";
 import { ADMIN_PREFIX, ADMIN_ROUTES, type AdminRoute } from "./route-table.js";
@@ -21,15 +22,44 @@ export async function registerAdminRoutes(app: FastifyInstance, deps: AdminRoute
         scope.route({
           method: route.method,
           url: route.path,
+          config: { doc: docOf(route) },
           handler: (req, reply) => handle(route, deps.admin, req, reply),
         });
       }
-      scope.all("/*", async (req) => {
+      const fallback: RouteDoc = {
+        tag: "admin",
+        summary: "Any other path under /v1/admin: 404 NOT_FOUND (after the admin token is checked)",
+        auth: ["admin"],
+        responses: {},
+      };
+      scope.all("/*", { config: { doc: fallback } }, async (req) => {
         throw new AppError("NOT_FOUND", `no admin route ${req.method} ${req.url.split("?")[0]}`);
       });
     },
     { prefix: ADMIN_PREFIX },
   );
+}
+
+/** A row of the table as its route's description. */
+function docOf(route: AdminRoute): RouteDoc {
+  const statuses = typeof route.status === "function" ? [200, 201] : [route.status ?? 200];
+  return {
+    tag: "admin",
+    summary: route.summary,
+    auth: ["admin"],
+    ...(route.params ? { params: route.params } : {}),
+    ...(route.query ? { query: route.query } : {}),
+    ...(route.body ? { body: route.body } : {}),
+    ...(route.optionalBody ? { optionalBody: true } : {}),
+    responses: Object.fromEntries(
+      statuses.map((s) => [
+        s,
+        route.ndjson
+          ? { description: "One audit line per line", type: "application/x-ndjson" }
+          : { description: s === 201 ? "Created" : "OK" },
+      ]),
+    ),
+  };
 }
 
 async function handle(route: AdminRoute, admin: AdminOps, req: FastifyRequest, reply: FastifyReply) {

@@ -4,6 +4,7 @@ import type { AgentIdentity, TokenService } from "../agents/token-service.js";
 import { REQUEST_STATUSES } from "../db/schema.js";
 import { AppError } from "../errors.js";
 import { bearerToken } from "../http/auth.js";
+import type { RouteDoc } from "../http/route-doc.js";
 import { parseInput, safeText } from "../http/validation.js";
 import { type ApproverTokens, looksLikeApproverToken } from "./approver-tokens.js";
 import type { Butler } from "./butler-service.js";
@@ -25,6 +26,69 @@ const GrantsQuery = z.strictObject({
   project: safeText(64).optional(),
   all: z.enum(["true", "false"], "must be true or false").optional(),
 });
+
+const doc = (d: RouteDoc) => ({ config: { doc: d } });
+
+/** Each route's description (see RouteDoc), as `config` for its options. */
+const DOCS = {
+  file: doc({
+    tag: "access requests",
+    summary: "File an access request (an agent asks a person for a grant)",
+    description:
+      "201 with the new request, or 200 with the pending request identical to it (`existing: true`), or 200 `already_allowed`.",
+    auth: ["agent"],
+    body: CreateRequestBody,
+    responses: { 201: { description: "Filed" }, 200: { description: "Existing, or already allowed" } },
+  }),
+  list: doc({
+    tag: "access requests",
+    summary: "List the access requests of the approver's projects",
+    auth: ["approver"],
+    query: ListQuery,
+  }),
+  show: doc({
+    tag: "access requests",
+    summary: "One access request (an agent sees its own; an approver those of its projects)",
+    auth: ["agent", "approver"],
+    params: IdParams,
+  }),
+  cancel: doc({
+    tag: "access requests",
+    summary: "Cancel the agent's own pending request",
+    auth: ["agent"],
+    params: IdParams,
+  }),
+  approve: doc({
+    tag: "access requests",
+    summary: "Approve (optionally for a shorter TTL); two-person tiers need a second approver",
+    auth: ["approver"],
+    params: IdParams,
+    body: ApproveBody,
+    optionalBody: true,
+  }),
+  deny: doc({
+    tag: "access requests",
+    summary: "Deny, with an optional reason the agent is told",
+    auth: ["approver"],
+    params: IdParams,
+    body: DenyBody,
+    optionalBody: true,
+  }),
+  grants: doc({
+    tag: "access requests",
+    summary: "Grants in the approver's projects (active ones unless all=true)",
+    auth: ["approver"],
+    query: GrantsQuery,
+  }),
+  revoke: doc({
+    tag: "access requests",
+    summary: "Revoke a grant at once",
+    auth: ["approver"],
+    params: GrantParams,
+    body: RevokeBody,
+    optionalBody: true,
+  }),
+};
 
 export interface ButlerRouteDeps {
   butler: Butler;
@@ -76,7 +140,7 @@ export function registerButlerRoutes(app: FastifyInstance, deps: ButlerRouteDeps
     return c.approver;
   }
 
-  app.post("/v1/access-requests", async (req, reply) => {
+  app.post("/v1/access-requests", DOCS.file, async (req, reply) => {
     const identity = await agent(req);
     const body = parseInput(CreateRequestBody, req.body, "body");
     const r = await butler.submit(identity, body);
@@ -86,13 +150,13 @@ export function registerButlerRoutes(app: FastifyInstance, deps: ButlerRouteDeps
       .send({ status: r.request.status, existing: r.status === "existing", access_request: r.request });
   });
 
-  app.get("/v1/access-requests", async (req) => {
+  app.get("/v1/access-requests", DOCS.list, async (req) => {
     const who = await approver(req);
     const q = parseInput(ListQuery, req.query, "query");
     return { access_requests: await butler.list({ status: q.status, project: q.project, approver: who }) };
   });
 
-  app.get("/v1/access-requests/:id", async (req) => {
+  app.get("/v1/access-requests/:id", DOCS.show, async (req) => {
     const p = parseInput(IdParams, req.params, "params");
     const c = await caller(req);
     return c.kind === "agent"
@@ -100,13 +164,13 @@ export function registerButlerRoutes(app: FastifyInstance, deps: ButlerRouteDeps
       : butler.getForApprover(c.approver, p.id);
   });
 
-  app.post("/v1/access-requests/:id/cancel", async (req) => {
+  app.post("/v1/access-requests/:id/cancel", DOCS.cancel, async (req) => {
     const identity = await agent(req);
     const p = parseInput(IdParams, req.params, "params");
     return { access_request: await butler.cancel(identity, p.id) };
   });
 
-  app.post("/v1/access-requests/:id/approve", async (req) => {
+  app.post("/v1/access-requests/:id/approve", DOCS.approve, async (req) => {
     const who = await approver(req);
     const p = parseInput(IdParams, req.params, "params");
     const b = parseInput(ApproveBody, req.body ?? {}, "body");
@@ -114,7 +178,7 @@ export function registerButlerRoutes(app: FastifyInstance, deps: ButlerRouteDeps
     return { outcome: r.outcome, access_request: r.request };
   });
 
-  app.post("/v1/access-requests/:id/deny", async (req) => {
+  app.post("/v1/access-requests/:id/deny", DOCS.deny, async (req) => {
     const who = await approver(req);
     const p = parseInput(IdParams, req.params, "params");
     const b = parseInput(DenyBody, req.body ?? {}, "body");
@@ -122,14 +186,14 @@ export function registerButlerRoutes(app: FastifyInstance, deps: ButlerRouteDeps
     return { outcome: r.outcome, access_request: r.request };
   });
 
-  app.get("/v1/grants", async (req) => {
+  app.get("/v1/grants", DOCS.grants, async (req) => {
     const who = await approver(req);
     const q = parseInput(GrantsQuery, req.query, "query");
     const projects = mine(who);
     return { grants: await butler.listGrants({ project: q.project, all: q.all === "true", projects }) };
   });
 
-  app.delete("/v1/grants/:id", async (req) => {
+  app.delete("/v1/grants/:id", DOCS.revoke, async (req) => {
     const who = await approver(req);
     const p = parseInput(GrantParams, req.params, "params");
     const b = parseInput(RevokeBody, req.body ?? {}, "body");

@@ -10,6 +10,7 @@ import type { DashboardDeps } from "./deps.js";
 import { exportRows } from "./events.js";
 import { historyPage, type PolicyView, policiesPage, replayPage } from "./html.js";
 import { blank, Filters } from "./inputs.js";
+import { dashboardDoc } from "./route-docs.js";
 import { type SessionHooks, sessionOf, viewerOf, visible } from "./session-hooks.js";
 
 /** Which past requests the history page shows: the viewer's projects, narrowed by the filters. */
@@ -71,58 +72,70 @@ export async function historyRoutes(
   scope: FastifyInstance,
   { deps, hooks }: { deps: DashboardDeps; hooks: SessionHooks },
 ): Promise<void> {
-  scope.get("/dashboard/history", { preHandler: hooks.page }, async (req, reply) => {
-    const s = sessionOf(req);
-    const q = parseInput(Filters, req.query, "query");
-    const match = historyMatch(q, visible(deps, s));
-    const rows = (
-      await deps.butler.list({
-        limit: 1000,
-        ...(s.role === "auditor" ? {} : { approver: s.approver }),
-        ...(blank(q.status) ? { status: q.status as "pending" } : {}),
-      })
-    ).filter(match);
-    reply.type("text/html; charset=utf-8");
-    return historyPage(rows, viewerOf(s), {
-      agent: q.agent,
-      project: q.project,
-      action: q.action,
-      approver: q.approver,
-      status: q.status,
-      since: q.since,
-      until: q.until,
-    });
-  });
+  scope.get(
+    "/dashboard/history",
+    { ...dashboardDoc("Decided access requests"), preHandler: hooks.page },
+    async (req, reply) => {
+      const s = sessionOf(req);
+      const q = parseInput(Filters, req.query, "query");
+      const match = historyMatch(q, visible(deps, s));
+      const rows = (
+        await deps.butler.list({
+          limit: 1000,
+          ...(s.role === "auditor" ? {} : { approver: s.approver }),
+          ...(blank(q.status) ? { status: q.status as "pending" } : {}),
+        })
+      ).filter(match);
+      reply.type("text/html; charset=utf-8");
+      return historyPage(rows, viewerOf(s), {
+        agent: q.agent,
+        project: q.project,
+        action: q.action,
+        approver: q.approver,
+        status: q.status,
+        since: q.since,
+        until: q.until,
+      });
+    },
+  );
 
-  scope.get("/dashboard/policies", { preHandler: hooks.page }, async (req, reply) => {
-    const s = sessionOf(req);
-    const q = parseInput(Filters, req.query, "query");
-    const projects = visible(deps, s) ?? [...deps.projects().keys()];
-    const views: PolicyView[] = [];
-    for (const project of [...projects].sort()) {
-      const view = await policyView(deps, project, q);
-      if (view) views.push(view);
-    }
-    reply.type("text/html; charset=utf-8");
-    return policiesPage(views, viewerOf(s));
-  });
+  scope.get(
+    "/dashboard/policies",
+    { ...dashboardDoc("The policies in force and their revisions"), preHandler: hooks.page },
+    async (req, reply) => {
+      const s = sessionOf(req);
+      const q = parseInput(Filters, req.query, "query");
+      const projects = visible(deps, s) ?? [...deps.projects().keys()];
+      const views: PolicyView[] = [];
+      for (const project of [...projects].sort()) {
+        const view = await policyView(deps, project, q);
+        if (view) views.push(view);
+      }
+      reply.type("text/html; charset=utf-8");
+      return policiesPage(views, viewerOf(s));
+    },
+  );
 
-  scope.get("/dashboard/replay", { preHandler: hooks.page }, async (req, reply) => {
-    const s = sessionOf(req);
-    const q = parseInput(Filters, req.query, "query");
-    const agent = blank(q.agent);
-    if (!agent) throw new AppError("INVALID_INPUT", "agent: say whose session to replay (?agent=…)");
-    const lines: { seq: number; eventId: string; ts: string; text: string }[] = [];
-    for await (const r of exportRows(deps.db, {
-      projects: visible(deps, s),
-      agent,
-      project: blank(q.project),
-    })) {
-      const line = rowToLine(r);
-      lines.push({ seq: line.seq, eventId: line.event_id, ts: line.ts, text: story(line) });
-      if (lines.length >= 5000) break;
-    }
-    reply.type("text/html; charset=utf-8");
-    return replayPage(agent, lines, viewerOf(s));
-  });
+  scope.get(
+    "/dashboard/replay",
+    { ...dashboardDoc("What a policy revision would have decided"), preHandler: hooks.page },
+    async (req, reply) => {
+      const s = sessionOf(req);
+      const q = parseInput(Filters, req.query, "query");
+      const agent = blank(q.agent);
+      if (!agent) throw new AppError("INVALID_INPUT", "agent: say whose session to replay (?agent=…)");
+      const lines: { seq: number; eventId: string; ts: string; text: string }[] = [];
+      for await (const r of exportRows(deps.db, {
+        projects: visible(deps, s),
+        agent,
+        project: blank(q.project),
+      })) {
+        const line = rowToLine(r);
+        lines.push({ seq: line.seq, eventId: line.event_id, ts: line.ts, text: story(line) });
+        if (lines.length >= 5000) break;
+      }
+      reply.type("text/html; charset=utf-8");
+      return replayPage(agent, lines, viewerOf(s));
+    },
+  );
 }

@@ -6,6 +6,7 @@ import type { DashboardDeps } from "./deps.js";
 import { type EventFilter, eventsAfter, latestEvents } from "./events.js";
 import { timelineItem } from "./html.js";
 import { Filters } from "./inputs.js";
+import { dashboardDoc } from "./route-docs.js";
 import { cookieOf, SECURITY_HEADERS, type SessionHooks, sessionOf } from "./session-hooks.js";
 
 /** Where a stream starts: after the last event the browser saw (a reconnect), or after the newest. */
@@ -73,25 +74,32 @@ export async function liveRoutes(
   scope: FastifyInstance,
   { deps, hooks }: { deps: DashboardDeps; hooks: SessionHooks },
 ): Promise<void> {
-  scope.get("/dashboard/events", { preHandler: hooks.read }, async (req, reply) => {
-    const q = parseInput(Filters, req.query, "query");
-    const f = eventFilter(deps, sessionOf(req), q);
-    const after = await startAfter(deps, req, q.after, f);
-    reply.hijack();
-    const res = reply.raw;
-    res.writeHead(200, {
-      "content-type": "text/event-stream; charset=utf-8",
-      "cache-control": "no-store",
-      "x-accel-buffering": "no",
-      ...SECURITY_HEADERS,
-    });
-    // A HEAD request gets the head only: no stream to keep open.
-    if (req.method === "HEAD") {
-      res.end();
+  scope.get(
+    "/dashboard/events",
+    {
+      ...dashboardDoc("Server-Sent Events the page's script listens to", { type: "text/event-stream" }),
+      preHandler: hooks.read,
+    },
+    async (req, reply) => {
+      const q = parseInput(Filters, req.query, "query");
+      const f = eventFilter(deps, sessionOf(req), q);
+      const after = await startAfter(deps, req, q.after, f);
+      reply.hijack();
+      const res = reply.raw;
+      res.writeHead(200, {
+        "content-type": "text/event-stream; charset=utf-8",
+        "cache-control": "no-store",
+        "x-accel-buffering": "no",
+        ...SECURITY_HEADERS,
+      });
+      // A HEAD request gets the head only: no stream to keep open.
+      if (req.method === "HEAD") {
+        res.end();
+        return reply;
+      }
+      res.write("retry: 1000\n\n");
+      await stream(deps, req, res, f, after);
       return reply;
-    }
-    res.write("retry: 1000\n\n");
-    await stream(deps, req, res, f, after);
-    return reply;
-  });
+    },
+  );
 }

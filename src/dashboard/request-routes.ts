@@ -5,6 +5,7 @@ import { parseInput } from "../http/validation.js";
 import type { DashboardDeps } from "./deps.js";
 import { type Html, requestCard, requestsFragment, requestsPage } from "./html.js";
 import { ApproveForm, blank, DenyForm, RequestId } from "./inputs.js";
+import { dashboardDoc } from "./route-docs.js";
 import { canDecide, type SessionHooks, sessionOf, viewerOf, wantsJson } from "./session-hooks.js";
 import type { DashboardSession } from "./sessions.js";
 
@@ -27,16 +28,24 @@ export async function requestRoutes(
     return list.map(({ card: c }) => requestCard(c, viewerOf(s), canDecide(deps, s, c)));
   }
 
-  scope.get("/dashboard", { preHandler: hooks.page }, async (req, reply) => {
-    const s = sessionOf(req);
-    reply.type("text/html; charset=utf-8");
-    return requestsPage(await cards(s), viewerOf(s));
-  });
+  scope.get(
+    "/dashboard",
+    { ...dashboardDoc("Pending access requests"), preHandler: hooks.page },
+    async (req, reply) => {
+      const s = sessionOf(req);
+      reply.type("text/html; charset=utf-8");
+      return requestsPage(await cards(s), viewerOf(s));
+    },
+  );
 
-  scope.get("/dashboard/fragments/requests", { preHandler: hooks.read }, async (req, reply) => {
-    reply.type("text/html; charset=utf-8");
-    return requestsFragment(await cards(sessionOf(req))).value;
-  });
+  scope.get(
+    "/dashboard/fragments/requests",
+    { ...dashboardDoc("The requests list, as an HTML fragment"), preHandler: hooks.read },
+    async (req, reply) => {
+      reply.type("text/html; charset=utf-8");
+      return requestsFragment(await cards(sessionOf(req))).value;
+    },
+  );
 
   async function decide(req: FastifyRequest, reply: FastifyReply, verdict: "approve" | "deny") {
     const s = sessionOf(req);
@@ -57,10 +66,14 @@ export async function requestRoutes(
     const c = result.card;
     return { outcome: result.outcome, html: requestCard(c, viewerOf(s), canDecide(deps, s, c)).value };
   }
-  scope.post("/dashboard/requests/:id/approve", { preHandler: hooks.change }, (req, reply) =>
-    decide(req, reply, "approve"),
+  scope.post(
+    "/dashboard/requests/:id/approve",
+    { ...dashboardDoc("Approve an access request", { form: true }), preHandler: hooks.change },
+    (req, reply) => decide(req, reply, "approve"),
   );
-  scope.post("/dashboard/requests/:id/deny", { preHandler: hooks.change }, (req, reply) =>
-    decide(req, reply, "deny"),
+  scope.post(
+    "/dashboard/requests/:id/deny",
+    { ...dashboardDoc("Deny an access request", { form: true }), preHandler: hooks.change },
+    (req, reply) => decide(req, reply, "deny"),
   );
 }

@@ -8,6 +8,7 @@ import { grantRoutes } from "./grant-routes.js";
 import { historyRoutes } from "./history-routes.js";
 import { liveRoutes } from "./live-routes.js";
 import { requestRoutes } from "./request-routes.js";
+import { dashboardDoc } from "./route-docs.js";
 import { requireChangeGuard, SECURITY_HEADERS, sessionHooks } from "./session-hooks.js";
 import { signInRoutes } from "./sign-in-routes.js";
 
@@ -24,12 +25,16 @@ async function assetRoutes(scope: FastifyInstance): Promise<void> {
   const assets = new Map(
     Object.entries(ASSETS).map(([file, type]) => [file, { type, body: readFileSync(ASSETS_DIR + file) }]),
   );
-  scope.get("/dashboard/assets/:file", async (req, reply) => {
-    const a = assets.get((req.params as { file: string }).file);
-    if (!a) throw new AppError("NOT_FOUND", "no such asset");
-    reply.header("content-type", a.type).header("cache-control", "public, max-age=300");
-    return reply.send(a.body);
-  });
+  scope.get(
+    "/dashboard/assets/:file",
+    dashboardDoc("The pages' stylesheet and script", { public: true, type: "text/css" }),
+    async (req, reply) => {
+      const a = assets.get((req.params as { file: string }).file);
+      if (!a) throw new AppError("NOT_FOUND", "no such asset");
+      reply.header("content-type", a.type).header("cache-control", "public, max-age=300");
+      return reply.send(a.body);
+    },
+  );
 }
 
 /**

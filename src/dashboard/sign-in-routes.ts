@@ -4,6 +4,7 @@ import { parseInput } from "../http/validation.js";
 import type { DashboardDeps } from "./deps.js";
 import { signInPage } from "./html.js";
 import { Filters, LinkForm, TokenForm } from "./inputs.js";
+import { dashboardDoc } from "./route-docs.js";
 import { cookieOf, type SessionHooks, sameSite, sessionOf, setCookie } from "./session-hooks.js";
 import type { DashboardSession } from "./sessions.js";
 
@@ -31,27 +32,39 @@ export async function signInRoutes(
     }
   }
 
-  scope.get("/dashboard/sign-in", async (req, reply) => {
+  scope.get("/dashboard/sign-in", dashboardDoc("The sign-in page", { public: true }), async (req, reply) => {
     const q = parseInput(Filters, req.query, "query");
     reply.type("text/html; charset=utf-8");
     return signInPage({ code: q.code });
   });
 
-  scope.post("/dashboard/sign-in", async (req, reply) => {
-    sameSite(req);
-    const b = parseInput(TokenForm, req.body, "form");
-    return signIn(reply, () => deps.sessions.signInWithToken(b.token));
-  });
+  scope.post(
+    "/dashboard/sign-in",
+    dashboardDoc("Sign in with an approver's or auditor's token", { public: true, form: true }),
+    async (req, reply) => {
+      sameSite(req);
+      const b = parseInput(TokenForm, req.body, "form");
+      return signIn(reply, () => deps.sessions.signInWithToken(b.token));
+    },
+  );
 
-  scope.post("/dashboard/sign-in/link", async (req, reply) => {
-    sameSite(req);
-    const b = parseInput(LinkForm, req.body, "form");
-    return signIn(reply, () => deps.sessions.signInWithCode(b.code));
-  });
+  scope.post(
+    "/dashboard/sign-in/link",
+    dashboardDoc("Sign in with a one-time link code", { public: true, form: true }),
+    async (req, reply) => {
+      sameSite(req);
+      const b = parseInput(LinkForm, req.body, "form");
+      return signIn(reply, () => deps.sessions.signInWithCode(b.code));
+    },
+  );
 
-  scope.post("/dashboard/sign-out", { preHandler: hooks.change }, async (req, reply) => {
-    await deps.sessions.signOut(cookieOf(req)!, sessionOf(req));
-    setCookie(deps, reply, "", 0);
-    return reply.redirect("/dashboard/sign-in", 303);
-  });
+  scope.post(
+    "/dashboard/sign-out",
+    { ...dashboardDoc("Sign out", { form: true }), preHandler: hooks.change },
+    async (req, reply) => {
+      await deps.sessions.signOut(cookieOf(req)!, sessionOf(req));
+      setCookie(deps, reply, "", 0);
+      return reply.redirect("/dashboard/sign-in", 303);
+    },
+  );
 }

@@ -26,7 +26,15 @@ export interface GatewayRouteDeps {
 
 /** `POST /v1/authorize` (agent token): may this agent make this call now? */
 export function registerGatewayRoutes(app: FastifyInstance, deps: GatewayRouteDeps): void {
-  app.post("/v1/authorize", async (req) => {
+  const doc = {
+    tag: "agents",
+    summary: "May this agent make this call now? ALLOW or DENY, audited",
+    description:
+      "A DENY that a grant could lift carries `request_access`: the body to post to /v1/access-requests.",
+    auth: ["agent"],
+    body: AuthorizeBody,
+  } as const;
+  app.post("/v1/authorize", { config: { doc } }, async (req) => {
     const identity = await requireAgent(req, deps.tokens);
     const body = parseInput(AuthorizeBody, req.body, "body");
     return deps.gateway.authorize(identity, body);

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { STATUS_CODES } from "node:http";
 import type { Socket } from "node:net";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from "fastify";
@@ -18,6 +19,10 @@ export function createFastify(opts: {
     logController: new LogController({ disableRequestLogging: true }),
     return503OnClosing: true,
     clientErrorHandler,
+    // Ids of our own (a client's header is not taken over), and unlike fastify's `req-1i` they
+    // cannot be mistaken for an access-request id (`req_…`) in an error body or a log line.
+    requestIdHeader: false,
+    genReqId: httpRequestId,
   });
   installErrorHandler(app);
   app.addHook("onSend", async (_req, reply) => {
@@ -25,6 +30,11 @@ export function createFastify(opts: {
     if (!reply.hasHeader("cache-control")) reply.header("cache-control", "no-store");
   });
   return app;
+}
+
+/** A request id as it appears in error bodies (`request_id`) and log lines (`reqId`): `http-` and 16 hex digits. */
+function httpRequestId(): string {
+  return `http-${randomUUID().replaceAll("-", "").slice(0, 16)}`;
 }
 
 /**

@@ -5,6 +5,7 @@ import { AppError } from "../errors.js";
 import { requireAgent } from "../http/auth.js";
 import { createFastify } from "../http/fastify.js";
 import { rawBodies } from "../http/raw-body.js";
+import type { RouteDoc } from "../http/route-doc.js";
 import { paramsObject, parseInput, safeText } from "../http/validation.js";
 import type { Logger } from "../logger.js";
 import { nestPairs } from "./params.js";
@@ -20,6 +21,53 @@ const CallParams = z.strictObject({
   operation: z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, "must be an operation name such as list_customers"),
 });
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
+
+const CALL_HEADERS = [
+  {
+    name: "Idempotency-Key",
+    description: "Passed on to the provider; retries with the same key are one call",
+  },
+  {
+    name: "X-Butler-Session",
+    description: "The agent's session, for per-session budgets (1 to 128 printable ASCII)",
+  },
+  {
+    name: "X-Butler-Reason",
+    description:
+      "Why the call is made, percent-encoded (encodeURIComponent): shown to the person when it needs approval",
+  },
+] as const;
+const OPERATION_DOC: RouteDoc = {
+  tag: "providers",
+  summary: "Call a provider's operation by name, with JSON params; Butler holds the credential",
+  description:
+    "The provider's answer is passed through (with X-Butler-Event-Id); a call the policy denies, or one a person must approve, is 403 with a DENY body (`approval_required` when an access request was filed).",
+  auth: ["agent"],
+  params: CallParams,
+  body: CallBody,
+  optionalBody: true,
+  headers: CALL_HEADERS,
+};
+const PROXY_DOC: RouteDoc = {
+  tag: "providers",
+  summary: "The transparent proxy for unmodified SDKs: the provider's own API under this path",
+  description:
+    "The method and path name the operation (an unknown one is denied and audited, never forwarded); params come from the query, the body (form or JSON) and the path.",
+  auth: ["agent"],
+  rawBody: {
+    types: ["application/x-www-form-urlencoded", "application/json"],
+    description: "The provider's own request body",
+  },
+  headers: CALL_HEADERS,
+};
+const WEBHOOK_DOC: RouteDoc = {
+  tag: "providers",
+  summary: "Inbound provider events (Stripe, Revolut…), checked against the provider's signature",
+  description:
+    "Authenticated by the provider's signature over the raw body (its webhook secret), not by a token.",
+  auth: [],
+  rawBody: { types: ["application/json"], description: "The event as the provider signed it" },
+};
 
 export interface ProviderRouteDeps {
   providers: ProviderGateway;
@@ -67,6 +115,20 @@ function callReason(req: FastifyRequest): string | undefined {
   return text;
 }
 
+/**
+ * The reason of an operations call: in the body's `reason` or in X-Butler-Reason (read as the
+ * proxy reads it), once; the same text in both is one reason, two different ones are refused.
+ */
+function bodyOrHeaderReason(inBody: string | undefined, req: FastifyRequest): string | undefined {
+  const inHeader = callReason(req);
+  if (inBody !== undefined && inHeader !== undefined && inBody !== inHeader)
+    throw new AppError(
+      "INVALID_INPUT",
+      "the reason is both in the body and in X-Butler-Reason, and they differ: send it once",
+    );
+  return inBody ?? inHeader;
+}
+
 function nested(pairs: Iterable<[string, string]>, where: string): Record<string, unknown> {
   const r = nestPairs(pairs);
   if (!r.ok) throw new AppError("INVALID_INPUT", `${where}: ${r.error}`);
@@ -79,29 +141,33 @@ function nested(pairs: Iterable<[string, string]>, where: string): Record<string
  * authenticate the agent with its Butler token, which is never passed on.
  */
 export async function registerProviderRoutes(app: FastifyInstance, deps: ProviderRouteDeps): Promise<void> {
-  app.post("/v1/providers/:provider/operations/:operation", async (req, reply) => {
-    const identity = await requireAgent(req, deps.tokens);
-    const p = parseInput(CallParams, req.params, "params");
-    const body = parseInput(CallBody, req.body ?? {}, "body");
-    return send(
-      reply,
-      await deps.providers.call(identity, {
-        provider: p.provider,
-        operation: p.operation,
-        params: body.params ?? {},
-        idempotencyKey: idempotencyKey(req),
-        session: session(req),
-        reason: body.reason,
-        accept: req.headers.accept,
-      }),
-    );
-  });
+  app.post(
+    "/v1/providers/:provider/operations/:operation",
+    { config: { doc: OPERATION_DOC } },
+    async (req, reply) => {
+      const identity = await requireAgent(req, deps.tokens);
+      const p = parseInput(CallParams, req.params, "params");
+      const body = parseInput(CallBody, req.body ?? {}, "body");
+      return send(
+        reply,
+        await deps.providers.call(identity, {
+          provider: p.provider,
+          operation: p.operation,
+          params: body.params ?? {},
+          idempotencyKey: idempotencyKey(req),
+          session: session(req),
+          reason: bodyOrHeaderReason(body.reason, req),
+          accept: req.headers.accept,
+        }),
+      );
+    },
+  );
 
   await app.register(async (scope) => {
     // The proxy reads bodies as the SDK sent them: form (Stripe) or JSON.
     rawBodies(scope, deps.bodyLimitBytes);
     // Inbound events: the raw body is what the provider signed.
-    scope.post("/v1/webhooks/:provider", async (req) => {
+    scope.post("/v1/webhooks/:provider", { config: { doc: WEBHOOK_DOC } }, async (req) => {
       const { provider } = req.params as { provider: string };
       const r = await deps.providers.webhook(
         provider,
@@ -110,7 +176,7 @@ export async function registerProviderRoutes(app: FastifyInstance, deps: Provide
       );
       return { received: true, ...r };
     });
-    scope.all("/v1/proxy/:provider/*", async (req, reply) => {
+    scope.all("/v1/proxy/:provider/*", { config: { doc: PROXY_DOC } }, async (req, reply) => {
       const { provider } = req.params as { provider: string };
       // The path after the provider segment as the client wrote it (see proxied).
       const rest = rawPathOf(req).replace(/^\/v1\/proxy\/[^/]*/, "");

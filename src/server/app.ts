@@ -13,10 +13,12 @@ import { RETRY_AFTER_SECONDS } from "../errors.js";
 import type { Gateway } from "../gateway/gateway-service.js";
 import { registerGatewayRoutes } from "../gateway/routes.js";
 import { createFastify } from "../http/fastify.js";
+import { collectRoutes } from "../http/route-doc.js";
 import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import type { ProviderGateway } from "../providers/provider-gateway.js";
 import { registerProviderRoutes } from "../providers/routes.js";
+import { registerOpenApiRoutes } from "./openapi-routes.js";
 
 export interface AppDeps {
   log: Logger;
@@ -48,33 +50,53 @@ export interface AppDeps {
   components?: () => Record<string, string>;
 }
 
-/** Builds the HTTP server (without listening): gateway, health, metrics and admin API. */
+/**
+ * Builds the HTTP server (without listening): gateway, health, metrics and admin API, and their
+ * description (`/openapi.json`, `/docs`). Every route must carry a description (`config.doc`): the
+ * server does not start with one that has none.
+ */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = createFastify({
     log: deps.log,
     bodyLimitBytes: deps.bodyLimitBytes,
     trustProxy: deps.trustProxy,
   });
+  const routes = collectRoutes(app);
+  registerOpenApiRoutes(app, routes);
 
+  const about = (summary: string, type = "application/json") => ({
+    config: { doc: { tag: "about", summary, auth: [], responses: { 200: { description: "OK", type } } } },
+  });
   // Liveness: the process answers. It is 200 while the process lives, whatever its parts say
   // (a restart would not bring the database or Slack back); the parts' states are for people.
-  app.get("/healthz", async () => {
-    const components = deps.components?.() ?? {};
-    const degraded = Object.values(components).some((s) => s !== "up");
-    return { status: degraded ? "degraded" : "ok", instance: deps.instanceId, components };
-  });
+  app.get(
+    "/healthz",
+    about("Liveness: 200 while the process runs, with the state of each part"),
+    async () => {
+      const components = deps.components?.() ?? {};
+      const degraded = Object.values(components).some((s) => s !== "up");
+      return { status: degraded ? "degraded" : "ok", instance: deps.instanceId, components };
+    },
+  );
   // Readiness: the server can decide (its database answers, within the database timeout).
-  app.get("/readyz", async (req, reply) => {
-    try {
-      await deps.checkReady();
-      return { status: "ready" };
-    } catch (e) {
-      // The reason goes to the log only: a database error can name internal hosts and users.
-      req.log.warn({ err: e }, "not ready");
-      return reply.code(503).header("retry-after", String(RETRY_AFTER_SECONDS)).send({ status: "not ready" });
-    }
-  });
-  app.get("/metrics", async (_req, reply) => {
+  app.get(
+    "/readyz",
+    about("Readiness: 200 when the database answers, else 503 with Retry-After"),
+    async (req, reply) => {
+      try {
+        await deps.checkReady();
+        return { status: "ready" };
+      } catch (e) {
+        // The reason goes to the log only: a database error can name internal hosts and users.
+        req.log.warn({ err: e }, "not ready");
+        return reply
+          .code(503)
+          .header("retry-after", String(RETRY_AFTER_SECONDS))
+          .send({ status: "not ready" });
+      }
+    },
+  );
+  app.get("/metrics", about("Prometheus metrics", "text/plain"), async (_req, reply) => {
     reply.header("content-type", deps.metrics.registry.contentType);
     return deps.metrics.registry.metrics();
   });

@@ -12,17 +12,26 @@ const REQ = "req_0123456789abcdef";
 
 /** One call per admin operation: the arguments the CLI passes, and what the operation returns. */
 const CALLS: { [K in keyof AdminOps]: { args: Parameters<AdminOps[K]>; result: unknown } } = {
-  createAgentToken: { args: ["billing-bot", "billing"], result: { token: "t", warnings: [] } },
-  listAgentTokens: { args: ["billing"], result: [{ tokenId: "tok_1" }] },
+  createAgentToken: {
+    args: ["billing-bot", "billing"],
+    result: {
+      token: "t",
+      tokenId: "tok_1",
+      createdAt: "2026-05-01T00:00:00Z",
+      revokedAt: null,
+      warnings: [],
+    },
+  },
+  listAgentTokens: { args: ["billing"], result: [{ tokenId: "tok_1", revokedAt: null }] },
   revokeAgentTokens: {
     args: [{ agent: "billing-bot", project: "billing", tokenId: "tok_0123456789abcdef" }],
     result: ["tok_0123456789abcdef"],
   },
-  showPolicy: { args: ["billing"], result: { project: "billing", revision: 3 } },
-  policyHistory: { args: ["billing"], result: [{ revision: 1 }, { revision: 2 }] },
-  policyRevision: { args: ["billing", 2], result: { revision: 2, yaml: "x: 1\n" } },
+  showPolicy: { args: ["billing"], result: { project: "billing", revision: 3, contentHash: "ab" } },
+  policyHistory: { args: ["billing"], result: [{ revision: 1, createdAt: "x" }, { revision: 2 }] },
+  policyRevision: { args: ["billing", 2], result: { revision: 2, yaml: "x: 1\n", effectiveHash: "cd" } },
   reloadPolicies: { args: [], result: { loaded: [], unchanged: [], retired: [], failed: [] } },
-  verifyAudit: { args: [], result: { ok: true, count: 4 } },
+  verifyAudit: { args: [], result: { ok: true, count: 4, verifiedThrough: 4 } },
   exportAudit: {
     args: [{ agent: "billing-bot", project: "billing", since: new Date("2026-05-01T00:00:00.000Z") }],
     result: [{ seq: 1 }, { seq: 2 }],
@@ -116,6 +125,33 @@ describe("the CLI's HTTP client and the server's routes, built from the same tab
   );
 
   const auth = { authorization: `Bearer ${TOKEN}` };
+
+  test("every JSON answer names its fields in snake_case (the client reads them back as the operations return them)", async () => {
+    const camel: string[] = [];
+    const walk = (v: unknown, at: string) => {
+      if (Array.isArray(v)) for (const [i, x] of v.entries()) walk(x, `${at}[${i}]`);
+      else if (v !== null && typeof v === "object")
+        for (const [k, x] of Object.entries(v)) {
+          if (/[A-Z]/.test(k)) camel.push(`${at}.${k}`);
+          walk(x, `${at}.${k}`);
+        }
+    };
+    for (const route of ADMIN_ROUTES.filter((r) => !r.ndjson)) {
+      const req = route.request(...(CALLS[route.op].args as unknown[]));
+      const res = await app.inject({
+        method: route.method,
+        url: `${ADMIN_PREFIX}${wirePath(route, req)}`,
+        headers: auth,
+        ...(req.body === undefined ? {} : { payload: req.body as object }),
+      });
+      expect({ op: route.op, status: res.statusCode }).toMatchObject({ op: route.op });
+      expect(res.statusCode).toBeLessThan(300);
+      walk(res.json(), route.op);
+    }
+    expect(camel).toEqual([]);
+    const tokens = await app.inject({ method: "GET", url: "/v1/admin/agents", headers: auth });
+    expect(tokens.json()).toEqual({ tokens: [{ token_id: "tok_1", revoked_at: null }] });
+  });
 
   test("a wrong token, a bad input and an unknown admin path are refused with the same words as before", async () => {
     const wrong = await app.inject({

@@ -258,6 +258,35 @@ describe(`one-shot approvals (${ENGINE})`, () => {
     expect(allowed).toMatchObject({ one_shot: true, approval_rule: "large-payments", approved_by: "jordan" });
   });
 
+  test("the operations API honours X-Butler-Reason as the proxy does (percent-encoded, checked the same way)", async () => {
+    const params = { amount: 70001, currency: "eur", description: "reason via header" };
+    const call = (headers: Record<string, string>, body: Record<string, unknown> = { params }) =>
+      fetch(`${s.url}/v1/providers/stripe/operations/create_payment_intent`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${payer2}`, "content-type": "application/json", ...headers },
+        body: JSON.stringify(body),
+      }).then(async (r) => ({ status: r.status, body: JSON.parse(await r.text()) }));
+    const reason = "Rechnung für März, fällig heute";
+    const first = await call({ "x-butler-reason": encodeURIComponent(reason) });
+    expect(first.status).toBe(403);
+    const requestId = first.body.approval_required.request_id as string;
+    const seen = await api(jordan, "GET", `/v1/access-requests/${requestId}`);
+    expect(seen.body).toMatchObject({ kind: "one_shot", status: "pending", reason });
+
+    // The same reason in the body and the header is one reason; two different ones are refused.
+    const same = await call({ "x-butler-reason": encodeURIComponent(reason) }, { params, reason });
+    expect(same.body.approval_required).toMatchObject({ request_id: requestId, existing: true });
+    const two = await call({ "x-butler-reason": "header" }, { params, reason: "body" });
+    expect(two.status).toBe(400);
+    expect(two.body.error.message).toBe(
+      "the reason is both in the body and in X-Butler-Reason, and they differ: send it once",
+    );
+    // A header that is not percent-encoded text is refused with the proxy's words.
+    const bad = await call({ "x-butler-reason": "%E0%A4%A" });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.message).toMatch(/^X-Butler-Reason: must be at most 2000 characters/);
+  });
+
   test("when Stripe fails, the approval is given back and the retry reuses the approved call's key: still one payment", async () => {
     const form = { amount: "75000", currency: "usd" };
     const first = await pay(payer1, form);

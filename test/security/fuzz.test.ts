@@ -104,6 +104,8 @@ const ENDPOINTS: Endpoint[] = [
   { method: "GET", path: "/healthz" },
   { method: "GET", path: "/readyz" },
   { method: "GET", path: "/metrics" },
+  { method: "GET", path: "/openapi.json" },
+  { method: "GET", path: "/docs" },
   { method: "POST", path: "/v1/authorize", fields: ["action", "resource", "branch", "params"] },
   {
     method: "POST",

@@ -15,6 +15,7 @@ import type { FastifyInstance } from "fastify";
 import type { ApprovalCard } from "../../butler/approval-card.js";
 import type { Clock } from "../../clock.js";
 import { RETRY_AFTER_SECONDS } from "../../errors.js";
+import type { RouteDoc } from "../../http/route-doc.js";
 import type { Logger } from "../../logger.js";
 import { RetryLater } from "../../outbox/retry-later.js";
 import {
@@ -419,7 +420,16 @@ class FastifyReceiver implements Receiver {
       { parseAs: "string" },
       (_req, body, done) => done(null, body),
     );
-    f.post("/slack/events", async (req, reply) => {
+    const doc: RouteDoc = {
+      tag: "chat",
+      summary: "Slack's interactions and events (HTTP mode): button presses on approval cards",
+      auth: ["slack"],
+      rawBody: {
+        types: ["application/x-www-form-urlencoded", "application/json"],
+        description: "What Slack sends, signed",
+      },
+    };
+    f.post("/slack/events", { config: { doc } }, async (req, reply) => {
       const raw = typeof req.body === "string" ? req.body : "";
       const problem = this.verify(
         raw,

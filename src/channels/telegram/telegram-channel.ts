@@ -3,6 +3,7 @@ import type { FastifyInstance } from "fastify";
 import { type Api, Bot, GrammyError, HttpError, webhookCallback } from "grammy";
 import type { ApprovalCard } from "../../butler/approval-card.js";
 import { AppError, RETRY_AFTER_SECONDS } from "../../errors.js";
+import type { RouteDoc } from "../../http/route-doc.js";
 import type { Logger } from "../../logger.js";
 import { RetryLater } from "../../outbox/retry-later.js";
 import {
@@ -171,7 +172,16 @@ export class TelegramChannel implements ApprovalChannel {
     if (this.opts.mode !== "webhook" || !this.opts.webhookSecret) return;
     const secret = Buffer.from(this.opts.webhookSecret);
     const handle = webhookCallback(this.bot, "fastify", { secretToken: this.opts.webhookSecret });
-    app.post("/telegram/webhook", async (req, reply) => {
+    const doc: RouteDoc = {
+      tag: "chat",
+      summary: "Telegram's updates (webhook mode): button presses on approval cards, /start links",
+      auth: ["telegram"],
+      rawBody: {
+        types: ["application/json"],
+        description: "A Telegram update (a JSON object with a numeric update_id)",
+      },
+    };
+    app.post("/telegram/webhook", { config: { doc } }, async (req, reply) => {
       const given = Buffer.from(String(req.headers["x-telegram-bot-api-secret-token"] ?? ""));
       if (given.length !== secret.length || !timingSafeEqual(given, secret)) {
         await this.hooks.rejected(
