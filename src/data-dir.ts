@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { watch } from "node:fs";
 import { chmod, link, lstat, mkdir, open, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join, relative } from "node:path";
 import { AppError } from "./errors.js";
@@ -144,6 +145,78 @@ export async function readServerInfo(dir: string): Promise<ServerInfo | undefine
     return undefined;
   }
   return isAlive(info.pid) ? info : undefined;
+}
+
+/**
+ * Waits for the server starting in `dir` (process `pid`, holding the lock) to write server.json.
+ * Resolves to its info, or to undefined if that process ends (or lets go of the lock) first, or
+ * when `timeoutMs` passes. Watches the directory, and looks again every 250 ms in case a change
+ * goes unnoticed (some file systems do not report them).
+ */
+export async function waitForServerInfo(
+  dir: string,
+  pid: number,
+  timeoutMs: number,
+): Promise<{ info: ServerInfo } | { gone: true } | { timedOut: true }> {
+  const lockFile = join(dir, "butler.lock");
+  return new Promise((resolveWait) => {
+    let done = false;
+    let checking = false;
+    let again = false;
+    const finish = (r: { info: ServerInfo } | { gone: true } | { timedOut: true }) => {
+      if (done) return;
+      done = true;
+      watcher?.close();
+      clearInterval(interval);
+      clearTimeout(timer);
+      resolveWait(r);
+    };
+    const check = async (): Promise<void> => {
+      if (checking) {
+        again = true;
+        return;
+      }
+      checking = true;
+      try {
+        do {
+          again = false;
+          const info = await readServerInfo(dir);
+          if (info) return finish({ info });
+          const holder = await readFile(lockFile, "utf8").then(
+            (t) => (JSON.parse(t) as { pid?: unknown }).pid,
+            () => undefined,
+          );
+          if (holder !== pid || !isAlive(pid)) return finish({ gone: true });
+        } while (again && !done);
+      } finally {
+        checking = false;
+      }
+    };
+    let watcher: ReturnType<typeof watch> | undefined;
+    try {
+      watcher = watch(dir, () => void check());
+      watcher.on("error", () => {});
+    } catch {
+      watcher = undefined;
+    }
+    const interval = setInterval(() => void check(), 250);
+    const timer = setTimeout(() => finish({ timedOut: true }), timeoutMs);
+    void check();
+  });
+}
+
+/** The live process holding the embedded database's lock, if any (and if the lock can be read). */
+export async function readLockHolder(dir: string): Promise<{ pid: number; purpose: string } | undefined> {
+  try {
+    const holder = JSON.parse(await readFile(join(dir, "butler.lock"), "utf8")) as {
+      pid?: unknown;
+      purpose?: unknown;
+    };
+    if (typeof holder.pid !== "number" || !isAlive(holder.pid)) return undefined;
+    return { pid: holder.pid, purpose: String(holder.purpose) };
+  } catch {
+    return undefined;
+  }
 }
 
 function isAlive(pid: number): boolean {

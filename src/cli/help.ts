@@ -31,13 +31,26 @@ ${commands.map(entry).join("\n")}
 ${VIA_ADMIN}`;
 }
 
-/** `butler <command> --help`: the one command. */
+/** `butler <command> --help`: the one command, its options and an example. */
 export function commandHelp(c: Command): string {
+  const options = [
+    ...Object.entries(c.options ?? {}).map(([name, o]) => [
+      `--${name}${o.value ? ` ${o.value}` : ""}${o.multiple ? " ..." : ""}`,
+      o.help,
+    ]),
+    ["--json", "print the result as JSON"],
+    ["--help", "print this"],
+  ];
+  const width = Math.max(...options.map(([flag]) => flag!.length)) + 2;
   return `Usage: butler ${synopsis(c)}
 
 ${c.summary.replaceAll("\n", " ")}
 
-Options: --json prints the result as JSON; --help prints this.
+Options:
+${options.map(([flag, help]) => `  ${flag!.padEnd(width)}${help}`).join("\n")}
+
+Example:
+  ${c.example}
 ${c.admin ? `\n${VIA_ADMIN}` : ""}`;
 }
 
