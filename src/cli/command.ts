@@ -88,3 +88,16 @@ export function optional(values: Values, name: string): string | undefined {
 export function listOf(v: unknown): string[] {
   return Array.isArray(v) ? (v as string[]) : [];
 }
+
+/**
+ * A value with every object key in snake_case (`tokenId` → `token_id`), the one convention of the
+ * CLI's JSON. Only for values whose keys are all names (records of the code's own types), never
+ * for data whose keys someone else chose (a call's parameters).
+ */
+export function snakeKeys(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(snakeKeys);
+  if (v === null || typeof v !== "object" || v instanceof Date) return v;
+  return Object.fromEntries(
+    Object.entries(v).map(([k, x]) => [k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), snakeKeys(x)]),
+  );
+}

@@ -42,17 +42,11 @@ export function projectDirs(env: Record<string, string | undefined>, cwd: string
   if (set("BUTLER_DATA_DIR") && set("POLICIES_DIR") && set("PROVIDERS_DIR"))
     return { env, dataDirFrom: "BUTLER_DATA_DIR" };
   const root = findProjectRoot(cwd);
-  if (!root)
-    return {
-      env,
-      dataDirFrom: set("BUTLER_DATA_DIR")
-        ? "BUTLER_DATA_DIR"
-        : `the default, as no directory from ${resolve(cwd)} upwards holds .butler or policies`,
-    };
+  const base = root ?? resolve(cwd);
   const defaults: Record<string, string> = {
-    BUTLER_DATA_DIR: join(root, ".butler"),
-    POLICIES_DIR: join(root, "policies"),
-    PROVIDERS_DIR: join(root, "providers"),
+    BUTLER_DATA_DIR: join(base, ".butler"),
+    POLICIES_DIR: join(base, "policies"),
+    PROVIDERS_DIR: join(base, "providers"),
   };
   const filled = { ...env };
   const used: string[] = [];
@@ -61,6 +55,13 @@ export function projectDirs(env: Record<string, string | undefined>, cwd: string
       filled[name] = dir;
       used.push(`${name}=${dir}`);
     }
+  if (!root)
+    return {
+      env: filled,
+      dataDirFrom: set("BUTLER_DATA_DIR")
+        ? "BUTLER_DATA_DIR"
+        : `the default, as no directory from ${base} upwards holds .butler or policies`,
+    };
   const here = root === resolve(cwd);
   return {
     env: filled,

@@ -1,4 +1,4 @@
-import { optional, type Parsed, print, required, UsageError } from "../command.js";
+import { optional, type Parsed, print, required, snakeKeys, UsageError } from "../command.js";
 import { type CliIo, termSafe } from "../output.js";
 import { withAdmin } from "../with-admin.js";
 
@@ -32,7 +32,7 @@ export async function agentsList({ values }: Parsed, io: CliIo): Promise<number>
         )
         .join("\n")
     : "no agent tokens";
-  print(io, { tokens }, text, !!values.json);
+  print(io, snakeKeys({ tokens }), text, !!values.json);
   return 0;
 }
 
@@ -95,6 +95,10 @@ export async function dashboardLink({ values, positionals }: Parsed, io: CliIo):
 
 export async function telegramSetWebhook({ values }: Parsed, io: CliIo): Promise<number> {
   const r = await withAdmin(io, (ops) => ops.setTelegramWebhook());
+  if (!r.url.startsWith("https://"))
+    io.stderr.write(
+      `butler: warning: ${termSafe(r.url)} is not an https:// URL: Telegram delivers updates to https:// webhooks only (set BUTLER_PUBLIC_URL to the server's public https:// address); only a stand-in of the Telegram API accepts it\n`,
+    );
   print(
     io,
     r,

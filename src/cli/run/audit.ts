@@ -15,7 +15,16 @@ import { loadConfig } from "../../config.js";
 import { AppError } from "../../errors.js";
 import { parseTimestamp } from "../../policy/index.js";
 import { anchorLines, readCheckpointFiles, readPublicKeys } from "../audit-anchors.js";
-import { listOf, optional, type Parsed, print, required, UsageError, type Values } from "../command.js";
+import {
+  listOf,
+  optional,
+  type Parsed,
+  print,
+  required,
+  snakeKeys,
+  UsageError,
+  type Values,
+} from "../command.js";
 import { jsonlLines } from "../jsonl.js";
 import { type CliIo, termSafe, writeOut } from "../output.js";
 import { withAdmin } from "../with-admin.js";
@@ -70,12 +79,12 @@ export async function auditVerify({ values }: Parsed, io: CliIo): Promise<number
     );
   print(
     io,
-    {
+    snakeKeys({
       ...r.chain,
       ok,
       ...(r.anchors ? { checkpoints: { ...r.anchors, problems: undefined }, problems } : {}),
       notes: external.notes,
-    },
+    }),
     text,
     !!values.json,
   );
@@ -167,7 +176,7 @@ export async function auditVerifyExport({ values, positionals }: Parsed, io: Cli
   ].join("\n");
   print(
     io,
-    {
+    snakeKeys({
       ok,
       count,
       verifiedThrough,
@@ -175,7 +184,7 @@ export async function auditVerifyExport({ values, positionals }: Parsed, io: Cli
       problems: messages,
       checkpoints: report ? { ...report, problems: undefined } : undefined,
       notes: external.notes,
-    },
+    }),
     text,
     !!values.json,
   );

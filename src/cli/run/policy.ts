@@ -7,7 +7,7 @@ import {
   parseTimestamp,
 } from "../../policy/index.js";
 import { readPolicyFiles } from "../../policy-store/policy-files.js";
-import { optional, type Parsed, print, required, UsageError } from "../command.js";
+import { optional, type Parsed, print, required, snakeKeys, UsageError } from "../command.js";
 import { type CliIo, termSafe } from "../output.js";
 import { withAdmin } from "../with-admin.js";
 
@@ -66,14 +66,14 @@ export async function policyCheck({ values, positionals }: Parsed, io: CliIo): P
     },
     at,
   );
-  print(io, d, `${d.decision}: ${termSafe(d.reason)}`, !!values.json);
+  print(io, snakeKeys(d), `${d.decision}: ${termSafe(d.reason)}`, !!values.json);
   return d.decision === "ALLOW" ? 0 : 1;
 }
 
 export async function policyShow({ values, positionals }: Parsed, io: CliIo): Promise<number> {
   const p = await withAdmin(io, (ops) => ops.showPolicy(positionals[0]!));
   const header = `# ${p.project}: revision ${p.revision}, from ${p.source}, stored ${p.createdAt}, sha256 ${p.contentHash}\n`;
-  print(io, p, header + p.yaml, !!values.json);
+  print(io, snakeKeys(p), header + p.yaml, !!values.json);
   return 0;
 }
 
@@ -85,7 +85,7 @@ export async function policyHistory({ values, positionals }: Parsed, io: CliIo):
         `${String(r.revision).padStart(4)}  ${r.createdAt}  ${r.contentHash.slice(0, 12)}  ${r.source}${r.cause ? `  (${r.cause})` : ""}${r.retired ? "  (retired)" : ""}`,
     )
     .join("\n");
-  print(io, { project: positionals[0], revisions }, text, !!values.json);
+  print(io, snakeKeys({ project: positionals[0], revisions }), text, !!values.json);
   return 0;
 }
 

@@ -1,11 +1,22 @@
 import type { AccessRequestView } from "../../butler/butler-service.js";
+import { formatDuration } from "../../policy/time.js";
 import { optional, type Parsed, print, required } from "../command.js";
 import type { CliIo } from "../output.js";
 import { withAdmin } from "../with-admin.js";
 
 function requestLine(r: AccessRequestView): string {
   const call = `${r.action} on ${r.resource || "(no resource)"}${r.branch ? ` branch ${r.branch}` : ""}`;
-  return `${r.id}  ${r.status.padEnd(8)}  ${r.project}  ${r.agent}  ${call}  ${r.risk_tier} risk, ${r.approvals.length}/${r.approvals_required} approvals, ${r.requested_ttl}`;
+  return `${r.id}  ${r.status.padEnd(8)}  ${r.project}  ${r.agent}  ${call}  ${r.risk_tier} risk, ${r.approvals.length}/${r.approvals_required} approvals, ${ttlOf(r)}`;
+}
+
+/**
+ * The TTL a request was granted (an approver may shorten it: `--ttl PT10M`), from its grant's
+ * expiry and the decision's time, once approved; the TTL it asked for until then.
+ */
+function ttlOf(r: AccessRequestView): string {
+  if (r.status !== "approved" || !r.grant || !r.decision) return r.requested_ttl;
+  const seconds = Math.round((Date.parse(r.grant.expires_at) - Date.parse(r.decision.at)) / 1000);
+  return `granted for ${formatDuration(seconds)}, until ${r.grant.expires_at}`;
 }
 
 export async function requestsList({ values }: Parsed, io: CliIo): Promise<number> {
@@ -57,7 +68,13 @@ export async function requestsReview(
       reason: optional(values, "reason"),
     }),
   );
-  print(io, r, `${r.outcome}: ${requestLine(r.request)}`, !!values.json);
+  // The chat card the decision renders is the channels' business, not the CLI's output.
+  print(
+    io,
+    { outcome: r.outcome, request: r.request },
+    `${r.outcome}: ${requestLine(r.request)}`,
+    !!values.json,
+  );
   return 0;
 }
 
