@@ -4,7 +4,9 @@ import type { Command } from "./command.js";
 const COLUMN = 43;
 
 const VIA_ADMIN = `While a server runs, commands go through its admin API (found via BUTLER_DATA_DIR/server.json,
-or BUTLER_URL with BUTLER_ADMIN_TOKEN); otherwise they open the database directly.
+or BUTLER_URL with BUTLER_ADMIN_TOKEN; a server still starting is waited for, up to BUTLER_CLI_WAIT_MS);
+otherwise they open the database directly. BUTLER_DATA_DIR defaults to the .butler directory of the
+project: the nearest directory, from here upwards, that holds .butler or policies.
 `;
 
 function synopsis(c: Command): string {

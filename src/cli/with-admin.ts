@@ -4,9 +4,9 @@ import type { AdminOps } from "../admin/admin-service.js";
 import { type Config, loadConfig } from "../config.js";
 import {
   readAdminToken,
-  readLockHolder,
   readServerInfo,
   type ServerInfo,
+  startingServerPid,
   waitForServerInfo,
 } from "../data-dir.js";
 import { AppError } from "../errors.js";
@@ -62,17 +62,15 @@ export async function withAdmin<T>(
  */
 async function startingServer(config: Config, io: CliIo): Promise<ServerInfo | undefined> {
   if (config.database.kind !== "pglite") return undefined;
-  const holder = await readLockHolder(config.dataDir);
-  if (holder?.purpose !== "butler serve") return undefined;
-  io.stderr.write(
-    `butler: waiting for the server starting in ${termSafe(config.dataDir)} (pid ${holder.pid})…\n`,
-  );
-  const r = await waitForServerInfo(config.dataDir, holder.pid, config.cliWaitMs);
+  const pid = await startingServerPid(config.dataDir);
+  if (pid === undefined) return undefined;
+  io.stderr.write(`butler: waiting for the server starting in ${termSafe(config.dataDir)} (pid ${pid})…\n`);
+  const r = await waitForServerInfo(config.dataDir, pid, config.cliWaitMs);
   if ("info" in r) return r.info;
   if ("gone" in r) return readServerInfo(config.dataDir);
   throw new AppError(
     "UNAVAILABLE",
-    `the server starting in ${config.dataDir} (pid ${holder.pid}) was not ready within ${config.cliWaitMs} ms (BUTLER_CLI_WAIT_MS); see its log, or try again when it is`,
+    `the server starting in ${config.dataDir} (pid ${pid}) was not ready within ${config.cliWaitMs} ms (BUTLER_CLI_WAIT_MS); see its log, or try again when it is`,
   );
 }
 

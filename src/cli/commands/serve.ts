@@ -1,4 +1,31 @@
-import type { Command } from "../command.js";
+import type { Command, Parsed } from "../command.js";
+import type { CliIo } from "../output.js";
+
+/**
+ * `butler serve`: before loading the server (a second or more), the data directory is marked as
+ * having a server on its way up, so that CLI commands run meanwhile wait for it instead of opening
+ * the embedded database themselves; the mark goes once the server listens, or fails to start.
+ */
+async function serve(a: Parsed, io: CliIo): Promise<number> {
+  const { loadConfig } = await import("../../config.js");
+  const config = loadConfig(io.env);
+  let unmark = async () => {};
+  if (config.database.kind === "pglite") {
+    const { markServerStarting } = await import("../../data-dir.js");
+    unmark = await markServerStarting(config.dataDir);
+  }
+  let marked = true;
+  const listening = async () => {
+    if (!marked) return;
+    marked = false;
+    await unmark();
+  };
+  try {
+    return await (await import("../run/serve.js")).serve(a, io, listening);
+  } finally {
+    await listening();
+  }
+}
 
 /** The server itself, and its database. */
 export const serveCommands: Command[] = [
@@ -9,7 +36,7 @@ export const serveCommands: Command[] = [
     positionals: [0, 0],
     example: "butler serve",
     project: true,
-    run: async (a, io) => (await import("../run/serve.js")).serve(a, io),
+    run: serve,
   },
   {
     name: "db migrate",

@@ -6,12 +6,14 @@ import { createSecrets } from "../../secrets.js";
 import type { Parsed } from "../command.js";
 import type { CliIo } from "../output.js";
 
-export async function serve(_: Parsed, io: CliIo): Promise<number> {
+/** Runs the server until SIGTERM or SIGINT; `listening` is called once it listens. */
+export async function serve(_: Parsed, io: CliIo, listening: () => Promise<void>): Promise<number> {
   const config = loadConfig(io.env);
   // One set of secrets for the log and the services: credentials read later are redacted in both.
   const secrets = createSecrets(configuredSecrets(config));
   const log = createLogger(config.logLevel, undefined, secrets);
   const server = await startServer(config, log, systemClock, { secrets });
+  await listening();
   io.stderr.write(
     `Butler is serving at ${server.url} (database: ${config.database.kind}, policies: ${config.policiesDir})\n`,
   );
