@@ -33,6 +33,8 @@ export interface Config {
   adminToken: string | undefined;
   /** A running server for the CLI to talk to, instead of the one found in the data directory. */
   serverUrl: string | undefined;
+  /** How long a CLI command waits for a server that is starting in the data directory (ms). */
+  cliWaitMs: number;
   /** Slack approvals: HTTP mode (signing secret) or Socket Mode (app token). */
   slack:
     | { botToken: string; signingSecret: string | undefined; appToken: string | undefined; apiUrl: string }
@@ -195,6 +197,7 @@ const EnvSchema = z.object({
       "BUTLER_URL must not contain a user name or password: the CLI sends BUTLER_ADMIN_TOKEN",
     )
     .optional(),
+  BUTLER_CLI_WAIT_MS: int("BUTLER_CLI_WAIT_MS", 0, 600_000).default(30_000),
   SLACK_BOT_TOKEN: z
     .string()
     .trim()
@@ -306,6 +309,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     trustProxy: e.TRUST_PROXY,
     adminToken: e.BUTLER_ADMIN_TOKEN,
     serverUrl: e.BUTLER_URL,
+    cliWaitMs: e.BUTLER_CLI_WAIT_MS,
     slack: e.SLACK_BOT_TOKEN
       ? {
           botToken: e.SLACK_BOT_TOKEN,

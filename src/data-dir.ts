@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { watch } from "node:fs";
 import { chmod, link, lstat, mkdir, open, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join, relative } from "node:path";
 import { AppError } from "./errors.js";
@@ -8,6 +9,8 @@ import { AppError } from "./errors.js";
  * - `admin-token`: the admin API token the CLI uses to talk to a running server;
  * - `server.json`: where the running server listens (written after listen, removed at exit);
  * - `butler.lock`: held by the process that has the embedded database open;
+ * - `server.starting`: names a `butler serve` that is loading and will take the lock (removed once
+ *   it listens), so that CLI commands wait for it rather than open the database themselves;
  * - `push-key`: seals A2A push-config tokens and credentials when BUTLER_MASTER_KEY is not set
  *   (embedded database only);
  * - `pglite/`: the embedded database.
@@ -27,7 +30,7 @@ export async function ensureDataDir(dir: string): Promise<void> {
 }
 
 /** What Butler keeps in its data directory (anything else there is not its business). */
-const OWN_ENTRIES = ["admin-token", "server.json", "butler.lock", "push-key", "pglite"];
+const OWN_ENTRIES = ["admin-token", "server.json", "server.starting", "butler.lock", "push-key", "pglite"];
 
 /**
  * Takes the group and other permission bits off the data directory and off Butler's files in it,
@@ -144,6 +147,106 @@ export async function readServerInfo(dir: string): Promise<ServerInfo | undefine
     return undefined;
   }
   return isAlive(info.pid) ? info : undefined;
+}
+
+/**
+ * Says that this process is a `butler serve` on its way up (written before it loads the server, so
+ * before it takes the lock). Returns the function that removes the mark (once it listens, or fails).
+ */
+export async function markServerStarting(dir: string): Promise<() => Promise<void>> {
+  await ensureDataDir(dir);
+  const file = join(dir, "server.starting");
+  await writePrivate(file, `${JSON.stringify({ pid: process.pid })}\n`);
+  return async () => {
+    if ((await readPid(file)) === process.pid) await rm(file, { force: true });
+  };
+}
+
+async function readPid(file: string): Promise<number | undefined> {
+  try {
+    const pid = (JSON.parse(await readFile(file, "utf8")) as { pid?: unknown }).pid;
+    return typeof pid === "number" ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The process id of a `butler serve` starting in `dir`: alive, and holding the embedded database's
+ * lock or marked as starting, while server.json is not written yet (undefined when there is none).
+ */
+export async function startingServerPid(dir: string): Promise<number | undefined> {
+  const holder = await readLockHolder(dir);
+  if (holder) return holder.purpose === "butler serve" ? holder.pid : undefined;
+  const marked = await readPid(join(dir, "server.starting"));
+  return marked !== undefined && isAlive(marked) ? marked : undefined;
+}
+
+/**
+ * Waits for the server starting in `dir` (process `pid`) to write server.json. Resolves to its
+ * info; to `gone` if that process ends, or stops being a starting server, first; to `timedOut`
+ * when `timeoutMs` passes. Watches the directory, and looks again every 250 ms in case a change
+ * goes unnoticed (some file systems do not report them).
+ */
+export async function waitForServerInfo(
+  dir: string,
+  pid: number,
+  timeoutMs: number,
+): Promise<{ info: ServerInfo } | { gone: true } | { timedOut: true }> {
+  return new Promise((resolveWait) => {
+    let done = false;
+    let checking = false;
+    let again = false;
+    const finish = (r: { info: ServerInfo } | { gone: true } | { timedOut: true }) => {
+      if (done) return;
+      done = true;
+      watcher?.close();
+      clearInterval(interval);
+      clearTimeout(timer);
+      resolveWait(r);
+    };
+    const check = async (): Promise<void> => {
+      if (checking) {
+        again = true;
+        return;
+      }
+      checking = true;
+      try {
+        do {
+          again = false;
+          const info = await readServerInfo(dir);
+          if (info) return finish({ info });
+          if ((await startingServerPid(dir)) !== pid) return finish({ gone: true });
+        } while (again && !done);
+      } finally {
+        checking = false;
+      }
+    };
+    let watcher: ReturnType<typeof watch> | undefined;
+    try {
+      watcher = watch(dir, () => void check());
+      watcher.on("error", () => {});
+    } catch {
+      watcher = undefined;
+    }
+    const interval = setInterval(() => void check(), 250);
+    const timer = setTimeout(() => finish({ timedOut: true }), timeoutMs);
+    void check();
+  });
+}
+
+/** The live process holding the embedded database's lock, if any (and if the lock can be read). */
+export async function readLockHolder(dir: string): Promise<{ pid: number; purpose: string } | undefined> {
+  try {
+    const holder = JSON.parse(await readFile(join(dir, "butler.lock"), "utf8")) as {
+      pid?: unknown;
+      purpose?: unknown;
+    };
+    if (typeof holder.pid !== "number" || !isAlive(holder.pid)) return undefined;
+    return { pid: holder.pid, purpose: String(holder.purpose) };
+  } catch {
+    return undefined;
+  }
 }
 
 function isAlive(pid: number): boolean {

@@ -4,7 +4,9 @@ import type { Command } from "./command.js";
 const COLUMN = 43;
 
 const VIA_ADMIN = `While a server runs, commands go through its admin API (found via BUTLER_DATA_DIR/server.json,
-or BUTLER_URL with BUTLER_ADMIN_TOKEN); otherwise they open the database directly.
+or BUTLER_URL with BUTLER_ADMIN_TOKEN; a server still starting is waited for, up to BUTLER_CLI_WAIT_MS);
+otherwise they open the database directly. BUTLER_DATA_DIR defaults to the .butler directory of the
+project: the nearest directory, from here upwards, that holds .butler or policies.
 `;
 
 function synopsis(c: Command): string {
@@ -31,13 +33,26 @@ ${commands.map(entry).join("\n")}
 ${VIA_ADMIN}`;
 }
 
-/** `butler <command> --help`: the one command. */
+/** `butler <command> --help`: the one command, its options and an example. */
 export function commandHelp(c: Command): string {
+  const options = [
+    ...Object.entries(c.options ?? {}).map(([name, o]) => [
+      `--${name}${o.value ? ` ${o.value}` : ""}${o.multiple ? " ..." : ""}`,
+      o.help,
+    ]),
+    ["--json", "print the result as JSON"],
+    ["--help", "print this"],
+  ];
+  const width = Math.max(...options.map(([flag]) => flag!.length)) + 2;
   return `Usage: butler ${synopsis(c)}
 
 ${c.summary.replaceAll("\n", " ")}
 
-Options: --json prints the result as JSON; --help prints this.
+Options:
+${options.map(([flag, help]) => `  ${flag!.padEnd(width)}${help}`).join("\n")}
+
+Example:
+  ${c.example}
 ${c.admin ? `\n${VIA_ADMIN}` : ""}`;
 }
 

@@ -1,10 +1,12 @@
-import { configuredSecrets, loadConfig } from "../config.js";
 import { isAppError } from "../errors.js";
-import { createSecrets, type Secrets } from "../secrets.js";
-import { UsageError } from "./command.js";
+import { args, UsageError } from "./command.js";
 import { COMMANDS, findCommand } from "./commands/index.js";
 import { commandHelp, commandList, groupHelp } from "./help.js";
-import { type CliIo, markOutputClosed, OutputClosed, termSafeLines } from "./output.js";
+import { type CliIo, markOutputClosed, OutputClosed, termSafe, termSafeLines } from "./output.js";
+import { projectDirs } from "./project.js";
+
+// This module and the command table import no server, database or framework: `butler --help` and
+// every command's parsing load only them; a command's implementation is imported when it runs.
 
 /** Runs one CLI command. Returns the process exit code (0 ok, 1 failed or denied, 2 usage error). */
 export async function main(
@@ -25,9 +27,15 @@ export async function main(
       return help.code;
     }
     const found = findCommand(argv);
-    if (found) return await found.run(argv.slice(found.name.split(" ").length), io);
-    const words = [command, sub].filter((w): w is string => !!w && !w.startsWith("-"));
-    throw new UsageError(`unknown command: butler ${words.join(" ")}`);
+    if (!found) {
+      const words = [command, sub].filter((w): w is string => !!w && !w.startsWith("-"));
+      throw new UsageError(`unknown command: butler ${words.join(" ")}`);
+    }
+    const parsed = args(found, argv.slice(found.name.split(" ").length));
+    const project = projectDirs(io.env, io.cwd ?? process.cwd());
+    if (project.note && (found.admin || (found.project && parsed.positionals.length === 0)))
+      io.stderr.write(`butler: ${termSafe(project.note)}\n`);
+    return await found.run(parsed, { ...io, env: project.env, dataDirFrom: project.dataDirFrom });
   } catch (e) {
     // The reader of a streamed export went away: that is how `| head` works, not a failure.
     if (e instanceof OutputClosed) return 0;
@@ -36,7 +44,7 @@ export async function main(
     // Unexpected errors show their first line only: a driver error's later lines can hold query
     // parameters, which are nobody's business in a terminal.
     // Whatever an error carries, no configured secret and no URL credential is printed.
-    const message = cliSecrets(io.env).redact(
+    const message = (await cliRedactor(io.env))(
       usage || isAppError(e)
         ? (e as Error).message
         : `unexpected error: ${String((e as Error).message ?? e).split("\n")[0]}`,
@@ -68,11 +76,20 @@ function helpFor(argv: string[]): { text: string; code: number } | undefined {
   return { text: commandList(COMMANDS), code: 0 };
 }
 
-/** The configuration's secrets, for redacting what the CLI prints (none when it does not load). */
-function cliSecrets(env: CliIo["env"]): Secrets {
+/**
+ * Takes the configuration's secrets (and URL credentials) out of what the CLI prints; only the
+ * URL credentials when the configuration does not load. Imported here, on the error path only.
+ */
+async function cliRedactor(env: CliIo["env"]): Promise<(s: string) => string> {
+  const [{ configuredSecrets, loadConfig }, { createSecrets }] = await Promise.all([
+    import("../config.js"),
+    import("../secrets.js"),
+  ]);
+  let secrets: ReturnType<typeof createSecrets>;
   try {
-    return createSecrets(configuredSecrets(loadConfig(env)));
+    secrets = createSecrets(configuredSecrets(loadConfig(env)));
   } catch {
-    return createSecrets();
+    secrets = createSecrets();
   }
+  return (s) => secrets.redact(s);
 }

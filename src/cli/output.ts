@@ -9,6 +9,10 @@ export interface CliIo {
   env: Record<string, string | undefined>;
   /** Standard input, for secrets that must not appear in argv (default: the process's). */
   stdin?: AsyncIterable<string | Buffer>;
+  /** Where the project is looked for, from here upwards (default: the process's working directory). */
+  cwd?: string;
+  /** Why the data directory is the one in `env` (set by `main`, for messages). */
+  dataDirFrom?: string;
 }
 
 // C0 and C1 control characters, and the Unicode controls that reorder or hide text (bidi

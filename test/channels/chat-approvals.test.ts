@@ -458,5 +458,10 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
     const r = await s.cli(["telegram", "set-webhook", "--json"]);
     expect(r.code).toBe(0);
     expect(telegram.webhook).toEqual({ url: `${s.url}/telegram/webhook`, secret_token: TG_SECRET });
+    // Telegram itself takes https:// webhooks only: a plain http:// one works with a stand-in API alone.
+    expect(JSON.parse(r.stdout)).toEqual({ url: `${s.url}/telegram/webhook` });
+    expect(r.stderr).toBe(
+      `butler: warning: ${s.url}/telegram/webhook is not an https:// URL: Telegram delivers updates to https:// webhooks only (set BUTLER_PUBLIC_URL to the server's public https:// address); only a stand-in of the Telegram API accepts it\n`,
+    );
   });
 });

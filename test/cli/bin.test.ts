@@ -50,6 +50,8 @@ describe(`the butler command as a process (${ENGINE})`, () => {
         components: { database: "up" },
       });
       expect(stderr).toContain(`Butler is serving at ${info.url}`);
+      // Serving: the mark that held CLI commands back while it started is gone.
+      expect(existsSync(join(t.dataDir, "server.starting"))).toBe(false);
 
       // The embedded default prints a one-time dashboard sign-in link for the first approver.
       if (ENGINE === "pglite") {
@@ -95,6 +97,7 @@ describe(`the butler command as a process (${ENGINE})`, () => {
     expect(await exited).toBe(0);
     expect(existsSync(join(t.dataDir, "server.json"))).toBe(false);
     expect(existsSync(join(t.dataDir, "butler.lock"))).toBe(false);
+    expect(existsSync(join(t.dataDir, "server.starting"))).toBe(false);
     const verify = await run("node", [BIN, "audit", "verify"], { env: { ...process.env, ...t.env } });
     expect(verify.stdout).toMatch(new RegExp(`^audit chain verified: ${3 + signIns} events`));
   });

@@ -1,10 +1,12 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, test } from "vitest";
+import { args } from "../../src/cli/command.js";
 import { COMMANDS } from "../../src/cli/commands/index.js";
 import { runCli } from "../helpers/server.js";
 
 const README = readFileSync(new URL("../../README.md", import.meta.url), "utf8");
 const env = { BUTLER_DATA_DIR: "/nonexistent/butler-help-test" };
+const reEscape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 describe("butler <command> --help", () => {
   test.each(COMMANDS.map((c) => [c.name, c] as const))(
@@ -14,6 +16,15 @@ describe("butler <command> --help", () => {
       expect(r).toMatchObject({ code: 0, stderr: "" });
       expect(r.stdout.startsWith(`Usage: butler ${name}${c.usage ? ` ${c.usage}` : ""}\n`)).toBe(true);
       expect(r.stdout).toContain(c.summary.replaceAll("\n", " "));
+      // Every option it takes, and an example that names the command.
+      for (const [flag, o] of Object.entries(c.options ?? {}))
+        expect(r.stdout).toMatch(
+          new RegExp(`\\n  --${flag}${o.value ? ` ${o.value}` : ""}\\b.* ${reEscape(o.help)}\\n`),
+        );
+      expect(r.stdout).toContain("  --json ");
+      expect(r.stdout).toContain(`\nExample:\n  `);
+      expect(c.example).toMatch(new RegExp(`(^|\\| )butler ${reEscape(name)}( |$)`));
+      expect(r.stdout).toContain(`\nExample:\n  ${c.example}\n`);
       // The same text through `help`, and with the command's own arguments in front of --help.
       expect(await runCli(["help", ...name.split(" ")], env)).toEqual(r);
       expect(await runCli([...name.split(" "), "x", "--json", "-h"], env)).toEqual(r);
@@ -40,6 +51,22 @@ describe("butler <command> --help", () => {
       code: 2,
       stderr: "butler: unknown command: butler policy\nRun butler --help for usage.\n",
     });
+  });
+
+  test("every option a command's usage names is one it takes, and its example parses", async () => {
+    for (const c of COMMANDS) {
+      for (const [, flag] of c.usage.matchAll(/--([a-z-]+)/g))
+        expect(Object.keys(c.options ?? {}), `${c.name}: --${flag}`).toContain(flag);
+      // The example's words after the command name, cut at a shell redirection; parsed as given.
+      const words = c.example
+        .split("| ")
+        .at(-1)!
+        .split(" > ")[0]!
+        .match(/"[^"]*"|\S+/g)!
+        .map((w) => w.replace(/^"|"$/g, ""))
+        .slice(1 + c.name.split(" ").length);
+      expect(() => args(c, words), c.example).not.toThrow();
+    }
   });
 
   test("the README's CLI table documents every command", () => {

@@ -1,176 +1,88 @@
-import { args, type Command, optional, print, required, UsageError } from "../command.js";
-import { type CliIo, termSafe } from "../output.js";
-import { withAdmin } from "../with-admin.js";
+import type { Command } from "../command.js";
 
-async function agentsCreate(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = args(argv, { project: { type: "string" } }, [1, 1]);
-  const project = required(values, "project");
-  const t = await withAdmin(io, (ops) => ops.createAgentToken(positionals[0]!, project));
-  for (const w of t.warnings) io.stderr.write(`butler: warning: ${termSafe(w)}\n`);
-  print(
-    io,
-    {
-      token: t.token,
-      token_id: t.tokenId,
-      agent: t.agent,
-      project: t.project,
-      created_at: t.createdAt,
-      warnings: t.warnings,
-    },
-    `Token ${t.tokenId} for agent ${t.agent} in ${t.project}. It is shown only this once:\n${t.token}`,
-    !!values.json,
-  );
-  return 0;
-}
+const impl = () => import("../run/access.js");
 
-async function agentsList(argv: string[], io: CliIo): Promise<number> {
-  const { values } = args(argv, { project: { type: "string" } }, [0, 0]);
-  const tokens = await withAdmin(io, (ops) => ops.listAgentTokens(optional(values, "project")));
-  const text = tokens.length
-    ? tokens
-        .map(
-          (t) =>
-            `${t.tokenId}  ${t.project}  ${t.agent}  created ${t.createdAt}${t.revokedAt ? `  REVOKED ${t.revokedAt}` : "  active"}`,
-        )
-        .join("\n")
-    : "no agent tokens";
-  print(io, { tokens }, text, !!values.json);
-  return 0;
-}
+const project = { type: "string", value: "P", help: "the project (as named in its policy file)" } as const;
 
-async function agentsRevoke(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = args(
-    argv,
-    { project: { type: "string" }, token: { type: "string" } },
-    [1, 1],
-  );
-  const sel = {
-    agent: positionals[0]!,
-    project: required(values, "project"),
-    ...(typeof values.token === "string" ? { tokenId: values.token } : {}),
-  };
-  const revoked = await withAdmin(io, (ops) => ops.revokeAgentTokens(sel));
-  print(io, { revoked }, `Revoked ${revoked.join(", ")}`, !!values.json);
-  return 0;
-}
-
-async function approversToken(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = args(argv, {}, [1, 1]);
-  const t = await withAdmin(io, (ops) => ops.createApproverToken(positionals[0]!));
-  for (const w of t.warnings) io.stderr.write(`butler: warning: ${termSafe(w)}\n`);
-  print(
-    io,
-    t,
-    `Approver token ${t.token_id} for ${t.approver} (approver of: ${t.projects.join(", ") || "no project yet"}). It is shown only this once:\n${t.token}`,
-    !!values.json,
-  );
-  return 0;
-}
-
-async function approversLink(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = args(argv, { telegram: { type: "boolean" } }, [1, 1]);
-  if (!values.telegram) throw new UsageError("say which platform to link: --telegram");
-  const l = await withAdmin(io, (ops) => ops.createTelegramLink(positionals[0]!));
-  print(
-    io,
-    l,
-    `Send this link to ${l.approver}; opening it binds their Telegram account (once, until ${l.expires_at}):\n${l.url}`,
-    !!values.json,
-  );
-  return 0;
-}
-
-async function auditorsToken(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = args(argv, {}, [1, 1]);
-  const t = await withAdmin(io, (ops) => ops.createAuditorToken(positionals[0]!));
-  print(
-    io,
-    t,
-    `Auditor token ${t.token_id} for ${t.auditor}: signs in to the dashboard to read every project, decides nothing. It is shown only this once:\n${t.token}`,
-    !!values.json,
-  );
-  return 0;
-}
-
-async function dashboardLink(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = args(argv, {}, [1, 1]);
-  const l = await withAdmin(io, (ops) => ops.createDashboardLink(positionals[0]!));
-  print(
-    io,
-    l,
-    `Open this link to sign in as ${l.approver} (once, until ${l.expires_at}):\n${l.url}`,
-    !!values.json,
-  );
-  return 0;
-}
-
-async function telegramSetWebhook(argv: string[], io: CliIo): Promise<number> {
-  const { values } = args(argv, {}, [0, 0]);
-  const r = await withAdmin(io, (ops) => ops.setTelegramWebhook());
-  print(
-    io,
-    r,
-    `Telegram will deliver updates to ${r.url} (with the secret from TELEGRAM_WEBHOOK_SECRET)`,
-    !!values.json,
-  );
-  return 0;
-}
-
+/** Tokens, sign-in links and the Telegram webhook: what people and agents get to reach Butler. */
 export const accessCommands: Command[] = [
   {
     name: "agents create",
     usage: "<agent> --project P",
     summary: "make a bearer token for an agent (shown once)",
+    options: { project: { ...project, help: "the project the agent works in (required)" } },
+    positionals: [1, 1],
+    example: "butler agents create billing-reconciler-1 --project project-billing",
     admin: true,
-    run: agentsCreate,
+    run: async (a, io) => (await impl()).agentsCreate(a, io),
   },
   {
     name: "agents list",
     usage: "[--project P]",
     summary: "list tokens (never the tokens themselves)",
+    options: { project: { ...project, help: "only this project's tokens" } },
+    positionals: [0, 0],
+    example: "butler agents list --project project-billing",
     admin: true,
-    run: agentsList,
+    run: async (a, io) => (await impl()).agentsList(a, io),
   },
   {
     name: "agents revoke",
     usage: "<agent> --project P [--token ID]",
     summary: "revoke an agent's tokens (or one of them)",
+    options: {
+      project: { ...project, help: "the agent's project (required)" },
+      token: { type: "string", value: "ID", help: "revoke only this token (its id, from agents list)" },
+    },
+    positionals: [1, 1],
+    example: "butler agents revoke billing-reconciler-1 --project project-billing",
     admin: true,
-    run: agentsRevoke,
+    run: async (a, io) => (await impl()).agentsRevoke(a, io),
   },
   {
     name: "approvers token",
     usage: "<approver>",
     summary: "make a bearer token for an approver (a person; shown once)",
+    positionals: [1, 1],
+    example: "butler approvers token jordan",
     admin: true,
-    run: approversToken,
+    run: async (a, io) => (await impl()).approversToken(a, io),
   },
   {
     name: "approvers link",
     usage: "<approver> --telegram",
     summary: "a one-time deep link that binds the approver's Telegram account",
+    options: { telegram: { type: "boolean", help: "link a Telegram account (required)" } },
+    positionals: [1, 1],
+    example: "butler approvers link jordan --telegram",
     admin: true,
-    run: approversLink,
+    run: async (a, io) => (await impl()).approversLink(a, io),
   },
   {
     name: "auditors token",
     usage: "<auditor>",
     summary: "make a read-only dashboard token for an auditor (shown once)",
+    positionals: [1, 1],
+    example: "butler auditors token sam",
     admin: true,
-    run: auditorsToken,
+    run: async (a, io) => (await impl()).auditorsToken(a, io),
   },
   {
     name: "dashboard link",
     usage: "<approver>",
     summary: "a one-time link that signs an approver in to the dashboard (15 minutes)",
+    positionals: [1, 1],
+    example: "butler dashboard link jordan",
     admin: true,
-    run: dashboardLink,
+    run: async (a, io) => (await impl()).dashboardLink(a, io),
   },
   {
     name: "telegram set-webhook",
     usage: "",
     summary: "register BUTLER_PUBLIC_URL/telegram/webhook (and its secret) with Telegram",
+    positionals: [0, 0],
+    example: "butler telegram set-webhook",
     admin: true,
-    run: telegramSetWebhook,
+    run: async (a, io) => (await impl()).telegramSetWebhook(a, io),
   },
 ];

@@ -1,217 +1,80 @@
-import { createTwoFilesPatch } from "diff";
-import { loadConfig } from "../../config.js";
-import {
-  compilePolicies,
-  evaluate,
-  formatIssue,
-  parsePolicySet,
-  parseTimestamp,
-} from "../../policy/index.js";
-import { readPolicyFiles } from "../../policy-store/policy-files.js";
-import { loadProviders } from "../../providers/provider-gateway.js";
-import { args, type Command, optional, print, required, UsageError } from "../command.js";
-import { type CliIo, termSafe } from "../output.js";
-import { withAdmin } from "../with-admin.js";
+import type { Command } from "../command.js";
 
-async function policyValidate(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = args(argv, {}, [0, 1]);
-  const target = positionals[0] ?? loadConfig(io.env).policiesDir;
-  const sources = await readPolicyFiles(target);
-  const set = parsePolicySet(sources);
-  const issues = set.failures.flatMap((f) => f.issues);
-  const ok = issues.length === 0;
-  const text = ok
-    ? `${sources.length} file${sources.length === 1 ? "" : "s"} valid: ${set.documents.map((d) => d.document.project).join(", ") || "no projects"}`
-    : `${issues.map(formatIssue).join("\n")}\n${issues.length} problem${issues.length === 1 ? "" : "s"} in ${set.failures.length} file${set.failures.length === 1 ? "" : "s"}`;
-  if (sources.length === 0 && !values.json)
-    io.stderr.write(`butler: warning: no .yaml files in ${termSafe(target)}\n`);
-  print(
-    io,
-    { ok, files: sources.map((s) => s.file), projects: set.documents.map((d) => d.document.project), issues },
-    text,
-    !!values.json,
-  );
-  return ok ? 0 : 1;
-}
+const impl = () => import("../run/policy.js");
 
-async function policyCheck(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = args(
-    argv,
-    {
-      agent: { type: "string" },
-      project: { type: "string" },
-      action: { type: "string" },
-      resource: { type: "string" },
-      branch: { type: "string" },
-      params: { type: "string" },
-      at: { type: "string" },
-    },
-    [0, 1],
-  );
-  const set = parsePolicySet(await readPolicyFiles(positionals[0] ?? loadConfig(io.env).policiesDir));
-  for (const f of set.failures)
-    io.stderr.write(
-      `butler: skipping ${termSafe(f.file)}: ${f.issues.length} problem(s); run butler policy validate\n`,
-    );
-  let params: Record<string, unknown> | undefined;
-  if (typeof values.params === "string") {
-    try {
-      params = JSON.parse(values.params);
-    } catch (e) {
-      throw new UsageError(`--params is not valid JSON: ${(e as Error).message}`);
-    }
-    if (params === null || typeof params !== "object" || Array.isArray(params))
-      throw new UsageError("--params must be a JSON object");
-  }
-  let at = Date.now();
-  if (typeof values.at === "string") {
-    const t = parseTimestamp(values.at);
-    if (!t.ok) throw new UsageError(`--at ${t.error}`);
-    at = t.value;
-  }
-  const index = compilePolicies(set.documents.map((d) => ({ document: d.document, revision: 0 })));
-  const d = evaluate(
-    index,
-    {
-      agent: required(values, "agent"),
-      project: required(values, "project"),
-      action: required(values, "action"),
-      resource: typeof values.resource === "string" ? values.resource : "",
-      branch: optional(values, "branch"),
-      params,
-    },
-    at,
-  );
-  print(io, d, `${d.decision}: ${termSafe(d.reason)}`, !!values.json);
-  return d.decision === "ALLOW" ? 0 : 1;
-}
-
-async function policyShow(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = args(argv, {}, [1, 1]);
-  const p = await withAdmin(io, (ops) => ops.showPolicy(positionals[0]!));
-  const header = `# ${p.project}: revision ${p.revision}, from ${p.source}, stored ${p.createdAt}, sha256 ${p.contentHash}\n`;
-  print(io, p, header + p.yaml, !!values.json);
-  return 0;
-}
-
-async function policyHistory(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = args(argv, {}, [1, 1]);
-  const revisions = await withAdmin(io, (ops) => ops.policyHistory(positionals[0]!));
-  const text = revisions
-    .map(
-      (r) =>
-        `${String(r.revision).padStart(4)}  ${r.createdAt}  ${r.contentHash.slice(0, 12)}  ${r.source}${r.cause ? `  (${r.cause})` : ""}${r.retired ? "  (retired)" : ""}`,
-    )
-    .join("\n");
-  print(io, { project: positionals[0], revisions }, text, !!values.json);
-  return 0;
-}
-
-async function policyDiff(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = args(argv, {}, [2, 3]);
-  const [project, fromText, toText] = positionals as [string, string, string | undefined];
-  const num = (s: string) => {
-    if (!/^\d+$/.test(s)) throw new UsageError(`'${s}' is not a revision number`);
-    return Number(s);
-  };
-  const diff = await withAdmin(io, async (ops) => {
-    const from = await ops.policyRevision(project, num(fromText));
-    const to =
-      toText === undefined
-        ? await ops.policyRevision(project, (await ops.showPolicy(project)).revision)
-        : await ops.policyRevision(project, num(toText));
-    return {
-      from: from.revision,
-      to: to.revision,
-      diff: createTwoFilesPatch(
-        `${project}@${from.revision}`,
-        `${project}@${to.revision}`,
-        from.yaml,
-        to.yaml,
-        from.createdAt,
-        to.createdAt,
-      ),
-    };
-  });
-  print(io, { project, ...diff }, diff.diff, !!values.json);
-  return 0;
-}
-
-async function policyReload(argv: string[], io: CliIo): Promise<number> {
-  const { values } = args(argv, {}, [0, 0]);
-  const report = await withAdmin(io, (ops) => ops.reloadPolicies());
-  const lines = [
-    ...report.loaded.map((l) => `loaded    ${l.project} revision ${l.revision} from ${l.file}`),
-    ...report.unchanged.map((l) => `unchanged ${l.project} revision ${l.revision}`),
-    ...report.retired.map((l) => `retired   ${l.project} (revision ${l.revision}): its file is gone`),
-    ...report.failed.flatMap((f) => [
-      `REJECTED  ${f.file}${f.project ? ` (${f.project}: previous revision keeps serving)` : ""}`,
-      ...f.issues.map((i) => `  ${i}`),
-    ]),
-  ];
-  print(io, report, lines.join("\n") || "no policy files", !!values.json);
-  return report.failed.length === 0 ? 0 : 1;
-}
-
-async function providersValidate(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = args(argv, {}, [0, 1]);
-  const dir = positionals[0] ?? loadConfig(io.env).providers.dir;
-  const set = await loadProviders(dir);
-  const issues = set.failures.flatMap((f) => f.issues);
-  const ok = issues.length === 0;
-  const names = [...set.providers.keys()];
-  const text = ok
-    ? `${names.length} provider${names.length === 1 ? "" : "s"} valid: ${names.join(", ") || "none"}`
-    : `${issues.map(formatIssue).join("\n")}\n${issues.length} problem${issues.length === 1 ? "" : "s"} in ${set.failures.length} file${set.failures.length === 1 ? "" : "s"}`;
-  print(io, { ok, providers: names, issues }, text, !!values.json);
-  return ok ? 0 : 1;
-}
-
+/** Policies (offline checks, and the revisions in the database) and provider specs. */
 export const policyCommands: Command[] = [
   {
     name: "policy validate",
     usage: "[dir|file]",
     summary: "check policy files; exit 1 on any problem",
-    run: policyValidate,
+    positionals: [0, 1],
+    example: "butler policy validate policies/",
+    project: true,
+    run: async (a, io) => (await impl()).policyValidate(a, io),
   },
   {
     name: "policy check",
     usage: "--agent A --project P --action X [--resource R] [--branch B] [--params JSON] [--at TIME] [dir]",
     summary: "decide one call offline from policy files (exit 0 ALLOW, 1 DENY)",
-    run: policyCheck,
+    options: {
+      agent: { type: "string", value: "A", help: "the agent making the call (required)" },
+      project: { type: "string", value: "P", help: "its project (required)" },
+      action: { type: "string", value: "X", help: "the action, e.g. git:push (required)" },
+      resource: { type: "string", value: "R", help: "the resource it acts on" },
+      branch: { type: "string", value: "B", help: "the git branch, for git actions" },
+      params: { type: "string", value: "JSON", help: "the call's parameters, a JSON object" },
+      at: { type: "string", value: "TIME", help: "decide as at TIME (ISO 8601; default now)" },
+    },
+    positionals: [0, 1],
+    example:
+      "butler policy check --agent billing-reconciler-1 --project project-billing --action git:push --resource reidataai/billing-ledger --branch feature/x",
+    project: true,
+    run: async (a, io) => (await impl()).policyCheck(a, io),
   },
   {
     name: "policy show",
     usage: "<project>",
     summary: "print the policy in force as YAML",
+    positionals: [1, 1],
+    example: "butler policy show project-billing",
     admin: true,
-    run: policyShow,
+    run: async (a, io) => (await impl()).policyShow(a, io),
   },
   {
     name: "policy history",
     usage: "<project>",
     summary: "list the stored revisions of a project's policy",
+    positionals: [1, 1],
+    example: "butler policy history project-billing",
     admin: true,
-    run: policyHistory,
+    run: async (a, io) => (await impl()).policyHistory(a, io),
   },
   {
     name: "policy diff",
     usage: "<project> <from> [<to>]",
     summary: "diff two revisions (default: to the newest)",
+    positionals: [2, 3],
+    example: "butler policy diff project-billing 1 2",
     admin: true,
-    run: policyDiff,
+    run: async (a, io) => (await impl()).policyDiff(a, io),
   },
   {
     name: "policy reload",
     usage: "",
     summary: "import the policies directory now",
+    positionals: [0, 0],
+    example: "butler policy reload",
     admin: true,
-    run: policyReload,
+    run: async (a, io) => (await impl()).policyReload(a, io),
   },
   {
     name: "providers validate",
     usage: "[dir]",
     summary: "check provider specs (providers/*.yaml); exit 1 on any problem",
-    run: providersValidate,
+    positionals: [0, 1],
+    example: "butler providers validate providers/",
+    project: true,
+    run: async (a, io) => (await impl()).providersValidate(a, io),
   },
 ];

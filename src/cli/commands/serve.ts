@@ -1,73 +1,50 @@
-import { systemClock } from "../../clock.js";
-import { configuredSecrets, loadConfig } from "../../config.js";
-import { createLogger } from "../../logger.js";
-import { startServer } from "../../main.js";
-import { createSecrets } from "../../secrets.js";
-import { args, type Command, print } from "../command.js";
+import type { Command, Parsed } from "../command.js";
 import type { CliIo } from "../output.js";
-import { withAdmin } from "../with-admin.js";
 
-async function serve(argv: string[], io: CliIo): Promise<number> {
-  args(argv, {}, [0, 0]);
+/**
+ * `butler serve`: before loading the server (a second or more), the data directory is marked as
+ * having a server on its way up, so that CLI commands run meanwhile wait for it instead of opening
+ * the embedded database themselves; the mark goes once the server listens, or fails to start.
+ */
+async function serve(a: Parsed, io: CliIo): Promise<number> {
+  const { loadConfig } = await import("../../config.js");
   const config = loadConfig(io.env);
-  // One set of secrets for the log and the services: credentials read later are redacted in both.
-  const secrets = createSecrets(configuredSecrets(config));
-  const log = createLogger(config.logLevel, undefined, secrets);
-  const server = await startServer(config, log, systemClock, { secrets });
-  io.stderr.write(
-    `Butler is serving at ${server.url} (database: ${config.database.kind}, policies: ${config.policiesDir})\n`,
-  );
-  // The embedded default is for trying Butler out: sign the first approver in to the dashboard at once.
+  let unmark = async () => {};
   if (config.database.kind === "pglite") {
-    const first = [...server.services.policies.index().projects.values()]
-      .sort((a, b) => (a.name < b.name ? -1 : 1))
-      .flatMap((p) => p.document.approvers.map((a) => a.id))[0];
-    if (first) {
-      const l = await server.services.admin.createDashboardLink(first);
-      io.stderr.write(`Dashboard: open ${l.url} to sign in as ${first} (one time, until ${l.expires_at})\n`);
-    } else io.stderr.write(`Dashboard: ${server.url}/dashboard (no policy names an approver yet)\n`);
+    const { markServerStarting } = await import("../../data-dir.js");
+    unmark = await markServerStarting(config.dataDir);
   }
-  await new Promise<void>((resolveStop) => {
-    const stop = (signal: string) => {
-      log.info({ signal }, "shutting down");
-      server.close().then(resolveStop, (e) => {
-        log.error({ err: e }, "shutdown failed");
-        resolveStop();
-      });
-    };
-    process.once("SIGTERM", () => stop("SIGTERM"));
-    process.once("SIGINT", () => stop("SIGINT"));
-    process.on("SIGHUP", () => {
-      server.services.policies
-        .importDirectory("sighup")
-        .catch((e) => log.error({ err: e }, "policy reload failed"));
-    });
-  });
-  return 0;
+  let marked = true;
+  const listening = async () => {
+    if (!marked) return;
+    marked = false;
+    await unmark();
+  };
+  try {
+    return await (await import("../run/serve.js")).serve(a, io, listening);
+  } finally {
+    await listening();
+  }
 }
 
-async function dbMigrate(argv: string[], io: CliIo): Promise<number> {
-  const { values } = args(argv, {}, [0, 0]);
-  const via = await withAdmin(io, async (ops, v) => {
-    await ops.migrate();
-    return v;
-  });
-  print(
-    io,
-    { migrated: true, via },
-    `Database is up to date (${via === "server" ? "through the running server" : "applied directly"}).`,
-    !!values.json,
-  );
-  return 0;
-}
-
+/** The server itself, and its database. */
 export const serveCommands: Command[] = [
-  { name: "serve", usage: "", summary: "run the gateway (npm start)", run: serve },
+  {
+    name: "serve",
+    usage: "",
+    summary: "run the gateway (npm start)",
+    positionals: [0, 0],
+    example: "butler serve",
+    project: true,
+    run: serve,
+  },
   {
     name: "db migrate",
     usage: "",
     summary: "apply pending database migrations",
+    positionals: [0, 0],
+    example: "butler db migrate",
     admin: true,
-    run: dbMigrate,
+    run: async (a, io) => (await import("../run/db.js")).dbMigrate(a, io),
   },
 ];

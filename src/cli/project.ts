@@ -1,0 +1,77 @@
+import { statSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+
+/** Where a command's data directory, policies and providers are, and why there. */
+export interface ProjectDirs {
+  /** The environment the command runs with: the project's directories filled in where unset. */
+  env: Record<string, string | undefined>;
+  /** Why the data directory is the one it is, for messages: "BUTLER_DATA_DIR", "the project in /x", ... */
+  dataDirFrom: string;
+  /** Said on stderr when the project is not the current directory (set only then). */
+  note?: string;
+}
+
+function isDir(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** The nearest directory, from `cwd` upwards, that holds a `.butler` data directory or a `policies` directory. */
+export function findProjectRoot(cwd: string): string | undefined {
+  let dir = resolve(cwd);
+  for (;;) {
+    if (isDir(join(dir, ".butler")) || isDir(join(dir, "policies"))) return dir;
+    const up = dirname(dir);
+    if (up === dir) return undefined;
+    dir = up;
+  }
+}
+
+/**
+ * The project a command works on, from any working directory: unless BUTLER_DATA_DIR,
+ * POLICIES_DIR and PROVIDERS_DIR are set, they default to `.butler`, `policies` and `providers` of
+ * the nearest directory (the working one or above) that holds `.butler` or `policies`, as they
+ * would if the command were run there. A command run in a subdirectory of the project, or in
+ * `policies/` itself, finds the project's database rather than making an empty one.
+ */
+export function projectDirs(env: Record<string, string | undefined>, cwd: string): ProjectDirs {
+  const set = (name: string) => (env[name] ?? "").trim() !== "";
+  if (set("BUTLER_DATA_DIR") && set("POLICIES_DIR") && set("PROVIDERS_DIR"))
+    return { env, dataDirFrom: "BUTLER_DATA_DIR" };
+  const root = findProjectRoot(cwd);
+  const base = root ?? resolve(cwd);
+  const defaults: Record<string, string> = {
+    BUTLER_DATA_DIR: join(base, ".butler"),
+    POLICIES_DIR: join(base, "policies"),
+    PROVIDERS_DIR: join(base, "providers"),
+  };
+  const filled = { ...env };
+  const used: string[] = [];
+  for (const [name, dir] of Object.entries(defaults))
+    if (!set(name)) {
+      filled[name] = dir;
+      used.push(`${name}=${dir}`);
+    }
+  if (!root)
+    return {
+      env: filled,
+      dataDirFrom: set("BUTLER_DATA_DIR")
+        ? "BUTLER_DATA_DIR"
+        : `the default, as no directory from ${base} upwards holds .butler or policies`,
+    };
+  const here = root === resolve(cwd);
+  return {
+    env: filled,
+    dataDirFrom: set("BUTLER_DATA_DIR")
+      ? "BUTLER_DATA_DIR"
+      : here
+        ? "the current directory"
+        : `the project in ${root}`,
+    ...(here || used.length === 0
+      ? {}
+      : { note: `using the project in ${root} (${used.join(", ")}); set them to use another` }),
+  };
+}

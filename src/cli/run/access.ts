@@ -1,0 +1,109 @@
+import { optional, type Parsed, print, required, snakeKeys, UsageError } from "../command.js";
+import { type CliIo, termSafe } from "../output.js";
+import { withAdmin } from "../with-admin.js";
+
+export async function agentsCreate({ values, positionals }: Parsed, io: CliIo): Promise<number> {
+  const project = required(values, "project");
+  const t = await withAdmin(io, (ops) => ops.createAgentToken(positionals[0]!, project));
+  for (const w of t.warnings) io.stderr.write(`butler: warning: ${termSafe(w)}\n`);
+  print(
+    io,
+    {
+      token: t.token,
+      token_id: t.tokenId,
+      agent: t.agent,
+      project: t.project,
+      created_at: t.createdAt,
+      warnings: t.warnings,
+    },
+    `Token ${t.tokenId} for agent ${t.agent} in ${t.project}. It is shown only this once:\n${t.token}`,
+    !!values.json,
+  );
+  return 0;
+}
+
+export async function agentsList({ values }: Parsed, io: CliIo): Promise<number> {
+  const tokens = await withAdmin(io, (ops) => ops.listAgentTokens(optional(values, "project")));
+  const text = tokens.length
+    ? tokens
+        .map(
+          (t) =>
+            `${t.tokenId}  ${t.project}  ${t.agent}  created ${t.createdAt}${t.revokedAt ? `  REVOKED ${t.revokedAt}` : "  active"}`,
+        )
+        .join("\n")
+    : "no agent tokens";
+  print(io, snakeKeys({ tokens }), text, !!values.json);
+  return 0;
+}
+
+export async function agentsRevoke({ values, positionals }: Parsed, io: CliIo): Promise<number> {
+  const sel = {
+    agent: positionals[0]!,
+    project: required(values, "project"),
+    ...(typeof values.token === "string" ? { tokenId: values.token } : {}),
+  };
+  const revoked = await withAdmin(io, (ops) => ops.revokeAgentTokens(sel));
+  print(io, { revoked }, `Revoked ${revoked.join(", ")}`, !!values.json);
+  return 0;
+}
+
+export async function approversToken({ values, positionals }: Parsed, io: CliIo): Promise<number> {
+  const t = await withAdmin(io, (ops) => ops.createApproverToken(positionals[0]!));
+  for (const w of t.warnings) io.stderr.write(`butler: warning: ${termSafe(w)}\n`);
+  print(
+    io,
+    t,
+    `Approver token ${t.token_id} for ${t.approver} (approver of: ${t.projects.join(", ") || "no project yet"}). It is shown only this once:\n${t.token}`,
+    !!values.json,
+  );
+  return 0;
+}
+
+export async function approversLink({ values, positionals }: Parsed, io: CliIo): Promise<number> {
+  if (!values.telegram) throw new UsageError("say which platform to link: --telegram");
+  const l = await withAdmin(io, (ops) => ops.createTelegramLink(positionals[0]!));
+  print(
+    io,
+    l,
+    `Send this link to ${l.approver}; opening it binds their Telegram account (once, until ${l.expires_at}):\n${l.url}`,
+    !!values.json,
+  );
+  return 0;
+}
+
+export async function auditorsToken({ values, positionals }: Parsed, io: CliIo): Promise<number> {
+  const t = await withAdmin(io, (ops) => ops.createAuditorToken(positionals[0]!));
+  print(
+    io,
+    t,
+    `Auditor token ${t.token_id} for ${t.auditor}: signs in to the dashboard to read every project, decides nothing. It is shown only this once:\n${t.token}`,
+    !!values.json,
+  );
+  return 0;
+}
+
+export async function dashboardLink({ values, positionals }: Parsed, io: CliIo): Promise<number> {
+  const l = await withAdmin(io, (ops) => ops.createDashboardLink(positionals[0]!));
+  print(
+    io,
+    l,
+    `Open this link to sign in as ${l.approver} (once, until ${l.expires_at}):\n${l.url}`,
+    !!values.json,
+  );
+  return 0;
+}
+
+export async function telegramSetWebhook({ values }: Parsed, io: CliIo): Promise<number> {
+  const r = await withAdmin(io, (ops) => ops.setTelegramWebhook());
+  if (!r.url.startsWith("https://"))
+    io.stderr.write(
+      `butler: warning: ${termSafe(r.url)} is not an https:// URL: Telegram delivers updates to https:// webhooks only (set BUTLER_PUBLIC_URL to the server's public https:// address); only a stand-in of the Telegram API accepts it\n`,
+    );
+  print(
+    io,
+    r,
+    `Telegram will deliver updates to ${r.url} (with the secret from TELEGRAM_WEBHOOK_SECRET)`,
+    !!values.json,
+  );
+  return 0;
+}

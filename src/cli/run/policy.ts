@@ -1,0 +1,150 @@
+import { loadConfig } from "../../config.js";
+import {
+  compilePolicies,
+  evaluate,
+  formatIssue,
+  parsePolicySet,
+  parseTimestamp,
+} from "../../policy/index.js";
+import { readPolicyFiles } from "../../policy-store/policy-files.js";
+import { optional, type Parsed, print, required, snakeKeys, UsageError } from "../command.js";
+import { type CliIo, termSafe } from "../output.js";
+import { withAdmin } from "../with-admin.js";
+
+export async function policyValidate({ values, positionals }: Parsed, io: CliIo): Promise<number> {
+  const target = positionals[0] ?? loadConfig(io.env).policiesDir;
+  const sources = await readPolicyFiles(target);
+  const set = parsePolicySet(sources);
+  const issues = set.failures.flatMap((f) => f.issues);
+  const ok = issues.length === 0;
+  const text = ok
+    ? `${sources.length} file${sources.length === 1 ? "" : "s"} valid: ${set.documents.map((d) => d.document.project).join(", ") || "no projects"}`
+    : `${issues.map(formatIssue).join("\n")}\n${issues.length} problem${issues.length === 1 ? "" : "s"} in ${set.failures.length} file${set.failures.length === 1 ? "" : "s"}`;
+  if (sources.length === 0 && !values.json)
+    io.stderr.write(`butler: warning: no .yaml files in ${termSafe(target)}\n`);
+  print(
+    io,
+    { ok, files: sources.map((s) => s.file), projects: set.documents.map((d) => d.document.project), issues },
+    text,
+    !!values.json,
+  );
+  return ok ? 0 : 1;
+}
+
+export async function policyCheck({ values, positionals }: Parsed, io: CliIo): Promise<number> {
+  const set = parsePolicySet(await readPolicyFiles(positionals[0] ?? loadConfig(io.env).policiesDir));
+  for (const f of set.failures)
+    io.stderr.write(
+      `butler: skipping ${termSafe(f.file)}: ${f.issues.length} problem(s); run butler policy validate\n`,
+    );
+  let params: Record<string, unknown> | undefined;
+  if (typeof values.params === "string") {
+    try {
+      params = JSON.parse(values.params);
+    } catch (e) {
+      throw new UsageError(`--params is not valid JSON: ${(e as Error).message}`);
+    }
+    if (params === null || typeof params !== "object" || Array.isArray(params))
+      throw new UsageError("--params must be a JSON object");
+  }
+  let at = Date.now();
+  if (typeof values.at === "string") {
+    const t = parseTimestamp(values.at);
+    if (!t.ok) throw new UsageError(`--at ${t.error}`);
+    at = t.value;
+  }
+  const index = compilePolicies(set.documents.map((d) => ({ document: d.document, revision: 0 })));
+  const d = evaluate(
+    index,
+    {
+      agent: required(values, "agent"),
+      project: required(values, "project"),
+      action: required(values, "action"),
+      resource: typeof values.resource === "string" ? values.resource : "",
+      branch: optional(values, "branch"),
+      params,
+    },
+    at,
+  );
+  print(io, snakeKeys(d), `${d.decision}: ${termSafe(d.reason)}`, !!values.json);
+  return d.decision === "ALLOW" ? 0 : 1;
+}
+
+export async function policyShow({ values, positionals }: Parsed, io: CliIo): Promise<number> {
+  const p = await withAdmin(io, (ops) => ops.showPolicy(positionals[0]!));
+  const header = `# ${p.project}: revision ${p.revision}, from ${p.source}, stored ${p.createdAt}, sha256 ${p.contentHash}\n`;
+  print(io, snakeKeys(p), header + p.yaml, !!values.json);
+  return 0;
+}
+
+export async function policyHistory({ values, positionals }: Parsed, io: CliIo): Promise<number> {
+  const revisions = await withAdmin(io, (ops) => ops.policyHistory(positionals[0]!));
+  const text = revisions
+    .map(
+      (r) =>
+        `${String(r.revision).padStart(4)}  ${r.createdAt}  ${r.contentHash.slice(0, 12)}  ${r.source}${r.cause ? `  (${r.cause})` : ""}${r.retired ? "  (retired)" : ""}`,
+    )
+    .join("\n");
+  print(io, snakeKeys({ project: positionals[0], revisions }), text, !!values.json);
+  return 0;
+}
+
+export async function policyDiff({ values, positionals }: Parsed, io: CliIo): Promise<number> {
+  const [project, fromText, toText] = positionals as [string, string, string | undefined];
+  const num = (s: string) => {
+    if (!/^\d+$/.test(s)) throw new UsageError(`'${s}' is not a revision number`);
+    return Number(s);
+  };
+  const { createTwoFilesPatch } = await import("diff");
+  const diff = await withAdmin(io, async (ops) => {
+    const from = await ops.policyRevision(project, num(fromText));
+    const to =
+      toText === undefined
+        ? await ops.policyRevision(project, (await ops.showPolicy(project)).revision)
+        : await ops.policyRevision(project, num(toText));
+    return {
+      from: from.revision,
+      to: to.revision,
+      diff: createTwoFilesPatch(
+        `${project}@${from.revision}`,
+        `${project}@${to.revision}`,
+        from.yaml,
+        to.yaml,
+        from.createdAt,
+        to.createdAt,
+      ),
+    };
+  });
+  print(io, { project, ...diff }, diff.diff, !!values.json);
+  return 0;
+}
+
+export async function policyReload({ values }: Parsed, io: CliIo): Promise<number> {
+  const report = await withAdmin(io, (ops) => ops.reloadPolicies());
+  const lines = [
+    ...report.loaded.map((l) => `loaded    ${l.project} revision ${l.revision} from ${l.file}`),
+    ...report.unchanged.map((l) => `unchanged ${l.project} revision ${l.revision}`),
+    ...report.retired.map((l) => `retired   ${l.project} (revision ${l.revision}): its file is gone`),
+    ...report.failed.flatMap((f) => [
+      `REJECTED  ${f.file}${f.project ? ` (${f.project}: previous revision keeps serving)` : ""}`,
+      ...f.issues.map((i) => `  ${i}`),
+    ]),
+  ];
+  print(io, report, lines.join("\n") || "no policy files", !!values.json);
+  return report.failed.length === 0 ? 0 : 1;
+}
+
+export async function providersValidate({ values, positionals }: Parsed, io: CliIo): Promise<number> {
+  const dir = positionals[0] ?? loadConfig(io.env).providers.dir;
+  // The provider gateway is imported here only: no other command of this file needs it.
+  const { loadProviders } = await import("../../providers/provider-gateway.js");
+  const set = await loadProviders(dir);
+  const issues = set.failures.flatMap((f) => f.issues);
+  const ok = issues.length === 0;
+  const names = [...set.providers.keys()];
+  const text = ok
+    ? `${names.length} provider${names.length === 1 ? "" : "s"} valid: ${names.join(", ") || "none"}`
+    : `${issues.map(formatIssue).join("\n")}\n${issues.length} problem${issues.length === 1 ? "" : "s"} in ${set.failures.length} file${set.failures.length === 1 ? "" : "s"}`;
+  print(io, { ok, providers: names, issues }, text, !!values.json);
+  return ok ? 0 : 1;
+}
