@@ -12,7 +12,7 @@ async function serve(argv: string[], io: CliIo): Promise<number> {
   const config = loadConfig(io.env);
   // One set of secrets for the log and the services: credentials read later are redacted in both.
   const secrets = createSecrets(configuredSecrets(config));
-  const log = createLogger(config.logLevel, undefined, secrets);
+  const log = createLogger(config.logLevel, undefined, secrets, config.logFormat);
   const server = await startServer(config, log, systemClock, { secrets });
   io.stderr.write(
     `Butler is serving at ${server.url} (database: ${config.database.kind}, policies: ${config.policiesDir})\n`,
