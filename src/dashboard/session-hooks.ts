@@ -72,7 +72,11 @@ export function sessionHooks(deps: Pick<DashboardDeps, "sessions">) {
     /** A page: the session, or a redirect to sign in. */
     page: async (req: FastifyRequest, reply: FastifyReply) => {
       const s = await lookup(req);
-      if (!s) return reply.redirect("/dashboard/sign-in", 303);
+      if (!s) {
+        // Back to this page after signing in (a link from a chat card, a bookmark).
+        const back = req.url === "/dashboard" ? "" : `?next=${encodeURIComponent(req.url)}`;
+        return reply.redirect(`/dashboard/sign-in${back}`, 303);
+      }
       established.set(req, s);
     },
     /** A fragment, stream or download the page's script fetches: the session, or 401. */
