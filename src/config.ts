@@ -251,6 +251,15 @@ const FILE_SETTINGS = [
 ] as const;
 
 /**
+ * The name of every environment variable the configuration reads (the README's settings table
+ * documents each one: test/docs/readme.test.ts compares them).
+ */
+export const SETTING_NAMES: readonly string[] = [
+  ...Object.keys(EnvSchema.shape),
+  ...FILE_SETTINGS.map((name) => `${name}_FILE`),
+];
+
+/**
  * Parses the environment. Every problem is reported at once, each naming its variable; empty
  * variables count as unset.
  */
