@@ -199,3 +199,13 @@ describe("slack-app-manifest.yaml", () => {
     );
   });
 });
+
+describe("README: every npm script it runs", () => {
+  test("exists in package.json", () => {
+    const scripts = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { scripts: object })
+      .scripts;
+    const named = [...new Set([...README.matchAll(/\bnpm run ([a-z][\w:-]*)/g)].map((m) => m[1]!))];
+    expect(named).toEqual(expect.arrayContaining(["demo", "stand-in:stripe", "stand-in:chat"]));
+    expect(named.filter((n) => !(n in scripts))).toEqual([]);
+  });
+});
