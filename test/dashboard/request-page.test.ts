@@ -95,6 +95,13 @@ describe(`a request's dashboard page, from a chat card's link (${ENGINE})`, () =
     }
     const home = await form("/dashboard/sign-in", { token: jordan });
     expect(home.headers.get("location")).toBe("/dashboard");
+    // A page URL sign-in would not take back (too long for `next`) just asks to sign in.
+    const long = await get(`/dashboard/history?agent=${"a".repeat(600)}`);
+    expect(long.headers.get("location")).toBe("/dashboard/sign-in");
+    const query = await get("/dashboard/history?action=stripe:*:read");
+    expect(query.headers.get("location")).toBe(
+      `/dashboard/sign-in?next=${encodeURIComponent("/dashboard/history?action=stripe:*:read")}`,
+    );
   });
 
   test("another project's approver, or an unknown request: not found; an auditor sees it without buttons", async () => {
