@@ -14,7 +14,10 @@ export interface SeenRequest {
   body: string;
 }
 
-export async function startStandInStripe(secretKey: string): Promise<{
+export async function startStandInStripe(
+  secretKey: string,
+  opts: { port?: number; onRequest?: (r: SeenRequest) => void } = {},
+): Promise<{
   url: string;
   requests: SeenRequest[];
   created: { refunds: number; payment_intents: number };
@@ -34,7 +37,9 @@ export async function startStandInStripe(secretKey: string): Promise<{
     });
     req.on("end", () => {
       const url = new URL(req.url ?? "/", "http://stripe.local");
-      requests.push({ method: req.method ?? "", path: url.pathname, headers: req.headers, body: raw });
+      const seen = { method: req.method ?? "", path: url.pathname, headers: req.headers, body: raw };
+      requests.push(seen);
+      opts.onRequest?.(seen);
       const json = (status: number, body: unknown, extra: Record<string, string> = {}) => {
         const answer = JSON.stringify(body);
         res.writeHead(status, { "content-type": "application/json", ...extra });
@@ -128,7 +133,10 @@ export async function startStandInStripe(secretKey: string): Promise<{
       if (typeof key === "string") replays.set(key, { body: raw, status, answer });
     });
   });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port ?? 0, "127.0.0.1", resolve);
+  });
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}`,

@@ -4,7 +4,7 @@ import { z } from "zod";
 import { type SigningKey, signingKeyFromPem } from "./audit/checkpoint.js";
 import type { DatabaseConfig } from "./db/client.js";
 import { AppError } from "./errors.js";
-import type { LogLevel } from "./logger.js";
+import type { LogFormat, LogLevel } from "./logger.js";
 import { urlPasswords } from "./secrets.js";
 
 /** Everything Butler reads from its environment, parsed once (see .env.example and the README). */
@@ -21,6 +21,8 @@ export interface Config {
   policiesDir: string;
   policyWatch: boolean;
   logLevel: LogLevel;
+  /** Readable lines on a terminal, JSON lines otherwise (`auto`), or always one of them. */
+  logFormat: LogFormat;
   audit: { batchMax: number; queueMax: number };
   /**
    * Signed checkpoints of the audit chain head (docs/audit.md), when a signing key is configured:
@@ -165,6 +167,11 @@ const EnvSchema = z.object({
       error: "LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent",
     })
     .default("info"),
+  LOG_FORMAT: z
+    .enum(["auto", "pretty", "json"], {
+      error: "LOG_FORMAT must be auto (readable on a terminal, JSON otherwise), pretty or json",
+    })
+    .default("auto"),
   AUDIT_BATCH_MAX: int("AUDIT_BATCH_MAX", 1, 10_000).default(1000),
   AUDIT_QUEUE_MAX: int("AUDIT_QUEUE_MAX", 1, 10_000_000).default(50_000),
   BUTLER_AUDIT_SIGNING_KEY_FILE: z.string().trim().optional(),
@@ -247,6 +254,15 @@ const FILE_SETTINGS = [
 ] as const;
 
 /**
+ * The name of every environment variable the configuration reads (the README's settings table
+ * documents each one: test/docs/readme.test.ts compares them).
+ */
+export const SETTING_NAMES: readonly string[] = [
+  ...Object.keys(EnvSchema.shape),
+  ...FILE_SETTINGS.map((name) => `${name}_FILE`),
+];
+
+/**
  * Parses the environment. Every problem is reported at once, each naming its variable; empty
  * variables count as unset.
  */
@@ -303,6 +319,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     policiesDir: resolve(e.POLICIES_DIR),
     policyWatch: e.POLICY_WATCH,
     logLevel: e.LOG_LEVEL,
+    logFormat: e.LOG_FORMAT,
     audit: { batchMax: e.AUDIT_BATCH_MAX, queueMax: e.AUDIT_QUEUE_MAX },
     auditCheckpoints,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,

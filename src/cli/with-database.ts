@@ -16,7 +16,12 @@ import { createServices } from "../services.js";
  */
 export async function withDatabase<T>(config: Config, fn: (ops: AdminOps) => Promise<T>): Promise<T> {
   const secrets = createSecrets(configuredSecrets(config));
-  const log = createLogger(config.logLevel === "info" ? "warn" : config.logLevel, undefined, secrets);
+  const log = createLogger(
+    config.logLevel === "info" ? "warn" : config.logLevel,
+    undefined,
+    secrets,
+    config.logFormat,
+  );
   await ensureDataDir(config.dataDir);
   const release =
     config.database.kind === "pglite"

@@ -15,6 +15,7 @@ export interface DashboardDeps {
     Butler,
     | "list"
     | "listCards"
+    | "card"
     | "review"
     | "listGrants"
     | "revokeGrant"

@@ -114,17 +114,22 @@ ${body}
 </html>`}`;
 }
 
-export function signInPage(opts: { error?: string | undefined; code?: string | undefined }): string {
+export function signInPage(opts: {
+  error?: string | undefined;
+  code?: string | undefined;
+  next?: string | undefined;
+}): string {
   const error = opts.error ? html`<p class="error" role="alert">${opts.error}</p>` : "";
+  const next = opts.next ? html`<input type="hidden" name="next" value="${opts.next}">` : "";
   const body = opts.code
     ? html`${error}<form method="post" action="/dashboard/sign-in/link" class="card">
   <p>This one-time link signs you in once. It stops working after use.</p>
-  <input type="hidden" name="code" value="${opts.code}">
+  <input type="hidden" name="code" value="${opts.code}">${next}
   <button type="submit" class="primary">Sign in</button>
 </form>`
     : html`${error}<form method="post" action="/dashboard/sign-in" class="card">
   <label for="token">Your approver's or auditor's token</label>
-  <input id="token" name="token" type="password" autocomplete="off" required placeholder="bap_… or bau_…">
+  <input id="token" name="token" type="password" autocomplete="off" required placeholder="bap_… or bau_…">${next}
   <p class="hint">Made with <code>npx butler approvers token &lt;you&gt;</code> or <code>npx butler auditors token &lt;you&gt;</code>.</p>
   <button type="submit" class="primary">Sign in</button>
 </form>`;
@@ -213,6 +218,17 @@ export function requestsPage(cards: Html[], viewer: Viewer): string {
     "requests",
     html`<p class="lede">Pending requests and the ones decided in the last hour. Updates arrive live.</p>
 <section id="requests" data-live="requests" aria-live="polite">${requestsFragment(cards)}</section>`,
+  );
+}
+
+/** One request's page (a chat card's "Full proposal" link). */
+export function requestPage(card: Html, viewer: Viewer, id: string): string {
+  return page(
+    `Request ${id}`,
+    viewer,
+    "requests",
+    html`<p class="lede"><a href="/dashboard">All pending requests</a></p>
+<section id="requests">${card}</section>`,
   );
 }
 

@@ -14,8 +14,13 @@ export const ApproveForm = z.object({
     .optional(),
 });
 export const DenyForm = z.object({ _csrf: z.string().optional(), reason: safeText(1000).optional() });
-export const TokenForm = z.object({ token: z.string().max(200) });
-export const LinkForm = z.object({ code: z.string().max(64) });
+/** Where to go after signing in: a dashboard page of this server, nothing else (no open redirect). */
+export const NextPage = z
+  .string()
+  .max(512)
+  .regex(/^\/dashboard(\/[A-Za-z0-9._~-]+)*(\?[^\s#\\]*)?$/, "must be a dashboard page");
+export const TokenForm = z.object({ token: z.string().max(200), next: NextPage.optional() });
+export const LinkForm = z.object({ code: z.string().max(64), next: NextPage.optional() });
 
 const name = z
   .string()
@@ -52,6 +57,8 @@ export const Filters = z.object({
   before: digits(15),
   after: digits(15),
   code: z.string().max(64).optional(),
+  // A link with a bad `next` still signs in, and goes home.
+  next: NextPage.optional().catch(undefined),
 });
 export type Filters = z.infer<typeof Filters>;
 

@@ -3,7 +3,7 @@ import type { Butler } from "../butler/butler-service.js";
 import { AppError } from "../errors.js";
 import { parseInput } from "../http/validation.js";
 import type { DashboardDeps } from "./deps.js";
-import { type Html, requestCard, requestsFragment, requestsPage } from "./html.js";
+import { type Html, requestCard, requestPage, requestsFragment, requestsPage } from "./html.js";
 import { ApproveForm, blank, DenyForm, RequestId } from "./inputs.js";
 import { dashboardDoc } from "./route-docs.js";
 import { canDecide, type SessionHooks, sessionOf, viewerOf, wantsJson } from "./session-hooks.js";
@@ -35,6 +35,26 @@ export async function requestRoutes(
       const s = sessionOf(req);
       reply.type("text/html; charset=utf-8");
       return requestsPage(await cards(s), viewerOf(s));
+    },
+  );
+
+  // One request, whenever it was filed or decided: where a chat card's "Full proposal" link leads.
+  // An approver sees the requests of their projects (another project's is "not found", as in the
+  // API); an auditor every request.
+  scope.get(
+    "/dashboard/requests/:id",
+    {
+      ...dashboardDoc("One access request's page (where a chat card's Full proposal link leads)"),
+      preHandler: hooks.page,
+    },
+    async (req, reply) => {
+      const s = sessionOf(req);
+      const rid = parseInput(RequestId, (req.params as { id: string }).id, "request id");
+      const c = await deps.butler.card(rid);
+      if (s.role !== "auditor" && !deps.butler.projectsOfApprover(s.approver).includes(c.project))
+        throw new AppError("NOT_FOUND", `no access request ${rid}`);
+      reply.type("text/html; charset=utf-8");
+      return requestPage(requestCard(c, viewerOf(s), canDecide(deps, s, c)), viewerOf(s), rid);
     },
   );
 

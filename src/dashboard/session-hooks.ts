@@ -3,6 +3,7 @@ import type { ApprovalCard } from "../butler/approval-card.js";
 import { AppError } from "../errors.js";
 import type { DashboardDeps } from "./deps.js";
 import type { Viewer } from "./html.js";
+import { NextPage } from "./inputs.js";
 import { csrfMatches, type DashboardSession } from "./sessions.js";
 
 /**
@@ -72,7 +73,15 @@ export function sessionHooks(deps: Pick<DashboardDeps, "sessions">) {
     /** A page: the session, or a redirect to sign in. */
     page: async (req: FastifyRequest, reply: FastifyReply) => {
       const s = await lookup(req);
-      if (!s) return reply.redirect("/dashboard/sign-in", 303);
+      if (!s) {
+        // Back to this page after signing in (a link from a chat card, a bookmark), when it is
+        // one sign-in accepts as `next` (a long or odd URL would only make a huge Location header).
+        const back =
+          req.url !== "/dashboard" && NextPage.safeParse(req.url).success
+            ? `?next=${encodeURIComponent(req.url)}`
+            : "";
+        return reply.redirect(`/dashboard/sign-in${back}`, 303);
+      }
       established.set(req, s);
     },
     /** A fragment, stream or download the page's script fetches: the session, or 401. */

@@ -16,26 +16,30 @@ export async function signInRoutes(
   const sessionSeconds = (s: DashboardSession) =>
     Math.max(1, Math.floor((s.expiresAt.getTime() - deps.clock.now().getTime()) / 1000));
 
-  /** Opens the session (`open` throws an AppError when the credential is refused) and goes home. */
+  /**
+   * Opens the session (`open` throws an AppError when the credential is refused) and goes to the
+   * page the person was sent to sign in from (`next`, a dashboard path), or home.
+   */
   async function signIn(
     reply: FastifyReply,
     open: () => Promise<{ cookie: string; session: DashboardSession }>,
+    next: string | undefined,
   ) {
     try {
       const r = await open();
       setCookie(deps, reply, r.cookie, sessionSeconds(r.session));
-      return reply.redirect("/dashboard", 303);
+      return reply.redirect(next ?? "/dashboard", 303);
     } catch (e) {
       if (!(e instanceof AppError)) throw e;
       reply.code(401).type("text/html; charset=utf-8");
-      return signInPage({ error: e.message });
+      return signInPage({ error: e.message, next });
     }
   }
 
   scope.get("/dashboard/sign-in", dashboardDoc("The sign-in page", { public: true }), async (req, reply) => {
     const q = parseInput(Filters, req.query, "query");
     reply.type("text/html; charset=utf-8");
-    return signInPage({ code: q.code });
+    return signInPage({ code: q.code, next: q.next });
   });
 
   scope.post(
@@ -44,7 +48,7 @@ export async function signInRoutes(
     async (req, reply) => {
       sameSite(req);
       const b = parseInput(TokenForm, req.body, "form");
-      return signIn(reply, () => deps.sessions.signInWithToken(b.token));
+      return signIn(reply, () => deps.sessions.signInWithToken(b.token), b.next);
     },
   );
 
@@ -54,7 +58,7 @@ export async function signInRoutes(
     async (req, reply) => {
       sameSite(req);
       const b = parseInput(LinkForm, req.body, "form");
-      return signIn(reply, () => deps.sessions.signInWithCode(b.code));
+      return signIn(reply, () => deps.sessions.signInWithCode(b.code), b.next);
     },
   );
 

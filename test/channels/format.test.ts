@@ -32,7 +32,7 @@ function card(over: Partial<ApprovalCard> = {}): ApprovalCard {
     grantState: undefined,
     grantRevokedBy: undefined,
     grantRevokedAt: undefined,
-    url: "https://butler.example/v1/access-requests/req_0123456789abcdef",
+    url: "https://butler.example/dashboard/requests/req_0123456789abcdef",
     ...over,
   };
 }

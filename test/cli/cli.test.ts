@@ -70,18 +70,18 @@ describe("offline policy commands", () => {
         "reidataai/billing-ledger",
         "--branch",
         "feature/x",
-        "policies",
+        t.policiesDir,
       ],
       {},
     );
     expect(allow).toMatchObject({ code: 0, stdout: "ALLOW: allowed by grant g_2 of project-billing\n" });
     const deny = await runCli(
-      [...base, "--action", "tools:Bash", "--params", '{"command":"rm -rf /"}', "--json", "policies"],
+      [...base, "--action", "tools:Bash", "--params", '{"command":"rm -rf /"}', "--json", t.policiesDir],
       {},
     );
     expect(deny.code).toBe(1);
     expect(JSON.parse(deny.stdout)).toMatchObject({ decision: "DENY", code: "deny_pattern" });
-    const badParams = await runCli([...base, "--action", "x:y", "--params", "{", "policies"], {});
+    const badParams = await runCli([...base, "--action", "x:y", "--params", "{", t.policiesDir], {});
     expect(badParams.code).toBe(2);
     expect(badParams.stderr).toContain("--params is not valid JSON");
   });

@@ -48,6 +48,14 @@ describe("parsing policy documents", () => {
     // Whatever an operator made of it: only that it still parses (the tests run on their own copy).
     const d = doc(readFileSync(SHIPPED_POLICY_FILE, "utf8"));
     expect(d.project).toBe("project-billing");
+    // The seed shows the whole product: every tier's requests can be approved by its approvers
+    // (with one approver, a high-risk request needing two could never be approved).
+    for (const tier of ["low", "medium", "high"] as const) {
+      const able = d.approvers.filter((a) => a.tiers === undefined || a.tiers.includes(tier));
+      expect(able.length, `approvers who may decide ${tier}-risk requests`).toBeGreaterThanOrEqual(
+        d.settings.approvals[tier],
+      );
+    }
   });
 
   test("every extension parses: roles, agent/role limits, constraints, expiry, approvers, settings", () => {

@@ -11,7 +11,7 @@ export async function serve(_: Parsed, io: CliIo, listening: () => Promise<void>
   const config = loadConfig(io.env);
   // One set of secrets for the log and the services: credentials read later are redacted in both.
   const secrets = createSecrets(configuredSecrets(config));
-  const log = createLogger(config.logLevel, undefined, secrets);
+  const log = createLogger(config.logLevel, undefined, secrets, config.logFormat);
   const server = await startServer(config, log, systemClock, { secrets });
   await listening();
   io.stderr.write(
