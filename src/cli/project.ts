@@ -38,34 +38,39 @@ export function findProjectRoot(cwd: string): string | undefined {
  * `policies/` itself, finds the project's database rather than making an empty one.
  */
 export function projectDirs(env: Record<string, string | undefined>, cwd: string): ProjectDirs {
-  const set = (name: string) => (env[name] ?? "").trim() !== "";
-  if (set("BUTLER_DATA_DIR") && set("POLICIES_DIR") && set("PROVIDERS_DIR"))
+  const set = (value: string | undefined) => (value ?? "").trim() !== "";
+  if (set(env.BUTLER_DATA_DIR) && set(env.POLICIES_DIR) && set(env.PROVIDERS_DIR))
     return { env, dataDirFrom: "BUTLER_DATA_DIR" };
   const root = findProjectRoot(cwd);
   const base = root ?? resolve(cwd);
-  const defaults: Record<string, string> = {
+  const defaults = {
     BUTLER_DATA_DIR: join(base, ".butler"),
     POLICIES_DIR: join(base, "policies"),
     PROVIDERS_DIR: join(base, "providers"),
   };
+  const given: Record<keyof typeof defaults, string | undefined> = {
+    BUTLER_DATA_DIR: env.BUTLER_DATA_DIR,
+    POLICIES_DIR: env.POLICIES_DIR,
+    PROVIDERS_DIR: env.PROVIDERS_DIR,
+  };
   const filled = { ...env };
   const used: string[] = [];
-  for (const [name, dir] of Object.entries(defaults))
-    if (!set(name)) {
+  for (const [name, dir] of Object.entries(defaults) as [keyof typeof defaults, string][])
+    if (!set(given[name])) {
       filled[name] = dir;
       used.push(`${name}=${dir}`);
     }
   if (!root)
     return {
       env: filled,
-      dataDirFrom: set("BUTLER_DATA_DIR")
+      dataDirFrom: set(env.BUTLER_DATA_DIR)
         ? "BUTLER_DATA_DIR"
         : `the default, as no directory from ${base} upwards holds .butler or policies`,
     };
   const here = root === resolve(cwd);
   return {
     env: filled,
-    dataDirFrom: set("BUTLER_DATA_DIR")
+    dataDirFrom: set(env.BUTLER_DATA_DIR)
       ? "BUTLER_DATA_DIR"
       : here
         ? "the current directory"
