@@ -71,8 +71,9 @@ function helpFor(argv: string[]): { text: string; code: number } | undefined {
   const words = asked.filter((w) => !w.startsWith("-"));
   const found = findCommand(words);
   if (found) return { text: commandHelp(found), code: 0 };
-  const group = COMMANDS.filter((c) => c.name.split(" ")[0] === words[0]);
-  if (group.length > 1 && words[0]) return { text: groupHelp(words[0], group), code: 0 };
+  // A group of one command (`db`, `providers`, ...) is a group too: `butler db --help` lists it.
+  const group = COMMANDS.filter((c) => c.name.includes(" ") && c.name.split(" ")[0] === words[0]);
+  if (group.length > 0 && words[0]) return { text: groupHelp(words[0], group), code: 0 };
   return { text: commandList(COMMANDS), code: 0 };
 }
 

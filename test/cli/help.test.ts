@@ -45,6 +45,23 @@ describe("butler <command> --help", () => {
     expect(listed.map((c) => c.name)).toEqual(
       COMMANDS.filter((c) => c.name.startsWith("policy ")).map((c) => c.name),
     );
+    // Every group, also one of a single command (`butler db --help`), lists exactly its commands.
+    const groups = [
+      ...new Set(COMMANDS.filter((c) => c.name.includes(" ")).map((c) => c.name.split(" ")[0]!)),
+    ];
+    expect(groups).toEqual(expect.arrayContaining(["db", "providers", "auditors", "dashboard", "telegram"]));
+    for (const g of groups) {
+      const help = await runCli([g, "--help"], env);
+      expect(help, g).toMatchObject({ code: 0, stderr: "" });
+      expect(help.stdout.startsWith(`Usage: butler ${g} <command> [options]\n`), g).toBe(true);
+      const names = COMMANDS.filter(
+        (c) => help.stdout.includes(`  ${c.name} `) || help.stdout.includes(`  ${c.name}\n`),
+      );
+      expect(
+        names.map((c) => c.name),
+        g,
+      ).toEqual(COMMANDS.filter((c) => c.name.startsWith(`${g} `)).map((c) => c.name));
+    }
     // Help for a command that does not exist is the whole list; running one is a usage error.
     expect(await runCli(["frobnicate", "--help"], env)).toEqual(all);
     expect(await runCli(["policy"], env)).toMatchObject({
