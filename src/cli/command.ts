@@ -50,18 +50,40 @@ export class UsageError extends Error {}
 export type Values = Record<string, string | boolean | string[] | undefined>;
 
 /** Parses a command's arguments (every command also takes --json) and checks the number of positionals. */
-export function args(c: Pick<Command, "options" | "positionals">, argv: string[]): Parsed {
+export function args(c: Pick<Command, "name" | "options" | "positionals">, argv: string[]): Parsed {
   const options: Record<string, { type: "string" | "boolean"; multiple?: boolean }> = {
     json: { type: "boolean" },
   };
   for (const [name, o] of Object.entries(c.options ?? {}))
     options[name] = o.multiple ? { type: o.type, multiple: true } : { type: o.type };
-  const parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  const see = `see butler ${c.name} --help`;
+  let parsed: ReturnType<typeof parseArgs<{ options: typeof options; allowPositionals: true }>>;
+  try {
+    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new UsageError(`${parseArgsProblem(e, options)} for butler ${c.name}; ${see}`);
+  }
   const [min, max] = c.positionals;
-  if (parsed.positionals.length < min) throw new UsageError("missing argument");
+  if (parsed.positionals.length < min) throw new UsageError(`missing argument for butler ${c.name}; ${see}`);
   if (parsed.positionals.length > max)
-    throw new UsageError(`unexpected argument '${parsed.positionals[max]}'`);
+    throw new UsageError(`unexpected argument '${parsed.positionals[max]}' for butler ${c.name}; ${see}`);
   return parsed as Parsed;
+}
+
+/** Node's parseArgs errors, said plainly (its own text suggests `--` quoting, which confuses more than it helps). */
+function parseArgsProblem(e: unknown, options: Record<string, { type: string }>): string {
+  const err = e as NodeJS.ErrnoException;
+  const known = Object.keys(options)
+    .map((o) => `--${o}`)
+    .join(", ");
+  const option = /'(-{1,2}[^' ]*)/.exec(err.message ?? "")?.[1] ?? "";
+  if (err.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") return `unknown option '${option}' (it takes ${known})`;
+  if (err.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE")
+    return options[option.replace(/^-+/, "")]?.type === "boolean"
+      ? `option '${option}' takes no value`
+      : `option '${option}' needs a value`;
+  if (err.code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL") return "unexpected argument";
+  throw e;
 }
 
 /** Prints a command's result: JSON, or text made safe for a terminal (policy files and agents write some of it). */

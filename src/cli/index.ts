@@ -53,7 +53,8 @@ export async function main(
       io.stdout.write(
         `${JSON.stringify({ error: { code: isAppError(e) ? e.code : usage ? "USAGE" : "INTERNAL", message } })}\n`,
       );
-    io.stderr.write(`butler: ${termSafeLines(message)}\n${usage ? "Run butler --help for usage.\n" : ""}`);
+    const pointer = usage && !message.includes("--help") ? "Run butler --help for usage.\n" : "";
+    io.stderr.write(`butler: ${termSafeLines(message)}\n${pointer}`);
     return usage ? 2 : 1;
   }
 }

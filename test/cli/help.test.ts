@@ -90,3 +90,23 @@ describe("butler <command> --help", () => {
     for (const c of COMMANDS) expect(README, c.name).toContain(`\`butler ${c.name}`);
   });
 });
+
+describe("a command called wrongly says what is wrong, for which command, and where its help is", () => {
+  test.each([
+    [
+      ["requests", "list", "--as", "jordan"],
+      "unknown option '--as' (it takes --json, --status, --project) for butler requests list",
+    ],
+    [["requests", "approve", "req_x", "--ttl"], "option '--ttl' needs a value for butler requests approve"],
+    [["agents", "list", "--json=1"], "option '--json' takes no value for butler agents list"],
+    [["policy", "validate", "a", "b"], "unexpected argument 'b' for butler policy validate"],
+    [["requests", "show"], "missing argument for butler requests show"],
+  ])("butler %j", async (argv, problem) => {
+    const name = argv.slice(0, 2).join(" ");
+    expect(await runCli(argv, env)).toEqual({
+      code: 2,
+      stdout: "",
+      stderr: `butler: ${problem}; see butler ${name} --help\n`,
+    });
+  });
+});
