@@ -3,6 +3,7 @@ import type { ApprovalCard } from "../butler/approval-card.js";
 import type { AccessRequestView, GrantView } from "../butler/butler-service.js";
 import { approvalsLine, outcomeLine, shorterTtlSeconds } from "../channels/render.js";
 import { REQUEST_STATUSES } from "../db/schema.js";
+import { escapeHtml } from "../http/escape-html.js";
 
 /**
  * The dashboard's pages, rendered on the server (pure: data in, HTML out). Every interpolated
@@ -17,18 +18,6 @@ export class Html {
   toString(): string {
     return this.value;
   }
-}
-
-const ESCAPES: Record<string, string> = {
-  "&": "&amp;",
-  "<": "&lt;",
-  ">": "&gt;",
-  '"': "&quot;",
-  "'": "&#39;",
-};
-
-export function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => ESCAPES[c]!);
 }
 
 type Value = Html | string | number | null | undefined | false | readonly Value[];

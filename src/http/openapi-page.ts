@@ -4,14 +4,9 @@
  * dashboard's strict Content-Security-Policy. Every value taken from the document is escaped.
  */
 
-const ESCAPES: Record<string, string> = {
-  "&": "&amp;",
-  "<": "&lt;",
-  ">": "&gt;",
-  '"': "&quot;",
-  "'": "&#39;",
-};
-const esc = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => ESCAPES[c]!);
+import { escapeHtml } from "./escape-html.js";
+
+const esc = (s: unknown) => escapeHtml(String(s));
 
 // biome-ignore lint/suspicious/noExplicitAny: the document is JSON made by openApiDocument; every read is rendered escaped
 type Json = Record<string, any>;
