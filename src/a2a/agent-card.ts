@@ -39,7 +39,7 @@ export const agentCard = (publicUrl: string, version: string): AgentCard => ({
       id: "request-access",
       name: "Request access",
       description:
-        "Files a scoped access request for a call the gateway denied. The task stays INPUT_REQUIRED while the project's approvers decide, then COMPLETED with the grant {grantId, requestId, action, resource, expiresAt, revision, state} as its artifact, REJECTED with the approver's reason, CANCELED, or FAILED when nobody decided in time.",
+        "Files a scoped access request for a call the gateway denied. The task stays INPUT_REQUIRED while the project's approvers decide, then COMPLETED with the grant {grant_id, request_id, action, resource, branch, expires_at, revision, state, revoked_at, approved_by, reason} as its artifact (the task's metadata.butler is {request_id, project, agent}), REJECTED with the approver's reason, CANCELED, or FAILED when nobody decided in time.",
       tags: ["access", "approval", "governance"],
       examples: [
         '{"action":"stripe:charges:read","resource":"stripe.com/v1/charges","ttl":"PT1H","reason":"reconcile payouts","denial_event_id":"evt_0123456789abcdef"}',

@@ -215,7 +215,7 @@ export async function registerA2ARoutes(app: FastifyInstance, deps: A2ARouteDeps
       tag: "a2a",
       summary: "The A2A JSON-RPC endpoint (message/send, message/stream, tasks/…)",
       description:
-        "A2A protocol v0.3 over JSON-RPC 2.0; streaming methods answer as Server-Sent Events. Field names are the A2A specification's (camelCase).",
+        "A2A protocol v0.3 over JSON-RPC 2.0; streaming methods answer as Server-Sent Events. The protocol's field names are the A2A specification's (camelCase); what the Butler puts inside them (the grant artifact's data, metadata.butler) is snake_case, as in the rest of the API.",
       auth: ["agent"],
       rawBody: { types: ["application/json"], description: "A JSON-RPC 2.0 request" },
       headers: [

@@ -24,7 +24,9 @@ import type { GrantArtifact, TaskFault, TaskFaultKind, TaskOutcome, TaskStateNam
 /**
  * The A2A SDK's types and our task model, both ways (pure, apart from fresh message ids). A task
  * is stored as the protocol's Task JSON ("wire" form), so that what the agent reads is exactly
- * what was written; these functions build and read that form.
+ * what was written; these functions build and read that form. The protocol's fields keep the A2A
+ * specification's names (camelCase); what the Butler puts inside them (the grant artifact's data,
+ * `metadata.butler`) is snake_case, as every JSON object the Butler defines.
  */
 
 /** A task in the protocol's JSON form, as stored in `a2a_tasks.task`. */
@@ -83,38 +85,17 @@ function grantArtifact(g: GrantArtifact): Record<string, unknown> {
   };
 }
 
-const camel = (k: string) => k.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
-const camelObject = (o: Record<string, unknown>) =>
-  Object.fromEntries(Object.entries(o).map(([k, v]) => [camel(k), v]));
-type Parts = { data?: Record<string, unknown> }[];
-
-/**
- * A stored task with the keys the Butler writes today: tasks stored by earlier versions carried
- * snake_case keys in `metadata.butler` and in the grant artifact's data (every A2A object the
- * Butler emits uses camelCase, the protocol's convention). Rewritten when read, and stored so
- * at the task's next change.
- */
-export function currentWire(wire: Record<string, unknown>): WireTask {
-  const t = wire as WireTask;
-  const butler = (t.metadata as { butler?: Record<string, unknown> } | undefined)?.butler;
-  const legacyMeta = butler && Object.keys(butler).some((k) => k.includes("_"));
-  const legacyArtifacts = (t.artifacts ?? []).some((a) =>
-    ((a.parts ?? []) as Parts).some((p) => p.data && Object.keys(p.data).some((k) => k.includes("_"))),
-  );
-  if (!legacyMeta && !legacyArtifacts) return t;
-  return {
-    ...t,
-    metadata: butler ? { ...t.metadata, butler: camelObject(butler) } : t.metadata,
-    artifacts: (t.artifacts ?? []).map((a) => ({
-      ...a,
-      parts: ((a.parts ?? []) as Parts).map((p) => (p.data ? { ...p, data: camelObject(p.data) } : p)),
-    })),
-  };
+/** The Butler's own part of a task's metadata (`metadata.butler`), snake_case like all its JSON. */
+export interface ButlerMetadata {
+  /** The access request the task waits on; null when nothing was filed. */
+  request_id: string | null;
+  project: string;
+  agent: string;
 }
 
 /** A stored task as the SDK's Task, with history trimmed as asked. */
 export function toTask(wire: Record<string, unknown>, historyLength?: number, includeArtifacts = true): Task {
-  const t = Task.fromJSON(currentWire(wire));
+  const t = Task.fromJSON(wire);
   if (historyLength !== undefined) t.history = historyLength <= 0 ? [] : t.history.slice(-historyLength);
   if (!includeArtifacts) t.artifacts = [];
   return t;
@@ -190,7 +171,7 @@ export function openingWire(o: {
   state: TaskStateName;
   text: string;
   grant: GrantArtifact | undefined;
-  butler: { requestId: string | null; project: string; agent: string };
+  butler: ButlerMetadata;
   now: Date;
 }): WireTask {
   const userMessage = Message.toJSON({ ...o.message, taskId: o.taskId, contextId: o.contextId }) as Record<

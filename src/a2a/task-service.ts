@@ -11,7 +11,6 @@ import type { PolicyStore } from "../policy-store/policy-store.js";
 import type { PushConfigStore } from "./push-config-store.js";
 import {
   type AccessRequestInput,
-  currentWire,
   dataInput,
   EXPECTED_FIELDS,
   grantOf,
@@ -125,7 +124,7 @@ async function syncTask(d: TaskServiceDeps, taskId: string, known: KnownGrant = 
     // Read under the lock, so that two syncs either side of an expiry cannot cross.
     const now = d.clock.now();
     const view = await d.butler.get(row.requestId, tx);
-    const task = currentWire(row.task);
+    const task = row.task as WireTask;
     const previousGrant = grantOf(task);
     const outcome = outcomeOf(view, now, {
       revision:
@@ -170,16 +169,16 @@ async function fileRequest(
     const r = await d.butler.submit(owner, input);
     if (r.status !== "already_allowed") return { requestId: r.request.id };
     const grant: GrantArtifact = {
-      grantId: r.grant_id,
-      requestId: null,
+      grant_id: r.grant_id,
+      request_id: null,
       action: r.action,
       resource: r.resource,
       branch: r.branch,
-      expiresAt: r.expires_at,
+      expires_at: r.expires_at,
       revision: r.revision,
       state: "active",
-      revokedAt: null,
-      approvedBy: null,
+      revoked_at: null,
+      approved_by: null,
       reason: null,
     };
     return { requestId: null, grant };
@@ -205,9 +204,9 @@ interface Opening extends Filed {
 async function openTask(d: TaskServiceDeps, o: Opening): Promise<boolean> {
   const state: TaskStateName = o.refused ? "rejected" : o.grant ? "completed" : "submitted";
   const text =
-    o.refused ?? (o.grant ? `already allowed: ${o.grant.grantId}; go ahead` : "filed; asking approvers");
+    o.refused ?? (o.grant ? `already allowed: ${o.grant.grant_id}; go ahead` : "filed; asking approvers");
   const { owner, taskId, contextId, requestId, now } = o;
-  const butler = { requestId, project: owner.project, agent: owner.agent };
+  const butler = { request_id: requestId, project: owner.project, agent: owner.agent };
   const wire = openingWire({
     taskId,
     contextId,
@@ -322,7 +321,7 @@ async function cancelRequestOf(
         const other = await repo.otherLiveTask(tx, requestId, mine.id);
         if (!other) return false;
         const text = `task canceled by the agent; access request ${requestId} stays open for the agent's other task waiting on it (${other.id})`;
-        await applyOutcome(d, tx, mine, currentWire(mine.task), { state: "canceled", text }, d.clock.now());
+        await applyOutcome(d, tx, mine, mine.task as WireTask, { state: "canceled", text }, d.clock.now());
         alone = true;
         return true;
       },

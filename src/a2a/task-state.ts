@@ -9,20 +9,21 @@ import { type GrantState, grantState } from "../butler/request-view.js";
 export type { GrantState };
 
 /**
- * What the agent's grant looks like, as the task's artifact carries it. Keys are camelCase, as
- * in every A2A object the Butler emits (the protocol's JSON convention).
+ * What the agent's grant looks like, as the task's artifact carries it. Keys are snake_case, as in
+ * every JSON object the Butler defines (the API, the audit log); the A2A objects around it keep
+ * the protocol's own field names.
  */
 export interface GrantArtifact {
-  grantId: string;
-  requestId: string | null;
+  grant_id: string;
+  request_id: string | null;
   action: string;
   resource: string;
   branch: string | null;
-  expiresAt: string | null;
+  expires_at: string | null;
   revision: number | null;
   state: GrantState;
-  revokedAt: string | null;
-  approvedBy: string | null;
+  revoked_at: string | null;
+  approved_by: string | null;
   /** Why the grant was revoked, in the revoker's words. */
   reason: string | null;
 }
@@ -72,16 +73,16 @@ export function outcomeOf(
             now,
           );
       const grant: GrantArtifact = {
-        grantId: g?.id ?? r.id,
-        requestId: r.id,
+        grant_id: g?.id ?? r.id,
+        request_id: r.id,
         action: r.action,
         resource: r.resource,
         branch: r.branch,
-        expiresAt: g?.expires_at ?? null,
+        expires_at: g?.expires_at ?? null,
         revision: known.revision ?? null,
         state,
-        revokedAt: g?.revoked_at ?? null,
-        approvedBy: by,
+        revoked_at: g?.revoked_at ?? null,
+        approved_by: by,
         reason: state === "revoked" ? (known.revokeReason ?? null) : null,
       };
       const text =

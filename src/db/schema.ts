@@ -367,7 +367,7 @@ export const a2aTasks = pgTable(
     state: text("state", { enum: A2A_TASK_STATES }).notNull(),
     version: integer("version").notNull().default(1),
     task: jsonb("task").$type<Record<string, unknown>>().notNull(),
-    /** What the task last told the agent about its grant (`live`, `revoked`, `expired`). */
+    /** What the task last told the agent about its grant (`active`, `revoked`, `expired`, `used`). */
     grantState: text("grant_state"),
     createdAt: createdAt(),
     updatedAt: timestamp("updated_at", { withTimezone: true, mode: "date" }).notNull().defaultNow(),

@@ -121,7 +121,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
     const task = events[0]!.payload!.value as Task;
     expect(task.status?.state).toBe(TaskState.TASK_STATE_INPUT_REQUIRED);
     expect(statusText(task)).toMatch(/^waiting for 1 approval from project-billing approvers/);
-    const requestId = task.metadata?.butler?.requestId as string;
+    const requestId = task.metadata?.butler?.request_id as string;
     expect((await s.http("GET", `/v1/access-requests/${requestId}`, agent)).body).toMatchObject({
       status: "pending",
       ...STRIPE,
@@ -142,10 +142,10 @@ describe(`agents over A2A (${ENGINE})`, () => {
     const done = await client.getTask({ tenant: "", id: task.id, historyLength: undefined });
     expect(done.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
     expect(grantOf(done)).toMatchObject({
-      grantId: requestId,
+      grant_id: requestId,
       ...STRIPE,
       state: "active",
-      expiresAt: expect.stringMatching(/^\d{4}-/),
+      expires_at: expect.stringMatching(/^\d{4}-/),
       revision: expect.any(Number),
     });
     // The retry goes through, on the revision the artifact named (or a newer one).
@@ -193,7 +193,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
     expect(first.headers.authorization).toBe("Bearer receiver-secret");
     expect(first.headers["x-a2a-notification-token"]).toBe("opaque-token");
 
-    await approve(task.metadata!.butler.requestId);
+    await approve(task.metadata!.butler.request_id);
     await receiver.next(() => receiver.story(task.id).length >= 4, "the completion push");
     expect(receiver.story(task.id)).toEqual([
       "task:TASK_STATE_SUBMITTED",
@@ -202,7 +202,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
       "statusUpdate:TASK_STATE_COMPLETED",
     ]);
 
-    const revoke = await fetch(`${url}/v1/grants/${task.metadata!.butler.requestId}`, {
+    const revoke = await fetch(`${url}/v1/grants/${task.metadata!.butler.request_id}`, {
       method: "DELETE",
       headers: { authorization: `Bearer ${jordan}`, "content-type": "application/json" },
       body: JSON.stringify({ reason: "report done" }),
@@ -226,7 +226,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
       ...ask({ ttl: "PT1H", reason: "balance check", denial_event_id: eventId }),
       configuration: withPush(receiver.url),
     })) as Task;
-    await approve(task.metadata!.butler.requestId);
+    await approve(task.metadata!.butler.request_id);
     await until(
       async () => receiver.story(task.id).length >= 4,
       "the pushes after the receiver recovered",
@@ -303,7 +303,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
     const task = (await client.sendMessage(
       ask({ ttl: "PT1H", reason: "invoice audit", denial_event_id: eventId }),
     )) as Task;
-    const requestId = task.metadata!.butler.requestId as string;
+    const requestId = task.metadata!.butler.request_id as string;
     await until(async () => channel.cardOf(requestId) !== undefined, "the card");
     const canceled = await client.cancelTask({ tenant: "", id: task.id, metadata: undefined });
     expect(canceled.status?.state).toBe(TaskState.TASK_STATE_CANCELED);
@@ -327,7 +327,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
       }),
     )) as Task;
     expect(statusText(task)).toMatch(/^waiting for 2 approvals from treasury approvers;/);
-    const id = task.metadata!.butler.requestId as string;
+    const id = task.metadata!.butler.request_id as string;
     await approve(id);
     await until(
       async () =>
@@ -350,7 +350,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
     );
     expect(grantOf(await client.getTask({ tenant: "", id: task.id, historyLength: 0 }))).toMatchObject({
       state: "active",
-      approvedBy: "jordan, sam",
+      approved_by: "jordan, sam",
     });
   });
 
@@ -383,6 +383,25 @@ describe(`agents over A2A (${ENGINE})`, () => {
     expect(calls).toBe(1);
     expect(seen).toEqual(["first:DENY", "retry:ALLOW"]);
     expect(result).toMatchObject({ decision: "ALLOW", grant_id: expect.stringMatching(/^req_/) });
+
+    // requestAccess hands back the task's grant artifact as the Butler wrote it (snake_case).
+    const sources = { action: "stripe:sources:read", resource: "stripe.com/v1/sources" };
+    const sourcesApprover = (async () => {
+      await until(async () => (await pendingFor(sources.action)) !== undefined, "the sources request");
+      await approve((await pendingFor(sources.action))!.id);
+    })();
+    const outcome = await butler.requestAccess({ ...sources, reason: "sources audit", ttl: "PT1H" });
+    await sourcesApprover;
+    expect(outcome).toMatchObject({ granted: true, taskId: expect.stringMatching(/^task_/) });
+    if (!outcome.granted) throw new Error(outcome.message);
+    expect(outcome.grant).toMatchObject({
+      grant_id: expect.stringMatching(/^req_/),
+      request_id: outcome.grant.grant_id,
+      ...sources,
+      expires_at: expect.stringMatching(/^\d{4}-/),
+      state: "active",
+      approved_by: "jordan",
+    });
 
     // Denied by a person: the call never runs, and the reason comes back.
     const customers = { action: "stripe:plans:read", resource: "stripe.com/v1/plans" };
@@ -417,8 +436,8 @@ describe(`agents over A2A (${ENGINE})`, () => {
       ask({ ttl: "PT1H", reason: "tax", denial_event_id: eventId }),
     )) as Task;
     expect(second.id).not.toBe(first.id);
-    const requestId = first.metadata!.butler.requestId as string;
-    expect(second.metadata!.butler.requestId).toBe(requestId);
+    const requestId = first.metadata!.butler.request_id as string;
+    expect(second.metadata!.butler.request_id).toBe(requestId);
     await approve(requestId);
     for (const t of [first, second])
       await until(
@@ -475,7 +494,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
     const task = (await client.sendMessage(
       ask({ ttl: "PT1H", reason: "customer lookup", denial_event_id: eventId }),
     )) as Task;
-    const res = await fetch(`${url}/v1/access-requests/${task.metadata!.butler.requestId}/deny`, {
+    const res = await fetch(`${url}/v1/access-requests/${task.metadata!.butler.request_id}/deny`, {
       method: "POST",
       headers: { authorization: `Bearer ${jordan}`, "content-type": "application/json" },
       body: JSON.stringify({ reason: "use the export instead" }),
@@ -746,7 +765,7 @@ describe(`agents over A2A (${ENGINE})`, () => {
       channels: [channel],
     });
     const base = restarted.url;
-    await approve(task.metadata!.butler.requestId, base);
+    await approve(task.metadata!.butler.request_id, base);
     await receiver.next(() => receiver.story(task.id).length >= 4, "the completion push after the restart");
     expect(receiver.story(task.id).slice(2)).toEqual([
       "artifactUpdate:active",

@@ -84,7 +84,7 @@ describe(`A2A tasks when time runs out (${ENGINE})`, () => {
       const task = await open(call, "PT1H");
       await outboxIdle();
       await outbox.stop();
-      const res = await fetch(`${s.url}/v1/access-requests/${task.metadata!.butler.requestId}/approve`, {
+      const res = await fetch(`${s.url}/v1/access-requests/${task.metadata!.butler.request_id}/approve`, {
         method: "POST",
         headers: { authorization: `Bearer ${jordan}`, "content-type": "application/json" },
         body: "{}",
@@ -114,7 +114,7 @@ describe(`A2A tasks when time runs out (${ENGINE})`, () => {
 
   test("a grant that runs out is reported on the completed task: artifact state expired", async () => {
     const task = await open({ action: "stripe:prices:read", resource: "stripe.com/v1/prices" }, "PT1H");
-    const res = await fetch(`${s.url}/v1/access-requests/${task.metadata!.butler.requestId}/approve`, {
+    const res = await fetch(`${s.url}/v1/access-requests/${task.metadata!.butler.request_id}/approve`, {
       method: "POST",
       headers: { authorization: `Bearer ${jordan}`, "content-type": "application/json" },
       body: "{}",

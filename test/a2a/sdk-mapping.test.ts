@@ -10,7 +10,6 @@ import { JsonRpcTransportHandler } from "@a2a-js/sdk/server";
 import { describe, expect, test } from "vitest";
 import {
   configView,
-  currentWire,
   dataInput,
   EXPECTED_FIELDS,
   listQuery,
@@ -31,16 +30,16 @@ const NOW = new Date("2026-01-01T12:00:00Z");
 const TASK = "task_0123456789abcdef";
 
 const grant = (state: GrantArtifact["state"]): GrantArtifact => ({
-  grantId: "grt_0123456789abcdef",
-  requestId: "req_0123456789abcdef",
+  grant_id: "grt_0123456789abcdef",
+  request_id: "req_0123456789abcdef",
   action: "stripe:charges:read",
   resource: "stripe.com/v1/charges",
   branch: null,
-  expiresAt: "2026-01-01T13:00:00.000Z",
+  expires_at: "2026-01-01T13:00:00.000Z",
   revision: 3,
   state,
-  revokedAt: null,
-  approvedBy: "alice",
+  revoked_at: null,
+  approved_by: "alice",
   reason: null,
 });
 
@@ -56,7 +55,7 @@ function opened(text = "filed; asking approvers") {
     state: "submitted",
     text,
     grant: undefined,
-    butler: { requestId: "req_0123456789abcdef", project: "billing", agent: "bot" },
+    butler: { request_id: "req_0123456789abcdef", project: "billing", agent: "bot" },
     now: NOW,
   });
 }
@@ -76,23 +75,32 @@ describe("task states", () => {
 });
 
 describe("stored tasks", () => {
-  test("a task written today is read as it is", () => {
-    const wire = opened();
-    expect(currentWire(wire)).toBe(wire);
-  });
-
-  test("snake_case keys of earlier versions are read as camelCase", () => {
-    const legacy = {
-      ...opened(),
-      metadata: { butler: { request_id: "req_x", project: "billing" } },
-      artifacts: [{ artifactId: "grant", parts: [{ data: { grant_id: "grt_x", expires_at: "t" } }] }],
-    };
-    const t = currentWire(legacy);
-    expect(t.metadata).toEqual({ butler: { requestId: "req_x", project: "billing" } });
-    expect(t.artifacts[0]).toEqual({
-      artifactId: "grant",
-      parts: [{ data: { grantId: "grt_x", expiresAt: "t" } }],
+  test("the Butler's keys are snake_case inside the protocol's camelCase: metadata.butler, the grant artifact", () => {
+    const { wire } = nextWire(
+      opened(),
+      { id: TASK, contextId: "ctx_1", grantState: null },
+      {
+        state: "completed",
+        text: "granted",
+        grant: grant("active"),
+      },
+      NOW,
+    );
+    const t = toTask(wire);
+    expect(t.contextId).toBe("ctx_1");
+    expect(t.metadata).toEqual({
+      butler: { request_id: "req_0123456789abcdef", project: "billing", agent: "bot" },
     });
+    expect(wire.artifacts).toEqual([
+      {
+        artifactId: "grant",
+        name: "grant",
+        description: "Access to stripe:charges:read on stripe.com/v1/charges: active",
+        parts: [{ data: grant("active"), mediaType: "application/json" }],
+      },
+    ]);
+    const part = t.artifacts[0]?.parts[0]?.content;
+    expect(part?.$case === "data" ? part.value : undefined).toEqual(grant("active"));
   });
 
   test.each<[number | undefined, number]>([
@@ -114,7 +122,7 @@ describe("stored tasks", () => {
       [TASK, "ctx_1"],
     ]);
     expect(t.metadata).toEqual({
-      butler: { requestId: "req_0123456789abcdef", project: "billing", agent: "bot" },
+      butler: { request_id: "req_0123456789abcdef", project: "billing", agent: "bot" },
     });
   });
 });

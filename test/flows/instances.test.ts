@@ -139,7 +139,7 @@ describe(`several instances sharing one database (${ENGINE})`, () => {
         seen.push(ev.payload?.$case ?? "");
     })();
     await until(async () => seen.length === 1, "the snapshot");
-    const approve = await fetch(`${b.url}/v1/access-requests/${task.metadata!.butler.requestId}/approve`, {
+    const approve = await fetch(`${b.url}/v1/access-requests/${task.metadata!.butler.request_id}/approve`, {
       method: "POST",
       headers: { authorization: `Bearer ${jordan}`, "content-type": "application/json" },
       body: "{}",

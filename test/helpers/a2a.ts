@@ -90,3 +90,39 @@ export function withPush(
     },
   };
 }
+
+/**
+ * Every key of an A2A JSON value (a task, a push body, a JSON-RPC result) as a path, split in two:
+ * the keys of the objects the Butler defines (a task's `metadata.butler`, the `data` of a part in
+ * an artifact or in a message the Butler wrote) and the protocol's own fields around them.
+ * Messages the agent wrote (`ROLE_USER`) are the agent's words and are left out.
+ */
+export function a2aKeys(v: unknown): { butler: string[]; protocol: string[] } {
+  const out = { butler: [] as string[], protocol: [] as string[] };
+  const walk = (x: unknown, at: string, butler: boolean) => {
+    if (Array.isArray(x)) {
+      for (const [i, y] of x.entries()) walk(y, `${at}[${i}]`, butler);
+    } else if (x !== null && typeof x === "object") {
+      if ((x as { role?: unknown }).role === "ROLE_USER") return;
+      for (const [k, y] of Object.entries(x)) {
+        const path = `${at}.${k}`;
+        (butler ? out.butler : out.protocol).push(path);
+        const ours =
+          (k === "butler" && at.endsWith(".metadata")) || (k === "data" && /\.parts\[\d+\]$/.test(at));
+        walk(y, path, butler || ours);
+      }
+    }
+  };
+  walk(v, "", false);
+  return out;
+}
+
+/** The keys of `a2aKeys` that break the convention: camelCase in the Butler's objects, snake_case in the protocol's. */
+export function misnamedKeys(v: unknown): { butler: string[]; protocol: string[] } {
+  const { butler, protocol } = a2aKeys(v);
+  const last = (p: string) => p.split(".").at(-1)!;
+  return {
+    butler: butler.filter((p) => /[A-Z]/.test(last(p))),
+    protocol: protocol.filter((p) => last(p).includes("_")),
+  };
+}

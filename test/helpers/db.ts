@@ -1,13 +1,18 @@
 import { execFile } from "node:child_process";
-import { mkdir, mkdtemp, rename, rm, stat } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { PGlite } from "@electric-sql/pglite";
+import { drizzle as drizzlePg } from "drizzle-orm/node-postgres";
+import { migrate as migratePg } from "drizzle-orm/node-postgres/migrator";
+import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
+import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
 import pg from "pg";
 import { inject } from "vitest";
+import { loadConfig } from "../../src/config.js";
 import { type Database, pgliteDatabase, postgresDatabase } from "../../src/db/client.js";
-import { migrate } from "../../src/db/migrate.js";
+import { MIGRATIONS_DIR, migrate } from "../../src/db/migrate.js";
 import { unpackPgliteTemplate } from "../../src/db/pglite-template.js";
 import { createLogger } from "../../src/logger.js";
 import { createPostgresDatabase as createPgDatabase } from "./pg-database.js";
@@ -120,4 +125,49 @@ export async function createTestDatabase(): Promise<TestDatabase> {
 /** Creates an empty database on the PostgreSQL server of DATABASE_URL; `drop` removes it. */
 export function createPostgresDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
   return createPgDatabase(process.env.DATABASE_URL!);
+}
+
+/**
+ * Migrates the database of `env` (a TestEnv's: PostgreSQL when it names DATABASE_URL, else the
+ * embedded database of its data directory, made by initdb) only as far as migration `lastTag`, as
+ * an earlier version of the Butler left it; `use` then runs on it. The server started on it later
+ * applies the rest.
+ */
+export async function atMigration(
+  env: Record<string, string>,
+  lastTag: string,
+  use: (query: (text: string, params?: unknown[]) => Promise<unknown>) => Promise<void>,
+): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), "butler-migrations-"));
+  try {
+    await cp(MIGRATIONS_DIR, dir, { recursive: true });
+    const journalFile = join(dir, "meta", "_journal.json");
+    const journal = JSON.parse(await readFile(journalFile, "utf8")) as { entries: { tag: string }[] };
+    const last = journal.entries.findIndex((e) => e.tag === lastTag);
+    if (last < 0) throw new Error(`no migration ${lastTag}`);
+    journal.entries = journal.entries.slice(0, last + 1);
+    await writeFile(journalFile, JSON.stringify(journal));
+    const database = loadConfig(env).database;
+    if (database.kind === "pglite") {
+      await mkdir(dirname(database.dataDir), { recursive: true, mode: 0o700 });
+      const client = await PGlite.create(database.dataDir);
+      try {
+        await migratePglite(drizzlePglite(client), { migrationsFolder: dir });
+        await use((text, params) => client.query(text, params));
+      } finally {
+        await client.close();
+      }
+      return;
+    }
+    const client = new pg.Client({ connectionString: database.url });
+    await client.connect();
+    try {
+      await migratePg(drizzlePg({ client }), { migrationsFolder: dir });
+      await use((text, params) => client.query(text, params));
+    } finally {
+      await client.end();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }

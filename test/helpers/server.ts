@@ -127,9 +127,14 @@ export async function startTestServer(
     clock?: Clock;
     notifier?: AgentNotifier;
     channels?: ApprovalChannel[];
+    /** Leaves the database empty (see createTestEnv) for `beforeStart` to fill. */
+    freshDatabase?: boolean;
+    /** Runs on the environment before the server starts (and migrates its database). */
+    beforeStart?: (t: TestEnv) => Promise<void>;
   } = {},
 ): Promise<TestServer> {
   const t = await createTestEnv(opts);
+  await opts.beforeStart?.(t);
   const server = await startServer(loadConfig(t.env), createLogger("silent"), opts.clock ?? systemClock, {
     notifier: opts.notifier,
     channels: opts.channels,

@@ -2,16 +2,15 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Task, TaskState } from "@a2a-js/sdk";
-import { eq } from "drizzle-orm";
 import type { FastifyInstance } from "fastify";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { readLines } from "../../src/audit/audit-log.js";
 import { systemClock } from "../../src/clock.js";
-import { a2aTasks, outbox } from "../../src/db/schema.js";
+import { outbox } from "../../src/db/schema.js";
 import { createLogger } from "../../src/logger.js";
 import { createServices, type Services } from "../../src/services.js";
 import { PushReceiver } from "../fakes/push-receiver.js";
-import { a2aClient, ask, grantOf, withPush } from "../helpers/a2a.js";
+import { a2aClient, a2aKeys, ask, grantOf, misnamedKeys, withPush } from "../helpers/a2a.js";
 import { createTestDatabase, ENGINE, type TestDatabase } from "../helpers/db.js";
 import { seedText } from "../helpers/policy.js";
 import { listenOn } from "../helpers/services.js";
@@ -177,47 +176,35 @@ describe(`A2A (${ENGINE})`, () => {
   });
 
   /** Every key of a JSON value, with where it is; the agent's own message parts are its business. */
-  function keysOf(v: unknown, at = "", out: string[] = []): string[] {
-    if (Array.isArray(v))
-      v.forEach((x, i) => {
-        keysOf(x, `${at}[${i}]`, out);
-      });
-    else if (v !== null && typeof v === "object") {
-      const o = v as Record<string, unknown>;
-      if (o.role === "ROLE_USER") return out;
-      for (const [k, x] of Object.entries(o)) {
-        out.push(`${at}.${k}`);
-        keysOf(x, `${at}.${k}`, out);
-      }
-    }
-    return out;
-  }
-  const snake = (keys: string[]) => keys.filter((k) => /_/.test(k.split(".").at(-1)!));
-
-  test("every A2A object Butler emits has camelCase keys: task metadata, the grant artifact, pushes", async () => {
+  test("Butler's own JSON inside A2A objects is snake_case, the protocol's fields camelCase: metadata, the grant artifact, status messages, pushes, filed to completed", async () => {
     const client = await a2aClient(s.url, agent);
     const sent = await rpc("SendMessage", {
       message: {
-        messageId: "m-camel",
+        messageId: "m-snake",
         role: "ROLE_USER",
         parts: [
           {
-            data: { ttl: "PT1H", reason: "camel", denial_event_id: await denial() },
+            data: { ttl: "PT1H", reason: "snake", denial_event_id: await denial() },
             mediaType: "application/json",
           },
         ],
       },
-      configuration: { taskPushNotificationConfig: { url: receiver.url, id: "camel" } },
+      configuration: { taskPushNotificationConfig: { url: receiver.url, id: "snake" } },
     });
     const task = sent.json.result.task;
+    expect(task.status.state).toBe("TASK_STATE_INPUT_REQUIRED");
     expect(task.metadata).toEqual({
       butler: {
-        requestId: expect.stringMatching(/^req_/),
+        request_id: expect.stringMatching(/^req_/),
         project: "project-billing",
         agent: "billing-reconciler-1",
       },
     });
-    const approved = await fetch(`${s.url}/v1/access-requests/${task.metadata.butler.requestId}/approve`, {
+    const requestId = task.metadata.butler.request_id as string;
+    await drain();
+    const waiting = await rpc("GetTask", { id: task.id });
+    expect(waiting.json.result.status.state).toBe("TASK_STATE_INPUT_REQUIRED");
+    const approved = await fetch(`${s.url}/v1/access-requests/${requestId}/approve`, {
       method: "POST",
       headers: { authorization: `Bearer ${jordan}`, "content-type": "application/json" },
       body: "{}",
@@ -226,48 +213,57 @@ describe(`A2A (${ENGINE})`, () => {
     await drain();
     const got = await rpc("GetTask", { id: task.id });
     expect(got.json.result.status.state).toBe("TASK_STATE_COMPLETED");
-    const grant = got.json.result.artifacts[0].parts[0].data;
-    expect(grant).toMatchObject({
-      grantId: task.metadata.butler.requestId,
-      requestId: task.metadata.butler.requestId,
-      expiresAt: expect.stringMatching(/^\d{4}-/),
-      approvedBy: "jordan",
-      revokedAt: null,
+    expect(got.json.result.artifacts[0].parts[0].data).toEqual({
+      grant_id: requestId,
+      request_id: requestId,
+      action: "stripe:charges:read",
+      resource: expect.stringMatching(/^stripe\.com\/v1\/charges\/sec_/),
+      branch: null,
+      expires_at: expect.stringMatching(/^\d{4}-/),
+      revision: expect.any(Number),
       state: "active",
+      revoked_at: null,
+      approved_by: "jordan",
+      reason: null,
     });
     const listed = await rpc("ListTasks", { includeArtifacts: true });
+    // The pushes of the task's completion, queued by whichever came first: the outbox or the read.
+    await drain();
     const pushes = receiver.received.map((p) => p.body).filter((b) => JSON.stringify(b).includes(task.id));
-    expect(pushes.length).toBeGreaterThanOrEqual(3);
+    expect(pushes.map((b) => Object.keys(b)[0])).toEqual([
+      "task",
+      "statusUpdate",
+      "artifactUpdate",
+      "statusUpdate",
+    ]);
     for (const [what, v] of [
       ["SendMessage", sent.json],
-      ["GetTask", got.json],
+      ["GetTask while waiting", waiting.json],
+      ["GetTask once completed", got.json],
       ["ListTasks", listed.json],
       ["pushes", pushes],
-    ] as const)
-      expect({ what, snake: snake(keysOf(v)) }).toEqual({ what, snake: [] });
-    // The helper's typed view reads the same keys.
+    ] as const) {
+      // Not vacuous: each answer has the Butler's keys and the protocol's, and they are told apart.
+      const { butler, protocol } = a2aKeys(v);
+      expect(butler).toEqual(
+        expect.arrayContaining([expect.stringMatching(/\.butler\.request_id$|\.data\.grant_id$/)]),
+      );
+      expect(protocol).toEqual(expect.arrayContaining([expect.stringMatching(/\.(contextId|taskId)$/)]));
+      expect({ what, misnamed: misnamedKeys(v) }).toEqual({ what, misnamed: { butler: [], protocol: [] } });
+    }
+    // The protocol's names where the Butler's data sits: the artifact, its part, the metadata.
+    expect(a2aKeys(got.json).protocol).toEqual(
+      expect.arrayContaining([
+        ".result.contextId",
+        ".result.artifacts[0].artifactId",
+        ".result.artifacts[0].parts[0].mediaType",
+        ".result.status.message.messageId",
+        ".result.metadata",
+      ]),
+    );
+    // The client's typed view reads the same keys.
     const typed = await client.getTask({ tenant: "", id: task.id, historyLength: 0 });
-    expect(grantOf(typed)?.grantId).toBe(task.metadata.butler.requestId);
-  });
-
-  test("a task stored with the old snake_case keys is read back in camelCase", async () => {
-    const client = await a2aClient(s.url, agent);
-    const task = (await client.sendMessage(
-      ask({ ttl: "PT1H", reason: "legacy", denial_event_id: await denial() }),
-    )) as Task;
-    const db = t.database.db;
-    const [row] = await db.select().from(a2aTasks).where(eq(a2aTasks.id, task.id));
-    const stored = row!.task as Record<string, any>;
-    stored.metadata = {
-      butler: { request_id: row!.requestId, project: "project-billing", agent: row!.agent },
-    };
-    await db.update(a2aTasks).set({ task: stored }).where(eq(a2aTasks.id, task.id));
-    const got = await rpc("GetTask", { id: task.id });
-    expect(got.json.result.metadata.butler).toEqual({
-      requestId: row!.requestId,
-      project: "project-billing",
-      agent: "billing-reconciler-1",
-    });
+    expect(grantOf(typed)?.grant_id).toBe(requestId);
   });
 
   test("cancelling one of two tasks waiting on one request cancels that task only; the other still gets its grant", async () => {
@@ -279,8 +275,8 @@ describe(`A2A (${ENGINE})`, () => {
     const second = (await client.sendMessage(
       ask({ ttl: "PT1H", reason: "twice", denial_event_id: eventId }),
     )) as Task;
-    const requestId = first.metadata!.butler.requestId as string;
-    expect(second.metadata!.butler.requestId).toBe(requestId);
+    const requestId = first.metadata!.butler.request_id as string;
+    expect(second.metadata!.butler.request_id).toBe(requestId);
 
     const canceled = await client.cancelTask({ tenant: "", id: first.id, metadata: undefined });
     expect(canceled.status?.state).toBe(TaskState.TASK_STATE_CANCELED);
@@ -319,7 +315,7 @@ describe(`A2A (${ENGINE})`, () => {
       (await client.sendMessage(ask({ ttl: "PT1H", reason: "race", denial_event_id: eventId }))) as Task,
       (await client.sendMessage(ask({ ttl: "PT1H", reason: "race", denial_event_id: eventId }))) as Task,
     ];
-    const requestId = tasks[0]!.metadata!.butler.requestId as string;
+    const requestId = tasks[0]!.metadata!.butler.request_id as string;
     const results = await Promise.all(
       tasks.map((t) => client.cancelTask({ tenant: "", id: t.id, metadata: undefined })),
     );
@@ -350,7 +346,7 @@ describe(`A2A (${ENGINE})`, () => {
       ]);
       const now = await client.getTask({ tenant: "", id: second.id, historyLength: 0 });
       expect(now.status?.state, `round ${i}`).toBe(TaskState.TASK_STATE_INPUT_REQUIRED);
-      const requestId = now.metadata!.butler.requestId as string;
+      const requestId = now.metadata!.butler.request_id as string;
       expect((await s.http("GET", `/v1/access-requests/${requestId}`, agent)).body.status).toBe("pending");
       await client.cancelTask({ tenant: "", id: second.id, metadata: undefined });
     }
