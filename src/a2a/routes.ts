@@ -213,13 +213,17 @@ export async function registerA2ARoutes(app: FastifyInstance, deps: A2ARouteDeps
     scope.setErrorHandler(rpcErrorHandler(deps));
     const doc = {
       tag: "a2a",
-      summary: "The A2A JSON-RPC endpoint (message/send, message/stream, tasks/…)",
+      summary: "The A2A JSON-RPC endpoint (SendMessage, SendStreamingMessage, GetTask, ListTasks, …)",
       description:
-        "A2A protocol v0.3 over JSON-RPC 2.0; streaming methods answer as Server-Sent Events. The protocol's field names are the A2A specification's (camelCase); what the Butler puts inside them (the grant artifact's data, metadata.butler) is snake_case, as in the rest of the API.",
+        "A2A protocol v1.0 over JSON-RPC 2.0; streaming methods answer as Server-Sent Events. The protocol's field names are the A2A specification's (camelCase); what the Butler puts inside them (the grant artifact's data, metadata.butler) is snake_case, as in the rest of the API.",
       auth: ["agent"],
       rawBody: { types: ["application/json"], description: "A JSON-RPC 2.0 request" },
       headers: [
-        { name: "A2A-Version", description: "The protocol version the client speaks (0.3 when absent)" },
+        {
+          name: "A2A-Version",
+          description:
+            "The protocol version the client speaks: 1.0 (absent means 0.3, which is refused with -32009)",
+        },
       ],
       responses: {
         200: { description: "A JSON-RPC response, or an SSE stream for streaming methods" },
