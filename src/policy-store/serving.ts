@@ -20,8 +20,13 @@ export interface Serving {
    * order (a NOTIFY, a resync, our own import); only a newer revision ever replaces what serves.
    */
   readonly applied: Map<string, number>;
-  /** Parsed documents per `project@revision`. */
-  readonly parsed: Map<string, PolicyDocument>;
+  /**
+   * The newest parsed document per project. Only the revision in force is looked up again (and the
+   * next one, between its commit and its NOTIFY), so one per project is all that is kept: with one
+   * kept per revision, every approval's revision (the file plus every grant in force) stayed in
+   * memory, and a soak with steady approvals grew by hundreds of megabytes.
+   */
+  readonly parsed: Map<string, { revision: number; doc: PolicyDocument }>;
   readonly log: Logger;
 }
 
@@ -32,8 +37,8 @@ export function createServing(log: Logger): Serving {
 /** Compiles a stored revision (parsing is cached per revision), or undefined if it serves nothing. */
 function compileRevision(s: Serving, r: PolicyRevision): CompiledProject | undefined {
   if (r.retired) return undefined;
-  const key = `${r.project}@${r.revision}`;
-  let doc = s.parsed.get(key);
+  const cached = s.parsed.get(r.project);
+  let doc = cached?.revision === r.revision ? cached.doc : undefined;
   if (!doc) {
     const result = parsePolicyFile({ file: r.source, text: r.yaml });
     if (!result.ok) {
@@ -45,9 +50,7 @@ function compileRevision(s: Serving, r: PolicyRevision): CompiledProject | undef
       return undefined;
     }
     doc = result.value;
-    // Only the revisions in force are looked up again; keep the cache from growing without end.
-    if (s.parsed.size >= 10_000) s.parsed.clear();
-    s.parsed.set(key, doc);
+    if (!cached || cached.revision < r.revision) s.parsed.set(r.project, { revision: r.revision, doc });
   }
   return compileProject({ document: doc, revision: r.revision });
 }
@@ -59,6 +62,7 @@ export const serves = (s: Serving, project: string, n: number): boolean => (s.ap
 export function apply(s: Serving, r: PolicyRevision): void {
   if (serves(s, r.project, r.revision)) return;
   s.applied.set(r.project, r.revision);
+  if (r.retired) s.parsed.delete(r.project);
   const compiled = compileRevision(s, r);
   const next = new Map(s.current.projects);
   if (compiled) next.set(r.project, compiled);
