@@ -17,14 +17,12 @@
  * PostgreSQL: BENCH_DATABASE_URL or DATABASE_URL (a server where the bench may create a database),
  * default postgres://postgres@127.0.0.1:5432/postgres. Durations: BENCH_SECONDS (default 10).
  */
-import { spawn } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { Agent, createServer, request as httpRequest } from "node:http";
 import type { AddressInfo } from "node:net";
 import os, { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { createInterface } from "node:readline";
 import { type Task, TaskState } from "@a2a-js/sdk";
 import autocannon from "autocannon";
 import pg from "pg";
@@ -40,7 +38,9 @@ import { type Call, evaluate, type PolicyIndex } from "../src/policy/index.js";
 import { createServices } from "../src/services.js";
 import { a2aClient, ask, withPush } from "../test/helpers/a2a.js";
 import { createPostgresDatabase } from "../test/helpers/pg-database.js";
+import { startBenchServer } from "./child.js";
 import { makeCalls, parseAll } from "./policy-gen.js";
+import { runSoak } from "./soak.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const ADMIN_URL =
@@ -224,22 +224,8 @@ async function benchHttp(dbUrl: string) {
   console.log(
     "\n2. POST /v1/authorize with durable audit on PostgreSQL, 50 connections (autocannon in this process, server in a child)",
   );
-  const child = spawn(process.execPath, ["--import", "tsx", "bench/server.ts", dbUrl], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  const first = await new Promise<string>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).once("line", resolve);
-    child.once("exit", (code) => reject(new Error(`bench server exited with ${code}`)));
-  });
-  const { url, bareUrl, token, adminToken, stripeUrl, stripeKey, proxyToken } = JSON.parse(first) as {
-    url: string;
-    bareUrl: string;
-    token: string;
-    adminToken: string;
-    stripeUrl: string;
-    stripeKey: string;
-    proxyToken: string;
-  };
+  const server = await startBenchServer(dbUrl);
+  const { url, bareUrl, token, adminToken, stripeUrl, stripeKey, proxyToken } = server.info;
   try {
     const body = JSON.stringify({
       action: "aws:s3:GetObject",
@@ -313,8 +299,7 @@ async function benchHttp(dbUrl: string) {
     );
     return { bare, auth, auth1, bare1, proxy };
   } finally {
-    child.kill("SIGTERM");
-    await new Promise((r) => child.once("exit", r));
+    await server.stop();
   }
 }
 
@@ -544,7 +529,7 @@ async function benchA2ANotification(dbUrl: string) {
   };
 }
 
-/** BENCH_ONLY=1,5 runs only those sections (all by default). */
+/** BENCH_ONLY=1,5 runs only those sections (1-5 by default; `soak` runs the soak, see soak.ts). */
 const only = new Set((process.env.BENCH_ONLY ?? "1,2,3,4,5").split(",").map((x) => x.trim()));
 const decisions = only.has("1") ? benchDecisions() : undefined;
 const db = await createPostgresDatabase(ADMIN_URL, "butler_bench");
@@ -556,6 +541,10 @@ try {
   if (only.has("5")) {
     const a2aDb = await createPostgresDatabase(ADMIN_URL, "butler_bench_a2a");
     a2a = await benchA2ANotification(a2aDb.url).finally(() => a2aDb.drop());
+  }
+  if (only.has("soak")) {
+    const soakDb = await createPostgresDatabase(ADMIN_URL, "butler_bench_soak");
+    await runSoak(soakDb.url).finally(() => soakDb.drop());
   }
   console.log("\nSummary");
   if (decisions)
