@@ -86,8 +86,10 @@ describe.skipIf(ENGINE === "postgres")("the embedded database template", () => {
   });
   afterAll(() => rm(dir, { recursive: true, force: true }));
 
-  test("unpacks into a migrated database that PGlite opens as it is", async () => {
+  test("unpacks into a migrated database that PGlite opens as it is, clearing what an interrupted unpack left", async () => {
     const target = join(dir, "db-1");
+    await mkdir(join(dir, "db-1.new-deadbeef", "base"), { recursive: true });
+    await writeFile(join(dir, "db-1.new-deadbeef", "base", "half"), "x");
     expect(await unpackPgliteTemplate(target, file)).toBe("unpacked");
     const client = await PGlite.create(target);
     try {

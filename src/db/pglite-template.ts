@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
-import { dirname, join, normalize, sep } from "node:path";
+import { basename, dirname, join, normalize, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import { gunzipSync } from "node:zlib";
 
@@ -60,6 +60,10 @@ export async function unpackPgliteTemplate(dir: string, file = TEMPLATE_FILE): P
   }
   if (info.pglite !== pgliteVersion()) return "template of another PGlite";
   if ((await readdir(dir).catch(() => [])).length > 0) return "the directory holds other files";
+  // What a start interrupted while unpacking left beside it (the caller holds the data directory's lock).
+  const prefix = `${basename(dir)}.new-`;
+  for (const name of await readdir(dirname(dir)).catch(() => []))
+    if (name.startsWith(prefix)) await rm(join(dirname(dir), name), { recursive: true, force: true });
   const making = `${dir}.new-${randomBytes(4).toString("hex")}`;
   try {
     await untar(gunzipSync(tgz), making);
@@ -70,7 +74,7 @@ export async function unpackPgliteTemplate(dir: string, file = TEMPLATE_FILE): P
   return "unpacked";
 }
 
-export const infoFileOf = (file: string) => file.replace(/\.tgz$/, "") + ".json";
+export const infoFileOf = (file: string) => `${file.replace(/\.tgz$/, "")}.json`;
 
 export async function writeAtomically(file: string, data: string | Buffer): Promise<void> {
   const tmp = `${file}.${process.pid}.tmp`;
