@@ -61,6 +61,11 @@ describe("unpacking a data directory archive", () => {
     ],
     ["a symbolic link", archive(entry("/link", "", "2")), /entry of type '2' \('\/link'\)/],
     [
+      "an entry whose data runs past the end of the archive",
+      entry("/PG_VERSION", "17\n".repeat(400)).subarray(0, 1024),
+      /entry '\/PG_VERSION'/,
+    ],
+    [
       "a header whose checksum does not match",
       (() => {
         const a = archive(entry("/PG_VERSION", "17\n"));
@@ -115,6 +120,10 @@ describe.skipIf(ENGINE === "postgres")("the embedded database template", () => {
     await writeFile(other, gzipSync(archive(entry("/PG_VERSION", "17\n"))));
     await writeFile(infoFileOf(other), JSON.stringify({ pglite: `${pgliteVersion()}-other` }));
     expect(await unpackPgliteTemplate(join(dir, "db-3"), other)).toBe("template of another PGlite");
+    await writeFile(infoFileOf(other), "{half");
+    expect(await unpackPgliteTemplate(join(dir, "db-3"), other)).toBe(
+      "the template cannot be read (not JSON)",
+    );
     await expect(stat(join(dir, "db-3"))).rejects.toThrow(/ENOENT/);
     await mkdir(join(dir, "db-4"));
     await writeFile(join(dir, "db-4", "notes.txt"), "mine");

@@ -38,11 +38,13 @@ export function pgliteVersion(): string {
   }
 }
 
+/** "unpacked", or why the template was not used (then the database is made by initdb). */
 export type Unpacked =
   | "unpacked"
   | "no template"
   | "template of another PGlite"
-  | "the directory holds other files";
+  | "the directory holds other files"
+  | `the template cannot be read (${string})`;
 
 /**
  * Puts the template's files into `dir`, which must not exist yet: unpacked beside it and renamed
@@ -55,8 +57,9 @@ export async function unpackPgliteTemplate(dir: string, file = TEMPLATE_FILE): P
     info = JSON.parse(await readFile(infoFileOf(file), "utf8")) as TemplateInfo;
     tgz = await readFile(file);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return "no template";
-    throw e;
+    // Unreadable (another user's build, a broken file): made the slow way instead, and said why.
+    const code = (e as NodeJS.ErrnoException).code;
+    return code === "ENOENT" ? "no template" : `the template cannot be read (${code ?? "not JSON"})`;
   }
   if (info.pglite !== pgliteVersion()) return "template of another PGlite";
   if ((await readdir(dir).catch(() => [])).length > 0) return "the directory holds other files";
@@ -75,12 +78,6 @@ export async function unpackPgliteTemplate(dir: string, file = TEMPLATE_FILE): P
 }
 
 export const infoFileOf = (file: string) => `${file.replace(/\.tgz$/, "")}.json`;
-
-export async function writeAtomically(file: string, data: string | Buffer): Promise<void> {
-  const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, data);
-  await rename(tmp, file);
-}
 
 /**
  * Writes a ustar archive's directories and regular files under `root` (owner-only, as the data
@@ -106,7 +103,8 @@ export async function untar(tar: Buffer, root: string): Promise<void> {
     const size = Number.parseInt(field(124, 12).trim() || "0", 8);
     const type = field(156, 1) || "0";
     const target = normalize(join(root, name));
-    if (!Number.isFinite(size) || (target !== root && !target.startsWith(root + sep)))
+    const inside = target === root || target.startsWith(root + sep);
+    if (!Number.isFinite(size) || at + 512 + size > tar.length || !inside)
       throw new Error(`the embedded database template is damaged (entry '${name}')`);
     if (type === "5") await mkdir(target, { recursive: true, mode: 0o700 });
     else if (type === "0") {

@@ -1,15 +1,9 @@
-import { mkdir } from "node:fs/promises";
+import { mkdir, rename, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { PGlite } from "@electric-sql/pglite";
 import { pgliteDatabase } from "./client.js";
 import { migrate } from "./migrate.js";
-import {
-  infoFileOf,
-  pgliteVersion,
-  TEMPLATE_FILE,
-  type TemplateInfo,
-  writeAtomically,
-} from "./pglite-template.js";
+import { infoFileOf, pgliteVersion, TEMPLATE_FILE, type TemplateInfo } from "./pglite-template.js";
 
 /** Makes the template: a migrated, empty database, dumped as a gzipped tar, with its info beside it. */
 export async function writePgliteTemplate(file = TEMPLATE_FILE): Promise<{ bytes: number }> {
@@ -25,4 +19,11 @@ export async function writePgliteTemplate(file = TEMPLATE_FILE): Promise<{ bytes
   } finally {
     await client.close();
   }
+}
+
+/** Written aside and moved into place: a build interrupted half-way leaves no torn template. */
+async function writeAtomically(file: string, data: string | Buffer): Promise<void> {
+  const tmp = `${file}.${process.pid}.tmp`;
+  await writeFile(tmp, data);
+  await rename(tmp, file);
 }
