@@ -32,3 +32,8 @@ export async function startBenchServer(
     },
   };
 }
+
+/** The `p` quantile (0..1) of an ascending list. */
+export function percentile(sorted: readonly number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
+}

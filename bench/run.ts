@@ -38,7 +38,7 @@ import { type Call, evaluate, type PolicyIndex } from "../src/policy/index.js";
 import { createServices } from "../src/services.js";
 import { a2aClient, ask, withPush } from "../test/helpers/a2a.js";
 import { createPostgresDatabase } from "../test/helpers/pg-database.js";
-import { startBenchServer } from "./child.js";
+import { percentile, startBenchServer } from "./child.js";
 import { makeCalls, parseAll } from "./policy-gen.js";
 import { runSoak } from "./soak.js";
 
@@ -215,9 +215,8 @@ async function sequential(
   }
   agent.destroy();
   ms.sort((a, b) => a - b);
-  const at = (q: number) => ms[Math.min(ms.length - 1, Math.floor(q * ms.length))]!;
   const mean = ms.reduce((a, b) => a + b, 0) / ms.length;
-  return { perSecond: ms.length / seconds, p50: at(0.5), p99: at(0.99), mean };
+  return { perSecond: ms.length / seconds, p50: percentile(ms, 0.5), p99: percentile(ms, 0.99), mean };
 }
 
 async function benchHttp(dbUrl: string) {
@@ -350,10 +349,6 @@ async function benchAudit(dbUrl: string) {
 // ---------------------------------------------------------------------------------------------
 // 4. Approval to first ALLOW on another instance
 // ---------------------------------------------------------------------------------------------
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
-}
 
 async function benchApprovalPropagation(dbUrl: string) {
   console.log("\n4. Approval commit to the first ALLOW on a second instance (PostgreSQL, 200 approvals)");

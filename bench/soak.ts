@@ -16,7 +16,7 @@
 import { readFile } from "node:fs/promises";
 import { performance } from "node:perf_hooks";
 import pg from "pg";
-import { startBenchServer } from "./child.js";
+import { percentile, startBenchServer } from "./child.js";
 
 interface Minute {
   authorized: number;
@@ -27,11 +27,14 @@ interface Minute {
   rssMb: number;
 }
 
-const quantile = (xs: number[], q: number) => {
-  if (xs.length === 0) return Number.NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
-};
+/** The `q` quantile of unsorted `xs`; NaN (printed "-") for none. */
+const quantile = (xs: number[], q: number) =>
+  xs.length === 0
+    ? Number.NaN
+    : percentile(
+        [...xs].sort((a, b) => a - b),
+        q,
+      );
 
 async function rssMb(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, "utf8").catch(() => "");
