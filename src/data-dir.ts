@@ -140,13 +140,19 @@ export async function removeServerInfo(dir: string, pid = process.pid): Promise<
 
 /** The server recorded in the data directory, if its process is still alive. */
 export async function readServerInfo(dir: string): Promise<ServerInfo | undefined> {
-  let info: ServerInfo;
+  let info: Partial<Record<keyof ServerInfo, unknown>>;
   try {
-    info = JSON.parse(await readFile(join(dir, "server.json"), "utf8")) as ServerInfo;
+    info = JSON.parse(await readFile(join(dir, "server.json"), "utf8"));
   } catch {
     return undefined;
   }
-  return isAlive(info.pid) ? info : undefined;
+  // Only a file as butler serve writes it names a server (an http URL, an instance id).
+  const wellFormed =
+    typeof info?.url === "string" &&
+    /^https?:\/\//.test(info.url) &&
+    typeof info.instance === "string" &&
+    typeof info.startedAt === "string";
+  return wellFormed && isAlive(info.pid) ? (info as ServerInfo) : undefined;
 }
 
 /**
@@ -165,7 +171,7 @@ export async function markServerStarting(dir: string): Promise<() => Promise<voi
 async function readPid(file: string): Promise<number | undefined> {
   try {
     const pid = (JSON.parse(await readFile(file, "utf8")) as { pid?: unknown }).pid;
-    return typeof pid === "number" ? pid : undefined;
+    return Number.isSafeInteger(pid) ? (pid as number) : undefined;
   } catch {
     return undefined;
   }
@@ -242,16 +248,18 @@ export async function readLockHolder(dir: string): Promise<{ pid: number; purpos
       pid?: unknown;
       purpose?: unknown;
     };
-    if (typeof holder.pid !== "number" || !isAlive(holder.pid)) return undefined;
+    if (!isAlive(holder.pid)) return undefined;
     return { pid: holder.pid, purpose: String(holder.purpose) };
   } catch {
     return undefined;
   }
 }
 
-function isAlive(pid: number): boolean {
+/** Whether `pid` names a live process. Only a positive integer names one: `kill(0 | -1, 0)` signals groups. */
+function isAlive(pid: unknown): pid is number {
+  if (!Number.isSafeInteger(pid) || (pid as number) <= 0) return false;
   try {
-    process.kill(pid, 0);
+    process.kill(pid as number, 0);
     return true;
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === "EPERM";

@@ -66,7 +66,10 @@ export function args(c: Pick<Command, "name" | "options" | "positionals">, argv:
   const [min, max] = c.positionals;
   if (parsed.positionals.length < min) throw new UsageError(`missing argument for butler ${c.name}; ${see}`);
   if (parsed.positionals.length > max)
-    throw new UsageError(`unexpected argument '${parsed.positionals[max]}' for butler ${c.name}; ${see}`);
+    // Named by position, not value: an argument typed by mistake can be a secret.
+    throw new UsageError(
+      `unexpected argument (argument ${max + 1}; it takes ${max}) for butler ${c.name}; ${see}`,
+    );
   return parsed as Parsed;
 }
 

@@ -1,4 +1,4 @@
-import { statSync } from "node:fs";
+import { lstatSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 
 /** Where a command's data directory, policies and providers are, and why there. */
@@ -11,19 +11,27 @@ export interface ProjectDirs {
   note?: string;
 }
 
-function isDir(path: string): boolean {
+/**
+ * A directory of this user's own that other users cannot write to, not reached through a symbolic
+ * link: only such a `.butler` or `policies` marks a project. Another local user who can create
+ * `/tmp/.butler` or `/tmp/policies` must not become the project of commands run below `/tmp`
+ * (they would receive the admin token, credentials and approvals).
+ */
+function ownDir(path: string): boolean {
   try {
-    return statSync(path).isDirectory();
+    const s = lstatSync(path);
+    const uid = process.getuid?.();
+    return s.isDirectory() && (uid === undefined || s.uid === uid) && (s.mode & 0o002) === 0;
   } catch {
     return false;
   }
 }
 
-/** The nearest directory, from `cwd` upwards, that holds a `.butler` data directory or a `policies` directory. */
-export function findProjectRoot(cwd: string): string | undefined {
+/** The nearest directory, from `cwd` upwards, that holds a `.butler` data directory or a `policies` directory of this user's. */
+function findProjectRoot(cwd: string): string | undefined {
   let dir = resolve(cwd);
   for (;;) {
-    if (isDir(join(dir, ".butler")) || isDir(join(dir, "policies"))) return dir;
+    if (ownDir(join(dir, ".butler")) || ownDir(join(dir, "policies"))) return dir;
     const up = dirname(dir);
     if (up === dir) return undefined;
     dir = up;

@@ -85,13 +85,15 @@ async function serverAdmin(config: Config, info: ServerInfo): Promise<AdminOps> 
   }
   // server.json names a live pid; make sure the process answering at its URL is that server
   // (a reused pid must not receive the admin token) before sending the token there.
+  // Asked with a deadline: a listener that never answers must not hold the command forever.
   let instance: unknown;
   try {
-    instance = ((await (await fetch(`${info.url}/healthz`)).json()) as { instance?: unknown }).instance;
+    const health = await fetch(`${info.url}/healthz`, { signal: AbortSignal.timeout(5_000) });
+    instance = ((await health.json()) as { instance?: unknown }).instance;
   } catch {
     instance = undefined;
   }
-  if (instance !== info.instance) {
+  if (typeof instance !== "string" || instance !== info.instance) {
     throw new AppError(
       "UNAVAILABLE",
       `${config.dataDir}/server.json names a server at ${info.url} (pid ${info.pid}) that does not answer as itself; if it is gone, remove server.json`,

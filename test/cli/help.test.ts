@@ -99,7 +99,10 @@ describe("a command called wrongly says what is wrong, for which command, and wh
     ],
     [["requests", "approve", "req_x", "--ttl"], "option '--ttl' needs a value for butler requests approve"],
     [["agents", "list", "--json=1"], "option '--json' takes no value for butler agents list"],
-    [["policy", "validate", "a", "b"], "unexpected argument 'b' for butler policy validate"],
+    [
+      ["policy", "validate", "a", "sk_live_typed_by_mistake"],
+      "unexpected argument (argument 2; it takes 1) for butler policy validate",
+    ],
     [["requests", "show"], "missing argument for butler requests show"],
   ])("butler %j", async (argv, problem) => {
     const name = argv.slice(0, 2).join(" ");

@@ -29,9 +29,13 @@ describe(`every --json output is snake_case (${ENGINE})`, () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  /** Runs a command with --json; returns its parsed output (JSON lines: each line parsed). */
-  async function json(argv: string[], stdin?: string, lines = false): Promise<unknown> {
+  /**
+   * Runs a command with --json; returns its parsed output (JSON lines: each line parsed). It must
+   * exit with `code` (0 unless told): a failed command's error envelope would pass the key check.
+   */
+  async function json(argv: string[], stdin?: string, lines = false, code = 0): Promise<unknown> {
     const r = await s.cli([...argv, "--json"], stdin);
+    expect(r.code, `butler ${argv.join(" ")}: ${r.stderr}`).toBe(code);
     const out = lines
       ? r.stdout
           .trim()
@@ -87,19 +91,24 @@ describe(`every --json output is snake_case (${ENGINE})`, () => {
     await json(["policy", "diff", "project-billing", "1"]);
     await json(["policy", "reload"]);
     await json(["policy", "validate", s.policiesDir]);
-    await json([
-      "policy",
-      "check",
-      "--agent",
-      "billing-reconciler-1",
-      "--project",
-      "project-billing",
-      "--action",
-      "git:read",
-      "--resource",
-      "reidataai/billing-ledger",
-      s.policiesDir,
-    ]);
+    await json(
+      [
+        "policy",
+        "check",
+        "--agent",
+        "billing-reconciler-1",
+        "--project",
+        "project-billing",
+        "--action",
+        "git:read",
+        "--resource",
+        "reidataai/billing-ledger",
+        s.policiesDir,
+      ],
+      undefined,
+      false,
+      1, // a DENY: policy check exits 1
+    );
     await json(["providers", "validate", join(process.cwd(), "providers")]);
 
     await json(["credentials", "set", "STRIPE_API_KEY"], "sk_test_x");
@@ -116,7 +125,9 @@ describe(`every --json output is snake_case (${ENGINE})`, () => {
     await writeFile(join(dir, "audit.jsonl"), exported.stdout);
     await json(["audit", "verify-export", join(dir, "audit.jsonl")]);
     await json(["audit", "verify-export", join(dir, "audit.jsonl"), "--public-key", `${key}.pub`]);
-    await json(["requests", "show", "req_nonexistent0000"]).catch(() => {});
+    expect(await json(["requests", "show", "req_nonexistent0000"], undefined, false, 1)).toMatchObject({
+      error: { code: "INVALID_INPUT", message: expect.any(String) },
+    });
   });
 
   test("requests approve --ttl prints the TTL granted, not the one asked for", async () => {

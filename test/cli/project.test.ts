@@ -119,6 +119,51 @@ describe(`the CLI finds the project's data directory (${ENGINE})`, () => {
   });
 });
 
+describe("what does not mark a project or a server", () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "butler-not-a-project-"));
+  });
+  afterAll(() => rm(dir, { recursive: true, force: true }));
+  const noDatabase = (cwd: string) =>
+    `butler: no Butler database in ${cwd}/.butler (the data directory, from the default, as no directory from ${cwd} upwards holds .butler or policies)`;
+
+  test("a policies directory others can write to, or a .butler that is a symbolic link, above the working directory", async () => {
+    // As another local user could leave in /tmp: neither may become the project of commands below it.
+    const open = join(dir, "open");
+    await mkdir(join(open, "policies"), { recursive: true });
+    await import("node:fs/promises").then((fs) => fs.chmod(join(open, "policies"), 0o777));
+    await mkdir(join(open, "work"));
+    const linked = join(dir, "linked");
+    await mkdir(join(linked, "work"), { recursive: true });
+    await mkdir(join(dir, "elsewhere-data"));
+    await import("node:fs/promises").then((fs) =>
+      fs.symlink(join(dir, "elsewhere-data"), join(linked, ".butler")),
+    );
+    for (const cwd of [join(open, "work"), join(linked, "work")]) {
+      const r = await cliIn(cwd, ["requests", "list"], { LOG_LEVEL: "silent" });
+      expect(r.code).toBe(1);
+      expect(r.stderr.startsWith(noDatabase(cwd)), r.stderr).toBe(true);
+    }
+  });
+
+  test("a server.json not as butler serve writes it, or a starting mark naming pid 0, is not followed or waited for", async () => {
+    const data = join(dir, "data");
+    await mkdir(data, { mode: 0o700 });
+    const env = { BUTLER_DATA_DIR: data, LOG_LEVEL: "silent", BUTLER_ADMIN_TOKEN: `bta_${"s".repeat(40)}` };
+    // No instance id to check the answer against: the admin token must not be sent to that URL.
+    await writeFile(
+      join(data, "server.json"),
+      JSON.stringify({ pid: process.pid, url: "http://127.0.0.1:9" }),
+    );
+    await writeFile(join(data, "server.starting"), JSON.stringify({ pid: 0 }));
+    const r = await cliIn(dir, ["requests", "list"], env);
+    expect(r.code).toBe(1);
+    expect(r.stderr).not.toContain("waiting for the server");
+    expect(r.stderr).toContain(`no Butler database in ${data}`);
+  });
+});
+
 describe(`a command run while the server starts waits for it (${ENGINE})`, () => {
   let s: TestServer;
   let dir: string;
