@@ -28,7 +28,7 @@ const agentMessage = (taskId: string, id: string, text: string) => ({
   parts: [{ text, mediaType: "text/plain" }],
 });
 
-/** The grant artifact as the previous version wrote it (camelCase). */
+/** The grant artifact as versions before migration 0012 wrote it (camelCase; its grant "live"). */
 const camelArtifact = {
   artifactId: "grant",
   name: "grant",
@@ -43,7 +43,7 @@ const camelArtifact = {
         branch: null,
         expiresAt: "2026-05-02T10:00:00.000Z",
         revision: 2,
-        state: "active",
+        state: "live",
         revokedAt: null,
         approvedBy: "jordan",
         reason: null,
@@ -71,7 +71,7 @@ const completedTask = {
       role: "ROLE_USER",
       parts: [
         {
-          data: { reason: "payouts", ttl: "PT1H", params: { startingAfter: "ch_1" } },
+          data: { reason: "payouts", ttl: "PT1H", params: { startingAfter: "ch_1", state: "live" } },
           mediaType: "application/json",
         },
       ],
@@ -199,7 +199,7 @@ describe(`tasks stored before the snake_case keys (${ENGINE})`, () => {
       contextId: "ctx_old",
       status: { state: "TASK_STATE_COMPLETED" },
     });
-    expect(got.history[0].parts[0].data.params).toEqual({ startingAfter: "ch_1" });
+    expect(got.history[0].parts[0].data.params).toEqual({ startingAfter: "ch_1", state: "live" });
     expect(misnamedKeys(got)).toEqual({ butler: [], protocol: [] });
     // The SDK's client reads the grant by its new names.
     const typed = await (await a2aClient(s.url, agent)).getTask({
@@ -229,7 +229,7 @@ describe(`tasks stored before the snake_case keys (${ENGINE})`, () => {
     expect(artifact!.artifactUpdate.artifact.parts[0].data).toEqual(SNAKE_GRANT);
     expect(task!.task.metadata.butler).toEqual({ request_id: REQUEST, project: PROJECT, agent: AGENT });
     expect(task!.task.artifacts[0].parts[0].data).toEqual(SNAKE_GRANT);
-    expect(task!.task.history[0].parts[0].data.params).toEqual({ startingAfter: "ch_1" });
+    expect(task!.task.history[0].parts[0].data.params).toEqual({ startingAfter: "ch_1", state: "live" });
     for (const r of rows) expect(misnamedKeys(r.payload.event)).toEqual({ butler: [], protocol: [] });
   });
 });
