@@ -85,15 +85,17 @@ export function prettyLogLine(line: string, opts: { color?: boolean } = {}): str
   let stack: string | undefined;
   for (const [k, v] of Object.entries(o)) {
     if (HEAD.has(k) || v === undefined) continue;
+    // Keys are escaped as values are: a field name can come from a caller too.
+    const key = quote(k);
     if (isError(v)) {
-      parts.push(`${k}=${quote(`${v.type ? `${v.type}: ` : ""}${v.message}`)}`);
-      if (level >= 50 && typeof v.stack === "string") stack = v.stack;
-    } else parts.push(`${k}=${typeof v === "string" ? quote(v) : escapeControls(JSON.stringify(v))}`);
+      parts.push(`${key}=${quote(`${v.type ? `${v.type}: ` : ""}${v.message}`)}`);
+      if (level >= 50) stack = v.stack.split("\n").slice(v.message.split("\n").length).join("\n");
+    } else parts.push(`${key}=${typeof v === "string" ? quote(v) : escapeControls(JSON.stringify(v))}`);
   }
   const head = parts.join(" ").trimEnd();
-  if (stack === undefined) return `${head}\n`;
-  // The stack's first line repeats the message shown above.
-  const frames = stack.split("\n").slice(1);
+  if (!stack) return `${head}\n`;
+  // The stack after its first lines, which repeat the message shown above.
+  const frames = stack.split("\n");
   return `${head}\n${frames.map((f) => `    ${escapeControls(f.trim())}`).join("\n")}\n`;
 }
 
@@ -102,8 +104,14 @@ function localTime(d: Date): string {
   return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds(), 3)}`;
 }
 
-function isError(v: unknown): v is { type?: string; message: string; stack?: unknown } {
-  return v !== null && typeof v === "object" && typeof (v as { message?: unknown }).message === "string";
+/** An error as pino's serializer writes it (message and stack); any other object is shown whole. */
+function isError(v: unknown): v is { type?: string; message: string; stack: string } {
+  return (
+    v !== null &&
+    typeof v === "object" &&
+    typeof (v as { message?: unknown }).message === "string" &&
+    typeof (v as { stack?: unknown }).stack === "string"
+  );
 }
 
 function quote(s: string): string {

@@ -59,6 +59,25 @@ describe("prettyLogLine: one readable line per event", () => {
       { msg: "agent said\n12:00:00.000 INFO  approved", reason: "x\r\ny\u2028z\u0007" },
       `${AT} INFO  agent said\\n12:00:00.000 INFO  approved reason="x\\r\\ny\\u2028z\\u0007"\n`,
     ],
+    [
+      "a field's name with a newline or an escape cannot forge a line or colour the terminal",
+      { msg: "m", "a\n12:00:00.000 INFO  forged": 1, "k\u001b[31m": 2 },
+      `${AT} INFO  m "a\\n12:00:00.000 INFO  forged"=1 "k\\u001b[31m"=2\n`,
+    ],
+    [
+      "an object with a message but no stack is not taken for an error: shown whole",
+      { msg: "m", res: { ok: false, message: "x", channel: "C1" } },
+      `${AT} INFO  m res={"ok":false,"message":"x","channel":"C1"}\n`,
+    ],
+    [
+      "an error whose message has two lines: the stack's frames follow once, the message not again",
+      {
+        level: 50,
+        msg: "failed",
+        err: { type: "Error", message: "line1\nline2", stack: "Error: line1\nline2\n    at f (a.js:1:2)" },
+      },
+      `${AT} ERROR failed err="Error: line1\\nline2"\n    at f (a.js:1:2)\n`,
+    ],
     ["no message: only the fields", { msg: "", channel: "slack" }, `${AT} INFO  channel=slack\n`],
   ])("%s", (_, o, expected) => {
     expect(prettyLogLine(line(o))).toBe(expected);
