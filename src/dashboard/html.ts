@@ -119,7 +119,7 @@ export function signInPage(opts: {
     : html`${error}<form method="post" action="/dashboard/sign-in" class="card">
   <label for="token">Your approver's or auditor's token</label>
   <input id="token" name="token" type="password" autocomplete="off" required placeholder="bap_… or bau_…">${next}
-  <p class="hint">Made with <code>npx butler approvers token &lt;you&gt;</code> or <code>npx butler auditors token &lt;you&gt;</code>.</p>
+  <p class="hint">Made with <code>butler approvers token &lt;you&gt;</code> or <code>butler auditors token &lt;you&gt;</code>.</p>
   <button type="submit" class="primary">Sign in</button>
 </form>`;
   return page("Sign in", undefined, "", body);

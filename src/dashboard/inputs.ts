@@ -18,7 +18,13 @@ export const DenyForm = z.object({ _csrf: z.string().optional(), reason: safeTex
 export const NextPage = z
   .string()
   .max(512)
-  .regex(/^\/dashboard(\/[A-Za-z0-9._~-]+)*(\?[^\s#\\]*)?$/, "must be a dashboard page");
+  // Path segments without "." or ".." (a browser would resolve them out of /dashboard), a query
+  // of printable ASCII only (a control or non-Latin-1 character cannot go into a Location header).
+  .regex(
+    /^\/dashboard(\/(?!\.\.?(?:\/|\?|$))[A-Za-z0-9._~-]+)*(\?[\x21-\x7e]*)?$/,
+    "must be a dashboard page",
+  )
+  .refine((s) => !/[#\\]/.test(s), "must be a dashboard page");
 export const TokenForm = z.object({ token: z.string().max(200), next: NextPage.optional() });
 export const LinkForm = z.object({ code: z.string().max(64), next: NextPage.optional() });
 

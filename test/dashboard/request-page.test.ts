@@ -87,7 +87,17 @@ describe(`a request's dashboard page, from a chat card's link (${ENGINE})`, () =
   });
 
   test("after sign-in only a dashboard page of this server is a destination", async () => {
-    for (const next of ["https://evil.example/", "//evil.example/dashboard", "/dashboardx", "/v1/grants"]) {
+    for (const next of [
+      "https://evil.example/",
+      "//evil.example/dashboard",
+      "/dashboardx",
+      "/v1/grants",
+      "/dashboard/../v1/grants",
+      "/dashboard/..",
+      "/dashboard?x=\r\nSet-Cookie: a=b",
+      "/dashboard?x=\u0001",
+      "/dashboard?x=Ā",
+    ]) {
       const page = await (await get(`/dashboard/sign-in?next=${encodeURIComponent(next)}`)).text();
       expect(page, next).not.toContain('name="next"');
       const r = await form("/dashboard/sign-in", { token: jordan, next });

@@ -13,7 +13,8 @@ describe("npm run stand-in:stripe", () => {
       ["--import", "tsx", "examples/stand-in-stripe-serve.ts", "--port", "0"],
       {
         cwd: root,
-        env: { ...process.env, STRIPE_API_KEY: "sk_test_from_the_environment" },
+        // A key in the shell is never taken up or printed: it may be a real one.
+        env: { ...process.env, STRIPE_API_KEY: "sk_live_in_the_shell" },
         stdio: ["ignore", "pipe", "pipe"],
       },
     );
@@ -36,11 +37,12 @@ describe("npm run stand-in:stripe", () => {
     const url = /Stand-in Stripe at (http:\/\/127\.0\.0\.1:\d+) /.exec(text)?.[1];
     expect(url, text).toBeDefined();
     expect(text).toContain(
-      `BUTLER_PROVIDER_URLS=stripe=${url} STRIPE_API_KEY=sk_test_from_the_environment npm start`,
+      `BUTLER_PROVIDER_URLS=stripe=${url} STRIPE_API_KEY=sk_test_butler_stand_in_0000 npm start`,
     );
+    expect(text).not.toContain("sk_live_in_the_shell");
 
     const charges = await fetch(`${url}/v1/charges?limit=2`, {
-      headers: { authorization: "Bearer sk_test_from_the_environment" },
+      headers: { authorization: "Bearer sk_test_butler_stand_in_0000" },
     });
     expect(charges.status).toBe(200);
     expect(await charges.json()).toMatchObject({
