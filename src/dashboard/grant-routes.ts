@@ -14,7 +14,7 @@ export async function grantRoutes(
 ): Promise<void> {
   scope.get(
     "/dashboard/grants",
-    { ...dashboardDoc("Grants in force"), preHandler: hooks.page },
+    { ...dashboardDoc("Grants: those in force, or of any state (?state=)"), preHandler: hooks.page },
     async (req, reply) => {
       const s = sessionOf(req);
       const q = parseInput(Filters, req.query, "query");

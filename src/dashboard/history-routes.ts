@@ -74,7 +74,7 @@ export async function historyRoutes(
 ): Promise<void> {
   scope.get(
     "/dashboard/history",
-    { ...dashboardDoc("Decided access requests"), preHandler: hooks.page },
+    { ...dashboardDoc("Access requests, pending and decided, searchable"), preHandler: hooks.page },
     async (req, reply) => {
       const s = sessionOf(req);
       const q = parseInput(Filters, req.query, "query");
@@ -118,7 +118,7 @@ export async function historyRoutes(
 
   scope.get(
     "/dashboard/replay",
-    { ...dashboardDoc("What a policy revision would have decided"), preHandler: hooks.page },
+    { ...dashboardDoc("An agent's session replayed as a story, from the audit log"), preHandler: hooks.page },
     async (req, reply) => {
       const s = sessionOf(req);
       const q = parseInput(Filters, req.query, "query");
