@@ -1,4 +1,4 @@
-import { randomUUID } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { STATUS_CODES } from "node:http";
 import type { Socket } from "node:net";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from "fastify";
@@ -32,9 +32,16 @@ export function createFastify(opts: {
   return app;
 }
 
-/** A request id as it appears in error bodies (`request_id`) and log lines (`reqId`): `http-` and 16 hex digits. */
+/**
+ * A request id as it appears in error bodies (`request_id`) and log lines (`reqId`): `http-` and 16
+ * hex digits, a random prefix drawn once per process and a counter (instances do not clash, and
+ * every request, the decision path's included, pays a string, not a random draw).
+ */
+const ID_PREFIX = randomBytes(4).toString("hex");
+let requestCount = 0;
 function httpRequestId(): string {
-  return `http-${randomUUID().replaceAll("-", "").slice(0, 16)}`;
+  requestCount = (requestCount + 1) % 0x1_0000_0000;
+  return `http-${ID_PREFIX}${requestCount.toString(16).padStart(8, "0")}`;
 }
 
 /**
