@@ -18,12 +18,15 @@ const INFO = {
  * the dashboard's Content-Security-Policy). Both public: they describe, they grant nothing.
  */
 export function registerOpenApiRoutes(app: FastifyInstance, routes: readonly RegisteredRoute[]): void {
-  let json: string | undefined;
-  let page: string | undefined;
-  const documentText = () => {
-    json ??= JSON.stringify(openApiDocument(routes, INFO));
-    return json;
-  };
+  // Made when the server is ready (every route registered), once: a route whose schema cannot be
+  // described stops the start instead of making this public route answer 500.
+  let json = "";
+  let page = "";
+  app.addHook("onReady", async () => {
+    const document = openApiDocument(routes, INFO);
+    json = JSON.stringify(document);
+    page = openApiPage(document);
+  });
   app.get(
     "/openapi.json",
     {
@@ -35,8 +38,7 @@ export function registerOpenApiRoutes(app: FastifyInstance, routes: readonly Reg
         },
       },
     },
-    async (_req, reply) =>
-      reply.header("content-type", "application/json; charset=utf-8").send(documentText()),
+    async (_req, reply) => reply.header("content-type", "application/json; charset=utf-8").send(json),
   );
   app.get(
     "/docs",
@@ -51,7 +53,6 @@ export function registerOpenApiRoutes(app: FastifyInstance, routes: readonly Reg
       },
     },
     async (_req, reply) => {
-      page ??= openApiPage(JSON.parse(documentText()));
       for (const [k, v] of Object.entries(SECURITY_HEADERS)) reply.header(k, v);
       return reply.header("content-type", "text/html; charset=utf-8").send(page);
     },
