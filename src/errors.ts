@@ -2,32 +2,37 @@
  * Errors that cross a service boundary. Pure modules return values (see result.ts); services throw
  * `AppError` with one of a closed set of codes, and one place (http/error-handler.ts, and
  * the CLI's error printer) turns the code into a status and the message into what the reader sees.
+ *
+ * Every error code and the HTTP status it answers with, in one list.
  */
-export type ErrorCode =
-  | "INVALID_INPUT"
-  | "UNAUTHENTICATED"
-  | "FORBIDDEN"
-  | "NOT_FOUND"
+const HTTP_STATUS = {
+  INVALID_INPUT: 400,
+  UNAUTHENTICATED: 401,
+  FORBIDDEN: 403,
+  NOT_FOUND: 404,
   /** Something by that name already exists (a key file `butler audit keygen` would overwrite). */
-  | "CONFLICT"
+  CONFLICT: 409,
   /** The grant was already revoked, or (one-shot) already used: there is nothing left to revoke. */
-  | "GRANT_ENDED"
+  GRANT_ENDED: 409,
   /** The server lacks a setting this needs (BUTLER_MASTER_KEY, Telegram, its webhook secret). */
-  | "NOT_CONFIGURED"
+  NOT_CONFIGURED: 409,
   /** Another process holds what this needs (the embedded database's data directory). */
-  | "IN_USE"
+  IN_USE: 409,
   /** The access request was already decided (or this approver already gave the other verdict). */
-  | "ALREADY_DECIDED"
+  ALREADY_DECIDED: 409,
   /** The access request expired before anyone decided. */
-  | "EXPIRED"
+  EXPIRED: 409,
   /** At its decision the access request no longer held (policy changed, or it was altered): ask again. */
-  | "SUPERSEDED"
+  SUPERSEDED: 409,
   /** What was asked cannot be granted as asked (a denial no grant lifts, a call a constraint governs). */
-  | "PRECONDITION_FAILED"
-  | "PAYLOAD_TOO_LARGE"
-  | "UNSUPPORTED_MEDIA_TYPE"
-  | "UNAVAILABLE"
-  | "INTERNAL";
+  PRECONDITION_FAILED: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  UNAVAILABLE: 503,
+  INTERNAL: 500,
+} as const;
+
+export type ErrorCode = keyof typeof HTTP_STATUS;
 
 export class AppError extends Error {
   override readonly name = "AppError";
@@ -43,54 +48,11 @@ export class AppError extends Error {
 
 /** The HTTP status for an error code. */
 export function httpStatus(code: ErrorCode): number {
-  switch (code) {
-    case "INVALID_INPUT":
-      return 400;
-    case "UNAUTHENTICATED":
-      return 401;
-    case "FORBIDDEN":
-      return 403;
-    case "NOT_FOUND":
-      return 404;
-    case "CONFLICT":
-    case "GRANT_ENDED":
-    case "NOT_CONFIGURED":
-    case "IN_USE":
-    case "ALREADY_DECIDED":
-    case "EXPIRED":
-    case "SUPERSEDED":
-    case "PRECONDITION_FAILED":
-      return 409;
-    case "PAYLOAD_TOO_LARGE":
-      return 413;
-    case "UNSUPPORTED_MEDIA_TYPE":
-      return 415;
-    case "UNAVAILABLE":
-      return 503;
-    case "INTERNAL":
-      return 500;
-  }
+  return HTTP_STATUS[code];
 }
 
-/** Every error code, in the order above (the object's type makes the list complete). */
-export const ERROR_CODES = Object.keys({
-  INVALID_INPUT: true,
-  UNAUTHENTICATED: true,
-  FORBIDDEN: true,
-  NOT_FOUND: true,
-  CONFLICT: true,
-  GRANT_ENDED: true,
-  NOT_CONFIGURED: true,
-  IN_USE: true,
-  ALREADY_DECIDED: true,
-  EXPIRED: true,
-  SUPERSEDED: true,
-  PRECONDITION_FAILED: true,
-  PAYLOAD_TOO_LARGE: true,
-  UNSUPPORTED_MEDIA_TYPE: true,
-  UNAVAILABLE: true,
-  INTERNAL: true,
-} satisfies Record<ErrorCode, true>) as readonly ErrorCode[];
+/** Every error code, in the order above. */
+export const ERROR_CODES = Object.keys(HTTP_STATUS) as readonly ErrorCode[];
 
 export function isAppError(e: unknown): e is AppError {
   return e instanceof AppError;
