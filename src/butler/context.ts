@@ -11,7 +11,7 @@ export interface ButlerDeps {
   audit: Pick<AuditLog, "appendInTx">;
   policies: Pick<
     PolicyStore,
-    "index" | "latestIn" | "recompose" | "refreshProject" | "ensureCurrent" | "lockProject" | "compiledIn"
+    "index" | "latestIn" | "recompose" | "refreshProject" | "refreshAll" | "lockProject" | "compiledIn"
   >;
   clock: Clock;
   log: Logger;

@@ -7,14 +7,7 @@ import type { CompiledProject } from "../policy/compile.js";
 import { formatDuration, parseDuration } from "../policy/index.js";
 import { approverOf, isConflicted } from "./approver-directory.js";
 import type { ButlerDeps, Reviewer } from "./context.js";
-import {
-  findRequest,
-  lockRequest,
-  ownLine,
-  reviewsOf,
-  tokenRevokedAt,
-  updateIfPending,
-} from "./request-repo.js";
+import { lockRequest, ownLine, reviewsOf, tokenRevokedAt, updateIfPending } from "./request-repo.js";
 import { callMatches, matchesFiled, staleUnder } from "./request-rules.js";
 import {
   decideReview,
@@ -59,11 +52,11 @@ export async function review(
     if (!t.ok) throw new AppError("INVALID_INPUT", `ttl: ${t.error}`);
     ttlSeconds = t.value;
   }
-  // Decided against the newest policies this instance can load: an approver may just have been
-  // removed, or made to conflict by another project's file, elsewhere. An approval also reads
-  // its own project under the project's lock (decideInTx).
-  const pre = await findRequest(deps.db, id);
-  if (pre) await deps.policies.ensureCurrent(pre.project);
+  // Decided against the newest policies of every project (one query when nothing changed): an
+  // approver may just have been removed from this project, or made to conflict by another
+  // project's file, through another instance. An approval also reads its own project under the
+  // project's lock (decideInTx).
+  await deps.policies.refreshAll();
   const press: Press = { reviewer, id, verdict, ttlSeconds, reason: opts.reason, now: deps.clock.now() };
   const result = await deps.db.transaction((tx) => decideInTx(deps, tx, press));
   deps.onEnqueued?.();
