@@ -6,7 +6,7 @@ import type { CliIo } from "../output.js";
  * having a server on its way up, so that CLI commands run meanwhile wait for it instead of opening
  * the embedded database themselves; the mark goes once the server listens, or fails to start.
  */
-async function serve(a: Parsed, io: CliIo): Promise<number> {
+async function serve(_: Parsed, io: CliIo): Promise<number> {
   const { loadConfig } = await import("../../config.js");
   const config = loadConfig(io.env);
   let unmark = async () => {};
@@ -14,16 +14,11 @@ async function serve(a: Parsed, io: CliIo): Promise<number> {
     const { markServerStarting } = await import("../../data-dir.js");
     unmark = await markServerStarting(config.dataDir);
   }
-  let marked = true;
-  const listening = async () => {
-    if (!marked) return;
-    marked = false;
-    await unmark();
-  };
+  // unmark removes the mark only while it is this process's: calling it twice is harmless.
   try {
-    return await (await import("../run/serve.js")).serve(a, io, listening);
+    return await (await import("../run/serve.js")).serve(config, io, unmark);
   } finally {
-    await listening();
+    await unmark();
   }
 }
 

@@ -1,14 +1,12 @@
 import { systemClock } from "../../clock.js";
-import { configuredSecrets, loadConfig } from "../../config.js";
+import { type Config, configuredSecrets } from "../../config.js";
 import { createLogger } from "../../logger.js";
 import { startServer } from "../../main.js";
 import { createSecrets } from "../../secrets.js";
-import type { Parsed } from "../command.js";
 import type { CliIo } from "../output.js";
 
-/** Runs the server until SIGTERM or SIGINT; `listening` is called once it listens. */
-export async function serve(_: Parsed, io: CliIo, listening: () => Promise<void>): Promise<number> {
-  const config = loadConfig(io.env);
+/** Runs the server of `config` (read once, by the command) until SIGTERM or SIGINT; `listening` is called once it listens. */
+export async function serve(config: Config, io: CliIo, listening: () => Promise<void>): Promise<number> {
   // One set of secrets for the log and the services: credentials read later are redacted in both.
   const secrets = createSecrets(configuredSecrets(config));
   const log = createLogger(config.logLevel, undefined, secrets, config.logFormat);
