@@ -86,7 +86,7 @@ function grantArtifact(g: GrantArtifact): Record<string, unknown> {
 }
 
 /** The Butler's own part of a task's metadata (`metadata.butler`), snake_case like all its JSON. */
-export interface ButlerMetadata {
+interface ButlerMetadata {
   /** The access request the task waits on; null when nothing was filed. */
   request_id: string | null;
   project: string;

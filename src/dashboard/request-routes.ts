@@ -6,7 +6,7 @@ import type { DashboardDeps } from "./deps.js";
 import { type Html, requestCard, requestPage, requestsFragment, requestsPage } from "./html.js";
 import { ApproveForm, blank, DenyForm, RequestId } from "./inputs.js";
 import { dashboardDoc } from "./route-docs.js";
-import { canDecide, type SessionHooks, sessionOf, viewerOf, wantsJson } from "./session-hooks.js";
+import { canDecide, type SessionHooks, sessionOf, viewerOf, visible, wantsJson } from "./session-hooks.js";
 import type { DashboardSession } from "./sessions.js";
 
 /** The requests page, its live fragment, and the approve and deny buttons. */
@@ -51,7 +51,8 @@ export async function requestRoutes(
       const s = sessionOf(req);
       const rid = parseInput(RequestId, (req.params as { id: string }).id, "request id");
       const c = await deps.butler.card(rid);
-      if (s.role !== "auditor" && !deps.butler.projectsOfApprover(s.approver).includes(c.project))
+      const projects = visible(deps, s);
+      if (projects && !projects.includes(c.project))
         throw new AppError("NOT_FOUND", `no access request ${rid}`);
       reply.type("text/html; charset=utf-8");
       return requestPage(requestCard(c, viewerOf(s), canDecide(deps, s, c)), viewerOf(s), rid);

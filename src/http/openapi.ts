@@ -78,7 +78,7 @@ function jsonSchema(schema: z.ZodType): Record<string, unknown> {
 }
 
 /** `/v1/access-requests/:id` → `/v1/access-requests/{id}`; `/v1/proxy/:provider/*` → `…/{path}`. */
-export function openApiPath(url: string): string {
+function openApiPath(url: string): string {
   return url.replace(/:([A-Za-z0-9_]+)/g, "{$1}").replace(/\*$/, "{path}");
 }
 
