@@ -33,16 +33,29 @@ describe(`the butler command as a process (${ENGINE})`, () => {
       stdio: ["ignore", "pipe", "pipe"],
     });
     let stderr = "";
+    const waiting = new Set<() => void>();
     child.stderr.on("data", (d) => {
       stderr += d;
+      for (const w of [...waiting]) w();
     });
+    /** Resolves once stderr holds `text` (rejects if the process ends first). */
+    const printed = (text: string) =>
+      new Promise<void>((resolve, reject) => {
+        const check = () => {
+          if (!stderr.includes(text)) return;
+          waiting.delete(check);
+          resolve();
+        };
+        waiting.add(check);
+        child.once("exit", (code) => reject(new Error(`butler serve exited (${code}): ${stderr}`)));
+        check();
+      });
     let signIns = 0;
     const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
     try {
-      const infoFile = join(t.dataDir, "server.json");
-      const deadline = Date.now() + 30_000;
-      while (!existsSync(infoFile) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      const info = JSON.parse(await readFile(infoFile, "utf8"));
+      // "Butler is serving" is printed once it listens, after server.json is written.
+      await printed("Butler is serving at ");
+      const info = JSON.parse(await readFile(join(t.dataDir, "server.json"), "utf8"));
       expect(info.pid).toBe(child.pid);
       expect(await (await fetch(`${info.url}/healthz`)).json()).toMatchObject({
         status: "ok",
@@ -55,8 +68,7 @@ describe(`the butler command as a process (${ENGINE})`, () => {
 
       // The embedded default prints a one-time dashboard sign-in link for the first approver.
       if (ENGINE === "pglite") {
-        while (!stderr.includes("Dashboard:") && Date.now() < deadline)
-          await new Promise((r) => setTimeout(r, 50));
+        await printed("Dashboard:");
         const link = /Dashboard: open (\S+) to sign in as jordan \(one time, until /.exec(stderr);
         expect(link?.[1]).toMatch(new RegExp(`^${info.url}/dashboard/sign-in\\?code=[A-Za-z0-9_-]{32}$`));
         const code = new URL(link![1]!).searchParams.get("code")!;
