@@ -9,8 +9,8 @@
  *    server process.
  * 3. Audit append rate on PostgreSQL with group commit; baseline: one transaction per event.
  * 4. Approval commit to the first ALLOW on a second instance; baseline: a plain ALLOW there.
- * 6. (with 2) The gateway in the call path: GET through /v1/proxy/stripe vs straight to a
- *    stand-in Stripe, latency at 1 connection and throughput at 50.
+ * 6. (with 2, or alone) The gateway in the call path: GET through /v1/proxy/stripe vs straight to
+ *    a stand-in Stripe, latency at 1 connection and throughput at 50.
  * 5. Approval commit to the agent's A2A update (an open SubscribeToTask stream, and a push
  *    notification); baseline: a GetTask round trip over A2A to the same server.
  *
@@ -224,7 +224,7 @@ async function benchHttp(dbUrl: string) {
     "\n2. POST /v1/authorize with durable audit on PostgreSQL, 50 connections (autocannon in this process, server in a child)",
   );
   const server = await startBenchServer(dbUrl);
-  const { url, bareUrl, token, adminToken, stripeUrl, stripeKey, proxyToken } = server.info;
+  const { url, bareUrl, token, adminToken } = server.info;
   try {
     const body = JSON.stringify({
       action: "aws:s3:GetObject",
@@ -266,19 +266,45 @@ async function benchHttp(dbUrl: string) {
     console.log(
       `   audit chain after the run: ${verify.ok ? "verified" : "BROKEN"}, ${fmt(verify.count)} events (every 2xx answer above has one)`,
     );
-    // 6. The gateway in the call path: the same GET through /v1/proxy/stripe and straight to the
-    // stand-in Stripe (both in the child process); latency at 1 connection, throughput at 50.
-    console.log(
-      "\n6. Proxy overhead: GET /v1/charges through /v1/proxy/stripe vs straight to a stand-in Stripe",
-    );
+    return { bare, auth, auth1, bare1 };
+  } finally {
+    await server.stop();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. The proxy in the call path
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * The gateway in the call path: the same GET through /v1/proxy/stripe and straight to the
+ * stand-in Stripe (both in the bench server's process); latency at 1 connection, throughput at 50.
+ */
+async function benchProxy(dbUrl: string) {
+  console.log(
+    "\n6. Proxy overhead: GET /v1/charges through /v1/proxy/stripe vs straight to a stand-in Stripe (PostgreSQL)",
+  );
+  const server = await startBenchServer(dbUrl);
+  const { url, adminToken, stripeUrl, stripeKey, proxyToken } = server.info;
+  try {
     const direct = `${stripeUrl}/v1/charges?limit=3`;
     const proxied = `${url}/v1/proxy/stripe/v1/charges?limit=3`;
     await sequential(direct, stripeKey, undefined, 1);
     await sequential(proxied, proxyToken, undefined, 1);
     const d1 = await sequential(direct, stripeKey, undefined, Math.max(2, SECONDS / 2));
     const p1 = await sequential(proxied, proxyToken, undefined, Math.max(2, SECONDS / 2));
+    await cannon(direct, stripeKey, undefined, 1);
+    await cannon(proxied, proxyToken, undefined, 1);
     const d50 = await cannon(direct, stripeKey, undefined, SECONDS);
     const p50 = await cannon(proxied, proxyToken, undefined, SECONDS);
+    const row1 = (name: string, r: Sequential) =>
+      console.log(
+        `   ${name.padEnd(38)} ${fmt(r.perSecond)} req/s   p50 ${fmt(r.p50, 2)} ms   p99 ${fmt(r.p99, 2)} ms`,
+      );
+    const row = (name: string, r: autocannon.Result) =>
+      console.log(
+        `   ${name.padEnd(38)} ${fmt(r.requests.average)} req/s   p50 ${fmt(r.latency.p50, 2)} ms   p99 ${fmt(r.latency.p99, 2)} ms   errors ${r.errors + r.non2xx}`,
+      );
     row1("baseline: stand-in, 1 connection", d1);
     row1("through the proxy, 1 connection", p1);
     row("baseline: stand-in, 50 connections", d50);
@@ -291,12 +317,16 @@ async function benchHttp(dbUrl: string) {
       p99: p50.latency.p99,
     };
     console.log(
-      `   overhead at 1 connection: mean +${fmt(proxy.overheadMean, 2)} ms, p50 +${fmt(proxy.overheadP50, 2)} ms, p99 +${fmt(proxy.overheadP99, 2)} ms (target p50 < 1 ms, p99 < 3 ms); throughput ratio at 50: ${fmt(proxy.ratio, 2)}x`,
+      `   overhead at 1 connection: mean +${fmt(proxy.overheadMean, 2)} ms, p50 +${fmt(proxy.overheadP50, 2)} ms (target < 1 ms), p99 +${fmt(proxy.overheadP99, 2)} ms (target < 3 ms)`,
     );
+    console.log(`   throughput at 50 connections: ${fmt(proxy.ratio, 2)}x the direct calls (target >= 0.5x)`);
+    const verify = (await (
+      await fetch(`${url}/v1/admin/audit/verify`, { headers: { authorization: `Bearer ${adminToken}` } })
+    ).json()) as { ok: boolean; count: number };
     console.log(
-      "   (each proxied call writes two durable audit lines: the decision and the upstream outcome)",
+      `   audit chain after the run: ${verify.ok ? "verified" : "BROKEN"}, ${fmt(verify.count)} events (each proxied call writes two durable lines: the decision and the upstream outcome)`,
     );
-    return { bare, auth, auth1, bare1, proxy };
+    return proxy;
   } finally {
     await server.stop();
   }
@@ -524,12 +554,13 @@ async function benchA2ANotification(dbUrl: string) {
   };
 }
 
-/** BENCH_ONLY=1,5 runs only those sections (1-5 by default; `soak` runs the soak, see soak.ts). */
+/** BENCH_ONLY=1,5 runs only those sections (1-5 by default, 6 with 2; `soak` runs the soak, see soak.ts). */
 const only = new Set((process.env.BENCH_ONLY ?? "1,2,3,4,5").split(",").map((x) => x.trim()));
 const decisions = only.has("1") ? benchDecisions() : undefined;
 const db = await createPostgresDatabase(ADMIN_URL, "butler_bench");
 try {
   const http = only.has("2") ? await benchHttp(db.url) : undefined;
+  const proxy = only.has("2") || only.has("6") ? await benchProxy(db.url) : undefined;
   const audit = only.has("3") ? await benchAudit(db.url) : undefined;
   const propagation = only.has("4") ? await benchApprovalPropagation(db.url) : undefined;
   let a2a: Awaited<ReturnType<typeof benchA2ANotification>> | undefined;
@@ -559,9 +590,9 @@ try {
     console.log(
       `   approval → first ALLOW on another instance: p50 ${fmt(propagation.p50, 2)} ms, p99 ${fmt(propagation.p99, 2)} ms`,
     );
-  if (http)
+  if (proxy)
     console.log(
-      `   proxy overhead (1 connection): mean +${fmt(http.proxy.overheadMean, 2)} ms, p50 +${fmt(http.proxy.overheadP50, 2)} ms, p99 +${fmt(http.proxy.overheadP99, 2)} ms; at 50 connections ${fmt(http.proxy.ratio, 2)}x the direct throughput, p99 ${fmt(http.proxy.p99, 2)} ms`,
+      `   proxy overhead (1 connection): mean +${fmt(proxy.overheadMean, 2)} ms, p50 +${fmt(proxy.overheadP50, 2)} ms, p99 +${fmt(proxy.overheadP99, 2)} ms; at 50 connections ${fmt(proxy.ratio, 2)}x the direct throughput, p99 ${fmt(proxy.p99, 2)} ms`,
     );
   if (a2a)
     console.log(
