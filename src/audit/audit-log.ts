@@ -112,6 +112,23 @@ export function createAuditLog(opts: AuditLogOptions) {
       return committer.enqueue(event);
     },
 
+    /**
+     * Appends two events together, the second made from the first's event id (an outcome naming
+     * its decision): both go into one batch of the group committer, so one commit writes both.
+     * Resolves with both lines once both are committed; rejects if either is not.
+     */
+    async appendPair(
+      first: AuditEventInput,
+      second: (firstEventId: string) => AuditEventInput,
+    ): Promise<[AuditLine, AuditLine]> {
+      if (closed) throw new AppError("UNAVAILABLE", "the server is shutting down");
+      if (committer.depth() >= queueMax)
+        throw new AppError("UNAVAILABLE", "the audit log is overloaded; try again shortly");
+      const a = toEvent(first);
+      const [x, y] = await committer.enqueueAll([a, toEvent(second(a.eventId))]);
+      return [x!, y!];
+    },
+
     /** Appends events inside the caller's transaction; they commit (or roll back) with it. */
     async appendInTx(tx: Tx, inputs: readonly AuditEventInput[]): Promise<AuditLine[]> {
       const lines = await writeChained(tx, inputs.map(toEvent));

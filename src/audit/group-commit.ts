@@ -149,6 +149,21 @@ export function createGroupCommitter(opts: Pick<Committer, "database" | "log" | 
         c.queue.push({ event, resolve, reject, attempts: 0 });
         kick(c);
       }),
+    /**
+     * Queues events one after the other, kicking the writer once they are all queued, so that they
+     * go into one batch (one commit) unless the queue is longer than a batch; resolves with their
+     * lines once every one is committed.
+     */
+    enqueueAll: (events: readonly PendingEvent[]): Promise<AuditLine[]> => {
+      const lines = events.map(
+        (event) =>
+          new Promise<AuditLine>((resolve, reject) => {
+            c.queue.push({ event, resolve, reject, attempts: 0 });
+          }),
+      );
+      kick(c);
+      return Promise.all(lines);
+    },
     depth: (): number => c.queue.length,
     /** Resolves once every queued event is committed (or failed). */
     idle: async (): Promise<void> => {

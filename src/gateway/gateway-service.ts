@@ -63,7 +63,7 @@ export interface RequestAccessHint {
 
 export interface GatewayDeps {
   policies: Pick<PolicyStore, "index" | "ensureCurrent">;
-  audit: Pick<AuditLog, "append">;
+  audit: Pick<AuditLog, "append" | "appendPair">;
   clock: Clock;
   metrics: Metrics;
   publicUrl: () => string;
@@ -87,13 +87,44 @@ export interface AuthorizeOptions {
 type Call = BoundCall & { agent: string; project: string; params: Record<string, unknown> | undefined };
 
 /**
+ * An ALLOW whose audit line is not written yet: a read in the call path commits it together with
+ * the line of its outcome, after the provider answered, in one commit. Nothing may be answered
+ * from it before `commit` resolved.
+ */
+export interface DeferredAllow {
+  decision: "ALLOW";
+  /**
+   * Writes the decision's line and the line `outcome` makes of the decision's event id, in one
+   * commit; the decision's result once both are committed (rejects, and counts an audit failure,
+   * when they are not).
+   */
+  commit(outcome: (decisionEventId: string) => AuditEventInput): Promise<AuthorizeResult>;
+}
+
+/**
  * The gateway's decision path: evaluate the call against the policy in force, write the decision
  * to the audit log, and answer only once the audit event is committed.
  */
 export function createGateway(deps: GatewayDeps) {
   return {
-    authorize: (identity: AgentIdentity, input: AuthorizeInput, opts: AuthorizeOptions = {}) =>
-      authorize(deps, identity, input, opts),
+    authorize: async (
+      identity: AgentIdentity,
+      input: AuthorizeInput,
+      opts: AuthorizeOptions = {},
+    ): Promise<AuthorizeResult> => {
+      const r = await authorize(deps, identity, input, opts, false);
+      return r as AuthorizeResult;
+    },
+    /**
+     * Like `authorize`, except that a plain ALLOW (not one using a one-shot approval, whose line
+     * commits with the use) is not written yet but returned as a DeferredAllow: for reads, whose
+     * decision line may be committed with their outcome. Every other answer is committed first.
+     */
+    authorizeDeferred: (
+      identity: AgentIdentity,
+      input: AuthorizeInput,
+      opts: AuthorizeOptions = {},
+    ): Promise<AuthorizeResult | DeferredAllow> => authorize(deps, identity, input, opts, true),
   };
 }
 
@@ -102,7 +133,8 @@ async function authorize(
   identity: AgentIdentity,
   input: AuthorizeInput,
   opts: AuthorizeOptions,
-): Promise<AuthorizeResult> {
+  deferAllow: boolean,
+): Promise<AuthorizeResult | DeferredAllow> {
   const { audit, metrics } = deps;
   const started = process.hrtime.bigint();
   const call: Call = {
@@ -127,6 +159,23 @@ async function authorize(
   const entry =
     ruled.committed?.entry ??
     decisionLine(d, { ...lineCtx, approval: ruled.approval, usedOneShot: oneShot !== undefined });
+  if (deferAllow && d.decision === "ALLOW" && !ruled.committed) {
+    metrics.decisionSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
+    return {
+      decision: "ALLOW",
+      async commit(outcome) {
+        let line: AuditLine;
+        try {
+          [line] = await audit.appendPair(entry, outcome);
+        } catch (e) {
+          metrics.auditFailures.inc();
+          throw e;
+        }
+        metrics.decisions.inc({ decision: d.decision });
+        return resultOf(deps, identity, input, d, entry, line, oneShot);
+      },
+    };
+  }
   let line: AuditLine;
   try {
     line = ruled.committed?.line ?? (await audit.append(entry));
@@ -135,6 +184,21 @@ async function authorize(
     throw e;
   }
   metrics.decisions.inc({ decision: d.decision });
+  const result = resultOf(deps, identity, input, d, entry, line, oneShot);
+  metrics.decisionSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
+  return result;
+}
+
+/** The answer, read from the decision and its committed line. */
+function resultOf(
+  deps: GatewayDeps,
+  identity: AgentIdentity,
+  input: AuthorizeInput,
+  d: Decision,
+  entry: ReturnType<typeof decisionLine>,
+  line: AuditLine,
+  oneShot: AuthorizeResult["one_shot"],
+): AuthorizeResult {
   const { grant_id, expires, approved_by } = entry.details;
   const result: AuthorizeResult = {
     decision: d.decision,
@@ -152,7 +216,6 @@ async function authorize(
     const h = hint(deps, identity, input, d, line.event_id);
     if (h) result.request_access = h;
   }
-  metrics.decisionSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
   return result;
 }
 

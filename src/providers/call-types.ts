@@ -45,7 +45,7 @@ export interface ProviderAnswer {
 
 export interface ProviderGatewayDeps {
   providers: ProviderSet;
-  gateway: Pick<Gateway, "authorize">;
+  gateway: Pick<Gateway, "authorize" | "authorizeDeferred">;
   audit: Pick<AuditLog, "append">;
   clock: Clock;
   log: Logger;

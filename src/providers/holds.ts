@@ -17,10 +17,10 @@ export type CallEnd =
   | { sent: true; status: number };
 
 /** The end assumed when the pipeline stopped on an unexpected error. */
-export const NOT_SENT_UNEXPECTEDLY: CallEnd = {
+export const NOT_SENT_UNEXPECTEDLY = {
   sent: false,
   why: "the call was not sent: the gateway failed before sending it",
-};
+} as const satisfies CallEnd;
 
 export interface HoldsDeps {
   budgets: Pick<Budgets, "release">;

@@ -58,6 +58,12 @@ export const groupShape = {
   default: z.enum(["allow", "deny"], "must be allow or deny"),
   /** With `allow`: only agents holding one of these roles (otherwise denied like `deny`). */
   roles: z.array(z.string().min(1)).optional(),
+  /**
+   * `read`: the group's operations only read (each a GET that moves no money), so a call's
+   * decision line may be committed together with its outcome line after the provider answered.
+   * Default `write`: the decision line is committed before the call goes out.
+   */
+  kind: z.enum(["read", "write"], "must be read or write").optional(),
   description: z.string().max(500).optional(),
 };
 
@@ -216,6 +222,8 @@ export interface Operation {
   amount: { field: string; currencyField: string | undefined; currency: string | undefined } | undefined;
   /** Whether a person approves each call. */
   approval: "each_call" | undefined;
+  /** Only reads (its group is `kind: read`): its decision line may commit with its outcome line. */
+  read: boolean;
 }
 
 export interface Reaction {
@@ -234,7 +242,7 @@ export interface ProviderSpec {
   service: string;
   baseUrl: string;
   auth: { type: "bearer" | "basic" | "header"; credential: string; header: string; prefix: string };
-  groups: Map<string, { default: "allow" | "deny"; roles: string[] | undefined }>;
+  groups: Map<string, { default: "allow" | "deny"; roles: string[] | undefined; kind: "read" | "write" }>;
   operations: Map<string, Operation>;
   webhooks:
     | { scheme: "stripe" | "revolut"; secret: string; toleranceSeconds: number; reactions: Reaction[] }
@@ -311,6 +319,7 @@ function compileOperation(
     timeoutMs: o.timeout_ms ?? raw.timeout_ms ?? 30_000,
     idempotent: o.method === "GET",
     approval: o.approval,
+    read: raw.op_groups[o.op_group]?.kind === "read",
     amount: o.amount
       ? {
           field: o.amount.field,
@@ -347,6 +356,19 @@ function checkAcross(raw: RawSpec, operations: ReadonlyMap<string, Operation>, r
   raw.operations.forEach((o, i) => {
     if (o.amount && !o.amount.currency_field === !o.amount.currency)
       report(["operations", i, "amount"], "needs exactly one of currency_field and currency");
+    // A read's decision line is written after the provider answered: nothing that can change
+    // anything may be one.
+    if (raw.op_groups[o.op_group]?.kind !== "read") return;
+    if (o.method !== "GET")
+      report(
+        ["operations", i, "method"],
+        `op_group '${o.op_group}' is kind: read, so its operations must be GET (this is ${o.method}); put it in a write group`,
+      );
+    if (o.amount)
+      report(
+        ["operations", i, "amount"],
+        `op_group '${o.op_group}' is kind: read, and an operation that moves money is not a read`,
+      );
   });
   if (raw.auth.type === "header" && !raw.auth.header)
     report(["auth"], "type header needs header: the name of the header that carries the credential");
@@ -375,7 +397,12 @@ function crossCheck(raw: RawSpec, report: Report): ProviderSpec {
       header: auth.type === "header" ? auth.header! : "Authorization",
       prefix: auth.prefix ?? (auth.type === "basic" ? "Basic" : "Bearer"),
     },
-    groups: new Map(Object.entries(op_groups).map(([k, g]) => [k, { default: g.default, roles: g.roles }])),
+    groups: new Map(
+      Object.entries(op_groups).map(([k, g]) => [
+        k,
+        { default: g.default, roles: g.roles, kind: g.kind ?? "write" },
+      ]),
+    ),
     operations,
     webhooks: webhooks
       ? {

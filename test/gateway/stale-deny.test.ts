@@ -31,6 +31,7 @@ test("a DENY is remade when the policy changed while the instance checked for a 
         audited.push(e);
         return { event_id: "evt_0000000000000001" } as AuditLine;
       },
+      appendPair: () => Promise.reject(new Error("authorize writes one line at a time: never asked")),
     },
     clock: new FakeClock(),
     metrics: createMetrics({ auditQueueDepth: () => 0 }),

@@ -59,7 +59,10 @@ async function pipeline(over: {
   };
   const gw = createProviderGateway({
     providers,
-    gateway: { authorize: async () => decision },
+    gateway: {
+      authorize: async () => decision,
+      authorizeDeferred: async () => expect.fail("refunds are writes: decided with authorize"),
+    },
     audit: {
       append: async (e: AuditEventInput) => {
         seen.audit.push(e);
