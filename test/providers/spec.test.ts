@@ -81,6 +81,63 @@ operations:
     ]);
   });
 
+  test("a kind: read group holds only reads: a non-GET or money-moving operation there is refused", () => {
+    const text = `name: acme
+display_name: Acme
+api_base_url: https://acme.example
+auth: { type: bearer, credential: ACME_KEY }
+op_groups:
+  read: { default: allow, kind: read }
+  write: { default: deny }
+operations:
+  - name: list_things
+    op_group: read
+    method: GET
+    endpoint: /things
+  - name: delete_thing
+    op_group: read
+    method: DELETE
+    endpoint: /things/{id}
+  - name: pay_thing
+    op_group: read
+    method: GET
+    endpoint: /things/{id}/pay
+    amount: { field: amount, currency: EUR }
+  - name: make_thing
+    op_group: write
+    method: POST
+    endpoint: /things
+`;
+    const r = parseProviderFile({ file: "acme.yaml", text });
+    expect(r.ok ? [] : r.error.map(formatIssue)).toEqual([
+      "acme.yaml:15:13: operations[1].method: op_group 'read' is kind: read, so its operations must be GET (this is DELETE); put it in a write group",
+      "acme.yaml:21:13: operations[2].amount: op_group 'read' is kind: read, and an operation that moves money is not a read",
+    ]);
+    const fixed = parseProviderFile({
+      file: "acme.yaml",
+      text: text
+        .replace("method: DELETE", "method: GET")
+        .replace("    amount: { field: amount, currency: EUR }\n", ""),
+    });
+    if (!fixed.ok) throw new Error(fixed.error.map(formatIssue).join("\n"));
+    const ops = fixed.value.operations;
+    expect([...ops.values()].map((o) => [o.name, o.read])).toEqual([
+      ["list_things", true],
+      ["delete_thing", true],
+      ["pay_thing", true],
+      // A group that does not say it reads is a write group: its decisions commit before the call.
+      ["make_thing", false],
+    ]);
+    expect(fixed.value.groups.get("write")!.kind).toBe("write");
+  });
+
+  test("the shipped specs' read groups are kind: read, and only their operations are reads", async () => {
+    const set = await loadProviders(new URL("../../providers", import.meta.url).pathname);
+    for (const spec of set.providers.values())
+      for (const op of spec.operations.values())
+        expect([op.name, op.read]).toEqual([op.name, op.group === "read"]);
+  });
+
   test("butler providers validate names the problems and exits 1", async () => {
     const ok = await runCli(
       ["providers", "validate", new URL("../../providers", import.meta.url).pathname],
