@@ -25,6 +25,7 @@ import { createMetrics } from "./metrics.js";
 import { combineWorkers, createOutboxWorker, type OutboxHandlers } from "./outbox/outbox.js";
 import { createPolicyStore } from "./policy-store/policy-store.js";
 import { createBudgets } from "./providers/budgets.js";
+import { createCredentials } from "./providers/credentials.js";
 import { createProviderGateway, type ProviderSet } from "./providers/provider-gateway.js";
 import { createVault } from "./providers/vault.js";
 import { createWebhookEvents } from "./providers/webhook-events.js";
@@ -119,20 +120,22 @@ export function createServices(opts: ServiceOptions) {
   });
 
   const outbox = outboxWorkers(opts, { audit, a2a, butler, channels, redact });
-  const vault = createVault({ db, audit, clock, masterKey: config.masterKey?.() });
+  const vault = createVault({
+    db,
+    audit,
+    clock,
+    masterKey: config.masterKey?.(),
+    changes,
+    onChanged: () => credentials.invalidate(),
+  });
+  const credentials = createCredentials({ fromEnv: config.credentialFromEnv, vault, secrets, changes });
   const providers = createProviderGateway({
     providers: opts.providers ?? { providers: new Map(), failures: [] },
     gateway,
     audit,
     clock,
     log,
-    // The environment first (a deployment's secret store), then the encrypted vault. Whatever is
-    // read becomes a secret the logs, the outbox and the audit log never show.
-    credential: async (name) => {
-      const value = config.credentialFromEnv?.(name) ?? (await vault.get(name));
-      secrets.add(name, value);
-      return value;
-    },
+    credential: credentials.get,
     baseUrls: config.providers?.baseUrls ?? {},
     budgets: createBudgets({ db, clock }),
     projectBudgets: (project) => policies.index().projects.get(project)?.document.budgets ?? [],

@@ -12,6 +12,8 @@ export const CHANGES_CHANNEL = "butler_changes";
 export type Change =
   | { kind: "policy"; project: string }
   | { kind: "tokens" }
+  /** A provider credential was stored or deleted (instances drop the values they keep). */
+  | { kind: "credentials" }
   | { kind: "a2a_task"; taskId: string }
   | { kind: "resync" };
 

@@ -19,6 +19,19 @@ function printable(s: string): string {
     );
 }
 
+/** Each spec's operations by method, made once per spec (specs are loaded once, never changed). */
+const methods = new WeakMap<ProviderSpec, Map<string, Operation[]>>();
+
+function byMethod(spec: ProviderSpec): Map<string, Operation[]> {
+  let m = methods.get(spec);
+  if (!m) {
+    m = new Map();
+    for (const op of spec.operations.values()) m.set(op.method, [...(m.get(op.method) ?? []), op]);
+    methods.set(spec, m);
+  }
+  return m;
+}
+
 /**
  * The operation a proxied request means, by method and path; undefined when none. `rawPath` is
  * the path as the client sent it, still percent-encoded: literal segments must match as written,
@@ -33,8 +46,7 @@ export function routeProxied(
 ): { op: Operation; pathParams: Record<string, string> } | undefined {
   const spec = providers.get(provider);
   if (!spec) return undefined;
-  for (const op of spec.operations.values()) {
-    if (op.method !== method) continue;
+  for (const op of byMethod(spec).get(method) ?? []) {
     const m = op.pathPattern.exec(rawPath);
     if (!m) continue;
     const pathParams: Record<string, string> = {};

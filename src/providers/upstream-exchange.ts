@@ -70,21 +70,32 @@ export async function sendWithRetry(
 
 const REDACTED = Buffer.from("[redacted]");
 
+/** The forms a credential is sent in, as bytes, made once per credential (the last one asked). */
+let needles: { credential: string; forms: Buffer[] } | undefined;
+
+function needlesOf(credential: string): Buffer[] {
+  if (needles?.credential !== credential) {
+    const forms = new Set([
+      credential,
+      Buffer.from(credential).toString("base64"),
+      JSON.stringify(credential).slice(1, -1),
+    ]);
+    needles = {
+      credential,
+      // As short as ordinary text: replacing it would corrupt answers (and it is warned about at start).
+      forms: [...forms].map((f) => Buffer.from(f)).filter((b) => b.length >= 8),
+    };
+  }
+  return needles.forms;
+}
+
 /**
  * The upstream's answer without the credential Butler sent it (as sent, in Basic auth's base64 or
  * JSON-escaped): an upstream that echoes it must not hand it to the agent, who never has it.
  */
 export function withoutCredential(body: Buffer, credential: string): Buffer {
   let out = body;
-  const forms = new Set([
-    credential,
-    Buffer.from(credential).toString("base64"),
-    JSON.stringify(credential).slice(1, -1),
-  ]);
-  for (const form of forms) {
-    const needle = Buffer.from(form);
-    // As short as ordinary text: replacing it would corrupt answers (and it is warned about at start).
-    if (needle.length < 8) continue;
+  for (const needle of needlesOf(credential)) {
     let at = out.indexOf(needle);
     if (at < 0) continue;
     const parts: Buffer[] = [];

@@ -2,6 +2,7 @@ import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:
 import { asc, eq } from "drizzle-orm";
 import type { AuditLog } from "../audit/audit-log.js";
 import type { Clock } from "../clock.js";
+import type { ChangeBus } from "../db/changes.js";
 import type { Db } from "../db/client.js";
 import { credentials } from "../db/schema.js";
 import { AppError } from "../errors.js";
@@ -45,6 +46,10 @@ export interface VaultDeps {
   clock: Clock;
   /** 32 bytes from BUTLER_MASTER_KEY; without it nothing can be stored or read. */
   masterKey: Buffer | undefined;
+  /** Tells every instance, once a change commits, that the credentials changed. */
+  changes: Pick<ChangeBus, "publish">;
+  /** Told on this instance right after a change committed (before the notification arrives). */
+  onChanged?: () => void;
 }
 
 /**
@@ -81,7 +86,7 @@ export function createVault(deps: VaultDeps) {
       const now = clock.now();
       const sealed = seal(key, name, value);
       // The change and its audit line commit together.
-      return db.transaction(async (tx) => {
+      const done = await db.transaction(async (tx) => {
         const [row] = await tx
           .insert(credentials)
           .values({ name, ...sealed, createdAt: now, updatedAt: now, updatedBy: actor })
@@ -98,8 +103,11 @@ export function createVault(deps: VaultDeps) {
             details: { name, actor, key_id: sealed.keyId },
           },
         ]);
+        await deps.changes.publish(tx, { kind: "credentials" });
         return { name, created };
       });
+      deps.onChanged?.();
+      return done;
     },
     async list(): Promise<
       { name: string; key_id: string; created_at: string; updated_at: string; updated_by: string }[]
@@ -115,14 +123,17 @@ export function createVault(deps: VaultDeps) {
     },
     async delete(name: string, actor: string): Promise<{ name: string }> {
       checkName(name);
-      return db.transaction(async (tx) => {
+      const done = await db.transaction(async (tx) => {
         const gone = await tx.delete(credentials).where(eq(credentials.name, name)).returning();
         if (gone.length === 0) throw new AppError("NOT_FOUND", `no stored credential ${name}`);
         await audit.appendInTx(tx, [
           { type: "credential.deleted", at: clock.now(), details: { name, actor } },
         ]);
+        await deps.changes.publish(tx, { kind: "credentials" });
         return { name };
       });
+      deps.onChanged?.();
+      return done;
     },
     /** The value, for the upstream call only; undefined when none is stored. */
     async get(name: string): Promise<string | undefined> {

@@ -40,7 +40,8 @@ describe(`the credential vault's records (${ENGINE})`, () => {
       clock: new FakeClock(),
       log: createLogger("silent"),
     });
-    const vault = createVault({ db: t.database.db, audit, clock: new FakeClock(), masterKey: key });
+    const changes = { publish: async () => {} };
+    const vault = createVault({ db: t.database.db, audit, clock: new FakeClock(), masterKey: key, changes });
     await vault.set("STRIPE_API_KEY", "sk_test_first_value", "admin");
     const failing = createVault({
       db: t.database.db,
@@ -51,11 +52,49 @@ describe(`the credential vault's records (${ENGINE})`, () => {
       },
       clock: new FakeClock(),
       masterKey: key,
+      changes,
     });
     await expect(failing.set("STRIPE_API_KEY", "sk_test_other_value", "admin")).rejects.toThrow(/audit/);
     await expect(failing.set("WISE_API_TOKEN", "wise_value_1234", "admin")).rejects.toThrow(/audit/);
     await expect(failing.delete("STRIPE_API_KEY", "admin")).rejects.toThrow(/audit/);
     expect(await vault.get("STRIPE_API_KEY")).toBe("sk_test_first_value");
     expect((await vault.list()).map((c) => c.name)).toEqual(["STRIPE_API_KEY"]);
+  });
+
+  /** Instances keep what they read from the vault (credentials.ts): a change must reach them all. */
+  test("a stored, replaced or deleted credential is announced to every instance, and to this one once committed", async () => {
+    const key = Buffer.alloc(32, 7);
+    const audit = createAuditLog({
+      database: t.database,
+      clock: new FakeClock(),
+      log: createLogger("silent"),
+    });
+    const seen: string[] = [];
+    const vault = createVault({
+      db: t.database.db,
+      audit,
+      clock: new FakeClock(),
+      masterKey: key,
+      changes: {
+        publish: async (q, c) => {
+          // Published inside the change's transaction: delivered only if it commits.
+          expect(q).not.toBe(t.database.db);
+          seen.push(`published ${c.kind}`);
+        },
+      },
+      onChanged: () => seen.push("changed here"),
+    });
+    await vault.set("WISE_API_TOKEN", "wise_value_first", "admin");
+    await vault.set("WISE_API_TOKEN", "wise_value_second", "admin");
+    await vault.delete("WISE_API_TOKEN", "admin");
+    await expect(vault.delete("WISE_API_TOKEN", "admin")).rejects.toMatchObject({ code: "NOT_FOUND" });
+    expect(seen).toEqual([
+      "published credentials",
+      "changed here",
+      "published credentials",
+      "changed here",
+      "published credentials",
+      "changed here",
+    ]);
   });
 });
