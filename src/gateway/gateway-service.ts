@@ -11,6 +11,7 @@ import {
   type Decision,
   evaluate,
   formatDuration,
+  type PolicyIndex,
 } from "../policy/index.js";
 import { LIFTABLE_DENIALS, ONE_SHOT_DENIALS } from "../policy/scope.js";
 import type { PolicyStore } from "../policy-store/policy-store.js";
@@ -222,26 +223,31 @@ function resultOf(
 /** The policy's decision, against the newest revision when it denies, with the provider's fallback. */
 async function decide(deps: GatewayDeps, call: Call, now: Date, opts: AuthorizeOptions): Promise<Decision> {
   const { policies } = deps;
-  let d = evaluate(policies.index(), call, now.getTime());
+  let d = withFallback(policies.index(), evaluate(policies.index(), call, now.getTime()), call, opts);
   // Before denying, make sure this instance is not behind: a grant approved through another
   // instance a moment ago must already count here (no stale-deny window).
   // The index may also have moved on by itself while we waited (a notification arrived), so
   // the decision is remade whenever the revision it was made with is no longer the one in force.
+  // An ALLOW (a grant's, or a provider's operation-group default) is served from the index in
+  // force without asking the database, as every ALLOW is.
   if (d.decision === "DENY" && d.code !== "unknown_agent" && d.code !== "deny_pattern") {
     await policies.ensureCurrent(call.project);
     if (policies.index().projects.get(call.project)?.revision !== d.revision)
-      d = evaluate(policies.index(), call, now.getTime());
-  }
-  if (
-    d.decision === "DENY" &&
-    opts.fallback &&
-    (d.code === "no_service_grant" || d.code === "no_action_grant")
-  ) {
-    const project = policies.index().projects.get(call.project);
-    const second = project ? opts.fallback(d, project) : undefined;
-    if (second) d = second;
+      d = withFallback(policies.index(), evaluate(policies.index(), call, now.getTime()), call, opts);
   }
   return d;
+}
+
+/** A denial for want of a grant, put to the second opinion (a provider's operation-group default). */
+function withFallback(index: PolicyIndex, d: Decision, call: Call, opts: AuthorizeOptions): Decision {
+  if (
+    d.decision !== "DENY" ||
+    !opts.fallback ||
+    (d.code !== "no_service_grant" && d.code !== "no_action_grant")
+  )
+    return d;
+  const project = index.projects.get(call.project);
+  return (project && opts.fallback(d, project)) ?? d;
 }
 
 /**
