@@ -7,7 +7,14 @@ import type { Logger } from "../logger.js";
 import type { PolicyIndex } from "../policy/index.js";
 import { type ImportContext, type ImportReport, importDirectory } from "./import.js";
 import { compiledIn, ensureCurrent, refreshAll, refreshProject } from "./refresh.js";
-import { historyIn, latestIn, lockProject, type PolicyRevision, revisionIn } from "./revision-repo.js";
+import {
+  historyIn,
+  latestHeadIn,
+  latestIn,
+  lockProject,
+  type PolicyRevision,
+  revisionIn,
+} from "./revision-repo.js";
 import { type RecomposeResult, recompose } from "./revisions.js";
 import { createServing } from "./serving.js";
 
@@ -16,6 +23,7 @@ export {
   EXPIRED_GRANT_RETENTION_MS,
   grantRowsInEffect,
   type PolicyRevision,
+  type RevisionHead,
 } from "./revision-repo.js";
 export { toEntry } from "./revision-rules.js";
 export type { RecomposeResult } from "./revisions.js";
@@ -97,6 +105,8 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
     latest: (project: string): Promise<PolicyRevision | undefined> => latestIn(db, project),
     /** The newest stored revision of a project, read in `tx` (for proposals). */
     latestIn,
+    /** The newest stored revision of a project without its effective text, read in `tx`. */
+    latestHeadIn,
     refreshProject: (project: string) => refreshProject(c, project),
     revision: (project: string, n: number) => revisionIn(db, project, n),
     recompose: (tx: Tx, project: string, cause: string): Promise<RecomposeResult> =>

@@ -1,6 +1,14 @@
+import type { Clock } from "../clock.js";
 import type { Db, Queryable } from "../db/client.js";
 import type { CompiledProject } from "../policy/index.js";
-import { latestIn, newestPerProject, newestRevisionNumber, revisionIn } from "./revision-repo.js";
+import {
+  grantRowsInEffect,
+  latestHeadIn,
+  newestPerProject,
+  newestRevisionNumber,
+  type RevisionHead,
+  revisionHeadIn,
+} from "./revision-repo.js";
 import { apply, compiledOf, type Serving, serves } from "./serving.js";
 
 /** Keeping what this instance serves up to date with the revisions every instance stores. */
@@ -8,20 +16,28 @@ import { apply, compiledOf, type Serving, serves } from "./serving.js";
 export interface RefreshContext {
   db: Db;
   serving: Serving;
+  clock: Clock;
+}
+
+/** Applies `r` with the project's grants in effect, read after it (so they hold at least its grants). */
+async function applyHead(c: RefreshContext, r: RevisionHead): Promise<void> {
+  if (serves(c.serving, r.project, r.revision)) return;
+  const rows = r.retired ? [] : await grantRowsInEffect(c.db, r.project, c.clock.now());
+  apply(c.serving, r, rows);
 }
 
 /** Brings every project up to its newest stored revision (at start-up, on resync, periodically). */
 export async function refreshAll(c: RefreshContext): Promise<void> {
   for (const row of await newestPerProject(c.db)) {
     if (serves(c.serving, row.project, row.revision)) continue;
-    const r = await revisionIn(c.db, row.project, row.revision);
-    if (r) apply(c.serving, r);
+    const r = await revisionHeadIn(c.db, row.project, row.revision);
+    if (r) await applyHead(c, r);
   }
 }
 
 export async function refreshProject(c: RefreshContext, project: string): Promise<void> {
-  const r = await latestIn(c.db, project);
-  if (r) apply(c.serving, r);
+  const r = await latestHeadIn(c.db, project);
+  if (r) await applyHead(c, r);
 }
 
 /**
@@ -41,11 +57,11 @@ export async function ensureCurrent(c: RefreshContext, project: string): Promise
  * has no policy in force.
  */
 export async function compiledIn(
-  c: Pick<RefreshContext, "serving">,
+  c: Pick<RefreshContext, "serving" | "clock">,
   q: Queryable,
   project: string,
 ): Promise<CompiledProject | undefined> {
-  const r = await latestIn(q, project);
+  const r = await latestHeadIn(q, project);
   // Usually the revision this instance already serves: no need to compile it again.
-  return r && compiledOf(c.serving, r);
+  return r && compiledOf(c.serving, r, () => grantRowsInEffect(q, project, c.clock.now()));
 }

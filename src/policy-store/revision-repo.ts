@@ -25,6 +25,9 @@ export interface PolicyRevision {
   createdAt: string;
 }
 
+/** A revision without its effective text, which only history and diffs read. */
+export type RevisionHead = Omit<PolicyRevision, "yaml">;
+
 export type GrantRow = typeof grants.$inferSelect;
 export type NewRevision = typeof policyRevisions.$inferInsert;
 
@@ -44,6 +47,49 @@ function toRevision(r: typeof policyRevisions.$inferSelect): PolicyRevision {
     retired: r.retired,
     createdAt: r.createdAt.toISOString(),
   };
+}
+
+/** Every column but the effective text (which grows with the grants in force). */
+const headColumns = {
+  project: policyRevisions.project,
+  revision: policyRevisions.revision,
+  contentHash: policyRevisions.contentHash,
+  source: policyRevisions.source,
+  cause: policyRevisions.cause,
+  baseline: policyRevisions.baseline,
+  effectiveHash: policyRevisions.effectiveHash,
+  retired: policyRevisions.retired,
+  createdAt: policyRevisions.createdAt,
+};
+
+function toHead(
+  r: { [K in keyof typeof headColumns]: (typeof policyRevisions.$inferSelect)[K] },
+): RevisionHead {
+  return { ...r, createdAt: r.createdAt.toISOString() };
+}
+
+/** The newest revision of a project without its effective text, read through `q`. */
+export async function latestHeadIn(q: Queryable, project: string): Promise<RevisionHead | undefined> {
+  const [row] = await q
+    .select(headColumns)
+    .from(policyRevisions)
+    .where(eq(policyRevisions.project, project))
+    .orderBy(desc(policyRevisions.revision))
+    .limit(1);
+  return row && toHead(row);
+}
+
+/** Revision `n` of a project without its effective text. */
+export async function revisionHeadIn(
+  q: Queryable,
+  project: string,
+  n: number,
+): Promise<RevisionHead | undefined> {
+  const [row] = await q
+    .select(headColumns)
+    .from(policyRevisions)
+    .where(and(eq(policyRevisions.project, project), eq(policyRevisions.revision, n)));
+  return row && toHead(row);
 }
 
 /** Takes the project's lock for the rest of `tx` (revisions and grant changes take turns). */

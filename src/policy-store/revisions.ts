@@ -4,16 +4,18 @@ import type { ChangeBus } from "../db/changes.js";
 import type { Db, Tx } from "../db/client.js";
 import { AppError } from "../errors.js";
 import { sha256 } from "../hash.js";
-import { compileProject, formatIssue, type PolicyDocument, type PolicyIssue } from "../policy/index.js";
+import { composeEffective } from "../policy/effective.js";
+import { compileProject, type PolicyDocument, type PolicyIssue } from "../policy/index.js";
 import {
   grantRowsInEffect,
   insertRevision,
+  latestHeadIn,
   latestIn,
   lockProject,
   type PolicyRevision,
   revokeByPolicy,
 } from "./revision-repo.js";
-import { composeChecked, spliceGrants } from "./revision-rules.js";
+import { composeChecked, spliceGrants, toEntry } from "./revision-rules.js";
 
 /**
  * The three ways a revision is stored, each one transaction that takes the project's lock, writes
@@ -27,13 +29,11 @@ export interface RevisionWriter {
   clock: Clock;
 }
 
-/** A revision stored by `recompose`: its number and the effective policy before and after. */
+/** A revision stored by `recompose`: its number and the effective policy's hash before and after. */
 export interface RecomposeResult {
   revision: number;
   beforeHash: string;
   afterHash: string;
-  before: string;
-  after: string;
 }
 
 /** A valid file that still cannot be stored (its effective policy would not load). */
@@ -180,23 +180,18 @@ export async function recompose(
   project: string,
   cause: string,
 ): Promise<RecomposeResult> {
-  const prev = await lockedLatest(tx, project);
+  // Instances approving at the same time take turns per project, so revision numbers never clash.
+  await lockProject(tx, project);
+  const prev = await latestHeadIn(tx, project);
   if (!prev || prev.retired)
     throw new AppError("PRECONDITION_FAILED", `project '${project}' has no policy in force`);
   const now = w.clock.now();
-  const effective = composeChecked(
-    prev.baseline,
-    await grantRowsInEffect(tx, project, now),
-    `${project} (effective)`,
-  );
-  // Never store a policy that would not load: fail the whole transaction instead.
-  if (!effective.ok)
-    throw new AppError(
-      "INTERNAL",
-      `the effective policy of ${project} would not load: ${formatIssue(effective.error)}`,
-    );
+  // The effective text is written for history and diffs only: instances serve the file's document
+  // plus each grant compiled from its row, so nothing here parses the text again (each grant was
+  // checked to load as policy when it was proposed; a new file is checked whole when stored).
+  const effective = composeEffective(prev.baseline, (await grantRowsInEffect(tx, project, now)).map(toEntry));
   const revision = prev.revision + 1;
-  const afterHash = sha256(effective.value);
+  const afterHash = sha256(effective);
   await insertRevision(tx, {
     project,
     revision,
@@ -204,11 +199,11 @@ export async function recompose(
     // Still built from the same file: the file stays the source, the grant change is the cause.
     source: prev.source,
     cause,
-    yaml: effective.value,
+    yaml: effective,
     baseline: prev.baseline,
     effectiveHash: afterHash,
     createdAt: now,
   });
   await w.changes.publish(tx, { kind: "policy", project });
-  return { revision, beforeHash: prev.effectiveHash, afterHash, before: prev.yaml, after: effective.value };
+  return { revision, beforeHash: prev.effectiveHash, afterHash };
 }

@@ -1,6 +1,8 @@
 import { createTwoFilesPatch, FILE_HEADERS_ONLY } from "diff";
 import { isMap, isScalar, isSeq, parseDocument, type YAMLSeq } from "yaml";
+import { parsePolicyFile } from "./parse.js";
 import { escapeGlob } from "./scope.js";
+import type { GrantDef, PolicyIssue } from "./types.js";
 
 /** A grant from an approved access request, as it is written into the effective policy. */
 export interface GrantEntry {
@@ -37,6 +39,39 @@ export function renderGrant(g: GrantEntry, indent: string): string {
     `  expires: ${q(new Date(g.expiresAt).toISOString().replace(".000Z", "Z"))}`,
   ];
   return `${lines.map((l) => indent + l).join("\n")}\n`;
+}
+
+/**
+ * A grant as the policy language reads it: exactly what parsing `renderGrant`'s lines gives, built
+ * without writing and parsing the text (an instance serves grants from their rows this way).
+ */
+export function grantDefOf(g: GrantEntry): GrantDef {
+  const colon = g.action.indexOf(":");
+  return {
+    id: g.id,
+    service: g.action.slice(0, colon),
+    actions: [escapeGlob(g.action.slice(colon + 1))],
+    resources: g.resource === "" ? undefined : [escapeGlob(g.resource)],
+    branches: g.branch === undefined ? undefined : [escapeGlob(g.branch)],
+    agents: [g.agent],
+    roles: undefined,
+    constraints: [],
+    deny: [],
+    expiresAt: g.expiresAt,
+    description: undefined,
+    approvedBy: g.approvedBy?.length ? g.approvedBy : undefined,
+  };
+}
+
+/**
+ * Why `g` would not load as a grant of `project`, or undefined if it would: its lines are parsed
+ * in a policy of their own (project, its agent, the grant), which checks exactly what they add.
+ */
+export function grantProblem(project: string, g: GrantEntry): PolicyIssue | undefined {
+  const text = `project: ${q(project)}\nagents: [${q(g.agent)}]\ngrants:\n${renderGrant(g, "  ")}`;
+  const result = parsePolicyFile({ file: "proposal", text });
+  if (result.ok) return undefined;
+  return result.error[0];
 }
 
 /**
