@@ -13,6 +13,7 @@ import {
   latestIn,
   lockProject,
   type PolicyRevision,
+  type RevisionHead,
   revisionIn,
 } from "./revision-repo.js";
 import { type RecomposeResult, recompose } from "./revisions.js";
@@ -113,7 +114,8 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
       recompose(c, tx, project, cause),
     ensureCurrent: (project: string) => ensureCurrent(c, project),
     lockProject,
-    history: (project: string): Promise<PolicyRevision[]> => historyIn(db, project),
+    /** Every revision of a project, oldest first, without their effective texts. */
+    history: (project: string): Promise<RevisionHead[]> => historyIn(db, project),
 
     /**
      * Re-reads the newest revisions every `intervalMs`, in case a change notification was lost

@@ -10,12 +10,12 @@ import {
   grantRowsInEffect,
   insertRevision,
   latestHeadIn,
-  latestIn,
   lockProject,
-  type PolicyRevision,
+  type RevisionHead,
   revokeByPolicy,
+  stampGrants,
 } from "./revision-repo.js";
-import { composeChecked, spliceGrants, toEntry } from "./revision-rules.js";
+import { composeChecked, renderCached, spliceGrants, toEntry } from "./revision-rules.js";
 
 /**
  * The three ways a revision is stored, each one transaction that takes the project's lock, writes
@@ -57,10 +57,10 @@ export interface PolicyFileInput {
 }
 
 /** The newest revision of `project`, read under its lock. */
-async function lockedLatest(tx: Tx, project: string): Promise<PolicyRevision | undefined> {
+async function lockedLatest(tx: Tx, project: string): Promise<RevisionHead | undefined> {
   // Instances importing at the same time take turns per project, so revision numbers never clash.
   await lockProject(tx, project);
-  return latestIn(tx, project);
+  return latestHeadIn(tx, project);
 }
 
 /**
@@ -88,6 +88,7 @@ export async function storeDocument(w: RevisionWriter, f: PolicyFileInput) {
       revoked.map((g) => g.id),
       now,
     );
+    await stampGrants(tx, doc.project, next);
     const effective = composeChecked(f.text, kept, file);
     if (!effective.ok) {
       // Never store a revision that would not load: the file is refused, the old one keeps serving.
@@ -150,7 +151,8 @@ export async function retire(w: RevisionWriter, project: string, file: string, a
       revision: next,
       contentHash: prev.contentHash,
       source: prev.source,
-      yaml: prev.yaml,
+      // Put together when read, like a grant change's revision.
+      yaml: null,
       baseline: prev.baseline,
       effectiveHash: prev.effectiveHash,
       retired: true,
@@ -180,17 +182,21 @@ export async function recompose(
   project: string,
   cause: string,
 ): Promise<RecomposeResult> {
-  // Instances approving at the same time take turns per project, so revision numbers never clash.
-  await lockProject(tx, project);
-  const prev = await latestHeadIn(tx, project);
+  const prev = await lockedLatest(tx, project);
   if (!prev || prev.retired)
     throw new AppError("PRECONDITION_FAILED", `project '${project}' has no policy in force`);
   const now = w.clock.now();
-  // The effective text is written for history and diffs only: instances serve the file's document
-  // plus each grant compiled from its row, so nothing here parses the text again (each grant was
-  // checked to load as policy when it was proposed; a new file is checked whole when stored).
-  const effective = composeEffective(prev.baseline, (await grantRowsInEffect(tx, project, now)).map(toEntry));
+  // Instances serve the file's document plus each grant compiled from its row, so nothing here
+  // parses the effective text (each grant was checked to load as policy when it was proposed; a
+  // new file is checked whole when stored).
   const revision = prev.revision + 1;
+  await stampGrants(tx, project, revision);
+  // Only its hash is stored: the text is put together from the grants when someone reads it.
+  const effective = composeEffective(
+    prev.baseline,
+    (await grantRowsInEffect(tx, project, now)).map(toEntry),
+    renderCached,
+  );
   const afterHash = sha256(effective);
   await insertRevision(tx, {
     project,
@@ -199,7 +205,7 @@ export async function recompose(
     // Still built from the same file: the file stays the source, the grant change is the cause.
     source: prev.source,
     cause,
-    yaml: effective,
+    yaml: null,
     baseline: prev.baseline,
     effectiveHash: afterHash,
     createdAt: now,

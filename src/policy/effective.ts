@@ -79,7 +79,11 @@ export function grantProblem(project: string, g: GrantEntry): PolicyIssue | unde
  * The baseline's own lines are kept byte for byte (the grants are spliced in as text), so that a
  * diff between two effective policies shows only the grants that changed.
  */
-export function composeEffective(baseline: string, entries: readonly GrantEntry[]): string {
+export function composeEffective(
+  baseline: string,
+  entries: readonly GrantEntry[],
+  render: (g: GrantEntry, indent: string) => string = renderGrant,
+): string {
   if (entries.length === 0) return baseline;
   const doc = parseDocument(baseline);
   const root = doc.contents;
@@ -93,9 +97,9 @@ export function composeEffective(baseline: string, entries: readonly GrantEntry[
     const indent = " ".repeat(first - (text.lastIndexOf("\n", first - 1) + 1));
     const end = (seq.items.at(-1) as { range?: [number, number, number] }).range?.[2] ?? text.length;
     const at = text[end - 1] === "\n" ? end : text.indexOf("\n", end) + 1 || text.length;
-    return text.slice(0, at) + entries.map((e) => renderGrant(e, indent)).join("") + text.slice(at);
+    return text.slice(0, at) + entries.map((e) => render(e, indent)).join("") + text.slice(at);
   }
-  const block = entries.map((e) => renderGrant(e, "  ")).join("");
+  const block = entries.map((e) => render(e, "  ")).join("");
   if (pair === undefined) return `${text}grants:\n${block}`;
   if (
     value === null ||
@@ -114,7 +118,7 @@ export function composeEffective(baseline: string, entries: readonly GrantEntry[
   const rewritten = doc.toString({ lineWidth: 0 });
   const again = parseDocument(rewritten).get("grants", true);
   if (!isSeq(again) || again.flow) throw new Error("could not rewrite the baseline's grants as a block list");
-  return composeEffective(rewritten, entries);
+  return composeEffective(rewritten, entries, render);
 }
 
 /** A unified diff of two versions of a project's effective policy. */

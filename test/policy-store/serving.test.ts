@@ -47,6 +47,8 @@ function row(project: string, i: number, over: Partial<GrantRow> = {}): GrantRow
     revokedAt: null,
     revokedBy: null,
     expiryRecordedAt: null,
+    addedRevision: 1,
+    removedRevision: null,
     ...over,
   };
 }
