@@ -2,6 +2,8 @@ import type { Clock } from "../clock.js";
 import type { Db, Queryable } from "../db/client.js";
 import type { CompiledProject } from "../policy/index.js";
 import {
+  EXPIRED_GRANT_RETENTION_MS,
+  grantRowsChangedSince,
   grantRowsInEffect,
   latestHeadIn,
   newestPerProject,
@@ -9,7 +11,7 @@ import {
   type RevisionHead,
   revisionHeadIn,
 } from "./revision-repo.js";
-import { apply, compiledOf, type Serving, serves } from "./serving.js";
+import { apply, applyChanges, baselineKey, compiledOf, type Serving, serves } from "./serving.js";
 
 /** Keeping what this instance serves up to date with the revisions every instance stores. */
 
@@ -19,10 +21,21 @@ export interface RefreshContext {
   clock: Clock;
 }
 
-/** Applies `r` with the project's grants in effect, read after it (so they hold at least its grants). */
+/**
+ * Applies `r`: from the grants that changed since the revision this instance serves when that one
+ * is of the same file (an approval reads one row, not every grant in force), otherwise from every
+ * grant in effect. Either read comes after `r`'s, so it holds at least `r`'s grants.
+ */
 async function applyHead(c: RefreshContext, r: RevisionHead): Promise<void> {
   if (serves(c.serving, r.project, r.revision)) return;
-  const rows = r.retired ? [] : await grantRowsInEffect(c.db, r.project, c.clock.now());
+  const now = c.clock.now();
+  const parts = c.serving.parts.get(r.project);
+  if (!r.retired && parts && parts.baselineKey === baselineKey(r)) {
+    const since = parts.revision;
+    const changed = await grantRowsChangedSince(c.db, r.project, since);
+    if (applyChanges(c.serving, r, since, changed, now.getTime() - EXPIRED_GRANT_RETENTION_MS)) return;
+  }
+  const rows = r.retired ? [] : await grantRowsInEffect(c.db, r.project, now);
   apply(c.serving, r, rows);
 }
 

@@ -202,6 +202,27 @@ export async function grantRowsInEffect(q: Queryable, project: string, now: Date
     .orderBy(asc(grants.createdAt), asc(grants.id));
 }
 
+/**
+ * The grants of a project that revisions after `since` added or removed: what an instance serving
+ * revision `since` (of the same file) needs to serve a newer one, without reading the others.
+ */
+export async function grantRowsChangedSince(
+  q: Queryable,
+  project: string,
+  since: number,
+): Promise<GrantRow[]> {
+  return q
+    .select()
+    .from(grants)
+    .where(
+      and(
+        eq(grants.project, project),
+        or(gt(grants.addedRevision, since), gt(grants.removedRevision, since)),
+      ),
+    )
+    .orderBy(asc(grants.createdAt), asc(grants.id));
+}
+
 /** Revokes grants that a new baseline no longer allows. */
 export async function revokeByPolicy(tx: Tx, ids: readonly string[], now: Date): Promise<void> {
   if (ids.length === 0) return;

@@ -34,7 +34,9 @@ export interface Serving {
   readonly log: Logger;
 }
 
-interface ProjectParts {
+export interface ProjectParts {
+  /** The revision these parts serve. */
+  revision: number;
   /** Which file version `doc` is: the file's content hash and source. */
   baselineKey: string;
   doc: PolicyDocument;
@@ -46,14 +48,16 @@ export function createServing(log: Logger): Serving {
   return { current: { projects: new Map() }, applied: new Map(), parts: new Map(), log };
 }
 
+/** Which file version a revision was built from. */
+export const baselineKey = (r: RevisionHead): string => `${r.contentHash}\n${r.source}`;
+
 /** The parsed file of revision `r` (kept per project while the file does not change). */
 function documentOf(
   s: Serving,
   r: RevisionHead,
   parts: ProjectParts | undefined,
 ): PolicyDocument | undefined {
-  const key = `${r.contentHash}\n${r.source}`;
-  if (parts?.baselineKey === key) return parts.doc;
+  if (parts?.baselineKey === baselineKey(r)) return parts.doc;
   const result = parsePolicyFile({ file: r.source, text: r.baseline });
   if (!result.ok) {
     // Stored revisions were valid when stored; if one no longer parses, fail closed for its project.
@@ -94,8 +98,16 @@ function compileParts(
         : compileGrant(grantDefOf(toEntry(row)), r.project),
     );
   }
-  if (keep) s.parts.set(r.project, { baselineKey: `${r.contentHash}\n${r.source}`, doc, grants });
+  if (keep) s.parts.set(r.project, { revision: r.revision, baselineKey: baselineKey(r), doc, grants });
   return compileProject({ document: doc, revision: r.revision, compiledGrants: [...grants.values()] });
+}
+
+/** Replaces what serves `project` (undefined: nothing, every call denied). */
+function put(s: Serving, project: string, compiled: CompiledProject | undefined): void {
+  const next = new Map(s.current.projects);
+  if (compiled) next.set(project, compiled);
+  else next.delete(project);
+  s.current = { projects: next };
 }
 
 /** Whether this instance already serves revision `n` of `project`, or a newer one. */
@@ -109,11 +121,43 @@ export function apply(s: Serving, r: RevisionHead, rows: readonly GrantRow[]): v
   if (serves(s, r.project, r.revision)) return;
   s.applied.set(r.project, r.revision);
   if (r.retired) s.parts.delete(r.project);
-  const compiled = compileParts(s, r, rows, true);
-  const next = new Map(s.current.projects);
-  if (compiled) next.set(r.project, compiled);
-  else next.delete(r.project);
-  s.current = { projects: next };
+  put(s, r.project, compileParts(s, r, rows, true));
+}
+
+/**
+ * Puts revision `r` in force from what this instance serves now plus `changed`: the project's
+ * grants that revisions after `since` added or removed (read after `r`). Grants are only ever
+ * added once and removed once, so changes since an older revision than the one served now apply
+ * as well. False when what serves now is not built from `r`'s file or is older than `since`: the
+ * caller then reads every grant in effect (`apply`).
+ */
+export function applyChanges(
+  s: Serving,
+  r: RevisionHead,
+  since: number,
+  changed: readonly GrantRow[],
+  retainFrom: number,
+): boolean {
+  if (serves(s, r.project, r.revision)) return true;
+  const before = s.parts.get(r.project);
+  if (!before || r.retired || before.baselineKey !== baselineKey(r) || before.revision < since) return false;
+  const inFile = new Set(before.doc.grants.map((g) => g.id));
+  const grants = new Map(before.grants);
+  for (const row of changed) {
+    if (row.revokedAt !== null || row.removedRevision !== null) grants.delete(row.id);
+    else if (!inFile.has(row.id) && grants.get(row.id)?.expiresAt !== row.expiresAt.getTime())
+      grants.set(row.id, compileGrant(grantDefOf(toEntry(row)), r.project));
+  }
+  // Expired grants leave once their retention is over, as a full read would leave them out.
+  for (const [id, g] of grants) if (g.expiresAt !== undefined && g.expiresAt <= retainFrom) grants.delete(id);
+  s.applied.set(r.project, r.revision);
+  s.parts.set(r.project, { ...before, revision: r.revision, grants });
+  put(
+    s,
+    r.project,
+    compileProject({ document: before.doc, revision: r.revision, compiledGrants: [...grants.values()] }),
+  );
+  return true;
 }
 
 /**

@@ -3,7 +3,7 @@ import { createLogger } from "../../src/logger.js";
 import { type GrantEntry, grantDefOf, grantProblem, renderGrant } from "../../src/policy/effective.js";
 import { evaluate, parsePolicyFile } from "../../src/policy/index.js";
 import type { GrantRow, RevisionHead } from "../../src/policy-store/revision-repo.js";
-import { apply, compiledOf, createServing } from "../../src/policy-store/serving.js";
+import { apply, applyChanges, compiledOf, createServing } from "../../src/policy-store/serving.js";
 
 const NOW = Date.parse("2026-12-02T12:00:00Z");
 
@@ -164,6 +164,57 @@ describe("an instance serves a project's file plus its grants, each compiled fro
     expect(other?.revision).toBe(6);
     expect(s.current.projects.get("billing")!.revision).toBe(5);
     expect(s.parts.get("billing")!.grants.size).toBe(5);
+  });
+});
+
+describe("a newer revision of the same file is served from the grants that changed since", () => {
+  const RETAIN_FROM = NOW - 7 * 24 * 3600_000;
+
+  test("an added grant allows and a removed one denies; the others stay compiled as they were", () => {
+    const s = createServing(createLogger("silent"));
+    apply(s, head("billing", 5), rows("billing", 5));
+    const kept = s.parts.get("billing")!.grants.get("req_0");
+    const added = row("billing", 5, { addedRevision: 6 });
+    const removed = row("billing", 1, { revokedAt: new Date(NOW), removedRevision: 6 });
+    expect(applyChanges(s, head("billing", 6), 5, [added, removed], RETAIN_FROM)).toBe(true);
+    expect(s.current.projects.get("billing")!.revision).toBe(6);
+    expect(evaluate(s.current, call("billing", 5), NOW).decision).toBe("ALLOW");
+    expect(evaluate(s.current, call("billing", 1), NOW).decision).toBe("DENY");
+    expect(evaluate(s.current, call("billing", 2), NOW).decision).toBe("ALLOW");
+    expect(s.parts.get("billing")!.grants.get("req_0")).toBe(kept);
+    expect(s.parts.get("billing")!.revision).toBe(6);
+  });
+
+  test("changes since an older revision than the one served apply too (each grant comes and goes once)", () => {
+    const s = createServing(createLogger("silent"));
+    apply(s, head("billing", 5), rows("billing", 5));
+    // Read as changes since 3: rows 3 and 4 again (already there), and a new one.
+    const changed = [row("billing", 3), row("billing", 4), row("billing", 7, { addedRevision: 6 })];
+    expect(applyChanges(s, head("billing", 6), 3, changed, RETAIN_FROM)).toBe(true);
+    expect(s.parts.get("billing")!.grants.size).toBe(6);
+    expect(evaluate(s.current, call("billing", 7), NOW).decision).toBe("ALLOW");
+  });
+
+  test("not applicable when what serves is of another file or older than the changes read", () => {
+    const s = createServing(createLogger("silent"));
+    apply(s, head("billing", 5), rows("billing", 5));
+    const otherFile = head("billing", 6, {
+      text: baseline("billing", "  - service: git\n    actions: [push]"),
+    });
+    expect(applyChanges(s, otherFile, 5, [], RETAIN_FROM)).toBe(false);
+    expect(applyChanges(s, head("billing", 8), 6, [], RETAIN_FROM)).toBe(false);
+    expect(s.current.projects.get("billing")!.revision).toBe(5);
+    // An older revision than the one served is a no-op, not a fallback.
+    expect(applyChanges(s, head("billing", 4), 3, [], RETAIN_FROM)).toBe(true);
+    expect(s.current.projects.get("billing")!.revision).toBe(5);
+  });
+
+  test("an expired grant leaves once its retention is over, as a full read would leave it out", () => {
+    const s = createServing(createLogger("silent"));
+    apply(s, head("billing", 1), [row("billing", 0, { expiresAt: new Date(NOW - 1000) }), row("billing", 1)]);
+    expect(applyChanges(s, head("billing", 2), 1, [], NOW - 500)).toBe(true);
+    expect(s.parts.get("billing")!.grants.has("req_0")).toBe(false);
+    expect(s.parts.get("billing")!.grants.has("req_1")).toBe(true);
   });
 });
 
