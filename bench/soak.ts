@@ -11,8 +11,9 @@
  *
  * Per minute: authorize answered, p50 and p99; approve/deny p50 and p99; the outbox's lag (age of
  * the oldest undelivered message), the server's resident memory, and the grants in force, the
- * revisions and the bytes of effective text they store (flat: a grant change stores none). The last line compares the
- * last minute with the first (the issue's bar: throughput and p99 within 20%, memory levelling off).
+ * revisions and the bytes of effective text they store (flat: a grant change stores none). The
+ * last line compares the last minute with the first (the issue's bar: throughput and p99 within
+ * 20%, memory levelling off).
  */
 import { readFile } from "node:fs/promises";
 import { performance } from "node:perf_hooks";
