@@ -8,12 +8,12 @@ import { callHash } from "../grants/one-shot.js";
 import { sha256 } from "../hash.js";
 import { newId } from "../ids.js";
 import { enqueue } from "../outbox/outbox.js";
-import { composeEffective, grantProblem, policyDiff } from "../policy/effective.js";
+import { grantProblem, proposeEffective } from "../policy/effective.js";
 import { type CompiledProject, formatDuration, parseDuration } from "../policy/index.js";
 import { classifyRisk } from "../policy/risk.js";
 import { LIFTABLE_DENIALS, ONE_SHOT_DENIALS, type ScopedCall, scopeRequest } from "../policy/scope.js";
 import type { RiskTier } from "../policy/types.js";
-import { grantRowsInEffect, toEntry } from "../policy-store/policy-store.js";
+import { grantRowsInEffect, renderCached, toEntry } from "../policy-store/policy-store.js";
 import type { AccessRequestInput, ButlerDeps, SubmitResult } from "./context.js";
 import { type AuditRow, pendingByKey, readDenialEvent, viewOne } from "./request-repo.js";
 import { checkGrantCall, checkOneShotCall } from "./request-rules.js";
@@ -132,7 +132,6 @@ async function fileGrantRequest(
     if (!latest || latest.retired)
       throw new AppError("FORBIDDEN", `project '${identity.project}' has no policy in force`);
     const entries = (await grantRowsInEffect(tx, identity.project, now)).map(toEntry);
-    const before = composeEffective(latest.baseline, entries);
     const proposed = {
       id,
       agent: identity.agent,
@@ -148,8 +147,15 @@ async function fileGrantRequest(
         "INVALID_INPUT",
         `this call cannot be written as a grant: ${problem.path}: ${problem.message}`,
       );
-    const after = composeEffective(latest.baseline, [...entries, proposed]);
-    const diff = policyDiff(identity.project, before, after, `revision ${latest.revision}`, `with ${id}`);
+    const { before, after, diff } = proposeEffective(
+      identity.project,
+      latest.baseline,
+      entries,
+      proposed,
+      `revision ${latest.revision}`,
+      `with ${id}`,
+      renderCached,
+    );
     const proposalHash = sha256(diff);
     return insertPending(
       deps,

@@ -26,7 +26,7 @@ export {
   type PolicyRevision,
   type RevisionHead,
 } from "./revision-repo.js";
-export { toEntry } from "./revision-rules.js";
+export { renderCached, toEntry } from "./revision-rules.js";
 export type { RecomposeResult } from "./revisions.js";
 
 export interface PolicyStoreDeps {

@@ -124,7 +124,8 @@ export function compileProject({
     for (const g of grant.actionPatterns) {
       if (g.literal !== undefined) {
         const list = svc.exact.get(g.literal) ?? [];
-        if (!list.includes(grant)) list.push(grant);
+        // A grant listing the same verb twice is indexed once (its patterns are walked in a row).
+        if (list.at(-1) !== grant) list.push(grant);
         svc.exact.set(g.literal, list);
       } else {
         patterned = true;
