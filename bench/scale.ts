@@ -25,6 +25,7 @@
  * so none outlives a bench process that was killed.
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { copyFile, mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import os, { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -104,8 +105,8 @@ async function startInstance(
   child.once("exit", () => running.delete(child));
   const line = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(
-      () => reject(new Error(`instance on core ${core} did not serve within 60 s`)),
-      60_000,
+      () => reject(new Error(`instance on core ${core} did not serve within 120 s`)),
+      120_000,
     );
     createInterface({ input: child.stdout! }).once("line", (l) => {
       clearTimeout(timer);
@@ -131,7 +132,8 @@ async function startInstance(
 
 /** SIGTERM, then SIGKILL if it has not exited within 10 s; resolves once it has exited. */
 async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
+  // No pid: the spawn itself failed, and there is no process (nor any 'exit' to wait for).
+  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
   child.kill("SIGTERM");
   const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
@@ -329,6 +331,14 @@ async function measure(
 export async function benchScale(adminUrl: string, benchSeconds: number): Promise<ScaleRow[]> {
   const seconds = Math.max(2, benchSeconds / 2);
   const approvals = Number(process.env.BENCH_SCALE_APPROVALS ?? 20);
+  if (!Number.isInteger(approvals) || approvals < 1)
+    throw new Error(
+      `BENCH_SCALE_APPROVALS must be a whole number of at least 1, not ${process.env.BENCH_SCALE_APPROVALS}`,
+    );
+  if (!existsSync(TASKSET))
+    throw new Error(
+      `the scale-out section pins each instance with ${TASKSET} (util-linux), which is missing`,
+    );
   const cores = os.availableParallelism();
   console.log(
     `\n7. Scale-out: 1, 2 and 4 server processes on one PostgreSQL database, no proxy (${fmt(seconds)} s per throughput run, ${approvals} approvals per count)`,
