@@ -13,6 +13,9 @@
  *    a stand-in Stripe, latency at 1 connection and throughput at 50.
  * 5. Approval commit to the agent's A2A update (an open SubscribeToTask stream, and a push
  *    notification); baseline: a GetTask round trip over A2A to the same server.
+ * 7. (BENCH_ONLY=scale) Scale-out: 1, 2 and 4 server processes on one database, each pinned to a
+ *    core, authorize throughput and p99, and approval to ALLOW on another instance; baseline: the
+ *    1-instance figures of the same run (bench/scale.ts).
  *
  * PostgreSQL: BENCH_DATABASE_URL or DATABASE_URL (a server where the bench may create a database),
  * default postgres://postgres@127.0.0.1:5432/postgres. Durations: BENCH_SECONDS (default 10).
@@ -40,6 +43,7 @@ import { a2aClient, ask, withPush } from "../test/helpers/a2a.js";
 import { createPostgresDatabase } from "../test/helpers/pg-database.js";
 import { percentile, startBenchServer } from "./child.js";
 import { makeCalls, parseAll } from "./policy-gen.js";
+import { benchScale } from "./scale.js";
 import { runSoak } from "./soak.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -554,8 +558,11 @@ async function benchA2ANotification(dbUrl: string) {
   };
 }
 
-/** BENCH_ONLY=1,5 runs only those sections (1-5 by default, 6 with 2; `soak` runs the soak, see soak.ts). */
-const only = new Set((process.env.BENCH_ONLY ?? "1,2,3,4,5").split(",").map((x) => x.trim()));
+/**
+ * BENCH_ONLY=1,5 runs only those sections (1-5 and `scale` by default, 6 with 2; `soak` runs the
+ * soak, see soak.ts).
+ */
+const only = new Set((process.env.BENCH_ONLY ?? "1,2,3,4,5,scale").split(",").map((x) => x.trim()));
 const decisions = only.has("1") ? benchDecisions() : undefined;
 const db = await createPostgresDatabase(ADMIN_URL, "butler_bench");
 try {
@@ -568,6 +575,7 @@ try {
     const a2aDb = await createPostgresDatabase(ADMIN_URL, "butler_bench_a2a");
     a2a = await benchA2ANotification(a2aDb.url).finally(() => a2aDb.drop());
   }
+  const scale = only.has("scale") ? await benchScale(ADMIN_URL, SECONDS) : undefined;
   if (only.has("soak")) {
     const soakDb = await createPostgresDatabase(ADMIN_URL, "butler_bench_soak");
     await runSoak(soakDb.url).finally(() => soakDb.drop());
@@ -597,6 +605,10 @@ try {
   if (a2a)
     console.log(
       `   approval → agent's A2A update: stream p50 ${fmt(a2a.stream.p50, 2)} ms, p99 ${fmt(a2a.stream.p99, 2)} ms; push p50 ${fmt(a2a.push.p50, 2)} ms, p99 ${fmt(a2a.push.p99, 2)} ms`,
+    );
+  if (scale)
+    console.log(
+      `   scale-out authorize req/s:   ${scale.map((r) => `${r.instances} instance(s) ${fmt(r.perSecond)} (${fmt(r.perSecond / scale[0]!.perSecond, 2)}x, p99 ${fmt(r.p99, 2)} ms)`).join("; ")}; approval → ALLOW elsewhere p50/max ${scale.map((r) => `${fmt(r.propagation.p50, 1)}/${fmt(r.propagation.max, 1)} ms`).join(", ")}`,
     );
 } finally {
   await db.drop();

@@ -10,8 +10,10 @@
  *   grant, a new revision), one denied.
  *
  * Per minute: authorize answered, p50 and p99; approve/deny p50 and p99; the outbox's lag (age of
- * the oldest undelivered message) and the server's resident memory. The last line compares the
- * last minute with the first (the issue's bar: throughput and p99 within 20%, memory levelling off).
+ * the oldest undelivered message), the server's resident memory, and the grants in force, the
+ * revisions and the bytes of effective text they store (flat: a grant change stores none). The
+ * last line compares the last minute with the first (the issue's bar: throughput and p99 within
+ * 20%, memory levelling off).
  */
 import { readFile } from "node:fs/promises";
 import { performance } from "node:perf_hooks";
@@ -25,6 +27,10 @@ interface Minute {
   errors: number;
   lagSeconds: number;
   rssMb: number;
+  grants: number;
+  revisions: number;
+  /** Bytes of effective text the revisions store. */
+  revisionBytes: number;
 }
 
 /** The `q` quantile of unsorted `xs`; NaN (printed "-") for none. */
@@ -68,6 +74,9 @@ export async function runSoak(dbUrl: string): Promise<void> {
     errors: 0,
     lagSeconds: 0,
     rssMb: 0,
+    grants: 0,
+    revisions: 0,
+    revisionBytes: 0,
   });
   let current = fresh();
   const rows: Minute[] = [];
@@ -116,6 +125,14 @@ export async function runSoak(dbUrl: string): Promise<void> {
     );
     done.lagSeconds = lag.rows[0]?.s ?? 0;
     done.rssMb = await rssMb(server.child.pid!);
+    const stored = await db.query<{ grants: number; revisions: number; bytes: number }>(
+      `SELECT (SELECT count(*) FROM grants WHERE revoked_at IS NULL)::int AS grants,
+              (SELECT count(*) FROM policy_revisions)::int AS revisions,
+              (SELECT coalesce(sum(octet_length(yaml)), 0) FROM policy_revisions)::float AS bytes`,
+    );
+    done.grants = stored.rows[0]?.grants ?? 0;
+    done.revisions = stored.rows[0]?.revisions ?? 0;
+    done.revisionBytes = stored.rows[0]?.bytes ?? 0;
     rows.push(done);
     print(rows.length, done);
   };
@@ -160,6 +177,6 @@ export async function runSoak(dbUrl: string): Promise<void> {
 function print(n: number, m: Minute): void {
   const f = (x: number) => (Number.isNaN(x) ? "-" : x.toFixed(1));
   console.log(
-    `   minute ${String(n).padStart(2)}: authorize ${String(m.authorized).padStart(6)} answered, p50 ${f(quantile(m.authorizeMs, 0.5))} ms, p99 ${f(quantile(m.authorizeMs, 0.99))} ms; decide p50 ${f(quantile(m.decideMs, 0.5))} ms, p99 ${f(quantile(m.decideMs, 0.99))} ms (${m.decideMs.length}); errors ${m.errors}; outbox lag ${m.lagSeconds.toFixed(1)} s; RSS ${m.rssMb.toFixed(0)} MB`,
+    `   minute ${String(n).padStart(2)}: authorize ${String(m.authorized).padStart(6)} answered, p50 ${f(quantile(m.authorizeMs, 0.5))} ms, p99 ${f(quantile(m.authorizeMs, 0.99))} ms; decide p50 ${f(quantile(m.decideMs, 0.5))} ms, p99 ${f(quantile(m.decideMs, 0.99))} ms (${m.decideMs.length}); errors ${m.errors}; outbox lag ${m.lagSeconds.toFixed(1)} s; RSS ${m.rssMb.toFixed(0)} MB; ${m.grants} grants in force, ${m.revisions} revisions storing ${(m.revisionBytes / 1024).toFixed(0)} KB of text`,
   );
 }

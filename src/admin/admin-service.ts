@@ -185,7 +185,7 @@ export function createAdmin(deps: AdminDeps): AdminOps {
       check(projectName, project, "project");
       const revisions = await policies.history(project);
       if (revisions.length === 0) throw new AppError("NOT_FOUND", `no policy for project '${project}'`);
-      return revisions.map(({ yaml: _y, baseline: _b, ...rest }) => rest);
+      return revisions.map(({ baseline: _b, ...rest }) => rest);
     },
     async policyRevision(project, revision) {
       check(projectName, project, "project");

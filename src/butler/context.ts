@@ -11,7 +11,14 @@ export interface ButlerDeps {
   audit: Pick<AuditLog, "appendInTx">;
   policies: Pick<
     PolicyStore,
-    "index" | "latestIn" | "recompose" | "refreshProject" | "refreshAll" | "lockProject" | "compiledIn"
+    | "index"
+    | "latestIn"
+    | "latestHeadIn"
+    | "recompose"
+    | "refreshProject"
+    | "refreshAll"
+    | "lockProject"
+    | "compiledIn"
   >;
   clock: Clock;
   log: Logger;

@@ -8,12 +8,12 @@ import { callHash } from "../grants/one-shot.js";
 import { sha256 } from "../hash.js";
 import { newId } from "../ids.js";
 import { enqueue } from "../outbox/outbox.js";
-import { composeEffective, policyDiff } from "../policy/effective.js";
-import { type CompiledProject, formatDuration, parseDuration, parsePolicyFile } from "../policy/index.js";
+import { grantProblem, proposeEffective } from "../policy/effective.js";
+import { type CompiledProject, formatDuration, parseDuration } from "../policy/index.js";
 import { classifyRisk } from "../policy/risk.js";
 import { LIFTABLE_DENIALS, ONE_SHOT_DENIALS, type ScopedCall, scopeRequest } from "../policy/scope.js";
 import type { RiskTier } from "../policy/types.js";
-import { grantRowsInEffect, toEntry } from "../policy-store/policy-store.js";
+import { grantRowsInEffect, renderCached, toEntry } from "../policy-store/policy-store.js";
 import type { AccessRequestInput, ButlerDeps, SubmitResult } from "./context.js";
 import { type AuditRow, pendingByKey, readDenialEvent, viewOne } from "./request-repo.js";
 import { checkGrantCall, checkOneShotCall } from "./request-rules.js";
@@ -128,11 +128,10 @@ async function fileGrantRequest(
   const outcome = await deps.db.transaction(async (tx): Promise<Filed> => {
     const existing = await pendingTwin(deps, tx, dedupeKey, now);
     if (existing) return { status: "existing", row: existing };
-    const latest = await deps.policies.latestIn(tx, identity.project);
+    const latest = await deps.policies.latestHeadIn(tx, identity.project);
     if (!latest || latest.retired)
       throw new AppError("FORBIDDEN", `project '${identity.project}' has no policy in force`);
     const entries = (await grantRowsInEffect(tx, identity.project, now)).map(toEntry);
-    const before = composeEffective(latest.baseline, entries);
     const proposed = {
       id,
       agent: identity.agent,
@@ -140,15 +139,23 @@ async function fileGrantRequest(
       expiresAt: now.getTime() + ttlSeconds * 1000,
       note: `access request ${id} by ${identity.agent} (proposed: expires ${formatDuration(ttlSeconds)} after approval)`,
     };
-    const after = composeEffective(latest.baseline, [...entries, proposed]);
     // The grant must load as policy; refuse here, with the reason, rather than fail at approval.
-    const check = parsePolicyFile({ file: "proposal", text: after });
-    if (!check.ok)
+    // Checked on its own: instances serve it from its row, never by parsing the whole text again.
+    const problem = grantProblem(identity.project, proposed);
+    if (problem)
       throw new AppError(
         "INVALID_INPUT",
-        `this call cannot be written as a grant: ${check.error[0]!.path}: ${check.error[0]!.message}`,
+        `this call cannot be written as a grant: ${problem.path}: ${problem.message}`,
       );
-    const diff = policyDiff(identity.project, before, after, `revision ${latest.revision}`, `with ${id}`);
+    const { before, after, diff } = proposeEffective(
+      identity.project,
+      latest.baseline,
+      entries,
+      proposed,
+      `revision ${latest.revision}`,
+      `with ${id}`,
+      renderCached,
+    );
     const proposalHash = sha256(diff);
     return insertPending(
       deps,

@@ -111,7 +111,7 @@ async function recordProjectExpiries(deps: ButlerDeps, sp: Tx, project: string, 
   const ids = list.map((g) => g.id);
   await sp.update(grants).set({ expiryRecordedAt: now }).where(inArray(grants.id, ids));
   // A retired project has no policy to recompose; its grants stopped allowing anyway.
-  const latest = await deps.policies.latestIn(sp, project);
+  const latest = await deps.policies.latestHeadIn(sp, project);
   const revision =
     latest && !latest.retired
       ? (await deps.policies.recompose(sp, project, `expiry:${ids.join(",")}`)).revision

@@ -31,7 +31,13 @@ export const policyRevisions = pgTable(
     contentHash: text("content_hash").notNull(),
     /** Where it came from, e.g. `file:policies/project-billing.yaml`. */
     source: text("source").notNull(),
-    yaml: text("yaml").notNull(),
+    /**
+     * The effective policy's text, for revisions stored by a new file. Null for revisions stored
+     * by a grant change (an approval, revocation or expiry) or a retirement: their text is the
+     * baseline plus the grants whose `added_revision`/`removed_revision` span this revision, put
+     * together when read, so an approval stores a few bytes however many grants are in force.
+     */
+    yaml: text("yaml"),
     /** True when the project's file was removed: the project has no policy and denies everything. */
     retired: boolean("retired").notNull().default(false),
     /**
@@ -217,8 +223,23 @@ export const grants = pgTable(
     revokedBy: text("revoked_by"),
     /** Set by the sweeper once `grant.expired` is recorded. */
     expiryRecordedAt: timestamp("expiry_recorded_at", { withTimezone: true, mode: "date" }),
+    /**
+     * The project's revision that put this grant in its effective policy (null until that revision
+     * is stored, in the same transaction; 0 for grants older than revision tracking).
+     */
+    addedRevision: integer("added_revision"),
+    /** The revision that took it out (revoked); null while it is in (0: revoked before tracking). */
+    removedRevision: integer("removed_revision"),
   },
-  (t) => [index("grants_project_idx").on(t.project, t.expiresAt)],
+  (t) => [
+    index("grants_project_idx").on(t.project, t.expiresAt),
+    // What the next revision must stamp: found without reading the project's other grants.
+    index("grants_unstamped_idx")
+      .on(t.project)
+      .where(
+        sql`${t.addedRevision} IS NULL OR (${t.revokedAt} IS NOT NULL AND ${t.removedRevision} IS NULL)`,
+      ),
+  ],
 );
 
 /**

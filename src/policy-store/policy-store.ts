@@ -7,7 +7,15 @@ import type { Logger } from "../logger.js";
 import type { PolicyIndex } from "../policy/index.js";
 import { type ImportContext, type ImportReport, importDirectory } from "./import.js";
 import { compiledIn, ensureCurrent, refreshAll, refreshProject } from "./refresh.js";
-import { historyIn, latestIn, lockProject, type PolicyRevision, revisionIn } from "./revision-repo.js";
+import {
+  historyIn,
+  latestHeadIn,
+  latestIn,
+  lockProject,
+  type PolicyRevision,
+  type RevisionHead,
+  revisionIn,
+} from "./revision-repo.js";
 import { type RecomposeResult, recompose } from "./revisions.js";
 import { createServing } from "./serving.js";
 
@@ -16,8 +24,9 @@ export {
   EXPIRED_GRANT_RETENTION_MS,
   grantRowsInEffect,
   type PolicyRevision,
+  type RevisionHead,
 } from "./revision-repo.js";
-export { toEntry } from "./revision-rules.js";
+export { renderCached, toEntry } from "./revision-rules.js";
 export type { RecomposeResult } from "./revisions.js";
 
 export interface PolicyStoreDeps {
@@ -97,13 +106,16 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
     latest: (project: string): Promise<PolicyRevision | undefined> => latestIn(db, project),
     /** The newest stored revision of a project, read in `tx` (for proposals). */
     latestIn,
+    /** The newest stored revision of a project without its effective text, read in `tx`. */
+    latestHeadIn,
     refreshProject: (project: string) => refreshProject(c, project),
     revision: (project: string, n: number) => revisionIn(db, project, n),
     recompose: (tx: Tx, project: string, cause: string): Promise<RecomposeResult> =>
       recompose(c, tx, project, cause),
     ensureCurrent: (project: string) => ensureCurrent(c, project),
     lockProject,
-    history: (project: string): Promise<PolicyRevision[]> => historyIn(db, project),
+    /** Every revision of a project, oldest first, without their effective texts. */
+    history: (project: string): Promise<RevisionHead[]> => historyIn(db, project),
 
     /**
      * Re-reads the newest revisions every `intervalMs`, in case a change notification was lost

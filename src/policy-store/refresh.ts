@@ -1,27 +1,56 @@
+import type { Clock } from "../clock.js";
 import type { Db, Queryable } from "../db/client.js";
 import type { CompiledProject } from "../policy/index.js";
-import { latestIn, newestPerProject, newestRevisionNumber, revisionIn } from "./revision-repo.js";
-import { apply, compiledOf, type Serving, serves } from "./serving.js";
+import {
+  EXPIRED_GRANT_RETENTION_MS,
+  grantRowsChangedSince,
+  grantRowsInEffect,
+  latestHeadIn,
+  newestPerProject,
+  newestRevisionNumber,
+  type RevisionHead,
+  revisionHeadIn,
+} from "./revision-repo.js";
+import { apply, applyChanges, baselineKey, compiledOf, type Serving, serves } from "./serving.js";
 
 /** Keeping what this instance serves up to date with the revisions every instance stores. */
 
 export interface RefreshContext {
   db: Db;
   serving: Serving;
+  clock: Clock;
+}
+
+/**
+ * Applies `r`: from the grants that changed since the revision this instance serves when that one
+ * is of the same file (an approval reads one row, not every grant in force), otherwise from every
+ * grant in effect. Either read comes after `r`'s, so it holds at least `r`'s grants.
+ */
+async function applyHead(c: RefreshContext, r: RevisionHead): Promise<void> {
+  if (serves(c.serving, r.project, r.revision)) return;
+  const now = c.clock.now();
+  const parts = c.serving.parts.get(r.project);
+  if (!r.retired && parts && parts.baselineKey === baselineKey(r)) {
+    const since = parts.revision;
+    const changed = await grantRowsChangedSince(c.db, r.project, since);
+    if (applyChanges(c.serving, r, since, changed, now.getTime() - EXPIRED_GRANT_RETENTION_MS)) return;
+  }
+  const rows = r.retired ? [] : await grantRowsInEffect(c.db, r.project, now);
+  apply(c.serving, r, rows);
 }
 
 /** Brings every project up to its newest stored revision (at start-up, on resync, periodically). */
 export async function refreshAll(c: RefreshContext): Promise<void> {
   for (const row of await newestPerProject(c.db)) {
     if (serves(c.serving, row.project, row.revision)) continue;
-    const r = await revisionIn(c.db, row.project, row.revision);
-    if (r) apply(c.serving, r);
+    const r = await revisionHeadIn(c.db, row.project, row.revision);
+    if (r) await applyHead(c, r);
   }
 }
 
 export async function refreshProject(c: RefreshContext, project: string): Promise<void> {
-  const r = await latestIn(c.db, project);
-  if (r) apply(c.serving, r);
+  const r = await latestHeadIn(c.db, project);
+  if (r) await applyHead(c, r);
 }
 
 /**
@@ -41,11 +70,11 @@ export async function ensureCurrent(c: RefreshContext, project: string): Promise
  * has no policy in force.
  */
 export async function compiledIn(
-  c: Pick<RefreshContext, "serving">,
+  c: Pick<RefreshContext, "serving" | "clock">,
   q: Queryable,
   project: string,
 ): Promise<CompiledProject | undefined> {
-  const r = await latestIn(q, project);
+  const r = await latestHeadIn(q, project);
   // Usually the revision this instance already serves: no need to compile it again.
-  return r && compiledOf(c.serving, r);
+  return r && compiledOf(c.serving, r, () => grantRowsInEffect(q, project, c.clock.now()));
 }

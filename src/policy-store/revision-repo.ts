@@ -1,6 +1,8 @@
-import { and, asc, desc, eq, gt, inArray, isNull, sql } from "drizzle-orm";
+import { and, asc, desc, eq, gt, inArray, isNotNull, isNull, lte, or, sql } from "drizzle-orm";
 import { type Queryable, rowsOf, type Tx } from "../db/client.js";
 import { grants, policyRevisions } from "../db/schema.js";
+import { composeEffective } from "../policy/effective.js";
+import { renderCached, toEntry } from "./revision-rules.js";
 
 /**
  * The stored revisions of every project's policy, and the grants they are composed with. Every
@@ -25,25 +27,102 @@ export interface PolicyRevision {
   createdAt: string;
 }
 
+/** A revision without its effective text, which only history and diffs read. */
+export type RevisionHead = Omit<PolicyRevision, "yaml">;
+
 export type GrantRow = typeof grants.$inferSelect;
 export type NewRevision = typeof policyRevisions.$inferInsert;
 
 /** How long an expired grant stays in the effective policy, so that denials can say it expired. */
 export const EXPIRED_GRANT_RETENTION_MS = 7 * 24 * 3600 * 1000;
 
-function toRevision(r: typeof policyRevisions.$inferSelect): PolicyRevision {
-  return {
-    project: r.project,
-    revision: r.revision,
-    contentHash: r.contentHash,
-    source: r.source,
-    cause: r.cause,
-    yaml: r.yaml,
-    baseline: r.baseline,
-    effectiveHash: r.effectiveHash,
-    retired: r.retired,
-    createdAt: r.createdAt.toISOString(),
-  };
+type RevisionRow = typeof policyRevisions.$inferSelect;
+
+/** A stored revision with its effective text (put together from its grants when not stored). */
+async function toRevision(q: Queryable, r: RevisionRow): Promise<PolicyRevision> {
+  const head = toHead(r);
+  return { ...head, yaml: r.yaml ?? (await effectiveText(q, head)) };
+}
+
+/**
+ * The effective text of a revision stored without one: its baseline plus the grants it held,
+ * those added at or before it and not removed by then, in the order they were granted, expired
+ * ones included for the retention time (as when it was stored).
+ */
+async function effectiveText(q: Queryable, r: RevisionHead): Promise<string> {
+  const at = Date.parse(r.createdAt);
+  const held = await q
+    .select()
+    .from(grants)
+    .where(
+      and(
+        eq(grants.project, r.project),
+        lte(grants.addedRevision, r.revision),
+        or(isNull(grants.removedRevision), gt(grants.removedRevision, r.revision)),
+        gt(grants.expiresAt, new Date(at - EXPIRED_GRANT_RETENTION_MS)),
+      ),
+    )
+    .orderBy(asc(grants.createdAt), asc(grants.id));
+  return composeEffective(r.baseline, held.map(toEntry), renderCached);
+}
+
+/**
+ * Stamps the grants a new revision `n` of `project` adds (inserted in this transaction) and
+ * removes (revoked in it), so that the revision's text can be put together later. Touches only
+ * those grants (a partial index holds exactly them).
+ */
+export async function stampGrants(tx: Tx, project: string, n: number): Promise<void> {
+  await tx
+    .update(grants)
+    .set({ addedRevision: n })
+    .where(and(eq(grants.project, project), isNull(grants.addedRevision)));
+  await tx
+    .update(grants)
+    .set({ removedRevision: n })
+    .where(and(eq(grants.project, project), isNotNull(grants.revokedAt), isNull(grants.removedRevision)));
+}
+
+/** Every column but the effective text (which grows with the grants in force). */
+const headColumns = {
+  project: policyRevisions.project,
+  revision: policyRevisions.revision,
+  contentHash: policyRevisions.contentHash,
+  source: policyRevisions.source,
+  cause: policyRevisions.cause,
+  baseline: policyRevisions.baseline,
+  effectiveHash: policyRevisions.effectiveHash,
+  retired: policyRevisions.retired,
+  createdAt: policyRevisions.createdAt,
+};
+
+function toHead(
+  r: { [K in keyof typeof headColumns]: (typeof policyRevisions.$inferSelect)[K] },
+): RevisionHead {
+  return { ...r, createdAt: r.createdAt.toISOString() };
+}
+
+/** The newest revision of a project without its effective text, read through `q`. */
+export async function latestHeadIn(q: Queryable, project: string): Promise<RevisionHead | undefined> {
+  const [row] = await q
+    .select(headColumns)
+    .from(policyRevisions)
+    .where(eq(policyRevisions.project, project))
+    .orderBy(desc(policyRevisions.revision))
+    .limit(1);
+  return row && toHead(row);
+}
+
+/** Revision `n` of a project without its effective text. */
+export async function revisionHeadIn(
+  q: Queryable,
+  project: string,
+  n: number,
+): Promise<RevisionHead | undefined> {
+  const [row] = await q
+    .select(headColumns)
+    .from(policyRevisions)
+    .where(and(eq(policyRevisions.project, project), eq(policyRevisions.revision, n)));
+  return row && toHead(row);
 }
 
 /** Takes the project's lock for the rest of `tx` (revisions and grant changes take turns). */
@@ -59,7 +138,7 @@ export async function latestIn(q: Queryable, project: string): Promise<PolicyRev
     .where(eq(policyRevisions.project, project))
     .orderBy(desc(policyRevisions.revision))
     .limit(1);
-  return row && toRevision(row);
+  return row && toRevision(q, row);
 }
 
 export async function revisionIn(
@@ -71,17 +150,17 @@ export async function revisionIn(
     .select()
     .from(policyRevisions)
     .where(and(eq(policyRevisions.project, project), eq(policyRevisions.revision, n)));
-  return row && toRevision(row);
+  return row && toRevision(q, row);
 }
 
-/** Every revision of a project, oldest first. */
-export async function historyIn(q: Queryable, project: string): Promise<PolicyRevision[]> {
+/** Every revision of a project, oldest first, without their effective texts. */
+export async function historyIn(q: Queryable, project: string): Promise<RevisionHead[]> {
   const rows = await q
-    .select()
+    .select(headColumns)
     .from(policyRevisions)
     .where(eq(policyRevisions.project, project))
     .orderBy(asc(policyRevisions.revision));
-  return rows.map(toRevision);
+  return rows.map(toHead);
 }
 
 /** The newest revision of every project: its number, source and whether it retired the project. */
@@ -118,6 +197,27 @@ export async function grantRowsInEffect(q: Queryable, project: string, now: Date
         eq(grants.project, project),
         isNull(grants.revokedAt),
         gt(grants.expiresAt, new Date(now.getTime() - EXPIRED_GRANT_RETENTION_MS)),
+      ),
+    )
+    .orderBy(asc(grants.createdAt), asc(grants.id));
+}
+
+/**
+ * The grants of a project that revisions after `since` added or removed: what an instance serving
+ * revision `since` (of the same file) needs to serve a newer one, without reading the others.
+ */
+export async function grantRowsChangedSince(
+  q: Queryable,
+  project: string,
+  since: number,
+): Promise<GrantRow[]> {
+  return q
+    .select()
+    .from(grants)
+    .where(
+      and(
+        eq(grants.project, project),
+        or(gt(grants.addedRevision, since), gt(grants.removedRevision, since)),
       ),
     )
     .orderBy(asc(grants.createdAt), asc(grants.id));

@@ -1,4 +1,4 @@
-import { composeEffective, type GrantEntry } from "../policy/effective.js";
+import { composeEffective, type GrantEntry, renderGrant } from "../policy/effective.js";
 import {
   type CompiledProject,
   type PolicyDocument,
@@ -28,13 +28,32 @@ export function toEntry(g: GrantRow): GrantEntry {
   };
 }
 
+const rendered = new Map<string, string>();
+const RENDERED_MAX = 50_000;
+
+/**
+ * `renderGrant`, remembered: a stored grant's lines never change (only its revocation, which is
+ * not written), so an effective policy with many grants is put together without writing each
+ * again. Bounded: the oldest entries go first.
+ */
+export function renderCached(g: GrantEntry, indent: string): string {
+  const key = `${g.id}\n${g.expiresAt}\n${indent}\n${g.note}\n${g.approvedBy?.join(",") ?? ""}`;
+  let text = rendered.get(key);
+  if (text === undefined) {
+    text = renderGrant(g, indent);
+    if (rendered.size >= RENDERED_MAX) rendered.delete(rendered.keys().next().value!);
+    rendered.set(key, text);
+  }
+  return text;
+}
+
 /** `baseline` with `grants` spliced in, or the first problem if that policy would not load. */
 export function composeChecked(
   baseline: string,
   grants: readonly GrantRow[],
   file: string,
 ): Result<string, PolicyIssue> {
-  const effective = composeEffective(baseline, grants.map(toEntry));
+  const effective = composeEffective(baseline, grants.map(toEntry), renderCached);
   const check = parsePolicyFile({ file, text: effective });
   return check.ok ? ok(effective) : err(check.error[0]!);
 }

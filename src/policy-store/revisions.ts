@@ -4,16 +4,18 @@ import type { ChangeBus } from "../db/changes.js";
 import type { Db, Tx } from "../db/client.js";
 import { AppError } from "../errors.js";
 import { sha256 } from "../hash.js";
-import { compileProject, formatIssue, type PolicyDocument, type PolicyIssue } from "../policy/index.js";
+import { composeEffective } from "../policy/effective.js";
+import { compileProject, type PolicyDocument, type PolicyIssue } from "../policy/index.js";
 import {
   grantRowsInEffect,
   insertRevision,
-  latestIn,
+  latestHeadIn,
   lockProject,
-  type PolicyRevision,
+  type RevisionHead,
   revokeByPolicy,
+  stampGrants,
 } from "./revision-repo.js";
-import { composeChecked, spliceGrants } from "./revision-rules.js";
+import { composeChecked, renderCached, spliceGrants, toEntry } from "./revision-rules.js";
 
 /**
  * The three ways a revision is stored, each one transaction that takes the project's lock, writes
@@ -27,13 +29,11 @@ export interface RevisionWriter {
   clock: Clock;
 }
 
-/** A revision stored by `recompose`: its number and the effective policy before and after. */
+/** A revision stored by `recompose`: its number and the effective policy's hash before and after. */
 export interface RecomposeResult {
   revision: number;
   beforeHash: string;
   afterHash: string;
-  before: string;
-  after: string;
 }
 
 /** A valid file that still cannot be stored (its effective policy would not load). */
@@ -57,10 +57,10 @@ export interface PolicyFileInput {
 }
 
 /** The newest revision of `project`, read under its lock. */
-async function lockedLatest(tx: Tx, project: string): Promise<PolicyRevision | undefined> {
+async function lockedLatest(tx: Tx, project: string): Promise<RevisionHead | undefined> {
   // Instances importing at the same time take turns per project, so revision numbers never clash.
   await lockProject(tx, project);
-  return latestIn(tx, project);
+  return latestHeadIn(tx, project);
 }
 
 /**
@@ -88,6 +88,7 @@ export async function storeDocument(w: RevisionWriter, f: PolicyFileInput) {
       revoked.map((g) => g.id),
       now,
     );
+    await stampGrants(tx, doc.project, next);
     const effective = composeChecked(f.text, kept, file);
     if (!effective.ok) {
       // Never store a revision that would not load: the file is refused, the old one keeps serving.
@@ -150,7 +151,8 @@ export async function retire(w: RevisionWriter, project: string, file: string, a
       revision: next,
       contentHash: prev.contentHash,
       source: prev.source,
-      yaml: prev.yaml,
+      // Put together when read, like a grant change's revision.
+      yaml: null,
       baseline: prev.baseline,
       effectiveHash: prev.effectiveHash,
       retired: true,
@@ -184,19 +186,18 @@ export async function recompose(
   if (!prev || prev.retired)
     throw new AppError("PRECONDITION_FAILED", `project '${project}' has no policy in force`);
   const now = w.clock.now();
-  const effective = composeChecked(
-    prev.baseline,
-    await grantRowsInEffect(tx, project, now),
-    `${project} (effective)`,
-  );
-  // Never store a policy that would not load: fail the whole transaction instead.
-  if (!effective.ok)
-    throw new AppError(
-      "INTERNAL",
-      `the effective policy of ${project} would not load: ${formatIssue(effective.error)}`,
-    );
+  // Instances serve the file's document plus each grant compiled from its row, so nothing here
+  // parses the effective text (each grant was checked to load as policy when it was proposed; a
+  // new file is checked whole when stored).
   const revision = prev.revision + 1;
-  const afterHash = sha256(effective.value);
+  await stampGrants(tx, project, revision);
+  // Only its hash is stored: the text is put together from the grants when someone reads it.
+  const effective = composeEffective(
+    prev.baseline,
+    (await grantRowsInEffect(tx, project, now)).map(toEntry),
+    renderCached,
+  );
+  const afterHash = sha256(effective);
   await insertRevision(tx, {
     project,
     revision,
@@ -204,11 +205,11 @@ export async function recompose(
     // Still built from the same file: the file stays the source, the grant change is the cause.
     source: prev.source,
     cause,
-    yaml: effective.value,
+    yaml: null,
     baseline: prev.baseline,
     effectiveHash: afterHash,
     createdAt: now,
   });
   await w.changes.publish(tx, { kind: "policy", project });
-  return { revision, beforeHash: prev.effectiveHash, afterHash, before: prev.yaml, after: effective.value };
+  return { revision, beforeHash: prev.effectiveHash, afterHash };
 }

@@ -86,6 +86,12 @@ export interface ProjectInput {
   revision: number;
   /** Grants that are not in the document (later: approved access requests). */
   extraGrants?: readonly GrantDef[];
+  /**
+   * Grants compiled already (`compileGrant`), added after the document's: an instance keeps the
+   * grants of approved requests compiled once each, so that a new revision (one more grant)
+   * costs one grant's compilation, not every grant's again.
+   */
+  compiledGrants?: readonly CompiledGrant[];
 }
 
 export function compilePolicies(inputs: readonly ProjectInput[]): PolicyIndex {
@@ -94,12 +100,21 @@ export function compilePolicies(inputs: readonly ProjectInput[]): PolicyIndex {
   return { projects };
 }
 
-export function compileProject({ document, revision, extraGrants = [] }: ProjectInput): CompiledProject {
+export function compileProject({
+  document,
+  revision,
+  extraGrants = [],
+  compiledGrants = [],
+}: ProjectInput): CompiledProject {
   const agentRoles = new Map<string, ReadonlySet<string>>();
   for (const a of document.agents) agentRoles.set(a.name, new Set(a.roles));
   const building = new Map<string, { exact: Map<string, CompiledGrant[]>; patterned: CompiledGrant[] }>();
-  for (const def of [...document.grants, ...extraGrants]) {
-    const grant = compileGrant(def, document.project);
+  const all = [
+    ...[...document.grants, ...extraGrants].map((d) => compileGrant(d, document.project)),
+    ...compiledGrants,
+  ];
+  for (const grant of all) {
+    const def = grant.def;
     let svc = building.get(def.service);
     if (!svc) {
       svc = { exact: new Map(), patterned: [] };
@@ -109,7 +124,8 @@ export function compileProject({ document, revision, extraGrants = [] }: Project
     for (const g of grant.actionPatterns) {
       if (g.literal !== undefined) {
         const list = svc.exact.get(g.literal) ?? [];
-        if (!list.includes(grant)) list.push(grant);
+        // A grant listing the same verb twice is indexed once (its patterns are walked in a row).
+        if (list.at(-1) !== grant) list.push(grant);
         svc.exact.set(g.literal, list);
       } else {
         patterned = true;
@@ -154,7 +170,8 @@ function compileConstraint(c: ConstraintDef): CompiledConstraint {
   };
 }
 
-function compileGrant(def: GrantDef, project: string): CompiledGrant {
+/** One grant of `project`, compiled. */
+export function compileGrant(def: GrantDef, project: string): CompiledGrant {
   const tools = def.service === "tools";
   return {
     id: def.id,

@@ -1,6 +1,8 @@
-import { createTwoFilesPatch, FILE_HEADERS_ONLY } from "diff";
+import { createTwoFilesPatch, FILE_HEADERS_ONLY, formatPatch, structuredPatch } from "diff";
 import { isMap, isScalar, isSeq, parseDocument, type YAMLSeq } from "yaml";
+import { parsePolicyFile } from "./parse.js";
 import { escapeGlob } from "./scope.js";
+import type { GrantDef, PolicyIssue } from "./types.js";
 
 /** A grant from an approved access request, as it is written into the effective policy. */
 export interface GrantEntry {
@@ -40,12 +42,59 @@ export function renderGrant(g: GrantEntry, indent: string): string {
 }
 
 /**
- * The effective policy: the baseline file's text with each grant appended to its `grants` list.
- * The baseline's own lines are kept byte for byte (the grants are spliced in as text), so that a
- * diff between two effective policies shows only the grants that changed.
+ * A grant as the policy language reads it: exactly what parsing `renderGrant`'s lines gives, built
+ * without writing and parsing the text (an instance serves grants from their rows this way).
  */
-export function composeEffective(baseline: string, entries: readonly GrantEntry[]): string {
-  if (entries.length === 0) return baseline;
+export function grantDefOf(g: GrantEntry): GrantDef {
+  const colon = g.action.indexOf(":");
+  return {
+    id: g.id,
+    service: g.action.slice(0, colon),
+    actions: [escapeGlob(g.action.slice(colon + 1))],
+    resources: g.resource === "" ? undefined : [escapeGlob(g.resource)],
+    branches: g.branch === undefined ? undefined : [escapeGlob(g.branch)],
+    agents: [g.agent],
+    roles: undefined,
+    constraints: [],
+    deny: [],
+    expiresAt: g.expiresAt,
+    description: undefined,
+    approvedBy: g.approvedBy?.length ? g.approvedBy : undefined,
+  };
+}
+
+/**
+ * Why `g` would not load as a grant of `project`, or undefined if it would: its lines are parsed
+ * in a policy of their own (project, its agent, the grant), which checks exactly what they add.
+ */
+export function grantProblem(project: string, g: GrantEntry): PolicyIssue | undefined {
+  const text = `project: ${q(project)}\nagents: [${q(g.agent)}]\ngrants:\n${renderGrant(g, "  ")}`;
+  const result = parsePolicyFile({ file: "proposal", text });
+  if (result.ok) return undefined;
+  return result.error[0];
+}
+
+/** Where a baseline takes its grants: the text before them, their indent, the text after. */
+interface Splice {
+  head: string;
+  indent: string;
+  tail: string;
+}
+
+const splices = new Map<string, Splice>();
+
+/** Where `baseline` takes its grants (remembered per baseline text: a file changes seldom). */
+function spliceOf(baseline: string): Splice {
+  let s = splices.get(baseline);
+  if (s === undefined) {
+    s = findSplice(baseline);
+    if (splices.size >= 256) splices.clear();
+    splices.set(baseline, s);
+  }
+  return s;
+}
+
+function findSplice(baseline: string): Splice {
   const doc = parseDocument(baseline);
   const root = doc.contents;
   const text = baseline.endsWith("\n") ? baseline : `${baseline}\n`;
@@ -58,10 +107,9 @@ export function composeEffective(baseline: string, entries: readonly GrantEntry[
     const indent = " ".repeat(first - (text.lastIndexOf("\n", first - 1) + 1));
     const end = (seq.items.at(-1) as { range?: [number, number, number] }).range?.[2] ?? text.length;
     const at = text[end - 1] === "\n" ? end : text.indexOf("\n", end) + 1 || text.length;
-    return text.slice(0, at) + entries.map((e) => renderGrant(e, indent)).join("") + text.slice(at);
+    return { head: text.slice(0, at), indent, tail: text.slice(at) };
   }
-  const block = entries.map((e) => renderGrant(e, "  ")).join("");
-  if (pair === undefined) return `${text}grants:\n${block}`;
+  if (pair === undefined) return { head: `${text}grants:\n`, indent: "  ", tail: "" };
   if (
     value === null ||
     value === undefined ||
@@ -71,7 +119,7 @@ export function composeEffective(baseline: string, entries: readonly GrantEntry[
     // `grants:` or `grants: []`: the key's line becomes a block list.
     const keyStart = (pair.key as { range: [number, number, number] }).range[0];
     const lineEnd = text.indexOf("\n", keyStart);
-    return `${text.slice(0, keyStart)}grants:\n${block}${text.slice(lineEnd + 1)}`;
+    return { head: `${text.slice(0, keyStart)}grants:\n`, indent: "  ", tail: text.slice(lineEnd + 1) };
   }
   // A flow list with items (`grants: [{...}]`) cannot take block items: write it out again.
   if (!isSeq(value)) throw new Error("the baseline's grants is not a list");
@@ -79,7 +127,93 @@ export function composeEffective(baseline: string, entries: readonly GrantEntry[
   const rewritten = doc.toString({ lineWidth: 0 });
   const again = parseDocument(rewritten).get("grants", true);
   if (!isSeq(again) || again.flow) throw new Error("could not rewrite the baseline's grants as a block list");
-  return composeEffective(rewritten, entries);
+  return findSplice(rewritten);
+}
+
+/**
+ * The effective policy: the baseline file's text with each grant appended to its `grants` list.
+ * The baseline's own lines are kept byte for byte (the grants are spliced in as text), so that a
+ * diff between two effective policies shows only the grants that changed.
+ */
+export function composeEffective(
+  baseline: string,
+  entries: readonly GrantEntry[],
+  render: (g: GrantEntry, indent: string) => string = renderGrant,
+): string {
+  if (entries.length === 0) return baseline;
+  const { head, indent, tail } = spliceOf(baseline);
+  return head + entries.map((e) => render(e, indent)).join("") + tail;
+}
+
+/**
+ * The effective policy with `entries`, with `proposed` added, and the unified diff between them
+ * (what `policyDiff` of the two gives), computed on the few lines around the added grant: the
+ * cost does not grow with the grants already in force.
+ */
+export function proposeEffective(
+  project: string,
+  baseline: string,
+  entries: readonly GrantEntry[],
+  proposed: GrantEntry,
+  beforeLabel: string,
+  afterLabel: string,
+  render: (g: GrantEntry, indent: string) => string = renderGrant,
+): { before: string; after: string; diff: string } {
+  const { head, indent, tail } = spliceOf(baseline);
+  const block = entries.map((e) => render(e, indent)).join("");
+  const before = entries.length === 0 ? baseline : head + block + tail;
+  const added = render(proposed, indent);
+  const after = head + block + added + tail;
+  if (before !== head + block + tail) {
+    // The baseline as written (no grants yet, and its grants key rewritten): diff it whole.
+    return { before, after, diff: policyDiff(project, before, after, beforeLabel, afterLabel) };
+  }
+  const at = head.length + block.length;
+  return { before, after, diff: insertionDiff(project, before, at, added, beforeLabel, afterLabel) };
+}
+
+/**
+ * Lines either side of an insertion that its diff is computed from: more than the 3 lines of
+ * context a hunk shows (jsdiff shows a 4th before an insertion at the end of the text), so that
+ * jsdiff picks its context from the window exactly as from the whole text.
+ */
+const WINDOW = 8;
+
+/**
+ * The unified diff of inserting `added` (whole lines) into `text` at offset `at` (a line start),
+ * from a window of WINDOW lines either side, with the line numbers of the whole text.
+ */
+function insertionDiff(
+  project: string,
+  text: string,
+  at: number,
+  added: string,
+  beforeLabel: string,
+  afterLabel: string,
+): string {
+  let start = at;
+  for (let i = 0; i < WINDOW && start > 0; i++) start = text.lastIndexOf("\n", start - 2) + 1;
+  let end = at;
+  for (let i = 0; i < WINDOW && end < text.length; i++) {
+    const nl = text.indexOf("\n", end);
+    end = nl < 0 ? text.length : nl + 1;
+  }
+  let offset = 0;
+  for (let i = text.indexOf("\n"); i >= 0 && i < start; i = text.indexOf("\n", i + 1)) offset++;
+  const window = text.slice(start, end);
+  const patch = structuredPatch(
+    `${project}.yaml`,
+    `${project}.yaml`,
+    window,
+    text.slice(start, at) + added + text.slice(at, end),
+    beforeLabel,
+    afterLabel,
+  );
+  for (const h of patch.hunks) {
+    h.oldStart += offset;
+    h.newStart += offset;
+  }
+  return formatPatch(patch, FILE_HEADERS_ONLY);
 }
 
 /** A unified diff of two versions of a project's effective policy. */

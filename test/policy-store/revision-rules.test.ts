@@ -41,6 +41,8 @@ const row = (over: Partial<GrantRow>): GrantRow =>
     revokedAt: null,
     revokedBy: null,
     expiryRecordedAt: null,
+    addedRevision: 1,
+    removedRevision: null,
     ...over,
   }) satisfies GrantRow;
 

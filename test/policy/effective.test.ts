@@ -1,5 +1,12 @@
+import { applyPatch } from "diff";
 import { describe, expect, test } from "vitest";
-import { composeEffective, type GrantEntry, policyDiff } from "../../src/policy/effective.js";
+import {
+  composeEffective,
+  type GrantEntry,
+  policyDiff,
+  proposeEffective,
+  renderGrant,
+} from "../../src/policy/effective.js";
 import { compilePolicies, evaluate, parsePolicyFile } from "../../src/policy/index.js";
 import { classifyRisk } from "../../src/policy/risk.js";
 import { escapeGlob, scopeRequest } from "../../src/policy/scope.js";
@@ -121,6 +128,59 @@ describe("the effective policy", () => {
       .split("\n")
       .filter((l) => /^-(?!--)/.test(l));
     expect(added).toEqual([]);
+  });
+});
+
+describe("a proposal's diff, from the lines around the added grant", () => {
+  const bases = [
+    seedText(),
+    seedText().replace(/\n$/, ""),
+    `${seedText()}\n# a trailing comment\n`,
+    "project: p\nagents: [a]\n",
+    "project: p\nagents: [a]\ngrants: []\n",
+    "project: p\nagents: [a]\ngrants:\nsettings: {}\n",
+    'project: p\nagents: [a]\ngrants: [{service: aws, actions: ["s3:Get"]}]\n',
+    "project: p\nagents: [a]\ngrants:\n  - service: aws\n    actions: [s3:Get]\n",
+    "grants:\n  - service: aws\n    actions: [s3:Get]\nproject: p\nagents: [a]\napprovers:\n  - id: x\n",
+  ];
+  const many = (n: number) =>
+    Array.from({ length: n }, (_, i) =>
+      grant({
+        id: `req_${i}`,
+        note: `access request req_${i} by billing-reconciler-1`,
+        resource: `stripe.com/v1/charges/ch_${i}`,
+        branch: i % 3 ? undefined : "main",
+      }),
+    );
+  const proposed = grant({
+    id: "req_new",
+    note: "access request req_new (proposed)",
+    resource: "x/new",
+    expiresAt: NOW + 3 * 3600_000,
+  });
+
+  test.each(bases.flatMap((b, i) => [0, 1, 2, 7].map((n) => ({ i, n, b }))))(
+    "baseline $i with $n grants: the same texts and the same diff as diffing them whole",
+    ({ b, n }) => {
+      const entries = many(n);
+      const got = proposeEffective("p", b, entries, proposed, "revision 3", "with req_new");
+      const before = composeEffective(b, entries);
+      const after = composeEffective(b, [...entries, proposed]);
+      expect(got.before).toBe(before);
+      expect(got.after).toBe(after);
+      expect(got.diff).toBe(policyDiff("p", before, after, "revision 3", "with req_new"));
+    },
+  );
+
+  test("where lines repeat around the new grant, the diff still adds exactly its lines and applies", () => {
+    // Same note and expiry in every grant: a whole-text diff may show the same insertion shifted
+    // up (its last lines equal the previous grant's), an equally valid diff of the same change.
+    const entries = [grant({ id: "req_1" }), grant({ id: "req_2" })];
+    const got = proposeEffective("p", seedText(), entries, grant({ id: "req_3" }), "a", "b");
+    expect(applyPatch(got.before, got.diff)).toBe(got.after);
+    const changed = got.diff.split("\n").filter((l) => /^[-+](?!--|\+\+)/.test(l));
+    expect(changed.every((l) => l.startsWith("+"))).toBe(true);
+    expect(changed).toHaveLength(renderGrant(grant({ id: "req_3" }), "  ").split("\n").length - 1);
   });
 });
 
