@@ -27,7 +27,12 @@ function setup(env: Record<string, string> = {}, stored: Record<string, string> 
     fromEnv: (name) => env[name],
     vault,
     secrets: { add: (name, value) => void added.push([name, value]) },
-    changes: { subscribe: (h) => (handlers.push(h), () => {}) },
+    changes: {
+      subscribe: (h) => {
+        handlers.push(h);
+        return () => {};
+      },
+    },
   });
   const notify = (c: Change) => {
     for (const h of handlers) h(c);
