@@ -113,8 +113,8 @@ export function createGateway(deps: GatewayDeps) {
       input: AuthorizeInput,
       opts: AuthorizeOptions = {},
     ): Promise<AuthorizeResult> => {
-      const r = await authorize(deps, identity, input, opts, false);
-      return r as AuthorizeResult;
+      // Not asked to defer, it writes every answer before returning it: never a DeferredAllow.
+      return (await authorize(deps, identity, input, opts, false)) as AuthorizeResult;
     },
     /**
      * Like `authorize`, except that a plain ALLOW (not one using a one-shot approval, whose line
