@@ -68,7 +68,8 @@ export const paramsObject = z
     if (problem) ctx.addIssue({ code: "custom", message: problem });
   });
 
-function paramsProblem(root: unknown): string | undefined {
+/** What is wrong with a params object (see `paramsObject`), or undefined when nothing is. */
+export function paramsProblem(root: unknown): string | undefined {
   const stack: [unknown, number, string][] = [[root, 0, ""]];
   let values = 0;
   const unstorable = (where: string, what: string) =>
