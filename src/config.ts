@@ -23,7 +23,7 @@ export interface Config {
   logLevel: LogLevel;
   /** Readable lines on a terminal, JSON lines otherwise (`auto`), or always one of them. */
   logFormat: LogFormat;
-  audit: { batchMax: number; queueMax: number };
+  audit: { batchMax: number; queueMax: number; durability: AuditDurability };
   /**
    * Signed checkpoints of the audit chain head (docs/audit.md), when a signing key is configured:
    * written into the log and to the sinks outside the database.
@@ -63,6 +63,17 @@ export interface Config {
     | { botToken: string; webhookSecret: string | undefined; apiRoot: string; mode: "webhook" | "polling" }
     | undefined;
 }
+
+/**
+ * When a decision's answer may be sent (AUDIT_DURABILITY, docs/audit.md): `sync` (the default)
+ * once its audit line is committed and flushed to disk; `async-deny` lets DENY lines, and `async`
+ * every group-committed line, be answered once PostgreSQL has committed them but before the disk
+ * flush (`synchronous_commit = off` for their batch): a crash of the database server can then lose
+ * the newest lines, a suffix of the chain, never a line in the middle.
+ */
+export type AuditDurability = "sync" | "async-deny" | "async";
+
+export const AUDIT_DURABILITIES: readonly AuditDurability[] = ["sync", "async-deny", "async"];
 
 export interface AuditCheckpointConfig {
   /** The Ed25519 key read from BUTLER_AUDIT_SIGNING_KEY_FILE (which is never in the database). */
@@ -174,6 +185,17 @@ const EnvSchema = z.object({
     .default("auto"),
   AUDIT_BATCH_MAX: int("AUDIT_BATCH_MAX", 1, 10_000).default(1000),
   AUDIT_QUEUE_MAX: int("AUDIT_QUEUE_MAX", 1, 10_000_000).default(50_000),
+  AUDIT_DURABILITY: z
+    .string()
+    .trim()
+    .toLowerCase()
+    .pipe(
+      z.enum(AUDIT_DURABILITIES, {
+        error:
+          "AUDIT_DURABILITY must be sync (the default: every answer waits for its audit line to reach the disk), async-deny (DENY answers do not wait for the disk flush) or async (no answer waits for it)",
+      }),
+    )
+    .default("sync"),
   BUTLER_AUDIT_SIGNING_KEY_FILE: z.string().trim().optional(),
   BUTLER_AUDIT_CHECKPOINT_FILE: z.string().trim().optional(),
   // Posted to exactly as given (no trailing slash removed).
@@ -300,6 +322,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (!e.TELEGRAM_BOT_TOKEN && e.TELEGRAM_WEBHOOK_SECRET)
     problems.push("TELEGRAM_WEBHOOK_SECRET needs TELEGRAM_BOT_TOKEN");
   const auditCheckpoints = checkpointConfig(e, problems);
+  if (e.AUDIT_DURABILITY !== "sync" && !e.DATABASE_URL)
+    problems.push(
+      `AUDIT_DURABILITY=${e.AUDIT_DURABILITY} needs PostgreSQL (DATABASE_URL): the embedded database has no background writer to flush an unflushed commit within a bounded time, so its loss window would have no bound; on the embedded database every answer waits for its audit line (sync)`,
+    );
   if (problems.length > 0)
     throw new AppError("INVALID_INPUT", `Invalid configuration:\n- ${problems.join("\n- ")}`);
   const dataDir = resolve(e.BUTLER_DATA_DIR);
@@ -320,7 +346,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     policyWatch: e.POLICY_WATCH,
     logLevel: e.LOG_LEVEL,
     logFormat: e.LOG_FORMAT,
-    audit: { batchMax: e.AUDIT_BATCH_MAX, queueMax: e.AUDIT_QUEUE_MAX },
+    audit: { batchMax: e.AUDIT_BATCH_MAX, queueMax: e.AUDIT_QUEUE_MAX, durability: e.AUDIT_DURABILITY },
     auditCheckpoints,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
     trustProxy: e.TRUST_PROXY,

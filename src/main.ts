@@ -7,7 +7,7 @@ import type { CheckpointSink } from "./audit/checkpointer.js";
 import type { ChannelAdapter } from "./channels/channel-hooks.js";
 import { type SupervisedChannel, superviseChannel } from "./channels/supervisor.js";
 import { type Clock, systemClock } from "./clock.js";
-import { type Config, configuredSecrets, listenUrl } from "./config.js";
+import { type AuditDurability, type Config, configuredSecrets, listenUrl } from "./config.js";
 import {
   acquireDataDirLock,
   ensureDataDir,
@@ -142,6 +142,7 @@ export async function startServer(
         },
         adminToken,
         instanceId,
+        auditDurability: services.audit.durability,
         checkReady: health.ready,
         components: () => ({
           database: health.state(),
@@ -170,7 +171,16 @@ export async function startServer(
         services.policies.watch();
         return { value: undefined, stop: async () => services.policies.stopWatching() };
       });
-    log.info({ url, database: config.database.kind, policies: config.policiesDir }, "butler is serving");
+    log.info(
+      {
+        url,
+        database: config.database.kind,
+        audit_durability: services.audit.durability,
+        policies: config.policiesDir,
+      },
+      "butler is serving",
+    );
+    logAuditDurability(services.audit.durability, log);
     if (!edges.channels?.length && !config.slack && !config.telegram)
       log.info(
         { dashboard: `${publicUrl}/dashboard`, api: `POST ${publicUrl}/v1/access-requests/:id/approve` },
@@ -191,6 +201,24 @@ export async function startServer(
     await life.stopAll();
     throw e;
   }
+}
+
+/**
+ * Says at start what an answer waits for: the default in one line, an asynchronous mode as a
+ * warning naming what a crash of the database server can lose.
+ */
+function logAuditDurability(durability: AuditDurability, log: Logger): void {
+  if (durability === "sync") {
+    log.info(
+      { audit_durability: durability },
+      "audit durability sync: every answer is sent only after its audit line is committed and flushed to disk",
+    );
+    return;
+  }
+  log.warn(
+    { audit_durability: durability },
+    `audit durability ${durability}: ${durability === "async" ? "answers" : "DENY answers"} are sent once PostgreSQL has committed their audit line, before it is flushed to disk; a crash of the database server (not of Butler) can lose the newest such lines, up to about 3 x wal_writer_delay (600 ms by default), always the newest suffix of the chain`,
+  );
 }
 
 /** The data directory exists and is owner-only. */

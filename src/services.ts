@@ -196,6 +196,7 @@ function auditLog(opts: ServiceOptions, secrets: Secrets) {
     log,
     batchMax: config.audit.batchMax,
     queueMax: config.audit.queueMax,
+    durability: config.audit.durability,
     onWritten: (seq) => checkpointer?.noteCommitted(seq),
     redact: (text) => secrets.redact(text),
     redactKnown: (text) => secrets.redactKnown(text),

@@ -16,8 +16,27 @@ describe("configuration", () => {
       policiesDir: resolve("policies"),
       policyWatch: true,
       logLevel: "info",
-      audit: { batchMax: 1000, queueMax: 50000 },
+      audit: { batchMax: 1000, queueMax: 50000, durability: "sync" },
     });
+  });
+
+  test("AUDIT_DURABILITY: sync by default; async-deny and async on PostgreSQL only; anything else is named", () => {
+    const pgUrl = "postgres://u@h:5432/db";
+    expect(loadConfig({ DATABASE_URL: pgUrl }).audit.durability).toBe("sync");
+    for (const mode of ["sync", "async-deny", "async"] as const)
+      expect(loadConfig({ DATABASE_URL: pgUrl, AUDIT_DURABILITY: mode }).audit.durability).toBe(mode);
+    expect(loadConfig({ DATABASE_URL: pgUrl, AUDIT_DURABILITY: " Async-Deny " }).audit.durability).toBe(
+      "async-deny",
+    );
+    expect(loadConfig({ AUDIT_DURABILITY: "sync" }).audit.durability).toBe("sync");
+    expect(() => loadConfig({ DATABASE_URL: pgUrl, AUDIT_DURABILITY: "fast" })).toThrow(
+      "AUDIT_DURABILITY must be sync (the default: every answer waits for its audit line to reach the disk), async-deny (DENY answers do not wait for the disk flush) or async (no answer waits for it)",
+    );
+    // The embedded database has no background writer: an unflushed commit could wait without bound.
+    for (const mode of ["async-deny", "async"])
+      expect(() => loadConfig({ AUDIT_DURABILITY: mode })).toThrow(
+        `AUDIT_DURABILITY=${mode} needs PostgreSQL (DATABASE_URL)`,
+      );
   });
 
   test("DATABASE_URL switches to PostgreSQL; empty values count as unset", () => {

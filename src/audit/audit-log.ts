@@ -1,5 +1,6 @@
 import { asc, sql } from "drizzle-orm";
 import type { Clock } from "../clock.js";
+import type { AuditDurability } from "../config.js";
 import type { Database, Queryable, Tx } from "../db/client.js";
 import { auditEvents } from "../db/schema.js";
 import { AppError } from "../errors.js";
@@ -44,6 +45,11 @@ export interface AuditLogOptions {
   /** Most events waiting to be written; beyond it appends fail fast with UNAVAILABLE. */
   queueMax?: number;
   /**
+   * Which appended events may be answered before their commit reaches the disk (see
+   * `AuditDurability`; default `sync`: none). PostgreSQL only.
+   */
+  durability?: AuditDurability;
+  /**
    * Told the sequence number of the last event of every write (the checkpointer counts events with
    * it). For `appendInTx` it is told before the caller's transaction commits: a hint, not a fact.
    */
@@ -70,6 +76,12 @@ export interface AuditLogOptions {
  *   state it describes. It locks the `audit_head` row for the rest of that transaction.
  * Every write moves the single `audit_head` row under its row lock, which is what keeps several
  * instances on one database on one chain with no fork and no gap.
+ *
+ * With `durability` other than `sync`, a batch made only of events that may wait for the disk
+ * (DENY decisions, or every event) commits with `synchronous_commit = off`: PostgreSQL answers
+ * the commit before flushing it. Its WAL is written in order, and every later synchronous commit
+ * flushes everything before it, so a crash of the database can lose only the newest lines, a
+ * suffix of the chain. `appendInTx` always commits with its caller's transaction, synchronously.
  */
 export function createAuditLog(opts: AuditLogOptions) {
   const { clock, log } = opts;
@@ -88,6 +100,18 @@ export function createAuditLog(opts: AuditLogOptions) {
   };
   const toEvent = (input: AuditEventInput) => prepare(input, () => clock.now(), redactors);
   const queueMax = opts.queueMax ?? 50_000;
+  const durability = opts.durability ?? "sync";
+  if (durability !== "sync" && opts.database.kind !== "postgres")
+    throw new Error(
+      `audit durability ${durability} needs PostgreSQL; the embedded database commits every line synchronously`,
+    );
+  /** Whether an event's answer must wait for its commit to reach the disk. */
+  const mustFlush =
+    durability === "sync"
+      ? () => true
+      : durability === "async"
+        ? () => false
+        : (input: AuditEventInput) => input.decision !== "DENY";
   const committer = createGroupCommitter({
     database: opts.database,
     log,
@@ -109,7 +133,7 @@ export function createAuditLog(opts: AuditLogOptions) {
       } catch (e) {
         return Promise.reject(e);
       }
-      return committer.enqueue(event);
+      return committer.enqueue(event, mustFlush(input));
     },
 
     /**
@@ -135,6 +159,9 @@ export function createAuditLog(opts: AuditLogOptions) {
       written(lines);
       return lines;
     },
+
+    /** Which appended events may be answered before their commit reaches the disk. */
+    durability,
 
     /** Events waiting for the group committer (exported as a metric). */
     depth(): number {

@@ -18,6 +18,8 @@ type Waiter = {
   resolve: (l: AuditLine) => void;
   reject: (e: unknown) => void;
   attempts: number;
+  /** Whether the caller must wait for the commit to be flushed to disk (else it may be answered before). */
+  flush: boolean;
 };
 
 const OPTIMISTIC_ATTEMPTS = 4;
@@ -39,8 +41,27 @@ interface Committer {
   tail: Head | undefined;
 }
 
+/**
+ * The final SELECT of a batch's statement. A batch whose callers may all be answered before the
+ * disk flush turns `synchronous_commit` off for its own (implicit) transaction only: the setting is
+ * read when that transaction commits, at the end of the statement, and reverts with it.
+ */
+const COUNT_INSERTED = sql.raw("SELECT count(*)::int AS n FROM inserted");
+const COUNT_INSERTED_NO_FLUSH = sql.raw(
+  "SELECT (SELECT count(*)::int FROM inserted) AS n, set_config('synchronous_commit', 'off', true) AS sc",
+);
+
+/** Whether any caller of the batch waits for the disk flush. */
+const needsFlush = (batch: readonly Waiter[]) => batch.some((w) => w.flush);
+
 /** Writes `lines` (chained after `head`) only if the head is still there; whether it was. */
-async function writeIfHeadAt(c: Committer, head: Head, lines: AuditLine[], events: PendingEvent[]) {
+async function writeIfHeadAt(
+  c: Committer,
+  head: Head,
+  lines: AuditLine[],
+  events: PendingEvent[],
+  flush: boolean,
+) {
   const last = lines.at(-1)!;
   const result = await c.database.db.execute(sql`
         WITH moved AS (
@@ -53,7 +74,7 @@ async function writeIfHeadAt(c: Committer, head: Head, lines: AuditLine[], event
           SELECT r.* FROM (${rowsSql(lines, events)}) AS r WHERE EXISTS (SELECT 1 FROM moved)
           RETURNING 1
         )
-        SELECT count(*)::int AS n FROM inserted`);
+        ${flush ? COUNT_INSERTED : COUNT_INSERTED_NO_FLUSH}`);
   return rowsOf<{ n: number }>(result)[0]?.n === lines.length;
 }
 
@@ -98,16 +119,21 @@ function failed(c: Committer, batch: Waiter[], e: unknown): void {
  */
 async function sendBatch(c: Committer, batch: Waiter[]): Promise<void> {
   const events = batch.map((w) => w.event);
+  const flush = needsFlush(batch);
   try {
     if (batch[0]!.attempts >= OPTIMISTIC_ATTEMPTS) {
-      committed(c, batch, await c.database.db.transaction((tx) => writeChained(tx, events)));
+      const lines = await c.database.db.transaction(async (tx) => {
+        if (!flush) await tx.execute(sql`SET LOCAL synchronous_commit = off`);
+        return writeChained(tx, events);
+      });
+      committed(c, batch, lines);
       return;
     }
     const head = c.tail ?? (await readHead(c.database.db));
     const lines = chainAfter(head, events);
     const last = lines.at(-1)!;
     c.tail = { seq: last.seq, hash: last.hash };
-    if (await writeIfHeadAt(c, head, lines, events)) {
+    if (await writeIfHeadAt(c, head, lines, events, flush)) {
       committed(c, batch, lines);
       return;
     }
@@ -143,10 +169,13 @@ function kick(c: Committer): void {
 export function createGroupCommitter(opts: Pick<Committer, "database" | "log" | "batchMax" | "written">) {
   const c: Committer = { ...opts, queue: [], writing: false, idle: [], tail: undefined };
   return {
-    /** Queues one event; resolves with its line once it is committed. */
-    enqueue: (event: PendingEvent): Promise<AuditLine> =>
+    /**
+     * Queues one event; resolves with its line once it is committed (and flushed to disk, unless
+     * `flush` is false and no other event of its batch needs the flush).
+     */
+    enqueue: (event: PendingEvent, flush = true): Promise<AuditLine> =>
       new Promise<AuditLine>((resolve, reject) => {
-        c.queue.push({ event, resolve, reject, attempts: 0 });
+        c.queue.push({ event, resolve, reject, attempts: 0, flush });
         kick(c);
       }),
     /**

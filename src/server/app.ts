@@ -8,6 +8,7 @@ import type { ApproverTokens } from "../butler/approver-tokens.js";
 import type { Butler } from "../butler/butler-service.js";
 import { registerButlerRoutes } from "../butler/routes.js";
 import type { ApprovalChannel } from "../channels/channel.js";
+import type { AuditDurability } from "../config.js";
 import { type DashboardDeps, registerDashboard } from "../dashboard/routes.js";
 import { RETRY_AFTER_SECONDS } from "../errors.js";
 import type { Gateway } from "../gateway/gateway-service.js";
@@ -41,6 +42,8 @@ export interface AppDeps {
   adminToken: string;
   /** A random id of this server process, so that the CLI can tell it is talking to the right one. */
   instanceId: string;
+  /** Which decisions are answered before their audit line reaches the disk (reported by /healthz). */
+  auditDurability: AuditDurability;
   /** Throws (with a reason) when the server should not receive traffic. */
   checkReady: () => Promise<void>;
   /**
@@ -69,13 +72,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   // Liveness: the process answers. It is 200 while the process lives, whatever its parts say
   // (a restart would not bring the database or Slack back); the parts' states are for people.
+  // `audit.durability` says whether an answer waits for its audit line to reach the disk.
+  const audit = { durability: deps.auditDurability };
   app.get(
     "/healthz",
-    about("Liveness: 200 while the process runs, with the state of each part"),
+    about("Liveness: 200 while the process runs, with the state of each part and the audit durability"),
     async () => {
       const components = deps.components?.() ?? {};
       const degraded = Object.values(components).some((s) => s !== "up");
-      return { status: degraded ? "degraded" : "ok", instance: deps.instanceId, components };
+      return { status: degraded ? "degraded" : "ok", instance: deps.instanceId, components, audit };
     },
   );
   // Readiness: the server can decide (its database answers, within the database timeout).

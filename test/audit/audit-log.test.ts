@@ -1,12 +1,14 @@
 import { sql } from "drizzle-orm";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { createAuditLog, readLines } from "../../src/audit/audit-log.js";
 import { ChainVerifier } from "../../src/audit/chain.js";
 import { verifyAuditChain } from "../../src/audit/verify.js";
-import type { Database } from "../../src/db/client.js";
+import type { AuditDurability } from "../../src/config.js";
+import { type Database, postgresDatabase } from "../../src/db/client.js";
 import { createLogger } from "../../src/logger.js";
 import { FakeClock } from "../helpers/clock.js";
-import { createTestDatabase, ENGINE, type TestDatabase } from "../helpers/db.js";
+import { createPostgresDatabase, createTestDatabase, ENGINE, type TestDatabase } from "../helpers/db.js";
 
 const log = createLogger("silent");
 
@@ -192,6 +194,93 @@ describe(`audit log on ${ENGINE}`, () => {
       });
     } finally {
       await other.cleanup();
+    }
+  });
+});
+
+/** A pool of one connection that records the text of every statement sent through it. */
+class RecordingPool extends pg.Pool {
+  readonly statements: string[] = [];
+  override query(...args: unknown[]): never {
+    const q = args[0];
+    this.statements.push(typeof q === "string" ? q : String((q as { text?: string }).text));
+    return (super.query as (...a: unknown[]) => unknown).apply(this, args) as never;
+  }
+}
+
+const NO_FLUSH = "set_config('synchronous_commit', 'off', true)";
+
+describe.skipIf(ENGINE !== "postgres")("audit durability modes (postgres)", () => {
+  let db: Awaited<ReturnType<typeof createPostgresDatabase>>;
+  let pool: RecordingPool;
+  let database: Database;
+  beforeAll(async () => {
+    db = await createPostgresDatabase();
+    pool = new RecordingPool({ connectionString: db.url, max: 1 });
+    database = postgresDatabase(pool, db.url, log);
+    const { migrate } = await import("../../src/db/migrate.js");
+    await migrate(database);
+  });
+  afterAll(async () => {
+    await database?.close();
+    await db?.drop();
+  });
+
+  const deny = { type: "gateway.denied", agent: "a", decision: "DENY", reason: "no" };
+  const allow = { type: "gateway.allowed", agent: "a", decision: "ALLOW", reason: "yes" };
+  /** Whether each audit batch written since `from` skipped the disk flush, in order. */
+  const batchesSince = (from: number) =>
+    pool.statements
+      .slice(from)
+      .filter((s) => s.includes("UPDATE audit_head"))
+      .map((s) => s.includes(NO_FLUSH));
+
+  async function appendWith(durability: AuditDurability, inputs: (typeof deny)[][]) {
+    const audit = createAuditLog({ database, clock: new FakeClock(), log, durability });
+    const from = pool.statements.length;
+    // Each group is queued while the previous one is being written, so it becomes one batch.
+    const pending: Promise<unknown>[] = [];
+    for (const group of inputs) pending.push(...group.map((i) => audit.append(i)));
+    await Promise.all(pending);
+    await audit.close();
+    return batchesSince(from);
+  }
+
+  test("sync (the default): every batch waits for the disk flush, DENY lines too", async () => {
+    expect(await appendWith("sync", [[deny], [deny, allow]])).toEqual([false, false]);
+  });
+
+  test("async-deny: a batch of DENY lines skips the flush; a batch with an ALLOW line waits for it", async () => {
+    expect(await appendWith("async-deny", [[deny], [deny, allow]])).toEqual([true, false]);
+    expect(await appendWith("async-deny", [[allow], [{ ...allow, decision: null as never }]])).toEqual([
+      false,
+      false,
+    ]);
+  });
+
+  test("async: every group-committed batch skips the flush; the setting ends with its transaction", async () => {
+    expect(await appendWith("async", [[allow], [deny, allow]])).toEqual([true, true]);
+    // The one connection of the pool is back to the server's setting: nothing else written on it
+    // (a policy revision, an approval) is committed without the flush.
+    const shown = await pool.query("SHOW synchronous_commit");
+    expect(shown.rows[0].synchronous_commit).toBe("on");
+    // The lines written either way form one chain.
+    expect(await verifyAuditChain(database.db)).toMatchObject({ ok: true, count: 11 });
+  });
+});
+
+describe.skipIf(ENGINE !== "pglite")("audit durability on the embedded database", () => {
+  test("only sync: an asynchronous mode is refused (no background writer would bound its loss)", async () => {
+    const t = await createTestDatabase();
+    try {
+      expect(() =>
+        createAuditLog({ database: t.database, clock: new FakeClock(), log, durability: "async" }),
+      ).toThrow("audit durability async needs PostgreSQL");
+      const audit = createAuditLog({ database: t.database, clock: new FakeClock(), log });
+      expect(audit.durability).toBe("sync");
+      await audit.close();
+    } finally {
+      await t.cleanup();
     }
   });
 });

@@ -25,7 +25,7 @@ async function startInstance(database: Database, policiesDir: string): Promise<I
   const log = createLogger("silent");
   let url = "";
   const services = createServices({
-    config: { audit: { batchMax: 200, queueMax: 100_000 }, policiesDir },
+    config: { audit: { batchMax: 200, queueMax: 100_000, durability: "sync" }, policiesDir },
     database,
     log,
     clock: systemClock,

@@ -75,6 +75,14 @@ describe(`HTTP API: authentication, validation and operations endpoints (${ENGIN
       { ...ok, params: { a: Array.from({ length: 10_001 }, () => 0) } },
       "must not hold more than 10000 values",
     ],
+    // Lengths are counted in characters (code points), by the compiled first check as by zod.
+    [
+      "a resource of 2,049 emoji",
+      { ...ok, resource: "\u{1F600}".repeat(2049) },
+      "body.resource: must be at most 2048 characters",
+    ],
+    ["a NUL character in the branch", { ...ok, branch: "main\u0000" }, "body.branch: must not contain NUL"],
+    ["a lone surrogate in the action", { action: "aws:s3:\udc00" }, "body.action: must be valid Unicode"],
     ["a JSON array body", [ok], "body: "],
     ["a JSON string body", '"x"', "body: "],
   ])("%s is a 400 naming the problem", async (_name, body, message) => {
@@ -109,6 +117,7 @@ describe(`HTTP API: authentication, validation and operations endpoints (${ENGIN
       status: "ok",
       instance: expect.stringMatching(/^srv_/),
       components: { database: "up" },
+      audit: { durability: "sync" },
     });
     expect(await (await fetch(`${s.url}/readyz`)).json()).toEqual({ status: "ready" });
     await s.authorize(token, ok);

@@ -17,7 +17,10 @@ export async function startServices(opts: {
   channels?: ApprovalChannel[];
 }): Promise<Services> {
   const services = createServices({
-    config: { audit: { batchMax: 200, queueMax: 100_000 }, policiesDir: opts.policiesDir },
+    config: {
+      audit: { batchMax: 200, queueMax: 100_000, durability: "sync" },
+      policiesDir: opts.policiesDir,
+    },
     database: opts.database,
     log: createLogger("silent"),
     clock: opts.clock,
@@ -62,6 +65,7 @@ export async function listenOn(
     a2a: services.a2a,
     adminToken,
     instanceId: "srv_test",
+    auditDurability: services.audit.durability,
     checkReady: async () => {},
   });
   return { app, url: await app.listen({ host: "127.0.0.1", port: 0 }) };

@@ -42,7 +42,7 @@ describe(`A2A (${ENGINE})`, () => {
     const log = createLogger("silent");
     services = createServices({
       config: {
-        audit: { batchMax: 200, queueMax: 100_000 },
+        audit: { batchMax: 200, queueMax: 100_000, durability: "sync" },
         policiesDir: dir,
         a2a: { pushAllowlist: [`127.0.0.1:${receiver.port}`, `127.0.0.1:${refusing.port}`] },
       },

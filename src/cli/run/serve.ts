@@ -13,7 +13,7 @@ export async function serve(config: Config, io: CliIo, listening: () => Promise<
   const server = await startServer(config, log, systemClock, { secrets });
   await listening();
   io.stderr.write(
-    `Butler is serving at ${server.url} (database: ${config.database.kind}, policies: ${config.policiesDir})\n`,
+    `Butler is serving at ${server.url} (database: ${config.database.kind}, audit durability: ${server.services.audit.durability}, policies: ${config.policiesDir})\n`,
   );
   // The embedded default is for trying Butler out: sign the first approver in to the dashboard at once.
   if (config.database.kind === "pglite") {
