@@ -1,5 +1,26 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import os from "node:os";
 import { createInterface } from "node:readline";
+import type { AuditDurability } from "../src/config.js";
+
+const TASKSET = "/usr/bin/taskset";
+
+/**
+ * The method of the issue's figures: the server on one core, the load generator on another, so
+ * that neither takes the other's CPU. Undefined (nothing is pinned) when the machine has one core
+ * or no taskset.
+ */
+export const PINNING: { server: string; load: string } | undefined =
+  os.cpus().length >= 2 && existsSync(TASKSET) ? { server: "0", load: "1" } : undefined;
+
+/** Pins every thread of this process (the load generator) to the load core; returns the undo. */
+export function pinLoadGenerator(): () => void {
+  if (!PINNING) return () => {};
+  const all = `0-${os.cpus().length - 1}`;
+  execFileSync(TASKSET, ["-a", "-cp", PINNING.load, String(process.pid)], { stdio: "ignore" });
+  return () => execFileSync(TASKSET, ["-a", "-cp", all, String(process.pid)], { stdio: "ignore" });
+}
 
 /** What bench/server.ts prints once it serves. */
 export interface BenchServer {
@@ -12,13 +33,20 @@ export interface BenchServer {
   proxyToken: string;
 }
 
-/** Starts bench/server.ts (the real server on `dbUrl`, and a bare endpoint) in a child process. */
+/**
+ * Starts bench/server.ts (the real server on `dbUrl`, and a bare endpoint) in a child process,
+ * pinned to the server core (see PINNING) unless `pin` is false, with AUDIT_DURABILITY `durability`
+ * (default sync).
+ */
 export async function startBenchServer(
   dbUrl: string,
+  opts: { durability?: AuditDurability; pin?: boolean } = {},
 ): Promise<{ child: ChildProcess; info: BenchServer; stop(): Promise<void> }> {
-  const child = spawn(process.execPath, ["--import", "tsx", "bench/server.ts", dbUrl], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
+  const args = ["--import", "tsx", "bench/server.ts", dbUrl, opts.durability ?? "sync"];
+  const core = opts.pin === false ? undefined : PINNING?.server;
+  const child = core
+    ? spawn(TASKSET, ["-c", core, process.execPath, ...args], { stdio: ["ignore", "pipe", "inherit"] })
+    : spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
   const first = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout! }).once("line", resolve);
     child.once("exit", (code) => reject(new Error(`bench server exited with ${code}`)));

@@ -1,6 +1,7 @@
 /**
- * Benchmark child process: the real Butler server (startServer, PostgreSQL) and, in the same
- * process, a bare fastify JSON endpoint as the baseline. Prints one JSON line with their addresses.
+ * Benchmark child process: the real Butler server (startServer, PostgreSQL, with the audit
+ * durability given) and, in the same process, a bare fastify JSON endpoint as the baseline. Prints
+ * one JSON line with their addresses.
  */
 import { copyFile, mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -12,7 +13,8 @@ import { createLogger } from "../src/logger.js";
 import { startServer } from "../src/main.js";
 
 const databaseUrl = process.argv[2];
-if (!databaseUrl) throw new Error("usage: server.ts <DATABASE_URL>");
+if (!databaseUrl) throw new Error("usage: server.ts <DATABASE_URL> [sync|async-deny|async]");
+const durability = process.argv[3] ?? "sync";
 const dataDir = await mkdtemp(join(tmpdir(), "butler-bench-"));
 // The seed policy, and a project whose agent may read Stripe charges through the proxy.
 const policiesDir = join(dataDir, "policies");
@@ -35,6 +37,7 @@ const config = loadConfig({
   POLICY_WATCH: "false",
   PORT: "0",
   LOG_LEVEL: "warn",
+  AUDIT_DURABILITY: durability,
 });
 const server = await startServer(config, createLogger("warn"));
 const { token } = await server.services.admin.createAgentToken("billing-reconciler-1", "project-billing");
