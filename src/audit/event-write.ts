@@ -58,30 +58,38 @@ export function prepare(input: AuditEventInput, now: () => Date, r: Redactors): 
     reason: cleanString(input.reason, r.redact),
     http_status: input.httpStatus ?? null,
   };
+  // One pass over the sorted keys makes the canonical JSON (split where "seq" sorts in) and,
+  // from the same pieces, the row: each value's canonical JSON is also its JSON (jsonb keeps no
+  // key order), so nothing is serialised twice.
   const before: string[] = [];
   const after: string[] = [];
+  const dt: string[] = [];
+  const col: Record<string, string> = {};
   for (const k of Object.keys(base).sort()) {
-    (k < "seq" ? before : after).push(`${JSON.stringify(k)}:${canonicalJson(base[k])}`);
+    const value = canonicalJson(base[k]);
+    const member = `${quotedKey(k)}:${value}`;
+    (k < "seq" ? before : after).push(member);
+    if (CORE.has(k)) col[k] = value;
+    else dt.push(member);
   }
   return {
     eventId,
     base,
     canonBefore: before.length ? `{${before.join(",")},` : "{",
     canonAfter: after.length ? `,${after.join(",")}}` : "}",
-    rowJson: `${JSON.stringify({
-      e: eventId,
-      ts: base.ts,
-      ty: base.type,
-      ag: base.agent,
-      pr: base.project,
-      ac: base.action,
-      re: base.resource,
-      de: base.decision,
-      rs: base.reason,
-      hs: base.http_status,
-      dt: details,
-    }).slice(1)}`,
+    rowJson: `"e":${col.event_id},"ts":${col.ts},"ty":${col.type},"ag":${col.agent},"pr":${col.project},"ac":${col.action},"re":${col.resource},"de":${col.decision},"rs":${col.reason},"hs":${col.http_status},"dt":{${dt.join(",")}}}`,
   };
+}
+
+/** Keys as JSON strings, kept for the names events use again and again (a bounded set). */
+const QUOTED = new Map<string, string>();
+function quotedKey(k: string): string {
+  let q = QUOTED.get(k);
+  if (q === undefined) {
+    q = JSON.stringify(k);
+    if (QUOTED.size < 1000) QUOTED.set(k, q);
+  }
+  return q;
 }
 
 /** Chains events after `head`: sequence numbers, prev_hash and hash (see docs/audit.md). */
