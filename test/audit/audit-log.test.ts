@@ -262,8 +262,8 @@ describe.skipIf(ENGINE !== "postgres")("audit durability modes (postgres)", () =
     expect(await appendWith("async", [[allow], [deny, allow]])).toEqual([true, true]);
     // The one connection of the pool is back to the server's setting: nothing else written on it
     // (a policy revision, an approval) is committed without the flush.
-    const shown = await pool.query("SHOW synchronous_commit");
-    expect(shown.rows[0].synchronous_commit).toBe("on");
+    const shown = await (pool as pg.Pool).query<{ synchronous_commit: string }>("SHOW synchronous_commit");
+    expect(shown.rows[0]?.synchronous_commit).toBe("on");
     // The lines written either way form one chain.
     expect(await verifyAuditChain(database.db)).toMatchObject({ ok: true, count: 11 });
   });
