@@ -103,6 +103,23 @@ describe(`HTTP API: authentication, validation and operations endpoints (${ENGIN
     expect(text.status).toBe(400);
   });
 
+  test("every answer, a decision or an error, is marked no-store and nosniff", async () => {
+    const answers = [
+      await fetch(`${s.url}/v1/authorize`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+        body: JSON.stringify(ok),
+      }),
+      await fetch(`${s.url}/v1/authorize`, { method: "POST", body: "{}" }),
+      await fetch(`${s.url}/v1/nope`),
+    ];
+    expect(answers.map((r) => r.status)).toEqual([200, 401, 404]);
+    for (const r of answers) {
+      expect(r.headers.get("x-content-type-options")).toBe("nosniff");
+      expect(r.headers.get("cache-control")).toBe("no-store");
+    }
+  });
+
   test("unknown routes are a JSON 404", async () => {
     const res = await fetch(`${s.url}/v1/nope`);
     expect(res.status).toBe(404);
