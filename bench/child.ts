@@ -35,7 +35,7 @@ export interface BenchServer {
 
 /**
  * Starts bench/server.ts (the real server on `dbUrl`, and a bare endpoint) in a child process,
- * pinned to the server core (see PINNING) unless `pin` is false, with AUDIT_DURABILITY `durability`
+ * pinned to the server core when `pin` is set (see PINNING), with AUDIT_DURABILITY `durability`
  * (default sync).
  */
 export async function startBenchServer(
@@ -43,7 +43,7 @@ export async function startBenchServer(
   opts: { durability?: AuditDurability; pin?: boolean } = {},
 ): Promise<{ child: ChildProcess; info: BenchServer; stop(): Promise<void> }> {
   const args = ["--import", "tsx", "bench/server.ts", dbUrl, opts.durability ?? "sync"];
-  const core = opts.pin === false ? undefined : PINNING?.server;
+  const core = opts.pin ? PINNING?.server : undefined;
   const child = core
     ? spawn(TASKSET, ["-c", core, process.execPath, ...args], { stdio: ["ignore", "pipe", "inherit"] })
     : spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });

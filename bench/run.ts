@@ -234,7 +234,7 @@ let asyncAudit: Awaited<ReturnType<typeof benchAsyncAudit>> | undefined;
  * disk flush) in a second server process, against the bare endpoint of that process.
  */
 async function benchAsyncAudit(dbUrl: string, body: string) {
-  const server = await startBenchServer(dbUrl, { durability: "async" });
+  const server = await startBenchServer(dbUrl, { durability: "async", pin: true });
   const { url, bareUrl, token } = server.info;
   try {
     await cannon(`${bareUrl}/bare`, undefined, body, 2);
@@ -274,7 +274,7 @@ async function benchHttp(dbUrl: string) {
       ? `   pinned with taskset: the server process on core ${PINNING.server}, this process (the load) on core ${PINNING.load}; PostgreSQL is not pinned`
       : "   not pinned (one core, or no /usr/bin/taskset): server and load share the cores",
   );
-  const server = await startBenchServer(dbUrl);
+  const server = await startBenchServer(dbUrl, { pin: true });
   const { url, bareUrl, token, adminToken } = server.info;
   try {
     const body = JSON.stringify({
