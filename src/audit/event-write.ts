@@ -113,18 +113,25 @@ export function chainAfter(head: Head, events: readonly PendingEvent[]): AuditLi
  * it was queued, so a batch costs one string join here and one JSON parse in the database.
  */
 export function rowsSql(lines: readonly AuditLine[], events: readonly PendingEvent[]) {
+  return sql`SELECT ${sql.raw(ROW_FIELDS)} FROM json_to_recordset(${rowsJson(lines, events)}::json) AS ${sql.raw(ROW_TYPES)}`;
+}
+
+/** The batch's rows as the one JSON array parameter `json_to_recordset` reads. */
+export function rowsJson(lines: readonly AuditLine[], events: readonly PendingEvent[]): string {
   const rows = lines.map(
     (l, i) => `{"s":${l.seq},"p":"${l.prev_hash}","h":"${l.hash}",${events[i]!.rowJson}`,
   );
-  return sql`SELECT r.s, r.e, r.ts, r.ty, r.ag, r.pr, r.ac, r.re, r.de, r.rs, r.hs, r.dt, r.p, r.h
-      FROM json_to_recordset(${`[${rows.join(",")}]`}::json) AS r(
-        s bigint, e text, ts timestamptz, ty text, ag text, pr text, ac text, re text, de text, rs text,
-        hs integer, dt jsonb, p text, h text)`;
+  return `[${rows.join(",")}]`;
 }
 
-export const COLUMNS = sql.raw(
-  "(seq, event_id, ts, type, agent, project, action, resource, decision, reason, http_status, details, prev_hash, hash)",
-);
+/** What `json_to_recordset` makes of `rowsJson`, in the order of `COLUMNS`. */
+export const ROW_FIELDS = "r.s, r.e, r.ts, r.ty, r.ag, r.pr, r.ac, r.re, r.de, r.rs, r.hs, r.dt, r.p, r.h";
+export const ROW_TYPES =
+  "r(s bigint, e text, ts timestamptz, ty text, ag text, pr text, ac text, re text, de text, rs text, hs integer, dt jsonb, p text, h text)";
+
+export const COLUMN_LIST =
+  "(seq, event_id, ts, type, agent, project, action, resource, decision, reason, http_status, details, prev_hash, hash)";
+export const COLUMNS = sql.raw(COLUMN_LIST);
 
 /** Places events at the head of the chain and inserts them, inside `tx`, holding the head's row lock. */
 export async function writeChained(tx: Tx, events: readonly PendingEvent[]): Promise<AuditLine[]> {

@@ -1,15 +1,17 @@
 import { sql } from "drizzle-orm";
-import { type Database, rowsOf } from "../db/client.js";
+import type { Database, PreparedStatement } from "../db/client.js";
 import { AppError, asAppError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { AuditLine } from "./chain.js";
 import {
-  COLUMNS,
+  COLUMN_LIST,
   chainAfter,
   type Head,
   type PendingEvent,
+  ROW_FIELDS,
+  ROW_TYPES,
   readHead,
-  rowsSql,
+  rowsJson,
   writeChained,
 } from "./event-write.js";
 
@@ -42,12 +44,31 @@ interface Committer {
 }
 
 /**
- * The final SELECT of a batch's statement. A batch whose callers may all be answered before the
- * disk flush turns `synchronous_commit` off for its own (implicit) transaction only: the setting is
- * read when that transaction commits, at the end of the statement, and reverts with it.
+ * One batch's statement: move the head only if it is where the batch was chained after ($3, $4),
+ * and insert the lines ($5, one JSON array) only if it was moved; the count says whether they
+ * were. A named prepared statement: parsed and planned once per connection.
  */
-const COUNT_INSERTED = sql.raw("SELECT count(*)::int AS n FROM inserted");
-const COUNT_INSERTED_NO_FLUSH = sql.raw(
+const batchStatement = (name: string, final: string): PreparedStatement => ({
+  name,
+  text: `WITH moved AS (
+      UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1 AND seq = $3 AND hash = $4 RETURNING 1
+    ), inserted AS (
+      INSERT INTO audit_events ${COLUMN_LIST}
+      SELECT r.* FROM (SELECT ${ROW_FIELDS} FROM json_to_recordset($5::json) AS ${ROW_TYPES}) AS r
+      WHERE EXISTS (SELECT 1 FROM moved)
+      RETURNING 1
+    )
+    ${final}`,
+});
+
+const WRITE_BATCH = batchStatement("butler_audit_batch", "SELECT count(*)::int AS n FROM inserted");
+/**
+ * The same for a batch whose callers may all be answered before the disk flush: it turns
+ * `synchronous_commit` off for its own (implicit) transaction only. The setting is read when that
+ * transaction commits, at the end of the statement, and reverts with it.
+ */
+const WRITE_BATCH_NO_FLUSH = batchStatement(
+  "butler_audit_batch_no_flush",
   "SELECT (SELECT count(*)::int FROM inserted) AS n, set_config('synchronous_commit', 'off', true) AS sc",
 );
 
@@ -63,19 +84,14 @@ async function writeIfHeadAt(
   flush: boolean,
 ) {
   const last = lines.at(-1)!;
-  const result = await c.database.db.execute(sql`
-        WITH moved AS (
-          UPDATE audit_head SET seq = ${last.seq}, hash = ${last.hash}
-          WHERE id = 1 AND seq = ${head.seq} AND hash = ${head.hash}
-          RETURNING 1
-        )
-        , inserted AS (
-          INSERT INTO audit_events ${COLUMNS}
-          SELECT r.* FROM (${rowsSql(lines, events)}) AS r WHERE EXISTS (SELECT 1 FROM moved)
-          RETURNING 1
-        )
-        ${flush ? COUNT_INSERTED : COUNT_INSERTED_NO_FLUSH}`);
-  return rowsOf<{ n: number }>(result)[0]?.n === lines.length;
+  const rows = await c.database.prepared(flush ? WRITE_BATCH : WRITE_BATCH_NO_FLUSH, [
+    last.seq,
+    last.hash,
+    head.seq,
+    head.hash,
+    rowsJson(lines, events),
+  ]);
+  return rows[0]?.n === lines.length;
 }
 
 /** Resolves a committed batch's callers. */

@@ -34,7 +34,19 @@ export interface Database {
     handler: NotificationHandler,
     onReconnect?: () => void,
   ): Promise<() => Promise<void>>;
+  /**
+   * Runs one statement with `$1…` parameters and returns its rows. On PostgreSQL it is a named
+   * prepared statement, parsed and planned once per connection instead of on every call: for the
+   * statements of the decision path (the audit log's batch).
+   */
+  prepared(statement: PreparedStatement, values: readonly unknown[]): Promise<Record<string, unknown>[]>;
   close(): Promise<void>;
+}
+
+/** A statement of `Database.prepared`: one name for one text, for the life of the process. */
+export interface PreparedStatement {
+  readonly name: string;
+  readonly text: string;
 }
 
 export type DatabaseConfig =
@@ -87,6 +99,8 @@ export function pgliteDatabase(client: PGlite): Database {
         if (!client.closed) await unsubscribe();
       };
     },
+    prepared: async (statement, values) =>
+      (await client.query<Record<string, unknown>>(statement.text, [...values])).rows,
     close: () => (client.closed ? Promise.resolve() : client.close()),
   };
 }
@@ -230,6 +244,14 @@ export function postgresDatabase(
         await l.stop();
       };
     },
+    prepared: async (statement, values) =>
+      (
+        await pool.query<Record<string, unknown>>({
+          name: statement.name,
+          text: statement.text,
+          values: [...values],
+        })
+      ).rows,
     async close() {
       await Promise.all([...listeners].map((l) => l.stop()));
       listeners.clear();
