@@ -149,7 +149,11 @@ export function createAuditLog(opts: AuditLogOptions) {
       if (committer.depth() >= queueMax)
         throw new AppError("UNAVAILABLE", "the audit log is overloaded; try again shortly");
       const a = toEvent(first);
-      const [x, y] = await committer.enqueueAll([a, toEvent(second(a.eventId))]);
+      const then = second(a.eventId);
+      const [x, y] = await committer.enqueueAll([
+        { event: a, flush: mustFlush(first) },
+        { event: toEvent(then), flush: mustFlush(then) },
+      ]);
       return [x!, y!];
     },
 

@@ -197,13 +197,13 @@ export function createGroupCommitter(opts: Pick<Committer, "database" | "log" | 
     /**
      * Queues events one after the other, kicking the writer once they are all queued, so that they
      * go into one batch (one commit) unless the queue is longer than a batch; resolves with their
-     * lines once every one is committed.
+     * lines once every one is committed (and flushed, as for `enqueue`, unless its `flush` is false).
      */
-    enqueueAll: (events: readonly PendingEvent[]): Promise<AuditLine[]> => {
+    enqueueAll: (events: readonly { event: PendingEvent; flush: boolean }[]): Promise<AuditLine[]> => {
       const lines = events.map(
-        (event) =>
+        ({ event, flush }) =>
           new Promise<AuditLine>((resolve, reject) => {
-            c.queue.push({ event, resolve, reject, attempts: 0 });
+            c.queue.push({ event, resolve, reject, attempts: 0, flush });
           }),
       );
       kick(c);

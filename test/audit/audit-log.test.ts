@@ -258,6 +258,20 @@ describe.skipIf(ENGINE !== "postgres")("audit durability modes (postgres)", () =
     ]);
   });
 
+  test("a pair (a decision and its outcome, one batch) skips the flush only when both lines may", async () => {
+    const pairWith = async (durability: AuditDurability, decision: string) => {
+      const audit = createAuditLog({ database, clock: new FakeClock(), log, durability });
+      const from = pool.statements.length;
+      await audit.appendPair({ ...deny, decision }, () => ({ type: "x.outcome", decision }));
+      await audit.close();
+      return batchesSince(from);
+    };
+    expect(await pairWith("async-deny", "DENY")).toEqual([true]);
+    expect(await pairWith("async-deny", "ALLOW")).toEqual([false]);
+    expect(await pairWith("async", "ALLOW")).toEqual([true]);
+    expect(await pairWith("sync", "DENY")).toEqual([false]);
+  });
+
   test("async: every group-committed batch skips the flush; the setting ends with its transaction", async () => {
     expect(await appendWith("async", [[allow], [deny, allow]])).toEqual([true, true]);
     // The one connection of the pool is back to the server's setting: nothing else written on it
@@ -265,7 +279,7 @@ describe.skipIf(ENGINE !== "postgres")("audit durability modes (postgres)", () =
     const shown = await (pool as pg.Pool).query<{ synchronous_commit: string }>("SHOW synchronous_commit");
     expect(shown.rows[0]?.synchronous_commit).toBe("on");
     // The lines written either way form one chain.
-    expect(await verifyAuditChain(database.db)).toMatchObject({ ok: true, count: 11 });
+    expect(await verifyAuditChain(database.db)).toMatchObject({ ok: true, count: 19 });
   });
 });
 
