@@ -22,6 +22,38 @@ export function pinLoadGenerator(): () => void {
   return () => execFileSync(TASKSET, ["-a", "-cp", all, String(process.pid)], { stdio: "ignore" });
 }
 
+/** Runs `script` (through tsx) on `core` if given; resolves with the first line it prints. */
+async function startChild(
+  script: string,
+  args: string[],
+  core: string | undefined,
+): Promise<{ child: ChildProcess; first: string }> {
+  const argv = ["--import", "tsx", script, ...args];
+  const child = core
+    ? spawn(TASKSET, ["-c", core, process.execPath, ...argv], { stdio: ["ignore", "pipe", "inherit"] })
+    : spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "inherit"] });
+  const first = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).once("line", resolve);
+    child.once("exit", (code) => reject(new Error(`${script} exited with ${code}`)));
+  });
+  return { child, first };
+}
+
+/**
+ * The stand-in Stripe in a process of its own (bench/stand-in.ts), on the load core when pinning:
+ * a provider's work is not Butler's.
+ */
+export async function startStandIn(key: string): Promise<{ url: string; stop(): Promise<void> }> {
+  const { child, first } = await startChild("bench/stand-in.ts", [key], PINNING?.load);
+  return {
+    url: (JSON.parse(first) as { url: string }).url,
+    async stop() {
+      child.kill("SIGTERM");
+      await new Promise((r) => child.once("exit", r));
+    },
+  };
+}
+
 /** What bench/server.ts prints once it serves. */
 export interface BenchServer {
   url: string;
@@ -40,17 +72,10 @@ export interface BenchServer {
  */
 export async function startBenchServer(
   dbUrl: string,
-  opts: { durability?: AuditDurability; pin?: boolean } = {},
+  opts: { durability?: AuditDurability; pin?: boolean; stripeUrl?: string } = {},
 ): Promise<{ child: ChildProcess; info: BenchServer; stop(): Promise<void> }> {
-  const args = ["--import", "tsx", "bench/server.ts", dbUrl, opts.durability ?? "sync"];
-  const core = opts.pin ? PINNING?.server : undefined;
-  const child = core
-    ? spawn(TASKSET, ["-c", core, process.execPath, ...args], { stdio: ["ignore", "pipe", "inherit"] })
-    : spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
-  const first = await new Promise<string>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).once("line", resolve);
-    child.once("exit", (code) => reject(new Error(`bench server exited with ${code}`)));
-  });
+  const args = [dbUrl, opts.durability ?? "sync", ...(opts.stripeUrl ? [opts.stripeUrl] : [])];
+  const { child, first } = await startChild("bench/server.ts", args, opts.pin ? PINNING?.server : undefined);
   return {
     child,
     info: JSON.parse(first) as BenchServer,

@@ -44,7 +44,7 @@ import { type Call, evaluate, type PolicyIndex } from "../src/policy/index.js";
 import { createServices } from "../src/services.js";
 import { a2aClient, ask, withPush } from "../test/helpers/a2a.js";
 import { createPostgresDatabase } from "../test/helpers/pg-database.js";
-import { PINNING, percentile, pinLoadGenerator, startBenchServer } from "./child.js";
+import { PINNING, percentile, pinLoadGenerator, startBenchServer, startStandIn } from "./child.js";
 import { makeCalls, parseAll } from "./policy-gen.js";
 import { benchScale } from "./scale.js";
 import { runSoak } from "./soak.js";
@@ -336,7 +336,18 @@ async function benchProxy(dbUrl: string) {
   console.log(
     "\n6. Proxy overhead: GET /v1/charges through /v1/proxy/stripe vs straight to a stand-in Stripe (PostgreSQL)",
   );
-  const server = await startBenchServer(dbUrl);
+  // The stand-in in its own process (with the load, when pinned) and Butler on its own core: a
+  // real provider's work is done elsewhere, not in Butler's process.
+  const standIn = await startStandIn("sk_test_bench");
+  const server = await startBenchServer(dbUrl, { pin: true, stripeUrl: standIn.url }).catch(async (e) => {
+    await standIn.stop();
+    throw e;
+  });
+  console.log(
+    PINNING
+      ? `   pinned with taskset: the server on core ${PINNING.server}; the stand-in Stripe and this process (the load) on core ${PINNING.load}`
+      : "   not pinned (one core, or no taskset); the stand-in Stripe runs in its own process",
+  );
   const { url, adminToken, stripeUrl, stripeKey, proxyToken } = server.info;
   try {
     const direct = `${stripeUrl}/v1/charges?limit=3`;
@@ -381,6 +392,7 @@ async function benchProxy(dbUrl: string) {
     return proxy;
   } finally {
     await server.stop();
+    await standIn.stop();
   }
 }
 
@@ -619,7 +631,11 @@ try {
     const unpin = pinLoadGenerator();
     http = await benchHttp(db.url).finally(unpin);
   }
-  const proxy = only.has("2") || only.has("6") ? await benchProxy(db.url) : undefined;
+  let proxy: Awaited<ReturnType<typeof benchProxy>> | undefined;
+  if (only.has("2") || only.has("6")) {
+    const unpin = pinLoadGenerator();
+    proxy = await benchProxy(db.url).finally(unpin);
+  }
   const audit = only.has("3") ? await benchAudit(db.url) : undefined;
   const propagation = only.has("4") ? await benchApprovalPropagation(db.url) : undefined;
   let a2a: Awaited<ReturnType<typeof benchA2ANotification>> | undefined;

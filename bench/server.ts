@@ -3,7 +3,7 @@
  * durability given) and, in the same process, a bare fastify JSON endpoint as the baseline. Prints
  * one JSON line with their addresses.
  */
-import { copyFile, mkdir, mkdtemp, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Fastify from "fastify";
@@ -13,7 +13,8 @@ import { createLogger } from "../src/logger.js";
 import { startServer } from "../src/main.js";
 
 const databaseUrl = process.argv[2];
-if (!databaseUrl) throw new Error("usage: server.ts <DATABASE_URL> [sync|async-deny|async]");
+if (!databaseUrl)
+  throw new Error("usage: server.ts <DATABASE_URL> [sync|async-deny|async] [stand-in Stripe URL]");
 const durability = process.argv[3] ?? "sync";
 const dataDir = await mkdtemp(join(tmpdir(), "butler-bench-"));
 // The seed policy, and a project whose agent may read Stripe charges through the proxy.
@@ -25,7 +26,10 @@ await writeFile(
   "project: bench-proxy\nagents: [proxy-agent]\ngrants:\n  - service: stripe\n    actions: [charges:read]\n    resources: [stripe.com/v1/charges]\n",
 );
 const stripeKey = "sk_test_bench";
-const stripe = await startStandInStripe(stripeKey);
+// The stand-in Stripe: in this process, or the one at the URL given (its own process).
+const stripe = process.argv[4]
+  ? { url: process.argv[4], close: async () => {} }
+  : await startStandInStripe(stripeKey);
 const config = loadConfig({
   DATABASE_URL: databaseUrl,
   DATABASE_POOL_SIZE: "10",
@@ -63,5 +67,6 @@ process.on("SIGTERM", async () => {
   await bare.close();
   await server.close();
   await stripe.close();
+  await rm(dataDir, { recursive: true, force: true });
   process.exit(0);
 });
