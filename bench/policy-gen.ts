@@ -1,9 +1,5 @@
 /** The generated policy and calls of the decision benchmark (see run.ts). */
-import {
-  type Call,
-  type ProjectInput,
-  parsePolicyFile,
-} from "../src/policy/index.js";
+import { type Call, type ProjectInput, parsePolicyFile } from "../src/policy/index.js";
 
 export function projectYaml(p: number): string {
   const lines = [`project: proj-${p}`, "agents:"];
@@ -73,7 +69,14 @@ export function parseDocs(count: number): ProjectInput[] {
 export function distinctCalls(calls: readonly Call[]): Call[] {
   const seen = new Set<string>();
   return calls.filter((c) => {
-    const key = JSON.stringify([c.agent, c.project, c.action, c.resource, c.branch ?? null, c.params ?? null]);
+    const key = JSON.stringify([
+      c.agent,
+      c.project,
+      c.action,
+      c.resource,
+      c.branch ?? null,
+      c.params ?? null,
+    ]);
     if (seen.has(key)) return false;
     seen.add(key);
     return true;

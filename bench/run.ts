@@ -181,7 +181,9 @@ function benchDecisions() {
     `   policy: 1,000 projects x 20 grants each (globs, TTLs, constraints, deny patterns; 5 agents, 2 roles), parsed and compiled in ${fmt(parseMs)} ms`,
   );
   console.log(`   200 distinct calls over 1,000 projects:       ${mix(big, hotCalls)}`);
-  console.log(`   ${fmt(distinctCalls(wideCalls).length)} distinct calls over 1,000 projects:    ${mix(big, wideCalls)}`);
+  console.log(
+    `   ${fmt(distinctCalls(wideCalls).length)} distinct calls over 1,000 projects:    ${mix(big, wideCalls)}`,
+  );
   console.log(`   ${fmt(coldCalls.length)} distinct calls over 1,000 projects:   ${mix(big, coldCalls)}`);
   row("baseline: evaluate without memo, 200 distinct calls, repeated", plainHot);
   row("evaluate (memo), 200 distinct calls, repeated (warm)", hot);
@@ -189,7 +191,9 @@ function benchDecisions() {
   row("baseline: evaluate without memo, 10,000 calls, repeated", plainWide);
   row("evaluate (memo), 10,000 calls, repeated (warm)", wide);
   console.log(ratio(wide.perSecond, plainWide.perSecond, "target: >= 5,000,000 decisions/s"));
-  row(`baseline: evaluate without memo, ${fmt(coldCalls.length)} distinct calls once`, { perSecond: cold.plain });
+  row(`baseline: evaluate without memo, ${fmt(coldCalls.length)} distinct calls once`, {
+    perSecond: cold.plain,
+  });
   row(`evaluate (memo), each call's first decision (cold)`, { perSecond: cold.memo });
   console.log(ratio(cold.memo, cold.plain, "target: >= 1.00x, no slower cold path"));
   return hot;

@@ -80,6 +80,11 @@ export class DecisionMemo {
 
   constructor(readonly revision: number) {}
 
+  /** How many entries it holds ((agent, action) steps, resource entries, unknown agents). */
+  get entries(): number {
+    return this.size;
+  }
+
   /** The (agent, action) step remembered for the call, if any. */
   action(call: Call): ActionEntry | undefined {
     return this.agents.get(call.agent)?.get(call.action);

@@ -102,7 +102,11 @@ const covering: CompiledGrant[] = [];
  * order they are considered) and records agent failures in `scan`; or returns an answer that
  * needs nothing more.
  */
-function candidatesOf(project: CompiledProject, call: Call, roles: ReadonlySet<string>): Decision | undefined {
+function candidatesOf(
+  project: CompiledProject,
+  call: Call,
+  roles: ReadonlySet<string>,
+): Decision | undefined {
   scan.rank = 0;
   scan.failed = undefined;
   scan.detail = "";
@@ -251,7 +255,8 @@ function decidePlanned(project: CompiledProject, call: Call, nowMs: number, e: M
   if (r === FAILED) return failure(scan.failed!, scan.rank, scan.detail, call, project);
   const i = DENIED - r;
   const g = e.covering[i]!;
-  if (scan.denyKind !== DENY_COMMAND) return deny("deny_pattern", denyReason(g, call), g.id, project.revision);
+  if (scan.denyKind !== DENY_COMMAND)
+    return deny("deny_pattern", denyReason(g, call), g.id, project.revision);
   e.commandDenied ??= [];
   let byPattern = e.commandDenied[i];
   if (byPattern === undefined) {
