@@ -3,7 +3,7 @@ import type { Call, Decision } from "./types.js";
 
 /**
  * What `evaluate` remembers of one compiled project's decisions (see evaluate.ts for how it is
- * used). Attached to the CompiledProject object itself (a WeakMap keyed by its identity), so a new
+ * used). Attached to the CompiledProject object itself (see memoOf), so a new
  * revision, which is a new object, starts with nothing, and a revision nobody serves any more is
  * collected together with its memo. A CompiledProject must not be changed once decisions have
  * been made with it.
@@ -162,14 +162,34 @@ export class DecisionMemo {
   }
 }
 
-const memos = new WeakMap<CompiledProject, DecisionMemo>();
+/**
+ * Where a compiled project's memo is kept: a property of the object itself, under a symbol and not
+ * enumerable, so that a copy of the object (`{ ...project }`) does not take it along and nothing
+ * that compares or serialises compiled projects sees it; a WeakMap for objects that cannot take a
+ * property (frozen).
+ */
+const MEMO = Symbol("decisionMemo");
+const frozenMemos = new WeakMap<CompiledProject, DecisionMemo>();
+
+type Carrying = CompiledProject & { [MEMO]?: DecisionMemo };
 
 /** The memo of this compiled project (made on first use). */
 export function memoOf(project: CompiledProject): DecisionMemo {
-  let m = memos.get(project);
-  if (m === undefined || m.revision !== project.revision) {
-    m = new DecisionMemo(project.revision);
-    memos.set(project, m);
+  const m = (project as Carrying)[MEMO];
+  if (m !== undefined && m.revision === project.revision) return m;
+  return attach(project);
+}
+
+function attach(project: CompiledProject): DecisionMemo {
+  if (!Object.isExtensible(project)) {
+    let m = frozenMemos.get(project);
+    if (m === undefined || m.revision !== project.revision) {
+      m = new DecisionMemo(project.revision);
+      frozenMemos.set(project, m);
+    }
+    return m;
   }
+  const m = new DecisionMemo(project.revision);
+  Object.defineProperty(project, MEMO, { value: m, writable: true, configurable: true, enumerable: false });
   return m;
 }

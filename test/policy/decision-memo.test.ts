@@ -355,6 +355,15 @@ describe("the decision memo", () => {
     expect(evaluateIn(copy, get, T1)).toEqual(
       evaluateUnmemoized({ projects: new Map([["memo", copy]]) }, get, T1),
     );
+    // A frozen compiled project has a memo of its own too.
+    const frozen = Object.freeze(compileProject({ document: without, revision: 3 }));
+    for (let i = 0; i < 3; i++)
+      expect(evaluateIn(frozen, get, T1)).toMatchObject({
+        decision: "DENY",
+        code: "resource_not_covered",
+        revision: 3,
+      });
+    expect(memoOf(frozen).entries).toBe(2);
     // And the first revision still answers as before.
     expect(evaluate(first, get, T1)).toMatchObject({ decision: "ALLOW", revision: 1 });
   });
