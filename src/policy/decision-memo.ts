@@ -115,6 +115,8 @@ export class DecisionMemo {
    */
   store(action: ActionEntry, call: Call, entry: Remembered, replacing: boolean): void {
     const { resource, branch } = call;
+    // (A call not typed as declared, say a resource left undefined, is answered but not remembered.)
+    if (typeof resource !== "string" || (branch !== undefined && typeof branch !== "string")) return;
     if (call.action.length + resource.length + (branch?.length ?? 0) > MEMO_MAX_KEY_CHARS) return;
     if (!replacing && this.reserve()) {
       // The memo was just dropped: the (agent, action) step goes back in first.
