@@ -14,10 +14,11 @@ import type { Call, Decision, DenyCode } from "./types.js";
  * match, which says more than "nothing grants this service".
  *
  * This is the hot path of the gateway. Answers are remembered per compiled project (see
- * decision-memo.ts): a call seen before under the same revision is answered by a few Map lookups,
- * without allocating; a new call costs what `evaluateUnmemoized` costs. The answer is always
- * exactly what `evaluateUnmemoized` returns for that call at that time. A remembered answer is
- * shared and frozen: callers must not change it.
+ * decision-memo.ts): a call repeated under the same revision is answered by a few Map lookups,
+ * without allocating; a new call costs what `evaluateUnmemoized` costs, plus remembering it (its
+ * agent and action on their first call, its resource's entry from their second on). The answer
+ * is always exactly what `evaluateUnmemoized` returns for that call at that time. A remembered
+ * answer is shared and frozen: callers must not change it.
  */
 export function evaluate(index: PolicyIndex, call: Call, nowMs: number): Decision {
   const project = index.projects.get(call.project);
@@ -25,7 +26,10 @@ export function evaluate(index: PolicyIndex, call: Call, nowMs: number): Decisio
   return evaluateIn(project, call, nowMs);
 }
 
-/** The decision on `call` by one compiled project (for example a revision read under its lock). */
+/**
+ * The decision on `call` by one compiled project (for example a revision read under its lock),
+ * with that project's memo.
+ */
 export function evaluateIn(project: CompiledProject, call: Call, nowMs: number): Decision {
   const memo = memoOf(project);
   const a = memo.action(call);
