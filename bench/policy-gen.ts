@@ -1,5 +1,5 @@
 /** The generated policy and calls of the decision benchmark (see run.ts). */
-import { type Call, compilePolicies, type PolicyIndex, parsePolicyFile } from "../src/policy/index.js";
+import { type Call, type ProjectInput, parsePolicyFile } from "../src/policy/index.js";
 
 export function projectYaml(p: number): string {
   const lines = [`project: proj-${p}`, "agents:"];
@@ -54,14 +54,33 @@ export function projectYaml(p: number): string {
   return `${lines.join("\n")}\n`;
 }
 
-export function parseAll(count: number): PolicyIndex {
+/** The parsed documents of `count` generated projects (compile them for an index). */
+export function parseDocs(count: number): ProjectInput[] {
   const docs = [];
   for (let p = 0; p < count; p++) {
     const r = parsePolicyFile({ file: `proj-${p}.yaml`, text: projectYaml(p) });
     if (!r.ok) throw new Error(JSON.stringify(r.error));
     docs.push({ document: r.value, revision: 1 });
   }
-  return compilePolicies(docs);
+  return docs;
+}
+
+/** The calls without repeats (same agent, project, action, resource, branch and parameters). */
+export function distinctCalls(calls: readonly Call[]): Call[] {
+  const seen = new Set<string>();
+  return calls.filter((c) => {
+    const key = JSON.stringify([
+      c.agent,
+      c.project,
+      c.action,
+      c.resource,
+      c.branch ?? null,
+      c.params ?? null,
+    ]);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
 }
 
 export function makeCalls(projects: number, n: number): Call[] {

@@ -2,8 +2,11 @@
  * `npm run bench`: Butler's performance figures, each next to a baseline measured in the same run.
  *
  * 1. In-process decisions on a generated policy of 1,000 projects x 20 grants (globs, TTLs,
- *    constraints): decisions/s and per-decision p50/p99; baseline: the same calls against a single
- *    project, to show that decision cost does not grow with the number of projects.
+ *    constraints, deny patterns), calls mixed ALLOW and DENY (the mix is printed): decisions/s and
+ *    per-decision p50/p99 of `evaluate` (with its per-revision memo) on repeated calls (warm), and
+ *    of each distinct call's first decision with the memo empty (cold); baseline: the same calls
+ *    through `evaluateUnmemoized` (and, cold, through the engine before the memo,
+ *    test/policy/reference-evaluate.ts).
  * 2. POST /v1/authorize with durable audit on PostgreSQL, 50 connections, and at 1 connection (one
  *    request at a time, each timed to 0.01 ms); baseline: a bare fastify JSON endpoint in the same
  *    server process. Then the same with AUDIT_DURABILITY=async, in a second server process, against
@@ -40,12 +43,20 @@ import { postgresDatabase } from "../src/db/client.js";
 import { migrate } from "../src/db/migrate.js";
 import { createLogger } from "../src/logger.js";
 import { startServer } from "../src/main.js";
-import { type Call, evaluate, type PolicyIndex } from "../src/policy/index.js";
+import {
+  type Call,
+  compilePolicies,
+  type Decision,
+  evaluate,
+  evaluateUnmemoized,
+  type PolicyIndex,
+} from "../src/policy/index.js";
 import { createServices } from "../src/services.js";
 import { a2aClient, ask, withPush } from "../test/helpers/a2a.js";
 import { createPostgresDatabase } from "../test/helpers/pg-database.js";
+import { referenceEvaluate } from "../test/policy/reference-evaluate.js";
 import { PINNING, percentile, pinLoadGenerator, startBenchServer, startStandIn } from "./child.js";
-import { makeCalls, parseAll } from "./policy-gen.js";
+import { distinctCalls, makeCalls, parseDocs } from "./policy-gen.js";
 import { benchScale } from "./scale.js";
 import { runSoak } from "./soak.js";
 
@@ -62,34 +73,105 @@ function fmt(n: number, digits = 0): string {
 // 1. In-process decisions
 // ---------------------------------------------------------------------------------------------
 
-function measureDecisions(index: PolicyIndex, calls: Call[]) {
-  // Warm up, then a timed loop for throughput.
+type Decide = (index: PolicyIndex, call: Call, nowMs: number) => Decision;
+
+/**
+ * Decisions/s and per-decision p50/p99 over `calls`, repeated, of the unmemoized evaluate and of
+ * evaluate (the first 200,000 decisions of each warm up and are not timed). The two alternate in
+ * rounds of about 20 ms, so that both see the same machine.
+ */
+function measureWarm(index: PolicyIndex, calls: Call[], seconds: number) {
+  const ways: [string, Decide][] = [
+    ["plain", evaluateUnmemoized],
+    ["memo", evaluate],
+  ];
+  for (const [, decide] of ways)
+    for (let i = 0; i < 200_000; i++) decide(index, calls[i % calls.length]!, NOW);
+  const total = { plain: { n: 0, ns: 0 }, memo: { n: 0, ns: 0 } } as Record<
+    string,
+    { n: number; ns: number }
+  >;
+  const deadline = process.hrtime.bigint() + BigInt(Math.round(seconds * 1e9));
   let allow = 0;
-  for (let i = 0; i < 200_000; i++)
-    if (evaluate(index, calls[i % calls.length]!, NOW).decision === "ALLOW") allow++;
-  const deadline = process.hrtime.bigint() + BigInt(Math.max(2, SECONDS / 2) * 1e9);
-  let n = 0;
-  const start = process.hrtime.bigint();
   while (process.hrtime.bigint() < deadline) {
-    for (let i = 0; i < calls.length; i++) if (evaluate(index, calls[i]!, NOW).decision === "ALLOW") allow++;
-    n += calls.length;
+    for (const [name, decide] of ways) {
+      const t0 = process.hrtime.bigint();
+      const roundEnd = t0 + 20_000_000n;
+      let n = 0;
+      while (process.hrtime.bigint() < roundEnd) {
+        for (let i = 0; i < calls.length; i++)
+          if (decide(index, calls[i]!, NOW).decision === "ALLOW") allow++;
+        n += calls.length;
+      }
+      total[name]!.ns += Number(process.hrtime.bigint() - t0);
+      total[name]!.n += n;
+    }
   }
-  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-  // Per-decision latency on a sample (includes ~20-40 ns of timer overhead).
-  const sample = new Float64Array(500_000);
-  for (let i = 0; i < sample.length; i++) {
+  if (allow < 0) console.log(allow);
+  // Per-decision latency on a sample (includes ~20-40 ns of timer overhead), alternating too.
+  const samples = { plain: new Float64Array(300_000), memo: new Float64Array(300_000) } as Record<
+    string,
+    Float64Array
+  >;
+  for (let i = 0; i < 300_000; i++) {
     const c = calls[i % calls.length]!;
-    const t0 = process.hrtime.bigint();
-    evaluate(index, c, NOW);
-    sample[i] = Number(process.hrtime.bigint() - t0);
+    for (const [name, decide] of ways) {
+      const t0 = process.hrtime.bigint();
+      decide(index, c, NOW);
+      samples[name]![i] = Number(process.hrtime.bigint() - t0);
+    }
   }
-  sample.sort();
-  return {
-    perSecond: n / seconds,
-    p50: sample[Math.floor(sample.length * 0.5)]!,
-    p99: sample[Math.floor(sample.length * 0.99)]!,
-    allowShare: allow,
+  const result = (name: string) => {
+    const sample = samples[name]!.sort();
+    return {
+      perSecond: total[name]!.n / (total[name]!.ns / 1e9),
+      p50: sample[Math.floor(sample.length * 0.5)]!,
+      p99: sample[Math.floor(sample.length * 0.99)]!,
+    };
   };
+  return { plain: result("plain"), memo: result("memo") };
+}
+
+/**
+ * The cold path: each distinct call decided once, with the memo empty (on fresh copies of the
+ * compiled projects: a memo belongs to one CompiledProject object), for about `seconds`; passes
+ * alternate between the two ways of deciding so that both see the same machine. Decisions/s of
+ * each.
+ */
+function measureCold(index: PolicyIndex, calls: Call[], seconds: number) {
+  const ways: [string, Decide][] = [
+    ["plain", evaluateUnmemoized],
+    ["before", referenceEvaluate],
+    ["memo", evaluate],
+  ];
+  const total: Record<string, { n: number; ns: number }> = {};
+  for (const [name] of ways) total[name] = { n: 0, ns: 0 };
+  const deadline = process.hrtime.bigint() + BigInt(Math.round(seconds * 1e9));
+  do {
+    for (const [name, decide] of ways) {
+      const fresh: PolicyIndex = { projects: new Map([...index.projects].map(([k, p]) => [k, { ...p }])) };
+      const t0 = process.hrtime.bigint();
+      for (let i = 0; i < calls.length; i++) decide(fresh, calls[i]!, NOW);
+      total[name]!.ns += Number(process.hrtime.bigint() - t0);
+      total[name]!.n += calls.length;
+    }
+  } while (process.hrtime.bigint() < deadline);
+  const perSecond = (name: string) => total[name]!.n / (total[name]!.ns / 1e9);
+  return { memo: perSecond("memo"), plain: perSecond("plain"), before: perSecond("before") };
+}
+
+/** "41% ALLOW, 59% DENY (no_action_grant 20%, ...)": what the calls get, decided once each. */
+function mix(index: PolicyIndex, calls: Call[]): string {
+  const counts = new Map<string, number>();
+  let allow = 0;
+  for (const c of calls) {
+    const d = evaluateUnmemoized(index, c, NOW);
+    if (d.decision === "ALLOW") allow++;
+    else counts.set(d.code, (counts.get(d.code) ?? 0) + 1);
+  }
+  const pct = (k: number) => `${fmt((k / calls.length) * 100)}%`;
+  const codes = [...counts].sort((a, b) => b[1] - a[1]).map(([code, k]) => `${code} ${pct(k)}`);
+  return `${pct(allow)} ALLOW, ${pct(calls.length - allow)} DENY (${codes.join(", ")})`;
 }
 
 /** How fast this machine runs plain JavaScript, to read the other figures against. */
@@ -109,32 +191,45 @@ function benchDecisions() {
   );
   console.log("\n1. In-process decisions (pure policy engine)");
   const t = process.hrtime.bigint();
-  const big = parseAll(1000);
+  const big = compilePolicies(parseDocs(1000));
   const parseMs = Number(process.hrtime.bigint() - t) / 1e6;
-  const one = parseAll(1);
+  // The warm sets are repeated; the cold set is every distinct call once.
   const hotCalls = makeCalls(1000, 200);
-  const coldCalls = makeCalls(1000, 100_000);
-  const oneCalls = makeCalls(1, 200);
-  let allowed = 0;
-  for (const c of coldCalls) if (evaluate(big, c, NOW).decision === "ALLOW") allowed++;
-  const base = measureDecisions(one, oneCalls);
-  const hot = measureDecisions(big, hotCalls);
-  const cold = measureDecisions(big, coldCalls);
-  const row = (name: string, r: ReturnType<typeof measureDecisions>) =>
+  const wideCalls = makeCalls(1000, 10_000);
+  const coldCalls = distinctCalls(makeCalls(1000, 100_000));
+  const per = Math.max(1, SECONDS / 6);
+  const { plain: plainHot, memo: hot } = measureWarm(big, hotCalls, per * 2);
+  const { plain: plainWide, memo: wide } = measureWarm(big, wideCalls, per * 2);
+  const cold = measureCold(big, coldCalls, per * 3);
+  const row = (name: string, r: { perSecond: number; p50?: number; p99?: number }, extra = "") =>
     console.log(
-      `   ${name.padEnd(52)} ${fmt(r.perSecond).padStart(10)} decisions/s   p50 ${fmt(r.p50)} ns   p99 ${fmt(r.p99)} ns`,
+      `   ${name.padEnd(58)} ${fmt(r.perSecond).padStart(10)} decisions/s${r.p50 === undefined ? "" : `   p50 ${fmt(r.p50)} ns   p99 ${fmt(r.p99!)} ns`}${extra}`,
     );
+  const ratio = (a: number, b: number, target: string) => `   = ${fmt(a / b, 2)}x the baseline (${target})`;
   console.log(
-    `   policy: 1,000 projects x 20 grants (globs, TTLs, constraints, deny patterns), parsed and compiled in ${fmt(parseMs)} ms`,
+    `   policy: 1,000 projects x 20 grants each (globs, TTLs, constraints, deny patterns; 5 agents, 2 roles), parsed and compiled in ${fmt(parseMs)} ms`,
   );
-  console.log(`   calls: a mix of allowed and denied (${fmt((allowed / coldCalls.length) * 100)}% allowed)`);
-  row("baseline: 1 project x 20 grants, 200 distinct calls", base);
-  row("1,000 x 20, 200 distinct calls (warm caches)", hot);
-  row("1,000 x 20, 100,000 distinct calls, uniform (cold)", cold);
+  console.log(`   200 distinct calls over 1,000 projects:       ${mix(big, hotCalls)}`);
   console.log(
-    `   ratio warm 1,000 projects / 1 project:              ${fmt(hot.perSecond / base.perSecond, 2)}x   (target >= 5,000,000 decisions/s)`,
+    `   ${fmt(distinctCalls(wideCalls).length)} distinct calls over 1,000 projects:    ${mix(big, wideCalls)}`,
   );
-  return hot;
+  console.log(`   ${fmt(coldCalls.length)} distinct calls over 1,000 projects:   ${mix(big, coldCalls)}`);
+  row("baseline: evaluate without memo, 200 distinct calls, repeated", plainHot);
+  row("evaluate (memo), 200 distinct calls, repeated (warm)", hot);
+  console.log(ratio(hot.perSecond, plainHot.perSecond, "target: >= 5,000,000 decisions/s"));
+  row("baseline: evaluate without memo, 10,000 calls, repeated", plainWide);
+  row("evaluate (memo), 10,000 calls, repeated (warm)", wide);
+  console.log(ratio(wide.perSecond, plainWide.perSecond, "target: >= 5,000,000 decisions/s"));
+  row(`baseline: evaluate without memo, ${fmt(coldCalls.length)} distinct calls once`, {
+    perSecond: cold.plain,
+  });
+  row("the engine before the memo (test/policy/reference-evaluate.ts), same calls once", {
+    perSecond: cold.before,
+  });
+  row(`evaluate (memo), each call's first decision (cold)`, { perSecond: cold.memo });
+  console.log(ratio(cold.memo, cold.plain, "target: >= 1.00x, no slower cold path"));
+  console.log(`   = ${fmt(cold.memo / cold.before, 2)}x the engine before the memo (target: >= 1.00x)`);
+  return { hot, plainHot, cold };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -651,7 +746,7 @@ try {
   console.log("\nSummary");
   if (decisions)
     console.log(
-      `   in-process decisions/s:      ${fmt(decisions.perSecond)}  (warm, 1,000 projects; p99 ${fmt(decisions.p99)} ns)`,
+      `   in-process decisions/s:      ${fmt(decisions.hot.perSecond)} warm (memo; 200 calls over 1,000 projects; p99 ${fmt(decisions.hot.p99)} ns) = ${fmt(decisions.hot.perSecond / decisions.plainHot.perSecond, 2)}x without memo (${fmt(decisions.plainHot.perSecond)}; target >= 5,000,000); cold ${fmt(decisions.cold.memo)} = ${fmt(decisions.cold.memo / decisions.cold.plain, 2)}x without memo, ${fmt(decisions.cold.memo / decisions.cold.before, 2)}x the engine before the memo (target >= 1.00x)`,
     );
   if (http)
     console.log(
