@@ -171,21 +171,7 @@ export async function startServer(
         services.policies.watch();
         return { value: undefined, stop: async () => services.policies.stopWatching() };
       });
-    log.info(
-      {
-        url,
-        database: config.database.kind,
-        audit_durability: services.audit.durability,
-        policies: config.policiesDir,
-      },
-      "butler is serving",
-    );
-    logAuditDurability(services.audit.durability, log);
-    if (!edges.channels?.length && !config.slack && !config.telegram)
-      log.info(
-        { dashboard: `${publicUrl}/dashboard`, api: `POST ${publicUrl}/v1/access-requests/:id/approve` },
-        "no chat channel is configured (SLACK_BOT_TOKEN, TELEGRAM_BOT_TOKEN): access requests are posted to no chat; approvers decide in the dashboard, with `butler requests approve`, or through the API",
-      );
+    logServing(log, config, services.audit.durability, url, publicUrl, !!edges.channels?.length);
     return {
       app,
       url,
@@ -207,6 +193,27 @@ export async function startServer(
  * Says at start what an answer waits for: the default in one line, an asynchronous mode as a
  * warning naming what a crash of the database server can lose.
  */
+/** The lines that say the server is serving: where, on what, how durably, and whether chat is set up. */
+function logServing(
+  log: Logger,
+  config: Config,
+  durability: AuditDurability,
+  url: string,
+  publicUrl: string,
+  channelsGiven: boolean,
+): void {
+  log.info(
+    { url, database: config.database.kind, audit_durability: durability, policies: config.policiesDir },
+    "butler is serving",
+  );
+  logAuditDurability(durability, log);
+  if (!channelsGiven && !config.slack && !config.telegram)
+    log.info(
+      { dashboard: `${publicUrl}/dashboard`, api: `POST ${publicUrl}/v1/access-requests/:id/approve` },
+      "no chat channel is configured (SLACK_BOT_TOKEN, TELEGRAM_BOT_TOKEN): access requests are posted to no chat; approvers decide in the dashboard, with `butler requests approve`, or through the API",
+    );
+}
+
 function logAuditDurability(durability: AuditDurability, log: Logger): void {
   if (durability === "sync") {
     log.info(
