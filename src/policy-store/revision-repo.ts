@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, gt, inArray, isNotNull, isNull, lte, or, sql } from "drizzle-orm";
+import { and, asc, desc, eq, gt, inArray, isNull, lte, or, sql } from "drizzle-orm";
 import { type Queryable, rowsOf, type Tx } from "../db/client.js";
 import { grants, policyRevisions } from "../db/schema.js";
 import { composeEffective } from "../policy/effective.js";
@@ -36,12 +36,13 @@ export type NewRevision = typeof policyRevisions.$inferInsert;
 /** How long an expired grant stays in the effective policy, so that denials can say it expired. */
 export const EXPIRED_GRANT_RETENTION_MS = 7 * 24 * 3600 * 1000;
 
-type RevisionRow = typeof policyRevisions.$inferSelect;
-
-/** A stored revision with its effective text (put together from its grants when not stored). */
-async function toRevision(q: Queryable, r: RevisionRow): Promise<PolicyRevision> {
-  const head = toHead(r);
-  return { ...head, yaml: r.yaml ?? (await effectiveText(q, head)) };
+/** `head` with its effective text: as stored, or put together from its grants when not stored. */
+async function withText(q: Queryable, head: RevisionHead): Promise<PolicyRevision> {
+  const [row] = await q
+    .select({ yaml: policyRevisions.yaml })
+    .from(policyRevisions)
+    .where(and(eq(policyRevisions.project, head.project), eq(policyRevisions.revision, head.revision)));
+  return { ...head, yaml: row?.yaml ?? (await effectiveText(q, head)) };
 }
 
 /**
@@ -72,14 +73,12 @@ async function effectiveText(q: Queryable, r: RevisionHead): Promise<string> {
  * those grants (a partial index holds exactly them).
  */
 export async function stampGrants(tx: Tx, project: string, n: number): Promise<void> {
-  await tx
-    .update(grants)
-    .set({ addedRevision: n })
-    .where(and(eq(grants.project, project), isNull(grants.addedRevision)));
-  await tx
-    .update(grants)
-    .set({ removedRevision: n })
-    .where(and(eq(grants.project, project), isNotNull(grants.revokedAt), isNull(grants.removedRevision)));
+  await tx.execute(sql`
+    UPDATE grants
+    SET added_revision = coalesce(added_revision, ${n}),
+        removed_revision = CASE WHEN revoked_at IS NOT NULL THEN coalesce(removed_revision, ${n}) END
+    WHERE project = ${project}
+      AND (added_revision IS NULL OR (revoked_at IS NOT NULL AND removed_revision IS NULL))`);
 }
 
 /** Every column but the effective text (which grows with the grants in force). */
@@ -130,27 +129,20 @@ export async function lockProject(tx: Tx, project: string): Promise<void> {
   await tx.execute(sql`SELECT pg_advisory_xact_lock(hashtext('butler.policy'), hashtext(${project}))`);
 }
 
-/** The newest stored revision of a project, read through `q`. */
+/** The newest stored revision of a project with its effective text, read through `q`. */
 export async function latestIn(q: Queryable, project: string): Promise<PolicyRevision | undefined> {
-  const [row] = await q
-    .select()
-    .from(policyRevisions)
-    .where(eq(policyRevisions.project, project))
-    .orderBy(desc(policyRevisions.revision))
-    .limit(1);
-  return row && toRevision(q, row);
+  const head = await latestHeadIn(q, project);
+  return head && withText(q, head);
 }
 
+/** Revision `n` of a project with its effective text. */
 export async function revisionIn(
   q: Queryable,
   project: string,
   n: number,
 ): Promise<PolicyRevision | undefined> {
-  const [row] = await q
-    .select()
-    .from(policyRevisions)
-    .where(and(eq(policyRevisions.project, project), eq(policyRevisions.revision, n)));
-  return row && toRevision(q, row);
+  const head = await revisionHeadIn(q, project, n);
+  return head && withText(q, head);
 }
 
 /** Every revision of a project, oldest first, without their effective texts. */

@@ -161,10 +161,11 @@ export function proposeEffective(
 ): { before: string; after: string; diff: string } {
   const { head, indent, tail } = spliceOf(baseline);
   const block = entries.map((e) => render(e, indent)).join("");
-  const before = entries.length === 0 ? baseline : head + block + tail;
+  const spliced = head + block + tail;
+  const before = entries.length === 0 ? baseline : spliced;
   const added = render(proposed, indent);
   const after = head + block + added + tail;
-  if (before !== head + block + tail) {
+  if (before !== spliced) {
     // The baseline as written (no grants yet, and its grants key rewritten): diff it whole.
     return { before, after, diff: policyDiff(project, before, after, beforeLabel, afterLabel) };
   }
