@@ -119,21 +119,39 @@ export function createAuditLog(opts: AuditLogOptions) {
     written,
   });
   let closed = false;
+  /** Why an append would be refused now, if it would. */
+  const refusal = (): AppError | undefined =>
+    closed
+      ? new AppError("UNAVAILABLE", "the server is shutting down")
+      : committer.depth() >= queueMax
+        ? new AppError("UNAVAILABLE", "the audit log is overloaded; try again shortly")
+        : undefined;
 
   return {
-    /** Appends one event; resolves with its line once it is committed. */
-    append(input: AuditEventInput): Promise<AuditLine> {
-      if (closed) return Promise.reject(new AppError("UNAVAILABLE", "the server is shutting down"));
-      if (committer.depth() >= queueMax) {
-        return Promise.reject(new AppError("UNAVAILABLE", "the audit log is overloaded; try again shortly"));
-      }
+    /**
+     * Appends one event; resolves with its line once it is committed. With `durable`, the answer
+     * waits for the disk flush whatever AUDIT_DURABILITY says: for a line that must be on disk
+     * before something outside happens (a provider write's decision, before the call goes out).
+     */
+    append(input: AuditEventInput, opts?: { durable?: boolean }): Promise<AuditLine> {
+      const refused = refusal();
+      if (refused) return Promise.reject(refused);
       let event: PendingEvent;
       try {
         event = toEvent(input);
       } catch (e) {
         return Promise.reject(e);
       }
-      return committer.enqueue(event, mustFlush(input));
+      return committer.enqueue(event, opts?.durable === true || mustFlush(input));
+    },
+
+    /**
+     * Throws what `append` would refuse with now (closing, overloaded): checked before something
+     * is done whose lines are written afterwards (a read sent before its pair is committed).
+     */
+    assertAccepting(): void {
+      const refused = refusal();
+      if (refused) throw refused;
     },
 
     /**
@@ -145,9 +163,8 @@ export function createAuditLog(opts: AuditLogOptions) {
       first: AuditEventInput,
       second: (firstEventId: string) => AuditEventInput,
     ): Promise<[AuditLine, AuditLine]> {
-      if (closed) throw new AppError("UNAVAILABLE", "the server is shutting down");
-      if (committer.depth() >= queueMax)
-        throw new AppError("UNAVAILABLE", "the audit log is overloaded; try again shortly");
+      const refused = refusal();
+      if (refused) throw refused;
       const a = toEvent(first);
       const then = second(a.eventId);
       const [x, y] = await committer.enqueueAll([

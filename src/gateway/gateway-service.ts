@@ -64,7 +64,7 @@ export interface RequestAccessHint {
 
 export interface GatewayDeps {
   policies: Pick<PolicyStore, "index" | "ensureCurrent">;
-  audit: Pick<AuditLog, "append" | "appendPair">;
+  audit: Pick<AuditLog, "append" | "appendPair" | "assertAccepting">;
   clock: Clock;
   metrics: Metrics;
   publicUrl: () => string;
@@ -83,6 +83,11 @@ export interface AuthorizeOptions {
   details?: Record<string, unknown>;
   /** Why every call of this operation needs a person (a provider spec's `approval: each_call`). */
   eachCall?: string | undefined;
+  /**
+   * The decision line must reach the disk before the answer, whatever AUDIT_DURABILITY says: the
+   * caller acts on an ALLOW outside (a provider write goes out), which the log must be ahead of.
+   */
+  durable?: boolean;
 }
 
 type Call = BoundCall & { agent: string; project: string; params: Record<string, unknown> | undefined };
@@ -147,7 +152,7 @@ async function authorize(
     params: input.params,
   };
   const now = deps.clock.now();
-  const lineCtx = { identity, input, resource: call.resource, now, details: opts.details };
+  const lineCtx: LineContext = { identity, input, resource: call.resource, now, details: opts.details };
   const ruled = await applyApprovalRule(
     deps,
     identity,
@@ -157,10 +162,11 @@ async function authorize(
     opts,
   );
   const { d, oneShot } = ruled;
-  const entry =
-    ruled.committed?.entry ??
-    decisionLine(d, { ...lineCtx, approval: ruled.approval, usedOneShot: oneShot !== undefined });
+  const entry = ruled.committed?.entry ?? decisionLine(d, lineCtx, ruled.approval, oneShot !== undefined);
   if (deferAllow && d.decision === "ALLOW" && !ruled.committed) {
+    // The caller acts before the line is written: only when it could be written now. (The
+    // commit can still fail, say the database going away meanwhile; then the caller hears so.)
+    audit.assertAccepting();
     metrics.decisionSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
     return {
       decision: "ALLOW",
@@ -179,7 +185,7 @@ async function authorize(
   }
   let line: AuditLine;
   try {
-    line = ruled.committed?.line ?? (await audit.append(entry));
+    line = ruled.committed?.line ?? (await audit.append(entry, { durable: opts.durable }));
   } catch (e) {
     metrics.auditFailures.inc();
     throw e;
@@ -261,7 +267,7 @@ async function applyApprovalRule(
   identity: AgentIdentity,
   call: Call,
   d: Decision,
-  lineCtx: Omit<LineContext, "approval" | "usedOneShot">,
+  lineCtx: LineContext,
   opts: AuthorizeOptions,
 ): Promise<{
   d: Decision;
@@ -291,7 +297,7 @@ async function applyApprovalRule(
   let entry: ReturnType<typeof decisionLine> | undefined;
   try {
     used = await deps.oneShots.consume(identity, call, hash, (u) => {
-      entry = decisionLine(allowedOnce(u), { ...lineCtx, approval, usedOneShot: true });
+      entry = decisionLine(allowedOnce(u), lineCtx, approval, true);
       return entry;
     });
   } catch (e) {
@@ -368,8 +374,6 @@ interface LineContext {
   resource: string;
   now: Date;
   details: Record<string, unknown> | undefined;
-  approval: { rule: string; call_sha256: string } | undefined;
-  usedOneShot: boolean;
 }
 
 /**
@@ -379,6 +383,8 @@ interface LineContext {
 function decisionLine(
   d: Decision,
   c: LineContext,
+  approval: { rule: string; call_sha256: string } | undefined,
+  usedOneShot: boolean,
 ): AuditEventInput & {
   httpStatus: 200 | 403;
   details: { grant_id?: string; expires?: string; approved_by?: string };
@@ -402,9 +408,9 @@ function decisionLine(
       deny_code: d.decision === "DENY" ? d.code : undefined,
       expires: allow && d.expiresAt !== undefined ? new Date(d.expiresAt).toISOString() : undefined,
       token_id: c.identity.tokenId,
-      approval_rule: c.approval?.rule,
-      call_sha256: c.approval?.call_sha256,
-      one_shot: c.usedOneShot ? true : undefined,
+      approval_rule: approval?.rule,
+      call_sha256: approval?.call_sha256,
+      one_shot: usedOneShot ? true : undefined,
       ...c.details,
       // The parameters themselves may hold personal data; their digest proves what was asked.
       params_sha256:

@@ -120,6 +120,9 @@ function decide(
       op.approval === "each_call"
         ? `a person must approve each call of ${spec.name} ${op.name} (approval: each_call in its spec)`
         : undefined,
+    // A write changes something outside: its decision is on disk before it goes out, in every
+    // durability mode (a read's decision commits with its outcome, as the mode says).
+    durable: !op.read,
   };
   return op.read
     ? ctx.gateway.authorizeDeferred(identity, input, opts)

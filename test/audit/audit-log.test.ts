@@ -78,6 +78,21 @@ describe(`audit log on ${ENGINE}`, () => {
     await audit.close();
   });
 
+  test("a detail named __proto__ (JSON from outside can hold one) is kept as a field, read back and verified", async () => {
+    const audit = createAuditLog({ database: t.database, clock: new FakeClock(), log });
+    const details = JSON.parse('{"__proto__": {"polluted": true}, "nested": {"__proto__": "x"}, "z": 1}');
+    const line = await audit.append({ type: "x.happened", details });
+    expect(Object.hasOwn(line, "__proto__")).toBe(true);
+    expect(Object.getOwnPropertyDescriptor(line, "__proto__")?.value).toEqual({ polluted: true });
+    expect(Object.hasOwn(line.nested as object, "__proto__")).toBe(true);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+    const stored = (await all(t.database)).find((l) => l.event_id === line.event_id);
+    expect(stored).toEqual(line);
+    expect(Object.hasOwn(stored!, "__proto__")).toBe(true);
+    expect(await verifyAuditChain(t.database.db)).toMatchObject({ ok: true });
+    await audit.close();
+  });
+
   test("a detail may not overwrite a core field", async () => {
     const audit = createAuditLog({ database: t.database, clock: new FakeClock(), log });
     // Written out, it does not compile (the reason of an event is its core `reason`)...

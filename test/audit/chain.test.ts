@@ -23,6 +23,20 @@ describe("canonical JSON", () => {
       JSON.stringify({ s: 'quote " backslash \\ newline \n tab \t' }),
     );
   });
+  test("every string, with or without characters to escape, is written exactly as JSON.stringify writes it", () => {
+    // Every code unit that JSON escapes or that borders a range the fast path treats as plain,
+    // alone and inside text, and lone and paired surrogates.
+    const units = [
+      0, 1, 0x1f, 0x20, 0x21, 0x22, 0x5c, 0x7f, 0x2028, 0x2029, 0xd7ff, 0xd800, 0xdbff, 0xdc00, 0xdfff,
+      0xe000, 0xfeff, 0xffff,
+    ];
+    const samples = ["", "plain text", "\ud83d\ude00 paired", "caf\u00e9"];
+    for (const u of units) {
+      const c = String.fromCharCode(u);
+      samples.push(c, `a${c}`, `${c}z`, `mid ${c} dle`, `${c}${c}`);
+    }
+    for (const s of samples) expect(canonicalJson(s), JSON.stringify(s)).toBe(JSON.stringify(s));
+  });
 });
 
 function chain(n: number): AuditLine[] {

@@ -43,6 +43,7 @@ function gateway() {
     audit: {
       append: async () => ({ event_id: "evt_0000000000000001" }) as AuditLine,
       appendPair: () => Promise.reject(new Error("authorize writes one line at a time")),
+      assertAccepting: () => {},
     },
     clock: new FakeClock(),
     metrics: createMetrics({ auditQueueDepth: () => 0 }),

@@ -32,6 +32,7 @@ test("a DENY is remade when the policy changed while the instance checked for a 
         return { event_id: "evt_0000000000000001" } as AuditLine;
       },
       appendPair: () => Promise.reject(new Error("authorize writes one line at a time: never asked")),
+      assertAccepting: () => {},
     },
     clock: new FakeClock(),
     metrics: createMetrics({ auditQueueDepth: () => 0 }),

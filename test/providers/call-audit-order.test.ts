@@ -2,7 +2,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
 import { sql } from "drizzle-orm";
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { afterAll, beforeAll, describe, expect, test, vi } from "vitest";
 import { rowsOf } from "../../src/db/client.js";
 import { ENGINE } from "../helpers/db.js";
 import { seedText } from "../helpers/policy.js";
@@ -145,5 +145,90 @@ describe(`the audit lines of a provider call, in time (${ENGINE})`, () => {
     expect((await lines("billing-reconciler-1")).slice(before)).toEqual([
       expect.objectContaining({ type: "gateway.denied", event_id: body.event_id, operation: "list_charges" }),
     ]);
+  });
+  // Last in this file: it closes the audit log, as a shutdown does.
+  test("a read is not sent when its lines could not be written (the audit log closing): a 503, and the provider never sees it", async () => {
+    const calls = seenAtUpstream.length;
+    const before = (await lines()).length;
+    await s.server.services.audit.close();
+    const res = await proxy("GET", "/v1/charges?limit=1");
+    expect(res.status).toBe(503);
+    expect(await res.text()).not.toContain("ch_1");
+    expect(seenAtUpstream.length).toBe(calls);
+    expect((await lines()).length).toBe(before);
+  });
+});
+
+/** Which audit batches were written without waiting for the disk flush, and what they held. */
+function recordBatches(database: { prepared: (...a: never[]) => unknown }) {
+  const spy = vi.spyOn(database as { prepared: (s: { name: string }, v: unknown[]) => unknown }, "prepared");
+  return () =>
+    spy.mock.calls
+      .filter(([statement]) => statement.name.startsWith("butler_audit_batch"))
+      .map(([statement, values]) => ({
+        flushed: statement.name === "butler_audit_batch",
+        types: (JSON.parse(String(values.at(-1))) as { ty: string }[]).map((r) => r.ty),
+      }));
+}
+
+describe.skipIf(ENGINE !== "postgres")("AUDIT_DURABILITY=async in the call path (postgres)", () => {
+  let s: TestServer;
+  let upstream: Server;
+  let token: string;
+  let sentBeforeFlush: boolean[] = [];
+  let batches: () => { flushed: boolean; types: string[] }[];
+
+  beforeAll(async () => {
+    upstream = createServer((req, res) => {
+      req.resume();
+      req.on("end", () => {
+        // What the audit log had written, and how, when the call reached the provider.
+        sentBeforeFlush = batches().map((b) => b.flushed);
+        const body = req.method === "GET" ? { object: "list", data: [] } : { id: "re_1", object: "refund" };
+        res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(body));
+      });
+    });
+    await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r));
+    const port = (upstream.address() as AddressInfo).port;
+    s = await startTestServer({
+      policies: { "project-support.yaml": SUPPORT },
+      env: {
+        PROVIDERS_DIR,
+        BUTLER_PROVIDER_URLS: `stripe=http://127.0.0.1:${port}`,
+        STRIPE_API_KEY: STRIPE_KEY,
+        AUDIT_DURABILITY: "async",
+      },
+    });
+    token = await s.agentToken(AGENT, "project-support");
+    batches = recordBatches(s.server.services.database);
+  });
+  afterAll(async () => {
+    vi.restoreAllMocks();
+    await s?.cleanup();
+    await new Promise<void>((r) => (upstream ? upstream.close(() => r()) : r()));
+  });
+
+  const call = (method: string, path: string, form?: Record<string, string>) =>
+    fetch(`${s.url}/v1/proxy/stripe${path}`, {
+      method,
+      headers: {
+        authorization: `Bearer ${token}`,
+        ...(form ? { "content-type": "application/x-www-form-urlencoded" } : {}),
+      },
+      body: form ? new URLSearchParams(form).toString() : undefined,
+    });
+
+  test("a write's decision line reaches the disk before the provider sees the call; a read's pair need not", async () => {
+    const from = batches().length;
+    const write = await call("POST", "/v1/refunds", { charge: "ch_1", amount: "700" });
+    expect(write.status).toBe(200);
+    // The decision line's batch was written with the flush before the call went out.
+    expect(sentBeforeFlush.slice(from)).toEqual([true]);
+    expect(batches().slice(from)[0]).toEqual({ flushed: true, types: ["gateway.allowed"] });
+    const read = await call("GET", "/v1/charges?limit=1");
+    expect(read.status).toBe(200);
+    // The mode's choice still holds for the rest: the read's pair (decision and outcome) is
+    // committed without waiting for the flush.
+    expect(batches().at(-1)).toEqual({ flushed: false, types: ["gateway.allowed", "provider.called"] });
   });
 });
