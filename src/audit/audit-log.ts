@@ -6,7 +6,7 @@ import { auditEvents } from "../db/schema.js";
 import { AppError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { AuditLine, CORE_FIELDS } from "./chain.js";
-import { type PendingEvent, prepare, writeChained } from "./event-write.js";
+import { type PendingEvent, prepare, withDetails, writeChained } from "./event-write.js";
 import { createGroupCommitter } from "./group-commit.js";
 
 export { readHead } from "./event-write.js";
@@ -223,9 +223,9 @@ export async function* readLines(
   }
 }
 
+/** A stored row as its line (built field by field: see lineOf in event-write.ts for why). */
 export function rowToLine(r: typeof auditEvents.$inferSelect): AuditLine {
-  return {
-    ...r.details,
+  const line: AuditLine = {
     seq: r.seq,
     event_id: r.eventId,
     ts: r.ts.toISOString(),
@@ -240,4 +240,5 @@ export function rowToLine(r: typeof auditEvents.$inferSelect): AuditLine {
     prev_hash: r.prevHash,
     hash: r.hash,
   };
+  return withDetails(line, r.details as Record<string, unknown> | null);
 }

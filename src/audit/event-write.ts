@@ -176,7 +176,18 @@ function lineOf(e: PendingEvent, seq: number, prev: string, hash: string): Audit
     prev_hash: prev,
     hash,
   };
-  for (const k in e.details) setOwn(line, k, e.details[k]);
+  return withDetails(line, e.details);
+}
+
+/**
+ * `line` with the details' fields added as its own (a field named `__proto__` too). Details never
+ * name a core field (prepare refuses them); a stored row whose details do was changed by hand, and
+ * its detail then shows, and is hashed, in place of the column: the line no longer verifies,
+ * where letting the column win would hide the change from every reader and verifier.
+ */
+export function withDetails(line: AuditLine, details: Record<string, unknown> | null | undefined): AuditLine {
+  if (details === null || details === undefined) return line;
+  for (const k of Object.keys(details)) setOwn(line, k, details[k]);
   return line;
 }
 

@@ -2,7 +2,7 @@ import { sql } from "drizzle-orm";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { createAuditLog, readLines } from "../../src/audit/audit-log.js";
-import { ChainVerifier } from "../../src/audit/chain.js";
+import { ChainVerifier, hashLine } from "../../src/audit/chain.js";
 import { verifyAuditChain } from "../../src/audit/verify.js";
 import type { AuditDurability } from "../../src/config.js";
 import { type Database, postgresDatabase } from "../../src/db/client.js";
@@ -173,6 +173,22 @@ describe(`audit log on ${ENGINE}`, () => {
     await t.database.db.execute(sql`ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only`);
     const r = await verifyAuditChain(t.database.db);
     expect(r).toMatchObject({ ok: false, verifiedThrough: target - 1, break: { seq: target } });
+  });
+
+  test("a field named like a core field slipped into an event's details by hand is caught at that event", async () => {
+    // The line shown and verified is the row with its details: a detail cannot hide behind the
+    // core column of the same name (prepare refuses such details, so only tampering makes one).
+    const lines = await all(t.database);
+    const target = lines.at(-1)!.seq;
+    await t.database.db.execute(sql`ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only`);
+    await t.database.db.execute(
+      sql`UPDATE audit_events SET details = details || '{"decision": "DENY"}'::jsonb WHERE seq = ${target}`,
+    );
+    await t.database.db.execute(sql`ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only`);
+    const tampered = (await all(t.database)).at(-1)!;
+    expect(tampered.decision).toBe("DENY");
+    // Its hash no longer matches: a verifier (or verifyAuditChain, from the first break on) says so.
+    expect(hashLine(tampered.prev_hash, tampered)).not.toBe(tampered.hash);
   });
 
   test("a chain head moved back by hand is caught", async () => {
