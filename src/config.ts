@@ -285,6 +285,18 @@ export const SETTING_NAMES: readonly string[] = [
 ];
 
 /**
+ * The value of an environment variable whose name the user gives at run time (not a setting of
+ * Butler's: for example the agent token of `butler mcp stdio --token-env VAR`). Empty is unset.
+ */
+export function variableNamed(
+  input: Readonly<Record<string, string | undefined>>,
+  name: string,
+): string | undefined {
+  const v = input[name];
+  return v === undefined || v.trim() === "" ? undefined : v.trim();
+}
+
+/**
  * Parses the environment. Every problem is reported at once, each naming its variable; empty
  * variables count as unset.
  */

@@ -130,6 +130,7 @@ export async function startServer(
         channels: services.channels,
         a2a: services.a2a,
         providers: services.providers,
+        policies: services.policies,
         dashboard: {
           db: database.db,
           sessions: services.dashboardSessions,

@@ -42,9 +42,11 @@ const LAYERS: readonly (readonly string[])[] = [
   // 6. Features around the core: approval channels (the port and each adapter), A2A, providers,
   //    the dashboard and the operators' admin operations.
   ["channels", "channels/slack", "channels/telegram", "a2a", "providers", "dashboard", "admin"],
-  // 7. The one assembler of every feature's routes.
+  // 7. Agent protocols over those features: MCP (provider operations as tools, access requests).
+  ["mcp"],
+  // 8. The one assembler of every feature's routes.
   ["server"],
-  // 8. Composition roots and the programs built on them; the published agent helper.
+  // 9. Composition roots and the programs built on them; the published agent helper.
   ["services", "main", "cli", "client"],
 ];
 

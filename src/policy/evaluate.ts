@@ -407,7 +407,7 @@ function failure(
   }
 }
 
-function coversAgent(g: CompiledGrant, agent: string, roles: ReadonlySet<string>): boolean {
+export function coversAgent(g: CompiledGrant, agent: string, roles: ReadonlySet<string>): boolean {
   if (g.agents === undefined && g.roles === undefined) return true;
   if (g.agents?.has(agent)) return true;
   if (g.roles !== undefined) for (const r of roles) if (g.roles.has(r)) return true;

@@ -213,7 +213,9 @@ export interface Operation {
   action: string;
   resource: string;
   encoding: Encoding;
-  params: Record<string, { type: string; required: boolean }>;
+  /** What the operation does, from the spec (shown to agents, for example as an MCP tool's description). */
+  description: string | undefined;
+  params: Record<string, { type: string; required: boolean; description?: string | undefined }>;
   constraints: { name: string; type: string; param: string; description: string | undefined }[];
   timeoutMs: number;
   /** Safe to send twice: reads, and writes carrying an idempotency key. */
@@ -242,7 +244,15 @@ export interface ProviderSpec {
   service: string;
   baseUrl: string;
   auth: { type: "bearer" | "basic" | "header"; credential: string; header: string; prefix: string };
-  groups: Map<string, { default: "allow" | "deny"; roles: string[] | undefined; kind: "read" | "write" }>;
+  groups: Map<
+    string,
+    {
+      default: "allow" | "deny";
+      roles: string[] | undefined;
+      kind: "read" | "write";
+      description?: string | undefined;
+    }
+  >;
   operations: Map<string, Operation>;
   webhooks:
     | { scheme: "stripe" | "revolut"; secret: string; toleranceSeconds: number; reactions: Reaction[] }
@@ -307,8 +317,12 @@ function compileOperation(
     action,
     resource: o.resource ?? `${new URL(raw.api_base_url).host}${o.endpoint}`,
     encoding,
+    description: o.description,
     params: Object.fromEntries(
-      Object.entries(o.params ?? {}).map(([k, v]) => [k, { type: v.type, required: v.required ?? false }]),
+      Object.entries(o.params ?? {}).map(([k, v]) => [
+        k,
+        { type: v.type, required: v.required ?? false, description: v.description },
+      ]),
     ),
     constraints: (o.constraints ?? []).map((c) => ({
       name: c.name,
@@ -400,7 +414,7 @@ function crossCheck(raw: RawSpec, report: Report): ProviderSpec {
     groups: new Map(
       Object.entries(op_groups).map(([k, g]) => [
         k,
-        { default: g.default, roles: g.roles, kind: g.kind ?? "write" },
+        { default: g.default, roles: g.roles, kind: g.kind ?? "write", description: g.description },
       ]),
     ),
     operations,

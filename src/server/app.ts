@@ -16,9 +16,12 @@ import { registerGatewayRoutes } from "../gateway/routes.js";
 import { createFastify } from "../http/fastify.js";
 import { collectRoutes } from "../http/route-doc.js";
 import type { Logger } from "../logger.js";
+import { registerMcpRoutes } from "../mcp/routes.js";
 import type { Metrics } from "../metrics.js";
+import type { PolicyIndex } from "../policy/compile.js";
 import type { ProviderGateway } from "../providers/provider-gateway.js";
 import { registerProviderRoutes } from "../providers/routes.js";
+import { PACKAGE_VERSION } from "../version.js";
 import { registerOpenApiRoutes } from "./openapi-routes.js";
 
 export interface AppDeps {
@@ -33,8 +36,10 @@ export interface AppDeps {
   admin: AdminOps;
   /** The A2A agent (agent card and JSON-RPC endpoint). */
   a2a?: A2AService;
-  /** Providers in the call path (operations and the transparent proxy). */
+  /** Providers in the call path (operations, the transparent proxy and, with `policies`, MCP tools). */
   providers?: ProviderGateway;
+  /** The policy in force (the MCP endpoint lists each agent's tools from it). */
+  policies?: { index(): PolicyIndex };
   /** Approval channels; those with webhooks mount them here. */
   channels?: readonly ApprovalChannel[];
   /** The web dashboard. */
@@ -129,6 +134,16 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await registerProviderRoutes(app, {
       providers: deps.providers,
       tokens: deps.tokens,
+      bodyLimitBytes: deps.bodyLimitBytes,
+    });
+  if (deps.providers && deps.policies)
+    await registerMcpRoutes(app, {
+      providers: deps.providers,
+      policies: deps.policies,
+      butler: deps.butler,
+      tokens: deps.tokens,
+      log: deps.log,
+      version: PACKAGE_VERSION,
       bodyLimitBytes: deps.bodyLimitBytes,
     });
   for (const channel of deps.channels ?? []) await channel.mount?.(app);

@@ -153,6 +153,9 @@ const ENDPOINTS: Endpoint[] = [
   { method: "GET", path: "/.well-known/agent-card.json" },
   { method: "POST", path: "/a2a", fields: ["jsonrpc", "id", "method", "params"] },
   { method: "POST", path: "/a2a/", fields: ["jsonrpc", "id", "method", "params"] },
+  { method: "POST", path: "/mcp", fields: ["jsonrpc", "id", "method", "params"] },
+  { method: "GET", path: "/mcp" },
+  { method: "DELETE", path: "/mcp" },
   { method: "POST", path: "/slack/events", fields: ["type", "user", "actions", "view"], sign: "slack" },
   {
     method: "POST",
@@ -452,13 +455,15 @@ describe(`fuzzing every HTTP endpoint (${ENGINE})`, () => {
             expect(crashes, "an uncaught exception or rejection in the server").toEqual([]);
             if (method === "HEAD") expect(text, `HEAD ${url} → ${res.status} carried a body`).toBe("");
             // JSON-RPC answers 200 with its own error codes: an internal error is a 5xx in disguise.
-            if (e.path.startsWith("/a2a"))
+            if (e.path.startsWith("/a2a") || e.path === "/mcp")
               expect(text, `${e.method} ${url} → internal error ${text.slice(0, 300)}`).not.toContain(
                 '"code":-32603',
               );
             // A refusal changes nothing stored (a superseded or expired request is the decision
             // it reports, and a 404 on an unknown id has nothing to change).
-            const rpcError = e.path.startsWith("/a2a") && /^\{"jsonrpc":"2\.0".*"error":\{/.test(text);
+            const rpcError =
+              (e.path.startsWith("/a2a") || e.path === "/mcp") &&
+              /^\{"jsonrpc":"2\.0".*"error":\{/.test(text);
             const refused = res.status >= 400 || rpcError;
             // Refusals that are decisions themselves (the request expired or was superseded) change
             // what they report; any other refusal changes nothing stored.

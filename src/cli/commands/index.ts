@@ -2,6 +2,7 @@ import type { Command } from "../command.js";
 import { accessCommands } from "./access.js";
 import { auditCommands } from "./audit.js";
 import { credentialCommands } from "./credentials.js";
+import { mcpCommands } from "./mcp.js";
 import { policyCommands } from "./policy.js";
 import { requestCommands } from "./requests.js";
 import { serveCommands } from "./serve.js";
@@ -14,6 +15,7 @@ export const COMMANDS: readonly Command[] = [
   ...requestCommands,
   ...credentialCommands,
   ...auditCommands,
+  ...mcpCommands,
 ];
 
 /** The command named by the first words of `argv`, if any. */
