@@ -3,8 +3,7 @@ import { coversAgent } from "../policy/evaluate.js";
 import type { Operation, ProviderSpec } from "../providers/spec.js";
 
 /**
- * Provider operations as MCP tools (pure): each operation of each provider a project can reach is
- * one tool, named `<provider>_<operation>`, with an input schema made from the operation's params
+ * Provider operations as MCP tools (pure): each operation of each provider is one tool, named `<provider>_<operation>`, with an input schema made from the operation's params
  * and annotations from its group. What the agent may do with each is said in the tool's
  * `_meta["butler/access"]` and at the end of its description, as a hint only: every call is
  * decided by the policy when it is made.
@@ -19,7 +18,9 @@ export type ToolAccess =
   /** A person approves each call (`approval: each_call`): the call files the request. */
   | "each_call"
   /** Nothing allows it yet: a call is denied, and the agent may ask for access (butler_request_access). */
-  | "ask";
+  | "ask"
+  /** The project's `never_grant` names it: denied, and no request can change that. */
+  | "never";
 
 export interface McpTool {
   name: string;
@@ -66,34 +67,25 @@ export function toolTarget(
 }
 
 /**
- * The providers a project can reach: those its policy enables (`providers:`) and those a grant of
- * it names (a grant on `stripe` makes Stripe's operations callable as far as the grant goes).
+ * Every operation of every provider Butler has as a tool, with the agent's access to it: what it
+ * may call now, and what it may ask for (a provider its project does not enable yet is asked for
+ * like any other denied call). None for an agent whose project has no policy in force.
  */
-export function reachableProviders(
-  providers: ReadonlyMap<string, ProviderSpec>,
-  project: CompiledProject | undefined,
-): ProviderSpec[] {
-  if (!project) return [];
-  const out: ProviderSpec[] = [];
-  for (const spec of providers.values())
-    if (project.document.providers.includes(spec.name) || project.services.has(spec.service)) out.push(spec);
-  return out;
-}
-
-/** Every operation of the reachable providers as a tool, with the agent's access to it. */
 export function providerTools(
   providers: ReadonlyMap<string, ProviderSpec>,
   project: CompiledProject | undefined,
   agent: string,
 ): McpTool[] {
+  if (!project) return [];
   const tools: McpTool[] = [];
-  for (const spec of reachableProviders(providers, project))
+  for (const spec of providers.values())
     for (const op of spec.operations.values())
-      tools.push(toolOf(spec, op, accessOf(spec, op, project!, agent)));
+      tools.push(toolOf(spec, op, accessOf(spec, op, project, agent)));
   return tools;
 }
 
 function accessOf(spec: ProviderSpec, op: Operation, project: CompiledProject, agent: string): ToolAccess {
+  if (project.neverGrant.some((g) => g.match(op.action))) return "never";
   if (op.approval === "each_call") return "each_call";
   const roles = project.agentRoles.get(agent) ?? new Set<string>();
   const g = spec.groups.get(op.group);
@@ -121,6 +113,7 @@ const ACCESS_TEXT: Record<ToolAccess, string> = {
   each_call:
     "Butler: a person approves each call; calling it files the request, and the same call goes through once approved.",
   ask: `Butler: not allowed for you yet; a call is denied, and ${REQUEST_ACCESS_TOOL} asks a person for access.`,
+  never: "Butler: never granted in your project (settings.never_grant); calls are denied.",
 };
 
 function toolOf(spec: ProviderSpec, op: Operation, access: ToolAccess): McpTool {

@@ -363,7 +363,12 @@ function outcomeBase(identity: AgentIdentity, s: ScopedCall, decisionEventId: st
     project: identity.project,
     action: s.action,
     resource: s.resource,
-    details: { provider: s.spec.name, operation: s.op.name, decision_event_id: decisionEventId },
+    details: {
+      provider: s.spec.name,
+      operation: s.op.name,
+      decision_event_id: decisionEventId,
+      ...(s.call.via ? { via: s.call.via } : {}),
+    },
   };
 }
 

@@ -26,6 +26,7 @@ approvers:
   - id: jordan
 settings:
   approvals: { high: 1 }
+  never_grant: ["stripe:issuing_*"]
 `;
 
 /** MCP at /mcp, driven by the SDK's own client over real HTTP. */
@@ -97,8 +98,11 @@ describe(`MCP over Streamable HTTP (${ENGINE})`, () => {
       properties: { charge: { type: "string" } },
     });
     expect(byName.has("butler_request_access")).toBe(true);
-    // Providers the project does not reach are not offered.
-    expect([...byName.keys()].some((n) => n.startsWith("revolut_") || n.startsWith("wise_"))).toBe(false);
+    // A provider the project does not enable is offered to ask for, like any denied call.
+    expect(byName.get("revolut_list_transactions")?._meta).toMatchObject({ "butler/access": "ask" });
+    expect(byName.get("revolut_create_payment")?._meta).toMatchObject({ "butler/access": "each_call" });
+    // never_grant: shown as such.
+    expect(byName.get("stripe_create_card")?._meta).toMatchObject({ "butler/access": "never" });
     // The grant of support-bot-2 shows for it, not for support-bot-1.
     expect(byName.get("stripe_create_payment_intent")!._meta).toMatchObject({ "butler/access": "ask" });
     const other = new Map((await (await connect(bot2)).listTools()).tools.map((t) => [t.name, t]));
@@ -121,6 +125,9 @@ describe(`MCP over Streamable HTTP (${ENGINE})`, () => {
       operation: "list_charges",
       via: "mcp",
     });
+    // Both lines of the call say how it came.
+    const outcome = (await s.events()).find((l) => l.decision_event_id === eventId);
+    expect(outcome).toMatchObject({ type: "provider.called", via: "mcp" });
   });
 
   test("a denied call, a request filed through the tool, approval over the API, and the retry goes through", async () => {

@@ -20,7 +20,7 @@ export const mcpCommands: Command[] = [
       },
     },
     positionals: [0, 0],
-    example: "mcp stdio --url http://127.0.0.1:8080 --token-env BUTLER_TOKEN",
+    example: "butler mcp stdio --url http://127.0.0.1:8080 --token-env BUTLER_TOKEN",
     run: async (a, io) => (await import("../run/mcp.js")).mcpStdio(a, io),
   },
 ];
