@@ -130,7 +130,7 @@ export async function startServer(
         channels: services.channels,
         a2a: services.a2a,
         providers: services.providers,
-        policies: services.policies,
+        mcp: { policies: services.policies, db: database.db, clock, streams: services.mcpStreams },
         dashboard: {
           db: database.db,
           sessions: services.dashboardSessions,
@@ -406,6 +406,7 @@ async function startSweeper(services: Services, log: Logger): Promise<Started<un
       .sweep()
       .then(() => services.a2a.catchUp())
       .then(() => services.dashboardSessions.purge())
+      .then(() => services.purgeMcpSessions())
       .catch((e) => log.error({ err: e }, "sweep failed"))
       .finally(() => {
         sweeping = undefined;

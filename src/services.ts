@@ -21,6 +21,8 @@ import { migrate } from "./db/migrate.js";
 import { createGateway } from "./gateway/gateway-service.js";
 import { createOneShots } from "./grants/one-shot.js";
 import type { Logger } from "./logger.js";
+import { deleteEndedMcpSessions } from "./mcp/session-repo.js";
+import { createMcpStreams } from "./mcp/streams.js";
 import { createMetrics } from "./metrics.js";
 import { combineWorkers, createOutboxWorker, type OutboxHandlers } from "./outbox/outbox.js";
 import { createPolicyStore } from "./policy-store/policy-store.js";
@@ -150,6 +152,13 @@ export function createServices(opts: ServiceOptions) {
     approverTokens,
     ttlSeconds: DASHBOARD_SESSION_SECONDS,
   });
+  // MCP sessions' streams: told of every change any instance publishes (list_changed, revoked tokens).
+  const mcpStreams = createMcpStreams({ tokens, log });
+  /** Deletes MCP sessions that ended or expired a day ago or more (the sweeper calls it). */
+  const purgeMcpSessions = () => deleteEndedMcpSessions(db, new Date(clock.now().getTime() - 86_400_000));
+  changes.subscribe((c) => {
+    mcpStreams.changed(c).catch((e: unknown) => log.error({ err: e }, "MCP streams could not take a change"));
+  });
   const admin = createAdmin({
     dashboard: dashboardSessions,
     publicUrl: opts.publicUrl,
@@ -178,6 +187,8 @@ export function createServices(opts: ServiceOptions) {
     butler,
     a2a,
     providers,
+    mcpStreams,
+    purgeMcpSessions,
     outbox,
     admin,
     channels,

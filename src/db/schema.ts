@@ -282,6 +282,24 @@ export const approverTokens = pgTable(
   (t) => [uniqueIndex("approver_tokens_hash_uq").on(t.tokenHash)],
 );
 
+/**
+ * MCP sessions (src/mcp/session-repo.ts): stored so that any instance serves any session. Only the
+ * session id's hash is kept; the token that opened it is the only one that may use it.
+ */
+export const mcpSessions = pgTable(
+  "mcp_sessions",
+  {
+    idHash: text("id_hash").primaryKey(),
+    tokenId: text("token_id").notNull(),
+    agent: text("agent").notNull(),
+    project: text("project").notNull(),
+    createdAt: createdAt(),
+    expiresAt: timestamp("expires_at", { withTimezone: true, mode: "date" }).notNull(),
+    endedAt: timestamp("ended_at", { withTimezone: true, mode: "date" }),
+  },
+  (t) => [index("mcp_sessions_expiry_idx").on(t.expiresAt)],
+);
+
 /** Dashboard sign-ins: a cookie's hash, who it is, and the CSRF token its pages carry. */
 export const dashboardSessions = pgTable(
   "dashboard_sessions",

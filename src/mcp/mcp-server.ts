@@ -25,7 +25,7 @@ import { providerTools, REQUEST_ACCESS_TOOL, toolTarget } from "./tools.js";
  */
 export interface McpDeps {
   providers: Pick<ProviderGateway, "call" | "providers">;
-  policies: { index(): PolicyIndex };
+  policies: { index(): PolicyIndex; ensureCurrent(project: string): Promise<boolean> };
   butler: Pick<Butler, "submit">;
   log: Logger;
   version: string;
@@ -77,12 +77,14 @@ export function mcpServerFor(deps: McpDeps, identity: AgentIdentity): Server {
   const server = new Server(
     { name: "butler", title: "Butler", version: deps.version },
     {
-      capabilities: { tools: { listChanged: false } },
+      capabilities: { tools: { listChanged: true } },
       instructions:
         "Butler governs these tools: every call is decided by the project's policy and written to an audit log. A denied call returns isError with the reason and its event id; call butler_request_access with that id and your reason to ask a person, then make the same call again once approved.",
     },
   );
-  server.setRequestHandler(ListToolsRequestSchema, () => {
+  server.setRequestHandler(ListToolsRequestSchema, async () => {
+    // Told of a change (list_changed) by another instance, this one may not have read it yet.
+    await deps.policies.ensureCurrent(identity.project);
     const project = deps.policies.index().projects.get(identity.project);
     return {
       tools: [...providerTools(deps.providers.providers, project, identity.agent), REQUEST_ACCESS],

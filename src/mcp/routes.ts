@@ -1,53 +1,87 @@
+import { createHash, randomBytes } from "node:crypto";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import type { TokenService } from "../agents/token-service.js";
+import type { AgentIdentity, TokenService } from "../agents/token-service.js";
+import type { Clock } from "../clock.js";
+import type { Queryable } from "../db/client.js";
 import { asAppError, httpStatus } from "../errors.js";
-import { requireAgent } from "../http/auth.js";
+import { bearerToken, requireAgent } from "../http/auth.js";
 import { rawBodies } from "../http/raw-body.js";
 import type { RouteDoc } from "../http/route-doc.js";
 import { type McpDeps, mcpServerFor } from "./mcp-server.js";
+import { endMcpSession, insertMcpSession, liveMcpSession } from "./session-repo.js";
+import type { McpStreams } from "./streams.js";
 
 export interface McpRouteDeps extends McpDeps {
   tokens: Pick<TokenService, "authenticate">;
   bodyLimitBytes: number;
+  db: Queryable;
+  clock: Clock;
+  streams: McpStreams;
 }
+
+/** How long an MCP session lives (a client past it gets 404 and initializes again). */
+const SESSION_TTL_MS = 24 * 3600_000;
+const SESSION_HEADER = "mcp-session-id";
 
 const DOC: RouteDoc = {
   tag: "mcp",
-  summary: "The MCP endpoint (Streamable HTTP, stateless): provider operations as governed tools",
+  summary: "The MCP endpoint (Streamable HTTP): provider operations as governed tools",
   description:
-    "Model Context Protocol (revision 2025-11-25) over Streamable HTTP, without sessions: every POST carries one JSON-RPC message and is answered with JSON. tools/list gives the provider operations of the agent's project and butler_request_access; tools/call goes through the same pipeline as the REST and proxy paths. GET and DELETE (server streams, sessions) are answered 405.",
+    "Model Context Protocol (revision 2025-11-25) over Streamable HTTP: every POST carries one JSON-RPC message and is answered with JSON. initialize opens a session (Mcp-Session-Id, stored: any instance serves it; 24 hours); a request naming an ended or unknown session is 404. tools/list gives the provider operations and butler_request_access; tools/call goes through the same pipeline as the REST and proxy paths.",
   auth: ["agent"],
   rawBody: { types: ["application/json"], description: "One JSON-RPC 2.0 message of MCP" },
   headers: [
+    {
+      name: "Mcp-Session-Id",
+      description: "The session initialize gave (optional: requests without one are served too)",
+    },
     { name: "MCP-Protocol-Version", description: "The protocol revision the client negotiated" },
     { name: "Accept", description: "application/json and text/event-stream, as MCP requires" },
   ],
   responses: {
     200: { description: "A JSON-RPC response" },
     202: { description: "A notification, accepted" },
+    404: { description: "The session has ended or is unknown: initialize again", type: "application/json" },
   },
   errors: "json-rpc",
 };
 
-const NO_STREAMS_DOC: RouteDoc = {
+const STREAM_DOC: RouteDoc = {
   tag: "mcp",
-  summary: "Not offered: the MCP endpoint keeps no sessions or server streams (405)",
-  auth: [],
-  responses: { 405: { description: "Method not allowed", type: "application/json" } },
+  summary:
+    "The session's server stream (SSE): notifications/tools/list_changed when the agent's tools change",
+  auth: ["agent"],
+  headers: [{ name: "Mcp-Session-Id", description: "The session initialize gave (required)" }],
+  responses: {
+    200: { description: "An SSE stream", type: "text/event-stream" },
+    404: { description: "The session has ended or is unknown", type: "application/json" },
+  },
+  errors: "json-rpc",
+};
+
+const END_DOC: RouteDoc = {
+  tag: "mcp",
+  summary: "End an MCP session (its streams close; later requests naming it are 404)",
+  auth: ["agent"],
+  headers: [{ name: "Mcp-Session-Id", description: "The session to end (required)" }],
+  responses: { 200: { description: "Ended", type: "application/json" } },
   errors: "json-rpc",
 };
 
 /** JSON-RPC error codes of the answers this route writes itself. */
 const PARSE_ERROR = -32700;
 const CONNECTION_CLOSED = -32000;
+const INVALID_REQUEST = -32600;
 
 /**
- * `POST /mcp`: the agent's Butler token, then one stateless MCP exchange. A new server and
- * transport serve each request (nothing is kept between requests), so any instance can answer any
- * request; the identity comes from the token of that request only.
+ * `/mcp`: the agent's Butler token on every request, then one MCP exchange per POST. A new server
+ * and transport serve each request (nothing of the protocol is kept in memory between requests);
+ * what a session needs (who opened it, whether it ended) is stored, so any instance serves any
+ * session, and a session's stream (GET) is told of list changes from every instance.
  */
 export async function registerMcpRoutes(app: FastifyInstance, deps: McpRouteDeps): Promise<void> {
+  app.addHook("preClose", async () => deps.streams.closeAll());
   await app.register(async (scope) => {
     // The body reaches the handler as text: a body that is not JSON is a JSON-RPC parse error.
     rawBodies(scope, deps.bodyLimitBytes);
@@ -61,14 +95,71 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: McpRouteDeps
       return reply.code(status).send(rpcError(CONNECTION_CLOSED, message));
     });
     scope.post("/mcp", { config: { doc: DOC } }, (req, reply) => exchange(deps, req, reply));
-    const refuse = async (_req: FastifyRequest, reply: FastifyReply) =>
-      reply
-        .code(405)
-        .header("allow", "POST")
-        .send(rpcError(CONNECTION_CLOSED, "this MCP endpoint is stateless: send each message with POST"));
-    scope.get("/mcp", { config: { doc: NO_STREAMS_DOC } }, refuse);
-    scope.delete("/mcp", { config: { doc: NO_STREAMS_DOC } }, refuse);
+    scope.get("/mcp", { config: { doc: STREAM_DOC } }, (req, reply) => stream(deps, req, reply));
+    scope.delete("/mcp", { config: { doc: END_DOC } }, (req, reply) => end(deps, req, reply));
   });
+}
+
+const hashOf = (id: string) => createHash("sha256").update(id).digest("hex");
+
+/** The session a request names, if it names one: live and opened by this token, or a 404 to send. */
+async function sessionOf(
+  deps: McpRouteDeps,
+  req: FastifyRequest,
+  identity: AgentIdentity,
+): Promise<{ hash: string } | { missing: true } | { ended: true }> {
+  const header = req.headers[SESSION_HEADER];
+  if (typeof header !== "string" || header === "") return { missing: true };
+  const hash = hashOf(header);
+  const row = header.length <= 100 ? await liveMcpSession(deps.db, hash, deps.clock.now()) : undefined;
+  if (!row || row.tokenId !== identity.tokenId) return { ended: true };
+  return { hash };
+}
+
+const ENDED = "the MCP session has ended or is unknown: initialize again";
+
+/** Opens a session for an initialize request: its id goes back in the Mcp-Session-Id header. */
+async function openSession(deps: McpRouteDeps, identity: AgentIdentity): Promise<string> {
+  const id = `mcp_${randomBytes(32).toString("base64url")}`;
+  const now = deps.clock.now();
+  await insertMcpSession(deps.db, {
+    idHash: hashOf(id),
+    tokenId: identity.tokenId,
+    agent: identity.agent,
+    project: identity.project,
+    createdAt: now,
+    expiresAt: new Date(now.getTime() + SESSION_TTL_MS),
+  });
+  return id;
+}
+
+async function stream(deps: McpRouteDeps, req: FastifyRequest, reply: FastifyReply) {
+  const identity = await requireAgent(req, deps.tokens);
+  if (!String(req.headers.accept ?? "").includes("text/event-stream"))
+    return reply
+      .code(406)
+      .send(rpcError(INVALID_REQUEST, "the stream is text/event-stream: send Accept: text/event-stream"));
+  const session = await sessionOf(deps, req, identity);
+  if ("missing" in session)
+    return reply
+      .code(400)
+      .send(
+        rpcError(INVALID_REQUEST, "a stream belongs to a session: send the Mcp-Session-Id initialize gave"),
+      );
+  if ("ended" in session) return reply.code(404).send(rpcError(INVALID_REQUEST, ENDED));
+  reply.hijack();
+  deps.streams.open(reply.raw, identity, bearerToken(req)!, session.hash);
+}
+
+async function end(deps: McpRouteDeps, req: FastifyRequest, reply: FastifyReply) {
+  const identity = await requireAgent(req, deps.tokens);
+  const session = await sessionOf(deps, req, identity);
+  if ("missing" in session)
+    return reply.code(400).send(rpcError(INVALID_REQUEST, "send the Mcp-Session-Id of the session to end"));
+  if ("ended" in session) return reply.code(404).send(rpcError(INVALID_REQUEST, ENDED));
+  await endMcpSession(deps.db, session.hash, identity.tokenId, deps.clock.now());
+  deps.streams.endSession(session.hash);
+  return reply.code(200).send({ ended: true });
 }
 
 async function exchange(deps: McpRouteDeps, req: FastifyRequest, reply: FastifyReply) {
@@ -79,6 +170,12 @@ async function exchange(deps: McpRouteDeps, req: FastifyRequest, reply: FastifyR
   } catch (e) {
     return reply.code(400).send(rpcError(PARSE_ERROR, `the body is not JSON: ${(e as Error).message}`));
   }
+  const initialize = isInitialize(message);
+  if (!initialize) {
+    const session = await sessionOf(deps, req, identity);
+    if ("ended" in session) return reply.code(404).send(rpcError(INVALID_REQUEST, ENDED));
+  }
+  const sessionId = initialize ? await openSession(deps, identity) : undefined;
   const server = mcpServerFor(deps, identity);
   const transport = new StreamableHTTPServerTransport({
     sessionIdGenerator: undefined,
@@ -88,6 +185,7 @@ async function exchange(deps: McpRouteDeps, req: FastifyRequest, reply: FastifyR
   reply.hijack();
   reply.raw.setHeader("x-content-type-options", "nosniff");
   reply.raw.setHeader("cache-control", "no-store");
+  if (sessionId) reply.raw.setHeader("mcp-session-id", sessionId);
   reply.raw.on("close", () => {
     void transport.close();
     void server.close();
@@ -101,6 +199,9 @@ async function exchange(deps: McpRouteDeps, req: FastifyRequest, reply: FastifyR
     if (!reply.raw.writableEnded) reply.raw.end(JSON.stringify(rpcError(-32603, "internal error")));
   }
 }
+
+const isInitialize = (m: unknown) =>
+  typeof m === "object" && m !== null && (m as { method?: unknown }).method === "initialize";
 
 function rpcError(code: number, message: string) {
   return { jsonrpc: "2.0", id: null, error: { code, message } };

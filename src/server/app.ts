@@ -8,8 +8,10 @@ import type { ApproverTokens } from "../butler/approver-tokens.js";
 import type { Butler } from "../butler/butler-service.js";
 import { registerButlerRoutes } from "../butler/routes.js";
 import type { ApprovalChannel } from "../channels/channel.js";
+import type { Clock } from "../clock.js";
 import type { AuditDurability } from "../config.js";
 import { type DashboardDeps, registerDashboard } from "../dashboard/routes.js";
+import type { Queryable } from "../db/client.js";
 import { RETRY_AFTER_SECONDS } from "../errors.js";
 import type { Gateway } from "../gateway/gateway-service.js";
 import { registerGatewayRoutes } from "../gateway/routes.js";
@@ -17,6 +19,7 @@ import { createFastify } from "../http/fastify.js";
 import { collectRoutes } from "../http/route-doc.js";
 import type { Logger } from "../logger.js";
 import { registerMcpRoutes } from "../mcp/routes.js";
+import type { McpStreams } from "../mcp/streams.js";
 import type { Metrics } from "../metrics.js";
 import type { PolicyIndex } from "../policy/compile.js";
 import type { ProviderGateway } from "../providers/provider-gateway.js";
@@ -38,8 +41,13 @@ export interface AppDeps {
   a2a?: A2AService;
   /** Providers in the call path (operations, the transparent proxy and, with `policies`, MCP tools). */
   providers?: ProviderGateway;
-  /** The policy in force (the MCP endpoint lists each agent's tools from it). */
-  policies?: { index(): PolicyIndex };
+  /** MCP (`/mcp`): the policy in force (each agent's tools), sessions' database and streams. */
+  mcp?: {
+    policies: { index(): PolicyIndex; ensureCurrent(project: string): Promise<boolean> };
+    db: Queryable;
+    clock: Clock;
+    streams: McpStreams;
+  };
   /** Approval channels; those with webhooks mount them here. */
   channels?: readonly ApprovalChannel[];
   /** The web dashboard. */
@@ -136,10 +144,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       tokens: deps.tokens,
       bodyLimitBytes: deps.bodyLimitBytes,
     });
-  if (deps.providers && deps.policies)
+  if (deps.providers && deps.mcp)
     await registerMcpRoutes(app, {
+      ...deps.mcp,
       providers: deps.providers,
-      policies: deps.policies,
       butler: deps.butler,
       tokens: deps.tokens,
       log: deps.log,

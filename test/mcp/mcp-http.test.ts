@@ -199,7 +199,7 @@ describe(`MCP over Streamable HTTP (${ENGINE})`, () => {
     expect(badKey.isError).toBe(true);
   });
 
-  test("without a valid token: 401 with WWW-Authenticate; a body that is not JSON is a parse error; no sessions (405)", async () => {
+  test("without a valid token: 401 with WWW-Authenticate; a body that is not JSON is a parse error; a stream needs a session", async () => {
     await expect(connect(undefined)).rejects.toThrow();
     await expect(connect("bt_not_a_real_token_000000000000000000000000")).rejects.toThrow();
     const init = {
@@ -220,8 +220,10 @@ describe(`MCP over Streamable HTTP (${ENGINE})`, () => {
     const notJson = await fetch(`${s.url}/mcp`, { method: "POST", headers: auth, body: "{nope" });
     expect(notJson.status).toBe(400);
     expect(await notJson.json()).toMatchObject({ error: { code: -32700 } });
-    const get = await fetch(`${s.url}/mcp`, { headers: auth });
-    expect(get.status).toBe(405);
+    // A stream belongs to a session: without one, 400 naming the header.
+    const get = await fetch(`${s.url}/mcp`, { headers: { ...auth, accept: "text/event-stream" } });
+    expect(get.status).toBe(400);
+    expect(await get.text()).toContain("Mcp-Session-Id");
     const ok = await fetch(`${s.url}/mcp`, { method: "POST", headers: auth, body: JSON.stringify(init) });
     expect(ok.status).toBe(200);
     expect(ok.headers.get("x-content-type-options")).toBe("nosniff");

@@ -210,6 +210,7 @@ const STORED = [
   "single_use_grants",
   "approver_tokens",
   "dashboard_sessions",
+  "mcp_sessions",
   "outbox",
   "posted_cards",
   "chat_bindings",

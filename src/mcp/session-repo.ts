@@ -1,0 +1,52 @@
+import { and, eq, gt, isNull, lt, or } from "drizzle-orm";
+import type { Queryable } from "../db/client.js";
+import { mcpSessions } from "../db/schema.js";
+
+/**
+ * MCP sessions as rows, so that any instance can serve any session: the hash of the session id
+ * (the id itself is only with the client), the token that opened it, and when it ended. Every
+ * query takes the connection or transaction it runs in.
+ */
+
+type SessionRow = typeof mcpSessions.$inferSelect;
+
+export async function insertMcpSession(q: Queryable, row: typeof mcpSessions.$inferInsert): Promise<void> {
+  await q.insert(mcpSessions).values(row);
+}
+
+/** The session with this id hash if it is neither ended nor expired at `now`. */
+export async function liveMcpSession(
+  q: Queryable,
+  idHash: string,
+  now: Date,
+): Promise<SessionRow | undefined> {
+  const [row] = await q
+    .select()
+    .from(mcpSessions)
+    .where(and(eq(mcpSessions.idHash, idHash), isNull(mcpSessions.endedAt), gt(mcpSessions.expiresAt, now)));
+  return row;
+}
+
+/** Ends the session if `tokenId` opened it and it is still open; whether it did. */
+export async function endMcpSession(
+  q: Queryable,
+  idHash: string,
+  tokenId: string,
+  now: Date,
+): Promise<boolean> {
+  const ended = await q
+    .update(mcpSessions)
+    .set({ endedAt: now })
+    .where(and(eq(mcpSessions.idHash, idHash), eq(mcpSessions.tokenId, tokenId), isNull(mcpSessions.endedAt)))
+    .returning({ id: mcpSessions.idHash });
+  return ended.length > 0;
+}
+
+/** Deletes sessions that expired or ended before `before`; how many. */
+export async function deleteEndedMcpSessions(q: Queryable, before: Date): Promise<number> {
+  const gone = await q
+    .delete(mcpSessions)
+    .where(or(lt(mcpSessions.expiresAt, before), lt(mcpSessions.endedAt, before)))
+    .returning({ id: mcpSessions.idHash });
+  return gone.length;
+}
