@@ -217,6 +217,16 @@ describe(`MCP over Streamable HTTP (${ENGINE})`, () => {
       error: { message: expect.stringMatching(/Bearer/) },
     });
     const auth = { ...headers, authorization: `Bearer ${bot1}` };
+    // Oversized arguments: refused before anything is parsed or decided.
+    const huge = {
+      jsonrpc: "2.0",
+      id: 9,
+      method: "tools/call",
+      params: { name: "stripe_list_charges", arguments: { q: "x".repeat(2_000_000) } },
+    };
+    const tooBig = await fetch(`${s.url}/mcp`, { method: "POST", headers: auth, body: JSON.stringify(huge) });
+    expect(tooBig.status).toBe(413);
+    expect(await tooBig.json()).toMatchObject({ jsonrpc: "2.0", error: { code: expect.any(Number) } });
     const notJson = await fetch(`${s.url}/mcp`, { method: "POST", headers: auth, body: "{nope" });
     expect(notJson.status).toBe(400);
     expect(await notJson.json()).toMatchObject({ error: { code: -32700 } });

@@ -1,0 +1,199 @@
+import { fileURLToPath } from "node:url";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { startStandInStripe } from "../../examples/stand-in-stripe.js";
+import { ENGINE } from "../helpers/db.js";
+import { startTestServer, type TestServer } from "../helpers/server.js";
+
+const PROVIDERS_DIR = fileURLToPath(new URL("../../providers", import.meta.url));
+const STRIPE_KEY = "sk_test_entry_points_01";
+const ENTRY_POINTS = ["rest", "proxy", "mcp"] as const;
+type EntryPoint = (typeof ENTRY_POINTS)[number];
+
+const budget = (e: EntryPoint) => `  - id: daily-${e}
+    agents: [payer-${e}]
+    period: day
+    currency: EUR
+    limit: 100000`;
+
+const PAYMENTS = `project: project-payments
+providers: [stripe]
+agents: [${ENTRY_POINTS.map((e) => `payer-${e}`).join(", ")}]
+grants:
+  - id: payments
+    service: stripe
+    actions: [payment_intents:create]
+    constraints:
+      currency: { in: [eur, usd] }
+require_approval:
+  - id: large-payments
+    actions: ["stripe:payment_intents:create"]
+    when:
+      amount: { min: 50001 }
+budgets:
+${ENTRY_POINTS.map(budget).join("\n")}
+approvers:
+  - id: jordan
+settings:
+  approvals: { high: 1 }
+`;
+
+/** What a call came to, the same words for every entry point. */
+interface Outcome {
+  /** allowed, denied:<code>, or refused (the call was not well formed). */
+  result: string;
+  /** For approval_required: the one-shot request filed. */
+  requestId?: string;
+}
+
+/**
+ * The same calls through the three ways an agent reaches a provider: the REST operation endpoint,
+ * the transparent proxy and MCP. Nothing one enforces may be skipped by another: each step below
+ * must come out the same through all three, and reach the provider exactly when it is allowed.
+ */
+describe(`one pipeline behind REST, the proxy and MCP (${ENGINE})`, () => {
+  let stripe: Awaited<ReturnType<typeof startStandInStripe>>;
+  let s: TestServer;
+  let jordan: string;
+  const tokens = {} as Record<EntryPoint, string>;
+  const clients: Client[] = [];
+  let mcp: Client;
+
+  beforeAll(async () => {
+    stripe = await startStandInStripe(STRIPE_KEY);
+    s = await startTestServer({
+      policies: { "project-payments.yaml": PAYMENTS },
+      env: { PROVIDERS_DIR, BUTLER_PROVIDER_URLS: `stripe=${stripe.url}`, STRIPE_API_KEY: STRIPE_KEY },
+    });
+    for (const e of ENTRY_POINTS) tokens[e] = await s.agentToken(`payer-${e}`, "project-payments");
+    jordan = JSON.parse((await s.cli(["approvers", "token", "jordan", "--json"])).stdout).token;
+    mcp = new Client({ name: "entry-points", version: "1.0.0" });
+    clients.push(mcp);
+    await mcp.connect(
+      new StreamableHTTPClientTransport(new URL(`${s.url}/mcp`), {
+        requestInit: { headers: { authorization: `Bearer ${tokens.mcp}` } },
+      }),
+    );
+  });
+  afterAll(async () => {
+    for (const c of clients) await c.close();
+    await s?.cleanup();
+    await stripe?.close();
+  });
+
+  /** The HTTP answer of REST and the proxy, as an Outcome. */
+  async function fromHttp(res: Response): Promise<Outcome> {
+    const body = (await res.json()) as {
+      decision?: string;
+      code?: string;
+      approval_required?: { request_id?: string };
+    };
+    if (res.status === 200) return { result: "allowed" };
+    if (res.status === 403 && body.decision === "DENY")
+      return { result: `denied:${body.code}`, requestId: body.approval_required?.request_id };
+    return { result: res.status === 400 ? "refused" : `http ${res.status}` };
+  }
+
+  /** A payment intent, the way each entry point takes it. */
+  async function pay(e: EntryPoint, params: { amount: number | string; currency: string }): Promise<Outcome> {
+    const auth = { authorization: `Bearer ${tokens[e]}` };
+    if (e === "rest")
+      return fromHttp(
+        await fetch(`${s.url}/v1/providers/stripe/operations/create_payment_intent`, {
+          method: "POST",
+          headers: { ...auth, "content-type": "application/json" },
+          body: JSON.stringify({ params }),
+        }),
+      );
+    if (e === "proxy")
+      return fromHttp(
+        await fetch(`${s.url}/v1/proxy/stripe/v1/payment_intents`, {
+          method: "POST",
+          headers: { ...auth, "content-type": "application/x-www-form-urlencoded" },
+          body: new URLSearchParams({ amount: String(params.amount), currency: params.currency }).toString(),
+        }),
+      );
+    const r = (await mcp.callTool({
+      name: "stripe_create_payment_intent",
+      arguments: params,
+    })) as CallToolResult;
+    const body = r.structuredContent as
+      | { decision?: string; code?: string; approval_required?: { request_id?: string } }
+      | undefined;
+    if (!r.isError) return { result: "allowed" };
+    if (body?.decision === "DENY")
+      return { result: `denied:${body.code}`, requestId: body.approval_required?.request_id };
+    return { result: "refused" };
+  }
+
+  /** Each step's call, what it must come to everywhere, and whether the provider sees it. */
+  const steps: {
+    name: string;
+    params: { amount: number | string; currency: string };
+    result: string;
+    sent: boolean;
+  }[] = [
+    {
+      name: "a currency the grant's constraint refuses",
+      params: { amount: 1000, currency: "gbp" },
+      result: "denied:constraint_failed",
+      sent: false,
+    },
+    {
+      name: "an amount that is not a whole number",
+      params: { amount: "lots", currency: "eur" },
+      result: "refused",
+      sent: false,
+    },
+    {
+      name: "a payment within the grant and the budget",
+      params: { amount: 15000, currency: "eur" },
+      result: "allowed",
+      sent: true,
+    },
+    {
+      name: "a large payment: a person must approve it",
+      params: { amount: 70000, currency: "eur" },
+      result: "denied:approval_required",
+      sent: false,
+    },
+  ];
+
+  for (const step of steps)
+    test(`${step.name}: ${step.result} through REST, the proxy and MCP alike`, async () => {
+      for (const e of ENTRY_POINTS) {
+        const before = stripe.requests.length;
+        const got = await pay(e, step.params);
+        expect(got.result, `${e}: ${step.name}`).toBe(step.result);
+        expect(stripe.requests.length - before, `${e}: reached the provider`).toBe(step.sent ? 1 : 0);
+      }
+    });
+
+  test("the approved large payment goes through once, and not twice; over the budget is denied", async () => {
+    for (const e of ENTRY_POINTS) {
+      const asked = await pay(e, { amount: 70000, currency: "eur" });
+      expect(asked.result, e).toBe("denied:approval_required");
+      expect(asked.requestId, e).toMatch(/^req_/);
+      const ok = await fetch(`${s.url}/v1/access-requests/${asked.requestId}/approve`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${jordan}`, "content-type": "application/json" },
+        body: "{}",
+      });
+      expect(ok.status, e).toBe(200);
+      const before = stripe.requests.length;
+      expect((await pay(e, { amount: 70000, currency: "eur" })).result, `${e}: the approved call`).toBe(
+        "allowed",
+      );
+      expect((await pay(e, { amount: 70000, currency: "eur" })).result, `${e}: used once`).toBe(
+        "denied:one_shot_used",
+      );
+      // 15,000 + 70,000 spent today of 100,000: 20,000 more does not fit.
+      expect((await pay(e, { amount: 20000, currency: "eur" })).result, `${e}: over budget`).toBe(
+        "denied:budget_exceeded",
+      );
+      expect(stripe.requests.length - before, `${e}: only the approved call reached the provider`).toBe(1);
+    }
+  });
+});
