@@ -10,6 +10,7 @@ import type { AgentIdentity } from "../agents/token-service.js";
 import type { Butler } from "../butler/butler-service.js";
 import { CreateRequestBody } from "../butler/request-schema.js";
 import { asAppError } from "../errors.js";
+import { safeText } from "../http/validation.js";
 import type { Logger } from "../logger.js";
 import type { PolicyIndex } from "../policy/compile.js";
 import type { ProviderAnswer, ProviderGateway } from "../providers/provider-gateway.js";
@@ -35,6 +36,7 @@ export interface McpDeps {
 const META_REASON = "butler/reason";
 const META_IDEMPOTENCY_KEY = "butler/idempotency_key";
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
+const REASON = safeText(2000);
 
 const REQUEST_ACCESS = {
   name: REQUEST_ACCESS_TOOL,
@@ -102,15 +104,25 @@ export function mcpServerFor(deps: McpDeps, identity: AgentIdentity): Server {
         );
       const key = meta?.[META_IDEMPOTENCY_KEY];
       if (key !== undefined && (typeof key !== "string" || !IDEMPOTENCY_KEY.test(key)))
-        return toolError(`_meta.${META_IDEMPOTENCY_KEY} must be 1 to 255 printable ASCII characters`);
+        return toolError(`_meta.${META_IDEMPOTENCY_KEY} must be 1 to 255 printable ASCII characters`, {
+          code: "INVALID_INPUT",
+        });
       const reason = meta?.[META_REASON];
+      // Checked as REST checks its reason field and the proxy its X-Butler-Reason header.
+      if (reason !== undefined && !REASON.safeParse(reason).success)
+        return toolError(
+          `_meta.${META_REASON} must be at most 2000 characters of text without NUL characters`,
+          {
+            code: "INVALID_INPUT",
+          },
+        );
       const answer = await deps.providers.call(identity, {
         provider: target.spec.name,
         operation: target.op.name,
         params: args ?? {},
         via: "mcp",
         idempotencyKey: key as string | undefined,
-        reason: typeof reason === "string" ? reason.slice(0, 2000) : undefined,
+        reason: reason as string | undefined,
         accept: "application/json",
       });
       return resultOf(answer);
@@ -135,6 +147,7 @@ async function requestAccess(
   if (!parsed.success)
     return toolError(
       `the arguments are not valid: ${parsed.error.issues.map((i) => `${i.path.join(".") || "(arguments)"} ${i.message}`).join("; ")}`,
+      { code: "INVALID_INPUT" },
     );
   const r = await deps.butler.submit(identity, parsed.data);
   if (r.status === "already_allowed")

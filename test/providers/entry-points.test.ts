@@ -96,28 +96,37 @@ describe(`one pipeline behind REST, the proxy and MCP (${ENGINE})`, () => {
     return { result: res.status === 400 ? "refused" : `http ${res.status}` };
   }
 
-  /** A payment intent, the way each entry point takes it. */
-  async function pay(e: EntryPoint, params: { amount: number | string; currency: string }): Promise<Outcome> {
+  /** A payment intent, the way each entry point takes it, with why the agent makes it if given. */
+  async function pay(
+    e: EntryPoint,
+    params: { amount: number | string; currency: string },
+    reason?: string,
+  ): Promise<Outcome> {
     const auth = { authorization: `Bearer ${tokens[e]}` };
     if (e === "rest")
       return fromHttp(
         await fetch(`${s.url}/v1/providers/stripe/operations/create_payment_intent`, {
           method: "POST",
           headers: { ...auth, "content-type": "application/json" },
-          body: JSON.stringify({ params }),
+          body: JSON.stringify({ params, ...(reason === undefined ? {} : { reason }) }),
         }),
       );
     if (e === "proxy")
       return fromHttp(
         await fetch(`${s.url}/v1/proxy/stripe/v1/payment_intents`, {
           method: "POST",
-          headers: { ...auth, "content-type": "application/x-www-form-urlencoded" },
+          headers: {
+            ...auth,
+            "content-type": "application/x-www-form-urlencoded",
+            ...(reason === undefined ? {} : { "x-butler-reason": encodeURIComponent(reason) }),
+          },
           body: new URLSearchParams({ amount: String(params.amount), currency: params.currency }).toString(),
         }),
       );
     const r = (await mcp.callTool({
       name: "stripe_create_payment_intent",
       arguments: params,
+      ...(reason === undefined ? {} : { _meta: { "butler/reason": reason } }),
     })) as CallToolResult;
     const body = r.structuredContent as
       | { decision?: string; code?: string; approval_required?: { request_id?: string } }
@@ -125,7 +134,8 @@ describe(`one pipeline behind REST, the proxy and MCP (${ENGINE})`, () => {
     if (!r.isError) return { result: "allowed" };
     if (body?.decision === "DENY")
       return { result: `denied:${body.code}`, requestId: body.approval_required?.request_id };
-    return { result: "refused" };
+    // A malformed call is a tool error with the code REST answers 400 with; anything else is not.
+    return { result: body?.code === "INVALID_INPUT" ? "refused" : `tool error ${JSON.stringify(r.content)}` };
   }
 
   /** Each step's call, what it must come to everywhere, and whether the provider sees it. */
@@ -144,6 +154,13 @@ describe(`one pipeline behind REST, the proxy and MCP (${ENGINE})`, () => {
     {
       name: "an amount that is not a whole number",
       params: { amount: "lots", currency: "eur" },
+      result: "refused",
+      sent: false,
+    },
+    {
+      // PostgreSQL cannot store it (in the access request or the one-shot grant a denial files).
+      name: "a currency holding a NUL character",
+      params: { amount: 60000, currency: "eur\u0000" },
       result: "refused",
       sent: false,
     },
@@ -170,6 +187,15 @@ describe(`one pipeline behind REST, the proxy and MCP (${ENGINE})`, () => {
         expect(stripe.requests.length - before, `${e}: reached the provider`).toBe(step.sent ? 1 : 0);
       }
     });
+
+  test("a reason PostgreSQL cannot store (NUL) is refused everywhere before anything is filed", async () => {
+    for (const e of ENTRY_POINTS) {
+      const before = stripe.requests.length;
+      const got = await pay(e, { amount: 60000, currency: "eur" }, "refund for order 7\u0000");
+      expect(got.result, e).toBe("refused");
+      expect(stripe.requests.length, e).toBe(before);
+    }
+  });
 
   test("the approved large payment goes through once, and not twice; over the budget is denied", async () => {
     for (const e of ENTRY_POINTS) {
