@@ -30,6 +30,8 @@ export interface Config {
    */
   auditCheckpoints: AuditCheckpointConfig | undefined;
   bodyLimitBytes: number;
+  /** How long an MCP call that needs a person waits for the decision (with progress), in ms; 0: it does not wait. */
+  mcpApprovalWaitMs: number;
   trustProxy: boolean;
   /** Admin API token given by the environment; otherwise one is kept in `dataDir/admin-token`. */
   adminToken: string | undefined;
@@ -214,6 +216,7 @@ const EnvSchema = z.object({
   BUTLER_AUDIT_CHECKPOINT_EVERY_EVENTS: int("BUTLER_AUDIT_CHECKPOINT_EVERY_EVENTS", 1, 10_000_000).optional(),
   BUTLER_AUDIT_CHECKPOINT_EVERY_SECONDS: int("BUTLER_AUDIT_CHECKPOINT_EVERY_SECONDS", 1, 86_400).optional(),
   BODY_LIMIT_BYTES: int("BODY_LIMIT_BYTES", 1024, 64 * 1024 * 1024).default(65_536),
+  MCP_APPROVAL_WAIT_SECONDS: int("MCP_APPROVAL_WAIT_SECONDS", 0, 900).default(120),
   TRUST_PROXY: bool("TRUST_PROXY").default(false),
   BUTLER_ADMIN_TOKEN: z
     .string()
@@ -361,6 +364,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     audit: { batchMax: e.AUDIT_BATCH_MAX, queueMax: e.AUDIT_QUEUE_MAX, durability: e.AUDIT_DURABILITY },
     auditCheckpoints,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
+    mcpApprovalWaitMs: e.MCP_APPROVAL_WAIT_SECONDS * 1000,
     trustProxy: e.TRUST_PROXY,
     adminToken: e.BUTLER_ADMIN_TOKEN,
     serverUrl: e.BUTLER_URL,

@@ -130,7 +130,13 @@ export async function startServer(
         channels: services.channels,
         a2a: services.a2a,
         providers: services.providers,
-        mcp: { policies: services.policies, db: database.db, clock, streams: services.mcpStreams },
+        mcp: {
+          policies: services.policies,
+          db: database.db,
+          clock,
+          streams: services.mcpStreams,
+          approvalWaitMs: config.mcpApprovalWaitMs,
+        },
         dashboard: {
           db: database.db,
           sessions: services.dashboardSessions,

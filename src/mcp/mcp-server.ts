@@ -27,7 +27,11 @@ import { providerTools, REQUEST_ACCESS_TOOL, toolTarget } from "./tools.js";
 export interface McpDeps {
   providers: Pick<ProviderGateway, "call" | "providers">;
   policies: { index(): PolicyIndex; ensureCurrent(project: string): Promise<boolean> };
-  butler: Pick<Butler, "submit">;
+  butler: Pick<Butler, "submit" | "getForAgent">;
+  /** How long a call that needs a person waits for the decision (when the client asked for progress); 0: never. */
+  approvalWaitMs: number;
+  /** How often a waiting call reads its request's state (any instance's decision counts). */
+  approvalPollMs?: number;
   log: Logger;
   version: string;
 }
@@ -92,7 +96,7 @@ export function mcpServerFor(deps: McpDeps, identity: AgentIdentity): Server {
       tools: [...providerTools(deps.providers.providers, project, identity.agent), REQUEST_ACCESS],
     };
   });
-  server.setRequestHandler(CallToolRequestSchema, async (request) => {
+  server.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
     const { name, arguments: args, _meta: meta } = request.params;
     try {
       if (name === REQUEST_ACCESS_TOOL) return await requestAccess(deps, identity, args ?? {});
@@ -116,7 +120,7 @@ export function mcpServerFor(deps: McpDeps, identity: AgentIdentity): Server {
             code: "INVALID_INPUT",
           },
         );
-      const answer = await deps.providers.call(identity, {
+      const call = {
         provider: target.spec.name,
         operation: target.op.name,
         params: args ?? {},
@@ -124,8 +128,29 @@ export function mcpServerFor(deps: McpDeps, identity: AgentIdentity): Server {
         idempotencyKey: key as string | undefined,
         reason: reason as string | undefined,
         accept: "application/json",
-      });
-      return resultOf(answer);
+      };
+      const answer = await deps.providers.call(identity, call);
+      const pending = pendingApproval(answer);
+      const progressToken = meta?.progressToken;
+      if (pending === undefined || progressToken === undefined || deps.approvalWaitMs <= 0)
+        return resultOf(answer);
+      // A person must approve this call: wait for the decision, telling the client as it waits.
+      const decided = await waitForDecision(
+        deps,
+        identity,
+        pending,
+        (progress, message) =>
+          extra.sendNotification({
+            method: "notifications/progress",
+            params: { progressToken, progress, message },
+          }),
+        extra.signal,
+      );
+      if (decided === "approved") return resultOf(await deps.providers.call(identity, call));
+      return resultOf(
+        answer,
+        decided === "pending" ? WAITED_TEXT(deps.approvalWaitMs) : DECIDED_TEXT(decided),
+      );
     } catch (e) {
       if (e instanceof McpError) throw e;
       const app = asAppError(e);
@@ -135,6 +160,59 @@ export function mcpServerFor(deps: McpDeps, identity: AgentIdentity): Server {
     }
   });
   return server;
+}
+
+/** The one-shot request a DENY filed (approval_required), if this answer is one. */
+function pendingApproval(answer: ProviderAnswer): string | undefined {
+  if (answer.status !== 403) return undefined;
+  try {
+    const body = JSON.parse(answer.body.toString("utf8")) as {
+      code?: string;
+      approval_required?: { request_id?: unknown; status?: unknown };
+    };
+    const id = body.approval_required?.request_id;
+    return body.code === "approval_required" &&
+      typeof id === "string" &&
+      body.approval_required?.status === "pending"
+      ? id
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const WAITED_TEXT = (ms: number) =>
+  `No one decided within ${Math.round(ms / 1000)} s; the request stays open: make the same call again once it is approved.`;
+const DECIDED_TEXT = (status: string) => `The request was ${status}: the call was not made.`;
+
+/**
+ * Waits for a person's decision on the request, reading its state every `approvalPollMs` (so an
+ * approval through any instance or channel counts), with a progress notification each time, until
+ * it is decided, `approvalWaitMs` have passed, or the client goes away. Its status then.
+ */
+async function waitForDecision(
+  deps: McpDeps,
+  identity: AgentIdentity,
+  requestId: string,
+  progress: (n: number, message: string) => Promise<void>,
+  signal: AbortSignal,
+): Promise<string> {
+  const pollMs = deps.approvalPollMs ?? 500;
+  const deadline = performance.now() + deps.approvalWaitMs;
+  for (let n = 1; ; n++) {
+    await progress(n, `waiting for a person to decide ${requestId}`);
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = setTimeout(done, Math.max(0, Math.min(pollMs, deadline - performance.now())));
+      signal.addEventListener("abort", done, { once: true });
+    });
+    const status = (await deps.butler.getForAgent(identity, requestId)).status;
+    if (status !== "pending" || signal.aborted || performance.now() >= deadline) return status;
+  }
 }
 
 /** Files the access request a denied call asks for (the same scoping as POST /v1/access-requests). */
@@ -160,8 +238,8 @@ async function requestAccess(
   });
 }
 
-/** The provider's answer as a tool result: its JSON body, or why the call was refused. */
-function resultOf(answer: ProviderAnswer): CallToolResult {
+/** The provider's answer as a tool result: its JSON body, or why the call was refused (and `note`). */
+function resultOf(answer: ProviderAnswer, note?: string): CallToolResult {
   const text = answer.body.toString("utf8");
   let body: unknown;
   try {
@@ -178,9 +256,11 @@ function resultOf(answer: ProviderAnswer): CallToolResult {
     };
   if (answer.status === 403 && isObject(body) && body.decision === "DENY") {
     const d = body as { reason?: string; code?: string; event_id?: string; approval_required?: unknown };
-    const next = d.approval_required
-      ? "A person must approve this exact call; the request was filed (see approval_required). Once approved, make the same call again."
-      : `To ask for access, call ${REQUEST_ACCESS_TOOL} with denial_event_id "${d.event_id}" and your reason.`;
+    const next =
+      note ??
+      (d.approval_required
+        ? "A person must approve this exact call; the request was filed (see approval_required). Once approved, make the same call again."
+        : `To ask for access, call ${REQUEST_ACCESS_TOOL} with denial_event_id "${d.event_id}" and your reason.`);
     return {
       isError: true,
       content: [

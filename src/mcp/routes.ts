@@ -177,9 +177,11 @@ async function exchange(deps: McpRouteDeps, req: FastifyRequest, reply: FastifyR
   }
   const sessionId = initialize ? await openSession(deps, identity) : undefined;
   const server = mcpServerFor(deps, identity);
+  // JSON answers, except for a call whose client asked for progress: its answer is an SSE stream,
+  // so that progress notifications can precede it (a call that waits for a person).
   const transport = new StreamableHTTPServerTransport({
     sessionIdGenerator: undefined,
-    enableJsonResponse: true,
+    enableJsonResponse: !wantsProgress(message),
   });
   // The SDK writes the answer itself; fastify leaves this response alone from here on.
   reply.hijack();
@@ -199,6 +201,12 @@ async function exchange(deps: McpRouteDeps, req: FastifyRequest, reply: FastifyR
     if (!reply.raw.writableEnded) reply.raw.end(JSON.stringify(rpcError(-32603, "internal error")));
   }
 }
+
+const wantsProgress = (m: unknown) =>
+  typeof m === "object" &&
+  m !== null &&
+  (m as { method?: unknown }).method === "tools/call" &&
+  (m as { params?: { _meta?: { progressToken?: unknown } } }).params?._meta?.progressToken !== undefined;
 
 const isInitialize = (m: unknown) =>
   typeof m === "object" && m !== null && (m as { method?: unknown }).method === "initialize";

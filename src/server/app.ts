@@ -47,6 +47,8 @@ export interface AppDeps {
     db: Queryable;
     clock: Clock;
     streams: McpStreams;
+    /** How long a call that needs a person waits for the decision (MCP_APPROVAL_WAIT_SECONDS). */
+    approvalWaitMs: number;
   };
   /** Approval channels; those with webhooks mount them here. */
   channels?: readonly ApprovalChannel[];

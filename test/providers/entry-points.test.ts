@@ -12,7 +12,7 @@ const STRIPE_KEY = "sk_test_entry_points_01";
 const ENTRY_POINTS = ["rest", "proxy", "mcp"] as const;
 type EntryPoint = (typeof ENTRY_POINTS)[number];
 
-const budget = (e: EntryPoint) => `  - id: daily-${e}
+const budget = (e: string) => `  - id: daily-${e}
     agents: [payer-${e}]
     period: day
     currency: EUR
@@ -20,7 +20,7 @@ const budget = (e: EntryPoint) => `  - id: daily-${e}
 
 const PAYMENTS = `project: project-payments
 providers: [stripe]
-agents: [${ENTRY_POINTS.map((e) => `payer-${e}`).join(", ")}]
+agents: [${ENTRY_POINTS.map((e) => `payer-${e}`).join(", ")}, payer-waiting]
 grants:
   - id: payments
     service: stripe
@@ -33,7 +33,7 @@ require_approval:
     when:
       amount: { min: 50001 }
 budgets:
-${ENTRY_POINTS.map(budget).join("\n")}
+${[...ENTRY_POINTS, "waiting"].map(budget).join("\n")}
 approvers:
   - id: jordan
 settings:
@@ -221,5 +221,66 @@ describe(`one pipeline behind REST, the proxy and MCP (${ENGINE})`, () => {
       );
       expect(stripe.requests.length - before, `${e}: only the approved call reached the provider`).toBe(1);
     }
+  });
+
+  /** payer-waiting over MCP, asking for progress: a payment this large needs a person. */
+  async function waitingCall(amount: number) {
+    const client = new Client({ name: "entry-points-waiting", version: "1.0.0" });
+    clients.push(client);
+    await client.connect(
+      new StreamableHTTPClientTransport(new URL(`${s.url}/mcp`), {
+        requestInit: {
+          headers: { authorization: `Bearer ${await s.agentToken("payer-waiting", "project-payments")}` },
+        },
+      }),
+    );
+    const messages: string[] = [];
+    let firstProgress!: (m: string) => void;
+    const waiting = new Promise<string>((resolve) => (firstProgress = resolve));
+    const result = client.callTool(
+      { name: "stripe_create_payment_intent", arguments: { amount, currency: "eur" } },
+      undefined,
+      {
+        onprogress: (p) => {
+          messages.push(p.message ?? "");
+          firstProgress(p.message ?? "");
+        },
+        resetTimeoutOnProgress: true,
+      },
+    ) as Promise<CallToolResult>;
+    // The first progress names the request the call waits for.
+    const requestId = /req_[a-z0-9]{16}/.exec(await waiting)?.[0];
+    expect(requestId).toBeDefined();
+    return { result, requestId: requestId!, messages };
+  }
+
+  const decide = (id: string, verb: "approve" | "deny") =>
+    fetch(`${s.url}/v1/access-requests/${id}/${verb}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${jordan}`, "content-type": "application/json" },
+      body: "{}",
+    });
+
+  test("MCP: a call that needs a person waits for the decision, with progress, and goes through once approved", async () => {
+    const before = stripe.requests.length;
+    const { result, requestId, messages } = await waitingCall(60000);
+    expect(stripe.requests.length).toBe(before);
+    expect((await decide(requestId, "approve")).status).toBe(200);
+    const r = await result;
+    expect(r.isError, JSON.stringify(r.content)).toBeFalsy();
+    expect(r.structuredContent).toMatchObject({ object: "payment_intent", amount: 60000 });
+    expect(stripe.requests.length - before).toBe(1);
+    expect(messages[0]).toContain(`waiting for a person to decide ${requestId}`);
+  });
+
+  test("MCP: a waiting call the person denies ends with the decision, and nothing is sent", async () => {
+    const before = stripe.requests.length;
+    // Another call (an identical one would be the approved call's second use).
+    const { result, requestId } = await waitingCall(55000);
+    expect((await decide(requestId, "deny")).status).toBe(200);
+    const r = await result;
+    expect(r.isError).toBe(true);
+    expect(JSON.stringify(r.content)).toContain("The request was denied");
+    expect(stripe.requests.length).toBe(before);
   });
 });
