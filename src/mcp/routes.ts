@@ -95,7 +95,10 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: McpRouteDeps
       return reply.code(status).send(rpcError(CONNECTION_CLOSED, message));
     });
     scope.post("/mcp", { config: { doc: DOC } }, (req, reply) => exchange(deps, req, reply));
-    scope.get("/mcp", { config: { doc: STREAM_DOC } }, (req, reply) => stream(deps, req, reply));
+    // No HEAD: it would open a stream nobody reads.
+    scope.get("/mcp", { config: { doc: STREAM_DOC }, exposeHeadRoute: false }, (req, reply) =>
+      stream(deps, req, reply),
+    );
     scope.delete("/mcp", { config: { doc: END_DOC } }, (req, reply) => end(deps, req, reply));
   });
 }

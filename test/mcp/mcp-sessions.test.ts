@@ -142,6 +142,14 @@ describe(`MCP sessions and list changes (${ENGINE})`, () => {
       });
     expect((await get(bot2)).status).toBe(400);
     expect((await get(bot2, "mcp_unknown")).status).toBe(404);
+    // Another token's session is not a stream for this one.
+    expect((await get(bot1, session)).status).toBe(404);
+    // HEAD opens nothing.
+    const head = await fetch(`${s.url}/mcp`, {
+      method: "HEAD",
+      headers: { authorization: `Bearer ${bot2}`, "mcp-session-id": session },
+    });
+    expect(head.status).toBe(404);
     const opened = s.server.services.mcpStreams.nextOpened();
     const stream = await get(bot2, session);
     expect(stream.status).toBe(200);
