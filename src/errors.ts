@@ -27,6 +27,8 @@ const HTTP_STATUS = {
   /** What was asked cannot be granted as asked (a denial no grant lifts, a call a constraint governs). */
   PRECONDITION_FAILED: 409,
   PAYLOAD_TOO_LARGE: 413,
+  /** The caller holds as many of something as it may (open MCP sessions per token). */
+  TOO_MANY: 429,
   UNSUPPORTED_MEDIA_TYPE: 415,
   UNAVAILABLE: 503,
   INTERNAL: 500,

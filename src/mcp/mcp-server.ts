@@ -78,8 +78,11 @@ const REQUEST_ACCESS = {
   },
 };
 
-/** A new MCP server for one request of `identity` (stateless: see routes.ts). */
-export function mcpServerFor(deps: McpDeps, identity: AgentIdentity): Server {
+/**
+ * A new MCP server for one request of `identity` (see routes.ts). `session` names the MCP session
+ * the request belongs to, if any, for per-session budgets (never the session id itself).
+ */
+export function mcpServerFor(deps: McpDeps, identity: AgentIdentity, session?: string): Server {
   const server = new Server(
     { name: "butler", title: "Butler", version: deps.version },
     {
@@ -89,12 +92,18 @@ export function mcpServerFor(deps: McpDeps, identity: AgentIdentity): Server {
     },
   );
   server.setRequestHandler(ListToolsRequestSchema, async () => {
-    // Told of a change (list_changed) by another instance, this one may not have read it yet.
-    await deps.policies.ensureCurrent(identity.project);
-    const project = deps.policies.index().projects.get(identity.project);
-    return {
-      tools: [...providerTools(deps.providers.providers, project, identity.agent), REQUEST_ACCESS],
-    };
+    try {
+      // Told of a change (list_changed) by another instance, this one may not have read it yet.
+      await deps.policies.ensureCurrent(identity.project);
+      const project = deps.policies.index().projects.get(identity.project);
+      return {
+        tools: [...providerTools(deps.providers.providers, project, identity.agent), REQUEST_ACCESS],
+      };
+    } catch (e) {
+      // The SDK would send the error's own message (a database error's text) to the agent.
+      deps.log.error({ err: e }, "MCP tools/list failed");
+      throw new McpError(ErrorCode.InternalError, "internal error: the tools could not be listed; try again");
+    }
   });
   server.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
     const { name, arguments: args, _meta: meta } = request.params;
@@ -128,6 +137,7 @@ export function mcpServerFor(deps: McpDeps, identity: AgentIdentity): Server {
         idempotencyKey: key as string | undefined,
         reason: reason as string | undefined,
         accept: "application/json",
+        session,
       };
       const answer = await deps.providers.call(identity, call);
       const pending = pendingApproval(answer);

@@ -4,12 +4,12 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { AgentIdentity, TokenService } from "../agents/token-service.js";
 import type { Clock } from "../clock.js";
 import type { Queryable } from "../db/client.js";
-import { asAppError, httpStatus } from "../errors.js";
+import { AppError, asAppError, httpStatus } from "../errors.js";
 import { bearerToken, requireAgent } from "../http/auth.js";
 import { rawBodies } from "../http/raw-body.js";
 import type { RouteDoc } from "../http/route-doc.js";
 import { type McpDeps, mcpServerFor } from "./mcp-server.js";
-import { endMcpSession, insertMcpSession, liveMcpSession } from "./session-repo.js";
+import { endMcpSession, insertMcpSession, liveMcpSession, liveMcpSessionsOf } from "./session-repo.js";
 import type { McpStreams } from "./streams.js";
 
 export interface McpRouteDeps extends McpDeps {
@@ -121,10 +121,21 @@ async function sessionOf(
 
 const ENDED = "the MCP session has ended or is unknown: initialize again";
 
-/** Opens a session for an initialize request: its id goes back in the Mcp-Session-Id header. */
+/** How many live sessions one token may hold (a client opens one per connection). */
+const MAX_SESSIONS_PER_TOKEN = 100;
+
+/**
+ * Opens a session for an initialize request: its id goes back in the Mcp-Session-Id header. Fails
+ * (429) when the token already holds MAX_SESSIONS_PER_TOKEN live ones.
+ */
 async function openSession(deps: McpRouteDeps, identity: AgentIdentity): Promise<string> {
-  const id = `mcp_${randomBytes(32).toString("base64url")}`;
   const now = deps.clock.now();
+  if ((await liveMcpSessionsOf(deps.db, identity.tokenId, now)) >= MAX_SESSIONS_PER_TOKEN)
+    throw new AppError(
+      "TOO_MANY",
+      `this token holds ${MAX_SESSIONS_PER_TOKEN} open MCP sessions: end one (DELETE /mcp) or let one expire`,
+    );
+  const id = `mcp_${randomBytes(32).toString("base64url")}`;
   await insertMcpSession(deps.db, {
     idHash: hashOf(id),
     tokenId: identity.tokenId,
@@ -174,12 +185,12 @@ async function exchange(deps: McpRouteDeps, req: FastifyRequest, reply: FastifyR
     return reply.code(400).send(rpcError(PARSE_ERROR, `the body is not JSON: ${(e as Error).message}`));
   }
   const initialize = isInitialize(message);
-  if (!initialize) {
-    const session = await sessionOf(deps, req, identity);
-    if ("ended" in session) return reply.code(404).send(rpcError(INVALID_REQUEST, ENDED));
-  }
+  const session = initialize ? undefined : await sessionOf(deps, req, identity);
+  if (session && "ended" in session) return reply.code(404).send(rpcError(INVALID_REQUEST, ENDED));
   const sessionId = initialize ? await openSession(deps, identity) : undefined;
-  const server = mcpServerFor(deps, identity);
+  // Per-session budgets count per MCP session, named by a prefix of its id's hash.
+  const label = session && "hash" in session ? `mcp:${session.hash.slice(0, 32)}` : undefined;
+  const server = mcpServerFor(deps, identity, label);
   // JSON answers, except for a call whose client asked for progress: its answer is an SSE stream,
   // so that progress notifications can precede it (a call that waits for a person).
   const transport = new StreamableHTTPServerTransport({
@@ -211,8 +222,18 @@ const wantsProgress = (m: unknown) =>
   (m as { method?: unknown }).method === "tools/call" &&
   (m as { params?: { _meta?: { progressToken?: unknown } } }).params?._meta?.progressToken !== undefined;
 
-const isInitialize = (m: unknown) =>
-  typeof m === "object" && m !== null && (m as { method?: unknown }).method === "initialize";
+/** A well-formed initialize request (JSON-RPC 2.0, with an id and params): only it opens a session. */
+const isInitialize = (m: unknown) => {
+  if (typeof m !== "object" || m === null) return false;
+  const r = m as { jsonrpc?: unknown; id?: unknown; method?: unknown; params?: unknown };
+  return (
+    r.jsonrpc === "2.0" &&
+    r.method === "initialize" &&
+    (typeof r.id === "string" || typeof r.id === "number") &&
+    typeof r.params === "object" &&
+    r.params !== null
+  );
+};
 
 function rpcError(code: number, message: string) {
   return { jsonrpc: "2.0", id: null, error: { code, message } };

@@ -1,4 +1,4 @@
-import { and, eq, gt, isNull, lt, or } from "drizzle-orm";
+import { and, count, eq, gt, isNull, lt, or } from "drizzle-orm";
 import type { Queryable } from "../db/client.js";
 import { mcpSessions } from "../db/schema.js";
 
@@ -25,6 +25,17 @@ export async function liveMcpSession(
     .from(mcpSessions)
     .where(and(eq(mcpSessions.idHash, idHash), isNull(mcpSessions.endedAt), gt(mcpSessions.expiresAt, now)));
   return row;
+}
+
+/** How many sessions `tokenId` opened that are neither ended nor expired at `now`. */
+export async function liveMcpSessionsOf(q: Queryable, tokenId: string, now: Date): Promise<number> {
+  const [row] = await q
+    .select({ n: count() })
+    .from(mcpSessions)
+    .where(
+      and(eq(mcpSessions.tokenId, tokenId), isNull(mcpSessions.endedAt), gt(mcpSessions.expiresAt, now)),
+    );
+  return row?.n ?? 0;
 }
 
 /** Ends the session if `tokenId` opened it and it is still open; whether it did. */

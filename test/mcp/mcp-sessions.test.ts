@@ -172,7 +172,7 @@ describe(`MCP sessions and list changes (${ENGINE})`, () => {
       insertMcpSession(db, {
         idHash: id,
         tokenId: "tok_x",
-        agent: "support-bot-1",
+        agent: "someone-else",
         project: "project-support",
         createdAt: new Date(created),
         expiresAt: new Date(expires),
@@ -193,5 +193,32 @@ describe(`MCP sessions and list changes (${ENGINE})`, () => {
       "purge-live",
     ]);
     expect(await s.server.services.purgeMcpSessions()).toBe(0);
+  });
+
+  test("only a well-formed initialize request opens a session; one token holds at most 100 live sessions", async () => {
+    const count = async () =>
+      rowsOf<{ n: number }>(
+        await s.server.services.database.db.execute(
+          sql`SELECT count(*)::int AS n FROM mcp_sessions WHERE agent = 'support-bot-1' AND ended_at IS NULL`,
+        ),
+      )[0]!.n;
+    const before = await count();
+    // A notification (no id), and a message that is not JSON-RPC 2.0, open nothing.
+    for (const body of [
+      { jsonrpc: "2.0", method: "initialize", params: INIT.params },
+      { method: "initialize", id: 3, params: INIT.params },
+    ]) {
+      const res = await post(bot1, body);
+      expect(res.status, JSON.stringify(body)).toBeLessThan(500);
+      expect(res.headers.get("mcp-session-id")).toBeNull();
+    }
+    expect(await count()).toBe(before);
+    for (let i = before; i < 100; i++) expect((await post(bot1, INIT)).status).toBe(200);
+    const over = await post(bot1, INIT);
+    expect(over.status).toBe(429);
+    expect(await over.json()).toMatchObject({
+      error: { message: expect.stringMatching(/100 open MCP sessions/) },
+    });
+    expect(await count()).toBe(100);
   });
 });

@@ -20,7 +20,7 @@ const budget = (e: string) => `  - id: daily-${e}
 
 const PAYMENTS = `project: project-payments
 providers: [stripe]
-agents: [${ENTRY_POINTS.map((e) => `payer-${e}`).join(", ")}, payer-waiting]
+agents: [${ENTRY_POINTS.map((e) => `payer-${e}`).join(", ")}, payer-waiting, payer-session]
 grants:
   - id: payments
     service: stripe
@@ -34,6 +34,11 @@ require_approval:
       amount: { min: 50001 }
 budgets:
 ${[...ENTRY_POINTS, "waiting"].map(budget).join("\n")}
+  - id: per-session
+    agents: [payer-session]
+    period: session
+    currency: EUR
+    limit: 20000
 approvers:
   - id: jordan
 settings:
@@ -282,5 +287,31 @@ describe(`one pipeline behind REST, the proxy and MCP (${ENGINE})`, () => {
     expect(r.isError).toBe(true);
     expect(JSON.stringify(r.content)).toContain("The request was denied");
     expect(stripe.requests.length).toBe(before);
+  });
+
+  test("MCP: a per-session budget counts per MCP session", async () => {
+    const token = await s.agentToken("payer-session", "project-payments");
+    const session = async () => {
+      const c = new Client({ name: "entry-points-session", version: "1.0.0" });
+      clients.push(c);
+      await c.connect(
+        new StreamableHTTPClientTransport(new URL(`${s.url}/mcp`), {
+          requestInit: { headers: { authorization: `Bearer ${token}` } },
+        }),
+      );
+      return async (amount: number) => {
+        const r = (await c.callTool({
+          name: "stripe_create_payment_intent",
+          arguments: { amount, currency: "eur" },
+        })) as CallToolResult;
+        return r.isError ? `denied:${(r.structuredContent as { code?: string }).code}` : "allowed";
+      };
+    };
+    const first = await session();
+    expect(await first(15000)).toBe("allowed");
+    expect(await first(6000)).toBe("denied:budget_exceeded");
+    // Another MCP session has its own budget.
+    const second = await session();
+    expect(await second(6000)).toBe("allowed");
   });
 });

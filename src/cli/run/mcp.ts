@@ -54,6 +54,9 @@ export async function mcpStdio(a: Parsed, io: CliIo): Promise<number> {
   upstream.onerror = (e) => io.stderr.write(`butler mcp stdio: ${e.message}\n`);
   await upstream.start();
   const buffer = new ReadBuffer();
+  // Messages are sent as they come, without waiting for each answer: a long call must not hold
+  // back pings, cancellations or other calls.
+  const sending = new Set<Promise<void>>();
   for await (const chunk of io.stdin ?? process.stdin) {
     buffer.append(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
     for (;;) {
@@ -65,9 +68,12 @@ export async function mcpStdio(a: Parsed, io: CliIo): Promise<number> {
         continue;
       }
       if (message === null) break;
-      await deliver(upstream, message, write);
+      const sent = deliver(upstream, message, write);
+      sending.add(sent);
+      void sent.finally(() => sending.delete(sent));
     }
   }
+  await Promise.all(sending);
   await upstream.close();
   return 0;
 }
