@@ -9,7 +9,13 @@ import { bearerToken, requireAgent } from "../http/auth.js";
 import { rawBodies } from "../http/raw-body.js";
 import type { RouteDoc } from "../http/route-doc.js";
 import { type McpDeps, mcpServerFor } from "./mcp-server.js";
-import { endMcpSession, insertMcpSession, liveMcpSession, liveMcpSessionsOf } from "./session-repo.js";
+import {
+  endMcpSession,
+  insertMcpSession,
+  liveMcpSession,
+  liveMcpSessionsOf,
+  renewMcpSession,
+} from "./session-repo.js";
 import type { McpStreams } from "./streams.js";
 
 export interface McpRouteDeps extends McpDeps {
@@ -20,7 +26,7 @@ export interface McpRouteDeps extends McpDeps {
   streams: McpStreams;
 }
 
-/** How long an MCP session lives (a client past it gets 404 and initializes again). */
+/** How long an MCP session lives unused (one in use is renewed; past it a client gets 404 and initializes again). */
 const SESSION_TTL_MS = 24 * 3600_000;
 const SESSION_HEADER = "mcp-session-id";
 
@@ -114,8 +120,13 @@ async function sessionOf(
   const header = req.headers[SESSION_HEADER];
   if (typeof header !== "string" || header === "") return { missing: true };
   const hash = hashOf(header);
-  const row = header.length <= 100 ? await liveMcpSession(deps.db, hash, deps.clock.now()) : undefined;
+  const now = deps.clock.now();
+  const row = header.length <= 100 ? await liveMcpSession(deps.db, hash, now) : undefined;
   if (!row || row.tokenId !== identity.tokenId) return { ended: true };
+  // A session in use lives on: past half its life, its expiry moves a full life ahead.
+  const t = now.getTime();
+  if (row.expiresAt.getTime() - t < SESSION_TTL_MS / 2)
+    await renewMcpSession(deps.db, hash, now, new Date(t + SESSION_TTL_MS / 2), new Date(t + SESSION_TTL_MS));
   return { hash };
 }
 

@@ -38,6 +38,32 @@ export async function liveMcpSessionsOf(q: Queryable, tokenId: string, now: Date
   return row?.n ?? 0;
 }
 
+/**
+ * Moves the session's expiry to `until` if it is live and expires before `renewBefore`: a session
+ * in use does not expire, at the cost of one write per half-life.
+ */
+export async function renewMcpSession(
+  q: Queryable,
+  idHash: string,
+  now: Date,
+  renewBefore: Date,
+  until: Date,
+): Promise<boolean> {
+  const renewed = await q
+    .update(mcpSessions)
+    .set({ expiresAt: until })
+    .where(
+      and(
+        eq(mcpSessions.idHash, idHash),
+        isNull(mcpSessions.endedAt),
+        gt(mcpSessions.expiresAt, now),
+        lt(mcpSessions.expiresAt, renewBefore),
+      ),
+    )
+    .returning({ id: mcpSessions.idHash });
+  return renewed.length > 0;
+}
+
 /** Ends the session if `tokenId` opened it and it is still open; whether it did. */
 export async function endMcpSession(
   q: Queryable,

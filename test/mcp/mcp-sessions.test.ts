@@ -221,4 +221,35 @@ describe(`MCP sessions and list changes (${ENGINE})`, () => {
     });
     expect(await count()).toBe(100);
   });
+
+  test("a session in use is renewed past half its life; an ended or expired one is not", async () => {
+    const { insertMcpSession, liveMcpSession, renewMcpSession } = await import(
+      "../../src/mcp/session-repo.js"
+    );
+    const db = s.server.services.database.db;
+    const hour = 3_600_000;
+    const now = Date.now();
+    const row = (id: string, expires: number, ended?: number) =>
+      insertMcpSession(db, {
+        idHash: id,
+        tokenId: "tok_y",
+        agent: "someone-else",
+        project: "project-support",
+        createdAt: new Date(now - 20 * hour),
+        expiresAt: new Date(expires),
+        endedAt: ended === undefined ? null : new Date(ended),
+      });
+    await row("renew-old", now + 2 * hour);
+    await row("renew-fresh", now + 20 * hour);
+    await row("renew-ended", now + 2 * hour, now - hour);
+    await row("renew-expired", now - hour);
+    const renew = (id: string) =>
+      renewMcpSession(db, id, new Date(now), new Date(now + 12 * hour), new Date(now + 24 * hour));
+    expect(await renew("renew-old")).toBe(true);
+    expect((await liveMcpSession(db, "renew-old", new Date(now)))!.expiresAt.getTime()).toBe(now + 24 * hour);
+    expect(await renew("renew-fresh")).toBe(false);
+    expect(await renew("renew-ended")).toBe(false);
+    expect(await renew("renew-expired")).toBe(false);
+    expect(await liveMcpSession(db, "renew-expired", new Date(now))).toBeUndefined();
+  });
 });
