@@ -6,25 +6,10 @@
  * same call goes through to a local stand-in Stripe (the key stays with Butler). Then the
  * session's audit lines and the chain check. Exits 0 when every step did what it should.
  */
-import { copyFile, mkdir, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
-import { loadConfig } from "../src/config.js";
-import { createLogger } from "../src/logger.js";
-import { startServer } from "../src/main.js";
-import { startStandInStripe } from "./stand-in-stripe.js";
-
-const color = process.stdout.isTTY && !process.env.NO_COLOR;
-const paint = (code: number, s: string) => (color ? `\u001b[${code}m${s}\u001b[0m` : s);
-const say = (who: string, code: number) => (text: string) =>
-  console.log(`${paint(code, who.padEnd(9))} ${text}`);
-const agentSays = say("agent", 36);
-const approverSays = say("jordan", 33);
-const butlerSays = say("butler", 35);
+import { agentSays, approverSays, butlerSays, paint, startDemo } from "./demo-setup.js";
 
 /** A step that did not do what the scenario needs: the demo stops and exits 1. */
 function expectThat(ok: boolean, what: string): void {
@@ -34,30 +19,10 @@ function expectThat(ok: boolean, what: string): void {
 const textOf = (r: CallToolResult) =>
   (r.content as { type: string; text?: string }[]).map((c) => c.text ?? "").join("\n");
 
-const dir = await mkdtemp(join(tmpdir(), "butler-demo-mcp-"));
+const demo = await startDemo("butler-demo-mcp-");
+const { dir, stripe, stripeKey, server } = demo;
 const started = Date.now();
 let exitCode = 0;
-const stripeKey = "sk_test_demo_only";
-const stripe = await startStandInStripe(stripeKey);
-const policies = join(dir, "policies");
-await mkdir(policies);
-await copyFile(
-  fileURLToPath(new URL("../policies/project-billing.yaml", import.meta.url)),
-  join(policies, "project-billing.yaml"),
-);
-const server = await startServer(
-  loadConfig({
-    BUTLER_DATA_DIR: join(dir, "data"),
-    POLICIES_DIR: policies,
-    PROVIDERS_DIR: fileURLToPath(new URL("../providers", import.meta.url)),
-    BUTLER_PROVIDER_URLS: `stripe=${stripe.url}`,
-    STRIPE_API_KEY: stripeKey,
-    PORT: "0",
-    LOG_LEVEL: "silent",
-    POLICY_WATCH: "false",
-  }),
-  createLogger("silent"),
-);
 const client = new Client({ name: "billing-reconciler", version: "1.0.0" });
 try {
   const { admin } = server.services;
@@ -147,8 +112,6 @@ try {
   exitCode = 1;
 } finally {
   await client.close();
-  await server.close();
-  await stripe.close();
-  await rm(dir, { recursive: true, force: true });
+  await demo.close();
 }
 process.exit(exitCode);

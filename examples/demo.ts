@@ -4,48 +4,13 @@
  * A2A, jordan approves through the REST API, the agent is told over A2A, retries, and reads
  * charges through the gateway's Stripe proxy from a local stand-in Stripe (the key stays with Butler). Then the session's audit lines and the chain check.
  */
-import { copyFile, mkdir, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { loadConfig } from "../src/config.js";
-import { createLogger } from "../src/logger.js";
-import { startServer } from "../src/main.js";
 import { reconcile } from "./billing-agent.js";
-import { startStandInStripe } from "./stand-in-stripe.js";
+import { agentSays, approverSays, butlerSays, paint, startDemo } from "./demo-setup.js";
 
-const color = process.stdout.isTTY && !process.env.NO_COLOR;
-const paint = (code: number, s: string) => (color ? `\u001b[${code}m${s}\u001b[0m` : s);
-const line = (who: string, code: number, text: string) =>
-  console.log(`${paint(code, who.padEnd(9))} ${text}`);
-const agentSays = (t: string) => line("agent", 36, t);
-const approverSays = (t: string) => line("jordan", 33, t);
-const butlerSays = (t: string) => line("butler", 35, t);
-
-const dir = await mkdtemp(join(tmpdir(), "butler-demo-"));
+const demo = await startDemo("butler-demo-");
+const { dir, stripe, stripeKey, server } = demo;
 const started = Date.now();
 let exitCode = 0;
-const stripeKey = "sk_test_demo_only";
-const stripe = await startStandInStripe(stripeKey);
-const policies = join(dir, "policies");
-await mkdir(policies);
-await copyFile(
-  fileURLToPath(new URL("../policies/project-billing.yaml", import.meta.url)),
-  join(policies, "project-billing.yaml"),
-);
-const server = await startServer(
-  loadConfig({
-    BUTLER_DATA_DIR: join(dir, "data"),
-    POLICIES_DIR: policies,
-    PROVIDERS_DIR: fileURLToPath(new URL("../providers", import.meta.url)),
-    BUTLER_PROVIDER_URLS: `stripe=${stripe.url}`,
-    STRIPE_API_KEY: stripeKey,
-    PORT: "0",
-    LOG_LEVEL: "silent",
-    POLICY_WATCH: "false",
-  }),
-  createLogger("silent"),
-);
 try {
   const { admin } = server.services;
   butlerSays(
@@ -118,8 +83,6 @@ try {
   console.error(e);
   exitCode = 1;
 } finally {
-  await server.close();
-  await stripe.close();
-  await rm(dir, { recursive: true, force: true });
+  await demo.close();
 }
 process.exit(exitCode);

@@ -31,18 +31,8 @@ export interface PendingEvent {
   rowJson: string;
 }
 
-interface EventCore {
-  event_id: string;
-  ts: string;
-  type: string;
-  agent: string | null;
-  project: string | null;
-  action: string | null;
-  resource: string | null;
-  decision: string | null;
-  reason: string | null;
-  http_status: number | null;
-}
+/** The core fields of a line but its place in the chain (seq, prev_hash, hash). */
+type EventCore = Omit<Pick<AuditLine, (typeof CORE_FIELDS)[number]>, "seq" | "prev_hash" | "hash">;
 
 export type Head = { seq: number; hash: string };
 
