@@ -1,6 +1,6 @@
 import type { CompiledProject } from "../policy/compile.js";
 import { coversAgent } from "../policy/evaluate.js";
-import type { Operation, ProviderSpec } from "../providers/spec.js";
+import { mcpToolName, type Operation, type ProviderSpec } from "../providers/spec.js";
 
 /**
  * Provider operations as MCP tools (pure): each operation of each provider is one tool, named `<provider>_<operation>`, with an input schema made from the operation's params
@@ -47,10 +47,8 @@ interface JsonSchemaObject {
 /** The tool that files an access request for a denied call. */
 export const REQUEST_ACCESS_TOOL = "butler_request_access";
 
-/** A tool's name: provider and operation, joined by `_` (both are lower-case names without `_` clashes: see toolTarget). */
-export function toolName(provider: string, operation: string): string {
-  return `${provider}_${operation}`;
-}
+/** A tool's name: provider and operation joined by `_`; loading refuses two that collide. */
+export const toolName = mcpToolName;
 
 /** The provider operation a tool name stands for, among the providers given. */
 export function toolTarget(

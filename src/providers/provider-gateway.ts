@@ -4,7 +4,7 @@ import type { AgentIdentity } from "../agents/token-service.js";
 import { callProvider } from "./call-pipeline.js";
 import type { PipelineContext, ProviderCall, ProviderGatewayDeps, ProviderSet } from "./call-types.js";
 import { denyUnknown, routeProxied } from "./proxy-routing.js";
-import { parseProviderFile } from "./spec.js";
+import { mcpToolName, parseProviderFile } from "./spec.js";
 import { callUpstream } from "./upstream.js";
 import { receiveWebhook } from "./webhook-intake.js";
 
@@ -21,9 +21,10 @@ export async function loadProviders(dir: string): Promise<ProviderSet> {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return { providers, failures };
     throw e;
   }
+  const toolsTaken = new Map<string, string>();
   for (const n of names) {
     const file = join(dir, n);
-    const r = parseProviderFile({ file, text: await readFile(file, "utf8") });
+    const r = parseProviderFile({ file, text: await readFile(file, "utf8") }, toolsTaken);
     if (!r.ok) failures.push({ file, issues: r.error });
     else if (providers.has(r.value.name))
       failures.push({
@@ -32,7 +33,11 @@ export async function loadProviders(dir: string): Promise<ProviderSet> {
           { file, line: 1, col: 1, path: "name", message: `provider '${r.value.name}' is defined twice` },
         ],
       });
-    else providers.set(r.value.name, r.value);
+    else {
+      providers.set(r.value.name, r.value);
+      for (const op of r.value.operations.keys())
+        toolsTaken.set(mcpToolName(r.value.name, op), `provider ${r.value.name}'s operation ${op}`);
+    }
   }
   return { providers, failures };
 }

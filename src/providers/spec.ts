@@ -439,7 +439,20 @@ function crossCheck(raw: RawSpec, report: Report): ProviderSpec {
 }
 
 /** Parses and checks one provider spec file, reporting every problem with its position. */
-export function parseProviderFile(src: FileSource): Result<ProviderSpec, FileIssue[]> {
+/** The MCP tool an operation is: `<provider>_<operation>` (see src/mcp/tools.ts). */
+export function mcpToolName(provider: string, operation: string): string {
+  return `${provider}_${operation}`;
+}
+
+/**
+ * Parses and checks one provider spec. `toolsTaken` (MCP tool name → whose it is) holds the tool
+ * names of the providers loaded before it: an operation whose tool name is taken is refused, since
+ * provider and operation names may both hold `_` and `tools/call` could not tell them apart.
+ */
+export function parseProviderFile(
+  src: FileSource,
+  toolsTaken?: ReadonlyMap<string, string>,
+): Result<ProviderSpec, FileIssue[]> {
   return parseYamlFile(src, {
     schema: ProviderSpecSchema,
     knownKeysAt: providerKnownKeysAt,
@@ -448,6 +461,18 @@ export function parseProviderFile(src: FileSource): Result<ProviderSpec, FileIss
     maxBytes: 1024 * 1024,
     maxBytesMessage: "the file is larger than 1 MiB",
     multipleDocuments: "put each provider in its own file",
-    crossCheck,
+    crossCheck: (raw, report) => {
+      const out = crossCheck(raw, report);
+      raw.operations.forEach((o, i) => {
+        const tool = mcpToolName(raw.name, o.name);
+        const other = toolsTaken?.get(tool);
+        if (other)
+          report(
+            ["operations", i, "name"],
+            `its MCP tool would be ${tool}, which is already ${other}; rename one`,
+          );
+      });
+      return out;
+    },
   });
 }

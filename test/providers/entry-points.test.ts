@@ -315,3 +315,49 @@ describe(`one pipeline behind REST, the proxy and MCP (${ENGINE})`, () => {
     expect(await second(6000)).toBe("allowed");
   });
 });
+
+describe(`MCP: a wait for a person ends at MCP_APPROVAL_WAIT_SECONDS (${ENGINE})`, () => {
+  let s: TestServer;
+  let client: Client;
+  beforeAll(async () => {
+    s = await startTestServer({
+      policies: { "project-payments.yaml": PAYMENTS },
+      env: {
+        PROVIDERS_DIR,
+        BUTLER_PROVIDER_URLS: "stripe=http://127.0.0.1:9",
+        STRIPE_API_KEY: STRIPE_KEY,
+        MCP_APPROVAL_WAIT_SECONDS: "1",
+      },
+    });
+    client = new Client({ name: "entry-points-timeout", version: "1.0.0" });
+    await client.connect(
+      new StreamableHTTPClientTransport(new URL(`${s.url}/mcp`), {
+        requestInit: {
+          headers: { authorization: `Bearer ${await s.agentToken("payer-waiting", "project-payments")}` },
+        },
+      }),
+    );
+  });
+  afterAll(async () => {
+    await client?.close();
+    await s?.cleanup();
+  });
+
+  test("no decision in time: the DENY says the request stays open, and the request is still pending", async () => {
+    let progressed = 0;
+    const r = (await client.callTool(
+      { name: "stripe_create_payment_intent", arguments: { amount: 60000, currency: "eur" } },
+      undefined,
+      { onprogress: () => progressed++, resetTimeoutOnProgress: true },
+    )) as CallToolResult;
+    expect(r.isError).toBe(true);
+    expect(JSON.stringify(r.content)).toContain("No one decided within 1 s; the request stays open");
+    expect(progressed).toBeGreaterThan(0);
+    const id = (r.structuredContent as { approval_required: { request_id: string } }).approval_required
+      .request_id;
+    const seen = await fetch(`${s.url}/v1/access-requests/${id}`, {
+      headers: { authorization: `Bearer ${await s.agentToken("payer-waiting", "project-payments")}` },
+    });
+    expect(await seen.json()).toMatchObject({ status: "pending" });
+  });
+});

@@ -154,4 +154,33 @@ operations:
       await rm(dir, { recursive: true, force: true });
     }
   });
+
+  test("two providers whose operations would be the same MCP tool (<provider>_<operation>): the second is refused, naming both", async () => {
+    const spec = (name: string, op: string) => `name: ${name}
+display_name: ${name}
+api_base_url: https://${name}.example
+auth: { type: bearer, credential: ACME_KEY }
+op_groups:
+  read: { default: allow, kind: read }
+operations:
+  - name: ${op}
+    op_group: read
+    method: GET
+    endpoint: /things
+`;
+    const dir = await mkdtemp(join(tmpdir(), "butler-providers-"));
+    try {
+      await writeFile(join(dir, "a.yaml"), spec("acme", "pay_list"));
+      await writeFile(join(dir, "b.yaml"), spec("acme_pay", "list"));
+      const set = await loadProviders(dir);
+      expect([...set.providers.keys()]).toEqual(["acme"]);
+      expect(set.failures.map((f) => f.issues.map(formatIssue))).toEqual([
+        [
+          `${join(dir, "b.yaml")}:8:11: operations[0].name: its MCP tool would be acme_pay_list, which is already provider acme's operation pay_list; rename one`,
+        ],
+      ]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });
