@@ -20,7 +20,7 @@ const budget = (e: string) => `  - id: daily-${e}
 
 const PAYMENTS = `project: project-payments
 providers: [stripe]
-agents: [${ENTRY_POINTS.map((e) => `payer-${e}`).join(", ")}, payer-waiting, payer-session]
+agents: [${ENTRY_POINTS.map((e) => `payer-${e}, payer-idem-${e}`).join(", ")}, payer-waiting, payer-session]
 grants:
   - id: payments
     service: stripe
@@ -34,6 +34,7 @@ require_approval:
       amount: { min: 50001 }
 budgets:
 ${[...ENTRY_POINTS, "waiting"].map(budget).join("\n")}
+${ENTRY_POINTS.map((e) => budget(`idem-${e}`).replace("limit: 100000", "limit: 30000")).join("\n")}
   - id: per-session
     agents: [payer-session]
     period: session
@@ -106,8 +107,13 @@ describe(`one pipeline behind REST, the proxy and MCP (${ENGINE})`, () => {
     e: EntryPoint,
     params: { amount: number | string; currency: string },
     reason?: string,
+    as?: { token: string; client: Client; key?: string },
   ): Promise<Outcome> {
-    const auth = { authorization: `Bearer ${tokens[e]}` };
+    const key = as?.key;
+    const auth = {
+      authorization: `Bearer ${as?.token ?? tokens[e]}`,
+      ...(key === undefined || e === "mcp" ? {} : { "idempotency-key": key }),
+    };
     if (e === "rest")
       return fromHttp(
         await fetch(`${s.url}/v1/providers/stripe/operations/create_payment_intent`, {
@@ -128,10 +134,14 @@ describe(`one pipeline behind REST, the proxy and MCP (${ENGINE})`, () => {
           body: new URLSearchParams({ amount: String(params.amount), currency: params.currency }).toString(),
         }),
       );
-    const r = (await mcp.callTool({
+    const meta = {
+      ...(reason === undefined ? {} : { "butler/reason": reason }),
+      ...(key === undefined ? {} : { "butler/idempotency_key": key }),
+    };
+    const r = (await (as?.client ?? mcp).callTool({
       name: "stripe_create_payment_intent",
       arguments: params,
-      ...(reason === undefined ? {} : { _meta: { "butler/reason": reason } }),
+      ...(Object.keys(meta).length ? { _meta: meta } : {}),
     })) as CallToolResult;
     const body = r.structuredContent as
       | { decision?: string; code?: string; approval_required?: { request_id?: string } }
@@ -199,6 +209,36 @@ describe(`one pipeline behind REST, the proxy and MCP (${ENGINE})`, () => {
       const got = await pay(e, { amount: 60000, currency: "eur" }, "refund for order 7\u0000");
       expect(got.result, e).toBe("refused");
       expect(stripe.requests.length, e).toBe(before);
+    }
+  });
+
+  test("an idempotency key makes a retried payment one payment everywhere: passed on, and counted once against the budget", async () => {
+    for (const e of ENTRY_POINTS) {
+      const token = await s.agentToken(`payer-idem-${e}`, "project-payments");
+      const client = new Client({ name: `idem-${e}`, version: "1.0.0" });
+      clients.push(client);
+      await client.connect(
+        new StreamableHTTPClientTransport(new URL(`${s.url}/mcp`), {
+          requestInit: { headers: { authorization: `Bearer ${token}` } },
+        }),
+      );
+      const as = { token, client, key: `order-7-${e}` };
+      const before = stripe.requests.length;
+      expect((await pay(e, { amount: 20000, currency: "eur" }, undefined, as)).result, e).toBe("allowed");
+      expect((await pay(e, { amount: 20000, currency: "eur" }, undefined, as)).result, `${e} retried`).toBe(
+        "allowed",
+      );
+      // Both reached Stripe with the same key (Stripe answers the second from its replay).
+      const sent = stripe.requests.slice(before).map((r) => r.headers["idempotency-key"]);
+      expect(sent.length, e).toBe(2);
+      expect(sent[0], e).toBeDefined();
+      expect(sent[1], e).toBe(sent[0]);
+      // Counted once: 20,000 of 30,000 spent, so 10,000 more fits and 1 more does not.
+      const fresh = { token, client, key: `order-8-${e}` };
+      expect((await pay(e, { amount: 10000, currency: "eur" }, undefined, fresh)).result, e).toBe("allowed");
+      expect((await pay(e, { amount: 1, currency: "eur" }, undefined, { token, client })).result, e).toBe(
+        "denied:budget_exceeded",
+      );
     }
   });
 
