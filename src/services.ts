@@ -21,7 +21,7 @@ import { migrate } from "./db/migrate.js";
 import { createGateway } from "./gateway/gateway-service.js";
 import { createOneShots } from "./grants/one-shot.js";
 import type { Logger } from "./logger.js";
-import { deleteEndedMcpSessions, liveMcpSession } from "./mcp/session-repo.js";
+import { deleteEndedMcpSessions, touchMcpSession } from "./mcp/session-repo.js";
 import { createMcpStreams } from "./mcp/streams.js";
 import { createMetrics } from "./metrics.js";
 import { combineWorkers, createOutboxWorker, type OutboxHandlers } from "./outbox/outbox.js";
@@ -156,7 +156,8 @@ export function createServices(opts: ServiceOptions) {
   const mcpStreams = createMcpStreams({
     tokens,
     log,
-    sessionLive: async (hash) => (await liveMcpSession(db, hash, clock.now())) !== undefined,
+    // Asked at every keep-alive: a session whose stream is open is in use, and is renewed.
+    sessionLive: async (hash) => (await touchMcpSession(db, hash, clock.now())) !== undefined,
   });
   /** Deletes MCP sessions that ended or expired a day ago or more (the sweeper calls it). */
   const purgeMcpSessions = () => deleteEndedMcpSessions(db, new Date(clock.now().getTime() - 86_400_000));

@@ -30,7 +30,7 @@ export interface McpDeps {
   butler: Pick<Butler, "submit" | "getForAgent">;
   /** How long a call that needs a person waits for the decision (when the client asked for progress); 0: never. */
   approvalWaitMs: number;
-  /** How often a waiting call reads its request's state (any instance's decision counts). */
+  /** How often a waiting call reads its request's state (any instance's decision counts); 1 s by default. */
   approvalPollMs?: number;
   log: Logger;
   version: string;
@@ -145,17 +145,26 @@ export function mcpServerFor(deps: McpDeps, identity: AgentIdentity, session?: s
       if (pending === undefined || progressToken === undefined || deps.approvalWaitMs <= 0)
         return resultOf(answer);
       // A person must approve this call: wait for the decision, telling the client as it waits.
-      const decided = await waitForDecision(
-        deps,
-        identity,
-        pending,
-        (progress, message) =>
-          extra.sendNotification({
-            method: "notifications/progress",
-            params: { progressToken, progress, message },
-          }),
-        extra.signal,
-      );
+      let decided: string;
+      try {
+        decided = await waitForDecision(
+          deps,
+          identity,
+          pending,
+          (progress, message) =>
+            extra.sendNotification({
+              method: "notifications/progress",
+              params: { progressToken, progress, message },
+            }),
+          extra.signal,
+        );
+      } catch (e) {
+        // The request was filed; whatever went wrong while following it, the agent keeps its id.
+        deps.log.error({ err: e, request: pending }, "an MCP call could not follow its request");
+        return resultOf(answer, FOLLOW_FAILED_TEXT);
+      }
+      // A client that cancelled or went away no longer wants the call: it is not made.
+      if (extra.signal.aborted) return resultOf(answer, WAITED_TEXT(0));
       if (decided === "approved") return resultOf(await deps.providers.call(identity, call));
       return resultOf(
         answer,
@@ -193,6 +202,8 @@ function pendingApproval(answer: ProviderAnswer): string | undefined {
 
 const WAITED_TEXT = (ms: number) =>
   `No one decided within ${Math.round(ms / 1000)} s; the request stays open: make the same call again once it is approved.`;
+const FOLLOW_FAILED_TEXT =
+  "Butler could not follow the request (see approval_required); it stays open: make the same call again once it is approved.";
 const DECIDED_TEXT = (status: string) => `The request was ${status}: the call was not made.`;
 
 /**
@@ -207,11 +218,13 @@ async function waitForDecision(
   progress: (n: number, message: string) => Promise<void>,
   signal: AbortSignal,
 ): Promise<string> {
-  const pollMs = deps.approvalPollMs ?? 500;
+  const pollMs = deps.approvalPollMs ?? 1000;
   const deadline = performance.now() + deps.approvalWaitMs;
   for (let n = 1; ; n++) {
     await progress(n, `waiting for a person to decide ${requestId}`);
     await new Promise<void>((resolve) => {
+      // Cancelled while the progress was being sent: no wait at all (an aborted signal fires no more).
+      if (signal.aborted) return resolve();
       const done = () => {
         clearTimeout(timer);
         signal.removeEventListener("abort", done);

@@ -1,9 +1,11 @@
 import { createHash, randomBytes } from "node:crypto";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import { InitializeRequestSchema } from "@modelcontextprotocol/sdk/types.js";
+import { sql } from "drizzle-orm";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { AgentIdentity, TokenService } from "../agents/token-service.js";
 import type { Clock } from "../clock.js";
-import type { Queryable } from "../db/client.js";
+import type { Db } from "../db/client.js";
 import { AppError, asAppError, httpStatus } from "../errors.js";
 import { bearerToken, requireAgent } from "../http/auth.js";
 import { rawBodies } from "../http/raw-body.js";
@@ -14,20 +16,19 @@ import {
   insertMcpSession,
   liveMcpSession,
   liveMcpSessionsOf,
-  renewMcpSession,
+  MCP_SESSION_TTL_MS,
+  touchMcpSession,
 } from "./session-repo.js";
 import type { McpStreams } from "./streams.js";
 
 export interface McpRouteDeps extends McpDeps {
   tokens: Pick<TokenService, "authenticate">;
   bodyLimitBytes: number;
-  db: Queryable;
+  db: Db;
   clock: Clock;
   streams: McpStreams;
 }
 
-/** How long an MCP session lives unused (one in use is renewed; past it a client gets 404 and initializes again). */
-const SESSION_TTL_MS = 24 * 3600_000;
 const SESSION_HEADER = "mcp-session-id";
 
 const DOC: RouteDoc = {
@@ -87,7 +88,11 @@ const INVALID_REQUEST = -32600;
  * session, and a session's stream (GET) is told of list changes from every instance.
  */
 export async function registerMcpRoutes(app: FastifyInstance, deps: McpRouteDeps): Promise<void> {
-  app.addHook("preClose", async () => deps.streams.closeAll());
+  app.addHook("preClose", async () => {
+    deps.streams.closeAll();
+    // Calls waiting for a person end now (not made), so that stopping does not wait for people.
+    for (const end of [...waiting.values()]) end();
+  });
   await app.register(async (scope) => {
     // The body reaches the handler as text: a body that is not JSON is a JSON-RPC parse error.
     rawBodies(scope, deps.bodyLimitBytes);
@@ -120,13 +125,10 @@ async function sessionOf(
   const header = req.headers[SESSION_HEADER];
   if (typeof header !== "string" || header === "") return { missing: true };
   const hash = hashOf(header);
-  const now = deps.clock.now();
-  const row = header.length <= 100 ? await liveMcpSession(deps.db, hash, now) : undefined;
+  // Another token's session is not renewed by this one's requests: looked up first, then touched.
+  const row = header.length <= 100 ? await liveMcpSession(deps.db, hash, deps.clock.now()) : undefined;
   if (!row || row.tokenId !== identity.tokenId) return { ended: true };
-  // A session in use lives on: past half its life, its expiry moves a full life ahead.
-  const t = now.getTime();
-  if (row.expiresAt.getTime() - t < SESSION_TTL_MS / 2)
-    await renewMcpSession(deps.db, hash, now, new Date(t + SESSION_TTL_MS / 2), new Date(t + SESSION_TTL_MS));
+  await touchMcpSession(deps.db, hash, deps.clock.now());
   return { hash };
 }
 
@@ -141,19 +143,23 @@ const MAX_SESSIONS_PER_TOKEN = 100;
  */
 async function openSession(deps: McpRouteDeps, identity: AgentIdentity): Promise<string> {
   const now = deps.clock.now();
-  if ((await liveMcpSessionsOf(deps.db, identity.tokenId, now)) >= MAX_SESSIONS_PER_TOKEN)
-    throw new AppError(
-      "TOO_MANY",
-      `this token holds ${MAX_SESSIONS_PER_TOKEN} open MCP sessions: end one (DELETE /mcp) or let one expire`,
-    );
   const id = `mcp_${randomBytes(32).toString("base64url")}`;
-  await insertMcpSession(deps.db, {
-    idHash: hashOf(id),
-    tokenId: identity.tokenId,
-    agent: identity.agent,
-    project: identity.project,
-    createdAt: now,
-    expiresAt: new Date(now.getTime() + SESSION_TTL_MS),
+  // Counted and inserted under a lock of the token's, so that parallel initializes cannot pass the limit.
+  await deps.db.transaction(async (tx) => {
+    await tx.execute(sql`SELECT pg_advisory_xact_lock(hashtext(${`mcp-sessions:${identity.tokenId}`}))`);
+    if ((await liveMcpSessionsOf(tx, identity.tokenId, now)) >= MAX_SESSIONS_PER_TOKEN)
+      throw new AppError(
+        "TOO_MANY",
+        `this token holds ${MAX_SESSIONS_PER_TOKEN} open MCP sessions: end one (DELETE /mcp) or let one expire`,
+      );
+    await insertMcpSession(tx, {
+      idHash: hashOf(id),
+      tokenId: identity.tokenId,
+      agent: identity.agent,
+      project: identity.project,
+      createdAt: now,
+      expiresAt: new Date(now.getTime() + MCP_SESSION_TTL_MS),
+    });
   });
   return id;
 }
@@ -195,9 +201,14 @@ async function exchange(deps: McpRouteDeps, req: FastifyRequest, reply: FastifyR
   } catch (e) {
     return reply.code(400).send(rpcError(PARSE_ERROR, `the body is not JSON: ${(e as Error).message}`));
   }
-  const initialize = isInitialize(message);
+  // Only an initialize the transport will take opens a session (what it refuses stores nothing).
+  const initialize = isInitialize(message) && acceptsBoth(req);
   const session = initialize ? undefined : await sessionOf(deps, req, identity);
   if (session && "ended" in session) return reply.code(404).send(rpcError(INVALID_REQUEST, ENDED));
+  // A client's notifications/cancelled ends its call waiting here (the call it names, of its own).
+  const sessionHash = session && "hash" in session ? session.hash : undefined;
+  const cancelled = cancelledCall(message);
+  if (cancelled !== undefined) waiting.get(waitKey(identity, sessionHash, cancelled))?.();
   const sessionId = initialize ? await openSession(deps, identity) : undefined;
   // Per-session budgets count per MCP session, named by a prefix of its id's hash.
   const label = session && "hash" in session ? `mcp:${session.hash.slice(0, 32)}` : undefined;
@@ -213,9 +224,23 @@ async function exchange(deps: McpRouteDeps, req: FastifyRequest, reply: FastifyR
   reply.raw.setHeader("x-content-type-options", "nosniff");
   reply.raw.setHeader("cache-control", "no-store");
   if (sessionId) reply.raw.setHeader("mcp-session-id", sessionId);
-  reply.raw.on("close", () => {
+  const close = () => {
     void transport.close();
     void server.close();
+    // An aborted call is answered by no one: its response (a waiting call's stream) ends here.
+    if (!reply.raw.writableEnded) reply.raw.end();
+  };
+  // Closing the transport aborts the call's handler (its signal): a client that goes away, cancels,
+  // or a server that stops, ends a call waiting for a person without making it.
+  const progressId = wantsProgress(message) ? (message as { id?: unknown }).id : undefined;
+  const key =
+    typeof progressId === "string" || typeof progressId === "number"
+      ? waitKey(identity, sessionHash, progressId)
+      : undefined;
+  if (key !== undefined) waiting.set(key, close);
+  reply.raw.on("close", () => {
+    if (key !== undefined && waiting.get(key) === close) waiting.delete(key);
+    close();
   });
   try {
     await server.connect(transport);
@@ -227,22 +252,40 @@ async function exchange(deps: McpRouteDeps, req: FastifyRequest, reply: FastifyR
   }
 }
 
+/** Calls waiting for a person on this instance, by who made them and their JSON-RPC id: how to end each. */
+const waiting = new Map<string, () => void>();
+const waitKey = (identity: AgentIdentity, session: string | undefined, id: string | number) =>
+  JSON.stringify([identity.tokenId, session ?? "", id]);
+
+/** The request id a notifications/cancelled names, if the message is one. */
+function cancelledCall(m: unknown): string | number | undefined {
+  const n = m as { method?: unknown; id?: unknown; params?: { requestId?: unknown } } | null;
+  if (typeof n !== "object" || n === null || n.method !== "notifications/cancelled" || n.id !== undefined)
+    return undefined;
+  const id = n.params?.requestId;
+  return typeof id === "string" || typeof id === "number" ? id : undefined;
+}
+
+/** Whether the request accepts both answers MCP may give (else the transport refuses it, 406). */
+const acceptsBoth = (req: FastifyRequest) => {
+  const accept = String(req.headers.accept ?? "");
+  return accept.includes("application/json") && accept.includes("text/event-stream");
+};
+
 const wantsProgress = (m: unknown) =>
   typeof m === "object" &&
   m !== null &&
   (m as { method?: unknown }).method === "tools/call" &&
   (m as { params?: { _meta?: { progressToken?: unknown } } }).params?._meta?.progressToken !== undefined;
 
-/** A well-formed initialize request (JSON-RPC 2.0, with an id and params): only it opens a session. */
+/** A well-formed initialize request (JSON-RPC 2.0, an id, the params MCP requires): only it opens a session. */
 const isInitialize = (m: unknown) => {
   if (typeof m !== "object" || m === null) return false;
-  const r = m as { jsonrpc?: unknown; id?: unknown; method?: unknown; params?: unknown };
+  const r = m as { jsonrpc?: unknown; id?: unknown };
   return (
     r.jsonrpc === "2.0" &&
-    r.method === "initialize" &&
     (typeof r.id === "string" || typeof r.id === "number") &&
-    typeof r.params === "object" &&
-    r.params !== null
+    InitializeRequestSchema.safeParse(m).success
   );
 };
 

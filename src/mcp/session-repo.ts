@@ -64,6 +64,31 @@ export async function renewMcpSession(
   return renewed.length > 0;
 }
 
+/** How long an MCP session lives unused (one in use is renewed; see touchMcpSession). */
+export const MCP_SESSION_TTL_MS = 24 * 3600_000;
+
+/**
+ * The live session with this id hash, renewed if it is past half its life: a session in use (a
+ * request, or its stream's keep-alive) does not expire.
+ */
+export async function touchMcpSession(
+  q: Queryable,
+  idHash: string,
+  now: Date,
+): Promise<SessionRow | undefined> {
+  const row = await liveMcpSession(q, idHash, now);
+  const t = now.getTime();
+  if (row && row.expiresAt.getTime() - t < MCP_SESSION_TTL_MS / 2)
+    await renewMcpSession(
+      q,
+      idHash,
+      now,
+      new Date(t + MCP_SESSION_TTL_MS / 2),
+      new Date(t + MCP_SESSION_TTL_MS),
+    );
+  return row;
+}
+
 /** Ends the session if `tokenId` opened it and it is still open; whether it did. */
 export async function endMcpSession(
   q: Queryable,

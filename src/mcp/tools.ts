@@ -1,6 +1,6 @@
 import type { CompiledProject } from "../policy/compile.js";
 import { coversAgent } from "../policy/evaluate.js";
-import { mcpToolName, type Operation, type ProviderSpec } from "../providers/spec.js";
+import { mcpToolName, type Operation, type ProviderSpec, REQUEST_ACCESS_TOOL } from "../providers/spec.js";
 
 /**
  * Provider operations as MCP tools (pure): each operation of each provider is one tool, named `<provider>_<operation>`, with an input schema made from the operation's params
@@ -44,8 +44,8 @@ interface JsonSchemaObject {
   additionalProperties?: boolean;
 }
 
-/** The tool that files an access request for a denied call. */
-export const REQUEST_ACCESS_TOOL = "butler_request_access";
+/** The tool that files an access request for a denied call (no provider's operation may take its name). */
+export { REQUEST_ACCESS_TOOL };
 
 /** A tool's name: provider and operation joined by `_`; loading refuses two that collide. */
 export const toolName = mcpToolName;

@@ -45,7 +45,7 @@ export function budgetsFor(
  */
 export function budgetRefusal(b: BudgetDef, used: number, c: Charge): string | undefined {
   if (b.period === "session" && !c.session)
-    return `budget ${b.id} caps spending per session: send the session's id as X-Butler-Session`;
+    return `budget ${b.id} caps spending per session: send the session's id as X-Butler-Session (over MCP, call within an MCP session)`;
   if (used + c.amount <= b.limit) return undefined;
   const scope = b.period === "session" ? "this session" : `this ${b.period}`;
   const whose = b.agents || b.period === "session" ? `${c.agent}'s` : `${c.project}'s`;

@@ -4,7 +4,7 @@ import type { AgentIdentity } from "../agents/token-service.js";
 import { callProvider } from "./call-pipeline.js";
 import type { PipelineContext, ProviderCall, ProviderGatewayDeps, ProviderSet } from "./call-types.js";
 import { denyUnknown, routeProxied } from "./proxy-routing.js";
-import { mcpToolName, parseProviderFile } from "./spec.js";
+import { mcpToolName, parseProviderFile, REQUEST_ACCESS_TOOL } from "./spec.js";
 import { callUpstream } from "./upstream.js";
 import { receiveWebhook } from "./webhook-intake.js";
 
@@ -21,7 +21,7 @@ export async function loadProviders(dir: string): Promise<ProviderSet> {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return { providers, failures };
     throw e;
   }
-  const toolsTaken = new Map<string, string>();
+  const toolsTaken = new Map<string, string>([[REQUEST_ACCESS_TOOL, "Butler's own tool"]]);
   for (const n of names) {
     const file = join(dir, n);
     const r = parseProviderFile({ file, text: await readFile(file, "utf8") }, toolsTaken);

@@ -438,14 +438,16 @@ function crossCheck(raw: RawSpec, report: Report): ProviderSpec {
   };
 }
 
-/** Parses and checks one provider spec file, reporting every problem with its position. */
 /** The MCP tool an operation is: `<provider>_<operation>` (see src/mcp/tools.ts). */
 export function mcpToolName(provider: string, operation: string): string {
   return `${provider}_${operation}`;
 }
 
+/** Butler's own MCP tool, which no provider's operation may shadow. */
+export const REQUEST_ACCESS_TOOL = "butler_request_access";
+
 /**
- * Parses and checks one provider spec. `toolsTaken` (MCP tool name → whose it is) holds the tool
+ * Parses and checks one provider spec file, reporting every problem with its position. `toolsTaken` (MCP tool name → whose it is) holds the tool
  * names of the providers loaded before it: an operation whose tool name is taken is refused, since
  * provider and operation names may both hold `_` and `tools/call` could not tell them apart.
  */

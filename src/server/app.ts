@@ -11,7 +11,7 @@ import type { ApprovalChannel } from "../channels/channel.js";
 import type { Clock } from "../clock.js";
 import type { AuditDurability } from "../config.js";
 import { type DashboardDeps, registerDashboard } from "../dashboard/routes.js";
-import type { Queryable } from "../db/client.js";
+import type { Db } from "../db/client.js";
 import { RETRY_AFTER_SECONDS } from "../errors.js";
 import type { Gateway } from "../gateway/gateway-service.js";
 import { registerGatewayRoutes } from "../gateway/routes.js";
@@ -44,7 +44,7 @@ export interface AppDeps {
   /** MCP (`/mcp`): the policy in force (each agent's tools), sessions' database and streams. */
   mcp?: {
     policies: { index(): PolicyIndex; ensureCurrent(project: string): Promise<boolean> };
-    db: Queryable;
+    db: Db;
     clock: Clock;
     streams: McpStreams;
     /** How long a call that needs a person waits for the decision (MCP_APPROVAL_WAIT_SECONDS). */

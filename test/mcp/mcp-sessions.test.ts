@@ -212,9 +212,23 @@ describe(`MCP sessions and list changes (${ENGINE})`, () => {
       expect(res.status, JSON.stringify(body)).toBeLessThan(500);
       expect(res.headers.get("mcp-session-id")).toBeNull();
     }
+    // An initialize the transport refuses (it cannot take SSE: 406) opens nothing either.
+    const refused = await fetch(`${s.url}/mcp`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        accept: "application/json",
+        authorization: `Bearer ${bot1}`,
+      },
+      body: JSON.stringify(INIT),
+    });
+    expect(refused.status).toBe(406);
+    expect(refused.headers.get("mcp-session-id")).toBeNull();
     expect(await count()).toBe(before);
-    for (let i = before; i < 100; i++) expect((await post(bot1, INIT)).status).toBe(200);
-    const over = await post(bot1, INIT);
+    // Many at once: the limit holds (counted and inserted under the token's lock).
+    const answers = await Promise.all(Array.from({ length: 110 - before }, () => post(bot1, INIT)));
+    expect(answers.filter((a) => a.status === 200)).toHaveLength(100 - before);
+    const over = answers.find((a) => a.status !== 200)!;
     expect(over.status).toBe(429);
     expect(await over.json()).toMatchObject({
       error: { message: expect.stringMatching(/100 open MCP sessions/) },

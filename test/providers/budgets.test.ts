@@ -53,7 +53,7 @@ describe("budgets (pure)", () => {
       b: budget({ id: "s", period: "session" }),
       used: 0,
       c: charge(),
-      want: "budget s caps spending per session: send the session's id as X-Butler-Session",
+      want: "budget s caps spending per session: send the session's id as X-Butler-Session (over MCP, call within an MCP session)",
     },
     {
       name: "a session budget, counted per agent",

@@ -401,3 +401,44 @@ describe(`MCP: a wait for a person ends at MCP_APPROVAL_WAIT_SECONDS (${ENGINE})
     expect(await seen.json()).toMatchObject({ status: "pending" });
   });
 });
+
+describe(`MCP: stopping the server ends the calls waiting for a person (${ENGINE})`, () => {
+  test("a call waiting up to 900 s does not hold the server's close, and is not made", async () => {
+    const stripe = await startStandInStripe(STRIPE_KEY);
+    const s = await startTestServer({
+      policies: { "project-payments.yaml": PAYMENTS },
+      env: {
+        PROVIDERS_DIR,
+        BUTLER_PROVIDER_URLS: `stripe=${stripe.url}`,
+        STRIPE_API_KEY: STRIPE_KEY,
+        MCP_APPROVAL_WAIT_SECONDS: "900",
+      },
+    });
+    const client = new Client({ name: "entry-points-close", version: "1.0.0" });
+    try {
+      await client.connect(
+        new StreamableHTTPClientTransport(new URL(`${s.url}/mcp`), {
+          requestInit: {
+            headers: { authorization: `Bearer ${await s.agentToken("payer-waiting", "project-payments")}` },
+          },
+        }),
+      );
+      let progressed!: () => void;
+      const waiting = new Promise<void>((r) => (progressed = r));
+      void client
+        .callTool(
+          { name: "stripe_create_payment_intent", arguments: { amount: 60000, currency: "eur" } },
+          undefined,
+          { onprogress: () => progressed(), resetTimeoutOnProgress: true },
+        )
+        .catch(() => {});
+      await waiting;
+      // Without the server ending the wait, this would take up to 900 s (the test's timeout is the bound).
+      await s.cleanup();
+      expect(stripe.requests).toHaveLength(0);
+    } finally {
+      await client.close();
+      await stripe.close();
+    }
+  });
+});

@@ -253,7 +253,7 @@ describe(`providers in the call path (${ENGINE})`, () => {
     const none = await refund(undefined, { charge: "ch_1", amount: 100 });
     expect(none.status).toBe(403);
     expect(none.body.reason).toBe(
-      "budget bot3-session caps spending per session: send the session's id as X-Butler-Session",
+      "budget bot3-session caps spending per session: send the session's id as X-Butler-Session (over MCP, call within an MCP session)",
     );
     expect((await refund("s1", { charge: "ch_1", amount: 600 })).status).toBe(200);
     const second = await refund("s1", { charge: "ch_1", amount: 600 });

@@ -172,11 +172,16 @@ operations:
     try {
       await writeFile(join(dir, "a.yaml"), spec("acme", "pay_list"));
       await writeFile(join(dir, "b.yaml"), spec("acme_pay", "list"));
+      // Nor may one shadow Butler's own tool.
+      await writeFile(join(dir, "c.yaml"), spec("butler", "request_access"));
       const set = await loadProviders(dir);
       expect([...set.providers.keys()]).toEqual(["acme"]);
       expect(set.failures.map((f) => f.issues.map(formatIssue))).toEqual([
         [
           `${join(dir, "b.yaml")}:8:11: operations[0].name: its MCP tool would be acme_pay_list, which is already provider acme's operation pay_list; rename one`,
+        ],
+        [
+          `${join(dir, "c.yaml")}:8:11: operations[0].name: its MCP tool would be butler_request_access, which is already Butler's own tool; rename one`,
         ],
       ]);
     } finally {
