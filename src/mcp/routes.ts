@@ -88,6 +88,8 @@ const INVALID_REQUEST = -32600;
  * session, and a session's stream (GET) is told of list changes from every instance.
  */
 export async function registerMcpRoutes(app: FastifyInstance, deps: McpRouteDeps): Promise<void> {
+  /** Calls waiting for a person in this server, by who made them and their JSON-RPC id: how to end each. */
+  const waiting: Waiting = new Map();
   app.addHook("preClose", async () => {
     deps.streams.closeAll();
     // Calls waiting for a person end now (not made), so that stopping does not wait for people.
@@ -105,7 +107,7 @@ export async function registerMcpRoutes(app: FastifyInstance, deps: McpRouteDeps
       const message = app?.message ?? (status < 500 ? error.message : "internal error");
       return reply.code(status).send(rpcError(CONNECTION_CLOSED, message));
     });
-    scope.post("/mcp", { config: { doc: DOC } }, (req, reply) => exchange(deps, req, reply));
+    scope.post("/mcp", { config: { doc: DOC } }, (req, reply) => exchange(deps, waiting, req, reply));
     // No HEAD: it would open a stream nobody reads.
     scope.get("/mcp", { config: { doc: STREAM_DOC }, exposeHeadRoute: false }, (req, reply) =>
       stream(deps, req, reply),
@@ -193,7 +195,9 @@ async function end(deps: McpRouteDeps, req: FastifyRequest, reply: FastifyReply)
   return reply.code(200).send({ ended: true });
 }
 
-async function exchange(deps: McpRouteDeps, req: FastifyRequest, reply: FastifyReply) {
+type Waiting = Map<string, () => void>;
+
+async function exchange(deps: McpRouteDeps, waiting: Waiting, req: FastifyRequest, reply: FastifyReply) {
   const identity = await requireAgent(req, deps.tokens);
   let message: unknown;
   try {
@@ -252,8 +256,6 @@ async function exchange(deps: McpRouteDeps, req: FastifyRequest, reply: FastifyR
   }
 }
 
-/** Calls waiting for a person on this instance, by who made them and their JSON-RPC id: how to end each. */
-const waiting = new Map<string, () => void>();
 const waitKey = (identity: AgentIdentity, session: string | undefined, id: string | number) =>
   JSON.stringify([identity.tokenId, session ?? "", id]);
 

@@ -441,4 +441,44 @@ describe(`MCP: stopping the server ends the calls waiting for a person (${ENGINE
       await stripe.close();
     }
   });
+
+  test("another server of the same process stopping leaves this one's waiting calls alone", async () => {
+    const stripe = await startStandInStripe(STRIPE_KEY);
+    const env = { PROVIDERS_DIR, BUTLER_PROVIDER_URLS: `stripe=${stripe.url}`, STRIPE_API_KEY: STRIPE_KEY };
+    const s = await startTestServer({ policies: { "project-payments.yaml": PAYMENTS }, env });
+    const other = await startTestServer({ policies: { "project-payments.yaml": PAYMENTS }, env });
+    const client = new Client({ name: "entry-points-other", version: "1.0.0" });
+    try {
+      await client.connect(
+        new StreamableHTTPClientTransport(new URL(`${s.url}/mcp`), {
+          requestInit: {
+            headers: { authorization: `Bearer ${await s.agentToken("payer-waiting", "project-payments")}` },
+          },
+        }),
+      );
+      let progressed!: (m: string) => void;
+      const waiting = new Promise<string>((r) => (progressed = r));
+      const result = client.callTool(
+        { name: "stripe_create_payment_intent", arguments: { amount: 60000, currency: "eur" } },
+        undefined,
+        { onprogress: (p) => progressed(p.message ?? ""), resetTimeoutOnProgress: true },
+      ) as Promise<CallToolResult>;
+      const requestId = /req_[a-z0-9]{16}/.exec(await waiting)![0];
+      await other.cleanup();
+      const { token: jordan } = await s.server.services.admin.createApproverToken("jordan");
+      const ok = await fetch(`${s.url}/v1/access-requests/${requestId}/approve`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${jordan}`, "content-type": "application/json" },
+        body: "{}",
+      });
+      expect(ok.status).toBe(200);
+      const r = await result;
+      expect(r.isError, JSON.stringify(r.content)).toBeFalsy();
+      expect(stripe.requests).toHaveLength(1);
+    } finally {
+      await client.close();
+      await s.cleanup();
+      await stripe.close();
+    }
+  });
 });
