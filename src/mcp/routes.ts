@@ -17,7 +17,7 @@ import {
   liveMcpSession,
   liveMcpSessionsOf,
   MCP_SESSION_TTL_MS,
-  touchMcpSession,
+  renewIfOld,
 } from "./session-repo.js";
 import type { McpStreams } from "./streams.js";
 
@@ -127,10 +127,11 @@ async function sessionOf(
   const header = req.headers[SESSION_HEADER];
   if (typeof header !== "string" || header === "") return { missing: true };
   const hash = hashOf(header);
-  // Another token's session is not renewed by this one's requests: looked up first, then touched.
-  const row = header.length <= 100 ? await liveMcpSession(deps.db, hash, deps.clock.now()) : undefined;
+  const now = deps.clock.now();
+  const row = header.length <= 100 ? await liveMcpSession(deps.db, hash, now) : undefined;
   if (!row || row.tokenId !== identity.tokenId) return { ended: true };
-  await touchMcpSession(deps.db, hash, deps.clock.now());
+  // In use: renewed past half its life (never by another token's requests).
+  await renewIfOld(deps.db, row, now);
   return { hash };
 }
 

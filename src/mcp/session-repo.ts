@@ -67,6 +67,19 @@ export async function renewMcpSession(
 /** How long an MCP session lives unused (one in use is renewed; see touchMcpSession). */
 export const MCP_SESSION_TTL_MS = 24 * 3600_000;
 
+/** Renews a live session read at `now` if it is past half its life (one write per half-life). */
+export async function renewIfOld(q: Queryable, row: SessionRow, now: Date): Promise<void> {
+  const t = now.getTime();
+  if (row.expiresAt.getTime() - t < MCP_SESSION_TTL_MS / 2)
+    await renewMcpSession(
+      q,
+      row.idHash,
+      now,
+      new Date(t + MCP_SESSION_TTL_MS / 2),
+      new Date(t + MCP_SESSION_TTL_MS),
+    );
+}
+
 /**
  * The live session with this id hash, renewed if it is past half its life: a session in use (a
  * request, or its stream's keep-alive) does not expire.
@@ -77,15 +90,7 @@ export async function touchMcpSession(
   now: Date,
 ): Promise<SessionRow | undefined> {
   const row = await liveMcpSession(q, idHash, now);
-  const t = now.getTime();
-  if (row && row.expiresAt.getTime() - t < MCP_SESSION_TTL_MS / 2)
-    await renewMcpSession(
-      q,
-      idHash,
-      now,
-      new Date(t + MCP_SESSION_TTL_MS / 2),
-      new Date(t + MCP_SESSION_TTL_MS),
-    );
+  if (row) await renewIfOld(q, row, now);
   return row;
 }
 

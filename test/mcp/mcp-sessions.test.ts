@@ -237,7 +237,7 @@ describe(`MCP sessions and list changes (${ENGINE})`, () => {
   });
 
   test("a session in use is renewed past half its life; an ended or expired one is not", async () => {
-    const { insertMcpSession, liveMcpSession, renewMcpSession } = await import(
+    const { insertMcpSession, liveMcpSession, touchMcpSession } = await import(
       "../../src/mcp/session-repo.js"
     );
     const db = s.server.services.database.db;
@@ -257,13 +257,15 @@ describe(`MCP sessions and list changes (${ENGINE})`, () => {
     await row("renew-fresh", now + 20 * hour);
     await row("renew-ended", now + 2 * hour, now - hour);
     await row("renew-expired", now - hour);
-    const renew = (id: string) =>
-      renewMcpSession(db, id, new Date(now), new Date(now + 12 * hour), new Date(now + 24 * hour));
-    expect(await renew("renew-old")).toBe(true);
-    expect((await liveMcpSession(db, "renew-old", new Date(now)))!.expiresAt.getTime()).toBe(now + 24 * hour);
-    expect(await renew("renew-fresh")).toBe(false);
-    expect(await renew("renew-ended")).toBe(false);
-    expect(await renew("renew-expired")).toBe(false);
+    // What every request and every stream keep-alive of a session does (touchMcpSession).
+    const touch = (id: string) => touchMcpSession(db, id, new Date(now));
+    const expiry = async (id: string) => (await liveMcpSession(db, id, new Date(now)))?.expiresAt.getTime();
+    expect(await touch("renew-old")).toBeDefined();
+    expect(await expiry("renew-old")).toBe(now + 24 * hour);
+    expect(await touch("renew-fresh")).toBeDefined();
+    expect(await expiry("renew-fresh")).toBe(now + 20 * hour);
+    expect(await touch("renew-ended")).toBeUndefined();
+    expect(await touch("renew-expired")).toBeUndefined();
     expect(await liveMcpSession(db, "renew-expired", new Date(now))).toBeUndefined();
   });
 });
