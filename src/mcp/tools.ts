@@ -1,5 +1,6 @@
 import type { CompiledProject } from "../policy/compile.js";
 import { coversAgent } from "../policy/evaluate.js";
+import { groupAllows } from "../providers/call-checks.js";
 import { mcpToolName, type Operation, type ProviderSpec, REQUEST_ACCESS_TOOL } from "../providers/spec.js";
 
 /**
@@ -85,14 +86,8 @@ export function providerTools(
 function accessOf(spec: ProviderSpec, op: Operation, project: CompiledProject, agent: string): ToolAccess {
   if (project.neverGrant.some((g) => g.match(op.action))) return "never";
   if (op.approval === "each_call") return "each_call";
+  if (groupAllows(spec, op, project, agent)) return "allowed";
   const roles = project.agentRoles.get(agent) ?? new Set<string>();
-  const g = spec.groups.get(op.group);
-  if (
-    project.document.providers.includes(spec.name) &&
-    g?.default === "allow" &&
-    (g.roles === undefined || g.roles.some((r) => roles.has(r)))
-  )
-    return "allowed";
   const service = project.services.get(spec.service);
   const verb = op.action.slice(spec.service.length + 1);
   const grants = [...(service?.exact.get(verb) ?? []), ...(service?.patterned ?? [])];

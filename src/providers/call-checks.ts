@@ -103,14 +103,28 @@ export function amountOf(
 }
 
 /** The operation-group default, asked when no grant speaks for the call. */
+/**
+ * Whether the operation's group allows it for the agent by default: its project enables the
+ * provider (`providers:`), the group's default is allow, and the agent holds one of its roles if
+ * it names any.
+ */
+export function groupAllows(
+  spec: ProviderSpec,
+  op: Operation,
+  project: CompiledProject,
+  agent: string,
+): boolean {
+  if (!project.document.providers.includes(spec.name)) return false;
+  const g = spec.groups.get(op.group);
+  const roles = project.agentRoles.get(agent);
+  return g?.default === "allow" && (g.roles === undefined || g.roles.some((r) => roles?.has(r) ?? false));
+}
+
 export function groupDefault(spec: ProviderSpec, op: Operation, agent: string) {
   return (d: Decision & { decision: "DENY" }, project: CompiledProject): Decision | undefined => {
     if (!project.document.providers.includes(spec.name)) return undefined;
     const g = spec.groups.get(op.group);
-    const roles = project.agentRoles.get(agent);
-    const allowed =
-      g?.default === "allow" && (g.roles === undefined || g.roles.some((r) => roles?.has(r) ?? false));
-    if (allowed)
+    if (groupAllows(spec, op, project, agent))
       return {
         decision: "ALLOW",
         reason: `allowed by the ${spec.name} operation group ${op.group} (default allow in ${project.name})`,
