@@ -1,11 +1,11 @@
 import { fileURLToPath } from "node:url";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
-import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { startStandInStripe } from "../../examples/stand-in-stripe.js";
 import { ENGINE } from "../helpers/db.js";
+import { mcpTransport } from "../helpers/mcp.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
 const PROVIDERS_DIR = fileURLToPath(new URL("../../providers", import.meta.url));
@@ -56,10 +56,7 @@ describe(`MCP over Streamable HTTP (${ENGINE})`, () => {
 
   async function connect(token: string | undefined): Promise<Client> {
     const client = new Client({ name: "butler-test", version: "1.0.0" });
-    const transport = new StreamableHTTPClientTransport(new URL(`${s.url}/mcp`), {
-      requestInit: token ? { headers: { authorization: `Bearer ${token}` } } : {},
-    });
-    await client.connect(transport);
+    await client.connect(mcpTransport(s.url, token));
     clients.push(client);
     return client;
   }

@@ -1,11 +1,11 @@
 import { fileURLToPath } from "node:url";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
-import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { ToolListChangedNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
 import { sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { rowsOf } from "../../src/db/client.js";
 import { ENGINE } from "../helpers/db.js";
+import { mcpTransport } from "../helpers/mcp.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
 const PROVIDERS_DIR = fileURLToPath(new URL("../../providers", import.meta.url));
@@ -91,11 +91,7 @@ describe(`MCP sessions and list changes (${ENGINE})`, () => {
     const changed = new Promise<void>((resolve) =>
       client.setNotificationHandler(ToolListChangedNotificationSchema, () => resolve()),
     );
-    await client.connect(
-      new StreamableHTTPClientTransport(new URL(`${s.url}/mcp`), {
-        requestInit: { headers: { authorization: `Bearer ${bot1}` } },
-      }),
-    );
+    await client.connect(mcpTransport(s.url, bot1));
     expect(client.getServerCapabilities()?.tools).toMatchObject({ listChanged: true });
     // The SDK opens the session's stream by itself once initialized.
     await opened;

@@ -1,10 +1,10 @@
 import { fileURLToPath } from "node:url";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
-import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { startStandInStripe } from "../../examples/stand-in-stripe.js";
 import { ENGINE } from "../helpers/db.js";
+import { mcpTransport } from "../helpers/mcp.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
 const PROVIDERS_DIR = fileURLToPath(new URL("../../providers", import.meta.url));
@@ -77,11 +77,7 @@ describe(`one pipeline behind REST, the proxy and MCP (${ENGINE})`, () => {
     jordan = JSON.parse((await s.cli(["approvers", "token", "jordan", "--json"])).stdout).token;
     mcp = new Client({ name: "entry-points", version: "1.0.0" });
     clients.push(mcp);
-    await mcp.connect(
-      new StreamableHTTPClientTransport(new URL(`${s.url}/mcp`), {
-        requestInit: { headers: { authorization: `Bearer ${tokens.mcp}` } },
-      }),
-    );
+    await mcp.connect(mcpTransport(s.url, tokens.mcp));
   });
   afterAll(async () => {
     for (const c of clients) await c.close();
@@ -217,11 +213,7 @@ describe(`one pipeline behind REST, the proxy and MCP (${ENGINE})`, () => {
       const token = await s.agentToken(`payer-idem-${e}`, "project-payments");
       const client = new Client({ name: `idem-${e}`, version: "1.0.0" });
       clients.push(client);
-      await client.connect(
-        new StreamableHTTPClientTransport(new URL(`${s.url}/mcp`), {
-          requestInit: { headers: { authorization: `Bearer ${token}` } },
-        }),
-      );
+      await client.connect(mcpTransport(s.url, token));
       const as = { token, client, key: `order-7-${e}` };
       const before = stripe.requests.length;
       expect((await pay(e, { amount: 20000, currency: "eur" }, undefined, as)).result, e).toBe("allowed");
@@ -272,13 +264,7 @@ describe(`one pipeline behind REST, the proxy and MCP (${ENGINE})`, () => {
   async function waitingCall(amount: number) {
     const client = new Client({ name: "entry-points-waiting", version: "1.0.0" });
     clients.push(client);
-    await client.connect(
-      new StreamableHTTPClientTransport(new URL(`${s.url}/mcp`), {
-        requestInit: {
-          headers: { authorization: `Bearer ${await s.agentToken("payer-waiting", "project-payments")}` },
-        },
-      }),
-    );
+    await client.connect(mcpTransport(s.url, await s.agentToken("payer-waiting", "project-payments")));
     const messages: string[] = [];
     let firstProgress!: (m: string) => void;
     const waiting = new Promise<string>((resolve) => (firstProgress = resolve));
@@ -334,11 +320,7 @@ describe(`one pipeline behind REST, the proxy and MCP (${ENGINE})`, () => {
     const session = async () => {
       const c = new Client({ name: "entry-points-session", version: "1.0.0" });
       clients.push(c);
-      await c.connect(
-        new StreamableHTTPClientTransport(new URL(`${s.url}/mcp`), {
-          requestInit: { headers: { authorization: `Bearer ${token}` } },
-        }),
-      );
+      await c.connect(mcpTransport(s.url, token));
       return async (amount: number) => {
         const r = (await c.callTool({
           name: "stripe_create_payment_intent",
@@ -370,13 +352,7 @@ describe(`MCP: a wait for a person ends at MCP_APPROVAL_WAIT_SECONDS (${ENGINE})
       },
     });
     client = new Client({ name: "entry-points-timeout", version: "1.0.0" });
-    await client.connect(
-      new StreamableHTTPClientTransport(new URL(`${s.url}/mcp`), {
-        requestInit: {
-          headers: { authorization: `Bearer ${await s.agentToken("payer-waiting", "project-payments")}` },
-        },
-      }),
-    );
+    await client.connect(mcpTransport(s.url, await s.agentToken("payer-waiting", "project-payments")));
   });
   afterAll(async () => {
     await client?.close();
@@ -416,13 +392,7 @@ describe(`MCP: stopping the server ends the calls waiting for a person (${ENGINE
     });
     const client = new Client({ name: "entry-points-close", version: "1.0.0" });
     try {
-      await client.connect(
-        new StreamableHTTPClientTransport(new URL(`${s.url}/mcp`), {
-          requestInit: {
-            headers: { authorization: `Bearer ${await s.agentToken("payer-waiting", "project-payments")}` },
-          },
-        }),
-      );
+      await client.connect(mcpTransport(s.url, await s.agentToken("payer-waiting", "project-payments")));
       let progressed!: () => void;
       const waiting = new Promise<void>((r) => (progressed = r));
       void client
@@ -449,13 +419,7 @@ describe(`MCP: stopping the server ends the calls waiting for a person (${ENGINE
     const other = await startTestServer({ policies: { "project-payments.yaml": PAYMENTS }, env });
     const client = new Client({ name: "entry-points-other", version: "1.0.0" });
     try {
-      await client.connect(
-        new StreamableHTTPClientTransport(new URL(`${s.url}/mcp`), {
-          requestInit: {
-            headers: { authorization: `Bearer ${await s.agentToken("payer-waiting", "project-payments")}` },
-          },
-        }),
-      );
+      await client.connect(mcpTransport(s.url, await s.agentToken("payer-waiting", "project-payments")));
       let progressed!: (m: string) => void;
       const waiting = new Promise<string>((r) => (progressed = r));
       const result = client.callTool(
