@@ -46,6 +46,8 @@ export interface Config {
   /** Provider specs (providers/*.yaml) and where their calls go. */
   providers: {
     dir: string;
+    /** MCP servers behind Butler (mcp_servers/*.yaml). */
+    mcpDir: string;
     /** Base URLs replacing the specs' (local stand-ins, regional endpoints). */
     baseUrls: Readonly<Record<string, string>>;
     /**
@@ -146,6 +148,7 @@ const EnvSchema = z.object({
     )
     .optional(),
   PROVIDERS_DIR: z.string().trim().min(1, "PROVIDERS_DIR must not be empty").default("./providers"),
+  MCP_SERVERS_DIR: z.string().trim().min(1, "MCP_SERVERS_DIR must not be empty").default("./mcp_servers"),
   BUTLER_PROVIDER_URLS: z
     .string()
     .trim()
@@ -379,6 +382,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       : undefined,
     providers: {
       dir: resolve(e.PROVIDERS_DIR),
+      mcpDir: resolve(e.MCP_SERVERS_DIR),
       baseUrls: Object.fromEntries(
         (e.BUTLER_PROVIDER_URLS ?? "")
           .split(",")

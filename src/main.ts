@@ -22,6 +22,7 @@ import { migrate } from "./db/migrate.js";
 import { newId } from "./ids.js";
 import { type Lifecycle, lifecycle, type Started } from "./lifecycle.js";
 import type { Logger } from "./logger.js";
+import { mcpCredentialNames } from "./providers/mcp-server-spec.js";
 import { loadProviders, type ProviderSet } from "./providers/provider-gateway.js";
 import { buildProviderListener } from "./providers/routes.js";
 import { createSecrets, type Secrets } from "./secrets.js";
@@ -109,6 +110,8 @@ export async function startServer(
       return { value: undefined, stop: () => services.outbox.stop() };
     });
     await life.start("sweeper", () => startSweeper(services, log));
+    // Connections to the MCP servers behind Butler (opened when first needed) close before the audit log.
+    await life.start("MCP upstreams", () => closingMcpUpstreams(services));
     const adminToken = config.adminToken ?? (await readOrCreateAdminToken(config.dataDir));
     secrets.add("admin token", adminToken);
     // Every secret known at start is registered by now: say which ones are too short to redact.
@@ -135,6 +138,7 @@ export async function startServer(
           db: database.db,
           clock,
           streams: services.mcpStreams,
+          upstreams: services.mcpUpstreams,
           approvalWaitMs: config.mcpApprovalWaitMs,
         },
         dashboard: {
@@ -304,15 +308,20 @@ async function chatAdapters(config: Config, clock: Clock, log: Logger): Promise<
   return adapters;
 }
 
+/** The MCP servers behind Butler: nothing to start (each is connected when first needed), closed at stop. */
+async function closingMcpUpstreams(services: Services): Promise<Started<undefined>> {
+  return { value: undefined, stop: () => services.mcpUpstreams.close() };
+}
+
 async function loadProviderSpecs(config: Config, secrets: Secrets, log: Logger): Promise<ProviderSet> {
-  const providers = await loadProviders(config.providers.dir);
+  const providers = await loadProviders(config.providers.dir, config.providers.mcpDir);
   for (const f of providers.failures)
     for (const i of f.issues) log.error({ file: f.file }, `provider spec not loaded: ${formatIssue(i)}`);
   log.info({ providers: [...providers.providers.keys()] }, "providers loaded");
   // Provider credentials and webhook secrets from the environment are secrets from the start
   // (those in the vault are added when they are decrypted).
   for (const spec of providers.providers.values())
-    for (const name of [spec.auth.credential, spec.webhooks?.secret])
+    for (const name of [spec.auth?.credential, spec.webhooks?.secret, ...mcpCredentialNames(spec)])
       if (name) {
         try {
           secrets.add(name, config.credentialFromEnv(name));

@@ -28,6 +28,8 @@ import { combineWorkers, createOutboxWorker, type OutboxHandlers } from "./outbo
 import { createPolicyStore } from "./policy-store/policy-store.js";
 import { createBudgets } from "./providers/budgets.js";
 import { createCredentials } from "./providers/credentials.js";
+import { createMcpPins } from "./providers/mcp-pins.js";
+import { createMcpUpstreams } from "./providers/mcp-upstream.js";
 import { createProviderGateway, type ProviderSet } from "./providers/provider-gateway.js";
 import { createVault } from "./providers/vault.js";
 import { createWebhookEvents } from "./providers/webhook-events.js";
@@ -131,8 +133,16 @@ export function createServices(opts: ServiceOptions) {
     onChanged: () => credentials.invalidate(),
   });
   const credentials = createCredentials({ fromEnv: config.credentialFromEnv, vault, secrets, changes });
+  const providerSet = opts.providers ?? { providers: new Map(), failures: [] };
+  const mcpPins = createMcpPins({ db, audit, clock });
+  // Butler as an MCP client of the servers behind it: connected when first needed.
+  const mcpUpstreams = createMcpUpstreams(
+    { pins: mcpPins, clock, log, credential: credentials.get, version: PACKAGE_VERSION },
+    [...providerSet.providers.values()].filter((p) => p.mcp),
+  );
   const providers = createProviderGateway({
-    providers: opts.providers ?? { providers: new Map(), failures: [] },
+    providers: providerSet,
+    mcp: mcpUpstreams,
     gateway,
     audit,
     clock,
@@ -174,6 +184,7 @@ export function createServices(opts: ServiceOptions) {
     butler,
     policies,
     vault,
+    mcpPins,
     migrate: () => migrate(database),
     actor: opts.actor,
   });
@@ -192,6 +203,8 @@ export function createServices(opts: ServiceOptions) {
     butler,
     a2a,
     providers,
+    mcpPins,
+    mcpUpstreams,
     mcpStreams,
     purgeMcpSessions,
     outbox,

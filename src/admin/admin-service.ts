@@ -11,6 +11,7 @@ import { AppError } from "../errors.js";
 import type { PolicyIndex } from "../policy/index.js";
 import { agentName, projectName } from "../policy/schema.js";
 import type { ImportReport, PolicyRevision, PolicyStore } from "../policy-store/policy-store.js";
+import type { McpPins, Pin, ToolDefinition } from "../providers/mcp-pins.js";
 import type { Vault } from "../providers/vault.js";
 
 /** Filters for exporting the audit log. */
@@ -83,6 +84,37 @@ export interface AdminOps {
     { name: string; key_id: string; created_at: string; updated_at: string; updated_by: string }[]
   >;
   deleteCredential(name: string): Promise<{ name: string }>;
+  /** The pinned tool definitions of the MCP servers behind Butler, with any change waiting for a person. */
+  listMcpTools(server?: string): Promise<McpToolInfo[]>;
+  /** Approves a changed MCP tool definition (named by the hash that was reviewed): it is pinned. */
+  approveMcpTool(server: string, tool: string, hash: string): Promise<McpToolInfo>;
+}
+
+/** A pinned MCP tool as the admin API shows it (descriptions are the upstream's text, never markup). */
+export interface McpToolInfo {
+  server: string;
+  tool: string;
+  pinned_hash: string;
+  pinned_by: string;
+  pinned_at: string;
+  pinned: ToolDefinition;
+  /** A changed definition waiting for approval, if any. */
+  changed: { hash: string; seen_at: string; definition: ToolDefinition } | null;
+}
+
+function mcpToolInfo(p: { server: string; tool: string } & Pin): McpToolInfo {
+  return {
+    server: p.server,
+    tool: p.tool,
+    pinned_hash: p.pinnedHash,
+    pinned_by: p.pinnedBy,
+    pinned_at: p.pinnedAt.toISOString(),
+    pinned: p.pinned,
+    changed:
+      p.changedHash && p.changed
+        ? { hash: p.changedHash, seen_at: p.changedAt!.toISOString(), definition: p.changed }
+        : null,
+  };
 }
 
 export interface AdminDeps {
@@ -102,6 +134,7 @@ export interface AdminDeps {
   tokens: Pick<TokenService, "create" | "list" | "revoke">;
   policies: Pick<PolicyStore, "index" | "latest" | "history" | "revision" | "importDirectory">;
   vault: Pick<Vault, "set" | "list" | "delete">;
+  mcpPins: Pick<McpPins, "list" | "approve">;
   migrate: () => Promise<void>;
   /** Who is acting, as recorded in audit events (e.g. `admin-api`, `cli:alice`). */
   actor: string;
@@ -115,6 +148,13 @@ function check<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
   return r.data;
 }
 
+const mcpServerName = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9-]{0,31}$/, "must be an MCP server's name (mcp_servers/<name>.yaml)");
+const mcpTool = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "must be an upstream tool's name");
+const sha256Hex = z
+  .string()
+  .regex(/^[0-9a-f]{64}$/, "must be the 64 hex characters of the definition's hash");
 const requestId = z.string().regex(/^req_[a-z0-9]{16}$/, "must be an id such as req_0123456789abcdef");
 const approverId = agentName;
 const requestStatus = z.enum(REQUEST_STATUSES, `must be one of ${REQUEST_STATUSES.join(", ")}`);
@@ -276,5 +316,16 @@ export function createAdmin(deps: AdminDeps): AdminOps {
     setCredential: (name, value) => deps.vault.set(name, value, actor),
     listCredentials: () => deps.vault.list(),
     deleteCredential: (name) => deps.vault.delete(name, actor),
+    async listMcpTools(server) {
+      if (server !== undefined) check(mcpServerName, server, "server");
+      return (await deps.mcpPins.list(server)).map(mcpToolInfo);
+    },
+    async approveMcpTool(server, tool, hash) {
+      check(mcpServerName, server, "server");
+      check(mcpTool, tool, "tool");
+      check(sha256Hex, hash, "hash");
+      const pin = await deps.mcpPins.approve(server, tool, hash, actor);
+      return mcpToolInfo({ server, tool, ...pin });
+    },
   };
 }

@@ -403,6 +403,27 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
     args: ({ params }) => [params.name],
     request: (name) => ({ params: { name } }),
   }),
+  route({
+    op: "listMcpTools",
+    summary:
+      "List the pinned tool definitions of the MCP servers behind Butler, and changes waiting for approval",
+    method: "GET",
+    path: "/mcp-servers/tools",
+    query: z.strictObject({ server: z.string().max(64).optional() }),
+    args: ({ query }) => [query.server],
+    request: (server) => ({ query: { server } }),
+    ...wrappedIn<"listMcpTools">("tools"),
+  }),
+  route({
+    op: "approveMcpTool",
+    summary: "Approve a changed MCP tool definition (by the hash reviewed): it is pinned and callable again",
+    method: "POST",
+    path: "/mcp-servers/:server/tools/:tool/approve",
+    params: z.strictObject({ server: z.string().max(64), tool: z.string().max(64) }),
+    body: z.strictObject({ hash: z.string().max(64) }),
+    args: ({ params, body }) => [params.server, params.tool, body.hash],
+    request: (server, tool, hash) => ({ params: { server, tool }, body: { hash } }),
+  }),
 ];
 
 /** The path of a request: path parameters filled in (encoded) and the query appended. */

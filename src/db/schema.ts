@@ -300,6 +300,31 @@ export const mcpSessions = pgTable(
   (t) => [index("mcp_sessions_expiry_idx").on(t.expiresAt)],
 );
 
+/**
+ * The tool definitions (title, description, input schema) of MCP servers behind Butler, pinned when
+ * first seen. A definition that differs from the pinned one is recorded as `changed` (and audited
+ * once, `mcp.tool_changed`); the tool cannot be called until a person approves the new definition,
+ * which pins it (a "rug pull" defence: the tool agents see and call is the one people approved).
+ */
+export const mcpToolPins = pgTable(
+  "mcp_tool_pins",
+  {
+    server: text("server").notNull(),
+    tool: text("tool").notNull(),
+    /** sha256 (hex) of the canonical JSON of `pinned`. */
+    pinnedHash: text("pinned_hash").notNull(),
+    pinned: jsonb("pinned").$type<Record<string, unknown>>().notNull(),
+    pinnedAt: timestamp("pinned_at", { withTimezone: true, mode: "date" }).notNull(),
+    /** Who pinned it: `first-seen`, or the approver who approved a changed definition. */
+    pinnedBy: text("pinned_by").notNull(),
+    /** The newest definition seen that differs from the pinned one, waiting for a person. */
+    changedHash: text("changed_hash"),
+    changed: jsonb("changed").$type<Record<string, unknown>>(),
+    changedAt: timestamp("changed_at", { withTimezone: true, mode: "date" }),
+  },
+  (t) => [primaryKey({ columns: [t.server, t.tool] })],
+);
+
 /** Dashboard sign-ins: a cookie's hash, who it is, and the CSRF token its pages carry. */
 export const dashboardSessions = pgTable(
   "dashboard_sessions",

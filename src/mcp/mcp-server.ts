@@ -2,6 +2,7 @@ import { Server } from "@modelcontextprotocol/sdk/server/index.js";
 import {
   CallToolRequestSchema,
   type CallToolResult,
+  CallToolResultSchema,
   ErrorCode,
   ListToolsRequestSchema,
   McpError,
@@ -13,6 +14,7 @@ import { asAppError } from "../errors.js";
 import { safeText } from "../http/validation.js";
 import type { Logger } from "../logger.js";
 import type { PolicyIndex } from "../policy/compile.js";
+import type { McpUpstreams } from "../providers/mcp-upstream.js";
 import type { ProviderAnswer, ProviderGateway } from "../providers/provider-gateway.js";
 import { providerTools, REQUEST_ACCESS_TOOL, toolTarget } from "./tools.js";
 
@@ -30,6 +32,8 @@ export interface McpDeps {
   butler: Pick<Butler, "submit" | "getForAgent">;
   /** How long a call that needs a person waits for the decision (when the client asked for progress); 0: never. */
   approvalWaitMs: number;
+  /** The MCP servers behind Butler: their tools' pinned definitions, read again when due. */
+  upstreams?: Pick<McpUpstreams, "shown" | "refreshDue"> | undefined;
   /** How often a waiting call reads its request's state (any instance's decision counts); 1 s by default. */
   approvalPollMs?: number;
   log: Logger;
@@ -95,9 +99,13 @@ export function mcpServerFor(deps: McpDeps, identity: AgentIdentity, session?: s
     try {
       // Told of a change (list_changed) by another instance, this one may not have read it yet.
       await deps.policies.ensureCurrent(identity.project);
+      await deps.upstreams?.refreshDue();
       const project = deps.policies.index().projects.get(identity.project);
       return {
-        tools: [...providerTools(deps.providers.providers, project, identity.agent), REQUEST_ACCESS],
+        tools: [
+          ...providerTools(deps.providers.providers, project, identity.agent, deps.upstreams?.shown),
+          REQUEST_ACCESS,
+        ],
       };
     } catch (e) {
       // The SDK would send the error's own message (a database error's text) to the agent.
@@ -139,11 +147,12 @@ export function mcpServerFor(deps: McpDeps, identity: AgentIdentity, session?: s
         accept: "application/json",
         session,
       };
+      const upstream = target.spec.mcp !== undefined;
       const answer = await deps.providers.call(identity, call);
       const pending = pendingApproval(answer);
       const progressToken = meta?.progressToken;
       if (pending === undefined || progressToken === undefined || deps.approvalWaitMs <= 0)
-        return resultOf(answer);
+        return resultOf(answer, undefined, upstream);
       // A person must approve this call: wait for the decision, telling the client as it waits.
       let decided: string;
       try {
@@ -165,7 +174,8 @@ export function mcpServerFor(deps: McpDeps, identity: AgentIdentity, session?: s
       }
       // A client that cancelled or went away no longer wants the call: it is not made.
       if (extra.signal.aborted) return resultOf(answer, WAITED_TEXT(0));
-      if (decided === "approved") return resultOf(await deps.providers.call(identity, call));
+      if (decided === "approved")
+        return resultOf(await deps.providers.call(identity, call), undefined, upstream);
       return resultOf(
         answer,
         decided === "pending" ? WAITED_TEXT(deps.approvalWaitMs) : DECIDED_TEXT(decided),
@@ -261,8 +271,11 @@ async function requestAccess(
   });
 }
 
-/** The provider's answer as a tool result: its JSON body, or why the call was refused (and `note`). */
-function resultOf(answer: ProviderAnswer, note?: string): CallToolResult {
+/**
+ * The provider's answer as a tool result: its JSON body (an upstream MCP server's own tool result,
+ * `upstream`), or why the call was refused (and `note`).
+ */
+function resultOf(answer: ProviderAnswer, note?: string, upstream = false): CallToolResult {
   const text = answer.body.toString("utf8");
   let body: unknown;
   try {
@@ -271,6 +284,10 @@ function resultOf(answer: ProviderAnswer, note?: string): CallToolResult {
     body = undefined;
   }
   const meta = { "butler/event_id": answer.eventId, "butler/http_status": answer.status };
+  if (upstream && answer.status >= 200 && answer.status < 300) {
+    const r = CallToolResultSchema.safeParse(body);
+    if (r.success) return { ...r.data, _meta: { ...r.data._meta, ...meta } };
+  }
   if (answer.status >= 200 && answer.status < 300)
     return {
       content: [{ type: "text", text }],

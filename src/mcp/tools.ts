@@ -1,6 +1,7 @@
 import type { CompiledProject } from "../policy/compile.js";
 import { coversAgent } from "../policy/evaluate.js";
 import { groupAllows } from "../providers/call-checks.js";
+import type { ToolDefinition } from "../providers/mcp-pins.js";
 import { mcpToolName, type Operation, type ProviderSpec, REQUEST_ACCESS_TOOL } from "../providers/spec.js";
 
 /**
@@ -74,13 +75,54 @@ export function providerTools(
   providers: ReadonlyMap<string, ProviderSpec>,
   project: CompiledProject | undefined,
   agent: string,
+  upstream?: UpstreamDefinitions,
 ): McpTool[] {
   if (!project) return [];
   const tools: McpTool[] = [];
   for (const spec of providers.values())
-    for (const op of spec.operations.values())
-      tools.push(toolOf(spec, op, accessOf(spec, op, project, agent)));
+    for (const op of spec.operations.values()) {
+      const access = accessOf(spec, op, project, agent);
+      if (!spec.mcp) tools.push(toolOf(spec, op, access));
+      else {
+        // An upstream tool is shown as people approved it (its pinned definition), once Butler has read it.
+        const shown = upstream?.(spec, op);
+        if (shown) tools.push(upstreamToolOf(spec, op, access, shown));
+      }
+    }
   return tools;
+}
+
+/** An upstream MCP tool's pinned definition, and whether the upstream's now differs. */
+export type UpstreamDefinitions = (
+  spec: ProviderSpec,
+  op: Operation,
+) => { definition: ToolDefinition; changed: boolean } | undefined;
+
+const CHANGED_TEXT =
+  "Butler: its server changed this tool's definition since it was approved; calls are refused until a person approves the change.";
+
+/**
+ * A tool of an MCP server behind Butler: the upstream's own (pinned, cleaned) description and input
+ * schema, Butler's annotations from the tool's group (the upstream's hints are not trusted).
+ */
+function upstreamToolOf(
+  spec: ProviderSpec,
+  op: Operation,
+  access: ToolAccess,
+  shown: { definition: ToolDefinition; changed: boolean },
+): McpTool {
+  const base = toolOf(spec, op, access);
+  const d = shown.definition;
+  const title = d.title || `${spec.displayName} ${op.name}`;
+  const group = spec.groups.get(op.group);
+  const groupText = group?.description ? ` Group ${op.group}: ${group.description}` : ` Group ${op.group}.`;
+  return {
+    ...base,
+    title,
+    description: `${d.description || `${spec.displayName}: ${op.name}`}\n\n(${spec.displayName}, via Butler.${groupText} ${shown.changed ? CHANGED_TEXT : ACCESS_TEXT[access]})`,
+    inputSchema: { ...(d.inputSchema as Partial<JsonSchemaObject>), type: "object" } as JsonSchemaObject,
+    annotations: { ...base.annotations, title },
+  };
 }
 
 function accessOf(spec: ProviderSpec, op: Operation, project: CompiledProject, agent: string): ToolAccess {

@@ -1,4 +1,12 @@
 /**
+ * The services whose deny patterns are text looked for in every string of the call's parameters
+ * (a shell tool's command, an MCP tool's arguments) rather than resource patterns.
+ */
+export function textDenyService(service: string): boolean {
+  return service === "tools" || service === "mcp";
+}
+
+/**
  * How `tools` deny patterns and commands are compared: whitespace runs collapse to one space and
  * shell quoting characters are dropped, so `rm  "-rf"` reads as `rm -rf`. A guard rail against
  * casual variations, not a shell parser.

@@ -1,4 +1,4 @@
-import { normaliseCommand } from "./command.js";
+import { normaliseCommand, textDenyService } from "./command.js";
 import { type Glob, mustCompileGlob } from "./glob.js";
 import type { ApprovalRuleDef, ConstraintDef, GrantDef, PolicyDocument } from "./types.js";
 
@@ -172,7 +172,7 @@ function compileConstraint(c: ConstraintDef): CompiledConstraint {
 
 /** One grant of `project`, compiled. */
 export function compileGrant(def: GrantDef, project: string): CompiledGrant {
-  const tools = def.service === "tools";
+  const tools = textDenyService(def.service);
   return {
     id: def.id,
     service: def.service,

@@ -460,7 +460,7 @@ function denyReason(g: CompiledGrant, call: Call): string {
     case DENY_UNCHECKABLE:
       return `the call's parameters are too large or too deeply nested to check against the deny patterns of grant ${g.id}`;
     default:
-      return `command matches deny pattern "${scan.denyPattern}" of grant ${g.id}`;
+      return `${g.service === "tools" ? "command" : "an argument"} matches deny pattern "${scan.denyPattern}" of grant ${g.id}`;
   }
 }
 

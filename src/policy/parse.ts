@@ -1,7 +1,7 @@
 import { type Document, LineCounter, parseAllDocuments } from "yaml";
 import type { Result } from "../result.js";
 import { type FileSource, formatPath, offsetOf, parseYamlFile, type Report } from "../yaml-file.js";
-import { normaliseCommand } from "./command.js";
+import { normaliseCommand, textDenyService } from "./command.js";
 import { compileGlob } from "./glob.js";
 import { collectPeople, describeIdentity, type EntryAt } from "./people.js";
 import { knownKeysAt, PolicyDocumentSchema, type RawPolicyDocument } from "./schema.js";
@@ -245,11 +245,11 @@ function checkWho(
   });
 }
 
-/** A grant's deny patterns: commands for the tools service, resource globs for the others. */
+/** A grant's deny patterns: text for the tools and mcp services (commands, arguments), resource globs for the others. */
 function checkDeny(g: NonNullable<RawPolicyDocument["grants"]>[number], i: number, report: Report): void {
   g.deny?.forEach((d, j) => {
     const at = ["grants", i, "deny", j];
-    if (g.service === "tools") {
+    if (textDenyService(g.service)) {
       if (normaliseCommand(d) === "")
         report(at, "is empty once quotes and spaces are removed, so it would match nothing");
       return;

@@ -43,7 +43,7 @@ interface ScopedCall {
 /** How an allowed call ended once it was sent, or could not be. */
 type Sent =
   | { kind: "not_sent"; problem: UpstreamRequestProblem }
-  | { kind: "exchanged"; exchange: Exchange; idempotencyKey: string | undefined; credential: string };
+  | { kind: "exchanged"; exchange: Exchange; idempotencyKey: string | undefined; credentials: string[] };
 
 /** How an allowed call ended before its audit line and answer. */
 type Outcome = { kind: "over_budget"; reason: string; budget: string | undefined; why: string } | Sent;
@@ -55,6 +55,10 @@ export async function callProvider(
   given: ProviderCall,
 ): Promise<ProviderAnswer> {
   const s = await scope(ctx, identity, given);
+  if (s.spec.mcp) {
+    const changed = await changedTool(ctx, identity, s);
+    if (changed) return changed;
+  }
   const d = await decide(ctx, identity, s);
   if ("commit" in d) return sendRead(ctx, identity, s, d);
   if (d.decision === "ALLOW") return sendAllowed(ctx, identity, s, d);
@@ -66,6 +70,33 @@ export async function callProvider(
     eventId: d.event_id,
     code: d.code ?? "denied",
     requestAccess: d.request_access,
+  });
+}
+
+/**
+ * An upstream MCP tool whose definition is not the one people approved is refused before anything
+ * is decided (no one-shot approval or budget is used for it), until a person approves the new one.
+ */
+async function changedTool(
+  ctx: PipelineContext,
+  identity: AgentIdentity,
+  s: ScopedCall,
+): Promise<ProviderAnswer | undefined> {
+  const st = await ctx.mcp?.state(s.spec, s.op);
+  if (st?.kind !== "changed") return undefined;
+  return refuse(ctx, identity, {
+    type: "gateway.denied",
+    action: s.action,
+    resource: s.resource,
+    reason: `the MCP server ${s.spec.name} changed the definition of ${s.op.name} since it was approved; a person must review and approve the new one (butler mcp approve ${s.spec.name} ${s.op.name} ${st.hash}) before it can be called`,
+    details: {
+      deny_code: "tool_changed",
+      provider: s.spec.name,
+      operation: s.op.name,
+      pinned_hash: st.pinnedHash,
+      new_hash: st.hash,
+      ...(s.call.via ? { via: s.call.via } : {}),
+    },
   });
 }
 
@@ -301,7 +332,12 @@ async function buildAndSend(
   idempotencyKey: string | undefined,
 ): Promise<Sent> {
   const { spec, op, call } = s;
-  const credential = await ctx.credential(spec.auth.credential);
+  if (spec.mcp) {
+    if (!ctx.mcp) throw new Error(`MCP server ${spec.name} is loaded but no MCP client is configured`);
+    const { credentials, ...exchange } = await ctx.mcp.call(spec, op, call.params);
+    return { kind: "exchanged", exchange, idempotencyKey, credentials };
+  }
+  const credential = spec.auth ? await ctx.credential(spec.auth.credential) : undefined;
   const built = buildUpstreamRequest({
     spec,
     op,
@@ -315,7 +351,7 @@ async function buildAndSend(
   const retriable = op.idempotent || idempotencyKey !== undefined;
   const exchange = await sendWithRetry(ctx.upstream, spec.name, op, built.value, retriable);
   // Built, so the credential is there: the answer is scrubbed of it.
-  return { kind: "exchanged", exchange, idempotencyKey, credential: credential! };
+  return { kind: "exchanged", exchange, idempotencyKey, credentials: [credential!] };
 }
 
 /**
@@ -477,7 +513,7 @@ function exchangeAnswer(
   return {
     status: x.res.status,
     contentType,
-    body: withoutCredential(x.res.body, outcome.credential),
+    body: outcome.credentials.reduce((body, c) => withoutCredential(body, c), x.res.body),
     eventId: eventId,
   };
 }

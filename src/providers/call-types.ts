@@ -7,6 +7,7 @@ import type { Logger } from "../logger.js";
 import type { BudgetDef } from "../policy/types.js";
 import type { FileIssue } from "../yaml-file.js";
 import type { Budgets } from "./budgets.js";
+import type { McpUpstreams } from "./mcp-upstream.js";
 import type { ProviderSpec } from "./spec.js";
 import type { callUpstream } from "./upstream.js";
 import type { WebhookEvents } from "./webhook-events.js";
@@ -63,6 +64,8 @@ export interface ProviderGatewayDeps {
   oneShots: Pick<OneShots, "release">;
   /** Provider webhook events, each processed once (claimed with its audit line). */
   webhookEvents: Pick<WebhookEvents, "claim" | "reacted">;
+  /** The MCP client of the servers behind Butler (mcp_servers/*.yaml), when any is loaded. */
+  mcp?: Pick<McpUpstreams, "state" | "call"> | undefined;
   /** The HTTP client (callUpstream; tests may pass another). */
   upstream?: typeof callUpstream;
 }

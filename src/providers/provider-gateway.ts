@@ -3,6 +3,7 @@ import { join } from "node:path";
 import type { AgentIdentity } from "../agents/token-service.js";
 import { callProvider } from "./call-pipeline.js";
 import type { PipelineContext, ProviderCall, ProviderGatewayDeps, ProviderSet } from "./call-types.js";
+import { parseMcpServerFile } from "./mcp-server-spec.js";
 import { denyUnknown, routeProxied } from "./proxy-routing.js";
 import { mcpToolName, parseProviderFile, REQUEST_ACCESS_TOOL } from "./spec.js";
 import { callUpstream } from "./upstream.js";
@@ -11,35 +12,57 @@ import { receiveWebhook } from "./webhook-intake.js";
 export type { ProviderAnswer, ProviderCall, ProviderGatewayDeps, ProviderSet } from "./call-types.js";
 export { UNKNOWN_PROVIDER } from "./proxy-routing.js";
 
-export async function loadProviders(dir: string): Promise<ProviderSet> {
+/**
+ * The provider specs of `dir` (providers/*.yaml) and the MCP servers of `mcpDir`
+ * (mcp_servers/*.yaml), in one set: an MCP server is a provider whose operations are its tools.
+ * Files with problems are reported, not loaded; so is a name or MCP tool name already taken.
+ */
+export async function loadProviders(dir: string, mcpDir?: string): Promise<ProviderSet> {
   const providers: ProviderSet["providers"] = new Map();
   const failures: ProviderSet["failures"] = [];
-  let names: string[];
+  const toolsTaken = new Map<string, string>([[REQUEST_ACCESS_TOOL, "Butler's own tool"]]);
+  const kinds = [
+    { dir, parse: parseProviderFile, what: "provider" },
+    ...(mcpDir ? [{ dir: mcpDir, parse: parseMcpServerFile, what: "MCP server" }] : []),
+  ];
+  for (const kind of kinds)
+    for (const n of await yamlFiles(kind.dir)) {
+      const file = join(kind.dir, n);
+      const r = kind.parse({ file, text: await readFile(file, "utf8") }, toolsTaken);
+      if (!r.ok) failures.push({ file, issues: r.error });
+      else if (providers.has(r.value.name))
+        failures.push({
+          file,
+          issues: [
+            {
+              file,
+              line: 1,
+              col: 1,
+              path: "name",
+              message: `${kind.what} '${r.value.name}': a provider or MCP server of that name is already loaded`,
+            },
+          ],
+        });
+      else {
+        providers.set(r.value.name, r.value);
+        for (const op of r.value.operations.keys())
+          toolsTaken.set(
+            mcpToolName(r.value.name, op),
+            `${kind.what} ${r.value.name}'s ${r.value.mcp ? "tool" : "operation"} ${op}`,
+          );
+      }
+    }
+  return { providers, failures };
+}
+
+/** The YAML files of a directory, sorted; none when it does not exist. */
+async function yamlFiles(dir: string): Promise<string[]> {
   try {
-    names = (await readdir(dir)).filter((n) => /\.ya?ml$/.test(n)).sort();
+    return (await readdir(dir)).filter((n) => /\.ya?ml$/.test(n)).sort();
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return { providers, failures };
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return [];
     throw e;
   }
-  const toolsTaken = new Map<string, string>([[REQUEST_ACCESS_TOOL, "Butler's own tool"]]);
-  for (const n of names) {
-    const file = join(dir, n);
-    const r = parseProviderFile({ file, text: await readFile(file, "utf8") }, toolsTaken);
-    if (!r.ok) failures.push({ file, issues: r.error });
-    else if (providers.has(r.value.name))
-      failures.push({
-        file,
-        issues: [
-          { file, line: 1, col: 1, path: "name", message: `provider '${r.value.name}' is defined twice` },
-        ],
-      });
-    else {
-      providers.set(r.value.name, r.value);
-      for (const op of r.value.operations.keys())
-        toolsTaken.set(mcpToolName(r.value.name, op), `provider ${r.value.name}'s operation ${op}`);
-    }
-  }
-  return { providers, failures };
 }
 
 /**

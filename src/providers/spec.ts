@@ -1,6 +1,7 @@
 import { z } from "zod";
 import type { Result } from "../result.js";
 import { type FileIssue, type FileSource, parseYamlFile, type Report } from "../yaml-file.js";
+import type { McpUpstreamSpec } from "./mcp-server-spec.js";
 
 /**
  * Provider specs (`providers/*.yaml`): the API surface of one upstream service, as data. One
@@ -243,7 +244,10 @@ export interface ProviderSpec {
   displayName: string;
   service: string;
   baseUrl: string;
-  auth: { type: "bearer" | "basic" | "header"; credential: string; header: string; prefix: string };
+  /** How the upstream's credential is sent; undefined only for an MCP server that needs none. */
+  auth:
+    | { type: "bearer" | "basic" | "header"; credential: string; header: string; prefix: string }
+    | undefined;
   groups: Map<
     string,
     {
@@ -258,6 +262,8 @@ export interface ProviderSpec {
     | { scheme: "stripe" | "revolut"; secret: string; toleranceSeconds: number; reactions: Reaction[] }
     | undefined;
   dataProtection: Record<string, unknown>;
+  /** For an MCP server behind Butler (mcp_servers/*.yaml): how it is reached; its operations are its tools. */
+  mcp?: McpUpstreamSpec | undefined;
 }
 
 const PLACEHOLDER = /\{([A-Za-z_][A-Za-z0-9_]*)\}/g;

@@ -69,7 +69,7 @@ export type UpstreamRequestProblem =
   | { kind: "no_credential"; credential: string };
 
 /** The header that carries the credential, as the spec's auth scheme writes it. */
-function authHeader(auth: ProviderSpec["auth"], credential: string): [string, string] {
+export function authHeader(auth: NonNullable<ProviderSpec["auth"]>, credential: string): [string, string] {
   const value =
     auth.type === "header"
       ? credential
@@ -112,7 +112,9 @@ export function buildUpstreamRequest(
   const target = new URL(url);
   const sane = checkUpstreamUrl(target, base, op, params);
   if (!sane.ok) return err({ kind: "unsafe_url", message: sane.error });
-  if (!input.credential) return err({ kind: "no_credential", credential: spec.auth.credential });
+  // Every HTTP provider's spec has auth (only an MCP server's may have none).
+  if (!input.credential || !spec.auth)
+    return err({ kind: "no_credential", credential: spec.auth?.credential ?? "(none)" });
   const [name, value] = authHeader(spec.auth, input.credential);
   headers[name] = value;
   return ok({ method: op.method, url: target, headers, body });

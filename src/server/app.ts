@@ -18,6 +18,7 @@ import { registerGatewayRoutes } from "../gateway/routes.js";
 import { createFastify } from "../http/fastify.js";
 import { collectRoutes } from "../http/route-doc.js";
 import type { Logger } from "../logger.js";
+import type { McpDeps } from "../mcp/mcp-server.js";
 import { registerMcpRoutes } from "../mcp/routes.js";
 import type { McpStreams } from "../mcp/streams.js";
 import type { Metrics } from "../metrics.js";
@@ -47,6 +48,8 @@ export interface AppDeps {
     db: Db;
     clock: Clock;
     streams: McpStreams;
+    /** The MCP servers behind Butler (their tools' pinned definitions). */
+    upstreams?: McpDeps["upstreams"];
     /** How long a call that needs a person waits for the decision (MCP_APPROVAL_WAIT_SECONDS). */
     approvalWaitMs: number;
   };

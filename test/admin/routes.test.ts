@@ -56,6 +56,11 @@ const CALLS: { [K in keyof AdminOps]: { args: Parameters<AdminOps[K]>; result: u
   setCredential: { args: ["STRIPE_API_KEY", "sk_test_1"], result: { name: "STRIPE_API_KEY", created: true } },
   listCredentials: { args: [], result: [{ name: "STRIPE_API_KEY" }] },
   deleteCredential: { args: ["STRIPE_API_KEY"], result: { name: "STRIPE_API_KEY" } },
+  listMcpTools: { args: ["files"], result: [{ server: "files", tool: "read_file" }] },
+  approveMcpTool: {
+    args: ["files", "read_file", "a".repeat(64)],
+    result: { server: "files", tool: "read_file", pinned_hash: "a".repeat(64) },
+  },
 };
 
 test("the route table has exactly one route per admin operation, and no two share a method and path", () => {

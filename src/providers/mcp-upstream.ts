@@ -1,0 +1,320 @@
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { getDefaultEnvironment, StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
+import { ErrorCode, McpError, ToolListChangedNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
+import type { Clock } from "../clock.js";
+import type { Logger } from "../logger.js";
+import { definitionOf, hashOf, type McpPins, type Pin, type ToolDefinition } from "./mcp-pins.js";
+import type { Operation, ProviderSpec } from "./spec.js";
+import type { Exchange } from "./upstream-exchange.js";
+import { authHeader } from "./upstream-request.js";
+
+/**
+ * Butler as an MCP client of the servers behind it (mcp_servers/*.yaml): one connection per server,
+ * opened when first needed and opened again after it closes. Each server's tool list is read at
+ * connection, when the server says it changed, and when older than its `recheck_seconds`; every
+ * exposed tool's definition is checked against the pinned one (mcp-pins.ts), and a tool whose
+ * definition changed is neither shown as changed nor called until a person approves it.
+ */
+
+/** Where a tool stands for a call. */
+export type ToolState =
+  | { kind: "ok"; pinned: ToolDefinition }
+  /** The upstream's definition is not the pinned one: refused until a person approves it. */
+  | { kind: "changed"; pinnedHash: string; hash: string }
+  /** The upstream could not be reached, or does not offer the tool: the call cannot go out. */
+  | { kind: "unavailable"; reason: string };
+
+export interface McpUpstreamDeps {
+  pins: McpPins;
+  clock: Clock;
+  log: Logger;
+  /** The credential of that name (environment variable, then the vault), or undefined. */
+  credential: (name: string) => Promise<string | undefined>;
+  version: string;
+  /** How long connecting and listing may take (ms; default 10 s). */
+  connectTimeoutMs?: number;
+  /** The largest answer taken from an HTTP upstream (bytes; default 10 MiB). */
+  maxAnswerBytes?: number;
+}
+
+interface ServerState {
+  client: Promise<{ client: Client; credentials: string[] }> | undefined;
+  /** When the tool list was last read (clock ms); 0: never, or a refresh is due. */
+  listedAt: number;
+  listing: Promise<void> | undefined;
+  /** Per exposed tool: the hash of what the upstream offers now (undefined: not offered), and the pin. */
+  tools: Map<string, { hash: string | undefined; pin: Pin | undefined }>;
+  /** Why the last listing failed, when it did. */
+  failure: string | undefined;
+}
+
+/** One upstream server: its spec and what this instance knows of it. */
+interface Upstream {
+  spec: ProviderSpec;
+  st: ServerState;
+}
+
+export function createMcpUpstreams(deps: McpUpstreamDeps, servers: readonly ProviderSpec[]) {
+  const upstreams = new Map<string, Upstream>(
+    servers
+      .filter((s) => s.mcp)
+      .map((spec) => [
+        spec.name,
+        {
+          spec,
+          st: { client: undefined, listedAt: 0, listing: undefined, tools: new Map(), failure: undefined },
+        },
+      ]),
+  );
+  let closed = false;
+  const of = (spec: ProviderSpec): Upstream => {
+    const u = upstreams.get(spec.name);
+    if (!u) throw new Error(`${spec.name} is not an MCP server behind Butler`);
+    return u;
+  };
+  const due = (u: Upstream) => deps.clock.now().getTime() - u.st.listedAt >= u.spec.mcp!.recheckMs;
+
+  return {
+    servers: () => [...upstreams.keys()],
+
+    /** Where the tool stands for a call (the tool list read again first when it is due). */
+    state: (spec: ProviderSpec, op: Operation) => toolState(deps, of(spec), op),
+
+    /**
+     * The tools as shown to agents: the pinned definition, and whether the upstream's differs
+     * (no network: what the last listing found). `refreshDue` reads the lists that are due first.
+     */
+    shown(spec: ProviderSpec, op: Operation): { definition: ToolDefinition; changed: boolean } | undefined {
+      const t = upstreams.get(spec.name)?.st.tools.get(op.name);
+      if (!t?.pin) return undefined;
+      return { definition: t.pin.pinned, changed: t.hash !== undefined && t.hash !== t.pin.pinnedHash };
+    },
+
+    /** Reads every tool list that is due (each bounded by the connect timeout; failures are logged). */
+    async refreshDue(): Promise<void> {
+      await Promise.all(
+        [...upstreams.values()].filter(due).map((u) => refresh(deps, u).catch(() => undefined)),
+      );
+    },
+
+    /**
+     * One `tools/call`, as an exchange (the pipeline's audit lines and answer are made from it): the
+     * result as JSON, or why there is none. Sent only when the tool's definition is the pinned one.
+     */
+    call: (spec: ProviderSpec, op: Operation, args: Record<string, unknown>) =>
+      callTool(deps, of(spec), op, args),
+
+    async close(): Promise<void> {
+      if (closed) return;
+      closed = true;
+      await Promise.all(
+        [...upstreams.values()].map(async ({ st }) => {
+          const c = await st.client?.catch(() => undefined);
+          st.client = undefined;
+          await c?.client.close().catch(() => undefined);
+        }),
+      );
+    },
+  };
+}
+
+async function transportOf(
+  deps: McpUpstreamDeps,
+  spec: ProviderSpec,
+): Promise<{ transport: Transport; credentials: string[] }> {
+  const c = spec.mcp!.connection;
+  const credentials: string[] = [];
+  if (c.transport === "http") {
+    const headers: Record<string, string> = {};
+    if (spec.auth) {
+      const credential = await deps.credential(spec.auth.credential);
+      if (!credential)
+        throw new Error(
+          `no credential ${spec.auth.credential}: set the environment variable (or ${spec.auth.credential}_FILE) or put it in the vault`,
+        );
+      const [name, value] = authHeader(spec.auth, credential);
+      headers[name] = value;
+      credentials.push(credential);
+    }
+    const transport = new StreamableHTTPClientTransport(new URL(c.url), {
+      requestInit: { headers, redirect: "error" },
+      fetch: limitedFetch(deps.maxAnswerBytes ?? 10 * 1024 * 1024),
+    });
+    return { transport, credentials };
+  }
+  const childEnv: Record<string, string> = { ...getDefaultEnvironment(), ...c.env };
+  for (const [variable, name] of Object.entries(c.credentialEnv)) {
+    const credential = await deps.credential(name);
+    if (!credential)
+      throw new Error(
+        `no credential ${name} for ${variable}: set the environment variable or put it in the vault`,
+      );
+    childEnv[variable] = credential;
+    credentials.push(credential);
+  }
+  // The child's stderr is not passed on: it could print its credentials.
+  const transport = new StdioClientTransport({
+    command: c.command,
+    args: c.args,
+    env: childEnv,
+    cwd: c.cwd,
+    stderr: "ignore",
+  });
+  return { transport, credentials };
+}
+
+/** The server's connection, opened when first needed and again after it closed. */
+function connected(deps: McpUpstreamDeps, u: Upstream): Promise<{ client: Client; credentials: string[] }> {
+  const { st } = u;
+  st.client ??= (async () => {
+    const { transport, credentials } = await transportOf(deps, u.spec);
+    const client = new Client({ name: "butler", version: deps.version });
+    client.setNotificationHandler(ToolListChangedNotificationSchema, async () => {
+      st.listedAt = 0;
+      await refresh(deps, u).catch(() => undefined);
+    });
+    client.onclose = () => {
+      st.client = undefined;
+      st.listedAt = 0;
+    };
+    await client.connect(transport, { timeout: deps.connectTimeoutMs ?? 10_000 });
+    return { client, credentials };
+  })().catch((e: unknown) => {
+    st.client = undefined;
+    throw e;
+  });
+  return st.client;
+}
+
+/** Reads the server's tool list and checks each exposed tool against its pin (one listing at a time). */
+function refresh(deps: McpUpstreamDeps, u: Upstream): Promise<void> {
+  const { spec, st } = u;
+  st.listing ??= (async () => {
+    try {
+      const { client } = await connected(deps, u);
+      const offered = new Map<string, ToolDefinition>();
+      let cursor: string | undefined;
+      for (let page = 0; page < 50; page++) {
+        const r = await client.listTools(cursor ? { cursor } : {}, {
+          timeout: deps.connectTimeoutMs ?? 10_000,
+        });
+        for (const t of r.tools) if (spec.operations.has(t.name)) offered.set(t.name, definitionOf(t));
+        cursor = r.nextCursor;
+        if (!cursor) break;
+      }
+      for (const name of spec.operations.keys()) {
+        const seen = offered.get(name);
+        const pin = seen
+          ? await deps.pins.observe(spec.name, name, seen)
+          : await deps.pins.get(spec.name, name);
+        st.tools.set(name, { hash: seen ? hashOf(seen) : undefined, pin });
+      }
+      st.listedAt = deps.clock.now().getTime();
+      st.failure = undefined;
+    } catch (e) {
+      st.failure = messageOf(e);
+      st.listedAt = 0;
+      deps.log.warn({ server: spec.name, reason: st.failure }, "the MCP server's tools could not be listed");
+      throw e;
+    } finally {
+      st.listing = undefined;
+    }
+  })();
+  return st.listing;
+}
+
+async function toolState(deps: McpUpstreamDeps, u: Upstream, op: Operation): Promise<ToolState> {
+  const { spec, st } = u;
+  if (deps.clock.now().getTime() - st.listedAt >= spec.mcp!.recheckMs)
+    await refresh(deps, u).catch(() => undefined);
+  if (st.listedAt === 0)
+    return {
+      kind: "unavailable",
+      reason: `could not reach MCP server ${spec.name}: ${st.failure ?? "not connected"}`,
+    };
+  const t = st.tools.get(op.name);
+  if (!t?.hash || !t.pin)
+    return { kind: "unavailable", reason: `MCP server ${spec.name} does not offer the tool ${op.name} now` };
+  if (t.pin.pinnedHash === t.hash) return { kind: "ok", pinned: t.pin.pinned };
+  // Approved (on any instance, or by the CLI on the database) since this instance read the pin?
+  const pin = await deps.pins.get(spec.name, op.name);
+  if (pin) t.pin = pin;
+  if (pin?.pinnedHash === t.hash) return { kind: "ok", pinned: pin.pinned };
+  return { kind: "changed", pinnedHash: t.pin.pinnedHash, hash: t.hash };
+}
+
+async function callTool(
+  deps: McpUpstreamDeps,
+  u: Upstream,
+  op: Operation,
+  args: Record<string, unknown>,
+): Promise<Exchange & { credentials: string[] }> {
+  const { spec } = u;
+  const started = performance.now();
+  const failed = (status: 502 | 504, reason: string, credentials: string[] = []) => ({
+    res: undefined,
+    failure: { status, reason },
+    attempts: 1,
+    latencyMs: performance.now() - started,
+    credentials,
+  });
+  const s = await toolState(deps, u, op);
+  if (s.kind === "unavailable") return failed(502, s.reason);
+  if (s.kind === "changed")
+    return failed(502, `the definition of ${spec.name} ${op.name} changed before the call went out`);
+  let conn: { client: Client; credentials: string[] };
+  try {
+    conn = await connected(deps, u);
+  } catch (e) {
+    return failed(502, `could not reach MCP server ${spec.name}: ${messageOf(e)}`);
+  }
+  try {
+    const result = await conn.client.callTool({ name: op.name, arguments: args }, undefined, {
+      timeout: op.timeoutMs,
+      maxTotalTimeout: op.timeoutMs,
+    });
+    return {
+      res: {
+        status: 200,
+        headers: { "content-type": "application/json" },
+        body: Buffer.from(JSON.stringify(result)),
+      },
+      failure: undefined,
+      attempts: 1,
+      latencyMs: performance.now() - started,
+      credentials: conn.credentials,
+    };
+  } catch (e) {
+    if (e instanceof McpError && e.code === ErrorCode.RequestTimeout)
+      return failed(504, `${spec.name} did not answer within ${op.timeoutMs} ms`, conn.credentials);
+    return failed(502, `${spec.name} ${op.name} failed: ${messageOf(e)}`, conn.credentials);
+  }
+}
+
+export type McpUpstreams = ReturnType<typeof createMcpUpstreams>;
+
+function messageOf(e: unknown): string {
+  const m = e instanceof Error ? e.message : String(e);
+  return m.length > 300 ? `${m.slice(0, 300)}…` : m;
+}
+
+/** fetch, with each answer's body cut off (an error) past `max` bytes. */
+function limitedFetch(max: number) {
+  return async (url: string | URL, init?: RequestInit): Promise<Response> => {
+    const res = await fetch(url, init);
+    if (!res.body) return res;
+    let seen = 0;
+    const limited = res.body.pipeThrough(
+      new TransformStream<Uint8Array, Uint8Array>({
+        transform(chunk, controller) {
+          seen += chunk.byteLength;
+          if (seen > max) controller.error(new Error(`the MCP server's answer is larger than ${max} bytes`));
+          else controller.enqueue(chunk);
+        },
+      }),
+    );
+    return new Response(limited, { status: res.status, statusText: res.statusText, headers: res.headers });
+  };
+}
