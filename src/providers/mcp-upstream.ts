@@ -48,6 +48,17 @@ interface ServerState {
   tools: Map<string, { hash: string | undefined; pin: Pin | undefined }>;
   /** Why the last listing failed, when it did. */
   failure: string | undefined;
+  /** After a failed listing: not tried again before this time (clock ms), so that calls fail fast. */
+  retryAt: number;
+}
+
+/** How long a server whose listing failed is left alone before it is tried again. */
+const RETRY_MS = 5_000;
+
+/** Whether the server's tool list should be read (again) now. */
+function isDue(deps: McpUpstreamDeps, u: Upstream): boolean {
+  const now = deps.clock.now().getTime();
+  return now >= u.st.retryAt && now - u.st.listedAt >= u.spec.mcp!.recheckMs;
 }
 
 /** One upstream server: its spec and what this instance knows of it. */
@@ -64,7 +75,14 @@ export function createMcpUpstreams(deps: McpUpstreamDeps, servers: readonly Prov
         spec.name,
         {
           spec,
-          st: { client: undefined, listedAt: 0, listing: undefined, tools: new Map(), failure: undefined },
+          st: {
+            client: undefined,
+            listedAt: 0,
+            listing: undefined,
+            tools: new Map(),
+            failure: undefined,
+            retryAt: 0,
+          },
         },
       ]),
   );
@@ -74,7 +92,6 @@ export function createMcpUpstreams(deps: McpUpstreamDeps, servers: readonly Prov
     if (!u) throw new Error(`${spec.name} is not an MCP server behind Butler`);
     return u;
   };
-  const due = (u: Upstream) => deps.clock.now().getTime() - u.st.listedAt >= u.spec.mcp!.recheckMs;
 
   return {
     servers: () => [...upstreams.keys()],
@@ -95,7 +112,9 @@ export function createMcpUpstreams(deps: McpUpstreamDeps, servers: readonly Prov
     /** Reads every tool list that is due (each bounded by the connect timeout; failures are logged). */
     async refreshDue(): Promise<void> {
       await Promise.all(
-        [...upstreams.values()].filter(due).map((u) => refresh(deps, u).catch(() => undefined)),
+        [...upstreams.values()]
+          .filter((u) => isDue(deps, u))
+          .map((u) => refresh(deps, u).catch(() => undefined)),
       );
     },
 
@@ -213,9 +232,11 @@ function refresh(deps: McpUpstreamDeps, u: Upstream): Promise<void> {
       }
       st.listedAt = deps.clock.now().getTime();
       st.failure = undefined;
+      st.retryAt = 0;
     } catch (e) {
       st.failure = messageOf(e);
       st.listedAt = 0;
+      st.retryAt = deps.clock.now().getTime() + RETRY_MS;
       deps.log.warn({ server: spec.name, reason: st.failure }, "the MCP server's tools could not be listed");
       throw e;
     } finally {
@@ -227,8 +248,7 @@ function refresh(deps: McpUpstreamDeps, u: Upstream): Promise<void> {
 
 async function toolState(deps: McpUpstreamDeps, u: Upstream, op: Operation): Promise<ToolState> {
   const { spec, st } = u;
-  if (deps.clock.now().getTime() - st.listedAt >= spec.mcp!.recheckMs)
-    await refresh(deps, u).catch(() => undefined);
+  if (isDue(deps, u)) await refresh(deps, u).catch(() => undefined);
   if (st.listedAt === 0)
     return {
       kind: "unavailable",

@@ -142,6 +142,8 @@ const ENDPOINTS: Endpoint[] = [
   { method: "POST", path: "/v1/admin/credentials", fields: ["name", "value"] },
   { method: "GET", path: "/v1/admin/credentials" },
   { method: "POST", path: "/v1/admin/credentials/:name/delete" },
+  { method: "GET", path: "/v1/admin/mcp-servers/tools" },
+  { method: "POST", path: "/v1/admin/mcp-servers/:server/tools/:tool/approve", fields: ["hash"] },
   {
     method: "POST",
     path: "/v1/providers/:provider/operations/:operation",
@@ -220,6 +222,7 @@ const STORED = [
   "credentials",
   "spend",
   "webhook_events",
+  "mcp_tool_pins",
 ];
 
 describe(`fuzzing every HTTP endpoint (${ENGINE})`, () => {

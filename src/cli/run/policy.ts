@@ -135,10 +135,12 @@ export async function policyReload({ values }: Parsed, io: CliIo): Promise<numbe
 }
 
 export async function providersValidate({ values, positionals }: Parsed, io: CliIo): Promise<number> {
-  const dir = positionals[0] ?? loadConfig(io.env).providers.dir;
+  const config = loadConfig(io.env).providers;
+  const dir = positionals[0] ?? config.dir;
   // The provider gateway is imported here only: no other command of this file needs it.
   const { loadProviders } = await import("../../providers/provider-gateway.js");
-  const set = await loadProviders(dir);
+  // The MCP servers behind Butler too: their tool names must not collide with the providers'.
+  const set = await loadProviders(dir, config.mcpDir);
   const issues = set.failures.flatMap((f) => f.issues);
   const ok = issues.length === 0;
   const names = [...set.providers.keys()];
