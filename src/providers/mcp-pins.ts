@@ -44,7 +44,10 @@ export function cleanText(s: unknown, max: number): string {
   if (typeof s !== "string") return "";
   const cleaned = s
     .toWellFormed()
-    .replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u061c\u2060-\u2069\ufeff]/g, "");
+    .replace(
+      /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u061c\u2060-\u2069\ufeff]/g,
+      "",
+    );
   return cleaned.length > max ? `${cleaned.slice(0, max - 1)}…` : cleaned;
 }
 

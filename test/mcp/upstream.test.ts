@@ -30,7 +30,7 @@ grants:
       limit: { max: 50 }
   - id: who
     service: mcp
-    actions: ["files:whoami", "localfiles:whoami"]
+    actions: ["files:whoami", "localfiles:whoami", "localfiles:delete_all"]
 approvers:
   - id: jordan
 settings:
@@ -74,6 +74,9 @@ tools:
     op_group: read
   - name: whoami
     op_group: read
+  - name: delete_all
+    op_group: read
+    approval: each_call
 `;
 
 /** MCP servers behind Butler: an upstream (the SDK-written fake) governed like a provider, over MCP. */
@@ -279,6 +282,39 @@ describe(`an upstream MCP server behind Butler (${ENGINE})`, () => {
     const after = await call(c, "files_read_file", { path: "notes/today.md" });
     expect(after.isError, textOf(after)).toBeFalsy();
     expect(upstreamCalls("read_file")).toBe(before + 1);
+  });
+
+  test("a tool every call of which a person approves: approved once, it goes through once (stdio server)", async () => {
+    const c = await connect(bot);
+    const first = await call(c, "localfiles_delete_all", {});
+    expect(first.isError).toBe(true);
+    const body = first.structuredContent as { code: string; approval_required: { request_id: string } };
+    expect(body.code).toBe("approval_required");
+    const res = await fetch(`${s.url}/v1/access-requests/${body.approval_required.request_id}/approve`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${jordan}`, "content-type": "application/json" },
+      body: "{}",
+    });
+    expect(res.status).toBe(200);
+    const once = await call(c, "localfiles_delete_all", {});
+    expect(once.isError, textOf(once)).toBeFalsy();
+    expect(textOf(once)).toBe("deleted everything");
+    const again = await call(c, "localfiles_delete_all", {});
+    // Used: the identical call is refused (a new call asks again).
+    expect(again.structuredContent).toMatchObject({ decision: "DENY", code: "one_shot_used" });
+  });
+
+  test("the same tools through the REST API: allowed, and refused by a deny pattern", async () => {
+    const ok = await s.http("POST", "/v1/providers/files/operations/read_file", bot, {
+      params: { path: "notes/rest.md" },
+    });
+    expect(ok.status).toBe(200);
+    expect(ok.body).toMatchObject({ content: [{ type: "text", text: "contents of notes/rest.md" }] });
+    const denied = await s.http("POST", "/v1/providers/files/operations/read_file", bot, {
+      params: { path: "/etc/shadow" },
+    });
+    expect(denied.status).toBe(403);
+    expect(denied.body).toMatchObject({ decision: "DENY", code: "deny_pattern" });
   });
 
   test("an upstream that cannot be reached gives a tool error, audited as failed; Butler goes on", async () => {

@@ -93,7 +93,10 @@ describe("mcp_servers/*.yaml", () => {
       const stripe = await readFile(new URL("../../providers/stripe.yaml", import.meta.url), "utf8");
       await writeFile(join(providers, "stripe.yaml"), stripe);
       // A provider whose name holds _: its tools could be another's <server>_<tool>.
-      await writeFile(join(providers, "str_ipe.yaml"), stripe.replace(/^name: stripe$/m, "name: str_ipe\nservice: stripe"));
+      await writeFile(
+        join(providers, "str_ipe.yaml"),
+        stripe.replace(/^name: stripe$/m, "name: str_ipe\nservice: stripe"),
+      );
       await writeFile(join(servers, "files.yaml"), GOOD);
       await writeFile(join(servers, "stripe.yaml"), GOOD.replace("name: files", "name: stripe"));
       // Its tool str_ipe_list_charges would be the same MCP tool name as str_ipe's list_charges.
