@@ -8,5 +8,6 @@ CREATE TABLE "mcp_tool_pins" (
 	"changed_hash" text,
 	"changed" jsonb,
 	"changed_at" timestamp with time zone,
+	"changed_seen" jsonb DEFAULT '[]'::jsonb NOT NULL,
 	CONSTRAINT "mcp_tool_pins_server_tool_pk" PRIMARY KEY("server","tool")
 );

@@ -172,6 +172,11 @@ export function createServices(opts: ServiceOptions) {
   /** Deletes MCP sessions that ended or expired a day ago or more (the sweeper calls it). */
   const purgeMcpSessions = () => deleteEndedMcpSessions(db, new Date(clock.now().getTime() - 86_400_000));
   changes.subscribe((c) => {
+    // A credential stored or deleted (on any instance): MCP connections made with the old one close.
+    if (c.kind === "credentials" || c.kind === "resync")
+      mcpUpstreams
+        .reconnect()
+        .catch((e: unknown) => log.error({ err: e }, "MCP connections could not be closed"));
     mcpStreams.changed(c).catch((e: unknown) => log.error({ err: e }, "MCP streams could not take a change"));
   });
   const admin = createAdmin({

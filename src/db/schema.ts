@@ -321,6 +321,8 @@ export const mcpToolPins = pgTable(
     changedHash: text("changed_hash"),
     changed: jsonb("changed").$type<Record<string, unknown>>(),
     changedAt: timestamp("changed_at", { withTimezone: true, mode: "date" }),
+    /** The changed definitions already audited since the last approval (each is audited once). */
+    changedSeen: jsonb("changed_seen").$type<string[]>().notNull().default([]),
   },
   (t) => [primaryKey({ columns: [t.server, t.tool] })],
 );

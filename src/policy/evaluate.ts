@@ -473,8 +473,8 @@ const stackValues: unknown[] = [];
 const stackDepths: number[] = [];
 
 /**
- * Gathers every string in `params` into `texts` (depth first, last value first) and returns how
- * many; -1 when there are more than can be checked.
+ * Gathers every string in `params`, objects' keys included, into `texts` (depth first, last value
+ * first) and returns how many; -1 when there are more than can be checked.
  */
 function collectStrings(params: unknown): number {
   let n = 0;
@@ -498,7 +498,8 @@ function collectStrings(params: unknown): number {
         n = -1;
         break;
       }
-      const xs: readonly unknown[] = Array.isArray(v) ? v : Object.values(v);
+      // An object's keys are text of the call too (`{"/etc/cron.d/x": "…"}`): checked like its values.
+      const xs: readonly unknown[] = Array.isArray(v) ? v : [...Object.keys(v), ...Object.values(v)];
       for (let i = 0; i < xs.length; i++) {
         stackValues[top] = xs[i];
         stackDepths[top] = depth + 1;

@@ -300,6 +300,7 @@ function endOf(outcome: Outcome): CallEnd {
       };
     case "exchanged": {
       const x = outcome.exchange;
+      if (x.failure && x.mayHaveRun) return { sent: "unknown", why: x.failure.reason };
       if (x.failure)
         return { sent: false, why: `${x.failure.reason}; the retry is sent with the same idempotency key` };
       return { sent: true, status: x.res.status };

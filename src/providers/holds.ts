@@ -14,7 +14,9 @@ export type CallEnd =
   /** Nothing reached the provider (or nothing came back): everything is given back, `why` audited. */
   | { sent: false; why: string }
   /** The provider answered: the approval is used up; the money moved unless it refused (`status` ≥ 400). */
-  | { sent: true; status: number };
+  | { sent: true; status: number }
+  /** It went out and may have been acted on, with no answer: the approval is used up and the money counted as moved. */
+  | { sent: "unknown"; why: string };
 
 /** The end assumed when the pipeline stopped on an unexpected error. */
 export const NOT_SENT_UNEXPECTEDLY = {
@@ -58,7 +60,7 @@ export function holdsFor(
       const attempt = (release: () => Promise<void>) =>
         release().catch((e: unknown) => void failures.push(e));
       // The money did not move: the budget gets it back.
-      const moved = end.sent && end.status < 400;
+      const moved = end.sent === "unknown" || (end.sent && end.status < 400);
       if (reservation !== undefined && !moved) await attempt(() => deps.budgets.release(reservation!));
       // A one-shot approval that did not lead to a call is given back (see OneShots.release).
       if (!end.sent && oneShotId !== undefined)

@@ -42,13 +42,24 @@ export const MAX_SCHEMA_BYTES = 32 * 1024;
  */
 export function cleanText(s: unknown, max: number): string {
   if (typeof s !== "string") return "";
-  const cleaned = s
-    .toWellFormed()
-    .replace(
-      /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u061c\u2060-\u2069\ufeff]/g,
-      "",
-    );
+  const cleaned = s.toWellFormed().replace(HIDDEN, (ch) => (ch === "\n" || ch === "\t" ? ch : ""));
   return cleaned.length > max ? `${cleaned.slice(0, max - 1)}…` : cleaned;
+}
+
+/**
+ * Characters a reader does not see but a model reads: controls, format characters (zero-width,
+ * bidi overrides and isolates, the soft hyphen, Unicode tags that can spell out hidden text) and
+ * every other default-ignorable code point (variation selectors among them).
+ */
+const HIDDEN = /[\p{Cc}\p{Cf}\p{Default_Ignorable_Code_Point}]/gu;
+
+/** Every string of a JSON value (keys too) cleaned of hidden characters. */
+function cleanDeep(v: unknown): unknown {
+  if (typeof v === "string") return cleanText(v, MAX_SCHEMA_BYTES);
+  if (Array.isArray(v)) return v.map(cleanDeep);
+  if (v !== null && typeof v === "object")
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [cleanText(k, 256), cleanDeep(x)]));
+  return v;
 }
 
 /** An upstream tool (as tools/list gave it) as Butler keeps it. */
@@ -62,15 +73,19 @@ export function definitionOf(tool: {
   if (tool.inputSchema && typeof tool.inputSchema === "object" && !Array.isArray(tool.inputSchema)) {
     const json = JSON.stringify(tool.inputSchema);
     if (json.length <= MAX_SCHEMA_BYTES && !json.includes("\\u0000"))
-      inputSchema = JSON.parse(json) as Record<string, unknown>;
+      inputSchema = cleanDeep(JSON.parse(json)) as Record<string, unknown>;
   }
   return { title, description: cleanText(tool.description, MAX_DESCRIPTION), inputSchema };
 }
 
-export function hashOf(d: ToolDefinition): string {
-  return sha256(
-    canonicalJson({ title: d.title ?? null, description: d.description, inputSchema: d.inputSchema }),
-  );
+/**
+ * The hash of a tool as the upstream sent it (all of it but `_meta`): any change counts, also in
+ * parts Butler cuts, cleans or does not show (past 2,000 characters, hidden characters, the output
+ * schema, annotations).
+ */
+export function hashOf(tool: object): string {
+  const { _meta: _, ...rest } = tool as Record<string, unknown>;
+  return sha256(canonicalJson(rest));
 }
 
 type Row = typeof mcpToolPins.$inferSelect;
@@ -112,8 +127,7 @@ export function createMcpPins(deps: { db: Db; audit: Pick<AuditLog, "appendInTx"
      * recorded as changed (`mcp.tool_changed`, with both hashes and both descriptions). The pin as
      * it stands afterwards.
      */
-    async observe(server: string, tool: string, seen: ToolDefinition): Promise<Pin> {
-      const hash = hashOf(seen);
+    async observe(server: string, tool: string, seen: ToolDefinition, hash: string): Promise<Pin> {
       const now = clock.now();
       return db.transaction(async (tx) => {
         const [fresh] = await tx
@@ -142,11 +156,19 @@ export function createMcpPins(deps: { db: Db; audit: Pick<AuditLog, "appendInTx"
         const [row] = await tx.select().from(mcpToolPins).where(where(server, tool)).for("update");
         const pin = pinOf(row!);
         if (pin.pinnedHash === hash || pin.changedHash === hash) return pin;
+        // Each definition is audited once: an upstream flipping between two does not fill the log.
+        const audited = row!.changedSeen;
         const [updated] = await tx
           .update(mcpToolPins)
-          .set({ changedHash: hash, changed: seen as unknown as Record<string, unknown>, changedAt: now })
+          .set({
+            changedHash: hash,
+            changed: seen as unknown as Record<string, unknown>,
+            changedAt: now,
+            changedSeen: audited.includes(hash) ? audited : [...audited, hash].slice(-100),
+          })
           .where(where(server, tool))
           .returning();
+        if (audited.includes(hash)) return pinOf(updated!);
         await audit.appendInTx(tx, [
           {
             type: "mcp.tool_changed",
@@ -161,6 +183,8 @@ export function createMcpPins(deps: { db: Db; audit: Pick<AuditLog, "appendInTx"
               new_hash: hash,
               description_before: pin.pinned.description.slice(0, 500),
               description_after: seen.description.slice(0, 500),
+              title_before: pin.pinned.title ?? null,
+              title_after: seen.title ?? null,
               schema_changed: canonicalJson(pin.pinned.inputSchema) !== canonicalJson(seen.inputSchema),
             },
           },
@@ -195,6 +219,7 @@ export function createMcpPins(deps: { db: Db; audit: Pick<AuditLog, "appendInTx"
             changedHash: null,
             changed: null,
             changedAt: null,
+            changedSeen: [],
           })
           .where(where(server, tool))
           .returning();

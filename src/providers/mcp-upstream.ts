@@ -3,11 +3,12 @@ import { getDefaultEnvironment, StdioClientTransport } from "@modelcontextprotoc
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import { ErrorCode, McpError, ToolListChangedNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
+import type { JsonSchemaValidator, jsonSchemaValidator } from "@modelcontextprotocol/sdk/validation/types.js";
 import type { Clock } from "../clock.js";
 import type { Logger } from "../logger.js";
 import { definitionOf, hashOf, type McpPins, type Pin, type ToolDefinition } from "./mcp-pins.js";
 import type { Operation, ProviderSpec } from "./spec.js";
-import type { Exchange } from "./upstream-exchange.js";
+import { type Exchange, withoutCredential } from "./upstream-exchange.js";
 import { authHeader } from "./upstream-request.js";
 
 /**
@@ -50,6 +51,8 @@ interface ServerState {
   failure: string | undefined;
   /** After a failed listing: not tried again before this time (clock ms), so that calls fail fast. */
   retryAt: number;
+  /** Counts what makes a listing out of date (a list_changed, a closed connection) while it runs. */
+  generation: number;
 }
 
 /** How long a server whose listing failed is left alone before it is tried again. */
@@ -82,6 +85,7 @@ export function createMcpUpstreams(deps: McpUpstreamDeps, servers: readonly Prov
             tools: new Map(),
             failure: undefined,
             retryAt: 0,
+            generation: 0,
           },
         },
       ]),
@@ -125,16 +129,15 @@ export function createMcpUpstreams(deps: McpUpstreamDeps, servers: readonly Prov
     call: (spec: ProviderSpec, op: Operation, args: Record<string, unknown>) =>
       callTool(deps, of(spec), op, args),
 
+    /** Drops every connection (credentials changed): the next use connects with the credentials of now. */
+    async reconnect(): Promise<void> {
+      await Promise.all([...upstreams.values()].map(({ st }) => disconnect(st)));
+    },
+
     async close(): Promise<void> {
       if (closed) return;
       closed = true;
-      await Promise.all(
-        [...upstreams.values()].map(async ({ st }) => {
-          const c = await st.client?.catch(() => undefined);
-          st.client = undefined;
-          await c?.client.close().catch(() => undefined);
-        }),
-      );
+      await Promise.all([...upstreams.values()].map(({ st }) => disconnect(st)));
     },
   };
 }
@@ -187,56 +190,89 @@ async function transportOf(
 /** The server's connection, opened when first needed and again after it closed. */
 function connected(deps: McpUpstreamDeps, u: Upstream): Promise<{ client: Client; credentials: string[] }> {
   const { st } = u;
-  st.client ??= (async () => {
+  if (st.client) return st.client;
+  const pending: ServerState["client"] = (async () => {
     const { transport, credentials } = await transportOf(deps, u.spec);
-    const client = new Client({ name: "butler", version: deps.version });
+    // Butler passes results on and checks nothing in them: the upstream's output schemas are not
+    // compiled or run (a hostile pattern could stall the event loop).
+    const client = new Client(
+      { name: "butler", version: deps.version },
+      { jsonSchemaValidator: NO_VALIDATION },
+    );
+    // The list is read again before its next use (not at once: an upstream sending notifications
+    // in a loop costs nothing until someone uses it), and a listing under way is out of date.
     client.setNotificationHandler(ToolListChangedNotificationSchema, async () => {
+      st.generation++;
       st.listedAt = 0;
-      await refresh(deps, u).catch(() => undefined);
     });
     client.onclose = () => {
-      st.client = undefined;
+      if (st.client === pending) st.client = undefined;
+      st.generation++;
       st.listedAt = 0;
     };
-    await client.connect(transport, { timeout: deps.connectTimeoutMs ?? 10_000 });
+    try {
+      await client.connect(transport, { timeout: deps.connectTimeoutMs ?? 10_000 });
+    } catch (e) {
+      await client.close().catch(() => undefined);
+      // The upstream's words may quote what it was sent.
+      throw new Error(scrub(messageOf(e), credentials));
+    }
     return { client, credentials };
   })().catch((e: unknown) => {
-    st.client = undefined;
+    if (st.client === pending) st.client = undefined;
     throw e;
   });
-  return st.client;
+  st.client = pending;
+  return pending;
+}
+
+/** Closes the server's connection (a stdio child is stopped); the next use opens a new one. */
+async function disconnect(st: ServerState): Promise<void> {
+  const c = await st.client?.catch(() => undefined);
+  st.client = undefined;
+  st.generation++;
+  st.listedAt = 0;
+  await c?.client.close().catch(() => undefined);
 }
 
 /** Reads the server's tool list and checks each exposed tool against its pin (one listing at a time). */
 function refresh(deps: McpUpstreamDeps, u: Upstream): Promise<void> {
   const { spec, st } = u;
   st.listing ??= (async () => {
+    const generation = st.generation;
+    let credentials: string[] = [];
     try {
-      const { client } = await connected(deps, u);
-      const offered = new Map<string, ToolDefinition>();
+      const conn = await connected(deps, u);
+      credentials = conn.credentials;
+      const { client } = conn;
+      const offered = new Map<string, { definition: ToolDefinition; hash: string }>();
       let cursor: string | undefined;
       for (let page = 0; page < 50; page++) {
         const r = await client.listTools(cursor ? { cursor } : {}, {
           timeout: deps.connectTimeoutMs ?? 10_000,
         });
-        for (const t of r.tools) if (spec.operations.has(t.name)) offered.set(t.name, definitionOf(t));
+        for (const t of r.tools)
+          if (spec.operations.has(t.name))
+            offered.set(t.name, { definition: definitionOf(t), hash: hashOf(t) });
         cursor = r.nextCursor;
         if (!cursor) break;
       }
       for (const name of spec.operations.keys()) {
         const seen = offered.get(name);
         const pin = seen
-          ? await deps.pins.observe(spec.name, name, seen)
+          ? await deps.pins.observe(spec.name, name, seen.definition, seen.hash)
           : await deps.pins.get(spec.name, name);
-        st.tools.set(name, { hash: seen ? hashOf(seen) : undefined, pin });
+        st.tools.set(name, { hash: seen?.hash, pin });
       }
-      st.listedAt = deps.clock.now().getTime();
+      // Told of a change (or reconnected) while listing: read again before the next use.
+      st.listedAt = st.generation === generation ? deps.clock.now().getTime() : 0;
       st.failure = undefined;
       st.retryAt = 0;
     } catch (e) {
-      st.failure = messageOf(e);
-      st.listedAt = 0;
+      st.failure = scrub(messageOf(e), credentials);
       st.retryAt = deps.clock.now().getTime() + RETRY_MS;
+      // A connection that failed to list (a session the upstream forgot, a hung child) is not reused.
+      await disconnect(st);
       deps.log.warn({ server: spec.name, reason: st.failure }, "the MCP server's tools could not be listed");
       throw e;
     } finally {
@@ -273,11 +309,13 @@ async function callTool(
 ): Promise<Exchange & { credentials: string[] }> {
   const { spec } = u;
   const started = performance.now();
-  const failed = (status: 502 | 504, reason: string, credentials: string[] = []) => ({
+  /** No answer; `sent`: the call went out (it may have run), so nothing it holds is given back. */
+  const failed = (status: 502 | 504, reason: string, credentials: string[] = [], sent = false) => ({
     res: undefined,
-    failure: { status, reason },
+    failure: { status, reason: scrub(reason, credentials) },
     attempts: 1,
     latencyMs: performance.now() - started,
+    mayHaveRun: sent,
     credentials,
   });
   const s = await toolState(deps, u, op);
@@ -307,13 +345,28 @@ async function callTool(
       credentials: conn.credentials,
     };
   } catch (e) {
+    // A timeout or a transport error (not the upstream's own JSON-RPC error): the connection is not reused.
+    if (!(e instanceof McpError) || e.code === ErrorCode.RequestTimeout) await disconnect(u.st);
     if (e instanceof McpError && e.code === ErrorCode.RequestTimeout)
-      return failed(504, `${spec.name} did not answer within ${op.timeoutMs} ms`, conn.credentials);
-    return failed(502, `${spec.name} ${op.name} failed: ${messageOf(e)}`, conn.credentials);
+      return failed(504, `${spec.name} did not answer within ${op.timeoutMs} ms`, conn.credentials, true);
+    return failed(502, `${spec.name} ${op.name} failed: ${messageOf(e)}`, conn.credentials, true);
   }
 }
 
 export type McpUpstreams = ReturnType<typeof createMcpUpstreams>;
+
+/** `text` without any of the credentials (as withoutCredential scrubs an answer). */
+function scrub(text: string, credentials: readonly string[]): string {
+  if (credentials.length === 0) return text;
+  return credentials.reduce<Buffer>((b, c) => withoutCredential(b, c), Buffer.from(text)).toString("utf8");
+}
+
+/** The client's output-schema validator: accepts everything (Butler checks no results). */
+const NO_VALIDATION: jsonSchemaValidator = {
+  getValidator<T>(): JsonSchemaValidator<T> {
+    return (input) => ({ valid: true, data: input as T, errorMessage: undefined });
+  },
+};
 
 function messageOf(e: unknown): string {
   const m = e instanceof Error ? e.message : String(e);

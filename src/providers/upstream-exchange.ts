@@ -9,7 +9,15 @@ export interface UpstreamFailure {
 }
 
 /** One exchange with a provider, retries included: an answer, or a failure (no answer, or a 5xx one). */
-export type Exchange = { attempts: number; latencyMs: number } & (
+export type Exchange = {
+  attempts: number;
+  latencyMs: number;
+  /**
+   * With a failure: the request went out and may have been acted on, and no idempotency key makes
+   * sending it again harmless (an MCP tool call that timed out): what the call holds is not given back.
+   */
+  mayHaveRun?: boolean;
+} & (
   | { res: UpstreamAnswer; failure: undefined }
   | { res: UpstreamAnswer | undefined; failure: UpstreamFailure }
 );

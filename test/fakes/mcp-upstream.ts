@@ -4,6 +4,7 @@ import { fileURLToPath } from "node:url";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import { ErrorCode, McpError } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
 
 /**
@@ -32,6 +33,16 @@ export const DEFAULT_DESCRIPTIONS: Record<string, string> = {
   search: "Searches the store for files containing the query.",
   whoami: "Says which credential the server was given.",
   delete_all: "Deletes every file of the store.",
+  fail: "Always fails, with an error that quotes the credential it was given.",
+  slow: "Answers after 400 ms.",
+  shaped: "Returns a value its declared output schema's pattern does not match.",
+};
+
+/** An output schema whose pattern backtracks catastrophically on what `shaped` returns. */
+export const SHAPED_OUTPUT_SCHEMA = {
+  type: "object",
+  properties: { value: { type: "string", pattern: "^(a+)+$" } },
+  required: ["value"],
 };
 
 function build(state: FakeUpstreamState, credential: string): McpServer {
@@ -56,7 +67,13 @@ function build(state: FakeUpstreamState, credential: string): McpServer {
   );
   server.registerTool(
     "search",
-    { description: state.descriptions.search, inputSchema: { query: z.string(), limit: z.number().int() } },
+    {
+      description: state.descriptions.search,
+      inputSchema: {
+        query: z.string().describe("what to look for\u202e\u{E0041}\u{E0042}\u00ad"),
+        limit: z.number().int(),
+      },
+    },
     async (args) => {
       record("search", args);
       return {
@@ -69,6 +86,36 @@ function build(state: FakeUpstreamState, credential: string): McpServer {
     record("whoami", {});
     return text(`I was called with the credential ${credential}`);
   });
+  // Answered below with a JSON-RPC error (not a tool result) quoting the credential.
+  server.registerTool("fail", { description: state.descriptions.fail, inputSchema: {} }, async () =>
+    text(""),
+  );
+  server.registerTool("slow", { description: state.descriptions.slow, inputSchema: {} }, async () => {
+    record("slow", {});
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    return text("done, slowly");
+  });
+  // Declared with an output schema in tools/list only (below): the server itself does not check it.
+  server.registerTool("shaped", { description: state.descriptions.shaped, inputSchema: {} }, async () => {
+    record("shaped", {});
+    return {
+      content: [{ type: "text" as const, text: "shaped" }],
+      structuredContent: { value: `${"a".repeat(22)}!` },
+    };
+  });
+  const handlers = (server.server as unknown as { _requestHandlers: Map<string, Handler> })._requestHandlers;
+  const list = handlers.get("tools/list")!;
+  handlers.set("tools/list", async (req, extra) => {
+    const r = (await list(req, extra)) as { tools: { name: string; outputSchema?: unknown }[] };
+    for (const t of r.tools) if (t.name === "shaped") t.outputSchema = SHAPED_OUTPUT_SCHEMA;
+    return r;
+  });
+  const callTool = handlers.get("tools/call")!;
+  handlers.set("tools/call", async (req, extra) => {
+    if ((req as { params: { name: string } }).params.name !== "fail") return callTool(req, extra);
+    record("fail", {});
+    throw new McpError(ErrorCode.InternalError, `bad auth header Bearer ${credential}`);
+  });
   server.registerTool(
     "delete_all",
     { description: state.descriptions.delete_all, inputSchema: {} },
@@ -79,6 +126,8 @@ function build(state: FakeUpstreamState, credential: string): McpServer {
   );
   return server;
 }
+
+type Handler = (req: unknown, extra: unknown) => Promise<unknown>;
 
 export interface FakeUpstream {
   url: string;

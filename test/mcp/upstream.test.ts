@@ -5,7 +5,12 @@ import { fileURLToPath } from "node:url";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { FAKE_UPSTREAM_FILE, type FakeUpstream, startFakeMcpUpstream } from "../fakes/mcp-upstream.js";
+import {
+  DEFAULT_DESCRIPTIONS,
+  FAKE_UPSTREAM_FILE,
+  type FakeUpstream,
+  startFakeMcpUpstream,
+} from "../fakes/mcp-upstream.js";
 import { FakeClock } from "../helpers/clock.js";
 import { ENGINE } from "../helpers/db.js";
 import { mcpTransport } from "../helpers/mcp.js";
@@ -30,7 +35,7 @@ grants:
       limit: { max: 50 }
   - id: who
     service: mcp
-    actions: ["files:whoami", "localfiles:whoami", "localfiles:delete_all"]
+    actions: ["files:whoami", "files:fail", "files:shaped", "localfiles:whoami", "localfiles:delete_all"]
 approvers:
   - id: jordan
 settings:
@@ -58,6 +63,14 @@ tools:
     op_group: read
   - name: whoami
     op_group: read
+  - name: fail
+    op_group: read
+  - name: shaped
+    op_group: read
+  - name: slow
+    op_group: write
+    approval: each_call
+    timeout_ms: 100
 `;
 
 const STDIO_YAML = `name: localfiles
@@ -284,6 +297,24 @@ describe(`an upstream MCP server behind Butler (${ENGINE})`, () => {
     expect(upstreamCalls("read_file")).toBe(before + 1);
   });
 
+  test("an upstream flipping between definitions is audited once per definition", async () => {
+    const c = await connect(bot);
+    const before = (await s.events("mcp.tool_changed")).length;
+    for (const text of ["Version B of the tool.", "Version C of the tool.", "Version B of the tool."]) {
+      upstream.state.descriptions.write_file = text;
+      clock.advance(61_000);
+      const r = await call(c, "files_write_file", { path: "notes/a.md", content: "x" });
+      expect(r.structuredContent).toMatchObject({ code: "tool_changed" });
+    }
+    const lines = (await s.events("mcp.tool_changed")).slice(before);
+    expect(lines.map((l) => l.description_after)).toEqual([
+      "Version B of the tool.",
+      "Version C of the tool.",
+    ]);
+    upstream.state.descriptions.write_file = DEFAULT_DESCRIPTIONS.write_file!;
+    clock.advance(61_000);
+  });
+
   test("a tool every call of which a person approves: approved once, it goes through once (stdio server)", async () => {
     const c = await connect(bot);
     const first = await call(c, "localfiles_delete_all", {});
@@ -315,6 +346,54 @@ describe(`an upstream MCP server behind Butler (${ENGINE})`, () => {
     });
     expect(denied.status).toBe(403);
     expect(denied.body).toMatchObject({ decision: "DENY", code: "deny_pattern" });
+  });
+
+  test("an upstream's error that quotes the credential reaches neither the agent nor the audit log", async () => {
+    const c = await connect(bot);
+    const r = await call(c, "files_fail", {});
+    expect(r.isError).toBe(true);
+    expect(textOf(r)).toContain("bad auth header Bearer [redacted]");
+    expect(JSON.stringify(r)).not.toContain(UPSTREAM_TOKEN);
+    const all = JSON.stringify(await s.events());
+    expect(all).not.toContain(UPSTREAM_TOKEN);
+    expect(all).not.toContain(STDIO_TOKEN);
+  });
+
+  test("hidden characters are removed from descriptions and from every string of the input schema", async () => {
+    const c = await connect(bot);
+    const search = (await c.listTools()).tools.find((t) => t.name === "files_search")!;
+    const hidden = /[\u00ad\u202e\u200b\u{E0000}-\u{E007F}]/u;
+    expect(JSON.stringify(search.inputSchema)).toContain("what to look for");
+    expect(hidden.test(JSON.stringify(search.inputSchema))).toBe(false);
+    expect(hidden.test(search.description ?? "")).toBe(false);
+  });
+
+  test("the upstream's output schema is not evaluated by Butler (a catastrophic pattern cannot stall it)", async () => {
+    const c = await connect(bot);
+    const r = await call(c, "files_shaped", {});
+    expect(r.isError, textOf(r)).toBeFalsy();
+    expect(r.structuredContent).toEqual({ value: `${"a".repeat(22)}!` });
+  });
+
+  test("an approved call that timed out after it went out used its approval: the same call is not sent again", async () => {
+    const c = await connect(bot);
+    const first = await call(c, "files_slow", {});
+    const id = (first.structuredContent as { approval_required: { request_id: string } }).approval_required
+      .request_id;
+    const res = await fetch(`${s.url}/v1/access-requests/${id}/approve`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${jordan}`, "content-type": "application/json" },
+      body: "{}",
+    });
+    expect(res.status).toBe(200);
+    const timedOut = await call(c, "files_slow", {});
+    expect(timedOut.isError).toBe(true);
+    expect(textOf(timedOut)).toMatch(/HTTP 504/);
+    expect(upstreamCalls("slow")).toBe(1);
+    // It may have run: the approval is used, so the identical call is refused, not sent twice.
+    const again = await call(c, "files_slow", {});
+    expect(again.structuredContent).toMatchObject({ decision: "DENY", code: "one_shot_used" });
+    expect(upstreamCalls("slow")).toBe(1);
   });
 
   test("an upstream that cannot be reached gives a tool error, audited as failed; Butler goes on", async () => {

@@ -114,6 +114,14 @@ describe("the seed policy (project-billing)", () => {
     expect(d).toMatchObject({ decision: "DENY", code: "deny_pattern" });
   });
 
+  test("deny patterns look into parameter names too, however nested", () => {
+    const d = evaluate(idx, call({ action: "tools:Bash", params: { env: { "rm -rf /": "x" } } }), NOW);
+    expect(d).toMatchObject({ decision: "DENY", code: "deny_pattern" });
+    expect(evaluate(idx, call({ action: "tools:Bash", params: { env: { safe: "x" } } }), NOW).decision).toBe(
+      "ALLOW",
+    );
+  });
+
   test("an agent that is not in the project is denied", () => {
     const d = evaluate(
       idx,

@@ -308,6 +308,8 @@ describe(`bad input (${ENGINE})`, () => {
   });
 
   test("the dashboard's JSONL export streams the same lines as the admin API's export", async () => {
+    // Cards and notifications of earlier tests are still being written: let them finish first.
+    await s.server.services.outbox.drain();
     const token = JSON.parse((await s.cli(["auditors", "token", "sam", "--json"])).stdout).token;
     const cookie = await s.dashboardCookie(token);
     const dash = await fetch(`${s.url}/dashboard/audit/export.jsonl?agent=billing-reconciler-1`, {
