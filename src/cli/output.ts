@@ -15,15 +15,16 @@ export interface CliIo {
   dataDirFrom?: string;
 }
 
-// C0 and C1 control characters, and the Unicode controls that reorder or hide text (bidi
-// embeddings, overrides and isolates, zero-width and format characters).
-const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/g;
-const UNSAFE_BUT_LINES =
-  /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/g;
+// C0 and C1 control characters, and every character that reorders or hides text: bidi
+// embeddings, overrides and isolates, zero-width and format characters, Unicode tags (which can
+// spell out text no one sees), variation selectors and the other default-ignorable code points.
+const UNSAFE = /[\p{Cc}\p{Cf}\p{Default_Ignorable_Code_Point}]/gu;
+const UNSAFE_BUT_LINES = /(?![\n\t])[\p{Cc}\p{Cf}\p{Default_Ignorable_Code_Point}]/gu;
 
 const show = (c: string) => {
-  const n = c.charCodeAt(0);
-  return n <= 0xff ? `\\x${n.toString(16).padStart(2, "0")}` : `\\u${n.toString(16).padStart(4, "0")}`;
+  const n = c.codePointAt(0)!;
+  if (n <= 0xff) return `\\x${n.toString(16).padStart(2, "0")}`;
+  return n <= 0xffff ? `\\u${n.toString(16).padStart(4, "0")}` : `\\u{${n.toString(16)}}`;
 };
 
 /**

@@ -21,6 +21,13 @@ test("agent-written text cannot drive the terminal in replays", () => {
   expect(out).not.toMatch(/[\u0000-\u001f]/);
 });
 
+test("characters no one sees are shown as escapes: bidi, zero-width, soft hyphen, Unicode tags", () => {
+  expect(termSafe("a\u202eb\u200bc\u00add\u{E0041}e\uFE0Ff")).toBe(
+    "a\\u202eb\\u200bc\\xadd\\u{e0041}e\\ufe0ff",
+  );
+  expect(termSafe("plain ascii, é, 日本, emoji 🙂")).toBe("plain ascii, é, 日本, emoji 🙂");
+});
+
 describe("offline policy commands", () => {
   let t: TestEnv;
   beforeAll(async () => {
