@@ -422,6 +422,7 @@ async function startSweeper(services: Services, log: Logger): Promise<Started<un
       .then(() => services.a2a.catchUp())
       .then(() => services.dashboardSessions.purge())
       .then(() => services.purgeMcpSessions())
+      .then(() => services.purgeRateCounts())
       .catch((e) => log.error({ err: e }, "sweep failed"))
       .finally(() => {
         sweeping = undefined;

@@ -19,6 +19,7 @@ import { createChangeBus } from "./db/changes.js";
 import type { Database } from "./db/client.js";
 import { migrate } from "./db/migrate.js";
 import { createGateway } from "./gateway/gateway-service.js";
+import { createRateLimiter } from "./gateway/rate-limits.js";
 import { createOneShots } from "./grants/one-shot.js";
 import type { Logger } from "./logger.js";
 import { deleteEndedMcpSessions, touchMcpSession } from "./mcp/session-repo.js";
@@ -94,7 +95,16 @@ export function createServices(opts: ServiceOptions) {
   const hooks = channelHooks({ db, audit, clock, policies });
   const channels = [...(opts.channels ?? []), ...(opts.adapters ?? []).map((build) => build(hooks))];
   const oneShots = createOneShots({ db, audit, clock });
-  const gateway = createGateway({ policies, audit, clock, metrics, publicUrl: opts.publicUrl, oneShots });
+  const rateLimits = createRateLimiter(db);
+  const gateway = createGateway({
+    policies,
+    audit,
+    clock,
+    metrics,
+    publicUrl: opts.publicUrl,
+    oneShots,
+    rateLimits,
+  });
   const butler = createButler({
     db,
     audit,
@@ -212,6 +222,8 @@ export function createServices(opts: ServiceOptions) {
     mcpUpstreams,
     mcpStreams,
     purgeMcpSessions,
+    /** Deletes rate-limit counters that can no longer count (the sweeper calls it). */
+    purgeRateCounts: () => rateLimits.purge(clock.now()),
     outbox,
     admin,
     channels,

@@ -94,7 +94,12 @@ export function toView(
     proposal: { diff: r.proposalDiff, base_revision: r.proposalBaseRevision, hash: r.proposalHash },
     call:
       r.kind === "one_shot"
-        ? { params: r.callParams ?? {}, operation: r.callOperation, sha256: r.callHash ?? "" }
+        ? {
+            // What data_protection redacts is never shown; the approval stays bound to the exact call.
+            params: r.callParamsShown ?? r.callParams ?? {},
+            operation: r.callOperation,
+            sha256: r.callHash ?? "",
+          }
         : null,
     decision: r.decidedAt
       ? { by: r.decidedBy, via: r.decidedVia, at: r.decidedAt.toISOString(), reason: r.decisionReason }

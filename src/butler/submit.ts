@@ -1,6 +1,7 @@
 import { eq } from "drizzle-orm";
 import { stringify as toYaml } from "yaml";
 import type { AgentIdentity } from "../agents/token-service.js";
+import { canonicalJson } from "../audit/chain.js";
 import type { Tx } from "../db/client.js";
 import { accessRequests } from "../db/schema.js";
 import { AppError } from "../errors.js";
@@ -12,6 +13,7 @@ import { grantProblem, proposeEffective } from "../policy/effective.js";
 import { type CompiledProject, formatDuration, parseDuration } from "../policy/index.js";
 import { classifyRisk } from "../policy/risk.js";
 import { LIFTABLE_DENIALS, ONE_SHOT_DENIALS, type ScopedCall, scopeRequest } from "../policy/scope.js";
+import { kindsIn, redactParams } from "../policy/sensitive.js";
 import type { RiskTier } from "../policy/types.js";
 import { grantRowsInEffect, renderCached, toEntry } from "../policy-store/policy-store.js";
 import type { AccessRequestInput, ButlerDeps, SubmitResult } from "./context.js";
@@ -251,7 +253,10 @@ async function submitOneShot(
   if (!checked.ok) throw new AppError(checked.code, checked.message);
   const provider = event.details.provider as string | undefined;
   const operation = provider ? `${provider} ${String(event.details.operation ?? "")}`.trim() : null;
-  const proposal = oneShotProposal(identity.agent, call, operation, event.reason);
+  // What the project's data_protection redacts is never shown to people (nor kept in the proposal).
+  const shownParams = redactParams(call.params, kindsIn(project.document.dataProtection, "redact"));
+  const redacted = canonicalJson(shownParams) !== canonicalJson(call.params);
+  const proposal = oneShotProposal(identity.agent, { ...call, params: shownParams }, operation, event.reason);
   const dedupeKey = sha256(JSON.stringify([identity.project, identity.agent, "one_shot", hash]));
   const tier = classifyRisk(call.action, settings);
   const outcome = await deps.db.transaction(async (tx): Promise<Filed> => {
@@ -273,6 +278,7 @@ async function submitOneShot(
         dedupeKey,
         callHash: hash,
         callParams: call.params,
+        callParamsShown: redacted ? shownParams : null,
         callOperation: operation,
         // The call in the path is sent with this key after approval, however often the agent retries.
         idempotencyKey: opts.idempotencyKey ?? (provider ? `butler-${event.eventId}` : null),

@@ -168,8 +168,13 @@ export const accessRequests = pgTable(
     kind: text("kind").$type<"grant" | "one_shot">().notNull().default("grant"),
     /** For one_shot: the call it is bound to (sha256 of action, resource, branch and params). */
     callHash: text("call_hash"),
-    /** For one_shot: the call's parameters, shown to approvers. Agent-written; untrusted. */
+    /** For one_shot: the call's parameters, exactly (the approval is bound to them). Agent-written; untrusted. */
     callParams: jsonb("call_params").$type<Record<string, unknown>>(),
+    /**
+     * For one_shot, when the project's data_protection redacts something in them: the parameters as
+     * shown (API, cards, dashboard, A2A), with those values replaced by `[redacted:<kind>]`.
+     */
+    callParamsShown: jsonb("call_params_shown").$type<Record<string, unknown>>(),
     /** For one_shot: provider and operation, when the call goes through the gateway. */
     callOperation: text("call_operation"),
     /** For one_shot in the call path: the idempotency key the approved call is sent with, always. */
@@ -325,6 +330,23 @@ export const mcpToolPins = pgTable(
     changedSeen: jsonb("changed_seen").$type<string[]>().notNull().default([]),
   },
   (t) => [primaryKey({ columns: [t.server, t.tool] })],
+);
+
+/**
+ * Rate-limit counters: calls counted per limit, agent (and action, for per-action limits) and fixed
+ * window; a sliding window is reckoned from the current and the previous window's counts. Rows are
+ * deleted once they can no longer count (`expires_at`, two windows after their start).
+ */
+export const rateCounts = pgTable(
+  "rate_counts",
+  {
+    key: text("key").notNull(),
+    /** The window's start, in ms since the epoch. */
+    windowStart: bigint("window_start", { mode: "number" }).notNull(),
+    count: integer("count").notNull(),
+    expiresAt: timestamp("expires_at", { withTimezone: true, mode: "date" }).notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.key, t.windowStart] }), index("rate_counts_expiry_idx").on(t.expiresAt)],
 );
 
 /** Dashboard sign-ins: a cookie's hash, who it is, and the CSRF token its pages carry. */

@@ -15,6 +15,8 @@ import {
 } from "../policy/index.js";
 import { LIFTABLE_DENIALS, ONE_SHOT_DENIALS } from "../policy/scope.js";
 import type { PolicyStore } from "../policy-store/policy-store.js";
+import { preChecks } from "./pre-checks.js";
+import type { RateLimiter } from "./rate-limits.js";
 
 /** What an agent asks: may I do `action` on `resource` (on `branch`, with `params`)? */
 export interface AuthorizeInput {
@@ -35,7 +37,7 @@ export interface AuthorizeResult {
   /** The revision of the project's policy the decision was made with (null: no policy). */
   revision: number | null;
   /** What a proxy in the call path would answer: 200 or 403. */
-  http_status: 200 | 403;
+  http_status: 200 | 403 | 429;
   /** When the allowing grant expires. */
   expires?: string;
   /** Who approved the allowing grant, when it came from an access request. */
@@ -70,6 +72,8 @@ export interface GatewayDeps {
   publicUrl: () => string;
   /** Single-use grants of one-shot approvals. */
   oneShots: Pick<OneShots, "consume">;
+  /** Counts calls against the projects' rate limits (none: rate limits are not enforced). */
+  rateLimits?: RateLimiter | undefined;
 }
 
 /** Options of one authorization (calls in the path pass these). */
@@ -152,15 +156,13 @@ async function authorize(
     params: input.params,
   };
   const now = deps.clock.now();
-  const lineCtx: LineContext = { identity, input, resource: call.resource, now, details: opts.details };
-  const ruled = await applyApprovalRule(
-    deps,
-    identity,
-    call,
-    await decide(deps, call, now, opts),
-    lineCtx,
-    opts,
-  );
+  // Personal data and secrets, then rate limits: before the policy decides.
+  const pre = await preChecks(deps.policies.index().projects.get(call.project), deps.rateLimits, call, now);
+  const details = pre.details ? { ...opts.details, ...pre.details } : opts.details;
+  const lineCtx: LineContext = { identity, input, resource: call.resource, now, details };
+  const ruled = pre.deny
+    ? { d: pre.deny as Decision, oneShot: undefined }
+    : await applyApprovalRule(deps, identity, call, await decide(deps, call, now, opts), lineCtx, opts);
   const { d, oneShot } = ruled;
   const entry = ruled.committed?.entry ?? decisionLine(d, lineCtx, ruled.approval, oneShot !== undefined);
   if (deferAllow && d.decision === "ALLOW" && !ruled.committed) {
@@ -386,7 +388,7 @@ function decisionLine(
   approval: { rule: string; call_sha256: string } | undefined,
   usedOneShot: boolean,
 ): AuditEventInput & {
-  httpStatus: 200 | 403;
+  httpStatus: 200 | 403 | 429;
   details: { grant_id?: string; expires?: string; approved_by?: string };
 } {
   const allow = d.decision === "ALLOW";
@@ -398,7 +400,7 @@ function decisionLine(
     resource: c.resource,
     decision: d.decision,
     reason: d.reason,
-    httpStatus: allow ? 200 : 403,
+    httpStatus: allow ? 200 : d.code === "rate_limited" ? 429 : 403,
     at: c.now,
     details: {
       branch: c.input.branch,

@@ -294,7 +294,7 @@ function resultOf(answer: ProviderAnswer, note?: string, upstream = false): Call
       ...(isObject(body) ? { structuredContent: body } : {}),
       _meta: meta,
     };
-  if (answer.status === 403 && isObject(body) && body.decision === "DENY") {
+  if ((answer.status === 403 || answer.status === 429) && isObject(body) && body.decision === "DENY") {
     const d = body as { reason?: string; code?: string; event_id?: string; approval_required?: unknown };
     const next =
       note ??

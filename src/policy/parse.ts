@@ -15,6 +15,7 @@ import type {
   PolicyDocument,
   PolicyIssue,
   ProjectSettings,
+  RateLimitDef,
   RiskTier,
 } from "./types.js";
 
@@ -206,6 +207,8 @@ function crossCheck(raw: RawPolicyDocument, report: Report): PolicyDocument {
     providers: checkProviders(raw, report),
     budgets: checkBudgets(raw, known, report),
     requireApproval: checkApprovalRules(raw, known, report),
+    rateLimits: checkRateLimits(raw, known, report),
+    dataProtection: { ...raw.data_protection },
   };
 }
 
@@ -378,6 +381,28 @@ function checkBudgets(raw: RawPolicyDocument, known: KnownAgents, report: Report
       report(["budgets", i, "id"], `budget id '${b.id}' is used twice`);
   });
   return budgets;
+}
+
+function checkRateLimits(raw: RawPolicyDocument, known: KnownAgents, report: Report): RateLimitDef[] {
+  const limits = (raw.rate_limits ?? []).map((r, i) => {
+    const window = parseDuration(r.window);
+    for (const [k, a] of (r.agents ?? []).entries())
+      if (!known.names.has(a)) report(["rate_limits", i, "agents", k], `agent '${a}' is not in agents`);
+    return {
+      id: r.id ?? `r_${i + 1}`,
+      maxCalls: r.max_calls,
+      windowSeconds: window.ok ? window.value : 1,
+      actions: r.actions,
+      agents: r.agents,
+      per: r.per ?? "agent",
+    };
+  });
+  limits.forEach((l, i) => {
+    if (limits.findIndex((o) => o.id === l.id) !== i)
+      report(["rate_limits", i, "id"], `rate limit id '${l.id}' is used twice`);
+    if (l.windowSeconds > 31 * 86_400) report(["rate_limits", i, "window"], "must be at most 31 days");
+  });
+  return limits;
 }
 
 function checkApprovalRules(raw: RawPolicyDocument, known: KnownAgents, report: Report): ApprovalRuleDef[] {

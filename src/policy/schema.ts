@@ -209,6 +209,36 @@ export const approvalRuleShape = {
   when: z.record(paramPath, constraint).optional(),
 };
 
+export const rateLimitShape = {
+  id: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, "must be a limit id: letters, digits and . _ - (at most 64)")
+    .optional(),
+  max_calls: z.number("must be a number").int("must be a whole number").min(1).max(1e9),
+  /** The sliding window, such as PT1M, PT1H or 3600 (seconds). */
+  window: duration,
+  /** Only calls of these actions count (full actions, globs); every call when absent. */
+  actions: z
+    .array(actionGlob)
+    .min(1, "must list at least one action; leave the key out for every call")
+    .optional(),
+  agents: z
+    .array(agentName)
+    .min(1, "must list at least one agent; leave the key out for every agent")
+    .optional(),
+  /** `agent`: an agent's matching calls count together; `action`: each action (tool) separately. */
+  per: z.enum(["agent", "action"], "must be agent or action").optional(),
+};
+
+const protectionMode = z.enum(["flag", "redact", "deny"], "must be flag, redact or deny");
+export const dataProtectionShape = {
+  email: protectionMode.optional(),
+  iban: protectionMode.optional(),
+  card_number: protectionMode.optional(),
+  api_key: protectionMode.optional(),
+  private_key: protectionMode.optional(),
+};
+
 export const documentShape = {
   project: projectName,
   description: z.string().max(2000).optional(),
@@ -222,6 +252,10 @@ export const documentShape = {
   budgets: z.array(z.strictObject(budgetShape)).optional(),
   /** Calls a person approves one at a time, even when a grant allows them. */
   require_approval: z.array(z.strictObject(approvalRuleShape)).optional(),
+  /** How many calls an agent may make in a sliding window. */
+  rate_limits: z.array(z.strictObject(rateLimitShape)).optional(),
+  /** Personal data and secrets in call parameters: flag, redact (in what Butler stores) or deny. */
+  data_protection: z.strictObject(dataProtectionShape).optional(),
 };
 export const PolicyDocumentSchema = z.strictObject(documentShape);
 export type RawPolicyDocument = z.infer<typeof PolicyDocumentSchema>;
@@ -238,6 +272,8 @@ export function knownKeysAt(path: readonly PropertyKey[]): string[] | undefined 
   if (/^grants\/#\/constraints\/[^/]+$/.test(at)) return Object.keys(constraintShape);
   if (/^agents\/#$/.test(at)) return Object.keys(agentShape);
   if (/^budgets\/#$/.test(at)) return Object.keys(budgetShape);
+  if (/^rate_limits\/#$/.test(at)) return Object.keys(rateLimitShape);
+  if (at === "data_protection") return Object.keys(dataProtectionShape);
   if (/^require_approval\/#$/.test(at)) return Object.keys(approvalRuleShape);
   if (/^require_approval\/#\/when\/[^/]+$/.test(at)) return Object.keys(constraintShape);
   if (/^approvers\/#$/.test(at)) return Object.keys(approverShape);

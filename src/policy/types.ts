@@ -1,4 +1,5 @@
 import type { FileIssue } from "../yaml-file.js";
+import type { DataProtection } from "./sensitive.js";
 
 /**
  * The policy model: what a project's YAML document means once it has been parsed and checked.
@@ -116,6 +117,20 @@ export interface PolicyDocument {
   budgets: BudgetDef[];
   /** Calls a person approves one at a time. */
   requireApproval: ApprovalRuleDef[];
+  rateLimits: RateLimitDef[];
+  /** What to do with personal data and secrets found in call parameters (kinds not named: nothing). */
+  dataProtection: DataProtection;
+}
+
+/** At most `maxCalls` calls in any `windowSeconds` (a sliding window), per agent or per agent and action. */
+export interface RateLimitDef {
+  /** As written, or `r_<n>` for the n-th limit (1-based). */
+  id: string;
+  maxCalls: number;
+  windowSeconds: number;
+  actions: string[] | undefined;
+  agents: string[] | undefined;
+  per: "agent" | "action";
 }
 
 /** A spending limit: per agent (or for the whole project), per period or per session. */
@@ -161,7 +176,11 @@ export type DenyCode =
   /** A person must approve this exact call (require_approval, or the operation's `approval: each_call`). */
   | "approval_required"
   /** The one-shot approval of this exact call was already used. */
-  | "one_shot_used";
+  | "one_shot_used"
+  /** The parameters hold personal data or a secret the project's data_protection denies. */
+  | "sensitive_data"
+  /** A rate limit of the project has no room for the call now. */
+  | "rate_limited";
 
 export type Decision =
   | {

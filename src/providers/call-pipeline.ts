@@ -70,6 +70,7 @@ export async function callProvider(
     eventId: d.event_id,
     code: d.code ?? "denied",
     requestAccess: d.request_access,
+    status: d.http_status === 429 ? 429 : 403,
   });
 }
 

@@ -19,6 +19,8 @@ export interface Denial {
   requestAccess?: AuthorizeResult["request_access"] | undefined;
   /** For approval_required: the one-shot request filed for the call (or why none was). */
   approvalRequired?: Record<string, unknown> | undefined;
+  /** The HTTP status (403 unless a rate limit refused the call: 429). */
+  status?: 403 | 429 | undefined;
 }
 
 /**
@@ -35,7 +37,7 @@ export function denialAnswer(now: Date, identity: AgentIdentity, d: Denial): Pro
     resource: d.resource,
     decision: "DENY",
     reason: d.reason,
-    http_status: 403,
+    http_status: d.status ?? 403,
     event_id: d.eventId,
     code: d.code,
     ...(d.requestAccess ? { request_access: d.requestAccess } : {}),
@@ -51,7 +53,7 @@ export function denialAnswer(now: Date, identity: AgentIdentity, d: Denial): Pro
     },
   };
   return {
-    status: 403,
+    status: d.status ?? 403,
     contentType: "application/json",
     body: Buffer.from(JSON.stringify(body)),
     eventId: d.eventId,

@@ -106,6 +106,7 @@ function row(over: Partial<Row> = {}): Row {
     kind: "grant",
     callHash: null,
     callParams: null,
+    callParamsShown: null,
     callOperation: null,
     idempotencyKey: null,
     filedEventId: "evt_1",
