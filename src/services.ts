@@ -200,6 +200,7 @@ export function createServices(opts: ServiceOptions) {
     policies,
     vault,
     mcpPins,
+    clock,
     migrate: () => migrate(database),
     actor: opts.actor,
   });

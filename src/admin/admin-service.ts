@@ -1,3 +1,4 @@
+import { and, desc, eq, gt } from "drizzle-orm";
 import { z } from "zod";
 import type { AgentTokenInfo, TokenService } from "../agents/token-service.js";
 import { readLines } from "../audit/audit-log.js";
@@ -5,8 +6,9 @@ import type { AuditLine } from "../audit/chain.js";
 import { type VerifyResult, verifyAuditChain } from "../audit/verify.js";
 import type { ApproverTokens } from "../butler/approver-tokens.js";
 import type { AccessRequestView, Butler, GrantView } from "../butler/butler-service.js";
+import type { Clock } from "../clock.js";
 import type { Db } from "../db/client.js";
-import { REQUEST_STATUSES } from "../db/schema.js";
+import { auditEvents, REQUEST_STATUSES } from "../db/schema.js";
 import { AppError } from "../errors.js";
 import type { PolicyIndex } from "../policy/index.js";
 import { agentName, projectName } from "../policy/schema.js";
@@ -84,10 +86,23 @@ export interface AdminOps {
     { name: string; key_id: string; created_at: string; updated_at: string; updated_by: string }[]
   >;
   deleteCredential(name: string): Promise<{ name: string }>;
+  /** An agent's pact (from its project's policy) and health: its pact violations of the last 30 days. */
+  agentHealth(agent: string, project: string): Promise<AgentHealth>;
   /** The pinned tool definitions of the MCP servers behind Butler, with any change waiting for a person. */
   listMcpTools(server?: string): Promise<McpToolInfo[]>;
   /** Approves a changed MCP tool definition (named by the hash that was reviewed): it is pinned. */
   approveMcpTool(server: string, tool: string, hash: string): Promise<McpToolInfo>;
+}
+
+/** An agent's pact and health, as the admin API shows them. */
+export interface AgentHealth {
+  agent: string;
+  project: string;
+  pact: Record<string, unknown> | null;
+  /** 100, less 10 for each pact violation of the last 30 days (at least 0). */
+  health: number;
+  violations_30d: number;
+  recent_violations: { event_id: string; ts: string; reason: string | null; mode: unknown }[];
 }
 
 /** A pinned MCP tool as the admin API shows it (descriptions are the upstream's text, never markup). */
@@ -135,6 +150,7 @@ export interface AdminDeps {
   policies: Pick<PolicyStore, "index" | "latest" | "history" | "revision" | "importDirectory">;
   vault: Pick<Vault, "set" | "list" | "delete">;
   mcpPins: Pick<McpPins, "list" | "approve">;
+  clock: Clock;
   migrate: () => Promise<void>;
   /** Who is acting, as recorded in audit events (e.g. `admin-api`, `cli:alice`). */
   actor: string;
@@ -316,6 +332,7 @@ export function createAdmin(deps: AdminDeps): AdminOps {
     setCredential: (name, value) => deps.vault.set(name, value, actor),
     listCredentials: () => deps.vault.list(),
     deleteCredential: (name) => deps.vault.delete(name, actor),
+    agentHealth: (agent, project) => agentHealthOf(deps, agent, project),
     async listMcpTools(server) {
       if (server !== undefined) check(mcpServerName, server, "server");
       return (await deps.mcpPins.list(server)).map(mcpToolInfo);
@@ -327,5 +344,59 @@ export function createAdmin(deps: AdminDeps): AdminOps {
       const pin = await deps.mcpPins.approve(server, tool, hash, actor);
       return mcpToolInfo({ server, tool, ...pin });
     },
+  };
+}
+
+/** An agent's pact (from its project's policy) and its pact violations of the last 30 days. */
+async function agentHealthOf(deps: AdminDeps, agent: string, project: string): Promise<AgentHealth> {
+  check(agentName, agent, "agent");
+  check(projectName, project, "project");
+  const p = deps.policies.index().projects.get(project);
+  if (!p) throw new AppError("NOT_FOUND", `project '${project}' has no policy`);
+  if (!p.agentRoles.has(agent))
+    throw new AppError("NOT_FOUND", `agent '${agent}' is not in project ${project}`);
+  const since = new Date(deps.clock.now().getTime() - 30 * 86_400_000);
+  const rows = await deps.db
+    .select({
+      eventId: auditEvents.eventId,
+      ts: auditEvents.ts,
+      reason: auditEvents.reason,
+      details: auditEvents.details,
+    })
+    .from(auditEvents)
+    .where(
+      and(
+        eq(auditEvents.type, "pact.violated"),
+        eq(auditEvents.project, project),
+        eq(auditEvents.agent, agent),
+        gt(auditEvents.ts, since),
+      ),
+    )
+    .orderBy(desc(auditEvents.seq));
+  const pact = p.document.pacts.get(agent);
+  return {
+    agent,
+    project,
+    pact: pact
+      ? {
+          purpose: pact.purpose,
+          expected_classification: pact.expectedClassification ?? null,
+          intended_tools: pact.intendedTools ?? null,
+          intended_operations: pact.intendedOperations ?? null,
+          expected_cost_per_call: pact.expectedCostPerCall ?? null,
+          expected_monthly_budget: pact.expectedMonthlyBudget ?? null,
+          cost_tolerance: pact.costTolerance,
+          allowed_merchant_categories: pact.allowedMerchantCategories ?? null,
+          on_violation: pact.onViolation,
+        }
+      : null,
+    health: Math.max(0, 100 - 10 * rows.length),
+    violations_30d: rows.length,
+    recent_violations: rows.slice(0, 10).map((r) => ({
+      event_id: r.eventId,
+      ts: r.ts.toISOString(),
+      reason: r.reason,
+      mode: r.details.mode,
+    })),
   };
 }

@@ -404,6 +404,16 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
     request: (name) => ({ params: { name } }),
   }),
   route({
+    op: "agentHealth",
+    summary: "An agent's pact and health (its pact violations of the last 30 days)",
+    method: "GET",
+    path: "/agents/:agent/health",
+    params: z.strictObject({ agent: z.string().max(128) }),
+    query: z.strictObject({ project: z.string().max(64) }),
+    args: ({ params, query }) => [params.agent, query.project],
+    request: (agent, project) => ({ params: { agent }, query: { project } }),
+  }),
+  route({
     op: "listMcpTools",
     summary:
       "List the pinned tool definitions of the MCP servers behind Butler, and changes waiting for approval",

@@ -13,9 +13,10 @@ import {
   formatDuration,
   type PolicyIndex,
 } from "../policy/index.js";
+import type { PactCall } from "../policy/pact.js";
 import { LIFTABLE_DENIALS, ONE_SHOT_DENIALS } from "../policy/scope.js";
 import type { PolicyStore } from "../policy-store/policy-store.js";
-import { preChecks } from "./pre-checks.js";
+import { type PreChecked, preChecks } from "./pre-checks.js";
 import type { RateLimiter } from "./rate-limits.js";
 
 /** What an agent asks: may I do `action` on `resource` (on `branch`, with `params`)? */
@@ -87,6 +88,8 @@ export interface AuthorizeOptions {
   details?: Record<string, unknown>;
   /** Why every call of this operation needs a person (a provider spec's `approval: each_call`). */
   eachCall?: string | undefined;
+  /** What a behavioural pact speaks about besides the action: a provider call's tool, group and amount. */
+  pact?: Omit<PactCall, "action"> | undefined;
   /**
    * The decision line must reach the disk before the answer, whatever AUDIT_DURABILITY says: the
    * caller acts on an ALLOW outside (a provider write goes out), which the log must be ahead of.
@@ -157,7 +160,13 @@ async function authorize(
   };
   const now = deps.clock.now();
   // Personal data and secrets, then rate limits: before the policy decides.
-  const pre = await preChecks(deps.policies.index().projects.get(call.project), deps.rateLimits, call, now);
+  const pre = await preChecks(
+    deps.policies.index().projects.get(call.project),
+    deps.rateLimits,
+    call,
+    now,
+    opts.pact,
+  );
   const details = pre.details ? { ...opts.details, ...pre.details } : opts.details;
   const lineCtx: LineContext = { identity, input, resource: call.resource, now, details };
   const ruled = pre.deny
@@ -165,7 +174,8 @@ async function authorize(
     : await applyApprovalRule(deps, identity, call, await decide(deps, call, now, opts), lineCtx, opts);
   const { d, oneShot } = ruled;
   const entry = ruled.committed?.entry ?? decisionLine(d, lineCtx, ruled.approval, oneShot !== undefined);
-  if (deferAllow && d.decision === "ALLOW" && !ruled.committed) {
+  // A call departing from its pact is written at once, with its `pact.violated` line after it.
+  if (deferAllow && d.decision === "ALLOW" && !ruled.committed && !pre.violations) {
     // The caller acts before the line is written: only when it could be written now. (The
     // commit can still fail, say the database going away meanwhile; then the caller hears so.)
     audit.assertAccepting();
@@ -192,10 +202,34 @@ async function authorize(
     metrics.auditFailures.inc();
     throw e;
   }
+  if (pre.violations) await audit.append(violationLine(identity, input, call.resource, pre.violations, line));
   metrics.decisions.inc({ decision: d.decision });
   const result = resultOf(deps, identity, input, d, entry, line, oneShot);
   metrics.decisionSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
   return result;
+}
+
+/** The `pact.violated` line of a call that departs from its agent's pact: what, and by how much. */
+function violationLine(
+  identity: AgentIdentity,
+  input: AuthorizeInput,
+  resource: string,
+  v: NonNullable<PreChecked["violations"]>,
+  decision: AuditLine,
+): AuditEventInput {
+  return {
+    type: "pact.violated",
+    agent: identity.agent,
+    project: identity.project,
+    action: input.action,
+    resource,
+    reason: v.text,
+    details: {
+      decision_event_id: decision.event_id,
+      mode: v.mode,
+      violations: v.list.map((x) => ({ ...x })),
+    },
+  };
 }
 
 /** The answer, read from the decision and its committed line. */

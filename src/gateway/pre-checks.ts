@@ -1,4 +1,5 @@
 import type { CompiledProject } from "../policy/compile.js";
+import { describeViolations, type PactCall, type PactViolation, pactViolations } from "../policy/pact.js";
 import { kindsIn, SENSITIVE_KINDS, scanParams } from "../policy/sensitive.js";
 import { formatDuration } from "../policy/time.js";
 import type { Decision } from "../policy/types.js";
@@ -17,6 +18,8 @@ export interface PreChecked {
   retryAfterSeconds?: number;
   /** Recorded on the decision's audit line. */
   details?: Record<string, unknown>;
+  /** How the call departs from its agent's pact (audited as `pact.violated` after the decision). */
+  violations?: { list: PactViolation[]; mode: "flag" | "deny"; text: string };
 }
 
 const KIND_TEXT: Record<string, string> = {
@@ -32,8 +35,40 @@ export async function preChecks(
   rateLimits: RateLimiter | undefined,
   call: { agent: string; project: string; action: string; params: Record<string, unknown> | undefined },
   now: Date,
+  pactCall?: Omit<PactCall, "action">,
 ): Promise<PreChecked> {
   if (!project) return {};
+  const doc = project.document;
+  const pact = doc.pacts.get(call.agent);
+  const list = pact ? pactViolations(pact, { action: call.action, ...pactCall }) : [];
+  const violations =
+    pact && list.length > 0
+      ? { list, mode: pact.onViolation, text: describeViolations(call.agent, list) }
+      : undefined;
+  const checked = await steps(project, rateLimits, call, now);
+  if (!violations) return checked;
+  if (violations.mode === "deny" && !checked.deny)
+    return {
+      ...checked,
+      violations,
+      deny: {
+        decision: "DENY",
+        code: "pact_violation",
+        reason: `${violations.text}; its pact says to deny such calls`,
+        grantId: undefined,
+        revision: project.revision,
+      },
+    };
+  return { ...checked, violations };
+}
+
+/** Data protection, then rate limits. */
+async function steps(
+  project: CompiledProject,
+  rateLimits: RateLimiter | undefined,
+  call: { agent: string; project: string; action: string; params: Record<string, unknown> | undefined },
+  now: Date,
+): Promise<PreChecked> {
   const doc = project.document;
   let details: Record<string, unknown> | undefined;
   const dp = doc.dataProtection;

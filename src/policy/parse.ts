@@ -3,6 +3,7 @@ import type { Result } from "../result.js";
 import { type FileSource, formatPath, offsetOf, parseYamlFile, type Report } from "../yaml-file.js";
 import { normaliseCommand, textDenyService } from "./command.js";
 import { compileGlob } from "./glob.js";
+import type { PactDef } from "./pact.js";
 import { collectPeople, describeIdentity, type EntryAt } from "./people.js";
 import { knownKeysAt, PolicyDocumentSchema, type RawPolicyDocument } from "./schema.js";
 import { parseDuration, parseTimestamp } from "./time.js";
@@ -209,6 +210,7 @@ function crossCheck(raw: RawPolicyDocument, report: Report): PolicyDocument {
     requireApproval: checkApprovalRules(raw, known, report),
     rateLimits: checkRateLimits(raw, known, report),
     dataProtection: { ...raw.data_protection },
+    pacts: checkPacts(raw, known, report),
   };
 }
 
@@ -381,6 +383,38 @@ function checkBudgets(raw: RawPolicyDocument, known: KnownAgents, report: Report
       report(["budgets", i, "id"], `budget id '${b.id}' is used twice`);
   });
   return budgets;
+}
+
+function checkPacts(raw: RawPolicyDocument, known: KnownAgents, report: Report): Map<string, PactDef> {
+  const pacts = new Map<string, PactDef>();
+  (raw.pacts ?? []).forEach((p, i) => {
+    if (!known.names.has(p.agent)) report(["pacts", i, "agent"], `agent '${p.agent}' is not in agents`);
+    if (pacts.has(p.agent))
+      report(["pacts", i, "agent"], `agent '${p.agent}' has a pact already; give each agent one`);
+    p.intended_tools?.forEach((t, j) => {
+      const g = compileGlob(t);
+      if (!g.ok) report(["pacts", i, "intended_tools", j], `is not a valid tool pattern: it ${g.error}`);
+    });
+    pacts.set(p.agent, {
+      agent: p.agent,
+      purpose: p.purpose,
+      expectedClassification: p.expected_classification,
+      intendedTools: p.intended_tools,
+      intendedOperations: p.intended_operations,
+      expectedCostPerCall: p.expected_cost_per_call && {
+        amount: p.expected_cost_per_call.amount,
+        currency: p.expected_cost_per_call.currency.toUpperCase(),
+      },
+      expectedMonthlyBudget: p.expected_monthly_budget && {
+        amount: p.expected_monthly_budget.amount,
+        currency: p.expected_monthly_budget.currency.toUpperCase(),
+      },
+      costTolerance: p.cost_tolerance ?? 3,
+      allowedMerchantCategories: p.allowed_merchant_categories,
+      onViolation: p.on_violation ?? "flag",
+    });
+  });
+  return pacts;
 }
 
 function checkRateLimits(raw: RawPolicyDocument, known: KnownAgents, report: Report): RateLimitDef[] {

@@ -230,6 +230,33 @@ export const rateLimitShape = {
   per: z.enum(["agent", "action"], "must be agent or action").optional(),
 };
 
+const money = z.strictObject({
+  amount: z.number("must be a number").int("must be a whole number of minor units (cents)").min(0).max(1e15),
+  currency: z.string().regex(/^[A-Za-z]{3}$/, "must be a three-letter currency code such as EUR"),
+});
+export const pactShape = {
+  agent: agentName,
+  purpose: z.string().min(1, "must say what the agent is for").max(2000),
+  expected_classification: z
+    .enum(
+      ["public", "internal", "confidential", "restricted"],
+      "must be public, internal, confidential or restricted",
+    )
+    .optional(),
+  /** MCP tool names (stripe_list_charges) or full-action globs (stripe:charges:*). */
+  intended_tools: z.array(z.string().min(1).max(200)).min(1, "must list at least one tool").optional(),
+  /** Operation groups of provider calls (read, write, payments...). */
+  intended_operations: z.array(z.string().min(1).max(64)).min(1, "must list at least one group").optional(),
+  expected_cost_per_call: money.optional(),
+  expected_monthly_budget: money.optional(),
+  /** How many times the expected cost per call a call may move before it departs from the pact (default 3). */
+  cost_tolerance: z.number().min(1).max(1000).optional(),
+  allowed_merchant_categories: z
+    .array(z.string().regex(/^\d{4}$/, "must be a four-digit merchant category code"))
+    .optional(),
+  on_violation: z.enum(["flag", "deny"], "must be flag or deny").optional(),
+};
+
 const protectionMode = z.enum(["flag", "redact", "deny"], "must be flag, redact or deny");
 export const dataProtectionShape = {
   email: protectionMode.optional(),
@@ -256,6 +283,8 @@ export const documentShape = {
   rate_limits: z.array(z.strictObject(rateLimitShape)).optional(),
   /** Personal data and secrets in call parameters: flag, redact (in what Butler stores) or deny. */
   data_protection: z.strictObject(dataProtectionShape).optional(),
+  /** What each agent is for (behavioural pacts): calls outside it are flagged or denied. */
+  pacts: z.array(z.strictObject(pactShape)).optional(),
 };
 export const PolicyDocumentSchema = z.strictObject(documentShape);
 export type RawPolicyDocument = z.infer<typeof PolicyDocumentSchema>;
@@ -274,6 +303,7 @@ export function knownKeysAt(path: readonly PropertyKey[]): string[] | undefined 
   if (/^budgets\/#$/.test(at)) return Object.keys(budgetShape);
   if (/^rate_limits\/#$/.test(at)) return Object.keys(rateLimitShape);
   if (at === "data_protection") return Object.keys(dataProtectionShape);
+  if (/^pacts\/#$/.test(at)) return Object.keys(pactShape);
   if (/^require_approval\/#$/.test(at)) return Object.keys(approvalRuleShape);
   if (/^require_approval\/#\/when\/[^/]+$/.test(at)) return Object.keys(constraintShape);
   if (/^approvers\/#$/.test(at)) return Object.keys(approverShape);

@@ -1,4 +1,5 @@
 import type { FileIssue } from "../yaml-file.js";
+import type { PactDef } from "./pact.js";
 import type { DataProtection } from "./sensitive.js";
 
 /**
@@ -120,6 +121,8 @@ export interface PolicyDocument {
   rateLimits: RateLimitDef[];
   /** What to do with personal data and secrets found in call parameters (kinds not named: nothing). */
   dataProtection: DataProtection;
+  /** Behavioural pacts, by agent. */
+  pacts: ReadonlyMap<string, PactDef>;
 }
 
 /** At most `maxCalls` calls in any `windowSeconds` (a sliding window), per agent or per agent and action. */
@@ -180,7 +183,9 @@ export type DenyCode =
   /** The parameters hold personal data or a secret the project's data_protection denies. */
   | "sensitive_data"
   /** A rate limit of the project has no room for the call now. */
-  | "rate_limited";
+  | "rate_limited"
+  /** The call departs from the agent's behavioural pact, which says to deny such calls. */
+  | "pact_violation";
 
 export type Decision =
   | {

@@ -8,7 +8,7 @@ import { amountOf, findOperation, groupDefault, paramProblems, pathParamsOf } fr
 import type { PipelineContext, ProviderAnswer, ProviderCall } from "./call-types.js";
 import { denialAnswer, refuse, refusePath } from "./denials.js";
 import { type CallEnd, type Holds, holdsFor, NOT_SENT_UNEXPECTEDLY } from "./holds.js";
-import type { Operation, ProviderSpec } from "./spec.js";
+import { mcpToolName, type Operation, type ProviderSpec } from "./spec.js";
 import { type Exchange, sendWithRetry, summary, withoutCredential } from "./upstream-exchange.js";
 import {
   agentKey,
@@ -155,10 +155,21 @@ function decide(
     // A write changes something outside: its decision is on disk before it goes out, in every
     // durability mode (a read's decision commits with its outcome, as the mode says).
     durable: !op.read,
+    pact: pactCallOf(spec, op, call.params),
   };
   return op.read
     ? ctx.gateway.authorizeDeferred(identity, input, opts)
     : ctx.gateway.authorize(identity, input, opts);
+}
+
+/** What the agent's pact speaks about: the call's MCP tool name, operation group and the amount it moves. */
+function pactCallOf(spec: ProviderSpec, op: Operation, params: Record<string, unknown>) {
+  const moved = op.amount ? amountOf(op.amount, params) : undefined;
+  return {
+    tool: mcpToolName(spec.name, op.name),
+    group: op.group,
+    amount: moved?.amount !== undefined ? { amount: moved.amount, currency: moved.currency } : undefined,
+  };
 }
 
 /**

@@ -56,6 +56,10 @@ const CALLS: { [K in keyof AdminOps]: { args: Parameters<AdminOps[K]>; result: u
   setCredential: { args: ["STRIPE_API_KEY", "sk_test_1"], result: { name: "STRIPE_API_KEY", created: true } },
   listCredentials: { args: [], result: [{ name: "STRIPE_API_KEY" }] },
   deleteCredential: { args: ["STRIPE_API_KEY"], result: { name: "STRIPE_API_KEY" } },
+  agentHealth: {
+    args: ["billing-reconciler-1", "project-billing"],
+    result: { agent: "billing-reconciler-1", project: "project-billing", health: 90, violations_30d: 1 },
+  },
   listMcpTools: { args: ["files"], result: [{ server: "files", tool: "read_file" }] },
   approveMcpTool: {
     args: ["files", "read_file", "a".repeat(64)],

@@ -142,6 +142,7 @@ const ENDPOINTS: Endpoint[] = [
   { method: "POST", path: "/v1/admin/credentials", fields: ["name", "value"] },
   { method: "GET", path: "/v1/admin/credentials" },
   { method: "POST", path: "/v1/admin/credentials/:name/delete" },
+  { method: "GET", path: "/v1/admin/agents/:agent/health" },
   { method: "GET", path: "/v1/admin/mcp-servers/tools" },
   { method: "POST", path: "/v1/admin/mcp-servers/:server/tools/:tool/approve", fields: ["hash"] },
   {

@@ -27,6 +27,16 @@ export const accessCommands: Command[] = [
     run: async (a, io) => (await impl()).agentsList(a, io),
   },
   {
+    name: "agents show",
+    usage: "<agent> --project P",
+    summary: "an agent's behavioural pact and health (pact violations of the last 30 days)",
+    options: { project: { ...project, help: "the agent's project (required)" } },
+    positionals: [1, 1],
+    example: "butler agents show procurement-agent --project project-billing",
+    admin: true,
+    run: async (a, io) => (await impl()).agentsShow(a, io),
+  },
+  {
     name: "agents revoke",
     usage: "<agent> --project P [--token ID]",
     summary: "revoke an agent's tokens (or one of them)",

@@ -36,6 +36,25 @@ export async function agentsList({ values }: Parsed, io: CliIo): Promise<number>
   return 0;
 }
 
+export async function agentsShow({ values, positionals }: Parsed, io: CliIo): Promise<number> {
+  const h = await withAdmin(io, (ops) => ops.agentHealth(positionals[0]!, required(values, "project")));
+  const pact = h.pact as {
+    purpose: string;
+    intended_tools: string[] | null;
+    intended_operations: string[] | null;
+    on_violation: string;
+  } | null;
+  const lines = [
+    `${h.agent} in ${h.project}: health ${h.health}/100 (${h.violations_30d} pact violation(s) in the last 30 days)`,
+    pact
+      ? `pact: ${termSafe(pact.purpose)}; tools ${pact.intended_tools?.join(", ") ?? "any"}; operation groups ${pact.intended_operations?.join(", ") ?? "any"}; on violation: ${pact.on_violation}`
+      : "pact: none (the project's policy has no pact for this agent)",
+    ...h.recent_violations.map((v) => `  ${v.ts}  ${v.event_id}  ${termSafe(v.reason ?? "")}`),
+  ];
+  print(io, h, lines.join("\n"), !!values.json);
+  return 0;
+}
+
 export async function agentsRevoke({ values, positionals }: Parsed, io: CliIo): Promise<number> {
   const sel = {
     agent: positionals[0]!,
