@@ -19,6 +19,9 @@
  *    a stand-in Stripe, latency at 1 connection and throughput at 50.
  * 5. Approval commit to the agent's A2A update (an open SubscribeToTask stream, and a push
  *    notification); baseline: a GetTask round trip over A2A to the same server.
+ * 8. The steps before the policy decides, in process: a call checked against its agent's pact, and
+ *    the parameters scanned for personal data and secrets; baseline: the same call in a project
+ *    without them (bench/pre-checks.ts).
  * 7. (BENCH_ONLY=scale) Scale-out: 1, 2 and 4 server processes on one database, each pinned to a
  *    core, authorize throughput and p99, and approval to ALLOW on another instance; baseline: the
  *    1-instance figures of the same run (bench/scale.ts).
@@ -57,6 +60,7 @@ import { createPostgresDatabase } from "../test/helpers/pg-database.js";
 import { referenceEvaluate } from "../test/policy/reference-evaluate.js";
 import { PINNING, percentile, pinLoadGenerator, startBenchServer, startStandIn } from "./child.js";
 import { distinctCalls, makeCalls, parseDocs } from "./policy-gen.js";
+import { benchPreChecks } from "./pre-checks.js";
 import { benchScale } from "./scale.js";
 import { runSoak } from "./soak.js";
 
@@ -717,8 +721,9 @@ async function benchA2ANotification(dbUrl: string) {
  * BENCH_ONLY=1,5 runs only those sections (1-5 and `scale` by default, 6 with 2; `soak` runs the
  * soak, see soak.ts).
  */
-const only = new Set((process.env.BENCH_ONLY ?? "1,2,3,4,5,scale").split(",").map((x) => x.trim()));
+const only = new Set((process.env.BENCH_ONLY ?? "1,2,3,4,5,8,scale").split(",").map((x) => x.trim()));
 const decisions = only.has("1") ? benchDecisions() : undefined;
+const pre = only.has("8") ? await benchPreChecks(SECONDS) : undefined;
 const db = await createPostgresDatabase(ADMIN_URL, "butler_bench");
 try {
   let http: Awaited<ReturnType<typeof benchHttp>> | undefined;
@@ -747,6 +752,10 @@ try {
   if (decisions)
     console.log(
       `   in-process decisions/s:      ${fmt(decisions.hot.perSecond)} warm (memo; 200 calls over 1,000 projects; p99 ${fmt(decisions.hot.p99)} ns) = ${fmt(decisions.hot.perSecond / decisions.plainHot.perSecond, 2)}x without memo (${fmt(decisions.plainHot.perSecond)}; target >= 5,000,000); cold ${fmt(decisions.cold.memo)} = ${fmt(decisions.cold.memo / decisions.cold.plain, 2)}x without memo, ${fmt(decisions.cold.memo / decisions.cold.before, 2)}x the engine before the memo (target >= 1.00x)`,
+    );
+  if (pre)
+    console.log(
+      `   steps before the policy:     pact +${fmt(pre.pact - pre.base, 2)} µs/call, pact and data_protection +${fmt(pre.dp - pre.base, 2)} µs/call over ${fmt(pre.base, 2)} µs (target < 20 µs; no database round trip)`,
     );
   if (http)
     console.log(
