@@ -349,6 +349,42 @@ export const rateCounts = pgTable(
   (t) => [primaryKey({ columns: [t.key, t.windowStart] }), index("rate_counts_expiry_idx").on(t.expiresAt)],
 );
 
+/**
+ * How often each agent used each tool (and operation group), per hour: counted in memory on each
+ * instance and added here in batches (never a write per call), for drift detection.
+ */
+export const usageCounts = pgTable(
+  "usage_counts",
+  {
+    project: text("project").notNull(),
+    agent: text("agent").notNull(),
+    /** `tool` (an MCP tool name, or the action) or `group` (an operation group). */
+    dimension: text("dimension").notNull(),
+    value: text("value").notNull(),
+    /** The hour, in ms since the epoch. */
+    bucketStart: bigint("bucket_start", { mode: "number" }).notNull(),
+    count: integer("count").notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.project, t.agent, t.dimension, t.value, t.bucketStart] }),
+    index("usage_counts_bucket_idx").on(t.bucketStart),
+  ],
+);
+
+/** Each agent's drift level as last computed, per dimension: a `drift.detected` line is written when it changes. */
+export const agentDrift = pgTable(
+  "agent_drift",
+  {
+    project: text("project").notNull(),
+    agent: text("agent").notNull(),
+    dimension: text("dimension").notNull(),
+    level: text("level").$type<"none" | "minor" | "major">().notNull(),
+    computedAt: timestamp("computed_at", { withTimezone: true, mode: "date" }).notNull(),
+    numbers: jsonb("numbers").$type<Record<string, unknown>>().notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.project, t.agent, t.dimension] })],
+);
+
 /** Dashboard sign-ins: a cookie's hash, who it is, and the CSRF token its pages carry. */
 export const dashboardSessions = pgTable(
   "dashboard_sessions",

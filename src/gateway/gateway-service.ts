@@ -15,6 +15,7 @@ import {
 } from "../policy/index.js";
 import type { PactCall } from "../policy/pact.js";
 import { LIFTABLE_DENIALS, ONE_SHOT_DENIALS } from "../policy/scope.js";
+import { kindsIn, redactText, type SensitiveKind } from "../policy/sensitive.js";
 import type { PolicyStore } from "../policy-store/policy-store.js";
 import { type PreChecked, preChecks } from "./pre-checks.js";
 import type { RateLimiter } from "./rate-limits.js";
@@ -45,6 +46,8 @@ export interface AuthorizeResult {
   approved_by?: string;
   /** For a DENY that a human could lift: how to ask for exactly this call. */
   request_access?: RequestAccessHint;
+  /** For a DENY by a rate limit: seconds until there is room again. */
+  retry_after_seconds?: number;
   /** For an ALLOW by a one-shot approval: the idempotency key the approved call is sent with. */
   one_shot?: { grant_id: string; idempotency_key: string | null };
 }
@@ -168,7 +171,11 @@ async function authorize(
     opts.pact,
   );
   const details = pre.details ? { ...opts.details, ...pre.details } : opts.details;
-  const lineCtx: LineContext = { identity, input, resource: call.resource, now, details };
+  const project = deps.policies.index().projects.get(call.project);
+  // Reasons may quote parameters (a constraint, an approval rule's `when`): what data_protection
+  // redacts is redacted from the line's reason too.
+  const redact = project ? kindsIn(project.document.dataProtection, "redact") : [];
+  const lineCtx: LineContext = { identity, input, resource: call.resource, now, details, redact };
   const ruled = pre.deny
     ? { d: pre.deny as Decision, oneShot: undefined }
     : await applyApprovalRule(deps, identity, call, await decide(deps, call, now, opts), lineCtx, opts);
@@ -256,6 +263,8 @@ function resultOf(
   if (oneShot) result.one_shot = oneShot;
   if (d.decision === "DENY") {
     result.code = d.code;
+    const retry = (entry.details as { retry_after_seconds?: number }).retry_after_seconds;
+    if (retry !== undefined) result.retry_after_seconds = retry;
     const h = hint(deps, identity, input, d, line.event_id);
     if (h) result.request_access = h;
   }
@@ -410,6 +419,8 @@ interface LineContext {
   resource: string;
   now: Date;
   details: Record<string, unknown> | undefined;
+  /** The kinds data_protection redacts: never written into the line's reason. */
+  redact?: readonly SensitiveKind[];
 }
 
 /**
@@ -433,7 +444,7 @@ function decisionLine(
     action: c.input.action,
     resource: c.resource,
     decision: d.decision,
-    reason: d.reason,
+    reason: c.redact?.length ? redactText(d.reason, c.redact) : d.reason,
     httpStatus: allow ? 200 : d.code === "rate_limited" ? 429 : 403,
     at: c.now,
     details: {

@@ -1,15 +1,16 @@
 import type { CompiledProject } from "../policy/compile.js";
 import { describeViolations, type PactCall, type PactViolation, pactViolations } from "../policy/pact.js";
-import { kindsIn, SENSITIVE_KINDS, scanParams } from "../policy/sensitive.js";
+import { detect, kindsIn, SENSITIVE_KINDS, scanParams } from "../policy/sensitive.js";
 import { formatDuration } from "../policy/time.js";
 import type { Decision } from "../policy/types.js";
 import type { RateLimiter } from "./rate-limits.js";
 
 /**
- * The steps before the policy decides (the seed's "before" steps): personal data and secrets in the
- * parameters (`data_protection`), then the rate limits (`rate_limits`). Either can refuse the call
- * outright, with a DENY no grant or request lifts; a finding that is only flagged or redacted is
- * recorded with the decision (kind and place, never the value).
+ * The steps before the policy decides (the seed's "before" steps), in this order: personal data and
+ * secrets in the parameters and resource (`data_protection`), the agent's behavioural pact
+ * (`pacts`), then the rate limits (`rate_limits`). Each can refuse the call outright, with a DENY no
+ * grant or request lifts; a finding that is only flagged or redacted is recorded with the decision
+ * (kind and place, never the value), a pact violation in its own `pact.violated` line.
  */
 export interface PreChecked {
   /** The refusal, when a step refuses the call. */
@@ -30,26 +31,36 @@ const KIND_TEXT: Record<string, string> = {
   private_key: "a private key",
 };
 
+/** At most this many findings are recorded on a line (with `sensitive_count`, how many there were). */
+const MAX_FINDINGS = 50;
+
 export async function preChecks(
   project: CompiledProject | undefined,
   rateLimits: RateLimiter | undefined,
-  call: { agent: string; project: string; action: string; params: Record<string, unknown> | undefined },
+  call: {
+    agent: string;
+    project: string;
+    action: string;
+    resource?: string | undefined;
+    params: Record<string, unknown> | undefined;
+  },
   now: Date,
   pactCall?: Omit<PactCall, "action">,
 ): Promise<PreChecked> {
   if (!project) return {};
-  const doc = project.document;
-  const pact = doc.pacts.get(call.agent);
+  // 1. Personal data and secrets.
+  const dp = dataProtection(project, call);
+  if (dp.deny) return dp;
+  // 2. The agent's pact: a pact that says deny refuses here, before the call counts against a limit.
+  const pact = project.document.pacts.get(call.agent);
   const list = pact ? pactViolations(pact, { action: call.action, ...pactCall }) : [];
   const violations =
     pact && list.length > 0
       ? { list, mode: pact.onViolation, text: describeViolations(call.agent, list) }
       : undefined;
-  const checked = await steps(project, rateLimits, call, now);
-  if (!violations) return checked;
-  if (violations.mode === "deny" && !checked.deny)
+  if (violations?.mode === "deny")
     return {
-      ...checked,
+      ...dp,
       violations,
       deny: {
         decision: "DENY",
@@ -59,63 +70,81 @@ export async function preChecks(
         revision: project.revision,
       },
     };
-  return { ...checked, violations };
+  // 3. Rate limits.
+  const limited = await rateLimit(project, rateLimits, call, now);
+  const details = dp.details || limited.details ? { ...dp.details, ...limited.details } : undefined;
+  return {
+    ...(limited.deny ? { deny: limited.deny, retryAfterSeconds: limited.retryAfterSeconds } : {}),
+    ...(details ? { details } : {}),
+    ...(violations ? { violations } : {}),
+  };
 }
 
-/** Data protection, then rate limits. */
-async function steps(
+/** What the project's data_protection finds in the call's parameters (and resource), and whether it refuses it. */
+function dataProtection(
+  project: CompiledProject,
+  call: { resource?: string | undefined; params: Record<string, unknown> | undefined },
+): PreChecked {
+  const dp = project.document.dataProtection;
+  const kinds = SENSITIVE_KINDS.filter((k) => dp[k] !== undefined);
+  if (kinds.length === 0) return {};
+  const inParams = call.params === undefined ? [] : scanParams(call.params, kinds);
+  const findings =
+    inParams === undefined
+      ? undefined
+      : [
+          ...(call.resource ? detect(call.resource, kinds).map((kind) => ({ kind, path: "resource" })) : []),
+          ...inParams,
+        ];
+  const denied = kindsIn(dp, "deny");
+  if (findings === undefined) {
+    if (denied.length > 0)
+      return {
+        deny: deny(
+          `the call's parameters are too large or too deeply nested to check for ${denied.map((k) => KIND_TEXT[k]).join(", ")} (data_protection of ${project.name})`,
+          project,
+        ),
+      };
+    return { details: { sensitive: "unchecked" } };
+  }
+  if (findings.length === 0) return {};
+  const recorded = {
+    sensitive: findings.slice(0, MAX_FINDINGS).map((f) => ({ kind: f.kind, path: f.path, mode: dp[f.kind] })),
+    ...(findings.length > MAX_FINDINGS ? { sensitive_count: findings.length } : {}),
+  };
+  const refused = findings.find((f) => dp[f.kind] === "deny");
+  if (refused)
+    return {
+      deny: deny(
+        `${refused.path} holds ${KIND_TEXT[refused.kind]}, which ${project.name} does not allow in calls (data_protection: ${refused.kind}: deny)`,
+        project,
+      ),
+      details: recorded,
+    };
+  return { details: recorded };
+}
+
+async function rateLimit(
   project: CompiledProject,
   rateLimits: RateLimiter | undefined,
-  call: { agent: string; project: string; action: string; params: Record<string, unknown> | undefined },
+  call: { agent: string; project: string; action: string },
   now: Date,
 ): Promise<PreChecked> {
-  const doc = project.document;
-  let details: Record<string, unknown> | undefined;
-  const dp = doc.dataProtection;
-  const kinds = SENSITIVE_KINDS.filter((k) => dp[k] !== undefined);
-  if (kinds.length > 0 && call.params !== undefined) {
-    const findings = scanParams(call.params, kinds);
-    const denied = kindsIn(dp, "deny");
-    if (findings === undefined) {
-      if (denied.length > 0)
-        return {
-          deny: deny(
-            `the call's parameters are too large or too deeply nested to check for ${denied.map((k) => KIND_TEXT[k]).join(", ")} (data_protection of ${project.name})`,
-            project,
-          ),
-        };
-      details = { sensitive: "unchecked" };
-    } else if (findings.length > 0) {
-      const refused = findings.find((f) => dp[f.kind] === "deny");
-      if (refused)
-        return {
-          deny: deny(
-            `${refused.path} holds ${KIND_TEXT[refused.kind]}, which ${project.name} does not allow in call parameters (data_protection: ${refused.kind}: deny)`,
-            project,
-          ),
-          details: { sensitive: findings.map((f) => ({ kind: f.kind, path: f.path, mode: dp[f.kind] })) },
-        };
-      details = { sensitive: findings.map((f) => ({ kind: f.kind, path: f.path, mode: dp[f.kind] })) };
-    }
-  }
-  if (rateLimits && doc.rateLimits.length > 0) {
-    const refused = await rateLimits.take(call, doc.rateLimits, now);
-    if (refused) {
-      const l = refused.limit;
-      return {
-        deny: {
-          decision: "DENY",
-          code: "rate_limited",
-          reason: `rate limit ${l.id} of ${project.name}: at most ${l.maxCalls} call(s) in ${formatDuration(l.windowSeconds)} for ${call.agent}${l.per === "action" ? ` of ${call.action}` : ""}; try again in ${refused.retryAfterSeconds} s`,
-          grantId: undefined,
-          revision: project.revision,
-        },
-        retryAfterSeconds: refused.retryAfterSeconds,
-        details: { ...details, rate_limit: l.id, retry_after_seconds: refused.retryAfterSeconds },
-      };
-    }
-  }
-  return details ? { details } : {};
+  if (!rateLimits || project.document.rateLimits.length === 0) return {};
+  const refused = await rateLimits.take(call, project.document.rateLimits, now);
+  if (!refused) return {};
+  const l = refused.limit;
+  return {
+    deny: {
+      decision: "DENY",
+      code: "rate_limited",
+      reason: `rate limit ${l.id} of ${project.name}: at most ${l.maxCalls} call(s) in ${formatDuration(l.windowSeconds)} for ${call.agent}${l.per === "action" ? ` of ${call.action}` : ""}; try again in ${refused.retryAfterSeconds} s`,
+      grantId: undefined,
+      revision: project.revision,
+    },
+    retryAfterSeconds: refused.retryAfterSeconds,
+    details: { rate_limit: l.id, retry_after_seconds: refused.retryAfterSeconds },
+  };
 }
 
 function deny(reason: string, project: CompiledProject): Decision & { decision: "DENY" } {

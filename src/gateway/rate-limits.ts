@@ -73,7 +73,8 @@ export function createRateLimiter(db: Db): RateLimiter {
     const start = Math.floor(nowMs / w) * w;
     const covered = 1 - (nowMs - start) / w;
     const before = await previousCount(tx, key, start - w);
-    const room = limit.maxCalls - Math.floor(before * covered);
+    // An estimate: the previous window's calls are taken as spread evenly over it (rounded up).
+    const room = limit.maxCalls - Math.ceil(before * covered);
     const refusal = { limit, retryAfterSeconds: Math.max(1, Math.ceil((start + w - nowMs) / 1000)) };
     if (room <= 0) throw new Refused(refusal);
     const [counted] = await tx

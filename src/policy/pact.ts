@@ -77,14 +77,21 @@ export function pactViolations(pact: PactDef, call: PactCall): PactViolation[] {
       expected: pact.intendedOperations.join(", "),
     });
   const cost = pact.expectedCostPerCall;
-  if (cost && call.amount && call.amount.currency === cost.currency && cost.amount > 0) {
-    const ratio = call.amount.amount / cost.amount;
+  if (cost && call.amount && call.amount.amount > 0 && call.amount.currency !== cost.currency)
+    out.push({
+      rule: "expected_cost_per_call",
+      actual: `${call.amount.amount} ${call.amount.currency}`,
+      expected: `amounts in ${cost.currency}`,
+    });
+  else if (cost && call.amount && call.amount.amount > 0) {
+    // A pact expecting no cost at all: any amount departs from it.
+    const ratio = cost.amount === 0 ? Number.POSITIVE_INFINITY : call.amount.amount / cost.amount;
     if (ratio > pact.costTolerance)
       out.push({
         rule: "expected_cost_per_call",
         actual: `${call.amount.amount} ${call.amount.currency}`,
         expected: `${cost.amount} ${cost.currency} (at most ${pact.costTolerance} times that)`,
-        ratio: Math.round(ratio * 100) / 100,
+        ...(Number.isFinite(ratio) ? { ratio: Math.round(ratio * 100) / 100 } : {}),
       });
   }
   return out;
@@ -94,9 +101,11 @@ export function pactViolations(pact: PactDef, call: PactCall): PactViolation[] {
 export function describeViolations(agent: string, vs: readonly PactViolation[]): string {
   return vs
     .map((v) =>
-      v.rule === "expected_cost_per_call"
+      v.rule === "expected_cost_per_call" && v.ratio !== undefined
         ? `${agent} moved ${v.actual}, ${v.ratio} times its pact's expected cost per call (${v.expected})`
-        : `${agent} used ${v.actual}, outside its pact's ${v.rule} (${v.expected})`,
+        : v.rule === "expected_cost_per_call"
+          ? `${agent} moved ${v.actual}, outside its pact's expected cost per call (${v.expected})`
+          : `${agent} used ${v.actual}, outside its pact's ${v.rule} (${v.expected})`,
     )
     .join("; ");
 }

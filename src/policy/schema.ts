@@ -281,7 +281,7 @@ export const documentShape = {
   require_approval: z.array(z.strictObject(approvalRuleShape)).optional(),
   /** How many calls an agent may make in a sliding window. */
   rate_limits: z.array(z.strictObject(rateLimitShape)).optional(),
-  /** Personal data and secrets in call parameters: flag, redact (in what Butler stores) or deny. */
+  /** Personal data and secrets in call parameters: flag, redact (in what Butler shows people) or deny. */
   data_protection: z.strictObject(dataProtectionShape).optional(),
   /** What each agent is for (behavioural pacts): calls outside it are flagged or denied. */
   pacts: z.array(z.strictObject(pactShape)).optional(),

@@ -11,6 +11,8 @@ grants:
     actions: [charge]
 require_approval:
   - actions: ["payments:charge"]
+    when:
+      iban: { pattern: "DE*" }
 data_protection:
   email: flag
   iban: redact
@@ -75,12 +77,16 @@ describe(`data protection and rate limits (${ENGINE})`, () => {
     });
     expect(r.body).toMatchObject({ decision: "DENY", code: "sensitive_data", http_status: 403 });
     expect(r.body.reason).toBe(
-      "params.note holds a card number, which project-dp does not allow in call parameters (data_protection: card_number: deny)",
+      "params.note holds a card number, which project-dp does not allow in calls (data_protection: card_number: deny)",
     );
     expect(r.body.request_access).toBeUndefined();
     const l = await line(r.body.event_id);
     expect(l).toMatchObject({ type: "gateway.denied", deny_code: "sensitive_data" });
     expect(JSON.stringify(l)).not.toContain("4242");
+    // In the resource too.
+    const inResource = await s.authorize(bot1, { action: "crm:contacts:update", resource: `card/${CARD}` });
+    expect(inResource.body).toMatchObject({ decision: "DENY", code: "sensitive_data" });
+    expect(inResource.body.reason).toContain("resource holds a card number");
     // A Luhn-invalid number of the same shape is not a card number.
     const other = await s.authorize(bot1, {
       action: "crm:contacts:update",
@@ -111,6 +117,8 @@ describe(`data protection and rate limits (${ENGINE})`, () => {
     expect(view.body.call.params).toEqual({ iban: "[redacted:iban]", amount: 500 });
     expect(JSON.stringify(view.body)).not.toContain(IBAN);
     expect(view.body.proposal.diff).toContain("[redacted:iban]");
+    // The approval rule's reason quotes the parameter it matched: redacted in the audit log too.
+    expect(JSON.stringify(await s.events())).not.toContain(IBAN);
     const approved = await s.http("POST", `/v1/access-requests/${id}/approve`, jordan, {});
     expect(approved.status).toBe(200);
     const allowed = await s.authorize(bot1, call);
@@ -124,6 +132,7 @@ describe(`data protection and rate limits (${ENGINE})`, () => {
     }
     const over = await s.authorize(bot2, { action: "crm:contacts:read", resource: "contact/4" });
     expect(over.body).toMatchObject({ decision: "DENY", code: "rate_limited", http_status: 429 });
+    expect(over.body.retry_after_seconds).toBeGreaterThan(0);
     expect(over.body.reason).toMatch(
       /^rate limit per-agent of project-dp: at most 3 call\(s\) in PT1H for bot-2; try again in \d+ s$/,
     );

@@ -15,9 +15,18 @@ const CASES: Record<SensitiveKind, { found: string[]; notFound: string[] }> = {
     notFound: ["@acme.com", "alice@", "user@localhost", "not an address: a@b", "price 5 @ 10 EUR"],
   },
   iban: {
-    found: ["DE89370400440532013000", "pay GB82 WEST 1234 5698 7654 32 now", "FR1420041010050500013M02606"],
-    // Wrong check digits; too short; lower case; a product code of the same shape.
-    notFound: ["DE89370400440532013001", "DE8937040044", "de89370400440532013000", "AB12CDEFGHIJKLMNOP"],
+    found: [
+      "DE89370400440532013000",
+      "pay GB82 WEST 1234 5698 7654 32 now",
+      "FR1420041010050500013M02606",
+      // Followed by more words, as IBANs are written; lower case; dashes.
+      "DE89370400440532013000 EUR",
+      "IBAN DE89 3704 0044 0532 0130 00 BIC COBADEFFXXX",
+      "de89370400440532013000",
+      "DE89-3704-0044-0532-0130-00",
+    ],
+    // Wrong check digits; too short; a product code of the same shape.
+    notFound: ["DE89370400440532013001", "DE8937040044", "AB12CDEFGHIJKLMNOP"],
   },
   card_number: {
     found: [
@@ -25,6 +34,10 @@ const CASES: Record<SensitiveKind, { found: string[]; notFound: string[] }> = {
       "card 4111 1111 1111 1111 exp 12/29",
       "5555-5555-5555-4444",
       "378282246310005",
+      // Followed by the security code or the expiry, or after an order number.
+      "4111 1111 1111 1111 123",
+      "4111 1111 1111 1111 12 28",
+      "order 12 4111111111111111",
     ],
     // Luhn-invalid numbers of card length; too short; an order number; a phone number.
     notFound: [
@@ -113,9 +126,39 @@ describe("scanning and redacting parameters", () => {
     expect(redactParams(params, ["email", "card_number"])).toEqual({
       to: "[redacted:email]",
       payment: { card: "[redacted:card_number]", items: ["ok", "iban DE89370400440532013000"] },
-      "[redacted:email]": true,
+      "[redacted:email]#1": true,
       note: "nothing here",
     });
     expect(redactParams(params, [])).toBe(params);
+  });
+
+  test("two names redacted alike stay two; a number is scanned and redacted as its digits", () => {
+    const hidden = redactParams(
+      {
+        to: { "mallory@evil.example": { amount: 999999 }, "[redacted:email]": { amount: 1 } },
+        card: 4111111111111111,
+      },
+      ["email", "card_number"],
+    );
+    expect(hidden).toEqual({
+      to: { "[redacted:email]#1": { amount: 999999 }, "[redacted:email]#2": { amount: 1 } },
+      card: "[redacted:card_number]",
+    });
+    expect(scanParams({ card: 4111111111111111 }, ["card_number"])).toEqual([
+      { kind: "card_number", path: "params.card" },
+    ]);
+  });
+
+  test("a place never quotes a parameter name that could hold a value; the value is never in it", () => {
+    expect(scanParams({ "alice@example.com": "DE89370400440532013000" }, ["iban"])).toEqual([
+      { kind: "iban", path: "params.<key>" },
+    ]);
+    expect(scanParams({ "some key with spaces": { iban: "DE89370400440532013000" } }, ["iban"])).toEqual([
+      { kind: "iban", path: "params.<key>.iban" },
+    ]);
+  });
+
+  test("hostile text is scanned in linear time: a JWT-shaped run of 210,000 characters", () => {
+    expect(detect("ey-".repeat(70_000), ["api_key"])).toEqual([]);
   });
 });

@@ -1,0 +1,163 @@
+import { and, eq, gte, lt, sql } from "drizzle-orm";
+import type { AuditLog } from "../audit/audit-log.js";
+import type { Clock } from "../clock.js";
+import type { Db } from "../db/client.js";
+import { agentDrift, usageCounts } from "../db/schema.js";
+import { type Counts, DEFAULT_DRIFT_THRESHOLDS, type Drift, drift } from "../policy/drift.js";
+
+/**
+ * Tool usage and drift. Every decision counts its agent's tool (and operation group) in memory,
+ * with nothing on the call's path but a map update; `flush` adds the counts to `usage_counts` in
+ * one statement per batch, and `evaluate` compares each active agent's recent window with its
+ * baseline (policy/drift.ts) and writes `drift.detected` when an agent's level changes to minor or
+ * major (once across instances: the level is stored with the line, in one transaction).
+ */
+
+export const DRIFT_RECENT_MS = 24 * 3600_000;
+export const DRIFT_BASELINE_MS = 14 * 24 * 3600_000;
+const HOUR = 3600_000;
+
+export type Dimension = "tool" | "group";
+
+export function createUsage(deps: { db: Db; audit: Pick<AuditLog, "appendInTx">; clock: Clock }) {
+  const { db, audit, clock } = deps;
+  /** key (JSON of project, agent, dimension, value, hour) → calls not flushed yet. */
+  let pending = new Map<string, number>();
+
+  const count = (key: string) => pending.set(key, (pending.get(key) ?? 0) + 1);
+
+  async function countsOf(project: string, agent: string, dimension: Dimension, from: number, to: number) {
+    const rows = await db
+      .select({ value: usageCounts.value, n: sql<number>`sum(${usageCounts.count})::int` })
+      .from(usageCounts)
+      .where(
+        and(
+          eq(usageCounts.project, project),
+          eq(usageCounts.agent, agent),
+          eq(usageCounts.dimension, dimension),
+          gte(usageCounts.bucketStart, from),
+          lt(usageCounts.bucketStart, to),
+        ),
+      )
+      .groupBy(usageCounts.value);
+    return new Map(rows.map((r) => [r.value, Number(r.n)])) as Counts;
+  }
+
+  /** Stores the level and, when it changed to minor or major, writes `drift.detected` (once across instances). */
+  async function record(project: string, agent: string, dimension: Dimension, d: Drift, now: Date) {
+    const numbers = {
+      jaccard: d.jaccard,
+      jensen_shannon: d.jensenShannon,
+      baseline_calls: d.baselineCalls,
+      recent_calls: d.recentCalls,
+      shifts: d.shifts,
+    };
+    await db.transaction(async (tx) => {
+      const [before] = await tx
+        .select({ level: agentDrift.level })
+        .from(agentDrift)
+        .where(
+          and(
+            eq(agentDrift.project, project),
+            eq(agentDrift.agent, agent),
+            eq(agentDrift.dimension, dimension),
+          ),
+        )
+        .for("update");
+      if (before?.level === d.level) return;
+      await tx
+        .insert(agentDrift)
+        .values({ project, agent, dimension, level: d.level, computedAt: now, numbers })
+        .onConflictDoUpdate({
+          target: [agentDrift.project, agentDrift.agent, agentDrift.dimension],
+          set: { level: d.level, computedAt: now, numbers },
+        });
+      if (d.level === "none") return;
+      await audit.appendInTx(tx, [
+        {
+          type: "drift.detected",
+          at: now,
+          agent,
+          project,
+          reason: `${agent}'s use of ${dimension === "tool" ? "tools" : "operation groups"} in the last ${DRIFT_RECENT_MS / HOUR} h departs from the ${DRIFT_BASELINE_MS / (24 * HOUR)} days before: ${d.level} (Jaccard distance ${d.jaccard}, Jensen-Shannon divergence ${d.jensenShannon})`,
+          details: { level: d.level, previous_level: before?.level ?? "none", dimension, ...numbers },
+        },
+      ]);
+    });
+  }
+
+  return {
+    /** Counts one call (in memory; `flush` stores it). */
+    note(project: string, agent: string, tool: string, group: string | undefined, at: Date): void {
+      const hour = Math.floor(at.getTime() / HOUR) * HOUR;
+      count(JSON.stringify([project, agent, "tool", tool, hour]));
+      if (group !== undefined) count(JSON.stringify([project, agent, "group", group, hour]));
+    },
+
+    /** Adds the counts noted since the last flush to the database. */
+    async flush(): Promise<void> {
+      if (pending.size === 0) return;
+      const batch = pending;
+      pending = new Map();
+      const values = [...batch].map(([key, n]) => {
+        const [project, agent, dimension, value, bucketStart] = JSON.parse(key) as [
+          string,
+          string,
+          string,
+          string,
+          number,
+        ];
+        return { project, agent, dimension, value, bucketStart, count: n };
+      });
+      try {
+        for (let i = 0; i < values.length; i += 500)
+          await db
+            .insert(usageCounts)
+            .values(values.slice(i, i + 500))
+            .onConflictDoUpdate({
+              target: [
+                usageCounts.project,
+                usageCounts.agent,
+                usageCounts.dimension,
+                usageCounts.value,
+                usageCounts.bucketStart,
+              ],
+              set: { count: sql`${usageCounts.count} + excluded.count` },
+            });
+      } catch (e) {
+        // Not lost: counted again with the next flush.
+        for (const [k, n] of batch) pending.set(k, (pending.get(k) ?? 0) + n);
+        throw e;
+      }
+    },
+
+    /** Computes the drift of every agent active in the recent window; the drifts found. */
+    async evaluate(): Promise<{ project: string; agent: string; dimension: Dimension; drift: Drift }[]> {
+      const now = clock.now();
+      const recentFrom = now.getTime() - DRIFT_RECENT_MS;
+      const baselineFrom = recentFrom - DRIFT_BASELINE_MS;
+      const active = await db
+        .selectDistinct({ project: usageCounts.project, agent: usageCounts.agent })
+        .from(usageCounts)
+        .where(gte(usageCounts.bucketStart, Math.floor(recentFrom / HOUR) * HOUR));
+      const out: { project: string; agent: string; dimension: Dimension; drift: Drift }[] = [];
+      for (const { project, agent } of active)
+        for (const dimension of ["tool", "group"] as const) {
+          const recent = await countsOf(project, agent, dimension, recentFrom, now.getTime() + HOUR);
+          const baseline = await countsOf(project, agent, dimension, baselineFrom, recentFrom);
+          const d = drift(baseline, recent, DEFAULT_DRIFT_THRESHOLDS);
+          await record(project, agent, dimension, d, now);
+          out.push({ project, agent, dimension, drift: d });
+        }
+      return out;
+    },
+
+    /** Deletes counts older than any window looks at. */
+    async purge(): Promise<void> {
+      const before = clock.now().getTime() - DRIFT_RECENT_MS - DRIFT_BASELINE_MS - 2 * HOUR;
+      await db.delete(usageCounts).where(lt(usageCounts.bucketStart, before));
+    },
+  };
+}
+
+export type Usage = ReturnType<typeof createUsage>;

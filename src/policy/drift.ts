@@ -1,0 +1,101 @@
+/**
+ * Drift (pure): how an agent's use of tools in a recent window departs from its use in the baseline
+ * window before it. Two distances, each in [0, 1]:
+ *
+ * - the Jaccard distance of the two sets of tools used (1 − |A ∩ B| / |A ∪ B|): tools taken up or
+ *   dropped;
+ * - the Jensen–Shannon divergence of the two mixes (base 2): the same tools used in other
+ *   proportions (90% list / 10% create becoming 20% / 80% is 0.40).
+ *
+ * The level is the higher of the two distances' levels: `major` from 0.5 (Jaccard) or 0.3
+ * (Jensen–Shannon), `minor` from 0.2 or 0.1, else `none`. Too few calls in either window
+ * (`minCalls`) says nothing: `none`.
+ */
+
+export type DriftLevel = "none" | "minor" | "major";
+
+export interface DriftThresholds {
+  jaccardMinor: number;
+  jaccardMajor: number;
+  jsMinor: number;
+  jsMajor: number;
+  minCalls: number;
+}
+
+export const DEFAULT_DRIFT_THRESHOLDS: DriftThresholds = {
+  jaccardMinor: 0.2,
+  jaccardMajor: 0.5,
+  jsMinor: 0.1,
+  jsMajor: 0.3,
+  minCalls: 20,
+};
+
+export interface Drift {
+  level: DriftLevel;
+  jaccard: number;
+  jensenShannon: number;
+  baselineCalls: number;
+  recentCalls: number;
+  /** The tools whose share moved the most, with their shares before and now. */
+  shifts: { value: string; baseline: number; recent: number }[];
+}
+
+/** Counts per tool (or group, or merchant category). */
+export type Counts = ReadonlyMap<string, number>;
+
+const total = (c: Counts) => [...c.values()].reduce((a, b) => a + b, 0);
+const round = (x: number) => Math.round(x * 1000) / 1000;
+
+export function jaccardDistance(a: Counts, b: Counts): number {
+  const used = (c: Counts) => new Set([...c].filter(([, n]) => n > 0).map(([k]) => k));
+  const sa = used(a);
+  const sb = used(b);
+  const union = new Set([...sa, ...sb]);
+  if (union.size === 0) return 0;
+  let both = 0;
+  for (const k of sa) if (sb.has(k)) both++;
+  return 1 - both / union.size;
+}
+
+export function jensenShannon(a: Counts, b: Counts): number {
+  const ta = total(a);
+  const tb = total(b);
+  if (ta === 0 || tb === 0) return 0;
+  let js = 0;
+  for (const k of new Set([...a.keys(), ...b.keys()])) {
+    const p = (a.get(k) ?? 0) / ta;
+    const q = (b.get(k) ?? 0) / tb;
+    const m = (p + q) / 2;
+    if (p > 0) js += 0.5 * p * Math.log2(p / m);
+    if (q > 0) js += 0.5 * q * Math.log2(q / m);
+  }
+  return Math.min(1, Math.max(0, js));
+}
+
+export function drift(
+  baseline: Counts,
+  recent: Counts,
+  t: DriftThresholds = DEFAULT_DRIFT_THRESHOLDS,
+): Drift {
+  const baselineCalls = total(baseline);
+  const recentCalls = total(recent);
+  const jaccard = jaccardDistance(baseline, recent);
+  const js = jensenShannon(baseline, recent);
+  const enough = baselineCalls >= t.minCalls && recentCalls >= t.minCalls;
+  const level: DriftLevel = !enough
+    ? "none"
+    : jaccard >= t.jaccardMajor || js >= t.jsMajor
+      ? "major"
+      : jaccard >= t.jaccardMinor || js >= t.jsMinor
+        ? "minor"
+        : "none";
+  const shifts = [...new Set([...baseline.keys(), ...recent.keys()])]
+    .map((value) => ({
+      value,
+      baseline: baselineCalls ? round((baseline.get(value) ?? 0) / baselineCalls) : 0,
+      recent: recentCalls ? round((recent.get(value) ?? 0) / recentCalls) : 0,
+    }))
+    .sort((x, y) => Math.abs(y.recent - y.baseline) - Math.abs(x.recent - x.baseline))
+    .slice(0, 5);
+  return { level, jaccard: round(jaccard), jensenShannon: round(js), baselineCalls, recentCalls, shifts };
+}
