@@ -423,6 +423,7 @@ async function startSweeper(services: Services, log: Logger): Promise<Started<un
       .then(() => services.dashboardSessions.purge())
       .then(() => services.purgeMcpSessions())
       .then(() => services.purgeRateCounts())
+      .then(() => services.usage.sweep())
       .catch((e) => log.error({ err: e }, "sweep failed"))
       .finally(() => {
         sweeping = undefined;
@@ -434,6 +435,10 @@ async function startSweeper(services: Services, log: Logger): Promise<Started<un
     stop: async () => {
       clearInterval(sweeper);
       await sweeping;
+      // Tool use counted since the last sweep is stored before the database closes.
+      await services.usage
+        .flush()
+        .catch((e: unknown) => log.error({ err: e }, "tool usage could not be stored"));
     },
   };
 }

@@ -20,6 +20,7 @@ import type { Database } from "./db/client.js";
 import { migrate } from "./db/migrate.js";
 import { createGateway } from "./gateway/gateway-service.js";
 import { createRateLimiter } from "./gateway/rate-limits.js";
+import { createUsage } from "./gateway/usage.js";
 import { createOneShots } from "./grants/one-shot.js";
 import type { Logger } from "./logger.js";
 import { deleteEndedMcpSessions, touchMcpSession } from "./mcp/session-repo.js";
@@ -96,6 +97,7 @@ export function createServices(opts: ServiceOptions) {
   const channels = [...(opts.channels ?? []), ...(opts.adapters ?? []).map((build) => build(hooks))];
   const oneShots = createOneShots({ db, audit, clock });
   const rateLimits = createRateLimiter(db);
+  const usage = createUsage({ db, audit, clock });
   const gateway = createGateway({
     policies,
     audit,
@@ -104,6 +106,7 @@ export function createServices(opts: ServiceOptions) {
     publicUrl: opts.publicUrl,
     oneShots,
     rateLimits,
+    usage,
   });
   const butler = createButler({
     db,
@@ -223,6 +226,8 @@ export function createServices(opts: ServiceOptions) {
     mcpUpstreams,
     mcpStreams,
     purgeMcpSessions,
+    /** Tool usage and drift: counts stored, drift computed, old counts deleted (the sweeper calls sweep). */
+    usage,
     /** Deletes rate-limit counters that can no longer count (the sweeper calls it). */
     purgeRateCounts: () => rateLimits.purge(clock.now()),
     outbox,

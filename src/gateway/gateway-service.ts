@@ -19,6 +19,7 @@ import { kindsIn, redactText, type SensitiveKind } from "../policy/sensitive.js"
 import type { PolicyStore } from "../policy-store/policy-store.js";
 import { type PreChecked, preChecks } from "./pre-checks.js";
 import type { RateLimiter } from "./rate-limits.js";
+import type { Usage } from "./usage.js";
 
 /** What an agent asks: may I do `action` on `resource` (on `branch`, with `params`)? */
 export interface AuthorizeInput {
@@ -78,6 +79,8 @@ export interface GatewayDeps {
   oneShots: Pick<OneShots, "consume">;
   /** Counts calls against the projects' rate limits (none: rate limits are not enforced). */
   rateLimits?: RateLimiter | undefined;
+  /** Counts each agent's use of tools, for drift detection (in memory; stored in batches). */
+  usage?: Pick<Usage, "note"> | undefined;
 }
 
 /** Options of one authorization (calls in the path pass these). */
@@ -172,6 +175,8 @@ async function authorize(
   );
   const details = pre.details ? { ...opts.details, ...pre.details } : opts.details;
   const project = deps.policies.index().projects.get(call.project);
+  if (project)
+    deps.usage?.note(call.project, call.agent, opts.pact?.tool ?? call.action, opts.pact?.group, now);
   // Reasons may quote parameters (a constraint, an approval rule's `when`): what data_protection
   // redacts is redacted from the line's reason too.
   const redact = project ? kindsIn(project.document.dataProtection, "redact") : [];

@@ -23,6 +23,8 @@ export function createUsage(deps: { db: Db; audit: Pick<AuditLog, "appendInTx">;
   const { db, audit, clock } = deps;
   /** key (JSON of project, agent, dimension, value, hour) → calls not flushed yet. */
   let pending = new Map<string, number>();
+  let lastEvaluated = 0;
+  let lastPurged = 0;
 
   const count = (key: string) => pending.set(key, (pending.get(key) ?? 0) + 1);
 
@@ -150,6 +152,23 @@ export function createUsage(deps: { db: Db; audit: Pick<AuditLog, "appendInTx">;
           out.push({ project, agent, dimension, drift: d });
         }
       return out;
+    },
+
+    /**
+     * The sweeper's part: store the counts, compute the drift at most once a minute, and delete old
+     * counts at most once an hour.
+     */
+    async sweep(): Promise<void> {
+      await this.flush();
+      const now = clock.now().getTime();
+      if (now - lastEvaluated >= 60_000) {
+        lastEvaluated = now;
+        await this.evaluate();
+      }
+      if (now - lastPurged >= HOUR) {
+        lastPurged = now;
+        await this.purge();
+      }
     },
 
     /** Deletes counts older than any window looks at. */
