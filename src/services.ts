@@ -147,12 +147,7 @@ export function createServices(opts: ServiceOptions) {
   });
   const credentials = createCredentials({ fromEnv: config.credentialFromEnv, vault, secrets, changes });
   const providerSet = opts.providers ?? { providers: new Map(), failures: [] };
-  const mcpPins = createMcpPins({ db, audit, clock });
-  // Butler as an MCP client of the servers behind it: connected when first needed.
-  const mcpUpstreams = createMcpUpstreams(
-    { pins: mcpPins, clock, log, credential: credentials.get, version: PACKAGE_VERSION },
-    [...providerSet.providers.values()].filter((p) => p.mcp),
-  );
+  const { mcpPins, mcpUpstreams } = mcpClients({ db, audit, clock, log, credentials }, providerSet);
   const providers = createProviderGateway({
     providers: providerSet,
     mcp: mcpUpstreams,
@@ -237,6 +232,31 @@ export function createServices(opts: ServiceOptions) {
 }
 
 export type Services = ReturnType<typeof createServices>;
+
+/** Butler as an MCP client of the servers behind it (connected when first needed), and their tools' pins. */
+function mcpClients(
+  deps: {
+    db: Database["db"];
+    audit: AuditLog;
+    clock: Clock;
+    log: Logger;
+    credentials: { get(name: string): Promise<string | undefined> };
+  },
+  providers: ProviderSet,
+) {
+  const mcpPins = createMcpPins(deps);
+  const mcpUpstreams = createMcpUpstreams(
+    {
+      pins: mcpPins,
+      clock: deps.clock,
+      log: deps.log,
+      credential: (n) => deps.credentials.get(n),
+      version: PACKAGE_VERSION,
+    },
+    [...providers.providers.values()].filter((p) => p.mcp),
+  );
+  return { mcpPins, mcpUpstreams };
+}
 
 /** The audit log, and its checkpointer when the configuration signs checkpoints and sinks are given. */
 function auditLog(opts: ServiceOptions, secrets: Secrets) {

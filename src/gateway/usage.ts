@@ -21,79 +21,22 @@ export type Dimension = "tool" | "group";
 
 export function createUsage(deps: { db: Db; audit: Pick<AuditLog, "appendInTx">; clock: Clock }) {
   const { db, audit, clock } = deps;
-  /** key (JSON of project, agent, dimension, value, hour) → calls not flushed yet. */
+  /**
+   * `hour NUL project NUL agent NUL dimension NUL value` → calls not flushed yet (names and actions
+   * hold no NUL: requests with one are refused before they are decided).
+   */
   let pending = new Map<string, number>();
   let lastEvaluated = 0;
   let lastPurged = 0;
 
   const count = (key: string) => pending.set(key, (pending.get(key) ?? 0) + 1);
 
-  async function countsOf(project: string, agent: string, dimension: Dimension, from: number, to: number) {
-    const rows = await db
-      .select({ value: usageCounts.value, n: sql<number>`sum(${usageCounts.count})::int` })
-      .from(usageCounts)
-      .where(
-        and(
-          eq(usageCounts.project, project),
-          eq(usageCounts.agent, agent),
-          eq(usageCounts.dimension, dimension),
-          gte(usageCounts.bucketStart, from),
-          lt(usageCounts.bucketStart, to),
-        ),
-      )
-      .groupBy(usageCounts.value);
-    return new Map(rows.map((r) => [r.value, Number(r.n)])) as Counts;
-  }
-
-  /** Stores the level and, when it changed to minor or major, writes `drift.detected` (once across instances). */
-  async function record(project: string, agent: string, dimension: Dimension, d: Drift, now: Date) {
-    const numbers = {
-      jaccard: d.jaccard,
-      jensen_shannon: d.jensenShannon,
-      baseline_calls: d.baselineCalls,
-      recent_calls: d.recentCalls,
-      shifts: d.shifts,
-    };
-    await db.transaction(async (tx) => {
-      const [before] = await tx
-        .select({ level: agentDrift.level })
-        .from(agentDrift)
-        .where(
-          and(
-            eq(agentDrift.project, project),
-            eq(agentDrift.agent, agent),
-            eq(agentDrift.dimension, dimension),
-          ),
-        )
-        .for("update");
-      if (before?.level === d.level) return;
-      await tx
-        .insert(agentDrift)
-        .values({ project, agent, dimension, level: d.level, computedAt: now, numbers })
-        .onConflictDoUpdate({
-          target: [agentDrift.project, agentDrift.agent, agentDrift.dimension],
-          set: { level: d.level, computedAt: now, numbers },
-        });
-      if (d.level === "none") return;
-      await audit.appendInTx(tx, [
-        {
-          type: "drift.detected",
-          at: now,
-          agent,
-          project,
-          reason: `${agent}'s use of ${dimension === "tool" ? "tools" : "operation groups"} in the last ${DRIFT_RECENT_MS / HOUR} h departs from the ${DRIFT_BASELINE_MS / (24 * HOUR)} days before: ${d.level} (Jaccard distance ${d.jaccard}, Jensen-Shannon divergence ${d.jensenShannon})`,
-          details: { level: d.level, previous_level: before?.level ?? "none", dimension, ...numbers },
-        },
-      ]);
-    });
-  }
-
   return {
     /** Counts one call (in memory; `flush` stores it). */
     note(project: string, agent: string, tool: string, group: string | undefined, at: Date): void {
-      const hour = Math.floor(at.getTime() / HOUR) * HOUR;
-      count(JSON.stringify([project, agent, "tool", tool, hour]));
-      if (group !== undefined) count(JSON.stringify([project, agent, "group", group, hour]));
+      const prefix = `${Math.floor(at.getTime() / HOUR) * HOUR}\u0000${project}\u0000${agent}\u0000`;
+      count(`${prefix}tool\u0000${tool}`);
+      if (group !== undefined) count(`${prefix}group\u0000${group}`);
     },
 
     /** Adds the counts noted since the last flush to the database. */
@@ -102,14 +45,13 @@ export function createUsage(deps: { db: Db; audit: Pick<AuditLog, "appendInTx">;
       const batch = pending;
       pending = new Map();
       const values = [...batch].map(([key, n]) => {
-        const [project, agent, dimension, value, bucketStart] = JSON.parse(key) as [
+        const [hour, project, agent, dimension, ...rest] = key.split("\u0000") as [
           string,
           string,
           string,
           string,
-          number,
         ];
-        return { project, agent, dimension, value, bucketStart, count: n };
+        return { project, agent, dimension, value: rest.join("\u0000"), bucketStart: Number(hour), count: n };
       });
       try {
         for (let i = 0; i < values.length; i += 500)
@@ -145,10 +87,10 @@ export function createUsage(deps: { db: Db; audit: Pick<AuditLog, "appendInTx">;
       const out: { project: string; agent: string; dimension: Dimension; drift: Drift }[] = [];
       for (const { project, agent } of active)
         for (const dimension of ["tool", "group"] as const) {
-          const recent = await countsOf(project, agent, dimension, recentFrom, now.getTime() + HOUR);
-          const baseline = await countsOf(project, agent, dimension, baselineFrom, recentFrom);
+          const recent = await countsOf(db, project, agent, dimension, recentFrom, now.getTime() + HOUR);
+          const baseline = await countsOf(db, project, agent, dimension, baselineFrom, recentFrom);
           const d = drift(baseline, recent, DEFAULT_DRIFT_THRESHOLDS);
-          await record(project, agent, dimension, d, now);
+          await record(db, audit, project, agent, dimension, d, now);
           out.push({ project, agent, dimension, drift: d });
         }
       return out;
@@ -177,6 +119,81 @@ export function createUsage(deps: { db: Db; audit: Pick<AuditLog, "appendInTx">;
       await db.delete(usageCounts).where(lt(usageCounts.bucketStart, before));
     },
   };
+}
+
+async function countsOf(
+  db: Db,
+  project: string,
+  agent: string,
+  dimension: Dimension,
+  from: number,
+  to: number,
+) {
+  const rows = await db
+    .select({ value: usageCounts.value, n: sql<number>`sum(${usageCounts.count})::int` })
+    .from(usageCounts)
+    .where(
+      and(
+        eq(usageCounts.project, project),
+        eq(usageCounts.agent, agent),
+        eq(usageCounts.dimension, dimension),
+        gte(usageCounts.bucketStart, from),
+        lt(usageCounts.bucketStart, to),
+      ),
+    )
+    .groupBy(usageCounts.value);
+  return new Map(rows.map((r) => [r.value, Number(r.n)])) as Counts;
+}
+
+/** Stores the level and, when it changed to minor or major, writes `drift.detected` (once across instances). */
+async function record(
+  db: Db,
+  audit: Pick<AuditLog, "appendInTx">,
+  project: string,
+  agent: string,
+  dimension: Dimension,
+  d: Drift,
+  now: Date,
+) {
+  const numbers = {
+    jaccard: d.jaccard,
+    jensen_shannon: d.jensenShannon,
+    baseline_calls: d.baselineCalls,
+    recent_calls: d.recentCalls,
+    shifts: d.shifts,
+  };
+  await db.transaction(async (tx) => {
+    const [before] = await tx
+      .select({ level: agentDrift.level })
+      .from(agentDrift)
+      .where(
+        and(
+          eq(agentDrift.project, project),
+          eq(agentDrift.agent, agent),
+          eq(agentDrift.dimension, dimension),
+        ),
+      )
+      .for("update");
+    if (before?.level === d.level) return;
+    await tx
+      .insert(agentDrift)
+      .values({ project, agent, dimension, level: d.level, computedAt: now, numbers })
+      .onConflictDoUpdate({
+        target: [agentDrift.project, agentDrift.agent, agentDrift.dimension],
+        set: { level: d.level, computedAt: now, numbers },
+      });
+    if (d.level === "none") return;
+    await audit.appendInTx(tx, [
+      {
+        type: "drift.detected",
+        at: now,
+        agent,
+        project,
+        reason: `${agent}'s use of ${dimension === "tool" ? "tools" : "operation groups"} in the last ${DRIFT_RECENT_MS / HOUR} h departs from the ${DRIFT_BASELINE_MS / (24 * HOUR)} days before: ${d.level} (Jaccard distance ${d.jaccard}, Jensen-Shannon divergence ${d.jensenShannon})`,
+        details: { level: d.level, previous_level: before?.level ?? "none", dimension, ...numbers },
+      },
+    ]);
+  });
 }
 
 export type Usage = ReturnType<typeof createUsage>;
