@@ -20,6 +20,7 @@ import type { Database } from "./db/client.js";
 import { migrate } from "./db/migrate.js";
 import { createGateway } from "./gateway/gateway-service.js";
 import { createRateLimiter } from "./gateway/rate-limits.js";
+import { createTrust } from "./gateway/trust.js";
 import { createUsage } from "./gateway/usage.js";
 import { createOneShots } from "./grants/one-shot.js";
 import type { Logger } from "./logger.js";
@@ -98,6 +99,7 @@ export function createServices(opts: ServiceOptions) {
   const oneShots = createOneShots({ db, audit, clock });
   const rateLimits = createRateLimiter(db);
   const usage = createUsage({ db, audit, clock });
+  const trust = createTrust({ db, audit, clock });
   const gateway = createGateway({
     policies,
     audit,
@@ -107,6 +109,7 @@ export function createServices(opts: ServiceOptions) {
     oneShots,
     rateLimits,
     usage,
+    trust,
   });
   const butler = createButler({
     db,

@@ -385,6 +385,18 @@ export const agentDrift = pgTable(
   (t) => [primaryKey({ columns: [t.project, t.agent, t.dimension] })],
 );
 
+/** Agents' trust scores (projects with a `trust:` section): changed only by incidents, each audited. */
+export const agentTrust = pgTable(
+  "agent_trust",
+  {
+    project: text("project").notNull(),
+    agent: text("agent").notNull(),
+    score: integer("score").notNull(),
+    updatedAt: timestamp("updated_at", { withTimezone: true, mode: "date" }).notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.project, t.agent] })],
+);
+
 /** Dashboard sign-ins: a cookie's hash, who it is, and the CSRF token its pages carry. */
 export const dashboardSessions = pgTable(
   "dashboard_sessions",

@@ -16,9 +16,11 @@ import {
 import type { PactCall } from "../policy/pact.js";
 import { LIFTABLE_DENIALS, ONE_SHOT_DENIALS } from "../policy/scope.js";
 import { kindsIn, redactText, type SensitiveKind } from "../policy/sensitive.js";
+import { TRUST_PENALTIES, trustLimit, trustMayLimit } from "../policy/trust.js";
 import type { PolicyStore } from "../policy-store/policy-store.js";
 import { type PreChecked, preChecks } from "./pre-checks.js";
 import type { RateLimiter } from "./rate-limits.js";
+import type { Trust } from "./trust.js";
 import type { Usage } from "./usage.js";
 
 /** What an agent asks: may I do `action` on `resource` (on `branch`, with `params`)? */
@@ -79,6 +81,8 @@ export interface GatewayDeps {
   oneShots: Pick<OneShots, "consume">;
   /** Counts calls against the projects' rate limits (none: rate limits are not enforced). */
   rateLimits?: RateLimiter | undefined;
+  /** Agents' trust scores (projects with `trust:`): read for calls a trust rule could limit. */
+  trust?: Pick<Trust, "score" | "incident"> | undefined;
   /** Counts each agent's use of tools, for drift detection (in memory; stored in batches). */
   usage?: Pick<Usage, "note"> | undefined;
 }
@@ -181,9 +185,16 @@ async function authorize(
   // redacts is redacted from the line's reason too.
   const redact = project ? kindsIn(project.document.dataProtection, "redact") : [];
   const lineCtx: LineContext = { identity, input, resource: call.resource, now, details, redact };
+  let trustLimited = false;
+  const decided = async () => {
+    const d = await decide(deps, call, now, opts);
+    const limited = await limitByTrust(deps, project, call, d);
+    trustLimited = limited !== d;
+    return limited;
+  };
   const ruled = pre.deny
     ? { d: pre.deny as Decision, oneShot: undefined }
-    : await applyApprovalRule(deps, identity, call, await decide(deps, call, now, opts), lineCtx, opts);
+    : await applyApprovalRule(deps, identity, call, await decided(), lineCtx, opts);
   const { d, oneShot } = ruled;
   const entry = ruled.committed?.entry ?? decisionLine(d, lineCtx, ruled.approval, oneShot !== undefined);
   // A call departing from its pact is written at once, with its `pact.violated` line after it.
@@ -215,10 +226,65 @@ async function authorize(
     throw e;
   }
   if (pre.violations) await audit.append(violationLine(identity, input, call.resource, pre.violations, line));
+  await countIncident(deps, project, call, d, pre, line, trustLimited);
   metrics.decisions.inc({ decision: d.decision });
   const result = resultOf(deps, identity, input, d, entry, line, oneShot);
   metrics.decisionSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
   return result;
+}
+
+/**
+ * A trust rule's limit on an allowed call: while the agent's score is below the rule's, its
+ * constraints must hold too (the score is read only when a rule could limit the call).
+ */
+async function limitByTrust(
+  deps: GatewayDeps,
+  project: CompiledProject | undefined,
+  call: Call,
+  d: Decision,
+): Promise<Decision> {
+  const trust = project?.document.trust;
+  if (d.decision !== "ALLOW" || !trust || !deps.trust || !trustMayLimit(project!, call.agent, call.action))
+    return d;
+  const score = await deps.trust.score(call.project, call.agent, trust.initial);
+  const limit = trustLimit(project!, call, score);
+  if (!limit) return d;
+  return {
+    decision: "DENY",
+    code: "constraint_failed",
+    reason: `trust rule ${limit.rule.id} of ${call.project}: ${call.agent}'s trust score ${score} is below ${limit.rule.below}, so ${limit.detail}`,
+    grantId: undefined,
+    revision: d.revision,
+  };
+}
+
+/** An incident lowers the agent's trust score (projects with `trust:`); a trust rule's own refusal is none. */
+async function countIncident(
+  deps: GatewayDeps,
+  project: CompiledProject | undefined,
+  call: Call,
+  d: Decision,
+  pre: PreChecked,
+  line: AuditLine,
+  trustLimited: boolean,
+): Promise<void> {
+  const trust = project?.document.trust;
+  if (!trust || !deps.trust) return;
+  const cause =
+    d.decision === "DENY" && !trustLimited && TRUST_PENALTIES[d.code] !== undefined
+      ? d.code
+      : pre.violations
+        ? "pact_violation_flagged"
+        : undefined;
+  if (!cause) return;
+  await deps.trust.incident(
+    call.project,
+    call.agent,
+    trust.initial,
+    TRUST_PENALTIES[cause]!,
+    cause,
+    line.event_id,
+  );
 }
 
 /** The `pact.violated` line of a call that departs from its agent's pact: what, and by how much. */

@@ -156,7 +156,7 @@ export function compileProject({
   };
 }
 
-function compileConstraint(c: ConstraintDef): CompiledConstraint {
+export function compileConstraint(c: ConstraintDef): CompiledConstraint {
   return {
     param: c.param,
     path: c.param.split("."),

@@ -211,6 +211,23 @@ function crossCheck(raw: RawPolicyDocument, report: Report): PolicyDocument {
     rateLimits: checkRateLimits(raw, known, report),
     dataProtection: { ...raw.data_protection },
     pacts: checkPacts(raw, known, report),
+    trust: raw.trust
+      ? {
+          initial: raw.trust.initial ?? 800,
+          rules: (raw.trust.rules ?? []).map((r, i) => {
+            for (const [k, a] of (r.agents ?? []).entries())
+              if (!known.names.has(a))
+                report(["trust", "rules", i, "agents", k], `agent '${a}' is not in agents`);
+            return {
+              id: r.id ?? `t_${i + 1}`,
+              below: r.below,
+              actions: r.actions,
+              agents: r.agents,
+              constraints: constraintsOf(r.constraints, ["trust", "rules", i, "constraints"], report),
+            };
+          }),
+        }
+      : undefined,
   };
 }
 

@@ -257,6 +257,28 @@ export const pactShape = {
   on_violation: z.enum(["flag", "deny"], "must be flag or deny").optional(),
 };
 
+export const trustRuleShape = {
+  id: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, "must be a rule id: letters, digits and . _ - (at most 64)")
+    .optional(),
+  /** The rule applies while the agent's trust score is below this. */
+  below: z.number("must be a number").int("must be a whole number").min(1).max(1000),
+  /** Full-action globs: the calls the rule limits (every financial tool, say). */
+  actions: z.array(actionGlob).min(1, "must list at least one action"),
+  agents: z
+    .array(agentName)
+    .min(1, "must list at least one agent; leave the key out for every agent")
+    .optional(),
+  /** Checked like a grant's constraints, on top of them. */
+  constraints: z.record(paramPath, constraint),
+};
+export const trustShape = {
+  /** Every agent's score to start with, 0 to 1000 (default 800). */
+  initial: z.number("must be a number").int("must be a whole number").min(0).max(1000).optional(),
+  rules: z.array(z.strictObject(trustRuleShape)).optional(),
+};
+
 const protectionMode = z.enum(["flag", "redact", "deny"], "must be flag, redact or deny");
 export const dataProtectionShape = {
   email: protectionMode.optional(),
@@ -283,6 +305,8 @@ export const documentShape = {
   rate_limits: z.array(z.strictObject(rateLimitShape)).optional(),
   /** Personal data and secrets in call parameters: flag, redact (in what Butler shows people) or deny. */
   data_protection: z.strictObject(dataProtectionShape).optional(),
+  /** Trust scores: incidents lower an agent's score; rules tighten limits while it is low. */
+  trust: z.strictObject(trustShape).optional(),
   /** What each agent is for (behavioural pacts): calls outside it are flagged or denied. */
   pacts: z.array(z.strictObject(pactShape)).optional(),
 };
@@ -304,6 +328,9 @@ export function knownKeysAt(path: readonly PropertyKey[]): string[] | undefined 
   if (/^rate_limits\/#$/.test(at)) return Object.keys(rateLimitShape);
   if (at === "data_protection") return Object.keys(dataProtectionShape);
   if (/^pacts\/#$/.test(at)) return Object.keys(pactShape);
+  if (at === "trust") return Object.keys(trustShape);
+  if (/^trust\/rules\/#$/.test(at)) return Object.keys(trustRuleShape);
+  if (/^trust\/rules\/#\/constraints\/[^/]+$/.test(at)) return Object.keys(constraintShape);
   if (/^require_approval\/#$/.test(at)) return Object.keys(approvalRuleShape);
   if (/^require_approval\/#\/when\/[^/]+$/.test(at)) return Object.keys(constraintShape);
   if (/^approvers\/#$/.test(at)) return Object.keys(approverShape);

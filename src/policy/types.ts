@@ -123,6 +123,18 @@ export interface PolicyDocument {
   dataProtection: DataProtection;
   /** Behavioural pacts, by agent. */
   pacts: ReadonlyMap<string, PactDef>;
+  /** Trust scores (none: the project does not use them, and no incident changes a score). */
+  trust: { initial: number; rules: TrustRuleDef[] } | undefined;
+}
+
+/** While an agent's trust is below `below`, calls of `actions` must also meet `constraints`. */
+export interface TrustRuleDef {
+  /** As written, or `t_<n>` for the n-th rule (1-based). */
+  id: string;
+  below: number;
+  actions: string[];
+  agents: string[] | undefined;
+  constraints: ConstraintDef[];
 }
 
 /** At most `maxCalls` calls in any `windowSeconds` (a sliding window), per agent or per agent and action. */

@@ -8,6 +8,14 @@ CREATE TABLE "agent_drift" (
 	CONSTRAINT "agent_drift_project_agent_dimension_pk" PRIMARY KEY("project","agent","dimension")
 );
 --> statement-breakpoint
+CREATE TABLE "agent_trust" (
+	"project" text NOT NULL,
+	"agent" text NOT NULL,
+	"score" integer NOT NULL,
+	"updated_at" timestamp with time zone NOT NULL,
+	CONSTRAINT "agent_trust_project_agent_pk" PRIMARY KEY("project","agent")
+);
+--> statement-breakpoint
 CREATE TABLE "mcp_tool_pins" (
 	"server" text NOT NULL,
 	"tool" text NOT NULL,

@@ -1,0 +1,79 @@
+import { and, eq } from "drizzle-orm";
+import type { AuditLog } from "../audit/audit-log.js";
+import type { Clock } from "../clock.js";
+import type { Db } from "../db/client.js";
+import { agentTrust } from "../db/schema.js";
+import { TRUST_RECOVERY_PER_HOUR } from "../policy/trust.js";
+
+/**
+ * Agents' trust scores, stored per project and agent. A score is read only for a call a trust rule
+ * could limit; it changes only on an incident, in one transaction with its `trust.changed` line,
+ * so the very next call, on any instance, is decided with the new score. Recovery is reckoned
+ * when the score is read (10 points per full hour since the last change, up to the project's
+ * initial score) and written, with its own line, when the next incident changes the score.
+ */
+export function createTrust(deps: { db: Db; audit: Pick<AuditLog, "appendInTx">; clock: Clock }) {
+  const { db, audit, clock } = deps;
+  const where = (project: string, agent: string) =>
+    and(eq(agentTrust.project, project), eq(agentTrust.agent, agent));
+  const recovered = (stored: number, since: Date, initial: number, now: Date) =>
+    stored >= initial
+      ? stored
+      : Math.min(
+          initial,
+          stored + TRUST_RECOVERY_PER_HOUR * Math.floor((now.getTime() - since.getTime()) / 3600_000),
+        );
+
+  return {
+    async score(project: string, agent: string, initial: number): Promise<number> {
+      const [row] = await db.select().from(agentTrust).where(where(project, agent));
+      return row ? recovered(row.score, row.updatedAt, initial, clock.now()) : initial;
+    },
+
+    /** Lowers the agent's score by `penalty` for `cause` (the incident's audit line `eventId`). */
+    async incident(
+      project: string,
+      agent: string,
+      initial: number,
+      penalty: number,
+      cause: string,
+      eventId: string,
+    ): Promise<number> {
+      const now = clock.now();
+      return db.transaction(async (tx) => {
+        const [row] = await tx.select().from(agentTrust).where(where(project, agent)).for("update");
+        const before = row ? recovered(row.score, row.updatedAt, initial, now) : initial;
+        const after = Math.max(0, before - penalty);
+        await tx
+          .insert(agentTrust)
+          .values({ project, agent, score: after, updatedAt: now })
+          .onConflictDoUpdate({
+            target: [agentTrust.project, agentTrust.agent],
+            set: { score: after, updatedAt: now },
+          });
+        const lines = [];
+        if (row && before !== row.score)
+          lines.push({
+            type: "trust.changed",
+            at: now,
+            agent,
+            project,
+            reason: `recovered with clean use since ${row.updatedAt.toISOString()}`,
+            details: { before: row.score, after: before, cause: "recovery" },
+          });
+        lines.push({
+          type: "trust.changed",
+          at: now,
+          agent,
+          project,
+          reason: `${cause}: -${penalty}`,
+          details: { before, after, cause, incident_event_id: eventId },
+        });
+        await audit.appendInTx(tx, lines);
+        return after;
+      });
+    },
+  };
+}
+
+export type Trust = ReturnType<typeof createTrust>;

@@ -1,0 +1,93 @@
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { FakeClock } from "../helpers/clock.js";
+import { ENGINE } from "../helpers/db.js";
+import { startTestServer, type TestServer } from "../helpers/server.js";
+
+const POLICY = `project: treasury
+agents: [procurement-agent, other-agent]
+grants:
+  - service: revolut
+    actions: ["payments:create"]
+  - service: stripe
+    actions: ["payment_intents:create"]
+  - service: tools
+    actions: [Bash]
+    deny: ["rm -rf"]
+data_protection:
+  card_number: deny
+trust:
+  initial: 620
+  rules:
+    - id: low-trust-small-amounts
+      below: 600
+      actions: ["revolut:payments:*", "stripe:payment_intents:*"]
+      constraints:
+        amount: { max: 5000 }
+`;
+
+/** Trust scores over HTTP: an incident lowers the score, and the next call of every financial tool is limited. */
+describe(`trust-scored limits (${ENGINE})`, () => {
+  let s: TestServer;
+  const clock = new FakeClock(Date.parse("2026-11-02T09:00:00Z"));
+  let agent: string;
+  let other: string;
+
+  beforeAll(async () => {
+    s = await startTestServer({ clock, policies: { "treasury.yaml": POLICY } });
+    agent = await s.agentToken("procurement-agent", "treasury");
+    other = await s.agentToken("other-agent", "treasury");
+  });
+  afterAll(async () => {
+    await s?.cleanup();
+  });
+
+  const pay = (token: string, action: string, amount: number) =>
+    s.authorize(token, { action, resource: "payments", params: { amount, currency: "EUR" } });
+
+  test("a trust drop below a rule's threshold limits the very next call of every financial tool, naming the rule", async () => {
+    expect((await pay(agent, "revolut:payments:create", 8000)).body.decision).toBe("ALLOW");
+    // An incident: a deny pattern (-30), then a card number in the parameters (-50): 620 → 540.
+    const bash = await s.authorize(agent, {
+      action: "tools:Bash",
+      resource: "",
+      params: { command: "rm -rf /" },
+    });
+    expect(bash.body.code).toBe("deny_pattern");
+    const card = await s.authorize(agent, {
+      action: "tools:Bash",
+      resource: "",
+      params: { command: "echo 4242424242424242" },
+    });
+    expect(card.body.code).toBe("sensitive_data");
+    const changes = await s.events("trust.changed");
+    expect(changes.map((l) => [l.cause, l.before, l.after])).toEqual([
+      ["deny_pattern", 620, 590],
+      ["sensitive_data", 590, 540],
+    ]);
+    expect(changes[0]!.incident_event_id).toBe(bash.body.event_id);
+
+    for (const action of ["revolut:payments:create", "stripe:payment_intents:create"]) {
+      const limited = await pay(agent, action, 8000);
+      expect(limited.body).toMatchObject({ decision: "DENY", code: "constraint_failed" });
+      expect(limited.body.reason).toBe(
+        "trust rule low-trust-small-amounts of treasury: procurement-agent's trust score 540 is below 600, so amount 8000 exceeds max 5000",
+      );
+      expect((await pay(agent, action, 3000)).body.decision).toBe("ALLOW");
+    }
+    // A trust rule's own refusals are not incidents; other agents keep their score.
+    expect(await s.events("trust.changed")).toHaveLength(2);
+    expect((await pay(other, "revolut:payments:create", 8000)).body.decision).toBe("ALLOW");
+  });
+
+  test("clean time restores the score, and the limit lifts; the recovery is audited with the next change", async () => {
+    clock.advance(7 * 3600_000);
+    // 540 + 7 × 10 = 610: above the threshold again.
+    expect((await pay(agent, "revolut:payments:create", 8000)).body.decision).toBe("ALLOW");
+    await s.authorize(agent, { action: "tools:Bash", resource: "", params: { command: "rm -rf /tmp" } });
+    const changes = (await s.events("trust.changed")).slice(2);
+    expect(changes.map((l) => [l.cause, l.before, l.after])).toEqual([
+      ["recovery", 540, 610],
+      ["deny_pattern", 610, 580],
+    ]);
+  });
+});
