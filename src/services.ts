@@ -201,6 +201,7 @@ export function createServices(opts: ServiceOptions) {
     policies,
     vault,
     mcpPins,
+    trust,
     clock,
     migrate: () => migrate(database),
     actor: opts.actor,

@@ -8,8 +8,9 @@ import type { ApproverTokens } from "../butler/approver-tokens.js";
 import type { AccessRequestView, Butler, GrantView } from "../butler/butler-service.js";
 import type { Clock } from "../clock.js";
 import type { Db } from "../db/client.js";
-import { auditEvents, REQUEST_STATUSES } from "../db/schema.js";
+import { agentDrift, auditEvents, REQUEST_STATUSES } from "../db/schema.js";
 import { AppError } from "../errors.js";
+import type { Trust } from "../gateway/trust.js";
 import type { PolicyIndex } from "../policy/index.js";
 import { agentName, projectName } from "../policy/schema.js";
 import type { ImportReport, PolicyRevision, PolicyStore } from "../policy-store/policy-store.js";
@@ -103,6 +104,10 @@ export interface AgentHealth {
   health: number;
   violations_30d: number;
   recent_violations: { event_id: string; ts: string; reason: string | null; mode: unknown }[];
+  /** The trust score now (null: the project has no `trust:` section). */
+  trust: number | null;
+  /** The drift level last computed, per dimension (tool, group), with its numbers. */
+  drift: { dimension: string; level: string; computed_at: string; numbers: Record<string, unknown> }[];
 }
 
 /** A pinned MCP tool as the admin API shows it (descriptions are the upstream's text, never markup). */
@@ -150,6 +155,7 @@ export interface AdminDeps {
   policies: Pick<PolicyStore, "index" | "latest" | "history" | "revision" | "importDirectory">;
   vault: Pick<Vault, "set" | "list" | "delete">;
   mcpPins: Pick<McpPins, "list" | "approve">;
+  trust: Pick<Trust, "score">;
   clock: Clock;
   migrate: () => Promise<void>;
   /** Who is acting, as recorded in audit events (e.g. `admin-api`, `cli:alice`). */
@@ -373,6 +379,11 @@ async function agentHealthOf(deps: AdminDeps, agent: string, project: string): P
       ),
     )
     .orderBy(desc(auditEvents.seq));
+  const drifts = await deps.db
+    .select()
+    .from(agentDrift)
+    .where(and(eq(agentDrift.project, project), eq(agentDrift.agent, agent)));
+  const trust = p.document.trust ? await deps.trust.score(project, agent, p.document.trust.initial) : null;
   const pact = p.document.pacts.get(agent);
   return {
     agent,
@@ -392,6 +403,13 @@ async function agentHealthOf(deps: AdminDeps, agent: string, project: string): P
       : null,
     health: Math.max(0, 100 - 10 * rows.length),
     violations_30d: rows.length,
+    trust,
+    drift: drifts.map((d) => ({
+      dimension: d.dimension,
+      level: d.level,
+      computed_at: d.computedAt.toISOString(),
+      numbers: d.numbers,
+    })),
     recent_violations: rows.slice(0, 10).map((r) => ({
       event_id: r.eventId,
       ts: r.ts.toISOString(),

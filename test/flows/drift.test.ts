@@ -84,6 +84,12 @@ describe(`drift detection (${ENGINE})`, () => {
         { value: "revolut:payments:create", baseline: 0.1, recent: 0.8 },
       ]),
     );
+    const shown = JSON.parse(
+      (await s.cli(["agents", "show", "procurement-agent", "--project", "procurement", "--json"])).stdout,
+    );
+    expect(shown.drift).toEqual(
+      expect.arrayContaining([expect.objectContaining({ dimension: "tool", level: "major" })]),
+    );
     // Computed again with nothing new: the level is unchanged, so no second line (on any instance).
     await usage.evaluate();
     expect(await s.events("drift.detected")).toHaveLength(1);

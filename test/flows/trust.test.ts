@@ -74,6 +74,8 @@ describe(`trust-scored limits (${ENGINE})`, () => {
       );
       expect((await pay(agent, action, 3000)).body.decision).toBe("ALLOW");
     }
+    const shown = await s.cli(["agents", "show", "procurement-agent", "--project", "treasury"]);
+    expect(shown.stdout).toContain("trust: 540");
     // A trust rule's own refusals are not incidents; other agents keep their score.
     expect(await s.events("trust.changed")).toHaveLength(2);
     expect((await pay(other, "revolut:payments:create", 8000)).body.decision).toBe("ALLOW");

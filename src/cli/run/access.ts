@@ -49,6 +49,11 @@ export async function agentsShow({ values, positionals }: Parsed, io: CliIo): Pr
     pact
       ? `pact: ${termSafe(pact.purpose)}; tools ${pact.intended_tools?.join(", ") ?? "any"}; operation groups ${pact.intended_operations?.join(", ") ?? "any"}; on violation: ${pact.on_violation}`
       : "pact: none (the project's policy has no pact for this agent)",
+    `trust: ${h.trust ?? "not used in this project"}`,
+    ...h.drift.map(
+      (d) =>
+        `drift (${d.dimension}): ${d.level} at ${d.computed_at} (Jaccard ${String(d.numbers.jaccard)}, Jensen-Shannon ${String(d.numbers.jensen_shannon)})`,
+    ),
     ...h.recent_violations.map((v) => `  ${v.ts}  ${v.event_id}  ${termSafe(v.reason ?? "")}`),
   ];
   print(io, h, lines.join("\n"), !!values.json);
