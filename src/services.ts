@@ -97,9 +97,8 @@ export function createServices(opts: ServiceOptions) {
   const hooks = channelHooks({ db, audit, clock, policies });
   const channels = [...(opts.channels ?? []), ...(opts.adapters ?? []).map((build) => build(hooks))];
   const oneShots = createOneShots({ db, audit, clock });
-  const rateLimits = createRateLimiter(db);
-  const usage = createUsage({ db, audit, clock });
-  const trust = createTrust({ db, audit, clock });
+  // What the gateway keeps per agent besides the policy: rate-limit counters, tool usage, trust scores.
+  const perAgent = agentState({ db, audit, clock });
   const gateway = createGateway({
     policies,
     audit,
@@ -107,9 +106,7 @@ export function createServices(opts: ServiceOptions) {
     metrics,
     publicUrl: opts.publicUrl,
     oneShots,
-    rateLimits,
-    usage,
-    trust,
+    ...perAgent,
   });
   const butler = createButler({
     db,
@@ -201,7 +198,7 @@ export function createServices(opts: ServiceOptions) {
     policies,
     vault,
     mcpPins,
-    trust,
+    trust: perAgent.trust,
     clock,
     migrate: () => migrate(database),
     actor: opts.actor,
@@ -226,9 +223,9 @@ export function createServices(opts: ServiceOptions) {
     mcpStreams,
     purgeMcpSessions,
     /** Tool usage and drift: counts stored, drift computed, old counts deleted (the sweeper calls sweep). */
-    usage,
+    usage: perAgent.usage,
     /** Deletes rate-limit counters that can no longer count (the sweeper calls it). */
-    purgeRateCounts: () => rateLimits.purge(clock.now()),
+    purgeRateCounts: () => perAgent.rateLimits.purge(clock.now()),
     outbox,
     admin,
     channels,
@@ -236,6 +233,10 @@ export function createServices(opts: ServiceOptions) {
 }
 
 export type Services = ReturnType<typeof createServices>;
+
+function agentState(deps: { db: Database["db"]; audit: AuditLog; clock: Clock }) {
+  return { rateLimits: createRateLimiter(deps.db), usage: createUsage(deps), trust: createTrust(deps) };
+}
 
 /** Butler as an MCP client of the servers behind it (connected when first needed), and their tools' pins. */
 function mcpClients(
