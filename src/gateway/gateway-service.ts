@@ -15,7 +15,7 @@ import {
 } from "../policy/index.js";
 import type { PactCall } from "../policy/pact.js";
 import { LIFTABLE_DENIALS, ONE_SHOT_DENIALS } from "../policy/scope.js";
-import { kindsIn, redactText, type SensitiveKind } from "../policy/sensitive.js";
+import { protectionKinds, redactText, type SensitiveKind } from "../policy/sensitive.js";
 import { TRUST_PENALTIES, trustLimit, trustMayLimit } from "../policy/trust.js";
 import type { PolicyStore } from "../policy-store/policy-store.js";
 import { type PreChecked, preChecks } from "./pre-checks.js";
@@ -183,7 +183,7 @@ async function authorize(
     deps.usage?.note(call.project, call.agent, opts.pact?.tool ?? call.action, opts.pact?.group, now);
   // Reasons may quote parameters (a constraint, an approval rule's `when`): what data_protection
   // redacts is redacted from the line's reason too.
-  const redact = project ? kindsIn(project.document.dataProtection, "redact") : [];
+  const redact = project ? protectionKinds(project.document.dataProtection).redact : [];
   const lineCtx: LineContext = { identity, input, resource: call.resource, now, details, redact };
   let trustLimited = false;
   const decided = async () => {

@@ -1,6 +1,6 @@
 import type { CompiledProject } from "../policy/compile.js";
 import { describeViolations, type PactCall, type PactViolation, pactViolations } from "../policy/pact.js";
-import { detect, kindsIn, SENSITIVE_KINDS, scanParams } from "../policy/sensitive.js";
+import { detect, protectionKinds, scanParams } from "../policy/sensitive.js";
 import { formatDuration } from "../policy/time.js";
 import type { Decision } from "../policy/types.js";
 import type { RateLimiter } from "./rate-limits.js";
@@ -86,7 +86,7 @@ function dataProtection(
   call: { resource?: string | undefined; params: Record<string, unknown> | undefined },
 ): PreChecked {
   const dp = project.document.dataProtection;
-  const kinds = SENSITIVE_KINDS.filter((k) => dp[k] !== undefined);
+  const { all: kinds, deny: denied } = protectionKinds(dp);
   if (kinds.length === 0) return {};
   const inParams = call.params === undefined ? [] : scanParams(call.params, kinds);
   const findings =
@@ -96,7 +96,6 @@ function dataProtection(
           ...(call.resource ? detect(call.resource, kinds).map((kind) => ({ kind, path: "resource" })) : []),
           ...inParams,
         ];
-  const denied = kindsIn(dp, "deny");
   if (findings === undefined) {
     if (denied.length > 0)
       return {

@@ -259,6 +259,25 @@ export function redactParams<T>(params: T, kinds: readonly SensitiveKind[]): T {
   return walk(params, 0) as T;
 }
 
+const kindsCache = new WeakMap<
+  DataProtection,
+  { all: SensitiveKind[]; redact: SensitiveKind[]; deny: SensitiveKind[] }
+>();
+
+/** The kinds a project's data protection names, redacts and denies (made once per policy revision). */
+export function protectionKinds(dp: DataProtection) {
+  let k = kindsCache.get(dp);
+  if (!k) {
+    k = {
+      all: SENSITIVE_KINDS.filter((x) => dp[x] !== undefined),
+      redact: kindsIn(dp, "redact"),
+      deny: kindsIn(dp, "deny"),
+    };
+    kindsCache.set(dp, k);
+  }
+  return k;
+}
+
 /** The kinds a project's data protection handles in `mode`. */
 export function kindsIn(dp: DataProtection, mode: ProtectionMode): SensitiveKind[] {
   return SENSITIVE_KINDS.filter((k) => dp[k] === mode);
