@@ -106,6 +106,7 @@ export function createServices(opts: ServiceOptions) {
     metrics,
     publicUrl: opts.publicUrl,
     oneShots,
+    log,
     ...perAgent,
   });
   const butler = createButler({

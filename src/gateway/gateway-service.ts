@@ -4,6 +4,7 @@ import type { AuditEventInput, AuditLog } from "../audit/audit-log.js";
 import { type AuditLine, canonicalJson } from "../audit/chain.js";
 import type { Clock } from "../clock.js";
 import { type BoundCall, callHash, type OneShots } from "../grants/one-shot.js";
+import type { Logger } from "../logger.js";
 import type { Metrics } from "../metrics.js";
 import {
   approvalRequired,
@@ -81,6 +82,7 @@ export interface GatewayDeps {
   oneShots: Pick<OneShots, "consume">;
   /** Counts calls against the projects' rate limits (none: rate limits are not enforced). */
   rateLimits?: RateLimiter | undefined;
+  log?: Logger | undefined;
   /** Agents' trust scores (projects with `trust:`): read for calls a trust rule could limit. */
   trust?: Pick<Trust, "score" | "incident"> | undefined;
   /** Counts each agent's use of tools, for drift detection (in memory; stored in batches). */
@@ -270,21 +272,28 @@ async function countIncident(
 ): Promise<void> {
   const trust = project?.document.trust;
   if (!trust || !deps.trust) return;
-  const cause =
-    d.decision === "DENY" && !trustLimited && TRUST_PENALTIES[d.code] !== undefined
-      ? d.code
-      : pre.violations
-        ? "pact_violation_flagged"
-        : undefined;
-  if (!cause) return;
-  await deps.trust.incident(
-    call.project,
-    call.agent,
-    trust.initial,
-    TRUST_PENALTIES[cause]!,
-    cause,
-    line.event_id,
-  );
+  const causes: string[] = [];
+  if (d.decision === "DENY" && !trustLimited && TRUST_PENALTIES[d.code] !== undefined) causes.push(d.code);
+  // A pact violation the pact only flags counts as well (a denied one is the deny code above).
+  if (pre.violations?.mode === "flag") causes.push("pact_violation_flagged");
+  if (causes.length === 0) return;
+  const penalty = causes.reduce((sum, c) => sum + TRUST_PENALTIES[c]!, 0);
+  try {
+    await deps.trust.incident(
+      call.project,
+      call.agent,
+      trust.initial,
+      penalty,
+      causes.join("+"),
+      line.event_id,
+    );
+  } catch (e) {
+    // The decision is committed and answered as it stands; a lost incident only leaves the score higher.
+    deps.log?.error(
+      { err: e, agent: call.agent, project: call.project },
+      "a trust incident could not be recorded",
+    );
+  }
 }
 
 /** The `pact.violated` line of a call that departs from its agent's pact: what, and by how much. */

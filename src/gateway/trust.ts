@@ -16,13 +16,12 @@ export function createTrust(deps: { db: Db; audit: Pick<AuditLog, "appendInTx">;
   const { db, audit, clock } = deps;
   const where = (project: string, agent: string) =>
     and(eq(agentTrust.project, project), eq(agentTrust.agent, agent));
-  const recovered = (stored: number, since: Date, initial: number, now: Date) =>
-    stored >= initial
-      ? stored
-      : Math.min(
-          initial,
-          stored + TRUST_RECOVERY_PER_HOUR * Math.floor((now.getTime() - since.getTime()) / 3600_000),
-        );
+  /** The stored score with the recovery since it was stored (never less: clocks may disagree). */
+  const recovered = (stored: number, since: Date, initial: number, now: Date) => {
+    if (stored >= initial) return stored;
+    const hours = Math.max(0, Math.floor((now.getTime() - since.getTime()) / 3600_000));
+    return Math.min(initial, stored + TRUST_RECOVERY_PER_HOUR * hours);
+  };
 
   return {
     async score(project: string, agent: string, initial: number): Promise<number> {
@@ -30,7 +29,11 @@ export function createTrust(deps: { db: Db; audit: Pick<AuditLog, "appendInTx">;
       return row ? recovered(row.score, row.updatedAt, initial, clock.now()) : initial;
     },
 
-    /** Lowers the agent's score by `penalty` for `cause` (the incident's audit line `eventId`). */
+    /**
+     * Lowers the agent's score by `penalty` for `cause` (the incident's audit line `eventId`); the
+     * score after. Concurrent incidents, on any instance, each count: the row is made first and
+     * locked, and the time is read once the lock is held.
+     */
     async incident(
       project: string,
       agent: string,
@@ -39,37 +42,39 @@ export function createTrust(deps: { db: Db; audit: Pick<AuditLog, "appendInTx">;
       cause: string,
       eventId: string,
     ): Promise<number> {
-      const now = clock.now();
       return db.transaction(async (tx) => {
-        const [row] = await tx.select().from(agentTrust).where(where(project, agent)).for("update");
-        const before = row ? recovered(row.score, row.updatedAt, initial, now) : initial;
-        const after = Math.max(0, before - penalty);
         await tx
           .insert(agentTrust)
-          .values({ project, agent, score: after, updatedAt: now })
-          .onConflictDoUpdate({
-            target: [agentTrust.project, agentTrust.agent],
-            set: { score: after, updatedAt: now },
-          });
+          .values({ project, agent, score: initial, updatedAt: new Date(0) })
+          .onConflictDoNothing();
+        const [row] = await tx.select().from(agentTrust).where(where(project, agent)).for("update");
+        const now = clock.now();
+        const fresh = row!.updatedAt.getTime() === 0;
+        const before = fresh ? row!.score : recovered(row!.score, row!.updatedAt, initial, now);
+        const after = Math.max(0, before - penalty);
+        // Nothing changes (already 0): nothing to write.
+        if (after === before && !fresh) return after;
+        await tx.update(agentTrust).set({ score: after, updatedAt: now }).where(where(project, agent));
         const lines = [];
-        if (row && before !== row.score)
+        if (!fresh && before > row!.score)
           lines.push({
             type: "trust.changed",
             at: now,
             agent,
             project,
-            reason: `recovered with clean use since ${row.updatedAt.toISOString()}`,
-            details: { before: row.score, after: before, cause: "recovery" },
+            reason: `recovered with clean use since ${row!.updatedAt.toISOString()}`,
+            details: { before: row!.score, after: before, cause: "recovery" },
           });
-        lines.push({
-          type: "trust.changed",
-          at: now,
-          agent,
-          project,
-          reason: `${cause}: -${penalty}`,
-          details: { before, after, cause, incident_event_id: eventId },
-        });
-        await audit.appendInTx(tx, lines);
+        if (after !== before)
+          lines.push({
+            type: "trust.changed",
+            at: now,
+            agent,
+            project,
+            reason: `${cause}: -${before - after}`,
+            details: { before, after, cause, incident_event_id: eventId },
+          });
+        if (lines.length > 0) await audit.appendInTx(tx, lines);
         return after;
       });
     },

@@ -16,6 +16,9 @@ import { type Counts, DEFAULT_DRIFT_THRESHOLDS, type Drift, drift } from "../pol
 export const DRIFT_RECENT_MS = 24 * 3600_000;
 export const DRIFT_BASELINE_MS = 14 * 24 * 3600_000;
 const HOUR = 3600_000;
+/** An agent's distinct tools (or groups) counted per hour; more (actions made up to flood) count as one. */
+const MAX_VALUES_PER_AGENT_HOUR = 200;
+const OTHER = "(other)";
 
 export type Dimension = "tool" | "group";
 
@@ -29,14 +32,29 @@ export function createUsage(deps: { db: Db; audit: Pick<AuditLog, "appendInTx">;
   let lastEvaluated = 0;
   let lastPurged = 0;
 
-  const count = (key: string) => pending.set(key, (pending.get(key) ?? 0) + 1);
+  /** The values seen per agent and hour (kept for the hour): past the cap, calls count as `(other)`. */
+  const seen = new Map<string, Set<string>>();
+  const count = (agentHour: string, dim: string, value: string) => {
+    let values = seen.get(agentHour);
+    if (!values) {
+      values = new Set();
+      seen.set(agentHour, values);
+    }
+    const v = dim + value;
+    if (!values.has(v)) {
+      if (values.size < MAX_VALUES_PER_AGENT_HOUR) values.add(v);
+      else value = OTHER;
+    }
+    const key = agentHour + dim + value;
+    pending.set(key, (pending.get(key) ?? 0) + 1);
+  };
 
   return {
     /** Counts one call (in memory; `flush` stores it). */
     note(project: string, agent: string, tool: string, group: string | undefined, at: Date): void {
       const prefix = `${Math.floor(at.getTime() / HOUR) * HOUR}\u0000${project}\u0000${agent}\u0000`;
-      count(`${prefix}tool\u0000${tool}`);
-      if (group !== undefined) count(`${prefix}group\u0000${group}`);
+      count(prefix, "tool\u0000", tool);
+      if (group !== undefined) count(prefix, "group\u0000", group);
     },
 
     /** Adds the counts noted since the last flush to the database. */
@@ -44,6 +62,9 @@ export function createUsage(deps: { db: Db; audit: Pick<AuditLog, "appendInTx">;
       if (pending.size === 0) return;
       const batch = pending;
       pending = new Map();
+      // What was seen in hours gone by is forgotten.
+      const hour = Math.floor(clock.now().getTime() / HOUR) * HOUR;
+      for (const k of seen.keys()) if (Number(k.slice(0, k.indexOf("\u0000"))) < hour - HOUR) seen.delete(k);
       const values = [...batch].map(([key, n]) => {
         const [hour, project, agent, dimension, ...rest] = key.split("\u0000") as [
           string,
@@ -54,20 +75,23 @@ export function createUsage(deps: { db: Db; audit: Pick<AuditLog, "appendInTx">;
         return { project, agent, dimension, value: rest.join("\u0000"), bucketStart: Number(hour), count: n };
       });
       try {
-        for (let i = 0; i < values.length; i += 500)
-          await db
-            .insert(usageCounts)
-            .values(values.slice(i, i + 500))
-            .onConflictDoUpdate({
-              target: [
-                usageCounts.project,
-                usageCounts.agent,
-                usageCounts.dimension,
-                usageCounts.value,
-                usageCounts.bucketStart,
-              ],
-              set: { count: sql`${usageCounts.count} + excluded.count` },
-            });
+        // All or nothing: a batch put back after a failure is never counted twice.
+        await db.transaction(async (tx) => {
+          for (let i = 0; i < values.length; i += 500)
+            await tx
+              .insert(usageCounts)
+              .values(values.slice(i, i + 500))
+              .onConflictDoUpdate({
+                target: [
+                  usageCounts.project,
+                  usageCounts.agent,
+                  usageCounts.dimension,
+                  usageCounts.value,
+                  usageCounts.bucketStart,
+                ],
+                set: { count: sql`${usageCounts.count} + excluded.count` },
+              });
+        });
       } catch (e) {
         // Not lost: counted again with the next flush.
         for (const [k, n] of batch) pending.set(k, (pending.get(k) ?? 0) + n);
@@ -163,6 +187,11 @@ async function record(
     shifts: d.shifts,
   };
   await db.transaction(async (tx) => {
+    // The row exists before it is locked, so that two instances evaluating a new agent serialise here.
+    await tx
+      .insert(agentDrift)
+      .values({ project, agent, dimension, level: "none", computedAt: new Date(0), numbers: {} })
+      .onConflictDoNothing();
     const [before] = await tx
       .select({ level: agentDrift.level })
       .from(agentDrift)
@@ -174,15 +203,18 @@ async function record(
         ),
       )
       .for("update");
-    if (before?.level === d.level) return;
+    // The numbers are the last computed ones; a line is written only when the level changes.
     await tx
-      .insert(agentDrift)
-      .values({ project, agent, dimension, level: d.level, computedAt: now, numbers })
-      .onConflictDoUpdate({
-        target: [agentDrift.project, agentDrift.agent, agentDrift.dimension],
-        set: { level: d.level, computedAt: now, numbers },
-      });
-    if (d.level === "none") return;
+      .update(agentDrift)
+      .set({ level: d.level, computedAt: now, numbers })
+      .where(
+        and(
+          eq(agentDrift.project, project),
+          eq(agentDrift.agent, agent),
+          eq(agentDrift.dimension, dimension),
+        ),
+      );
+    if (before?.level === d.level || d.level === "none") return;
     await audit.appendInTx(tx, [
       {
         type: "drift.detected",

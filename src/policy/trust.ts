@@ -17,7 +17,6 @@ export const TRUST_PENALTIES: Readonly<Record<string, number>> = {
   sensitive_data: 50,
   deny_pattern: 30,
   constraint_failed: 20,
-  rate_limited: 10,
 };
 
 /** Points regained per full hour without an incident, up to the project's initial score. */

@@ -94,4 +94,20 @@ describe(`drift detection (${ENGINE})`, () => {
     await usage.evaluate();
     expect(await s.events("drift.detected")).toHaveLength(1);
   });
+
+  test("actions made up to flood the counts count as one value past 200 per agent and hour", async () => {
+    for (let i = 0; i < 230; i++) await s.authorize(steady, { action: `made:up${i}`, resource: "x" });
+    const usage = s.server.services.usage;
+    await usage.flush();
+    const { usageCounts } = await import("../../src/db/schema.js");
+    const { and, eq } = await import("drizzle-orm");
+    const rows = await s.server.services.database.db
+      .select()
+      .from(usageCounts)
+      .where(and(eq(usageCounts.agent, "steady-agent"), eq(usageCounts.dimension, "tool")));
+    const values = new Set(rows.map((r) => r.value));
+    // The two tools it used this hour, 198 made-up ones, and (other) for the other 32.
+    expect(values.size).toBe(201);
+    expect(rows.find((r) => r.value === "(other)")?.count).toBe(32);
+  });
 });

@@ -81,12 +81,25 @@ describe(`trust-scored limits (${ENGINE})`, () => {
     expect((await pay(other, "revolut:payments:create", 8000)).body.decision).toBe("ALLOW");
   });
 
+  test("incidents at the same moment all count, also an agent's very first ones", async () => {
+    const bash = () =>
+      s.authorize(other, { action: "tools:Bash", resource: "", params: { command: "rm -rf /var" } });
+    const denied = await Promise.all([bash(), bash(), bash()]);
+    expect(denied.map((r) => r.body.code)).toEqual(["deny_pattern", "deny_pattern", "deny_pattern"]);
+    const lines = (await s.events("trust.changed")).filter((l) => l.agent === "other-agent");
+    expect(lines.map((l) => [l.before, l.after])).toEqual([
+      [620, 590],
+      [590, 560],
+      [560, 530],
+    ]);
+  });
+
   test("clean time restores the score, and the limit lifts; the recovery is audited with the next change", async () => {
     clock.advance(7 * 3600_000);
     // 540 + 7 × 10 = 610: above the threshold again.
     expect((await pay(agent, "revolut:payments:create", 8000)).body.decision).toBe("ALLOW");
     await s.authorize(agent, { action: "tools:Bash", resource: "", params: { command: "rm -rf /tmp" } });
-    const changes = (await s.events("trust.changed")).slice(2);
+    const changes = (await s.events("trust.changed")).filter((l) => l.agent === "procurement-agent").slice(2);
     expect(changes.map((l) => [l.cause, l.before, l.after])).toEqual([
       ["recovery", 540, 610],
       ["deny_pattern", 610, 580],
