@@ -2,13 +2,15 @@ import { z } from "zod";
 import type { Result } from "../result.js";
 import { type FileIssue, type FileSource, parseYamlFile, type Report } from "../yaml-file.js";
 import {
+  amountSpecOf,
   authShape,
   constraintDocShape,
   groupShape,
-  mcpToolName,
   type Operation,
   type ProviderSpec,
   paramShape,
+  paramsAndConstraints,
+  reportTakenTools,
 } from "./spec.js";
 
 /**
@@ -159,29 +161,12 @@ function compileTool(raw: RawServer, t: RawServer["tools"][number], i: number, r
     encoding: "json",
     // The upstream's own description is shown (as pinned); this one is Butler's fallback.
     description: undefined,
-    params: Object.fromEntries(
-      Object.entries(t.params ?? {}).map(([k, v]) => [
-        k,
-        { type: v.type, required: v.required ?? false, description: v.description },
-      ]),
-    ),
-    constraints: (t.constraints ?? []).map((c) => ({
-      name: c.name,
-      type: c.type,
-      param: c.param_field,
-      description: c.description,
-    })),
+    ...paramsAndConstraints(t),
     timeoutMs: t.timeout_ms ?? raw.timeout_ms ?? 30_000,
     idempotent: read,
     approval: t.approval,
     read,
-    amount: t.amount
-      ? {
-          field: t.amount.field,
-          currencyField: t.amount.currency_field,
-          currency: t.amount.currency?.toUpperCase(),
-        }
-      : undefined,
+    amount: amountSpecOf(t.amount),
   };
 }
 
@@ -266,15 +251,13 @@ export function parseMcpServerFile(
     multipleDocuments: "put each MCP server in its own file",
     crossCheck: (raw, report) => {
       const out = crossCheck(raw, report);
-      raw.tools.forEach((t, i) => {
-        const tool = mcpToolName(raw.name, t.name);
-        const other = toolsTaken?.get(tool);
-        if (other)
-          report(
-            ["tools", i, "name"],
-            `its MCP tool would be ${tool}, which is already ${other}; rename one`,
-          );
-      });
+      reportTakenTools(
+        raw.name,
+        raw.tools.map((t) => t.name),
+        toolsTaken,
+        (i) => ["tools", i, "name"],
+        report,
+      );
       return out;
     },
   });

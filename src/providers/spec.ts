@@ -270,6 +270,60 @@ const PLACEHOLDER = /\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
 
 type RawOperation = RawSpec["operations"][number];
 
+type RawParams = Record<
+  string,
+  { type: string; required?: boolean | undefined; description?: string | undefined }
+>;
+type RawConstraints = { name: string; type: string; param_field: string; description?: string | undefined }[];
+
+/** An operation's (or an MCP tool's) declared params and documented constraints, compiled. */
+export function paramsAndConstraints(o: {
+  params?: RawParams | undefined;
+  constraints?: RawConstraints | undefined;
+}) {
+  return {
+    params: Object.fromEntries(
+      Object.entries(o.params ?? {}).map(([k, v]) => [
+        k,
+        { type: v.type, required: v.required ?? false, description: v.description },
+      ]),
+    ),
+    constraints: (o.constraints ?? []).map((c) => ({
+      name: c.name,
+      type: c.type,
+      param: c.param_field,
+      description: c.description,
+    })),
+  };
+}
+
+/** Where a money-moving operation's amount and currency are, compiled. */
+export function amountSpecOf(
+  a: { field: string; currency_field?: string | undefined; currency?: string | undefined } | undefined,
+): Operation["amount"] {
+  return a
+    ? { field: a.field, currencyField: a.currency_field, currency: a.currency?.toUpperCase() }
+    : undefined;
+}
+
+/**
+ * Refuses names whose MCP tool name (`<provider>_<name>`) is taken already (`toolsTaken`: by another
+ * provider's operation or MCP server's tool), reported at `at(i)`.
+ */
+export function reportTakenTools(
+  provider: string,
+  names: readonly string[],
+  toolsTaken: ReadonlyMap<string, string> | undefined,
+  at: (i: number) => (string | number)[],
+  report: Report,
+): void {
+  names.forEach((n, i) => {
+    const tool = mcpToolName(provider, n);
+    const other = toolsTaken?.get(tool);
+    if (other) report(at(i), `its MCP tool would be ${tool}, which is already ${other}; rename one`);
+  });
+}
+
 /** One operation of a spec, checked (problems reported at `operations[i]`) and compiled. */
 function compileOperation(
   raw: RawSpec,
@@ -324,29 +378,12 @@ function compileOperation(
     resource: o.resource ?? `${new URL(raw.api_base_url).host}${o.endpoint}`,
     encoding,
     description: o.description,
-    params: Object.fromEntries(
-      Object.entries(o.params ?? {}).map(([k, v]) => [
-        k,
-        { type: v.type, required: v.required ?? false, description: v.description },
-      ]),
-    ),
-    constraints: (o.constraints ?? []).map((c) => ({
-      name: c.name,
-      type: c.type,
-      param: c.param_field,
-      description: c.description,
-    })),
+    ...paramsAndConstraints(o),
     timeoutMs: o.timeout_ms ?? raw.timeout_ms ?? 30_000,
     idempotent: o.method === "GET",
     approval: o.approval,
     read: raw.op_groups[o.op_group]?.kind === "read",
-    amount: o.amount
-      ? {
-          field: o.amount.field,
-          currencyField: o.amount.currency_field,
-          currency: o.amount.currency?.toUpperCase(),
-        }
-      : undefined,
+    amount: amountSpecOf(o.amount),
   };
 }
 
@@ -471,15 +508,13 @@ export function parseProviderFile(
     multipleDocuments: "put each provider in its own file",
     crossCheck: (raw, report) => {
       const out = crossCheck(raw, report);
-      raw.operations.forEach((o, i) => {
-        const tool = mcpToolName(raw.name, o.name);
-        const other = toolsTaken?.get(tool);
-        if (other)
-          report(
-            ["operations", i, "name"],
-            `its MCP tool would be ${tool}, which is already ${other}; rename one`,
-          );
-      });
+      reportTakenTools(
+        raw.name,
+        raw.operations.map((o) => o.name),
+        toolsTaken,
+        (i) => ["operations", i, "name"],
+        report,
+      );
       return out;
     },
   });
