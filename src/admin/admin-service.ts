@@ -106,6 +106,8 @@ export interface AgentHealth {
   recent_violations: { event_id: string; ts: string; reason: string | null; mode: unknown }[];
   /** The trust score now (null: the project has no `trust:` section). */
   trust: number | null;
+  /** The trust score's changes of the last 30 days, oldest first (at most 500). */
+  trust_history: { ts: string; before: number; after: number; cause: string }[];
   /** The drift level last computed, per dimension (tool, group), with its numbers. */
   drift: { dimension: string; level: string; computed_at: string; numbers: Record<string, unknown> }[];
 }
@@ -379,6 +381,19 @@ async function agentHealthOf(deps: AdminDeps, agent: string, project: string): P
       ),
     )
     .orderBy(desc(auditEvents.seq));
+  const changes = await deps.db
+    .select({ ts: auditEvents.ts, details: auditEvents.details })
+    .from(auditEvents)
+    .where(
+      and(
+        eq(auditEvents.type, "trust.changed"),
+        eq(auditEvents.project, project),
+        eq(auditEvents.agent, agent),
+        gt(auditEvents.ts, since),
+      ),
+    )
+    .orderBy(desc(auditEvents.seq))
+    .limit(500);
   const drifts = await deps.db
     .select()
     .from(agentDrift)
@@ -404,6 +419,12 @@ async function agentHealthOf(deps: AdminDeps, agent: string, project: string): P
     health: Math.max(0, 100 - 10 * rows.length),
     violations_30d: rows.length,
     trust,
+    trust_history: changes.reverse().map((c) => ({
+      ts: c.ts.toISOString(),
+      before: Number(c.details.before),
+      after: Number(c.details.after),
+      cause: String(c.details.cause),
+    })),
     drift: drifts.map((d) => ({
       dimension: d.dimension,
       level: d.level,

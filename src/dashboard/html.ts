@@ -270,7 +270,7 @@ export function grantsPage(
 ): string {
   const rows = grants.map(
     (g) => html`<tr id="grant-${g.id}" data-state="${g.state}">
-  <td><code>${g.id}</code></td><td>${g.project}</td><td>${g.agent}</td><td><code>${g.action}</code><br><code class="res">${g.resource}</code></td>
+  <td><code>${g.id}</code></td><td>${g.project}</td><td><a href="/dashboard/agents/${g.project}/${g.agent}">${g.agent}</a></td><td><code>${g.action}</code><br><code class="res">${g.resource}</code></td>
   <td>${g.approved_by.join(", ")}</td>
   <td>${g.state === "active" ? html`${humanDuration(g.seconds_left)} left (until ${time(g.expires_at)})` : g.state === "revoked" ? html`revoked by ${g.revoked_by ?? "?"} at ${time(g.revoked_at)}` : html`expired ${time(g.expires_at)}`}</td>
   <td>${

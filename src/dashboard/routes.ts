@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { FastifyInstance } from "fastify";
 import { AppError } from "../errors.js";
+import { agentRoutes } from "./agent-routes.js";
 import { auditRoutes } from "./audit-routes.js";
 import type { DashboardDeps } from "./deps.js";
 import { grantRoutes } from "./grant-routes.js";
@@ -59,6 +60,7 @@ export async function registerDashboard(app: FastifyInstance, deps: DashboardDep
     await scope.register(signInRoutes, group);
     await scope.register(requestRoutes, group);
     await scope.register(grantRoutes, group);
+    await scope.register(agentRoutes, group);
     await scope.register(historyRoutes, group);
     await scope.register(auditRoutes, group);
     await scope.register(liveRoutes, group);

@@ -15,6 +15,10 @@ grants:
     deny: ["rm -rf"]
 data_protection:
   card_number: deny
+pacts:
+  - agent: procurement-agent
+    purpose: "Pays <script>alert(1)</script> invoices"
+    intended_tools: ["*"]
 trust:
   initial: 620
   rules:
@@ -79,6 +83,22 @@ describe(`trust-scored limits (${ENGINE})`, () => {
     // A trust rule's own refusals are not incidents; other agents keep their score.
     expect(await s.events("trust.changed")).toHaveLength(2);
     expect((await pay(other, "revolut:payments:create", 8000)).body.decision).toBe("ALLOW");
+  });
+
+  test("the dashboard's agent page: pact (escaped), health, trust over time as SVG, links into the audit", async () => {
+    const token = JSON.parse((await s.cli(["auditors", "token", "sam", "--json"])).stdout).token;
+    const cookie = await s.dashboardCookie(token);
+    const res = await fetch(`${s.url}/dashboard/agents/treasury/procurement-agent`, { headers: { cookie } });
+    expect(res.status).toBe(200);
+    const page = await res.text();
+    expect(page).toContain("Pays &lt;script&gt;alert(1)&lt;/script&gt; invoices");
+    expect(page).not.toContain("<script>alert(1)");
+    expect(page).toMatch(/Trust <strong>540<\/strong>\/1000/);
+    // Two changes: a step line from 620 down to 540 (y = 120 - score × 0.12).
+    expect(page).toMatch(/<polyline points="0,46 [^"]*,46 [^"]*,49 [^"]*,49 [^"]*,55 600,55"/);
+    expect(page).toContain('href="/dashboard/audit?agent=procurement-agent&amp;project=treasury"');
+    const missing = await fetch(`${s.url}/dashboard/agents/treasury/nobody`, { headers: { cookie } });
+    expect(missing.status).toBe(404);
   });
 
   test("incidents at the same moment all count, also an agent's very first ones", async () => {

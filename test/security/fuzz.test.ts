@@ -180,6 +180,7 @@ const ENDPOINTS: Endpoint[] = [
   { method: "POST", path: "/dashboard/requests/:id/deny", fields: ["_csrf", "reason"] },
   { method: "GET", path: "/dashboard/replay" },
   { method: "GET", path: "/dashboard/grants" },
+  { method: "GET", path: "/dashboard/agents/:project/:agent" },
   { method: "POST", path: "/dashboard/grants/:id/revoke", fields: ["_csrf", "reason"] },
   { method: "GET", path: "/dashboard/history" },
   { method: "GET", path: "/dashboard/policies" },
