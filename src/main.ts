@@ -102,6 +102,7 @@ export async function startServer(
       return { value: undefined, stop: () => services.changes.stop() };
     });
     await life.start("policies", () => startPolicies(config, services, log));
+    await life.start("pacts", () => startPacts(services, log));
     // The audit log closes after the outbox, the sweeper and the checkpoints stop (they write to it).
     await life.start("audit log", async () => ({ value: undefined, stop: () => services.audit.close() }));
     await life.start("audit checkpoints", () => startCheckpoints(config, services, checkpointSinks, log));
@@ -306,6 +307,13 @@ async function chatAdapters(config: Config, clock: Clock, log: Logger): Promise<
     adapters.push((hooks) => new TelegramChannel(telegram, hooks, log));
   }
   return adapters;
+}
+
+/** Pacts set through the admin API, in memory on every instance (reloaded when any instance sets one). */
+async function startPacts(services: Services, log: Logger): Promise<Started<undefined>> {
+  await services.pacts.load();
+  services.pacts.watch((e) => log.error({ err: e }, "pacts could not be reloaded"));
+  return { value: undefined, stop: async () => undefined };
 }
 
 /** The MCP servers behind Butler: nothing to start (each is connected when first needed), closed at stop. */

@@ -15,10 +15,11 @@ import { createTelegramAdmin } from "./channels/telegram/telegram-admin.js";
 import type { Clock } from "./clock.js";
 import { type Config, configuredSecrets } from "./config.js";
 import { createDashboardSessions } from "./dashboard/sessions.js";
-import { createChangeBus } from "./db/changes.js";
+import { type ChangeBus, createChangeBus } from "./db/changes.js";
 import type { Database } from "./db/client.js";
 import { migrate } from "./db/migrate.js";
 import { createGateway } from "./gateway/gateway-service.js";
+import { createPacts } from "./gateway/pacts.js";
 import { createRateLimiter } from "./gateway/rate-limits.js";
 import { createTrust } from "./gateway/trust.js";
 import { createUsage } from "./gateway/usage.js";
@@ -98,7 +99,7 @@ export function createServices(opts: ServiceOptions) {
   const channels = [...(opts.channels ?? []), ...(opts.adapters ?? []).map((build) => build(hooks))];
   const oneShots = createOneShots({ db, audit, clock });
   // What the gateway keeps per agent besides the policy: rate-limit counters, tool usage, trust scores.
-  const perAgent = agentState({ db, audit, clock });
+  const perAgent = agentState({ db, audit, clock, changes });
   const gateway = createGateway({
     policies,
     audit,
@@ -200,6 +201,7 @@ export function createServices(opts: ServiceOptions) {
     vault,
     mcpPins,
     trust: perAgent.trust,
+    pacts: perAgent.pacts,
     clock,
     migrate: () => migrate(database),
     actor: opts.actor,
@@ -223,8 +225,8 @@ export function createServices(opts: ServiceOptions) {
     mcpUpstreams,
     mcpStreams,
     purgeMcpSessions,
-    /** Tool usage and drift: counts stored, drift computed, old counts deleted (the sweeper calls sweep). */
-    usage: perAgent.usage,
+    // Rate limits, tool usage and drift (the sweeper calls usage.sweep), trust, API-set pacts (load before serving).
+    ...perAgent,
     /** Deletes rate-limit counters that can no longer count (the sweeper calls it). */
     purgeRateCounts: () => perAgent.rateLimits.purge(clock.now()),
     outbox,
@@ -235,8 +237,13 @@ export function createServices(opts: ServiceOptions) {
 
 export type Services = ReturnType<typeof createServices>;
 
-function agentState(deps: { db: Database["db"]; audit: AuditLog; clock: Clock }) {
-  return { rateLimits: createRateLimiter(deps.db), usage: createUsage(deps), trust: createTrust(deps) };
+function agentState(deps: { db: Database["db"]; audit: AuditLog; clock: Clock; changes: ChangeBus }) {
+  return {
+    rateLimits: createRateLimiter(deps.db),
+    usage: createUsage(deps),
+    trust: createTrust(deps),
+    pacts: createPacts(deps),
+  };
 }
 
 /** Butler as an MCP client of the servers behind it (connected when first needed), and their tools' pins. */

@@ -10,6 +10,7 @@ import type { Clock } from "../clock.js";
 import type { Db } from "../db/client.js";
 import { agentDrift, auditEvents, REQUEST_STATUSES } from "../db/schema.js";
 import { AppError } from "../errors.js";
+import { PactBody, type Pacts } from "../gateway/pacts.js";
 import type { Trust } from "../gateway/trust.js";
 import type { PolicyIndex } from "../policy/index.js";
 import { agentName, projectName } from "../policy/schema.js";
@@ -87,6 +88,12 @@ export interface AdminOps {
     { name: string; key_id: string; created_at: string; updated_at: string; updated_by: string }[]
   >;
   deleteCredential(name: string): Promise<{ name: string }>;
+  /** Sets an agent's pact (a new revision, audited; it takes precedence over the policy's), or with null hands it back to the policy. */
+  setPact(
+    agent: string,
+    project: string,
+    pact: unknown,
+  ): Promise<{ agent: string; project: string; revision: number }>;
   /** An agent's pact (from its project's policy) and health: its pact violations of the last 30 days. */
   agentHealth(agent: string, project: string): Promise<AgentHealth>;
   /** The pinned tool definitions of the MCP servers behind Butler, with any change waiting for a person. */
@@ -100,6 +107,9 @@ export interface AgentHealth {
   agent: string;
   project: string;
   pact: Record<string, unknown> | null;
+  /** Where the pact in force comes from: set through the admin API (`api`, with its revision) or the policy file. */
+  pact_source: "api" | "policy" | null;
+  pact_revision: number | null;
   /** 100, less 10 for each pact violation of the last 30 days (at least 0). */
   health: number;
   violations_30d: number;
@@ -158,6 +168,7 @@ export interface AdminDeps {
   vault: Pick<Vault, "set" | "list" | "delete">;
   mcpPins: Pick<McpPins, "list" | "approve">;
   trust: Pick<Trust, "score">;
+  pacts: Pick<Pacts, "get" | "set">;
   clock: Clock;
   migrate: () => Promise<void>;
   /** Who is acting, as recorded in audit events (e.g. `admin-api`, `cli:alice`). */
@@ -341,6 +352,7 @@ export function createAdmin(deps: AdminDeps): AdminOps {
     listCredentials: () => deps.vault.list(),
     deleteCredential: (name) => deps.vault.delete(name, actor),
     agentHealth: (agent, project) => agentHealthOf(deps, agent, project),
+    setPact: (agent, project, pact) => setPactOf(deps, actor, agent, project, pact),
     async listMcpTools(server) {
       if (server !== undefined) check(mcpServerName, server, "server");
       return (await deps.mcpPins.list(server)).map(mcpToolInfo);
@@ -399,7 +411,8 @@ async function agentHealthOf(deps: AdminDeps, agent: string, project: string): P
     .from(agentDrift)
     .where(and(eq(agentDrift.project, project), eq(agentDrift.agent, agent)));
   const trust = p.document.trust ? await deps.trust.score(project, agent, p.document.trust.initial) : null;
-  const pact = p.document.pacts.get(agent);
+  const api = deps.pacts.get(project, agent);
+  const pact = api?.pact ?? p.document.pacts.get(agent);
   return {
     agent,
     project,
@@ -418,6 +431,8 @@ async function agentHealthOf(deps: AdminDeps, agent: string, project: string): P
       : null,
     health: Math.max(0, 100 - 10 * rows.length),
     violations_30d: rows.length,
+    pact_source: api?.pact ? "api" : pact ? "policy" : null,
+    pact_revision: api?.pact ? api.revision : null,
     trust,
     trust_history: changes.reverse().map((c) => ({
       ts: c.ts.toISOString(),
@@ -438,4 +453,25 @@ async function agentHealthOf(deps: AdminDeps, agent: string, project: string): P
       mode: r.details.mode,
     })),
   };
+}
+
+/** Sets (or with null clears) an agent's pact after checking it, as a person (the admin actor). */
+async function setPactOf(deps: AdminDeps, actor: string, agent: string, project: string, pact: unknown) {
+  check(agentName, agent, "agent");
+  check(projectName, project, "project");
+  const p = deps.policies.index().projects.get(project);
+  if (!p) throw new AppError("NOT_FOUND", `project '${project}' has no policy`);
+  if (!p.agentRoles.has(agent))
+    throw new AppError("NOT_FOUND", `agent '${agent}' is not in project ${project}`);
+  let body: z.output<typeof PactBody> | null = null;
+  if (pact !== null) {
+    const r = PactBody.safeParse(pact);
+    if (!r.success)
+      throw new AppError(
+        "INVALID_INPUT",
+        `pact: ${r.error.issues.map((i) => `${i.path.join(".") || "(the pact)"} ${i.message}`).join("; ")}`,
+      );
+    body = r.data;
+  }
+  return { agent, project, revision: await deps.pacts.set(project, agent, body, actor) };
 }

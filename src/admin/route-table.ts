@@ -15,7 +15,7 @@ import type { AdminOps } from "./admin-service.js";
 export const ADMIN_PREFIX = "/v1/admin";
 
 export type AdminOp = keyof AdminOps;
-export type AdminMethod = "GET" | "POST";
+export type AdminMethod = "GET" | "POST" | "PUT";
 
 /** The parts of an HTTP request that carry an operation's arguments (before encoding). */
 export interface WireRequest {
@@ -402,6 +402,20 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
     params: CredentialParams,
     args: ({ params }) => [params.name],
     request: (name) => ({ params: { name } }),
+  }),
+  route({
+    op: "setPact",
+    summary:
+      "Set an agent's behavioural pact (a new revision, audited), or with pact null hand it back to the policy",
+    method: "PUT",
+    path: "/agents/:agent/pact",
+    params: z.strictObject({ agent: z.string().max(128) }),
+    body: z.strictObject({
+      project: z.string().max(64),
+      pact: z.union([z.record(z.string(), z.unknown()), z.null()]),
+    }),
+    args: ({ params, body }) => [params.agent, body.project, body.pact],
+    request: (agent, project, pact) => ({ params: { agent }, body: { project, pact } }),
   }),
   route({
     op: "agentHealth",

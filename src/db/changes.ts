@@ -15,6 +15,8 @@ export type Change =
   /** A provider credential was stored or deleted (instances drop the values they keep). */
   | { kind: "credentials" }
   | { kind: "a2a_task"; taskId: string }
+  /** An agent's pact was set through the admin API (instances reload the pacts in force). */
+  | { kind: "pacts" }
   | { kind: "resync" };
 
 /**

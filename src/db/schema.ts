@@ -305,18 +305,12 @@ export const mcpSessions = pgTable(
   (t) => [index("mcp_sessions_expiry_idx").on(t.expiresAt)],
 );
 
-/**
- * The tool definitions (title, description, input schema) of MCP servers behind Butler, pinned when
- * first seen. A definition that differs from the pinned one is recorded as `changed` (and audited
- * once, `mcp.tool_changed`); the tool cannot be called until a person approves the new definition,
- * which pins it (a "rug pull" defence: the tool agents see and call is the one people approved).
- */
+/** Tool definitions of MCP servers behind Butler, pinned when first seen; a changed one waits for a person (providers/mcp-pins.ts). */
 export const mcpToolPins = pgTable(
   "mcp_tool_pins",
   {
     server: text("server").notNull(),
     tool: text("tool").notNull(),
-    /** sha256 (hex) of the canonical JSON of `pinned`. */
     pinnedHash: text("pinned_hash").notNull(),
     pinned: jsonb("pinned").$type<Record<string, unknown>>().notNull(),
     pinnedAt: timestamp("pinned_at", { withTimezone: true, mode: "date" }).notNull(),
@@ -326,17 +320,13 @@ export const mcpToolPins = pgTable(
     changedHash: text("changed_hash"),
     changed: jsonb("changed").$type<Record<string, unknown>>(),
     changedAt: timestamp("changed_at", { withTimezone: true, mode: "date" }),
-    /** The changed definitions already audited since the last approval (each is audited once). */
+    /** Changed definitions audited since the last approval (each once). */
     changedSeen: jsonb("changed_seen").$type<string[]>().notNull().default([]),
   },
   (t) => [primaryKey({ columns: [t.server, t.tool] })],
 );
 
-/**
- * Rate-limit counters: calls counted per limit, agent (and action, for per-action limits) and fixed
- * window; a sliding window is reckoned from the current and the previous window's counts. Rows are
- * deleted once they can no longer count (`expires_at`, two windows after their start).
- */
+/** Rate-limit counters per limit, agent (and action) and fixed window (gateway/rate-limits.ts); deleted after `expires_at`. */
 export const rateCounts = pgTable(
   "rate_counts",
   {
@@ -349,10 +339,7 @@ export const rateCounts = pgTable(
   (t) => [primaryKey({ columns: [t.key, t.windowStart] }), index("rate_counts_expiry_idx").on(t.expiresAt)],
 );
 
-/**
- * How often each agent used each tool (and operation group), per hour: counted in memory on each
- * instance and added here in batches (never a write per call), for drift detection.
- */
+/** How often each agent used each tool (and operation group) per hour, added in batches, for drift (gateway/usage.ts). */
 export const usageCounts = pgTable(
   "usage_counts",
   {
@@ -395,6 +382,21 @@ export const agentTrust = pgTable(
     updatedAt: timestamp("updated_at", { withTimezone: true, mode: "date" }).notNull(),
   },
   (t) => [primaryKey({ columns: [t.project, t.agent] })],
+);
+
+/** Behavioural pacts set through the admin API, as revisions per agent; the newest is in force. */
+export const agentPacts = pgTable(
+  "agent_pacts",
+  {
+    project: text("project").notNull(),
+    agent: text("agent").notNull(),
+    revision: integer("revision").notNull(),
+    /** The pact as given (the policy's `pacts:` entry format), or null: the policy's pact applies again. */
+    pact: jsonb("pact").$type<Record<string, unknown>>(),
+    setBy: text("set_by").notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [primaryKey({ columns: [t.project, t.agent, t.revision] })],
 );
 
 /** Dashboard sign-ins: a cookie's hash, who it is, and the CSRF token its pages carry. */

@@ -19,6 +19,7 @@ import { LIFTABLE_DENIALS, ONE_SHOT_DENIALS } from "../policy/scope.js";
 import { protectionKinds, redactText, type SensitiveKind } from "../policy/sensitive.js";
 import { TRUST_PENALTIES, trustLimit, trustMayLimit } from "../policy/trust.js";
 import type { PolicyStore } from "../policy-store/policy-store.js";
+import type { Pacts } from "./pacts.js";
 import { type PreChecked, preChecks } from "./pre-checks.js";
 import type { RateLimiter } from "./rate-limits.js";
 import type { Trust } from "./trust.js";
@@ -83,6 +84,8 @@ export interface GatewayDeps {
   /** Counts calls against the projects' rate limits (none: rate limits are not enforced). */
   rateLimits?: RateLimiter | undefined;
   log?: Logger | undefined;
+  /** Pacts set through the admin API (in memory on every instance). */
+  pacts?: Pick<Pacts, "get"> | undefined;
   /** Agents' trust scores (projects with `trust:`): read for calls a trust rule could limit. */
   trust?: Pick<Trust, "score" | "incident"> | undefined;
   /** Counts each agent's use of tools, for drift detection (in memory; stored in batches). */
@@ -178,6 +181,7 @@ async function authorize(
     call,
     now,
     opts.pact,
+    deps.pacts?.get(call.project, call.agent)?.pact,
   );
   const details = pre.details ? { ...opts.details, ...pre.details } : opts.details;
   const project = deps.policies.index().projects.get(call.project);

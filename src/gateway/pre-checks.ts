@@ -1,5 +1,11 @@
 import type { CompiledProject } from "../policy/compile.js";
-import { describeViolations, type PactCall, type PactViolation, pactViolations } from "../policy/pact.js";
+import {
+  describeViolations,
+  type PactCall,
+  type PactDef,
+  type PactViolation,
+  pactViolations,
+} from "../policy/pact.js";
 import { detect, protectionKinds, scanParams } from "../policy/sensitive.js";
 import { formatDuration } from "../policy/time.js";
 import type { Decision } from "../policy/types.js";
@@ -46,13 +52,15 @@ export async function preChecks(
   },
   now: Date,
   pactCall?: Omit<PactCall, "action">,
+  /** A pact set through the admin API: it takes precedence over the policy's (null: the policy's applies). */
+  apiPact?: PactDef | null,
 ): Promise<PreChecked> {
   if (!project) return {};
   // 1. Personal data and secrets.
   const dp = dataProtection(project, call);
   if (dp.deny) return dp;
   // 2. The agent's pact: a pact that says deny refuses here, before the call counts against a limit.
-  const pact = project.document.pacts.get(call.agent);
+  const pact = apiPact ?? project.document.pacts.get(call.agent);
   const list = pact ? pactViolations(pact, { action: call.action, ...pactCall }) : [];
   const violations =
     pact && list.length > 0

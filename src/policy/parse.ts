@@ -412,26 +412,31 @@ function checkPacts(raw: RawPolicyDocument, known: KnownAgents, report: Report):
       const g = compileGlob(t);
       if (!g.ok) report(["pacts", i, "intended_tools", j], `is not a valid tool pattern: it ${g.error}`);
     });
-    pacts.set(p.agent, {
-      agent: p.agent,
-      purpose: p.purpose,
-      expectedClassification: p.expected_classification,
-      intendedTools: p.intended_tools,
-      intendedOperations: p.intended_operations,
-      expectedCostPerCall: p.expected_cost_per_call && {
-        amount: p.expected_cost_per_call.amount,
-        currency: p.expected_cost_per_call.currency.toUpperCase(),
-      },
-      expectedMonthlyBudget: p.expected_monthly_budget && {
-        amount: p.expected_monthly_budget.amount,
-        currency: p.expected_monthly_budget.currency.toUpperCase(),
-      },
-      costTolerance: p.cost_tolerance ?? 3,
-      allowedMerchantCategories: p.allowed_merchant_categories,
-      onViolation: p.on_violation ?? "flag",
-    });
+    pacts.set(p.agent, pactDefOf(p));
   });
   return pacts;
+}
+
+/** A pact as written (a policy's `pacts:` entry, or one set through the admin API), compiled. */
+export function pactDefOf(p: NonNullable<RawPolicyDocument["pacts"]>[number]): PactDef {
+  return {
+    agent: p.agent,
+    purpose: p.purpose,
+    expectedClassification: p.expected_classification,
+    intendedTools: p.intended_tools,
+    intendedOperations: p.intended_operations,
+    expectedCostPerCall: p.expected_cost_per_call && {
+      amount: p.expected_cost_per_call.amount,
+      currency: p.expected_cost_per_call.currency.toUpperCase(),
+    },
+    expectedMonthlyBudget: p.expected_monthly_budget && {
+      amount: p.expected_monthly_budget.amount,
+      currency: p.expected_monthly_budget.currency.toUpperCase(),
+    },
+    costTolerance: p.cost_tolerance ?? 3,
+    allowedMerchantCategories: p.allowed_merchant_categories,
+    onViolation: p.on_violation ?? "flag",
+  };
 }
 
 function checkRateLimits(raw: RawPolicyDocument, known: KnownAgents, report: Report): RateLimitDef[] {

@@ -56,6 +56,10 @@ const CALLS: { [K in keyof AdminOps]: { args: Parameters<AdminOps[K]>; result: u
   setCredential: { args: ["STRIPE_API_KEY", "sk_test_1"], result: { name: "STRIPE_API_KEY", created: true } },
   listCredentials: { args: [], result: [{ name: "STRIPE_API_KEY" }] },
   deleteCredential: { args: ["STRIPE_API_KEY"], result: { name: "STRIPE_API_KEY" } },
+  setPact: {
+    args: ["billing-reconciler-1", "project-billing", { purpose: "reconcile" }],
+    result: { agent: "billing-reconciler-1", project: "project-billing", revision: 1 },
+  },
   agentHealth: {
     args: ["billing-reconciler-1", "project-billing"],
     result: { agent: "billing-reconciler-1", project: "project-billing", health: 90, violations_30d: 1 },

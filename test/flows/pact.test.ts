@@ -124,6 +124,39 @@ describe(`behavioural pacts (${ENGINE})`, () => {
     ]);
   });
 
+  test("a pact set through the admin API (a person's decision) takes precedence, as audited revisions", async () => {
+    const set = await s.cli(
+      ["agents", "pact", "set", "spender", "--project", "procurement"],
+      "purpose: Read transactions only\nintended_tools: [revolut_list_transactions]\non_violation: deny\n",
+    );
+    expect(set.code, set.stderr).toBe(0);
+    expect(set.stdout).toContain("revision 1");
+    const r = await call("spender", "create_payment", { ...PAYMENT, amount: 100 });
+    expect(r.body).toMatchObject({ decision: "DENY", code: "pact_violation" });
+    const [line] = await s.events("pact.set");
+    expect(line).toMatchObject({ agent: "spender", revision: 1, set_by: "admin-api", before: null });
+    expect(await health("spender")).toMatchObject({ pact_source: "api", pact_revision: 1 });
+    // A pact that is not one is refused, naming what is wrong; nothing is stored.
+    const bad = await s.cli(
+      ["agents", "pact", "set", "spender", "--project", "procurement"],
+      "purpose: x\non_violation: explode\n",
+    );
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain("on_violation must be flag or deny");
+    const unknown = await s.cli(
+      ["agents", "pact", "set", "nobody", "--project", "procurement"],
+      "purpose: x\n",
+    );
+    expect(unknown.stderr).toContain("agent 'nobody' is not in project procurement");
+    // Cleared: the policy's pact applies again (which expects payments).
+    const clear = await s.cli(["agents", "pact", "clear", "spender", "--project", "procurement"]);
+    expect(clear.stdout).toContain("revision 2");
+    expect((await call("spender", "create_payment", { ...PAYMENT, amount: 100 })).body.code).not.toBe(
+      "pact_violation",
+    );
+    expect(await health("spender")).toMatchObject({ pact_source: "policy", pact_revision: null });
+  });
+
   test("a pact naming an agent the project does not list is refused when the policy loads", async () => {
     const bad = POLICY.replace("  - agent: spender\n", "  - agent: spendr\n");
     await s.writePolicy("procurement.yaml", bad);

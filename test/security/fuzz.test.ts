@@ -143,6 +143,7 @@ const ENDPOINTS: Endpoint[] = [
   { method: "GET", path: "/v1/admin/credentials" },
   { method: "POST", path: "/v1/admin/credentials/:name/delete" },
   { method: "GET", path: "/v1/admin/agents/:agent/health" },
+  { method: "PUT", path: "/v1/admin/agents/:agent/pact", fields: ["project", "pact"] },
   { method: "GET", path: "/v1/admin/mcp-servers/tools" },
   { method: "POST", path: "/v1/admin/mcp-servers/:server/tools/:tool/approve", fields: ["hash"] },
   {
@@ -225,6 +226,7 @@ const STORED = [
   "spend",
   "webhook_events",
   "mcp_tool_pins",
+  "agent_pacts",
 ];
 
 describe(`fuzzing every HTTP endpoint (${ENGINE})`, () => {

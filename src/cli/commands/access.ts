@@ -37,6 +37,27 @@ export const accessCommands: Command[] = [
     run: async (a, io) => (await impl()).agentsShow(a, io),
   },
   {
+    name: "agents pact set",
+    usage: "<agent> --project P",
+    summary:
+      "set the agent's behavioural pact from standard input (YAML or JSON, a policy pacts: entry without agent); a new revision, audited",
+    options: { project: { ...project, help: "the agent's project (required)" } },
+    positionals: [1, 1],
+    example: "butler agents pact set procurement-agent --project treasury",
+    admin: true,
+    run: async (a, io) => (await impl()).agentsPactSet(a, io),
+  },
+  {
+    name: "agents pact clear",
+    usage: "<agent> --project P",
+    summary: "hand the agent's pact back to the project policy's pacts: entry (a new revision, audited)",
+    options: { project: { ...project, help: "the agent's project (required)" } },
+    positionals: [1, 1],
+    example: "butler agents pact clear procurement-agent --project treasury",
+    admin: true,
+    run: async (a, io) => (await impl()).agentsPactClear(a, io),
+  },
+  {
     name: "agents revoke",
     usage: "<agent> --project P [--token ID]",
     summary: "revoke an agent's tokens (or one of them)",

@@ -1,3 +1,4 @@
+import { parse as parseYaml } from "yaml";
 import { optional, type Parsed, print, required, snakeKeys, UsageError } from "../command.js";
 import { type CliIo, termSafe } from "../output.js";
 import { withAdmin } from "../with-admin.js";
@@ -57,6 +58,40 @@ export async function agentsShow({ values, positionals }: Parsed, io: CliIo): Pr
     ...h.recent_violations.map((v) => `  ${v.ts}  ${v.event_id}  ${termSafe(v.reason ?? "")}`),
   ];
   print(io, h, lines.join("\n"), !!values.json);
+  return 0;
+}
+
+export async function agentsPactSet({ values, positionals }: Parsed, io: CliIo): Promise<number> {
+  let text = "";
+  for await (const chunk of io.stdin ?? process.stdin) {
+    text += typeof chunk === "string" ? chunk : chunk.toString("utf8");
+    if (text.length > 64 * 1024) throw new UsageError("the pact on standard input is longer than 64 KiB");
+  }
+  let pact: unknown;
+  try {
+    pact = parseYaml(text);
+  } catch (e) {
+    throw new UsageError(
+      `the pact on standard input is not YAML or JSON: ${(e as Error).message.split("\n")[0]}`,
+    );
+  }
+  if (pact === null || typeof pact !== "object" || Array.isArray(pact))
+    throw new UsageError(
+      "send the pact on standard input as a mapping, e.g. purpose: ..., intended_tools: [...]",
+    );
+  const r = await withAdmin(io, (ops) => ops.setPact(positionals[0]!, required(values, "project"), pact));
+  print(io, r, `Pact of ${r.agent} in ${r.project} set: revision ${r.revision}`, !!values.json);
+  return 0;
+}
+
+export async function agentsPactClear({ values, positionals }: Parsed, io: CliIo): Promise<number> {
+  const r = await withAdmin(io, (ops) => ops.setPact(positionals[0]!, required(values, "project"), null));
+  print(
+    io,
+    r,
+    `Pact of ${r.agent} in ${r.project} handed back to the policy: revision ${r.revision}`,
+    !!values.json,
+  );
   return 0;
 }
 

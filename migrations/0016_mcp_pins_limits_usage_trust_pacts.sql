@@ -8,6 +8,16 @@ CREATE TABLE "agent_drift" (
 	CONSTRAINT "agent_drift_project_agent_dimension_pk" PRIMARY KEY("project","agent","dimension")
 );
 --> statement-breakpoint
+CREATE TABLE "agent_pacts" (
+	"project" text NOT NULL,
+	"agent" text NOT NULL,
+	"revision" integer NOT NULL,
+	"pact" jsonb,
+	"set_by" text NOT NULL,
+	"created_at" timestamp with time zone DEFAULT now() NOT NULL,
+	CONSTRAINT "agent_pacts_project_agent_revision_pk" PRIMARY KEY("project","agent","revision")
+);
+--> statement-breakpoint
 CREATE TABLE "agent_trust" (
 	"project" text NOT NULL,
 	"agent" text NOT NULL,
