@@ -311,8 +311,8 @@ async function chatAdapters(config: Config, clock: Clock, log: Logger): Promise<
 
 /** Pacts set through the admin API, in memory on every instance (reloaded when any instance sets one). */
 async function startPacts(services: Services, log: Logger): Promise<Started<undefined>> {
-  await services.pacts.load();
   services.pacts.watch((e) => log.error({ err: e }, "pacts could not be reloaded"));
+  await services.pacts.load();
   return { value: undefined, stop: async () => undefined };
 }
 

@@ -12,6 +12,7 @@ import { agentDrift, auditEvents, REQUEST_STATUSES } from "../db/schema.js";
 import { AppError } from "../errors.js";
 import { PactBody, type Pacts } from "../gateway/pacts.js";
 import type { Trust } from "../gateway/trust.js";
+import { compileGlob } from "../policy/glob.js";
 import type { PolicyIndex } from "../policy/index.js";
 import { agentName, projectName } from "../policy/schema.js";
 import type { ImportReport, PolicyRevision, PolicyStore } from "../policy-store/policy-store.js";
@@ -472,6 +473,15 @@ async function setPactOf(deps: AdminDeps, actor: string, agent: string, project:
         `pact: ${r.error.issues.map((i) => `${i.path.join(".") || "(the pact)"} ${i.message}`).join("; ")}`,
       );
     body = r.data;
+    // The same checks as a policy file's pacts: entry.
+    body.intended_tools?.forEach((t, i) => {
+      const g = compileGlob(t);
+      if (!g.ok)
+        throw new AppError(
+          "INVALID_INPUT",
+          `pact: intended_tools.${i} is not a valid tool pattern: it ${g.error}`,
+        );
+    });
   }
   return { agent, project, revision: await deps.pacts.set(project, agent, body, actor) };
 }

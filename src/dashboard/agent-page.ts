@@ -49,7 +49,7 @@ export function agentPage(h: AgentHealth, viewer: Viewer, now: Date): string {
     "grants",
     html`<h1>${h.agent} <small>in ${h.project}</small></h1>
 <p class="health">Health <strong>${h.health}</strong>/100 (${h.violations_30d} pact violation(s) in the last 30 days) · Trust <strong>${h.trust ?? "not used"}</strong>${h.trust === null ? "" : "/1000"}</p>
-<h2>Pact</h2>
+<h2>Pact <small>${h.pact_source === "api" ? `set through the API, revision ${h.pact_revision}` : h.pact_source === "policy" ? "from the policy file" : ""}</small></h2>
 ${
   pact
     ? html`<dl class="pact">
@@ -59,7 +59,7 @@ ${
   <dt>Operation groups</dt><dd>${list(pact.intended_operations)}</dd>
   <dt>On violation</dt><dd>${String(pact.on_violation)}</dd>
 </dl>`
-    : html`<p>No pact: the project's policy has none for this agent.</p>`
+    : html`<p>No pact for this agent.</p>`
 }
 ${h.trust === null ? "" : html`<h2>Trust over 30 days</h2>${trustChart(h.trust_history, h.trust, now)}`}
 <h2>Drift</h2>

@@ -38,7 +38,28 @@ export function createPacts(deps: {
   >();
   const key = (project: string, agent: string) => `${project}\u0000${agent}`;
 
-  async function load(): Promise<void> {
+  /** Loads are serialised: one asked for while another runs runs after it (never an older result last). */
+  let loading: Promise<void> | undefined;
+  let again = false;
+  function load(): Promise<void> {
+    if (loading) {
+      again = true;
+      return loading;
+    }
+    loading = (async () => {
+      try {
+        do {
+          again = false;
+          await loadOnce();
+        } while (again);
+      } finally {
+        loading = undefined;
+      }
+    })();
+    return loading;
+  }
+
+  async function loadOnce(): Promise<void> {
     const rows = await db
       .selectDistinctOn([agentPacts.project, agentPacts.agent])
       .from(agentPacts)
@@ -60,7 +81,7 @@ export function createPacts(deps: {
 
   return {
     load,
-    /** Reloads on every instance's changes (call once, before serving). */
+    /** Reloads on every instance's changes (call once, before `load`, so that no change falls between). */
     watch(onError: (e: unknown) => void): void {
       changes.subscribe((c) => {
         if (c.kind === "pacts" || c.kind === "resync") load().catch(onError);
@@ -110,7 +131,8 @@ export function createPacts(deps: {
         await changes.publish(tx, { kind: "pacts" });
         return revision;
       });
-      await load();
+      // Stored and audited: a failed reload here is not the caller's error (the change bus reloads too).
+      await load().catch(() => undefined);
       return revision;
     },
   };

@@ -244,9 +244,19 @@ export const pactShape = {
     )
     .optional(),
   /** MCP tool names (stripe_list_charges) or full-action globs (stripe:charges:*). */
-  intended_tools: z.array(z.string().min(1).max(200)).min(1, "must list at least one tool").optional(),
+  intended_tools: z
+    .array(
+      z
+        .string()
+        .regex(/^[\x21-\x7e]{1,200}$/, "must be a tool name or action pattern (printable, no spaces)"),
+    )
+    .min(1, "must list at least one tool")
+    .optional(),
   /** Operation groups of provider calls (read, write, payments...). */
-  intended_operations: z.array(z.string().min(1).max(64)).min(1, "must list at least one group").optional(),
+  intended_operations: z
+    .array(z.string().regex(/^[a-z][a-z0-9_.-]{0,63}$/, "must be an operation group name"))
+    .min(1, "must list at least one group")
+    .optional(),
   expected_cost_per_call: money.optional(),
   expected_monthly_budget: money.optional(),
   /** How many times the expected cost per call a call may move before it departs from the pact (default 3). */

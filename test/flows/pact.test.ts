@@ -136,6 +136,8 @@ describe(`behavioural pacts (${ENGINE})`, () => {
     const [line] = await s.events("pact.set");
     expect(line).toMatchObject({ agent: "spender", revision: 1, set_by: "admin-api", before: null });
     expect(await health("spender")).toMatchObject({ pact_source: "api", pact_revision: 1 });
+    const shown = await s.cli(["agents", "show", "spender", "--project", "procurement"]);
+    expect(shown.stdout).toContain("pact (set through the API, revision 1): Read transactions only");
     // A pact that is not one is refused, naming what is wrong; nothing is stored.
     const bad = await s.cli(
       ["agents", "pact", "set", "spender", "--project", "procurement"],
@@ -143,6 +145,12 @@ describe(`behavioural pacts (${ENGINE})`, () => {
     );
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toContain("on_violation must be flag or deny");
+    // A tool pattern a policy file would refuse is refused here too.
+    const badTool = await s.cli(
+      ["agents", "pact", "set", "spender", "--project", "procurement"],
+      "purpose: x\nintended_tools: ['a[b']\n",
+    );
+    expect(badTool.stderr).toContain("intended_tools.0 is not a valid tool pattern");
     const unknown = await s.cli(
       ["agents", "pact", "set", "nobody", "--project", "procurement"],
       "purpose: x\n",

@@ -48,7 +48,7 @@ export async function agentsShow({ values, positionals }: Parsed, io: CliIo): Pr
   const lines = [
     `${h.agent} in ${h.project}: health ${h.health}/100 (${h.violations_30d} pact violation(s) in the last 30 days)`,
     pact
-      ? `pact: ${termSafe(pact.purpose)}; tools ${pact.intended_tools?.join(", ") ?? "any"}; operation groups ${pact.intended_operations?.join(", ") ?? "any"}; on violation: ${pact.on_violation}`
+      ? `pact (${h.pact_source === "api" ? `set through the API, revision ${h.pact_revision}` : "from the policy file"}): ${termSafe(pact.purpose)}; tools ${termSafe(pact.intended_tools?.join(", ") ?? "any")}; operation groups ${termSafe(pact.intended_operations?.join(", ") ?? "any")}; on violation: ${pact.on_violation}`
       : "pact: none (the project's policy has no pact for this agent)",
     `trust: ${h.trust ?? "not used in this project"}`,
     ...h.drift.map(
