@@ -1,4 +1,4 @@
-import { and, desc, eq, gt } from "drizzle-orm";
+import { and, desc, eq, gt, sql } from "drizzle-orm";
 import { z } from "zod";
 import type { AgentTokenInfo, TokenService } from "../agents/token-service.js";
 import { readLines } from "../audit/audit-log.js";
@@ -377,6 +377,17 @@ async function agentHealthOf(deps: AdminDeps, agent: string, project: string): P
   if (!p.agentRoles.has(agent))
     throw new AppError("NOT_FOUND", `agent '${agent}' is not in project ${project}`);
   const since = new Date(deps.clock.now().getTime() - 30 * 86_400_000);
+  const ofAgent = (type: string) =>
+    and(
+      eq(auditEvents.type, type),
+      eq(auditEvents.project, project),
+      eq(auditEvents.agent, agent),
+      gt(auditEvents.ts, since),
+    );
+  const [{ violations }] = (await deps.db
+    .select({ violations: sql<number>`count(*)::int` })
+    .from(auditEvents)
+    .where(ofAgent("pact.violated"))) as [{ violations: number }];
   const rows = await deps.db
     .select({
       eventId: auditEvents.eventId,
@@ -385,26 +396,13 @@ async function agentHealthOf(deps: AdminDeps, agent: string, project: string): P
       details: auditEvents.details,
     })
     .from(auditEvents)
-    .where(
-      and(
-        eq(auditEvents.type, "pact.violated"),
-        eq(auditEvents.project, project),
-        eq(auditEvents.agent, agent),
-        gt(auditEvents.ts, since),
-      ),
-    )
-    .orderBy(desc(auditEvents.seq));
+    .where(ofAgent("pact.violated"))
+    .orderBy(desc(auditEvents.seq))
+    .limit(10);
   const changes = await deps.db
     .select({ ts: auditEvents.ts, details: auditEvents.details })
     .from(auditEvents)
-    .where(
-      and(
-        eq(auditEvents.type, "trust.changed"),
-        eq(auditEvents.project, project),
-        eq(auditEvents.agent, agent),
-        gt(auditEvents.ts, since),
-      ),
-    )
+    .where(ofAgent("trust.changed"))
     .orderBy(desc(auditEvents.seq))
     .limit(500);
   const drifts = await deps.db
@@ -430,8 +428,8 @@ async function agentHealthOf(deps: AdminDeps, agent: string, project: string): P
           on_violation: pact.onViolation,
         }
       : null,
-    health: Math.max(0, 100 - 10 * rows.length),
-    violations_30d: rows.length,
+    health: Math.max(0, 100 - 10 * violations),
+    violations_30d: violations,
     pact_source: api?.pact ? "api" : pact ? "policy" : null,
     pact_revision: api?.pact ? api.revision : null,
     trust,
@@ -447,7 +445,7 @@ async function agentHealthOf(deps: AdminDeps, agent: string, project: string): P
       computed_at: d.computedAt.toISOString(),
       numbers: d.numbers,
     })),
-    recent_violations: rows.slice(0, 10).map((r) => ({
+    recent_violations: rows.map((r) => ({
       event_id: r.eventId,
       ts: r.ts.toISOString(),
       reason: r.reason,

@@ -174,9 +174,10 @@ async function authorize(
     params: input.params,
   };
   const now = deps.clock.now();
-  // Personal data and secrets, then rate limits: before the policy decides.
+  const project = deps.policies.index().projects.get(call.project);
+  // Personal data and secrets, the agent's pact, rate limits: before the policy decides.
   const pre = await preChecks(
-    deps.policies.index().projects.get(call.project),
+    project,
     deps.rateLimits,
     call,
     now,
@@ -184,7 +185,6 @@ async function authorize(
     deps.pacts?.get(call.project, call.agent)?.pact,
   );
   const details = pre.details ? { ...opts.details, ...pre.details } : opts.details;
-  const project = deps.policies.index().projects.get(call.project);
   if (project)
     deps.usage?.note(call.project, call.agent, opts.pact?.tool ?? call.action, opts.pact?.group, now);
   // Reasons may quote parameters (a constraint, an approval rule's `when`): what data_protection

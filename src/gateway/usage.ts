@@ -109,14 +109,15 @@ export function createUsage(deps: { db: Db; audit: Pick<AuditLog, "appendInTx">;
         .from(usageCounts)
         .where(gte(usageCounts.bucketStart, Math.floor(recentFrom / HOUR) * HOUR));
       const out: { project: string; agent: string; dimension: Dimension; drift: Drift }[] = [];
-      for (const { project, agent } of active)
+      for (const { project, agent } of active) {
+        const windows = await countsOf(db, project, agent, baselineFrom, recentFrom, now.getTime() + HOUR);
         for (const dimension of ["tool", "group"] as const) {
-          const recent = await countsOf(db, project, agent, dimension, recentFrom, now.getTime() + HOUR);
-          const baseline = await countsOf(db, project, agent, dimension, baselineFrom, recentFrom);
-          const d = drift(baseline, recent, DEFAULT_DRIFT_THRESHOLDS);
+          const w = windows(dimension);
+          const d = drift(w.baseline, w.recent, DEFAULT_DRIFT_THRESHOLDS);
           await record(db, audit, project, agent, dimension, d, now);
           out.push({ project, agent, dimension, drift: d });
         }
+      }
       return out;
     },
 
@@ -145,28 +146,45 @@ export function createUsage(deps: { db: Db; audit: Pick<AuditLog, "appendInTx">;
   };
 }
 
+/**
+ * An agent's counts per dimension in the baseline window [from, recentFrom) and the recent one
+ * [recentFrom, to), read in one query.
+ */
 async function countsOf(
   db: Db,
   project: string,
   agent: string,
-  dimension: Dimension,
   from: number,
+  recentFrom: number,
   to: number,
 ) {
   const rows = await db
-    .select({ value: usageCounts.value, n: sql<number>`sum(${usageCounts.count})::int` })
+    .select({
+      dimension: usageCounts.dimension,
+      value: usageCounts.value,
+      baseline: sql<number>`sum(case when ${usageCounts.bucketStart} < ${recentFrom} then ${usageCounts.count} else 0 end)::int`,
+      recent: sql<number>`sum(case when ${usageCounts.bucketStart} >= ${recentFrom} then ${usageCounts.count} else 0 end)::int`,
+    })
     .from(usageCounts)
     .where(
       and(
         eq(usageCounts.project, project),
         eq(usageCounts.agent, agent),
-        eq(usageCounts.dimension, dimension),
         gte(usageCounts.bucketStart, from),
         lt(usageCounts.bucketStart, to),
       ),
     )
-    .groupBy(usageCounts.value);
-  return new Map(rows.map((r) => [r.value, Number(r.n)])) as Counts;
+    .groupBy(usageCounts.dimension, usageCounts.value);
+  return (dimension: Dimension) => {
+    const baseline = new Map<string, number>();
+    const recent = new Map<string, number>();
+    for (const r of rows) {
+      if (r.dimension !== dimension) continue;
+      if (Number(r.baseline) > 0) baseline.set(r.value, Number(r.baseline));
+      if (Number(r.recent) > 0) recent.set(r.value, Number(r.recent));
+    }
+    return { baseline: baseline as Counts, recent: recent as Counts };
+  };
 }
 
 /** Stores the level and, when it changed to minor or major, writes `drift.detected` (once across instances). */
@@ -186,34 +204,20 @@ async function record(
     recent_calls: d.recentCalls,
     shifts: d.shifts,
   };
+  const row = and(
+    eq(agentDrift.project, project),
+    eq(agentDrift.agent, agent),
+    eq(agentDrift.dimension, dimension),
+  );
   await db.transaction(async (tx) => {
     // The row exists before it is locked, so that two instances evaluating a new agent serialise here.
     await tx
       .insert(agentDrift)
       .values({ project, agent, dimension, level: "none", computedAt: new Date(0), numbers: {} })
       .onConflictDoNothing();
-    const [before] = await tx
-      .select({ level: agentDrift.level })
-      .from(agentDrift)
-      .where(
-        and(
-          eq(agentDrift.project, project),
-          eq(agentDrift.agent, agent),
-          eq(agentDrift.dimension, dimension),
-        ),
-      )
-      .for("update");
+    const [before] = await tx.select({ level: agentDrift.level }).from(agentDrift).where(row).for("update");
     // The numbers are the last computed ones; a line is written only when the level changes.
-    await tx
-      .update(agentDrift)
-      .set({ level: d.level, computedAt: now, numbers })
-      .where(
-        and(
-          eq(agentDrift.project, project),
-          eq(agentDrift.agent, agent),
-          eq(agentDrift.dimension, dimension),
-        ),
-      );
+    await tx.update(agentDrift).set({ level: d.level, computedAt: now, numbers }).where(row);
     if (before?.level === d.level || d.level === "none") return;
     await audit.appendInTx(tx, [
       {
