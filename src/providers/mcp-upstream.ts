@@ -183,6 +183,8 @@ async function transportOf(
     env: childEnv,
     cwd: c.cwd,
     stderr: "ignore",
+    // The same cap as an HTTP upstream's answers: a larger message closes the connection.
+    maxBufferSize: deps.maxAnswerBytes ?? 10 * 1024 * 1024,
   });
   return { transport, credentials };
 }
