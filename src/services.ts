@@ -8,6 +8,7 @@ import { type Checkpointer, type CheckpointSink, createCheckpointer } from "./au
 import { createApproverTokens } from "./butler/approver-tokens.js";
 import { type Butler, createButler } from "./butler/butler-service.js";
 import type { AgentNotifier } from "./butler/notifier.js";
+import { alertHandler } from "./channels/alert-delivery.js";
 import { cardHandlers } from "./channels/card-delivery.js";
 import type { ApprovalChannel } from "./channels/channel.js";
 import { type ChannelAdapter, channelHooks } from "./channels/channel-hooks.js";
@@ -18,10 +19,12 @@ import { createDashboardSessions } from "./dashboard/sessions.js";
 import { type ChangeBus, createChangeBus } from "./db/changes.js";
 import type { Database } from "./db/client.js";
 import { migrate } from "./db/migrate.js";
+import { type Alerts, createAlerts, driftAlert, trustAlert } from "./gateway/alerts.js";
+import { createBehaviour } from "./gateway/behaviour.js";
 import { createGateway } from "./gateway/gateway-service.js";
 import { createPacts } from "./gateway/pacts.js";
 import { createRateLimiter } from "./gateway/rate-limits.js";
-import { createTrust } from "./gateway/trust.js";
+import { createIncidents, createTrust } from "./gateway/trust.js";
 import { createUsage } from "./gateway/usage.js";
 import { createOneShots } from "./grants/one-shot.js";
 import type { Logger } from "./logger.js";
@@ -29,7 +32,7 @@ import { deleteEndedMcpSessions, touchMcpSession } from "./mcp/session-repo.js";
 import { createMcpStreams } from "./mcp/streams.js";
 import { createMetrics } from "./metrics.js";
 import { combineWorkers, createOutboxWorker, type OutboxHandlers } from "./outbox/outbox.js";
-import { createPolicyStore } from "./policy-store/policy-store.js";
+import { createPolicyStore, type PolicyStore } from "./policy-store/policy-store.js";
 import { createBudgets } from "./providers/budgets.js";
 import { createCredentials } from "./providers/credentials.js";
 import { createMcpPins } from "./providers/mcp-pins.js";
@@ -98,8 +101,11 @@ export function createServices(opts: ServiceOptions) {
   const hooks = channelHooks({ db, audit, clock, policies });
   const channels = [...(opts.channels ?? []), ...(opts.adapters ?? []).map((build) => build(hooks))];
   const oneShots = createOneShots({ db, audit, clock });
-  // What the gateway keeps per agent besides the policy: rate-limit counters, tool usage, trust scores.
-  const perAgent = agentState({ db, audit, clock, changes });
+  // Per agent: rate-limit counters, tool usage and drift, trust scores, pacts; and security alerts.
+  const { alerts, ...perAgent } = agentState(
+    { db, audit, clock, changes, policies },
+    { publicUrl: opts.publicUrl, onEnqueued: () => outbox.wake() },
+  );
   const gateway = createGateway({
     policies,
     audit,
@@ -138,7 +144,9 @@ export function createServices(opts: ServiceOptions) {
     version: PACKAGE_VERSION,
   });
 
-  const outbox = outboxWorkers(opts, { audit, a2a, butler, channels, redact });
+  // Credentials are read when an alert is sent (they are made below).
+  const credential = (name: string) => credentials.get(name);
+  const outbox = outboxWorkers(opts, { audit, a2a, butler, channels, redact, credential });
   const vault = createVault({
     db,
     audit,
@@ -150,21 +158,10 @@ export function createServices(opts: ServiceOptions) {
   const credentials = createCredentials({ fromEnv: config.credentialFromEnv, vault, secrets, changes });
   const providerSet = opts.providers ?? { providers: new Map(), failures: [] };
   const { mcpPins, mcpUpstreams } = mcpClients({ db, audit, clock, log, credentials }, providerSet);
-  const providers = createProviderGateway({
-    providers: providerSet,
-    mcp: mcpUpstreams,
-    gateway,
-    audit,
-    clock,
-    log,
-    credential: credentials.get,
-    baseUrls: config.providers?.baseUrls ?? {},
-    budgets: createBudgets({ db, clock }),
-    projectBudgets: (project) => policies.index().projects.get(project)?.document.budgets ?? [],
-    butler,
-    oneShots,
-    webhookEvents: createWebhookEvents({ db, audit, clock }),
-  });
+  const providers = providerGateway(
+    { db, audit, clock, log, policies, config },
+    { providerSet, mcpUpstreams, gateway, credentials, butler, oneShots, alerts, perAgent },
+  );
   const dashboardSessions = createDashboardSessions({
     db,
     audit,
@@ -232,18 +229,74 @@ export function createServices(opts: ServiceOptions) {
     outbox,
     admin,
     channels,
+    alerts,
   };
 }
 
 export type Services = ReturnType<typeof createServices>;
 
-function agentState(deps: { db: Database["db"]; audit: AuditLog; clock: Clock; changes: ChangeBus }) {
+function agentState(
+  deps: { db: Database["db"]; audit: AuditLog; clock: Clock; changes: ChangeBus; policies: PolicyStore },
+  opts: { publicUrl: () => string; onEnqueued: () => void },
+) {
+  const alerts = createAlerts({ ...deps, ...opts });
   return {
+    alerts,
     rateLimits: createRateLimiter(deps.db),
-    usage: createUsage(deps),
-    trust: createTrust(deps),
+    // A drift turning major (or minor) and a trust score falling below a rule's line are alerts.
+    usage: createUsage({ ...deps, onDrift: (tx, change) => driftAlert(alerts, tx, change) }),
+    trust: createTrust({
+      ...deps,
+      onLowered: (tx, change) => trustAlert(alerts, deps.policies, tx, change),
+    }),
     pacts: createPacts(deps),
   };
+}
+
+/**
+ * The gateway in the call path: providers, budgets, webhooks, and what provider events mean for
+ * agents' behaviour (pact, drift, trust; incidents outside a decision lower trust scores).
+ */
+function providerGateway(
+  deps: {
+    db: Database["db"];
+    audit: AuditLog;
+    clock: Clock;
+    log: Logger;
+    policies: PolicyStore;
+    config: ServiceOptions["config"];
+  },
+  parts: {
+    providerSet: ProviderSet;
+    mcpUpstreams: ReturnType<typeof mcpClients>["mcpUpstreams"];
+    gateway: ReturnType<typeof createGateway>;
+    credentials: { get(name: string): Promise<string | undefined> };
+    butler: Butler;
+    oneShots: ReturnType<typeof createOneShots>;
+    alerts: Alerts;
+    perAgent: Omit<ReturnType<typeof agentState>, "alerts">;
+  },
+) {
+  const { db, audit, clock, log, policies, config } = deps;
+  const incidents = createIncidents({ trust: parts.perAgent.trust, policies, log });
+  return createProviderGateway({
+    providers: parts.providerSet,
+    mcp: parts.mcpUpstreams,
+    gateway: parts.gateway,
+    audit,
+    clock,
+    log,
+    credential: (name) => parts.credentials.get(name),
+    baseUrls: config.providers?.baseUrls ?? {},
+    budgets: createBudgets({ db, clock }),
+    projectBudgets: (project) => policies.index().projects.get(project)?.document.budgets ?? [],
+    butler: parts.butler,
+    oneShots: parts.oneShots,
+    webhookEvents: createWebhookEvents({ db, audit, clock }),
+    behaviour: createBehaviour({ audit, policies, ...parts.perAgent, incidents }),
+    alerts: parts.alerts,
+    incidents,
+  });
 }
 
 /** Butler as an MCP client of the servers behind it (connected when first needed), and their tools' pins. */
@@ -315,6 +368,7 @@ function outboxWorkers(
     butler: Butler;
     channels: readonly ApprovalChannel[];
     redact: (text: string) => string;
+    credential: (name: string) => Promise<string | undefined>;
   },
 ) {
   const { config, database, log, clock } = opts;
@@ -332,6 +386,7 @@ function outboxWorkers(
       };
     },
     ...cardHandlers(parts.butler, parts.channels),
+    ...alertHandler({ channels: parts.channels, credential: parts.credential, now: () => clock.now() }),
   };
   const pushes = pushHandler(a2a, config.a2a?.pushAllowlist ?? []);
   return combineWorkers([

@@ -119,7 +119,7 @@ export interface AgentHealth {
   trust: number | null;
   /** The trust score's changes of the last 30 days, oldest first (at most 500). */
   trust_history: { ts: string; before: number; after: number; cause: string }[];
-  /** The drift level last computed, per dimension (tool, group), with its numbers. */
+  /** The drift level last computed, per dimension (tool, group, merchant_category), with its numbers. */
   drift: { dimension: string; level: string; computed_at: string; numbers: Record<string, unknown> }[];
 }
 

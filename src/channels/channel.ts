@@ -1,6 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import type { ApprovalCard } from "../butler/approval-card.js";
 import type { Audience, ChannelKind, ReviewHandler } from "../butler/channel-port.js";
+import type { SecurityAlert } from "../gateway/alerts.js";
 
 /**
  * The contract every approval surface implements (Slack, Telegram, the web dashboard). Adapters
@@ -70,4 +71,10 @@ export interface ApprovalChannel {
   update(posted: PostedCard, card: ApprovalCard, note?: string): Promise<void>;
   /** Adds the adapter's HTTP endpoints (webhooks) to the server, if it has any. */
   mount?(app: FastifyInstance): Promise<void>;
+  /** Posts a security alert to the project's security rooms on this platform (`security:` in the policy). */
+  postAlert?(
+    alert: SecurityAlert,
+    targets: readonly string[],
+    already?: readonly string[],
+  ): Promise<PostResult>;
 }

@@ -194,7 +194,7 @@ async function authorize(
   let trustLimited = false;
   const decided = async () => {
     const d = await decide(deps, call, now, opts);
-    const limited = await limitByTrust(deps, project, call, d);
+    const limited = await limitByTrust(deps, project, call, d, opts);
     trustLimited = limited !== d;
     return limited;
   };
@@ -240,18 +240,25 @@ async function authorize(
 }
 
 /**
- * A trust rule's limit on an allowed call: while the agent's score is below the rule's, its
- * constraints must hold too (the score is read only when a rule could limit the call).
+ * A trust rule's limit on a call that could go through: while the agent's score is below the
+ * rule's, its constraints must hold too (the score is read only when a rule could limit the call).
+ * That is an allowed call, and a call a one-shot approval could let through (a denial a grant
+ * could lift, of an action a person approves call by call): a low score is not bypassed by asking.
  */
 async function limitByTrust(
   deps: GatewayDeps,
   project: CompiledProject | undefined,
   call: Call,
   d: Decision,
+  opts: AuthorizeOptions,
 ): Promise<Decision> {
   const trust = project?.document.trust;
-  if (d.decision !== "ALLOW" || !trust || !deps.trust || !trustMayLimit(project!, call.agent, call.action))
-    return d;
+  if (!trust || !deps.trust || !trustMayLimit(project!, call.agent, call.action)) return d;
+  const oneShotPossible =
+    d.decision === "DENY" &&
+    LIFTABLE_DENIALS.has(d.code) &&
+    (opts.eachCall !== undefined || approvalRequired(project!, call) !== undefined);
+  if (d.decision !== "ALLOW" && !oneShotPossible) return d;
   const score = await deps.trust.score(call.project, call.agent, trust.initial);
   const limit = trustLimit(project!, call, score);
   if (!limit) return d;

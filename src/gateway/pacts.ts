@@ -87,6 +87,13 @@ export function createPacts(deps: {
         if (c.kind === "pacts" || c.kind === "resync") load().catch(onError);
       });
     },
+    /** Every API-set pact in force, by project and agent (null: handed back to the policy). */
+    *all(): Iterable<{ project: string; agent: string; pact: PactDef | null }> {
+      for (const [k, v] of inForce) {
+        const [project, agent] = k.split("\u0000") as [string, string];
+        yield { project, agent, pact: v.pact };
+      }
+    },
     /** The API-set pact in force for the agent: a pact, null (handed back to the policy), or undefined (never set). */
     get(project: string, agent: string) {
       return inForce.get(key(project, agent));

@@ -1,12 +1,13 @@
 import type { CompiledProject } from "../policy/compile.js";
 import {
+  classificationViolation,
   describeViolations,
   type PactCall,
   type PactDef,
   type PactViolation,
   pactViolations,
 } from "../policy/pact.js";
-import { detect, protectionKinds, scanParams } from "../policy/sensitive.js";
+import { detect, protectionKinds, SENSITIVE_KINDS, scanParams } from "../policy/sensitive.js";
 import { formatDuration } from "../policy/time.js";
 import type { Decision } from "../policy/types.js";
 import type { RateLimiter } from "./rate-limits.js";
@@ -62,6 +63,15 @@ export async function preChecks(
   // 2. The agent's pact: a pact that says deny refuses here, before the call counts against a limit.
   const pact = apiPact ?? project.document.pacts.get(call.agent);
   const list = pact ? pactViolations(pact, { action: call.action, ...pactCall }) : [];
+  // The data the call carries, against the class of data the pact expects the agent to handle.
+  if (pact?.expectedClassification && pact.expectedClassification !== "restricted") {
+    const found = call.params === undefined ? [] : scanParams(call.params, SENSITIVE_KINDS);
+    const v = classificationViolation(pact, [
+      ...(found ?? []).map((f) => f.kind),
+      ...(call.resource ? detect(call.resource, SENSITIVE_KINDS) : []),
+    ]);
+    if (v) list.push(v);
+  }
   const violations =
     pact && list.length > 0
       ? { list, mode: pact.onViolation, text: describeViolations(call.agent, list) }

@@ -1,9 +1,11 @@
 import { and, eq } from "drizzle-orm";
 import type { AuditLog } from "../audit/audit-log.js";
 import type { Clock } from "../clock.js";
-import type { Db } from "../db/client.js";
+import type { Db, Tx } from "../db/client.js";
 import { agentTrust } from "../db/schema.js";
-import { TRUST_RECOVERY_PER_HOUR } from "../policy/trust.js";
+import type { Logger } from "../logger.js";
+import type { PolicyIndex } from "../policy/index.js";
+import { TRUST_PENALTIES, TRUST_RECOVERY_PER_HOUR } from "../policy/trust.js";
 
 /**
  * Agents' trust scores, stored per project and agent. A score is read only for a call a trust rule
@@ -12,7 +14,18 @@ import { TRUST_RECOVERY_PER_HOUR } from "../policy/trust.js";
  * when the score is read (10 points per full hour since the last change, up to the project's
  * initial score) and written, with its own line, when the next incident changes the score.
  */
-export function createTrust(deps: { db: Db; audit: Pick<AuditLog, "appendInTx">; clock: Clock }) {
+/** Told of every incident that lowered a score, in its transaction (security alerts). */
+export type TrustListener = (
+  tx: Tx,
+  change: { project: string; agent: string; before: number; after: number; cause: string; eventId: string },
+) => Promise<void>;
+
+export function createTrust(deps: {
+  db: Db;
+  audit: Pick<AuditLog, "appendInTx">;
+  clock: Clock;
+  onLowered?: TrustListener | undefined;
+}) {
   const { db, audit, clock } = deps;
   const where = (project: string, agent: string) =>
     and(eq(agentTrust.project, project), eq(agentTrust.agent, agent));
@@ -74,7 +87,18 @@ export function createTrust(deps: { db: Db; audit: Pick<AuditLog, "appendInTx">;
             reason: `${cause}: -${before - after}`,
             details: { before, after, cause, incident_event_id: eventId },
           });
-        if (lines.length > 0) await audit.appendInTx(tx, lines);
+        if (lines.length > 0) {
+          const written = await audit.appendInTx(tx, lines);
+          if (after < before)
+            await deps.onLowered?.(tx, {
+              project,
+              agent,
+              before,
+              after,
+              cause,
+              eventId: written[written.length - 1]!.event_id,
+            });
+        }
         return after;
       });
     },
@@ -82,3 +106,27 @@ export function createTrust(deps: { db: Db; audit: Pick<AuditLog, "appendInTx">;
 }
 
 export type Trust = ReturnType<typeof createTrust>;
+
+/**
+ * An agent's incident outside a decision (a budget refusal, a provider's event breaking its pact):
+ * lowers its trust score by the cause's penalty when its project uses trust scores. Never throws:
+ * what caused it is stored and answered already; a lost incident only leaves the score higher.
+ */
+export function createIncidents(deps: {
+  trust: Pick<Trust, "incident">;
+  policies: { index(): PolicyIndex };
+  log: Logger;
+}) {
+  return async (project: string, agent: string, cause: string, eventId: string): Promise<void> => {
+    const trust = deps.policies.index().projects.get(project)?.document.trust;
+    const penalty = TRUST_PENALTIES[cause];
+    if (!trust || penalty === undefined) return;
+    try {
+      await deps.trust.incident(project, agent, trust.initial, penalty, cause, eventId);
+    } catch (e) {
+      deps.log.error({ err: e, agent, project }, "a trust incident could not be recorded");
+    }
+  };
+}
+
+export type Incidents = ReturnType<typeof createIncidents>;

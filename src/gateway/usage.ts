@@ -1,7 +1,7 @@
 import { and, eq, gte, lt, sql } from "drizzle-orm";
 import type { AuditLog } from "../audit/audit-log.js";
 import type { Clock } from "../clock.js";
-import type { Db } from "../db/client.js";
+import type { Db, Tx } from "../db/client.js";
 import { agentDrift, usageCounts } from "../db/schema.js";
 import { type Counts, DEFAULT_DRIFT_THRESHOLDS, type Drift, drift } from "../policy/drift.js";
 
@@ -20,10 +20,29 @@ const HOUR = 3600_000;
 const MAX_VALUES_PER_AGENT_HOUR = 200;
 const OTHER = "(other)";
 
-export type Dimension = "tool" | "group";
+export type Dimension = "tool" | "group" | "merchant_category";
+const DIMENSIONS: readonly Dimension[] = ["tool", "group", "merchant_category"];
+const DIMENSION_TEXT: Record<Dimension, string> = {
+  tool: "tools",
+  group: "operation groups",
+  merchant_category: "card merchant categories",
+};
 
-export function createUsage(deps: { db: Db; audit: Pick<AuditLog, "appendInTx">; clock: Clock }) {
-  const { db, audit, clock } = deps;
+/** Told of every change of an agent's drift level, in the transaction that records it (security alerts). */
+export type DriftListener = (
+  tx: Tx,
+  change: { project: string; agent: string; dimension: Dimension; drift: Drift; eventId: string },
+) => Promise<void>;
+
+export function createUsage(deps: {
+  db: Db;
+  audit: Pick<AuditLog, "appendInTx">;
+  clock: Clock;
+  onDrift?: DriftListener | undefined;
+}) {
+  const { db, clock } = deps;
+  const rec = (project: string, agent: string, dimension: Dimension, d: Drift, now: Date) =>
+    record(deps, project, agent, dimension, d, now);
   /**
    * `hour NUL project NUL agent NUL dimension NUL value` → calls not flushed yet (names and actions
    * hold no NUL: requests with one are refused before they are decided).
@@ -111,14 +130,33 @@ export function createUsage(deps: { db: Db; audit: Pick<AuditLog, "appendInTx">;
       const out: { project: string; agent: string; dimension: Dimension; drift: Drift }[] = [];
       for (const { project, agent } of active) {
         const windows = await countsOf(db, project, agent, baselineFrom, recentFrom, now.getTime() + HOUR);
-        for (const dimension of ["tool", "group"] as const) {
+        for (const dimension of DIMENSIONS) {
           const w = windows(dimension);
-          const d = drift(w.baseline, w.recent, DEFAULT_DRIFT_THRESHOLDS);
-          await record(db, audit, project, agent, dimension, d, now);
+          const d = drift(w.baseline, w.recent, DEFAULT_DRIFT_THRESHOLDS, dimension === "merchant_category");
+          await rec(project, agent, dimension, d, now);
           out.push({ project, agent, dimension, drift: d });
         }
       }
       return out;
+    },
+
+    /**
+     * Counts one observation at once (a provider's event about the agent's card: its merchant
+     * category) and computes that dimension's drift for the agent then and there, for reactions
+     * that depend on it. Events are few; calls go through `note`.
+     */
+    async observe(project: string, agent: string, dimension: Dimension, value: string): Promise<Drift> {
+      return observeNow({ db, rec, now: clock.now() }, project, agent, dimension, value);
+    },
+
+    /** The agent's highest drift level, across dimensions, as last computed. */
+    async level(project: string, agent: string): Promise<Drift["level"]> {
+      const rows = await db
+        .select({ level: agentDrift.level })
+        .from(agentDrift)
+        .where(and(eq(agentDrift.project, project), eq(agentDrift.agent, agent)));
+      const levels = rows.map((r) => r.level);
+      return levels.includes("major") ? "major" : levels.includes("minor") ? "minor" : "none";
     },
 
     /**
@@ -144,6 +182,48 @@ export function createUsage(deps: { db: Db; audit: Pick<AuditLog, "appendInTx">;
       await db.delete(usageCounts).where(lt(usageCounts.bucketStart, before));
     },
   };
+}
+
+/** Stores one observation at once and computes the drift of its dimension for the agent. */
+async function observeNow(
+  deps: {
+    db: Db;
+    rec: (project: string, agent: string, dimension: Dimension, d: Drift, now: Date) => Promise<void>;
+    now: Date;
+  },
+  project: string,
+  agent: string,
+  dimension: Dimension,
+  value: string,
+): Promise<Drift> {
+  const { db, rec, now } = deps;
+  const bucketStart = Math.floor(now.getTime() / HOUR) * HOUR;
+  await db
+    .insert(usageCounts)
+    .values({ project, agent, dimension, value: value.slice(0, 200), bucketStart, count: 1 })
+    .onConflictDoUpdate({
+      target: [
+        usageCounts.project,
+        usageCounts.agent,
+        usageCounts.dimension,
+        usageCounts.value,
+        usageCounts.bucketStart,
+      ],
+      set: { count: sql`${usageCounts.count} + 1` },
+    });
+  const recentFrom = now.getTime() - DRIFT_RECENT_MS;
+  const windows = await countsOf(
+    db,
+    project,
+    agent,
+    recentFrom - DRIFT_BASELINE_MS,
+    recentFrom,
+    now.getTime() + HOUR,
+  );
+  const w = windows(dimension);
+  const d = drift(w.baseline, w.recent, DEFAULT_DRIFT_THRESHOLDS, dimension === "merchant_category");
+  await rec(project, agent, dimension, d, now);
+  return d;
 }
 
 /**
@@ -189,8 +269,7 @@ async function countsOf(
 
 /** Stores the level and, when it changed to minor or major, writes `drift.detected` (once across instances). */
 async function record(
-  db: Db,
-  audit: Pick<AuditLog, "appendInTx">,
+  deps: { db: Db; audit: Pick<AuditLog, "appendInTx">; onDrift?: DriftListener | undefined },
   project: string,
   agent: string,
   dimension: Dimension,
@@ -203,7 +282,9 @@ async function record(
     baseline_calls: d.baselineCalls,
     recent_calls: d.recentCalls,
     shifts: d.shifts,
+    ...(d.newValues.length > 0 ? { new_values: d.newValues } : {}),
   };
+  const { db, audit } = deps;
   const row = and(
     eq(agentDrift.project, project),
     eq(agentDrift.agent, agent),
@@ -219,16 +300,17 @@ async function record(
     // The numbers are the last computed ones; a line is written only when the level changes.
     await tx.update(agentDrift).set({ level: d.level, computedAt: now, numbers }).where(row);
     if (before?.level === d.level || d.level === "none") return;
-    await audit.appendInTx(tx, [
+    const [line] = await audit.appendInTx(tx, [
       {
         type: "drift.detected",
         at: now,
         agent,
         project,
-        reason: `${agent}'s use of ${dimension === "tool" ? "tools" : "operation groups"} in the last ${DRIFT_RECENT_MS / HOUR} h departs from the ${DRIFT_BASELINE_MS / (24 * HOUR)} days before: ${d.level} (Jaccard distance ${d.jaccard}, Jensen-Shannon divergence ${d.jensenShannon})`,
+        reason: `${agent}'s use of ${DIMENSION_TEXT[dimension]} in the last ${DRIFT_RECENT_MS / HOUR} h departs from the ${DRIFT_BASELINE_MS / (24 * HOUR)} days before: ${d.level} (Jaccard distance ${d.jaccard}, Jensen-Shannon divergence ${d.jensenShannon})`,
         details: { level: d.level, previous_level: before?.level ?? "none", dimension, ...numbers },
       },
     ]);
+    await deps.onDrift?.(tx, { project, agent, dimension, drift: d, eventId: line!.event_id });
   });
 }
 

@@ -10,6 +10,10 @@
  * The level is the higher of the two distances' levels: `major` from 0.5 (Jaccard) or 0.3
  * (Jensen–Shannon), `minor` from 0.2 or 0.1, else `none`. Too few calls in either window
  * (`minCalls`) says nothing: `none`.
+ *
+ * Merchant categories of an agent's card payments (`newIsMajor`) are rarer and each one counts: a
+ * category the baseline never had is `major` as soon as it is seen, once the baseline holds
+ * `minCalls` payments (the seed's "new MCC → major drift").
  */
 
 export type DriftLevel = "none" | "minor" | "major";
@@ -38,6 +42,8 @@ export interface Drift {
   recentCalls: number;
   /** The tools whose share moved the most, with their shares before and now. */
   shifts: { value: string; baseline: number; recent: number }[];
+  /** Values used in the recent window and never in the baseline (at most 10). */
+  newValues: string[];
 }
 
 /** Counts per tool (or group, or merchant category). */
@@ -76,19 +82,24 @@ export function drift(
   baseline: Counts,
   recent: Counts,
   t: DriftThresholds = DEFAULT_DRIFT_THRESHOLDS,
+  newIsMajor = false,
 ): Drift {
   const baselineCalls = total(baseline);
   const recentCalls = total(recent);
   const jaccard = jaccardDistance(baseline, recent);
   const js = jensenShannon(baseline, recent);
   const enough = baselineCalls >= t.minCalls && recentCalls >= t.minCalls;
-  const level: DriftLevel = !enough
-    ? "none"
-    : jaccard >= t.jaccardMajor || js >= t.jsMajor
+  const newValues = [...recent].filter(([k, n]) => n > 0 && (baseline.get(k) ?? 0) === 0).map(([k]) => k);
+  const level: DriftLevel =
+    newIsMajor && baselineCalls >= t.minCalls && newValues.length > 0
       ? "major"
-      : jaccard >= t.jaccardMinor || js >= t.jsMinor
-        ? "minor"
-        : "none";
+      : !enough
+        ? "none"
+        : jaccard >= t.jaccardMajor || js >= t.jsMajor
+          ? "major"
+          : jaccard >= t.jaccardMinor || js >= t.jsMinor
+            ? "minor"
+            : "none";
   const shifts = [...new Set([...baseline.keys(), ...recent.keys()])]
     .map((value) => ({
       value,
@@ -97,5 +108,13 @@ export function drift(
     }))
     .sort((x, y) => Math.abs(y.recent - y.baseline) - Math.abs(x.recent - x.baseline))
     .slice(0, 5);
-  return { level, jaccard: round(jaccard), jensenShannon: round(js), baselineCalls, recentCalls, shifts };
+  return {
+    level,
+    jaccard: round(jaccard),
+    jensenShannon: round(js),
+    baselineCalls,
+    recentCalls,
+    shifts,
+    newValues: newValues.slice(0, 10),
+  };
 }

@@ -9,6 +9,7 @@ import { knownKeysAt, PolicyDocumentSchema, type RawPolicyDocument } from "./sch
 import { parseDuration, parseTimestamp } from "./time.js";
 import type {
   AgentDef,
+  AlertKind,
   ApprovalRuleDef,
   ApproverDef,
   ConstraintDef,
@@ -18,6 +19,7 @@ import type {
   ProjectSettings,
   RateLimitDef,
   RiskTier,
+  SecurityDef,
 } from "./types.js";
 
 /** A policy file's name (as it should appear in messages) and its text. */
@@ -228,6 +230,22 @@ function crossCheck(raw: RawPolicyDocument, report: Report): PolicyDocument {
           }),
         }
       : undefined,
+    security: raw.security ? securityOf(raw.security, report) : undefined,
+  };
+}
+
+const DEFAULT_ALERTS: AlertKind[] = ["drift_major", "pact_violation", "trust_low", "reaction"];
+
+function securityOf(s: NonNullable<RawPolicyDocument["security"]>, report: Report): SecurityDef {
+  if (!s.slack && !s.telegram && !s.webhook_url)
+    report(["security"], "names no slack channel, telegram chat or webhook_url: alerts would reach no one");
+  if (s.webhook_secret && !s.webhook_url) report(["security", "webhook_secret"], "needs webhook_url");
+  return {
+    slack: s.slack ?? [],
+    telegram: (s.telegram ?? []).map(String),
+    webhookUrl: s.webhook_url,
+    webhookSecret: s.webhook_secret,
+    alertOn: new Set(s.alert_on ?? DEFAULT_ALERTS),
   };
 }
 
@@ -412,6 +430,10 @@ function checkPacts(raw: RawPolicyDocument, known: KnownAgents, report: Report):
       const g = compileGlob(t);
       if (!g.ok) report(["pacts", i, "intended_tools", j], `is not a valid tool pattern: it ${g.error}`);
     });
+    p.resources?.forEach((t, j) => {
+      const g = compileGlob(t);
+      if (!g.ok) report(["pacts", i, "resources", j], `is not a valid resource pattern: it ${g.error}`);
+    });
     pacts.set(p.agent, pactDefOf(p));
   });
   return pacts;
@@ -435,6 +457,7 @@ export function pactDefOf(p: NonNullable<RawPolicyDocument["pacts"]>[number]): P
     },
     costTolerance: p.cost_tolerance ?? 3,
     allowedMerchantCategories: p.allowed_merchant_categories,
+    resources: p.resources,
     onViolation: p.on_violation ?? "flag",
   };
 }

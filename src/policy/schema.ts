@@ -264,6 +264,11 @@ export const pactShape = {
   allowed_merchant_categories: z
     .array(z.string().regex(/^\d{4}$/, "must be a four-digit merchant category code"))
     .optional(),
+  /**
+   * The resources that are this agent's (its cards: revolut.com/cards/card_123), as resource globs:
+   * a provider's webhook events about them are its behaviour (pact, drift, trust).
+   */
+  resources: z.array(resourceGlob).min(1, "must list at least one resource").optional(),
   on_violation: z.enum(["flag", "deny"], "must be flag or deny").optional(),
 };
 
@@ -298,6 +303,27 @@ export const dataProtectionShape = {
   private_key: protectionMode.optional(),
 };
 
+/** Security alerts: drift, pact violations by events, trust falling below a rule, reactions. */
+export const ALERT_KINDS = ["drift_major", "drift_minor", "pact_violation", "trust_low", "reaction"] as const;
+export const securityShape = {
+  /** Slack channels (ids) that get every alert of the project. */
+  slack: z.array(slackTarget).min(1, "must list at least one channel; leave the key out").optional(),
+  /** Telegram chats (ids) that get every alert of the project. */
+  telegram: z.array(telegramChat).min(1, "must list at least one chat; leave the key out").optional(),
+  /** An outgoing webhook: each alert is POSTed there as JSON, signed when `webhook_secret` is set. */
+  webhook_url: z
+    .url({ protocol: /^https?$/, error: "must be an http(s) URL" })
+    .max(2000)
+    .optional(),
+  /** The environment variable (or vault entry) holding the key the webhook's body is signed with. */
+  webhook_secret: z
+    .string()
+    .regex(/^[A-Z][A-Z0-9_]{0,127}$/, "must be an environment variable name such as SECURITY_WEBHOOK_SECRET")
+    .optional(),
+  /** Which alerts (default: drift_major, pact_violation, trust_low, reaction). */
+  alert_on: z.array(z.enum(ALERT_KINDS, `must be one of ${ALERT_KINDS.join(", ")}`)).optional(),
+};
+
 export const documentShape = {
   project: projectName,
   description: z.string().max(2000).optional(),
@@ -319,6 +345,8 @@ export const documentShape = {
   trust: z.strictObject(trustShape).optional(),
   /** What each agent is for (behavioural pacts): calls outside it are flagged or denied. */
   pacts: z.array(z.strictObject(pactShape)).optional(),
+  /** Where security alerts go (a security room in Slack and Telegram, an outgoing webhook). */
+  security: z.strictObject(securityShape).optional(),
 };
 export const PolicyDocumentSchema = z.strictObject(documentShape);
 export type RawPolicyDocument = z.infer<typeof PolicyDocumentSchema>;
@@ -338,6 +366,7 @@ export function knownKeysAt(path: readonly PropertyKey[]): string[] | undefined 
   if (/^rate_limits\/#$/.test(at)) return Object.keys(rateLimitShape);
   if (at === "data_protection") return Object.keys(dataProtectionShape);
   if (/^pacts\/#$/.test(at)) return Object.keys(pactShape);
+  if (at === "security") return Object.keys(securityShape);
   if (at === "trust") return Object.keys(trustShape);
   if (/^trust\/rules\/#$/.test(at)) return Object.keys(trustRuleShape);
   if (/^trust\/rules\/#\/constraints\/[^/]+$/.test(at)) return Object.keys(constraintShape);

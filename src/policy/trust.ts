@@ -17,6 +17,12 @@ export const TRUST_PENALTIES: Readonly<Record<string, number>> = {
   sensitive_data: 50,
   deny_pattern: 30,
   constraint_failed: 20,
+  /** A provider's event about the agent's card breaks its pact (a blocked merchant category). */
+  webhook_incident: 100,
+  /** A call refused because it would exceed a budget. */
+  budget_exceeded: 30,
+  /** A person revoked one of the agent's grants. */
+  grant_revoked: 50,
 };
 
 /** Points regained per full hour without an incident, up to the project's initial score. */

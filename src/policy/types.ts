@@ -125,6 +125,19 @@ export interface PolicyDocument {
   pacts: ReadonlyMap<string, PactDef>;
   /** Trust scores (none: the project does not use them, and no incident changes a score). */
   trust: { initial: number; rules: TrustRuleDef[] } | undefined;
+  /** Where security alerts go, and which (none: the project sends none). */
+  security: SecurityDef | undefined;
+}
+
+export type AlertKind = "drift_major" | "drift_minor" | "pact_violation" | "trust_low" | "reaction";
+
+export interface SecurityDef {
+  slack: string[];
+  telegram: string[];
+  webhookUrl: string | undefined;
+  /** The name of the credential the webhook's body is signed with. */
+  webhookSecret: string | undefined;
+  alertOn: ReadonlySet<AlertKind>;
 }
 
 /** While an agent's trust is below `below`, calls of `actions` must also meet `constraints`. */

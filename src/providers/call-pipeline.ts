@@ -280,8 +280,8 @@ async function sendAllowed(
   } finally {
     await holds.settle(outcome ? endOf(outcome) : NOT_SENT_UNEXPECTEDLY);
   }
-  if (outcome.kind === "over_budget")
-    return refuse(ctx, identity, {
+  if (outcome.kind === "over_budget") {
+    const refused = await refuse(ctx, identity, {
       type: "budget.exceeded",
       action: s.action,
       resource: s.resource,
@@ -293,6 +293,9 @@ async function sendAllowed(
         decision_event_id: d.event_id,
       },
     });
+    await ctx.incidents?.(identity.project, identity.agent, "budget_exceeded", refused.eventId);
+    return refused;
+  }
   if (outcome.kind === "not_sent") return recordNotSent(ctx, identity, s, d, outcome.problem);
   return recordExchange(ctx, identity, s, d, outcome);
 }

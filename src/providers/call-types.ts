@@ -1,7 +1,10 @@
 import type { AuditLog } from "../audit/audit-log.js";
 import type { Butler } from "../butler/butler-service.js";
 import type { Clock } from "../clock.js";
+import type { Alerts } from "../gateway/alerts.js";
+import type { Behaviour } from "../gateway/behaviour.js";
 import type { Gateway } from "../gateway/gateway-service.js";
+import type { Incidents } from "../gateway/trust.js";
 import type { OneShots } from "../grants/one-shot.js";
 import type { Logger } from "../logger.js";
 import type { BudgetDef } from "../policy/types.js";
@@ -66,6 +69,12 @@ export interface ProviderGatewayDeps {
   webhookEvents: Pick<WebhookEvents, "claim" | "reacted">;
   /** The MCP client of the servers behind Butler (mcp_servers/*.yaml), when any is loaded. */
   mcp?: Pick<McpUpstreams, "state" | "call"> | undefined;
+  /** Provider events as agents' behaviour (webhooks.subject): pact, drift and trust of the event's agent. */
+  behaviour?: Pick<Behaviour, "observeEvent"> | undefined;
+  /** Lowers an agent's trust score for an incident outside a decision (a budget refusal). */
+  incidents?: Incidents | undefined;
+  /** Security alerts (a project's `security:` section). */
+  alerts?: Pick<Alerts, "raise"> | undefined;
   /** The HTTP client (callUpstream; tests may pass another). */
   upstream?: typeof callUpstream;
 }

@@ -137,6 +137,12 @@ export const reactionShape = {
       .array(z.union([z.string(), z.number()]))
       .min(1)
       .optional(),
+    /** Only while the event's agent (webhooks.subject) drifts at least this much (with this event counted). */
+    drift: z.enum(["minor", "major"], "must be minor or major").optional(),
+    /** Only while the event's agent's trust score is below this (after this event). */
+    trust_below: z.number().int().min(1).max(1000).optional(),
+    /** Only when the event breaks its agent's pact (a merchant category outside it, say). */
+    pact_violated: z.boolean().optional(),
   }),
   /** The operation to call, through the same pipeline; `{path.in.event}` fills a param. */
   call: z.strictObject({
@@ -145,6 +151,16 @@ export const reactionShape = {
   }),
   /** Who acts: an agent of a project, whose policy must allow the call like any other. */
   actor: z.strictObject({ project: z.string().min(1).max(64), agent: z.string().min(1).max(128) }),
+};
+
+/** Which agent an event is about: the resource it names, matched against pacts' `resources`. */
+export const subjectShape = {
+  /** The resource, with `{path.in.event}` filled from the event (revolut.com/cards/{data.card_id}). */
+  resource: z.string().min(1).max(300),
+  /** Where the event holds a card payment's merchant category code (MCC). */
+  merchant_category: paramPath.optional(),
+  /** Where the event holds the amount (minor units) and its currency. */
+  amount: z.strictObject({ field: paramPath, currency_field: paramPath }).optional(),
 };
 
 export const webhookShape = {
@@ -156,6 +172,8 @@ export const webhookShape = {
   tolerance_seconds: z.number().int().min(1).max(3600).optional(),
   /** Calls made in answer to events (for example: freeze a card used at a blocked merchant). */
   reactions: z.array(z.strictObject(reactionShape)).optional(),
+  /** Which agent's behaviour an event is (pact, drift, trust): the owner of the resource it names. */
+  subject: z.strictObject(subjectShape).optional(),
 };
 
 export const providerShape = {
@@ -192,6 +210,8 @@ export function providerKnownKeysAt(path: readonly PropertyKey[]): string[] | un
   if (at === "auth") return Object.keys(authShape);
   if (at === "webhooks") return Object.keys(webhookShape);
   if (/^webhooks\/reactions\/#$/.test(at)) return Object.keys(reactionShape);
+  if (/^webhooks\/reactions\/#\/when$/.test(at)) return Object.keys(reactionShape.when.shape);
+  if (at === "webhooks/subject") return Object.keys(subjectShape);
   if (/^op_groups\/[^/]+$/.test(at)) return Object.keys(groupShape);
   if (/^operations\/#$/.test(at)) return Object.keys(operationShape);
   if (/^operations\/#\/constraints\/#$/.test(at)) return Object.keys(constraintDocShape);
@@ -237,6 +257,17 @@ export interface Reaction {
   operation: string;
   params: Record<string, string | number | boolean>;
   actor: { project: string; agent: string };
+  /** Conditions on the event's agent (webhooks.subject): its drift, trust and pact. */
+  drift: "minor" | "major" | undefined;
+  trustBelow: number | undefined;
+  pactViolated: boolean | undefined;
+}
+
+/** Which agent an event is about, and what of it counts (see subjectShape). */
+export interface WebhookSubject {
+  resource: string;
+  merchantCategory: string | undefined;
+  amount: { field: string; currencyField: string } | undefined;
 }
 
 export interface ProviderSpec {
@@ -259,7 +290,13 @@ export interface ProviderSpec {
   >;
   operations: Map<string, Operation>;
   webhooks:
-    | { scheme: "stripe" | "revolut"; secret: string; toleranceSeconds: number; reactions: Reaction[] }
+    | {
+        scheme: "stripe" | "revolut";
+        secret: string;
+        toleranceSeconds: number;
+        reactions: Reaction[];
+        subject: WebhookSubject | undefined;
+      }
     | undefined;
   dataProtection: Record<string, unknown>;
   /** For an MCP server behind Butler (mcp_servers/*.yaml): how it is reached; its operations are its tools. */
@@ -409,6 +446,16 @@ function checkAcross(raw: RawSpec, operations: ReadonlyMap<string, Operation>, r
       );
     if ((r.when.field === undefined) !== (r.when.in === undefined))
       report(["webhooks", "reactions", i, "when"], "field and in go together");
+    if (
+      (r.when.drift !== undefined ||
+        r.when.trust_below !== undefined ||
+        r.when.pact_violated !== undefined) &&
+      !raw.webhooks?.subject
+    )
+      report(
+        ["webhooks", "reactions", i, "when"],
+        "drift, trust_below and pact_violated speak of the event's agent: add webhooks.subject to say which it is",
+      );
   });
   raw.operations.forEach((o, i) => {
     if (o.amount && !o.amount.currency_field === !o.amount.currency)
@@ -474,7 +521,18 @@ function crossCheck(raw: RawSpec, report: Report): ProviderSpec {
             operation: r.call.operation,
             params: r.call.params ?? {},
             actor: r.actor,
+            drift: r.when.drift,
+            trustBelow: r.when.trust_below,
+            pactViolated: r.when.pact_violated,
           })),
+          subject: webhooks.subject && {
+            resource: webhooks.subject.resource,
+            merchantCategory: webhooks.subject.merchant_category,
+            amount: webhooks.subject.amount && {
+              field: webhooks.subject.amount.field,
+              currencyField: webhooks.subject.amount.currency_field,
+            },
+          },
         }
       : undefined,
     dataProtection,

@@ -1,9 +1,11 @@
 import { createHash } from "node:crypto";
 import type { AgentIdentity } from "../agents/token-service.js";
 import { AppError } from "../errors.js";
+import type { EventSubject } from "../gateway/behaviour.js";
+import { describeViolations } from "../policy/pact.js";
 import type { PipelineContext, ProviderAnswer, ProviderCall } from "./call-types.js";
 import { valueAtPath } from "./params.js";
-import type { Reaction } from "./spec.js";
+import type { Reaction, WebhookSubject } from "./spec.js";
 import { verifyWebhook } from "./webhooks.js";
 
 /** What the provider is answered for a webhook. */
@@ -56,6 +58,51 @@ function readEvent(body: string): ReadEvent {
   };
 }
 
+/** The subject's resource, its `{path}` placeholders filled from the event; undefined when one is missing (pure). */
+function subjectResource(template: string, event: Record<string, unknown>): string | undefined {
+  let missing = false;
+  const filled = template.replace(/\{([A-Za-z_][A-Za-z0-9_.]*)\}/g, (_, path: string) => {
+    const v = valueAtPath(event, path);
+    if ((typeof v === "string" && /^[^\s/]{1,128}$/.test(v)) || typeof v === "number") return String(v);
+    missing = true;
+    return "";
+  });
+  return missing ? undefined : filled;
+}
+
+/** What of the event counts for its agent's behaviour (pure). */
+function observed(subject: WebhookSubject, read: ReadEvent, provider: string, lineId: string) {
+  const resource = subjectResource(subject.resource, read.event);
+  if (resource === undefined) return undefined;
+  const mcc = subject.merchantCategory ? valueAtPath(read.event, subject.merchantCategory) : undefined;
+  const amount = subject.amount ? valueAtPath(read.event, subject.amount.field) : undefined;
+  const currency = subject.amount ? valueAtPath(read.event, subject.amount.currencyField) : undefined;
+  return {
+    provider,
+    eventType: read.eventType,
+    eventLineId: lineId,
+    resource,
+    merchantCategory:
+      typeof mcc === "string" || typeof mcc === "number" ? String(mcc).slice(0, 16) : undefined,
+    amount:
+      typeof amount === "number" && Number.isFinite(amount) && typeof currency === "string"
+        ? { amount: Math.abs(amount), currency: currency.toUpperCase().slice(0, 3) }
+        : undefined,
+  };
+}
+
+const LEVELS = { none: 0, minor: 1, major: 2 } as const;
+
+/** Whether the event's agent meets a reaction's conditions on it (none: always) (pure). */
+function subjectAllows(r: Reaction, s: EventSubject | undefined): boolean {
+  if (r.drift === undefined && r.trustBelow === undefined && r.pactViolated === undefined) return true;
+  if (!s) return false;
+  if (r.drift !== undefined && LEVELS[s.level] < LEVELS[r.drift]) return false;
+  if (r.trustBelow !== undefined && !(s.trust !== undefined && s.trust < r.trustBelow)) return false;
+  if (r.pactViolated !== undefined && r.pactViolated !== s.violations.length > 0) return false;
+  return true;
+}
+
 /** The reactions an event calls for (pure). */
 function reactionsTo(reactions: readonly Reaction[], read: ReadEvent): Reaction[] {
   return reactions.filter((r) => {
@@ -104,11 +151,11 @@ export async function receiveWebhook(
   }
   const read = readEvent(body);
   const out = { event_id: read.eventId, event_type: read.eventType };
-  const reactionsFor = reactionsTo(spec.webhooks.reactions, read);
+  const candidates = reactionsTo(spec.webhooks.reactions, read);
   const claim = await ctx.webhookEvents.claim({
     provider,
     key: read.key,
-    hasReactions: reactionsFor.length > 0,
+    hasReactions: candidates.length > 0,
     // event_id is the audit line's own: the provider's ids are recorded under their own names.
     details: {
       provider,
@@ -120,12 +167,22 @@ export async function receiveWebhook(
   // A replay (within the signature's tolerance, or the provider's own retry): answered 200 so
   // that the provider stops, recorded as a duplicate, and nothing runs again.
   if (claim.status === "duplicate") return { ...out, duplicate: true, reactions: [] };
-  if (claim.status === "new" && !claim.react) return { ...out, duplicate: false, reactions: [] };
+  // The first delivery counts the event for its agent (a resumed one did, or died doing so).
+  const subject =
+    claim.status === "new"
+      ? await observeSubject(ctx, spec.webhooks.subject, read, provider, claim.eventId)
+      : undefined;
+  const reactionsFor = candidates.filter((r) => subjectAllows(r, subject));
+  if (claim.status === "new" && (!claim.react || reactionsFor.length === 0)) {
+    if (claim.react) await ctx.webhookEvents.reacted(provider, read.key);
+    await alert(ctx, provider, read, claim.eventId, subject, []);
+    return { ...out, duplicate: false, reactions: [] };
+  }
   // Reactions go through the same pipeline as any agent's call, as the configured actor. Their
   // idempotency keys come from the event, so a run resumed after a crash cannot act twice.
   const first = claim.status === "resumed" ? (claim.firstEventId ?? claim.eventId) : claim.eventId;
   const eventDigest = createHash("sha256").update(`${provider}\n${read.key}`).digest("hex").slice(0, 32);
-  const reactions: { name: string; status: number }[] = [];
+  const reactions: { name: string; status: number; eventId?: string; operation?: string }[] = [];
   for (const r of reactionsFor) {
     const actor = { agent: r.actor.agent, project: r.actor.project, tokenId: `webhook:${first}` };
     try {
@@ -136,12 +193,90 @@ export async function receiveWebhook(
         via: `reaction ${r.name}`,
         idempotencyKey: `webhook-${eventDigest}-${r.name}`,
       });
-      reactions.push({ name: r.name, status: a.status });
+      reactions.push({ name: r.name, status: a.status, eventId: a.eventId, operation: r.operation });
     } catch (e) {
       ctx.log.warn({ err: e, reaction: r.name }, "webhook reaction failed");
       reactions.push({ name: r.name, status: e instanceof AppError ? 400 : 500 });
     }
   }
   await ctx.webhookEvents.reacted(provider, read.key);
-  return { ...out, duplicate: claim.status === "resumed", reactions };
+  await alert(ctx, provider, read, claim.eventId, subject, reactions, reactionsFor[0]?.actor);
+  return {
+    ...out,
+    duplicate: claim.status === "resumed",
+    reactions: reactions.map(({ name, status }) => ({ name, status })),
+  };
+}
+
+/** Counts the event for the agent it is about (webhooks.subject); a failure is logged, never the provider's problem. */
+async function observeSubject(
+  ctx: PipelineContext,
+  subject: WebhookSubject | undefined,
+  read: ReadEvent,
+  provider: string,
+  lineId: string,
+): Promise<EventSubject | undefined> {
+  if (!subject || !ctx.behaviour) return undefined;
+  const event = observed(subject, read, provider, lineId);
+  if (!event) return undefined;
+  try {
+    return await ctx.behaviour.observeEvent(event);
+  } catch (e) {
+    ctx.log.error({ err: e, provider }, "a webhook event could not be counted for its agent");
+    return undefined;
+  }
+}
+
+/**
+ * The security alert of an event: its agent's pact broken, its merchant categories drifting
+ * majorly, or reactions run; one alert with all the evidence, to the project's security room.
+ */
+async function alert(
+  ctx: PipelineContext,
+  provider: string,
+  read: ReadEvent,
+  lineId: string,
+  s: EventSubject | undefined,
+  reactions: readonly { name: string; status: number; eventId?: string; operation?: string }[],
+  actor?: { project: string; agent: string },
+): Promise<void> {
+  const kind =
+    s && s.violations.length > 0
+      ? ("pact_violation" as const)
+      : s?.drift?.level === "major"
+        ? ("drift_major" as const)
+        : reactions.length > 0
+          ? ("reaction" as const)
+          : undefined;
+  const who = s ?? actor;
+  if (!ctx.alerts || !kind || !who) return;
+  const event = `${provider} ${read.eventType ?? "event"}${read.eventId ? ` ${read.eventId}` : ""}`;
+  const facts = [
+    ...(s && s.violations.length > 0 ? [describeViolations(s.agent, s.violations)] : []),
+    ...(s?.drift
+      ? [
+          `merchant-category drift: ${s.drift.level}${s.drift.newValues.length > 0 ? ` (new: ${s.drift.newValues.join(", ")})` : ""}, Jaccard distance ${s.drift.jaccard}, Jensen-Shannon divergence ${s.drift.jensenShannon}, ${s.drift.baselineCalls} payments in the baseline, ${s.drift.recentCalls} recent`,
+        ]
+      : []),
+    ...(s?.trust !== undefined ? [`trust score now ${s.trust}`] : []),
+    ...reactions.map((r) => `reaction ${r.name}: ${provider} ${r.operation ?? "call"} answered ${r.status}`),
+  ];
+  const title =
+    kind === "pact_violation"
+      ? `${who.agent}: ${event} breaks its pact`
+      : kind === "drift_major"
+        ? `${who.agent}: ${event} is major drift`
+        : `${event}: ${reactions.map((r) => r.name).join(", ")} ran`;
+  try {
+    await ctx.alerts.raise({
+      kind,
+      project: who.project,
+      agent: who.agent,
+      title,
+      facts,
+      eventIds: [lineId, ...(s?.eventIds ?? []), ...reactions.flatMap((r) => (r.eventId ? [r.eventId] : []))],
+    });
+  } catch (e) {
+    ctx.log.error({ err: e, provider }, "a security alert could not be raised");
+  }
 }

@@ -9,7 +9,7 @@ const PROVIDERS_DIR = fileURLToPath(new URL("../../providers", import.meta.url))
 
 const POLICY = `project: procurement
 providers: [revolut]
-agents: [procurement-agent, strict-agent, spender]
+agents: [procurement-agent, strict-agent, spender, notifier]
 grants:
   - service: revolut
     actions: ["transactions:read"]
@@ -27,6 +27,10 @@ pacts:
     purpose: Pay for software licenses
     intended_tools: [revolut_create_payment, revolut_list_transactions]
     expected_cost_per_call: { amount: 10000, currency: EUR }
+  - agent: notifier
+    purpose: Posts internal status notes
+    expected_classification: internal
+    intended_tools: ["*"]
 approvers:
   - id: jordan
 `;
@@ -53,7 +57,7 @@ describe(`behavioural pacts (${ENGINE})`, () => {
         REVOLUT_WEBHOOK_SECRET: "revolut_test_secret",
       },
     });
-    for (const a of ["procurement-agent", "strict-agent", "spender"])
+    for (const a of ["procurement-agent", "strict-agent", "spender", "notifier"])
       tokens[a] = await s.agentToken(a, "procurement");
   });
   afterAll(async () => {
@@ -106,6 +110,23 @@ describe(`behavioural pacts (${ENGINE})`, () => {
       "strict-agent used revolut_create_payment, outside its pact's intended_tools (revolut:transactions:*); its pact says to deny such calls",
     );
     expect((await health("strict-agent")).violations_30d).toBe(1);
+  });
+
+  test("personal data or secrets above the pact's expected classification are a violation, kinds only", async () => {
+    const note = (text: string) =>
+      s.authorize(tokens.notifier, { action: "chat:post", resource: "status", params: { text } });
+    await note("deploy finished");
+    expect((await s.events("pact.violated")).filter((l) => l.agent === "notifier")).toEqual([]);
+    const r = await note("ask alice.smith@example.com about DE89 3704 0044 0532 0130 00");
+    const v = (await s.events("pact.violated")).filter((l) => l.agent === "notifier");
+    expect(v).toHaveLength(1);
+    expect(v[0]).toMatchObject({
+      decision_event_id: r.body.event_id,
+      violations: [
+        { rule: "expected_classification", actual: "confidential data (email, iban)", expected: "internal" },
+      ],
+    });
+    expect(JSON.stringify(v[0])).not.toContain("alice.smith");
   });
 
   test("a call moving far more than the pact's expected cost per call is a violation, by how much", async () => {

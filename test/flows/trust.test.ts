@@ -24,9 +24,12 @@ trust:
   rules:
     - id: low-trust-small-amounts
       below: 600
-      actions: ["revolut:payments:*", "stripe:payment_intents:*"]
+      actions: ["revolut:payments:*", "stripe:payment_intents:*", "stripe:refunds:*"]
       constraints:
         amount: { max: 5000 }
+require_approval:
+  - id: each-refund
+    actions: ["stripe:refunds:create"]
 `;
 
 /** Trust scores over HTTP: an incident lowers the score, and the next call of every financial tool is limited. */
@@ -78,6 +81,22 @@ describe(`trust-scored limits (${ENGINE})`, () => {
       );
       expect((await pay(agent, action, 3000)).body.decision).toBe("ALLOW");
     }
+    // A call a person would approve once (no grant, an approval rule) is held to the rule too: a
+    // low score is not bypassed by asking for a one-shot approval.
+    const refund = await s.authorize(agent, {
+      action: "stripe:refunds:create",
+      resource: "refunds",
+      params: { amount: 8000, currency: "EUR" },
+    });
+    expect(refund.body).toMatchObject({ decision: "DENY", code: "constraint_failed" });
+    expect(refund.body.reason).toContain("trust rule low-trust-small-amounts");
+    expect(refund.body.request_access).toBeUndefined();
+    const small = await s.authorize(agent, {
+      action: "stripe:refunds:create",
+      resource: "refunds",
+      params: { amount: 3000, currency: "EUR" },
+    });
+    expect(small.body.code).toBe("approval_required");
     const shown = await s.cli(["agents", "show", "procurement-agent", "--project", "treasury"]);
     expect(shown.stdout).toContain("trust: 540");
     // A trust rule's own refusals are not incidents; other agents keep their score.

@@ -1,5 +1,11 @@
 import { describe, expect, test } from "vitest";
-import { type PactDef, pactViolations } from "../../src/policy/pact.js";
+import {
+  classificationViolation,
+  eventViolations,
+  ownsResource,
+  type PactDef,
+  pactViolations,
+} from "../../src/policy/pact.js";
 
 const pact = (over: Partial<PactDef> = {}): PactDef => ({
   agent: "a",
@@ -11,6 +17,7 @@ const pact = (over: Partial<PactDef> = {}): PactDef => ({
   expectedMonthlyBudget: undefined,
   costTolerance: 3,
   allowedMerchantCategories: undefined,
+  resources: undefined,
   onViolation: "flag",
   ...over,
 });
@@ -49,5 +56,46 @@ describe("pact adherence", () => {
         group: "write",
       }).map((v) => v.rule),
     ).toEqual(["intended_tools", "intended_operations"]);
+  });
+});
+
+describe("pact adherence of events and data", () => {
+  test("a card event at a merchant category outside the pact departs from it; an allowed one does not", () => {
+    const p = pact({ allowedMerchantCategories: ["5734", "4816"], expectedCostPerCall: undefined });
+    expect(eventViolations(p, { merchantCategory: "5734" })).toEqual([]);
+    expect(eventViolations(p, { merchantCategory: "7995" })).toEqual([
+      { rule: "allowed_merchant_categories", actual: "merchant category 7995", expected: "5734, 4816" },
+    ]);
+    // No list in the pact: any category is within it.
+    expect(eventViolations(pact({ expectedCostPerCall: undefined }), { merchantCategory: "7995" })).toEqual([]);
+    // The amount of the event is held to the expected cost per call like a call's.
+    expect(eventViolations(pact(), { amount: { amount: 5000, currency: "EUR" } })).toEqual([
+      expect.objectContaining({ rule: "expected_cost_per_call", ratio: 5 }),
+    ]);
+  });
+
+  test("resources: an agent's own cards, as globs", () => {
+    const p = pact({ resources: ["revolut.com/cards/card_9", "revolut.com/cards/team-*"] });
+    expect(ownsResource(p, "revolut.com/cards/card_9")).toBe(true);
+    expect(ownsResource(p, "revolut.com/cards/team-ops")).toBe(true);
+    expect(ownsResource(p, "revolut.com/cards/card_99")).toBe(false);
+    expect(ownsResource(pact(), "revolut.com/cards/card_9")).toBe(false);
+  });
+
+  test("data above the expected classification departs from the pact: personal data is confidential, secrets and cards restricted", () => {
+    const internal = pact({ expectedClassification: "internal" });
+    expect(classificationViolation(internal, [])).toBeUndefined();
+    expect(classificationViolation(internal, ["email"])).toEqual({
+      rule: "expected_classification",
+      actual: "confidential data (email)",
+      expected: "internal",
+    });
+    expect(classificationViolation(internal, ["email", "api_key"])?.actual).toBe(
+      "restricted data (email, api_key)",
+    );
+    const confidential = pact({ expectedClassification: "confidential" });
+    expect(classificationViolation(confidential, ["iban"])).toBeUndefined();
+    expect(classificationViolation(confidential, ["card_number"])?.actual).toBe("restricted data (card_number)");
+    expect(classificationViolation(pact(), ["private_key"])).toBeUndefined();
   });
 });

@@ -15,6 +15,7 @@ import type { FastifyInstance } from "fastify";
 import type { ApprovalCard } from "../../butler/approval-card.js";
 import type { Clock } from "../../clock.js";
 import { RETRY_AFTER_SECONDS } from "../../errors.js";
+import type { SecurityAlert } from "../../gateway/alerts.js";
 import type { RouteDoc } from "../../http/route-doc.js";
 import type { Logger } from "../../logger.js";
 import { RetryLater } from "../../outbox/retry-later.js";
@@ -35,6 +36,7 @@ import {
   DENY_MODAL,
   denyModal,
   escapeMrkdwn,
+  slackAlert,
   slackCard,
 } from "./slack-format.js";
 
@@ -311,6 +313,31 @@ export class SlackChannel implements ApprovalChannel {
         result.posted.push({ channel: "slack", chatId: r.channel ?? channel, messageId: String(r.ts) });
       } catch (e) {
         result.failed.push({ target, error: describe(e), retryAfterMs: retryAfterMs(e) });
+      }
+    }
+    return result;
+  }
+
+  async postAlert(
+    alert: SecurityAlert,
+    targets: readonly string[],
+    already: readonly string[] = [],
+  ): Promise<PostResult> {
+    const { text, blocks } = slackAlert(alert);
+    const result: PostResult = { posted: [], failed: [] };
+    for (const channel of targets) {
+      if (already.includes(channel)) continue;
+      try {
+        const r = await this.app.client.chat.postMessage({
+          channel,
+          text,
+          blocks: blocks as never,
+          unfurl_links: false,
+          unfurl_media: false,
+        });
+        result.posted.push({ channel: "slack", chatId: r.channel ?? channel, messageId: String(r.ts) });
+      } catch (e) {
+        result.failed.push({ target: channel, error: describe(e), retryAfterMs: retryAfterMs(e) });
       }
     }
     return result;

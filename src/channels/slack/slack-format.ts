@@ -1,4 +1,5 @@
 import type { ApprovalCard } from "../../butler/approval-card.js";
+import type { SecurityAlert } from "../../gateway/alerts.js";
 import { approvalsLine, outcomeLine, shorterTtlSeconds, truncate, ttlLine } from "../render.js";
 
 /** Slack's Block Kit limits (the fake Slack API in test/ enforces the same). */
@@ -131,6 +132,32 @@ export function denyModal(requestId: string): Record<string, unknown> {
         optional: true,
         label: { type: "plain_text", text: "Reason (the agent will see it)" },
         element: { type: "plain_text_input", action_id: "value", multiline: true, max_length: 1000 },
+      },
+    ],
+  };
+}
+
+/**
+ * A security alert as a Slack message: every fact as plain text (provider and agent text is never
+ * parsed for links or mentions), a link to the agent's page in the dashboard.
+ */
+export function slackAlert(alert: SecurityAlert): { text: string; blocks: SlackBlock[] } {
+  const title = `Security alert: ${alert.title}`;
+  const facts = alert.facts.map((f) => `• ${f}`).join("\n");
+  return {
+    text: truncate(title, SLACK_LIMITS.messageText).text,
+    blocks: [
+      { type: "header", text: plain("Security alert", SLACK_LIMITS.headerText) },
+      { type: "section", text: plain(alert.title, SLACK_LIMITS.sectionText) },
+      ...(facts ? [{ type: "section", text: plain(facts, SLACK_LIMITS.sectionText) }] : []),
+      {
+        type: "context",
+        elements: [
+          {
+            type: "mrkdwn",
+            text: `${escapeMrkdwn(alert.project)} · ${escapeMrkdwn(alert.id)} · <${escapeMrkdwn(alert.url)}|agent page>`,
+          },
+        ],
       },
     ],
   };

@@ -3,6 +3,7 @@ import type { FastifyInstance } from "fastify";
 import { type Api, Bot, GrammyError, HttpError, webhookCallback } from "grammy";
 import type { ApprovalCard } from "../../butler/approval-card.js";
 import { AppError, RETRY_AFTER_SECONDS } from "../../errors.js";
+import type { SecurityAlert } from "../../gateway/alerts.js";
 import type { RouteDoc } from "../../http/route-doc.js";
 import type { Logger } from "../../logger.js";
 import { RetryLater } from "../../outbox/retry-later.js";
@@ -15,7 +16,7 @@ import {
   type PostResult,
   type ReviewHandler,
 } from "../channel.js";
-import { CALLBACK, DENY_PROMPT, denyPrompt, telegramCard } from "./telegram-format.js";
+import { CALLBACK, DENY_PROMPT, denyPrompt, telegramAlert, telegramCard } from "./telegram-format.js";
 
 export interface TelegramOptions {
   botToken: string;
@@ -236,6 +237,28 @@ export class TelegramChannel implements ApprovalChannel {
           parse_mode: "HTML",
           link_preview_options: { is_disabled: true },
           ...(keyboard ? { reply_markup: { inline_keyboard: keyboard } } : {}),
+        });
+        result.posted.push({ channel: "telegram", chatId: chat, messageId: String(m.message_id) });
+      } catch (e) {
+        result.failed.push({ target: chat, error: describe(e), retryAfterMs: retryAfterMs(e) });
+      }
+    }
+    return result;
+  }
+
+  async postAlert(
+    alert: SecurityAlert,
+    targets: readonly string[],
+    already: readonly string[] = [],
+  ): Promise<PostResult> {
+    const text = telegramAlert(alert);
+    const result: PostResult = { posted: [], failed: [] };
+    for (const chat of targets) {
+      if (already.includes(chat)) continue;
+      try {
+        const m = await this.bot.api.sendMessage(chat, text, {
+          parse_mode: "HTML",
+          link_preview_options: { is_disabled: true },
         });
         result.posted.push({ channel: "telegram", chatId: chat, messageId: String(m.message_id) });
       } catch (e) {

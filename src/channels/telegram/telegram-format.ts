@@ -1,4 +1,5 @@
 import type { ApprovalCard } from "../../butler/approval-card.js";
+import type { SecurityAlert } from "../../gateway/alerts.js";
 import { approvalsLine, outcomeLine, shorterTtlSeconds, truncate, ttlLine } from "../render.js";
 
 /** Telegram Bot API limits (the fake Bot API in test/ enforces the same). */
@@ -80,3 +81,11 @@ export function denyPrompt(requestId: string): string {
 }
 
 export const DENY_PROMPT = /^Why deny (req_[a-z0-9]{16})\?/;
+
+/** A security alert as a Telegram message (HTML, every fact escaped), with a link to the agent's page. */
+export function telegramAlert(alert: SecurityAlert): string {
+  const head = `<b>Security alert</b> · ${escapeHtml(alert.project)}\n`;
+  const tail = `\n<a href="${escapeHtml(alert.url)}">agent page</a> · ${code(alert.id)}`;
+  const body = [alert.title, ...alert.facts.map((f) => `• ${f}`)].join("\n");
+  return head + fitEscaped(body, TELEGRAM_LIMITS.messageText - head.length - tail.length, "\n…") + tail;
+}

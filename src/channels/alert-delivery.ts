@@ -1,0 +1,91 @@
+import { createHmac } from "node:crypto";
+import type { AlertDelivery } from "../gateway/alerts.js";
+import type { OutboxHandler } from "../outbox/outbox.js";
+import { RetryLater } from "../outbox/retry-later.js";
+import type { ApprovalChannel } from "./channel.js";
+
+/** How long the outgoing webhook may take to answer. */
+const WEBHOOK_TIMEOUT_MS = 10_000;
+
+/**
+ * The outbox handler that sends security alerts: to one Slack channel or Telegram chat (the
+ * project's `security:` rooms), or to the outgoing webhook, as JSON signed like Stripe's
+ * (`Butler-Signature: t=<unix seconds>,v1=<HMAC-SHA256 hex of "t.body">`) when a secret is set.
+ */
+export function alertHandler(deps: {
+  channels: readonly ApprovalChannel[];
+  credential: (name: string) => Promise<string | undefined>;
+  now: () => Date;
+  fetch?: typeof fetch;
+}): { "security.alert": OutboxHandler<"security.alert"> } {
+  return {
+    async "security.alert"(d: AlertDelivery) {
+      const { alert } = d;
+      const delivered = {
+        auditType: "security.alert_sent",
+        project: alert.project,
+        agent: alert.agent,
+        details: {
+          alert_id: alert.id,
+          channel: d.channel,
+          ...(d.channel === "webhook" ? {} : { target: d.target }),
+        },
+      };
+      if (d.channel === "webhook") {
+        await postWebhook(deps, d.url, d.secret, alert);
+        return delivered;
+      }
+      const channel = deps.channels.find((c) => c.kind === d.channel);
+      if (!channel?.postAlert) throw new Error(`channel ${d.channel} is not configured`);
+      const result = await channel.postAlert(alert, [d.target]);
+      const failed = result.failed[0];
+      if (failed)
+        throw failed.retryAfterMs
+          ? new RetryLater(`${failed.target}: ${failed.error}`, failed.retryAfterMs)
+          : new Error(`${failed.target}: ${failed.error}`);
+      return delivered;
+    },
+  };
+}
+
+async function postWebhook(
+  deps: { credential: (name: string) => Promise<string | undefined>; now: () => Date; fetch?: typeof fetch },
+  url: string,
+  secretName: string | undefined,
+  alert: AlertDelivery["alert"],
+): Promise<void> {
+  const body = JSON.stringify({
+    type: "security.alert",
+    alert_id: alert.id,
+    kind: alert.kind,
+    project: alert.project,
+    agent: alert.agent,
+    title: alert.title,
+    facts: alert.facts,
+    event_ids: alert.eventIds,
+    at: alert.at,
+    url: alert.url,
+  });
+  const headers: Record<string, string> = { "content-type": "application/json", "user-agent": "butler" };
+  if (secretName) {
+    const secret = await deps.credential(secretName);
+    // Fail closed: an alert meant to be signed is never sent unsigned.
+    if (!secret) throw new Error(`set ${secretName} on the server to sign security alerts`);
+    const t = Math.floor(deps.now().getTime() / 1000);
+    headers["butler-signature"] =
+      `t=${t},v1=${createHmac("sha256", secret).update(`${t}.${body}`).digest("hex")}`;
+  }
+  const res = await (deps.fetch ?? fetch)(url, {
+    method: "POST",
+    headers,
+    body,
+    redirect: "manual",
+    signal: AbortSignal.timeout(WEBHOOK_TIMEOUT_MS),
+  });
+  await res.body?.cancel().catch(() => undefined);
+  if (res.status === 429 || res.status >= 500 || res.status < 200 || res.status >= 300) {
+    const after = Number(res.headers.get("retry-after"));
+    const message = `the security webhook answered ${res.status}`;
+    throw Number.isFinite(after) && after > 0 ? new RetryLater(message, after * 1000) : new Error(message);
+  }
+}

@@ -1,0 +1,168 @@
+import type { AuditLog } from "../audit/audit-log.js";
+import type { Clock } from "../clock.js";
+import type { Db, Tx } from "../db/client.js";
+import { newId } from "../ids.js";
+import { enqueue, type OutboxMessage } from "../outbox/outbox.js";
+import type { Drift } from "../policy/drift.js";
+import type { AlertKind, PolicyIndex } from "../policy/index.js";
+
+/**
+ * Security alerts: a project's `security:` section names a security room in Slack and Telegram
+ * and an outgoing webhook; an alert (an agent's drift turning major, a provider's event breaking
+ * its pact, its trust falling below a rule, a reaction run) is one `security.alert` line and one
+ * outbox message per destination, in the transaction of what it reports, so that it is sent if
+ * and only if that is stored.
+ */
+export interface SecurityAlert {
+  id: string;
+  kind: AlertKind;
+  project: string;
+  agent: string;
+  /** One line: what happened. */
+  title: string;
+  /** The evidence, one fact per line (numbers, codes, what the policy did). */
+  facts: string[];
+  /** The audit events behind it. */
+  eventIds: string[];
+  at: string;
+  /** The agent's page in the dashboard. */
+  url: string;
+}
+
+/** Where one message of an alert goes. */
+export type AlertDelivery =
+  | { channel: "slack" | "telegram"; target: string; alert: SecurityAlert }
+  | { channel: "webhook"; url: string; secret: string | undefined; alert: SecurityAlert };
+
+declare module "../outbox/outbox.js" {
+  interface OutboxTopics {
+    /** Send one security alert to one destination (a platform's rooms, or the outgoing webhook). */
+    "security.alert": AlertDelivery;
+  }
+}
+
+export function createAlerts(deps: {
+  db: Db;
+  audit: Pick<AuditLog, "appendInTx">;
+  clock: Clock;
+  policies: { index(): PolicyIndex };
+  publicUrl: () => string;
+  /** Called after an alert's transaction committed (wakes the outbox). */
+  onEnqueued?: (() => void) | undefined;
+}) {
+  const { db, audit, clock, policies } = deps;
+
+  /** Writes the alert in `tx` when the project sends alerts of this kind; the alert, or undefined. */
+  async function raiseInTx(
+    tx: Tx,
+    input: Omit<SecurityAlert, "id" | "at" | "url">,
+  ): Promise<SecurityAlert | undefined> {
+    const security = policies.index().projects.get(input.project)?.document.security;
+    if (!security?.alertOn.has(input.kind)) return undefined;
+    const now = clock.now();
+    const alert: SecurityAlert = {
+      ...input,
+      id: newId("al"),
+      at: now.toISOString(),
+      url: `${deps.publicUrl()}/dashboard/agents/${encodeURIComponent(input.project)}/${encodeURIComponent(input.agent)}`,
+    };
+    // One message per room: a room that fails is retried alone.
+    const deliveries: AlertDelivery[] = [
+      ...security.slack.map((target) => ({ channel: "slack" as const, target, alert })),
+      ...security.telegram.map((target) => ({ channel: "telegram" as const, target, alert })),
+      ...(security.webhookUrl
+        ? [{ channel: "webhook" as const, url: security.webhookUrl, secret: security.webhookSecret, alert }]
+        : []),
+    ];
+    await audit.appendInTx(tx, [
+      {
+        type: "security.alert",
+        at: now,
+        agent: input.agent,
+        project: input.project,
+        reason: input.title,
+        details: {
+          alert_id: alert.id,
+          kind: input.kind,
+          facts: input.facts,
+          event_ids: input.eventIds,
+          destinations: deliveries.map((d) =>
+            d.channel === "webhook" ? "webhook" : `${d.channel}:${d.target}`,
+          ),
+        },
+      },
+    ]);
+    const messages: OutboxMessage[] = deliveries.map((payload) => ({
+      topic: "security.alert",
+      key: `alert:${input.project}:${payload.channel === "webhook" ? "webhook" : `${payload.channel}:${payload.target}`}`,
+      payload,
+    }));
+    await enqueue(tx, messages, now);
+    return alert;
+  }
+
+  return {
+    raiseInTx,
+    /** Raises the alert in a transaction of its own. */
+    async raise(input: Omit<SecurityAlert, "id" | "at" | "url">): Promise<SecurityAlert | undefined> {
+      const alert = await db.transaction((tx) => raiseInTx(tx, input));
+      if (alert) deps.onEnqueued?.();
+      return alert;
+    },
+    /** To call after a transaction that raised alerts with `raiseInTx` committed. */
+    committed(): void {
+      deps.onEnqueued?.();
+    },
+  };
+}
+
+export type Alerts = ReturnType<typeof createAlerts>;
+
+/** The alert of an agent's drift level changing (merchant categories: the event's own alert says it). */
+export async function driftAlert(
+  alerts: Pick<Alerts, "raiseInTx">,
+  tx: Tx,
+  c: { project: string; agent: string; dimension: string; drift: Drift; eventId: string },
+): Promise<void> {
+  if (c.dimension === "merchant_category" || c.drift.level === "none") return;
+  const d = c.drift;
+  await alerts.raiseInTx(tx, {
+    kind: d.level === "major" ? "drift_major" : "drift_minor",
+    project: c.project,
+    agent: c.agent,
+    title: `${c.agent}: ${d.level} drift in its use of ${c.dimension === "tool" ? "tools" : "operation groups"}`,
+    facts: [
+      `Jaccard distance ${d.jaccard}, Jensen-Shannon divergence ${d.jensenShannon}`,
+      `${d.baselineCalls} calls in the baseline, ${d.recentCalls} recent`,
+      ...d.shifts
+        .slice(0, 3)
+        .map((x) => `${x.value}: ${Math.round(x.baseline * 100)}% then, ${Math.round(x.recent * 100)}% now`),
+    ],
+    eventIds: [c.eventId],
+  });
+}
+
+/** The alert of an incident taking an agent's trust score below a trust rule's line. */
+export async function trustAlert(
+  alerts: Pick<Alerts, "raiseInTx">,
+  policies: { index(): PolicyIndex },
+  tx: Tx,
+  c: { project: string; agent: string; before: number; after: number; cause: string; eventId: string },
+): Promise<void> {
+  const rules = policies.index().projects.get(c.project)?.document.trust?.rules ?? [];
+  const crossed = rules.filter(
+    (r) => c.before >= r.below && c.after < r.below && (!r.agents || r.agents.includes(c.agent)),
+  );
+  if (crossed.length === 0) return;
+  await alerts.raiseInTx(tx, {
+    kind: "trust_low",
+    project: c.project,
+    agent: c.agent,
+    title: `${c.agent}: trust score ${c.after}, below ${crossed.map((r) => `rule ${r.id} (${r.below})`).join(", ")}`,
+    facts: [
+      `was ${c.before}, lowered by ${c.cause}`,
+      ...crossed.map((r) => `rule ${r.id} now limits ${r.actions.join(", ")}`),
+    ],
+    eventIds: [c.eventId],
+  });
+}

@@ -1,0 +1,120 @@
+import type { AuditLog } from "../audit/audit-log.js";
+import type { Drift, DriftLevel } from "../policy/drift.js";
+import type { PolicyIndex } from "../policy/index.js";
+import {
+  describeViolations,
+  eventViolations,
+  ownsResource,
+  type PactDef,
+  type PactViolation,
+} from "../policy/pact.js";
+import type { Pacts } from "./pacts.js";
+import type { Incidents, Trust } from "./trust.js";
+import type { Usage } from "./usage.js";
+
+/** A provider's event about a resource (a card payment), as far as behaviour is concerned. */
+export interface ObservedEvent {
+  provider: string;
+  eventType: string | null;
+  /** The `webhook.received` line of the event. */
+  eventLineId: string;
+  resource: string;
+  merchantCategory?: string | undefined;
+  amount?: { amount: number; currency: string } | undefined;
+}
+
+/** What Butler knows of the agent an event is about, once the event is counted. */
+export interface EventSubject {
+  project: string;
+  agent: string;
+  violations: PactViolation[];
+  /** The merchant categories' drift, computed with this event. */
+  drift: Drift | undefined;
+  /** The agent's highest drift level across dimensions, with this event. */
+  level: DriftLevel;
+  /** The agent's trust score after this event (projects with `trust:`). */
+  trust: number | undefined;
+  /** The audit lines the event caused (pact.violated). */
+  eventIds: string[];
+}
+
+/**
+ * Provider events as an agent's behaviour: an event about a resource an agent's pact names as its
+ * own (its card) is checked against that pact (allowed merchant categories, expected cost), counted
+ * for drift (merchant categories, computed at once), and a violation lowers the agent's trust
+ * (`webhook_incident`). Reactions and alerts then see the agent's drift and trust.
+ */
+export function createBehaviour(deps: {
+  audit: Pick<AuditLog, "append">;
+  policies: { index(): PolicyIndex };
+  pacts: Pick<Pacts, "all" | "get">;
+  usage: Pick<Usage, "observe" | "level">;
+  trust: Pick<Trust, "score">;
+  incidents: Incidents;
+}) {
+  /** The agent whose pact names the resource as its own (projects in name order, then agents). */
+  function subjectOf(resource: string): { project: string; agent: string; pact: PactDef } | undefined {
+    const projects = [...deps.policies.index().projects.values()].sort((a, b) =>
+      a.name < b.name ? -1 : a.name > b.name ? 1 : 0,
+    );
+    for (const project of projects) {
+      const agents = new Map<string, PactDef>(project.document.pacts);
+      for (const p of deps.pacts.all()) {
+        if (p.project !== project.name) continue;
+        if (p.pact) agents.set(p.agent, p.pact);
+      }
+      for (const agent of [...agents.keys()].sort()) {
+        const pact = agents.get(agent)!;
+        if (ownsResource(pact, resource)) return { project: project.name, agent, pact };
+      }
+    }
+    return undefined;
+  }
+
+  return {
+    subjectOf,
+    async observeEvent(e: ObservedEvent): Promise<EventSubject | undefined> {
+      const subject = subjectOf(e.resource);
+      if (!subject) return undefined;
+      const { project, agent, pact } = subject;
+      const compiled = deps.policies.index().projects.get(project);
+      const violations = eventViolations(pact, { merchantCategory: e.merchantCategory, amount: e.amount });
+      const eventIds: string[] = [];
+      if (violations.length > 0) {
+        const line = await deps.audit.append({
+          type: "pact.violated",
+          agent,
+          project,
+          resource: e.resource,
+          reason: `${describeViolations(agent, violations)} (a ${e.provider} ${e.eventType ?? "event"})`,
+          details: {
+            source: "webhook",
+            provider: e.provider,
+            provider_event_type: e.eventType,
+            webhook_event_id: e.eventLineId,
+            mode: "flag",
+            violations: violations.map((v) => ({ ...v })),
+          },
+        });
+        eventIds.push(line.event_id);
+      }
+      if (violations.length > 0) await deps.incidents(project, agent, "webhook_incident", eventIds[0]!);
+      const trust = compiled?.document.trust;
+      const drift =
+        e.merchantCategory === undefined
+          ? undefined
+          : await deps.usage.observe(project, agent, "merchant_category", e.merchantCategory);
+      return {
+        project,
+        agent,
+        violations,
+        drift,
+        level: await deps.usage.level(project, agent),
+        trust: trust ? await deps.trust.score(project, agent, trust.initial) : undefined,
+        eventIds,
+      };
+    },
+  };
+}
+
+export type Behaviour = ReturnType<typeof createBehaviour>;

@@ -1,0 +1,44 @@
+import { describe, expect, test } from "vitest";
+import { slackAlert } from "../../src/channels/slack/slack-format.js";
+import { telegramAlert } from "../../src/channels/telegram/telegram-format.js";
+import type { SecurityAlert } from "../../src/gateway/alerts.js";
+
+const alert = (over: Partial<SecurityAlert> = {}): SecurityAlert => ({
+  id: "al_0000000000abcdef",
+  kind: "pact_violation",
+  project: "procurement",
+  agent: "procurement-agent",
+  title: "procurement-agent: revolut TransactionCreated <b>txn</b> breaks its pact",
+  facts: ["procurement-agent used merchant category <7995> @here <!channel>", "trust score now 700"],
+  eventIds: ["ev_1"],
+  at: "2026-11-04T09:00:00.000Z",
+  url: "http://127.0.0.1:8080/dashboard/agents/procurement/procurement-agent",
+  ...over,
+});
+
+/** Alerts carry provider and agent text: shown as text on every platform, never as markup. */
+describe("security alerts as chat messages", () => {
+  test("Slack: the title and facts are plain text; only Butler's own link is a link", () => {
+    const { blocks, text } = slackAlert(alert());
+    const kinds = blocks.map((b) => (b.text as { type?: string } | undefined)?.type ?? b.type);
+    expect(kinds).toEqual(["plain_text", "plain_text", "plain_text", "context"]);
+    expect(JSON.stringify(blocks[2])).toContain("<!channel>");
+    const context = JSON.stringify(blocks[3]);
+    expect(context).toContain(
+      "<http://127.0.0.1:8080/dashboard/agents/procurement/procurement-agent|agent page>",
+    );
+    expect(text.length).toBeLessThanOrEqual(4000);
+  });
+
+  test("Telegram: every fact and the title are HTML-escaped and the message fits 4096 characters", () => {
+    const text = telegramAlert(alert());
+    expect(text).toContain("&lt;b&gt;txn&lt;/b&gt;");
+    expect(text).toContain("merchant category &lt;7995&gt;");
+    expect(text).not.toContain("<b>txn");
+    const long = telegramAlert(alert({ facts: Array.from({ length: 400 }, (_, i) => `fact ${i} <&>`) }));
+    expect(long.length).toBeLessThanOrEqual(4096);
+    expect(long).toMatch(
+      /…\n<a href="http:\/\/127\.0\.0\.1:8080\/dashboard\/agents\/procurement\/procurement-agent">agent page<\/a>/,
+    );
+  });
+});

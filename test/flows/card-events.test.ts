@@ -1,0 +1,236 @@
+import { createHmac } from "node:crypto";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { FakeSlack } from "../fakes/fake-slack.js";
+import { FakeTelegram } from "../fakes/fake-telegram.js";
+import { chatEnv } from "../helpers/chat.js";
+import { FakeClock } from "../helpers/clock.js";
+import { ENGINE } from "../helpers/db.js";
+import { startTestServer, type TestServer } from "../helpers/server.js";
+
+const WEBHOOKS = `webhooks:
+  scheme: revolut
+  secret: REVOLUT_WEBHOOK_SECRET
+  subject:
+    resource: "revolut.com/cards/{data.card_id}"
+    merchant_category: data.merchant.category_code
+    amount: { field: data.amount, currency_field: data.currency }
+  reactions:
+    - name: freeze_on_major_drift
+      when: { event: TransactionCreated, drift: major }
+      call: { operation: freeze_card, params: { card_id: "{data.card_id}" } }
+      actor: { project: procurement, agent: butler-reactions }
+`;
+
+const policy = (webhookPort: number) => `project: procurement
+agents: [procurement-agent, butler-reactions]
+grants:
+  - service: revolut
+    actions: [cards:freeze]
+    agents: [butler-reactions]
+pacts:
+  - agent: procurement-agent
+    purpose: buys software licences and telecom services with its card
+    allowed_merchant_categories: ["5734", "4816"]
+    resources: [revolut.com/cards/card_9]
+trust: { initial: 800 }
+security:
+  slack: [C0SECURITY]
+  telegram: ["-1009"]
+  webhook_url: http://127.0.0.1:${webhookPort}/alerts
+  webhook_secret: SECURITY_WEBHOOK_SECRET
+`;
+
+/**
+ * The seed's third story, end to end over HTTP: a Revolut TransactionCreated at merchant category
+ * 7995 breaks the card owner's pact, is major drift of its merchant categories, and the policy
+ * freezes the card through the normal pipeline and alerts the security chat and webhook.
+ */
+describe(`card events as agent behaviour (${ENGINE})`, () => {
+  const clock = new FakeClock(Date.parse("2026-11-02T09:00:00Z"));
+  const slack = new FakeSlack();
+  const telegram = new FakeTelegram();
+  const freezes: string[] = [];
+  const revolut = createServer((req, res) => {
+    freezes.push(`${req.method} ${req.url}`);
+    req.resume();
+    req.on("end", () => {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ state: "FROZEN" }));
+    });
+  });
+  const alerts: { headers: Record<string, unknown>; body: string }[] = [];
+  let alerted: () => void = () => {};
+  const receiver = createServer((req, res) => {
+    let body = "";
+    req.on("data", (c) => {
+      body += c;
+    });
+    req.on("end", () => {
+      alerts.push({ headers: req.headers, body });
+      res.writeHead(204).end();
+      alerted();
+    });
+  });
+  let dir: string;
+  let s: TestServer;
+  let txn = 0;
+
+  beforeAll(async () => {
+    await slack.start();
+    await telegram.start();
+    slack.channels.add("C0SECURITY");
+    for (const srv of [revolut, receiver]) await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+    dir = await mkdtemp(join(tmpdir(), "butler-card-events-"));
+    const spec = await readFile(new URL("../../providers/revolut.yaml", import.meta.url), "utf8");
+    await writeFile(join(dir, "revolut.yaml"), spec.replace(/webhooks:\n( {2}.*\n)+/, WEBHOOKS));
+    s = await startTestServer({
+      clock,
+      policies: { "procurement.yaml": policy((receiver.address() as AddressInfo).port) },
+      env: {
+        ...chatEnv(slack, telegram, { slack: "slack-signing", telegram: "tg-secret_1" }),
+        PROVIDERS_DIR: dir,
+        BUTLER_PROVIDER_URLS: `revolut=http://127.0.0.1:${(revolut.address() as AddressInfo).port}`,
+        REVOLUT_ACCESS_TOKEN: "revolut-access",
+        REVOLUT_WEBHOOK_SECRET: "revolut-signing",
+        SECURITY_WEBHOOK_SECRET: "alert-signing-key",
+      },
+    });
+  });
+  afterAll(async () => {
+    await s?.cleanup();
+    await slack.stop();
+    await telegram.stop();
+    for (const srv of [revolut, receiver]) await new Promise<void>((r) => srv.close(() => r()));
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** A signed TransactionCreated for card_9 at merchant category `mcc`. */
+  async function payment(mcc: string, amount = 4999) {
+    const body = JSON.stringify({
+      event: "TransactionCreated",
+      timestamp: clock.now().toISOString(),
+      data: {
+        id: `txn_${++txn}`,
+        card_id: "card_9",
+        amount,
+        currency: "EUR",
+        merchant: { category_code: mcc, name: mcc === "7995" ? "<b>Casino</b> @here" : "Licences Inc" },
+      },
+    });
+    const ts = String(clock.now().getTime());
+    const sig = createHmac("sha256", "revolut-signing").update(`v1.${ts}.${body}`).digest("hex");
+    const res = await fetch(`${s.url}/v1/webhooks/revolut`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        "revolut-request-timestamp": ts,
+        "revolut-signature": `v1=${sig}`,
+      },
+      body,
+    });
+    expect(res.status).toBe(200);
+    return (await res.json()) as { reactions: { name: string; status: number }[] };
+  }
+
+  test("a payment at MCC 7995 breaks the pact, is major drift, freezes the card and alerts the security room", async () => {
+    // Two weeks of ordinary use: 25 payments at software stores.
+    for (let i = 0; i < 25; i++) {
+      expect((await payment("5734")).reactions).toEqual([]);
+      clock.advance(3600_000);
+    }
+    clock.advance(2 * 24 * 3600_000);
+    // Still ordinary: no violation, no drift, nothing frozen, no alert.
+    expect((await payment("5734")).reactions).toEqual([]);
+    expect(freezes).toEqual([]);
+    expect(await s.events("pact.violated")).toEqual([]);
+    expect(await s.events("security.alert")).toEqual([]);
+
+    const webhookArrived = new Promise<void>((r) => {
+      alerted = r;
+    });
+    const answer = await payment("7995", 25000);
+    expect(answer.reactions).toEqual([{ name: "freeze_on_major_drift", status: 200 }]);
+    expect(freezes).toEqual(["POST /cards/card_9/freeze"]);
+
+    const [violation] = await s.events("pact.violated");
+    expect(violation).toMatchObject({
+      agent: "procurement-agent",
+      project: "procurement",
+      resource: "revolut.com/cards/card_9",
+      source: "webhook",
+      violations: [
+        { rule: "allowed_merchant_categories", actual: "merchant category 7995", expected: "5734, 4816" },
+      ],
+    });
+    const drift = (await s.events("drift.detected")).filter((e) => e.dimension === "merchant_category");
+    expect(drift).toHaveLength(1);
+    expect(drift[0]).toMatchObject({
+      agent: "procurement-agent",
+      level: "major",
+      new_values: ["7995"],
+      // The two weeks before, and the last day: one ordinary payment and this one.
+      baseline_calls: 25,
+      recent_calls: 2,
+      jaccard: 0.5,
+    });
+    const trust = await s.events("trust.changed");
+    expect(trust.map((t) => [t.cause, t.before, t.after])).toEqual([["webhook_incident", 800, 700]]);
+    // The freeze went through the pipeline as the reactions' agent, allowed by its grant.
+    const [freeze] = await s.events("gateway.allowed");
+    expect(freeze).toMatchObject({ agent: "butler-reactions", action: "revolut:cards:freeze" });
+
+    const [alert] = await s.events("security.alert");
+    expect(alert).toMatchObject({
+      agent: "procurement-agent",
+      project: "procurement",
+      kind: "pact_violation",
+    });
+    expect(alert!.event_ids).toEqual(expect.arrayContaining([violation!.event_id, freeze!.event_id]));
+
+    // The security room in Slack and Telegram, and the outgoing webhook, signed.
+    await slack.next(
+      () => [...slack.messages.values()].some((m) => m.channel === "C0SECURITY"),
+      "slack alert",
+    );
+    const inSlack = [...slack.messages.values()].find((m) => m.channel === "C0SECURITY")!;
+    const slackText = JSON.stringify(inSlack.blocks);
+    expect(slackText).toContain("merchant category 7995");
+    expect(slackText).toContain("reaction freeze_on_major_drift: revolut freeze_card answered 200");
+    expect(slackText).toContain("trust score now 700");
+    await telegram.next(
+      () => [...telegram.messages.values()].some((m) => m.chatId === "-1009"),
+      "telegram alert",
+    );
+    const inTelegram = [...telegram.messages.values()].find((m) => m.chatId === "-1009")!;
+    expect(inTelegram.text).toContain("merchant-category drift: major (new: 7995)");
+    await webhookArrived;
+    const sent = alerts[0]!;
+    const [t, v1] = String(sent.headers["butler-signature"]).split(",");
+    const expected = createHmac("sha256", "alert-signing-key")
+      .update(`${t!.slice(2)}.${sent.body}`)
+      .digest("hex");
+    expect(v1).toBe(`v1=${expected}`);
+    expect(JSON.parse(sent.body)).toMatchObject({
+      type: "security.alert",
+      kind: "pact_violation",
+      agent: "procurement-agent",
+      alert_id: alert!.alert_id,
+    });
+
+    // The agent's health shows it.
+    const shown = JSON.parse(
+      (await s.cli(["agents", "show", "procurement-agent", "--project", "procurement", "--json"])).stdout,
+    );
+    expect(shown.trust).toBe(700);
+    expect(shown.health).toBe(90);
+    expect(shown.recent_violations).toEqual([expect.objectContaining({ event_id: violation!.event_id })]);
+    expect(shown.drift).toEqual(
+      expect.arrayContaining([expect.objectContaining({ dimension: "merchant_category", level: "major" })]),
+    );
+  });
+});
