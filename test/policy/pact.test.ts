@@ -67,7 +67,9 @@ describe("pact adherence of events and data", () => {
       { rule: "allowed_merchant_categories", actual: "merchant category 7995", expected: "5734, 4816" },
     ]);
     // No list in the pact: any category is within it.
-    expect(eventViolations(pact({ expectedCostPerCall: undefined }), { merchantCategory: "7995" })).toEqual([]);
+    expect(eventViolations(pact({ expectedCostPerCall: undefined }), { merchantCategory: "7995" })).toEqual(
+      [],
+    );
     // The amount of the event is held to the expected cost per call like a call's.
     expect(eventViolations(pact(), { amount: { amount: 5000, currency: "EUR" } })).toEqual([
       expect.objectContaining({ rule: "expected_cost_per_call", ratio: 5 }),
@@ -95,7 +97,9 @@ describe("pact adherence of events and data", () => {
     );
     const confidential = pact({ expectedClassification: "confidential" });
     expect(classificationViolation(confidential, ["iban"])).toBeUndefined();
-    expect(classificationViolation(confidential, ["card_number"])?.actual).toBe("restricted data (card_number)");
+    expect(classificationViolation(confidential, ["card_number"])?.actual).toBe(
+      "restricted data (card_number)",
+    );
     expect(classificationViolation(pact(), ["private_key"])).toBeUndefined();
   });
 });
