@@ -1,6 +1,11 @@
 import { performance } from "node:perf_hooks";
+import { systemClock } from "../src/clock.js";
+import type { Db } from "../src/db/client.js";
 import { preChecks } from "../src/gateway/pre-checks.js";
+import { createTrust } from "../src/gateway/trust.js";
+import { createUsage } from "../src/gateway/usage.js";
 import { compilePolicies, parsePolicyFile } from "../src/policy/index.js";
+import { trustLimit, trustMayLimit } from "../src/policy/trust.js";
 
 /**
  * 8. The steps before the policy decides, in process, per call (no database: no rate limits): the
@@ -50,6 +55,73 @@ async function perCall(text: string, seconds: number): Promise<number> {
   return ((performance.now() - started) * 1000) / n;
 }
 
+const TRUST = `${BASE}trust:
+  initial: 800
+  rules:
+    - id: low-trust
+      below: 600
+      actions: ["revolut:payments:*", "stripe:payment_intents:*"]
+      constraints:
+        amount: { max: 5000 }
+`;
+
+/** A database that answers every read with no rows, and counts them (nothing else may be asked of it). */
+function countingDb(): { db: Db; reads: () => number } {
+  let reads = 0;
+  const db = {
+    select: () => ({
+      from: () => ({
+        where: async () => {
+          reads++;
+          return [];
+        },
+      }),
+    }),
+  } as unknown as Db;
+  return { db, reads: () => reads };
+}
+
+/**
+ * The steps after the pre-checks, per call: drift's count of the call (in memory), and the trust
+ * step of a call a trust rule could limit (the score kept in memory after the first read, then the
+ * rule's constraints); with how many database reads the calls made.
+ */
+async function afterSteps(seconds: number) {
+  const project = projectOf(TRUST);
+  const usage = createUsage({ db: countingDb().db, audit: undefined as never, clock: systemClock });
+  const counted = countingDb();
+  const trust = createTrust({
+    db: counted.db,
+    audit: undefined as never,
+    clock: systemClock,
+    changes: { subscribe: () => () => true, publish: async () => {} },
+  });
+  const call = {
+    agent: "a",
+    project: "p",
+    action: "revolut:payments:create",
+    params: { amount: 4000, currency: "EUR" },
+  };
+  const now = new Date();
+  const time = async (step: () => unknown) => {
+    let n = 0;
+    const end = performance.now() + seconds * 1000;
+    const started = performance.now();
+    while (performance.now() < end) {
+      for (let i = 0; i < 1000; i++) await step();
+      n += 1000;
+    }
+    return { us: ((performance.now() - started) * 1000) / n, calls: n };
+  };
+  const drift = await time(() => usage.note("p", "a", "revolut_create_payment", "write", now));
+  const t = await time(async () => {
+    if (!trustMayLimit(project, call.agent, call.action)) return;
+    const score = await trust.score("p", "a", 800);
+    return trustLimit(project, call, score);
+  });
+  return { drift: drift.us, trust: t.us, trustCalls: t.calls, trustReads: counted.reads() };
+}
+
 export async function benchPreChecks(seconds: number) {
   console.log("\n8. The steps before the policy decides (in process, per call)");
   const per = Math.max(0.5, seconds / 4);
@@ -57,12 +129,18 @@ export async function benchPreChecks(seconds: number) {
   const pact = await perCall(WITH, per);
   const dp = await perCall(DP, per);
   const row = (name: string, us: number) =>
-    console.log(`   ${name.padEnd(70)} ${us.toFixed(2).padStart(8)} µs/call`);
+    console.log(`   ${name.padEnd(80)} ${us.toFixed(2).padStart(8)} µs/call`);
   row("baseline: a project with no pact and no data_protection", base);
   row("with the agent's pact (a call within it)", pact);
   row("with the pact and data_protection (5 kinds, 4 parameters)", dp);
   console.log(
     `   = +${(pact - base).toFixed(2)} µs for the pact, +${(dp - base).toFixed(2)} µs for both (target: < 20 µs per call; no database round trip)`,
   );
-  return { base, pact, dp };
+  const after = await afterSteps(per);
+  row("drift: counting the call for its agent (in memory, stored in batches)", after.drift);
+  row("trust: a call a trust rule could limit (score kept in memory, the rule checked)", after.trust);
+  console.log(
+    `   = pact + drift + trust: +${(pact - base + after.drift + after.trust).toFixed(2)} µs per call (target: < 20 µs); ${after.trustReads} database read(s) for ${after.trustCalls} trust-limited calls (the first; then none until the score changes)`,
+  );
+  return { base, pact, dp, ...after };
 }

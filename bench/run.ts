@@ -21,7 +21,8 @@
  *    notification); baseline: a GetTask round trip over A2A to the same server.
  * 8. The steps before the policy decides, in process: a call checked against its agent's pact, and
  *    the parameters scanned for personal data and secrets; baseline: the same call in a project
- *    without them (bench/pre-checks.ts).
+ *    without them (bench/pre-checks.ts). Then the steps after: drift's count of the call and the
+ *    trust step of a call a trust rule could limit, with the database reads they made.
  * 7. (BENCH_ONLY=scale) Scale-out: 1, 2 and 4 server processes on one database, each pinned to a
  *    core, authorize throughput and p99, and approval to ALLOW on another instance; baseline: the
  *    1-instance figures of the same run (bench/scale.ts).
@@ -755,7 +756,7 @@ try {
     );
   if (pre)
     console.log(
-      `   steps before the policy:     pact +${fmt(pre.pact - pre.base, 2)} µs/call, pact and data_protection +${fmt(pre.dp - pre.base, 2)} µs/call over ${fmt(pre.base, 2)} µs (target < 20 µs; no database round trip)`,
+      `   steps before the policy:     pact +${fmt(pre.pact - pre.base, 2)} µs/call, pact and data_protection +${fmt(pre.dp - pre.base, 2)} µs/call over ${fmt(pre.base, 2)} µs (target < 20 µs; no database round trip); drift +${fmt(pre.drift, 2)} µs/call, trust +${fmt(pre.trust, 2)} µs/call (${pre.trustReads} read in ${pre.trustCalls} calls)`,
     );
   if (http)
     console.log(

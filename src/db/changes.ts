@@ -17,6 +17,8 @@ export type Change =
   | { kind: "a2a_task"; taskId: string }
   /** An agent's pact was set through the admin API (instances reload the pacts in force). */
   | { kind: "pacts" }
+  /** An agent's trust score changed (instances drop the score they keep). */
+  | { kind: "trust"; project: string; agent: string }
   | { kind: "resync" };
 
 /**

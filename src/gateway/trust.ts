@@ -1,6 +1,7 @@
 import { and, eq } from "drizzle-orm";
 import type { AuditLog } from "../audit/audit-log.js";
 import type { Clock } from "../clock.js";
+import type { ChangeBus } from "../db/changes.js";
 import type { Db, Tx } from "../db/client.js";
 import { agentTrust } from "../db/schema.js";
 import type { Logger } from "../logger.js";
@@ -8,9 +9,12 @@ import type { PolicyIndex } from "../policy/index.js";
 import { TRUST_PENALTIES, TRUST_RECOVERY_PER_HOUR } from "../policy/trust.js";
 
 /**
- * Agents' trust scores, stored per project and agent. A score is read only for a call a trust rule
- * could limit; it changes only on an incident, in one transaction with its `trust.changed` line,
- * so the very next call, on any instance, is decided with the new score. Recovery is reckoned
+ * Agents' trust scores, stored per project and agent. A score is needed only for a call a trust
+ * rule could limit, and is then served from memory (no database round trip on the call's path);
+ * it changes only on an incident, in one transaction with its `trust.changed` line and a change
+ * notification: the instance that wrote it keeps the new score at once, so the very next call there
+ * is decided with it, and every other instance drops the score it kept as soon as the notification
+ * arrives (as for a revoked grant), reading it again for its next call. Recovery is reckoned
  * when the score is read (10 points per full hour since the last change, up to the project's
  * initial score) and written, with its own line, when the next incident changes the score.
  */
@@ -20,13 +24,35 @@ export type TrustListener = (
   change: { project: string; agent: string; before: number; after: number; cause: string; eventId: string },
 ) => Promise<void>;
 
+/** Scores kept in memory at most; past it, the cache starts again (a cache, never the truth). */
+const MAX_CACHED = 100_000;
+
 export function createTrust(deps: {
   db: Db;
   audit: Pick<AuditLog, "appendInTx">;
   clock: Clock;
+  changes: Pick<ChangeBus, "publish" | "subscribe">;
   onLowered?: TrustListener | undefined;
 }) {
-  const { db, audit, clock } = deps;
+  const { db, audit, clock, changes } = deps;
+  /** project NUL agent → the stored row (null: none yet, the project's initial score applies). */
+  const cache = new Map<string, { score: number; updatedAt: Date } | null>();
+  /** Bumped by every change notification: a read that began before one is not kept. */
+  let generation = 0;
+  const key = (project: string, agent: string) => `${project}\u0000${agent}`;
+  changes.subscribe((c) => {
+    if (c.kind === "trust") {
+      generation++;
+      cache.delete(key(c.project, c.agent));
+    } else if (c.kind === "resync") {
+      generation++;
+      cache.clear();
+    }
+  });
+  const keep = (k: string, row: { score: number; updatedAt: Date } | null) => {
+    if (cache.size >= MAX_CACHED) cache.clear();
+    cache.set(k, row);
+  };
   const where = (project: string, agent: string) =>
     and(eq(agentTrust.project, project), eq(agentTrust.agent, agent));
   /** The stored score with the recovery since it was stored (never less: clocks may disagree). */
@@ -38,7 +64,14 @@ export function createTrust(deps: {
 
   return {
     async score(project: string, agent: string, initial: number): Promise<number> {
-      const [row] = await db.select().from(agentTrust).where(where(project, agent));
+      const k = key(project, agent);
+      let row = cache.get(k);
+      if (row === undefined) {
+        const before = generation;
+        const [stored] = await db.select().from(agentTrust).where(where(project, agent));
+        row = stored ? { score: stored.score, updatedAt: stored.updatedAt } : null;
+        if (generation === before) keep(k, row);
+      }
       return row ? recovered(row.score, row.updatedAt, initial, clock.now()) : initial;
     },
 
@@ -55,7 +88,8 @@ export function createTrust(deps: {
       cause: string,
       eventId: string,
     ): Promise<number> {
-      return db.transaction(async (tx) => {
+      const k = key(project, agent);
+      const result = await db.transaction(async (tx) => {
         await tx
           .insert(agentTrust)
           .values({ project, agent, score: initial, updatedAt: new Date(0) })
@@ -66,8 +100,9 @@ export function createTrust(deps: {
         const before = fresh ? row!.score : recovered(row!.score, row!.updatedAt, initial, now);
         const after = Math.max(0, before - penalty);
         // Nothing changes (already 0): nothing to write.
-        if (after === before && !fresh) return after;
+        if (after === before && !fresh) return { after, row: undefined };
         await tx.update(agentTrust).set({ score: after, updatedAt: now }).where(where(project, agent));
+        await changes.publish(tx, { kind: "trust", project, agent });
         const lines = [];
         if (!fresh && before > row!.score)
           lines.push({
@@ -99,8 +134,15 @@ export function createTrust(deps: {
               eventId: written[written.length - 1]!.event_id,
             });
         }
-        return after;
+        return { after, row: { score: after, updatedAt: now } };
       });
+      // Committed: this instance decides its next call with the new score at once (its own
+      // notification, arriving later, only drops it to be read again).
+      if (result.row) {
+        generation++;
+        keep(k, result.row);
+      }
+      return result.after;
     },
   };
 }

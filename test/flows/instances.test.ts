@@ -48,6 +48,24 @@ async function authorize(url: string, token: string, body: unknown) {
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
 
+const TREASURY = `project: treasury
+agents: [payer]
+grants:
+  - service: stripe
+    actions: ["payment_intents:create"]
+  - service: tools
+    actions: [Bash]
+    deny: ["rm -rf"]
+trust:
+  initial: 620
+  rules:
+    - id: low-trust
+      below: 600
+      actions: ["stripe:payment_intents:*"]
+      constraints:
+        amount: { max: 5000 }
+`;
+
 const S3 = { action: "aws:s3:GetObject", resource: "arn:aws:s3:::ledger-internal/x" };
 const STRIPE = { action: "stripe:charges:read", resource: "stripe.com/v1/charges" };
 
@@ -64,7 +82,12 @@ describe(`several instances sharing one database (${ENGINE})`, () => {
   let token: string;
   beforeAll(async () => {
     t = await createTestDatabase();
-    env = await createTestEnv();
+    env = await createTestEnv({
+      policies: {
+        "project-billing.yaml": seedText(),
+        "treasury.yaml": TREASURY,
+      },
+    });
     a = await startInstance(t.database, env.policiesDir);
     b = await startInstance(ENGINE === "postgres" ? await t.openAnother() : t.database, env.policiesDir);
   });
@@ -86,6 +109,37 @@ describe(`several instances sharing one database (${ENGINE})`, () => {
       "instance b to load the policy",
     );
     expect((await authorize(b.url, token, S3)).body).toMatchObject({ decision: "ALLOW", revision: 1 });
+  });
+
+  test("a trust score kept by one instance is dropped when an incident on the other lowers it", async () => {
+    const payer = (await a.services.admin.createAgentToken("payer", "treasury")).token;
+    const pay = (url: string) =>
+      authorize(url, payer, {
+        action: "stripe:payment_intents:create",
+        resource: "stripe.com/v1/payment_intents",
+        params: { amount: 8000, currency: "eur" },
+      });
+    await until(async () => (await pay(b.url)).body.decision === "ALLOW", "instance b to load treasury");
+    // b now keeps the score (620); an incident through a lowers it to 590, below the rule's 600.
+    const told = new Promise<void>((resolve) => {
+      const stop = b.services.changes.subscribe((c) => {
+        if (c.kind === "trust") {
+          stop();
+          resolve();
+        }
+      });
+    });
+    const bash = await authorize(a.url, payer, {
+      action: "tools:Bash",
+      resource: "",
+      params: { command: "rm -rf /" },
+    });
+    expect(bash.body.code).toBe("deny_pattern");
+    expect((await pay(a.url)).body).toMatchObject({ decision: "DENY", code: "constraint_failed" });
+    await told;
+    const limited = await pay(b.url);
+    expect(limited.body).toMatchObject({ decision: "DENY", code: "constraint_failed" });
+    expect(limited.body.reason).toContain("trust score 590 is below 600");
   });
 
   test("concurrent decisions on both instances land in one verifiable chain", async () => {
