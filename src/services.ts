@@ -19,6 +19,7 @@ import { createDashboardSessions } from "./dashboard/sessions.js";
 import { type ChangeBus, createChangeBus } from "./db/changes.js";
 import type { Database } from "./db/client.js";
 import { migrate } from "./db/migrate.js";
+import { createAlertActions } from "./gateway/alert-actions.js";
 import { type Alerts, createAlerts, driftAlert, trustAlert } from "./gateway/alerts.js";
 import { createBehaviour } from "./gateway/behaviour.js";
 import { createGateway } from "./gateway/gateway-service.js";
@@ -98,7 +99,8 @@ export function createServices(opts: ServiceOptions) {
   const approverTokens = createApproverTokens({ db, audit, clock });
   const policies = createPolicyStore({ db, audit, changes, clock, log, policiesDir: config.policiesDir });
   const metrics = createMetrics({ auditQueueDepth: () => audit.depth() });
-  const hooks = channelHooks({ db, audit, clock, policies });
+  // Security alerts' buttons reach the alert actions, made below with the Butler.
+  const hooks = channelHooks({ db, audit, clock, policies, alertAction: (i) => alertActions.act(i) });
   const channels = [...(opts.channels ?? []), ...(opts.adapters ?? []).map((build) => build(hooks))];
   const oneShots = createOneShots({ db, audit, clock });
   // Per agent: rate-limit counters, tool usage and drift, trust scores, pacts; and security alerts.
@@ -128,6 +130,7 @@ export function createServices(opts: ServiceOptions) {
     onEnqueued: () => outbox.wake(),
   });
 
+  const alertActions = createAlertActions({ db, audit, clock, policies, butler, trust: perAgent.trust });
   const pushSealer = createPushSealer([config.masterKey?.(), opts.pushKey]);
   const a2a = createA2A({
     db,

@@ -125,7 +125,8 @@ export async function resolvePresser(
   db: Db,
   index: PolicyIndex,
   project: string,
-  input: ReviewInput,
+  /** A review of a request, or an action on a security alert. */
+  input: Pick<ReviewInput, "actor"> & { requestId?: string; verdict?: string; alertId?: string },
 ): Promise<Presser> {
   const { actor } = input;
   if (actor.channel !== "slack" && actor.channel !== "telegram") return { kind: "person", id: actor.userId };
@@ -144,7 +145,12 @@ export async function resolvePresser(
   if (found.kind === "person" && (bound?.approver === found.id || (entry && entryNamesAccount(entry, actor))))
     return found;
   const account = `${actor.channel}:${actor.userId}`;
-  const common = { request_id: input.requestId, channel: actor.channel, verdict: input.verdict };
+  const common = {
+    ...(input.requestId !== undefined ? { request_id: input.requestId } : {}),
+    ...(input.alertId !== undefined ? { alert_id: input.alertId } : {}),
+    channel: actor.channel,
+    ...(input.verdict !== undefined ? { verdict: input.verdict } : {}),
+  };
   if (found.kind === "person")
     return {
       kind: "refused",

@@ -13,7 +13,11 @@ export type ChannelAdapter = (hooks: ChannelHooks) => ApprovalChannel;
  * built after these and before the Butler (which needs to know their kinds).
  */
 export function channelHooks(
-  deps: Pick<ButlerDeps, "db" | "clock" | "policies"> & { audit: Pick<AuditLog, "append" | "appendInTx"> },
+  deps: Pick<ButlerDeps, "db" | "clock" | "policies"> & {
+    audit: Pick<AuditLog, "append" | "appendInTx">;
+    /** Security alerts' buttons (the service is made after the adapters: called late). */
+    alertAction: ChannelHooks["alertAction"];
+  },
 ): ChannelHooks {
   return {
     async rejected(channel, reason, details) {
@@ -24,5 +28,6 @@ export function channelHooks(
     },
     // The platform's text is mended, never refused (see mendText): it would only be sent again.
     redeemLink: (code, channel, userId) => redeemLinkCode(deps, mendText(code), channel, mendText(userId)),
+    alertAction: (input) => deps.alertAction(input),
   };
 }

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import type { ApprovalCard } from "../butler/approval-card.js";
 import type { Audience, ChannelKind, ReviewHandler } from "../butler/channel-port.js";
+import type { AlertActionInput, AlertActionOutcome } from "../gateway/alert-actions.js";
 import type { SecurityAlert } from "../gateway/alerts.js";
 
 /**
@@ -40,6 +41,8 @@ export interface ChannelHooks {
    * but could not act on: an interaction of an unknown shape, a button it does not know.
    */
   ignored(channel: ChannelKind, reason: string, details: Record<string, unknown>): Promise<void>;
+  /** A press of a security alert's button (acknowledge, suspend, restore trust); what to tell the presser. */
+  alertAction(input: AlertActionInput): Promise<AlertActionOutcome>;
 }
 
 /** Why a channel could not start; `auth` when the platform refused its token (a configuration error). */

@@ -1,6 +1,7 @@
 import type { AuditLog } from "../audit/audit-log.js";
 import type { Clock } from "../clock.js";
 import type { Db, Tx } from "../db/client.js";
+import { securityAlerts } from "../db/schema.js";
 import { newId } from "../ids.js";
 import { enqueue, type OutboxMessage } from "../outbox/outbox.js";
 import type { Drift } from "../policy/drift.js";
@@ -74,6 +75,14 @@ export function createAlerts(deps: {
         ? [{ channel: "webhook" as const, url: security.webhookUrl, secret: security.webhookSecret, alert }]
         : []),
     ];
+    await tx.insert(securityAlerts).values({
+      id: alert.id,
+      project: alert.project,
+      agent: alert.agent,
+      kind: alert.kind,
+      title: alert.title.slice(0, 500),
+      createdAt: now,
+    });
     await audit.appendInTx(tx, [
       {
         type: "security.alert",

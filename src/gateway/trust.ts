@@ -63,6 +63,36 @@ export function createTrust(deps: {
   };
 
   return {
+    /**
+     * Sets the agent's score back to `initial` (a person's decision, from a security alert):
+     * audited as `trust.changed` with cause `restored`; the scores before and after (equal when
+     * it was not below).
+     */
+    async restore(
+      project: string,
+      agent: string,
+      initial: number,
+      by: string,
+      alertId: string,
+    ): Promise<{ before: number; after: number }> {
+      const k = key(project, agent);
+      const result = await db.transaction((tx) =>
+        restoreInTx(
+          { tx, audit, changes, now: () => clock.now(), recovered },
+          project,
+          agent,
+          initial,
+          by,
+          alertId,
+        ),
+      );
+      if (result.row) {
+        generation++;
+        keep(k, result.row);
+      }
+      return { before: result.before, after: result.after };
+    },
+
     async score(project: string, agent: string, initial: number): Promise<number> {
       const k = key(project, agent);
       let row = cache.get(k);
@@ -148,6 +178,47 @@ export function createTrust(deps: {
 }
 
 export type Trust = ReturnType<typeof createTrust>;
+
+/** Sets the agent's score back to `initial` in `tx` (see `restore`). */
+async function restoreInTx(
+  deps: {
+    tx: Tx;
+    audit: Pick<AuditLog, "appendInTx">;
+    changes: Pick<ChangeBus, "publish">;
+    now: () => Date;
+    recovered: (stored: number, since: Date, initial: number, now: Date) => number;
+  },
+  project: string,
+  agent: string,
+  initial: number,
+  by: string,
+  alertId: string,
+) {
+  const { tx } = deps;
+  const where = and(eq(agentTrust.project, project), eq(agentTrust.agent, agent));
+  await tx
+    .insert(agentTrust)
+    .values({ project, agent, score: initial, updatedAt: new Date(0) })
+    .onConflictDoNothing();
+  const [row] = await tx.select().from(agentTrust).where(where).for("update");
+  const now = deps.now();
+  const before =
+    row!.updatedAt.getTime() === 0 ? row!.score : deps.recovered(row!.score, row!.updatedAt, initial, now);
+  if (before >= initial) return { before, after: before, row: undefined };
+  await tx.update(agentTrust).set({ score: initial, updatedAt: now }).where(where);
+  await deps.changes.publish(tx, { kind: "trust", project, agent });
+  await deps.audit.appendInTx(tx, [
+    {
+      type: "trust.changed",
+      at: now,
+      agent,
+      project,
+      reason: `restored to ${initial} by ${by}`,
+      details: { before, after: initial, cause: "restored", restored_by: by, alert_id: alertId },
+    },
+  ]);
+  return { before, after: initial, row: { score: initial, updatedAt: now } };
+}
 
 /**
  * An agent's incident outside a decision (a budget refusal, a provider's event breaking its pact):

@@ -21,7 +21,9 @@ describe("security alerts as chat messages", () => {
   test("Slack: the title and facts are plain text; only Butler's own link is a link", () => {
     const { blocks, text } = slackAlert(alert());
     const kinds = blocks.map((b) => (b.text as { type?: string } | undefined)?.type ?? b.type);
-    expect(kinds).toEqual(["plain_text", "plain_text", "plain_text", "context"]);
+    expect(kinds).toEqual(["plain_text", "plain_text", "plain_text", "context", "actions"]);
+    // The buttons carry the alert id only.
+    expect(JSON.stringify(blocks[4])).toContain('"value":"al_0000000000abcdef"');
     expect(JSON.stringify(blocks[2])).toContain("<!channel>");
     const context = JSON.stringify(blocks[3]);
     expect(context).toContain(

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { FakeSlack } from "../fakes/fake-slack.js";
 import { FakeTelegram } from "../fakes/fake-telegram.js";
-import { chatEnv } from "../helpers/chat.js";
+import { chatEnv, postSlackRaw, postTelegram, slackButton, slackSigned, telegramButton } from "../helpers/chat.js";
 import { FakeClock } from "../helpers/clock.js";
 import { ENGINE } from "../helpers/db.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
@@ -38,12 +38,19 @@ pacts:
     allowed_merchant_categories: ["5734", "4816"]
     resources: [revolut.com/cards/card_9]
 trust: { initial: 800 }
+approvers:
+  - id: jordan
+    slack: { user_id: U0JORDAN }
+    telegram: { user_id: 7001 }
 security:
   slack: [C0SECURITY]
   telegram: ["-1009"]
   webhook_url: http://127.0.0.1:${webhookPort}/alerts
   webhook_secret: SECURITY_WEBHOOK_SECRET
 `;
+
+const SLACK_SECRET = "slack-signing";
+const TG_SECRET = "tg-secret_1";
 
 /**
  * The seed's third story, end to end over HTTP: a Revolut TransactionCreated at merchant category
@@ -92,7 +99,7 @@ describe(`card events as agent behaviour (${ENGINE})`, () => {
       clock,
       policies: { "procurement.yaml": policy((receiver.address() as AddressInfo).port) },
       env: {
-        ...chatEnv(slack, telegram, { slack: "slack-signing", telegram: "tg-secret_1" }),
+        ...chatEnv(slack, telegram, { slack: SLACK_SECRET, telegram: TG_SECRET }),
         PROVIDERS_DIR: dir,
         BUTLER_PROVIDER_URLS: `revolut=http://127.0.0.1:${(revolut.address() as AddressInfo).port}`,
         REVOLUT_ACCESS_TOKEN: "revolut-access",
@@ -232,5 +239,72 @@ describe(`card events as agent behaviour (${ENGINE})`, () => {
     expect(shown.drift).toEqual(
       expect.arrayContaining([expect.objectContaining({ dimension: "merchant_category", level: "major" })]),
     );
+  });
+
+  test("the alert's buttons: acknowledge once, restore trust (approvers only), suspend the agent's grants", async () => {
+    const [alert] = await s.events("security.alert");
+    const alertId = alert!.alert_id as string;
+    const inSlack = [...slack.messages.values()].find((m) => m.channel === "C0SECURITY")!;
+    const press = (user: string, actionId: string) => {
+      const payload = slackButton(user, { actionId, value: alertId }, { ts: inSlack.ts, channel: "C0SECURITY" });
+      // Signed at the server's (fake) time.
+      const at = Math.floor(clock.now().getTime() / 1000);
+      const body = `payload=${encodeURIComponent(JSON.stringify(payload))}`;
+      return postSlackRaw(s.url, body, SLACK_SECRET, undefined, slackSigned(body, SLACK_SECRET, at));
+    };
+    slack.users.set("U0JORDAN", { email: "jordan@example.com", name: "jordan" });
+    expect((await press("U0JORDAN", "butler_alert_ack")).status).toBe(200);
+    await slack.next(() => inSlack.replies.some((r) => r.includes("acknowledged")), "the thread reply");
+    expect(inSlack.replies).toContain("jordan acknowledged; procurement-agent is unchanged.");
+    const [ack] = await s.events("security.acknowledged");
+    expect(ack).toMatchObject({ alert_id: alertId, by: "jordan", agent: "procurement-agent" });
+    // A second press takes nothing: the presser is told who did.
+    await press("U0JORDAN", "butler_alert_ack");
+    await slack.next(
+      () => slack.calledWith("chat.postEphemeral").some((c) => /jordan already acknowledged/.test(c.args.text)),
+      "the private answer",
+    );
+    expect(await s.events("security.acknowledged")).toHaveLength(1);
+
+    // Telegram: someone who is not an approver of the project is refused and audited.
+    const inTelegram = [...telegram.messages.values()].find((m) => m.chatId === "-1009")!;
+    expect(inTelegram.keyboard?.[0]?.map((b) => b.callback_data)).toEqual([
+      `sa:${alertId}`,
+      `ss:${alertId}`,
+      `st:${alertId}`,
+    ]);
+    await postTelegram(s.url, telegramButton(`st:${alertId}`, 7999, inTelegram.messageId), TG_SECRET);
+    const [refused] = await s.events("security.action_refused");
+    expect(refused).toMatchObject({ alert_id: alertId, alert_action: "restore_trust" });
+    expect((await s.events("trust.changed")).map((t) => t.cause)).toEqual(["webhook_incident"]);
+    // The approver restores the agent's trust score to the project's initial.
+    await postTelegram(s.url, telegramButton(`st:${alertId}`, 7001, inTelegram.messageId), TG_SECRET);
+    const restored = (await s.events("trust.changed")).filter((t) => t.cause === "restored");
+    expect(restored).toEqual([
+      expect.objectContaining({ before: 700, after: 800, restored_by: "jordan", alert_id: alertId }),
+    ]);
+
+    // A grant the agent got through an access request, then "suspend grants": revoked at once.
+    const agent = await s.agentToken("procurement-agent", "procurement");
+    const call = { action: "revolut:transactions:read", resource: "revolut.com/transactions" };
+    const denied = await s.authorize(agent, call);
+    expect(denied.body.decision).toBe("DENY");
+    const filed = await s.http("POST", "/v1/access-requests", agent, {
+      ...call,
+      ttl: "PT1H",
+      reason: "reconcile",
+      denial_event_id: denied.body.event_id,
+    });
+    expect(filed.status).toBe(201);
+    const jordan = JSON.parse((await s.cli(["approvers", "token", "jordan", "--json"])).stdout).token;
+    const approved = await s.http("POST", `/v1/access-requests/${filed.body.access_request.id}/approve`, jordan, {});
+    expect(approved.status).toBe(200);
+    expect((await s.authorize(agent, call)).body.decision).toBe("ALLOW");
+    expect((await press("U0JORDAN", "butler_alert_suspend")).status).toBe(200);
+    await slack.next(() => inSlack.replies.some((r) => r.includes("suspended")), "the thread reply");
+    const [suspended] = await s.events("security.agent_suspended");
+    expect(suspended).toMatchObject({ alert_id: alertId, by: "jordan" });
+    expect(suspended!.revoked_grants).toHaveLength(1);
+    expect((await s.authorize(agent, call)).body.decision).toBe("DENY");
   });
 });

@@ -227,6 +227,7 @@ const STORED = [
   "webhook_events",
   "mcp_tool_pins",
   "agent_pacts",
+  "security_alerts",
 ];
 
 describe(`fuzzing every HTTP endpoint (${ENGINE})`, () => {

@@ -685,7 +685,12 @@ describe("what a Telegram user is told when linking fails", () => {
         mode: "webhook",
         webhookSecret: "tg-secret-for-link",
       },
-      { rejected: async () => {}, ignored: async () => {}, redeemLink },
+      {
+        rejected: async () => {},
+        ignored: async () => {},
+        redeemLink,
+        alertAction: async () => ({ ok: false, code: "NOT_FOUND", message: "" }),
+      },
       createLogger("silent"),
     );
     await channel.start(async () => ({ ok: false, code: "NOT_FOUND", message: "" }));

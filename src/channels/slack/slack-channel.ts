@@ -15,6 +15,7 @@ import type { FastifyInstance } from "fastify";
 import type { ApprovalCard } from "../../butler/approval-card.js";
 import type { Clock } from "../../clock.js";
 import { RETRY_AFTER_SECONDS } from "../../errors.js";
+import { ALERT_ID } from "../../gateway/alert-actions.js";
 import type { SecurityAlert } from "../../gateway/alerts.js";
 import type { RouteDoc } from "../../http/route-doc.js";
 import type { Logger } from "../../logger.js";
@@ -33,6 +34,7 @@ import {
   ACTION_APPROVE,
   ACTION_APPROVE_SHORT,
   ACTION_DENY,
+  ALERT_BUTTONS,
   DENY_MODAL,
   denyModal,
   escapeMrkdwn,
@@ -53,7 +55,12 @@ export interface SlackOptions {
 /** How far a request's timestamp may be from now, either way (Slack's recommendation: 5 minutes). */
 const MAX_SKEW_SECONDS = 300;
 const VALUE = /^(req_[a-z0-9]{16})(?:\|(\d{1,7}))?$/;
-const BUTTONS = new Set([ACTION_APPROVE, ACTION_APPROVE_SHORT, ACTION_DENY]);
+const BUTTONS = new Set<string>([
+  ACTION_APPROVE,
+  ACTION_APPROVE_SHORT,
+  ACTION_DENY,
+  ...Object.keys(ALERT_BUTTONS),
+]);
 /** Slack's answers to a token it does not accept. */
 const AUTH_ERRORS = new Set([
   "invalid_auth",
@@ -215,6 +222,34 @@ export class SlackChannel implements ApprovalChannel {
       if (outcome.ok) await ack();
       else await ack({ response_action: "errors", errors: { reason: outcome.message } });
     });
+    for (const [actionId, act] of Object.entries(ALERT_BUTTONS))
+      app.action<BlockAction<ButtonAction>>(
+        { type: "block_actions", action_id: actionId },
+        async ({ ack, body, action, client }) => {
+          await ack();
+          const alertId = typeof action.value === "string" ? action.value : "";
+          if (!ALERT_ID.test(alertId)) return this.ignore(body, `button value of ${actionId} not understood`);
+          const outcome = await this.hooks.alertAction({
+            alertId,
+            action: act,
+            actor: await this.actor(body.user.id, body.user.name),
+          });
+          const channel = body.channel?.id;
+          await client.chat
+            .postEphemeral({
+              channel: channel ?? body.user.id,
+              user: body.user.id,
+              text: escapeMrkdwn(outcome.message),
+            })
+            .catch((e) => this.log.warn({ err: e }, "slack ephemeral reply failed"));
+          // What was done is said in the alert's thread, for everyone in the room.
+          const ts = body.container?.message_ts ?? body.message?.ts;
+          if (outcome.ok && channel && ts)
+            await client.chat
+              .postMessage({ channel, thread_ts: ts, text: escapeMrkdwn(`${outcome.by} ${outcome.message}`) })
+              .catch((e) => this.log.warn({ err: e }, "slack thread reply failed"));
+        },
+      );
     app.error(async (e) => {
       this.log.error({ err: e }, "slack handler failed");
     });

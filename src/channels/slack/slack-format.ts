@@ -19,6 +19,12 @@ export const ACTION_APPROVE = "butler_approve";
 export const ACTION_APPROVE_SHORT = "butler_approve_short";
 export const ACTION_DENY = "butler_deny";
 export const DENY_MODAL = "butler_deny_modal";
+/** A security alert's buttons, by the action each takes (the button's value is the alert id). */
+export const ALERT_BUTTONS = {
+  butler_alert_ack: "acknowledge",
+  butler_alert_suspend: "suspend",
+  butler_alert_trust: "restore_trust",
+} as const;
 
 /**
  * Escapes text for Slack mrkdwn: `&`, `<` and `>` become entities, so nothing can form a link,
@@ -158,6 +164,21 @@ export function slackAlert(alert: SecurityAlert): { text: string; blocks: SlackB
             text: `${escapeMrkdwn(alert.project)} · ${escapeMrkdwn(alert.id)} · <${escapeMrkdwn(alert.url)}|agent page>`,
           },
         ],
+      },
+      {
+        type: "actions",
+        block_id: "butler_alert_actions",
+        elements: [
+          ["butler_alert_ack", "Acknowledge", "primary"],
+          ["butler_alert_suspend", "Suspend grants", "danger"],
+          ["butler_alert_trust", "Restore trust", undefined],
+        ].map(([action_id, label, style]) => ({
+          type: "button",
+          action_id,
+          text: plain(label!, 75),
+          value: alert.id,
+          ...(style ? { style } : {}),
+        })),
       },
     ],
   };

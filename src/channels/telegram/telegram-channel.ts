@@ -16,7 +16,16 @@ import {
   type PostResult,
   type ReviewHandler,
 } from "../channel.js";
-import { CALLBACK, DENY_PROMPT, denyPrompt, telegramAlert, telegramCard } from "./telegram-format.js";
+import {
+  ALERT_CALLBACK,
+  ALERT_VERBS,
+  alertKeyboard,
+  CALLBACK,
+  DENY_PROMPT,
+  denyPrompt,
+  telegramAlert,
+  telegramCard,
+} from "./telegram-format.js";
 
 export interface TelegramOptions {
   botToken: string;
@@ -120,6 +129,24 @@ export class TelegramChannel implements ApprovalChannel {
       });
       // Shown to the presser only; the card itself is updated for everyone through the outbox.
       await ctx.answerCallbackQuery({ text: outcome.message.slice(0, 200), show_alert: !outcome.ok });
+    });
+    bot.callbackQuery(ALERT_CALLBACK, async (ctx) => {
+      const [, verb, alertId] = ctx.match as RegExpMatchArray;
+      if (!ctx.from) return this.#ignore(ctx.update, "button press without a sender");
+      const outcome = await this.hooks.alertAction({
+        alertId: alertId!,
+        action: ALERT_VERBS[verb as keyof typeof ALERT_VERBS],
+        actor: { channel: "telegram", userId: String(ctx.from.id), displayName: ctx.from.username },
+      });
+      await ctx.answerCallbackQuery({ text: outcome.message.slice(0, 200), show_alert: !outcome.ok });
+      // What was done is said under the alert, for everyone in the chat.
+      const message = ctx.callbackQuery.message;
+      if (outcome.ok && message)
+        await ctx.api
+          .sendMessage(message.chat.id, `${outcome.by} ${outcome.message}`.slice(0, 4000), {
+            reply_parameters: { message_id: message.message_id, allow_sending_without_reply: true },
+          })
+          .catch((e) => this.log.warn({ err: e }, "telegram alert reply failed"));
     });
     // Any other button: not Butler's (or tampered with). Answered, so that it stops spinning.
     bot.on("callback_query", async (ctx) => {
@@ -259,6 +286,7 @@ export class TelegramChannel implements ApprovalChannel {
         const m = await this.bot.api.sendMessage(chat, text, {
           parse_mode: "HTML",
           link_preview_options: { is_disabled: true },
+          reply_markup: { inline_keyboard: alertKeyboard(alert.id) },
         });
         result.posted.push({ channel: "telegram", chatId: chat, messageId: String(m.message_id) });
       } catch (e) {

@@ -17,6 +17,20 @@ export interface InlineButton {
 
 /** `ap:<id>` approve, `a1:<id>` approve for 1 hour, `dn:<id>` deny: well under 64 bytes. */
 export const CALLBACK = /^(ap|a1|dn):(req_[a-z0-9]{16})$/;
+/** A security alert's buttons: acknowledge, suspend the agent's grants, restore its trust score. */
+export const ALERT_CALLBACK = /^(sa|ss|st):(al_[a-z0-9]{16})$/;
+export const ALERT_VERBS = { sa: "acknowledge", ss: "suspend", st: "restore_trust" } as const;
+
+/** The alert's buttons as an inline keyboard. */
+export function alertKeyboard(alertId: string): InlineButton[][] {
+  return [
+    [
+      { text: "Acknowledge", callback_data: `sa:${alertId}` },
+      { text: "Suspend grants", callback_data: `ss:${alertId}` },
+      { text: "Restore trust", callback_data: `st:${alertId}` },
+    ],
+  ];
+}
 
 const code = (s: string) => `<code>${escapeHtml(s)}</code>`;
 

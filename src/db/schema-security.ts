@@ -1,0 +1,25 @@
+import { index, pgTable, text, timestamp } from "drizzle-orm/pg-core";
+
+/**
+ * Security alerts (a project's `security:` section), one row per alert, with what people did
+ * about it from the alert's buttons: acknowledged it, suspended the agent's grants, raised its
+ * trust score back. Each action is taken once (the first press wins; later ones are told who).
+ */
+export const securityAlerts = pgTable(
+  "security_alerts",
+  {
+    id: text("id").primaryKey(),
+    project: text("project").notNull(),
+    agent: text("agent").notNull(),
+    kind: text("kind").notNull(),
+    title: text("title").notNull(),
+    createdAt: timestamp("created_at", { withTimezone: true, mode: "date" }).notNull(),
+    acknowledgedBy: text("acknowledged_by"),
+    acknowledgedAt: timestamp("acknowledged_at", { withTimezone: true, mode: "date" }),
+    suspendedBy: text("suspended_by"),
+    suspendedAt: timestamp("suspended_at", { withTimezone: true, mode: "date" }),
+    trustRaisedBy: text("trust_raised_by"),
+    trustRaisedAt: timestamp("trust_raised_at", { withTimezone: true, mode: "date" }),
+  },
+  (t) => [index("security_alerts_agent_idx").on(t.project, t.agent, t.createdAt)],
+);
