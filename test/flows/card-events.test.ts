@@ -7,7 +7,14 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { FakeSlack } from "../fakes/fake-slack.js";
 import { FakeTelegram } from "../fakes/fake-telegram.js";
-import { chatEnv, postSlackRaw, postTelegram, slackButton, slackSigned, telegramButton } from "../helpers/chat.js";
+import {
+  chatEnv,
+  postSlackRaw,
+  postTelegram,
+  slackButton,
+  slackSigned,
+  telegramButton,
+} from "../helpers/chat.js";
 import { FakeClock } from "../helpers/clock.js";
 import { ENGINE } from "../helpers/db.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
@@ -246,7 +253,11 @@ describe(`card events as agent behaviour (${ENGINE})`, () => {
     const alertId = alert!.alert_id as string;
     const inSlack = [...slack.messages.values()].find((m) => m.channel === "C0SECURITY")!;
     const press = (user: string, actionId: string) => {
-      const payload = slackButton(user, { actionId, value: alertId }, { ts: inSlack.ts, channel: "C0SECURITY" });
+      const payload = slackButton(
+        user,
+        { actionId, value: alertId },
+        { ts: inSlack.ts, channel: "C0SECURITY" },
+      );
       // Signed at the server's (fake) time.
       const at = Math.floor(clock.now().getTime() / 1000);
       const body = `payload=${encodeURIComponent(JSON.stringify(payload))}`;
@@ -261,7 +272,8 @@ describe(`card events as agent behaviour (${ENGINE})`, () => {
     // A second press takes nothing: the presser is told who did.
     await press("U0JORDAN", "butler_alert_ack");
     await slack.next(
-      () => slack.calledWith("chat.postEphemeral").some((c) => /jordan already acknowledged/.test(c.args.text)),
+      () =>
+        slack.calledWith("chat.postEphemeral").some((c) => /jordan already acknowledged/.test(c.args.text)),
       "the private answer",
     );
     expect(await s.events("security.acknowledged")).toHaveLength(1);
@@ -297,7 +309,12 @@ describe(`card events as agent behaviour (${ENGINE})`, () => {
     });
     expect(filed.status).toBe(201);
     const jordan = JSON.parse((await s.cli(["approvers", "token", "jordan", "--json"])).stdout).token;
-    const approved = await s.http("POST", `/v1/access-requests/${filed.body.access_request.id}/approve`, jordan, {});
+    const approved = await s.http(
+      "POST",
+      `/v1/access-requests/${filed.body.access_request.id}/approve`,
+      jordan,
+      {},
+    );
     expect(approved.status).toBe(200);
     expect((await s.authorize(agent, call)).body.decision).toBe("ALLOW");
     expect((await press("U0JORDAN", "butler_alert_suspend")).status).toBe(200);
