@@ -296,7 +296,7 @@ function providerGateway(
     butler: parts.butler,
     oneShots: parts.oneShots,
     webhookEvents: createWebhookEvents({ db, audit, clock }),
-    behaviour: createBehaviour({ audit, policies, ...parts.perAgent, incidents }),
+    behaviour: createBehaviour({ db, clock, log, audit, policies, ...parts.perAgent, incidents }),
     alerts: parts.alerts,
     incidents,
   });

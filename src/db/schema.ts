@@ -595,4 +595,4 @@ export const webhookEvents = pgTable(
   },
   (t) => [primaryKey({ name: "webhook_events_pk", columns: [t.provider, t.eventKey] })],
 );
-export * from "./schema-security.js";
+export * from "./schema-behaviour.js";

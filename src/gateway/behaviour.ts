@@ -1,15 +1,41 @@
+import { sql } from "drizzle-orm";
 import type { AuditLog } from "../audit/audit-log.js";
+import type { Clock } from "../clock.js";
+import type { Db } from "../db/client.js";
+import { agentSpend } from "../db/schema.js";
+import type { Logger } from "../logger.js";
 import type { Drift, DriftLevel } from "../policy/drift.js";
 import type { PolicyIndex } from "../policy/index.js";
 import {
   describeViolations,
   eventViolations,
+  monthlyViolation,
   ownsResource,
   type PactDef,
   type PactViolation,
 } from "../policy/pact.js";
 import type { Pacts } from "./pacts.js";
 import type { Incidents, Trust } from "./trust.js";
+
+/** Adds to the agent's spend this month; the total after. */
+async function addSpend(
+  db: Db,
+  project: string,
+  agent: string,
+  now: Date,
+  moved: { amount: number; currency: string },
+): Promise<number> {
+  const month = now.toISOString().slice(0, 7);
+  const [row] = await db
+    .insert(agentSpend)
+    .values({ project, agent, month, currency: moved.currency, amount: moved.amount })
+    .onConflictDoUpdate({
+      target: [agentSpend.project, agentSpend.agent, agentSpend.month, agentSpend.currency],
+      set: { amount: sql`${agentSpend.amount} + excluded.amount` },
+    })
+    .returning({ amount: agentSpend.amount });
+  return Number(row!.amount);
+}
 import type { Usage } from "./usage.js";
 
 /** A provider's event about a resource (a card payment), as far as behaviour is concerned. */
@@ -45,6 +71,9 @@ export interface EventSubject {
  * (`webhook_incident`). Reactions and alerts then see the agent's drift and trust.
  */
 export function createBehaviour(deps: {
+  db: Db;
+  clock: Clock;
+  log: Logger;
   audit: Pick<AuditLog, "append">;
   policies: { index(): PolicyIndex };
   pacts: Pick<Pacts, "all" | "get">;
@@ -71,8 +100,43 @@ export function createBehaviour(deps: {
     return undefined;
   }
 
+  /** The pact in force for the agent: set through the admin API, else the policy's. */
+  const pactOf = (project: string, agent: string): PactDef | undefined =>
+    deps.pacts.get(project, agent)?.pact ?? deps.policies.index().projects.get(project)?.document.pacts.get(agent);
+
   return {
     subjectOf,
+    /**
+     * A money-moving call of the agent succeeded: its amount is added to the agent's spend this
+     * month, and spend running ahead of the pact's `expected_monthly_budget` (more than the
+     * expectation prorated to the day of the month) is a flagged violation, once, when it crosses
+     * that line. Never throws: the call is made and answered already.
+     */
+    async spent(
+      project: string,
+      agent: string,
+      moved: { amount: number; currency: string },
+      decisionEventId: string,
+    ): Promise<void> {
+      const expected = pactOf(project, agent)?.expectedMonthlyBudget;
+      if (!expected || moved.currency !== expected.currency || !(moved.amount > 0)) return;
+      try {
+        const now = deps.clock.now();
+        const total = await addSpend(deps.db, project, agent, now, moved);
+        const v = monthlyViolation(expected, total - moved.amount, total, now);
+        if (!v) return;
+        const line = await deps.audit.append({
+          type: "pact.violated",
+          agent,
+          project,
+          reason: describeViolations(agent, [v]),
+          details: { source: "spend", decision_event_id: decisionEventId, mode: "flag", violations: [{ ...v }] },
+        });
+        await deps.incidents(project, agent, "pact_violation_flagged", line.event_id);
+      } catch (e) {
+        deps.log.error({ err: e, agent, project }, "an agent's spend could not be recorded");
+      }
+    },
     async observeEvent(e: ObservedEvent): Promise<EventSubject | undefined> {
       const subject = subjectOf(e.resource);
       if (!subject) return undefined;

@@ -44,7 +44,8 @@ export interface PactViolation {
     | "intended_operations"
     | "expected_cost_per_call"
     | "allowed_merchant_categories"
-    | "expected_classification";
+    | "expected_classification"
+    | "expected_monthly_budget";
   /** What the call did, and what the pact expected (and by how much it departs, for a cost). */
   actual: string;
   expected: string;
@@ -169,6 +170,29 @@ function costViolations(pact: PactDef, amount: { amount: number; currency: strin
       });
   }
   return out;
+}
+
+/**
+ * Spend running ahead of the monthly expectation: the month's spend (UTC) past the expectation
+ * prorated to the day of the month (day d of n: d/n of it, rounded up), reported once, by the
+ * spending that crossed that line (`before` at or under it, `after` over it).
+ */
+export function monthlyViolation(
+  expected: { amount: number; currency: string },
+  before: number,
+  after: number,
+  now: Date,
+): PactViolation | undefined {
+  const day = now.getUTCDate();
+  const days = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 0)).getUTCDate();
+  const allowed = Math.ceil((expected.amount * day) / days);
+  if (!(before <= allowed && after > allowed)) return undefined;
+  return {
+    rule: "expected_monthly_budget",
+    actual: `${after} ${expected.currency} this month by day ${day} of ${days}`,
+    expected: `${expected.amount} ${expected.currency} a month, ${allowed} by today`,
+    ratio: allowed === 0 ? undefined : Math.round((after / allowed) * 100) / 100,
+  };
 }
 
 /** One line for people: the violations of a call. */

@@ -297,7 +297,12 @@ async function sendAllowed(
     return refused;
   }
   if (outcome.kind === "not_sent") return recordNotSent(ctx, identity, s, d, outcome.problem);
-  return recordExchange(ctx, identity, s, d, outcome);
+  const answer = await recordExchange(ctx, identity, s, d, outcome);
+  // Money moved: the agent's spend this month, against its pact's monthly expectation.
+  const moved = s.op.amount && !outcome.exchange.failure && outcome.exchange.res.status < 300;
+  const amount = moved ? pactCallOf(s.spec, s.op, s.call.params).amount : undefined;
+  if (amount) await ctx.behaviour?.spent(identity.project, identity.agent, amount, d.event_id);
+  return answer;
 }
 
 /** What the outcome means for what the call holds. */

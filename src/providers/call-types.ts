@@ -70,7 +70,7 @@ export interface ProviderGatewayDeps {
   /** The MCP client of the servers behind Butler (mcp_servers/*.yaml), when any is loaded. */
   mcp?: Pick<McpUpstreams, "state" | "call"> | undefined;
   /** Provider events as agents' behaviour (webhooks.subject): pact, drift and trust of the event's agent. */
-  behaviour?: Pick<Behaviour, "observeEvent"> | undefined;
+  behaviour?: Pick<Behaviour, "observeEvent" | "spent"> | undefined;
   /** Lowers an agent's trust score for an incident outside a decision (a budget refusal). */
   incidents?: Incidents | undefined;
   /** Security alerts (a project's `security:` section). */

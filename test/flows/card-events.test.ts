@@ -39,10 +39,14 @@ grants:
   - service: revolut
     actions: [cards:freeze]
     agents: [butler-reactions]
+  - service: revolut
+    actions: [cards:topup]
+    agents: [procurement-agent]
 pacts:
   - agent: procurement-agent
     purpose: buys software licences and telecom services with its card
     allowed_merchant_categories: ["5734", "4816"]
+    expected_monthly_budget: { amount: 300000, currency: EUR }
     resources: [revolut.com/cards/card_9]
 trust: { initial: 800 }
 approvers:
@@ -54,6 +58,16 @@ security:
   telegram: ["-1009"]
   webhook_url: http://127.0.0.1:${webhookPort}/alerts
   webhook_secret: SECURITY_WEBHOOK_SECRET
+`;
+
+/** A money-moving operation of this fixture's Revolut (no approval per call). */
+const TOP_UP = `  - name: top_up_card
+    op_group: write
+    method: POST
+    endpoint: /cards/{card_id}/top-up
+    action: revolut:cards:topup
+    resource: revolut.com/cards/{card_id}
+    amount: { field: amount, currency_field: currency }
 `;
 
 const SLACK_SECRET = "slack-signing";
@@ -101,7 +115,10 @@ describe(`card events as agent behaviour (${ENGINE})`, () => {
     for (const srv of [revolut, receiver]) await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
     dir = await mkdtemp(join(tmpdir(), "butler-card-events-"));
     const spec = await readFile(new URL("../../providers/revolut.yaml", import.meta.url), "utf8");
-    await writeFile(join(dir, "revolut.yaml"), spec.replace(/webhooks:\n( {2}.*\n)+/, WEBHOOKS));
+    await writeFile(
+      join(dir, "revolut.yaml"),
+      spec.replace(/webhooks:\n( {2}.*\n)+/, WEBHOOKS).replace("operations:\n", `operations:\n${TOP_UP}`),
+    );
     s = await startTestServer({
       clock,
       policies: { "procurement.yaml": policy((receiver.address() as AddressInfo).port) },
@@ -323,5 +340,37 @@ describe(`card events as agent behaviour (${ENGINE})`, () => {
     expect(suspended).toMatchObject({ alert_id: alertId, by: "jordan" });
     expect(suspended!.revoked_grants).toHaveLength(1);
     expect((await s.authorize(agent, call)).body.decision).toBe("DENY");
+  });
+
+  test("spend running ahead of the pact's monthly expectation is flagged once, when it crosses the line", async () => {
+    const agent = await s.agentToken("procurement-agent", "procurement");
+    const topUp = (amount: number) =>
+      s.http("POST", "/v1/providers/revolut/operations/top_up_card", agent, {
+        params: { card_id: "card_9", amount, currency: "EUR" },
+      });
+    const now = clock.now();
+    const days = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 0)).getUTCDate();
+    const allowed = Math.ceil((300000 * now.getUTCDate()) / days);
+    const spendLines = async () => (await s.events("pact.violated")).filter((l) => l.source === "spend");
+    expect((await topUp(allowed - 1000)).status).toBe(200);
+    expect(await spendLines()).toEqual([]);
+    expect((await topUp(2000)).status).toBe(200);
+    const [v] = await spendLines();
+    expect(v).toMatchObject({
+      agent: "procurement-agent",
+      mode: "flag",
+      violations: [
+        {
+          rule: "expected_monthly_budget",
+          actual: `${allowed + 1000} EUR this month by day ${now.getUTCDate()} of ${days}`,
+          expected: `300000 EUR a month, ${allowed} by today`,
+        },
+      ],
+    });
+    // Past the line already: not flagged again; counted as an incident once.
+    expect((await topUp(500)).status).toBe(200);
+    expect(await spendLines()).toHaveLength(1);
+    const flagged = (await s.events("trust.changed")).filter((t) => t.cause === "pact_violation_flagged");
+    expect(flagged).toEqual([expect.objectContaining({ incident_event_id: v!.event_id })]);
   });
 });

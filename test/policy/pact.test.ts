@@ -2,6 +2,7 @@ import { describe, expect, test } from "vitest";
 import {
   classificationViolation,
   eventViolations,
+  monthlyViolation,
   ownsResource,
   type PactDef,
   pactViolations,
@@ -101,5 +102,26 @@ describe("pact adherence of events and data", () => {
       "restricted data (card_number)",
     );
     expect(classificationViolation(pact(), ["private_key"])).toBeUndefined();
+  });
+});
+
+describe("monthly spend against the pact", () => {
+  const month = { amount: 300000, currency: "EUR" };
+  const day10 = new Date("2026-11-10T12:00:00Z"); // day 10 of 30: 100000 expected by now
+
+  test("spend past the expectation prorated to the day is flagged by the spending that crosses the line", () => {
+    expect(monthlyViolation(month, 0, 100000, day10)).toBeUndefined();
+    expect(monthlyViolation(month, 100000, 100001, day10)).toEqual({
+      rule: "expected_monthly_budget",
+      actual: "100001 EUR this month by day 10 of 30",
+      expected: "300000 EUR a month, 100000 by today",
+      ratio: 1,
+    });
+    // Already past it: not again.
+    expect(monthlyViolation(month, 120000, 130000, day10)).toBeUndefined();
+    // A 31-day month, on its last day: the whole expectation.
+    expect(monthlyViolation(month, 299000, 300001, new Date("2026-12-31T23:00:00Z"))?.expected).toBe(
+      "300000 EUR a month, 300000 by today",
+    );
   });
 });

@@ -228,6 +228,7 @@ const STORED = [
   "mcp_tool_pins",
   "agent_pacts",
   "security_alerts",
+  "agent_spend",
 ];
 
 describe(`fuzzing every HTTP endpoint (${ENGINE})`, () => {

@@ -1,4 +1,4 @@
-import { index, pgTable, text, timestamp } from "drizzle-orm/pg-core";
+import { bigint, index, pgTable, primaryKey, text, timestamp } from "drizzle-orm/pg-core";
 
 /**
  * Security alerts (a project's `security:` section), one row per alert, with what people did
@@ -22,4 +22,21 @@ export const securityAlerts = pgTable(
     trustRaisedAt: timestamp("trust_raised_at", { withTimezone: true, mode: "date" }),
   },
   (t) => [index("security_alerts_agent_idx").on(t.project, t.agent, t.createdAt)],
+);
+
+/**
+ * What each agent's provider calls moved this month (UTC), per currency, for its pact's
+ * `expected_monthly_budget`: added to when a money-moving call succeeded.
+ */
+export const agentSpend = pgTable(
+  "agent_spend",
+  {
+    project: text("project").notNull(),
+    agent: text("agent").notNull(),
+    /** YYYY-MM, UTC. */
+    month: text("month").notNull(),
+    currency: text("currency").notNull(),
+    amount: bigint("amount", { mode: "number" }).notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.project, t.agent, t.month, t.currency] })],
 );
