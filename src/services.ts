@@ -130,7 +130,7 @@ export function createServices(opts: ServiceOptions) {
     onEnqueued: () => outbox.wake(),
   });
 
-  const alertActions = createAlertActions({ db, audit, clock, policies, butler, trust: perAgent.trust });
+  const alertActions = createAlertActions({ db, audit, clock, log, policies, butler, trust: perAgent.trust });
   const pushSealer = createPushSealer([config.masterKey?.(), opts.pushKey]);
   const a2a = createA2A({
     db,

@@ -142,7 +142,9 @@ export async function resolvePresser(
   const entry = index.projects
     .get(project)
     ?.document.approvers.find((a) => found.kind === "person" && a.id === found.id);
-  if (found.kind === "person" && (bound?.approver === found.id || (entry && entryNamesAccount(entry, actor))))
+  // A linked account speaks for its person only where the person is an approver: every caller
+  // (reviews, security alerts' buttons) gets a refusal, not a person of another project.
+  if (found.kind === "person" && entry && (bound?.approver === found.id || entryNamesAccount(entry, actor)))
     return found;
   const account = `${actor.channel}:${actor.userId}`;
   const common = {

@@ -4,13 +4,19 @@ import type { OutboxHandler } from "../outbox/outbox.js";
 import { RetryLater } from "../outbox/retry-later.js";
 import type { ApprovalChannel } from "./channel.js";
 
+/**
+ * What the signed text starts with: a signature made for an alert can never pass as another
+ * protocol's (a Stripe webhook signed `t.body`), whichever secret the policy names.
+ */
+export const SIGNING_CONTEXT = "butler-security-alert.";
+
 /** How long the outgoing webhook may take to answer. */
 const WEBHOOK_TIMEOUT_MS = 10_000;
 
 /**
  * The outbox handler that sends security alerts: to one Slack channel or Telegram chat (the
- * project's `security:` rooms), or to the outgoing webhook, as JSON signed like Stripe's
- * (`Butler-Signature: t=<unix seconds>,v1=<HMAC-SHA256 hex of "t.body">`) when a secret is set.
+ * project's `security:` rooms), or to the outgoing webhook, as JSON signed when a secret is set
+ * (`Butler-Signature: t=<unix seconds>,v1=<HMAC-SHA256 hex of "butler-security-alert.<t>.<body>">`).
  */
 export function alertHandler(deps: {
   channels: readonly ApprovalChannel[];
@@ -73,7 +79,7 @@ async function postWebhook(
     if (!secret) throw new Error(`set ${secretName} on the server to sign security alerts`);
     const t = Math.floor(deps.now().getTime() / 1000);
     headers["butler-signature"] =
-      `t=${t},v1=${createHmac("sha256", secret).update(`${t}.${body}`).digest("hex")}`;
+      `t=${t},v1=${createHmac("sha256", secret).update(`${SIGNING_CONTEXT}${t}.${body}`).digest("hex")}`;
   }
   const res = await (deps.fetch ?? fetch)(url, {
     method: "POST",

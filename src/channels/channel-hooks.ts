@@ -28,6 +28,12 @@ export function channelHooks(
     },
     // The platform's text is mended, never refused (see mendText): it would only be sent again.
     redeemLink: (code, channel, userId) => redeemLinkCode(deps, mendText(code), channel, mendText(userId)),
-    alertAction: (input) => deps.alertAction(input),
+    // Whatever fails, the presser is answered (a Telegram button would spin, Slack would say nothing).
+    alertAction: (input) =>
+      deps.alertAction(input).catch(() => ({
+        ok: false as const,
+        code: "UNAVAILABLE" as const,
+        message: "Butler could not do that just now; press again in a moment.",
+      })),
   };
 }

@@ -6,6 +6,7 @@ import type { Clock } from "../clock.js";
 import type { Db } from "../db/client.js";
 import { grants, securityAlerts, singleUseGrants } from "../db/schema.js";
 import { AppError, type ErrorCode } from "../errors.js";
+import type { Logger } from "../logger.js";
 import type { PolicyIndex } from "../policy/index.js";
 import type { Trust } from "./trust.js";
 
@@ -45,6 +46,7 @@ export function createAlertActions(deps: {
   clock: Clock;
   policies: { index(): PolicyIndex };
   trust: Pick<Trust, "restore">;
+  log: Logger;
   butler: { revokeGrant: (grantId: string, actor: string, reason?: string) => Promise<unknown> };
 }) {
   const { db, audit, clock, policies } = deps;
@@ -107,6 +109,12 @@ export function createAlertActions(deps: {
         return { ok: false, code: "FORBIDDEN", message: presser.message };
       }
       const by = presser.id;
+      // An agent never acts on an alert about itself (an approver id may name an agent too).
+      if (by === alert.agent)
+        return { ok: false, code: "FORBIDDEN", message: `${by} cannot act on an alert about itself` };
+      const initial = policies.index().projects.get(alert.project)?.document.trust?.initial;
+      if (input.action === "restore_trust" && initial === undefined)
+        return { ok: false, code: "INVALID_INPUT", message: `${alert.project} has no trust scores` };
       const col = COLUMNS[input.action];
       // The first press takes the action; later ones are told who did.
       const [claimed] = await db
@@ -118,44 +126,67 @@ export function createAlertActions(deps: {
         const [now] = await db.select().from(securityAlerts).where(eq(securityAlerts.id, alert.id));
         return { ok: false, code: "CONFLICT", message: `${now?.[col.by] ?? "someone"} already ${col.done}` };
       }
-      const subject = { project: alert.project, agent: alert.agent };
-      if (input.action === "acknowledge") {
-        await audit.append({
-          type: "security.acknowledged",
-          ...subject,
-          reason: `${by} acknowledged: ${alert.title}`,
-          details: { alert_id: alert.id, by },
-        });
-        return { ok: true, by, message: `acknowledged; ${alert.agent} is unchanged.` };
-      }
-      if (input.action === "suspend") {
-        const revoked = await suspend(alert.project, alert.agent, by, alert.id);
-        await audit.append({
-          type: "security.agent_suspended",
-          ...subject,
-          reason: `${by} suspended ${alert.agent}'s grants (${revoked.length}) from alert ${alert.id}`,
-          details: { alert_id: alert.id, by, revoked_grants: revoked },
-        });
+      try {
+        return await take(alert, input.action, by, initial);
+      } catch (e) {
+        // Not taken after all: the next press may try again.
+        await db
+          .update(securityAlerts)
+          .set({ [col.by]: null, [col.at]: null })
+          .where(eq(securityAlerts.id, alert.id))
+          .catch(() => undefined);
+        deps.log.error({ err: e, alert: alert.id, action: input.action }, "a security alert's action failed");
         return {
-          ok: true,
-          by,
-          message: `suspended ${alert.agent}: ${revoked.length} grant(s) revoked; its policy file's own grants are unchanged.`,
+          ok: false,
+          code: "UNAVAILABLE",
+          message: "that could not be completed just now; press again to finish it",
         };
       }
-      const initial = policies.index().projects.get(alert.project)?.document.trust?.initial;
-      if (initial === undefined)
-        return { ok: false, code: "INVALID_INPUT", message: `${alert.project} has no trust scores` };
-      const r = await deps.trust.restore(alert.project, alert.agent, initial, by, alert.id);
+    },
+  };
+
+  /** Carries out a claimed action and audits it. */
+  async function take(
+    alert: typeof securityAlerts.$inferSelect,
+    action: AlertAction,
+    by: string,
+    initial: number | undefined,
+  ): Promise<AlertActionOutcome> {
+    const input = { action };
+    const subject = { project: alert.project, agent: alert.agent };
+    if (input.action === "acknowledge") {
+      await audit.append({
+        type: "security.acknowledged",
+        ...subject,
+        reason: `${by} acknowledged: ${alert.title}`,
+        details: { alert_id: alert.id, by },
+      });
+      return { ok: true, by, message: `acknowledged; ${alert.agent} is unchanged.` };
+    }
+    if (input.action === "suspend") {
+      const revoked = await suspend(alert.project, alert.agent, by, alert.id);
+      await audit.append({
+        type: "security.agent_suspended",
+        ...subject,
+        reason: `${by} suspended ${alert.agent}'s grants (${revoked.length}) from alert ${alert.id}`,
+        details: { alert_id: alert.id, by, revoked_grants: revoked },
+      });
       return {
         ok: true,
         by,
-        message:
-          r.before === r.after
-            ? `${alert.agent}'s trust score is ${r.after} already (the project's initial is ${initial}).`
-            : `restored ${alert.agent}'s trust score from ${r.before} to ${r.after}.`,
+        message: `suspended ${alert.agent}: ${revoked.length} grant(s) revoked; its policy file's own grants are unchanged.`,
       };
-    },
-  };
+    }
+    const r = await deps.trust.restore(alert.project, alert.agent, initial!, by, alert.id);
+    return {
+      ok: true,
+      by,
+      message:
+        r.before === r.after
+          ? `${alert.agent}'s trust score is ${r.after} already (the project's initial is ${initial}).`
+          : `restored ${alert.agent}'s trust score from ${r.before} to ${r.after}.`,
+    };
+  }
 }
 
 export type AlertActions = ReturnType<typeof createAlertActions>;

@@ -11,8 +11,8 @@ import type { AlertKind, PolicyIndex } from "../policy/index.js";
  * Security alerts: a project's `security:` section names a security room in Slack and Telegram
  * and an outgoing webhook; an alert (an agent's drift turning major, a provider's event breaking
  * its pact, its trust falling below a rule, a reaction run) is one `security.alert` line and one
- * outbox message per destination, in the transaction of what it reports, so that it is sent if
- * and only if that is stored.
+ * outbox message per destination in one transaction: for a drift level change or a trust
+ * incident, theirs (sent if and only if that is stored); for a provider event, right after it.
  */
 export interface SecurityAlert {
   id: string;

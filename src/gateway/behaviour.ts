@@ -36,6 +36,7 @@ async function addSpend(
     .returning({ amount: agentSpend.amount });
   return Number(row!.amount);
 }
+
 import type { Usage } from "./usage.js";
 
 /** A provider's event about a resource (a card payment), as far as behaviour is concerned. */
@@ -56,7 +57,10 @@ export interface EventSubject {
   violations: PactViolation[];
   /** The merchant categories' drift, computed with this event. */
   drift: Drift | undefined;
-  /** The agent's highest drift level across dimensions, with this event. */
+  /**
+   * The drift this event shows: the merchant categories' level when the event's category is one
+   * the baseline never had, else `none` (a later ordinary payment, while the level stays, shows none).
+   */
   level: DriftLevel;
   /** The agent's trust score after this event (projects with `trust:`). */
   trust: number | undefined;
@@ -77,12 +81,13 @@ export function createBehaviour(deps: {
   audit: Pick<AuditLog, "append">;
   policies: { index(): PolicyIndex };
   pacts: Pick<Pacts, "all" | "get">;
-  usage: Pick<Usage, "observe" | "level">;
+  usage: Pick<Usage, "observe" | "peek">;
   trust: Pick<Trust, "score">;
   incidents: Incidents;
 }) {
   /** The agent whose pact names the resource as its own (projects in name order, then agents). */
   function subjectOf(resource: string): { project: string; agent: string; pact: PactDef } | undefined {
+    const found: { project: string; agent: string; pact: PactDef }[] = [];
     const projects = [...deps.policies.index().projects.values()].sort((a, b) =>
       a.name < b.name ? -1 : a.name > b.name ? 1 : 0,
     );
@@ -94,15 +99,25 @@ export function createBehaviour(deps: {
       }
       for (const agent of [...agents.keys()].sort()) {
         const pact = agents.get(agent)!;
-        if (ownsResource(pact, resource)) return { project: project.name, agent, pact };
+        if (ownsResource(pact, resource)) found.push({ project: project.name, agent, pact });
       }
     }
-    return undefined;
+    // Two owners: the event is nobody's (attributing it to either could penalise, alert and
+    // react for the wrong agent); the pacts need fixing.
+    if (found.length > 1) {
+      deps.log.warn(
+        { resource, owners: found.map((f) => `${f.project}/${f.agent}`) },
+        "a provider event's resource is in more than one agent's pact: it is attributed to none",
+      );
+      return undefined;
+    }
+    return found[0];
   }
 
   /** The pact in force for the agent: set through the admin API, else the policy's. */
   const pactOf = (project: string, agent: string): PactDef | undefined =>
-    deps.pacts.get(project, agent)?.pact ?? deps.policies.index().projects.get(project)?.document.pacts.get(agent);
+    deps.pacts.get(project, agent)?.pact ??
+    deps.policies.index().projects.get(project)?.document.pacts.get(agent);
 
   return {
     subjectOf,
@@ -130,21 +145,31 @@ export function createBehaviour(deps: {
           agent,
           project,
           reason: describeViolations(agent, [v]),
-          details: { source: "spend", decision_event_id: decisionEventId, mode: "flag", violations: [{ ...v }] },
+          details: {
+            source: "spend",
+            decision_event_id: decisionEventId,
+            mode: "flag",
+            violations: [{ ...v }],
+          },
         });
         await deps.incidents(project, agent, "pact_violation_flagged", line.event_id);
       } catch (e) {
         deps.log.error({ err: e, agent, project }, "an agent's spend could not be recorded");
       }
     },
-    async observeEvent(e: ObservedEvent): Promise<EventSubject | undefined> {
+    /**
+     * Counts a provider's event for the agent it is about (pact, trust incident, drift), once, on
+     * its first delivery; with `count: false` (a delivery resuming one that was interrupted) only
+     * assesses it, from what is stored, writing nothing.
+     */
+    async observeEvent(e: ObservedEvent, count = true): Promise<EventSubject | undefined> {
       const subject = subjectOf(e.resource);
       if (!subject) return undefined;
       const { project, agent, pact } = subject;
       const compiled = deps.policies.index().projects.get(project);
       const violations = eventViolations(pact, { merchantCategory: e.merchantCategory, amount: e.amount });
       const eventIds: string[] = [];
-      if (violations.length > 0) {
+      if (count && violations.length > 0) {
         const line = await deps.audit.append({
           type: "pact.violated",
           agent,
@@ -161,19 +186,22 @@ export function createBehaviour(deps: {
           },
         });
         eventIds.push(line.event_id);
+        await deps.incidents(project, agent, "webhook_incident", line.event_id);
       }
-      if (violations.length > 0) await deps.incidents(project, agent, "webhook_incident", eventIds[0]!);
       const trust = compiled?.document.trust;
+      const mcc = e.merchantCategory;
       const drift =
-        e.merchantCategory === undefined
+        mcc === undefined
           ? undefined
-          : await deps.usage.observe(project, agent, "merchant_category", e.merchantCategory);
+          : count
+            ? await deps.usage.observe(project, agent, "merchant_category", mcc)
+            : await deps.usage.peek(project, agent, "merchant_category");
       return {
         project,
         agent,
         violations,
         drift,
-        level: await deps.usage.level(project, agent),
+        level: drift && mcc !== undefined && drift.newValues.includes(mcc) ? drift.level : "none",
         trust: trust ? await deps.trust.score(project, agent, trust.initial) : undefined,
         eventIds,
       };

@@ -66,6 +66,13 @@ export async function preChecks(
   // The data the call carries, against the class of data the pact expects the agent to handle.
   if (pact?.expectedClassification && pact.expectedClassification !== "restricted") {
     const found = call.params === undefined ? [] : scanParams(call.params, SENSITIVE_KINDS);
+    // Too large or too deep to search: it cannot be shown to stay within the class (fail closed).
+    if (found === undefined)
+      list.push({
+        rule: "expected_classification",
+        actual: "parameters too large or too deeply nested to check",
+        expected: pact.expectedClassification,
+      });
     const v = classificationViolation(pact, [
       ...(found ?? []).map((f) => f.kind),
       ...(call.resource ? detect(call.resource, SENSITIVE_KINDS) : []),

@@ -9,6 +9,45 @@ import type { PolicyIndex } from "../policy/index.js";
 import { TRUST_PENALTIES, TRUST_RECOVERY_PER_HOUR } from "../policy/trust.js";
 
 /**
+ * The scores this instance keeps: dropped on every change notification for the agent (all of them
+ * on a resync); a read or write that a notification overtook keeps nothing (`generation`).
+ */
+function scoreCache(changes: Pick<ChangeBus, "subscribe">) {
+  /** project NUL agent → the stored row (null: none yet, the project's initial score applies). */
+  const cache = new Map<string, { score: number; updatedAt: Date } | null>();
+  /** Bumped by every change notification: a read that began before one is not kept. */
+  let generation = 0;
+  const key = (project: string, agent: string) => `${project}\u0000${agent}`;
+  changes.subscribe((c) => {
+    if (c.kind === "trust") {
+      generation++;
+      cache.delete(key(c.project, c.agent));
+    } else if (c.kind === "resync") {
+      generation++;
+      cache.clear();
+    }
+  });
+  const keep = (k: string, row: { score: number; updatedAt: Date } | null) => {
+    if (cache.size >= MAX_CACHED) cache.clear();
+    cache.set(k, row);
+  };
+  return {
+    key,
+    keep,
+    get: (k: string) => cache.get(k),
+    generation: () => generation,
+    /** After a write committed: keep its score, unless a change notification arrived while it ran. */
+    settled(k: string, started: number, row: { score: number; updatedAt: Date } | undefined) {
+      if (!row) return;
+      const quiet = generation === started;
+      generation++;
+      if (quiet) keep(k, row);
+      else cache.delete(k);
+    },
+  };
+}
+
+/**
  * Agents' trust scores, stored per project and agent. A score is needed only for a call a trust
  * rule could limit, and is then served from memory (no database round trip on the call's path);
  * it changes only on an incident, in one transaction with its `trust.changed` line and a change
@@ -35,24 +74,8 @@ export function createTrust(deps: {
   onLowered?: TrustListener | undefined;
 }) {
   const { db, audit, clock, changes } = deps;
-  /** project NUL agent → the stored row (null: none yet, the project's initial score applies). */
-  const cache = new Map<string, { score: number; updatedAt: Date } | null>();
-  /** Bumped by every change notification: a read that began before one is not kept. */
-  let generation = 0;
-  const key = (project: string, agent: string) => `${project}\u0000${agent}`;
-  changes.subscribe((c) => {
-    if (c.kind === "trust") {
-      generation++;
-      cache.delete(key(c.project, c.agent));
-    } else if (c.kind === "resync") {
-      generation++;
-      cache.clear();
-    }
-  });
-  const keep = (k: string, row: { score: number; updatedAt: Date } | null) => {
-    if (cache.size >= MAX_CACHED) cache.clear();
-    cache.set(k, row);
-  };
+  const cache = scoreCache(changes);
+  const { key, keep, settled } = cache;
   const where = (project: string, agent: string) =>
     and(eq(agentTrust.project, project), eq(agentTrust.agent, agent));
   /** The stored score with the recovery since it was stored (never less: clocks may disagree). */
@@ -76,6 +99,7 @@ export function createTrust(deps: {
       alertId: string,
     ): Promise<{ before: number; after: number }> {
       const k = key(project, agent);
+      const started = cache.generation();
       const result = await db.transaction((tx) =>
         restoreInTx(
           { tx, audit, changes, now: () => clock.now(), recovered },
@@ -86,10 +110,7 @@ export function createTrust(deps: {
           alertId,
         ),
       );
-      if (result.row) {
-        generation++;
-        keep(k, result.row);
-      }
+      settled(k, started, result.row);
       return { before: result.before, after: result.after };
     },
 
@@ -97,10 +118,10 @@ export function createTrust(deps: {
       const k = key(project, agent);
       let row = cache.get(k);
       if (row === undefined) {
-        const before = generation;
+        const before = cache.generation();
         const [stored] = await db.select().from(agentTrust).where(where(project, agent));
         row = stored ? { score: stored.score, updatedAt: stored.updatedAt } : null;
-        if (generation === before) keep(k, row);
+        if (cache.generation() === before) keep(k, row);
       }
       return row ? recovered(row.score, row.updatedAt, initial, clock.now()) : initial;
     },
@@ -119,6 +140,7 @@ export function createTrust(deps: {
       eventId: string,
     ): Promise<number> {
       const k = key(project, agent);
+      const started = cache.generation();
       const result = await db.transaction(async (tx) => {
         await tx
           .insert(agentTrust)
@@ -167,11 +189,9 @@ export function createTrust(deps: {
         return { after, row: { score: after, updatedAt: now } };
       });
       // Committed: this instance decides its next call with the new score at once (its own
-      // notification, arriving later, only drops it to be read again).
-      if (result.row) {
-        generation++;
-        keep(k, result.row);
-      }
+      // notification, arriving later, only drops it to be read again). Unless another change
+      // arrived meanwhile: then this score may already be older than the stored one.
+      settled(k, started, result.row);
       return result.after;
     },
   };

@@ -149,14 +149,14 @@ export function createUsage(deps: {
       return observeNow({ db, rec, now: clock.now() }, project, agent, dimension, value);
     },
 
-    /** The agent's highest drift level, across dimensions, as last computed. */
-    async level(project: string, agent: string): Promise<Drift["level"]> {
-      const rows = await db
-        .select({ level: agentDrift.level })
-        .from(agentDrift)
-        .where(and(eq(agentDrift.project, project), eq(agentDrift.agent, agent)));
-      const levels = rows.map((r) => r.level);
-      return levels.includes("major") ? "major" : levels.includes("minor") ? "minor" : "none";
+    /** A dimension's drift for the agent now, computed from what is stored, writing nothing. */
+    async peek(project: string, agent: string, dimension: Dimension): Promise<Drift> {
+      const now = clock.now().getTime();
+      const recentFrom = now - DRIFT_RECENT_MS;
+      const w = (await countsOf(db, project, agent, recentFrom - DRIFT_BASELINE_MS, recentFrom, now + HOUR))(
+        dimension,
+      );
+      return drift(w.baseline, w.recent, DEFAULT_DRIFT_THRESHOLDS, dimension === "merchant_category");
     },
 
     /**

@@ -66,7 +66,7 @@ export interface ProviderGatewayDeps {
   /** Gives a single-use grant back when its call did not go out. */
   oneShots: Pick<OneShots, "release">;
   /** Provider webhook events, each processed once (claimed with its audit line). */
-  webhookEvents: Pick<WebhookEvents, "claim" | "reacted">;
+  webhookEvents: Pick<WebhookEvents, "claim" | "reacted" | "release">;
   /** The MCP client of the servers behind Butler (mcp_servers/*.yaml), when any is loaded. */
   mcp?: Pick<McpUpstreams, "state" | "call"> | undefined;
   /** Provider events as agents' behaviour (webhooks.subject): pact, drift and trust of the event's agent. */

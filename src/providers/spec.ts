@@ -155,6 +155,8 @@ export const reactionShape = {
 
 /** Which agent an event is about: the resource it names, matched against pacts' `resources`. */
 export const subjectShape = {
+  /** Only these event types are payments about the resource (default: every event that names one). */
+  events: z.array(z.string().min(1).max(128)).min(1, "must list at least one event type").optional(),
   /** The resource, with `{path.in.event}` filled from the event (revolut.com/cards/{data.card_id}). */
   resource: z.string().min(1).max(300),
   /** Where the event holds a card payment's merchant category code (MCC). */
@@ -265,6 +267,7 @@ export interface Reaction {
 
 /** Which agent an event is about, and what of it counts (see subjectShape). */
 export interface WebhookSubject {
+  events: string[] | undefined;
   resource: string;
   merchantCategory: string | undefined;
   amount: { field: string; currencyField: string } | undefined;
@@ -526,6 +529,7 @@ function crossCheck(raw: RawSpec, report: Report): ProviderSpec {
             pactViolated: r.when.pact_violated,
           })),
           subject: webhooks.subject && {
+            events: webhooks.subject.events,
             resource: webhooks.subject.resource,
             merchantCategory: webhooks.subject.merchant_category,
             amount: webhooks.subject.amount && {

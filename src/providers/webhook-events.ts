@@ -83,6 +83,23 @@ export function createWebhookEvents(deps: { db: Db; audit: Pick<AuditLog, "appen
       });
     },
 
+    /**
+     * The delivery that claimed the event could not process it (it answers 503): its lease ends
+     * now, so that the provider's next delivery resumes the reactions at once.
+     */
+    async release(provider: string, key: string): Promise<void> {
+      await db
+        .update(webhookEvents)
+        .set({ claimedUntil: new Date(0) })
+        .where(
+          and(
+            eq(webhookEvents.provider, provider),
+            eq(webhookEvents.eventKey, key),
+            isNull(webhookEvents.reactionsDoneAt),
+          ),
+        );
+    },
+
     /** The event's reactions have run: no later delivery runs them again. */
     async reacted(provider: string, key: string): Promise<void> {
       await db

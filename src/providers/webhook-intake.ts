@@ -85,8 +85,9 @@ function observed(subject: WebhookSubject, read: ReadEvent, provider: string, li
     merchantCategory:
       typeof mcc === "string" || typeof mcc === "number" ? String(mcc).slice(0, 16) : undefined,
     amount:
-      typeof amount === "number" && Number.isFinite(amount) && typeof currency === "string"
-        ? { amount: Math.abs(amount), currency: currency.toUpperCase().slice(0, 3) }
+      // A refund or reversal (a negative amount) moves no money out: not an amount here.
+      typeof amount === "number" && Number.isFinite(amount) && amount > 0 && typeof currency === "string"
+        ? { amount, currency: currency.toUpperCase().slice(0, 3) }
         : undefined,
   };
 }
@@ -167,11 +168,22 @@ export async function receiveWebhook(
   // A replay (within the signature's tolerance, or the provider's own retry): answered 200 so
   // that the provider stops, recorded as a duplicate, and nothing runs again.
   if (claim.status === "duplicate") return { ...out, duplicate: true, reactions: [] };
-  // The first delivery counts the event for its agent (a resumed one did, or died doing so).
-  const subject =
-    claim.status === "new"
-      ? await observeSubject(ctx, spec.webhooks.subject, read, provider, claim.eventId)
-      : undefined;
+  // The first delivery counts the event for its agent; a resumed one (the first died) only
+  // assesses it again from what is stored, so that its reactions' conditions still hold.
+  let subject: EventSubject | undefined;
+  try {
+    subject = await observeSubject(
+      ctx,
+      spec.webhooks.subject,
+      read,
+      provider,
+      claim.eventId,
+      claim.status === "new",
+    );
+  } catch (e) {
+    await ctx.webhookEvents.release(provider, read.key).catch(() => undefined);
+    throw e;
+  }
   const reactionsFor = candidates.filter((r) => subjectAllows(r, subject));
   if (claim.status === "new" && (!claim.react || reactionsFor.length === 0)) {
     if (claim.react) await ctx.webhookEvents.reacted(provider, read.key);
@@ -200,7 +212,7 @@ export async function receiveWebhook(
     }
   }
   await ctx.webhookEvents.reacted(provider, read.key);
-  await alert(ctx, provider, read, claim.eventId, subject, reactions, reactionsFor[0]?.actor);
+  await alert(ctx, provider, read, claim.eventId, subject, reactions);
   return {
     ...out,
     duplicate: claim.status === "resumed",
@@ -208,22 +220,28 @@ export async function receiveWebhook(
   };
 }
 
-/** Counts the event for the agent it is about (webhooks.subject); a failure is logged, never the provider's problem. */
+/**
+ * Counts the event for the agent it is about (webhooks.subject), or with `count` false assesses it
+ * only. A failure fails closed: the provider is answered 503 and its retry, once the claim's lease
+ * ran out, resumes the reactions with the event assessed again (never run without their conditions).
+ */
 async function observeSubject(
   ctx: PipelineContext,
   subject: WebhookSubject | undefined,
   read: ReadEvent,
   provider: string,
   lineId: string,
+  count: boolean,
 ): Promise<EventSubject | undefined> {
   if (!subject || !ctx.behaviour) return undefined;
+  if (subject.events && !(read.eventType && subject.events.includes(read.eventType))) return undefined;
   const event = observed(subject, read, provider, lineId);
   if (!event) return undefined;
   try {
-    return await ctx.behaviour.observeEvent(event);
+    return await ctx.behaviour.observeEvent(event, count);
   } catch (e) {
     ctx.log.error({ err: e, provider }, "a webhook event could not be counted for its agent");
-    return undefined;
+    throw new AppError("UNAVAILABLE", "the event could not be processed just now; send it again");
   }
 }
 
@@ -238,17 +256,17 @@ async function alert(
   lineId: string,
   s: EventSubject | undefined,
   reactions: readonly { name: string; status: number; eventId?: string; operation?: string }[],
-  actor?: { project: string; agent: string },
 ): Promise<void> {
   const kind =
     s && s.violations.length > 0
       ? ("pact_violation" as const)
-      : s?.drift?.level === "major"
+      : s?.level === "major"
         ? ("drift_major" as const)
         : reactions.length > 0
           ? ("reaction" as const)
           : undefined;
-  const who = s ?? actor;
+  // Alerts are about an agent (its buttons act on it): an event without one raises none.
+  const who = s;
   if (!ctx.alerts || !kind || !who) return;
   const event = `${provider} ${read.eventType ?? "event"}${read.eventId ? ` ${read.eventId}` : ""}`;
   const facts = [

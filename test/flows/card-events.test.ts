@@ -23,6 +23,7 @@ const WEBHOOKS = `webhooks:
   scheme: revolut
   secret: REVOLUT_WEBHOOK_SECRET
   subject:
+    events: [TransactionCreated]
     resource: "revolut.com/cards/{data.card_id}"
     merchant_category: data.merchant.category_code
     amount: { field: data.amount, currency_field: data.currency }
@@ -68,6 +69,13 @@ const TOP_UP = `  - name: top_up_card
     action: revolut:cards:topup
     resource: revolut.com/cards/{card_id}
     amount: { field: amount, currency_field: currency }
+`;
+
+/** Another project, whose approver is not one of procurement's. */
+const ELSEWHERE = `project: elsewhere
+agents: [x]
+approvers:
+  - id: sam
 `;
 
 const SLACK_SECRET = "slack-signing";
@@ -121,7 +129,10 @@ describe(`card events as agent behaviour (${ENGINE})`, () => {
     );
     s = await startTestServer({
       clock,
-      policies: { "procurement.yaml": policy((receiver.address() as AddressInfo).port) },
+      policies: {
+        "procurement.yaml": policy((receiver.address() as AddressInfo).port),
+        "elsewhere.yaml": ELSEWHERE,
+      },
       env: {
         ...chatEnv(slack, telegram, { slack: SLACK_SECRET, telegram: TG_SECRET }),
         PROVIDERS_DIR: dir,
@@ -140,10 +151,10 @@ describe(`card events as agent behaviour (${ENGINE})`, () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  /** A signed TransactionCreated for card_9 at merchant category `mcc`. */
-  async function payment(mcc: string, amount = 4999) {
+  /** A signed TransactionCreated (or another event) for card_9 at merchant category `mcc`. */
+  async function payment(mcc: string, amount = 4999, event = "TransactionCreated") {
     const body = JSON.stringify({
-      event: "TransactionCreated",
+      event,
       timestamp: clock.now().toISOString(),
       data: {
         id: `txn_${++txn}`,
@@ -180,6 +191,10 @@ describe(`card events as agent behaviour (${ENGINE})`, () => {
     expect(freezes).toEqual([]);
     expect(await s.events("pact.violated")).toEqual([]);
     expect(await s.events("security.alert")).toEqual([]);
+
+    // Another kind of event about the card is not a payment (webhooks.subject.events): not counted.
+    expect((await payment("7995", 25000, "TransactionStateChanged")).reactions).toEqual([]);
+    expect(await s.events("pact.violated")).toEqual([]);
 
     const webhookArrived = new Promise<void>((r) => {
       alerted = r;
@@ -243,7 +258,7 @@ describe(`card events as agent behaviour (${ENGINE})`, () => {
     const sent = alerts[0]!;
     const [t, v1] = String(sent.headers["butler-signature"]).split(",");
     const expected = createHmac("sha256", "alert-signing-key")
-      .update(`${t!.slice(2)}.${sent.body}`)
+      .update(`butler-security-alert.${t!.slice(2)}.${sent.body}`)
       .digest("hex");
     expect(v1).toBe(`v1=${expected}`);
     expect(JSON.parse(sent.body)).toMatchObject({
@@ -252,6 +267,11 @@ describe(`card events as agent behaviour (${ENGINE})`, () => {
       agent: "procurement-agent",
       alert_id: alert!.alert_id,
     });
+
+    // The next ordinary payment shows no drift of its own: nothing is frozen again, no new alert.
+    expect((await payment("5734")).reactions).toEqual([]);
+    expect(freezes).toHaveLength(1);
+    expect(await s.events("security.alert")).toHaveLength(1);
 
     // The agent's health shows it.
     const shown = JSON.parse(
@@ -305,6 +325,16 @@ describe(`card events as agent behaviour (${ENGINE})`, () => {
     await postTelegram(s.url, telegramButton(`st:${alertId}`, 7999, inTelegram.messageId), TG_SECRET);
     const [refused] = await s.events("security.action_refused");
     expect(refused).toMatchObject({ alert_id: alertId, alert_action: "restore_trust" });
+    // Nor is an approver of another project, whose Telegram account was linked to them.
+    const { chatBindings } = await import("../../src/db/schema.js");
+    await s.server.services.database.db
+      .insert(chatBindings)
+      .values({ channel: "telegram", userId: "7005", approver: "sam" });
+    await postTelegram(s.url, telegramButton(`st:${alertId}`, 7005, inTelegram.messageId), TG_SECRET);
+    expect((await s.events("security.action_refused")).map((l) => l.approver)).toEqual([
+      "telegram:7999",
+      "sam",
+    ]);
     expect((await s.events("trust.changed")).map((t) => t.cause)).toEqual(["webhook_incident"]);
     // The approver restores the agent's trust score to the project's initial.
     await postTelegram(s.url, telegramButton(`st:${alertId}`, 7001, inTelegram.messageId), TG_SECRET);

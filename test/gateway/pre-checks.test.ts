@@ -156,3 +156,35 @@ describe(`data protection and rate limits (${ENGINE})`, () => {
     ).toBe("ALLOW");
   });
 });
+
+describe("the pact's expected classification on parameters too large to search", () => {
+  test("parameters that cannot all be searched are a violation, not a pass (fail closed)", async () => {
+    const { compilePolicies, parsePolicyFile } = await import("../../src/policy/index.js");
+    const { preChecks } = await import("../../src/gateway/pre-checks.js");
+    const parsed = parsePolicyFile({
+      file: "p.yaml",
+      text: `project: p
+agents: [a]
+pacts:
+  - agent: a
+    purpose: internal notes
+    expected_classification: internal
+    on_violation: deny
+`,
+    });
+    if (!parsed.ok) throw new Error("fixture policy does not parse");
+    const project = compilePolicies([{ document: parsed.value, revision: 1 }]).projects.get("p")!;
+    const call = (params: Record<string, unknown>) =>
+      preChecks(project, undefined, { agent: "a", project: "p", action: "chat:post", params }, new Date());
+    expect((await call({ text: "hello" })).deny).toBeUndefined();
+    const padded = await call({ text: IBAN, pad: Array.from({ length: 10_001 }, () => "x") });
+    expect(padded.deny?.code).toBe("pact_violation");
+    expect(padded.violations?.list).toEqual([
+      {
+        rule: "expected_classification",
+        actual: "parameters too large or too deeply nested to check",
+        expected: "internal",
+      },
+    ]);
+  });
+});

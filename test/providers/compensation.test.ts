@@ -93,7 +93,11 @@ async function pipeline(over: {
         seen.steps.push("give back approval");
       },
     },
-    webhookEvents: { claim: async () => expect.fail("no webhooks here"), reacted: async () => {} },
+    webhookEvents: {
+      claim: async () => expect.fail("no webhooks here"),
+      reacted: async () => {},
+      release: async () => {},
+    },
     upstream: async (url, opts) => {
       seen.sent++;
       seen.steps.push("send");

@@ -68,7 +68,11 @@ async function pipeline(over: {
     projectBudgets: () => [],
     butler: { submit: async () => expect.fail("nothing needs a person here") },
     oneShots: { release: async () => expect.fail("no one-shot approval here") },
-    webhookEvents: { claim: async () => expect.fail("no webhooks here"), reacted: async () => {} },
+    webhookEvents: {
+      claim: async () => expect.fail("no webhooks here"),
+      reacted: async () => {},
+      release: async () => {},
+    },
     upstream: async (): Promise<UpstreamAnswer> => {
       seen.sent++;
       return {

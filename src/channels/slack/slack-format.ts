@@ -151,7 +151,8 @@ export function slackAlert(alert: SecurityAlert): { text: string; blocks: SlackB
   const title = `Security alert: ${alert.title}`;
   const facts = alert.facts.map((f) => `• ${f}`).join("\n");
   return {
-    text: truncate(title, SLACK_LIMITS.messageText).text,
+    // The notification's fallback text is mrkdwn: escaped, so that no mention or link forms.
+    text: escapeMrkdwn(truncate(title, SLACK_LIMITS.messageText - 500).text),
     blocks: [
       { type: "header", text: plain("Security alert", SLACK_LIMITS.headerText) },
       { type: "section", text: plain(alert.title, SLACK_LIMITS.sectionText) },
