@@ -105,7 +105,7 @@ export function createServices(opts: ServiceOptions) {
   const oneShots = createOneShots({ db, audit, clock });
   // Per agent: rate-limit counters, tool usage and drift, trust scores, pacts; and security alerts.
   const { alerts, ...perAgent } = agentState(
-    { db, audit, clock, changes, policies },
+    { db, audit, clock, changes, policies, log },
     { publicUrl: opts.publicUrl, onEnqueued: () => outbox.wake() },
   );
   const gateway = createGateway({
@@ -128,6 +128,7 @@ export function createServices(opts: ServiceOptions) {
     notifyAgents: true,
     publicUrl: opts.publicUrl,
     onEnqueued: () => outbox.wake(),
+    onRevoked: (project, agent, eventId) => perAgent.incidents(project, agent, "grant_revoked", eventId),
   });
 
   const alertActions = createAlertActions({ db, audit, clock, log, policies, butler, trust: perAgent.trust });
@@ -239,19 +240,29 @@ export function createServices(opts: ServiceOptions) {
 export type Services = ReturnType<typeof createServices>;
 
 function agentState(
-  deps: { db: Database["db"]; audit: AuditLog; clock: Clock; changes: ChangeBus; policies: PolicyStore },
+  deps: {
+    db: Database["db"];
+    audit: AuditLog;
+    clock: Clock;
+    changes: ChangeBus;
+    policies: PolicyStore;
+    log: Logger;
+  },
   opts: { publicUrl: () => string; onEnqueued: () => void },
 ) {
   const alerts = createAlerts({ ...deps, ...opts });
+  const trust = createTrust({
+    ...deps,
+    onLowered: (tx, change) => trustAlert(alerts, deps.policies, tx, change),
+  });
   return {
     alerts,
+    trust,
+    // Incidents outside a decision (budget refusals, provider events, revoked grants) lower trust scores.
+    incidents: createIncidents({ trust, policies: deps.policies, log: deps.log }),
     rateLimits: createRateLimiter(deps.db),
     // A drift turning major (or minor) and a trust score falling below a rule's line are alerts.
     usage: createUsage({ ...deps, onDrift: (tx, change) => driftAlert(alerts, tx, change) }),
-    trust: createTrust({
-      ...deps,
-      onLowered: (tx, change) => trustAlert(alerts, deps.policies, tx, change),
-    }),
     pacts: createPacts(deps),
   };
 }
@@ -281,7 +292,7 @@ function providerGateway(
   },
 ) {
   const { db, audit, clock, log, policies, config } = deps;
-  const incidents = createIncidents({ trust: parts.perAgent.trust, policies, log });
+  const { incidents } = parts.perAgent;
   return createProviderGateway({
     providers: parts.providerSet,
     mcp: parts.mcpUpstreams,

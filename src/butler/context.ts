@@ -29,6 +29,8 @@ export interface ButlerDeps {
   publicUrl: () => string;
   /** Called after a transaction that wrote outbox messages commits (wakes the outbox worker). */
   onEnqueued?: () => void;
+  /** A person revoked one of the agent's grants (an incident for its trust score), after the commit. */
+  onRevoked?: (project: string, agent: string, eventId: string) => Promise<void>;
 }
 
 /** What an agent sends to ask for access. */

@@ -83,7 +83,7 @@ export async function revokeGrant(
     if (g.revokedAt) throw alreadyRevoked(grantId, g);
     await tx.update(grants).set({ revokedAt: now, revokedBy: actor }).where(eq(grants.id, grantId));
     const applied = await deps.policies.recompose(tx, g.project, `revoke:${grantId}`);
-    await deps.audit.appendInTx(tx, [
+    const [line] = await deps.audit.appendInTx(tx, [
       revokedLine(g, why, {
         actor,
         revision: applied.revision,
@@ -101,10 +101,11 @@ export async function revokeGrant(
       "The grant",
       now,
     );
-    return { grant_id: g.id, revision: applied.revision, project: g.project };
+    return { grant_id: g.id, revision: applied.revision, project: g.project, agent: g.agent, line: line! };
   });
   deps.onEnqueued?.();
   await deps.policies.refreshProject(done.project);
+  await deps.onRevoked?.(done.project, done.agent, done.line.event_id);
   return { grant_id: done.grant_id, revision: done.revision };
 }
 
@@ -131,7 +132,7 @@ async function revokeOneShot(
       .where(eq(singleUseGrants.id, grantId));
     const revision = deps.policies.index().projects.get(g.project)?.revision ?? 0;
     const why = reason ?? `revoked by ${actor}`;
-    await deps.audit.appendInTx(tx, [
+    const [line] = await deps.audit.appendInTx(tx, [
       revokedLine(g, why, { actor, one_shot: true, call_sha256: g.callHash }),
     ]);
     await tellRevoked(
@@ -144,10 +145,11 @@ async function revokeOneShot(
       "The one-shot approval",
       now,
     );
-    return { grant_id: g.id, revision };
+    return { grant_id: g.id, revision, project: g.project, agent: g.agent, line: line! };
   });
   deps.onEnqueued?.();
-  return done;
+  await deps.onRevoked?.(done.project, done.agent, done.line.event_id);
+  return { grant_id: done.grant_id, revision: done.revision };
 }
 
 /** The `grant.revoked` audit line of a grant (a policy grant or a single-use one). */

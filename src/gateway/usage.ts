@@ -3,7 +3,7 @@ import type { AuditLog } from "../audit/audit-log.js";
 import type { Clock } from "../clock.js";
 import type { Db, Tx } from "../db/client.js";
 import { agentDrift, usageCounts } from "../db/schema.js";
-import { type Counts, DEFAULT_DRIFT_THRESHOLDS, type Drift, drift } from "../policy/drift.js";
+import { type Counts, DEFAULT_DRIFT_THRESHOLDS, type Drift, drift, settleLevel } from "../policy/drift.js";
 
 /**
  * Tool usage and drift. Every decision counts its agent's tool (and operation group) in memory,
@@ -297,6 +297,8 @@ async function record(
       .values({ project, agent, dimension, level: "none", computedAt: new Date(0), numbers: {} })
       .onConflictDoNothing();
     const [before] = await tx.select({ level: agentDrift.level }).from(agentDrift).where(row).for("update");
+    // A level falls only once the distances are clearly under the line they crossed (hysteresis).
+    d = { ...d, level: settleLevel(before?.level ?? "none", d, DEFAULT_DRIFT_THRESHOLDS) };
     // The numbers are the last computed ones; a line is written only when the level changes.
     await tx.update(agentDrift).set({ level: d.level, computedAt: now, numbers }).where(row);
     if (before?.level === d.level || d.level === "none") return;

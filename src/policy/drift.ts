@@ -118,3 +118,28 @@ export function drift(
     newValues: newValues.slice(0, 10),
   };
 }
+
+/** How far under a threshold the distances must fall before a level falls with them. */
+export const DRIFT_HYSTERESIS = 0.05;
+
+const RANK: Record<DriftLevel, number> = { none: 0, minor: 1, major: 2 };
+
+/**
+ * The level to record, given the one recorded before: a level rises as soon as the distances
+ * cross its threshold, and falls only once both are more than `DRIFT_HYSTERESIS` under it, so that
+ * distances hovering at a threshold do not flip the level (and write a line) at every evaluation.
+ * Too few calls to say anything lets it fall to what was computed.
+ */
+export function settleLevel(
+  previous: DriftLevel,
+  d: Drift,
+  t: DriftThresholds = DEFAULT_DRIFT_THRESHOLDS,
+): DriftLevel {
+  if (RANK[d.level] >= RANK[previous]) return d.level;
+  if (d.baselineCalls < t.minCalls || d.recentCalls < t.minCalls) return d.level;
+  const m = DRIFT_HYSTERESIS;
+  if (previous === "major" && (d.jaccard >= t.jaccardMajor - m || d.jensenShannon >= t.jsMajor - m))
+    return "major";
+  if (d.jaccard >= t.jaccardMinor - m || d.jensenShannon >= t.jsMinor - m) return "minor";
+  return d.level;
+}

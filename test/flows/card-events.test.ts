@@ -370,6 +370,12 @@ describe(`card events as agent behaviour (${ENGINE})`, () => {
     expect(suspended).toMatchObject({ alert_id: alertId, by: "jordan" });
     expect(suspended!.revoked_grants).toHaveLength(1);
     expect((await s.authorize(agent, call)).body.decision).toBe("DENY");
+    // A revoked grant is an incident for the agent's trust score.
+    const revokedLines = await s.events("grant.revoked");
+    const lowered = (await s.events("trust.changed")).filter((t) => t.cause === "grant_revoked");
+    expect(lowered).toEqual([
+      expect.objectContaining({ before: 800, after: 750, incident_event_id: revokedLines[0]!.event_id }),
+    ]);
   });
 
   test("spend running ahead of the pact's monthly expectation is flagged once, when it crosses the line", async () => {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { drift, jaccardDistance, jensenShannon } from "../../src/policy/drift.js";
+import { drift, jaccardDistance, jensenShannon, settleLevel } from "../../src/policy/drift.js";
 import { FakeClock } from "../helpers/clock.js";
 import { ENGINE } from "../helpers/db.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
@@ -30,6 +30,22 @@ describe("drift distances", () => {
     expect(drift(counts({ a: 100 }), counts({ a: 95, c: 5 })).level).toBe("major");
     // Too few calls in a window says nothing.
     expect(drift(counts({ a: 9, b: 1 }), counts({ a: 2, b: 8 })).level).toBe("none");
+  });
+
+  test("hysteresis: a level rises at its threshold and falls only once clearly under it", () => {
+    const base = counts({ a: 90, b: 10 });
+    // Jensen-Shannon about 0.28: under major's 0.3 by less than the margin, over minor's.
+    const near = drift(base, counts({ a: 32, b: 68 }));
+    expect(near.level).toBe("minor");
+    expect(near.jensenShannon).toBeGreaterThan(0.25);
+    expect(settleLevel("major", near)).toBe("major");
+    expect(settleLevel("none", near)).toBe("minor");
+    // Well under: it falls.
+    const calm = drift(base, counts({ a: 88, b: 12 }));
+    expect(settleLevel("major", calm)).toBe("none");
+    // About 0.09, under minor's 0.1 by less than the margin: held; about 0.01: falls.
+    expect(settleLevel("minor", drift(base, counts({ a: 60, b: 40 })))).toBe("minor");
+    expect(settleLevel("minor", drift(base, counts({ a: 80, b: 20 })))).toBe("none");
   });
 });
 
