@@ -88,13 +88,14 @@ function countingDb(): { db: Db; reads: () => number } {
  */
 async function afterSteps(seconds: number) {
   const project = projectOf(TRUST);
-  const usage = createUsage({ db: countingDb().db, audit: undefined as never, clock: systemClock });
+  const changes = { subscribe: () => () => true, publish: async () => {} };
+  const usage = createUsage({ db: countingDb().db, audit: undefined as never, clock: systemClock, changes });
   const counted = countingDb();
   const trust = createTrust({
     db: counted.db,
     audit: undefined as never,
     clock: systemClock,
-    changes: { subscribe: () => () => true, publish: async () => {} },
+    changes,
   });
   const call = {
     agent: "a",

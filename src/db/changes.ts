@@ -19,6 +19,8 @@ export type Change =
   | { kind: "pacts" }
   /** An agent's trust score changed (instances drop the score they keep). */
   | { kind: "trust"; project: string; agent: string }
+  /** An agent's drift level changed in some dimension (instances drop the level they keep). */
+  | { kind: "drift"; project: string; agent: string }
   | { kind: "resync" };
 
 /**

@@ -160,7 +160,11 @@ export async function trustAlert(
 ): Promise<void> {
   const rules = policies.index().projects.get(c.project)?.document.trust?.rules ?? [];
   const crossed = rules.filter(
-    (r) => c.before >= r.below && c.after < r.below && (!r.agents || r.agents.includes(c.agent)),
+    (r) =>
+      r.below !== undefined &&
+      c.before >= r.below &&
+      c.after < r.below &&
+      (!r.agents || r.agents.includes(c.agent)),
   );
   if (crossed.length === 0) return;
   await alerts.raiseInTx(tx, {

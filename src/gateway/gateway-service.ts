@@ -17,7 +17,7 @@ import {
 import type { PactCall } from "../policy/pact.js";
 import { LIFTABLE_DENIALS, ONE_SHOT_DENIALS } from "../policy/scope.js";
 import { protectionKinds, redactText, type SensitiveKind } from "../policy/sensitive.js";
-import { TRUST_PENALTIES, trustLimit, trustMayLimit } from "../policy/trust.js";
+import { TRUST_PENALTIES, trustLimit, trustMayLimit, trustRuleCondition } from "../policy/trust.js";
 import type { PolicyStore } from "../policy-store/policy-store.js";
 import type { Pacts } from "./pacts.js";
 import { type PreChecked, preChecks } from "./pre-checks.js";
@@ -89,7 +89,7 @@ export interface GatewayDeps {
   /** Agents' trust scores (projects with `trust:`): read for calls a trust rule could limit. */
   trust?: Pick<Trust, "score" | "incident"> | undefined;
   /** Counts each agent's use of tools, for drift detection (in memory; stored in batches). */
-  usage?: Pick<Usage, "note"> | undefined;
+  usage?: Pick<Usage, "note" | "level"> | undefined;
 }
 
 /** Options of one authorization (calls in the path pass these). */
@@ -253,19 +253,22 @@ async function limitByTrust(
   opts: AuthorizeOptions,
 ): Promise<Decision> {
   const trust = project?.document.trust;
-  if (!trust || !deps.trust || !trustMayLimit(project!, call.agent, call.action)) return d;
+  const needs = trust && deps.trust ? trustMayLimit(project!, call.agent, call.action) : undefined;
+  if (!trust || !deps.trust || !needs) return d;
   const oneShotPossible =
     d.decision === "DENY" &&
     LIFTABLE_DENIALS.has(d.code) &&
     (opts.eachCall !== undefined || approvalRequired(project!, call) !== undefined);
   if (d.decision !== "ALLOW" && !oneShotPossible) return d;
-  const score = await deps.trust.score(call.project, call.agent, trust.initial);
-  const limit = trustLimit(project!, call, score);
+  // Both are kept in memory once read: no database round trip on the call's path.
+  const score = needs.score ? await deps.trust.score(call.project, call.agent, trust.initial) : undefined;
+  const level = needs.drift && deps.usage ? await deps.usage.level(call.project, call.agent) : "none";
+  const limit = trustLimit(project!, call, score, level);
   if (!limit) return d;
   return {
     decision: "DENY",
     code: "constraint_failed",
-    reason: `trust rule ${limit.rule.id} of ${call.project}: ${call.agent}'s trust score ${score} is below ${limit.rule.below}, so ${limit.detail}`,
+    reason: `trust rule ${limit.rule.id} of ${call.project}: ${trustRuleCondition(limit.rule, call.agent, score, level)}, so ${limit.detail}`,
     grantId: undefined,
     revision: d.revision,
   };

@@ -1,9 +1,17 @@
 import { and, eq, gte, lt, sql } from "drizzle-orm";
 import type { AuditLog } from "../audit/audit-log.js";
 import type { Clock } from "../clock.js";
+import type { ChangeBus } from "../db/changes.js";
 import type { Db, Tx } from "../db/client.js";
 import { agentDrift, usageCounts } from "../db/schema.js";
-import { type Counts, DEFAULT_DRIFT_THRESHOLDS, type Drift, drift, settleLevel } from "../policy/drift.js";
+import {
+  type Counts,
+  DEFAULT_DRIFT_THRESHOLDS,
+  type Drift,
+  type DriftLevel,
+  drift,
+  settleLevel,
+} from "../policy/drift.js";
 
 /**
  * Tool usage and drift. Every decision counts its agent's tool (and operation group) in memory,
@@ -38,11 +46,15 @@ export function createUsage(deps: {
   db: Db;
   audit: Pick<AuditLog, "appendInTx">;
   clock: Clock;
+  changes: Pick<ChangeBus, "publish" | "subscribe">;
   onDrift?: DriftListener | undefined;
 }) {
   const { db, clock } = deps;
-  const rec = (project: string, agent: string, dimension: Dimension, d: Drift, now: Date) =>
-    record(deps, project, agent, dimension, d, now);
+  const levels = levelCache(db, deps.changes);
+  /** Records a drift; a change of level is in force here at once (other instances hear of it). */
+  const rec = async (project: string, agent: string, dimension: Dimension, d: Drift, now: Date) => {
+    if (await record(deps, project, agent, dimension, d, now)) levels.forget(project, agent);
+  };
   /**
    * `hour NUL project NUL agent NUL dimension NUL value` → calls not flushed yet (names and actions
    * hold no NUL: requests with one are refused before they are decided).
@@ -148,6 +160,13 @@ export function createUsage(deps: {
     async observe(project: string, agent: string, dimension: Dimension, value: string): Promise<Drift> {
       return observeNow({ db, rec, now: clock.now() }, project, agent, dimension, value);
     },
+
+    /**
+     * The agent's highest drift level across dimensions, as last recorded: read once, then kept in
+     * memory and dropped when any instance records a change of the agent's level (trust rules with
+     * `drift:` read it on the call's path).
+     */
+    level: (project: string, agent: string): Promise<DriftLevel> => levels.get(project, agent),
 
     /** A dimension's drift for the agent now, computed from what is stored, writing nothing. */
     async peek(project: string, agent: string, dimension: Dimension): Promise<Drift> {
@@ -269,7 +288,12 @@ async function countsOf(
 
 /** Stores the level and, when it changed to minor or major, writes `drift.detected` (once across instances). */
 async function record(
-  deps: { db: Db; audit: Pick<AuditLog, "appendInTx">; onDrift?: DriftListener | undefined },
+  deps: {
+    db: Db;
+    audit: Pick<AuditLog, "appendInTx">;
+    changes: Pick<ChangeBus, "publish">;
+    onDrift?: DriftListener | undefined;
+  },
   project: string,
   agent: string,
   dimension: Dimension,
@@ -290,7 +314,7 @@ async function record(
     eq(agentDrift.agent, agent),
     eq(agentDrift.dimension, dimension),
   );
-  await db.transaction(async (tx) => {
+  return db.transaction(async (tx) => {
     // The row exists before it is locked, so that two instances evaluating a new agent serialise here.
     await tx
       .insert(agentDrift)
@@ -301,7 +325,9 @@ async function record(
     d = { ...d, level: settleLevel(before?.level ?? "none", d, DEFAULT_DRIFT_THRESHOLDS) };
     // The numbers are the last computed ones; a line is written only when the level changes.
     await tx.update(agentDrift).set({ level: d.level, computedAt: now, numbers }).where(row);
-    if (before?.level === d.level || d.level === "none") return;
+    if (before?.level === d.level) return false;
+    await deps.changes.publish(tx, { kind: "drift", project, agent });
+    if (d.level === "none") return true;
     const [line] = await audit.appendInTx(tx, [
       {
         type: "drift.detected",
@@ -313,7 +339,51 @@ async function record(
       },
     ]);
     await deps.onDrift?.(tx, { project, agent, dimension, drift: d, eventId: line!.event_id });
+    return true;
   });
 }
 
 export type Usage = ReturnType<typeof createUsage>;
+
+/**
+ * Agents' highest drift levels, kept in memory once read: dropped on a `drift` change notification
+ * for the agent (all on a resync); a read that a notification overtook keeps nothing.
+ */
+function levelCache(db: Db, changes: Pick<ChangeBus, "subscribe">) {
+  const cache = new Map<string, DriftLevel>();
+  let generation = 0;
+  const key = (project: string, agent: string) => `${project}\u0000${agent}`;
+  changes.subscribe((c) => {
+    if (c.kind === "drift") {
+      generation++;
+      cache.delete(key(c.project, c.agent));
+    } else if (c.kind === "resync") {
+      generation++;
+      cache.clear();
+    }
+  });
+  return {
+    /** Drops the agent's level here (a change this instance recorded): the next read is fresh. */
+    forget(project: string, agent: string): void {
+      generation++;
+      cache.delete(key(project, agent));
+    },
+    async get(project: string, agent: string): Promise<DriftLevel> {
+      const k = key(project, agent);
+      const kept = cache.get(k);
+      if (kept !== undefined) return kept;
+      const started = generation;
+      const rows = await db
+        .select({ level: agentDrift.level })
+        .from(agentDrift)
+        .where(and(eq(agentDrift.project, project), eq(agentDrift.agent, agent)));
+      const all = rows.map((r) => r.level);
+      const level: DriftLevel = all.includes("major") ? "major" : all.includes("minor") ? "minor" : "none";
+      if (generation === started) {
+        if (cache.size >= 100_000) cache.clear();
+        cache.set(k, level);
+      }
+      return level;
+    },
+  };
+}

@@ -220,9 +220,12 @@ function crossCheck(raw: RawPolicyDocument, report: Report): PolicyDocument {
             for (const [k, a] of (r.agents ?? []).entries())
               if (!known.names.has(a))
                 report(["trust", "rules", i, "agents", k], `agent '${a}' is not in agents`);
+            if (r.below === undefined && r.drift === undefined)
+              report(["trust", "rules", i], "needs below (a trust score), drift (minor or major), or both");
             return {
               id: r.id ?? `t_${i + 1}`,
               below: r.below,
+              drift: r.drift,
               actions: r.actions,
               agents: r.agents,
               constraints: constraintsOf(r.constraints, ["trust", "rules", i, "constraints"], report),

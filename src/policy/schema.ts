@@ -278,7 +278,9 @@ export const trustRuleShape = {
     .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, "must be a rule id: letters, digits and . _ - (at most 64)")
     .optional(),
   /** The rule applies while the agent's trust score is below this. */
-  below: z.number("must be a number").int("must be a whole number").min(1).max(1000),
+  below: z.number("must be a number").int("must be a whole number").min(1).max(1000).optional(),
+  /** The rule applies while the agent's drift (its highest level, any dimension) is at least this. */
+  drift: z.enum(["minor", "major"], "must be minor or major").optional(),
   /** Full-action globs: the calls the rule limits (every financial tool, say). */
   actions: z.array(actionGlob).min(1, "must list at least one action"),
   agents: z

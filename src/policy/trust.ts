@@ -1,4 +1,5 @@
 import { type CompiledConstraint, type CompiledProject, compileConstraint } from "./compile.js";
+import type { DriftLevel } from "./drift.js";
 import { compileGlob, type Glob } from "./glob.js";
 import { checkConstraint } from "./parameters.js";
 import type { TrustRuleDef } from "./types.js";
@@ -52,21 +53,53 @@ function rulesOf(project: CompiledProject): CompiledTrustRule[] {
   return rules;
 }
 
-/** Whether any trust rule could limit this agent's call of `action` (then its score is needed). */
-export function trustMayLimit(project: CompiledProject, agent: string, action: string): boolean {
-  return rulesOf(project).some(
+/**
+ * What the trust rules that could limit this agent's call of `action` need to know: its score, its
+ * drift level, or neither (no rule could limit it: nothing is read).
+ */
+export function trustMayLimit(
+  project: CompiledProject,
+  agent: string,
+  action: string,
+): { score: boolean; drift: boolean } | undefined {
+  const rules = rulesOf(project).filter(
     (r) => (!r.def.agents || r.def.agents.includes(agent)) && r.actions.some((g) => g.match(action)),
   );
+  if (rules.length === 0) return undefined;
+  return {
+    score: rules.some((r) => r.def.below !== undefined),
+    drift: rules.some((r) => r.def.drift !== undefined),
+  };
 }
 
-/** The first trust rule the call fails at this score, with what failed; undefined when none does. */
+const LEVEL = { none: 0, minor: 1, major: 2 } as const;
+
+/** Why a trust rule applies to the agent now, in words (the reason of its refusal). */
+export function trustRuleCondition(
+  rule: TrustRuleDef,
+  agent: string,
+  score: number | undefined,
+  level: DriftLevel,
+): string {
+  return [
+    ...(rule.below !== undefined ? [`${agent}'s trust score ${score} is below ${rule.below}`] : []),
+    ...(rule.drift !== undefined ? [`${agent}'s drift is ${level} (at least ${rule.drift})`] : []),
+  ].join(" and ");
+}
+
+/**
+ * The first trust rule the call fails with this score and drift level, with what failed; undefined
+ * when none does. A rule applies while every condition it gives holds.
+ */
 export function trustLimit(
   project: CompiledProject,
   call: { agent: string; action: string; params: Record<string, unknown> | undefined },
-  score: number,
+  score: number | undefined,
+  level: DriftLevel = "none",
 ): { rule: TrustRuleDef; detail: string } | undefined {
   for (const r of rulesOf(project)) {
-    if (score >= r.def.below) continue;
+    if (r.def.below !== undefined && !(score !== undefined && score < r.def.below)) continue;
+    if (r.def.drift !== undefined && LEVEL[level] < LEVEL[r.def.drift]) continue;
     if (r.def.agents && !r.def.agents.includes(call.agent)) continue;
     if (!r.actions.some((g) => g.match(call.action))) continue;
     for (const c of r.constraints) {

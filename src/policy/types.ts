@@ -140,11 +140,15 @@ export interface SecurityDef {
   alertOn: ReadonlySet<AlertKind>;
 }
 
-/** While an agent's trust is below `below`, calls of `actions` must also meet `constraints`. */
+/**
+ * While an agent's trust is below `below` (and, when `drift` is given, its drift is at least that),
+ * calls of `actions` must also meet `constraints`. At least one of the two conditions is given.
+ */
 export interface TrustRuleDef {
   /** As written, or `t_<n>` for the n-th rule (1-based). */
   id: string;
-  below: number;
+  below: number | undefined;
+  drift: "minor" | "major" | undefined;
   actions: string[];
   agents: string[] | undefined;
   constraints: ConstraintDef[];

@@ -9,6 +9,13 @@ agents: [procurement-agent, steady-agent]
 grants:
   - service: revolut
     actions: ["transactions:read", "payments:create"]
+trust:
+  rules:
+    - id: drifting-small-amounts
+      drift: major
+      actions: ["revolut:payments:*"]
+      constraints:
+        amount: { max: 1000 }
 `;
 
 const counts = (o: Record<string, number>) => new Map(Object.entries(o));
@@ -112,6 +119,19 @@ describe(`drift detection (${ENGINE})`, () => {
     // Computed again with nothing new: the level is unchanged, so no second line (on any instance).
     await usage.evaluate();
     expect(await s.events("drift.detected")).toHaveLength(1);
+    // A trust rule on drift: the drifting agent's very next payment is held to it, the steady one's is not.
+    const pay = (token: string) =>
+      s.authorize(token, {
+        action: "revolut:payments:create",
+        resource: "revolut.com/pay",
+        params: { amount: 5000, currency: "EUR" },
+      });
+    const limited = await pay(agent);
+    expect(limited.body).toMatchObject({ decision: "DENY", code: "constraint_failed" });
+    expect(limited.body.reason).toBe(
+      "trust rule drifting-small-amounts of procurement: procurement-agent's drift is major (at least major), so amount 5000 exceeds max 1000",
+    );
+    expect((await pay(steady)).body.decision).toBe("ALLOW");
   });
 
   test("actions made up to flood the counts count as one value past 200 per agent and hour", async () => {
