@@ -106,23 +106,7 @@ export function createUsage(deps: {
         return { project, agent, dimension, value: rest.join("\u0000"), bucketStart: Number(hour), count: n };
       });
       try {
-        // All or nothing: a batch put back after a failure is never counted twice.
-        await db.transaction(async (tx) => {
-          for (let i = 0; i < values.length; i += 500)
-            await tx
-              .insert(usageCounts)
-              .values(values.slice(i, i + 500))
-              .onConflictDoUpdate({
-                target: [
-                  usageCounts.project,
-                  usageCounts.agent,
-                  usageCounts.dimension,
-                  usageCounts.value,
-                  usageCounts.bucketStart,
-                ],
-                set: { count: sql`${usageCounts.count} + excluded.count` },
-              });
-        });
+        await storeCounts(db, values);
       } catch (e) {
         // Not lost: counted again with the next flush.
         for (const [k, n] of batch) pending.set(k, (pending.get(k) ?? 0) + n);
@@ -201,6 +185,37 @@ export function createUsage(deps: {
       await db.delete(usageCounts).where(lt(usageCounts.bucketStart, before));
     },
   };
+}
+
+/** Adds counts to `usage_counts`, all or nothing (a batch put back after a failure is never counted twice). */
+async function storeCounts(
+  db: Db,
+  values: {
+    project: string;
+    agent: string;
+    dimension: string;
+    value: string;
+    bucketStart: number;
+    count: number;
+  }[],
+): Promise<void> {
+  // All or nothing: a batch put back after a failure is never counted twice.
+  await db.transaction(async (tx) => {
+    for (let i = 0; i < values.length; i += 500)
+      await tx
+        .insert(usageCounts)
+        .values(values.slice(i, i + 500))
+        .onConflictDoUpdate({
+          target: [
+            usageCounts.project,
+            usageCounts.agent,
+            usageCounts.dimension,
+            usageCounts.value,
+            usageCounts.bucketStart,
+          ],
+          set: { count: sql`${usageCounts.count} + excluded.count` },
+        });
+  });
 }
 
 /** Stores one observation at once and computes the drift of its dimension for the agent. */
