@@ -127,6 +127,9 @@ describe(`behavioural pacts (${ENGINE})`, () => {
       ],
     });
     expect(JSON.stringify(v[0])).not.toContain("alice.smith");
+    const shown = await s.cli(["agents", "pact", "show", "notifier", "--project", "procurement"]);
+    expect(shown.stdout).toContain("# the pact of notifier in procurement, from the policy file");
+    expect(shown.stdout).toContain("expected_classification: internal");
   });
 
   test("a call moving far more than the pact's expected cost per call is a violation, by how much", async () => {

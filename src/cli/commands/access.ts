@@ -48,6 +48,17 @@ export const accessCommands: Command[] = [
     run: async (a, io) => (await impl()).agentsPactSet(a, io),
   },
   {
+    name: "agents pact show",
+    usage: "<agent> --project P",
+    summary:
+      "the agent's behavioural pact in force, as YAML, and where it comes from (the API or the policy file)",
+    options: { project: { ...project, help: "the agent's project (required)" } },
+    positionals: [1, 1],
+    example: "butler agents pact show procurement-agent --project treasury",
+    admin: true,
+    run: async (a, io) => (await impl()).agentsPactShow(a, io),
+  },
+  {
     name: "agents pact clear",
     usage: "<agent> --project P",
     summary: "hand the agent's pact back to the project policy's pacts: entry (a new revision, audited)",

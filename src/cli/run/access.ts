@@ -1,6 +1,6 @@
-import { parse as parseYaml } from "yaml";
+import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { optional, type Parsed, print, required, snakeKeys, UsageError } from "../command.js";
-import { type CliIo, termSafe } from "../output.js";
+import { type CliIo, termSafe, termSafeLines } from "../output.js";
 import { withAdmin } from "../with-admin.js";
 
 export async function agentsCreate({ values, positionals }: Parsed, io: CliIo): Promise<number> {
@@ -81,6 +81,22 @@ export async function agentsPactSet({ values, positionals }: Parsed, io: CliIo):
     );
   const r = await withAdmin(io, (ops) => ops.setPact(positionals[0]!, required(values, "project"), pact));
   print(io, r, `Pact of ${r.agent} in ${r.project} set: revision ${r.revision}`, !!values.json);
+  return 0;
+}
+
+export async function agentsPactShow({ values, positionals }: Parsed, io: CliIo): Promise<number> {
+  const h = await withAdmin(io, (ops) => ops.agentHealth(positionals[0]!, required(values, "project")));
+  const shown = {
+    agent: h.agent,
+    project: h.project,
+    pact: h.pact,
+    source: h.pact_source,
+    revision: h.pact_revision,
+  };
+  const text = h.pact
+    ? `# the pact of ${termSafe(h.agent)} in ${termSafe(h.project)}, ${h.pact_source === "api" ? `set through the API (revision ${h.pact_revision})` : "from the policy file"}\n${termSafeLines(stringifyYaml(h.pact)).trimEnd()}`
+    : `${termSafe(h.agent)} in ${termSafe(h.project)} has no pact`;
+  print(io, shown, text, !!values.json);
   return 0;
 }
 
