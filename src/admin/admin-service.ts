@@ -425,6 +425,7 @@ async function agentHealthOf(deps: AdminDeps, agent: string, project: string): P
           expected_monthly_budget: pact.expectedMonthlyBudget ?? null,
           cost_tolerance: pact.costTolerance,
           allowed_merchant_categories: pact.allowedMerchantCategories ?? null,
+          resources: pact.resources ?? null,
           on_violation: pact.onViolation,
         }
       : null,

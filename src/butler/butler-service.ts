@@ -109,8 +109,8 @@ export function createButler(deps: ButlerDeps) {
     ): Promise<AccessRequestView> => (await viewOne(db, await cancel(deps, identity, id, opts))).view,
 
     /** Revokes a grant at once: a new policy revision without it, audited, the agent told. */
-    revokeGrant: (grantId: string, actor: string, reason?: string) =>
-      revokeGrant(deps, grantId, actor, reason),
+    revokeGrant: (grantId: string, actor: string, reason?: string, opts?: { incident?: boolean }) =>
+      revokeGrant(deps, grantId, actor, reason, opts),
 
     /** Grants, newest first; active only unless `all`. */
     async listGrants(filter: {

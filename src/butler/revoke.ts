@@ -65,12 +65,15 @@ export async function revokeGrant(
   grantId: string,
   actor: string,
   reason: string | undefined,
+  /** `incident: false`: not a trust incident of the agent (a suspension, which is one act). */
+  opts: { incident?: boolean } = {},
 ): Promise<{ grant_id: string; revision: number }> {
   const now = deps.clock.now();
   const [single] = await deps.db
     .select({ id: singleUseGrants.id })
     .from(singleUseGrants)
     .where(eq(singleUseGrants.id, grantId));
+  // An unused one-shot approval withdrawn is the approver's change of mind, not an incident.
   if (single) return revokeOneShot(deps, grantId, actor, reason);
   const why = reason ?? `revoked by ${actor}`;
   const done = await deps.db.transaction(async (tx) => {
@@ -101,11 +104,21 @@ export async function revokeGrant(
       "The grant",
       now,
     );
-    return { grant_id: g.id, revision: applied.revision, project: g.project, agent: g.agent, line: line! };
+    const live = g.expiresAt.getTime() > now.getTime();
+    return {
+      grant_id: g.id,
+      revision: applied.revision,
+      project: g.project,
+      agent: g.agent,
+      line: line!,
+      live,
+    };
   });
   deps.onEnqueued?.();
+  // A live grant revoked is an incident of its agent (told before the refresh, which may fail).
+  if (done.live && opts.incident !== false)
+    await deps.onRevoked?.(done.project, done.agent, done.line.event_id);
   await deps.policies.refreshProject(done.project);
-  await deps.onRevoked?.(done.project, done.agent, done.line.event_id);
   return { grant_id: done.grant_id, revision: done.revision };
 }
 
@@ -132,7 +145,7 @@ async function revokeOneShot(
       .where(eq(singleUseGrants.id, grantId));
     const revision = deps.policies.index().projects.get(g.project)?.revision ?? 0;
     const why = reason ?? `revoked by ${actor}`;
-    const [line] = await deps.audit.appendInTx(tx, [
+    await deps.audit.appendInTx(tx, [
       revokedLine(g, why, { actor, one_shot: true, call_sha256: g.callHash }),
     ]);
     await tellRevoked(
@@ -145,11 +158,10 @@ async function revokeOneShot(
       "The one-shot approval",
       now,
     );
-    return { grant_id: g.id, revision, project: g.project, agent: g.agent, line: line! };
+    return { grant_id: g.id, revision };
   });
   deps.onEnqueued?.();
-  await deps.onRevoked?.(done.project, done.agent, done.line.event_id);
-  return { grant_id: done.grant_id, revision: done.revision };
+  return done;
 }
 
 /** The `grant.revoked` audit line of a grant (a policy grant or a single-use one). */

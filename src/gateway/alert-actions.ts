@@ -40,6 +40,8 @@ const COLUMNS = {
  * restore its trust score to the project's initial. Each action is taken once per alert, the
  * first press wins, and each is audited.
  */
+type AlertActionDeps = Parameters<typeof createAlertActions>[0];
+
 export function createAlertActions(deps: {
   db: Db;
   audit: Pick<AuditLog, "append">;
@@ -47,48 +49,16 @@ export function createAlertActions(deps: {
   policies: { index(): PolicyIndex };
   trust: Pick<Trust, "restore">;
   log: Logger;
-  butler: { revokeGrant: (grantId: string, actor: string, reason?: string) => Promise<unknown> };
+  butler: {
+    revokeGrant: (
+      grantId: string,
+      actor: string,
+      reason?: string,
+      opts?: { incident?: boolean },
+    ) => Promise<unknown>;
+  };
 }) {
   const { db, audit, clock, policies } = deps;
-
-  /** Revokes every grant and unused one-shot approval of the agent in force now; their ids. */
-  async function suspend(project: string, agent: string, by: string, alertId: string): Promise<string[]> {
-    const now = clock.now();
-    const live = await db
-      .select({ id: grants.id })
-      .from(grants)
-      .where(
-        and(
-          eq(grants.project, project),
-          eq(grants.agent, agent),
-          isNull(grants.revokedAt),
-          gt(grants.expiresAt, now),
-        ),
-      );
-    const once = await db
-      .select({ id: singleUseGrants.id })
-      .from(singleUseGrants)
-      .where(
-        and(
-          eq(singleUseGrants.project, project),
-          eq(singleUseGrants.agent, agent),
-          isNull(singleUseGrants.usedAt),
-          isNull(singleUseGrants.revokedAt),
-          gt(singleUseGrants.expiresAt, now),
-        ),
-      );
-    const revoked: string[] = [];
-    for (const { id } of [...live, ...once]) {
-      try {
-        await deps.butler.revokeGrant(id, by, `suspended by ${by} from security alert ${alertId}`);
-        revoked.push(id);
-      } catch (e) {
-        // Revoked or used meanwhile: nothing left to take.
-        if (!(e instanceof AppError)) throw e;
-      }
-    }
-    return revoked;
-  }
 
   return {
     async act(input: AlertActionInput): Promise<AlertActionOutcome> {
@@ -164,7 +134,7 @@ export function createAlertActions(deps: {
       return { ok: true, by, message: `acknowledged; ${alert.agent} is unchanged.` };
     }
     if (input.action === "suspend") {
-      const revoked = await suspend(alert.project, alert.agent, by, alert.id);
+      const revoked = await suspendAgent(deps, alert.project, alert.agent, by, alert.id);
       await audit.append({
         type: "security.agent_suspended",
         ...subject,
@@ -190,3 +160,52 @@ export function createAlertActions(deps: {
 }
 
 export type AlertActions = ReturnType<typeof createAlertActions>;
+
+/** Revokes every grant and unused one-shot approval of the agent in force now; their ids. */
+async function suspendAgent(
+  deps: { db: Db; clock: Clock; butler: AlertActionDeps["butler"] },
+  project: string,
+  agent: string,
+  by: string,
+  alertId: string,
+): Promise<string[]> {
+  const { db, clock } = deps;
+  const now = clock.now();
+  const live = await db
+    .select({ id: grants.id })
+    .from(grants)
+    .where(
+      and(
+        eq(grants.project, project),
+        eq(grants.agent, agent),
+        isNull(grants.revokedAt),
+        gt(grants.expiresAt, now),
+      ),
+    );
+  const once = await db
+    .select({ id: singleUseGrants.id })
+    .from(singleUseGrants)
+    .where(
+      and(
+        eq(singleUseGrants.project, project),
+        eq(singleUseGrants.agent, agent),
+        isNull(singleUseGrants.usedAt),
+        isNull(singleUseGrants.revokedAt),
+        gt(singleUseGrants.expiresAt, now),
+      ),
+    );
+  const revoked: string[] = [];
+  for (const { id } of [...live, ...once]) {
+    try {
+      // One act, not an incident per grant: the alert's own cause already cost the agent trust.
+      await deps.butler.revokeGrant(id, by, `suspended by ${by} from security alert ${alertId}`, {
+        incident: false,
+      });
+      revoked.push(id);
+    } catch (e) {
+      // Revoked or used meanwhile: nothing left to take.
+      if (!(e instanceof AppError)) throw e;
+    }
+  }
+  return revoked;
+}

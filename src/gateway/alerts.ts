@@ -162,6 +162,8 @@ export async function trustAlert(
   const crossed = rules.filter(
     (r) =>
       r.below !== undefined &&
+      // A rule that also asks for drift may not apply at all: the score alone says nothing.
+      r.drift === undefined &&
       c.before >= r.below &&
       c.after < r.below &&
       (!r.agents || r.agents.includes(c.agent)),

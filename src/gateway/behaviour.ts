@@ -58,8 +58,9 @@ export interface EventSubject {
   /** The merchant categories' drift, computed with this event. */
   drift: Drift | undefined;
   /**
-   * The drift this event shows: the merchant categories' level when the event's category is one
-   * the baseline never had, else `none` (a later ordinary payment, while the level stays, shows none).
+   * The drift this event shows: the merchant categories' level when the event is its category's
+   * first payment (the baseline never had it), else `none`: a later payment, ordinary or at the
+   * same new category, while the level stays, shows none (a card a person unfroze stays so).
    */
   level: DriftLevel;
   /** The agent's trust score after this event (projects with `trust:`). */
@@ -195,13 +196,14 @@ export function createBehaviour(deps: {
           ? undefined
           : count
             ? await deps.usage.observe(project, agent, "merchant_category", mcc)
-            : await deps.usage.peek(project, agent, "merchant_category");
+            : await deps.usage.peek(project, agent, "merchant_category", mcc);
       return {
         project,
         agent,
         violations,
         drift,
-        level: drift && mcc !== undefined && drift.newValues.includes(mcc) ? drift.level : "none",
+        // The drift this event shows: its category's first payment, the baseline never having had it.
+        level: drift?.first ? drift.level : "none",
         trust: trust ? await deps.trust.score(project, agent, trust.initial) : undefined,
         eventIds,
       };

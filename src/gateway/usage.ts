@@ -141,7 +141,12 @@ export function createUsage(deps: {
      * category) and computes that dimension's drift for the agent then and there, for reactions
      * that depend on it. Events are few; calls go through `note`.
      */
-    async observe(project: string, agent: string, dimension: Dimension, value: string): Promise<Drift> {
+    async observe(
+      project: string,
+      agent: string,
+      dimension: Dimension,
+      value: string,
+    ): Promise<Drift & { first: boolean }> {
       return observeNow({ db, rec, now: clock.now() }, project, agent, dimension, value);
     },
 
@@ -153,14 +158,8 @@ export function createUsage(deps: {
     level: (project: string, agent: string): Promise<DriftLevel> => levels.get(project, agent),
 
     /** A dimension's drift for the agent now, computed from what is stored, writing nothing. */
-    async peek(project: string, agent: string, dimension: Dimension): Promise<Drift> {
-      const now = clock.now().getTime();
-      const recentFrom = now - DRIFT_RECENT_MS;
-      const w = (await countsOf(db, project, agent, recentFrom - DRIFT_BASELINE_MS, recentFrom, now + HOUR))(
-        dimension,
-      );
-      return drift(w.baseline, w.recent, DEFAULT_DRIFT_THRESHOLDS, dimension === "merchant_category");
-    },
+    peek: (project: string, agent: string, dimension: Dimension, value: string) =>
+      peekDrift(db, clock.now(), project, agent, dimension, value),
 
     /**
      * The sweeper's part: store the counts, compute the drift at most once a minute, and delete old
@@ -229,7 +228,7 @@ async function observeNow(
   agent: string,
   dimension: Dimension,
   value: string,
-): Promise<Drift> {
+): Promise<Drift & { first: boolean }> {
   const { db, rec, now } = deps;
   const bucketStart = Math.floor(now.getTime() / HOUR) * HOUR;
   await db
@@ -257,7 +256,36 @@ async function observeNow(
   const w = windows(dimension);
   const d = drift(w.baseline, w.recent, DEFAULT_DRIFT_THRESHOLDS, dimension === "merchant_category");
   await rec(project, agent, dimension, d, now);
-  return d;
+  return { ...d, first: firstSighting(w, value) };
+}
+
+/** A dimension's drift for the agent at `at`, computed from what is stored, writing nothing. */
+async function peekDrift(
+  db: Db,
+  at: Date,
+  project: string,
+  agent: string,
+  dimension: Dimension,
+  value: string,
+): Promise<Drift & { first: boolean }> {
+  const recentFrom = at.getTime() - DRIFT_RECENT_MS;
+  const windows = await countsOf(
+    db,
+    project,
+    agent,
+    recentFrom - DRIFT_BASELINE_MS,
+    recentFrom,
+    at.getTime() + HOUR,
+  );
+  const w = windows(dimension);
+  const d = drift(w.baseline, w.recent, DEFAULT_DRIFT_THRESHOLDS, dimension === "merchant_category");
+  return { ...d, first: firstSighting(w, value) };
+}
+
+/** Whether this observation is the value's first in both windows (the one counted just now). */
+function firstSighting(w: { baseline: Counts; recent: Counts }, value: string): boolean {
+  const v = value.slice(0, 200);
+  return (w.recent.get(v) ?? 0) === 1 && (w.baseline.get(v) ?? 0) === 0;
 }
 
 /**

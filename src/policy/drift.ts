@@ -128,7 +128,7 @@ const RANK: Record<DriftLevel, number> = { none: 0, minor: 1, major: 2 };
  * The level to record, given the one recorded before: a level rises as soon as the distances
  * cross its threshold, and falls only once both are more than `DRIFT_HYSTERESIS` under it, so that
  * distances hovering at a threshold do not flip the level (and write a line) at every evaluation.
- * Too few calls to say anything lets it fall to what was computed.
+ * Far too few calls (under three quarters of `minCalls`) lets it fall to what was computed.
  */
 export function settleLevel(
   previous: DriftLevel,
@@ -136,7 +136,11 @@ export function settleLevel(
   t: DriftThresholds = DEFAULT_DRIFT_THRESHOLDS,
 ): DriftLevel {
   if (RANK[d.level] >= RANK[previous]) return d.level;
-  if (d.baselineCalls < t.minCalls || d.recentCalls < t.minCalls) return d.level;
+  // Just short of the calls needed to say anything: held too (a quiet agent hovering at the
+  // line would flip otherwise); well short, it falls to what was computed.
+  const enough = Math.ceil(t.minCalls * 0.75);
+  if (d.baselineCalls < enough || d.recentCalls < enough) return d.level;
+  // Otherwise the distances decide, with the margin.
   const m = DRIFT_HYSTERESIS;
   if (previous === "major" && (d.jaccard >= t.jaccardMajor - m || d.jensenShannon >= t.jsMajor - m))
     return "major";

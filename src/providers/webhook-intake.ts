@@ -156,7 +156,9 @@ export async function receiveWebhook(
   const claim = await ctx.webhookEvents.claim({
     provider,
     key: read.key,
-    hasReactions: candidates.length > 0,
+    // An event counted for its agent is held under a lease like one with reactions: if counting
+    // fails (503), the provider's next delivery takes it up again instead of seeing a duplicate.
+    hasReactions: candidates.length > 0 || spec.webhooks.subject !== undefined,
     // event_id is the audit line's own: the provider's ids are recorded under their own names.
     details: {
       provider,

@@ -343,39 +343,41 @@ describe(`card events as agent behaviour (${ENGINE})`, () => {
       expect.objectContaining({ before: 700, after: 800, restored_by: "jordan", alert_id: alertId }),
     ]);
 
-    // A grant the agent got through an access request, then "suspend grants": revoked at once.
+    // A grant the agent got through an access request, revoked by a person: an incident.
     const agent = await s.agentToken("procurement-agent", "procurement");
     const call = { action: "revolut:transactions:read", resource: "revolut.com/transactions" };
-    const denied = await s.authorize(agent, call);
-    expect(denied.body.decision).toBe("DENY");
-    const filed = await s.http("POST", "/v1/access-requests", agent, {
-      ...call,
-      ttl: "PT1H",
-      reason: "reconcile",
-      denial_event_id: denied.body.event_id,
-    });
-    expect(filed.status).toBe(201);
     const jordan = JSON.parse((await s.cli(["approvers", "token", "jordan", "--json"])).stdout).token;
-    const approved = await s.http(
-      "POST",
-      `/v1/access-requests/${filed.body.access_request.id}/approve`,
-      jordan,
-      {},
-    );
-    expect(approved.status).toBe(200);
-    expect((await s.authorize(agent, call)).body.decision).toBe("ALLOW");
+    const granted = async () => {
+      const denied = await s.authorize(agent, call);
+      expect(denied.body.decision).toBe("DENY");
+      const filed = await s.http("POST", "/v1/access-requests", agent, {
+        ...call,
+        ttl: "PT1H",
+        reason: "reconcile",
+        denial_event_id: denied.body.event_id,
+      });
+      expect(filed.status).toBe(201);
+      const id = filed.body.access_request.id;
+      expect((await s.http("POST", `/v1/access-requests/${id}/approve`, jordan, {})).status).toBe(200);
+      expect((await s.authorize(agent, call)).body.decision).toBe("ALLOW");
+      return (await s.events("grant.applied")).at(-1)!.grant_id as string;
+    };
+    const first = await granted();
+    expect((await s.cli(["grants", "revoke", first, "--reason", "not needed"])).code).toBe(0);
+    const [revokedLine] = await s.events("grant.revoked");
+    expect((await s.events("trust.changed")).filter((t) => t.cause === "grant_revoked")).toEqual([
+      expect.objectContaining({ before: 800, after: 750, incident_event_id: revokedLine!.event_id }),
+    ]);
+
+    // Then "suspend grants": the next one revoked at once, as one act (no incident per grant).
+    await granted();
     expect((await press("U0JORDAN", "butler_alert_suspend")).status).toBe(200);
     await slack.next(() => inSlack.replies.some((r) => r.includes("suspended")), "the thread reply");
     const [suspended] = await s.events("security.agent_suspended");
     expect(suspended).toMatchObject({ alert_id: alertId, by: "jordan" });
     expect(suspended!.revoked_grants).toHaveLength(1);
     expect((await s.authorize(agent, call)).body.decision).toBe("DENY");
-    // A revoked grant is an incident for the agent's trust score.
-    const revokedLines = await s.events("grant.revoked");
-    const lowered = (await s.events("trust.changed")).filter((t) => t.cause === "grant_revoked");
-    expect(lowered).toEqual([
-      expect.objectContaining({ before: 800, after: 750, incident_event_id: revokedLines[0]!.event_id }),
-    ]);
+    expect((await s.events("trust.changed")).filter((t) => t.cause === "grant_revoked")).toHaveLength(1);
   });
 
   test("spend running ahead of the pact's monthly expectation is flagged once, when it crosses the line", async () => {
@@ -408,5 +410,11 @@ describe(`card events as agent behaviour (${ENGINE})`, () => {
     expect(await spendLines()).toHaveLength(1);
     const flagged = (await s.events("trust.changed")).filter((t) => t.cause === "pact_violation_flagged");
     expect(flagged).toEqual([expect.objectContaining({ incident_event_id: v!.event_id })]);
+
+    // Another payment at the category that was new: it breaks the pact again, but shows no drift
+    // of its own, so the card (unfrozen by a person after review, say) is not frozen again.
+    expect((await payment("7995")).reactions).toEqual([]);
+    expect(freezes.filter((r) => r.endsWith("/freeze"))).toHaveLength(1);
+    expect((await s.events("pact.violated")).filter((l) => l.source === "webhook")).toHaveLength(2);
   });
 });
