@@ -244,17 +244,7 @@ async function observeNow(
       ],
       set: { count: sql`${usageCounts.count} + 1` },
     });
-  const recentFrom = now.getTime() - DRIFT_RECENT_MS;
-  const windows = await countsOf(
-    db,
-    project,
-    agent,
-    recentFrom - DRIFT_BASELINE_MS,
-    recentFrom,
-    now.getTime() + HOUR,
-  );
-  const w = windows(dimension);
-  const d = drift(w.baseline, w.recent, DEFAULT_DRIFT_THRESHOLDS, dimension === "merchant_category");
+  const { d, w } = await driftAt(db, now, project, agent, dimension);
   await rec(project, agent, dimension, d, now);
   return { ...d, first: firstSighting(w, value) };
 }
@@ -268,6 +258,12 @@ async function peekDrift(
   dimension: Dimension,
   value: string,
 ): Promise<Drift & { first: boolean }> {
+  const { d, w } = await driftAt(db, at, project, agent, dimension);
+  return { ...d, first: firstSighting(w, value) };
+}
+
+/** A dimension's drift for the agent at `at`, and the windows' counts it was computed from. */
+async function driftAt(db: Db, at: Date, project: string, agent: string, dimension: Dimension) {
   const recentFrom = at.getTime() - DRIFT_RECENT_MS;
   const windows = await countsOf(
     db,
@@ -278,8 +274,7 @@ async function peekDrift(
     at.getTime() + HOUR,
   );
   const w = windows(dimension);
-  const d = drift(w.baseline, w.recent, DEFAULT_DRIFT_THRESHOLDS, dimension === "merchant_category");
-  return { ...d, first: firstSighting(w, value) };
+  return { w, d: drift(w.baseline, w.recent, DEFAULT_DRIFT_THRESHOLDS, dimension === "merchant_category") };
 }
 
 /** Whether this observation is the value's first in both windows (the one counted just now). */

@@ -338,19 +338,24 @@ export class SlackChannel implements ApprovalChannel {
           ? ((await this.app.client.conversations.open({ users: target })).channel?.id ?? target)
           : target;
         if (already.includes(channel)) continue;
-        const r = await this.app.client.chat.postMessage({
-          channel,
-          text,
-          blocks: blocks as never,
-          unfurl_links: false,
-          unfurl_media: false,
-        });
-        result.posted.push({ channel: "slack", chatId: r.channel ?? channel, messageId: String(r.ts) });
+        result.posted.push(await this.#send(channel, text, blocks));
       } catch (e) {
         result.failed.push({ target, error: describe(e), retryAfterMs: retryAfterMs(e) });
       }
     }
     return result;
+  }
+
+  /** Posts one message (links and media never unfurled); where it was posted. */
+  async #send(channel: string, text: string, blocks: unknown[]): Promise<PostedCard> {
+    const r = await this.app.client.chat.postMessage({
+      channel,
+      text,
+      blocks: blocks as never,
+      unfurl_links: false,
+      unfurl_media: false,
+    });
+    return { channel: "slack", chatId: r.channel ?? channel, messageId: String(r.ts) };
   }
 
   async postAlert(
@@ -363,14 +368,7 @@ export class SlackChannel implements ApprovalChannel {
     for (const channel of targets) {
       if (already.includes(channel)) continue;
       try {
-        const r = await this.app.client.chat.postMessage({
-          channel,
-          text,
-          blocks: blocks as never,
-          unfurl_links: false,
-          unfurl_media: false,
-        });
-        result.posted.push({ channel: "slack", chatId: r.channel ?? channel, messageId: String(r.ts) });
+        result.posted.push(await this.#send(channel, text, blocks));
       } catch (e) {
         result.failed.push({ target: channel, error: describe(e), retryAfterMs: retryAfterMs(e) });
       }
