@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { FakeSlack } from "../fakes/fake-slack.js";
 import { FakeTelegram } from "../fakes/fake-telegram.js";
+import { postRevolutEvent } from "../fixtures/treasury.js";
 import {
   chatEnv,
   postSlackRaw,
@@ -164,19 +165,9 @@ describe(`card events as agent behaviour (${ENGINE})`, () => {
         merchant: { category_code: mcc, name: mcc === "7995" ? "<b>Casino</b> @here" : "Licences Inc" },
       },
     });
-    const ts = String(clock.now().getTime());
-    const sig = createHmac("sha256", "revolut-signing").update(`v1.${ts}.${body}`).digest("hex");
-    const res = await fetch(`${s.url}/v1/webhooks/revolut`, {
-      method: "POST",
-      headers: {
-        "content-type": "application/json",
-        "revolut-request-timestamp": ts,
-        "revolut-signature": `v1=${sig}`,
-      },
-      body,
-    });
+    const res = await postRevolutEvent(s.url, body, "revolut-signing", clock.now().getTime());
     expect(res.status).toBe(200);
-    return (await res.json()) as { reactions: { name: string; status: number }[] };
+    return res.body as { reactions: { name: string; status: number }[] };
   }
 
   test("a payment at MCC 7995 breaks the pact, is major drift, freezes the card and alerts the security room", async () => {

@@ -1,11 +1,10 @@
-import { createHmac } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer, type IncomingHttpHeaders } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { freezeReaction, TREASURY } from "../fixtures/treasury.js";
+import { freezeReaction, postRevolutEvent, TREASURY } from "../fixtures/treasury.js";
 import { ENGINE } from "../helpers/db.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
@@ -46,21 +45,8 @@ describe(`webhook reactions (${ENGINE})`, () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  async function deliver(event: unknown) {
-    const body = JSON.stringify(event);
-    const ts = String(Date.now());
-    const sig = createHmac("sha256", "revolut-signing").update(`v1.${ts}.${body}`).digest("hex");
-    const res = await fetch(`${s.url}/v1/webhooks/revolut`, {
-      method: "POST",
-      headers: {
-        "content-type": "application/json",
-        "revolut-request-timestamp": ts,
-        "revolut-signature": `v1=${sig}`,
-      },
-      body,
-    });
-    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-  }
+  const deliver = (event: unknown) =>
+    postRevolutEvent(s.url, JSON.stringify(event), "revolut-signing", Date.now());
 
   test("a transaction at a blocked merchant category freezes the card; an ordinary one does nothing", async () => {
     const blocked = await deliver({
