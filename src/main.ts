@@ -431,6 +431,7 @@ async function startSweeper(services: Services, log: Logger): Promise<Started<un
       .then(() => services.dashboardSessions.purge())
       .then(() => services.purgeMcpSessions())
       .then(() => services.purgeRateCounts())
+      .then(() => services.purgeSpendKeys())
       .then(() => services.usage.sweep())
       .catch((e) => log.error({ err: e }, "sweep failed"))
       .finally(() => {

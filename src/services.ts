@@ -162,7 +162,7 @@ export function createServices(opts: ServiceOptions) {
   const credentials = createCredentials({ fromEnv: config.credentialFromEnv, vault, secrets, changes });
   const providerSet = opts.providers ?? { providers: new Map(), failures: [] };
   const { mcpPins, mcpUpstreams } = mcpClients({ db, audit, clock, log, credentials }, providerSet);
-  const providers = providerGateway(
+  const { providers, behaviour } = providerGateway(
     { db, audit, clock, log, policies, config },
     { providerSet, mcpUpstreams, gateway, credentials, butler, oneShots, alerts, perAgent },
   );
@@ -230,6 +230,8 @@ export function createServices(opts: ServiceOptions) {
     ...perAgent,
     /** Deletes rate-limit counters that can no longer count (the sweeper calls it). */
     purgeRateCounts: () => perAgent.rateLimits.purge(clock.now()),
+    /** Deletes spending keys no retry can come for any more (the sweeper calls it). */
+    purgeSpendKeys: () => behaviour.purgeSpendKeys(),
     outbox,
     admin,
     channels,
@@ -293,7 +295,8 @@ function providerGateway(
 ) {
   const { db, audit, clock, log, policies, config } = deps;
   const { incidents } = parts.perAgent;
-  return createProviderGateway({
+  const behaviour = createBehaviour({ db, clock, log, audit, policies, ...parts.perAgent, incidents });
+  const providers = createProviderGateway({
     providers: parts.providerSet,
     mcp: parts.mcpUpstreams,
     gateway: parts.gateway,
@@ -307,10 +310,11 @@ function providerGateway(
     butler: parts.butler,
     oneShots: parts.oneShots,
     webhookEvents: createWebhookEvents({ db, audit, clock }),
-    behaviour: createBehaviour({ db, clock, log, audit, policies, ...parts.perAgent, incidents }),
+    behaviour,
     alerts: parts.alerts,
     incidents,
   });
+  return { providers, behaviour };
 }
 
 /** Butler as an MCP client of the servers behind it (connected when first needed), and their tools' pins. */

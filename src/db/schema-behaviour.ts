@@ -40,3 +40,18 @@ export const agentSpend = pgTable(
   },
   (t) => [primaryKey({ columns: [t.project, t.agent, t.month, t.currency] })],
 );
+
+/**
+ * The idempotency keys whose spending `agent_spend` counted: a retry the provider answers again
+ * with the same key moved the money once, and is counted once.
+ */
+export const agentSpendKeys = pgTable(
+  "agent_spend_keys",
+  {
+    project: text("project").notNull(),
+    agent: text("agent").notNull(),
+    key: text("key").notNull(),
+    at: timestamp("at", { withTimezone: true, mode: "date" }).notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.project, t.agent, t.key] }), index("agent_spend_keys_at_idx").on(t.at)],
+);

@@ -1,8 +1,8 @@
-import { sql } from "drizzle-orm";
+import { lt, sql } from "drizzle-orm";
 import type { AuditLog } from "../audit/audit-log.js";
 import type { Clock } from "../clock.js";
 import type { Db } from "../db/client.js";
-import { agentSpend } from "../db/schema.js";
+import { agentSpend, agentSpendKeys } from "../db/schema.js";
 import type { Logger } from "../logger.js";
 import type { Drift, DriftLevel } from "../policy/drift.js";
 import type { PolicyIndex } from "../policy/index.js";
@@ -16,28 +16,44 @@ import {
 } from "../policy/pact.js";
 import type { Pacts } from "./pacts.js";
 import type { Incidents, Trust } from "./trust.js";
+import type { Usage } from "./usage.js";
 
-/** Adds to the agent's spend this month; the total after. */
+/** Spending keys are kept this long: past it, no retry of their call can come (a month and a margin). */
+const SPEND_KEY_DAYS = 40;
+
+/**
+ * Adds to the agent's spend this month; the total after, or undefined when the call's idempotency
+ * key was counted already (a retry the provider answered again: the money moved once).
+ */
 async function addSpend(
   db: Db,
   project: string,
   agent: string,
   now: Date,
   moved: { amount: number; currency: string },
-): Promise<number> {
+  key: string | undefined,
+): Promise<number | undefined> {
   const month = now.toISOString().slice(0, 7);
-  const [row] = await db
-    .insert(agentSpend)
-    .values({ project, agent, month, currency: moved.currency, amount: moved.amount })
-    .onConflictDoUpdate({
-      target: [agentSpend.project, agentSpend.agent, agentSpend.month, agentSpend.currency],
-      set: { amount: sql`${agentSpend.amount} + excluded.amount` },
-    })
-    .returning({ amount: agentSpend.amount });
-  return Number(row!.amount);
+  return db.transaction(async (tx) => {
+    if (key !== undefined) {
+      const [fresh] = await tx
+        .insert(agentSpendKeys)
+        .values({ project, agent, key: key.slice(0, 300), at: now })
+        .onConflictDoNothing()
+        .returning({ key: agentSpendKeys.key });
+      if (!fresh) return undefined;
+    }
+    const [row] = await tx
+      .insert(agentSpend)
+      .values({ project, agent, month, currency: moved.currency, amount: moved.amount })
+      .onConflictDoUpdate({
+        target: [agentSpend.project, agentSpend.agent, agentSpend.month, agentSpend.currency],
+        set: { amount: sql`${agentSpend.amount} + excluded.amount` },
+      })
+      .returning({ amount: agentSpend.amount });
+    return Number(row!.amount);
+  });
 }
-
-import type { Usage } from "./usage.js";
 
 /** A provider's event about a resource (a card payment), as far as behaviour is concerned. */
 export interface ObservedEvent {
@@ -122,6 +138,11 @@ export function createBehaviour(deps: {
 
   return {
     subjectOf,
+    /** Deletes spending keys older than any retry of their call (the sweeper calls it). */
+    async purgeSpendKeys(): Promise<void> {
+      const before = new Date(deps.clock.now().getTime() - SPEND_KEY_DAYS * 86_400_000);
+      await deps.db.delete(agentSpendKeys).where(lt(agentSpendKeys.at, before));
+    },
     /**
      * A money-moving call of the agent succeeded: its amount is added to the agent's spend this
      * month, and spend running ahead of the pact's `expected_monthly_budget` (more than the
@@ -133,12 +154,15 @@ export function createBehaviour(deps: {
       agent: string,
       moved: { amount: number; currency: string },
       decisionEventId: string,
+      /** The key the call was sent with: a retry with the same key is the same spending. */
+      idempotencyKey?: string,
     ): Promise<void> {
       const expected = pactOf(project, agent)?.expectedMonthlyBudget;
       if (!expected || moved.currency !== expected.currency || !(moved.amount > 0)) return;
       try {
         const now = deps.clock.now();
-        const total = await addSpend(deps.db, project, agent, now, moved);
+        const total = await addSpend(deps.db, project, agent, now, moved, idempotencyKey);
+        if (total === undefined) return;
         const v = monthlyViolation(expected, total - moved.amount, total, now);
         if (!v) return;
         const line = await deps.audit.append({

@@ -301,7 +301,8 @@ async function sendAllowed(
   // Money moved: the agent's spend this month, against its pact's monthly expectation.
   const moved = s.op.amount && !outcome.exchange.failure && outcome.exchange.res.status < 300;
   const amount = moved ? pactCallOf(s.spec, s.op, s.call.params).amount : undefined;
-  if (amount) await ctx.behaviour?.spent(identity.project, identity.agent, amount, d.event_id);
+  if (amount)
+    await ctx.behaviour?.spent(identity.project, identity.agent, amount, d.event_id, outcome.idempotencyKey);
   return answer;
 }
 

@@ -373,15 +373,26 @@ describe(`card events as agent behaviour (${ENGINE})`, () => {
 
   test("spend running ahead of the pact's monthly expectation is flagged once, when it crosses the line", async () => {
     const agent = await s.agentToken("procurement-agent", "procurement");
-    const topUp = (amount: number) =>
-      s.http("POST", "/v1/providers/revolut/operations/top_up_card", agent, {
-        params: { card_id: "card_9", amount, currency: "EUR" },
+    const topUp = async (amount: number, key?: string) => {
+      const res = await fetch(`${s.url}/v1/providers/revolut/operations/top_up_card`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${agent}`,
+          "content-type": "application/json",
+          ...(key ? { "idempotency-key": key } : {}),
+        },
+        body: JSON.stringify({ params: { card_id: "card_9", amount, currency: "EUR" } }),
       });
+      await res.arrayBuffer();
+      return { status: res.status };
+    };
     const now = clock.now();
     const days = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 0)).getUTCDate();
     const allowed = Math.ceil((300000 * now.getUTCDate()) / days);
     const spendLines = async () => (await s.events("pact.violated")).filter((l) => l.source === "spend");
-    expect((await topUp(allowed - 1000)).status).toBe(200);
+    expect((await topUp(allowed - 1000, "top-up-1")).status).toBe(200);
+    // The agent's retry with the same key: the provider answers again, the money moved once.
+    expect((await topUp(allowed - 1000, "top-up-1")).status).toBe(200);
     expect(await spendLines()).toEqual([]);
     expect((await topUp(2000)).status).toBe(200);
     const [v] = await spendLines();

@@ -229,6 +229,7 @@ const STORED = [
   "agent_pacts",
   "security_alerts",
   "agent_spend",
+  "agent_spend_keys",
 ];
 
 describe(`fuzzing every HTTP endpoint (${ENGINE})`, () => {
