@@ -7,45 +7,13 @@ import { agentTrust } from "../db/schema.js";
 import type { Logger } from "../logger.js";
 import type { PolicyIndex } from "../policy/index.js";
 import { TRUST_PENALTIES, TRUST_RECOVERY_PER_HOUR } from "../policy/trust.js";
+import { agentCache } from "./agent-cache.js";
 
-/**
- * The scores this instance keeps: dropped on every change notification for the agent (all of them
- * on a resync); a read or write that a notification overtook keeps nothing (`generation`).
- */
-function scoreCache(changes: Pick<ChangeBus, "subscribe">) {
-  /** project NUL agent → the stored row (null: none yet, the project's initial score applies). */
-  const cache = new Map<string, { score: number; updatedAt: Date } | null>();
-  /** Bumped by every change notification: a read that began before one is not kept. */
-  let generation = 0;
-  const key = (project: string, agent: string) => `${project}\u0000${agent}`;
-  changes.subscribe((c) => {
-    if (c.kind === "trust") {
-      generation++;
-      cache.delete(key(c.project, c.agent));
-    } else if (c.kind === "resync") {
-      generation++;
-      cache.clear();
-    }
-  });
-  const keep = (k: string, row: { score: number; updatedAt: Date } | null) => {
-    if (cache.size >= MAX_CACHED) cache.clear();
-    cache.set(k, row);
-  };
-  return {
-    key,
-    keep,
-    get: (k: string) => cache.get(k),
-    generation: () => generation,
-    /** After a write committed: keep its score, unless a change notification arrived while it ran. */
-    settled(k: string, started: number, row: { score: number; updatedAt: Date } | undefined) {
-      if (!row) return;
-      const quiet = generation === started;
-      generation++;
-      if (quiet) keep(k, row);
-      else cache.delete(k);
-    },
-  };
-}
+/** Told of every incident that lowered a score, in its transaction (security alerts). */
+export type TrustListener = (
+  tx: Tx,
+  change: { project: string; agent: string; before: number; after: number; cause: string; eventId: string },
+) => Promise<void>;
 
 /**
  * Agents' trust scores, stored per project and agent. A score is needed only for a call a trust
@@ -57,15 +25,6 @@ function scoreCache(changes: Pick<ChangeBus, "subscribe">) {
  * when the score is read (10 points per full hour since the last change, up to the project's
  * initial score) and written, with its own line, when the next incident changes the score.
  */
-/** Told of every incident that lowered a score, in its transaction (security alerts). */
-export type TrustListener = (
-  tx: Tx,
-  change: { project: string; agent: string; before: number; after: number; cause: string; eventId: string },
-) => Promise<void>;
-
-/** Scores kept in memory at most; past it, the cache starts again (a cache, never the truth). */
-const MAX_CACHED = 100_000;
-
 export function createTrust(deps: {
   db: Db;
   audit: Pick<AuditLog, "appendInTx">;
@@ -74,8 +33,8 @@ export function createTrust(deps: {
   onLowered?: TrustListener | undefined;
 }) {
   const { db, audit, clock, changes } = deps;
-  const cache = scoreCache(changes);
-  const { key, keep, settled } = cache;
+  /** project, agent → the stored row (null: none yet, the project's initial score applies). */
+  const cache = agentCache<{ score: number; updatedAt: Date } | null>(changes, "trust");
   const where = (project: string, agent: string) =>
     and(eq(agentTrust.project, project), eq(agentTrust.agent, agent));
   /** The stored score with the recovery since it was stored (never less: clocks may disagree). */
@@ -98,7 +57,6 @@ export function createTrust(deps: {
       by: string,
       alertId: string,
     ): Promise<{ before: number; after: number }> {
-      const k = key(project, agent);
       const started = cache.generation();
       const result = await db.transaction((tx) =>
         restoreInTx(
@@ -110,19 +68,15 @@ export function createTrust(deps: {
           alertId,
         ),
       );
-      settled(k, started, result.row);
+      if (result.row) cache.settled(project, agent, started, result.row);
       return { before: result.before, after: result.after };
     },
 
     async score(project: string, agent: string, initial: number): Promise<number> {
-      const k = key(project, agent);
-      let row = cache.get(k);
-      if (row === undefined) {
-        const before = cache.generation();
+      const row = await cache.get(project, agent, async () => {
         const [stored] = await db.select().from(agentTrust).where(where(project, agent));
-        row = stored ? { score: stored.score, updatedAt: stored.updatedAt } : null;
-        if (cache.generation() === before) keep(k, row);
-      }
+        return stored ? { score: stored.score, updatedAt: stored.updatedAt } : null;
+      });
       return row ? recovered(row.score, row.updatedAt, initial, clock.now()) : initial;
     },
 
@@ -139,7 +93,6 @@ export function createTrust(deps: {
       cause: string,
       eventId: string,
     ): Promise<number> {
-      const k = key(project, agent);
       const started = cache.generation();
       const result = await db.transaction(async (tx) => {
         await tx
@@ -191,7 +144,7 @@ export function createTrust(deps: {
       // Committed: this instance decides its next call with the new score at once (its own
       // notification, arriving later, only drops it to be read again). Unless another change
       // arrived meanwhile: then this score may already be older than the stored one.
-      settled(k, started, result.row);
+      if (result.row) cache.settled(project, agent, started, result.row);
       return result.after;
     },
   };

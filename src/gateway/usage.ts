@@ -12,6 +12,7 @@ import {
   drift,
   settleLevel,
 } from "../policy/drift.js";
+import { agentCache } from "./agent-cache.js";
 
 /**
  * Tool usage and drift. Every decision counts its agent's tool (and operation group) in memory,
@@ -50,7 +51,7 @@ export function createUsage(deps: {
   onDrift?: DriftListener | undefined;
 }) {
   const { db, clock } = deps;
-  const levels = levelCache(db, deps.changes);
+  const levels = agentCache<DriftLevel>(deps.changes, "drift");
   /** Records a drift; a change of level is in force here at once (other instances hear of it). */
   const rec = async (project: string, agent: string, dimension: Dimension, d: Drift, now: Date) => {
     if (await record(deps, project, agent, dimension, d, now)) levels.forget(project, agent);
@@ -155,7 +156,8 @@ export function createUsage(deps: {
      * memory and dropped when any instance records a change of the agent's level (trust rules with
      * `drift:` read it on the call's path).
      */
-    level: (project: string, agent: string): Promise<DriftLevel> => levels.get(project, agent),
+    level: (project: string, agent: string): Promise<DriftLevel> =>
+      levels.get(project, agent, () => storedLevel(db, project, agent)),
 
     /** A dimension's drift for the agent now, computed from what is stored, writing nothing. */
     peek: (project: string, agent: string, dimension: Dimension, value: string) =>
@@ -383,45 +385,12 @@ async function record(
 
 export type Usage = ReturnType<typeof createUsage>;
 
-/**
- * Agents' highest drift levels, kept in memory once read: dropped on a `drift` change notification
- * for the agent (all on a resync); a read that a notification overtook keeps nothing.
- */
-function levelCache(db: Db, changes: Pick<ChangeBus, "subscribe">) {
-  const cache = new Map<string, DriftLevel>();
-  let generation = 0;
-  const key = (project: string, agent: string) => `${project}\u0000${agent}`;
-  changes.subscribe((c) => {
-    if (c.kind === "drift") {
-      generation++;
-      cache.delete(key(c.project, c.agent));
-    } else if (c.kind === "resync") {
-      generation++;
-      cache.clear();
-    }
-  });
-  return {
-    /** Drops the agent's level here (a change this instance recorded): the next read is fresh. */
-    forget(project: string, agent: string): void {
-      generation++;
-      cache.delete(key(project, agent));
-    },
-    async get(project: string, agent: string): Promise<DriftLevel> {
-      const k = key(project, agent);
-      const kept = cache.get(k);
-      if (kept !== undefined) return kept;
-      const started = generation;
-      const rows = await db
-        .select({ level: agentDrift.level })
-        .from(agentDrift)
-        .where(and(eq(agentDrift.project, project), eq(agentDrift.agent, agent)));
-      const all = rows.map((r) => r.level);
-      const level: DriftLevel = all.includes("major") ? "major" : all.includes("minor") ? "minor" : "none";
-      if (generation === started) {
-        if (cache.size >= 100_000) cache.clear();
-        cache.set(k, level);
-      }
-      return level;
-    },
-  };
+/** The agent's highest drift level across dimensions, as stored. */
+async function storedLevel(db: Db, project: string, agent: string): Promise<DriftLevel> {
+  const rows = await db
+    .select({ level: agentDrift.level })
+    .from(agentDrift)
+    .where(and(eq(agentDrift.project, project), eq(agentDrift.agent, agent)));
+  const all = rows.map((r) => r.level);
+  return all.includes("major") ? "major" : all.includes("minor") ? "minor" : "none";
 }

@@ -9,7 +9,7 @@ import type { Clock } from "../../src/clock.js";
 import { loadConfig } from "../../src/config.js";
 import { createLogger } from "../../src/logger.js";
 import { type RunningServer, startServer } from "../../src/main.js";
-import { freezeReaction, TREASURY } from "../fixtures/treasury.js";
+import { freezeReaction, postRevolutEvent, TREASURY } from "../fixtures/treasury.js";
 import { FakeClock } from "../helpers/clock.js";
 import { ENGINE } from "../helpers/db.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
@@ -94,19 +94,8 @@ async function stripeDelivery(url: string, event: unknown, clock: Clock) {
 
 /** A Revolut delivery of `event`, signed now. */
 async function revolutDelivery(url: string, event: unknown, clock: Clock) {
-  const body = JSON.stringify(event);
-  const ts = String(clock.now().getTime());
-  const sig = createHmac("sha256", REVOLUT_SECRET).update(`v1.${ts}.${body}`).digest("hex");
-  const res = await fetch(`${url}/v1/webhooks/revolut`, {
-    method: "POST",
-    headers: {
-      "content-type": "application/json",
-      "revolut-request-timestamp": ts,
-      "revolut-signature": `v1=${sig}`,
-    },
-    body,
-  });
-  return { status: res.status, body: (await res.json()) as Record<string, any> };
+  const r = await postRevolutEvent(url, JSON.stringify(event), REVOLUT_SECRET, clock.now().getTime());
+  return r as { status: number; body: Record<string, any> };
 }
 
 const blocked = (txn: string) => ({
