@@ -122,9 +122,8 @@ export function createAlertActions(deps: {
     by: string,
     initial: number | undefined,
   ): Promise<AlertActionOutcome> {
-    const input = { action };
     const subject = { project: alert.project, agent: alert.agent };
-    if (input.action === "acknowledge") {
+    if (action === "acknowledge") {
       await audit.append({
         type: "security.acknowledged",
         ...subject,
@@ -133,7 +132,7 @@ export function createAlertActions(deps: {
       });
       return { ok: true, by, message: `acknowledged; ${alert.agent} is unchanged.` };
     }
-    if (input.action === "suspend") {
+    if (action === "suspend") {
       const revoked = await suspendAgent(deps, alert.project, alert.agent, by, alert.id);
       await audit.append({
         type: "security.agent_suspended",

@@ -118,10 +118,6 @@ export function createAlerts(deps: {
       if (alert) deps.onEnqueued?.();
       return alert;
     },
-    /** To call after a transaction that raised alerts with `raiseInTx` committed. */
-    committed(): void {
-      deps.onEnqueued?.();
-    },
   };
 }
 

@@ -137,7 +137,6 @@ export function createBehaviour(deps: {
     deps.policies.index().projects.get(project)?.document.pacts.get(agent);
 
   return {
-    subjectOf,
     /** Deletes spending keys older than any retry of their call (the sweeper calls it). */
     async purgeSpendKeys(): Promise<void> {
       const before = new Date(deps.clock.now().getTime() - SPEND_KEY_DAYS * 86_400_000);

@@ -233,19 +233,7 @@ async function observeNow(
 ): Promise<Drift & { first: boolean }> {
   const { db, rec, now } = deps;
   const bucketStart = Math.floor(now.getTime() / HOUR) * HOUR;
-  await db
-    .insert(usageCounts)
-    .values({ project, agent, dimension, value: value.slice(0, 200), bucketStart, count: 1 })
-    .onConflictDoUpdate({
-      target: [
-        usageCounts.project,
-        usageCounts.agent,
-        usageCounts.dimension,
-        usageCounts.value,
-        usageCounts.bucketStart,
-      ],
-      set: { count: sql`${usageCounts.count} + 1` },
-    });
+  await storeCounts(db, [{ project, agent, dimension, value: value.slice(0, 200), bucketStart, count: 1 }]);
   const { d, w } = await driftAt(db, now, project, agent, dimension);
   await rec(project, agent, dimension, d, now);
   return { ...d, first: firstSighting(w, value) };

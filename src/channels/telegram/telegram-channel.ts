@@ -23,6 +23,7 @@ import {
   CALLBACK,
   DENY_PROMPT,
   denyPrompt,
+  type InlineButton,
   telegramAlert,
   telegramCard,
 } from "./telegram-format.js";
@@ -256,6 +257,16 @@ export class TelegramChannel implements ApprovalChannel {
   async post(card: ApprovalCard, audience: Audience, already: readonly string[] = []): Promise<PostResult> {
     const targets = audience.routes ?? [...new Set(audience.approvers.flatMap((a) => a.userIds))];
     const { text, keyboard } = telegramCard(card);
+    return this.#sendAll(targets, already, text, keyboard);
+  }
+
+  /** Sends an HTML message (with its buttons) to each target not in `already`; what was posted, what failed. */
+  async #sendAll(
+    targets: readonly string[],
+    already: readonly string[],
+    text: string,
+    keyboard: InlineButton[][] | undefined,
+  ): Promise<PostResult> {
     const result: PostResult = { posted: [], failed: [] };
     for (const chat of targets) {
       if (already.includes(chat)) continue;
@@ -278,22 +289,7 @@ export class TelegramChannel implements ApprovalChannel {
     targets: readonly string[],
     already: readonly string[] = [],
   ): Promise<PostResult> {
-    const text = telegramAlert(alert);
-    const result: PostResult = { posted: [], failed: [] };
-    for (const chat of targets) {
-      if (already.includes(chat)) continue;
-      try {
-        const m = await this.bot.api.sendMessage(chat, text, {
-          parse_mode: "HTML",
-          link_preview_options: { is_disabled: true },
-          reply_markup: { inline_keyboard: alertKeyboard(alert.id) },
-        });
-        result.posted.push({ channel: "telegram", chatId: chat, messageId: String(m.message_id) });
-      } catch (e) {
-        result.failed.push({ target: chat, error: describe(e), retryAfterMs: retryAfterMs(e) });
-      }
-    }
-    return result;
+    return this.#sendAll(targets, already, telegramAlert(alert), alertKeyboard(alert.id));
   }
 
   async update(posted: PostedCard, card: ApprovalCard, note?: string): Promise<void> {
