@@ -81,12 +81,19 @@ async function postWebhook(
     headers["butler-signature"] =
       `t=${t},v1=${createHmac("sha256", secret).update(`${SIGNING_CONTEXT}${t}.${body}`).digest("hex")}`;
   }
+  // A network failure's text may quote the URL: only its code is kept (stored and audited).
   const res = await (deps.fetch ?? fetch)(url, {
     method: "POST",
     headers,
     body,
     redirect: "manual",
     signal: AbortSignal.timeout(WEBHOOK_TIMEOUT_MS),
+  }).catch((e: unknown) => {
+    const code =
+      (e as { cause?: { code?: unknown }; name?: unknown }).cause?.code ?? (e as { name?: unknown }).name;
+    throw new Error(
+      `the security webhook could not be reached (${typeof code === "string" ? code : "network error"})`,
+    );
   });
   await res.body?.cancel().catch(() => undefined);
   if (res.status === 429 || res.status >= 500 || res.status < 200 || res.status >= 300) {

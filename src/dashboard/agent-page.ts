@@ -1,6 +1,13 @@
 import type { AgentHealth } from "../admin/admin-service.js";
 import { type Html, html, page, time } from "./html.js";
 
+/** What each drift dimension counts, as its heading says it. */
+const DIMENSIONS: Readonly<Record<string, string>> = {
+  tool: "Tools",
+  group: "Operation groups",
+  merchant_category: "Card merchant categories",
+};
+
 /**
  * An agent's page (pure: data in, HTML out): its pact, health, trust score over time and drift, as
  * SVG drawn here (no script, no style attribute: the dashboard's CSP allows neither), and its
@@ -69,8 +76,8 @@ ${
     : h.drift.map(
         (
           d,
-        ) => html`<h3>${d.dimension === "tool" ? "Tools" : "Operation groups"}: <span class="level-${d.level}">${d.level}</span></h3>
-<p>Jaccard distance ${String(d.numbers.jaccard ?? "")}, Jensen–Shannon divergence ${String(d.numbers.jensen_shannon ?? "")} (${String(d.numbers.recent_calls ?? 0)} calls in the last 24 h, ${String(d.numbers.baseline_calls ?? 0)} in the 14 days before; computed ${time(d.computed_at)})</p>
+        ) => html`<h3>${DIMENSIONS[d.dimension] ?? d.dimension}: <span class="level-${d.level}">${d.level}</span></h3>
+<p>Jaccard distance ${String(d.numbers.jaccard ?? "")}, Jensen–Shannon divergence ${String(d.numbers.jensen_shannon ?? "")} (${String(d.numbers.recent_calls ?? 0)} ${d.dimension === "merchant_category" ? "payments" : "calls"} in the last 24 h, ${String(d.numbers.baseline_calls ?? 0)} in the 14 days before; computed ${time(d.computed_at)})${Array.isArray(d.numbers.new_values) && d.numbers.new_values.length > 0 ? html`; new: ${d.numbers.new_values.map(String).join(", ")}` : ""}</p>
 ${Array.isArray(d.numbers.shifts) && d.numbers.shifts.length > 0 ? shiftsChart(d.numbers.shifts as { value: string; baseline: number; recent: number }[]) : ""}`,
       )
 }

@@ -253,12 +253,13 @@ async function limitByTrust(
   opts: AuthorizeOptions,
 ): Promise<Decision> {
   const trust = project?.document.trust;
-  const needs = trust && deps.trust ? trustMayLimit(project!, call.agent, call.action) : undefined;
-  if (!trust || !deps.trust || !needs) return d;
+  if (!trust || !deps.trust) return d;
+  // Cheapest first: a denial no approval could turn into an ALLOW is final as it stands.
+  if (d.decision === "DENY" && !LIFTABLE_DENIALS.has(d.code)) return d;
+  const needs = trustMayLimit(project!, call.agent, call.action);
+  if (!needs) return d;
   const oneShotPossible =
-    d.decision === "DENY" &&
-    LIFTABLE_DENIALS.has(d.code) &&
-    (opts.eachCall !== undefined || approvalRequired(project!, call) !== undefined);
+    d.decision === "DENY" && (opts.eachCall !== undefined || approvalRequired(project!, call) !== undefined);
   if (d.decision !== "ALLOW" && !oneShotPossible) return d;
   // Both are kept in memory once read: no database round trip on the call's path.
   const score = needs.score ? await deps.trust.score(call.project, call.agent, trust.initial) : undefined;

@@ -122,7 +122,8 @@ export function drift(
 /** How far under a threshold the distances must fall before a level falls with them. */
 export const DRIFT_HYSTERESIS = 0.05;
 
-const RANK: Record<DriftLevel, number> = { none: 0, minor: 1, major: 2 };
+/** Levels in order, for "at least this level" comparisons. */
+export const DRIFT_RANK: Readonly<Record<DriftLevel, number>> = { none: 0, minor: 1, major: 2 };
 
 /**
  * The level to record, given the one recorded before: a level rises as soon as the distances
@@ -135,7 +136,7 @@ export function settleLevel(
   d: Drift,
   t: DriftThresholds = DEFAULT_DRIFT_THRESHOLDS,
 ): DriftLevel {
-  if (RANK[d.level] >= RANK[previous]) return d.level;
+  if (DRIFT_RANK[d.level] >= DRIFT_RANK[previous]) return d.level;
   // Just short of the calls needed to say anything: held too (a quiet agent hovering at the
   // line would flip otherwise); well short, it falls to what was computed.
   const enough = Math.ceil(t.minCalls * 0.75);

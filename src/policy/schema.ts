@@ -316,6 +316,11 @@ export const securityShape = {
   webhook_url: z
     .url({ protocol: /^https?$/, error: "must be an http(s) URL" })
     .max(2000)
+    // The URL is shown and stored as written: a credential belongs in webhook_secret, not in it.
+    .refine(
+      (u) => !/^https?:\/\/[^/?#]*@/i.test(u),
+      "must not hold a user name or password (use webhook_secret)",
+    )
     .optional(),
   /** The environment variable (or vault entry) holding the key the webhook's body is signed with. */
   webhook_secret: z

@@ -1,5 +1,5 @@
 import { type CompiledConstraint, type CompiledProject, compileConstraint } from "./compile.js";
-import type { DriftLevel } from "./drift.js";
+import { DRIFT_RANK, type DriftLevel } from "./drift.js";
 import { compileGlob, type Glob } from "./glob.js";
 import { checkConstraint } from "./parameters.js";
 import type { TrustRuleDef } from "./types.js";
@@ -72,8 +72,6 @@ export function trustMayLimit(
   };
 }
 
-const LEVEL = { none: 0, minor: 1, major: 2 } as const;
-
 /** Why a trust rule applies to the agent now, in words (the reason of its refusal). */
 export function trustRuleCondition(
   rule: TrustRuleDef,
@@ -99,7 +97,7 @@ export function trustLimit(
 ): { rule: TrustRuleDef; detail: string } | undefined {
   for (const r of rulesOf(project)) {
     if (r.def.below !== undefined && !(score !== undefined && score < r.def.below)) continue;
-    if (r.def.drift !== undefined && LEVEL[level] < LEVEL[r.def.drift]) continue;
+    if (r.def.drift !== undefined && DRIFT_RANK[level] < DRIFT_RANK[r.def.drift]) continue;
     if (r.def.agents && !r.def.agents.includes(call.agent)) continue;
     if (!r.actions.some((g) => g.match(call.action))) continue;
     for (const c of r.constraints) {

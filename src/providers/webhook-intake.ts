@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import type { AgentIdentity } from "../agents/token-service.js";
 import { AppError } from "../errors.js";
 import type { EventSubject } from "../gateway/behaviour.js";
+import { DRIFT_RANK } from "../policy/drift.js";
 import { describeViolations } from "../policy/pact.js";
 import type { PipelineContext, ProviderAnswer, ProviderCall } from "./call-types.js";
 import { valueAtPath } from "./params.js";
@@ -82,23 +83,28 @@ function observed(subject: WebhookSubject, read: ReadEvent, provider: string, li
     eventType: read.eventType,
     eventLineId: lineId,
     resource,
+    // A merchant category is four digits (ISO 18245); anything else is no category.
     merchantCategory:
-      typeof mcc === "string" || typeof mcc === "number" ? String(mcc).slice(0, 16) : undefined,
+      (typeof mcc === "string" || typeof mcc === "number") && /^\d{4}$/.test(String(mcc))
+        ? String(mcc)
+        : undefined,
     amount:
       // A refund or reversal (a negative amount) moves no money out: not an amount here.
-      typeof amount === "number" && Number.isFinite(amount) && amount > 0 && typeof currency === "string"
-        ? { amount, currency: currency.toUpperCase().slice(0, 3) }
+      typeof amount === "number" &&
+      Number.isFinite(amount) &&
+      amount > 0 &&
+      typeof currency === "string" &&
+      /^[A-Za-z]{3}$/.test(currency)
+        ? { amount, currency: currency.toUpperCase() }
         : undefined,
   };
 }
-
-const LEVELS = { none: 0, minor: 1, major: 2 } as const;
 
 /** Whether the event's agent meets a reaction's conditions on it (none: always) (pure). */
 function subjectAllows(r: Reaction, s: EventSubject | undefined): boolean {
   if (r.drift === undefined && r.trustBelow === undefined && r.pactViolated === undefined) return true;
   if (!s) return false;
-  if (r.drift !== undefined && LEVELS[s.level] < LEVELS[r.drift]) return false;
+  if (r.drift !== undefined && DRIFT_RANK[s.level] < DRIFT_RANK[r.drift]) return false;
   if (r.trustBelow !== undefined && !(s.trust !== undefined && s.trust < r.trustBelow)) return false;
   if (r.pactViolated !== undefined && r.pactViolated !== s.violations.length > 0) return false;
   return true;

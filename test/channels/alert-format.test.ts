@@ -30,6 +30,11 @@ describe("security alerts as chat messages", () => {
       "<http://127.0.0.1:8080/dashboard/agents/procurement/procurement-agent|agent page>",
     );
     expect(text.length).toBeLessThanOrEqual(4000);
+    // The notification's fallback text is mrkdwn: escaped, so no mention or link forms.
+    const loud = slackAlert(alert({ title: "card <!here> at <http://evil.example|bank>" })).text;
+    expect(loud).toContain("&lt;!here&gt;");
+    expect(loud).not.toContain("<!here>");
+    expect(loud).not.toContain("<http://evil");
   });
 
   test("Telegram: every fact and the title are HTML-escaped and the message fits 4096 characters", () => {
@@ -37,6 +42,10 @@ describe("security alerts as chat messages", () => {
     expect(text).toContain("&lt;b&gt;txn&lt;/b&gt;");
     expect(text).toContain("merchant category &lt;7995&gt;");
     expect(text).not.toContain("<b>txn");
+    // Also inside the link's attribute: a quote cannot end it.
+    expect(telegramAlert(alert({ url: 'http://x/"><b>y' }))).toContain(
+      'href="http://x/&quot;&gt;&lt;b&gt;y"',
+    );
     const long = telegramAlert(alert({ facts: Array.from({ length: 400 }, (_, i) => `fact ${i} <&>`) }));
     expect(long.length).toBeLessThanOrEqual(4096);
     expect(long).toMatch(

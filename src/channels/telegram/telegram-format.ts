@@ -5,9 +5,9 @@ import { approvalsLine, outcomeLine, shorterTtlSeconds, truncate, ttlLine } from
 /** Telegram Bot API limits (the fake Bot API in test/ enforces the same). */
 export const TELEGRAM_LIMITS = { messageText: 4096, callbackData: 64 } as const;
 
-/** Escapes text for Telegram's HTML parse mode. */
+/** Escapes text for Telegram's HTML parse mode (in text and in attribute values alike). */
 export function escapeHtml(s: string): string {
-  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
 }
 
 export interface InlineButton {

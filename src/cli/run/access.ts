@@ -93,8 +93,10 @@ export async function agentsPactShow({ values, positionals }: Parsed, io: CliIo)
     source: h.pact_source,
     revision: h.pact_revision,
   };
-  const text = h.pact
-    ? `# the pact of ${termSafe(h.agent)} in ${termSafe(h.project)}, ${h.pact_source === "api" ? `set through the API (revision ${h.pact_revision})` : "from the policy file"}\n${termSafeLines(stringifyYaml(h.pact)).trimEnd()}`
+  // What is not set is left out, so that the output can be given to `agents pact set` as it is.
+  const set = h.pact ? Object.fromEntries(Object.entries(h.pact).filter(([, v]) => v !== null)) : null;
+  const text = set
+    ? `# the pact of ${termSafe(h.agent)} in ${termSafe(h.project)}, ${h.pact_source === "api" ? `set through the API (revision ${h.pact_revision})` : "from the policy file"}\n${termSafeLines(stringifyYaml(set)).trimEnd()}`
     : `${termSafe(h.agent)} in ${termSafe(h.project)} has no pact`;
   print(io, shown, text, !!values.json);
   return 0;
