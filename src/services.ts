@@ -100,7 +100,7 @@ export function createServices(opts: ServiceOptions) {
   const policies = createPolicyStore({ db, audit, changes, clock, log, policiesDir: config.policiesDir });
   const metrics = createMetrics({ auditQueueDepth: () => audit.depth() });
   // Security alerts' buttons reach the alert actions, made below with the Butler.
-  const hooks = channelHooks({ db, audit, clock, policies, alertAction: (i) => alertActions.act(i) });
+  const hooks = channelHooks({ db, audit, clock, log, policies, alertAction: (i) => alertActions.act(i) });
   const channels = [...(opts.channels ?? []), ...(opts.adapters ?? []).map((build) => build(hooks))];
   const oneShots = createOneShots({ db, audit, clock });
   // Per agent: rate-limit counters, tool usage and drift, trust scores, pacts; and security alerts.

@@ -43,7 +43,7 @@ export function alertHandler(deps: {
       }
       const channel = deps.channels.find((c) => c.kind === d.channel);
       if (!channel?.postAlert) throw new Error(`channel ${d.channel} is not configured`);
-      const result = await channel.postAlert(alert, [d.target]);
+      const result = await channel.postAlert(alert, d.target);
       const failed = result.failed[0];
       if (failed)
         throw failed.retryAfterMs

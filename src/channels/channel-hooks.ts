@@ -2,6 +2,7 @@ import type { AuditLog } from "../audit/audit-log.js";
 import { redeemLinkCode } from "../butler/approver-directory.js";
 import type { ButlerDeps } from "../butler/context.js";
 import { mendText } from "../http/validation.js";
+import type { Logger } from "../logger.js";
 import type { ApprovalChannel, ChannelHooks } from "./channel.js";
 
 /** Builds an approval surface once the services it reports to exist. */
@@ -15,6 +16,7 @@ export type ChannelAdapter = (hooks: ChannelHooks) => ApprovalChannel;
 export function channelHooks(
   deps: Pick<ButlerDeps, "db" | "clock" | "policies"> & {
     audit: Pick<AuditLog, "append" | "appendInTx">;
+    log: Logger;
     /** Security alerts' buttons (the service is made after the adapters: called late). */
     alertAction: ChannelHooks["alertAction"];
   },
@@ -30,10 +32,13 @@ export function channelHooks(
     redeemLink: (code, channel, userId) => redeemLinkCode(deps, mendText(code), channel, mendText(userId)),
     // Whatever fails, the presser is answered (a Telegram button would spin, Slack would say nothing).
     alertAction: (input) =>
-      deps.alertAction(input).catch(() => ({
-        ok: false as const,
-        code: "UNAVAILABLE" as const,
-        message: "Butler could not do that just now; press again in a moment.",
-      })),
+      deps.alertAction(input).catch((e: unknown) => {
+        deps.log.error({ err: e, alert: input.alertId }, "a security alert's button could not be handled");
+        return {
+          ok: false as const,
+          code: "UNAVAILABLE" as const,
+          message: "Butler could not do that just now; press again in a moment.",
+        };
+      }),
   };
 }

@@ -74,10 +74,6 @@ export interface ApprovalChannel {
   update(posted: PostedCard, card: ApprovalCard, note?: string): Promise<void>;
   /** Adds the adapter's HTTP endpoints (webhooks) to the server, if it has any. */
   mount?(app: FastifyInstance): Promise<void>;
-  /** Posts a security alert to the project's security rooms on this platform (`security:` in the policy). */
-  postAlert?(
-    alert: SecurityAlert,
-    targets: readonly string[],
-    already?: readonly string[],
-  ): Promise<PostResult>;
+  /** Posts a security alert to one of the project's security rooms on this platform (`security:` in the policy). */
+  postAlert?(alert: SecurityAlert, target: string): Promise<PostResult>;
 }

@@ -52,9 +52,14 @@ export function createUsage(deps: {
 }) {
   const { db, clock } = deps;
   const levels = agentCache<DriftLevel>(deps.changes, "drift");
-  /** Records a drift; a change of level is in force here at once (other instances hear of it). */
+  /**
+   * Records a drift; the drift as recorded (its level settled with hysteresis). A change of level
+   * is in force here at once (other instances hear of it).
+   */
   const rec = async (project: string, agent: string, dimension: Dimension, d: Drift, now: Date) => {
-    if (await record(deps, project, agent, dimension, d, now)) levels.forget(project, agent);
+    const r = await record(deps, project, agent, dimension, d, now);
+    if (r.changed) levels.forget(project, agent);
+    return r.drift;
   };
   /**
    * `hour NUL project NUL agent NUL dimension NUL value` → calls not flushed yet (names and actions
@@ -130,8 +135,7 @@ export function createUsage(deps: {
         for (const dimension of DIMENSIONS) {
           const w = windows(dimension);
           const d = drift(w.baseline, w.recent, DEFAULT_DRIFT_THRESHOLDS, dimension === "merchant_category");
-          await rec(project, agent, dimension, d, now);
-          out.push({ project, agent, dimension, drift: d });
+          out.push({ project, agent, dimension, drift: await rec(project, agent, dimension, d, now) });
         }
       }
       return out;
@@ -223,7 +227,7 @@ async function storeCounts(
 async function observeNow(
   deps: {
     db: Db;
-    rec: (project: string, agent: string, dimension: Dimension, d: Drift, now: Date) => Promise<void>;
+    rec: (project: string, agent: string, dimension: Dimension, d: Drift, now: Date) => Promise<Drift>;
     now: Date;
   },
   project: string,
@@ -235,8 +239,7 @@ async function observeNow(
   const bucketStart = Math.floor(now.getTime() / HOUR) * HOUR;
   await storeCounts(db, [{ project, agent, dimension, value: value.slice(0, 200), bucketStart, count: 1 }]);
   const { d, w } = await driftAt(db, now, project, agent, dimension);
-  await rec(project, agent, dimension, d, now);
-  return { ...d, first: firstSighting(w, value) };
+  return { ...(await rec(project, agent, dimension, d, now)), first: firstSighting(w, value) };
 }
 
 /** A dimension's drift for the agent at `at`, computed from what is stored, writing nothing. */
@@ -353,9 +356,9 @@ async function record(
     d = { ...d, level: settleLevel(before?.level ?? "none", d, DEFAULT_DRIFT_THRESHOLDS) };
     // The numbers are the last computed ones; a line is written only when the level changes.
     await tx.update(agentDrift).set({ level: d.level, computedAt: now, numbers }).where(row);
-    if (before?.level === d.level) return false;
+    if (before?.level === d.level) return { changed: false, drift: d };
     await deps.changes.publish(tx, { kind: "drift", project, agent });
-    if (d.level === "none") return true;
+    if (d.level === "none") return { changed: true, drift: d };
     const [line] = await audit.appendInTx(tx, [
       {
         type: "drift.detected",
@@ -367,7 +370,7 @@ async function record(
       },
     ]);
     await deps.onDrift?.(tx, { project, agent, dimension, drift: d, eventId: line!.event_id });
-    return true;
+    return { changed: true, drift: d };
   });
 }
 

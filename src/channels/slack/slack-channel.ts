@@ -358,22 +358,13 @@ export class SlackChannel implements ApprovalChannel {
     return { channel: "slack", chatId: r.channel ?? channel, messageId: String(r.ts) };
   }
 
-  async postAlert(
-    alert: SecurityAlert,
-    targets: readonly string[],
-    already: readonly string[] = [],
-  ): Promise<PostResult> {
+  async postAlert(alert: SecurityAlert, target: string): Promise<PostResult> {
     const { text, blocks } = slackAlert(alert);
-    const result: PostResult = { posted: [], failed: [] };
-    for (const channel of targets) {
-      if (already.includes(channel)) continue;
-      try {
-        result.posted.push(await this.#send(channel, text, blocks));
-      } catch (e) {
-        result.failed.push({ target: channel, error: describe(e), retryAfterMs: retryAfterMs(e) });
-      }
+    try {
+      return { posted: [await this.#send(target, text, blocks)], failed: [] };
+    } catch (e) {
+      return { posted: [], failed: [{ target, error: describe(e), retryAfterMs: retryAfterMs(e) }] };
     }
-    return result;
   }
 
   async update(posted: PostedCard, card: ApprovalCard, note?: string): Promise<void> {

@@ -284,12 +284,8 @@ export class TelegramChannel implements ApprovalChannel {
     return result;
   }
 
-  async postAlert(
-    alert: SecurityAlert,
-    targets: readonly string[],
-    already: readonly string[] = [],
-  ): Promise<PostResult> {
-    return this.#sendAll(targets, already, telegramAlert(alert), alertKeyboard(alert.id));
+  async postAlert(alert: SecurityAlert, target: string): Promise<PostResult> {
+    return this.#sendAll([target], [], telegramAlert(alert), alertKeyboard(alert.id));
   }
 
   async update(posted: PostedCard, card: ApprovalCard, note?: string): Promise<void> {
