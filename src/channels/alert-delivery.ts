@@ -38,8 +38,8 @@ export function alertHandler(deps: {
         },
       };
       if (d.channel === "webhook") {
-        await postWebhook(deps, d.url, d.secret, alert);
-        return delivered;
+        const refused = await postWebhook(deps, d.url, d.secret, alert);
+        return refused ? { ...delivered, auditType: "security.alert_refused", reason: refused } : delivered;
       }
       const channel = deps.channels.find((c) => c.kind === d.channel);
       if (!channel?.postAlert) throw new Error(`channel ${d.channel} is not configured`);
@@ -54,12 +54,13 @@ export function alertHandler(deps: {
   };
 }
 
+/** Sends the alert; undefined once taken, or why the receiver refused it for good. Throws to retry. */
 async function postWebhook(
   deps: { credential: (name: string) => Promise<string | undefined>; now: () => Date; fetch?: typeof fetch },
   url: string,
   secretName: string | undefined,
   alert: AlertDelivery["alert"],
-): Promise<void> {
+): Promise<string | undefined> {
   const body = JSON.stringify({
     type: "security.alert",
     alert_id: alert.id,
@@ -96,9 +97,14 @@ async function postWebhook(
     );
   });
   await res.body?.cancel().catch(() => undefined);
-  if (res.status === 429 || res.status >= 500 || res.status < 200 || res.status >= 300) {
-    const after = Number(res.headers.get("retry-after"));
-    const message = `the security webhook answered ${res.status}`;
-    throw Number.isFinite(after) && after > 0 ? new RetryLater(message, after * 1000) : new Error(message);
-  }
+  if (res.ok) return undefined;
+  const message = `the security webhook answered ${res.status}`;
+  // A redirect (not followed) or a 4xx other than 408 and 429 will not change with time: final.
+  if (
+    (res.status >= 300 && res.status < 400) ||
+    (res.status >= 400 && res.status < 500 && ![408, 429].includes(res.status))
+  )
+    return message;
+  const after = Number(res.headers.get("retry-after"));
+  throw Number.isFinite(after) && after > 0 ? new RetryLater(message, after * 1000) : new Error(message);
 }

@@ -53,3 +53,46 @@ describe("security alerts as chat messages", () => {
     );
   });
 });
+
+describe("the security webhook's answers", () => {
+  test("a 4xx is final and reported; a 5xx is retried; a 2xx is sent", async () => {
+    const { createServer } = await import("node:http");
+    const { alertHandler } = await import("../../src/channels/alert-delivery.js");
+    let status = 401;
+    const server = createServer((req, res) => {
+      req.resume();
+      req.on("end", () => res.writeHead(status).end());
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}/hook`;
+    const send = alertHandler({ channels: [], credential: async () => undefined, now: () => new Date() })[
+      "security.alert"
+    ];
+    try {
+      const refused = await send({ channel: "webhook", url, secret: undefined, alert: alert() });
+      expect(refused).toMatchObject({
+        auditType: "security.alert_refused",
+        reason: "the security webhook answered 401",
+      });
+      status = 503;
+      await expect(send({ channel: "webhook", url, secret: undefined, alert: alert() })).rejects.toThrow(
+        "the security webhook answered 503",
+      );
+      status = 204;
+      expect(await send({ channel: "webhook", url, secret: undefined, alert: alert() })).toMatchObject({
+        auditType: "security.alert_sent",
+      });
+      // A named secret that is not set: never sent unsigned.
+      const unsigned = alertHandler({
+        channels: [],
+        credential: async () => undefined,
+        now: () => new Date(),
+      });
+      await expect(
+        unsigned["security.alert"]({ channel: "webhook", url, secret: "ALERT_KEY", alert: alert() }),
+      ).rejects.toThrow("set ALERT_KEY on the server");
+    } finally {
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+});
