@@ -25,6 +25,8 @@ export interface ApprovalCard {
   oneShot: boolean;
   /** The unified diff of the effective policy that approval would apply. May be long; renderers truncate. */
   diff: string;
+  /** When the request expires if nobody decides (ISO 8601). */
+  requestExpiresAt: string;
   decidedBy: string | undefined;
   decidedVia: string | undefined;
   decisionReason: string | undefined;

@@ -61,15 +61,18 @@ export async function audienceFor(
   index: PolicyIndex,
   project: string,
   channel: ChannelKind,
+  /** `escalation`: the group a request escalates to (settings.reminders.escalate), not the first card's. */
+  group?: "escalation",
 ): Promise<Audience> {
   const doc = index.projects.get(project)?.document;
   if (!doc) return { routes: undefined, approvers: [] };
-  const routes =
-    channel === "slack"
-      ? doc.settings.channels.slack
-      : channel === "telegram"
-        ? doc.settings.channels.telegram
-        : undefined;
+  const escalate = doc.settings.reminders?.escalate;
+  if (group === "escalation" && escalate === undefined) return { routes: undefined, approvers: [] };
+  const rooms =
+    group === "escalation" ? (escalate ?? { slack: undefined, telegram: undefined }) : doc.settings.channels;
+  const routes = channel === "slack" ? rooms.slack : channel === "telegram" ? rooms.telegram : undefined;
+  // The escalation group gets the card only once the request escalates; nobody else gets it then.
+  const inGroup = (id: string) => escalate?.approvers.includes(id) ?? false;
   const bindings = await db.select().from(chatBindings).where(eq(chatBindings.channel, channel));
   const people = peopleOf(index);
   // Cards go to the accounts this project's own entry names and to accounts the person linked
@@ -78,7 +81,7 @@ export async function audienceFor(
   return {
     routes,
     approvers: doc.approvers
-      .filter((a) => !people.conflicted.has(a.id))
+      .filter((a) => !people.conflicted.has(a.id) && inGroup(a.id) === (group === "escalation"))
       .map((a) => {
         const identity = identityOf(a);
         const own =

@@ -139,8 +139,8 @@ export function createButler(deps: ButlerDeps) {
     projectsOfApprover: (approver: string): string[] => directory.projectsOfApprover(index(), approver),
 
     /** Who gets a project's cards on one platform (see Audience in channels/channel.ts). */
-    audienceFor: (project: string, channel: ChannelKind) =>
-      directory.audienceFor(db, index(), project, channel),
+    audienceFor: (project: string, channel: ChannelKind, group?: "escalation") =>
+      directory.audienceFor(db, index(), project, channel, group),
 
     /** A one-time code that binds a chat account to `approver` (see approver-directory.ts). */
     createLinkCode: (approver: string, channel: ChannelKind, actor: string) =>

@@ -154,6 +154,7 @@ export function cardOf(
     requestedTtlSeconds: r.requestedTtlSeconds,
     maxTtlSeconds: at.maxTtlSeconds ?? r.requestedTtlSeconds,
     diff: r.proposalDiff,
+    requestExpiresAt: r.expiresAt.toISOString(),
     decidedBy: r.decidedBy ?? undefined,
     decidedVia: r.decidedVia ?? undefined,
     decisionReason: r.decisionReason ?? undefined,

@@ -2,7 +2,11 @@ import { and, eq, inArray, isNull, lte, sql } from "drizzle-orm";
 import type { AuditEventInput } from "../audit/audit-log.js";
 import { rowsOf, type Tx } from "../db/client.js";
 import { accessRequests, grants } from "../db/schema.js";
+import { enqueue, type OutboxMessage } from "../outbox/outbox.js";
+import { reminderStep } from "../policy/reminders.js";
+import type { ReminderSchedule } from "../policy/types.js";
 import type { ButlerDeps } from "./context.js";
+import type { RequestRow } from "./request-view.js";
 import { announce, expireInTx, notification } from "./transitions.js";
 
 export interface SweepResult {
@@ -50,24 +54,116 @@ async function expireRequests(deps: ButlerDeps, tx: Tx, now: Date): Promise<numb
   return due.length;
 }
 
-/** Cards of requests waiting longer than their project's reminder delay say so, once. */
+/**
+ * Pending requests whose reminder (settings.reminders) is due get it on their cards; one whose
+ * escalation is due is also posted to the escalation group. Each is audited. A request decided
+ * meanwhile, or reminded by another instance, is left alone (the update is conditional).
+ */
 async function remind(deps: ButlerDeps, tx: Tx, now: Date): Promise<number> {
   const waiting = await tx
-    .select()
+    .select({
+      id: accessRequests.id,
+      project: accessRequests.project,
+      createdAt: accessRequests.createdAt,
+      remindersSent: accessRequests.remindersSent,
+      escalatedAt: accessRequests.escalatedAt,
+    })
     .from(accessRequests)
-    .where(and(eq(accessRequests.status, "pending"), isNull(accessRequests.remindedAt)))
-    .limit(500)
-    .for("update", { skipLocked: true });
+    .where(eq(accessRequests.status, "pending"));
   let reminded = 0;
-  for (const r of waiting) {
-    const after = deps.policies.index().projects.get(r.project)?.document.settings.reminderAfterSeconds;
-    if (after === undefined || r.createdAt.getTime() + after * 1000 > now.getTime()) continue;
-    await tx.update(accessRequests).set({ remindedAt: now }).where(eq(accessRequests.id, r.id));
-    const note = `Reminder: still waiting for a decision; the request expires ${r.expiresAt.toISOString()}`;
+  for (const w of waiting) {
+    const schedule = deps.policies.index().projects.get(w.project)?.document.settings.reminders;
+    if (schedule === undefined) continue;
+    const step = reminderStep(
+      schedule,
+      w.createdAt.getTime(),
+      w.remindersSent,
+      w.escalatedAt !== null,
+      now.getTime(),
+    );
+    if (step.reminder === undefined && !step.escalate) continue;
+    const [r] = await tx
+      .update(accessRequests)
+      .set({
+        ...(step.reminder === undefined ? {} : { remindedAt: now, remindersSent: step.reminder }),
+        ...(step.escalate ? { escalatedAt: now } : {}),
+      })
+      .where(
+        and(
+          eq(accessRequests.id, w.id),
+          eq(accessRequests.status, "pending"),
+          eq(accessRequests.remindersSent, w.remindersSent),
+          w.escalatedAt === null ? isNull(accessRequests.escalatedAt) : sql`true`,
+        ),
+      )
+      .returning();
+    if (!r) continue;
+    const escalate = step.escalate ? schedule.escalate : undefined;
+    await deps.audit.appendInTx(tx, [
+      ...(step.reminder === undefined
+        ? []
+        : [reminderEvent(r, "access_request.reminded", { reminder: step.reminder })]),
+      ...(escalate === undefined
+        ? []
+        : [
+            reminderEvent(r, "access_request.escalated", {
+              approvers: escalate.approvers,
+              slack: escalate.slack,
+              telegram: escalate.telegram,
+            }),
+          ]),
+    ]);
+    const notes = [
+      ...(escalate === undefined ? [] : [`Escalated to ${escalationTargets(escalate)}: nobody decided yet`]),
+      ...(step.reminder === undefined ? [] : [`Reminder ${step.reminder}: still waiting for a decision`]),
+    ];
+    const note = `${notes.join("; ")}; the request expires ${r.expiresAt.toISOString()}`;
     await announce(deps, tx, r, undefined, note, now);
+    if (escalate !== undefined) await enqueue(tx, escalationPosts(deps, r), now);
     reminded++;
   }
   return reminded;
+}
+
+function reminderEvent(
+  r: RequestRow,
+  type: "access_request.reminded" | "access_request.escalated",
+  details: Record<string, unknown>,
+): AuditEventInput {
+  const reason =
+    type === "access_request.reminded"
+      ? `still pending; reminder ${details.reminder}`
+      : "still pending; put before the escalation group";
+  return {
+    type,
+    agent: r.agent,
+    project: r.project,
+    action: r.action,
+    resource: r.resource,
+    reason,
+    details: { request_id: r.id, ...details },
+  };
+}
+
+/** "carol, dave and Slack C0ESCALATE", for the note on every card. */
+function escalationTargets(e: NonNullable<ReminderSchedule["escalate"]>): string {
+  const parts = [
+    ...e.approvers,
+    ...(e.slack ?? []).map((c) => `Slack ${c}`),
+    ...(e.telegram ?? []).map((c) => `Telegram ${c}`),
+  ];
+  return parts.length > 1 ? `${parts.slice(0, -1).join(", ")} and ${parts.at(-1)}` : (parts[0] ?? "");
+}
+
+/** The escalated card, posted on each chat platform to the escalation group. */
+function escalationPosts(deps: ButlerDeps, r: RequestRow): OutboxMessage[] {
+  return deps.channels
+    .filter((channel) => channel !== "dashboard")
+    .map((channel) => ({
+      topic: "card.post",
+      key: `${r.id}:card:${channel}`,
+      payload: { requestId: r.id, channel, audience: "escalation" },
+    }));
 }
 
 /** Grants past their expiry, not revoked, whose expiry is not recorded yet. */

@@ -12,6 +12,8 @@ export interface CardMessage {
   channel: ChannelKind;
   /** For an update: what happened, in a sentence, shown with the refreshed card. */
   note?: string;
+  /** For a post: `escalation` puts the card before the project's escalation group (settings.reminders). */
+  audience?: "escalation";
 }
 
 declare module "../outbox/outbox.js" {

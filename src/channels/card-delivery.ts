@@ -31,7 +31,11 @@ export function cardHandlers(
       const already = (await butler.postedCardsOf(id))
         .filter((p) => p.channel === channel.kind)
         .map((p) => p.chatId);
-      const result = await channel.post(card, await butler.audienceFor(card.project, channel.kind), already);
+      const result = await channel.post(
+        card,
+        await butler.audienceFor(card.project, channel.kind, payload.audience),
+        already,
+      );
       await butler.recordPostedCards(id, result.posted);
       if (result.failed.length > 0) {
         const message = result.failed.map((f) => `${f.target}: ${f.error}`).join("; ");

@@ -20,6 +20,12 @@ export function ttlLine(card: ApprovalCard): string {
   return `${formatDuration(card.requestedTtlSeconds)} (max ${formatDuration(card.maxTtlSeconds)})`;
 }
 
+/** While pending: until when the request waits for a decision. */
+export function deadlineLine(card: ApprovalCard): string | undefined {
+  if (card.status !== "pending") return undefined;
+  return `Decide by ${card.requestExpiresAt.replace(/\.\d{3}Z$/, "Z")}; the request expires then`;
+}
+
 /** The outcome of a decided card, in one sentence; undefined while pending. */
 export function outcomeLine(card: ApprovalCard): string | undefined {
   const by = card.decidedBy ? ` by ${card.decidedBy}` : "";

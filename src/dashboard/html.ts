@@ -187,6 +187,7 @@ export function requestCard(card: ApprovalCard, viewer: Viewer, canDecide: boole
   ${card.branch ? html`<dt>Branch</dt><dd><code>${card.branch}</code></dd>` : ""}
   <dt>Approvals</dt><dd class="approvals">${approvalsLine(card)}${card.approvedBy.length ? html` (${card.approvedBy.join(", ")})` : ""}</dd>
   <dt>${card.oneShot ? "Valid for" : "Grant TTL"}</dt><dd>${humanDuration(card.requestedTtlSeconds)} <small>(at most ${humanDuration(card.maxTtlSeconds)})</small></dd>
+  ${card.status === "pending" ? html`<dt>Decide by</dt><dd class="deadline"><time datetime="${card.requestExpiresAt}">${card.requestExpiresAt.replace(/\.\d{3}Z$/, "Z")}</time> <small>(the request expires then)</small></dd>` : ""}
   <dt>Request</dt><dd><code>${id}</code></dd>
 </dl>
 <section class="reason" aria-label="Reason written by the agent">

@@ -162,8 +162,10 @@ export const accessRequests = pgTable(
     decidedVia: text("decided_via"),
     decisionReason: text("decision_reason"),
     grantedTtlSeconds: integer("granted_ttl_seconds"),
-    /** When the still-pending request's cards were reminded (once). */
+    /** Reminders of the pending request (the last one's time, their count) and its escalation's time. */
     remindedAt: timestamp("reminded_at", { withTimezone: true, mode: "date" }),
+    remindersSent: integer("reminders_sent").notNull().default(0),
+    escalatedAt: timestamp("escalated_at", { withTimezone: true, mode: "date" }),
     /** `grant`: a time-bound policy grant; `one_shot`: exactly one call, once (require_approval). */
     kind: text("kind").$type<"grant" | "one_shot">().notNull().default("grant"),
     /** For one_shot: the call it is bound to (sha256 of action, resource, branch and params). */
@@ -228,10 +230,7 @@ export const grants = pgTable(
     revokedBy: text("revoked_by"),
     /** Set by the sweeper once `grant.expired` is recorded. */
     expiryRecordedAt: timestamp("expiry_recorded_at", { withTimezone: true, mode: "date" }),
-    /**
-     * The project's revision that put this grant in its effective policy (null until that revision
-     * is stored, in the same transaction; 0 for grants older than revision tracking).
-     */
+    /** The revision that put this grant in force (null until stored, in the same transaction; 0: before tracking). */
     addedRevision: integer("added_revision"),
     /** The revision that took it out (revoked); null while it is in (0: revoked before tracking). */
     removedRevision: integer("removed_revision"),

@@ -35,7 +35,7 @@ export const DEFAULT_SETTINGS: ProjectSettings = Object.freeze({
   neverGrant: [],
   approvals: { low: 1, medium: 1, high: 2 },
   risk: [],
-  reminderAfterSeconds: undefined,
+  reminders: undefined,
   channels: { slack: undefined, telegram: undefined },
 }) as ProjectSettings;
 
@@ -391,8 +391,50 @@ function checkSettings(raw: RawPolicyDocument, report: Report): ProjectSettings 
     neverGrant: s?.never_grant ?? [],
     approvals: { ...DEFAULT_SETTINGS.approvals, ...(s?.approvals ?? {}) } as Record<RiskTier, number>,
     risk: Object.entries(s?.risk ?? {}).map(([action, tier]) => ({ action, tier })),
-    reminderAfterSeconds: seconds(s?.reminder_after),
+    reminders: remindersOf(raw, report),
     channels: { slack: s?.channels?.slack, telegram: s?.channels?.telegram?.map(String) },
+  };
+}
+
+function remindersOf(raw: RawPolicyDocument, report: Report): ProjectSettings["reminders"] {
+  const s = raw.settings;
+  const seconds = (v: string | number) => (parseDuration(v) as { value: number }).value;
+  if (s?.reminder_after !== undefined && s.reminders !== undefined)
+    report(
+      ["settings", "reminder_after"],
+      "give either reminder_after or reminders (reminders.after), not both",
+    );
+  if (s?.reminders === undefined)
+    return s?.reminder_after === undefined
+      ? undefined
+      : { afterSeconds: seconds(s.reminder_after), everySeconds: undefined, escalate: undefined };
+  const r = s.reminders;
+  const e = r.escalate;
+  const ids = new Set((raw.approvers ?? []).map((a) => a.id));
+  for (const [i, id] of (e?.approvers ?? []).entries())
+    if (!ids.has(id))
+      report(["settings", "reminders", "escalate", "approvers", i], `approver '${id}' is not in approvers`);
+  if (e && e.approvers === undefined && e.slack === undefined && e.telegram === undefined)
+    report(
+      ["settings", "reminders", "escalate"],
+      "needs approvers, slack or telegram: who the request escalates to",
+    );
+  if (e?.approvers?.length && e.approvers.length >= ids.size && s.channels === undefined)
+    report(
+      ["settings", "reminders", "escalate", "approvers"],
+      "names every approver: keep at least one approver outside the escalation group to get the first card",
+    );
+  return {
+    afterSeconds: seconds(r.after),
+    everySeconds: r.every === undefined ? undefined : seconds(r.every),
+    escalate: e
+      ? {
+          afterSeconds: seconds(e.after),
+          approvers: e.approvers ?? [],
+          slack: e.slack,
+          telegram: e.telegram?.map(String),
+        }
+      : undefined,
   };
 }
 

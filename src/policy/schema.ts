@@ -168,10 +168,23 @@ export const channelsShape = {
     .min(1, "must list at least one chat; leave the key out to message the approvers")
     .optional(),
 };
+export const escalateShape = {
+  after: duration,
+  /** Approver ids (from `approvers`) who get the card only when the request is escalated. */
+  approvers: z.array(approverId).min(1, "must list at least one approver").optional(),
+  slack: channelsShape.slack,
+  telegram: channelsShape.telegram,
+};
+export const remindersShape = {
+  after: duration,
+  every: duration.optional(),
+  escalate: z.strictObject(escalateShape).optional(),
+};
 export const settingsShape = {
   grant_ttl: z.strictObject(grantTtlShape).optional(),
   pending_ttl: duration.optional(),
   reminder_after: duration.optional(),
+  reminders: z.strictObject(remindersShape).optional(),
   channels: z.strictObject(channelsShape).optional(),
   never_grant: z.array(actionGlob).optional(),
   approvals: z.strictObject(approvalsShape).optional(),
@@ -386,5 +399,7 @@ export function knownKeysAt(path: readonly PropertyKey[]): string[] | undefined 
   if (at === "settings/grant_ttl") return Object.keys(grantTtlShape);
   if (at === "settings/approvals") return Object.keys(approvalsShape);
   if (at === "settings/channels") return Object.keys(channelsShape);
+  if (at === "settings/reminders") return Object.keys(remindersShape);
+  if (at === "settings/reminders/escalate") return Object.keys(escalateShape);
   return undefined;
 }

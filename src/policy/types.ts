@@ -93,13 +93,33 @@ export interface ProjectSettings {
   approvals: Record<RiskTier, number>;
   /** Full-action globs mapped to a tier, overriding the built-in classification; first match wins. */
   risk: { action: string; tier: RiskTier }[];
-  /** When a still-pending request's cards get a reminder; none when undefined. */
-  reminderAfterSeconds: number | undefined;
+  /** When a still-pending request's cards are reminded, and who it escalates to; none when undefined. */
+  reminders: ReminderSchedule | undefined;
   /**
    * Where approval cards go, per platform: Slack channel or user ids, Telegram chat ids. When a
    * platform is not listed, each approver with an identity on it gets the card directly.
    */
   channels: { slack: string[] | undefined; telegram: string[] | undefined };
+}
+
+/**
+ * Reminders of a pending request: the first `afterSeconds` after it was filed, then every
+ * `everySeconds` (once when undefined) until it is decided or expires; escalation puts the card
+ * before a second group `escalate.afterSeconds` after it was filed.
+ */
+export interface ReminderSchedule {
+  afterSeconds: number;
+  everySeconds: number | undefined;
+  escalate:
+    | {
+        afterSeconds: number;
+        /** Approver ids who get the card (directly) only once the request is escalated. */
+        approvers: string[];
+        /** Rooms the escalated card goes to, per platform (as `channels`). */
+        slack: string[] | undefined;
+        telegram: string[] | undefined;
+      }
+    | undefined;
 }
 
 /** One project's policy document. */

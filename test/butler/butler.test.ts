@@ -462,7 +462,7 @@ describe(`requests that would grant more than the denied call are refused (${ENG
 
 describe(`reminders (${ENGINE})`, () => {
   const clock = new FakeClock("2026-05-01T10:00:00Z");
-  const channel = new FakeChannel("dashboard");
+  const channel = new FakeChannel("slack");
   let t: TestDatabase;
   let env: TestEnv;
   let s: Services;
@@ -470,7 +470,10 @@ describe(`reminders (${ENGINE})`, () => {
     t = await createTestDatabase();
     env = await createTestEnv({
       policies: {
-        "ops.yaml": POLICY.replace("  pending_ttl: PT2H\n", "  pending_ttl: PT2H\n  reminder_after: PT30M\n"),
+        "ops.yaml": POLICY.replace(
+          "  pending_ttl: PT2H\n",
+          "  pending_ttl: PT2H\n  reminders:\n    after: PT30M\n    every: PT20M\n    escalate: { after: PT1H, approvers: [a5] }\n",
+        ),
       },
     });
     s = await startServices({
@@ -487,7 +490,7 @@ describe(`reminders (${ENGINE})`, () => {
     await env?.cleanup();
   });
 
-  test("a request still pending after settings.reminder_after gets one reminder on its cards; on expiry the cards say so", async () => {
+  test("reminders repeat on schedule until the request expires, and it escalates once to the second group; the card says when it expires", async () => {
     const r = await s.butler.submit(agentIdentity("deployer", "ops"), {
       action: "aws:s3:PutObject",
       resource: "arn:aws:s3:::ops/r",
@@ -495,21 +498,52 @@ describe(`reminders (${ENGINE})`, () => {
     });
     if (r.status === "already_allowed") throw new Error("unexpected");
     await s.outbox.runOnce();
-    clock.advance(29 * 60_000);
-    expect((await s.butler.sweep()).reminded).toBe(0);
-    clock.advance(2 * 60_000);
-    expect((await s.butler.sweep()).reminded).toBe(1);
-    expect((await s.butler.sweep()).reminded).toBe(0);
-    await s.outbox.runOnce();
+    expect(channel.posts).toHaveLength(1);
+    expect(channel.posts[0]?.approvers).not.toContain("a5");
+    expect(channel.cardOf(r.request.id)?.requestExpiresAt).toBe("2026-05-01T12:00:00.000Z");
+    const step = async (minutes: number) => {
+      clock.advance(minutes * 60_000);
+      const n = (await s.butler.sweep()).reminded;
+      await s.outbox.runOnce();
+      return n;
+    };
+    const until = "the request expires 2026-05-01T12:00:00.000Z";
+    expect(await step(29)).toBe(0);
+    expect(await step(2)).toBe(1); // 10:31
+    expect(await step(0)).toBe(0);
+    expect(await step(19)).toBe(1); // 10:50: the second
     expect(channel.notes).toEqual([
-      expect.stringMatching(
-        /^Reminder: still waiting for a decision; the request expires 2026-05-01T12:00:00.000Z$/,
-      ),
+      `Reminder 1: still waiting for a decision; ${until}`,
+      `Reminder 2: still waiting for a decision; ${until}`,
     ]);
-    clock.advance(2 * 3600_000);
-    expect((await s.butler.sweep()).expiredRequests).toBe(1);
+    expect(await step(10)).toBe(1); // 11:00: escalation
+    expect(channel.notes.at(-1)).toBe(`Escalated to a5: nobody decided yet; ${until}`);
+    expect(channel.posts.map((p) => p.approvers)).toEqual([channel.posts[0]?.approvers, ["a5"]]);
+    expect(await step(10)).toBe(1); // 11:10: the third, and escalation is not repeated
+    expect(channel.notes.at(-1)).toBe(`Reminder 3: still waiting for a decision; ${until}`);
+    expect(channel.posts).toHaveLength(2);
+    // Missed reminders are not sent one by one: after a long pause, the latest due is the one sent.
+    expect(await step(45)).toBe(1); // 11:55: the fifth falls at 11:50
+    expect(channel.notes.at(-1)).toBe(`Reminder 5: still waiting for a decision; ${until}`);
+    clock.advance(5 * 60_000);
+    expect(await s.butler.sweep()).toMatchObject({ expiredRequests: 1, reminded: 0 });
     await s.outbox.runOnce();
     expect(channel.cardOf(r.request.id)).toMatchObject({ status: "expired" });
     expect(channel.notes.at(-1)).toMatch(/^Expired: nobody decided before/);
+    expect(await step(30)).toBe(0);
+    const lines: [string, unknown][] = [];
+    for await (const l of readLines(t.database.db, { project: "ops" })) {
+      const x = l as Record<string, unknown>;
+      if (l.type.startsWith("access_request.")) lines.push([l.type, x.reminder ?? x.approvers ?? null]);
+    }
+    expect(lines).toEqual([
+      ["access_request.filed", null],
+      ["access_request.reminded", 1],
+      ["access_request.reminded", 2],
+      ["access_request.escalated", ["a5"]],
+      ["access_request.reminded", 3],
+      ["access_request.reminded", 5],
+      ["access_request.expired", null],
+    ]);
   });
 });

@@ -103,6 +103,8 @@ function row(over: Partial<Row> = {}): Row {
     decisionReason: null,
     grantedTtlSeconds: null,
     remindedAt: null,
+    remindersSent: 0,
+    escalatedAt: null,
     kind: "grant",
     callHash: null,
     callParams: null,

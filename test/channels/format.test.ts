@@ -25,6 +25,7 @@ function card(over: Partial<ApprovalCard> = {}): ApprovalCard {
     maxTtlSeconds: 604800,
     oneShot: false,
     diff: "--- a\n+++ b\n@@ -1 +1,2 @@\n+  - id: req_0123456789abcdef\n",
+    requestExpiresAt: "2026-05-02T10:00:00.000Z",
     decidedBy: undefined,
     decidedVia: undefined,
     decisionReason: undefined,

@@ -260,6 +260,34 @@ settings:
     expect(all.map((i) => i.message).join("\n")).toContain(message);
   });
 
+  test("reminders: the schedule is read, and an escalation naming nobody or an unknown approver is refused", () => {
+    const base = "project: p\nagents: [a]\napprovers: [{ id: jo }, { id: sam }]\nsettings:\n";
+    expect(
+      doc(`${base}  reminders: { after: PT30M, every: PT10M, escalate: { after: PT1H, approvers: [sam] } }\n`)
+        .settings.reminders,
+    ).toEqual({
+      afterSeconds: 1800,
+      everySeconds: 600,
+      escalate: { afterSeconds: 3600, approvers: ["sam"], slack: undefined, telegram: undefined },
+    });
+    expect(doc(`${base}  reminder_after: PT1H\n`).settings.reminders).toEqual({
+      afterSeconds: 3600,
+      everySeconds: undefined,
+      escalate: undefined,
+    });
+    const bad = (settings: string) => issues(`${base}${settings}`).map((i) => `${i.path}: ${i.message}`);
+    expect(bad("  reminders: { after: PT1H, escalate: { after: PT2H, approvers: [max] } }\n")).toEqual([
+      "settings.reminders.escalate.approvers[0]: approver 'max' is not in approvers",
+    ]);
+    expect(bad("  reminders: { after: PT1H, escalate: { after: PT2H } }\n")).toEqual([
+      "settings.reminders.escalate: needs approvers, slack or telegram: who the request escalates to",
+    ]);
+    expect(bad("  reminders: { after: PT1H, escalate: { after: PT2H, approvers: [jo, sam] } }\n")[0]).toMatch(
+      /names every approver/,
+    );
+    expect(bad("  reminder_after: PT1H\n  reminders: { after: PT1H }\n")[0]).toMatch(/not both/);
+  });
+
   test("a YAML alias bomb is refused instead of expanding", () => {
     const lines = ["project: p", "agents: []", "a0: &a0 [x, x, x, x, x, x, x, x, x, x]"];
     for (let i = 1; i < 12; i++)

@@ -1,6 +1,6 @@
 import type { ApprovalCard } from "../../butler/approval-card.js";
 import type { SecurityAlert } from "../../gateway/alerts.js";
-import { approvalsLine, outcomeLine, shorterTtlSeconds, truncate, ttlLine } from "../render.js";
+import { approvalsLine, deadlineLine, outcomeLine, shorterTtlSeconds, truncate, ttlLine } from "../render.js";
 
 /** Slack's Block Kit limits (the fake Slack API in test/ enforces the same). */
 export const SLACK_LIMITS = {
@@ -47,6 +47,7 @@ const plain = (text: string, max: number) => ({
  */
 export function slackCard(card: ApprovalCard): { text: string; blocks: SlackBlock[] } {
   const outcome = outcomeLine(card);
+  const deadline = deadlineLine(card);
   const fields = [
     `Project: ${card.project}`,
     `Agent: ${card.agent}`,
@@ -54,6 +55,7 @@ export function slackCard(card: ApprovalCard): { text: string; blocks: SlackBloc
     ...(card.branch ? [`Branch: ${card.branch}`] : []),
     `TTL: ${ttlLine(card)}`,
     `Risk: ${card.riskTier} · ${approvalsLine(card)}`,
+    ...(deadline ? [deadline] : []),
   ].map((f) => plain(f, SLACK_LIMITS.fieldText));
   const diffBudget = SLACK_LIMITS.sectionText - 60;
   const diff = truncate(escapeMrkdwn(card.diff), diffBudget, "\n… (cut: see the full proposal)");

@@ -1,6 +1,6 @@
 import type { ApprovalCard } from "../../butler/approval-card.js";
 import type { SecurityAlert } from "../../gateway/alerts.js";
-import { approvalsLine, outcomeLine, shorterTtlSeconds, truncate, ttlLine } from "../render.js";
+import { approvalsLine, deadlineLine, outcomeLine, shorterTtlSeconds, truncate, ttlLine } from "../render.js";
 
 /** Telegram Bot API limits (the fake Bot API in test/ enforces the same). */
 export const TELEGRAM_LIMITS = { messageText: 4096, callbackData: 64 } as const;
@@ -41,6 +41,7 @@ const code = (s: string) => `<code>${escapeHtml(s)}</code>`;
  */
 export function telegramCard(card: ApprovalCard): { text: string; keyboard: InlineButton[][] | undefined } {
   const outcome = outcomeLine(card);
+  const deadline = deadlineLine(card);
   const head = [
     `<b>Access request</b> ${code(card.requestId)}`,
     `<b>Project:</b> ${code(card.project)}`,
@@ -49,6 +50,7 @@ export function telegramCard(card: ApprovalCard): { text: string; keyboard: Inli
     `<b>Resource:</b> ${code(truncate(card.resource || "(none)", 500).text)}`,
     ...(card.branch ? [`<b>Branch:</b> ${code(truncate(card.branch, 200).text)}`] : []),
     `<b>TTL:</b> ${escapeHtml(ttlLine(card))} · <b>Risk:</b> ${card.riskTier} · ${escapeHtml(approvalsLine(card))}`,
+    ...(deadline ? [`<b>${escapeHtml(deadline)}</b>`] : []),
     "<b>Reason (written by the agent):</b>",
     `<pre>${escapeHtml(truncate(card.reason, 800).text)}</pre>`,
     card.oneShot ? "<b>Approve this exact call, once:</b>" : "<b>Proposed policy change:</b>",

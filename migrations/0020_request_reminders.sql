@@ -1,0 +1,2 @@
+ALTER TABLE "access_requests" ADD COLUMN "reminders_sent" integer DEFAULT 0 NOT NULL;--> statement-breakpoint
+ALTER TABLE "access_requests" ADD COLUMN "escalated_at" timestamp with time zone;
