@@ -33,6 +33,7 @@ import { deleteEndedMcpSessions, touchMcpSession } from "./mcp/session-repo.js";
 import { createMcpStreams } from "./mcp/streams.js";
 import { createMetrics } from "./metrics.js";
 import { combineWorkers, createOutboxWorker, type OutboxHandlers } from "./outbox/outbox.js";
+import type { OperationRef } from "./policy/blast-radius.js";
 import { createPolicyStore, type PolicyStore } from "./policy-store/policy-store.js";
 import { createBudgets } from "./providers/budgets.js";
 import { createCredentials } from "./providers/credentials.js";
@@ -119,16 +120,13 @@ export function createServices(opts: ServiceOptions) {
     ...perAgent,
   });
   const butler = createButler({
-    db,
-    audit,
-    policies,
-    clock,
-    log,
+    ...{ db, audit, policies, clock, log },
     channels: channels.map((c) => c.kind),
     notifyAgents: true,
     publicUrl: opts.publicUrl,
     onEnqueued: () => outbox.wake(),
     onRevoked: (project, agent, eventId) => perAgent.incidents(project, agent, "grant_revoked", eventId),
+    operations: operationRefs(opts.providers),
   });
 
   const alertActions = createAlertActions({ db, audit, clock, log, policies, butler, trust: perAgent.trust });
@@ -315,6 +313,20 @@ function providerGateway(
     incidents,
   });
   return { providers, behaviour };
+}
+
+/** Every loaded provider operation, as a proposal's blast radius names it. */
+function operationRefs(set: ProviderSet | undefined): OperationRef[] {
+  return [...(set?.providers.values() ?? [])].flatMap((p) =>
+    [...p.operations.values()].map((o) => ({
+      provider: p.name,
+      operation: o.name,
+      method: o.method,
+      endpoint: o.endpoint,
+      action: o.action,
+      resource: o.resource,
+    })),
+  );
 }
 
 /** Butler as an MCP client of the servers behind it (connected when first needed), and their tools' pins. */

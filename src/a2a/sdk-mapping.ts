@@ -60,7 +60,7 @@ export const stateName = (s: TaskState): TaskStateName | undefined =>
 
 /** What an agent must send, told to agents whose message has no usable data part. */
 export const EXPECTED_FIELDS =
-  "send a message with a data part (mediaType application/json) holding {action, resource, branch?, ttl?, reason, denial_event_id?, params?}, " +
+  "send a message with a data part (mediaType application/json) holding {action, resource, branch?, resource_pattern?, ttl?, reason, denial_event_id?, params?}, " +
   'for example {"action": "stripe:charges:read", "resource": "stripe.com/v1/charges", "ttl": "PT1H", ' +
   '"reason": "reconcile yesterday\'s payouts", "denial_event_id": "evt_…"}; denial_event_id is the event_id of the DENY being lifted; params (the denied call\'s, unchanged) only after an approval_required DENY';
 

@@ -174,6 +174,7 @@ async function fileRequest(
       action: r.action,
       resource: r.resource,
       branch: r.branch,
+      resource_pattern: null,
       expires_at: r.expires_at,
       revision: r.revision,
       state: "active",

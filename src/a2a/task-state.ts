@@ -19,6 +19,8 @@ export interface GrantArtifact {
   action: string;
   resource: string;
   branch: string | null;
+  /** The resource glob the grant names instead of `resource` exactly, when one was asked for. */
+  resource_pattern: string | null;
   expires_at: string | null;
   revision: number | null;
   state: GrantState;
@@ -57,7 +59,7 @@ export function outcomeOf(
       const so = r.approvals.length > 0 ? ` (${r.approvals.length} of ${r.approvals_required} so far)` : "";
       return {
         state: "input_required",
-        text: `waiting for ${plural(missing, "approval")} from ${r.project} approvers${so}; access request ${r.id} expires ${r.expires_at} if nobody decides`,
+        text: `waiting for ${plural(missing, "approval")} from ${r.project} approvers${so}; access request ${r.id} expires ${r.expires_at} if nobody decides${r.blast_radius ? `. What the grant would allow: ${r.blast_radius.facts.join("; ")}` : ""}`,
       };
     }
     case "approved": {
@@ -78,6 +80,7 @@ export function outcomeOf(
         action: r.action,
         resource: r.resource,
         branch: r.branch,
+        resource_pattern: r.resource_pattern,
         expires_at: g?.expires_at ?? null,
         revision: known.revision ?? null,
         state,

@@ -13,6 +13,10 @@ export interface ApprovalCard {
   action: string;
   resource: string;
   branch: string | undefined;
+  /** The resource glob the grant would name instead of `resource` exactly (the agent asked for it). */
+  resourcePattern: string | undefined;
+  /** What the grant would allow besides the denied call, as short sentences (empty for one-shot). */
+  blastRadius: string[];
   status: RequestStatus;
   /** Agent-written; untrusted. Every renderer escapes it for its own markup and labels it as the agent's. */
   reason: string;

@@ -2,6 +2,7 @@ import type { AuditLog } from "../audit/audit-log.js";
 import type { Clock } from "../clock.js";
 import type { Db } from "../db/client.js";
 import type { Logger } from "../logger.js";
+import type { OperationRef } from "../policy/blast-radius.js";
 import type { PolicyStore } from "../policy-store/policy-store.js";
 import type { ChannelKind } from "./channel-port.js";
 import type { AccessRequestView, RequestRow } from "./request-view.js";
@@ -29,6 +30,8 @@ export interface ButlerDeps {
   publicUrl: () => string;
   /** Called after a transaction that wrote outbox messages commits (wakes the outbox worker). */
   onEnqueued?: () => void;
+  /** Provider operations (of every loaded spec), for a proposal's blast radius. */
+  operations?: readonly OperationRef[] | undefined;
   /** A person revoked one of the agent's grants (an incident for its trust score), after the commit. */
   onRevoked?: (project: string, agent: string, eventId: string) => Promise<void>;
 }
@@ -38,6 +41,8 @@ export interface AccessRequestInput {
   action?: string | undefined;
   resource?: string | undefined;
   branch?: string | undefined;
+  /** A resource glob the grant should name instead of the resource exactly (it must match it). */
+  resource_pattern?: string | undefined;
   /** Default: the project's default grant TTL. */
   ttl?: string | number | undefined;
   reason: string;

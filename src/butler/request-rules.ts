@@ -61,7 +61,7 @@ export function checkGrantCall(
   if (blocked?.kind === "governed")
     return fail(
       "PRECONDITION_FAILED",
-      `${call.action} on ${call.resource || "(no resource)"} is limited by the parameter constraints or deny patterns of grant ${blocked.grant}; a grant from an access request would bypass them, so change the policy file instead`,
+      `${call.action} on ${call.resourceGlob ?? (call.resource || "(no resource)")} is limited by the parameter constraints or deny patterns of grant ${blocked.grant}; a grant from an access request would bypass them, so change the policy file instead`,
     );
   // Decided against `project` exactly (at approval, the revision read under the project's lock).
   const decision = evaluateIn(project, { agent, project: project.name, ...call }, now.getTime());
@@ -109,6 +109,7 @@ export function matchesFiled(r: RequestRow, filed: AuditRow): boolean {
     filed.action === r.action &&
     filed.resource === r.resource &&
     (d.branch ?? null) === r.branch &&
+    (d.resource_pattern ?? null) === r.resourceGlob &&
     d.ttl === formatDuration(r.requestedTtlSeconds) &&
     d.risk_tier === r.riskTier &&
     Number(d.approvals_required) === r.approvalsRequired &&
@@ -143,7 +144,12 @@ export function staleUnder(r: RequestRow, project: CompiledProject, now: Date): 
     return `the maximum grant TTL is now ${formatDuration(settings.grantTtlMaxSeconds)}, shorter than the ${formatDuration(r.requestedTtlSeconds)} asked for`;
   const call = { action: r.action, resource: r.resource, branch: r.branch ?? undefined };
   if (r.kind === "grant") {
-    const checked = checkGrantCall(project, r.agent, call, now);
+    const checked = checkGrantCall(
+      project,
+      r.agent,
+      { ...call, resourceGlob: r.resourceGlob ?? undefined },
+      now,
+    );
     if (!checked.ok) return checked.message;
     if (checked.decision.decision === "ALLOW")
       return `the policy now allows this call (${checked.decision.reason}); nothing to grant`;

@@ -11,6 +11,8 @@ export const CreateRequestBody = z.strictObject({
   action: safeText(256).optional(),
   resource: safeText(2048).optional(),
   branch: safeText(256).optional(),
+  /** A resource glob the grant should name instead of the resource exactly; it must match the call's resource. */
+  resource_pattern: safeText(1024).optional(),
   ttl: ttl.optional(),
   reason: safeText(2000).refine(
     (s) => s.trim().length > 0,

@@ -1,4 +1,5 @@
 import type { accessRequests, grants, requestReviews } from "../db/schema.js";
+import type { BlastRadius } from "../policy/blast-radius.js";
 import { formatDuration } from "../policy/index.js";
 import type { RiskTier } from "../policy/types.js";
 import type { ApprovalCard } from "./approval-card.js";
@@ -18,6 +19,8 @@ export interface AccessRequestView {
   action: string;
   resource: string;
   branch: string | null;
+  /** The resource glob the grant would name instead of `resource` exactly, when the agent asked for one. */
+  resource_pattern: string | null;
   reason: string;
   denial_event_id: string | null;
   risk_tier: RiskTier;
@@ -28,6 +31,8 @@ export interface AccessRequestView {
   created_at: string;
   expires_at: string;
   proposal: { diff: string; base_revision: number; hash: string };
+  /** What the grant would allow besides the denied call (null for a one-shot request). */
+  blast_radius: BlastRadius | null;
   /** For a one-shot request: the exact call (agent-written parameters) and its hash. */
   call: { params: Record<string, unknown>; operation: string | null; sha256: string } | null;
   decision: { by: string | null; via: string | null; at: string; reason: string | null } | null;
@@ -42,6 +47,8 @@ export interface GrantView {
   action: string;
   resource: string;
   branch: string | null;
+  /** The resource glob the grant names, when it was asked for one (`resource` is the denied call's). */
+  resource_pattern: string | null;
   approved_by: string[];
   created_at: string;
   expires_at: string;
@@ -78,6 +85,7 @@ export function toView(
     action: r.action,
     resource: r.resource,
     branch: r.branch,
+    resource_pattern: r.resourceGlob,
     reason: r.reason,
     denial_event_id: r.denialEventId,
     risk_tier: r.riskTier,
@@ -92,6 +100,7 @@ export function toView(
     created_at: r.createdAt.toISOString(),
     expires_at: r.expiresAt.toISOString(),
     proposal: { diff: r.proposalDiff, base_revision: r.proposalBaseRevision, hash: r.proposalHash },
+    blast_radius: r.blastRadius,
     call:
       r.kind === "one_shot"
         ? {
@@ -146,6 +155,8 @@ export function cardOf(
     action: r.action,
     resource: r.resource,
     branch: r.branch ?? undefined,
+    resourcePattern: r.resourceGlob ?? undefined,
+    blastRadius: r.blastRadius?.facts ?? [],
     status: r.status,
     reason: r.reason,
     riskTier: r.riskTier,
@@ -179,6 +190,7 @@ export function grantView(g: GrantRow, now: Date): GrantView {
     action: g.action,
     resource: g.resource,
     branch: g.branch,
+    resource_pattern: g.resourceGlob,
     approved_by: g.approvedBy,
     created_at: g.createdAt.toISOString(),
     expires_at: g.expiresAt.toISOString(),

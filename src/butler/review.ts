@@ -388,6 +388,7 @@ async function applyGrant(
     action: r.action,
     resource: r.resource,
     branch: r.branch,
+    resourceGlob: r.resourceGlob,
     approvedBy: t.approvedBy,
     createdAt: now,
     expiresAt: t.expiresAt,

@@ -1,14 +1,15 @@
-import { eq } from "drizzle-orm";
+import { and, eq, gte, inArray } from "drizzle-orm";
 import { stringify as toYaml } from "yaml";
 import type { AgentIdentity } from "../agents/token-service.js";
 import { canonicalJson } from "../audit/chain.js";
 import type { Tx } from "../db/client.js";
-import { accessRequests } from "../db/schema.js";
+import { accessRequests, auditEvents } from "../db/schema.js";
 import { AppError } from "../errors.js";
 import { callHash } from "../grants/one-shot.js";
 import { sha256 } from "../hash.js";
 import { newId } from "../ids.js";
 import { enqueue } from "../outbox/outbox.js";
+import { blastRadius } from "../policy/blast-radius.js";
 import { grantProblem, proposeEffective } from "../policy/effective.js";
 import { type CompiledProject, formatDuration, parseDuration } from "../policy/index.js";
 import { classifyRisk } from "../policy/risk.js";
@@ -61,7 +62,12 @@ export async function submit(
       "params: only a one-shot request (for a denial that said approval_required) names parameters; a grant covers an action on a resource",
     );
   const scoped = scopeRequest(
-    { action: input.action, resource: input.resource, branch: input.branch },
+    {
+      action: input.action,
+      resource: input.resource,
+      branch: input.branch,
+      resourceGlob: input.resource_pattern,
+    },
     event ? deniedCall(event) : undefined,
   );
   if (!scoped.ok) throw new AppError("INVALID_INPUT", scoped.error);
@@ -123,7 +129,14 @@ async function fileGrantRequest(
 ): Promise<SubmitResult> {
   const settings = project.document.settings;
   const dedupeKey = sha256(
-    JSON.stringify([identity.project, identity.agent, call.action, call.resource, call.branch ?? null]),
+    JSON.stringify([
+      identity.project,
+      identity.agent,
+      call.action,
+      call.resource,
+      call.branch ?? null,
+      ...(call.resourceGlob === undefined ? [] : [call.resourceGlob]),
+    ]),
   );
   const tier = classifyRisk(call.action, settings);
   const id = newId("req");
@@ -159,11 +172,23 @@ async function fileGrantRequest(
       renderCached,
     );
     const proposalHash = sha256(diff);
+    const radius = blastRadius({
+      call,
+      agent: identity.agent,
+      ttlSeconds,
+      operations: deps.operations ?? [],
+      recent:
+        call.resourceGlob === undefined
+          ? undefined
+          : { days: SEEN_DAYS, resources: await recentResources(tx, identity.project, call.action, now) },
+    });
     return insertPending(
       deps,
       tx,
       {
         ...requestValues(identity, input, call, project, now),
+        resourceGlob: call.resourceGlob ?? null,
+        blastRadius: radius,
         id,
         denialEventId: input.denial_event_id ?? null,
         requestedTtlSeconds: ttlSeconds,
@@ -172,10 +197,10 @@ async function fileGrantRequest(
         proposalHash,
         dedupeKey,
       },
-      {},
+      call.resourceGlob === undefined ? {} : { resource_pattern: call.resourceGlob },
       {
         type: "policy.proposed",
-        reason: `proposed grant ${id} for ${identity.agent}: ${call.action} on ${call.resource || "(no resource)"}`,
+        reason: `proposed grant ${id} for ${identity.agent}: ${call.action} on ${call.resourceGlob ?? (call.resource || "(no resource)")}`,
         details: {
           base_revision: latest.revision,
           proposal_hash: proposalHash,
@@ -186,6 +211,26 @@ async function fileGrantRequest(
     );
   });
   return filed(deps, outcome, tier);
+}
+
+/** How far back a glob's blast radius looks for other resources the project's calls named. */
+const SEEN_DAYS = 30;
+
+/** The distinct resources of `action` in the project's audited calls of the last SEEN_DAYS days. */
+async function recentResources(tx: Tx, project: string, action: string, now: Date): Promise<string[]> {
+  const rows = await tx
+    .selectDistinct({ resource: auditEvents.resource })
+    .from(auditEvents)
+    .where(
+      and(
+        eq(auditEvents.project, project),
+        eq(auditEvents.action, action),
+        inArray(auditEvents.type, ["gateway.allowed", "gateway.denied"]),
+        gte(auditEvents.ts, new Date(now.getTime() - SEEN_DAYS * 86_400_000)),
+      ),
+    )
+    .limit(10_000);
+  return rows.flatMap((r) => (r.resource ? [r.resource] : []));
 }
 
 /** The columns both kinds of request fill the same way. */
@@ -235,6 +280,11 @@ async function submitOneShot(
     branch: (event.details.branch as string | undefined) ?? undefined,
     params: input.params ?? {},
   };
+  if (input.resource_pattern !== undefined)
+    throw new AppError(
+      "INVALID_INPUT",
+      "resource_pattern: a one-shot approval covers exactly the denied call; leave resource_pattern out",
+    );
   for (const k of ["action", "resource", "branch"] as const) {
     if (input[k] !== undefined && input[k] !== call[k])
       throw new AppError(

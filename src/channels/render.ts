@@ -20,6 +20,12 @@ export function ttlLine(card: ApprovalCard): string {
   return `${formatDuration(card.requestedTtlSeconds)} (max ${formatDuration(card.maxTtlSeconds)})`;
 }
 
+/** The blast radius as one text block: a heading and one line per fact (empty when there is none). */
+export function blastRadiusText(card: ApprovalCard): string {
+  if (card.blastRadius.length === 0) return "";
+  return `If approved, the grant allows:\n${card.blastRadius.map((f) => `• ${f}`).join("\n")}`;
+}
+
 /** While pending: until when the request waits for a decision. */
 export function deadlineLine(card: ApprovalCard): string | undefined {
   if (card.status !== "pending") return undefined;

@@ -14,6 +14,7 @@ import {
   timestamp,
   uniqueIndex,
 } from "drizzle-orm/pg-core";
+import type { BlastRadius } from "../policy/blast-radius.js";
 
 const createdAt = () => timestamp("created_at", { withTimezone: true, mode: "date" }).notNull().defaultNow();
 
@@ -166,6 +167,9 @@ export const accessRequests = pgTable(
     remindedAt: timestamp("reminded_at", { withTimezone: true, mode: "date" }),
     remindersSent: integer("reminders_sent").notNull().default(0),
     escalatedAt: timestamp("escalated_at", { withTimezone: true, mode: "date" }),
+    /** A grant asked for a resource glob (covering `resource`) instead of `resource` exactly; and its blast radius. */
+    resourceGlob: text("resource_glob"),
+    blastRadius: jsonb("blast_radius").$type<BlastRadius>(),
     /** `grant`: a time-bound policy grant; `one_shot`: exactly one call, once (require_approval). */
     kind: text("kind").$type<"grant" | "one_shot">().notNull().default("grant"),
     /** For one_shot: the call it is bound to (sha256 of action, resource, branch and params). */
@@ -223,6 +227,8 @@ export const grants = pgTable(
     action: text("action").notNull(),
     resource: text("resource").notNull(),
     branch: text("branch"),
+    /** The resource glob the grant names, when it was asked for one (`resource` is then the denied call's). */
+    resourceGlob: text("resource_glob"),
     approvedBy: jsonb("approved_by").$type<string[]>().notNull(),
     createdAt: createdAt(),
     expiresAt: timestamp("expires_at", { withTimezone: true, mode: "date" }).notNull(),
@@ -479,60 +485,6 @@ export const linkCodes = pgTable("link_codes", {
   usedBy: text("used_by"),
 });
 
-export const A2A_TASK_STATES = [
-  "submitted",
-  "input_required",
-  "completed",
-  "rejected",
-  "canceled",
-  "failed",
-] as const;
-
-/**
- * A2A tasks: one per access request asked over A2A (or refused before it became one). `task` is
- * the protocol's Task JSON as last sent; `version` grows with every change so that instances
- * streaming the task to an agent can tell new states from ones they already sent.
- */
-export const a2aTasks = pgTable(
-  "a2a_tasks",
-  {
-    id: text("id").primaryKey(),
-    agent: text("agent").notNull(),
-    project: text("project").notNull(),
-    contextId: text("context_id").notNull(),
-    requestId: text("request_id"),
-    state: text("state", { enum: A2A_TASK_STATES }).notNull(),
-    version: integer("version").notNull().default(1),
-    task: jsonb("task").$type<Record<string, unknown>>().notNull(),
-    /** What the task last told the agent about its grant (`active`, `revoked`, `expired`, `used`). */
-    grantState: text("grant_state"),
-    createdAt: createdAt(),
-    updatedAt: timestamp("updated_at", { withTimezone: true, mode: "date" }).notNull().defaultNow(),
-  },
-  (t) => [
-    index("a2a_tasks_owner_idx").on(t.project, t.agent, t.updatedAt),
-    index("a2a_tasks_request_idx").on(t.requestId),
-  ],
-);
-
-/** Where an agent wants to be told of a task's changes (A2A push notification configs). */
-export const a2aPushConfigs = pgTable(
-  "a2a_push_configs",
-  {
-    id: text("id").primaryKey(),
-    taskId: text("task_id")
-      .notNull()
-      .references(() => a2aTasks.id),
-    url: text("url").notNull(),
-    /** Sent back to the agent's receiver so that it can tell our pushes from forgeries. */
-    token: text("token").notNull().default(""),
-    authScheme: text("auth_scheme"),
-    authCredentials: text("auth_credentials"),
-    createdAt: createdAt(),
-  },
-  (t) => [index("a2a_push_configs_task_idx").on(t.taskId)],
-);
-
 /**
  * Provider credentials stored by `butler credentials set`, encrypted with AES-256-GCM under
  * BUTLER_MASTER_KEY (the name is authenticated data, so a ciphertext cannot be moved to another
@@ -594,4 +546,5 @@ export const webhookEvents = pgTable(
   },
   (t) => [primaryKey({ name: "webhook_events_pk", columns: [t.provider, t.eventKey] })],
 );
+export * from "./schema-a2a.js";
 export * from "./schema-behaviour.js";

@@ -22,6 +22,7 @@ export function toEntry(g: GrantRow): GrantEntry {
     action: g.action,
     resource: g.resource,
     branch: g.branch ?? undefined,
+    resourceGlob: g.resourceGlob ?? undefined,
     expiresAt: g.expiresAt.getTime(),
     note: `access request ${g.id} by ${g.agent}`,
     approvedBy: g.approvedBy,
@@ -77,11 +78,12 @@ export function whyRevoked(
     action: g.action,
     resource: g.resource,
     branch: g.branch ?? undefined,
+    resourceGlob: g.resourceGlob ?? undefined,
   });
   if (blocked?.kind === "never_grant")
     return `${g.action} is now never granted in ${doc.project} (settings.never_grant in ${file})`;
   return blocked?.kind === "governed"
-    ? `grant ${blocked.grant} in ${file} now limits ${g.action} on ${g.resource || "(no resource)"} with parameter constraints or deny patterns, which this grant would bypass`
+    ? `grant ${blocked.grant} in ${file} now limits ${g.action} on ${g.resourceGlob ?? (g.resource || "(no resource)")} with parameter constraints or deny patterns, which this grant would bypass`
     : undefined;
 }
 

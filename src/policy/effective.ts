@@ -12,6 +12,8 @@ export interface GrantEntry {
   action: string;
   resource: string;
   branch: string | undefined;
+  /** The resource glob the grant names instead of `resource` exactly, when one was asked for. */
+  resourceGlob?: string | undefined;
   expiresAt: number;
   /** One line shown as a comment above the grant (who asked, who approved). */
   note: string;
@@ -20,6 +22,11 @@ export interface GrantEntry {
 }
 
 const q = (s: string) => JSON.stringify(s);
+
+/** The resource glob a grant names: the one asked for, or exactly its resource. */
+function resourcesOf(g: GrantEntry): string {
+  return g.resourceGlob ?? escapeGlob(g.resource);
+}
 
 /** The YAML lines of one grant, at `indent`, with its note as a comment line above it. */
 export function renderGrant(g: GrantEntry, indent: string): string {
@@ -32,7 +39,7 @@ export function renderGrant(g: GrantEntry, indent: string): string {
     `  service: ${q(service)}`,
     `  actions: [${q(escapeGlob(verb))}]`,
     // A call without a resource is granted for its action alone; otherwise exactly that resource.
-    ...(g.resource === "" ? [] : [`  resources: [${q(escapeGlob(g.resource))}]`]),
+    ...(g.resource === "" ? [] : [`  resources: [${q(resourcesOf(g))}]`]),
     ...(g.branch === undefined ? [] : [`  branches: [${q(escapeGlob(g.branch))}]`]),
     `  agents: [${q(g.agent)}]`,
     ...(g.approvedBy?.length ? [`  approved_by: [${g.approvedBy.map(q).join(", ")}]`] : []),
@@ -51,7 +58,7 @@ export function grantDefOf(g: GrantEntry): GrantDef {
     id: g.id,
     service: g.action.slice(0, colon),
     actions: [escapeGlob(g.action.slice(colon + 1))],
-    resources: g.resource === "" ? undefined : [escapeGlob(g.resource)],
+    resources: g.resource === "" ? undefined : [resourcesOf(g)],
     branches: g.branch === undefined ? undefined : [escapeGlob(g.branch)],
     agents: [g.agent],
     roles: undefined,

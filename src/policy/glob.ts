@@ -153,3 +153,53 @@ export function mustCompileGlob(pattern: string): Glob {
   if (!r.ok) throw new Error(`invalid glob ${JSON.stringify(pattern)}: ${r.error}`);
   return r.value;
 }
+
+type Piece = { kind: "lit"; ch: string } | { kind: "one" } | { kind: "star" };
+
+/** A glob (as written, escapes and all) as single-character pieces; no validation. */
+function piecesOf(pattern: string): Piece[] {
+  const out: Piece[] = [];
+  const chars = Array.from(pattern);
+  for (let i = 0; i < chars.length; i++) {
+    const c = chars[i]!;
+    if (c === "\\" && i + 1 < chars.length) out.push({ kind: "lit", ch: chars[++i]! });
+    else if (c === "*") {
+      if (out.at(-1)?.kind !== "star") out.push({ kind: "star" });
+    } else if (c === "?") out.push({ kind: "one" });
+    else out.push({ kind: "lit", ch: c });
+  }
+  return out;
+}
+
+/**
+ * Whether some text matches both globs (`*`, `?` and `\` escapes, as compileGlob reads them). Used
+ * to tell whether a grant's resource glob reaches an operation's resource template. The cost is at
+ * most the product of the two lengths.
+ */
+export function globsOverlap(a: string, b: string): boolean {
+  const x = piecesOf(a);
+  const y = piecesOf(b);
+  const seen = new Uint8Array((x.length + 1) * (y.length + 1));
+  const stack: [number, number][] = [[0, 0]];
+  while (stack.length > 0) {
+    const [i, j] = stack.pop()!;
+    const k = i * (y.length + 1) + j;
+    if (seen[k]) continue;
+    seen[k] = 1;
+    if (i === x.length && j === y.length) return true;
+    const p = x[i];
+    const q = y[j];
+    if (p?.kind === "star") {
+      stack.push([i + 1, j]);
+      if (q !== undefined) stack.push([i, j + 1]);
+    }
+    if (q?.kind === "star") {
+      stack.push([i, j + 1]);
+      if (p !== undefined) stack.push([i + 1, j]);
+    }
+    if (p !== undefined && q !== undefined && p.kind !== "star" && q.kind !== "star") {
+      if (p.kind === "one" || q.kind === "one" || p.ch === q.ch) stack.push([i + 1, j + 1]);
+    }
+  }
+  return false;
+}

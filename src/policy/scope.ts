@@ -20,11 +20,16 @@ export const LIFTABLE_DENIALS: ReadonlySet<string> = new Set([
 /** Denials a person lifts for one call, once (require_approval). */
 export const ONE_SHOT_DENIALS: ReadonlySet<string> = new Set(["approval_required", "one_shot_used"]);
 
-/** The exact call a grant will cover. */
+/** The exact call a grant will cover (and, when asked for, the resource glob it names instead). */
 export interface ScopedCall {
   action: string;
   resource: string;
   branch: string | undefined;
+  /**
+   * A glob the grant names instead of `resource`, which it matches: asked for explicitly
+   * (`resource_pattern`), shown to approvers with its blast radius. Undefined: `resource` exactly.
+   */
+  resourceGlob?: string | undefined;
 }
 
 /** Escapes glob syntax so that a pattern matches exactly `text` and nothing else. */
@@ -43,6 +48,38 @@ const WILDCARD = /[*?]/;
  * Without a denial: the agent must name one exact call (no wildcards).
  */
 export function scopeRequest(asked: Partial<ScopedCall>, denied: ScopedCall | undefined): Result<ScopedCall> {
+  const exact = scopeExact(asked, denied);
+  if (!exact.ok || asked.resourceGlob === undefined) return exact;
+  const glob = checkResourceGlob(asked.resourceGlob, exact.value.resource);
+  return glob.ok ? ok({ ...exact.value, resourceGlob: glob.value }) : glob;
+}
+
+/**
+ * A resource glob an agent asked for: valid, without whitespace, starting with literal text (one
+ * that starts with a wildcard covers anything), and matching the call's resource. A pattern
+ * without wildcards is the resource itself: no glob.
+ */
+function checkResourceGlob(pattern: string, resource: string): Result<string | undefined> {
+  const g = compileGlob(pattern);
+  if (!g.ok) return err(`resource_pattern: ${g.error}`);
+  if (g.value.literal !== undefined)
+    return g.value.literal === resource
+      ? ok(undefined)
+      : err(`resource_pattern: ${JSON.stringify(pattern)} has no wildcard and is not the call's resource`);
+  if (/\s/.test(pattern)) return err("resource_pattern: a grant cannot name a resource with whitespace");
+  if (WILDCARD.test(pattern[0] ?? ""))
+    return err(
+      "resource_pattern: must start with literal text (for example github.com/acme/*); a pattern that starts with a wildcard covers every owner's resources",
+    );
+  if (resource === "") return err("resource_pattern: the call names no resource for the pattern to cover");
+  if (!g.value.match(resource))
+    return err(
+      `resource_pattern: ${JSON.stringify(pattern)} does not match the call's resource ${JSON.stringify(resource)}`,
+    );
+  return ok(pattern);
+}
+
+function scopeExact(asked: Partial<ScopedCall>, denied: ScopedCall | undefined): Result<ScopedCall> {
   if (denied) {
     const checks: [string, string | undefined, string | undefined][] = [
       ["action", asked.action, denied.action],
@@ -99,7 +136,14 @@ export function governingGrant(project: CompiledProject, call: ScopedCall): stri
     ...svc.patterned.filter((g) => g.actionPatterns.some((p) => p.match(verb))),
   ];
   for (const g of candidates) {
-    if (g.resources !== undefined && !g.resources.some((r) => r.match(call.resource))) continue;
+    // A glob grant is held back by any limited grant of the action, whatever its resources:
+    // telling whether two globs overlap is not worth the risk of telling wrong.
+    if (
+      call.resourceGlob === undefined &&
+      g.resources !== undefined &&
+      !g.resources.some((r) => r.match(call.resource))
+    )
+      continue;
     if (g.constraints.length > 0 || g.denyText.length > 0 || g.denyResources.length > 0) return g.id;
   }
   return undefined;

@@ -514,7 +514,9 @@ describe(`agents over A2A (${ENGINE})`, () => {
     const client = await a2aClient(url, agent);
     const t = (await client.sendMessage(ask(undefined, "please let me read stripe charges"))) as Task;
     expect(t.status?.state).toBe(TaskState.TASK_STATE_REJECTED);
-    expect(statusText(t)).toContain("{action, resource, branch?, ttl?, reason, denial_event_id?, params?}");
+    expect(statusText(t)).toContain(
+      "{action, resource, branch?, resource_pattern?, ttl?, reason, denial_event_id?, params?}",
+    );
     const bad = await rpc(
       url,
       agent,

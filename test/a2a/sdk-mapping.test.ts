@@ -34,6 +34,7 @@ const grant = (state: GrantArtifact["state"]): GrantArtifact => ({
   request_id: "req_0123456789abcdef",
   action: "stripe:charges:read",
   resource: "stripe.com/v1/charges",
+  resource_pattern: null,
   branch: null,
   expires_at: "2026-01-01T13:00:00.000Z",
   revision: 3,

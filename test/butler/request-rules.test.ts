@@ -104,6 +104,8 @@ function row(over: Partial<Row> = {}): Row {
     grantedTtlSeconds: null,
     remindedAt: null,
     remindersSent: 0,
+    resourceGlob: null,
+    blastRadius: null,
     escalatedAt: null,
     kind: "grant",
     callHash: null,

@@ -16,6 +16,8 @@ function card(over: Partial<ApprovalCard> = {}): ApprovalCard {
     action: "stripe:charges:read",
     resource: "stripe.com/v1/charges",
     branch: undefined,
+    resourcePattern: undefined,
+    blastRadius: [],
     status: "pending",
     reason: "need read-only Stripe charges",
     riskTier: "low",

@@ -35,6 +35,7 @@ const row = (over: Partial<GrantRow>): GrantRow =>
     action: "aws:s3:ListBucket",
     resource: "arn:aws:s3:::ops",
     branch: null,
+    resourceGlob: null,
     expiresAt: new Date(NOW.getTime() + 3600_000),
     approvedBy: ["jordan"],
     createdAt: NOW,

@@ -41,6 +41,7 @@ function row(project: string, i: number, over: Partial<GrantRow> = {}): GrantRow
     action: "stripe:charges:read",
     resource: `stripe.com/v1/charges/ch_${i}`,
     branch: null,
+    resourceGlob: null,
     approvedBy: ["maria"],
     createdAt: new Date(NOW - 60_000),
     expiresAt: new Date(NOW + 3600_000),

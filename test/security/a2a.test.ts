@@ -222,6 +222,7 @@ describe(`A2A (${ENGINE})`, () => {
       expires_at: expect.stringMatching(/^\d{4}-/),
       revision: expect.any(Number),
       state: "active",
+      resource_pattern: null,
       revoked_at: null,
       approved_by: "jordan",
       reason: null,

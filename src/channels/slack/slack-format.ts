@@ -1,6 +1,14 @@
 import type { ApprovalCard } from "../../butler/approval-card.js";
 import type { SecurityAlert } from "../../gateway/alerts.js";
-import { approvalsLine, deadlineLine, outcomeLine, shorterTtlSeconds, truncate, ttlLine } from "../render.js";
+import {
+  approvalsLine,
+  blastRadiusText,
+  deadlineLine,
+  outcomeLine,
+  shorterTtlSeconds,
+  truncate,
+  ttlLine,
+} from "../render.js";
 
 /** Slack's Block Kit limits (the fake Slack API in test/ enforces the same). */
 export const SLACK_LIMITS = {
@@ -48,6 +56,7 @@ const plain = (text: string, max: number) => ({
 export function slackCard(card: ApprovalCard): { text: string; blocks: SlackBlock[] } {
   const outcome = outcomeLine(card);
   const deadline = deadlineLine(card);
+  const radius = blastRadiusText(card);
   const fields = [
     `Project: ${card.project}`,
     `Agent: ${card.agent}`,
@@ -66,6 +75,8 @@ export function slackCard(card: ApprovalCard): { text: string; blocks: SlackBloc
       type: "section",
       text: plain(`Reason (written by the agent): ${card.reason}`, SLACK_LIMITS.sectionText),
     },
+    // The facts name agent-written resources: plain text only, never parsed.
+    ...(radius ? [{ type: "section", text: plain(radius, SLACK_LIMITS.sectionText) }] : []),
     {
       type: "section",
       text: {

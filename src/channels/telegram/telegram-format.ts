@@ -1,6 +1,14 @@
 import type { ApprovalCard } from "../../butler/approval-card.js";
 import type { SecurityAlert } from "../../gateway/alerts.js";
-import { approvalsLine, deadlineLine, outcomeLine, shorterTtlSeconds, truncate, ttlLine } from "../render.js";
+import {
+  approvalsLine,
+  blastRadiusText,
+  deadlineLine,
+  outcomeLine,
+  shorterTtlSeconds,
+  truncate,
+  ttlLine,
+} from "../render.js";
 
 /** Telegram Bot API limits (the fake Bot API in test/ enforces the same). */
 export const TELEGRAM_LIMITS = { messageText: 4096, callbackData: 64 } as const;
@@ -53,6 +61,7 @@ export function telegramCard(card: ApprovalCard): { text: string; keyboard: Inli
     ...(deadline ? [`<b>${escapeHtml(deadline)}</b>`] : []),
     "<b>Reason (written by the agent):</b>",
     `<pre>${escapeHtml(truncate(card.reason, 800).text)}</pre>`,
+    ...(card.blastRadius.length > 0 ? [escapeHtml(truncate(blastRadiusText(card), 1200).text)] : []),
     card.oneShot ? "<b>Approve this exact call, once:</b>" : "<b>Proposed policy change:</b>",
   ].join("\n");
   const tail = [

@@ -1,0 +1,114 @@
+import { compileGlob, globsOverlap } from "./glob.js";
+import { escapeGlob, type ScopedCall } from "./scope.js";
+import { formatDuration } from "./time.js";
+
+/**
+ * What a grant from an access request would allow besides the call that was denied, as an
+ * approver reads it on a card: the pattern it adds, the provider operations its action opens, the
+ * other resources it matches that the project's calls have named lately, and how long it lasts.
+ * Pure: the caller reads the provider specs and the audit log.
+ */
+
+/** A provider operation, as far as the blast radius names it. */
+export interface OperationRef {
+  provider: string;
+  operation: string;
+  method: string;
+  endpoint: string;
+  /** The policy action and resource it is decided as; `{param}` placeholders stand for any text. */
+  action: string;
+  resource: string;
+}
+
+/** The blast radius of a proposed grant, stored with the request and shown on every surface. */
+export interface BlastRadius {
+  action: string;
+  /** What the grant names: the resource glob when one was asked for, else the resource exactly. */
+  resource: string;
+  pattern: boolean;
+  branch: string | null;
+  agent: string;
+  /** Provider operations decided as this action, on a resource the grant covers. */
+  operations: { provider: string; operation: string; method: string; endpoint: string }[];
+  /** For a glob: other resources of this action the project's audited calls named in the last `days`. */
+  seen: { days: number; count: number; sample: string[] } | null;
+  ttl_seconds: number;
+  /** The same, as short sentences, in the order a card shows them. */
+  facts: string[];
+}
+
+/** How many of the other resources a card names (the count says how many there are). */
+export const SEEN_SAMPLE = 5;
+
+/** An operation's action or resource template as a glob: its `{param}` placeholders match any text. */
+function templateGlob(template: string): string {
+  return escapeGlob(template).replace(/\\\{[^}]*\\\}/g, "*");
+}
+
+/** Whether a grant for `call` reaches operation `o`: its action, and a resource the grant covers. */
+function reaches(o: OperationRef, call: ScopedCall): boolean {
+  if (!globsOverlap(templateGlob(o.action), escapeGlob(call.action))) return false;
+  if (call.resource === "") return true;
+  return globsOverlap(templateGlob(o.resource), call.resourceGlob ?? escapeGlob(call.resource));
+}
+
+/**
+ * The blast radius of a grant for `call` to `agent` for `ttlSeconds`. `recent` is the distinct
+ * resources the project's audited calls of this action named in the last `days` (any order).
+ */
+export function blastRadius(input: {
+  call: ScopedCall;
+  agent: string;
+  ttlSeconds: number;
+  operations: readonly OperationRef[];
+  recent: { days: number; resources: readonly string[] } | undefined;
+}): BlastRadius {
+  const { call, agent, ttlSeconds } = input;
+  const glob = call.resourceGlob;
+  const operations = input.operations
+    .filter((o) => reaches(o, call))
+    .map(({ provider, operation, method, endpoint }) => ({ provider, operation, method, endpoint }))
+    .sort((a, b) => `${a.provider} ${a.operation}`.localeCompare(`${b.provider} ${b.operation}`));
+  let seen: BlastRadius["seen"] = null;
+  if (glob !== undefined && input.recent) {
+    const g = compileGlob(glob);
+    const others = g.ok
+      ? [...new Set(input.recent.resources)].filter((r) => r !== call.resource && g.value.match(r)).sort()
+      : [];
+    seen = { days: input.recent.days, count: others.length, sample: others.slice(0, SEEN_SAMPLE) };
+  }
+  const facts: string[] = [];
+  if (glob !== undefined)
+    facts.push(
+      `Covers every resource matching ${glob}, not only ${call.resource} (the call that was denied)`,
+    );
+  else if (call.resource === "") facts.push(`Covers every call of ${call.action} (it names no resource)`);
+  else facts.push(`Only ${call.resource}: no other resource`);
+  if (seen)
+    facts.push(
+      seen.count === 0
+        ? `Matches no other resource the project's calls named in the last ${seen.days} days`
+        : `Also matches ${seen.count} other resource${seen.count === 1 ? "" : "s"} the project's calls named in the last ${seen.days} days: ${seen.sample.join(", ")}${seen.count > seen.sample.length ? ", …" : ""}`,
+    );
+  if (call.branch !== undefined) facts.push(`Only branch ${call.branch}`);
+  facts.push("Any parameters: a grant from a request sets no limits on them");
+  facts.push(
+    operations.length === 0
+      ? `Provider operations: none decided as ${call.action} (it covers the calls the agent makes itself)`
+      : `Opens ${operations.length === 1 ? "1 provider operation" : `${operations.length} provider operations`}: ${operations.map((o) => `${o.provider} ${o.operation} (${o.method} ${o.endpoint})`).join(", ")}`,
+  );
+  facts.push(
+    `Only for ${agent}, for ${formatDuration(ttlSeconds)} after approval; then it expires on its own`,
+  );
+  return {
+    action: call.action,
+    resource: glob ?? call.resource,
+    pattern: glob !== undefined,
+    branch: call.branch ?? null,
+    agent,
+    operations,
+    seen,
+    ttl_seconds: ttlSeconds,
+    facts,
+  };
+}
