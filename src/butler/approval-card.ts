@@ -17,6 +17,8 @@ export interface ApprovalCard {
   resourcePattern: string | undefined;
   /** What the grant would allow besides the denied call, as short sentences (empty for one-shot). */
   blastRadius: string[];
+  /** The audit lines of past denials the grant would have allowed (the newest per call), to open. */
+  pastDenials: { eventId: string; url: string }[];
   status: RequestStatus;
   /** Agent-written; untrusted. Every renderer escapes it for its own markup and labels it as the agent's. */
   reason: string;

@@ -157,6 +157,9 @@ export function cardOf(
     branch: r.branch ?? undefined,
     resourcePattern: r.resourceGlob ?? undefined,
     blastRadius: r.blastRadius?.facts ?? [],
+    pastDenials: (r.blastRadius?.history?.examples ?? [])
+      .filter((e) => /^evt_[a-z0-9]{16}$/.test(e.event_id))
+      .map((e) => ({ eventId: e.event_id, url: `${at.publicUrl}/dashboard/audit?event=${e.event_id}` })),
     status: r.status,
     reason: r.reason,
     riskTier: r.riskTier,

@@ -2,6 +2,7 @@ import { and, eq, gte, inArray } from "drizzle-orm";
 import { stringify as toYaml } from "yaml";
 import type { AgentIdentity } from "../agents/token-service.js";
 import { canonicalJson } from "../audit/chain.js";
+import { callGroups, eventIdsOf } from "../audit/history.js";
 import type { Tx } from "../db/client.js";
 import { accessRequests, auditEvents } from "../db/schema.js";
 import { AppError } from "../errors.js";
@@ -9,12 +10,14 @@ import { callHash } from "../grants/one-shot.js";
 import { sha256 } from "../hash.js";
 import { newId } from "../ids.js";
 import { enqueue } from "../outbox/outbox.js";
-import { blastRadius } from "../policy/blast-radius.js";
-import { grantProblem, proposeEffective } from "../policy/effective.js";
+import { blastRadius, type GrantHistory, SEEN_SAMPLE } from "../policy/blast-radius.js";
+import { withGrants } from "../policy/compile.js";
+import { type GrantEntry, grantDefOf, grantProblem, proposeEffective } from "../policy/effective.js";
 import { type CompiledProject, formatDuration, parseDuration } from "../policy/index.js";
 import { classifyRisk } from "../policy/risk.js";
 import { LIFTABLE_DENIALS, ONE_SHOT_DENIALS, type ScopedCall, scopeRequest } from "../policy/scope.js";
 import { kindsIn, redactParams } from "../policy/sensitive.js";
+import { simulate } from "../policy/simulate.js";
 import type { RiskTier } from "../policy/types.js";
 import { grantRowsInEffect, renderCached, toEntry } from "../policy-store/policy-store.js";
 import type { AccessRequestInput, ButlerDeps, SubmitResult } from "./context.js";
@@ -181,6 +184,7 @@ async function fileGrantRequest(
         call.resourceGlob === undefined
           ? undefined
           : { days: SEEN_DAYS, resources: await recentResources(tx, identity.project, call.action, now) },
+      history: await grantHistory(tx, project, identity.agent, proposed, now),
     });
     return insertPending(
       deps,
@@ -231,6 +235,63 @@ async function recentResources(tx: Tx, project: string, action: string, now: Dat
     )
     .limit(10_000);
   return rows.flatMap((r) => (r.resource ? [r.resource] : []));
+}
+
+/**
+ * What the proposed grant would have changed over the agent's audited calls of its action in the
+ * last SEEN_DAYS days: the denials it would have turned into ALLOWs (decided again by the policy
+ * in force with and without it), one example per distinct call, newest first.
+ */
+async function grantHistory(
+  tx: Tx,
+  project: CompiledProject,
+  agent: string,
+  proposed: GrantEntry,
+  now: Date,
+): Promise<GrantHistory> {
+  const groups = await callGroups(tx, {
+    project: project.name,
+    since: new Date(now.getTime() - SEEN_DAYS * 86_400_000),
+    agent,
+    action: proposed.action,
+  });
+  const sim = simulate(project, withGrants(project, [grantDefOf(proposed)]), groups);
+  const byCall = new Map<
+    string,
+    { resource: string; code: string | null; count: number; lastSeq: number; lastTs: number }
+  >();
+  for (const g of sim.allowed) {
+    const key = JSON.stringify([g.resource, g.branch ?? null]);
+    const seen = byCall.get(key);
+    if (seen) seen.count += g.count;
+    else
+      byCall.set(key, {
+        resource: g.resource,
+        code: g.code ?? null,
+        count: g.count,
+        lastSeq: g.lastSeq,
+        lastTs: g.lastTs,
+      });
+  }
+  const examples = [...byCall.values()].slice(0, SEEN_SAMPLE);
+  const ids = await eventIdsOf(
+    tx,
+    examples.map((e) => e.lastSeq),
+  );
+  return {
+    days: SEEN_DAYS,
+    allowed_calls: sim.allowedCalls,
+    distinct: byCall.size,
+    refusals_lifted: sim.refusalsLifted,
+    undetermined: sim.undetermined,
+    examples: examples.map((e) => ({
+      event_id: ids.get(e.lastSeq) ?? "",
+      resource: e.resource,
+      code: e.code,
+      count: e.count,
+      at: new Date(e.lastTs).toISOString(),
+    })),
+  };
 }
 
 /** The columns both kinds of request fill the same way. */

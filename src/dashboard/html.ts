@@ -194,7 +194,7 @@ export function requestCard(card: ApprovalCard, viewer: Viewer, canDecide: boole
   <h3>Reason <small>(written by the agent, unverified)</small></h3>
   <p class="agent-text">${card.reason}</p>
 </section>
-${card.blastRadius.length > 0 ? html`<section class="blast-radius" aria-label="What the grant would allow"><h3>If approved, the grant allows</h3><ul>${card.blastRadius.map((f) => html`<li>${f}</li>`)}</ul></section>` : ""}
+${card.blastRadius.length > 0 ? html`<section class="blast-radius" aria-label="What the grant would allow"><h3>If approved, the grant allows</h3><ul>${card.blastRadius.map((f) => html`<li>${f}</li>`)}</ul>${card.pastDenials.length > 0 ? html`<p>Past denials it would have allowed: ${card.pastDenials.map((d, i) => html`${i > 0 ? ", " : ""}<a href="/dashboard/audit?event=${d.eventId}">${d.eventId}</a>`)}</p>` : ""}</section>` : ""}
 <h3>${card.oneShot ? "Exactly this call, once" : "Policy change"}</h3>
 ${diffBlock(card.diff)}
 ${outcome ? html`<p class="outcome" role="status"><strong>${outcome}</strong></p>` : ""}

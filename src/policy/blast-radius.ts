@@ -33,8 +33,24 @@ export interface BlastRadius {
   /** For a glob: other resources of this action the project's audited calls named in the last `days`. */
   seen: { days: number; count: number; sample: string[] } | null;
   ttl_seconds: number;
+  /** What the grant would have changed over the agent's audited calls of this action (a simulation). */
+  history: GrantHistory | null;
   /** The same, as short sentences, in the order a card shows them. */
   facts: string[];
+}
+
+/** The agent's past calls the grant would have allowed, from the audit log. */
+export interface GrantHistory {
+  days: number;
+  /** Denied calls it would have allowed, and how many of those were refused by constraints or deny patterns. */
+  allowed_calls: number;
+  /** How many distinct calls (resource and branch) those were. */
+  distinct: number;
+  refusals_lifted: number;
+  /** Calls not decided again (their answer turns on parameters or state the audit does not keep). */
+  undetermined: number;
+  /** The newest of them, one per distinct call: the last line's event id, and how many there were. */
+  examples: { event_id: string; resource: string; code: string | null; count: number; at: string }[];
 }
 
 /** How many of the other resources a card names (the count says how many there are). */
@@ -62,6 +78,7 @@ export function blastRadius(input: {
   ttlSeconds: number;
   operations: readonly OperationRef[];
   recent: { days: number; resources: readonly string[] } | undefined;
+  history?: GrantHistory | undefined;
 }): BlastRadius {
   const { call, agent, ttlSeconds } = input;
   const glob = call.resourceGlob;
@@ -100,6 +117,8 @@ export function blastRadius(input: {
   facts.push(
     `Only for ${agent}, for ${formatDuration(ttlSeconds)} after approval; then it expires on its own`,
   );
+  const h = input.history;
+  if (h) facts.push(historyFact(h, agent));
   return {
     action: call.action,
     resource: glob ?? call.resource,
@@ -109,6 +128,20 @@ export function blastRadius(input: {
     operations,
     seen,
     ttl_seconds: ttlSeconds,
+    history: h ?? null,
     facts,
   };
+}
+
+/** "In the last 30 days it would have allowed 3 of bot's denied calls (…)". */
+function historyFact(h: GrantHistory, agent: string): string {
+  const head = `In the last ${h.days} days it would have allowed`;
+  if (h.allowed_calls === 0) return `${head} none of ${agent}'s denied calls`;
+  const calls = `${h.allowed_calls} of ${agent}'s denied call${h.allowed_calls === 1 ? "" : "s"}`;
+  const which = h.examples.map((e) => `${e.resource || "(no resource)"} ×${e.count}`).join(", ");
+  const lifted =
+    h.refusals_lifted === 0
+      ? "none was refused by a parameter constraint or deny pattern"
+      : `${h.refusals_lifted} of them were refused by a parameter constraint or deny pattern`;
+  return `${head} ${calls} (${which}${h.distinct > h.examples.length ? ", …" : ""}); ${lifted}`;
 }

@@ -201,3 +201,25 @@ export function compileGrant(def: GrantDef, project: string): CompiledGrant {
       .join(" and "),
   };
 }
+
+/**
+ * `project` with `extra` grants added (for example a proposed grant, to decide past calls as if it
+ * had been approved): its own compiled grants are reused, the document's not compiled again.
+ */
+export function withGrants(project: CompiledProject, extra: readonly GrantDef[]): CompiledProject {
+  const held = new Set<CompiledGrant>();
+  for (const svc of project.services.values()) {
+    for (const list of svc.exact.values()) for (const g of list) held.add(g);
+    for (const g of svc.patterned) held.add(g);
+  }
+  // The document's own grants are compiled again from it (cheap); those added to it are reused.
+  const own = new Set(project.document.grants);
+  return compileProject({
+    document: project.document,
+    revision: project.revision,
+    compiledGrants: [
+      ...[...held].filter((g) => !own.has(g.def)),
+      ...extra.map((d) => compileGrant(d, project.name)),
+    ],
+  });
+}

@@ -18,6 +18,7 @@ function card(over: Partial<ApprovalCard> = {}): ApprovalCard {
     branch: undefined,
     resourcePattern: undefined,
     blastRadius: [],
+    pastDenials: [],
     status: "pending",
     reason: "need read-only Stripe charges",
     riskTier: "low",

@@ -22,6 +22,21 @@ settings:
   approvals: { low: 1, medium: 1, high: 1 }
 `;
 
+const PAYOUTS = `project: payouts
+agents: [payout-bot, other-bot]
+grants:
+  - id: capped-refunds
+    service: stripe
+    actions: [refunds:create]
+    resources: ["stripe.com/v1/refunds/big"]
+    constraints:
+      amount: { max: 100 }
+approvers:
+  - id: jordan
+settings:
+  approvals: { low: 1, medium: 1, high: 1 }
+`;
+
 const CHARGES = "stripe.com/v1/charges";
 const PATTERN_FACTS = [
   `Covers every resource matching ${CHARGES}/*, not only ${CHARGES}/ch_1 (the call that was denied)`,
@@ -29,6 +44,7 @@ const PATTERN_FACTS = [
   "Any parameters: a grant from a request sets no limits on them",
   "Opens 1 provider operation: stripe retrieve_charge (GET /v1/charges/{charge})",
   "Only for billing-bot, for PT2H after approval; then it expires on its own",
+  `In the last 30 days it would have allowed 2 of billing-bot's denied calls (${CHARGES}/ch_1 ×1, ${CHARGES}/ch_2 ×1); none was refused by a parameter constraint or deny pattern`,
 ];
 
 /**
@@ -49,7 +65,7 @@ describe(`decision support: a glob grant's blast radius (${ENGINE})`, () => {
     await telegram.start();
     slack.users.set("U0JORDAN", { email: "jordan@example.com", name: "jordan" });
     s = await startTestServer({
-      policies: { "shop.yaml": SHOP },
+      policies: { "shop.yaml": SHOP, "payouts.yaml": PAYOUTS },
       env: chatEnv(slack, telegram, { slack: "slack-secret", telegram: "tg-secret_1" }),
     });
     bot = await s.agentToken("billing-bot", "shop");
@@ -146,5 +162,68 @@ describe(`decision support: a glob grant's blast radius (${ENGINE})`, () => {
     expect(grantOf(done)).toMatchObject({ resource: `${CHARGES}/ch_1`, resource_pattern: `${CHARGES}/*` });
     const grants = await s.http("GET", "/v1/grants?project=shop", jordan);
     expect(grants.body.grants[0]).toMatchObject({ id, resource_pattern: `${CHARGES}/*` });
+  });
+
+  test("the proposal counts exactly the agent's past denials the grant would have allowed, and none of the refusals it would not", async () => {
+    const payout = await s.agentToken("payout-bot", "payouts");
+    const other = await s.agentToken("other-bot", "payouts");
+    const refund = (token: string, resource: string, amount?: number) =>
+      s.authorize(token, {
+        action: "stripe:refunds:create",
+        resource,
+        ...(amount === undefined ? {} : { params: { amount } }),
+      });
+    const SMALL = "stripe.com/v1/refunds/small";
+    const BIG = "stripe.com/v1/refunds/big";
+    const seeded = [
+      await refund(payout, SMALL), // resource_not_covered: the grant would allow these three
+      await refund(payout, SMALL),
+      await refund(payout, BIG, 500), // constraint_failed on another resource: not this grant's
+      await refund(payout, BIG, 900),
+      await refund(payout, BIG, 50), // allowed
+      await refund(other, SMALL), // another agent: not this grant's
+      await refund(payout, "stripe.com/v1/refunds/else"),
+    ];
+    expect(seeded.map((r) => r.body.code ?? r.body.decision)).toEqual([
+      "resource_not_covered",
+      "resource_not_covered",
+      "constraint_failed",
+      "constraint_failed",
+      "ALLOW",
+      "resource_not_covered",
+      "resource_not_covered",
+    ]);
+    const last = await refund(payout, SMALL);
+    const filed = await s.http("POST", "/v1/access-requests", payout, {
+      denial_event_id: last.body.event_id,
+      reason: "refund the small order",
+    });
+    expect(filed.status).toBe(201);
+    const history = filed.body.access_request.blast_radius.history;
+    expect(history).toEqual({
+      days: 30,
+      allowed_calls: 3,
+      distinct: 1,
+      refusals_lifted: 0,
+      undetermined: 0,
+      examples: [
+        {
+          event_id: last.body.event_id,
+          resource: SMALL,
+          code: "resource_not_covered",
+          count: 3,
+          at: expect.any(String),
+        },
+      ],
+    });
+    expect(filed.body.access_request.blast_radius.facts.at(-1)).toBe(
+      `In the last 30 days it would have allowed 3 of payout-bot's denied calls (${SMALL} ×3); none was refused by a parameter constraint or deny pattern`,
+    );
+    const cookie = await s.dashboardCookie(jordan);
+    const id = filed.body.access_request.id;
+    const page = await (await fetch(`${s.url}/dashboard/requests/${id}`, { headers: { cookie } })).text();
+    expect(page).toContain(
+      `<a href="/dashboard/audit?event=${last.body.event_id}">${last.body.event_id}</a>`,
+    );
   });
 });

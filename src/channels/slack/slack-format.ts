@@ -77,6 +77,19 @@ export function slackCard(card: ApprovalCard): { text: string; blocks: SlackBloc
     },
     // The facts name agent-written resources: plain text only, never parsed.
     ...(radius ? [{ type: "section", text: plain(radius, SLACK_LIMITS.sectionText) }] : []),
+    ...(card.pastDenials.length > 0
+      ? [
+          {
+            type: "context",
+            elements: [
+              {
+                type: "mrkdwn",
+                text: `Past denials it would have allowed: ${card.pastDenials.map((d) => `<${d.url}|${d.eventId}>`).join(", ")}`,
+              },
+            ],
+          },
+        ]
+      : []),
     {
       type: "section",
       text: {

@@ -62,6 +62,11 @@ export function telegramCard(card: ApprovalCard): { text: string; keyboard: Inli
     "<b>Reason (written by the agent):</b>",
     `<pre>${escapeHtml(truncate(card.reason, 800).text)}</pre>`,
     ...(card.blastRadius.length > 0 ? [escapeHtml(truncate(blastRadiusText(card), 1200).text)] : []),
+    ...(card.pastDenials.length > 0
+      ? [
+          `Past denials it would have allowed: ${card.pastDenials.map((d) => `<a href="${escapeHtml(d.url)}">${escapeHtml(d.eventId)}</a>`).join(", ")}`,
+        ]
+      : []),
     card.oneShot ? "<b>Approve this exact call, once:</b>" : "<b>Proposed policy change:</b>",
   ].join("\n");
   const tail = [

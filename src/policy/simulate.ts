@@ -1,0 +1,148 @@
+import type { CompiledProject } from "./compile.js";
+import { evaluateIn } from "./evaluate.js";
+import type { Decision } from "./types.js";
+
+/**
+ * What a policy change would have changed, decided again over audited calls (pure). Each past call
+ * is decided by the policy in force (`before`) and by the proposal (`after`) at the moment it was
+ * made; the calls the two answer differently are what the change would have allowed or denied.
+ * Nothing is replayed upstream: the audit log holds the call (agent, action, resource, branch),
+ * not its parameters, so an answer that turns on parameters is taken from what was recorded when
+ * it can be, and otherwise counted as undetermined.
+ */
+
+/** Audited calls, grouped: the same call with the same recorded answer, within one hour. */
+export interface CallGroup {
+  agent: string;
+  action: string;
+  resource: string;
+  branch: string | undefined;
+  decision: "ALLOW" | "DENY";
+  /** The recorded deny code (undefined for an ALLOW). */
+  code: string | undefined;
+  count: number;
+  /** The last call of the group: its audit sequence number and time (the group is decided then). */
+  lastSeq: number;
+  lastTs: number;
+}
+
+/** A group the proposal answers differently. */
+export interface ChangedGroup extends CallGroup {
+  /** The proposal's answer and why. */
+  now: "ALLOW" | "DENY";
+  reason: string;
+}
+
+export interface Simulation {
+  /** Calls (audit lines) considered. */
+  calls: number;
+  /** Denied (under the policy in force) and allowed by the proposal, newest first. */
+  allowed: ChangedGroup[];
+  /** Allowed (under the policy in force) and denied by the proposal, newest first. */
+  denied: ChangedGroup[];
+  allowedCalls: number;
+  deniedCalls: number;
+  /** Of `allowedCalls`: calls refused by parameter constraints or deny patterns when they were made. */
+  refusalsLifted: number;
+  /**
+   * Calls not decided again: refused for what the policy alone does not say (a rate limit, a pact,
+   * a used one-shot approval, sensitive data), or whose new answer turns on their parameters.
+   */
+  undetermined: number;
+}
+
+/** Deny codes the policy decides from the call alone (evaluateIn), so a past call can be decided again. */
+const POLICY_CODES: ReadonlySet<string> = new Set([
+  "no_project",
+  "unknown_agent",
+  "no_service_grant",
+  "no_action_grant",
+  "agent_not_covered",
+  "resource_not_covered",
+  "branch_not_covered",
+  "grant_expired",
+  "constraint_failed",
+  "deny_pattern",
+  "invalid_action",
+  "op_group_denied",
+  "approval_required",
+]);
+
+/** Refusals whose outcome depends on the call's parameters (or, for tools, its command text). */
+function turnsOnParams(d: Decision, action: string): boolean {
+  if (d.decision !== "DENY") return false;
+  return (
+    d.code === "constraint_failed" ||
+    d.code === "approval_required" ||
+    (d.code === "deny_pattern" && action.startsWith("tools:"))
+  );
+}
+
+/** What a refusal for parameters was decided by (the grant's limits, or the approval rules), to compare. */
+function paramRule(project: CompiledProject, d: Decision): string {
+  if (d.decision !== "DENY") return "";
+  if (d.code === "approval_required") return JSON.stringify(project.requireApproval.map((r) => r.def));
+  const g = project.document.grants.find((x) => x.id === d.grantId);
+  return JSON.stringify([d.code, d.grantId, g?.constraints, g?.deny, g?.resources]);
+}
+
+export const LIFTED_REFUSALS: ReadonlySet<string> = new Set(["constraint_failed", "deny_pattern"]);
+
+export function simulate(
+  before: CompiledProject,
+  after: CompiledProject,
+  groups: Iterable<CallGroup>,
+): Simulation {
+  const out: Simulation = {
+    calls: 0,
+    allowed: [],
+    denied: [],
+    allowedCalls: 0,
+    deniedCalls: 0,
+    refusalsLifted: 0,
+    undetermined: 0,
+  };
+  for (const g of groups) {
+    out.calls += g.count;
+    if (g.decision === "DENY" && !POLICY_CODES.has(g.code ?? "")) {
+      out.undetermined += g.count;
+      continue;
+    }
+    const call = {
+      agent: g.agent,
+      project: before.name,
+      action: g.action,
+      resource: g.resource,
+      branch: g.branch,
+    };
+    const a = evaluateIn(after, call, g.lastTs);
+    const b = evaluateIn(before, call, g.lastTs);
+    if (a.decision === b.decision) {
+      // Both refuse it for its parameters: unchanged only if by the same rule, the same way.
+      if (turnsOnParams(a, g.action) && paramRule(after, a) !== paramRule(before, b))
+        out.undetermined += g.count;
+      continue;
+    }
+    // Decided without its parameters, the policy in force refuses it for them: only a recorded
+    // refusal for the same reason says that its parameters did fail. The proposal's refusal for
+    // parameters cannot be told at all.
+    const recorded = g.decision === "DENY" && g.code === (b.decision === "DENY" ? b.code : undefined);
+    if ((turnsOnParams(b, g.action) && !recorded) || turnsOnParams(a, g.action)) {
+      out.undetermined += g.count;
+      continue;
+    }
+    const changed: ChangedGroup = { ...g, now: a.decision, reason: a.reason };
+    if (a.decision === "ALLOW") {
+      out.allowed.push(changed);
+      out.allowedCalls += g.count;
+      if (g.decision === "DENY" && LIFTED_REFUSALS.has(g.code ?? "")) out.refusalsLifted += g.count;
+    } else {
+      out.denied.push(changed);
+      out.deniedCalls += g.count;
+    }
+  }
+  const newest = (x: ChangedGroup, y: ChangedGroup) => y.lastSeq - x.lastSeq;
+  out.allowed.sort(newest);
+  out.denied.sort(newest);
+  return out;
+}
