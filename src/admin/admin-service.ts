@@ -13,11 +13,18 @@ import { AppError } from "../errors.js";
 import { PactBody, type Pacts } from "../gateway/pacts.js";
 import type { Trust } from "../gateway/trust.js";
 import { compileGlob } from "../policy/glob.js";
-import type { PolicyIndex } from "../policy/index.js";
+import {
+  compileProject,
+  type Decision,
+  evaluateIn,
+  type PolicyIndex,
+  parsePolicyFile,
+} from "../policy/index.js";
 import { agentName, projectName } from "../policy/schema.js";
 import type { ImportReport, PolicyRevision, PolicyStore } from "../policy-store/policy-store.js";
 import type { McpPins, Pin, ToolDefinition } from "../providers/mcp-pins.js";
 import type { Vault } from "../providers/vault.js";
+import { type PolicySimulation, simulatePolicyFile } from "./policy-simulation.js";
 
 /** Filters for exporting the audit log. */
 export interface AuditFilter {
@@ -38,8 +45,18 @@ export interface EffectivePolicy {
   source: string;
   contentHash: string;
   createdAt: string;
-  /** The policy in force as YAML: the baseline (active grants are added by later features). */
+  /** The policy in force as YAML: the file with the Butler's grants in force. */
   yaml: string;
+  /** For a past moment: the moment, and the Butler's grants in force then. */
+  at?: string;
+  grantsInForce?: {
+    id: string;
+    agent: string;
+    action: string;
+    resource: string;
+    resourcePattern: string | null;
+    expiresAt: string;
+  }[];
 }
 
 /**
@@ -51,9 +68,27 @@ export interface AdminOps {
   createAgentToken(agent: string, project: string): Promise<CreatedToken>;
   listAgentTokens(project?: string): Promise<AgentTokenInfo[]>;
   revokeAgentTokens(sel: { agent: string; project: string; tokenId?: string }): Promise<string[]>;
-  showPolicy(project: string): Promise<EffectivePolicy>;
+  /** The policy in force now, or at a past moment `at` (from the stored revisions and grants). */
+  showPolicy(project: string, at?: Date | undefined): Promise<EffectivePolicy>;
+  /** One call decided by the policy in force at `at` (now when not given), from the stored revisions. */
+  checkPolicy(
+    project: string,
+    call: {
+      agent: string;
+      action: string;
+      resource?: string | undefined;
+      branch?: string | undefined;
+      params?: Record<string, unknown> | undefined;
+    },
+    at?: Date | undefined,
+  ): Promise<Decision & { revision_at: number | null; at: string }>;
   policyHistory(project: string): Promise<Omit<PolicyRevision, "yaml" | "baseline">[]>;
   policyRevision(project: string, revision: number): Promise<PolicyRevision>;
+  /** What a policy file would have allowed or denied over the project's audited calls (see policy-simulation.ts). */
+  simulatePolicy(
+    project: string,
+    input: { yaml: string; file?: string | undefined; since?: string | undefined },
+  ): Promise<PolicySimulation>;
   reloadPolicies(): Promise<ImportReport>;
   verifyAudit(): Promise<VerifyResult>;
   exportAudit(filter: AuditFilter): AsyncIterable<AuditLine>;
@@ -165,7 +200,7 @@ export interface AdminDeps {
   /** Telegram's Bot API, when Telegram is configured. */
   telegram?: { username(): Promise<string>; setWebhook(): Promise<string> } | undefined;
   tokens: Pick<TokenService, "create" | "list" | "revoke">;
-  policies: Pick<PolicyStore, "index" | "latest" | "history" | "revision" | "importDirectory">;
+  policies: Pick<PolicyStore, "index" | "latest" | "history" | "revision" | "importDirectory" | "at">;
   vault: Pick<Vault, "set" | "list" | "delete">;
   mcpPins: Pick<McpPins, "list" | "approve">;
   trust: Pick<Trust, "score">;
@@ -174,6 +209,42 @@ export interface AdminDeps {
   migrate: () => Promise<void>;
   /** Who is acting, as recorded in audit events (e.g. `admin-api`, `cli:alice`). */
   actor: string;
+}
+
+/** The policy of `project` in force at `at`, from the stored revisions and grants. */
+async function policyAt(
+  policies: Pick<PolicyStore, "at">,
+  project: string,
+  at: Date,
+): Promise<EffectivePolicy> {
+  const p = await policies.at(project, at);
+  if (!p)
+    throw new AppError(
+      "NOT_FOUND",
+      `project '${project}' had no policy at ${at.toISOString()} (none was stored by then)`,
+    );
+  if (p.head.retired)
+    throw new AppError(
+      "NOT_FOUND",
+      `project '${project}' had no policy at ${at.toISOString()}: it was retired at revision ${p.head.revision}`,
+    );
+  return {
+    project,
+    revision: p.head.revision,
+    source: p.head.source,
+    contentHash: p.head.contentHash,
+    createdAt: p.head.createdAt,
+    yaml: p.yaml,
+    at: at.toISOString(),
+    grantsInForce: p.grants.map((g) => ({
+      id: g.id,
+      agent: g.agent,
+      action: g.action,
+      resource: g.resource,
+      resourcePattern: g.resourceGlob,
+      expiresAt: g.expiresAt.toISOString(),
+    })),
+  };
 }
 
 /** Checks an argument whichever way it came (admin API or CLI), with the policy's own name rules. */
@@ -217,28 +288,15 @@ function projectsApprovedBy(index: PolicyIndex, approver: string): string[] {
     .map((p) => p.name);
 }
 
-export function createAdmin(deps: AdminDeps): AdminOps {
-  const { db, tokens, policies, actor, butler } = deps;
-
+/** The policy operations: the policy in force (now or then), its revisions, a call decided then, a simulation. */
+function policyOps(
+  deps: AdminDeps,
+): Pick<AdminOps, "showPolicy" | "policyHistory" | "policyRevision" | "checkPolicy" | "simulatePolicy"> {
+  const { db, policies } = deps;
   return {
-    async createAgentToken(agent, project) {
-      check(agentName, agent, "agent");
+    async showPolicy(project, at) {
       check(projectName, project, "project");
-      const { token, info } = await tokens.create(agent, project, actor);
-      return { ...info, token, warnings: agentWarnings(policies.index(), agent, project) };
-    },
-    async listAgentTokens(project) {
-      if (project !== undefined) check(projectName, project, "project");
-      return tokens.list(project);
-    },
-    async revokeAgentTokens(sel) {
-      check(agentName, sel.agent, "agent");
-      check(projectName, sel.project, "project");
-      if (sel.tokenId !== undefined) check(tokenId, sel.tokenId, "token");
-      return tokens.revoke(sel, actor);
-    },
-    async showPolicy(project) {
-      check(projectName, project, "project");
+      if (at !== undefined) return policyAt(policies, project, at);
       const r = await policies.latest(project);
       if (!r || r.retired) {
         throw new AppError(
@@ -270,6 +328,48 @@ export function createAdmin(deps: AdminDeps): AdminOps {
       if (!r) throw new AppError("NOT_FOUND", `project '${project}' has no revision ${revision}`);
       return r;
     },
+    async checkPolicy(project, call, at) {
+      check(projectName, project, "project");
+      const when = at ?? deps.clock.now();
+      const p = await policyAt(policies, project, when);
+      const parsed = parsePolicyFile({ file: `revision ${p.revision}`, text: p.yaml });
+      if (!parsed.ok)
+        throw new AppError(
+          "INTERNAL",
+          `revision ${p.revision} of ${project} does not load: ${parsed.error[0]?.message}`,
+        );
+      const compiled = compileProject({ document: parsed.value, revision: p.revision });
+      const d = evaluateIn(compiled, { ...call, project, resource: call.resource ?? "" }, when.getTime());
+      return { ...d, revision_at: p.revision, at: when.toISOString() };
+    },
+    simulatePolicy(project, input) {
+      check(projectName, project, "project");
+      return simulatePolicyFile({ db, policies, clock: deps.clock }, project, input);
+    },
+  };
+}
+
+export function createAdmin(deps: AdminDeps): AdminOps {
+  const { db, tokens, policies, actor, butler } = deps;
+
+  return {
+    async createAgentToken(agent, project) {
+      check(agentName, agent, "agent");
+      check(projectName, project, "project");
+      const { token, info } = await tokens.create(agent, project, actor);
+      return { ...info, token, warnings: agentWarnings(policies.index(), agent, project) };
+    },
+    async listAgentTokens(project) {
+      if (project !== undefined) check(projectName, project, "project");
+      return tokens.list(project);
+    },
+    async revokeAgentTokens(sel) {
+      check(agentName, sel.agent, "agent");
+      check(projectName, sel.project, "project");
+      if (sel.tokenId !== undefined) check(tokenId, sel.tokenId, "token");
+      return tokens.revoke(sel, actor);
+    },
+    ...policyOps(deps),
     reloadPolicies: () => policies.importDirectory(actor),
     verifyAudit: () => verifyAuditChain(db),
     exportAudit(filter) {

@@ -133,6 +133,31 @@ const CredentialBody = z.strictObject({
     .refine(storable, "must be text without NUL characters or unpaired surrogates"),
 });
 const CredentialParams = z.strictObject({ name: credentialName });
+const timestampText = z
+  .string()
+  .refine((s) => parseTimestamp(s).ok, "must be a timestamp with a time zone, e.g. 2026-05-01T00:00:00Z");
+const AtQuery = z.strictObject({ at: timestampText.optional() });
+const CheckBody = z.strictObject({
+  agent: agentName,
+  action: z.string().min(1).max(256),
+  resource: z.string().max(2048).optional(),
+  branch: z.string().max(256).optional(),
+  params: z.record(z.string(), z.unknown()).optional(),
+  at: timestampText.optional(),
+});
+/** A timestamp the schema has checked, as a Date. */
+const dateOf = (s: string | undefined) => {
+  const t = s === undefined ? undefined : parseTimestamp(s);
+  return t?.ok ? new Date(t.value) : undefined;
+};
+const SimulateBody = z.strictObject({
+  yaml: z
+    .string()
+    .max(1024 * 1024, "is larger than 1 MiB")
+    .refine(storable, "must be text without NUL characters or unpaired surrogates"),
+  file: z.string().max(256).refine(storable, "must be text").optional(),
+  since: z.string().max(64).optional(),
+});
 const RevisionParams = z.strictObject({
   project: projectName,
   revision: z
@@ -202,9 +227,26 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
     method: "GET",
     path: "/policies/:project",
     params: ProjectParams,
-    args: ({ params }) => [params.project],
-    request: (project) => ({ params: { project } }),
+    query: AtQuery,
+    args: ({ params, query }) => [params.project, dateOf(query.at)],
+    request: (project, at) => ({ params: { project }, query: at ? { at: at.toISOString() } : {} }),
     ...snakeCase<"showPolicy">(),
+  }),
+  route({
+    op: "checkPolicy",
+    summary: "Decide one call by the policy in force at a moment, from the stored revisions",
+    method: "POST",
+    path: "/policies/:project/check",
+    params: ProjectParams,
+    body: CheckBody,
+    args: ({ params, body }) => {
+      const { at, ...call } = body;
+      return [params.project, call, dateOf(at)];
+    },
+    request: (project, call, at) => ({
+      params: { project },
+      body: { ...call, ...(at ? { at: at.toISOString() } : {}) },
+    }),
   }),
   route({
     op: "policyHistory",
@@ -225,6 +267,16 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
     args: ({ params }) => [params.project, params.revision],
     request: (project, revision) => ({ params: { project, revision: String(revision) } }),
     ...snakeCase<"policyRevision">(),
+  }),
+  route({
+    op: "simulatePolicy",
+    summary: "What a policy file would have allowed or denied over the audited calls",
+    method: "POST",
+    path: "/policies/:project/simulate",
+    params: ProjectParams,
+    body: SimulateBody,
+    args: ({ params, body }) => [params.project, body],
+    request: (project, input) => ({ params: { project }, body: input }),
   }),
   route({
     op: "reloadPolicies",

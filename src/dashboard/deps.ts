@@ -25,7 +25,7 @@ export interface DashboardDeps {
   >;
   projects: () => ReadonlyMap<string, CompiledProject>;
   clock: Clock;
-  admin: Pick<AdminOps, "showPolicy" | "policyHistory" | "policyRevision" | "agentHealth">;
+  admin: Pick<AdminOps, "showPolicy" | "policyHistory" | "policyRevision" | "agentHealth" | "simulatePolicy">;
   verifyAudit: () => Promise<VerifyResult>;
   /** Whether cookies get `Secure` (the server is reached over https). */
   secureCookies: boolean;

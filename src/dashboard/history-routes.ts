@@ -1,4 +1,5 @@
 import type { FastifyInstance } from "fastify";
+import { z } from "zod";
 import { rowToLine } from "../audit/audit-log.js";
 import { story } from "../audit/story.js";
 import type { AccessRequestView } from "../butler/butler-service.js";
@@ -6,9 +7,10 @@ import { AppError } from "../errors.js";
 import { parseInput } from "../http/validation.js";
 import { policyDiff } from "../policy/effective.js";
 import { compileGlob } from "../policy/index.js";
+import { projectName } from "../policy/schema.js";
 import type { DashboardDeps } from "./deps.js";
 import { exportRows } from "./events.js";
-import { historyPage, type PolicyView, policiesPage, replayPage } from "./html.js";
+import { historyPage, type PolicyView, policiesPage, replayPage, simulationPage } from "./html.js";
 import { blank, Filters } from "./inputs.js";
 import { dashboardDoc } from "./route-docs.js";
 import { type SessionHooks, sessionOf, viewerOf, visible } from "./session-hooks.js";
@@ -40,12 +42,17 @@ function historyMatch(q: Filters, projects: string[] | undefined): (r: AccessReq
 
 /** One project's policy page: the effective YAML, its revisions, and a diff between two of them. */
 async function policyView(deps: DashboardDeps, project: string, q: Filters): Promise<PolicyView | undefined> {
-  const effective = await deps.admin.showPolicy(project).catch(() => undefined);
+  const at = momentOf(q.at);
+  const effective = await deps.admin.showPolicy(project, at).catch(() => undefined);
   if (!effective) return undefined;
   const revisions = await deps.admin.policyHistory(project);
   const view: PolicyView = {
     project,
     yaml: effective.yaml,
+    at:
+      effective.at === undefined
+        ? undefined
+        : { at: effective.at, revision: effective.revision, grants: effective.grantsInForce?.length ?? 0 },
     revisions: revisions
       .map((r) => ({ revision: r.revision, createdAt: r.createdAt, source: r.source, cause: r.cause }))
       .sort((a, b) => b.revision - a.revision),
@@ -65,6 +72,26 @@ async function policyView(deps: DashboardDeps, project: string, q: Filters): Pro
     };
   }
   return view;
+}
+
+const SimulateParams = z.strictObject({
+  project: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/, "must be a project name"),
+});
+const SimulateForm = z.object({
+  yaml: z
+    .string()
+    .min(1, "is empty: paste the whole policy file")
+    .max(1024 * 1024, "is larger than 1 MiB"),
+  since: z.string().max(64).optional(),
+  _csrf: z.string().optional(),
+});
+
+/** The policies page's `at` as a Date (UTC when it names no zone); undefined for now. */
+function momentOf(at: string | undefined): Date | undefined {
+  if (!at) return undefined;
+  const t = Date.parse(/(Z|[+-]\d{2}:\d{2})$/.test(at) ? at : `${at}Z`);
+  if (Number.isNaN(t)) throw new AppError("INVALID_INPUT", `at: ${at} is not a time`);
+  return new Date(t);
 }
 
 /** The past: decided requests, the policies' revisions, and one agent's session replayed. */
@@ -113,6 +140,24 @@ export async function historyRoutes(
       }
       reply.type("text/html; charset=utf-8");
       return policiesPage(views, viewerOf(s));
+    },
+  );
+
+  scope.post(
+    "/dashboard/policies/:project/simulate",
+    {
+      ...dashboardDoc("Simulate a policy file over the audit log", { form: true }),
+      preHandler: hooks.change,
+    },
+    async (req, reply) => {
+      const s = sessionOf(req);
+      const { project } = parseInput(SimulateParams, req.params, "path");
+      const body = parseInput(SimulateForm, req.body, "body");
+      if (!(visible(deps, s) ?? [...deps.projects().keys()]).includes(project))
+        throw new AppError("NOT_FOUND", `no project '${project}' here`);
+      const r = await deps.admin.simulatePolicy(project, { yaml: body.yaml, since: body.since || undefined });
+      reply.type("text/html; charset=utf-8");
+      return simulationPage(r, viewerOf(s));
     },
   );
 

@@ -1,3 +1,4 @@
+import type { PolicySimulation, SimulatedCall } from "../admin/policy-simulation.js";
 import type { AuditLine } from "../audit/chain.js";
 import type { ApprovalCard } from "../butler/approval-card.js";
 import type { AccessRequestView, GrantView } from "../butler/butler-service.js";
@@ -372,6 +373,8 @@ export interface PolicyView {
   yaml: string;
   revisions: { revision: number; createdAt: string; source: string; cause: string | null }[];
   diff?: { from: number; to: number; text: string } | undefined;
+  /** When the page shows a past moment: the moment, the revision in force then and its grants. */
+  at?: { at: string; revision: number; grants: number } | undefined;
 }
 
 /** Each project's effective policy as YAML, its revisions, and the diff between any two. */
@@ -385,7 +388,20 @@ export function policiesPage(views: PolicyView[], viewer: Viewer): string {
       );
     return html`<section class="card policy" id="policy-${v.project}">
   <h2>${v.project} <small>revision ${latest}</small></h2>
-  <details><summary>Effective policy (YAML)</summary><pre class="yaml" tabindex="0">${v.yaml}</pre></details>
+  ${v.at ? html`<p class="as-at" role="status">As at ${time(v.at.at)}: revision ${v.at.revision}, with ${v.at.grants} grant${v.at.grants === 1 ? "" : "s"} of Butler in force then.</p>` : ""}
+  <details${v.at ? html` open` : ""}><summary>Effective policy (YAML)${v.at ? " then" : ""}</summary><pre class="yaml" tabindex="0">${v.yaml}</pre></details>
+  <form class="as-at" method="get" action="/dashboard/policies">
+    <input type="hidden" name="project" value="${v.project}">
+    <label>As at (UTC) <input type="datetime-local" name="at" step="1" value="${v.at ? v.at.at.slice(0, 19) : ""}"></label>
+    <button type="submit">Show the policy then</button>
+  </form>
+  <details><summary>Simulate a change over the audit log</summary>
+  <form method="post" action="/dashboard/policies/${v.project}/simulate">
+    <input type="hidden" name="_csrf" value="${viewer.csrf}">
+    <label>Policy file (its whole text) <textarea name="yaml" rows="12" required placeholder="project: ${v.project}"></textarea></label>
+    <label>Since <input name="since" value="P30D" pattern="P.*"></label>
+    <button type="submit">Simulate</button>
+  </form></details>
   <h3>Revisions</h3>
   <ol class="revisions" reversed>${v.revisions.map((r) => html`<li>revision ${r.revision}, ${time(r.createdAt)}: ${r.cause ?? r.source}</li>`)}</ol>
   <form class="filters" method="get" action="/dashboard/policies">
@@ -398,6 +414,33 @@ export function policiesPage(views: PolicyView[], viewer: Viewer): string {
 </section>`;
   };
   return page("Policies", viewer, "policies", html`${views.map(one)}`);
+}
+
+/** What a policy file would have changed over the audit log (`butler policy simulate`, in the browser). */
+export function simulationPage(r: PolicySimulation, viewer: Viewer): string {
+  const rows = (calls: SimulatedCall[]) =>
+    html`<table><thead><tr><th>Last call</th><th>Agent</th><th>Action</th><th>Resource</th><th>Calls</th><th>Recorded</th></tr></thead><tbody>${calls.map(
+      (c) =>
+        html`<tr><td><a href="/dashboard/audit?event=${c.event_id}">${time(c.at)}</a></td><td>${c.agent}</td><td><code>${c.action}</code></td><td><code>${c.resource || "(none)"}</code>${c.branch ? html` @<code>${c.branch}</code>` : ""}</td><td>${c.count}</td><td>${c.was}</td></tr>`,
+    )}</tbody></table>`;
+  return page(
+    `Simulation: ${r.project}`,
+    viewer,
+    "policies",
+    html`<p class="lede">The file against revision ${r.revision}, over ${r.calls} audited call${r.calls === 1 ? "" : "s"} from ${time(r.since)} to ${time(r.until)}, decided again from the audit log (nothing replayed upstream).</p>
+<section class="card simulation" aria-label="Calls it would have allowed">
+<h2>Would have allowed ${r.allowed_calls} call${r.allowed_calls === 1 ? "" : "s"} the policy in force denied</h2>
+${r.refusals_lifted ? html`<p class="warn"><strong>${r.refusals_lifted} of them were refused by parameter constraints or deny patterns.</strong></p>` : ""}
+${r.allowed.length ? rows(r.allowed) : ""}
+</section>
+<section class="card simulation" aria-label="Calls it would have denied">
+<h2>Would have denied ${r.denied_calls} call${r.denied_calls === 1 ? "" : "s"} the policy in force allowed</h2>
+${r.denied.length ? rows(r.denied) : ""}
+</section>
+${r.undetermined ? html`<p>${r.undetermined} call${r.undetermined === 1 ? " was" : "s were"} not decided again: the answer turns on parameters or on state the audit log does not keep.</p>` : ""}
+${r.revoked_grants.length ? html`<p>Importing it would revoke: ${r.revoked_grants.map((g) => html`<code>${g.id}</code> (${g.reason}) `)}</p>` : ""}
+<p><a href="/dashboard/policies?project=${r.project}">Back to the policies</a></p>`,
+  );
 }
 
 /** One agent's session as a story, in order. */

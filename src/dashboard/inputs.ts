@@ -63,6 +63,15 @@ export const Filters = z.object({
   before: digits(15),
   after: digits(15),
   code: z.string().max(64).optional(),
+  /** A past moment (the policies page as it was then): an ISO 8601 time, UTC when it names no zone. */
+  at: z
+    .string()
+    .regex(
+      /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2})?$/,
+      "must be a time such as 2026-05-01T10:30 (UTC) or 2026-05-01T10:30:00+02:00",
+    )
+    .optional()
+    .or(z.literal("")),
   // A link with a bad `next` still signs in, and goes home.
   next: NextPage.optional().catch(undefined),
 });

@@ -13,6 +13,7 @@ import {
   latestIn,
   lockProject,
   type PolicyRevision,
+  policyAtIn,
   type RevisionHead,
   revisionIn,
 } from "./revision-repo.js";
@@ -110,6 +111,8 @@ export function createPolicyStore(deps: PolicyStoreDeps) {
     latestHeadIn,
     refreshProject: (project: string) => refreshProject(c, project),
     revision: (project: string, n: number) => revisionIn(db, project, n),
+    /** The policy in force at a past moment (revision, baseline and the grants in force then). */
+    at: (project: string, at: Date) => policyAtIn(db, project, at),
     recompose: (tx: Tx, project: string, cause: string): Promise<RecomposeResult> =>
       recompose(c, tx, project, cause),
     ensureCurrent: (project: string) => ensureCurrent(c, project),

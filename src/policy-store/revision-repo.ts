@@ -145,6 +145,45 @@ export async function revisionIn(
   return head && withText(q, head);
 }
 
+/** The policy of a project in force at a past moment: the revision stored then, with the grants in force then. */
+export interface PolicyAt {
+  head: RevisionHead;
+  /** The baseline with the Butler's grants in force at `at` (approved by then, not revoked, not expired). */
+  yaml: string;
+  grants: GrantRow[];
+}
+
+/**
+ * The policy in force at `at`: the newest revision stored at or before it, its baseline, and the
+ * grants that revision held that had not expired by `at`. Undefined when nothing was stored yet.
+ */
+export async function policyAtIn(q: Queryable, project: string, at: Date): Promise<PolicyAt | undefined> {
+  const [row] = await q
+    .select(headColumns)
+    .from(policyRevisions)
+    .where(and(eq(policyRevisions.project, project), lte(policyRevisions.createdAt, at)))
+    .orderBy(desc(policyRevisions.revision))
+    .limit(1);
+  if (!row) return undefined;
+  const head = toHead(row);
+  if (head.retired) return { head, yaml: "", grants: [] };
+  const held = await q
+    .select()
+    .from(grants)
+    .where(
+      and(
+        eq(grants.project, project),
+        lte(grants.addedRevision, head.revision),
+        or(isNull(grants.removedRevision), gt(grants.removedRevision, head.revision)),
+        gt(grants.expiresAt, at),
+      ),
+    )
+    .orderBy(asc(grants.createdAt), asc(grants.id));
+  // Revisions stored before baselines were kept have only their effective text.
+  const baseline = head.baseline || ((await withText(q, head)).yaml ?? "");
+  return { head, yaml: composeEffective(baseline, held.map(toEntry), renderCached), grants: held };
+}
+
 /** Every revision of a project, oldest first, without their effective texts. */
 export async function historyIn(q: Queryable, project: string): Promise<RevisionHead[]> {
   const rows = await q

@@ -27,9 +27,24 @@ const CALLS: { [K in keyof AdminOps]: { args: Parameters<AdminOps[K]>; result: u
     args: [{ agent: "billing-bot", project: "billing", tokenId: "tok_0123456789abcdef" }],
     result: ["tok_0123456789abcdef"],
   },
-  showPolicy: { args: ["billing"], result: { project: "billing", revision: 3, contentHash: "ab" } },
+  showPolicy: {
+    args: ["billing", new Date("2026-05-01T10:00:00.000Z")],
+    result: { project: "billing", revision: 3, contentHash: "ab", at: "2026-05-01T10:00:00.000Z" },
+  },
+  checkPolicy: {
+    args: [
+      "billing",
+      { agent: "billing-bot", action: "git:push", resource: "acme/api", branch: "main", params: { n: 1 } },
+      new Date("2026-05-01T10:00:00.000Z"),
+    ],
+    result: { decision: "ALLOW", revision_at: 2, at: "2026-05-01T10:00:00.000Z" },
+  },
   policyHistory: { args: ["billing"], result: [{ revision: 1, createdAt: "x" }, { revision: 2 }] },
   policyRevision: { args: ["billing", 2], result: { revision: 2, yaml: "x: 1\n", effectiveHash: "cd" } },
+  simulatePolicy: {
+    args: ["billing", { yaml: "project: billing\n", file: "policies/billing.yaml", since: "P7D" }],
+    result: { project: "billing", allowed_calls: 2, allowed: [{ event_id: "evt_1" }] },
+  },
   reloadPolicies: { args: [], result: { loaded: [], unchanged: [], retired: [], failed: [] } },
   verifyAudit: { args: [], result: { ok: true, count: 4, verifiedThrough: 4 } },
   exportAudit: {

@@ -16,7 +16,8 @@ export const policyCommands: Command[] = [
   {
     name: "policy check",
     usage: "--agent A --project P --action X [--resource R] [--branch B] [--params JSON] [--at TIME] [dir]",
-    summary: "decide one call offline from policy files (exit 0 ALLOW, 1 DENY)",
+    summary:
+      "decide one call offline from policy files, or with --at and no dir from the revisions stored then (exit 0 ALLOW, 1 DENY)",
     options: {
       agent: { type: "string", value: "A", help: "the agent making the call (required)" },
       project: { type: "string", value: "P", help: "its project (required)" },
@@ -24,7 +25,11 @@ export const policyCommands: Command[] = [
       resource: { type: "string", value: "R", help: "the resource it acts on" },
       branch: { type: "string", value: "B", help: "the git branch, for git actions" },
       params: { type: "string", value: "JSON", help: "the call's parameters, a JSON object" },
-      at: { type: "string", value: "TIME", help: "decide as at TIME (ISO 8601; default now)" },
+      at: {
+        type: "string",
+        value: "TIME",
+        help: "decide as at TIME (ISO 8601); without dir, by the policy stored and the grants in force then",
+      },
     },
     positionals: [0, 1],
     example:
@@ -34,10 +39,13 @@ export const policyCommands: Command[] = [
   },
   {
     name: "policy show",
-    usage: "<project>",
-    summary: "print the policy in force as YAML",
+    usage: "<project> [--at TIME]",
+    summary: "print the policy in force as YAML (at TIME: as it was then, with the grants in force then)",
+    options: {
+      at: { type: "string", value: "TIME", help: "a past moment (ISO 8601 with a time zone)" },
+    },
     positionals: [1, 1],
-    example: "butler policy show project-billing",
+    example: "butler policy show project-billing --at 2026-11-20T09:30:00Z",
     admin: true,
     run: async (a, io) => (await impl()).policyShow(a, io),
   },
@@ -58,6 +66,19 @@ export const policyCommands: Command[] = [
     example: "butler policy diff project-billing 1 2",
     admin: true,
     run: async (a, io) => (await impl()).policyDiff(a, io),
+  },
+  {
+    name: "policy simulate",
+    usage: "<project> <file> [--since DURATION]",
+    summary:
+      "what a policy file would have allowed or denied over the audited calls, against the policy in force",
+    options: {
+      since: { type: "string", value: "DURATION", help: "how far back to read the audit log (default P30D)" },
+    },
+    positionals: [2, 2],
+    example: "butler policy simulate project-billing policies/project-billing.yaml --since P30D",
+    admin: true,
+    run: async (a, io) => (await impl()).policySimulate(a, io),
   },
   {
     name: "policy reload",

@@ -1,3 +1,4 @@
+import type { SimulatedCall } from "../../admin/policy-simulation.js";
 import { loadConfig } from "../../config.js";
 import {
   compilePolicies,
@@ -32,21 +33,14 @@ export async function policyValidate({ values, positionals }: Parsed, io: CliIo)
 }
 
 export async function policyCheck({ values, positionals }: Parsed, io: CliIo): Promise<number> {
+  if (typeof values.at === "string" && positionals.length === 0)
+    return policyCheckStored({ values, positionals }, io);
   const set = parsePolicySet(await readPolicyFiles(positionals[0] ?? loadConfig(io.env).policiesDir));
   for (const f of set.failures)
     io.stderr.write(
       `butler: skipping ${termSafe(f.file)}: ${f.issues.length} problem(s); run butler policy validate\n`,
     );
-  let params: Record<string, unknown> | undefined;
-  if (typeof values.params === "string") {
-    try {
-      params = JSON.parse(values.params);
-    } catch (e) {
-      throw new UsageError(`--params is not valid JSON: ${(e as Error).message}`);
-    }
-    if (params === null || typeof params !== "object" || Array.isArray(params))
-      throw new UsageError("--params must be a JSON object");
-  }
+  const params = paramsOption(values.params);
   let at = Date.now();
   if (typeof values.at === "string") {
     const t = parseTimestamp(values.at);
@@ -71,9 +65,76 @@ export async function policyCheck({ values, positionals }: Parsed, io: CliIo): P
 }
 
 export async function policyShow({ values, positionals }: Parsed, io: CliIo): Promise<number> {
-  const p = await withAdmin(io, (ops) => ops.showPolicy(positionals[0]!));
-  const header = `# ${p.project}: revision ${p.revision}, from ${p.source}, stored ${p.createdAt}, sha256 ${p.contentHash}\n`;
+  const at = typeof values.at === "string" ? timeOption(values.at) : undefined;
+  const p = await withAdmin(io, (ops) => ops.showPolicy(positionals[0]!, at));
+  const header =
+    p.at === undefined
+      ? `# ${p.project}: revision ${p.revision}, from ${p.source}, stored ${p.createdAt}, sha256 ${p.contentHash}\n`
+      : `# ${p.project} at ${p.at}: revision ${p.revision} (stored ${p.createdAt}, from ${p.source}), with the ${p.grantsInForce?.length ?? 0} grant(s) of Butler in force then\n`;
   print(io, snakeKeys(p), header + p.yaml, !!values.json);
+  return 0;
+}
+
+/** An --at value as a Date, or a usage error naming it. */
+function timeOption(text: string): Date {
+  const t = parseTimestamp(text);
+  if (!t.ok) throw new UsageError(`--at ${t.error}`);
+  return new Date(t.value);
+}
+
+/** `policy check --at TIME` without a directory: decided by the revision stored then, with the grants in force then. */
+async function policyCheckStored({ values }: Parsed, io: CliIo): Promise<number> {
+  const at = timeOption(String(values.at));
+  const project = required(values, "project");
+  const d = await withAdmin(io, (ops) =>
+    ops.checkPolicy(
+      project,
+      {
+        agent: required(values, "agent"),
+        action: required(values, "action"),
+        resource: optional(values, "resource"),
+        branch: optional(values, "branch"),
+        params: paramsOption(values.params),
+      },
+      at,
+    ),
+  );
+  print(
+    io,
+    snakeKeys(d),
+    `${d.decision} at ${d.at} (revision ${d.revision_at}): ${termSafe(d.reason)}`,
+    !!values.json,
+  );
+  return d.decision === "ALLOW" ? 0 : 1;
+}
+
+export async function policySimulate({ values, positionals }: Parsed, io: CliIo): Promise<number> {
+  const [project, file] = positionals as [string, string];
+  const { readFile } = await import("node:fs/promises");
+  let yaml: string;
+  try {
+    yaml = await readFile(file, "utf8");
+  } catch (e) {
+    throw new UsageError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  const since = optional(values, "since");
+  const r = await withAdmin(io, (ops) => ops.simulatePolicy(project, { yaml, file, since }));
+  const call = (c: SimulatedCall) =>
+    `  ${c.at}  ${c.agent}  ${c.action} ${c.resource || "(no resource)"}${c.branch ? ` @${c.branch}` : ""}  ×${c.count}  (was ${c.was}; ${c.event_id})`;
+  const lines = [
+    `${project}: ${file} against revision ${r.revision}, over ${r.calls} audited call(s) from ${r.since} to ${r.until}`,
+    `would have allowed ${r.allowed_calls} call(s) the policy in force denied${r.refusals_lifted ? ` (${r.refusals_lifted} of them refused by parameter constraints or deny patterns)` : ""}`,
+    ...r.allowed.map(call),
+    `would have denied ${r.denied_calls} call(s) the policy in force allowed`,
+    ...r.denied.map(call),
+    ...(r.undetermined
+      ? [
+          `${r.undetermined} call(s) not decided again (their answer turns on parameters or on state the audit log does not keep)`,
+        ]
+      : []),
+    ...r.revoked_grants.map((g) => `importing it would revoke grant ${g.id}: ${g.reason}`),
+  ];
+  print(io, r, termSafe(lines.join("\n")), !!values.json);
   return 0;
 }
 
@@ -149,4 +210,18 @@ export async function providersValidate({ values, positionals }: Parsed, io: Cli
     : `${issues.map(formatIssue).join("\n")}\n${issues.length} problem${issues.length === 1 ? "" : "s"} in ${set.failures.length} file${set.failures.length === 1 ? "" : "s"}`;
   print(io, { ok, providers: names, issues }, text, !!values.json);
   return ok ? 0 : 1;
+}
+
+/** --params as an object, or a usage error naming what is wrong. */
+function paramsOption(text: unknown): Record<string, unknown> | undefined {
+  if (typeof text !== "string") return undefined;
+  let params: unknown;
+  try {
+    params = JSON.parse(text);
+  } catch (e) {
+    throw new UsageError(`--params is not valid JSON: ${(e as Error).message}`);
+  }
+  if (params === null || typeof params !== "object" || Array.isArray(params))
+    throw new UsageError("--params must be a JSON object");
+  return params as Record<string, unknown>;
 }
