@@ -2,7 +2,6 @@ import { callGroups, eventIdsOf } from "../audit/history.js";
 import type { Clock } from "../clock.js";
 import type { Db } from "../db/client.js";
 import { AppError } from "../errors.js";
-import { composeEffective } from "../policy/effective.js";
 import {
   type CompiledProject,
   compileProject,
@@ -13,7 +12,7 @@ import {
 } from "../policy/index.js";
 import { type ChangedGroup, simulate } from "../policy/simulate.js";
 import type { PolicyStore } from "../policy-store/policy-store.js";
-import { grantRowsInEffect, renderCached, toEntry } from "../policy-store/policy-store.js";
+import { grantRowsInEffect } from "../policy-store/policy-store.js";
 import { spliceGrants } from "../policy-store/revision-rules.js";
 
 /** The longest history a simulation reads, and the calls each list of changes names. */
@@ -63,9 +62,8 @@ export interface SimulationDeps {
 
 /**
  * What `yaml` (a policy file for `project`) would have allowed or denied over the project's audited
- * calls since `since` (an ISO 8601 duration back from now) that the policy in force did not. The
- * proposal is the file with the Butler's grants in force that an import would keep; nothing is
- * replayed upstream.
+ * calls since `since` (an ISO 8601 duration back from now) that the file in force did not; and
+ * which of the Butler's grants in force importing it would revoke. Nothing is replayed upstream.
  */
 export async function simulatePolicyFile(
   deps: SimulationDeps,
@@ -83,7 +81,9 @@ export async function simulatePolicyFile(
   const latest = await deps.policies.latest(project);
   if (!latest || latest.retired)
     throw new AppError("NOT_FOUND", `project '${project}' has no policy in force`);
-  const before = compiled(`revision ${latest.revision}`, latest.yaml, latest.revision);
+  // File against file: the Butler's grants came and went over the window, and a call one of them
+  // answered is left out (see simulate), so neither side carries them.
+  const before = compiled(`revision ${latest.revision}`, latest.baseline || latest.yaml, latest.revision);
   const file = input.file ?? "the proposed file";
   const parsed = parsePolicyFile({ file, text: input.yaml });
   if (!parsed.ok)
@@ -96,13 +96,14 @@ export async function simulatePolicyFile(
       "INVALID_INPUT",
       `yaml: the file is the policy of project '${parsed.value.project}', not '${project}'`,
     );
-  const proposedOnly = compileProject({ document: parsed.value, revision: latest.revision + 1 });
+  const after = compileProject({ document: parsed.value, revision: latest.revision + 1 });
   const rows = await grantRowsInEffect(deps.db, project, now);
-  const { revoked, kept } = spliceGrants(rows, parsed.value, proposedOnly, file, now);
-  const after = compiled(
+  const { revoked } = spliceGrants(
+    rows.filter((g) => g.expiresAt > now),
+    parsed.value,
+    after,
     file,
-    composeEffective(input.yaml, kept.map(toEntry), renderCached),
-    latest.revision + 1,
+    now,
   );
   const since = new Date(now.getTime() - span.value * 1000);
   const sim = simulate(before, after, await callGroups(deps.db, { project, since, until: now }));

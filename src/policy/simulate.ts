@@ -8,7 +8,9 @@ import type { Decision } from "./types.js";
  * made; the calls the two answer differently are what the change would have allowed or denied.
  * Nothing is replayed upstream: the audit log holds the call (agent, action, resource, branch),
  * not its parameters, so an answer that turns on parameters is taken from what was recorded when
- * it can be, and otherwise counted as undetermined.
+ * it can be, and otherwise counted as undetermined. A call counts only when it was answered as the
+ * policy in force answers it: one a temporary grant or an older policy answered otherwise was not
+ * this change's to make.
  */
 
 /** Audited calls, grouped: the same call with the same recorded answer, within one hour. */
@@ -104,10 +106,6 @@ export function simulate(
   };
   for (const g of groups) {
     out.calls += g.count;
-    if (g.decision === "DENY" && !POLICY_CODES.has(g.code ?? "")) {
-      out.undetermined += g.count;
-      continue;
-    }
     const call = {
       agent: g.agent,
       project: before.name,
@@ -123,19 +121,29 @@ export function simulate(
         out.undetermined += g.count;
       continue;
     }
-    // Decided without its parameters, the policy in force refuses it for them: only a recorded
-    // refusal for the same reason says that its parameters did fail. The proposal's refusal for
-    // parameters cannot be told at all.
-    const recorded = g.decision === "DENY" && g.code === (b.decision === "DENY" ? b.code : undefined);
-    if ((turnsOnParams(b, g.action) && !recorded) || turnsOnParams(a, g.action)) {
+    // Refused for what the policy alone does not say (a rate limit, a pact, ...): that stands.
+    if (g.decision === "DENY" && !POLICY_CODES.has(g.code ?? "")) {
       out.undetermined += g.count;
+      continue;
+    }
+    // The proposal's refusal for parameters cannot be told; the policy in force's, decided without
+    // them, is what was recorded, or (recorded as allowed) its parameters passed.
+    if (turnsOnParams(a, g.action)) {
+      out.undetermined += g.count;
+      continue;
+    }
+    const recordedAsBefore = g.decision === b.decision && (b.decision === "ALLOW" || g.code === b.code);
+    if (!recordedAsBefore) {
+      // Allowed when made although the policy in force (without parameters) refuses it for them:
+      // allowed either way. Otherwise the call was answered by something the change does not
+      // touch (a grant in force then, an older policy): the change made no difference to it.
       continue;
     }
     const changed: ChangedGroup = { ...g, now: a.decision, reason: a.reason };
     if (a.decision === "ALLOW") {
       out.allowed.push(changed);
       out.allowedCalls += g.count;
-      if (g.decision === "DENY" && LIFTED_REFUSALS.has(g.code ?? "")) out.refusalsLifted += g.count;
+      if (LIFTED_REFUSALS.has(g.code ?? "")) out.refusalsLifted += g.count;
     } else {
       out.denied.push(changed);
       out.deniedCalls += g.count;

@@ -82,7 +82,7 @@ describe("deciding past calls again under a proposed policy", () => {
         code: "constraint_failed",
         count: 3,
       }),
-      // Recorded as allowed (its amount passed): allowed either way.
+      // Recorded as allowed (its amount passed): allowed either way, not counted.
       group({
         action: "stripe:refunds:create",
         resource: "stripe.com/v1/refunds/r2",
@@ -92,8 +92,21 @@ describe("deciding past calls again under a proposed policy", () => {
     ]);
     expect(sim.allowedCalls).toBe(3);
     expect(sim.refusalsLifted).toBe(3);
-    expect(sim.undetermined).toBe(1);
+    expect(sim.undetermined).toBe(0);
     expect(sim.deniedCalls).toBe(0);
+  });
+
+  test("a call answered by something the change does not touch (a grant in force then) is not the change's", () => {
+    const after = compiled(
+      BEFORE.replace('"arn:aws:s3:::ledger/*"', '"arn:aws:s3:::ledger/*", "arn:aws:s3:::reports/*"'),
+    );
+    const sim = simulate(compiled(BEFORE), after, [
+      // Allowed when made (by a temporary grant since gone): the file change would not have changed that.
+      group({ resource: "arn:aws:s3:::reports/q1", decision: "ALLOW", code: undefined, count: 2 }),
+      group({ resource: "arn:aws:s3:::reports/q2", count: 1 }),
+    ]);
+    expect(sim.allowed.map((g) => g.resource)).toEqual(["arn:aws:s3:::reports/q2"]);
+    expect(sim.allowedCalls).toBe(1);
   });
 
   test("calls are decided at the time they were made: a grant that had expired then allows nothing", () => {
