@@ -23,6 +23,8 @@
  *    the parameters scanned for personal data and secrets; baseline: the same call in a project
  *    without them (bench/pre-checks.ts). Then the steps after: drift's count of the call and the
  *    trust step of a call a trust rule could limit, with the database reads they made.
+ * 9. A policy change simulated over 30 days of history with 1,000,000 audit lines (`butler policy
+ *    simulate`, end to end); baseline: counting those lines (bench/simulate.ts).
  * 7. (BENCH_ONLY=scale) Scale-out: 1, 2 and 4 server processes on one database, each pinned to a
  *    core, authorize throughput and p99, and approval to ALLOW on another instance; baseline: the
  *    1-instance figures of the same run (bench/scale.ts).
@@ -63,6 +65,7 @@ import { PINNING, percentile, pinLoadGenerator, startBenchServer, startStandIn }
 import { distinctCalls, makeCalls, parseDocs } from "./policy-gen.js";
 import { benchPreChecks } from "./pre-checks.js";
 import { benchScale } from "./scale.js";
+import { benchSimulation } from "./simulate.js";
 import { runSoak } from "./soak.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -722,7 +725,7 @@ async function benchA2ANotification(dbUrl: string) {
  * BENCH_ONLY=1,5 runs only those sections (1-5 and `scale` by default, 6 with 2; `soak` runs the
  * soak, see soak.ts).
  */
-const only = new Set((process.env.BENCH_ONLY ?? "1,2,3,4,5,8,scale").split(",").map((x) => x.trim()));
+const only = new Set((process.env.BENCH_ONLY ?? "1,2,3,4,5,8,9,scale").split(",").map((x) => x.trim()));
 const decisions = only.has("1") ? benchDecisions() : undefined;
 const pre = only.has("8") ? await benchPreChecks(SECONDS) : undefined;
 const db = await createPostgresDatabase(ADMIN_URL, "butler_bench");
@@ -743,6 +746,11 @@ try {
   if (only.has("5")) {
     const a2aDb = await createPostgresDatabase(ADMIN_URL, "butler_bench_a2a");
     a2a = await benchA2ANotification(a2aDb.url).finally(() => a2aDb.drop());
+  }
+  let simulation: Awaited<ReturnType<typeof benchSimulation>> | undefined;
+  if (only.has("9")) {
+    const simDb = await createPostgresDatabase(ADMIN_URL, "butler_bench_sim");
+    simulation = await benchSimulation(simDb.url).finally(() => simDb.drop());
   }
   const scale = only.has("scale") ? await benchScale(ADMIN_URL, SECONDS) : undefined;
   if (only.has("soak")) {
@@ -782,6 +790,10 @@ try {
   if (a2a)
     console.log(
       `   approval → agent's A2A update: stream p50 ${fmt(a2a.stream.p50, 2)} ms, p99 ${fmt(a2a.stream.p99, 2)} ms; push p50 ${fmt(a2a.push.p50, 2)} ms, p99 ${fmt(a2a.push.p99, 2)} ms`,
+    );
+  for (const sim of simulation ?? [])
+    console.log(
+      `   policy simulate, 30 days:    ${sim.engine} ${fmt(sim.seconds, 2)} s over ${fmt(sim.calls)} audit lines = ${fmt(sim.seconds / sim.count, 2)}x counting them (${fmt(sim.count, 2)} s; target < 5 s)`,
     );
   if (scale)
     console.log(

@@ -1,4 +1,4 @@
-import { callGroups, eventIdsOf } from "../audit/history.js";
+import { eventIdsOf, simulateHistory } from "../audit/history.js";
 import type { Clock } from "../clock.js";
 import type { Db } from "../db/client.js";
 import { AppError } from "../errors.js";
@@ -10,7 +10,7 @@ import {
   parseDuration,
   parsePolicyFile,
 } from "../policy/index.js";
-import { type ChangedGroup, simulate } from "../policy/simulate.js";
+import type { ChangedGroup } from "../policy/simulate.js";
 import type { PolicyStore } from "../policy-store/policy-store.js";
 import { grantRowsInEffect } from "../policy-store/policy-store.js";
 import { spliceGrants } from "../policy-store/revision-rules.js";
@@ -106,7 +106,7 @@ export async function simulatePolicyFile(
     now,
   );
   const since = new Date(now.getTime() - span.value * 1000);
-  const sim = simulate(before, after, await callGroups(deps.db, { project, since, until: now }));
+  const sim = await simulateHistory(deps.db, before, after, { project, since, until: now });
   const shown = [...sim.allowed.slice(0, SIMULATION_LIST_MAX), ...sim.denied.slice(0, SIMULATION_LIST_MAX)];
   const ids = await eventIdsOf(
     deps.db,

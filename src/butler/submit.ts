@@ -2,7 +2,7 @@ import { and, eq, gte, inArray } from "drizzle-orm";
 import { stringify as toYaml } from "yaml";
 import type { AgentIdentity } from "../agents/token-service.js";
 import { canonicalJson } from "../audit/chain.js";
-import { callGroups, eventIdsOf } from "../audit/history.js";
+import { eventIdsOf, simulateHistory } from "../audit/history.js";
 import type { Tx } from "../db/client.js";
 import { accessRequests, auditEvents } from "../db/schema.js";
 import { AppError } from "../errors.js";
@@ -17,7 +17,6 @@ import { type CompiledProject, formatDuration, parseDuration } from "../policy/i
 import { classifyRisk } from "../policy/risk.js";
 import { LIFTABLE_DENIALS, ONE_SHOT_DENIALS, type ScopedCall, scopeRequest } from "../policy/scope.js";
 import { kindsIn, redactParams } from "../policy/sensitive.js";
-import { simulate } from "../policy/simulate.js";
 import type { RiskTier } from "../policy/types.js";
 import { grantRowsInEffect, renderCached, toEntry } from "../policy-store/policy-store.js";
 import type { AccessRequestInput, ButlerDeps, SubmitResult } from "./context.js";
@@ -249,13 +248,12 @@ async function grantHistory(
   proposed: GrantEntry,
   now: Date,
 ): Promise<GrantHistory> {
-  const groups = await callGroups(tx, {
+  const sim = await simulateHistory(tx, project, withGrants(project, [grantDefOf(proposed)]), {
     project: project.name,
     since: new Date(now.getTime() - SEEN_DAYS * 86_400_000),
     agent,
     action: proposed.action,
   });
-  const sim = simulate(project, withGrants(project, [grantDefOf(proposed)]), groups);
   const byCall = new Map<
     string,
     { resource: string; code: string | null; count: number; lastSeq: number; lastTs: number }

@@ -13,7 +13,7 @@ import type { Decision } from "./types.js";
  * this change's to make.
  */
 
-/** Audited calls, grouped: the same call with the same recorded answer, within one hour. */
+/** Audited calls, grouped: the same call with the same recorded answer (over the window, or within an hour). */
 export interface CallGroup {
   agent: string;
   action: string;
@@ -26,6 +26,8 @@ export interface CallGroup {
   /** The last call of the group: its audit sequence number and time (the group is decided then). */
   lastSeq: number;
   lastTs: number;
+  /** The first call's time. */
+  firstTs: number;
 }
 
 /** A group the proposal answers differently. */
@@ -86,6 +88,26 @@ function paramRule(project: CompiledProject, d: Decision): string {
   if (d.code === "approval_required") return JSON.stringify(project.requireApproval.map((r) => r.def));
   const g = project.document.grants.find((x) => x.id === d.grantId);
   return JSON.stringify([d.code, d.grantId, g?.constraints, g?.deny, g?.resources]);
+}
+
+/**
+ * Whether either policy answers the group's call differently at its first and its last call (a
+ * grant expired in between): then the group is decided in smaller pieces. Policies only lose
+ * grants as time passes, so answers equal at both ends are the answer in between.
+ */
+export function spansChange(before: CompiledProject, after: CompiledProject, g: CallGroup): boolean {
+  if (g.firstTs === g.lastTs) return false;
+  const call = {
+    agent: g.agent,
+    project: before.name,
+    action: g.action,
+    resource: g.resource,
+    branch: g.branch,
+  };
+  return (
+    evaluateIn(before, call, g.firstTs).decision !== evaluateIn(before, call, g.lastTs).decision ||
+    evaluateIn(after, call, g.firstTs).decision !== evaluateIn(after, call, g.lastTs).decision
+  );
 }
 
 export const LIFTED_REFUSALS: ReadonlySet<string> = new Set(["constraint_failed", "deny_pattern"]);

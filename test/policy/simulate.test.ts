@@ -1,6 +1,6 @@
 import { describe, expect, test } from "vitest";
 import { compileProject, parsePolicyFile } from "../../src/policy/index.js";
-import { type CallGroup, simulate } from "../../src/policy/simulate.js";
+import { type CallGroup, simulate, spansChange } from "../../src/policy/simulate.js";
 
 const compiled = (text: string) => {
   const r = parsePolicyFile({ file: "p.yaml", text });
@@ -33,6 +33,7 @@ const group = (over: Partial<CallGroup>): CallGroup => ({
   count: 1,
   lastSeq: ++seq,
   lastTs: T,
+  firstTs: T,
   ...over,
 });
 
@@ -123,5 +124,20 @@ describe("deciding past calls again under a proposed policy", () => {
       group({ action: "git:push", resource: "acme/api", code: "no_service_grant", lastTs: T }),
     ]);
     expect(sim.allowed.map((g) => new Date(g.lastTs).toISOString())).toEqual(["2026-10-30T00:00:00.000Z"]);
+  });
+
+  test("a group whose answer changes within it (a grant expired) is told apart, to be decided in smaller pieces", () => {
+    const after = compiled(
+      `${BEFORE}  - service: git\n    actions: [push]\n    resources: [acme/api]\n    expires: "2026-11-01T00:00:00Z"\n`,
+    );
+    const push = { action: "git:push", resource: "acme/api", code: "no_service_grant" };
+    const across = group({ ...push, firstTs: Date.parse("2026-10-30T00:00:00Z"), lastTs: T });
+    const before = group({
+      ...push,
+      firstTs: Date.parse("2026-10-29T00:00:00Z"),
+      lastTs: Date.parse("2026-10-30T00:00:00Z"),
+    });
+    expect(spansChange(compiled(BEFORE), after, across)).toBe(true);
+    expect(spansChange(compiled(BEFORE), after, before)).toBe(false);
   });
 });
