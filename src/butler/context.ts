@@ -20,6 +20,7 @@ export interface ButlerDeps {
     | "refreshAll"
     | "lockProject"
     | "compiledIn"
+    | "importDirectory"
   >;
   clock: Clock;
   log: Logger;

@@ -1,5 +1,5 @@
 import type { accessRequests, grants, requestReviews } from "../db/schema.js";
-import type { BlastRadius } from "../policy/blast-radius.js";
+import { type BlastRadius, cardFacts, forAgent } from "../policy/blast-radius.js";
 import { formatDuration } from "../policy/index.js";
 import type { RiskTier } from "../policy/types.js";
 import type { ApprovalCard } from "./approval-card.js";
@@ -37,6 +37,11 @@ export interface AccessRequestView {
   call: { params: Record<string, unknown>; operation: string | null; sha256: string } | null;
   decision: { by: string | null; via: string | null; at: string; reason: string | null } | null;
   grant: { id: string; expires_at: string; revoked_at: string | null; used_at: string | null } | null;
+}
+
+/** A request as its agent sees it: what approvers see of other agents' calls left out. */
+export function agentView(v: AccessRequestView): AccessRequestView {
+  return v.blast_radius ? { ...v, blast_radius: forAgent(v.blast_radius) } : v;
 }
 
 /** A grant as the API shows it. */
@@ -156,7 +161,7 @@ export function cardOf(
     resource: r.resource,
     branch: r.branch ?? undefined,
     resourcePattern: r.resourceGlob ?? undefined,
-    blastRadius: r.blastRadius?.facts ?? [],
+    blastRadius: r.blastRadius ? cardFacts(r.blastRadius) : [],
     pastDenials: (r.blastRadius?.history?.examples ?? [])
       .filter((e) => /^evt_[a-z0-9]{16}$/.test(e.event_id))
       .map((e) => ({ eventId: e.event_id, url: `${at.publicUrl}/dashboard/audit?event=${e.event_id}` })),

@@ -9,6 +9,7 @@ import { parseInput, safeText } from "../http/validation.js";
 import { type ApproverTokens, looksLikeApproverToken } from "./approver-tokens.js";
 import type { Butler } from "./butler-service.js";
 import { CreateRequestBody, ttl } from "./request-schema.js";
+import { agentView } from "./request-view.js";
 
 const id = z
   .string()
@@ -145,9 +146,11 @@ export function registerButlerRoutes(app: FastifyInstance, deps: ButlerRouteDeps
     const body = parseInput(CreateRequestBody, req.body, "body");
     const r = await butler.submit(identity, body);
     if (r.status === "already_allowed") return reply.code(200).send(r);
-    return reply
-      .code(r.status === "created" ? 201 : 200)
-      .send({ status: r.request.status, existing: r.status === "existing", access_request: r.request });
+    return reply.code(r.status === "created" ? 201 : 200).send({
+      status: r.request.status,
+      existing: r.status === "existing",
+      access_request: agentView(r.request),
+    });
   });
 
   app.get("/v1/access-requests", DOCS.list, async (req) => {
@@ -160,14 +163,14 @@ export function registerButlerRoutes(app: FastifyInstance, deps: ButlerRouteDeps
     const p = parseInput(IdParams, req.params, "params");
     const c = await caller(req);
     return c.kind === "agent"
-      ? butler.getForAgent(c.identity, p.id)
+      ? agentView(await butler.getForAgent(c.identity, p.id))
       : butler.getForApprover(c.approver, p.id);
   });
 
   app.post("/v1/access-requests/:id/cancel", DOCS.cancel, async (req) => {
     const identity = await agent(req);
     const p = parseInput(IdParams, req.params, "params");
-    return { access_request: await butler.cancel(identity, p.id) };
+    return { access_request: agentView(await butler.cancel(identity, p.id)) };
   });
 
   app.post("/v1/access-requests/:id/approve", DOCS.approve, async (req) => {

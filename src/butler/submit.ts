@@ -1,4 +1,4 @@
-import { and, eq, gte, inArray } from "drizzle-orm";
+import { and, eq, gte, inArray, like } from "drizzle-orm";
 import { stringify as toYaml } from "yaml";
 import type { AgentIdentity } from "../agents/token-service.js";
 import { canonicalJson } from "../audit/chain.js";
@@ -182,7 +182,10 @@ async function fileGrantRequest(
       recent:
         call.resourceGlob === undefined
           ? undefined
-          : { days: SEEN_DAYS, resources: await recentResources(tx, identity.project, call.action, now) },
+          : {
+              days: SEEN_DAYS,
+              resources: await recentResources(tx, identity.project, call.action, call.resourceGlob, now),
+            },
       history: await grantHistory(tx, project, identity.agent, proposed, now),
     });
     return insertPending(
@@ -219,8 +222,18 @@ async function fileGrantRequest(
 /** How far back a glob's blast radius looks for other resources the project's calls named. */
 const SEEN_DAYS = 30;
 
-/** The distinct resources of `action` in the project's audited calls of the last SEEN_DAYS days. */
-async function recentResources(tx: Tx, project: string, action: string, now: Date): Promise<string[]> {
+/**
+ * The distinct resources of `action` in the project's audited calls of the last SEEN_DAYS days that
+ * could match `glob` (those starting with its literal text), at most 10,000 of them.
+ */
+async function recentResources(
+  tx: Tx,
+  project: string,
+  action: string,
+  glob: string,
+  now: Date,
+): Promise<string[]> {
+  const prefix = literalPrefix(glob).replace(/[\\%_]/g, (c) => `\\${c}`);
   const rows = await tx
     .selectDistinct({ resource: auditEvents.resource })
     .from(auditEvents)
@@ -230,10 +243,24 @@ async function recentResources(tx: Tx, project: string, action: string, now: Dat
         eq(auditEvents.action, action),
         inArray(auditEvents.type, ["gateway.allowed", "gateway.denied"]),
         gte(auditEvents.ts, new Date(now.getTime() - SEEN_DAYS * 86_400_000)),
+        like(auditEvents.resource, `${prefix}%`),
       ),
     )
+    .orderBy(auditEvents.resource)
     .limit(10_000);
   return rows.flatMap((r) => (r.resource ? [r.resource] : []));
+}
+
+/** The text every match of `glob` starts with (before its first wildcard), escapes undone. */
+function literalPrefix(glob: string): string {
+  let out = "";
+  for (let i = 0; i < glob.length; i++) {
+    const c = glob[i]!;
+    if (c === "*" || c === "?") break;
+    if (c === "\\" && i + 1 < glob.length) out += glob[++i];
+    else out += c;
+  }
+  return out;
 }
 
 /**

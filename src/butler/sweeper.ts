@@ -82,6 +82,14 @@ async function remind(deps: ButlerDeps, tx: Tx, now: Date): Promise<number> {
       now.getTime(),
     );
     if (step.reminder === undefined && !step.escalate) continue;
+    // Locked only if no one holds it (an approval in progress): waiting here, after this sweep
+    // has appended audit lines, could deadlock with that approval's own append.
+    const [free] = await tx
+      .select({ id: accessRequests.id })
+      .from(accessRequests)
+      .where(eq(accessRequests.id, w.id))
+      .for("update", { skipLocked: true });
+    if (!free) continue;
     const [r] = await tx
       .update(accessRequests)
       .set({

@@ -185,6 +185,7 @@ export function requestCard(card: ApprovalCard, viewer: Viewer, canDecide: boole
 <dl class="facts">
   <dt>Project</dt><dd>${card.project}</dd>
   <dt>Resource</dt><dd><code>${card.resource || "(none)"}</code></dd>
+  ${card.resourcePattern ? html`<dt>The grant asks for</dt><dd><code>${card.resourcePattern}</code> <small>(a pattern)</small></dd>` : ""}
   ${card.branch ? html`<dt>Branch</dt><dd><code>${card.branch}</code></dd>` : ""}
   <dt>Approvals</dt><dd class="approvals">${approvalsLine(card)}${card.approvedBy.length ? html` (${card.approvedBy.join(", ")})` : ""}</dd>
   <dt>${card.oneShot ? "Valid for" : "Grant TTL"}</dt><dd>${humanDuration(card.requestedTtlSeconds)} <small>(at most ${humanDuration(card.maxTtlSeconds)})</small></dd>

@@ -167,6 +167,10 @@ export const accessRequests = pgTable(
     remindedAt: timestamp("reminded_at", { withTimezone: true, mode: "date" }),
     remindersSent: integer("reminders_sent").notNull().default(0),
     escalatedAt: timestamp("escalated_at", { withTimezone: true, mode: "date" }),
+    /** Approve and remember: who asked to make the grant a rule of the file, and when and where it was written. */
+    rememberedBy: jsonb("remembered_by").$type<string[]>().notNull().default([]),
+    rememberedAt: timestamp("remembered_at", { withTimezone: true, mode: "date" }),
+    rememberedTo: text("remembered_to"),
     /** A grant asked for a resource glob (covering `resource`) instead of `resource` exactly; and its blast radius. */
     resourceGlob: text("resource_glob"),
     blastRadius: jsonb("blast_radius").$type<BlastRadius>(),

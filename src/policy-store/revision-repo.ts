@@ -174,8 +174,15 @@ export async function policyAtIn(q: Queryable, project: string, at: Date): Promi
       and(
         eq(grants.project, project),
         lte(grants.addedRevision, head.revision),
-        or(isNull(grants.removedRevision), gt(grants.removedRevision, head.revision)),
+        or(
+          isNull(grants.removedRevision),
+          gt(grants.removedRevision, head.revision),
+          eq(grants.removedRevision, 0),
+        ),
         gt(grants.expiresAt, at),
+        // Grants older than revision tracking (added or removed at 0) are placed by their own times.
+        lte(grants.createdAt, at),
+        or(isNull(grants.revokedAt), gt(grants.revokedAt, at)),
       ),
     )
     .orderBy(asc(grants.createdAt), asc(grants.id));

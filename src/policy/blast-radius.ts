@@ -30,13 +30,42 @@ export interface BlastRadius {
   agent: string;
   /** Provider operations decided as this action, on a resource the grant covers. */
   operations: { provider: string; operation: string; method: string; endpoint: string }[];
-  /** For a glob: other resources of this action the project's audited calls named in the last `days`. */
+  /**
+   * For a glob: other resources of this action the project's audited calls (any agent's) named in
+   * the last `days`. For approvers only: the agent is never shown other agents' resources.
+   */
   seen: { days: number; count: number; sample: string[] } | null;
   ttl_seconds: number;
   /** What the grant would have changed over the agent's audited calls of this action (a simulation). */
   history: GrantHistory | null;
-  /** The same, as short sentences, in the order a card shows them. */
+  /** The same as short sentences, in the order a card shows them (without `seen`: see cardFacts). */
   facts: string[];
+}
+
+/** The facts as approvers read them: with the other resources the glob matches, second. */
+export function cardFacts(r: BlastRadius): string[] {
+  if (!r.seen) return r.facts;
+  const { seen } = r;
+  const line =
+    seen.count === 0
+      ? `Matches no other resource the project's calls named in the last ${seen.days} days`
+      : `Also matches ${seen.count} other resource${seen.count === 1 ? "" : "s"} the project's calls named in the last ${seen.days} days: ${seen.sample.map(shown).join(", ")}${seen.count > seen.sample.length ? ", …" : ""}`;
+  return [r.facts[0]!, line, ...r.facts.slice(1)];
+}
+
+/** The blast radius as the agent may see it: without other agents' resources. */
+export function forAgent(r: BlastRadius): BlastRadius {
+  return { ...r, seen: null };
+}
+
+/**
+ * A resource as a fact names it: at most 120 characters, and whitespace, control and format
+ * characters (line breaks, bidi overrides) written as escapes, so that a resource an agent made
+ * up cannot pass for more of the card's lines.
+ */
+export function shown(resource: string): string {
+  const clean = resource.replace(/[\s\p{C}]/gu, (c) => `\\u{${c.codePointAt(0)!.toString(16)}}`);
+  return clean.length > 120 ? `${clean.slice(0, 119)}…` : clean;
 }
 
 /** The agent's past calls the grant would have allowed, from the audit log. */
@@ -101,12 +130,6 @@ export function blastRadius(input: {
     );
   else if (call.resource === "") facts.push(`Covers every call of ${call.action} (it names no resource)`);
   else facts.push(`Only ${call.resource}: no other resource`);
-  if (seen)
-    facts.push(
-      seen.count === 0
-        ? `Matches no other resource the project's calls named in the last ${seen.days} days`
-        : `Also matches ${seen.count} other resource${seen.count === 1 ? "" : "s"} the project's calls named in the last ${seen.days} days: ${seen.sample.join(", ")}${seen.count > seen.sample.length ? ", …" : ""}`,
-    );
   if (call.branch !== undefined) facts.push(`Only branch ${call.branch}`);
   facts.push("Any parameters: a grant from a request sets no limits on them");
   facts.push(
@@ -138,7 +161,9 @@ function historyFact(h: GrantHistory, agent: string): string {
   const head = `In the last ${h.days} days it would have allowed`;
   if (h.allowed_calls === 0) return `${head} none of ${agent}'s denied calls`;
   const calls = `${h.allowed_calls} of ${agent}'s denied call${h.allowed_calls === 1 ? "" : "s"}`;
-  const which = h.examples.map((e) => `${e.resource || "(no resource)"} ×${e.count}`).join(", ");
+  const which = h.examples
+    .map((e) => `${e.resource ? shown(e.resource) : "(no resource)"} ×${e.count}`)
+    .join(", ");
   const lifted =
     h.refusals_lifted === 0
       ? "none was refused by a parameter constraint or deny pattern"

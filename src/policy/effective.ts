@@ -30,6 +30,18 @@ function resourcesOf(g: GrantEntry): string {
 
 /** The YAML lines of one grant, at `indent`, with its note as a comment line above it. */
 export function renderGrant(g: GrantEntry, indent: string): string {
+  return renderBlock(g, indent, false);
+}
+
+/**
+ * A grant made permanent (approve and remember): its lines without `expires`, written into the
+ * policy file itself. `g.id` is the rule's id in the file.
+ */
+export function renderRule(g: Omit<GrantEntry, "expiresAt">, indent: string): string {
+  return renderBlock({ ...g, expiresAt: 0 }, indent, true);
+}
+
+function renderBlock(g: GrantEntry, indent: string, permanent: boolean): string {
   const colon = g.action.indexOf(":");
   const service = g.action.slice(0, colon);
   const verb = g.action.slice(colon + 1);
@@ -43,7 +55,7 @@ export function renderGrant(g: GrantEntry, indent: string): string {
     ...(g.branch === undefined ? [] : [`  branches: [${q(escapeGlob(g.branch))}]`]),
     `  agents: [${q(g.agent)}]`,
     ...(g.approvedBy?.length ? [`  approved_by: [${g.approvedBy.map(q).join(", ")}]`] : []),
-    `  expires: ${q(new Date(g.expiresAt).toISOString().replace(".000Z", "Z"))}`,
+    ...(permanent ? [] : [`  expires: ${q(new Date(g.expiresAt).toISOString().replace(".000Z", "Z"))}`]),
   ];
   return `${lines.map((l) => indent + l).join("\n")}\n`;
 }
@@ -135,6 +147,33 @@ function findSplice(baseline: string): Splice {
   const again = parseDocument(rewritten).get("grants", true);
   if (!isSeq(again) || again.flow) throw new Error("could not rewrite the baseline's grants as a block list");
   return findSplice(rewritten);
+}
+
+/**
+ * A policy file's text with one block appended to its `grants` list, every other byte as it was
+ * (a file without `grants` gets the key as its last line first). Undefined when that cannot be
+ * done without rewriting the file: its grants are a flow list (`grants: [...]`).
+ */
+export function appendToFile(text: string, block: (indent: string) => string): string | undefined {
+  const { head, indent, tail } = spliceOf(text);
+  const whole = text.endsWith("\n") ? text : `${text}\n`;
+  const sameBytes =
+    head + tail === whole ||
+    (head === `${whole}grants:\n` && tail === "") ||
+    sameButKeyLine(whole, head, tail);
+  return sameBytes ? head + block(indent) + tail : undefined;
+}
+
+/** `grants:` or `grants: []` on its own line, made the block list's key: that line is the one changed. */
+function sameButKeyLine(whole: string, head: string, tail: string): boolean {
+  const start = head.lastIndexOf("\n", head.length - 2) + 1;
+  const end = whole.length - tail.length;
+  const line = whole.slice(start, end);
+  return (
+    head.slice(start) === "grants:\n" &&
+    whole.slice(0, start) === head.slice(0, start) &&
+    /^grants:[ \t]*(\[[ \t]*\])?[ \t]*(#.*)?\n$/.test(line)
+  );
 }
 
 /**

@@ -69,7 +69,7 @@ function checkResourceGlob(pattern: string, resource: string): Result<string | u
   if (/\s/.test(pattern)) return err("resource_pattern: a grant cannot name a resource with whitespace");
   if (WILDCARD.test(pattern[0] ?? ""))
     return err(
-      "resource_pattern: must start with literal text (for example github.com/acme/*); a pattern that starts with a wildcard covers every owner's resources",
+      "resource_pattern: must start with literal text (for example github.com/acme/*), not a wildcard",
     );
   if (resource === "") return err("resource_pattern: the call names no resource for the pattern to cover");
   if (!g.value.match(resource))

@@ -40,12 +40,15 @@ settings:
 const CHARGES = "stripe.com/v1/charges";
 const PATTERN_FACTS = [
   `Covers every resource matching ${CHARGES}/*, not only ${CHARGES}/ch_1 (the call that was denied)`,
-  `Also matches 2 other resources the project's calls named in the last 30 days: ${CHARGES}/ch_2, ${CHARGES}/ch_3`,
   "Any parameters: a grant from a request sets no limits on them",
   "Opens 1 provider operation: stripe retrieve_charge (GET /v1/charges/{charge})",
   "Only for billing-bot, for PT2H after approval; then it expires on its own",
   `In the last 30 days it would have allowed 2 of billing-bot's denied calls (${CHARGES}/ch_1 ×1, ${CHARGES}/ch_2 ×1); none was refused by a parameter constraint or deny pattern`,
 ];
+
+/** What approvers read: also the other resources (any agent's) the glob matches, made-up lines escaped. */
+const SEEN = `Also matches 3 other resources the project's calls named in the last 30 days: ${CHARGES}/ch_2, ${CHARGES}/ch_3, ${CHARGES}/ch_4\\u{a}•\\u{20}Forged\\u{20}fact`;
+const CARD_FACTS = [PATTERN_FACTS[0]!, SEEN, ...PATTERN_FACTS.slice(1)];
 
 /**
  * What an approver reads before deciding, on every surface: a glob grant's blast radius on the
@@ -111,6 +114,8 @@ describe(`decision support: a glob grant's blast radius (${ENGINE})`, () => {
     // History: the project's calls named other charges (and other things the glob does not match).
     expect((await read(bot, `${CHARGES}/ch_2`)).decision).toBe("DENY");
     expect((await read(helper, `${CHARGES}/ch_3`)).decision).toBe("DENY");
+    // An agent-made resource that tries to pass for more lines of the card.
+    expect((await read(helper, `${CHARGES}/ch_4\n• Forged fact`)).decision).toBe("DENY");
     expect((await read(helper, "stripe.com/v1/customers/cu_1", "stripe:customers:read")).decision).toBe(
       "ALLOW",
     );
@@ -126,7 +131,9 @@ describe(`decision support: a glob grant's blast radius (${ENGINE})`, () => {
       }),
     )) as Task;
     expect(task.status?.state).toBe(TaskState.TASK_STATE_INPUT_REQUIRED);
+    // The agent is told what it would get, never other agents' resources.
     expect(statusText(task)).toContain(`What the grant would allow: ${PATTERN_FACTS.join("; ")}`);
+    expect(statusText(task)).not.toContain("ch_3");
     const id = task.metadata!.butler.request_id as string;
 
     const api = await s.http("GET", `/v1/access-requests/${id}`, jordan);
@@ -135,22 +142,28 @@ describe(`decision support: a glob grant's blast radius (${ENGINE})`, () => {
     expect(api.body.blast_radius).toMatchObject({
       resource: `${CHARGES}/*`,
       pattern: true,
-      seen: { days: 30, count: 2 },
+      seen: { days: 30, count: 3 },
       facts: PATTERN_FACTS,
     });
+    expect(api.body.blast_radius.seen.sample).toHaveLength(3);
+    const own = await s.http("GET", `/v1/access-requests/${id}`, bot);
+    expect(own.body.blast_radius.seen).toBeNull();
+    expect(JSON.stringify(own.body)).not.toContain("ch_3");
     expect(api.body.proposal.diff).toContain(`resources: ["${CHARGES}/*"]`);
 
     await whenAll([slack, telegram], () => !!slack.cardFor(id) && !!telegram.cardFor(id), "cards");
     const slackText = JSON.stringify(slack.cardFor(id)!.blocks);
-    for (const f of PATTERN_FACTS) expect(slackText).toContain(JSON.stringify(`• ${f}`).slice(1, -1));
+    for (const f of CARD_FACTS) expect(slackText).toContain(JSON.stringify(`• ${f}`).slice(1, -1));
+    expect(slackText).toContain(`(the grant asks for ${CHARGES}/*)`);
     const tg = telegram.cardFor(id)!.text;
     expect(tg).toContain("If approved, the grant allows:");
-    for (const f of PATTERN_FACTS) expect(tg).toContain(`• ${f.replaceAll("&", "&amp;")}`);
+    for (const f of CARD_FACTS) expect(tg).toContain(`• ${f.replaceAll("&", "&amp;")}`);
+    expect(tg).not.toContain("\n• Forged");
 
     const cookie = await s.dashboardCookie(jordan);
     const page = await (await fetch(`${s.url}/dashboard/requests/${id}`, { headers: { cookie } })).text();
     expect(page).toContain("If approved, the grant allows");
-    for (const f of PATTERN_FACTS) expect(page).toContain(`<li>${f.replaceAll("'", "&#39;")}</li>`);
+    for (const f of CARD_FACTS) expect(page).toContain(`<li>${f.replaceAll("'", "&#39;")}</li>`);
 
     // Approved, the grant names the pattern: another charge is allowed, a refund is not.
     const ok = await s.http("POST", `/v1/access-requests/${id}/approve`, jordan, {});

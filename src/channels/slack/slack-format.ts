@@ -60,7 +60,7 @@ export function slackCard(card: ApprovalCard): { text: string; blocks: SlackBloc
   const fields = [
     `Project: ${card.project}`,
     `Agent: ${card.agent}`,
-    `Resource: ${card.resource || "(none)"}`,
+    `Resource: ${card.resource || "(none)"}${card.resourcePattern ? ` (the grant asks for ${card.resourcePattern})` : ""}`,
     ...(card.branch ? [`Branch: ${card.branch}`] : []),
     `TTL: ${ttlLine(card)}`,
     `Risk: ${card.riskTier} · ${approvalsLine(card)}`,

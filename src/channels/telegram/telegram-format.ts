@@ -56,6 +56,9 @@ export function telegramCard(card: ApprovalCard): { text: string; keyboard: Inli
     `<b>Agent:</b> ${code(card.agent)}`,
     `<b>Action:</b> ${code(card.action)}`,
     `<b>Resource:</b> ${code(truncate(card.resource || "(none)", 500).text)}`,
+    ...(card.resourcePattern
+      ? [`<b>The grant asks for:</b> ${code(truncate(card.resourcePattern, 500).text)}`]
+      : []),
     ...(card.branch ? [`<b>Branch:</b> ${code(truncate(card.branch, 200).text)}`] : []),
     `<b>TTL:</b> ${escapeHtml(ttlLine(card))} · <b>Risk:</b> ${card.riskTier} · ${escapeHtml(approvalsLine(card))}`,
     ...(deadline ? [`<b>${escapeHtml(deadline)}</b>`] : []),

@@ -1,0 +1,231 @@
+import { constants } from "node:fs";
+import { access, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import { createTwoFilesPatch } from "diff";
+import { eq } from "drizzle-orm";
+import type { Tx } from "../db/client.js";
+import { accessRequests } from "../db/schema.js";
+import { AppError } from "../errors.js";
+import { sha256 } from "../hash.js";
+import { appendToFile, renderRule } from "../policy/effective.js";
+import { compileProject, parsePolicyFile } from "../policy/index.js";
+import { approverOf } from "./approver-directory.js";
+import type { ButlerDeps } from "./context.js";
+import { lockRequest } from "./request-repo.js";
+import { checkGrantCall } from "./request-rules.js";
+import type { RequestRow } from "./request-view.js";
+
+/**
+ * Approve and remember: approvers turn an approved grant into a permanent rule of the project's
+ * policy file. It takes as many approvers as the request needed; the last one's press writes the
+ * rule (the file's own bytes kept, one block added to `grants`) to the file, or, where the
+ * policies directory is read-only or kept in git, to a patch in the data directory, and says where.
+ */
+
+export interface RememberResult {
+  status: "recorded" | "remembered";
+  request_id: string;
+  remembered_by: string[];
+  needed: number;
+  /** Once remembered: `file` (written and loaded) or `patch` (to apply), its path, and the diff of the file. */
+  written?: "file" | "patch";
+  path?: string;
+  diff?: string;
+}
+
+/** Where remembered rules go: the policies directory, and where patches are written instead. */
+export interface RememberPaths {
+  policiesDir: string;
+  patchDir: string;
+}
+
+type Written = { written: "file" | "patch"; path: string; diff: string; before: string; after: string };
+
+export async function remember(
+  deps: ButlerDeps,
+  paths: RememberPaths,
+  approver: string,
+  id: string,
+): Promise<RememberResult> {
+  await deps.policies.refreshAll();
+  const result = await deps.db.transaction(async (tx): Promise<RememberResult> => {
+    const r = await lockRequest(tx, id);
+    if (r.kind !== "grant" || r.status !== "approved")
+      throw new AppError(
+        "PRECONDITION_FAILED",
+        `request ${id} is ${r.kind === "grant" ? r.status : "a one-shot approval"}: only an approved grant can be remembered`,
+      );
+    if (r.rememberedAt)
+      throw new AppError("CONFLICT", `request ${id} was already remembered (${r.rememberedTo ?? "?"})`);
+    const project = deps.policies.index().projects.get(r.project);
+    const who = project && approverOf(deps.policies.index(), project, approver);
+    if (!who || approver === r.agent || !who.tiers.includes(r.riskTier))
+      throw new AppError(
+        "FORBIDDEN",
+        `${approver} is not an approver of ${r.project} for ${r.riskTier}-risk requests, so cannot make this grant a rule`,
+      );
+    const votes = [...new Set([...r.rememberedBy, approver])];
+    const needed = r.approvalsRequired;
+    const base = { request_id: id, remembered_by: votes, needed };
+    if (votes.length < needed) {
+      await tx.update(accessRequests).set({ rememberedBy: votes }).where(eq(accessRequests.id, id));
+      await deps.audit.appendInTx(tx, [
+        {
+          type: "policy.remember_recorded",
+          ...lineOf(r),
+          reason: `${approver} asked to make grant ${id} a rule (${votes.length} of ${needed})`,
+          details: { request_id: id, approver, remembered_by: votes, needed },
+        },
+      ]);
+      return { ...base, status: "recorded" };
+    }
+    await deps.policies.lockProject(tx, r.project);
+    const w = await writeRule(deps, tx, paths, r, votes);
+    await tx
+      .update(accessRequests)
+      .set({ rememberedBy: votes, rememberedAt: deps.clock.now(), rememberedTo: `${w.written}:${w.path}` })
+      .where(eq(accessRequests.id, id));
+    await deps.audit.appendInTx(tx, [
+      {
+        type: "policy.remembered",
+        ...lineOf(r),
+        reason:
+          w.written === "file"
+            ? `grant ${id} made a rule of ${w.path} by ${votes.join(", ")}`
+            : `grant ${id} written as a rule to the patch ${w.path} by ${votes.join(", ")} (the policies directory is not written to)`,
+        details: {
+          request_id: id,
+          remembered_by: votes,
+          written: w.written,
+          path: w.path,
+          before_hash: sha256(w.before),
+          after_hash: sha256(w.after),
+          diff_sha256: sha256(w.diff),
+        },
+      },
+    ]);
+    return { ...base, status: "remembered", written: w.written, path: w.path, diff: w.diff };
+  });
+  // A rule written to the file is in force once the file is loaded, as any edit of it would be.
+  if (result.written === "file") await deps.policies.importDirectory(`remember:${approver}`);
+  return result;
+}
+
+function lineOf(r: RequestRow) {
+  return { agent: r.agent, project: r.project, action: r.action, resource: r.resource };
+}
+
+/** The rule's file text, checked, and where it went. Throws a clear error when it cannot be written. */
+async function writeRule(
+  deps: ButlerDeps,
+  tx: Tx,
+  paths: RememberPaths,
+  r: RequestRow,
+  votes: string[],
+): Promise<Written> {
+  const latest = await deps.policies.latestHeadIn(tx, r.project);
+  if (!latest || latest.retired || !latest.source.startsWith("file:"))
+    throw new AppError(
+      "PRECONDITION_FAILED",
+      `project '${r.project}' has no policy file in force to remember into`,
+    );
+  const file = latest.source.slice("file:".length);
+  let before: string;
+  try {
+    before = await readFile(file, "utf8");
+  } catch (e) {
+    throw new AppError(
+      "PRECONDITION_FAILED",
+      `cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? "error"}): the policy file in force is not there`,
+    );
+  }
+  if (sha256(before) !== latest.contentHash)
+    throw new AppError(
+      "CONFLICT",
+      `${file} changed on disk since revision ${latest.revision} was loaded: run butler policy reload, then remember again`,
+    );
+  const parsed = parsePolicyFile({ file, text: before });
+  if (!parsed.ok) throw new AppError("PRECONDITION_FAILED", `${file} does not load as it is on disk`);
+  // The rule must hold by the file alone: the grant itself may still be in force.
+  const fileOnly = compileProject({ document: parsed.value, revision: latest.revision });
+  const call = {
+    action: r.action,
+    resource: r.resource,
+    branch: r.branch ?? undefined,
+    resourceGlob: r.resourceGlob ?? undefined,
+  };
+  const checked = checkGrantCall(fileOnly, r.agent, call, deps.clock.now());
+  if (!checked.ok) throw new AppError(checked.code, `this grant cannot become a rule: ${checked.message}`);
+  if (checked.decision.decision === "ALLOW")
+    throw new AppError(
+      "CONFLICT",
+      `${file} already allows this call (${checked.decision.reason}): nothing to remember`,
+    );
+  const day = deps.clock.now().toISOString().slice(0, 10);
+  const after = appendToFile(before, (indent) =>
+    renderRule(
+      {
+        id: `remembered-${r.id}`,
+        agent: r.agent,
+        action: r.action,
+        resource: r.resource,
+        branch: r.branch ?? undefined,
+        resourceGlob: r.resourceGlob ?? undefined,
+        note: `remembered from access request ${r.id} on ${day} by ${votes.join(", ")}`,
+        approvedBy: votes,
+      },
+      indent,
+    ),
+  );
+  if (after === undefined)
+    throw new AppError(
+      "PRECONDITION_FAILED",
+      `${file} lists its grants as a flow list (grants: [...]); write them as a block list to remember into it`,
+    );
+  const check = parsePolicyFile({ file, text: after });
+  if (!check.ok || check.value.project !== r.project)
+    throw new AppError(
+      "PRECONDITION_FAILED",
+      `the rule would not load in ${file}: ${check.ok ? "" : check.error[0]?.message}`,
+    );
+  const diff = createTwoFilesPatch(`a/${basename(file)}`, `b/${basename(file)}`, before, after);
+  if (await writable(file)) {
+    const tmp = join(dirname(file), `.${basename(file)}.${r.id}.tmp`);
+    try {
+      await writeFile(tmp, after, { flag: "wx" });
+      await rename(tmp, file);
+      return { written: "file", path: file, diff, before, after };
+    } catch (e) {
+      await rm(tmp, { force: true });
+      if (!["EACCES", "EROFS", "EPERM"].includes((e as NodeJS.ErrnoException).code ?? "")) throw e;
+    }
+  }
+  await mkdir(paths.patchDir, { recursive: true });
+  const patch = join(paths.patchDir, `${r.project}-${r.id}.patch`);
+  await writeFile(patch, diff);
+  return { written: "patch", path: patch, diff, before, after };
+}
+
+/** Whether the file may be written in place: its directory is writable and not kept in git. */
+async function writable(file: string): Promise<boolean> {
+  for (let dir = dirname(file); ; dir = dirname(dir)) {
+    if (await exists(join(dir, ".git"))) return false;
+    if (dirname(dir) === dir) break;
+  }
+  try {
+    await access(dirname(file), constants.W_OK);
+    await access(file, constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
