@@ -1,3 +1,4 @@
+import { dirname, join } from "node:path";
 import { type A2AService, createA2A } from "./a2a/a2a-service.js";
 import { pushHandler } from "./a2a/push-delivery.js";
 import { createPushSealer } from "./a2a/push-secrets.js";
@@ -51,7 +52,10 @@ const DASHBOARD_SESSION_SECONDS = 12 * 3600;
 export interface ServiceOptions {
   config: Pick<Config, "audit" | "policiesDir"> &
     Partial<
-      Pick<Config, "telegram" | "a2a" | "providers" | "credentialFromEnv" | "masterKey" | "auditCheckpoints">
+      Pick<
+        Config,
+        "telegram" | "a2a" | "providers" | "credentialFromEnv" | "masterKey" | "auditCheckpoints" | "dataDir"
+      >
     >;
   /**
    * Where signed checkpoints go outside the database (opened by the caller). Checkpoints are
@@ -127,6 +131,7 @@ export function createServices(opts: ServiceOptions) {
     onEnqueued: () => outbox.wake(),
     onRevoked: (project, agent, eventId) => perAgent.incidents(project, agent, "grant_revoked", eventId),
     operations: operationRefs(opts.providers),
+    rememberPaths: rememberPaths(config),
   });
 
   const alertActions = createAlertActions({ db, audit, clock, log, policies, butler, trust: perAgent.trust });
@@ -313,6 +318,12 @@ function providerGateway(
     incidents,
   });
   return { providers, behaviour };
+}
+
+/** Where approve-and-remember writes rules: the policies directory, or patches in the data directory. */
+function rememberPaths(config: ServiceOptions["config"]) {
+  const patchDir = join(config.dataDir ?? dirname(config.policiesDir), "policy-patches");
+  return { policiesDir: config.policiesDir, patchDir };
 }
 
 /** Every loaded provider operation, as a proposal's blast radius names it. */

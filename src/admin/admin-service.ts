@@ -6,6 +6,7 @@ import type { AuditLine } from "../audit/chain.js";
 import { type VerifyResult, verifyAuditChain } from "../audit/verify.js";
 import type { ApproverTokens } from "../butler/approver-tokens.js";
 import type { AccessRequestView, Butler, GrantView } from "../butler/butler-service.js";
+import type { RememberResult } from "../butler/remember.js";
 import type { Clock } from "../clock.js";
 import type { Db } from "../db/client.js";
 import { agentDrift, auditEvents, REQUEST_STATUSES } from "../db/schema.js";
@@ -109,6 +110,8 @@ export interface AdminOps {
     opts: { ttl?: string | undefined; reason?: string | undefined },
   ): Promise<{ outcome: string; request: AccessRequestView }>;
   listGrants(filter: { project?: string | undefined; all?: boolean }): Promise<GrantView[]>;
+  /** Approve and remember in an approver's name: make an approved grant a rule of the policy file. */
+  rememberRequest(id: string, approver: string): Promise<RememberResult>;
   /** A one-time Telegram deep link that binds the account opening it to `approver`. */
   createTelegramLink(approver: string): Promise<{ url: string; expires_at: string; approver: string }>;
   /** A token for an auditor: reads every project in the dashboard, decides nothing. */
@@ -196,7 +199,10 @@ export interface AdminDeps {
     createSignInCode(approver: string, actor: string): Promise<{ code: string; expiresAt: Date }>;
   };
   publicUrl: () => string;
-  butler: Pick<Butler, "list" | "get" | "review" | "listGrants" | "revokeGrant" | "createLinkCode">;
+  butler: Pick<
+    Butler,
+    "list" | "get" | "review" | "listGrants" | "revokeGrant" | "createLinkCode" | "remember"
+  >;
   /** Telegram's Bot API, when Telegram is configured. */
   telegram?: { username(): Promise<string>; setWebhook(): Promise<string> } | undefined;
   tokens: Pick<TokenService, "create" | "list" | "revoke">;
@@ -408,6 +414,11 @@ export function createAdmin(deps: AdminDeps): AdminOps {
       check(requestId, id, "request");
       check(approverId, approver, "approver");
       return butler.review({ approver, channel: "cli" }, id, verdict, opts);
+    },
+    async rememberRequest(id, approver) {
+      check(requestId, id, "request");
+      check(approverId, approver, "approver");
+      return butler.remember(approver, id);
     },
     async listGrants(filter) {
       if (filter.project !== undefined) check(projectName, filter.project, "project");

@@ -389,6 +389,16 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
     request: (id) => ({ params: { id } }),
   }),
   route({
+    op: "rememberRequest",
+    summary: "Make an approved grant a permanent rule of the policy file, in an approver's name",
+    method: "POST",
+    path: "/access-requests/:id/remember",
+    params: IdParams,
+    body: ApproverBody,
+    args: ({ params, body }) => [params.id, body.approver],
+    request: (id, approver) => ({ params: { id }, body: { approver } }),
+  }),
+  route({
     op: "reviewRequest",
     summary: "Approve or deny an access request in an approver's name",
     method: "POST",

@@ -42,6 +42,9 @@ export interface ApprovalCard {
   /** Who revoked the grant, when `grantState` is "revoked". */
   grantRevokedBy: string | undefined;
   grantRevokedAt: string | undefined;
+  /** Approve and remember: who asked to make the grant a rule, and where it was written once done. */
+  rememberedBy: string[];
+  rememberedTo: string | undefined;
   /** Where the full proposal can be seen. */
   url: string;
 }

@@ -7,6 +7,7 @@ import type { ApprovalCard } from "./approval-card.js";
 import * as directory from "./approver-directory.js";
 import type { ChannelKind, ReviewInput, ReviewOutcome } from "./channel-port.js";
 import type { AccessRequestInput, ButlerDeps, ListFilter, Reviewer, SubmitResult } from "./context.js";
+import { type RememberResult, remember } from "./remember.js";
 import {
   findRequest,
   grantProject,
@@ -100,6 +101,13 @@ export function createButler(deps: ButlerDeps) {
 
     /** An approver's verdict; returns the request and its card as they now are (see review.ts). */
     review: decide,
+
+    /** Approve and remember: `approver` asks to make an approved grant a rule of the file (see remember.ts). */
+    remember: (approver: string, id: string): Promise<RememberResult> => {
+      if (!deps.rememberPaths)
+        throw new AppError("UNAVAILABLE", "this Butler has no policies directory to remember rules into");
+      return remember(deps, deps.rememberPaths, approver, id);
+    },
 
     /** The agent withdraws its own pending request (see revoke.ts). */
     cancel: async (

@@ -31,6 +31,8 @@ export interface ButlerDeps {
   publicUrl: () => string;
   /** Called after a transaction that wrote outbox messages commits (wakes the outbox worker). */
   onEnqueued?: () => void;
+  /** Where remembered rules are written: the policies directory, or patches (see remember.ts). */
+  rememberPaths?: { policiesDir: string; patchDir: string } | undefined;
   /** Provider operations (of every loaded spec), for a proposal's blast radius. */
   operations?: readonly OperationRef[] | undefined;
   /** A person revoked one of the agent's grants (an incident for its trust score), after the commit. */

@@ -59,7 +59,8 @@ export async function remember(
       throw new AppError("CONFLICT", `request ${id} was already remembered (${r.rememberedTo ?? "?"})`);
     const project = deps.policies.index().projects.get(r.project);
     const who = project && approverOf(deps.policies.index(), project, approver);
-    if (!who || approver === r.agent || !who.tiers.includes(r.riskTier))
+    if (!who) throw new AppError("NOT_FOUND", `no access request ${id} in your projects`);
+    if (approver === r.agent || !who.tiers.includes(r.riskTier))
       throw new AppError(
         "FORBIDDEN",
         `${approver} is not an approver of ${r.project} for ${r.riskTier}-risk requests, so cannot make this grant a rule`,

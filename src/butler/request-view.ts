@@ -182,6 +182,8 @@ export function cardOf(
     grantState: g ? grantState(g, at.now) : undefined,
     grantRevokedBy: g?.revokedBy ?? undefined,
     grantRevokedAt: g?.revokedAt?.toISOString(),
+    rememberedBy: r.rememberedBy,
+    rememberedTo: r.rememberedAt ? (r.rememberedTo ?? undefined) : undefined,
     // The dashboard's page for the request (it asks a person to sign in first), not the API:
     // a chat card's link is opened in a browser, where the API would answer 401.
     url: `${at.publicUrl}/dashboard/requests/${r.id}`,

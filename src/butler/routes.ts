@@ -67,6 +67,13 @@ const DOCS = {
     body: ApproveBody,
     optionalBody: true,
   }),
+  remember: doc({
+    tag: "access requests",
+    summary:
+      "Make an approved grant a permanent rule of the policy file (as many approvers as the request needed; written to the file, or to a patch where the directory is read-only or kept in git)",
+    auth: ["approver"],
+    params: IdParams,
+  }),
   deny: doc({
     tag: "access requests",
     summary: "Deny, with an optional reason the agent is told",
@@ -179,6 +186,12 @@ export function registerButlerRoutes(app: FastifyInstance, deps: ButlerRouteDeps
     const b = parseInput(ApproveBody, req.body ?? {}, "body");
     const r = await butler.review({ approver: who, channel: "api" }, p.id, "approve", { ttl: b.ttl });
     return { outcome: r.outcome, access_request: r.request };
+  });
+
+  app.post("/v1/access-requests/:id/remember", DOCS.remember, async (req) => {
+    const who = await approver(req);
+    const p = parseInput(IdParams, req.params, "params");
+    return butler.remember(who, p.id);
   });
 
   app.post("/v1/access-requests/:id/deny", DOCS.deny, async (req) => {

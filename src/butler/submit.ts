@@ -1,4 +1,4 @@
-import { and, eq, gte, inArray, like } from "drizzle-orm";
+import { and, count, eq, gte, inArray, like } from "drizzle-orm";
 import { stringify as toYaml } from "yaml";
 import type { AgentIdentity } from "../agents/token-service.js";
 import { canonicalJson } from "../audit/chain.js";
@@ -187,6 +187,7 @@ async function fileGrantRequest(
               resources: await recentResources(tx, identity.project, call.action, call.resourceGlob, now),
             },
       history: await grantHistory(tx, project, identity.agent, proposed, now),
+      approvedBefore: await approvedBefore(tx, dedupeKey),
     });
     return insertPending(
       deps,
@@ -317,6 +318,15 @@ async function grantHistory(
       at: new Date(e.lastTs).toISOString(),
     })),
   };
+}
+
+/** How many requests of exactly this scope (its dedupe key) people approved before. */
+async function approvedBefore(tx: Tx, dedupeKey: string): Promise<number> {
+  const [row] = await tx
+    .select({ n: count() })
+    .from(accessRequests)
+    .where(and(eq(accessRequests.dedupeKey, dedupeKey), eq(accessRequests.status, "approved")));
+  return Number(row?.n ?? 0);
 }
 
 /** The columns both kinds of request fill the same way. */

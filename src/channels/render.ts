@@ -40,6 +40,7 @@ export function outcomeLine(card: ApprovalCard): string | undefined {
     case "pending":
       return undefined;
     case "approved":
+      if (card.rememberedTo) return `Approved${by}${via}; ${rememberedLine(card)}`;
       if (card.grantState === "revoked")
         return `Approved${by}${via}; the grant was revoked${card.grantRevokedBy ? ` by ${card.grantRevokedBy}` : ""}${card.grantRevokedAt ? ` at ${card.grantRevokedAt}` : ""}`;
       if (card.grantState === "used") return `Approved${by}${via}; the approved call was made`;
@@ -55,6 +56,16 @@ export function outcomeLine(card: ApprovalCard): string | undefined {
     case "superseded":
       return `Superseded, nothing granted: ${card.decisionReason ?? "the policy changed since this was filed"}`;
   }
+}
+
+/** "remembered as a rule of policies/x.yaml by jordan, sam" (or written as a patch, to apply). */
+export function rememberedLine(card: ApprovalCard): string {
+  const [kind, ...rest] = (card.rememberedTo ?? "").split(":");
+  const where = rest.join(":");
+  const by = card.rememberedBy.join(", ");
+  return kind === "patch"
+    ? `made a permanent rule by ${by}: written as a patch to ${where} (the policies directory is not written to; apply it there)`
+    : `made a permanent rule of ${where} by ${by}`;
 }
 
 /** A shorter TTL an approver can pick with one tap: 1 hour, when less than what was asked. */

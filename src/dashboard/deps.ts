@@ -22,6 +22,7 @@ export interface DashboardDeps {
     | "grantProject"
     | "projectsOfApprover"
     | "mayDecide"
+    | "remember"
   >;
   projects: () => ReadonlyMap<string, CompiledProject>;
   clock: Clock;

@@ -173,9 +173,14 @@ export function requestCard(card: ApprovalCard, viewer: Viewer, canDecide: boole
     <button type="submit" class="danger">Deny</button>
   </form>
 </div>`
-      : card.status === "pending"
-        ? html`<p class="note">${viewer.role === "auditor" ? "Auditors can read, not decide." : `You are not an approver of ${card.project} for ${card.riskTier}-risk requests.`}</p>`
-        : "";
+      : card.status === "approved" && !card.oneShot && !card.rememberedTo && canDecide
+        ? html`<div class="actions"><form method="post" action="/dashboard/requests/${id}/remember" data-action="remember">
+    <input type="hidden" name="_csrf" value="${viewer.csrf}">
+    <button type="submit">Remember as a permanent rule${card.rememberedBy.length ? html` (asked by ${card.rememberedBy.join(", ")}; ${card.approvalsRequired} needed)` : ""}</button>
+  </form></div>`
+        : card.status === "pending"
+          ? html`<p class="note">${viewer.role === "auditor" ? "Auditors can read, not decide." : `You are not an approver of ${card.project} for ${card.riskTier}-risk requests.`}</p>`
+          : "";
   return html`<article class="request status-${card.status}" id="req-${id}" data-id="${id}" data-status="${card.status}">
 <header>
   <h2><span class="agent">${card.agent}</span> asks for <code>${card.action}</code></h2>

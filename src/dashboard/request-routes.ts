@@ -93,6 +93,21 @@ export async function requestRoutes(
     (req, reply) => decide(req, reply, "approve"),
   );
   scope.post(
+    "/dashboard/requests/:id/remember",
+    {
+      ...dashboardDoc("Make an approved grant a permanent rule of the policy file", { form: true }),
+      preHandler: hooks.change,
+    },
+    async (req, reply) => {
+      const s = sessionOf(req);
+      const rid = parseInput(RequestId, (req.params as { id: string }).id, "request id");
+      if (s.role !== "approver") throw new AppError("FORBIDDEN", "auditors can read, not decide");
+      const result = await deps.butler.remember(s.approver, rid);
+      if (!wantsJson(req)) return reply.redirect(`/dashboard/requests/${rid}`, 303);
+      return result;
+    },
+  );
+  scope.post(
     "/dashboard/requests/:id/deny",
     { ...dashboardDoc("Deny an access request", { form: true }), preHandler: hooks.change },
     (req, reply) => decide(req, reply, "deny"),

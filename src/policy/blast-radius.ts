@@ -38,6 +38,8 @@ export interface BlastRadius {
   ttl_seconds: number;
   /** What the grant would have changed over the agent's audited calls of this action (a simulation). */
   history: GrantHistory | null;
+  /** How many times people approved this very scope for this agent before (a rule may be due). */
+  approved_before: number;
   /** The same as short sentences, in the order a card shows them (without `seen`: see cardFacts). */
   facts: string[];
 }
@@ -82,6 +84,9 @@ export interface GrantHistory {
   examples: { event_id: string; resource: string; code: string | null; count: number; at: string }[];
 }
 
+/** Approvals of the same scope after which a card suggests remembering it as a rule. */
+export const REMEMBER_AFTER = 3;
+
 /** How many of the other resources a card names (the count says how many there are). */
 export const SEEN_SAMPLE = 5;
 
@@ -108,6 +113,7 @@ export function blastRadius(input: {
   operations: readonly OperationRef[];
   recent: { days: number; resources: readonly string[] } | undefined;
   history?: GrantHistory | undefined;
+  approvedBefore?: number | undefined;
 }): BlastRadius {
   const { call, agent, ttlSeconds } = input;
   const glob = call.resourceGlob;
@@ -142,6 +148,11 @@ export function blastRadius(input: {
   );
   const h = input.history;
   if (h) facts.push(historyFact(h, agent));
+  const before = input.approvedBefore ?? 0;
+  if (before >= REMEMBER_AFTER)
+    facts.push(
+      `Approved ${before} times before for ${agent}: once approved, Remember makes it a permanent rule of the policy file`,
+    );
   return {
     action: call.action,
     resource: glob ?? call.resource,
@@ -152,6 +163,7 @@ export function blastRadius(input: {
     seen,
     ttl_seconds: ttlSeconds,
     history: h ?? null,
+    approved_before: before,
     facts,
   };
 }

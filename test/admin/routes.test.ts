@@ -63,6 +63,10 @@ const CALLS: { [K in keyof AdminOps]: { args: Parameters<AdminOps[K]>; result: u
     result: { outcome: "approved" },
   },
   listGrants: { args: [{ project: "billing", all: true }], result: [{ id: REQ }] },
+  rememberRequest: {
+    args: [REQ, "jordan"],
+    result: { status: "remembered", request_id: REQ, written: "file", path: "/p/billing.yaml" },
+  },
   createTelegramLink: { args: ["jordan"], result: { url: "https://t.me/b?start=c" } },
   createAuditorToken: { args: ["audrey"], result: { token: "t", token_id: "a", auditor: "audrey" } },
   createDashboardLink: { args: ["jordan"], result: { url: "http://x/dashboard/sign-in?code=c" } },

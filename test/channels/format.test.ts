@@ -36,6 +36,8 @@ function card(over: Partial<ApprovalCard> = {}): ApprovalCard {
     grantState: undefined,
     grantRevokedBy: undefined,
     grantRevokedAt: undefined,
+    rememberedBy: [],
+    rememberedTo: undefined,
     url: "https://butler.example/dashboard/requests/req_0123456789abcdef",
     ...over,
   };

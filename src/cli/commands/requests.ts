@@ -55,6 +55,17 @@ export const requestCommands: Command[] = [
     run: async (a, io) => (await impl()).requestsReview("approve", a, io),
   },
   {
+    name: "requests remember",
+    usage: "<id> --approver A",
+    summary:
+      "make an approved grant a permanent rule of the policy file (written to it, or as a patch where the directory is read-only or kept in git)",
+    options: { approver },
+    positionals: [1, 1],
+    example: "butler requests remember req_k3j9x0q2m4p8r1t6 --approver jordan",
+    admin: true,
+    run: async (a, io) => (await impl()).requestsRemember(a, io),
+  },
+  {
     name: "requests deny",
     usage: "<id> --approver A [--reason TEXT]",
     summary: "record an approver's denial",

@@ -9,7 +9,7 @@ import {
 } from "../../policy/index.js";
 import { readPolicyFiles } from "../../policy-store/policy-files.js";
 import { optional, type Parsed, print, required, snakeKeys, UsageError } from "../command.js";
-import { type CliIo, termSafe } from "../output.js";
+import { type CliIo, termSafe, termSafeLines } from "../output.js";
 import { withAdmin } from "../with-admin.js";
 
 export async function policyValidate({ values, positionals }: Parsed, io: CliIo): Promise<number> {
@@ -134,7 +134,7 @@ export async function policySimulate({ values, positionals }: Parsed, io: CliIo)
       : []),
     ...r.revoked_grants.map((g) => `importing it would revoke grant ${g.id}: ${g.reason}`),
   ];
-  print(io, r, termSafe(lines.join("\n")), !!values.json);
+  print(io, r, termSafeLines(lines.join("\n")), !!values.json);
   return 0;
 }
 

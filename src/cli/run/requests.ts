@@ -1,7 +1,7 @@
 import type { AccessRequestView } from "../../butler/butler-service.js";
 import { formatDuration } from "../../policy/time.js";
 import { optional, type Parsed, print, required } from "../command.js";
-import type { CliIo } from "../output.js";
+import { type CliIo, termSafeLines } from "../output.js";
 import { withAdmin } from "../with-admin.js";
 
 function requestLine(r: AccessRequestView): string {
@@ -75,6 +75,17 @@ export async function requestsReview(
     `${r.outcome}: ${requestLine(r.request)}`,
     !!values.json,
   );
+  return 0;
+}
+
+export async function requestsRemember({ values, positionals }: Parsed, io: CliIo): Promise<number> {
+  const approver = required(values, "approver");
+  const r = await withAdmin(io, (ops) => ops.rememberRequest(positionals[0]!, approver));
+  const text =
+    r.status === "recorded"
+      ? `recorded: ${r.remembered_by.length} of ${r.needed} approvers asked to make ${r.request_id} a rule`
+      : `${r.written === "file" ? "written to" : "written as a patch to"} ${r.path}${r.written === "patch" ? " (apply it to the policies directory)" : " and loaded"}\n${r.diff ?? ""}`;
+  print(io, r, termSafeLines(text), !!values.json);
   return 0;
 }
 
