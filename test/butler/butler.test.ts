@@ -1,4 +1,5 @@
 import { sql } from "drizzle-orm";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { readLines } from "../../src/audit/audit-log.js";
 import { verifyAuditChain } from "../../src/audit/verify.js";
@@ -546,4 +547,28 @@ describe(`reminders (${ENGINE})`, () => {
       ["access_request.expired", null],
     ]);
   });
+  // PostgreSQL only: PGlite has one connection, so nothing else can hold a row lock meanwhile.
+  test.skipIf(ENGINE === "pglite")(
+    "a request an approval holds locked is skipped, not waited for (waiting after the sweep's audit appends could deadlock)",
+    async () => {
+      const r = await s.butler.submit(agentIdentity("deployer", "ops"), {
+        action: "aws:s3:PutObject",
+        resource: "arn:aws:s3:::ops/locked",
+        reason: "x",
+      });
+      if (r.status === "already_allowed") throw new Error("unexpected");
+      clock.advance(31 * 60_000);
+      const other = new pg.Client({ connectionString: t.url });
+      await other.connect();
+      try {
+        await other.query("BEGIN");
+        await other.query("SELECT id FROM access_requests WHERE id = $1 FOR UPDATE", [r.request.id]);
+        expect((await s.butler.sweep()).reminded).toBe(0);
+        await other.query("ROLLBACK");
+        expect((await s.butler.sweep()).reminded).toBe(1);
+      } finally {
+        await other.end();
+      }
+    },
+  );
 });
