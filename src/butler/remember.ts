@@ -1,18 +1,19 @@
 import { constants } from "node:fs";
-import { access, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { access, lstat, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { createTwoFilesPatch } from "diff";
 import { eq } from "drizzle-orm";
 import type { Tx } from "../db/client.js";
-import { accessRequests } from "../db/schema.js";
+import { accessRequests, grants } from "../db/schema.js";
 import { AppError } from "../errors.js";
 import { sha256 } from "../hash.js";
 import { appendToFile, renderRule } from "../policy/effective.js";
 import { compileProject, parsePolicyFile } from "../policy/index.js";
+import { classifyRisk } from "../policy/risk.js";
 import { approverOf } from "./approver-directory.js";
 import type { ButlerDeps } from "./context.js";
-import { lockRequest } from "./request-repo.js";
-import { checkGrantCall } from "./request-rules.js";
+import { lockRequest, ownLine, tokenRevokedAt } from "./request-repo.js";
+import { checkGrantCall, matchesFiled } from "./request-rules.js";
 import type { RequestRow } from "./request-view.js";
 
 /**
@@ -29,6 +30,8 @@ export interface RememberResult {
   needed: number;
   /** Once remembered: `file` (written and loaded) or `patch` (to apply), its path, and the diff of the file. */
   written?: "file" | "patch";
+  /** For `file`: true once loaded, else why it did not load. */
+  loaded?: true | string;
   path?: string;
   diff?: string;
 }
@@ -48,72 +51,146 @@ export async function remember(
   id: string,
 ): Promise<RememberResult> {
   await deps.policies.refreshAll();
-  const result = await deps.db.transaction(async (tx): Promise<RememberResult> => {
-    const r = await lockRequest(tx, id);
-    if (r.kind !== "grant" || r.status !== "approved")
-      throw new AppError(
-        "PRECONDITION_FAILED",
-        `request ${id} is ${r.kind === "grant" ? r.status : "a one-shot approval"}: only an approved grant can be remembered`,
-      );
-    if (r.rememberedAt)
-      throw new AppError("CONFLICT", `request ${id} was already remembered (${r.rememberedTo ?? "?"})`);
-    const project = deps.policies.index().projects.get(r.project);
-    const who = project && approverOf(deps.policies.index(), project, approver);
-    if (!who) throw new AppError("NOT_FOUND", `no access request ${id} in your projects`);
-    if (approver === r.agent || !who.tiers.includes(r.riskTier))
-      throw new AppError(
-        "FORBIDDEN",
-        `${approver} is not an approver of ${r.project} for ${r.riskTier}-risk requests, so cannot make this grant a rule`,
-      );
-    const votes = [...new Set([...r.rememberedBy, approver])];
-    const needed = r.approvalsRequired;
-    const base = { request_id: id, remembered_by: votes, needed };
-    if (votes.length < needed) {
-      await tx.update(accessRequests).set({ rememberedBy: votes }).where(eq(accessRequests.id, id));
+  let written: Written | undefined;
+  const result = await deps.db
+    .transaction(async (tx): Promise<RememberResult> => {
+      const r = await lockRequest(tx, id);
+      const index = deps.policies.index();
+      const project = index.projects.get(r.project);
+      const who = project && approverOf(index, project, approver);
+      if (!who || approver === r.agent)
+        throw new AppError("NOT_FOUND", `no access request ${id} in your projects`);
+      // The tier and the approvals it needs as the policy in force says now, not as filed.
+      const tier = classifyRisk(r.action, project.document.settings);
+      const needed = project.document.settings.approvals[tier];
+      const qualifies = (a: string) => {
+        const entry = approverOf(index, project, a);
+        return a !== r.agent && entry !== undefined && entry.tiers.includes(tier);
+      };
+      if (!qualifies(approver))
+        throw new AppError(
+          "FORBIDDEN",
+          `${approver} is not an approver of ${r.project} for ${tier}-risk requests, so cannot make this grant a rule`,
+        );
+      if (r.kind !== "grant" || r.status !== "approved")
+        throw new AppError(
+          "PRECONDITION_FAILED",
+          `request ${id} is ${r.kind === "grant" ? r.status : "a one-shot approval"}: only an approved grant can be remembered`,
+        );
+      if (r.rememberedAt)
+        throw new AppError("CONFLICT", `request ${id} was already remembered (${r.rememberedTo ?? "?"})`);
+      await mayBecomeRule(tx, r);
+      // Earlier askers count only while they still may decide such a request.
+      const votes = [...new Set([...r.rememberedBy.filter(qualifies), approver])];
+      const base = { request_id: id, remembered_by: votes, needed };
+      if (votes.length < needed) {
+        await tx.update(accessRequests).set({ rememberedBy: votes }).where(eq(accessRequests.id, id));
+        await deps.audit.appendInTx(tx, [
+          {
+            type: "policy.remember_recorded",
+            ...lineOf(r),
+            reason: `${approver} asked to make grant ${id} a rule (${votes.length} of ${needed})`,
+            details: { request_id: id, approver, remembered_by: votes, needed },
+          },
+        ]);
+        return { ...base, status: "recorded" };
+      }
+      await deps.policies.lockProject(tx, r.project);
+      const w = await writeRule(deps, tx, paths, r, votes);
+      written = w;
+      await tx
+        .update(accessRequests)
+        .set({ rememberedBy: votes, rememberedAt: deps.clock.now(), rememberedTo: `${w.written}:${w.path}` })
+        .where(eq(accessRequests.id, id));
       await deps.audit.appendInTx(tx, [
         {
-          type: "policy.remember_recorded",
+          type: "policy.remembered",
           ...lineOf(r),
-          reason: `${approver} asked to make grant ${id} a rule (${votes.length} of ${needed})`,
-          details: { request_id: id, approver, remembered_by: votes, needed },
+          reason:
+            w.written === "file"
+              ? `grant ${id} made a rule of ${w.path} by ${votes.join(", ")}`
+              : `grant ${id} written as a rule to the patch ${w.path} by ${votes.join(", ")} (the policies directory is not written to)`,
+          details: {
+            request_id: id,
+            remembered_by: votes,
+            written: w.written,
+            path: w.path,
+            before_hash: sha256(w.before),
+            after_hash: sha256(w.after),
+            diff_sha256: sha256(w.diff),
+          },
         },
       ]);
-      return { ...base, status: "recorded" };
-    }
-    await deps.policies.lockProject(tx, r.project);
-    const w = await writeRule(deps, tx, paths, r, votes);
-    await tx
-      .update(accessRequests)
-      .set({ rememberedBy: votes, rememberedAt: deps.clock.now(), rememberedTo: `${w.written}:${w.path}` })
-      .where(eq(accessRequests.id, id));
-    await deps.audit.appendInTx(tx, [
-      {
-        type: "policy.remembered",
-        ...lineOf(r),
-        reason:
-          w.written === "file"
-            ? `grant ${id} made a rule of ${w.path} by ${votes.join(", ")}`
-            : `grant ${id} written as a rule to the patch ${w.path} by ${votes.join(", ")} (the policies directory is not written to)`,
-        details: {
-          request_id: id,
-          remembered_by: votes,
-          written: w.written,
-          path: w.path,
-          before_hash: sha256(w.before),
-          after_hash: sha256(w.after),
-          diff_sha256: sha256(w.diff),
-        },
-      },
-    ]);
-    return { ...base, status: "remembered", written: w.written, path: w.path, diff: w.diff };
-  });
+      return { ...base, status: "remembered", written: w.written, path: w.path, diff: w.diff };
+    })
+    .catch(async (e) => {
+      // Not recorded after all: the file goes back to what it was (unless someone edited it since).
+      if (written?.written === "file") await putBack(written);
+      throw e;
+    });
   // A rule written to the file is in force once the file is loaded, as any edit of it would be.
-  if (result.written === "file") await deps.policies.importDirectory(`remember:${approver}`);
+  if (result.written === "file") result.loaded = await load(deps, approver, result.path ?? "");
   return result;
+}
+
+/** Loads the policies directory after a rule was written; whether the file loaded, or why not. */
+async function load(deps: ButlerDeps, approver: string, file: string): Promise<true | string> {
+  try {
+    const report = await deps.policies.importDirectory(`remember:${approver}`);
+    const failed = report.failed.find((f) => file.endsWith(f.file) || f.file.endsWith(basename(file)));
+    return failed ? `the file did not load: ${failed.issues.join("; ")}` : true;
+  } catch (e) {
+    deps.log.error({ err: e, file }, "loading the policies after a remembered rule failed");
+    return `the rule is written but loading the policies failed (${(e as Error).message}); run butler policy reload`;
+  }
+}
+
+/** Writes the file's text from before the rule back, if the file still holds the rule's text. */
+async function putBack(w: Written): Promise<void> {
+  const now = await readFile(w.path, "utf8").catch(() => undefined);
+  if (now === w.after) await replaceFile(w.path, w.before);
+}
+
+/** Replaces a file's content at once (a new file renamed over it), keeping its mode. */
+async function replaceFile(file: string, text: string): Promise<void> {
+  const mode = (await stat(file)).mode & 0o777;
+  const tmp = join(dirname(file), `.${basename(file)}.${process.pid}.${Date.now()}.tmp`);
+  try {
+    await writeFile(tmp, text, { flag: "wx", mode });
+    await rename(tmp, file);
+  } finally {
+    await rm(tmp, { force: true });
+  }
 }
 
 function lineOf(r: RequestRow) {
   return { agent: r.agent, project: r.project, action: r.action, resource: r.resource };
+}
+
+/**
+ * Refuses a grant that may not become a rule whoever asks: its row differs from what the audit
+ * log says was filed, its grant was revoked, or the token that filed it was revoked.
+ */
+async function mayBecomeRule(tx: Tx, r: RequestRow): Promise<void> {
+  const filed = await ownLine(tx, r.filedEventId, r, "access_request.filed");
+  if (!filed || !matchesFiled(r, filed))
+    throw new AppError(
+      "PRECONDITION_FAILED",
+      `request ${r.id} differs from what was filed: it cannot become a rule`,
+    );
+  const [g] = await tx.select().from(grants).where(eq(grants.id, r.id));
+  if (!g) throw new AppError("PRECONDITION_FAILED", `request ${r.id} has no grant to make a rule of`);
+  if (g.revokedAt)
+    throw new AppError(
+      "PRECONDITION_FAILED",
+      `the grant of ${r.id} was revoked${g.revokedBy ? ` by ${g.revokedBy}` : ""}: a revoked grant cannot become a rule`,
+    );
+  const tokenRevoked = await tokenRevokedAt(tx, r.tokenId);
+  if (tokenRevoked)
+    throw new AppError(
+      "PRECONDITION_FAILED",
+      `the agent token that filed ${r.id} was revoked at ${tokenRevoked.toISOString()}: it cannot become a rule`,
+    );
 }
 
 /** The rule's file text, checked, and where it went. Throws a clear error when it cannot be written. */
@@ -181,7 +258,7 @@ async function writeRule(
   if (after === undefined)
     throw new AppError(
       "PRECONDITION_FAILED",
-      `${file} lists its grants as a flow list (grants: [...]); write them as a block list to remember into it`,
+      `${file} cannot take the rule without rewriting other lines (its grants are a flow list such as grants: [...], an empty list's key line has a comment, or its lines end in CRLF): write grants as a block list with LF line ends to remember into it`,
     );
   const check = parsePolicyFile({ file, text: after });
   if (!check.ok || check.value.project !== r.project)
@@ -191,13 +268,16 @@ async function writeRule(
     );
   const diff = createTwoFilesPatch(`a/${basename(file)}`, `b/${basename(file)}`, before, after);
   if (await writable(file)) {
-    const tmp = join(dirname(file), `.${basename(file)}.${r.id}.tmp`);
+    // Last look before replacing it: an edit made since the check above is not written over.
+    if (sha256(await readFile(file, "utf8")) !== latest.contentHash)
+      throw new AppError(
+        "CONFLICT",
+        `${file} changed on disk just now: run butler policy reload, then remember again`,
+      );
     try {
-      await writeFile(tmp, after, { flag: "wx" });
-      await rename(tmp, file);
+      await replaceFile(file, after);
       return { written: "file", path: file, diff, before, after };
     } catch (e) {
-      await rm(tmp, { force: true });
       if (!["EACCES", "EROFS", "EPERM"].includes((e as NodeJS.ErrnoException).code ?? "")) throw e;
     }
   }
@@ -207,8 +287,12 @@ async function writeRule(
   return { written: "patch", path: patch, diff, before, after };
 }
 
-/** Whether the file may be written in place: its directory is writable and not kept in git. */
+/**
+ * Whether the file may be written in place: a regular file (a link is not replaced by a copy) in
+ * a writable directory that is not kept in git.
+ */
 async function writable(file: string): Promise<boolean> {
+  if (!(await lstat(file)).isFile()) return false;
   for (let dir = dirname(file); ; dir = dirname(dir)) {
     if (await exists(join(dir, ".git"))) return false;
     if (dirname(dir) === dir) break;

@@ -132,11 +132,11 @@ export function blastRadius(input: {
   const facts: string[] = [];
   if (glob !== undefined)
     facts.push(
-      `Covers every resource matching ${glob}, not only ${call.resource} (the call that was denied)`,
+      `Covers every resource matching ${shown(glob)}, not only ${shown(call.resource)} (the call that was denied)`,
     );
   else if (call.resource === "") facts.push(`Covers every call of ${call.action} (it names no resource)`);
-  else facts.push(`Only ${call.resource}: no other resource`);
-  if (call.branch !== undefined) facts.push(`Only branch ${call.branch}`);
+  else facts.push(`Only ${shown(call.resource)}: no other resource`);
+  if (call.branch !== undefined) facts.push(`Only branch ${shown(call.branch)}`);
   facts.push("Any parameters: a grant from a request sets no limits on them");
   facts.push(
     operations.length === 0

@@ -151,10 +151,14 @@ function findSplice(baseline: string): Splice {
 
 /**
  * A policy file's text with one block appended to its `grants` list, every other byte as it was
- * (a file without `grants` gets the key as its last line first). Undefined when that cannot be
- * done without rewriting the file: its grants are a flow list (`grants: [...]`).
+ * (a file without `grants` gets the key as its last line first; `grants:` or `grants: []` alone
+ * on its line becomes `grants:`; a last line without a line break gets one). Undefined when that
+ * cannot be done without rewriting more: a flow list (`grants: [...]`), a comment on an empty
+ * list's key line, or CRLF line ends.
  */
 export function appendToFile(text: string, block: (indent: string) => string): string | undefined {
+  // Lines ending in CRLF would get a block ending in LF: not the file's own bytes.
+  if (text.includes("\r")) return undefined;
   const { head, indent, tail } = spliceOf(text);
   const whole = text.endsWith("\n") ? text : `${text}\n`;
   const sameBytes =
@@ -172,7 +176,7 @@ function sameButKeyLine(whole: string, head: string, tail: string): boolean {
   return (
     head.slice(start) === "grants:\n" &&
     whole.slice(0, start) === head.slice(0, start) &&
-    /^grants:[ \t]*(\[[ \t]*\])?[ \t]*(#.*)?\n$/.test(line)
+    /^grants:[ \t]*(\[[ \t]*\])?[ \t]*\n$/.test(line)
   );
 }
 

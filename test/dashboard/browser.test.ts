@@ -113,7 +113,8 @@ describe(`the dashboard in Chromium (${ENGINE})`, () => {
     expect(await text(page, `${card} .outcome`)).toMatch(
       /^Approved by jordan via dashboard; the grant expires /,
     );
-    expect(await page.locator(`${card} button`).count()).toBe(0);
+    // Decided: no more Approve or Deny; only making the grant a permanent rule is offered.
+    expect(await page.locator(`${card} button`).allTextContents()).toEqual(["Remember as a permanent rule"]);
     const allowed = await s.authorize(agent, {
       action: "stripe:charges:read",
       resource: "stripe.com/v1/charges",

@@ -157,4 +157,13 @@ describe(`approve and remember (${ENGINE})`, () => {
     expect(patch).toContain(`+  - id: remembered-${id}`);
     expect(patch).toBe(done.body.diff);
   });
+
+  test("a revoked grant cannot become a rule", async () => {
+    const id = await approved("arn:aws:s3:::ops/reports/q5");
+    expect((await s.http("DELETE", `/v1/grants/${id}`, jordan, { reason: "incident" })).status).toBe(200);
+    const refused = await remember(id, jordan);
+    expect(refused.status).toBe(409);
+    expect(refused.body.error.message).toContain("was revoked by approver:jordan");
+    expect((await s.events("policy.remember_recorded")).filter((e) => e.request_id === id)).toEqual([]);
+  });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "vitest";
-import { blastRadius, type OperationRef } from "../../src/policy/blast-radius.js";
+import { blastRadius, cardFacts, forAgent, type OperationRef } from "../../src/policy/blast-radius.js";
 import { globsOverlap } from "../../src/policy/glob.js";
 
 const OPS: OperationRef[] = [
@@ -76,7 +76,10 @@ describe("the blast radius of a proposed grant", () => {
       count: 2,
       sample: ["stripe.com/v1/charges/ch_2", "stripe.com/v1/charges/ch_3"],
     });
-    expect(r.facts).toEqual([
+    // The agent is never shown the other resources (other agents' calls): approvers are.
+    expect(forAgent(r).seen).toBeNull();
+    expect(r.facts.join(" ")).not.toContain("ch_2");
+    expect(cardFacts(r)).toEqual([
       "Covers every resource matching stripe.com/v1/charges/*, not only stripe.com/v1/charges/ch_1 (the call that was denied)",
       "Also matches 2 other resources the project's calls named in the last 30 days: stripe.com/v1/charges/ch_2, stripe.com/v1/charges/ch_3",
       "Any parameters: a grant from a request sets no limits on them",

@@ -1,6 +1,7 @@
 import { applyPatch } from "diff";
 import { describe, expect, test } from "vitest";
 import {
+  appendToFile,
   composeEffective,
   type GrantEntry,
   policyDiff,
@@ -181,6 +182,36 @@ describe("a proposal's diff, from the lines around the added grant", () => {
     const changed = got.diff.split("\n").filter((l) => /^[-+](?!--|\+\+)/.test(l));
     expect(changed.every((l) => l.startsWith("+"))).toBe(true);
     expect(changed).toHaveLength(renderGrant(grant({ id: "req_3" }), "  ").split("\n").length - 1);
+  });
+});
+
+describe("appending a remembered rule to a policy file", () => {
+  const block = (indent: string) => `${indent}- id: r\n${indent}  service: aws\n${indent}  actions: [x]\n`;
+  test.each([
+    [
+      "a block list, comments and a key after it kept",
+      "project: p # c\ngrants:\n    # a\n    - service: git\n      actions: [read]\napprovers: []\n",
+      "project: p # c\ngrants:\n    # a\n    - service: git\n      actions: [read]\n    - id: r\n      service: aws\n      actions: [x]\napprovers: []\n",
+    ],
+    [
+      "no grants key: the key and the block at the end",
+      "project: p\nagents: [a]",
+      "project: p\nagents: [a]\ngrants:\n  - id: r\n    service: aws\n    actions: [x]\n",
+    ],
+    [
+      "an empty list's key line becomes the block list's",
+      "project: p\ngrants: []\nagents: [a]\n",
+      "project: p\ngrants:\n  - id: r\n    service: aws\n    actions: [x]\nagents: [a]\n",
+    ],
+  ])("%s", (_what, text, want) => {
+    expect(appendToFile(text, block)).toBe(want);
+  });
+  test.each([
+    ["a flow list", "project: p\ngrants: [{service: git, actions: [read]}]\n"],
+    ["a comment on an empty list's key line", "project: p\ngrants: [] # none yet\n"],
+    ["CRLF line ends", "project: p\r\ngrants:\r\n  - service: git\r\n    actions: [read]\r\n"],
+  ])("refused, not rewritten: %s", (_what, text) => {
+    expect(appendToFile(text, block)).toBeUndefined();
   });
 });
 

@@ -84,7 +84,7 @@ export async function requestsRemember({ values, positionals }: Parsed, io: CliI
   const text =
     r.status === "recorded"
       ? `recorded: ${r.remembered_by.length} of ${r.needed} approvers asked to make ${r.request_id} a rule`
-      : `${r.written === "file" ? "written to" : "written as a patch to"} ${r.path}${r.written === "patch" ? " (apply it to the policies directory)" : " and loaded"}\n${r.diff ?? ""}`;
+      : `${r.written === "file" ? "written to" : "written as a patch to"} ${r.path}${r.written === "patch" ? " (apply it to the policies directory)" : r.loaded === true ? " and loaded" : `; ${r.loaded}`}\n${r.diff ?? ""}`;
   print(io, r, termSafeLines(text), !!values.json);
   return 0;
 }
