@@ -8,6 +8,7 @@ import { type AuditLog, createAuditLog } from "./audit/audit-log.js";
 import { type Checkpointer, type CheckpointSink, createCheckpointer } from "./audit/checkpointer.js";
 import { createApproverTokens } from "./butler/approver-tokens.js";
 import { type Butler, createButler } from "./butler/butler-service.js";
+import type { AlertPress } from "./butler/context.js";
 import type { AgentNotifier } from "./butler/notifier.js";
 import { alertHandler } from "./channels/alert-delivery.js";
 import { cardHandlers } from "./channels/card-delivery.js";
@@ -132,6 +133,7 @@ export function createServices(opts: ServiceOptions) {
     onRevoked: (project, agent, eventId) => perAgent.incidents(project, agent, "grant_revoked", eventId),
     operations: operationRefs(opts.providers),
     rememberPaths: rememberPaths(config),
+    ...{ alerts, alertAction: (i: AlertPress) => alertActions.act(i) },
   });
 
   const alertActions = createAlertActions({ db, audit, clock, log, policies, butler, trust: perAgent.trust });

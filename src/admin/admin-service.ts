@@ -5,6 +5,7 @@ import { readLines } from "../audit/audit-log.js";
 import type { AuditLine } from "../audit/chain.js";
 import { type VerifyResult, verifyAuditChain } from "../audit/verify.js";
 import type { ApproverTokens } from "../butler/approver-tokens.js";
+import type { BreakGlassInput, BreakGlassResult } from "../butler/break-glass.js";
 import type { AccessRequestView, Butler, GrantView } from "../butler/butler-service.js";
 import type { RememberResult } from "../butler/remember.js";
 import type { Clock } from "../clock.js";
@@ -14,18 +15,13 @@ import { AppError } from "../errors.js";
 import { PactBody, type Pacts } from "../gateway/pacts.js";
 import type { Trust } from "../gateway/trust.js";
 import { compileGlob } from "../policy/glob.js";
-import {
-  compileProject,
-  type Decision,
-  evaluateIn,
-  type PolicyIndex,
-  parsePolicyFile,
-} from "../policy/index.js";
+import type { Decision, PolicyIndex } from "../policy/index.js";
 import { agentName, projectName } from "../policy/schema.js";
 import type { ImportReport, PolicyRevision, PolicyStore } from "../policy-store/policy-store.js";
 import type { McpPins, Pin, ToolDefinition } from "../providers/mcp-pins.js";
 import type { Vault } from "../providers/vault.js";
-import { type PolicySimulation, simulatePolicyFile } from "./policy-simulation.js";
+import { policyOps } from "./policy-ops.js";
+import type { PolicySimulation } from "./policy-simulation.js";
 
 /** Filters for exporting the audit log. */
 export interface AuditFilter {
@@ -110,6 +106,8 @@ export interface AdminOps {
     opts: { ttl?: string | undefined; reason?: string | undefined },
   ): Promise<{ outcome: string; request: AccessRequestView }>;
   listGrants(filter: { project?: string | undefined; all?: boolean }): Promise<GrantView[]>;
+  /** Break-glass in a named person's name (settings.break_glass.people). */
+  breakGlass(person: string, input: BreakGlassInput): Promise<BreakGlassResult>;
   /** Approve and remember in an approver's name: make an approved grant a rule of the policy file. */
   rememberRequest(id: string, approver: string): Promise<RememberResult>;
   /** A one-time Telegram deep link that binds the account opening it to `approver`. */
@@ -201,7 +199,7 @@ export interface AdminDeps {
   publicUrl: () => string;
   butler: Pick<
     Butler,
-    "list" | "get" | "review" | "listGrants" | "revokeGrant" | "createLinkCode" | "remember"
+    "list" | "get" | "review" | "listGrants" | "revokeGrant" | "createLinkCode" | "remember" | "breakGlass"
   >;
   /** Telegram's Bot API, when Telegram is configured. */
   telegram?: { username(): Promise<string>; setWebhook(): Promise<string> } | undefined;
@@ -217,44 +215,8 @@ export interface AdminDeps {
   actor: string;
 }
 
-/** The policy of `project` in force at `at`, from the stored revisions and grants. */
-async function policyAt(
-  policies: Pick<PolicyStore, "at">,
-  project: string,
-  at: Date,
-): Promise<EffectivePolicy> {
-  const p = await policies.at(project, at);
-  if (!p)
-    throw new AppError(
-      "NOT_FOUND",
-      `project '${project}' had no policy at ${at.toISOString()} (none was stored by then)`,
-    );
-  if (p.head.retired)
-    throw new AppError(
-      "NOT_FOUND",
-      `project '${project}' had no policy at ${at.toISOString()}: it was retired at revision ${p.head.revision}`,
-    );
-  return {
-    project,
-    revision: p.head.revision,
-    source: p.head.source,
-    contentHash: p.head.contentHash,
-    createdAt: p.head.createdAt,
-    yaml: p.yaml,
-    at: at.toISOString(),
-    grantsInForce: p.grants.map((g) => ({
-      id: g.id,
-      agent: g.agent,
-      action: g.action,
-      resource: g.resource,
-      resourcePattern: g.resourceGlob,
-      expiresAt: g.expiresAt.toISOString(),
-    })),
-  };
-}
-
 /** Checks an argument whichever way it came (admin API or CLI), with the policy's own name rules. */
-function check<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
+export function check<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
   const r = schema.safeParse(value);
   if (!r.success)
     throw new AppError("INVALID_INPUT", `${what} ${r.error.issues[0]?.message ?? "is not valid"}`);
@@ -272,7 +234,7 @@ const requestId = z.string().regex(/^req_[a-z0-9]{16}$/, "must be an id such as 
 const approverId = agentName;
 const requestStatus = z.enum(REQUEST_STATUSES, `must be one of ${REQUEST_STATUSES.join(", ")}`);
 const tokenId = z.string().regex(/^tok_[a-z0-9]{16}$/, "must be a token id such as tok_0123456789abcdef");
-const revisionNumber = z.number().int().min(1, "must be 1 or more").max(2_147_483_647, "is too large");
+export const revisionNumber = z.number().int().min(1, "must be 1 or more").max(2_147_483_647, "is too large");
 
 /** Why a new agent token would not work yet: its project has no policy, or the policy does not list the agent. */
 function agentWarnings(index: PolicyIndex, agent: string, project: string): string[] {
@@ -292,67 +254,6 @@ function projectsApprovedBy(index: PolicyIndex, approver: string): string[] {
   return [...index.projects.values()]
     .filter((p) => p.document.approvers.some((a) => a.id === approver))
     .map((p) => p.name);
-}
-
-/** The policy operations: the policy in force (now or then), its revisions, a call decided then, a simulation. */
-function policyOps(
-  deps: AdminDeps,
-): Pick<AdminOps, "showPolicy" | "policyHistory" | "policyRevision" | "checkPolicy" | "simulatePolicy"> {
-  const { db, policies } = deps;
-  return {
-    async showPolicy(project, at) {
-      check(projectName, project, "project");
-      if (at !== undefined) return policyAt(policies, project, at);
-      const r = await policies.latest(project);
-      if (!r || r.retired) {
-        throw new AppError(
-          "NOT_FOUND",
-          r
-            ? `project '${project}' was retired at revision ${r.revision}: it has no policy`
-            : `no policy for project '${project}'`,
-        );
-      }
-      return {
-        project,
-        revision: r.revision,
-        source: r.source,
-        contentHash: r.contentHash,
-        createdAt: r.createdAt,
-        yaml: r.yaml,
-      };
-    },
-    async policyHistory(project) {
-      check(projectName, project, "project");
-      const revisions = await policies.history(project);
-      if (revisions.length === 0) throw new AppError("NOT_FOUND", `no policy for project '${project}'`);
-      return revisions.map(({ baseline: _b, ...rest }) => rest);
-    },
-    async policyRevision(project, revision) {
-      check(projectName, project, "project");
-      check(revisionNumber, revision, "revision");
-      const r = await policies.revision(project, revision);
-      if (!r) throw new AppError("NOT_FOUND", `project '${project}' has no revision ${revision}`);
-      return r;
-    },
-    async checkPolicy(project, call, at) {
-      check(projectName, project, "project");
-      const when = at ?? deps.clock.now();
-      const p = await policyAt(policies, project, when);
-      const parsed = parsePolicyFile({ file: `revision ${p.revision}`, text: p.yaml });
-      if (!parsed.ok)
-        throw new AppError(
-          "INTERNAL",
-          `revision ${p.revision} of ${project} does not load: ${parsed.error[0]?.message}`,
-        );
-      const compiled = compileProject({ document: parsed.value, revision: p.revision });
-      const d = evaluateIn(compiled, { ...call, project, resource: call.resource ?? "" }, when.getTime());
-      return { ...d, revision_at: p.revision, at: when.toISOString() };
-    },
-    simulatePolicy(project, input) {
-      check(projectName, project, "project");
-      return simulatePolicyFile({ db, policies, clock: deps.clock }, project, input);
-    },
-  };
 }
 
 export function createAdmin(deps: AdminDeps): AdminOps {
@@ -414,6 +315,12 @@ export function createAdmin(deps: AdminDeps): AdminOps {
       check(requestId, id, "request");
       check(approverId, approver, "approver");
       return butler.review({ approver, channel: "cli" }, id, verdict, opts);
+    },
+    async breakGlass(person, input) {
+      check(approverId, person, "person");
+      check(projectName, input.project, "project");
+      check(agentName, input.agent, "agent");
+      return butler.breakGlass(person, input);
     },
     async rememberRequest(id, approver) {
       check(requestId, id, "request");

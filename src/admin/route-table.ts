@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { BreakGlassBody } from "../butler/request-schema.js";
 import { safeText, storable } from "../http/validation.js";
 import { agentName, projectName } from "../policy/schema.js";
 import { parseTimestamp } from "../policy/time.js";
@@ -150,6 +151,7 @@ const dateOf = (s: string | undefined) => {
   const t = s === undefined ? undefined : parseTimestamp(s);
   return t?.ok ? new Date(t.value) : undefined;
 };
+const AdminBreakGlassBody = BreakGlassBody.extend({ person: agentName });
 const SimulateBody = z.strictObject({
   yaml: z
     .string()
@@ -387,6 +389,19 @@ export const ADMIN_ROUTES: readonly AdminRoute[] = [
     params: IdParams,
     args: ({ params }) => [params.id],
     request: (id) => ({ params: { id } }),
+  }),
+  route({
+    op: "breakGlass",
+    summary: "Break-glass in a named person's name: short emergency access for an agent, at once",
+    method: "POST",
+    path: "/break-glass",
+    body: AdminBreakGlassBody,
+    status: 201,
+    args: ({ body }) => {
+      const { person, ...input } = body;
+      return [person, input];
+    },
+    request: (person, input) => ({ body: { person, ...input } }),
   }),
   route({
     op: "rememberRequest",

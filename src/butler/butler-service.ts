@@ -5,6 +5,7 @@ import { postedCards } from "../db/schema.js";
 import { AppError } from "../errors.js";
 import type { ApprovalCard } from "./approval-card.js";
 import * as directory from "./approver-directory.js";
+import { type BreakGlassInput, type BreakGlassResult, breakGlass, reviewBreakGlass } from "./break-glass.js";
 import type { ChannelKind, ReviewInput, ReviewOutcome } from "./channel-port.js";
 import type { AccessRequestInput, ButlerDeps, ListFilter, Reviewer, SubmitResult } from "./context.js";
 import { type RememberResult, remember } from "./remember.js";
@@ -108,6 +109,12 @@ export function createButler(deps: ButlerDeps) {
         throw new AppError("UNAVAILABLE", "this Butler has no policies directory to remember rules into");
       return remember(deps, deps.rememberPaths, approver, id);
     },
+
+    /** A named person opens emergency access for an agent at once (see break-glass.ts). */
+    breakGlass: (person: string, input: BreakGlassInput): Promise<BreakGlassResult> =>
+      breakGlass(deps, person, input),
+    /** A second person reviews a break-glass (acknowledges its alert). */
+    reviewBreakGlass: (approver: string, id: string) => reviewBreakGlass(deps, approver, id),
 
     /** The agent withdraws its own pending request (see revoke.ts). */
     cancel: async (

@@ -1,11 +1,38 @@
 import type { AuditLog } from "../audit/audit-log.js";
 import type { Clock } from "../clock.js";
-import type { Db } from "../db/client.js";
+import type { Db, Tx } from "../db/client.js";
+import type { ErrorCode } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { OperationRef } from "../policy/blast-radius.js";
 import type { PolicyStore } from "../policy-store/policy-store.js";
 import type { ChannelKind } from "./channel-port.js";
 import type { AccessRequestView, RequestRow } from "./request-view.js";
+
+/** What the Butler asks of security alerts (declared here: gateway/ depends on butler/, not the reverse). */
+export interface AlertRaiser {
+  raiseInTx(
+    tx: Tx,
+    input: {
+      kind: "break_glass";
+      project: string;
+      agent: string;
+      title: string;
+      facts: string[];
+      eventIds: string[];
+      requestId?: string | undefined;
+    },
+  ): Promise<{ id: string } | undefined>;
+}
+
+/** A press of a security alert's button, as gateway/alert-actions.ts takes it. */
+export interface AlertPress {
+  alertId: string;
+  action: "acknowledge";
+  actor: { channel: ChannelKind; userId: string };
+}
+export type AlertPressOutcome =
+  | { ok: true; message: string; by: string }
+  | { ok: false; code: ErrorCode; message: string };
 
 export interface ButlerDeps {
   db: Db;
@@ -31,6 +58,10 @@ export interface ButlerDeps {
   publicUrl: () => string;
   /** Called after a transaction that wrote outbox messages commits (wakes the outbox worker). */
   onEnqueued?: () => void;
+  /** Security alerts (a break-glass is announced as one); see gateway/alerts.ts. */
+  alerts?: AlertRaiser | undefined;
+  /** Acts on a security alert as a person (a break-glass's review is its alert's acknowledgement). */
+  alertAction?: ((input: AlertPress) => Promise<AlertPressOutcome>) | undefined;
   /** Where remembered rules are written: the policies directory, or patches (see remember.ts). */
   rememberPaths?: { policiesDir: string; patchDir: string } | undefined;
   /** Provider operations (of every loaded spec), for a proposal's blast radius. */

@@ -25,3 +25,14 @@ export const CreateRequestBody = z.strictObject({
   /** For a one-shot request (the denial said approval_required): the denied call's params, unchanged. */
   params: paramsObject.optional(),
 });
+
+/** Emergency access, as a person opens it: the call exactly (no patterns), for at most the project's limit. */
+export const BreakGlassBody = z.strictObject({
+  project: safeText(128),
+  agent: safeText(128),
+  action: safeText(256),
+  resource: safeText(2048).optional(),
+  branch: safeText(256).optional(),
+  ttl: z.union([safeText(64), z.number()]).optional(),
+  reason: safeText(2000).refine((s) => s.trim().length > 0, "is required: say why, for the review"),
+});

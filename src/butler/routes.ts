@@ -8,7 +8,7 @@ import type { RouteDoc } from "../http/route-doc.js";
 import { parseInput, safeText } from "../http/validation.js";
 import { type ApproverTokens, looksLikeApproverToken } from "./approver-tokens.js";
 import type { Butler } from "./butler-service.js";
-import { CreateRequestBody, ttl } from "./request-schema.js";
+import { BreakGlassBody, CreateRequestBody, ttl } from "./request-schema.js";
 import { agentView } from "./request-view.js";
 
 const id = z
@@ -71,6 +71,19 @@ const DOCS = {
     tag: "access requests",
     summary:
       "Make an approved grant a permanent rule of the policy file (as many approvers as the request needed; written to the file, or to a patch where the directory is read-only or kept in git)",
+    auth: ["approver"],
+    params: IdParams,
+  }),
+  breakGlass: doc({
+    tag: "access requests",
+    summary:
+      "Break-glass: a person settings.break_glass names opens short emergency access for an agent at once, announced loudly, reviewed afterwards by a second person",
+    auth: ["approver"],
+    body: BreakGlassBody,
+  }),
+  reviewBreakGlass: doc({
+    tag: "access requests",
+    summary: "Review a break-glass (a second person: not the one who opened it)",
     auth: ["approver"],
     params: IdParams,
   }),
@@ -192,6 +205,18 @@ export function registerButlerRoutes(app: FastifyInstance, deps: ButlerRouteDeps
     const who = await approver(req);
     const p = parseInput(IdParams, req.params, "params");
     return butler.remember(who, p.id);
+  });
+
+  app.post("/v1/break-glass", DOCS.breakGlass, async (req, reply) => {
+    const who = await approver(req);
+    const b = parseInput(BreakGlassBody, req.body, "body");
+    return reply.code(201).send(await butler.breakGlass(who, b));
+  });
+
+  app.post("/v1/break-glass/:id/review", DOCS.reviewBreakGlass, async (req) => {
+    const who = await approver(req);
+    const p = parseInput(IdParams, req.params, "params");
+    return butler.reviewBreakGlass(who, p.id);
   });
 
   app.post("/v1/access-requests/:id/deny", DOCS.deny, async (req) => {

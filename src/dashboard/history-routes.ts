@@ -7,7 +7,6 @@ import { AppError } from "../errors.js";
 import { parseInput } from "../http/validation.js";
 import { policyDiff } from "../policy/effective.js";
 import { compileGlob } from "../policy/index.js";
-import { projectName } from "../policy/schema.js";
 import type { DashboardDeps } from "./deps.js";
 import { exportRows } from "./events.js";
 import { historyPage, type PolicyView, policiesPage, replayPage, simulationPage } from "./html.js";

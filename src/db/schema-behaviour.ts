@@ -20,6 +20,8 @@ export const securityAlerts = pgTable(
     suspendedAt: timestamp("suspended_at", { withTimezone: true, mode: "date" }),
     trustRaisedBy: text("trust_raised_by"),
     trustRaisedAt: timestamp("trust_raised_at", { withTimezone: true, mode: "date" }),
+    /** For a break-glass alert: the access request it opened (its review is this alert's acknowledgement). */
+    requestId: text("request_id"),
   },
   (t) => [index("security_alerts_agent_idx").on(t.project, t.agent, t.createdAt)],
 );

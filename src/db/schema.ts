@@ -167,6 +167,10 @@ export const accessRequests = pgTable(
     remindedAt: timestamp("reminded_at", { withTimezone: true, mode: "date" }),
     remindersSent: integer("reminders_sent").notNull().default(0),
     escalatedAt: timestamp("escalated_at", { withTimezone: true, mode: "date" }),
+    /** Break-glass: the person who opened it (no approvers asked), and the second person who reviewed it. */
+    breakGlassBy: text("break_glass_by"),
+    breakGlassReviewedBy: text("break_glass_reviewed_by"),
+    breakGlassReviewedAt: timestamp("break_glass_reviewed_at", { withTimezone: true, mode: "date" }),
     /** Approve and remember: who asked to make the grant a rule of the file, and when and where it was written. */
     rememberedBy: jsonb("remembered_by").$type<string[]>().notNull().default([]),
     rememberedAt: timestamp("remembered_at", { withTimezone: true, mode: "date" }),

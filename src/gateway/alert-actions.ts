@@ -4,7 +4,7 @@ import { resolvePresser } from "../butler/approver-directory.js";
 import type { ReviewInput } from "../butler/channel-port.js";
 import type { Clock } from "../clock.js";
 import type { Db } from "../db/client.js";
-import { grants, securityAlerts, singleUseGrants } from "../db/schema.js";
+import { accessRequests, grants, securityAlerts, singleUseGrants } from "../db/schema.js";
 import { AppError, type ErrorCode } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { PolicyIndex } from "../policy/index.js";
@@ -82,6 +82,19 @@ export function createAlertActions(deps: {
       // An agent never acts on an alert about itself (an approver id may name an agent too).
       if (by === alert.agent)
         return { ok: false, code: "FORBIDDEN", message: `${by} cannot act on an alert about itself` };
+      // A break-glass is reviewed by a second person: not the one who broke the glass.
+      if (alert.kind === "break_glass" && input.action === "acknowledge" && alert.requestId) {
+        const [opened] = await db
+          .select({ by: accessRequests.breakGlassBy })
+          .from(accessRequests)
+          .where(eq(accessRequests.id, alert.requestId));
+        if (opened?.by === by)
+          return {
+            ok: false,
+            code: "FORBIDDEN",
+            message: `${by} broke the glass: a second person reviews it`,
+          };
+      }
       const initial = policies.index().projects.get(alert.project)?.document.trust?.initial;
       if (input.action === "restore_trust" && initial === undefined)
         return { ok: false, code: "INVALID_INPUT", message: `${alert.project} has no trust scores` };
@@ -123,6 +136,19 @@ export function createAlertActions(deps: {
     initial: number | undefined,
   ): Promise<AlertActionOutcome> {
     const subject = { project: alert.project, agent: alert.agent };
+    if (action === "acknowledge" && alert.kind === "break_glass" && alert.requestId) {
+      await db
+        .update(accessRequests)
+        .set({ breakGlassReviewedBy: by, breakGlassReviewedAt: clock.now() })
+        .where(eq(accessRequests.id, alert.requestId));
+      await audit.append({
+        type: "break_glass.reviewed",
+        ...subject,
+        reason: `${by} reviewed the break-glass of ${alert.agent}: ${alert.title}`,
+        details: { alert_id: alert.id, request_id: alert.requestId, by },
+      });
+      return { ok: true, by, message: `reviewed; the break-glass of ${alert.agent} is acknowledged.` };
+    }
     if (action === "acknowledge") {
       await audit.append({
         type: "security.acknowledged",

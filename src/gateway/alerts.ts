@@ -5,7 +5,7 @@ import { securityAlerts } from "../db/schema.js";
 import { newId } from "../ids.js";
 import { enqueue, type OutboxMessage } from "../outbox/outbox.js";
 import type { Drift } from "../policy/drift.js";
-import type { AlertKind, PolicyIndex } from "../policy/index.js";
+import type { AlertKind, PolicyDocument, PolicyIndex } from "../policy/index.js";
 
 /**
  * Security alerts: a project's `security:` section names a security room in Slack and Telegram
@@ -56,10 +56,13 @@ export function createAlerts(deps: {
   /** Writes the alert in `tx` when the project sends alerts of this kind; the alert, or undefined. */
   async function raiseInTx(
     tx: Tx,
-    input: Omit<SecurityAlert, "id" | "at" | "url">,
+    input: Omit<SecurityAlert, "id" | "at" | "url"> & { requestId?: string | undefined },
   ): Promise<SecurityAlert | undefined> {
-    const security = policies.index().projects.get(input.project)?.document.security;
-    if (!security?.alertOn.has(input.kind)) return undefined;
+    const doc = policies.index().projects.get(input.project)?.document;
+    const security = doc?.security;
+    // A break-glass is always loud: the security rooms and the approvers' rooms too.
+    const loud = input.kind === "break_glass";
+    if (!loud && !security?.alertOn.has(input.kind)) return undefined;
     const now = clock.now();
     const alert: SecurityAlert = {
       ...input,
@@ -68,10 +71,13 @@ export function createAlerts(deps: {
       url: `${deps.publicUrl()}/dashboard/agents/${encodeURIComponent(input.project)}/${encodeURIComponent(input.agent)}`,
     };
     // One message per room: a room that fails is retried alone.
+    const rooms = (channel: "slack" | "telegram") => [
+      ...new Set([...(security?.[channel] ?? []), ...(loud && doc ? approverRooms(doc, channel) : [])]),
+    ];
     const deliveries: AlertDelivery[] = [
-      ...security.slack.map((target) => ({ channel: "slack" as const, target, alert })),
-      ...security.telegram.map((target) => ({ channel: "telegram" as const, target, alert })),
-      ...(security.webhookUrl
+      ...rooms("slack").map((target) => ({ channel: "slack" as const, target, alert })),
+      ...rooms("telegram").map((target) => ({ channel: "telegram" as const, target, alert })),
+      ...(security?.webhookUrl
         ? [{ channel: "webhook" as const, url: security.webhookUrl, secret: security.webhookSecret, alert }]
         : []),
     ];
@@ -82,6 +88,7 @@ export function createAlerts(deps: {
       kind: alert.kind,
       title: alert.title.slice(0, 500),
       createdAt: now,
+      requestId: input.requestId ?? null,
     });
     await audit.appendInTx(tx, [
       {
@@ -122,6 +129,16 @@ export function createAlerts(deps: {
 }
 
 export type Alerts = ReturnType<typeof createAlerts>;
+
+/** Where a project's approval cards go on a platform: its rooms, else each approver's own account. */
+function approverRooms(doc: PolicyDocument, channel: "slack" | "telegram"): string[] {
+  const rooms = doc.settings.channels[channel];
+  if (rooms) return rooms;
+  return doc.approvers.flatMap((a) => {
+    const id = channel === "slack" ? a.slack?.userId : a.telegram?.userId;
+    return id ? [id] : [];
+  });
+}
 
 /** The alert of an agent's drift level changing (merchant categories: the event's own alert says it). */
 export async function driftAlert(

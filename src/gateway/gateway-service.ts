@@ -546,6 +546,8 @@ function decisionLine(
       branch: c.input.branch,
       grant_id: allow ? d.grantId : undefined,
       approved_by: allow ? d.approvedBy?.join(", ") : undefined,
+      // Every ALLOW a break-glass grant gives says so (its approver names who broke the glass).
+      break_glass: allow && d.approvedBy?.[0]?.startsWith("break-glass:") ? true : undefined,
       revision: d.revision ?? null,
       deny_code: d.decision === "DENY" ? d.code : undefined,
       expires: allow && d.expiresAt !== undefined ? new Date(d.expiresAt).toISOString() : undefined,

@@ -36,6 +36,7 @@ export const DEFAULT_SETTINGS: ProjectSettings = Object.freeze({
   approvals: { low: 1, medium: 1, high: 2 },
   risk: [],
   reminders: undefined,
+  breakGlass: undefined,
   channels: { slack: undefined, telegram: undefined },
 }) as ProjectSettings;
 
@@ -392,8 +393,26 @@ function checkSettings(raw: RawPolicyDocument, report: Report): ProjectSettings 
     approvals: { ...DEFAULT_SETTINGS.approvals, ...(s?.approvals ?? {}) } as Record<RiskTier, number>,
     risk: Object.entries(s?.risk ?? {}).map(([action, tier]) => ({ action, tier })),
     reminders: remindersOf(raw, report),
+    breakGlass: breakGlassOf(raw, report),
     channels: { slack: s?.channels?.slack, telegram: s?.channels?.telegram?.map(String) },
   };
+}
+
+/** Break-glass people must be approvers; emergency access lasts at most 4 hours (default 30 minutes). */
+function breakGlassOf(raw: RawPolicyDocument, report: Report): ProjectSettings["breakGlass"] {
+  const b = raw.settings?.break_glass;
+  if (!b) return undefined;
+  const ids = new Set((raw.approvers ?? []).map((a) => a.id));
+  for (const [i, id] of b.people.entries())
+    if (!ids.has(id))
+      report(["settings", "break_glass", "people", i], `approver '${id}' is not in approvers`);
+  const max = b.max_ttl === undefined ? 1800 : (parseDuration(b.max_ttl) as { value: number }).value;
+  if (max > 4 * 3600)
+    report(
+      ["settings", "break_glass", "max_ttl"],
+      "is longer than 4 hours: emergency access is short by design",
+    );
+  return { people: b.people, maxTtlSeconds: max };
 }
 
 function remindersOf(raw: RawPolicyDocument, report: Report): ProjectSettings["reminders"] {

@@ -180,11 +180,16 @@ export const remindersShape = {
   every: duration.optional(),
   escalate: z.strictObject(escalateShape).optional(),
 };
+export const breakGlassShape = {
+  people: z.array(approverId).min(1, "must name at least one approver who may break the glass"),
+  max_ttl: duration.optional(),
+};
 export const settingsShape = {
   grant_ttl: z.strictObject(grantTtlShape).optional(),
   pending_ttl: duration.optional(),
   reminder_after: duration.optional(),
   reminders: z.strictObject(remindersShape).optional(),
+  break_glass: z.strictObject(breakGlassShape).optional(),
   channels: z.strictObject(channelsShape).optional(),
   never_grant: z.array(actionGlob).optional(),
   approvals: z.strictObject(approvalsShape).optional(),
@@ -400,6 +405,7 @@ export function knownKeysAt(path: readonly PropertyKey[]): string[] | undefined 
   if (at === "settings/approvals") return Object.keys(approvalsShape);
   if (at === "settings/channels") return Object.keys(channelsShape);
   if (at === "settings/reminders") return Object.keys(remindersShape);
+  if (at === "settings/break_glass") return Object.keys(breakGlassShape);
   if (at === "settings/reminders/escalate") return Object.keys(escalateShape);
   return undefined;
 }

@@ -93,6 +93,8 @@ export interface ProjectSettings {
   approvals: Record<RiskTier, number>;
   /** Full-action globs mapped to a tier, overriding the built-in classification; first match wins. */
   risk: { action: string; tier: RiskTier }[];
+  /** Who may open emergency access without approvers, and for how long at most; nobody when undefined. */
+  breakGlass: { people: string[]; maxTtlSeconds: number } | undefined;
   /** When a still-pending request's cards are reminded, and who it escalates to; none when undefined. */
   reminders: ReminderSchedule | undefined;
   /**
@@ -149,7 +151,14 @@ export interface PolicyDocument {
   security: SecurityDef | undefined;
 }
 
-export type AlertKind = "drift_major" | "drift_minor" | "pact_violation" | "trust_low" | "reaction";
+export type AlertKind =
+  | "drift_major"
+  | "drift_minor"
+  | "pact_violation"
+  | "trust_low"
+  | "reaction"
+  /** Always sent, whatever `alert_on` says: someone opened emergency access. */
+  | "break_glass";
 
 export interface SecurityDef {
   slack: string[];

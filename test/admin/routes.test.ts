@@ -63,6 +63,21 @@ const CALLS: { [K in keyof AdminOps]: { args: Parameters<AdminOps[K]>; result: u
     result: { outcome: "approved" },
   },
   listGrants: { args: [{ project: "billing", all: true }], result: [{ id: REQ }] },
+  breakGlass: {
+    args: [
+      "jordan",
+      {
+        project: "billing",
+        agent: "billing-bot",
+        action: "git:push",
+        resource: "acme/api",
+        branch: "main",
+        ttl: "PT15M",
+        reason: "outage",
+      },
+    ],
+    result: { request_id: REQ, grant_id: REQ, revision: 5, expires_at: "x", alert_id: null },
+  },
   rememberRequest: {
     args: [REQ, "jordan"],
     result: { status: "remembered", request_id: REQ, written: "file", path: "/p/billing.yaml" },

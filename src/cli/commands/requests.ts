@@ -55,6 +55,38 @@ export const requestCommands: Command[] = [
     run: async (a, io) => (await impl()).requestsReview("approve", a, io),
   },
   {
+    name: "break-glass",
+    usage: "<project> --person P --agent A --action X [--resource R] [--branch B] [--ttl T] --reason TEXT",
+    summary:
+      "open short emergency access for an agent at once, in the name of a person settings.break_glass names; announced loudly, reviewed by a second person",
+    options: {
+      person: {
+        type: "string",
+        value: "P",
+        help: "who breaks the glass (an approver in settings.break_glass.people; required)",
+      },
+      agent: { type: "string", value: "A", help: "the agent that gets access (required)" },
+      action: { type: "string", value: "X", help: "the action, exactly (required)" },
+      resource: { type: "string", value: "R", help: "the resource, exactly" },
+      branch: { type: "string", value: "B", help: "the git branch, for git actions" },
+      ttl: {
+        type: "string",
+        value: "T",
+        help: "how long (at most settings.break_glass.max_ttl, default it)",
+      },
+      reason: {
+        type: "string",
+        value: "TEXT",
+        help: "why (required; shown to every approver and the security room)",
+      },
+    },
+    positionals: [1, 1],
+    example:
+      'butler break-glass project-billing --person jordan --agent billing-reconciler-1 --action git:push --resource reidataai/billing-ledger --branch hotfix/outage --ttl PT15M --reason "ledger outage"',
+    admin: true,
+    run: async (a, io) => (await impl()).breakGlassOpen(a, io),
+  },
+  {
     name: "requests remember",
     usage: "<id> --approver A",
     summary:

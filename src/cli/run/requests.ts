@@ -89,6 +89,28 @@ export async function requestsRemember({ values, positionals }: Parsed, io: CliI
   return 0;
 }
 
+export async function breakGlassOpen({ values, positionals }: Parsed, io: CliIo): Promise<number> {
+  const person = required(values, "person");
+  const r = await withAdmin(io, (ops) =>
+    ops.breakGlass(person, {
+      project: positionals[0]!,
+      agent: required(values, "agent"),
+      action: required(values, "action"),
+      resource: optional(values, "resource"),
+      branch: optional(values, "branch"),
+      ttl: optional(values, "ttl"),
+      reason: required(values, "reason"),
+    }),
+  );
+  print(
+    io,
+    r,
+    `break-glass ${r.request_id} open until ${r.expires_at} (revision ${r.revision}); a second person reviews it with the alert's Acknowledge or POST /v1/break-glass/${r.request_id}/review`,
+    !!values.json,
+  );
+  return 0;
+}
+
 export async function grantsList({ values }: Parsed, io: CliIo): Promise<number> {
   const list = await withAdmin(io, (ops) =>
     ops.listGrants({

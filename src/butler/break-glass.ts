@@ -1,0 +1,235 @@
+import { randomUUID } from "node:crypto";
+import { and, eq } from "drizzle-orm";
+import { accessRequests, grants, securityAlerts } from "../db/schema.js";
+import { AppError } from "../errors.js";
+import { sha256 } from "../hash.js";
+import { newId } from "../ids.js";
+import { proposeEffective } from "../policy/effective.js";
+import { formatDuration, parseDuration } from "../policy/index.js";
+import { classifyRisk } from "../policy/risk.js";
+import { scopeRequest } from "../policy/scope.js";
+import { grantRowsInEffect, renderCached, toEntry } from "../policy-store/policy-store.js";
+import { approverOf } from "./approver-directory.js";
+import type { ButlerDeps } from "./context.js";
+import { checkGrantCall } from "./request-rules.js";
+
+/**
+ * Break-glass: a person the project names (`settings.break_glass.people`, never an agent) opens
+ * emergency access for an agent at once, without waiting for approvers: a short grant (at most
+ * `max_ttl`), live on every instance with the new revision, marked in the audit (and in every
+ * ALLOW it gives: its approver reads `break-glass:<person>`), announced as a security alert to the
+ * security rooms and the approvers' rooms, and open for review until a second person acknowledges
+ * that alert.
+ */
+
+export interface BreakGlassInput {
+  project: string;
+  agent: string;
+  action: string;
+  resource?: string | undefined;
+  branch?: string | undefined;
+  ttl?: string | number | undefined;
+  reason: string;
+}
+
+export interface BreakGlassResult {
+  request_id: string;
+  grant_id: string;
+  revision: number;
+  expires_at: string;
+  alert_id: string | null;
+}
+
+/** The approver the grant names: every ALLOW line it gives says who broke the glass. */
+export const BREAK_GLASS_PREFIX = "break-glass:";
+
+/** Who may open it, for which call and how long: refused with the reason, before anything is written. */
+function checkBreakGlass(deps: ButlerDeps, person: string, input: BreakGlassInput, now: Date) {
+  const index = deps.policies.index();
+  const project = index.projects.get(input.project);
+  const allowed = project?.document.settings.breakGlass;
+  if (!project || !approverOf(index, project, person) || !allowed?.people.includes(person))
+    throw new AppError(
+      "FORBIDDEN",
+      `${person} may not break the glass in ${input.project}: only the approvers its settings.break_glass.people names`,
+    );
+  if (person === input.agent) throw new AppError("FORBIDDEN", "an agent never opens access for itself");
+  if (!project.agentRoles.has(input.agent))
+    throw new AppError("INVALID_INPUT", `agent: ${input.agent} is not an agent of ${input.project}`);
+  if (input.reason.trim() === "") throw new AppError("INVALID_INPUT", "reason: say why, for the review");
+  const ttl = parseDuration(input.ttl ?? allowed.maxTtlSeconds);
+  if (!ttl.ok) throw new AppError("INVALID_INPUT", `ttl: ${ttl.error}`);
+  if (ttl.value > allowed.maxTtlSeconds)
+    throw new AppError(
+      "INVALID_INPUT",
+      `ttl: ${formatDuration(ttl.value)} is longer than the break-glass limit of ${input.project} (${formatDuration(allowed.maxTtlSeconds)})`,
+    );
+  const scoped = scopeRequest(
+    { action: input.action, resource: input.resource, branch: input.branch },
+    undefined,
+  );
+  if (!scoped.ok) throw new AppError("INVALID_INPUT", scoped.error);
+  const call = scoped.value;
+  // Emergency access is still never a bypass of never_grant or of a grant's parameter limits.
+  const checked = checkGrantCall(project, input.agent, call, now);
+  if (!checked.ok) throw new AppError(checked.code, checked.message);
+  if (checked.decision.decision === "ALLOW")
+    throw new AppError("CONFLICT", `${input.agent} may already do this: ${checked.decision.reason}`);
+  return { project, call, ttlSeconds: ttl.value };
+}
+
+export async function breakGlass(
+  deps: ButlerDeps,
+  person: string,
+  input: BreakGlassInput,
+): Promise<BreakGlassResult> {
+  await deps.policies.refreshAll();
+  const now = deps.clock.now();
+  const { project, call, ttlSeconds } = checkBreakGlass(deps, person, input, now);
+  const id = newId("req");
+  const expiresAt = new Date(now.getTime() + ttlSeconds * 1000);
+  const by = `${BREAK_GLASS_PREFIX}${person}`;
+  const result = await deps.db.transaction(async (tx) => {
+    await deps.policies.lockProject(tx, input.project);
+    const latest = await deps.policies.latestHeadIn(tx, input.project);
+    if (!latest || latest.retired)
+      throw new AppError("FORBIDDEN", `project '${input.project}' has no policy in force`);
+    const entries = (await grantRowsInEffect(tx, input.project, now)).map(toEntry);
+    const proposed = {
+      id,
+      agent: input.agent,
+      ...call,
+      expiresAt: expiresAt.getTime(),
+      note: `BREAK-GLASS ${id} by ${person} for ${input.agent}`,
+      approvedBy: [by],
+    };
+    const { diff } = proposeEffective(
+      input.project,
+      latest.baseline,
+      entries,
+      proposed,
+      `revision ${latest.revision}`,
+      `with ${id}`,
+      renderCached,
+    );
+    const tier = classifyRisk(call.action, project.document.settings);
+    await tx.insert(accessRequests).values({
+      id,
+      project: input.project,
+      agent: input.agent,
+      tokenId: "break-glass",
+      status: "approved",
+      action: call.action,
+      resource: call.resource,
+      branch: call.branch ?? null,
+      reason: input.reason,
+      riskTier: tier,
+      approvalsRequired: 0,
+      requestedTtlSeconds: ttlSeconds,
+      proposalDiff: diff,
+      proposalBaseRevision: latest.revision,
+      proposalHash: sha256(diff),
+      // Never one pending request's twin: break-glass requests are decided when made.
+      dedupeKey: `break-glass:${randomUUID()}`,
+      createdAt: now,
+      expiresAt: now,
+      decidedAt: now,
+      decidedBy: person,
+      decidedVia: "break-glass",
+      decisionReason: input.reason,
+      grantedTtlSeconds: ttlSeconds,
+      breakGlassBy: person,
+    });
+    await tx.insert(grants).values({
+      id,
+      project: input.project,
+      agent: input.agent,
+      action: call.action,
+      resource: call.resource,
+      branch: call.branch ?? null,
+      approvedBy: [by],
+      createdAt: now,
+      expiresAt,
+    });
+    const applied = await deps.policies.recompose(tx, input.project, `break-glass:${id}`);
+    const line = { agent: input.agent, project: input.project, action: call.action, resource: call.resource };
+    const [opened] = await deps.audit.appendInTx(tx, [
+      {
+        type: "break_glass.opened",
+        ...line,
+        reason: input.reason,
+        details: {
+          request_id: id,
+          by: person,
+          branch: call.branch,
+          ttl: formatDuration(ttlSeconds),
+          expires: expiresAt.toISOString(),
+          reason_sha256: sha256(input.reason),
+        },
+      },
+      {
+        type: "grant.applied",
+        ...line,
+        reason: `policy reloaded for ${input.project} (1 break-glass grant added by ${person})`,
+        details: {
+          grant_id: id,
+          branch: call.branch,
+          revision: applied.revision,
+          before_hash: applied.beforeHash,
+          after_hash: applied.afterHash,
+          approved_by: by,
+          break_glass: true,
+          expires: expiresAt.toISOString(),
+        },
+      },
+    ]);
+    const alert = await deps.alerts?.raiseInTx(tx, {
+      kind: "break_glass",
+      project: input.project,
+      agent: input.agent,
+      title: `BREAK-GLASS: ${person} opened ${call.action} on ${call.resource || "(no resource)"} for ${input.agent} until ${expiresAt.toISOString()}`,
+      facts: [
+        `Opened by ${person}, without approvers; needs a review by a second person (Acknowledge)`,
+        `Reason (written by ${person}): ${input.reason}`,
+        `Expires ${expiresAt.toISOString()} (${formatDuration(ttlSeconds)})`,
+        `Request ${id}`,
+      ],
+      eventIds: opened ? [opened.event_id] : [],
+      requestId: id,
+    });
+    return { revision: applied.revision, alertId: alert?.id ?? null };
+  });
+  deps.onEnqueued?.();
+  await deps.policies.refreshProject(input.project);
+  deps.log.warn({ requestId: id, person, agent: input.agent, project: input.project }, "break-glass opened");
+  return {
+    request_id: id,
+    grant_id: id,
+    revision: result.revision,
+    expires_at: expiresAt.toISOString(),
+    alert_id: result.alertId,
+  };
+}
+
+/**
+ * The review of a break-glass: a second person (an approver of the project, not the one who broke
+ * the glass) acknowledges its alert, wherever they see it (the chat buttons, or the API).
+ */
+export async function reviewBreakGlass(
+  deps: ButlerDeps,
+  approver: string,
+  id: string,
+): Promise<{ request_id: string; reviewed_by: string; message: string }> {
+  const [alert] = await deps.db
+    .select({ id: securityAlerts.id })
+    .from(securityAlerts)
+    .where(and(eq(securityAlerts.requestId, id), eq(securityAlerts.kind, "break_glass")));
+  if (!alert || !deps.alertAction) throw new AppError("NOT_FOUND", `no break-glass ${id}`);
+  const outcome = await deps.alertAction({
+    alertId: alert.id,
+    action: "acknowledge",
+    actor: { channel: "api", userId: approver },
+  });
+  if (!outcome.ok) throw new AppError(outcome.code, outcome.message);
+  return { request_id: id, reviewed_by: outcome.by, message: outcome.message };
+}
