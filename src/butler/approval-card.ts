@@ -45,6 +45,8 @@ export interface ApprovalCard {
   /** Approve and remember: who asked to make the grant a rule, and where it was written once done. */
   rememberedBy: string[];
   rememberedTo: string | undefined;
+  /** For a break-glass: who opened it (no approvers were asked). */
+  breakGlassBy: string | undefined;
   /** Where the full proposal can be seen. */
   url: string;
 }

@@ -4,8 +4,8 @@ import { accessRequests, grants, securityAlerts } from "../db/schema.js";
 import { AppError } from "../errors.js";
 import { sha256 } from "../hash.js";
 import { newId } from "../ids.js";
-import { proposeEffective } from "../policy/effective.js";
-import { formatDuration, parseDuration } from "../policy/index.js";
+import { grantProblem, proposeEffective } from "../policy/effective.js";
+import { type CompiledProject, formatDuration, parseDuration } from "../policy/index.js";
 import { classifyRisk } from "../policy/risk.js";
 import { scopeRequest } from "../policy/scope.js";
 import { grantRowsInEffect, renderCached, toEntry } from "../policy-store/policy-store.js";
@@ -44,9 +44,14 @@ export interface BreakGlassResult {
 export const BREAK_GLASS_PREFIX = "break-glass:";
 
 /** Who may open it, for which call and how long: refused with the reason, before anything is written. */
-function checkBreakGlass(deps: ButlerDeps, person: string, input: BreakGlassInput, now: Date) {
+function checkBreakGlass(
+  deps: ButlerDeps,
+  person: string,
+  input: BreakGlassInput,
+  now: Date,
+  project: CompiledProject | undefined,
+) {
   const index = deps.policies.index();
-  const project = index.projects.get(input.project);
   const allowed = project?.document.settings.breakGlass;
   if (!project || !approverOf(index, project, person) || !allowed?.people.includes(person))
     throw new AppError(
@@ -57,12 +62,14 @@ function checkBreakGlass(deps: ButlerDeps, person: string, input: BreakGlassInpu
   if (!project.agentRoles.has(input.agent))
     throw new AppError("INVALID_INPUT", `agent: ${input.agent} is not an agent of ${input.project}`);
   if (input.reason.trim() === "") throw new AppError("INVALID_INPUT", "reason: say why, for the review");
-  const ttl = parseDuration(input.ttl ?? allowed.maxTtlSeconds);
+  // Never longer than any grant of the project may be.
+  const limit = Math.min(allowed.maxTtlSeconds, project.document.settings.grantTtlMaxSeconds);
+  const ttl = parseDuration(input.ttl ?? limit);
   if (!ttl.ok) throw new AppError("INVALID_INPUT", `ttl: ${ttl.error}`);
-  if (ttl.value > allowed.maxTtlSeconds)
+  if (ttl.value > limit)
     throw new AppError(
       "INVALID_INPUT",
-      `ttl: ${formatDuration(ttl.value)} is longer than the break-glass limit of ${input.project} (${formatDuration(allowed.maxTtlSeconds)})`,
+      `ttl: ${formatDuration(ttl.value)} is longer than the break-glass limit of ${input.project} (${formatDuration(limit)})`,
     );
   const scoped = scopeRequest(
     { action: input.action, resource: input.resource, branch: input.branch },
@@ -75,6 +82,20 @@ function checkBreakGlass(deps: ButlerDeps, person: string, input: BreakGlassInpu
   if (!checked.ok) throw new AppError(checked.code, checked.message);
   if (checked.decision.decision === "ALLOW")
     throw new AppError("CONFLICT", `${input.agent} may already do this: ${checked.decision.reason}`);
+  // The grant must load as policy on every instance (a resource too long for a glob would not).
+  const problem = grantProblem(input.project, {
+    id: "req_0000000000000000",
+    agent: input.agent,
+    ...call,
+    expiresAt: now.getTime() + ttl.value * 1000,
+    note: "break-glass",
+    approvedBy: [`${BREAK_GLASS_PREFIX}${person}`],
+  });
+  if (problem)
+    throw new AppError(
+      "INVALID_INPUT",
+      `this call cannot be written as a grant: ${problem.path}: ${problem.message}`,
+    );
   return { project, call, ttlSeconds: ttl.value };
 }
 
@@ -85,12 +106,21 @@ export async function breakGlass(
 ): Promise<BreakGlassResult> {
   await deps.policies.refreshAll();
   const now = deps.clock.now();
-  const { project, call, ttlSeconds } = checkBreakGlass(deps, person, input, now);
+  const { project, call, ttlSeconds } = checkBreakGlass(
+    deps,
+    person,
+    input,
+    now,
+    deps.policies.index().projects.get(input.project),
+  );
   const id = newId("req");
   const expiresAt = new Date(now.getTime() + ttlSeconds * 1000);
   const by = `${BREAK_GLASS_PREFIX}${person}`;
   const result = await deps.db.transaction(async (tx) => {
     await deps.policies.lockProject(tx, input.project);
+    // Checked again against the revision under the lock: an import or another break-glass may
+    // have changed it since.
+    checkBreakGlass(deps, person, input, now, await deps.policies.compiledIn(tx, input.project));
     const latest = await deps.policies.latestHeadIn(tx, input.project);
     if (!latest || latest.retired)
       throw new AppError("FORBIDDEN", `project '${input.project}' has no policy in force`);
@@ -221,10 +251,14 @@ export async function reviewBreakGlass(
   id: string,
 ): Promise<{ request_id: string; reviewed_by: string; message: string }> {
   const [alert] = await deps.db
-    .select({ id: securityAlerts.id })
+    .select({ id: securityAlerts.id, project: securityAlerts.project })
     .from(securityAlerts)
     .where(and(eq(securityAlerts.requestId, id), eq(securityAlerts.kind, "break_glass")));
-  if (!alert || !deps.alertAction) throw new AppError("NOT_FOUND", `no break-glass ${id}`);
+  const index = deps.policies.index();
+  const project = alert && index.projects.get(alert.project);
+  // Only an approver of the project reviews it (and not the person who opened it: see alert-actions).
+  if (!alert || !project || !approverOf(index, project, approver) || !deps.alertAction)
+    throw new AppError("NOT_FOUND", `no break-glass ${id} in your projects`);
   const outcome = await deps.alertAction({
     alertId: alert.id,
     action: "acknowledge",

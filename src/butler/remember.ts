@@ -79,6 +79,11 @@ export async function remember(
         );
       if (r.rememberedAt)
         throw new AppError("CONFLICT", `request ${id} was already remembered (${r.rememberedTo ?? "?"})`);
+      if (r.breakGlassBy)
+        throw new AppError(
+          "PRECONDITION_FAILED",
+          `${id} is a break-glass by ${r.breakGlassBy}: emergency access never becomes a permanent rule`,
+        );
       await mayBecomeRule(tx, r);
       // Earlier askers count only while they still may decide such a request.
       const votes = [...new Set([...r.rememberedBy.filter(qualifies), approver])];

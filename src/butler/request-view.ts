@@ -183,6 +183,7 @@ export function cardOf(
     grantRevokedBy: g?.revokedBy ?? undefined,
     grantRevokedAt: g?.revokedAt?.toISOString(),
     rememberedBy: r.rememberedBy,
+    breakGlassBy: r.breakGlassBy ?? undefined,
     rememberedTo: r.rememberedAt ? (r.rememberedTo ?? undefined) : undefined,
     // The dashboard's page for the request (it asks a person to sign in first), not the API:
     // a chat card's link is opened in a browser, where the API would answer 401.

@@ -173,7 +173,7 @@ export function requestCard(card: ApprovalCard, viewer: Viewer, canDecide: boole
     <button type="submit" class="danger">Deny</button>
   </form>
 </div>`
-      : card.status === "approved" && !card.oneShot && !card.rememberedTo && canDecide
+      : card.status === "approved" && !card.oneShot && !card.rememberedTo && !card.breakGlassBy && canDecide
         ? html`<div class="actions"><form method="post" action="/dashboard/requests/${id}/remember" data-action="remember">
     <input type="hidden" name="_csrf" value="${viewer.csrf}">
     <button type="submit">Remember as a permanent rule${card.rememberedBy.length ? html` (asked by ${card.rememberedBy.join(", ")}; ${card.approvalsRequired} needed)` : ""}</button>

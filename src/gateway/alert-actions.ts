@@ -82,8 +82,9 @@ export function createAlertActions(deps: {
       // An agent never acts on an alert about itself (an approver id may name an agent too).
       if (by === alert.agent)
         return { ok: false, code: "FORBIDDEN", message: `${by} cannot act on an alert about itself` };
-      // A break-glass is reviewed by a second person: not the one who broke the glass.
-      if (alert.kind === "break_glass" && input.action === "acknowledge" && alert.requestId) {
+      // A break-glass is reviewed by a second person: the one who broke the glass may only
+      // suspend (which ends it), not acknowledge it or restore the agent's trust.
+      if (alert.kind === "break_glass" && input.action !== "suspend" && alert.requestId) {
         const [opened] = await db
           .select({ by: accessRequests.breakGlassBy })
           .from(accessRequests)

@@ -38,6 +38,7 @@ function card(over: Partial<ApprovalCard> = {}): ApprovalCard {
     grantRevokedAt: undefined,
     rememberedBy: [],
     rememberedTo: undefined,
+    breakGlassBy: undefined,
     url: "https://butler.example/dashboard/requests/req_0123456789abcdef",
     ...over,
   };

@@ -39,18 +39,23 @@ describe(`break-glass (${ENGINE})`, () => {
   let bot: string;
   let jordan: string;
   let sam: string;
+  let outsider: string;
 
   beforeAll(async () => {
     await slack.start();
     await telegram.start();
     for (const c of ["C0APPROVE", "C0SECURE"]) slack.channels.add(c);
     s = await startTestServer({
-      policies: { "payments.yaml": PAYMENTS },
+      policies: {
+        "payments.yaml": PAYMENTS,
+        "elsewhere.yaml": "project: elsewhere\nagents: [x]\napprovers:\n  - id: outsider\n",
+      },
       env: chatEnv(slack, telegram, { slack: "slack-secret", telegram: "tg-secret_1" }),
     });
     bot = await s.agentToken("bot", "payments");
     jordan = JSON.parse((await s.cli(["approvers", "token", "jordan", "--json"])).stdout).token;
     sam = JSON.parse((await s.cli(["approvers", "token", "sam", "--json"])).stdout).token;
+    outsider = JSON.parse((await s.cli(["approvers", "token", "outsider", "--json"])).stdout).token;
   });
   afterAll(async () => {
     await s?.cleanup();
@@ -70,6 +75,14 @@ describe(`break-glass (${ENGINE})`, () => {
     expect(tooLong.status).toBe(400);
     expect(tooLong.body.error.message).toContain("longer than the break-glass limit of payments (PT30M)");
     expect((await open(jordan, { reason: "  " })).status).toBe(400);
+    // A call that could not load as a grant on every instance is refused before anything is written.
+    const tooBig = await open(jordan, {
+      reason: "outage",
+      resource: `arn:aws:s3:::payments/${"k".repeat(1100)}`,
+    });
+    expect(tooBig.status).toBe(400);
+    expect(tooBig.body.error.message).toContain("cannot be written as a grant");
+    expect(await s.events("break_glass.opened")).toEqual([]);
     expect((await s.authorize(bot, CALL)).body.decision).toBe("DENY");
   });
 
@@ -119,11 +132,15 @@ describe(`break-glass (${ENGINE})`, () => {
     const self = await s.http("POST", `/v1/break-glass/${id}/review`, jordan);
     expect(self.status).toBe(403);
     expect(self.body.error.message).toContain("jordan broke the glass: a second person reviews it");
+    expect((await s.http("POST", `/v1/break-glass/${id}/review`, outsider)).status).toBe(404);
     const review = await s.http("POST", `/v1/break-glass/${id}/review`, sam);
     expect(review.status, JSON.stringify(review.body)).toBe(200);
     expect(review.body).toMatchObject({ request_id: id, reviewed_by: "sam" });
     expect((await s.http("POST", `/v1/break-glass/${id}/review`, sam)).status).toBe(409);
     expect((await s.events("break_glass.reviewed"))[0]).toMatchObject({ request_id: id, by: "sam" });
+    const kept = await s.http("POST", `/v1/access-requests/${id}/remember`, sam);
+    expect(kept.status).toBe(409);
+    expect(kept.body.error.message).toContain("emergency access never becomes a permanent rule");
     const request = await s.http("GET", `/v1/access-requests/${id}`, sam);
     expect(request.body).toMatchObject({
       status: "approved",
