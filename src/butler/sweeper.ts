@@ -27,18 +27,22 @@ export async function sweep(deps: ButlerDeps): Promise<SweepResult> {
     const [lock] = rowsOf<{ ok: boolean }>(
       await tx.execute(sql`SELECT pg_try_advisory_xact_lock(hashtext('butler.sweep')) AS ok`),
     );
-    if (!lock?.ok) return { expiredRequests: 0, expiredGrants: 0, reminded: 0, projects: [] as string[] };
+    if (!lock?.ok) return undefined;
     const expiredRequests = await expireRequests(deps, tx, now);
     const reminded = deps.channels.length > 0 ? await remind(deps, tx, now) : 0;
-    const grantsSwept = await recordGrantExpiries(deps, tx, now);
-    return { expiredRequests, reminded, ...grantsSwept };
+    return { expiredRequests, reminded };
   });
-  if (swept.expiredRequests + swept.expiredGrants + swept.reminded > 0) deps.onEnqueued?.();
-  for (const project of swept.projects) await deps.policies.refreshProject(project);
+  // Grant expiries after that commits, each project in its own transaction that takes the
+  // project's lock before appending to the audit log, as approvals and revocations do: holding the
+  // audit log's head while waiting for a project's lock could deadlock with them.
+  const grantsSwept = swept ? await recordGrantExpiries(deps, now) : { expiredGrants: 0, projects: [] };
+  const counts = { expiredRequests: 0, reminded: 0, ...swept, ...grantsSwept };
+  if (counts.expiredRequests + counts.expiredGrants + counts.reminded > 0) deps.onEnqueued?.();
+  for (const project of counts.projects) await deps.policies.refreshProject(project);
   return {
-    expiredRequests: swept.expiredRequests,
-    expiredGrants: swept.expiredGrants,
-    reminded: swept.reminded,
+    expiredRequests: counts.expiredRequests,
+    expiredGrants: counts.expiredGrants,
+    reminded: counts.reminded,
   };
 }
 
@@ -178,13 +182,12 @@ function escalationPosts(deps: ButlerDeps, r: RequestRow): OutboxMessage[] {
 const expiryUnrecorded = (now: Date) =>
   and(isNull(grants.revokedAt), isNull(grants.expiryRecordedAt), lte(grants.expiresAt, now));
 
-/** Grants past their expiry are recorded as expired, one savepoint per project. */
+/** Grants past their expiry are recorded as expired, one transaction per project. */
 async function recordGrantExpiries(
   deps: ButlerDeps,
-  tx: Tx,
   now: Date,
 ): Promise<{ expiredGrants: number; projects: string[] }> {
-  const candidates = await tx
+  const candidates = await deps.db
     .select({ project: grants.project })
     .from(grants)
     .where(expiryUnrecorded(now))
@@ -193,9 +196,9 @@ async function recordGrantExpiries(
   const projects: string[] = [];
   for (const project of new Set(candidates.map((c) => c.project))) {
     try {
-      // A savepoint per project: one project whose policy cannot be recomposed must not stop
-      // the others' expiries from being recorded.
-      expiredGrants += await tx.transaction((sp) => recordProjectExpiries(deps, sp, project, now));
+      // One project whose policy cannot be recomposed must not stop the others' expiries being
+      // recorded; grants another instance is recording are skipped (SKIP LOCKED).
+      expiredGrants += await deps.db.transaction((tx) => recordProjectExpiries(deps, tx, project, now));
       projects.push(project);
     } catch (e) {
       deps.log.error({ err: e, project }, "recording grant expiries failed for this project");

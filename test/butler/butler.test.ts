@@ -571,4 +571,44 @@ describe(`reminders (${ENGINE})`, () => {
       }
     },
   );
+  // PostgreSQL only, as above.
+  test.skipIf(ENGINE === "pglite")(
+    "recording grant expiries takes each project's lock before the audit's, as approvals do: no deadlock with an approval holding that lock",
+    async () => {
+      const ask = (resource: string) =>
+        s.butler.submit(agentIdentity("deployer", "ops"), {
+          action: "aws:s3:PutObject",
+          resource,
+          reason: "x",
+        });
+      const pending = await ask("arn:aws:s3:::ops/late");
+      const granted = await ask("arn:aws:s3:::ops/brief");
+      if (pending.status === "already_allowed" || granted.status === "already_allowed")
+        throw new Error("unexpected");
+      await s.butler.review({ approver: "a1", channel: "api" }, granted.request.id, "approve", {});
+      clock.advance(3 * 3600_000); // the pending request's deadline and the grant's expiry have passed
+      const other = new pg.Client({ connectionString: t.url });
+      await other.connect();
+      try {
+        // An approval in progress: it holds the project's lock and will append to the audit log.
+        await other.query("BEGIN");
+        await other.query("SELECT pg_advisory_xact_lock(hashtext('butler.policy'), hashtext('ops'))");
+        const sweeping = s.butler.sweep();
+        // Wait until the sweep waits for the project's lock (the database says so).
+        for (;;) {
+          const { rows } = await other.query(
+            "SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+          );
+          if (rows[0].n > 0) break;
+        }
+        await other.query("SELECT * FROM audit_head FOR UPDATE");
+        await other.query("COMMIT");
+        const swept = await sweeping;
+        expect(swept.expiredGrants).toBe(1);
+        expect(swept.expiredRequests).toBeGreaterThanOrEqual(1);
+      } finally {
+        await other.end();
+      }
+    },
+  );
 });
