@@ -1,7 +1,8 @@
+import { inArray } from "drizzle-orm";
 import type { AuditLog } from "../audit/audit-log.js";
 import type { Clock } from "../clock.js";
 import type { Db, Tx } from "../db/client.js";
-import { securityAlerts } from "../db/schema.js";
+import { chatBindings, securityAlerts } from "../db/schema.js";
 import { newId } from "../ids.js";
 import { enqueue, type OutboxMessage } from "../outbox/outbox.js";
 import type { Drift } from "../policy/drift.js";
@@ -71,8 +72,24 @@ export function createAlerts(deps: {
       url: `${deps.publicUrl()}/dashboard/agents/${encodeURIComponent(input.project)}/${encodeURIComponent(input.agent)}`,
     };
     // One message per room: a room that fails is retried alone.
+    // Accounts approvers linked themselves (`approvers link`) count as theirs too.
+    const bound =
+      loud && doc && doc.approvers.length > 0
+        ? await tx
+            .select()
+            .from(chatBindings)
+            .where(
+              inArray(
+                chatBindings.approver,
+                doc.approvers.map((a) => a.id),
+              ),
+            )
+        : [];
     const rooms = (channel: "slack" | "telegram") => [
-      ...new Set([...(security?.[channel] ?? []), ...(loud && doc ? approverRooms(doc, channel) : [])]),
+      ...new Set([
+        ...(security?.[channel] ?? []),
+        ...(loud && doc ? approverRooms(doc, channel, bound) : []),
+      ]),
     ];
     const deliveries: AlertDelivery[] = [
       ...rooms("slack").map((target) => ({ channel: "slack" as const, target, alert })),
@@ -130,14 +147,22 @@ export function createAlerts(deps: {
 
 export type Alerts = ReturnType<typeof createAlerts>;
 
-/** Where a project's approval cards go on a platform: its rooms, else each approver's own account. */
-function approverRooms(doc: PolicyDocument, channel: "slack" | "telegram"): string[] {
+/**
+ * Where a project's approval cards go on a platform: its rooms, else each approver's own accounts
+ * (named in the policy, or linked). Slack accounts known only by email are not reached here.
+ */
+function approverRooms(
+  doc: PolicyDocument,
+  channel: "slack" | "telegram",
+  bound: readonly { channel: string; userId: string }[],
+): string[] {
   const rooms = doc.settings.channels[channel];
   if (rooms) return rooms;
-  return doc.approvers.flatMap((a) => {
+  const named = doc.approvers.flatMap((a) => {
     const id = channel === "slack" ? a.slack?.userId : a.telegram?.userId;
     return id ? [id] : [];
   });
+  return [...named, ...bound.filter((b) => b.channel === channel).map((b) => b.userId)];
 }
 
 /** The alert of an agent's drift level changing (merchant categories: the event's own alert says it). */

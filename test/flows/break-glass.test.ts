@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { FakeSlack } from "../fakes/fake-slack.js";
 import { FakeTelegram } from "../fakes/fake-telegram.js";
 import { whenAll } from "../fakes/observed.js";
-import { chatEnv } from "../helpers/chat.js";
+import { chatEnv, postTelegram } from "../helpers/chat.js";
 import { ENGINE } from "../helpers/db.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
@@ -40,6 +40,7 @@ describe(`break-glass (${ENGINE})`, () => {
   let jordan: string;
   let sam: string;
   let outsider: string;
+  let kim: string;
 
   beforeAll(async () => {
     await slack.start();
@@ -49,6 +50,9 @@ describe(`break-glass (${ENGINE})`, () => {
       policies: {
         "payments.yaml": PAYMENTS,
         "elsewhere.yaml": "project: elsewhere\nagents: [x]\napprovers:\n  - id: outsider\n",
+        // No rooms and no accounts in the file: the approvers' linked accounts are where it goes.
+        "quiet.yaml":
+          "project: quiet\nagents: [q-bot]\napprovers:\n  - id: kim\n  - id: lee\nsettings:\n  break_glass: { people: [kim] }\n",
       },
       env: chatEnv(slack, telegram, { slack: "slack-secret", telegram: "tg-secret_1" }),
     });
@@ -56,6 +60,7 @@ describe(`break-glass (${ENGINE})`, () => {
     jordan = JSON.parse((await s.cli(["approvers", "token", "jordan", "--json"])).stdout).token;
     sam = JSON.parse((await s.cli(["approvers", "token", "sam", "--json"])).stdout).token;
     outsider = JSON.parse((await s.cli(["approvers", "token", "outsider", "--json"])).stdout).token;
+    kim = JSON.parse((await s.cli(["approvers", "token", "kim", "--json"])).stdout).token;
   });
   afterAll(async () => {
     await s?.cleanup();
@@ -146,5 +151,38 @@ describe(`break-glass (${ENGINE})`, () => {
       status: "approved",
       decision: { by: "jordan", via: "break-glass" },
     });
+  });
+
+  test("with no rooms and no accounts in the file, it reaches the accounts approvers linked themselves", async () => {
+    const link = JSON.parse((await s.cli(["approvers", "link", "lee", "--telegram", "--json"])).stdout);
+    const code = new URL(link.url).searchParams.get("start")!;
+    const start = {
+      message: {
+        message_id: 1,
+        date: 0,
+        chat: { id: 7020, type: "private" },
+        from: { id: 7020, is_bot: false, first_name: "Lee" },
+        text: `/start ${code}`,
+        entities: [{ type: "bot_command", offset: 0, length: 6 }],
+      },
+    };
+    expect(await postTelegram(s.url, start, "tg-secret_1")).toBe(200);
+    await telegram.next(
+      () => telegram.calledWith("sendMessage").some((c) => c.body.chat_id === 7020),
+      "the bot's answer to the link",
+    );
+    const opened = await s.http("POST", "/v1/break-glass", kim, {
+      project: "quiet",
+      agent: "q-bot",
+      action: "aws:s3:PutObject",
+      resource: "arn:aws:s3:::quiet/fix",
+      reason: "outage",
+    });
+    expect(opened.status, JSON.stringify(opened.body)).toBe(201);
+    await telegram.next(
+      () =>
+        [...telegram.messages.values()].some((m) => m.chatId === "7020" && m.text.includes("BREAK-GLASS")),
+      "the break-glass alert on lee's linked account",
+    );
   });
 });
