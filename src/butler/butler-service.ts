@@ -48,6 +48,14 @@ export function createButler(deps: ButlerDeps) {
       maxTtlSeconds: index().projects.get(v.row.project)?.document.settings.grantTtlMaxSeconds,
       publicUrl: deps.publicUrl(),
     });
+  /** Approve and remember: `approver` asks to make an approved grant a rule of the file (see remember.ts). */
+  const rememberAs = (approver: string, id: string): Promise<RememberResult> => {
+    if (!deps.rememberPaths)
+      throw new AppError("UNAVAILABLE", "this Butler has no policies directory to remember rules into");
+    return remember(deps, deps.rememberPaths, approver, id);
+  };
+  const cardById = async (id: string): Promise<ApprovalCard> =>
+    card(await viewOne(db, await requireRequest(db, id)));
   const rowsFor = (filter: ListFilter) =>
     listRows(
       db,
@@ -104,11 +112,7 @@ export function createButler(deps: ButlerDeps) {
     review: decide,
 
     /** Approve and remember: `approver` asks to make an approved grant a rule of the file (see remember.ts). */
-    remember: (approver: string, id: string): Promise<RememberResult> => {
-      if (!deps.rememberPaths)
-        throw new AppError("UNAVAILABLE", "this Butler has no policies directory to remember rules into");
-      return remember(deps, deps.rememberPaths, approver, id);
-    },
+    remember: rememberAs,
 
     /** A named person opens emergency access for an agent at once (see break-glass.ts). */
     breakGlass: (person: string, input: BreakGlassInput): Promise<BreakGlassResult> =>
@@ -175,7 +179,8 @@ export function createButler(deps: ButlerDeps) {
     },
 
     /** A button pressed on a card (see pressed below). */
-    reviewFromChannel: (input: ReviewInput): Promise<ReviewOutcome> => pressed(deps, decide, input),
+    reviewFromChannel: (input: ReviewInput): Promise<ReviewOutcome> =>
+      pressed(deps, decide, rememberAs, cardById, input),
   };
 }
 
@@ -193,6 +198,8 @@ async function pressed(
     verdict: "approve" | "deny",
     opts: ReviewOpts,
   ) => Promise<{ outcome: ReviewOutcomeKind; request: AccessRequestView; card: ApprovalCard }>,
+  remember: (approver: string, id: string) => Promise<RememberResult>,
+  cardOf: (id: string) => Promise<ApprovalCard>,
   input: ReviewInput,
 ): Promise<ReviewOutcome> {
   const { db } = deps;
@@ -213,6 +220,11 @@ async function pressed(
       );
       return { ok: false, code: "FORBIDDEN", message: presser.message };
     }
+    if (input.verdict === "remember") {
+      const kept = await remember(presser.id, input.requestId);
+      const card = await cardOf(input.requestId);
+      return { ok: true, card, message: rememberAnswer(kept) };
+    }
     const reviewer = { approver: presser.id, channel: input.actor.channel };
     const done = await decide(reviewer, input.requestId, input.verdict, {
       ttl: input.ttlSeconds,
@@ -223,6 +235,15 @@ async function pressed(
     if (e instanceof AppError) return { ok: false, code: e.code, message: e.message };
     throw e;
   }
+}
+
+/** What the presser of Remember is told. */
+function rememberAnswer(r: RememberResult): string {
+  if (r.status === "recorded")
+    return `noted: ${r.remembered_by.length} of ${r.needed} approvers asked to make it a rule`;
+  return r.written === "file"
+    ? `made a permanent rule of ${r.path}${r.loaded === true ? "" : `; ${r.loaded}`}`
+    : `written as a patch to ${r.path}: apply it to the policies directory`;
 }
 
 export type { ReviewOutcomeKind };

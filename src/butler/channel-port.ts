@@ -11,7 +11,8 @@ export type ChannelKind = "slack" | "telegram" | "dashboard" | "api" | "cli";
 /** A person pressed Approve or Deny. Identity is the channel's own user id, not yet resolved. */
 export interface ReviewInput {
   requestId: string;
-  verdict: "approve" | "deny";
+  /** `remember`: make the approved grant a permanent rule of the policy file (see remember.ts). */
+  verdict: "approve" | "deny" | "remember";
   actor: {
     channel: ChannelKind;
     userId: string;

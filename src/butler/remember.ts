@@ -15,6 +15,7 @@ import type { ButlerDeps } from "./context.js";
 import { lockRequest, ownLine, tokenRevokedAt } from "./request-repo.js";
 import { checkGrantCall, matchesFiled } from "./request-rules.js";
 import type { RequestRow } from "./request-view.js";
+import { announce } from "./transitions.js";
 
 /**
  * Approve and remember: approvers turn an approved grant into a permanent rule of the project's
@@ -98,6 +99,14 @@ export async function remember(
             details: { request_id: id, approver, remembered_by: votes, needed },
           },
         ]);
+        await announce(
+          deps,
+          tx,
+          r,
+          undefined,
+          `${approver} asked to make this grant a permanent rule (${votes.length} of ${needed})`,
+          deps.clock.now(),
+        );
         return { ...base, status: "recorded" };
       }
       await deps.policies.lockProject(tx, r.project);
@@ -126,6 +135,8 @@ export async function remember(
           },
         },
       ]);
+      const where = w.written === "file" ? `a permanent rule of ${w.path}` : `a patch to ${w.path}, to apply`;
+      await announce(deps, tx, r, undefined, `Made ${where} by ${votes.join(", ")}`, deps.clock.now());
       return { ...base, status: "remembered", written: w.written, path: w.path, diff: w.diff };
     })
     .catch(async (e) => {
@@ -133,6 +144,7 @@ export async function remember(
       if (written?.written === "file") await putBack(written);
       throw e;
     });
+  deps.onEnqueued?.();
   // A rule written to the file is in force once the file is loaded, as any edit of it would be.
   if (result.written === "file") result.loaded = await load(deps, approver, result.path ?? "");
   return result;

@@ -58,6 +58,17 @@ export function outcomeLine(card: ApprovalCard): string | undefined {
   }
 }
 
+/** Whether the card offers to make its grant a permanent rule (approve and remember). */
+export function mayRemember(card: ApprovalCard): boolean {
+  return (
+    card.status === "approved" &&
+    !card.oneShot &&
+    !card.rememberedTo &&
+    !card.breakGlassBy &&
+    card.grantState !== "revoked"
+  );
+}
+
 /** "remembered as a rule of policies/x.yaml by jordan, sam" (or written as a patch, to apply). */
 export function rememberedLine(card: ApprovalCard): string {
   const [kind, ...rest] = (card.rememberedTo ?? "").split(":");

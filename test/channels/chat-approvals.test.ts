@@ -1,3 +1,5 @@
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { FakeSlack } from "../fakes/fake-slack.js";
 import { FakeTelegram } from "../fakes/fake-telegram.js";
@@ -21,6 +23,10 @@ const BILLING = seedText().replace(
   "  - id: jordan\n    name: Jordan\n",
   "  - id: jordan\n    name: Jordan\n    slack: { email: jordan@example.com }\n    telegram: { user_id: 7001 }\n",
 );
+/** Whether a Telegram card still offers Approve or Deny. */
+const decidable = (keyboard: { callback_data: string }[][] | undefined) =>
+  (keyboard ?? []).flat().some((b) => /^(ap|a1|dn):/.test(b.callback_data));
+
 const ELSEWHERE = `project: elsewhere
 agents: [x]
 approvers:
@@ -181,9 +187,16 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
       "the Slack card to lose its buttons",
     );
     await telegram.next(
-      () => telegram.cardFor(first)!.keyboard === undefined,
-      "the Telegram card to lose its buttons",
+      () => !decidable(telegram.cardFor(first)!.keyboard),
+      "the Telegram card to lose its Approve and Deny buttons",
     );
+    // Approved: the one button left makes the grant a permanent rule.
+    expect(
+      telegram
+        .cardFor(first)!
+        .keyboard?.flat()
+        .map((b) => b.callback_data),
+    ).toEqual([`rm:${first}`]);
     expect(JSON.stringify(slack.cardFor(first)!.blocks)).toContain(
       "Approved by jordan via telegram; the grant expires",
     );
@@ -447,9 +460,9 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
       [slack, telegram],
       () =>
         slackCards().every((m) => !JSON.stringify(m.blocks).includes("butler_approve")) &&
-        telegram.cardFor(id, "7001")!.keyboard === undefined &&
-        telegram.cardFor(id, "7002")!.keyboard === undefined,
-      "every card to lose its buttons",
+        !decidable(telegram.cardFor(id, "7001")!.keyboard) &&
+        !decidable(telegram.cardFor(id, "7002")!.keyboard),
+      "every card to lose its Approve and Deny buttons",
     );
     expect(JSON.stringify(slackCards()[0]!.blocks)).toContain("2 of 2 approvals");
   });
@@ -463,5 +476,31 @@ describe(`one-tap approvals in Slack and Telegram (${ENGINE})`, () => {
     expect(r.stderr).toBe(
       `butler: warning: ${s.url}/telegram/webhook is not an https:// URL: Telegram delivers updates to https:// webhooks only (set BUTLER_PUBLIC_URL to the server's public https:// address); only a stand-in of the Telegram API accepts it\n`,
     );
+  });
+
+  test("Remember on a chat card makes the approved grant a rule of the policy file; every card says so and the button goes", async () => {
+    const id = await file({ action: "stripe:invoices:read", resource: "stripe.com/v1/invoices" });
+    await whenAll([slack, telegram], () => !!slack.cardFor(id) && !!telegram.cardFor(id), "cards");
+    expect((await slackPress(id, "U0JORDAN")).status).toBe(200);
+    await telegram.next(
+      () => JSON.stringify(telegram.cardFor(id)?.keyboard ?? []).includes(`rm:${id}`),
+      "the approved card offers Remember",
+    );
+    expect(JSON.stringify(slack.cardFor(id)!.blocks)).toContain("butler_remember");
+    expect((await telegramPress(id, 7001, `rm:${id}`)) as unknown).toBe(200);
+    await whenAll(
+      [slack, telegram],
+      () =>
+        (telegram.cardFor(id)?.text ?? "").includes("made a permanent rule of") &&
+        !JSON.stringify(slack.cardFor(id)!.blocks).includes("butler_remember"),
+      "every card says it is a rule, with no Remember button",
+    );
+    expect(telegram.cardFor(id)!.keyboard).toBeUndefined();
+    const text = await readFile(join(s.policiesDir, "project-billing.yaml"), "utf8");
+    expect(text).toContain(`- id: remembered-${id}`);
+    expect((await s.events("policy.remembered"))[0]).toMatchObject({
+      request_id: id,
+      remembered_by: ["jordan"],
+    });
   });
 });

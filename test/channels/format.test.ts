@@ -100,7 +100,7 @@ describe("the Slack card", () => {
     expect(JSON.stringify(m.blocks)).toContain("cut: see the full proposal");
   });
 
-  test("a decided card has no buttons and says who decided, where, and until when", () => {
+  test("a decided card has no Approve or Deny and says who decided, where, and until when", () => {
     const m = slackCard(
       card({
         status: "approved",
@@ -110,7 +110,11 @@ describe("the Slack card", () => {
         grantExpiresAt: "2026-05-02T17:43:04.000Z",
       }),
     );
-    expect(m.blocks.some((b) => b.type === "actions")).toBe(false);
+    // Only Remember is left on an approved grant's card.
+    const buttons = m.blocks
+      .filter((b) => b.type === "actions")
+      .flatMap((b) => ((b as { elements?: { action_id: string }[] }).elements ?? []).map((e) => e.action_id));
+    expect(buttons).toEqual(["butler_remember"]);
     expect(JSON.stringify(m.blocks)).toContain(
       "Approved by jordan via telegram; the grant expires 2026-05-02T17:43:04.000Z",
     );
@@ -175,6 +179,23 @@ describe("the Telegram card", () => {
     expect([...tags].sort()).toEqual(["b", "code", "pre"]);
     expect(m.text).not.toContain('<a href="https://evil.example">');
     expect(telegramVisibleText(m.text)).toContain("cut: see the full proposal");
+  });
+
+  test("an approved grant's card offers Remember, unless it is a rule already, a break-glass, a one-shot or revoked", () => {
+    const approved = card({ status: "approved", decidedBy: "jordan", grantState: "active" });
+    expect(telegramCard(approved).keyboard).toEqual([
+      [{ text: "📌 Remember as a permanent rule", callback_data: "rm:req_0123456789abcdef" }],
+    ]);
+    expect(JSON.stringify(slackCard(approved).blocks)).toContain('"action_id":"butler_remember"');
+    for (const over of [
+      { rememberedTo: "file:/p/x.yaml", rememberedBy: ["jordan"] },
+      { breakGlassBy: "jordan" },
+      { oneShot: true },
+      { grantState: "revoked" as const },
+    ]) {
+      expect(telegramCard({ ...approved, ...over }).keyboard, JSON.stringify(over)).toBeUndefined();
+      expect(JSON.stringify(slackCard({ ...approved, ...over }).blocks)).not.toContain("butler_remember");
+    }
   });
 
   test("a decided card has no buttons and states the outcome", () => {

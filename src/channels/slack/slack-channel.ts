@@ -34,6 +34,7 @@ import {
   ACTION_APPROVE,
   ACTION_APPROVE_SHORT,
   ACTION_DENY,
+  ACTION_REMEMBER,
   ALERT_BUTTONS,
   DENY_MODAL,
   denyModal,
@@ -59,6 +60,7 @@ const BUTTONS = new Set<string>([
   ACTION_APPROVE,
   ACTION_APPROVE_SHORT,
   ACTION_DENY,
+  ACTION_REMEMBER,
   ...Object.keys(ALERT_BUTTONS),
 ]);
 /** Slack's answers to a token it does not accept. */
@@ -193,6 +195,27 @@ export class SlackChannel implements ApprovalChannel {
     app.action<BlockAction<ButtonAction>>(
       { type: "block_actions", action_id: ACTION_APPROVE_SHORT },
       approve(true),
+    );
+    app.action<BlockAction<ButtonAction>>(
+      { type: "block_actions", action_id: ACTION_REMEMBER },
+      async ({ ack, body, action, client }) => {
+        await ack();
+        const id = typeof action.value === "string" ? action.value : "";
+        if (!/^req_[a-z0-9]{16}$/.test(id))
+          return this.ignore(body, `button value of ${action.action_id} not understood`);
+        const outcome = await review({
+          requestId: id,
+          verdict: "remember",
+          actor: await this.actor(body.user.id, body.user.name),
+        });
+        await client.chat
+          .postEphemeral({
+            channel: body.channel?.id ?? body.user.id,
+            user: body.user.id,
+            text: escapeMrkdwn(outcome.message),
+          })
+          .catch((e) => this.log.warn({ err: e }, "slack ephemeral reply failed"));
+      },
     );
     app.action<BlockAction<ButtonAction>>(
       { type: "block_actions", action_id: ACTION_DENY },

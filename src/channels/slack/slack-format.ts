@@ -4,6 +4,7 @@ import {
   approvalsLine,
   blastRadiusText,
   deadlineLine,
+  mayRemember,
   outcomeLine,
   shorterTtlSeconds,
   truncate,
@@ -24,6 +25,7 @@ export const SLACK_LIMITS = {
 export type SlackBlock = Record<string, unknown>;
 
 export const ACTION_APPROVE = "butler_approve";
+export const ACTION_REMEMBER = "butler_remember";
 export const ACTION_APPROVE_SHORT = "butler_approve_short";
 export const ACTION_DENY = "butler_deny";
 export const DENY_MODAL = "butler_deny_modal";
@@ -138,6 +140,19 @@ export function slackCard(card: ApprovalCard): { text: string; blocks: SlackBloc
     });
   } else {
     blocks.push({ type: "section", text: plain(outcome, SLACK_LIMITS.sectionText) });
+    if (mayRemember(card))
+      blocks.push({
+        type: "actions",
+        block_id: "butler_remember",
+        elements: [
+          {
+            type: "button",
+            action_id: ACTION_REMEMBER,
+            text: plain("Remember as a permanent rule", 75),
+            value: card.requestId,
+          },
+        ],
+      });
   }
   const text = escapeMrkdwn(
     truncate(

@@ -124,7 +124,7 @@ export class TelegramChannel implements ApprovalChannel {
       }
       const outcome = await review({
         requestId: requestId!,
-        verdict: "approve",
+        verdict: verb === "rm" ? "remember" : "approve",
         ...(verb === "a1" ? { ttlSeconds: 3600 } : {}),
         actor: { channel: "telegram", userId: String(ctx.from.id), displayName: ctx.from.username },
       });

@@ -4,6 +4,7 @@ import {
   approvalsLine,
   blastRadiusText,
   deadlineLine,
+  mayRemember,
   outcomeLine,
   shorterTtlSeconds,
   truncate,
@@ -24,7 +25,7 @@ export interface InlineButton {
 }
 
 /** `ap:<id>` approve, `a1:<id>` approve for 1 hour, `dn:<id>` deny: well under 64 bytes. */
-export const CALLBACK = /^(ap|a1|dn):(req_[a-z0-9]{16})$/;
+export const CALLBACK = /^(ap|a1|dn|rm):(req_[a-z0-9]{16})$/;
 /** A security alert's buttons: acknowledge, suspend the agent's grants, restore its trust score. */
 export const ALERT_CALLBACK = /^(sa|ss|st):(al_[a-z0-9]{16})$/;
 export const ALERT_VERBS = { sa: "acknowledge", ss: "suspend", st: "restore_trust" } as const;
@@ -91,7 +92,9 @@ export function telegramCard(card: ApprovalCard): { text: string; keyboard: Inli
           ],
           [{ text: "❌ Deny", callback_data: `dn:${card.requestId}` }],
         ]
-      : undefined;
+      : mayRemember(card)
+        ? [[{ text: "📌 Remember as a permanent rule", callback_data: `rm:${card.requestId}` }]]
+        : undefined;
   return { text, keyboard };
 }
 
