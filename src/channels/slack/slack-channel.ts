@@ -158,7 +158,7 @@ export class SlackChannel implements ApprovalChannel {
     const app = this.app;
     const review = (input: ReviewInput) => this.#onReview!(input);
     const approve =
-      (ttlFromValue: boolean) =>
+      (ttlFromValue: boolean, verdict: "approve" | "remember" = "approve") =>
       async ({
         ack,
         body,
@@ -175,7 +175,7 @@ export class SlackChannel implements ApprovalChannel {
         if (!m) return this.ignore(body, `button value of ${action.action_id} not understood`);
         const outcome = await review({
           requestId: m[1]!,
-          verdict: "approve",
+          verdict,
           ...(ttlFromValue && m[2] ? { ttlSeconds: Number(m[2]) } : {}),
           actor: await this.actor(body.user.id, body.user.name),
         });
@@ -198,24 +198,7 @@ export class SlackChannel implements ApprovalChannel {
     );
     app.action<BlockAction<ButtonAction>>(
       { type: "block_actions", action_id: ACTION_REMEMBER },
-      async ({ ack, body, action, client }) => {
-        await ack();
-        const id = typeof action.value === "string" ? action.value : "";
-        if (!/^req_[a-z0-9]{16}$/.test(id))
-          return this.ignore(body, `button value of ${action.action_id} not understood`);
-        const outcome = await review({
-          requestId: id,
-          verdict: "remember",
-          actor: await this.actor(body.user.id, body.user.name),
-        });
-        await client.chat
-          .postEphemeral({
-            channel: body.channel?.id ?? body.user.id,
-            user: body.user.id,
-            text: escapeMrkdwn(outcome.message),
-          })
-          .catch((e) => this.log.warn({ err: e }, "slack ephemeral reply failed"));
-      },
+      approve(false, "remember"),
     );
     app.action<BlockAction<ButtonAction>>(
       { type: "block_actions", action_id: ACTION_DENY },
