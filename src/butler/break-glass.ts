@@ -1,17 +1,19 @@
 import { randomUUID } from "node:crypto";
 import { and, eq } from "drizzle-orm";
-import { accessRequests, grants, securityAlerts } from "../db/schema.js";
+import type { AuditEventInput } from "../audit/audit-log.js";
+import { accessRequests, securityAlerts } from "../db/schema.js";
 import { AppError } from "../errors.js";
 import { sha256 } from "../hash.js";
 import { newId } from "../ids.js";
-import { grantProblem, proposeEffective } from "../policy/effective.js";
+import { grantProblem } from "../policy/effective.js";
 import { type CompiledProject, formatDuration, parseDuration } from "../policy/index.js";
 import { classifyRisk } from "../policy/risk.js";
 import { scopeRequest } from "../policy/scope.js";
-import { grantRowsInEffect, renderCached, toEntry } from "../policy-store/policy-store.js";
 import { approverOf } from "./approver-directory.js";
 import type { ButlerDeps } from "./context.js";
 import { checkGrantCall } from "./request-rules.js";
+import { applyGrant } from "./review.js";
+import { proposalIn } from "./submit.js";
 
 /**
  * Break-glass: a person the project names (`settings.break_glass.people`, never an agent) opens
@@ -121,10 +123,6 @@ export async function breakGlass(
     // Checked again against the revision under the lock: an import or another break-glass may
     // have changed it since.
     checkBreakGlass(deps, person, input, now, await deps.policies.compiledIn(tx, input.project));
-    const latest = await deps.policies.latestHeadIn(tx, input.project);
-    if (!latest || latest.retired)
-      throw new AppError("FORBIDDEN", `project '${input.project}' has no policy in force`);
-    const entries = (await grantRowsInEffect(tx, input.project, now)).map(toEntry);
     const proposed = {
       id,
       agent: input.agent,
@@ -133,86 +131,59 @@ export async function breakGlass(
       note: `BREAK-GLASS ${id} by ${person} for ${input.agent}`,
       approvedBy: [by],
     };
-    const { diff } = proposeEffective(
-      input.project,
-      latest.baseline,
-      entries,
-      proposed,
-      `revision ${latest.revision}`,
-      `with ${id}`,
-      renderCached,
-    );
+    const { latest, diff } = await proposalIn(deps, tx, input.project, proposed, now);
     const tier = classifyRisk(call.action, project.document.settings);
-    await tx.insert(accessRequests).values({
-      id,
-      project: input.project,
-      agent: input.agent,
-      tokenId: "break-glass",
-      status: "approved",
-      action: call.action,
-      resource: call.resource,
-      branch: call.branch ?? null,
-      reason: input.reason,
-      riskTier: tier,
-      approvalsRequired: 0,
-      requestedTtlSeconds: ttlSeconds,
-      proposalDiff: diff,
-      proposalBaseRevision: latest.revision,
-      proposalHash: sha256(diff),
-      // Never one pending request's twin: break-glass requests are decided when made.
-      dedupeKey: `break-glass:${randomUUID()}`,
-      createdAt: now,
-      expiresAt: now,
-      decidedAt: now,
-      decidedBy: person,
-      decidedVia: "break-glass",
-      decisionReason: input.reason,
-      grantedTtlSeconds: ttlSeconds,
-      breakGlassBy: person,
-    });
-    await tx.insert(grants).values({
-      id,
-      project: input.project,
-      agent: input.agent,
-      action: call.action,
-      resource: call.resource,
-      branch: call.branch ?? null,
-      approvedBy: [by],
-      createdAt: now,
-      expiresAt,
-    });
-    const applied = await deps.policies.recompose(tx, input.project, `break-glass:${id}`);
-    const line = { agent: input.agent, project: input.project, action: call.action, resource: call.resource };
-    const [opened] = await deps.audit.appendInTx(tx, [
-      {
-        type: "break_glass.opened",
-        ...line,
+    const [row] = await tx
+      .insert(accessRequests)
+      .values({
+        id,
+        project: input.project,
+        agent: input.agent,
+        tokenId: "break-glass",
+        status: "approved",
+        action: call.action,
+        resource: call.resource,
+        branch: call.branch ?? null,
         reason: input.reason,
-        details: {
-          request_id: id,
-          by: person,
-          branch: call.branch,
-          ttl: formatDuration(ttlSeconds),
-          expires: expiresAt.toISOString(),
-          reason_sha256: sha256(input.reason),
-        },
+        riskTier: tier,
+        approvalsRequired: 0,
+        requestedTtlSeconds: ttlSeconds,
+        proposalDiff: diff,
+        proposalBaseRevision: latest.revision,
+        proposalHash: sha256(diff),
+        // Never one pending request's twin: break-glass requests are decided when made.
+        dedupeKey: `break-glass:${randomUUID()}`,
+        createdAt: now,
+        expiresAt: now,
+        decidedAt: now,
+        decidedBy: person,
+        decidedVia: "break-glass",
+        decisionReason: input.reason,
+        grantedTtlSeconds: ttlSeconds,
+        breakGlassBy: person,
+      })
+      .returning();
+    const opened: AuditEventInput = {
+      type: "break_glass.opened",
+      agent: input.agent,
+      project: input.project,
+      action: call.action,
+      resource: call.resource,
+      reason: input.reason,
+      details: {
+        request_id: id,
+        by: person,
+        branch: call.branch,
+        ttl: formatDuration(ttlSeconds),
+        expires: expiresAt.toISOString(),
+        reason_sha256: sha256(input.reason),
       },
-      {
-        type: "grant.applied",
-        ...line,
-        reason: `policy reloaded for ${input.project} (1 break-glass grant added by ${person})`,
-        details: {
-          grant_id: id,
-          branch: call.branch,
-          revision: applied.revision,
-          before_hash: applied.beforeHash,
-          after_hash: applied.afterHash,
-          approved_by: by,
-          break_glass: true,
-          expires: expiresAt.toISOString(),
-        },
-      },
-    ]);
+    };
+    const applied = await applyGrant(deps, tx, row!, { approvedBy: [by], expiresAt }, opened, now, {
+      cause: `break-glass:${id}`,
+      reason: `policy reloaded for ${input.project} (1 break-glass grant added by ${person})`,
+      details: { break_glass: true },
+    });
     const alert = await deps.alerts?.raiseInTx(tx, {
       kind: "break_glass",
       project: input.project,
@@ -224,7 +195,7 @@ export async function breakGlass(
         `Expires ${expiresAt.toISOString()} (${formatDuration(ttlSeconds)})`,
         `Request ${id}`,
       ],
-      eventIds: opened ? [opened.event_id] : [],
+      eventIds: applied.lines[0] ? [applied.lines[0].event_id] : [],
       requestId: id,
     });
     return { revision: applied.revision, alertId: alert?.id ?? null };

@@ -157,8 +157,9 @@ async function load(deps: ButlerDeps, approver: string, file: string): Promise<t
     const failed = report.failed.find((f) => file.endsWith(f.file) || f.file.endsWith(basename(file)));
     return failed ? `the file did not load: ${failed.issues.join("; ")}` : true;
   } catch (e) {
+    // The error (a database's names its statement and parameters) goes to the log, not to the presser.
     deps.log.error({ err: e, file }, "loading the policies after a remembered rule failed");
-    return `the rule is written but loading the policies failed (${(e as Error).message}); run butler policy reload`;
+    return "the rule is written but loading the policies failed (see the server log); run butler policy reload";
   }
 }
 

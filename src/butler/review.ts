@@ -1,5 +1,6 @@
 import { and, eq } from "drizzle-orm";
 import type { AuditEventInput } from "../audit/audit-log.js";
+import type { AuditLine } from "../audit/chain.js";
 import type { Tx } from "../db/client.js";
 import { grants, requestReviews, singleUseGrants } from "../db/schema.js";
 import { AppError } from "../errors.js";
@@ -320,7 +321,7 @@ async function approve(
   const revision =
     r.kind === "one_shot"
       ? await applyOneShot(deps, tx, r, t, approvedLine, project.revision, p.now)
-      : await applyGrant(deps, tx, r, t, approvedLine, p.now);
+      : (await applyGrant(deps, tx, r, t, approvedLine, p.now)).revision;
   const told = notification(approved!, "grant_ready", {
     grantId: r.id,
     expiresAt: t.expiresAt.toISOString(),
@@ -373,14 +374,20 @@ async function applyOneShot(
 }
 
 /** A time-bound grant: a new policy revision with it. Returns that revision. */
-async function applyGrant(
+/**
+ * A time-bound grant for request `r` (approved, or opened by break-glass): its row, a new policy
+ * revision with it, and `leading` (what decided it) with `grant.applied`, in `tx`. Returns the
+ * revision and the audit lines written.
+ */
+export async function applyGrant(
   deps: ButlerDeps,
   tx: Tx,
   r: RequestRow,
-  t: Approval,
-  approvedLine: AuditEventInput,
+  t: { approvedBy: string[]; expiresAt: Date },
+  leading: AuditEventInput,
   now: Date,
-): Promise<number> {
+  opts: { cause?: string; reason?: string; details?: Record<string, unknown> } = {},
+): Promise<{ revision: number; lines: AuditLine[] }> {
   await tx.insert(grants).values({
     id: r.id,
     project: r.project,
@@ -393,13 +400,13 @@ async function applyGrant(
     createdAt: now,
     expiresAt: t.expiresAt,
   });
-  const applied = await deps.policies.recompose(tx, r.project, `grant:${r.id}`);
-  await deps.audit.appendInTx(tx, [
-    approvedLine,
+  const applied = await deps.policies.recompose(tx, r.project, opts.cause ?? `grant:${r.id}`);
+  const lines = await deps.audit.appendInTx(tx, [
+    leading,
     {
       type: "grant.applied",
       ...lineOf(r),
-      reason: `policy reloaded for ${r.project} (1 grant added)`,
+      reason: opts.reason ?? `policy reloaded for ${r.project} (1 grant added)`,
       details: {
         grant_id: r.id,
         branch: r.branch ?? undefined,
@@ -408,8 +415,9 @@ async function applyGrant(
         after_hash: applied.afterHash,
         approved_by: t.approvedBy.join(", "),
         expires: t.expiresAt.toISOString(),
+        ...opts.details,
       },
     },
   ]);
-  return applied.revision;
+  return { revision: applied.revision, lines };
 }

@@ -145,10 +145,6 @@ async function fileGrantRequest(
   const outcome = await deps.db.transaction(async (tx): Promise<Filed> => {
     const existing = await pendingTwin(deps, tx, dedupeKey, now);
     if (existing) return { status: "existing", row: existing };
-    const latest = await deps.policies.latestHeadIn(tx, identity.project);
-    if (!latest || latest.retired)
-      throw new AppError("FORBIDDEN", `project '${identity.project}' has no policy in force`);
-    const entries = (await grantRowsInEffect(tx, identity.project, now)).map(toEntry);
     const proposed = {
       id,
       agent: identity.agent,
@@ -164,15 +160,7 @@ async function fileGrantRequest(
         "INVALID_INPUT",
         `this call cannot be written as a grant: ${problem.path}: ${problem.message}`,
       );
-    const { before, after, diff } = proposeEffective(
-      identity.project,
-      latest.baseline,
-      entries,
-      proposed,
-      `revision ${latest.revision}`,
-      `with ${id}`,
-      renderCached,
-    );
+    const { latest, before, after, diff } = await proposalIn(deps, tx, identity.project, proposed, now);
     const proposalHash = sha256(diff);
     const radius = blastRadius({
       call,
@@ -327,6 +315,27 @@ async function approvedBefore(tx: Tx, dedupeKey: string): Promise<number> {
     .from(accessRequests)
     .where(and(eq(accessRequests.dedupeKey, dedupeKey), eq(accessRequests.status, "approved")));
   return Number(row?.n ?? 0);
+}
+
+/**
+ * The policy in force (newest revision, read in `tx`) with `proposed` added: the effective texts
+ * before and after and their diff, as a request's proposal shows it.
+ */
+export async function proposalIn(deps: ButlerDeps, tx: Tx, project: string, proposed: GrantEntry, now: Date) {
+  const latest = await deps.policies.latestHeadIn(tx, project);
+  if (!latest || latest.retired)
+    throw new AppError("FORBIDDEN", `project '${project}' has no policy in force`);
+  const entries = (await grantRowsInEffect(tx, project, now)).map(toEntry);
+  const texts = proposeEffective(
+    project,
+    latest.baseline,
+    entries,
+    proposed,
+    `revision ${latest.revision}`,
+    `with ${proposed.id}`,
+    renderCached,
+  );
+  return { latest, ...texts };
 }
 
 /** The columns both kinds of request fill the same way. */

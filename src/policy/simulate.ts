@@ -1,5 +1,6 @@
 import type { CompiledProject } from "./compile.js";
 import { evaluateIn } from "./evaluate.js";
+import { LIFTABLE_DENIALS } from "./scope.js";
 import type { Decision } from "./types.js";
 
 /**
@@ -55,21 +56,19 @@ export interface Simulation {
   undetermined: number;
 }
 
-/** Deny codes the policy decides from the call alone (evaluateIn), so a past call can be decided again. */
+/**
+ * Deny codes the policy decides from the call alone (evaluateIn), so a past call can be decided
+ * again: those a grant can lift, a call a person must approve, and the policy's own refusals (not
+ * a used one-shot approval: that is state).
+ */
 const POLICY_CODES: ReadonlySet<string> = new Set([
+  ...LIFTABLE_DENIALS,
+  "approval_required",
   "no_project",
   "unknown_agent",
-  "no_service_grant",
-  "no_action_grant",
-  "agent_not_covered",
-  "resource_not_covered",
-  "branch_not_covered",
-  "grant_expired",
   "constraint_failed",
   "deny_pattern",
   "invalid_action",
-  "op_group_denied",
-  "approval_required",
 ]);
 
 /** Refusals whose outcome depends on the call's parameters (or, for tools, its command text). */
@@ -97,20 +96,19 @@ function paramRule(project: CompiledProject, d: Decision): string {
  */
 export function spansChange(before: CompiledProject, after: CompiledProject, g: CallGroup): boolean {
   if (g.firstTs === g.lastTs) return false;
-  const call = {
-    agent: g.agent,
-    project: before.name,
-    action: g.action,
-    resource: g.resource,
-    branch: g.branch,
-  };
+  const call = callOf(before, g);
   return (
     evaluateIn(before, call, g.firstTs).decision !== evaluateIn(before, call, g.lastTs).decision ||
     evaluateIn(after, call, g.firstTs).decision !== evaluateIn(after, call, g.lastTs).decision
   );
 }
 
-export const LIFTED_REFUSALS: ReadonlySet<string> = new Set(["constraint_failed", "deny_pattern"]);
+/** The audited call of a group, as the policy decides it. */
+function callOf(project: CompiledProject, g: CallGroup) {
+  return { agent: g.agent, project: project.name, action: g.action, resource: g.resource, branch: g.branch };
+}
+
+const LIFTED_REFUSALS: ReadonlySet<string> = new Set(["constraint_failed", "deny_pattern"]);
 
 export function simulate(
   before: CompiledProject,
@@ -128,13 +126,7 @@ export function simulate(
   };
   for (const g of groups) {
     out.calls += g.count;
-    const call = {
-      agent: g.agent,
-      project: before.name,
-      action: g.action,
-      resource: g.resource,
-      branch: g.branch,
-    };
+    const call = callOf(before, g);
     const a = evaluateIn(after, call, g.lastTs);
     const b = evaluateIn(before, call, g.lastTs);
     if (a.decision === b.decision) {
