@@ -64,6 +64,11 @@ async function expireRequests(deps: ButlerDeps, tx: Tx, now: Date): Promise<numb
  * meanwhile, or reminded by another instance, is left alone (the update is conditional).
  */
 async function remind(deps: ButlerDeps, tx: Tx, now: Date): Promise<number> {
+  // Only the projects that remind are read (most have no reminders): no scan every 5 s for nothing.
+  const reminding = [...deps.policies.index().projects.values()]
+    .filter((p) => p.document.settings.reminders !== undefined)
+    .map((p) => p.name);
+  if (reminding.length === 0) return 0;
   const waiting = await tx
     .select({
       id: accessRequests.id,
@@ -73,7 +78,7 @@ async function remind(deps: ButlerDeps, tx: Tx, now: Date): Promise<number> {
       escalatedAt: accessRequests.escalatedAt,
     })
     .from(accessRequests)
-    .where(eq(accessRequests.status, "pending"));
+    .where(and(eq(accessRequests.status, "pending"), inArray(accessRequests.project, reminding)));
   let reminded = 0;
   for (const w of waiting) {
     const schedule = deps.policies.index().projects.get(w.project)?.document.settings.reminders;
